@@ -1,0 +1,1 @@
+"""Laku: group-buying (grosir) commerce platform."""

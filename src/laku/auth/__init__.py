@@ -1,0 +1,1 @@
+"""auth-service (port 3001): users, credentials, roles, token signing keys."""

@@ -1,0 +1,63 @@
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import EmailStr, Field, model_validator
+
+from laku.core.schemas import WireModel
+from laku.core.security import Role
+
+Password = Annotated[str, Field(min_length=8, max_length=128)]
+Phone = Annotated[str, Field(pattern=r"^\+?[0-9]{8,15}$")]
+
+
+class RegisterRequest(WireModel):
+    email: EmailStr
+    password: Password
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    phone: Phone | None = None
+
+
+class CreateUserRequest(RegisterRequest):
+    """An account with any role; a factory account is bound to its factory."""
+
+    role: Role
+    factory_id: uuid.UUID | None = None
+
+    @model_validator(mode="after")
+    def _factory_binding(self) -> "CreateUserRequest":
+        if self.role is Role.SERVICE:
+            raise ValueError("service identities are not user accounts")
+        if (self.role is Role.FACTORY) != (self.factory_id is not None):
+            raise ValueError("factoryId is required for, and only for, the factory role")
+        return self
+
+
+class LoginRequest(WireModel):
+    email: EmailStr
+    password: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class ServiceTokenRequest(WireModel):
+    service_name: Annotated[str, Field(pattern=r"^[a-z][a-z-]{1,31}$")]
+    secret: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class TokenResponse(WireModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class UserOut(WireModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    phone: str | None
+    role: Role
+    factory_id: uuid.UUID | None
+    created_at: datetime
+
+
+class Jwks(WireModel):
+    keys: list[dict[str, str]]

@@ -1,0 +1,186 @@
+"""Accounts, password checks with login throttling, and token signing."""
+
+import asyncio
+import hmac
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from laku.auth.models import LoginThrottle, SigningKey, User
+from laku.auth.schemas import CreateUserRequest, RegisterRequest
+from laku.core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from laku.core.security import ALGORITHM, Role
+from laku.core.settings import Settings
+
+_hasher = PasswordHasher()
+# Verified against when the e-mail is unknown, so both failures take the same time.
+_DUMMY_HASH = _hasher.hash("laku-no-such-user")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TokenSigner:
+    """Holds the current Ed25519 signing key; the key lives in the database so every auth
+    process and every restart signs with the same one."""
+
+    def __init__(self, kid: str, private_key: Ed25519PrivateKey, public_jwk: dict):
+        self.kid = kid
+        self._private_key = private_key
+        self.public_jwk = public_jwk
+
+    @classmethod
+    async def load_or_create(cls, session: AsyncSession) -> "TokenSigner":
+        row = await session.scalar(select(SigningKey).order_by(SigningKey.created_at.desc()).limit(1))
+        if row is None:
+            private_key = Ed25519PrivateKey.generate()
+            public_jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(private_key.public_key()))
+            kid = uuid.uuid4().hex
+            public_jwk |= {"kid": kid, "alg": ALGORITHM, "use": "sig"}
+            pem = private_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ).decode()
+            # Two processes starting at once: the first insert wins, both then read it back.
+            await session.execute(
+                insert(SigningKey)
+                .values(kid=kid, private_pem=pem, public_jwk=public_jwk)
+                .on_conflict_do_nothing()
+            )
+            await session.commit()
+            row = await session.scalar(select(SigningKey).order_by(SigningKey.created_at).limit(1))
+            assert row is not None
+        key = serialization.load_pem_private_key(row.private_pem.encode(), password=None)
+        assert isinstance(key, Ed25519PrivateKey)
+        return cls(row.kid, key, row.public_jwk)
+
+    def jwks(self) -> dict:
+        return {"keys": [self.public_jwk]}
+
+    def sign(self, settings: Settings, *, subject: str, role: Role, ttl_seconds: int, **claims) -> str:
+        now = _now()
+        payload = {
+            "sub": subject,
+            "role": role.value,
+            "iss": settings.jwt_issuer,
+            "aud": settings.jwt_audience,
+            "iat": now,
+            "exp": now + timedelta(seconds=ttl_seconds),
+            **{k: v for k, v in claims.items() if v is not None},
+        }
+        return jwt.encode(payload, self._private_key, algorithm=ALGORITHM, headers={"kid": self.kid})
+
+
+async def create_user(
+    session: AsyncSession, request: RegisterRequest | CreateUserRequest, role: Role
+) -> User:
+    email = request.email.lower()
+    if await session.scalar(select(User.id).where(User.email == email)):
+        raise Conflict("An account with this e-mail already exists", code="email_taken")
+    user = User(
+        email=email,
+        name=request.name,
+        phone=request.phone,
+        role=role.value,
+        factory_id=getattr(request, "factory_id", None),
+        password_hash=await asyncio.to_thread(_hasher.hash, request.password),
+    )
+    session.add(user)
+    await session.commit()
+    return user
+
+
+async def ensure_admin(session: AsyncSession, settings: Settings) -> None:
+    """The first admin account comes from settings (LAKU_ADMIN_EMAIL / LAKU_ADMIN_PASSWORD)."""
+    email = settings.admin_email.lower()
+    await session.execute(
+        insert(User)
+        .values(
+            id=uuid.uuid4(),
+            email=email,
+            name=settings.admin_name,
+            role=Role.ADMIN.value,
+            password_hash=_hasher.hash(settings.admin_password.get_secret_value()),
+        )
+        .on_conflict_do_nothing(index_elements=[User.email])
+    )
+    await session.commit()
+
+
+async def authenticate(session: AsyncSession, settings: Settings, email: str, password: str) -> User:
+    email = email.lower()
+    throttle = await session.get(LoginThrottle, email, with_for_update=True)
+    now = _now()
+    if throttle and throttle.locked_until and throttle.locked_until > now:
+        retry_after = int((throttle.locked_until - now).total_seconds()) + 1
+        await session.rollback()
+        raise TooManyRequests(
+            "Too many failed logins; try again later", code="login_locked", retry_after=retry_after
+        )
+    user = await session.scalar(select(User).where(User.email == email))
+    if user is not None and await _password_matches(user.password_hash, password):
+        if throttle:
+            await session.delete(throttle)
+        await session.commit()
+        return user
+    if user is None:
+        await _password_matches(_DUMMY_HASH, password)  # same time as a wrong password
+    await _record_failure(session, settings, email, throttle, now)
+    raise Unauthorized("E-mail or password is wrong", code="invalid_credentials")
+
+
+async def _password_matches(password_hash: str, password: str) -> bool:
+    # Argon2 is deliberately slow: keep it off the event loop.
+    try:
+        return await asyncio.to_thread(_hasher.verify, password_hash, password)
+    except (VerifyMismatchError, InvalidHashError):
+        return False
+
+
+async def _record_failure(
+    session: AsyncSession,
+    settings: Settings,
+    email: str,
+    throttle: LoginThrottle | None,
+    now: datetime,
+) -> None:
+    window = timedelta(seconds=settings.login_lockout_seconds)
+    if throttle is None:
+        await session.execute(
+            insert(LoginThrottle)
+            .values(email=email, failures=1, window_started_at=now)
+            .on_conflict_do_update(
+                index_elements=[LoginThrottle.email],
+                set_={"failures": LoginThrottle.failures + 1},
+            )
+        )
+    else:
+        if now - throttle.window_started_at > window:
+            throttle.failures, throttle.window_started_at, throttle.locked_until = 0, now, None
+        throttle.failures += 1
+        if throttle.failures >= settings.login_max_failures:
+            throttle.locked_until = now + window
+    await session.commit()
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such user", code="user_not_found")
+    return user
+
+
+def check_service_secret(settings: Settings, secret: str) -> None:
+    if not hmac.compare_digest(secret.encode(), settings.service_secret.get_secret_value().encode()):
+        raise Forbidden("Wrong service secret", code="invalid_service_secret")

@@ -1,0 +1,128 @@
+"""`laku`: run the platform, migrate its databases, manage admin accounts."""
+
+import asyncio
+import signal
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from laku.core.logging import configure_logging
+from laku.core.migrations import make_revision, migrate
+from laku.core.services import SERVICES
+from laku.core.settings import Settings, get_settings
+from laku.core.supervisor import Supervisor
+
+app = typer.Typer(help="Laku group-buying platform.", no_args_is_help=True)
+admin_app = typer.Typer(help="Admin accounts.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+console = Console()
+
+
+def _database_url(settings: Settings) -> str:
+    """The configured database, else the embedded PostgreSQL under the data folder."""
+    if settings.database_url:
+        return settings.database_url
+    from laku.core.embedded_db import start_embedded_postgres
+
+    console.print(f"[dim]LAKU_DATABASE_URL unset: embedded PostgreSQL in {settings.data_dir}/postgres[/]")
+    return start_embedded_postgres(settings.data_dir)
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Create the database if needed and bring every service's schema to its latest revision."""
+    migrate(_database_url(get_settings()))
+    console.print("[green]migrated[/]")
+
+
+@app.command("makemigration")
+def makemigration_command(
+    service: Annotated[str, typer.Argument(help="Service whose models changed")],
+    message: Annotated[str, typer.Option("-m", "--message")],
+) -> None:
+    """Write a new Alembic revision for one service from the difference between models and database."""
+    url = _database_url(get_settings())
+    migrate(url, [service])
+    make_revision(service, url, message)
+
+
+@app.command("up")
+def up_command(
+    services: Annotated[
+        list[str] | None, typer.Option("--service", "-s", help="Only these (repeatable)")
+    ] = None,
+) -> None:
+    """Start every service on its port, wait until all are ready, keep them running until Ctrl-C."""
+    settings = get_settings()
+    configure_logging(settings, "supervisor")
+    started = time.monotonic()
+    url = _database_url(settings)
+    services = services or list(SERVICES)
+    migrate(url, services)
+    supervisor = Supervisor(
+        settings,
+        env={"LAKU_DATABASE_URL": url},
+        services=services,
+        log_dir=settings.data_dir / "logs",
+    )
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    supervisor.start()
+    try:
+        supervisor.wait_ready()
+        _print_urls(supervisor, settings, time.monotonic() - started)
+        while not stopping:
+            supervisor.restart_exited()
+            time.sleep(0.5)
+    finally:
+        console.print("stopping...")
+        supervisor.stop()
+
+
+def _print_urls(supervisor: Supervisor, settings: Settings, seconds: float) -> None:
+    table = Table(title=f"Laku is ready ({seconds:.1f} s) - Ctrl-C stops everything")
+    table.add_column("service")
+    table.add_column("url")
+    table.add_column("api docs")
+    for name in supervisor.services:
+        url = SERVICES[name].url(settings)
+        table.add_row(name, url, f"{url}/docs")
+    console.print(table)
+    console.print(f"logs: {settings.data_dir / 'logs'}   admin: {settings.admin_email}")
+
+
+@admin_app.command("create")
+def admin_create(
+    email: Annotated[str, typer.Option(prompt=True)],
+    name: Annotated[str, typer.Option(prompt=True)],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Create an admin account directly in auth-service's database."""
+    from laku.auth.schemas import CreateUserRequest
+    from laku.auth.service import create_user
+    from laku.core.db import Database, async_url
+    from laku.core.security import Role
+
+    request = CreateUserRequest(email=email, name=name, password=password, role=Role.ADMIN)
+    url = _database_url(get_settings())
+    migrate(url, ["auth"])
+
+    async def create() -> None:
+        db = Database(async_url(url), pool_size=1)
+        try:
+            async with db.sessions() as session:
+                user = await create_user(session, request, Role.ADMIN)
+        finally:
+            await db.dispose()
+        console.print(f"[green]admin {user.email} created ({user.id})[/]")
+
+    asyncio.run(create())

@@ -1,0 +1,1 @@
+"""Shared kernel: what every service uses the same way."""

@@ -1,0 +1,99 @@
+"""The FastAPI factory every service builds on: lifespan, middleware, errors, health."""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from pydantic import BaseModel
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from laku.core.db import Database, require_database_url
+from laku.core.errors import UpstreamUnavailable, install_error_handlers
+from laku.core.http import ServiceTokenSource, new_http_client
+from laku.core.idempotency import IdempotencyMiddleware
+from laku.core.logging import configure_logging
+from laku.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from laku.core.security import TokenVerifier
+from laku.core.services import SERVICES, service_url
+from laku.core.settings import Settings, get_settings
+
+StartupHook = Callable[[FastAPI], Awaitable[None]]
+
+
+class Health(BaseModel):
+    status: str
+    service: str
+
+
+def create_service_app(
+    service: str,
+    *,
+    routers: list[APIRouter],
+    idempotency_keys: Table,
+    startup: StartupHook | None = None,
+    settings: Settings | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    spec = SERVICES[service]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings, service)
+        app.state.settings = settings
+        app.state.db = Database(require_database_url(settings), pool_size=settings.database_pool_size)
+        app.state.http = new_http_client(settings.http_timeout_seconds)
+        auth_url = service_url("auth", settings)
+        app.state.token_verifier = TokenVerifier(
+            f"{auth_url}/.well-known/jwks.json",
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            http=app.state.http,
+        )
+        app.state.service_tokens = ServiceTokenSource(
+            app.state.http, auth_url, service, settings.service_secret.get_secret_value()
+        )
+        if startup is not None:
+            await startup(app)
+        try:
+            yield
+        finally:
+            await app.state.http.aclose()
+            await app.state.db.dispose()
+
+    app = FastAPI(
+        title=f"laku {service}-service",
+        version="0.1.0",
+        lifespan=lifespan,
+        description=f"Laku {service}-service (port {spec.port}).",
+    )
+    install_error_handlers(app)
+    # Added innermost first: the body limit runs before idempotency reads the body.
+    app.add_middleware(IdempotencyMiddleware, table=idempotency_keys, state=app.state)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+
+    @app.get("/health", response_model=Health, tags=["ops"])
+    async def health() -> Health:
+        return Health(status="ok", service=service)
+
+    @app.get("/ready", response_model=Health, tags=["ops"])
+    async def ready(request: Request) -> Health:
+        try:
+            await request.app.state.db.ping()
+        except Exception as exc:
+            raise UpstreamUnavailable("Database unreachable") from exc
+        return Health(status="ready", service=service)
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.db.sessions() as session:
+        yield session
+
+
+DbSession = Annotated[AsyncSession, Depends(_session)]

@@ -1,0 +1,173 @@
+"""RFC 9457 problem details: every error the platform returns has this shape."""
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+log = structlog.get_logger()
+
+
+class Problem(BaseModel):
+    """The wire shape of an error (RFC 9457) with a stable machine-readable `code`."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class DomainError(Exception):
+    """An error raised by service logic; `status` and `code` are what clients see."""
+
+    status = 400
+    code = "bad_request"
+    title = "Bad request"
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None, **extra: Any):
+        super().__init__(detail or self.title)
+        self.detail = detail
+        if code:
+            self.code = code
+        self.extra = extra
+
+
+class InvalidInput(DomainError):
+    status, code, title = 422, "invalid_input", "Invalid input"
+
+
+class Unauthorized(DomainError):
+    status, code, title = 401, "unauthorized", "Authentication required"
+
+
+class Forbidden(DomainError):
+    status, code, title = 403, "forbidden", "Not allowed"
+
+
+class NotFound(DomainError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(DomainError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(DomainError):
+    status, code, title = 413, "payload_too_large", "Request body too large"
+
+
+class TooManyRequests(DomainError):
+    status, code, title = 429, "too_many_requests", "Too many requests"
+
+
+class UpstreamUnavailable(DomainError):
+    status, code, title = 503, "upstream_unavailable", "A service this request needs is unavailable"
+
+
+_TITLES = {
+    400: "Bad request",
+    401: "Authentication required",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Invalid input",
+    429: "Too many requests",
+}
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "too_many_requests",
+}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    *,
+    instance: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(
+        title=title, status=status, code=code, detail=detail, instance=instance, errors=errors
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.extra["retry_after"])} if "retry_after" in exc.extra else None
+        return problem_response(
+            exc.status, exc.code, exc.title, exc.detail, instance=request.url.path, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(
+            422,
+            "invalid_input",
+            "Invalid input",
+            "The request does not match the expected schema.",
+            instance=request.url.path,
+            errors=_validation_errors(exc),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status = exc.status_code
+        return problem_response(
+            status,
+            _CODES.get(status, "error"),
+            _TITLES.get(status, "Error"),
+            exc.detail if isinstance(exc.detail, str) else None,
+            instance=request.url.path,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path)
+        return problem_response(
+            500, "internal_error", "Internal error", instance=request.url.path
+        )
+
+
+# Documented on every route so each endpoint's error shape is in its OpenAPI.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_CONTENT_TYPE: {}}, "description": _TITLES[status]}
+    for status in (401, 403, 404, 409, 422)
+}

@@ -1,0 +1,134 @@
+"""The base of every service's typed client: timeouts, safe retries, service token, ids passed on."""
+
+import time
+from typing import Any
+
+import httpx
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from laku.core.errors import DomainError, UpstreamUnavailable
+from laku.core.middleware import REQUEST_ID_HEADER
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_RETRYABLE_STATUS = frozenset({502, 503, 504})
+
+
+def new_http_client(timeout_seconds: float) -> httpx.AsyncClient:
+    """One pooled client per process, shared by all of its service clients."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 2.0)),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    )
+
+
+class ServiceCallError(DomainError):
+    """Another service refused a call; carries its problem `code` and status through."""
+
+    def __init__(self, status: int, problem: dict[str, Any]):
+        self.status = status
+        self.title = problem.get("title", "Upstream error")
+        self.problem = problem
+        super().__init__(problem.get("detail"), code=problem.get("code", "upstream_error"))
+
+
+class ServiceTokenSource:
+    """Gets a `service` role token from auth-service and renews it shortly before it expires."""
+
+    RENEW_MARGIN_SECONDS = 60
+
+    def __init__(self, http: httpx.AsyncClient, auth_url: str, service_name: str, secret: str):
+        self._http = http
+        self._url = f"{auth_url}/api/auth/service-token"
+        self._body = {"serviceName": service_name, "secret": secret}
+        self._token: str | None = None
+        self._expires_at = 0.0
+
+    async def token(self) -> str:
+        if self._token is None or time.monotonic() > self._expires_at - self.RENEW_MARGIN_SECONDS:
+            try:
+                response = await self._http.post(self._url, json=self._body)
+                response.raise_for_status()
+            except httpx.HTTPError as exc:
+                raise UpstreamUnavailable("Cannot obtain a service token from auth-service") from exc
+            data = response.json()
+            self._token = data["accessToken"]
+            self._expires_at = time.monotonic() + data["expiresIn"]
+        return self._token
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in _RETRYABLE_STATUS
+
+
+class ServiceClient:
+    """Calls one service. Retries only what is safe to repeat: reads, and writes that carry an
+    `Idempotency-Key` (which every internal write must)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        http: httpx.AsyncClient,
+        tokens: ServiceTokenSource | None,
+        *,
+        attempts: int = 3,
+    ):
+        self._base_url = base_url.rstrip("/")
+        self._http = http
+        self._tokens = tokens
+        self._attempts = attempts
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> httpx.Response:
+        method = method.upper()
+        if method not in _SAFE_METHODS and not idempotency_key:
+            raise ValueError(f"{method} {path}: internal writes must carry an idempotency key")
+        headers: dict[str, str] = {}
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        if request_id:
+            headers[REQUEST_ID_HEADER] = request_id
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        if self._tokens is not None:
+            headers["Authorization"] = f"Bearer {await self._tokens.token()}"
+
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exponential_jitter(initial=0.05, max=1.0),
+                retry=retry_if_exception(_retryable),
+                reraise=True,
+            ):
+                with attempt:
+                    response = await self._http.request(
+                        method, self._base_url + path, json=json, params=params, headers=headers
+                    )
+                    if response.status_code in _RETRYABLE_STATUS:
+                        response.raise_for_status()
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailable(f"{method} {self._base_url}{path}: {exc!r}") from exc
+        except httpx.HTTPStatusError as exc:
+            raise UpstreamUnavailable(
+                f"{method} {self._base_url}{path} answered {exc.response.status_code}"
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"detail": response.text[:200]}
+            raise ServiceCallError(response.status_code, problem)
+        return response

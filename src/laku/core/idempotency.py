@@ -1,0 +1,206 @@
+"""`Idempotency-Key`: the same key and body get the first response; another body is refused.
+
+Keys are scoped to the caller (token subject), stored in the service's own schema, and claimed
+before the handler runs, so two concurrent requests with one key never both execute.
+"""
+
+import hashlib
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    and_,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert
+from starlette.datastructures import State
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from laku.core.db import Database
+from laku.core.errors import DomainError, problem_response
+from laku.core.middleware import header
+from laku.core.security import TokenVerifier
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+MAX_KEY_LENGTH = 255
+# A claim whose request never finished (process killed) may be taken over after this long.
+ABANDONED_AFTER = timedelta(seconds=60)
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+log = structlog.get_logger()
+
+
+def idempotency_table(metadata: MetaData) -> Table:
+    return Table(
+        "idempotency_keys",
+        metadata,
+        Column("scope", String(255), primary_key=True),
+        Column("key", String(MAX_KEY_LENGTH), primary_key=True),
+        Column("fingerprint", String(64), nullable=False),
+        Column("status_code", Integer, nullable=True),
+        Column("content_type", String(100), nullable=True),
+        Column("body", LargeBinary, nullable=True),
+        Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    )
+
+
+class IdempotencyMiddleware:
+    def __init__(self, app: ASGIApp, *, table: Table, state: State):
+        self.app = app
+        self.table = table
+        self.state = state  # the app's state: its `db` and `token_verifier` exist once started
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = header(scope, IDEMPOTENCY_HEADER) if scope["type"] == "http" else None
+        if key is None or scope["method"] not in _UNSAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        if not key or len(key) > MAX_KEY_LENGTH:
+            await problem_response(
+                422,
+                "invalid_idempotency_key",
+                "Invalid input",
+                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
+            )(scope, receive, send)
+            return
+
+        message = await receive()
+        body = message.get("body", b"")
+        caller = await self._caller(scope)
+        fingerprint = hashlib.sha256(
+            b"\n".join([scope["method"].encode(), scope["path"].encode(), scope["query_string"], body])
+        ).hexdigest()
+
+        if not await self._claim(caller, key, fingerprint):
+            await self._answer_existing(caller, key, fingerprint, scope, receive, send)
+            return
+
+        status = 500
+        content_type = "application/json"
+        chunks: list[bytes] = []
+
+        async def capture(msg: Message) -> None:
+            nonlocal status, content_type
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+                for name, value in msg.get("headers", []):
+                    if name == b"content-type":
+                        content_type = value.decode("latin-1")
+            elif msg["type"] == "http.response.body":
+                chunks.append(msg.get("body", b""))
+            await send(msg)
+
+        async def replay() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            await self.app(scope, replay, capture)
+        finally:
+            await self._finish(caller, key, status, content_type, b"".join(chunks))
+
+    @property
+    def _db(self) -> Database:
+        return self.state.db
+
+    async def _caller(self, scope: Scope) -> str:
+        authorization = header(scope, "authorization") or ""
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return "anonymous"
+        try:
+            verifier: TokenVerifier = self.state.token_verifier
+            return (await verifier.verify(token)).subject
+        except DomainError:
+            return "anonymous"  # the handler answers 401; nothing is stored for a bad token
+
+    async def _claim(self, caller: str, key: str, fingerprint: str) -> bool:
+        t = self.table
+        async with self._db.sessions.begin() as session:
+            claimed = await session.execute(
+                insert(t)
+                .values(scope=caller, key=key, fingerprint=fingerprint)
+                .on_conflict_do_nothing()
+                .returning(t.c.key)
+            )
+            if claimed.first() is not None:
+                return True
+            taken_over = await session.execute(
+                update(t)
+                .where(
+                    t.c.scope == caller,
+                    t.c.key == key,
+                    t.c.fingerprint == fingerprint,
+                    t.c.status_code.is_(None),
+                    t.c.created_at < func.now() - ABANDONED_AFTER,
+                )
+                .values(created_at=func.now())
+                .returning(t.c.key)
+            )
+            return taken_over.first() is not None
+
+    async def _answer_existing(
+        self, caller: str, key: str, fingerprint: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        t = self.table
+        async with self._db.sessions() as session:
+            row = (
+                await session.execute(select(t).where(t.c.scope == caller, t.c.key == key))
+            ).one()
+        if row.fingerprint != fingerprint:
+            response = problem_response(
+                422,
+                "idempotency_key_reused",
+                "Invalid input",
+                "This Idempotency-Key was used with a different request.",
+                instance=scope["path"],
+            )
+        elif row.status_code is None:
+            response = problem_response(
+                409,
+                "idempotency_in_progress",
+                "Conflict",
+                "A request with this Idempotency-Key is still being processed.",
+                instance=scope["path"],
+                headers={"Retry-After": "1"},
+            )
+        else:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": row.status_code,
+                    "headers": [
+                        (b"content-type", (row.content_type or "application/json").encode()),
+                        (b"idempotent-replayed", b"true"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": row.body or b""})
+            return
+        await response(scope, receive, send)
+
+    async def _finish(
+        self, caller: str, key: str, status: int, content_type: str, body: bytes
+    ) -> None:
+        """Keep the response of a finished request; forget the claim of one that failed inside."""
+        t = self.table
+        mine = and_(t.c.scope == caller, t.c.key == key)
+        async with self._db.sessions.begin() as session:
+            if status >= 500:
+                await session.execute(delete(t).where(mine))
+            else:
+                await session.execute(
+                    update(t)
+                    .where(mine, t.c.status_code.is_(None))
+                    .values(status_code=status, content_type=content_type, body=body)
+                )
+

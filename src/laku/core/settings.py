@@ -1,0 +1,44 @@
+"""Platform settings, read from `LAKU_*` environment variables (and `.env`)."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LAKU_", env_file=".env", extra="ignore")
+
+    # Unset: `laku up` starts an embedded PostgreSQL under `data_dir` and sets it for the services.
+    database_url: str | None = None
+    database_pool_size: int = 5
+    data_dir: Path = Path(".laku")
+
+    host: str = "127.0.0.1"
+    # Added to every service's seed port, so a second platform (tests) can run beside `make up`.
+    port_offset: int = 0
+
+    # Shared by the services to obtain `service` tokens from auth; change it outside development.
+    service_secret: SecretStr = SecretStr("laku-dev-service-secret")
+    admin_email: str = "admin@laku.local"
+    admin_password: SecretStr = SecretStr("laku-admin-demo")
+    admin_name: str = "Laku Admin"
+
+    jwt_issuer: str = "laku-auth"
+    jwt_audience: str = "laku"
+    access_token_ttl_seconds: int = 3600
+    service_token_ttl_seconds: int = 900
+
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 900
+
+    max_body_bytes: int = 1_048_576
+    http_timeout_seconds: float = 5.0
+    log_level: str = "INFO"
+    log_json: bool = False
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,122 @@
+"""Runs services as their own uvicorn processes: start, wait for `/ready`, restart, stop."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import structlog
+
+from laku.core.services import SERVICES, ServiceSpec
+from laku.core.settings import Settings
+
+log = structlog.get_logger()
+
+
+@dataclass
+class ServiceProcess:
+    spec: ServiceSpec
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start_at: float = 0.0
+
+
+@dataclass
+class Supervisor:
+    """Owns one process per service. `env` is what they all get (database URL, port offset...)."""
+
+    settings: Settings
+    env: dict[str, str]
+    services: list[str] = field(default_factory=lambda: list(SERVICES))
+    log_dir: Path | None = None
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def start(self) -> None:
+        for name in self.services:
+            self.processes[name] = ServiceProcess(SERVICES[name])
+            self._spawn(self.processes[name])
+
+    def _spawn(self, entry: ServiceProcess) -> None:
+        spec = entry.spec
+        port = spec.port + self.settings.port_offset
+        command = [
+            sys.executable, "-m", "uvicorn", "--factory", spec.app_factory,
+            "--host", self.settings.host, "--port", str(port),
+            "--no-access-log", "--timeout-graceful-shutdown", "5",
+        ]  # fmt: skip
+        output = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            output = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - kept by the child
+        entry.process = subprocess.Popen(
+            command,
+            env={**os.environ, **self.env},
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,  # Ctrl-C reaches the supervisor, which stops children in order
+        )
+        if output:
+            output.close()
+        log.info("service_started", service=spec.name, port=port, pid=entry.process.pid)
+
+    def wait_ready(self, timeout_seconds: float = 60.0) -> float:
+        """Block until every service answers `/ready`; return the seconds it took."""
+        started = time.monotonic()
+        pending = set(self.processes)
+        with httpx.Client(timeout=1.0) as client:
+            while pending:
+                for name in sorted(pending):
+                    entry = self.processes[name]
+                    if entry.process and entry.process.poll() is not None:
+                        raise RuntimeError(f"{name}-service exited with {entry.process.returncode}")
+                    try:
+                        if client.get(f"{entry.spec.url(self.settings)}/ready").status_code == 200:
+                            pending.discard(name)
+                    except httpx.HTTPError:
+                        pass
+                if time.monotonic() - started > timeout_seconds:
+                    raise TimeoutError(f"not ready after {timeout_seconds}s: {sorted(pending)}")
+                if pending:
+                    time.sleep(0.1)
+        return time.monotonic() - started
+
+    def restart_exited(self) -> None:
+        """Restart any service that died, backing off 1, 2, 4... up to 30 seconds."""
+        now = time.monotonic()
+        for entry in self.processes.values():
+            if entry.process is None or entry.process.poll() is None:
+                continue
+            if entry.next_start_at == 0.0:
+                delay = min(2**entry.restarts, 30)
+                entry.next_start_at = now + delay
+                log.warning(
+                    "service_exited",
+                    service=entry.spec.name,
+                    code=entry.process.returncode,
+                    restart_in_s=delay,
+                )
+            elif now >= entry.next_start_at:
+                entry.restarts += 1
+                entry.next_start_at = 0.0
+                self._spawn(entry)
+
+    def stop(self, name: str | None = None, timeout_seconds: float = 10.0) -> None:
+        """Stop one service, or all: SIGTERM, then SIGKILL whatever is still running."""
+        entries = [self.processes[name]] if name else list(self.processes.values())
+        running = [e.process for e in entries if e.process and e.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_seconds
+        for process in running:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def pids(self) -> list[int]:
+        return [e.process.pid for e in self.processes.values() if e.process and e.process.poll() is None]
