@@ -27,7 +27,9 @@ def _database_url(settings: Settings) -> str:
         return settings.database_url
     from laku.core.embedded_db import start_embedded_postgres
 
-    console.print(f"[dim]LAKU_DATABASE_URL unset: embedded PostgreSQL in {settings.data_dir}/postgres[/]")
+    console.print(
+        f"[dim]LAKU_DATABASE_URL unset: embedded PostgreSQL in {settings.data_dir}/postgres[/]"
+    )
     return start_embedded_postgres(settings.data_dir)
 
 
@@ -43,7 +45,7 @@ def makemigration_command(
     service: Annotated[str, typer.Argument(help="Service whose models changed")],
     message: Annotated[str, typer.Option("-m", "--message")],
 ) -> None:
-    """Write a new Alembic revision for one service from the difference between models and database."""
+    """Write a new Alembic revision for one service from its models' changes."""
     url = _database_url(get_settings())
     migrate(url, [service])
     make_revision(service, url, message)

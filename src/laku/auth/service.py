@@ -41,7 +41,9 @@ class TokenSigner:
 
     @classmethod
     async def load_or_create(cls, session: AsyncSession) -> "TokenSigner":
-        row = await session.scalar(select(SigningKey).order_by(SigningKey.created_at.desc()).limit(1))
+        row = await session.scalar(
+            select(SigningKey).order_by(SigningKey.created_at.desc()).limit(1)
+        )
         if row is None:
             private_key = Ed25519PrivateKey.generate()
             public_jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(private_key.public_key()))
@@ -68,7 +70,9 @@ class TokenSigner:
     def jwks(self) -> dict:
         return {"keys": [self.public_jwk]}
 
-    def sign(self, settings: Settings, *, subject: str, role: Role, ttl_seconds: int, **claims) -> str:
+    def sign(
+        self, settings: Settings, *, subject: str, role: Role, ttl_seconds: int, **claims
+    ) -> str:
         now = _now()
         payload = {
             "sub": subject,
@@ -79,7 +83,9 @@ class TokenSigner:
             "exp": now + timedelta(seconds=ttl_seconds),
             **{k: v for k, v in claims.items() if v is not None},
         }
-        return jwt.encode(payload, self._private_key, algorithm=ALGORITHM, headers={"kid": self.kid})
+        return jwt.encode(
+            payload, self._private_key, algorithm=ALGORITHM, headers={"kid": self.kid}
+        )
 
 
 async def create_user(
@@ -118,7 +124,9 @@ async def ensure_admin(session: AsyncSession, settings: Settings) -> None:
     await session.commit()
 
 
-async def authenticate(session: AsyncSession, settings: Settings, email: str, password: str) -> User:
+async def authenticate(
+    session: AsyncSession, settings: Settings, email: str, password: str
+) -> User:
     email = email.lower()
     throttle = await session.get(LoginThrottle, email, with_for_update=True)
     now = _now()
@@ -182,5 +190,7 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
 
 
 def check_service_secret(settings: Settings, secret: str) -> None:
-    if not hmac.compare_digest(secret.encode(), settings.service_secret.get_secret_value().encode()):
+    if not hmac.compare_digest(
+        secret.encode(), settings.service_secret.get_secret_value().encode()
+    ):
         raise Forbidden("Wrong service secret", code="invalid_service_secret")

@@ -42,7 +42,9 @@ def create_service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings, service)
         app.state.settings = settings
-        app.state.db = Database(require_database_url(settings), pool_size=settings.database_pool_size)
+        app.state.db = Database(
+            require_database_url(settings), pool_size=settings.database_pool_size
+        )
         app.state.http = new_http_client(settings.http_timeout_seconds)
         auth_url = service_url("auth", settings)
         app.state.token_verifier = TokenVerifier(

@@ -130,7 +130,9 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.extra["retry_after"])} if "retry_after" in exc.extra else None
+        headers = (
+            {"Retry-After": str(exc.extra["retry_after"])} if "retry_after" in exc.extra else None
+        )
         return problem_response(
             exc.status, exc.code, exc.title, exc.detail, instance=request.url.path, headers=headers
         )
@@ -161,13 +163,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
-        return problem_response(
-            500, "internal_error", "Internal error", instance=request.url.path
-        )
+        return problem_response(500, "internal_error", "Internal error", instance=request.url.path)
 
 
 # Documented on every route so each endpoint's error shape is in its OpenAPI.
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {PROBLEM_CONTENT_TYPE: {}}, "description": _TITLES[status]}
+    status: {
+        "model": Problem,
+        "content": {PROBLEM_CONTENT_TYPE: {}},
+        "description": _TITLES[status],
+    }
     for status in (401, 403, 404, 409, 422)
 }

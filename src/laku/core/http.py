@@ -1,4 +1,4 @@
-"""The base of every service's typed client: timeouts, safe retries, service token, ids passed on."""
+"""Base of every service's typed client: timeouts, safe retries, service token, ids passed on."""
 
 import time
 from typing import Any
@@ -55,7 +55,9 @@ class ServiceTokenSource:
                 response = await self._http.post(self._url, json=self._body)
                 response.raise_for_status()
             except httpx.HTTPError as exc:
-                raise UpstreamUnavailable("Cannot obtain a service token from auth-service") from exc
+                raise UpstreamUnavailable(
+                    "Cannot obtain a service token from auth-service"
+                ) from exc
             data = response.json()
             self._token = data["accessToken"]
             self._expires_at = time.monotonic() + data["expiresIn"]

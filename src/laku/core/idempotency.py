@@ -78,7 +78,9 @@ class IdempotencyMiddleware:
         body = message.get("body", b"")
         caller = await self._caller(scope)
         fingerprint = hashlib.sha256(
-            b"\n".join([scope["method"].encode(), scope["path"].encode(), scope["query_string"], body])
+            b"\n".join(
+                [scope["method"].encode(), scope["path"].encode(), scope["query_string"], body]
+            )
         ).hexdigest()
 
         if not await self._claim(caller, key, fingerprint):
@@ -203,4 +205,3 @@ class IdempotencyMiddleware:
                     .where(mine, t.c.status_code.is_(None))
                     .values(status_code=status, content_type=content_type, body=body)
                 )
-

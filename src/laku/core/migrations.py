@@ -59,7 +59,9 @@ def _run_in_connection(connection: Connection, metadata: MetaData) -> None:
 async def ensure_database(database_url: str) -> None:
     """Create the configured database if the server does not have it yet."""
     url = make_url(async_url(database_url))
-    engine = create_async_engine(url.set(database="postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    engine = create_async_engine(
+        url.set(database="postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+    )
     try:
         async with engine.connect() as conn:
             exists = await conn.scalar(

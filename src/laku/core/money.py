@@ -17,7 +17,7 @@ BasisPoints = Annotated[int, Field(strict=True, ge=0, le=BASIS_POINTS)]
 
 
 def apply_rate(amount: int, rate_bps: int) -> int:
-    """`amount × rate`, rounded half up to the rupiah (5,000,000 at 500 bps → 250,000)."""
+    """`amount * rate`, rounded half up to the rupiah (5,000,000 at 500 bps → 250,000)."""
     if amount < 0 or rate_bps < 0:
         raise ValueError("amount and rate must be non-negative")
     return (amount * rate_bps + BASIS_POINTS // 2) // BASIS_POINTS

@@ -69,7 +69,10 @@ class TokenVerifier:
         self.use_keys(response.json())
 
     async def _key(self, kid: str) -> jwt.PyJWK:
-        if kid not in self._keys and time.monotonic() - self._fetched_at > self.REFRESH_INTERVAL_SECONDS:
+        if (
+            kid not in self._keys
+            and time.monotonic() - self._fetched_at > self.REFRESH_INTERVAL_SECONDS
+        ):
             await self._refresh()
         try:
             return self._keys[kid]
@@ -116,7 +119,7 @@ async def current_principal(
 
 
 def require_roles(*roles: Role):
-    """A dependency that admits only the given roles (401 without a token, 403 with another role)."""
+    """A dependency admitting only the given roles (401 without a token, 403 with another role)."""
 
     allowed = frozenset(roles)
 

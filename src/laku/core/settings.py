@@ -21,7 +21,7 @@ class Settings(BaseSettings):
 
     # Shared by the services to obtain `service` tokens from auth; change it outside development.
     service_secret: SecretStr = SecretStr("laku-dev-service-secret")
-    admin_email: str = "admin@laku.local"
+    admin_email: str = "admin@laku.id"
     admin_password: SecretStr = SecretStr("laku-admin-demo")
     admin_name: str = "Laku Admin"
 

@@ -119,4 +119,6 @@ class Supervisor:
                 process.wait()
 
     def pids(self) -> list[int]:
-        return [e.process.pid for e in self.processes.values() if e.process and e.process.poll() is None]
+        return [
+            e.process.pid for e in self.processes.values() if e.process and e.process.poll() is None
+        ]

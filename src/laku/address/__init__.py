@@ -1,0 +1,1 @@
+"""address-service (port 3015): buyers' addresses."""

@@ -1,0 +1,1 @@
+"""factory-service (port 3003): factories, verification, reviews, factory accounts."""

@@ -1,0 +1,1 @@
+"""product-service (port 3002): products, variants, categories, images."""

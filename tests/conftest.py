@@ -1,0 +1,45 @@
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from laku.core.settings import Settings
+from laku.core.supervisor import Supervisor
+from tests.support import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    Platform,
+    choose_server,
+    free_port_offset,
+    throwaway_database,
+)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = choose_server(tmp_path_factory.mktemp("embedded-pg"))
+    with throwaway_database(server) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """Every service as its own uvicorn process on a fresh database."""
+    env = {
+        "LAKU_DATABASE_URL": database_url,
+        "LAKU_PORT_OFFSET": str(free_port_offset()),
+        "LAKU_ADMIN_EMAIL": ADMIN_EMAIL,
+        "LAKU_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "LAKU_LOG_JSON": "true",
+    }
+    settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
+    log_dir = Path(tmp_path_factory.mktemp("service-logs"))
+    supervisor = Supervisor(settings, env=env, log_dir=log_dir)
+    supervisor.start()
+    running = Platform(settings=settings, database_url=database_url, supervisor=supervisor)
+    try:
+        supervisor.wait_ready()
+        yield running
+    finally:
+        running.close()
+        supervisor.stop()

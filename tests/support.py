@@ -1,0 +1,184 @@
+"""Test helpers: a throwaway PostgreSQL database, a running platform, and database snapshots."""
+
+import asyncio
+import os
+import random
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from laku.core.migrations import migrate
+from laku.core.services import SERVICES
+from laku.core.settings import Settings
+from laku.core.supervisor import Supervisor
+
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+ADMIN_EMAIL = "admin-tests@laku.id"
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+def _plain(url: str) -> str:
+    """asyncpg wants a driver-less URL."""
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _reachable(url: str) -> bool:
+    try:
+        conn = await asyncpg.connect(_plain(url), timeout=2)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await conn.close()
+    return True
+
+
+def choose_server(tmp_root: Path) -> str:
+    """The configured server, else the local one, else an embedded one."""
+    configured = os.environ.get("LAKU_DATABASE_URL")
+    if configured:
+        return configured
+    if run(_reachable(LOCAL_SERVER)):
+        return LOCAL_SERVER
+    from laku.core.embedded_db import start_embedded_postgres
+
+    return start_embedded_postgres(tmp_root)
+
+
+@contextmanager
+def throwaway_database(server_url: str) -> Iterator[str]:
+    """A new database on `server_url`, migrated, dropped afterwards."""
+    name = f"laku_test_{uuid.uuid4().hex[:12]}"
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    try:
+        yield url
+    finally:
+
+        async def drop() -> None:
+            admin = await asyncpg.connect(_plain(make_url(url).set(database="postgres")))
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
+
+        run(drop())
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def free_port_offset() -> int:
+    """An offset that puts every seed port on a free port, away from a running `make up`."""
+    for _ in range(50):
+        offset = random.randrange(20_000, 40_000, 100)
+        if all(_port_free(spec.port + offset) for spec in SERVICES.values()):
+            return offset
+    raise RuntimeError("no free port range found")
+
+
+@dataclass
+class Platform:
+    """The services running as real processes for the test session."""
+
+    settings: Settings
+    database_url: str
+    supervisor: Supervisor
+    clients: dict[str, httpx.Client] = field(default_factory=dict)
+    _tokens: dict[str, str] = field(default_factory=dict)
+
+    def url(self, service: str) -> str:
+        return SERVICES[service].url(self.settings)
+
+    def client(self, service: str) -> httpx.Client:
+        if service not in self.clients:
+            self.clients[service] = httpx.Client(base_url=self.url(service), timeout=10.0)
+        return self.clients[service]
+
+    def login(self, email: str, password: str) -> str:
+        response = self.client("auth").post(
+            "/api/auth/login", json={"email": email, "password": password}
+        )
+        response.raise_for_status()
+        return response.json()["accessToken"]
+
+    @property
+    def admin_token(self) -> str:
+        if "admin" not in self._tokens:
+            self._tokens["admin"] = self.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        return self._tokens["admin"]
+
+    def new_buyer(self, name: str = "Buyer") -> "Account":
+        email = f"buyer-{uuid.uuid4().hex[:10]}@laku.id"
+        password = "buyer-password"
+        response = self.client("auth").post(
+            "/api/auth/register", json={"email": email, "password": password, "name": name}
+        )
+        response.raise_for_status()
+        return Account(response.json()["id"], email, self.login(email, password))
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    email: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.token)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _snapshot(url: str, schema: str) -> dict[str, str]:
+    conn = await asyncpg.connect(_plain(url))
+    try:
+        tables = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = $1 AND table_name NOT IN "
+            "('alembic_version', 'idempotency_keys', 'login_throttle') ORDER BY 1",
+            schema,
+        )
+        digest = {}
+        for (table,) in tables:
+            digest[table] = await conn.fetchval(
+                f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, ',' "
+                f'ORDER BY t::text)), \'\') FROM "{schema}"."{table}" t'
+            )
+        return digest
+    finally:
+        await conn.close()
+
+
+def snapshot(platform: Platform, *schemas: str) -> dict[str, dict[str, str]]:
+    """Row count and content hash of every business table in the given schemas."""
+    return {schema: run(_snapshot(platform.database_url, schema)) for schema in schemas}
+
+
+def assert_problem(response: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body = response.json()
+    assert body["status"] == status
+    if code is not None:
+        assert body["code"] == code, body
+    return body
