@@ -1,0 +1,71 @@
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from laku.core.schemas import WireModel
+
+Label = Annotated[str, Field(min_length=1, max_length=50, examples=["Rumah"])]
+RecipientName = Annotated[str, Field(min_length=1, max_length=200)]
+Phone = Annotated[str, Field(pattern=r"^\+?[0-9]{8,15}$", examples=["+6281234567890"])]
+Street = Annotated[str, Field(min_length=1, max_length=500)]
+Region = Annotated[str, Field(min_length=1, max_length=100)]
+PostalCode = Annotated[str, Field(pattern=r"^[0-9]{5}$", examples=["12190"])]
+Notes = Annotated[str, Field(max_length=500)]
+
+
+class AddressCreate(WireModel):
+    # Optional: the token says whose address this is; when sent, it must be the caller.
+    user_id: uuid.UUID | None = None
+    label: Label
+    recipient_name: RecipientName
+    phone: Phone
+    street: Street
+    city: Region
+    province: Region
+    postal_code: PostalCode
+    notes: Notes | None = None
+    is_default: bool = False
+
+
+class AddressUpdate(WireModel):
+    """A partial update: only the fields sent change; `notes: null` clears the notes."""
+
+    label: Label | None = None
+    recipient_name: RecipientName | None = None
+    phone: Phone | None = None
+    street: Street | None = None
+    city: Region | None = None
+    province: Region | None = None
+    postal_code: PostalCode | None = None
+    notes: Notes | None = None
+    is_default: bool | None = None
+
+    @model_validator(mode="after")
+    def _no_null_for_required_fields(self) -> "AddressUpdate":
+        fields = type(self).model_fields
+        nulled = sorted(
+            fields[name].alias or name
+            for name in self.model_fields_set - {"notes"}
+            if getattr(self, name) is None
+        )
+        if nulled:
+            raise ValueError(f"may not be null: {', '.join(nulled)}")
+        return self
+
+
+class AddressOut(WireModel):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    label: str
+    recipient_name: str
+    phone: str
+    street: str
+    city: str
+    province: str
+    postal_code: str
+    notes: str | None
+    is_default: bool
+    created_at: datetime
+    updated_at: datetime
