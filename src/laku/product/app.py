@@ -1,9 +1,20 @@
 from fastapi import FastAPI
 
 from laku.core.app import create_service_app
+from laku.core.services import service_url
+from laku.factory.client import FactoryClient
 from laku.product.models import idempotency_keys
 from laku.product.routes import router
 
 
+async def _startup(app: FastAPI) -> None:
+    # Products name their factory; factory-service is asked whether it exists.
+    app.state.factory_client = FactoryClient(
+        service_url("factory", app.state.settings), app.state.http, app.state.service_tokens
+    )
+
+
 def create_app() -> FastAPI:
-    return create_service_app("product", routers=[router], idempotency_keys=idempotency_keys)
+    return create_service_app(
+        "product", routers=[router], idempotency_keys=idempotency_keys, startup=_startup
+    )

@@ -1,0 +1,19 @@
+"""Typed client other services use to call product-service."""
+
+import uuid
+
+from laku.core.http import ServiceCallError, ServiceClient
+from laku.product.schemas import ProductDetailOut
+
+
+class ProductClient(ServiceClient):
+    async def get_product(self, product_id: uuid.UUID) -> ProductDetailOut | None:
+        """The product in any status, with variants, images and cost price (a service sees
+        everything), or None when it does not exist; any other failure raises."""
+        try:
+            response = await self.request("GET", f"/api/products/{product_id}")
+        except ServiceCallError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return ProductDetailOut.model_validate(response.json())

@@ -1,0 +1,128 @@
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field, HttpUrl, RootModel, UrlConstraints, model_validator
+
+from laku.core.money import Rupiah, SignedRupiah
+from laku.core.schemas import WireModel
+from laku.product.models import ProductStatus
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Description = Annotated[str, Field(max_length=5000)]
+Sku = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=200)]
+VariantName = Annotated[str, Field(min_length=1, max_length=100)]
+# Strict like money: "100" or 100.0 are refused rather than coerced.
+Moq = Annotated[int, Field(strict=True, gt=0, le=1_000_000)]
+GroupDurationHours = Annotated[int, Field(strict=True, gt=0, le=24 * 365)]
+SortOrder = Annotated[int, Field(strict=True, ge=0, le=10_000)]
+MAX_VARIANTS_PER_REQUEST = 100
+
+
+class CategoryCreate(WireModel):
+    name: Name
+    slug: Slug | None = None
+    parent_id: uuid.UUID | None = None
+
+
+class CategoryOut(WireModel):
+    id: uuid.UUID
+    name: str
+    slug: str
+    parent_id: uuid.UUID | None
+    created_at: datetime
+
+
+class ProductCreate(WireModel):
+    factory_id: uuid.UUID
+    category_id: uuid.UUID
+    sku: Sku
+    name: Name
+    description: Description | None = None
+    base_price: Rupiah
+    cost_price: Rupiah
+    moq: Moq
+    group_duration_hours: GroupDurationHours
+
+
+class ProductUpdate(WireModel):
+    """Only the fields sent change; `description: null` clears the description."""
+
+    category_id: uuid.UUID | None = None
+    name: Name | None = None
+    description: Description | None = None
+    base_price: Rupiah | None = None
+    cost_price: Rupiah | None = None
+    moq: Moq | None = None
+    group_duration_hours: GroupDurationHours | None = None
+
+    @model_validator(mode="after")
+    def _nothing_required_is_cleared(self) -> "ProductUpdate":
+        if not self.model_fields_set:
+            raise ValueError("send at least one field to change")
+        cleared = sorted(
+            name for name in self.model_fields_set - {"description"} if getattr(self, name) is None
+        )
+        if cleared:
+            raise ValueError(f"{', '.join(cleared)} cannot be null")
+        return self
+
+
+class ProductOut(WireModel):
+    id: uuid.UUID
+    factory_id: uuid.UUID
+    category_id: uuid.UUID
+    sku: str
+    name: str
+    description: str | None
+    base_price: Rupiah
+    cost_price: Rupiah | None = Field(
+        description="What the platform pays the factory; shown to admins and services only."
+    )
+    moq: int
+    group_duration_hours: int
+    status: ProductStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+class VariantCreate(WireModel):
+    sku: Sku
+    variant_name: VariantName
+    price_adjustment: SignedRupiah = 0
+
+
+class VariantBatch(RootModel[list[VariantCreate]]):
+    """Variants created together: all of them, or none."""
+
+    root: Annotated[list[VariantCreate], Field(min_length=1, max_length=MAX_VARIANTS_PER_REQUEST)]
+
+
+class VariantOut(WireModel):
+    id: uuid.UUID
+    product_id: uuid.UUID
+    sku: str
+    variant_name: str
+    price_adjustment: SignedRupiah
+    created_at: datetime
+
+
+class ImageCreate(WireModel):
+    url: Annotated[HttpUrl, UrlConstraints(max_length=2048)]
+    sort_order: SortOrder | None = Field(
+        default=None, description="Position among the product's images; default: after the last."
+    )
+
+
+class ImageOut(WireModel):
+    id: uuid.UUID
+    product_id: uuid.UUID
+    url: str
+    sort_order: int
+    created_at: datetime
+
+
+class ProductDetailOut(ProductOut):
+    variants: list[VariantOut]
+    images: list[ImageOut]
