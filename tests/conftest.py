@@ -9,7 +9,7 @@ from tests.support import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     Platform,
-    choose_server,
+    database_server,
     free_port_offset,
     throwaway_database,
 )
@@ -17,8 +17,10 @@ from tests.support import (
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = choose_server(tmp_path_factory.mktemp("embedded-pg"))
-    with throwaway_database(server) as url:
+    with (
+        database_server(tmp_path_factory.mktemp("embedded-pg")) as server,
+        throwaway_database(server) as url,
+    ):
         yield url
 
 

@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
+from laku.core.embedded_db import embedded_postgres
 from laku.core.migrations import migrate
 from laku.core.services import SERVICES
 from laku.core.settings import Settings
@@ -43,16 +44,17 @@ async def _reachable(url: str) -> bool:
     return True
 
 
-def choose_server(tmp_root: Path) -> str:
+@contextmanager
+def database_server(tmp_root: Path) -> Iterator[str]:
     """The configured server, else the local one, else an embedded one."""
     configured = os.environ.get("LAKU_DATABASE_URL")
     if configured:
-        return configured
-    if run(_reachable(LOCAL_SERVER)):
-        return LOCAL_SERVER
-    from laku.core.embedded_db import start_embedded_postgres
-
-    return start_embedded_postgres(tmp_root)
+        yield configured
+    elif run(_reachable(LOCAL_SERVER)):
+        yield LOCAL_SERVER
+    else:
+        with embedded_postgres(tmp_root) as url:
+            yield url
 
 
 @contextmanager

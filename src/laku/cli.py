@@ -3,12 +3,15 @@
 import asyncio
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from laku.core.embedded_db import embedded_postgres
 from laku.core.logging import configure_logging
 from laku.core.migrations import make_revision, migrate
 from laku.core.services import SERVICES
@@ -21,22 +24,22 @@ app.add_typer(admin_app, name="admin")
 console = Console()
 
 
-def _database_url(settings: Settings) -> str:
-    """The configured database, else the embedded PostgreSQL under the data folder."""
+@contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    """The configured database, else an embedded PostgreSQL under the data folder while in use."""
     if settings.database_url:
-        return settings.database_url
-    from laku.core.embedded_db import start_embedded_postgres
-
-    console.print(
-        f"[dim]LAKU_DATABASE_URL unset: embedded PostgreSQL in {settings.data_dir}/postgres[/]"
-    )
-    return start_embedded_postgres(settings.data_dir)
+        yield settings.database_url
+        return
+    console.print(f"[dim]embedded PostgreSQL in {settings.data_dir / 'postgres'}[/]")
+    with embedded_postgres(settings.data_dir) as url:
+        yield url
 
 
 @app.command("migrate")
 def migrate_command() -> None:
     """Create the database if needed and bring every service's schema to its latest revision."""
-    migrate(_database_url(get_settings()))
+    with _database(get_settings()) as url:
+        migrate(url)
     console.print("[green]migrated[/]")
 
 
@@ -46,9 +49,9 @@ def makemigration_command(
     message: Annotated[str, typer.Option("-m", "--message")],
 ) -> None:
     """Write a new Alembic revision for one service from its models' changes."""
-    url = _database_url(get_settings())
-    migrate(url, [service])
-    make_revision(service, url, message)
+    with _database(get_settings()) as url:
+        migrate(url, [service])
+        make_revision(service, url, message)
 
 
 @app.command("up")
@@ -61,15 +64,19 @@ def up_command(
     settings = get_settings()
     configure_logging(settings, "supervisor")
     started = time.monotonic()
-    url = _database_url(settings)
     services = services or list(SERVICES)
-    migrate(url, services)
-    supervisor = Supervisor(
-        settings,
-        env={"LAKU_DATABASE_URL": url},
-        services=services,
-        log_dir=settings.data_dir / "logs",
-    )
+    with _database(settings) as url:
+        migrate(url, services)
+        supervisor = Supervisor(
+            settings,
+            env={"LAKU_DATABASE_URL": url},
+            services=services,
+            log_dir=settings.data_dir / "logs",
+        )
+        _supervise(supervisor, settings, started)
+
+
+def _supervise(supervisor: Supervisor, settings: Settings, started: float) -> None:
     stopping = False
 
     def request_stop(*_: object) -> None:
@@ -115,10 +122,8 @@ def admin_create(
     from laku.core.security import Role
 
     request = CreateUserRequest(email=email, name=name, password=password, role=Role.ADMIN)
-    url = _database_url(get_settings())
-    migrate(url, ["auth"])
 
-    async def create() -> None:
+    async def create(url: str) -> None:
         db = Database(async_url(url), pool_size=1)
         try:
             async with db.sessions() as session:
@@ -127,4 +132,6 @@ def admin_create(
             await db.dispose()
         console.print(f"[green]admin {user.email} created ({user.id})[/]")
 
-    asyncio.run(create())
+    with _database(get_settings()) as url:
+        migrate(url, ["auth"])
+        asyncio.run(create(url))

@@ -9,7 +9,7 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from laku.core.errors import DomainError, UpstreamUnavailable
@@ -30,11 +30,12 @@ def new_http_client(timeout_seconds: float) -> httpx.AsyncClient:
 class ServiceCallError(DomainError):
     """Another service refused a call; carries its problem `code` and status through."""
 
-    def __init__(self, status: int, problem: dict[str, Any]):
+    def __init__(self, status: int, problem: dict[str, Any], retry_after: str | None = None):
         self.status = status
         self.title = problem.get("title", "Upstream error")
         self.problem = problem
-        super().__init__(problem.get("detail"), code=problem.get("code", "upstream_error"))
+        extra = {"retry_after": retry_after} if retry_after else {}
+        super().__init__(problem.get("detail"), code=problem.get("code", "upstream_error"), **extra)
 
 
 class ServiceTokenSource:
@@ -111,7 +112,7 @@ class ServiceClient:
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._attempts),
-                wait=wait_exponential_jitter(initial=0.05, max=1.0),
+                wait=wait_random_exponential(multiplier=0.05, max=1.0),
                 retry=retry_if_exception(_retryable),
                 reraise=True,
             ):
@@ -132,5 +133,7 @@ class ServiceClient:
                 problem = response.json()
             except ValueError:
                 problem = {"detail": response.text[:200]}
-            raise ServiceCallError(response.status_code, problem)
+            raise ServiceCallError(
+                response.status_code, problem, response.headers.get("retry-after")
+            )
         return response

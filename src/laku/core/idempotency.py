@@ -16,7 +16,6 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    and_,
     delete,
     func,
     select,
@@ -87,20 +86,28 @@ class IdempotencyMiddleware:
             await self._answer_existing(caller, key, fingerprint, scope, receive, send)
             return
 
-        status = 500
-        content_type = "application/json"
+        # The response is stored before the client sees it, so a retry that follows at once
+        # gets the replay rather than "in progress".
+        response_start: Message = {"type": "http.response.start", "status": 500, "headers": []}
         chunks: list[bytes] = []
+        stored = False
 
         async def capture(msg: Message) -> None:
-            nonlocal status, content_type
+            nonlocal response_start, stored
             if msg["type"] == "http.response.start":
-                status = msg["status"]
-                for name, value in msg.get("headers", []):
-                    if name == b"content-type":
-                        content_type = value.decode("latin-1")
-            elif msg["type"] == "http.response.body":
-                chunks.append(msg.get("body", b""))
-            await send(msg)
+                response_start = msg
+                return
+            if msg["type"] != "http.response.body":
+                await send(msg)
+                return
+            chunks.append(msg.get("body", b""))
+            if msg.get("more_body", False):
+                return
+            complete = b"".join(chunks)
+            await self._finish(caller, key, response_start, complete)
+            stored = True
+            await send(response_start)
+            await send({"type": "http.response.body", "body": complete})
 
         async def replay() -> Message:
             return {"type": "http.request", "body": body, "more_body": False}
@@ -108,7 +115,8 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, replay, capture)
         finally:
-            await self._finish(caller, key, status, content_type, b"".join(chunks))
+            if not stored:
+                await self._release(caller, key)
 
     @property
     def _db(self) -> Database:
@@ -190,18 +198,22 @@ class IdempotencyMiddleware:
             return
         await response(scope, receive, send)
 
-    async def _finish(
-        self, caller: str, key: str, status: int, content_type: str, body: bytes
-    ) -> None:
+    async def _finish(self, caller: str, key: str, start: Message, body: bytes) -> None:
         """Keep the response of a finished request; forget the claim of one that failed inside."""
+        status = start["status"]
+        if status >= 500:
+            await self._release(caller, key)
+            return
+        content_type = dict(start.get("headers", [])).get(b"content-type", b"application/json")
         t = self.table
-        mine = and_(t.c.scope == caller, t.c.key == key)
         async with self._db.sessions.begin() as session:
-            if status >= 500:
-                await session.execute(delete(t).where(mine))
-            else:
-                await session.execute(
-                    update(t)
-                    .where(mine, t.c.status_code.is_(None))
-                    .values(status_code=status, content_type=content_type, body=body)
-                )
+            await session.execute(
+                update(t)
+                .where(t.c.scope == caller, t.c.key == key, t.c.status_code.is_(None))
+                .values(status_code=status, content_type=content_type.decode("latin-1"), body=body)
+            )
+
+    async def _release(self, caller: str, key: str) -> None:
+        t = self.table
+        async with self._db.sessions.begin() as session:
+            await session.execute(delete(t).where(t.c.scope == caller, t.c.key == key))
