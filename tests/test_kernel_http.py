@@ -1,0 +1,142 @@
+"""Kernel behaviour every service shares, exercised on running services."""
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+import structlog
+
+from laku.core.errors import UpstreamUnavailable
+from laku.core.http import ServiceCallError, ServiceClient, ServiceTokenSource
+from tests.support import Platform, assert_problem, snapshot
+
+
+def _buyer_body() -> dict:
+    return {"email": f"idem-{uuid.uuid4().hex[:8]}@laku.id", "password": "pass-word-1", "name": "I"}
+
+
+def test_concurrent_requests_with_one_key_execute_once(platform: Platform) -> None:
+    body = _buyer_body()
+    key = uuid.uuid4().hex
+
+    async def attempt(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post("/api/auth/register", json=body, headers={"Idempotency-Key": key})
+
+    async def race() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=platform.url("auth"), timeout=10) as client:
+            return await asyncio.gather(*(attempt(client) for _ in range(12)))
+
+    responses = asyncio.run(race())
+    created = [r for r in responses if r.status_code == 201]
+    assert created, [r.text for r in responses]
+    assert {r.json()["id"] for r in created} == {created[0].json()["id"]}
+    assert all(r.status_code in (201, 409) for r in responses), [r.text for r in responses]
+    for refused in (r for r in responses if r.status_code == 409):
+        assert refused.json()["code"] == "idempotency_in_progress"
+    # A later retry gets the stored answer, not a second account and not "email taken".
+    replay = platform.client("auth").post(
+        "/api/auth/register", json=body, headers={"Idempotency-Key": key}
+    )
+    assert replay.status_code == 201
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json()["id"] == created[0].json()["id"]
+
+
+def test_same_key_with_another_body_is_refused(platform: Platform) -> None:
+    key = uuid.uuid4().hex
+    auth = platform.client("auth")
+    first = auth.post("/api/auth/register", json=_buyer_body(), headers={"Idempotency-Key": key})
+    assert first.status_code == 201
+    before = snapshot(platform, "auth")
+    other = auth.post("/api/auth/register", json=_buyer_body(), headers={"Idempotency-Key": key})
+    assert_problem(other, 422, "idempotency_key_reused")
+    assert snapshot(platform, "auth") == before
+
+
+def test_keys_are_scoped_to_the_caller(platform: Platform) -> None:
+    """Another caller's key never replays someone else's response."""
+    key = uuid.uuid4().hex
+    first, second = platform.new_buyer(), platform.new_buyer()
+    auth = platform.client("auth")
+    # A write both may make and that is stored: asking for a token with a wrong secret.
+    body = {"serviceName": "probe", "secret": "wrong"}
+    a = auth.post(
+        "/api/auth/service-token", json=body, headers={**first.headers, "Idempotency-Key": key}
+    )
+    b = auth.post(
+        "/api/auth/service-token", json=body, headers={**second.headers, "Idempotency-Key": key}
+    )
+    assert a.status_code == b.status_code == 403
+    assert "idempotent-replayed" not in b.headers
+
+
+def test_body_over_the_limit_is_refused_before_parsing(platform: Platform) -> None:
+    before = snapshot(platform, "auth")
+    huge = b'{"email": "' + b"a" * (10 * 1024 * 1024) + b'"}'
+    response = platform.client("auth").post(
+        "/api/auth/register", content=huge, headers={"content-type": "application/json"}
+    )
+    assert_problem(response, 413, "payload_too_large")
+    assert snapshot(platform, "auth") == before
+
+
+def test_malformed_json_is_a_problem(platform: Platform) -> None:
+    response = platform.client("auth").post(
+        "/api/auth/register", content=b'{"email": ', headers={"content-type": "application/json"}
+    )
+    body = assert_problem(response, 422, "invalid_input")
+    assert body["errors"][0]["type"] == "json_invalid"
+
+
+def test_unknown_route_is_a_problem(platform: Platform) -> None:
+    assert_problem(platform.client("auth").get("/api/nowhere"), 404, "not_found")
+
+
+@pytest.mark.parametrize("service", ["auth", "product", "factory", "address"])
+def test_health_and_ready(platform: Platform, service: str) -> None:
+    client = platform.client(service)
+    assert client.get("/health").json() == {"status": "ok", "service": service}
+    assert client.get("/ready").json() == {"status": "ready", "service": service}
+
+
+def test_service_client_passes_request_id_and_service_token(platform: Platform) -> None:
+    async def call() -> httpx.Response:
+        async with httpx.AsyncClient() as http:
+            tokens = ServiceTokenSource(
+                http,
+                platform.url("auth"),
+                "probe",
+                platform.settings.service_secret.get_secret_value(),
+            )
+            client = ServiceClient(platform.url("auth"), http, tokens)
+            structlog.contextvars.bind_contextvars(request_id="req-from-upstream")
+            try:
+                with pytest.raises(ServiceCallError) as refused:
+                    await client.request("GET", "/api/auth/me")
+                assert refused.value.status == 403  # a service token, and services have no account
+                assert refused.value.code == "not_a_user"
+                return await client.request("GET", "/health")
+            finally:
+                structlog.contextvars.unbind_contextvars("request_id")
+
+    response = asyncio.run(call())
+    assert response.headers["x-request-id"] == "req-from-upstream"
+
+
+def test_service_client_refuses_writes_without_idempotency_key() -> None:
+    async def call() -> None:
+        async with httpx.AsyncClient() as http:
+            await ServiceClient("http://127.0.0.1:9", http, None).request("POST", "/x", json={})
+
+    with pytest.raises(ValueError, match="idempotency key"):
+        asyncio.run(call())
+
+
+def test_service_client_reports_an_unreachable_service() -> None:
+    async def call() -> None:
+        async with httpx.AsyncClient() as http:
+            await ServiceClient("http://127.0.0.1:9", http, None).request("GET", "/health")
+
+    with pytest.raises(UpstreamUnavailable):
+        asyncio.run(call())
