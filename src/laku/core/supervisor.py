@@ -1,5 +1,6 @@
 """Runs services as their own uvicorn processes: start, wait for `/ready`, restart, stop."""
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -15,6 +16,13 @@ from laku.core.services import SERVICES, ServiceSpec
 from laku.core.settings import Settings
 
 log = structlog.get_logger()
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the supervisor dies without stopping it (Linux only)."""
+    if sys.platform == "linux":
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -58,6 +66,7 @@ class Supervisor:
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops children in order
+            preexec_fn=_die_with_parent,
         )
         if output:
             output.close()

@@ -1,0 +1,100 @@
+"""The `laku` command as `make up` runs it: embedded PostgreSQL, every service, clean stop."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+
+from laku.core.services import SERVICES
+from tests.support import Platform, free_port_offset
+
+LAKU = str(Path(sys.executable).with_name("laku"))
+
+
+def _wait_all_ready(offset: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    pending = dict.fromkeys(SERVICES)
+    with httpx.Client(timeout=1.0) as client:
+        while pending and time.monotonic() < deadline:
+            assert process.poll() is None, "laku up exited early"
+            for name in list(pending):
+                try:
+                    url = f"http://127.0.0.1:{SERVICES[name].port + offset}/ready"
+                    if client.get(url).status_code == 200:
+                        del pending[name]
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+    assert not pending, f"not ready: {sorted(pending)}"
+
+
+def _processes_mentioning(*words: object) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if all(str(word) in cmdline for word in words):
+            found.append(process)
+    return found
+
+
+def test_up_runs_every_service_on_embedded_postgres_and_stops_cleanly(tmp_path: Path) -> None:
+    offset = free_port_offset()
+    env = {k: v for k, v in os.environ.items() if k != "LAKU_DATABASE_URL"}
+    env |= {"LAKU_DATA_DIR": str(tmp_path), "LAKU_PORT_OFFSET": str(offset)}
+    up = subprocess.Popen(
+        [LAKU, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        _wait_all_ready(offset, up)
+        children = psutil.Process(up.pid).children(recursive=True)
+        postgres = _processes_mentioning(tmp_path, "postgres")
+        assert len(children) >= len(SERVICES)
+        assert postgres, "the embedded PostgreSQL is not running under the data folder"
+        login = httpx.post(
+            f"http://127.0.0.1:{SERVICES['auth'].port + offset}/api/auth/login",
+            json={"email": "admin@laku.id", "password": "laku-admin-demo"},
+        )
+        assert login.status_code == 200, login.text
+
+        # A service that dies is restarted by the supervisor.
+        product = next(p for p in children if "laku.product.app" in " ".join(p.cmdline()))
+        product.kill()
+        product.wait(5)
+        _wait_all_ready(offset, up, timeout=15)
+        children = psutil.Process(up.pid).children(recursive=True)
+    finally:
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=30)
+    assert up.returncode == 0, output
+    assert "Laku is ready" in output
+    _, alive = psutil.wait_procs([*children, *postgres], timeout=10)
+    assert not alive, f"left running: {[p.pid for p in alive]}"
+
+
+def test_admin_create_makes_an_account_that_can_log_in(platform: Platform) -> None:
+    email = f"second-admin-{uuid.uuid4().hex[:8]}@laku.id"
+    env = {**os.environ, "LAKU_DATABASE_URL": platform.database_url}
+    result = subprocess.run(
+        [LAKU, "admin", "create", "--email", email, "--name", "Dewi", "--password", "s3cret-pass"],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    token = platform.login(email, "s3cret-pass")
+    me = platform.client("auth").get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.json()["role"] == "admin"
+
+
+def test_migrate_is_repeatable(platform: Platform) -> None:
+    env = {**os.environ, "LAKU_DATABASE_URL": platform.database_url}
+    for _ in range(2):
+        result = subprocess.run([LAKU, "migrate"], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
