@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from laku.core.services import SERVICES
+from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 
 MIB = 1024 * 1024
@@ -30,7 +30,7 @@ def _wait_ready(settings: Settings, timeout: float) -> float:
             try:
                 if all(
                     client.get(f"{spec.url(settings)}/ready").status_code == 200
-                    for spec in SERVICES.values()
+                    for spec in PROCESSES.values()
                 ):
                     return time.monotonic() - started
             except httpx.HTTPError:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from laku.core.embedded_db import embedded_postgres
 from laku.core.migrations import migrate
-from laku.core.services import SERVICES
+from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
 
@@ -86,7 +86,7 @@ def free_port_offset() -> int:
     """An offset that puts every seed port on a free port, away from a running `make up`."""
     for _ in range(50):
         offset = random.randrange(20_000, 40_000, 100)
-        if all(_port_free(spec.port + offset) for spec in SERVICES.values()):
+        if all(_port_free(spec.port + offset) for spec in PROCESSES.values()):
             return offset
     raise RuntimeError("no free port range found")
 
@@ -102,7 +102,7 @@ class Platform:
     _tokens: dict[str, str] = field(default_factory=dict)
 
     def url(self, service: str) -> str:
-        return SERVICES[service].url(self.settings)
+        return PROCESSES[service].url(self.settings)
 
     def client(self, service: str) -> httpx.Client:
         if service not in self.clients:

@@ -26,6 +26,7 @@ def test_every_service_is_under_the_boundary_contract() -> None:
     packages = {spec.package for spec in SERVICES.values()}
     assert set(contracts["service-boundaries"]["modules"]) == packages
     assert packages <= set(contracts["kernel-independent"]["forbidden_modules"])
+    assert packages <= set(contracts["providers-independent"]["forbidden_modules"])
 
 
 def test_the_code_keeps_its_boundaries() -> None:

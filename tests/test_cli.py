@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from laku.core.services import SERVICES
+from laku.core.services import PROCESSES
 from tests.support import Platform, free_port_offset
 
 LAKU = str(Path(sys.executable).with_name("laku"))
@@ -19,13 +19,13 @@ LAKU = str(Path(sys.executable).with_name("laku"))
 
 def _wait_all_ready(offset: int, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    pending = dict.fromkeys(SERVICES)
+    pending = dict.fromkeys(PROCESSES)
     with httpx.Client(timeout=1.0) as client:
         while pending and time.monotonic() < deadline:
             assert process.poll() is None, "laku up exited early"
             for name in list(pending):
                 try:
-                    url = f"http://127.0.0.1:{SERVICES[name].port + offset}/ready"
+                    url = f"http://127.0.0.1:{PROCESSES[name].port + offset}/ready"
                     if client.get(url).status_code == 200:
                         del pending[name]
                 except httpx.HTTPError:
@@ -54,10 +54,10 @@ def test_up_runs_every_service_on_embedded_postgres_and_stops_cleanly(tmp_path: 
         _wait_all_ready(offset, up)
         children = psutil.Process(up.pid).children(recursive=True)
         postgres = _processes_mentioning(tmp_path, "postgres")
-        assert len(children) >= len(SERVICES)
+        assert len(children) >= len(PROCESSES)
         assert postgres, "the embedded PostgreSQL is not running under the data folder"
         login = httpx.post(
-            f"http://127.0.0.1:{SERVICES['auth'].port + offset}/api/auth/login",
+            f"http://127.0.0.1:{PROCESSES['auth'].port + offset}/api/auth/login",
             json={"email": "admin@laku.id", "password": "laku-admin-demo"},
         )
         assert login.status_code == 200, login.text

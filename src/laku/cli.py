@@ -14,7 +14,7 @@ from rich.table import Table
 from laku.core.embedded_db import embedded_postgres
 from laku.core.logging import configure_logging
 from laku.core.migrations import make_revision, migrate
-from laku.core.services import SERVICES
+from laku.core.services import PROCESSES, SERVICES
 from laku.core.settings import Settings, get_settings
 from laku.core.supervisor import Supervisor
 
@@ -64,9 +64,9 @@ def up_command(
     settings = get_settings()
     configure_logging(settings, "supervisor")
     started = time.monotonic()
-    services = services or list(SERVICES)
+    services = services or list(PROCESSES)
     with _database(settings) as url:
-        migrate(url, services)
+        migrate(url, [name for name in services if name in SERVICES])
         supervisor = Supervisor(
             settings,
             env={"LAKU_DATABASE_URL": url},
@@ -103,7 +103,7 @@ def _print_urls(supervisor: Supervisor, settings: Settings, seconds: float) -> N
     table.add_column("url")
     table.add_column("api docs")
     for name in supervisor.services:
-        url = SERVICES[name].url(settings)
+        url = PROCESSES[name].url(settings)
         table.add_row(name, url, f"{url}/docs")
     console.print(table)
     console.print(f"logs: {settings.data_dir / 'logs'}   admin: {settings.admin_email}")

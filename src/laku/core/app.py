@@ -1,6 +1,6 @@
 """The FastAPI factory every service builds on: lifespan, middleware, errors, health."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -15,11 +15,13 @@ from laku.core.http import ServiceTokenSource, new_http_client
 from laku.core.idempotency import IdempotencyMiddleware
 from laku.core.logging import configure_logging
 from laku.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from laku.core.outbox import Handler, OutboxRelay
 from laku.core.security import TokenVerifier
 from laku.core.services import SERVICES, service_url
 from laku.core.settings import Settings, get_settings
 
 StartupHook = Callable[[FastAPI], Awaitable[None]]
+OutboxHandlers = Callable[[FastAPI], Mapping[str, Handler]]
 
 
 class Health(BaseModel):
@@ -33,8 +35,11 @@ def create_service_app(
     routers: list[APIRouter],
     idempotency_keys: Table,
     startup: StartupHook | None = None,
+    outbox: tuple[Table, OutboxHandlers] | None = None,
     settings: Settings | None = None,
 ) -> FastAPI:
+    """`outbox`: the service's outbox table and a function giving its handlers once the app has
+    started; a relay then delivers it in the background as `app.state.outbox_relay`."""
     settings = settings or get_settings()
     spec = SERVICES[service]
 
@@ -58,9 +63,15 @@ def create_service_app(
         )
         if startup is not None:
             await startup(app)
+        if outbox is not None:
+            table, handlers = outbox
+            app.state.outbox_relay = OutboxRelay(app.state.db, table, handlers(app))
+            app.state.outbox_relay.start()
         try:
             yield
         finally:
+            if outbox is not None:
+                await app.state.outbox_relay.stop()
             await app.state.http.aclose()
             await app.state.db.dispose()
 

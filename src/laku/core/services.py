@@ -1,4 +1,4 @@
-"""The platform's services: name, seed port, database schema and app factory."""
+"""The platform's processes: services (with a database schema each) and provider sandboxes."""
 
 from dataclasses import dataclass
 
@@ -6,30 +6,53 @@ from laku.core.settings import Settings
 
 
 @dataclass(frozen=True)
-class ServiceSpec:
+class ProcessSpec:
     name: str
     port: int
-    schema: str
     app_factory: str  # "module:function" for uvicorn --factory
-
-    @property
-    def package(self) -> str:
-        return f"laku.{self.schema}"
 
     def url(self, settings: Settings) -> str:
         return f"http://{settings.host}:{self.port + settings.port_offset}"
 
 
+@dataclass(frozen=True)
+class ServiceSpec(ProcessSpec):
+    schema: str
+
+    @property
+    def package(self) -> str:
+        return f"laku.{self.schema}"
+
+
+def _service(name: str, port: int) -> ServiceSpec:
+    schema = name.replace("-", "_")
+    return ServiceSpec(name, port, f"laku.{schema}.app:create_app", schema)
+
+
 SERVICES: dict[str, ServiceSpec] = {
     spec.name: spec
     for spec in (
-        ServiceSpec("auth", 3001, "auth", "laku.auth.app:create_app"),
-        ServiceSpec("product", 3002, "product", "laku.product.app:create_app"),
-        ServiceSpec("factory", 3003, "factory", "laku.factory.app:create_app"),
-        ServiceSpec("address", 3015, "address", "laku.address.app:create_app"),
+        _service("auth", 3001),
+        _service("product", 3002),
+        _service("factory", 3003),
+        _service("group-buying", 3004),
+        _service("notification", 3007),
+        _service("warehouse", 3008),
+        _service("address", 3015),
     )
 }
 
+# Local stand-ins for external providers, speaking the providers' own wire contracts.
+SANDBOXES: dict[str, ProcessSpec] = {
+    spec.name: spec
+    for spec in (
+        ProcessSpec("whatsapp-sandbox", 4012, "laku.providers.whatsapp.sandbox:create_app"),
+        ProcessSpec("smtp-sandbox", 4013, "laku.providers.smtp.sandbox:create_app"),
+    )
+}
+
+PROCESSES: dict[str, ProcessSpec] = {**SERVICES, **SANDBOXES}
+
 
 def service_url(name: str, settings: Settings) -> str:
-    return SERVICES[name].url(settings)
+    return PROCESSES[name].url(settings)

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import structlog
 
-from laku.core.services import SERVICES, ServiceSpec
+from laku.core.services import PROCESSES, ProcessSpec
 from laku.core.settings import Settings
 
 log = structlog.get_logger()
@@ -27,7 +27,7 @@ def _die_with_parent() -> None:
 
 @dataclass
 class ServiceProcess:
-    spec: ServiceSpec
+    spec: ProcessSpec
     process: subprocess.Popen | None = None
     restarts: int = 0
     next_start_at: float = 0.0
@@ -39,14 +39,18 @@ class Supervisor:
 
     settings: Settings
     env: dict[str, str]
-    services: list[str] = field(default_factory=lambda: list(SERVICES))
+    services: list[str] = field(default_factory=lambda: list(PROCESSES))
     log_dir: Path | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def start(self) -> None:
         for name in self.services:
-            self.processes[name] = ServiceProcess(SERVICES[name])
-            self._spawn(self.processes[name])
+            self.start_one(name)
+
+    def start_one(self, name: str) -> None:
+        """Start one process (again, after `stop(name)`)."""
+        self.processes[name] = ServiceProcess(PROCESSES[name])
+        self._spawn(self.processes[name])
 
     def _spawn(self, entry: ServiceProcess) -> None:
         spec = entry.spec

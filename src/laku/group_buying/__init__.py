@@ -1,0 +1,1 @@
+"""group-buying-service (port 3004): sessions, participants, grosir bundle composition."""

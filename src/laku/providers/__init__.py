@@ -1,0 +1,1 @@
+"""Clients for external providers, each with a local sandbox speaking the same contract."""
