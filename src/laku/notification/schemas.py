@@ -1,0 +1,105 @@
+import re
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import EmailStr, Field, TypeAdapter, ValidationError, model_validator
+
+from laku.core.schemas import WireModel
+
+
+class Channel(StrEnum):
+    WHATSAPP = "whatsapp"
+    EMAIL = "email"
+    IN_APP = "in_app"
+
+
+class NotificationStatus(StrEnum):
+    """`pending` until the provider accepted it (a failed attempt is retried, never dropped)."""
+
+    PENDING = "pending"
+    SENT = "sent"
+
+
+# WhatsApp wants the number with its country code; we keep E.164 ("+" and 8-15 digits).
+_WHATSAPP_NUMBER = re.compile(r"\+[1-9][0-9]{7,14}")
+_email_address: TypeAdapter[str] = TypeAdapter(EmailStr)
+
+# WhatsApp's own limits: a text body up to 4096 characters, template names in lower snake case.
+Text = Annotated[str, Field(min_length=1, max_length=4096)]
+Subject = Annotated[str, Field(min_length=1, max_length=200)]
+TemplateName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,512}$", examples=["purchase_order"])]
+LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$", examples=["id", "en_US"])]
+TemplateParam = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class TemplateMessage(WireModel):
+    """A pre-approved WhatsApp template and the values of its body's {{1}}, {{2}}... in order."""
+
+    name: TemplateName
+    language: LanguageCode
+    params: Annotated[list[TemplateParam], Field(max_length=100, default_factory=list)]
+
+
+class NotificationRequest(WireModel):
+    """`text` is always the readable message; for a WhatsApp template it is what the template
+    says once filled in, kept so the notification can be read without the template."""
+
+    channel: Channel
+    user_id: uuid.UUID | None = None
+    to: Annotated[str, Field(max_length=320)] | None = None
+    subject: Subject | None = None
+    text: Text
+    template: TemplateMessage | None = None
+
+    @model_validator(mode="after")
+    def _fits_the_channel(self) -> "NotificationRequest":
+        match self.channel:
+            case Channel.WHATSAPP:
+                if self.to is None or not _is_whatsapp_number(self.to):
+                    raise ValueError("whatsapp needs `to` as a phone number: + and 8-15 digits")
+                if self.subject is not None:
+                    raise ValueError("whatsapp messages have no subject")
+            case Channel.EMAIL:
+                if self.to is None or not _is_email_address(self.to):
+                    raise ValueError("email needs `to` as an e-mail address")
+                if self.subject is None:
+                    raise ValueError("email needs a subject")
+            case Channel.IN_APP:
+                if self.user_id is None:
+                    raise ValueError("in_app needs userId")
+                if self.to is not None:
+                    raise ValueError("in_app notifications have no `to`; they go to userId")
+        if self.template is not None and self.channel is not Channel.WHATSAPP:
+            raise ValueError("templates are WhatsApp messages")
+        return self
+
+
+def _is_whatsapp_number(value: str) -> bool:
+    return _WHATSAPP_NUMBER.fullmatch(value) is not None
+
+
+def _is_email_address(value: str) -> bool:
+    try:
+        _email_address.validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
+class NotificationOut(WireModel):
+    id: uuid.UUID
+    user_id: uuid.UUID | None
+    channel: Channel
+    to: str | None
+    subject: str | None
+    text: str
+    template: TemplateMessage | None
+    status: NotificationStatus
+    provider_message_id: str | None
+    attempts: int
+    last_error: str | None
+    read_at: datetime | None
+    created_at: datetime
+    sent_at: datetime | None
