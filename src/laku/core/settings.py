@@ -38,6 +38,19 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
+    # Notification providers. Left unset, the clients talk to the local sandboxes (which accept
+    # these defaults); real keys and hosts switch them to WhatsApp Cloud API and a real SMTP relay.
+    whatsapp_api_base_url: str | None = None  # None: the whatsapp-sandbox; real: graph.facebook.com
+    whatsapp_api_version: str = "v21.0"
+    whatsapp_phone_number_id: str = "100000000000001"
+    whatsapp_access_token: SecretStr = SecretStr("laku-dev-whatsapp-token")
+    smtp_host: str | None = None  # None: `host`, where the smtp-sandbox listens
+    smtp_port: int | None = None  # None: the smtp-sandbox's sink, 2525 + port_offset
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    mail_from: str = "Laku <no-reply@laku.id>"
+
 
 @lru_cache
 def get_settings() -> Settings:
