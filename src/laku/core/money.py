@@ -21,3 +21,9 @@ def apply_rate(amount: int, rate_bps: int) -> int:
     if amount < 0 or rate_bps < 0:
         raise ValueError("amount and rate must be non-negative")
     return (amount * rate_bps + BASIS_POINTS // 2) // BASIS_POINTS
+
+
+def format_rupiah(amount: int) -> str:
+    """As Indonesians write it: 1049000 -> "Rp 1.049.000"."""
+    sign = "-" if amount < 0 else ""
+    return f"{sign}Rp {abs(amount):,}".replace(",", ".")

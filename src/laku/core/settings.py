@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     mail_from: str = "Laku <no-reply@laku.id>"
 
+    # Warehouse: what the factory charges to ship one bundle, added to every purchase order.
+    purchase_order_shipping_cost_per_bundle: int = 25_000
+
 
 @lru_cache
 def get_settings() -> Settings:

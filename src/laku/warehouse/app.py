@@ -1,9 +1,80 @@
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
 from fastapi import FastAPI
 
 from laku.core.app import create_service_app
-from laku.warehouse.models import idempotency_keys
+from laku.core.outbox import Handler
+from laku.core.services import service_url
+from laku.factory.client import FactoryClient
+from laku.group_buying.client import GroupBuyingClient
+from laku.notification.client import NotificationClient
+from laku.product.client import ProductClient
+from laku.warehouse import service
+from laku.warehouse.models import idempotency_keys, outbox
 from laku.warehouse.routes import router
 
 
+async def _startup(app: FastAPI) -> None:
+    state = app.state
+    transport = (state.http, state.service_tokens)
+
+    def url(name: str) -> str:
+        return service_url(name, state.settings)
+
+    state.products = ProductClient(url("product"), *transport)
+    state.factories = FactoryClient(url("factory"), *transport)
+    state.group_buying = GroupBuyingClient(url("group-buying"), *transport)
+    state.notifications = NotificationClient(url("notification"), *transport)
+    state.reservation_desk = service.ReservationDesk(
+        state.db, on_commit=lambda: state.outbox_relay.wake()
+    )
+
+
+def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
+    state = app.state
+
+    async def reorder(_: int, payload: dict[str, Any]) -> None:
+        product_id = uuid.UUID(payload["productId"])
+        product = await state.products.get_product(product_id)
+        if product is None:
+            return  # the product is gone: nothing to reorder
+        composition = await state.group_buying.get_bundle_composition(product_id)
+        if composition is None:
+            # Raising keeps the reorder pending: it is raised once an admin sets the bundle.
+            raise LookupError(f"product {product_id} has no bundle composition yet")
+        async with state.db.sessions() as session:
+            await service.raise_reorder(
+                session,
+                product,
+                composition,
+                state.settings.purchase_order_shipping_cost_per_bundle,
+            )
+        state.outbox_relay.wake()
+
+    async def notify_factory(_: int, payload: dict[str, Any]) -> None:
+        purchase_order_id = uuid.UUID(payload["purchaseOrderId"])
+        async with state.db.sessions() as session:
+            purchase_order = await service.get_purchase_order(session, purchase_order_id)
+            product = await state.products.get_product(purchase_order.product_id)
+            if product is None:
+                raise LookupError(f"product {purchase_order.product_id} is unknown")
+            message = await service.factory_notification(
+                session, purchase_order_id, product, state.factories
+            )
+        await state.notifications.send(
+            message, idempotency_key=f"purchase-order-whatsapp:{purchase_order_id}"
+        )
+
+    return {service.REORDER: reorder, service.NOTIFY_FACTORY: notify_factory}
+
+
 def create_app() -> FastAPI:
-    return create_service_app("warehouse", routers=[router], idempotency_keys=idempotency_keys)
+    return create_service_app(
+        "warehouse",
+        routers=[router],
+        idempotency_keys=idempotency_keys,
+        startup=_startup,
+        outbox=(outbox, _outbox_handlers),
+    )

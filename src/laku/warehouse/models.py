@@ -1,7 +1,25 @@
-from sqlalchemy.orm import DeclarativeBase
+import uuid
+from datetime import datetime
 
-from laku.core.db import service_metadata
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    Sequence,
+    String,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
 from laku.core.idempotency import idempotency_table
+from laku.core.outbox import outbox_table
 
 
 class Base(DeclarativeBase):
@@ -9,3 +27,112 @@ class Base(DeclarativeBase):
 
 
 idempotency_keys = idempotency_table(Base.metadata)
+outbox = outbox_table(Base.metadata)
+purchase_order_number = Sequence("purchase_order_number_seq", metadata=Base.metadata)
+
+
+class Inventory(UUIDPrimaryKey, TimestampMixin, Base):
+    """Stock of one variant. `quantity` is on hand, `reserved_quantity` promised to buyers;
+    both always equal the sums of the variant's stock movements."""
+
+    __tablename__ = "warehouse_inventory"
+    __table_args__ = (
+        CheckConstraint("quantity >= 0", name="quantity_not_negative"),
+        CheckConstraint("reserved_quantity >= 0", name="reserved_not_negative"),
+        CheckConstraint("reserved_quantity <= quantity", name="reserved_within_stock"),
+        CheckConstraint("max_stock_level > 0", name="max_stock_positive"),
+        CheckConstraint(
+            "reorder_threshold >= 0 AND reorder_threshold < max_stock_level",
+            name="threshold_below_max",
+        ),
+        CheckConstraint("surplus_quantity >= 0", name="surplus_not_negative"),
+    )
+
+    product_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    variant_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    factory_id: Mapped[uuid.UUID]
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    reserved_quantity: Mapped[int] = mapped_column(BigInteger, default=0)
+    available_quantity: Mapped[int] = mapped_column(
+        BigInteger, Computed("quantity - reserved_quantity", persisted=True)
+    )
+    max_stock_level: Mapped[int] = mapped_column(BigInteger)
+    reorder_threshold: Mapped[int] = mapped_column(BigInteger)
+    # Units received beyond the cap: held aside, not sellable, never silently dropped.
+    surplus_quantity: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class StockMovement(Base):
+    """The stock ledger: every change to on-hand or reserved stock is one row."""
+
+    __tablename__ = "stock_movements"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    variant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("warehouse_inventory.variant_id"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    quantity_delta: Mapped[int] = mapped_column(BigInteger)
+    reserved_delta: Mapped[int] = mapped_column(BigInteger)
+    reference: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Reservation(UUIDPrimaryKey, TimestampMixin, Base):
+    """Stock promised under a caller's reference (e.g. a participant); the reference makes
+    reserve, release and deduct idempotent."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),)
+
+    reference: Mapped[str] = mapped_column(String(200), unique=True)
+    variant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("warehouse_inventory.variant_id"))
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # reserved | released | deducted
+
+
+class PurchaseOrder(UUIDPrimaryKey, TimestampMixin, Base):
+    __tablename__ = "warehouse_purchase_orders"
+    __table_args__ = (
+        # At most one automatic reorder in flight per product.
+        Index(
+            "uq_open_auto_reorder_per_product",
+            "product_id",
+            unique=True,
+            postgresql_where=text("status IN ('open', 'shipped') AND reason = 'auto_reorder'"),
+        ),
+        CheckConstraint("bundles > 0", name="bundles_positive"),
+        CheckConstraint(
+            "total_cost = goods_cost + shipping_cost", name="total_is_goods_plus_shipping"
+        ),
+    )
+
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    factory_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    product_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    reason: Mapped[str] = mapped_column(String(32))  # auto_reorder
+    bundles: Mapped[int] = mapped_column(Integer)
+    unit_cost: Mapped[int] = mapped_column(BigInteger)
+    goods_cost: Mapped[int] = mapped_column(BigInteger)
+    shipping_cost: Mapped[int] = mapped_column(BigInteger)
+    total_cost: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # open | shipped | received | cancelled
+    tracking_number: Mapped[str | None] = mapped_column(String(100))
+    shipped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PurchaseOrderLine(Base):
+    """Units of one variant on a purchase order: bundles x the variant's units per bundle."""
+
+    __tablename__ = "warehouse_purchase_order_lines"
+    __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),)
+
+    purchase_order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("warehouse_purchase_orders.id"), primary_key=True
+    )
+    variant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    units_in_bundle: Mapped[int] = mapped_column(Integer)
+    quantity: Mapped[int] = mapped_column(BigInteger)

@@ -1,5 +1,264 @@
-from fastapi import APIRouter
+import uuid
+from typing import Annotated
 
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
+from laku.core.schemas import Limit, Offset, Page
+from laku.core.security import AdminPrincipal, Principal, Role, require_roles
+from laku.warehouse import service
+from laku.warehouse.models import Inventory, PurchaseOrder
+from laku.warehouse.schemas import (
+    AdjustmentCreate,
+    InventoryBatch,
+    InventoryOut,
+    LedgerCheckOut,
+    MovementOut,
+    ProductStockOut,
+    PurchaseOrderLineOut,
+    PurchaseOrderOut,
+    ReservationCreate,
+    ReservationOut,
+    ShipmentNotice,
+    StockStatus,
+)
 
 router = APIRouter(tags=["warehouse"], responses=PROBLEM_RESPONSES)
+
+AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+PurchaseOrderReader = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.FACTORY))]
+
+_STATUS_RANK = [StockStatus.IN_STOCK, StockStatus.LOW_STOCK, StockStatus.OUT_OF_STOCK]
+
+
+def _inventory_out(row: Inventory) -> InventoryOut:
+    return InventoryOut.model_validate(
+        {
+            **{
+                column: getattr(row, column)
+                for column in InventoryOut.model_fields
+                if column != "status"
+            },
+            "status": service.stock_status(row.available_quantity, row.reorder_threshold),
+        }
+    )
+
+
+# Inventory ---------------------------------------------------------------------------------
+
+
+@router.post(
+    "/api/inventory", response_model=list[InventoryOut], status_code=status.HTTP_201_CREATED
+)
+async def create_inventory(
+    body: InventoryBatch, request: Request, _: AdminPrincipal, session: DbSession
+) -> list[InventoryOut]:
+    items = body.root
+    products = {}
+    for product_id in {item.product_id for item in items}:
+        if product := await request.app.state.products.get_product(product_id):
+            products[product_id] = product
+    rows = await service.create_inventory(session, items, products)
+    request.app.state.outbox_relay.wake()
+    return [_inventory_out(row) for row in rows]
+
+
+@router.get("/api/inventory", response_model=list[ProductStockOut])
+async def list_inventory(
+    _: AdminOrService,
+    session: DbSession,
+    product_id: Annotated[uuid.UUID | None, Query(alias="productId")] = None,
+) -> list[ProductStockOut]:
+    """Stock per product and variant, with each variant's status and the product's worst."""
+    by_product: dict[uuid.UUID, list[InventoryOut]] = {}
+    for row in await service.list_inventory(session, product_id):
+        by_product.setdefault(row.product_id, []).append(_inventory_out(row))
+    return [
+        ProductStockOut(
+            product_id=pid,
+            status=max((v.status for v in variants), key=_STATUS_RANK.index),
+            variants=variants,
+        )
+        for pid, variants in by_product.items()
+    ]
+
+
+@router.get("/api/inventory/low-stock", response_model=list[InventoryOut])
+async def low_stock(_: AdminPrincipal, session: DbSession) -> list[InventoryOut]:
+    return [_inventory_out(row) for row in await service.list_inventory(session, low_only=True)]
+
+
+@router.get("/api/inventory/ledger-check", response_model=list[LedgerCheckOut])
+async def ledger_check(
+    _: AdminPrincipal,
+    session: DbSession,
+    product_id: Annotated[uuid.UUID | None, Query(alias="productId")] = None,
+) -> list[LedgerCheckOut]:
+    """Audit: every variant's stock against the sums of its movement ledger."""
+    return [
+        LedgerCheckOut(**{**vars(check), "consistent": check.consistent})
+        for check in await service.ledger_check(session, product_id)
+    ]
+
+
+@router.get("/api/inventory/{variant_id}", response_model=InventoryOut)
+async def get_inventory(
+    variant_id: uuid.UUID, _: AdminOrService, session: DbSession
+) -> InventoryOut:
+    return _inventory_out(await service.get_inventory(session, variant_id))
+
+
+@router.post("/api/inventory/{variant_id}/adjustments", response_model=InventoryOut)
+async def adjust(
+    variant_id: uuid.UUID,
+    body: AdjustmentCreate,
+    request: Request,
+    _: AdminPrincipal,
+    session: DbSession,
+) -> InventoryOut:
+    row = await service.adjust(session, variant_id, body)
+    request.app.state.outbox_relay.wake()
+    return _inventory_out(row)
+
+
+@router.get("/api/inventory/{variant_id}/movements", response_model=list[MovementOut])
+async def movements(
+    variant_id: uuid.UUID,
+    _: AdminPrincipal,
+    session: DbSession,
+    limit: Limit = 50,
+    offset: Offset = 0,
+):
+    return await service.movements(session, variant_id, limit, offset)
+
+
+# Reservations ------------------------------------------------------------------------------
+
+
+@router.post(
+    "/api/reservations",
+    response_model=ReservationOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": ReservationOut, "description": "Already reserved under this reference"}
+    },
+)
+async def reserve(
+    body: ReservationCreate, request: Request, response: Response, _: AdminOrService
+) -> ReservationOut:
+    """Reserve stock under a reference; the same reference again returns that reservation."""
+    reserved = await request.app.state.reservation_desk.reserve(body)
+    if not reserved.created:
+        response.status_code = status.HTTP_200_OK
+    return reserved.reservation
+
+
+@router.get("/api/reservations/{reference}", response_model=ReservationOut)
+async def get_reservation(reference: str, _: AdminOrService, session: DbSession) -> ReservationOut:
+    return await service.get_reservation(session, reference)
+
+
+@router.post("/api/reservations/{reference}/release", response_model=ReservationOut)
+async def release(reference: str, _: AdminOrService, session: DbSession) -> ReservationOut:
+    return await service.release(session, reference)
+
+
+@router.post("/api/reservations/{reference}/deduct", response_model=ReservationOut)
+async def deduct(reference: str, _: AdminOrService, session: DbSession) -> ReservationOut:
+    return await service.deduct(session, reference)
+
+
+# Purchase orders ---------------------------------------------------------------------------
+
+
+async def _purchase_order_out(session, purchase_order: PurchaseOrder) -> PurchaseOrderOut:
+    lines = (await service.purchase_order_lines(session, [purchase_order.id])).get(
+        purchase_order.id, []
+    )
+    return _with_lines(purchase_order, lines)
+
+
+def _with_lines(purchase_order: PurchaseOrder, lines) -> PurchaseOrderOut:
+    fields = {
+        name: getattr(purchase_order, name)
+        for name in PurchaseOrderOut.model_fields
+        if name != "lines"
+    }
+    return PurchaseOrderOut(
+        **fields, lines=[PurchaseOrderLineOut.model_validate(line) for line in lines]
+    )
+
+
+def _check_factory_access(principal: Principal, purchase_order: PurchaseOrder) -> None:
+    if principal.role is Role.FACTORY and principal.factory_id != purchase_order.factory_id:
+        raise service.NotFound("No such purchase order", code="purchase_order_not_found")
+
+
+@router.get("/api/purchase-orders", response_model=Page[PurchaseOrderOut])
+async def list_purchase_orders(
+    principal: PurchaseOrderReader,
+    session: DbSession,
+    product_id: Annotated[uuid.UUID | None, Query(alias="productId")] = None,
+    status_filter: Annotated[
+        str | None, Query(alias="status", pattern="^(open|shipped|received|cancelled)$")
+    ] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[PurchaseOrderOut]:
+    """Admins see every purchase order; a factory sees its own."""
+    rows, total = await service.list_purchase_orders(
+        session,
+        factory_id=principal.factory_id if principal.role is Role.FACTORY else None,
+        product_id=product_id,
+        status=status_filter,
+        limit=limit,
+        offset=offset,
+    )
+    lines = await service.purchase_order_lines(session, [row.id for row in rows])
+    return Page(
+        items=[_with_lines(row, lines.get(row.id, [])) for row in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/api/purchase-orders/{purchase_order_id}", response_model=PurchaseOrderOut)
+async def get_purchase_order(
+    purchase_order_id: uuid.UUID, principal: PurchaseOrderReader, session: DbSession
+) -> PurchaseOrderOut:
+    purchase_order = await service.get_purchase_order(session, purchase_order_id)
+    _check_factory_access(principal, purchase_order)
+    return await _purchase_order_out(session, purchase_order)
+
+
+@router.post("/api/purchase-orders/{purchase_order_id}/ship", response_model=PurchaseOrderOut)
+async def ship(
+    purchase_order_id: uuid.UUID,
+    body: ShipmentNotice,
+    principal: PurchaseOrderReader,
+    session: DbSession,
+) -> PurchaseOrderOut:
+    """The factory (or an admin for it) reports the bundles shipped, with a tracking number."""
+    _check_factory_access(principal, await service.get_purchase_order(session, purchase_order_id))
+    purchase_order = await service.ship_purchase_order(
+        session, purchase_order_id, body.tracking_number
+    )
+    return await _purchase_order_out(session, purchase_order)
+
+
+@router.post("/api/purchase-orders/{purchase_order_id}/receive", response_model=PurchaseOrderOut)
+async def receive(
+    purchase_order_id: uuid.UUID, _: AdminPrincipal, session: DbSession
+) -> PurchaseOrderOut:
+    purchase_order = await service.receive_purchase_order(session, purchase_order_id)
+    return await _purchase_order_out(session, purchase_order)
+
+
+@router.post("/api/purchase-orders/{purchase_order_id}/cancel", response_model=PurchaseOrderOut)
+async def cancel(
+    purchase_order_id: uuid.UUID, _: AdminPrincipal, session: DbSession
+) -> PurchaseOrderOut:
+    purchase_order = await service.cancel_purchase_order(session, purchase_order_id)
+    return await _purchase_order_out(session, purchase_order)

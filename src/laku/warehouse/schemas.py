@@ -1,0 +1,141 @@
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, RootModel, model_validator
+
+from laku.core.money import Rupiah
+from laku.core.schemas import WireModel
+
+Units = Annotated[int, Field(strict=True, ge=0, le=10**9)]
+PositiveUnits = Annotated[int, Field(strict=True, gt=0, le=10**9)]
+Reference = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9:_\-.]+$")]
+
+
+class StockStatus(StrEnum):
+    IN_STOCK = "in_stock"
+    LOW_STOCK = "low_stock"
+    OUT_OF_STOCK = "out_of_stock"
+
+
+class InventoryCreate(WireModel):
+    product_id: uuid.UUID
+    variant_id: uuid.UUID
+    quantity: Units
+    max_stock_level: PositiveUnits
+    reorder_threshold: Units
+
+    @model_validator(mode="after")
+    def _levels(self) -> "InventoryCreate":
+        if self.reorder_threshold >= self.max_stock_level:
+            raise ValueError("reorderThreshold must be below maxStockLevel")
+        if self.quantity > self.max_stock_level:
+            raise ValueError("quantity may not exceed maxStockLevel")
+        return self
+
+
+class InventoryBatch(RootModel[list[InventoryCreate]]):
+    """Seed step 1.4: the variants of one product, created together or not at all."""
+
+    root: Annotated[list[InventoryCreate], Field(min_length=1, max_length=100)]
+
+
+class InventoryOut(WireModel):
+    id: uuid.UUID
+    product_id: uuid.UUID
+    variant_id: uuid.UUID
+    factory_id: uuid.UUID
+    quantity: int
+    reserved_quantity: int
+    available_quantity: int
+    max_stock_level: int
+    reorder_threshold: int
+    surplus_quantity: int
+    status: StockStatus
+    updated_at: datetime
+
+
+class ProductStockOut(WireModel):
+    product_id: uuid.UUID
+    status: StockStatus = Field(description="The worst status of its variants")
+    variants: list[InventoryOut]
+
+
+class ReservationCreate(WireModel):
+    reference: Reference
+    variant_id: uuid.UUID
+    quantity: PositiveUnits
+
+
+class ReservationOut(WireModel):
+    reference: str
+    variant_id: uuid.UUID
+    quantity: int
+    status: str
+    available_quantity: int = Field(description="The variant's available stock afterwards")
+
+
+class AdjustmentCreate(WireModel):
+    delta: Annotated[int, Field(strict=True, ge=-(10**9), le=10**9)]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+    @model_validator(mode="after")
+    def _not_zero(self) -> "AdjustmentCreate":
+        if self.delta == 0:
+            raise ValueError("delta must not be zero")
+        return self
+
+
+class MovementOut(WireModel):
+    id: int
+    variant_id: uuid.UUID
+    kind: str
+    quantity_delta: int
+    reserved_delta: int
+    reference: str | None
+    reason: str | None
+    created_at: datetime
+
+
+class LedgerCheckOut(WireModel):
+    """On-hand and reserved stock against the sums of the movement ledger."""
+
+    variant_id: uuid.UUID
+    quantity: int
+    ledger_quantity: int
+    reserved_quantity: int
+    ledger_reserved: int
+    surplus_quantity: int
+    ledger_surplus: int
+    consistent: bool
+
+
+class PurchaseOrderLineOut(WireModel):
+    variant_id: uuid.UUID
+    units_in_bundle: int
+    quantity: int
+
+
+class PurchaseOrderOut(WireModel):
+    id: uuid.UUID
+    number: str
+    factory_id: uuid.UUID
+    product_id: uuid.UUID
+    reason: str
+    bundles: int
+    unit_cost: Rupiah
+    goods_cost: Rupiah
+    shipping_cost: Rupiah
+    total_cost: Rupiah
+    status: str
+    tracking_number: str | None
+    shipped_at: datetime | None
+    received_at: datetime | None
+    cancelled_at: datetime | None
+    created_at: datetime
+    lines: list[PurchaseOrderLineOut]
+
+
+class ShipmentNotice(WireModel):
+    tracking_number: Annotated[str, Field(min_length=1, max_length=100)]

@@ -1,0 +1,416 @@
+"""warehouse-service: stock, reservations, the ledger, automatic reorders and purchase orders."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.catalog import SeedCatalog, create_seed_catalog, created
+from tests.support import Platform, assert_problem, bearer, snapshot
+
+
+def _admin(platform: Platform) -> dict[str, str]:
+    return bearer(platform.admin_token)
+
+
+def _reserve(platform: Platform, variant_id: str, quantity: int, reference: str | None = None):
+    body = {
+        "reference": reference or f"test:{uuid.uuid4().hex}",
+        "variantId": variant_id,
+        "quantity": quantity,
+    }
+    return platform.client("warehouse").post(
+        "/api/reservations", json=body, headers=_admin(platform)
+    )
+
+
+def _stock(platform: Platform, catalog: SeedCatalog) -> dict[str, dict[str, Any]]:
+    response = platform.client("warehouse").get(
+        "/api/inventory", params={"productId": catalog.product_id}, headers=_admin(platform)
+    )
+    assert response.status_code == 200, response.text
+    [product] = response.json()
+    by_variant = {v["variantId"]: v for v in product["variants"]}
+    return {
+        size: by_variant[variant_id]
+        for size, variant_id in catalog.variants.items()
+        if variant_id in by_variant
+    }
+
+
+def _available(platform: Platform, catalog: SeedCatalog) -> dict[str, int]:
+    return {size: v["availableQuantity"] for size, v in _stock(platform, catalog).items()}
+
+
+def _purchase_orders(platform: Platform, catalog: SeedCatalog) -> list[dict[str, Any]]:
+    response = platform.client("warehouse").get(
+        "/api/purchase-orders", params={"productId": catalog.product_id}, headers=_admin(platform)
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+def _eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Poll until `check` returns something truthy (work done by a background relay)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.2)
+
+
+def _messages_to(platform: Platform, phone: str) -> list[dict[str, Any]]:
+    messages = platform.client("whatsapp-sandbox").get("/sandbox/messages").json()
+    return [m for m in messages if m["to"].lstrip("+") == phone.lstrip("+")]
+
+
+def _ledger_consistent(platform: Platform, catalog: SeedCatalog) -> None:
+    checks = platform.client("warehouse").get(
+        "/api/inventory/ledger-check",
+        params={"productId": catalog.product_id},
+        headers=_admin(platform),
+    )
+    assert checks.status_code == 200
+    assert checks.json()
+    for check in checks.json():
+        assert check["consistent"], check
+
+
+def test_seed_inventory_flow(platform: Platform) -> None:
+    """The seed's "Inventory Flow Example", as design 8 states it."""
+    catalog = create_seed_catalog(platform)
+    assert _available(platform, catalog) == {"S": 8, "M": 8, "L": 8}
+
+    assert _reserve(platform, catalog.variants["M"], 5).status_code == 201
+    stock = _stock(platform, catalog)
+    assert {size: v["availableQuantity"] for size, v in stock.items()} == {"S": 8, "M": 3, "L": 8}
+    assert stock["M"]["status"] == "low_stock"
+    assert stock["S"]["status"] == stock["L"]["status"] == "in_stock"
+
+    [purchase_order] = _eventually(lambda: _purchase_orders(platform, catalog))
+    assert purchase_order["bundles"] == 1
+    assert purchase_order["status"] == "open"
+    assert purchase_order["factoryId"] == catalog.factory_id
+    units = {line["variantId"]: line["quantity"] for line in purchase_order["lines"]}
+    assert units == {variant_id: 4 for variant_id in catalog.variants.values()}
+    assert purchase_order["goodsCost"] == 12 * 80000
+    assert (
+        purchase_order["totalCost"] == purchase_order["goodsCost"] + purchase_order["shippingCost"]
+    )
+
+    [message] = _eventually(lambda: _messages_to(platform, catalog.factory_phone))
+    assert purchase_order["number"] in message["text"]
+    assert "1 bundel" in message["text"]
+    for sku in catalog.variant_skus.values():
+        assert f"({sku}): 4 pcs" in message["text"]
+
+    assert _reserve(platform, catalog.variants["M"], 2).status_code == 201
+    assert _available(platform, catalog) == {"S": 8, "M": 1, "L": 8}
+    time.sleep(1.5)  # give a wrongly raised second reorder the time to appear
+    assert len(_purchase_orders(platform, catalog)) == 1
+
+    received = platform.client("warehouse").post(
+        f"/api/purchase-orders/{purchase_order['id']}/receive", headers=_admin(platform)
+    )
+    assert received.status_code == 200, received.text
+    assert received.json()["status"] == "received"
+    stock = _stock(platform, catalog)
+    assert {size: v["availableQuantity"] for size, v in stock.items()} == {"S": 8, "M": 5, "L": 8}
+    assert {size: v["surplusQuantity"] for size, v in stock.items()} == {"S": 4, "M": 0, "L": 4}
+
+    for size, surplus in (("S", 4), ("L", 4)):
+        moves = platform.client("warehouse").get(
+            f"/api/inventory/{catalog.variants[size]}/movements", headers=_admin(platform)
+        )
+        [surplus_move] = [m for m in moves.json() if m["kind"] == "surplus"]
+        assert surplus_move["quantityDelta"] == -surplus
+        assert purchase_order["number"] in surplus_move["reference"]
+    _ledger_consistent(platform, catalog)
+    assert len(_messages_to(platform, catalog.factory_phone)) == 1
+
+
+def test_receiving_twice_changes_stock_once(platform: Platform) -> None:
+    catalog = create_seed_catalog(platform, stock={"S": 4, "M": 8, "L": 8})
+    [purchase_order] = _eventually(lambda: _purchase_orders(platform, catalog))
+    path = f"/api/purchase-orders/{purchase_order['id']}/receive"
+    for _ in range(2):
+        assert platform.client("warehouse").post(path, headers=_admin(platform)).status_code == 200
+    assert _available(platform, catalog) == {"S": 8, "M": 8, "L": 8}
+    assert {s: v["surplusQuantity"] for s, v in _stock(platform, catalog).items()} == {
+        "S": 0,
+        "M": 4,
+        "L": 4,
+    }
+    _ledger_consistent(platform, catalog)
+
+
+def test_reservation_is_idempotent_by_reference(platform: Platform) -> None:
+    catalog = create_seed_catalog(platform)
+    reference = f"participant:{uuid.uuid4()}"
+    first = _reserve(platform, catalog.variants["S"], 3, reference)
+    again = _reserve(platform, catalog.variants["S"], 3, reference)
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json()["reference"] == reference
+    assert _available(platform, catalog)["S"] == 5
+    reused = _reserve(platform, catalog.variants["S"], 2, reference)
+    assert_problem(reused, 409, "reference_reused")
+    assert _available(platform, catalog)["S"] == 5
+
+
+def test_release_and_deduct(platform: Platform) -> None:
+    catalog = create_seed_catalog(platform)
+    warehouse = platform.client("warehouse")
+    kept, returned = f"keep:{uuid.uuid4()}", f"return:{uuid.uuid4()}"
+    _reserve(platform, catalog.variants["L"], 2, kept)
+    _reserve(platform, catalog.variants["L"], 3, returned)
+    for _ in range(2):  # each transition is idempotent
+        released = warehouse.post(f"/api/reservations/{returned}/release", headers=_admin(platform))
+        assert released.json()["status"] == "released"
+        deducted = warehouse.post(f"/api/reservations/{kept}/deduct", headers=_admin(platform))
+        assert deducted.json()["status"] == "deducted"
+    stock = _stock(platform, catalog)["L"]
+    assert (stock["quantity"], stock["reservedQuantity"], stock["availableQuantity"]) == (6, 0, 6)
+    assert_problem(
+        warehouse.post(f"/api/reservations/{kept}/release", headers=_admin(platform)),
+        409,
+        "reservation_deducted",
+    )
+    assert_problem(
+        warehouse.post(f"/api/reservations/{returned}/deduct", headers=_admin(platform)),
+        409,
+        "reservation_released",
+    )
+    assert_problem(
+        warehouse.post("/api/reservations/no-such-thing/release", headers=_admin(platform)),
+        404,
+        "reservation_not_found",
+    )
+    _ledger_consistent(platform, catalog)
+
+
+def test_more_than_available_is_refused_and_reserves_nothing(platform: Platform) -> None:
+    catalog = create_seed_catalog(platform)
+    before = snapshot(platform, "warehouse")
+    assert_problem(_reserve(platform, catalog.variants["S"], 9), 409, "insufficient_stock")
+    assert snapshot(platform, "warehouse") == before
+
+
+def test_adjustments(platform: Platform) -> None:
+    catalog = create_seed_catalog(platform)
+    warehouse = platform.client("warehouse")
+    path = f"/api/inventory/{catalog.variants['S']}/adjustments"
+    _reserve(platform, catalog.variants["S"], 6)
+    assert_problem(
+        warehouse.post(path, json={"delta": -3, "reason": "damaged"}, headers=_admin(platform)),
+        409,
+        "adjustment_below_reserved",
+    )
+    adjusted = warehouse.post(
+        path, json={"delta": -2, "reason": "damaged"}, headers=_admin(platform)
+    )
+    assert adjusted.status_code == 200, adjusted.text
+    assert adjusted.json()["quantity"] == 6
+    assert adjusted.json()["availableQuantity"] == 0
+    assert adjusted.json()["status"] == "out_of_stock"
+    moves = warehouse.get(
+        f"/api/inventory/{catalog.variants['S']}/movements", headers=_admin(platform)
+    )
+    assert moves.json()[0]["kind"] == "adjust"
+    assert moves.json()[0]["reason"] == "damaged"
+    _ledger_consistent(platform, catalog)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda item: {**item, "quantity": 9},  # above the maximum
+        lambda item: {**item, "reorderThreshold": 8},  # threshold not below the maximum
+        lambda item: {**item, "quantity": -1},
+        lambda item: {**item, "quantity": 1.5},
+        lambda item: {**item, "quantity": "8"},
+        lambda item: {**item, "variantId": str(uuid.uuid4())},  # not a variant of the product
+        lambda item: {**item, "productId": str(uuid.uuid4())},  # no such product
+        lambda item: {k: v for k, v in item.items() if k != "maxStockLevel"},
+    ],
+)
+def test_invalid_inventory_is_refused_and_changes_nothing(
+    platform: Platform, change: Callable[[dict], dict]
+) -> None:
+    catalog = create_seed_catalog(platform, stock={})
+    items = [
+        {
+            "productId": catalog.product_id,
+            "variantId": variant_id,
+            "quantity": 8,
+            "maxStockLevel": 8,
+            "reorderThreshold": 4,
+        }
+        for variant_id in catalog.variants.values()
+    ]
+    items[2] = change(items[2])
+    before = snapshot(platform, "warehouse")
+    response = platform.client("warehouse").post(
+        "/api/inventory", json=items, headers=_admin(platform)
+    )
+    assert_problem(response, 422)
+    assert snapshot(platform, "warehouse") == before
+
+
+def test_inventory_exists_once(platform: Platform) -> None:
+    catalog = create_seed_catalog(platform)
+    before = snapshot(platform, "warehouse")
+    again = [
+        {
+            "productId": catalog.product_id,
+            "variantId": catalog.variants["S"],
+            "quantity": 1,
+            "maxStockLevel": 8,
+            "reorderThreshold": 4,
+        }
+    ]
+    response = platform.client("warehouse").post(
+        "/api/inventory", json=again, headers=_admin(platform)
+    )
+    assert_problem(response, 409, "inventory_exists")
+    assert snapshot(platform, "warehouse") == before
+
+
+def test_authorisation(platform: Platform) -> None:
+    catalog = create_seed_catalog(platform)
+    buyer = platform.new_buyer()
+    warehouse = platform.client("warehouse")
+    reservation = {"reference": "x:1", "variantId": catalog.variants["S"], "quantity": 1}
+    for method, path, body in [
+        ("POST", "/api/inventory", []),
+        ("GET", "/api/inventory", None),
+        ("GET", "/api/inventory/low-stock", None),
+        ("POST", "/api/reservations", reservation),
+        (
+            "POST",
+            f"/api/inventory/{catalog.variants['S']}/adjustments",
+            {"delta": 1, "reason": "x"},
+        ),
+        ("GET", "/api/purchase-orders", None),
+    ]:
+        assert_problem(warehouse.request(method, path, json=body), 401)
+        assert_problem(warehouse.request(method, path, json=body, headers=buyer.headers), 403)
+
+
+def test_factory_sees_and_ships_only_its_own_purchase_orders(platform: Platform) -> None:
+    mine = create_seed_catalog(platform, stock={"S": 3, "M": 8, "L": 8})
+    theirs = create_seed_catalog(platform, stock={"S": 3, "M": 8, "L": 8})
+    [own_order] = _eventually(lambda: _purchase_orders(platform, mine))
+    [other_order] = _eventually(lambda: _purchase_orders(platform, theirs))
+
+    email = f"gudang-{uuid.uuid4().hex[:8]}@laku.id"
+    created(
+        platform.client("factory").post(
+            f"/api/factories/{mine.factory_id}/users",
+            json={"email": email, "password": "factory-password", "name": "Admin Pabrik"},
+            headers=_admin(platform),
+        )
+    )
+    factory = bearer(platform.login(email, "factory-password"))
+    warehouse = platform.client("warehouse")
+    listed = warehouse.get("/api/purchase-orders", headers=factory).json()["items"]
+    assert {po["id"] for po in listed} == {own_order["id"]}
+    assert_problem(warehouse.get(f"/api/purchase-orders/{other_order['id']}", headers=factory), 404)
+    ship = {"trackingNumber": "JNE-123456"}
+    assert_problem(
+        warehouse.post(
+            f"/api/purchase-orders/{other_order['id']}/ship", json=ship, headers=factory
+        ),
+        404,
+    )
+    shipped = warehouse.post(
+        f"/api/purchase-orders/{own_order['id']}/ship", json=ship, headers=factory
+    )
+    assert shipped.status_code == 200, shipped.text
+    assert (shipped.json()["status"], shipped.json()["trackingNumber"]) == ("shipped", "JNE-123456")
+    assert_problem(
+        warehouse.post(f"/api/purchase-orders/{own_order['id']}/receive", headers=factory), 403
+    )
+    cancelled = warehouse.post(
+        f"/api/purchase-orders/{other_order['id']}/cancel", headers=_admin(platform)
+    )
+    assert cancelled.json()["status"] == "cancelled"
+    assert_problem(
+        warehouse.post(
+            f"/api/purchase-orders/{other_order['id']}/receive", headers=_admin(platform)
+        ),
+        409,
+        "invalid_status",
+    )
+
+
+async def _concurrently(platform: Platform, requests: list[dict[str, Any]]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=len(requests))
+    async with httpx.AsyncClient(
+        base_url=platform.url("warehouse"), headers=_admin(platform), timeout=30, limits=limits
+    ) as client:
+        return await asyncio.gather(
+            *(client.post("/api/reservations", json=body) for body in requests)
+        )
+
+
+def test_200_concurrent_reservations_against_100_units(platform: Platform) -> None:
+    catalog = create_seed_catalog(
+        platform, stock={"S": 100}, max_stock_level=200, reorder_threshold=10
+    )
+    requests = [
+        {"reference": f"race:{uuid.uuid4()}", "variantId": catalog.variants["S"], "quantity": 1}
+        for _ in range(200)
+    ]
+    responses = asyncio.run(_concurrently(platform, requests))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(201) == 100, statuses
+    assert statuses.count(409) == 100
+    assert {r.json()["code"] for r in responses if r.status_code == 409} == {"insufficient_stock"}
+    stock = _stock(platform, catalog)["S"]
+    assert (stock["quantity"], stock["reservedQuantity"], stock["availableQuantity"]) == (
+        100,
+        100,
+        0,
+    )
+    _ledger_consistent(platform, catalog)
+
+
+def test_concurrent_low_stock_crossings_raise_one_purchase_order(platform: Platform) -> None:
+    catalog = create_seed_catalog(platform)
+    # Every variant crosses its threshold at the same moment, several times over.
+    requests = [
+        {"reference": f"cross:{uuid.uuid4()}", "variantId": variant_id, "quantity": 2}
+        for variant_id in catalog.variants.values()
+        for _ in range(4)
+    ]
+    responses = asyncio.run(_concurrently(platform, requests))
+    assert all(r.status_code == 201 for r in responses)
+    orders = _eventually(lambda: _purchase_orders(platform, catalog))
+    time.sleep(1.5)
+    orders = _purchase_orders(platform, catalog)
+    assert len(orders) == 1
+    # All three are at 0 available: 5 units each lifts them above the threshold of 4 -> 2 bundles.
+    assert orders[0]["bundles"] == 2
+    assert len(_eventually(lambda: _messages_to(platform, catalog.factory_phone))) == 1
+
+
+def test_purchase_order_survives_a_whatsapp_outage(platform: Platform) -> None:
+    platform.supervisor.stop("whatsapp-sandbox")
+    try:
+        catalog = create_seed_catalog(platform)
+        assert _reserve(platform, catalog.variants["M"], 5).status_code == 201
+        [purchase_order] = _eventually(lambda: _purchase_orders(platform, catalog))
+        assert purchase_order["status"] == "open"
+        time.sleep(1.0)
+    finally:
+        platform.supervisor.start_one("whatsapp-sandbox")
+        platform.supervisor.wait_ready()
+    messages = _eventually(lambda: _messages_to(platform, catalog.factory_phone), timeout=40)
+    assert len(messages) == 1
+    assert purchase_order["number"] in messages[0]["text"]
