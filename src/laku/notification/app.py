@@ -1,9 +1,33 @@
+"""notification-service (port 3007): WhatsApp, e-mail and in-app notifications via an outbox."""
+
+from collections.abc import Mapping
+
 from fastapi import FastAPI
 
 from laku.core.app import create_service_app
-from laku.notification.models import idempotency_keys
+from laku.core.outbox import Handler
+from laku.notification.delivery import NotificationSender
+from laku.notification.models import idempotency_keys, outbox
 from laku.notification.routes import router
+from laku.notification.service import DELIVER_NOTIFICATION
+from laku.providers.smtp.client import SmtpClient
+from laku.providers.whatsapp.client import WhatsAppClient
+
+
+def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
+    settings = app.state.settings
+    sender = NotificationSender(
+        app.state.db,
+        WhatsAppClient.from_settings(settings, app.state.http),
+        SmtpClient.from_settings(settings),
+    )
+    return {DELIVER_NOTIFICATION: sender.deliver}
 
 
 def create_app() -> FastAPI:
-    return create_service_app("notification", routers=[router], idempotency_keys=idempotency_keys)
+    return create_service_app(
+        "notification",
+        routers=[router],
+        idempotency_keys=idempotency_keys,
+        outbox=(outbox, _outbox_handlers),
+    )

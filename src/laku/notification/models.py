@@ -1,7 +1,14 @@
-from sqlalchemy.orm import DeclarativeBase
+import uuid
+from datetime import datetime
+from typing import Any
 
-from laku.core.db import service_metadata
+from sqlalchemy import CheckConstraint, DateTime, Index, Integer, String, Text, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from laku.core.db import UUIDPrimaryKey, service_metadata
 from laku.core.idempotency import idempotency_table
+from laku.core.outbox import outbox_table
 
 
 class Base(DeclarativeBase):
@@ -9,3 +16,40 @@ class Base(DeclarativeBase):
 
 
 idempotency_keys = idempotency_table(Base.metadata)
+# A WhatsApp or e-mail notification and its delivery are written in one transaction.
+outbox = outbox_table(Base.metadata)
+
+
+class Notification(UUIDPrimaryKey, Base):
+    """One message to one person over one channel, and how its delivery went.
+
+    The attribute names are those of the wire (`to`, `text`); the columns keep the names of
+    what they hold (`recipient`, `body`).
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        CheckConstraint("channel IN ('whatsapp', 'email', 'in_app')", name="channel"),
+        CheckConstraint("status IN ('pending', 'sent')", name="status"),
+        CheckConstraint("(channel = 'in_app') = (recipient IS NULL)", name="recipient_per_channel"),
+        CheckConstraint("channel <> 'in_app' OR user_id IS NOT NULL", name="in_app_has_user"),
+        # A user's in-app inbox, newest first.
+        Index("ix_notifications_user_id_created_at", "user_id", "created_at"),
+        # The admin listing, filtered by channel and status.
+        Index("ix_notifications_created_at", "created_at"),
+    )
+
+    # No foreign key: users live in auth-service.
+    user_id: Mapped[uuid.UUID | None]
+    channel: Mapped[str] = mapped_column(String(16))
+    to: Mapped[str | None] = mapped_column("recipient", String(320))
+    subject: Mapped[str | None] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column("body", Text)
+    template: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16))
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,5 +1,80 @@
-from fastapi import APIRouter
+import uuid
+from typing import Annotated
 
+from fastapi import APIRouter, Depends, Query, Request, status
+
+from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
+from laku.core.schemas import Limit, Offset, Page
+from laku.core.security import AdminPrincipal, CurrentPrincipal, Principal, Role, require_roles
+from laku.notification import service
+from laku.notification.schemas import (
+    Channel,
+    NotificationOut,
+    NotificationRequest,
+    NotificationStatus,
+)
 
-router = APIRouter(tags=["notification"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/api/notifications", tags=["notification"], responses=PROBLEM_RESPONSES)
+
+# Notifications are sent by the platform (its services, and admins), never by buyers.
+Sender = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+
+
+def _page(items, total: int, limit: int, offset: int) -> Page[NotificationOut]:
+    return Page(
+        items=[NotificationOut.model_validate(n) for n in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.post("", response_model=NotificationOut, status_code=status.HTTP_202_ACCEPTED)
+async def send_notification(
+    body: NotificationRequest, _: Sender, session: DbSession, request: Request
+):
+    """Accepted for delivery: WhatsApp and e-mail go out in the background (`status` turns
+    `sent`), retried while the provider is unavailable; in-app ones are delivered at once."""
+    notification = await service.create_notification(session, body)
+    if notification.status == NotificationStatus.PENDING:
+        request.app.state.outbox_relay.wake()  # after the commit, so the relay sees the row
+    return notification
+
+
+# Declared before /{notification_id} so "me" is not read as an id.
+@router.get("/me", response_model=Page[NotificationOut])
+async def my_notifications(
+    principal: CurrentPrincipal, session: DbSession, limit: Limit = 20, offset: Offset = 0
+) -> Page[NotificationOut]:
+    """The caller's in-app notifications, newest first."""
+    items, total = await service.list_inbox(session, principal.user_id, limit=limit, offset=offset)
+    return _page(items, total, limit, offset)
+
+
+@router.get("", response_model=Page[NotificationOut])
+async def list_notifications(
+    _: AdminPrincipal,
+    session: DbSession,
+    limit: Limit = 20,
+    offset: Offset = 0,
+    channel: Channel | None = None,
+    delivery_status: Annotated[NotificationStatus | None, Query(alias="status")] = None,
+) -> Page[NotificationOut]:
+    """Every notification, newest first, with its delivery attempts and last error."""
+    items, total = await service.list_notifications(
+        session, channel=channel, status=delivery_status, limit=limit, offset=offset
+    )
+    return _page(items, total, limit, offset)
+
+
+@router.get("/{notification_id}", response_model=NotificationOut)
+async def get_notification(
+    notification_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession
+):
+    return await service.get_notification(session, notification_id, principal)
+
+
+@router.post("/{notification_id}/read", response_model=NotificationOut)
+async def mark_read(notification_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession):
+    return await service.mark_read(session, notification_id, principal.user_id)

@@ -1,0 +1,72 @@
+"""Sending queued WhatsApp and e-mail notifications: the outbox relay's handler.
+
+A provider failure leaves the notification `pending` (with the attempt and error recorded) and
+raises, so the relay tries again with back-off: an outage delays a message, never loses it. A
+notification already `sent` is never sent again. The one window left is a crash between the
+provider accepting a message and us recording it, which WhatsApp's API (no idempotency key)
+cannot close: that message may go out twice.
+"""
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, update
+
+from laku.core.db import Database
+from laku.notification.models import Notification
+from laku.notification.schemas import Channel, NotificationStatus, TemplateMessage
+from laku.providers.smtp.client import SmtpClient
+from laku.providers.whatsapp.client import WhatsAppClient
+
+_MAX_ERROR_LENGTH = 2000
+
+
+class NotificationSender:
+    def __init__(self, db: Database, whatsapp: WhatsAppClient, smtp: SmtpClient):
+        self._db = db
+        self._whatsapp = whatsapp
+        self._smtp = smtp
+
+    async def deliver(self, outbox_id: int, payload: dict[str, Any]) -> None:
+        notification_id = uuid.UUID(payload["notificationId"])
+        async with self._db.sessions() as session:
+            notification = await session.get(Notification, notification_id)
+        if notification is None or notification.status == NotificationStatus.SENT:
+            return  # sent by an earlier attempt whose outbox row was not marked delivered
+        try:
+            provider_message_id = await self._send(notification)
+        except Exception as exc:
+            await self._record(notification_id, last_error=str(exc)[:_MAX_ERROR_LENGTH])
+            raise
+        await self._record(
+            notification_id,
+            status=NotificationStatus.SENT.value,
+            provider_message_id=provider_message_id,
+            sent_at=func.now(),
+            last_error=None,
+        )
+
+    async def _send(self, notification: Notification) -> str:
+        """Hand the message to its provider; returns the provider's id for it."""
+        to = notification.to
+        assert to is not None  # the table's constraint: only in-app notifications lack one
+        if notification.channel == Channel.EMAIL:
+            return await self._smtp.send_email(to, notification.subject or "", notification.text)
+        if notification.template is not None:
+            template = TemplateMessage.model_validate(notification.template)
+            return await self._whatsapp.send_template(
+                to, template.name, template.language, template.params
+            )
+        return await self._whatsapp.send_text(to, notification.text)
+
+    async def _record(self, notification_id: uuid.UUID, **values: Any) -> None:
+        """Count the attempt and store its outcome, unless the notification is already sent."""
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                update(Notification)
+                .where(
+                    Notification.id == notification_id,
+                    Notification.status == NotificationStatus.PENDING.value,
+                )
+                .values(attempts=Notification.attempts + 1, **values)
+            )
