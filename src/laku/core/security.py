@@ -47,6 +47,9 @@ class TokenVerifier:
     """Verifies tokens locally against auth-service's JWKS, refetched when a new key id appears."""
 
     REFRESH_INTERVAL_SECONDS = 30.0
+    # Verified tokens are remembered until they expire: a signature check costs more than the
+    # rest of a typical request, and service tokens are reused for every internal call.
+    CACHE_SIZE = 10_000
 
     def __init__(self, jwks_url: str, *, issuer: str, audience: str, http: httpx.AsyncClient):
         self._jwks_url = jwks_url
@@ -55,6 +58,7 @@ class TokenVerifier:
         self._http = http
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = 0.0
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def use_keys(self, jwks: dict[str, Any]) -> None:
         self._keys = {key["kid"]: jwt.PyJWK(key) for key in jwks["keys"]}
@@ -80,6 +84,16 @@ class TokenVerifier:
             raise Unauthorized("Token signed by an unknown key", code="invalid_token") from None
 
     async def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        principal, expires_at = await self._verify_signature(token)
+        if len(self._verified) >= self.CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (principal, expires_at)
+        return principal
+
+    async def _verify_signature(self, token: str) -> tuple[Principal, float]:
         try:
             kid = jwt.get_unverified_header(token).get("kid", "")
         except jwt.PyJWTError:
@@ -98,11 +112,12 @@ class TokenVerifier:
         except (jwt.PyJWTError, ValueError) as exc:
             raise Unauthorized(f"Invalid token: {exc}", code="invalid_token") from None
         factory_id = claims.get("factoryId")
-        return Principal(
+        principal = Principal(
             subject=claims["sub"],
             role=role,
             factory_id=uuid.UUID(factory_id) if factory_id else None,
         )
+        return principal, float(claims["exp"])
 
 
 _bearer = HTTPBearer(auto_error=False)

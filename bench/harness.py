@@ -1,0 +1,182 @@
+"""What the benchmarks share: a platform on a throwaway database, a lean load generator, and
+latency statistics. The load generator speaks raw HTTP/1.1 over keep-alive connections so the
+client costs little CPU next to the server it measures (both share this machine's cores)."""
+
+import asyncio
+import json
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from laku.core.migrations import migrate
+from laku.core.services import PROCESSES
+from laku.core.settings import Settings
+from laku.core.supervisor import Supervisor
+
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+ADMIN = {"LAKU_ADMIN_EMAIL": "bench-admin@laku.id", "LAKU_ADMIN_PASSWORD": "bench-admin-password"}
+
+
+def plain_url(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@dataclass
+class BenchPlatform:
+    settings: Settings
+    database_url: str
+    supervisor: Supervisor
+
+    def url(self, name: str) -> str:
+        return PROCESSES[name].url(self.settings)
+
+    def admin_token(self) -> str:
+        response = httpx.post(
+            f"{self.url('auth')}/api/auth/login",
+            json={"email": ADMIN["LAKU_ADMIN_EMAIL"], "password": ADMIN["LAKU_ADMIN_PASSWORD"]},
+        )
+        response.raise_for_status()
+        return response.json()["accessToken"]
+
+    def service_token(self) -> str:
+        response = httpx.post(
+            f"{self.url('auth')}/api/auth/service-token",
+            json={
+                "serviceName": "bench",
+                "secret": self.settings.service_secret.get_secret_value(),
+            },
+        )
+        response.raise_for_status()
+        return response.json()["accessToken"]
+
+    def pid(self, name: str) -> int:
+        process = self.supervisor.processes[name].process
+        assert process is not None
+        return process.pid
+
+
+@contextmanager
+def bench_platform(port_offset: int = 50_000) -> Iterator[BenchPlatform]:
+    """Every service as its own process on a new database, dropped afterwards."""
+    server = os.environ.get("LAKU_DATABASE_URL", LOCAL_SERVER)
+    name = f"laku_bench_{uuid.uuid4().hex[:8]}"
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    env = {"LAKU_DATABASE_URL": url, "LAKU_PORT_OFFSET": str(port_offset), **ADMIN}
+    settings = Settings(database_url=url, port_offset=port_offset)
+    supervisor = Supervisor(settings, env=env)
+    supervisor.start()
+    try:
+        supervisor.wait_ready()
+        yield BenchPlatform(settings, url, supervisor)
+    finally:
+        supervisor.stop()
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(plain_url(make_url(url).set(database="postgres")))
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+
+
+@dataclass
+class LoadResult:
+    label: str
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def per_second(self) -> float:
+        return len(self.latencies_ms) / self.seconds
+
+    def percentile(self, p: float) -> float:
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[int(p) - 1]
+
+    def line(self) -> str:
+        return (
+            f"{self.label:<34} {self.per_second:9.0f} /s   p50 {self.percentile(50):6.1f} ms   "
+            f"p99 {self.percentile(99):6.1f} ms   n={len(self.latencies_ms)} {self.statuses}"
+        )
+
+
+async def http_load(
+    label: str,
+    url: str,
+    path: str,
+    body_for: Callable[[int, int], dict],
+    *,
+    headers: dict[str, str],
+    clients: int,
+    seconds: float,
+) -> LoadResult:
+    """`clients` connections, each POSTing `body_for(client, n)` back to back for `seconds`."""
+    host_port = url.removeprefix("http://")
+    host, port = host_port.split(":")
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    result = LoadResult(label, seconds)
+    deadline = time.perf_counter() + seconds
+
+    async def client(index: int) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        n = 0
+        try:
+            while time.perf_counter() < deadline:
+                payload = json.dumps(body_for(index, n)).encode()
+                request = (
+                    f"POST {path} HTTP/1.1\r\nHost: {host_port}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+                    f"{extra}\r\n"
+                ).encode() + payload
+                started = time.perf_counter()
+                writer.write(request)
+                status_line = await reader.readline()
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                result.latencies_ms.append((time.perf_counter() - started) * 1000)
+                status = int(status_line.split()[1])
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+                n += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return result
+
+
+async def sql_load(
+    label: str, database_url: str, statement: str, args: tuple, *, clients: int, seconds: float
+) -> LoadResult:
+    """`clients` connections, each running `statement` (autocommit) back to back."""
+    result = LoadResult(label, seconds)
+    pool = await asyncpg.create_pool(plain_url(database_url), min_size=clients, max_size=clients)
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        async with pool.acquire() as conn:
+            prepared = await conn.prepare(statement)
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                await prepared.fetch(*args)
+                result.latencies_ms.append((time.perf_counter() - started) * 1000)
+
+    try:
+        await asyncio.gather(*(client() for _ in range(clients)))
+    finally:
+        await pool.close()
+    result.statuses = {200: len(result.latencies_ms)}
+    return result

@@ -1,0 +1,101 @@
+"""Reservations per second on one hot variant: over HTTP through warehouse-service, and the same
+reservation as a single-row UPDATE through asyncpg, in the same run; prints both and the ratio.
+
+    .venv/bin/python bench/warehouse_reservations.py [--clients 64] [--seconds 10]
+"""
+
+import argparse
+import asyncio
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import BenchPlatform, bench_platform, http_load, sql_load
+from tests.catalog import create_seed_catalog
+
+PLENTY = 10**9
+
+RAW_RESERVATION = """
+UPDATE warehouse.warehouse_inventory
+   SET reserved_quantity = reserved_quantity + 1
+ WHERE variant_id = $1 AND quantity - reserved_quantity >= 1
+RETURNING quantity - reserved_quantity
+"""
+
+
+class _Admin:
+    """Just enough of the tests' Platform for `create_seed_catalog`."""
+
+    def __init__(self, platform: BenchPlatform):
+        self._platform = platform
+        self.admin_token = platform.admin_token()
+        self._clients: dict[str, httpx.Client] = {}
+
+    def client(self, name: str) -> httpx.Client:
+        if name not in self._clients:
+            self._clients[name] = httpx.Client(base_url=self._platform.url(name), timeout=30)
+        return self._clients[name]
+
+
+async def run(platform: BenchPlatform, clients: int, seconds: float) -> None:
+    catalog = create_seed_catalog(
+        _Admin(platform),
+        stock={"S": PLENTY, "M": PLENTY},
+        max_stock_level=PLENTY,
+        reorder_threshold=0,
+    )
+    token = platform.service_token()
+    run_id = uuid.uuid4().hex[:8]
+
+    def reservation(client: int, n: int) -> dict:
+        return {
+            "reference": f"bench:{run_id}:{client}:{n}",
+            "variantId": catalog.variants["S"],
+            "quantity": 1,
+        }
+
+    warehouse = psutil.Process(platform.pid("warehouse"))
+    warehouse.cpu_percent()
+    http = await http_load(
+        f"HTTP POST /api/reservations ({clients})",
+        platform.url("warehouse"),
+        "/api/reservations",
+        reservation,
+        headers={"Authorization": f"Bearer {token}"},
+        clients=clients,
+        seconds=seconds,
+    )
+    server_cpu = warehouse.cpu_percent()
+    raw = await sql_load(
+        f"raw SQL single-row UPDATE ({clients})",
+        platform.database_url,
+        RAW_RESERVATION,
+        (uuid.UUID(catalog.variants["M"]),),
+        clients=clients,
+        seconds=seconds,
+    )
+    print(http.line())
+    print(raw.line())
+    print(f"ratio HTTP / raw SQL: {http.per_second / raw.per_second:.2f}x")
+    print(
+        f"warehouse process: {server_cpu:.0f}% CPU during the HTTP run, "
+        f"RSS {warehouse.memory_info().rss / 2**20:.0f} MiB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    with bench_platform() as platform:
+        asyncio.run(run(platform, args.clients, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
