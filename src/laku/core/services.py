@@ -36,6 +36,7 @@ SERVICES: dict[str, ServiceSpec] = {
         _service("product", 3002),
         _service("factory", 3003),
         _service("group-buying", 3004),
+        _service("payment", 3006),
         _service("notification", 3007),
         _service("warehouse", 3008),
         _service("address", 3015),
@@ -46,6 +47,7 @@ SERVICES: dict[str, ServiceSpec] = {
 SANDBOXES: dict[str, ProcessSpec] = {
     spec.name: spec
     for spec in (
+        ProcessSpec("xendit-sandbox", 4010, "laku.providers.xendit.sandbox:create_app"),
         ProcessSpec("whatsapp-sandbox", 4012, "laku.providers.whatsapp.sandbox:create_app"),
         ProcessSpec("smtp-sandbox", 4013, "laku.providers.smtp.sandbox:create_app"),
     )

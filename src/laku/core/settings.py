@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     mail_from: str = "Laku <no-reply@laku.id>"
 
+    # Xendit (invoices, invoice webhooks). Left unset, the client talks to the xendit-sandbox,
+    # which accepts these defaults; a real secret key and base URL switch it to Xendit.
+    xendit_api_base_url: str | None = None  # None: the xendit-sandbox; real: https://api.xendit.co
+    xendit_secret_key: SecretStr = SecretStr("xnd_development_laku_sandbox_key")
+    # Xendit sends it as `x-callback-token` on every webhook; payment-service checks it.
+    xendit_callback_token: SecretStr = SecretStr("laku-dev-xendit-callback-token")
+    # Where invoice webhooks go; None: payment-service's /api/payments/webhook.
+    xendit_webhook_url: str | None = None
+    invoice_duration_seconds: int = 86_400
+
     # Warehouse: what the factory charges to ship one bundle, added to every purchase order.
     purchase_order_shipping_cost_per_bundle: int = 25_000
 

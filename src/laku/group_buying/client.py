@@ -3,7 +3,9 @@
 import uuid
 
 from laku.core.http import ServiceCallError, ServiceClient
-from laku.group_buying.schemas import BundleCompositionOut
+from laku.group_buying.schemas import BundleCompositionOut, PaymentEvent, PaymentEventStatus
+
+__all__ = ["BundleCompositionOut", "GroupBuyingClient", "PaymentEvent", "PaymentEventStatus"]
 
 
 class GroupBuyingClient(ServiceClient):
@@ -17,3 +19,12 @@ class GroupBuyingClient(ServiceClient):
                 return None
             raise
         return BundleCompositionOut.model_validate(response.json())
+
+    async def report_payment(self, event: PaymentEvent, *, idempotency_key: str) -> None:
+        """Tell group-buying a participant's payment was paid, expired or failed."""
+        await self.request(
+            "POST",
+            "/api/group-buying/payment-events",
+            json=event.model_dump(mode="json", by_alias=True),
+            idempotency_key=idempotency_key,
+        )

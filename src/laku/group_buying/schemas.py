@@ -1,4 +1,6 @@
 import uuid
+from datetime import datetime
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field, RootModel
@@ -44,3 +46,18 @@ class BundleCompositionOut(WireModel):
     product_id: uuid.UUID
     units_per_bundle: int = Field(description="Units in one bundle: the sum over its variants.")
     items: list[BundleItemOut] = Field(description="Ordered by variantId.")
+
+
+class PaymentEventStatus(StrEnum):
+    PAID = "paid"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+class PaymentEvent(WireModel):
+    """What payment-service reports about a participant's payment (after a Xendit webhook)."""
+
+    reference: Annotated[str, Field(min_length=1, max_length=200)]  # "participant:<uuid>"
+    payment_id: uuid.UUID
+    status: PaymentEventStatus
+    occurred_at: datetime

@@ -1,4 +1,5 @@
 import uuid
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -8,6 +9,7 @@ from laku.core.errors import PROBLEM_RESPONSES
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import AdminPrincipal, CurrentPrincipal, Principal, Role, require_roles
 from laku.notification import service
+from laku.notification.models import Notification
 from laku.notification.schemas import (
     Channel,
     NotificationOut,
@@ -21,7 +23,9 @@ router = APIRouter(prefix="/api/notifications", tags=["notification"], responses
 Sender = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
 
 
-def _page(items, total: int, limit: int, offset: int) -> Page[NotificationOut]:
+def _page(
+    items: Sequence[Notification], total: int, limit: int, offset: int
+) -> Page[NotificationOut]:
     return Page(
         items=[NotificationOut.model_validate(n) for n in items],
         total=total,

@@ -22,8 +22,12 @@ class NotificationStatus(StrEnum):
     SENT = "sent"
 
 
-# WhatsApp wants the number with its country code; we keep E.164 ("+" and 8-15 digits).
-_WHATSAPP_NUMBER = re.compile(r"\+[1-9][0-9]{7,14}")
+# WhatsApp wants the number with its country code; we store E.164 ("+" and 8-15 digits).
+# Phones elsewhere on the platform may be written without "+" or, being Indonesian, in the
+# national form (0812...), which is +62 without the trunk 0.
+_INTERNATIONAL_NUMBER = re.compile(r"\+?([1-9][0-9]{7,14})")
+_INDONESIAN_NATIONAL_NUMBER = re.compile(r"0([1-9][0-9]{6,12})")
+_INDONESIA_COUNTRY_CODE = "62"
 _email_address: TypeAdapter[str] = TypeAdapter(EmailStr)
 
 # WhatsApp's own limits: a text body up to 4096 characters, template names in lower snake case.
@@ -57,8 +61,7 @@ class NotificationRequest(WireModel):
     def _fits_the_channel(self) -> "NotificationRequest":
         match self.channel:
             case Channel.WHATSAPP:
-                if self.to is None or not _is_whatsapp_number(self.to):
-                    raise ValueError("whatsapp needs `to` as a phone number: + and 8-15 digits")
+                self.to = _whatsapp_number(self.to)
                 if self.subject is not None:
                     raise ValueError("whatsapp messages have no subject")
             case Channel.EMAIL:
@@ -76,8 +79,17 @@ class NotificationRequest(WireModel):
         return self
 
 
-def _is_whatsapp_number(value: str) -> bool:
-    return _WHATSAPP_NUMBER.fullmatch(value) is not None
+def _whatsapp_number(value: str | None) -> str:
+    """The number in E.164; refuses what is not a phone number."""
+    if value is not None:
+        if national := _INDONESIAN_NATIONAL_NUMBER.fullmatch(value):
+            return f"+{_INDONESIA_COUNTRY_CODE}{national[1]}"
+        if international := _INTERNATIONAL_NUMBER.fullmatch(value):
+            return f"+{international[1]}"
+    raise ValueError(
+        "whatsapp needs `to` as a phone number with its country code (+6281234567890) "
+        "or in Indonesian national form (081234567890)"
+    )
 
 
 def _is_email_address(value: str) -> bool:

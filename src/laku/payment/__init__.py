@@ -1,0 +1,1 @@
+"""payment-service (port 3006): escrow payments backed by Xendit invoices, refunds."""

@@ -1,0 +1,1 @@
+"""Xendit (invoices, webhooks): client and sandbox."""

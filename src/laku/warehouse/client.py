@@ -1,0 +1,51 @@
+"""Typed client other services use to call warehouse-service (group-buying: reserve stock for a
+join, release it when the join fails or the invoice expires, deduct it when the group ships)."""
+
+import uuid
+
+from laku.core.http import ServiceCallError, ServiceClient
+from laku.warehouse.schemas import InventoryOut, ProductStockOut, ReservationCreate, ReservationOut
+
+__all__ = ["InventoryOut", "ProductStockOut", "ReservationOut", "WarehouseClient"]
+
+
+class WarehouseClient(ServiceClient):
+    async def reserve(self, reference: str, variant_id: uuid.UUID, quantity: int) -> ReservationOut:
+        """Reserve under `reference` (idempotent: the same reference returns that reservation).
+        Not enough stock raises ServiceCallError with status 409, code `insufficient_stock`."""
+        body = ReservationCreate(reference=reference, variant_id=variant_id, quantity=quantity)
+        response = await self.request(
+            "POST",
+            "/api/reservations",
+            json=body.model_dump(mode="json", by_alias=True),
+            idempotency_key=f"reserve:{reference}",
+        )
+        return ReservationOut.model_validate(response.json())
+
+    async def release(self, reference: str) -> ReservationOut | None:
+        """Give the stock back; None when nothing was ever reserved under `reference`."""
+        return await self._transition(reference, "release")
+
+    async def deduct(self, reference: str) -> ReservationOut | None:
+        return await self._transition(reference, "deduct")
+
+    async def _transition(self, reference: str, action: str) -> ReservationOut | None:
+        try:
+            response = await self.request(
+                "POST",
+                f"/api/reservations/{reference}/{action}",
+                idempotency_key=f"{action}:{reference}",
+            )
+        except ServiceCallError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return ReservationOut.model_validate(response.json())
+
+    async def product_stock(self, product_id: uuid.UUID) -> ProductStockOut | None:
+        """Every variant's stock and status for one product; None when it has no inventory."""
+        response = await self.request(
+            "GET", "/api/inventory", params={"productId": str(product_id)}
+        )
+        stock = [ProductStockOut.model_validate(item) for item in response.json()]
+        return stock[0] if stock else None
