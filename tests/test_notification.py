@@ -97,6 +97,18 @@ def test_whatsapp_text_is_delivered_with_exactly_the_text_sent(platform: Platfor
     assert sent["sentAt"] >= sent["createdAt"]
 
 
+@pytest.mark.parametrize("written", ["0{}", "62{}", "+62{}"])
+def test_whatsapp_numbers_are_stored_and_sent_with_their_country_code(
+    platform: Platform, written: str
+) -> None:
+    subscriber = new_phone().removeprefix("+62")
+    to = written.format(subscriber)
+    created = _send(platform, {"channel": "whatsapp", "to": to, "text": "Hai"})
+    assert created["to"] == f"+62{subscriber}"
+    _when_sent(platform, created["id"])
+    assert len(whatsapp_messages_to(platform, f"+62{subscriber}")) == 1
+
+
 def test_whatsapp_template_is_delivered_with_its_parameters(platform: Platform) -> None:
     to = new_phone()
     created = _send(
@@ -213,7 +225,9 @@ def test_only_admins_and_services_send_and_only_admins_list_all(platform: Platfo
     "body",
     [
         {"channel": "whatsapp", "text": "no number"},
-        {"channel": "whatsapp", "to": "081234567890", "text": "no country code"},
+        {"channel": "whatsapp", "to": "0812345", "text": "too short"},
+        {"channel": "whatsapp", "to": "+62 812-3456-7890", "text": "formatted"},
+        {"channel": "whatsapp", "to": "+0812345678", "text": "no country code"},
         {"channel": "whatsapp", "to": "+6281234567890", "subject": "Hai", "text": "subject"},
         {"channel": "email", "to": "not-an-address", "subject": "Hai", "text": "Hai"},
         {"channel": "email", "to": "siti@laku.id", "text": "no subject"},
