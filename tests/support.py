@@ -19,6 +19,7 @@ from laku.core.migrations import migrate
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
+from laku.providers.smtp.client import SANDBOX_SMTP_PORT
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_EMAIL = "admin-tests@laku.id"
@@ -86,7 +87,8 @@ def free_port_offset() -> int:
     """An offset that puts every seed port on a free port, away from a running `make up`."""
     for _ in range(50):
         offset = random.randrange(20_000, 40_000, 100)
-        if all(_port_free(spec.port + offset) for spec in PROCESSES.values()):
+        ports = [spec.port + offset for spec in PROCESSES.values()]
+        if all(_port_free(port) for port in [*ports, SANDBOX_SMTP_PORT + offset]):
             return offset
     raise RuntimeError("no free port range found")
 
