@@ -1,0 +1,131 @@
+"""Xendit Invoice API client: create, read and expire the invoices buyers pay through.
+
+As in Xendit's reference: `POST {base}/v2/invoices`, `GET {base}/v2/invoices/{id}` and
+`POST {base}/invoices/{id}/expire!`, with HTTP Basic auth (the secret key as user name, an empty
+password). A refusal is `{"error_code": "...", "message": "..."}`. Xendit then reports payment
+and expiry by POSTing the invoice to our webhook with the `x-callback-token` header, which
+`verify_callback_token` checks.
+"""
+
+import hmac
+from datetime import datetime
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from laku.core.services import service_url
+from laku.core.settings import Settings
+
+CURRENCY = "IDR"
+
+
+class XenditInvoice(BaseModel):
+    """The invoice fields Laku relies on, named as in Xendit's JSON; the rest is ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    external_id: str
+    status: str  # PENDING | PAID | SETTLED | EXPIRED
+    amount: int
+    invoice_url: str
+    expiry_date: datetime
+    paid_at: datetime | None = None
+
+
+class XenditError(Exception):
+    """Xendit refused the request (`status` and `error_code` set) or could not be reached or
+    understood (`error_code` None; `status` None when nothing was answered)."""
+
+    def __init__(self, message: str, *, status: int | None = None, error_code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+
+class XenditClient:
+    """One request per call and no retries: the caller knows whether repeating is safe."""
+
+    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+        self._http = http
+        base_url = settings.xendit_api_base_url or service_url("xendit-sandbox", settings)
+        self._base_url = base_url.rstrip("/")
+        self._auth = httpx.BasicAuth(settings.xendit_secret_key.get_secret_value(), "")
+        self._default_duration_seconds = settings.invoice_duration_seconds
+
+    async def create_invoice(
+        self,
+        *,
+        external_id: str,
+        amount: int,
+        description: str,
+        payer_email: str | None = None,
+        invoice_duration_seconds: int | None = None,
+    ) -> XenditInvoice:
+        """A new PENDING invoice; its `invoice_url` is the checkout page to send the buyer to.
+        Xendit does not deduplicate `external_id`, so repeating this creates a second invoice."""
+        body: dict[str, Any] = {
+            "external_id": external_id,
+            "amount": amount,
+            "description": description,
+            "invoice_duration": (
+                self._default_duration_seconds
+                if invoice_duration_seconds is None
+                else invoice_duration_seconds
+            ),
+            "currency": CURRENCY,
+        }
+        if payer_email is not None:
+            body["payer_email"] = payer_email
+        return await self._call("POST", "/v2/invoices", json=body)
+
+    async def get_invoice(self, invoice_id: str) -> XenditInvoice:
+        return await self._call("GET", f"/v2/invoices/{invoice_id}")
+
+    async def expire_invoice(self, invoice_id: str) -> XenditInvoice:
+        """Stop the invoice from being paid; Xendit sends the EXPIRED callback as well."""
+        return await self._call("POST", f"/invoices/{invoice_id}/expire!")
+
+    async def _call(
+        self, method: str, path: str, *, json: dict[str, Any] | None = None
+    ) -> XenditInvoice:
+        url = self._base_url + path
+        try:
+            response = await self._http.request(method, url, json=json, auth=self._auth)
+        except httpx.HTTPError as exc:
+            raise XenditError(f"Xendit unreachable: {method} {url}: {exc!r}") from exc
+        if not response.is_success:
+            raise _api_error(response)
+        try:
+            return XenditInvoice.model_validate(response.json())
+        except (ValueError, ValidationError) as exc:
+            raise XenditError(
+                f"Xendit answered {response.status_code} without a readable invoice",
+                status=response.status_code,
+            ) from exc
+
+
+def _api_error(response: httpx.Response) -> XenditError:
+    try:
+        error = response.json()
+        return XenditError(
+            f"Xendit refused the request ({response.status_code}): {error['message']}",
+            status=response.status_code,
+            error_code=error.get("error_code"),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return XenditError(
+            f"Xendit answered {response.status_code}: {response.text[:200]}",
+            status=response.status_code,
+        )
+
+
+def verify_callback_token(settings: Settings, received: str | None) -> bool:
+    """Whether a webhook's `x-callback-token` is ours; compared in constant time so the token
+    cannot be guessed byte by byte from response times."""
+    if received is None:
+        return False
+    expected = settings.xendit_callback_token.get_secret_value()
+    return hmac.compare_digest(received.encode(), expected.encode())
