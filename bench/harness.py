@@ -7,7 +7,6 @@ import json
 import os
 import statistics
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,12 +15,11 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from laku.core.migrations import migrate
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
+from tests.support import LOCAL_SERVER, throwaway_database
 
-LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN = {"LAKU_ADMIN_EMAIL": "bench-admin@laku.id", "LAKU_ADMIN_PASSWORD": "bench-admin-password"}
 
 
@@ -67,27 +65,16 @@ class BenchPlatform:
 def bench_platform(port_offset: int = 50_000) -> Iterator[BenchPlatform]:
     """Every service as its own process on a new database, dropped afterwards."""
     server = os.environ.get("LAKU_DATABASE_URL", LOCAL_SERVER)
-    name = f"laku_bench_{uuid.uuid4().hex[:8]}"
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    migrate(url)
-    env = {"LAKU_DATABASE_URL": url, "LAKU_PORT_OFFSET": str(port_offset), **ADMIN}
-    settings = Settings(database_url=url, port_offset=port_offset)
-    supervisor = Supervisor(settings, env=env)
-    supervisor.start()
-    try:
-        supervisor.wait_ready()
-        yield BenchPlatform(settings, url, supervisor)
-    finally:
-        supervisor.stop()
-
-        async def drop() -> None:
-            conn = await asyncpg.connect(plain_url(make_url(url).set(database="postgres")))
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await conn.close()
-
-        asyncio.run(drop())
+    with throwaway_database(server) as url:
+        env = {"LAKU_DATABASE_URL": url, "LAKU_PORT_OFFSET": str(port_offset), **ADMIN}
+        settings = Settings(database_url=url, port_offset=port_offset)
+        supervisor = Supervisor(settings, env=env)
+        supervisor.start()
+        try:
+            supervisor.wait_ready()
+            yield BenchPlatform(settings, url, supervisor)
+        finally:
+            supervisor.stop()
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """Base of every service's typed client: timeouts, safe retries, service token, ids passed on."""
 
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import structlog
+from pydantic import BaseModel
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -14,6 +15,8 @@ from tenacity import (
 
 from laku.core.errors import DomainError, UpstreamUnavailable
 from laku.core.middleware import REQUEST_ID_HEADER
+
+Model = TypeVar("Model", bound=BaseModel)
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
@@ -137,3 +140,15 @@ class ServiceClient:
                 response.status_code, problem, response.headers.get("retry-after")
             )
         return response
+
+    async def get_or_none(
+        self, path: str, model: type[Model], *, params: dict[str, Any] | None = None
+    ) -> Model | None:
+        """GET one resource as `model`, or None when the service answers 404; other errors raise."""
+        try:
+            response = await self.request("GET", path, params=params)
+        except ServiceCallError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return model.model_validate(response.json())

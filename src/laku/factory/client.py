@@ -2,17 +2,11 @@
 
 import uuid
 
-from laku.core.http import ServiceCallError, ServiceClient
+from laku.core.http import ServiceClient
 from laku.factory.schemas import FactoryOut
 
 
 class FactoryClient(ServiceClient):
     async def get_factory(self, factory_id: uuid.UUID) -> FactoryOut | None:
         """The factory, or None when it does not exist; any other failure raises."""
-        try:
-            response = await self.request("GET", f"/api/factories/{factory_id}")
-        except ServiceCallError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return FactoryOut.model_validate(response.json())
+        return await self.get_or_none(f"/api/factories/{factory_id}", FactoryOut)

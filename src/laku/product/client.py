@@ -2,7 +2,7 @@
 
 import uuid
 
-from laku.core.http import ServiceCallError, ServiceClient
+from laku.core.http import ServiceClient
 from laku.product.schemas import ProductDetailOut
 
 
@@ -10,10 +10,4 @@ class ProductClient(ServiceClient):
     async def get_product(self, product_id: uuid.UUID) -> ProductDetailOut | None:
         """The product in any status, with variants, images and cost price (a service sees
         everything), or None when it does not exist; any other failure raises."""
-        try:
-            response = await self.request("GET", f"/api/products/{product_id}")
-        except ServiceCallError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return ProductDetailOut.model_validate(response.json())
+        return await self.get_or_none(f"/api/products/{product_id}", ProductDetailOut)
