@@ -36,9 +36,11 @@ SERVICES: dict[str, ServiceSpec] = {
         _service("product", 3002),
         _service("factory", 3003),
         _service("group-buying", 3004),
+        _service("order", 3005),
         _service("payment", 3006),
         _service("notification", 3007),
         _service("warehouse", 3008),
+        _service("wallet", 3010),
         _service("address", 3015),
     )
 }

@@ -1,0 +1,1 @@
+"""wallet-service (port 3010): buyers' wallets, their transactions, withdrawals."""
