@@ -62,7 +62,7 @@ class BenchPlatform:
 
 
 @contextmanager
-def bench_platform(port_offset: int = 50_000) -> Iterator[BenchPlatform]:
+def bench_platform(port_offset: int = 28_500) -> Iterator[BenchPlatform]:
     """Every service as its own process on a new database, dropped afterwards."""
     server = os.environ.get("LAKU_DATABASE_URL", LOCAL_SERVER)
     with throwaway_database(server) as url:

@@ -84,9 +84,10 @@ def _port_free(port: int) -> bool:
 
 
 def free_port_offset() -> int:
-    """An offset that puts every seed port on a free port, away from a running `make up`."""
+    """An offset that puts every seed port on a free port, away from a running `make up` and
+    below Linux's range for outgoing connections (32768+), whose ports look free but bind badly."""
     for _ in range(50):
-        offset = random.randrange(20_000, 40_000, 100)
+        offset = random.randrange(10_000, 28_000, 100)
         ports = [spec.port + offset for spec in PROCESSES.values()]
         if all(_port_free(port) for port in [*ports, SANDBOX_SMTP_PORT + offset]):
             return offset

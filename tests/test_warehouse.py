@@ -414,3 +414,43 @@ def test_purchase_order_survives_a_whatsapp_outage(platform: Platform) -> None:
     messages = _eventually(lambda: _messages_to(platform, catalog.factory_phone), timeout=40)
     assert len(messages) == 1
     assert purchase_order["number"] in messages[0]["text"]
+
+
+def test_a_variant_still_low_after_receipt_is_reordered(platform: Platform) -> None:
+    """A fall while an order is open raises nothing; receiving that order looks again."""
+    catalog = create_seed_catalog(
+        platform, stock={"S": 12, "M": 12, "L": 12}, max_stock_level=20, reorder_threshold=5
+    )
+    for quantity in (6, 1):
+        assert _reserve(platform, catalog.variants["M"], quantity).status_code == 201
+    [first] = _eventually(lambda: _purchase_orders(platform, catalog))
+    assert first["bundles"] == 1
+    assert _reserve(platform, catalog.variants["M"], 5).status_code == 201
+    received = platform.client("warehouse").post(
+        f"/api/purchase-orders/{first['id']}/receive", headers=_admin(platform)
+    )
+    assert received.status_code == 200
+    assert _available(platform, catalog)["M"] == 4
+
+    def reorder() -> list[dict[str, Any]]:
+        return [po for po in _purchase_orders(platform, catalog) if po["status"] == "open"]
+
+    [second] = _eventually(reorder)
+    assert second["id"] != first["id"]
+    assert second["bundles"] == 1  # 4 + 4 = 8 lifts M above its threshold of 5
+
+
+def test_receipt_moves_only_received_units_to_surplus(platform: Platform) -> None:
+    catalog = create_seed_catalog(platform, stock={"S": 4, "M": 8, "L": 8})
+    [purchase_order] = _eventually(lambda: _purchase_orders(platform, catalog))
+    adjust = f"/api/inventory/{catalog.variants['M']}/adjustments"
+    response = platform.client("warehouse").post(
+        adjust, json={"delta": 2, "reason": "found in recount"}, headers=_admin(platform)
+    )
+    assert response.json()["availableQuantity"] == 10  # above the maximum of 8
+    platform.client("warehouse").post(
+        f"/api/purchase-orders/{purchase_order['id']}/receive", headers=_admin(platform)
+    )
+    stock = _stock(platform, catalog)
+    assert (stock["M"]["availableQuantity"], stock["M"]["surplusQuantity"]) == (10, 4)
+    _ledger_consistent(platform, catalog)

@@ -122,6 +122,11 @@ class WarehouseMachine(RuleBasedStateMachine):
             stock.available <= REORDER_THRESHOLD for stock in self.stock.values()
         )
 
+    def _recheck_reorder(self) -> None:
+        """Receiving or cancelling a purchase order looks again: a still-low variant reorders."""
+        if any(stock.available <= REORDER_THRESHOLD for stock in self.stock.values()):
+            self.falls += 1
+
     def _moved(self, before: int, after: int) -> None:
         """Available stock changed: a fall to the threshold or below enqueues a reorder."""
         if before > REORDER_THRESHOLD >= after:
@@ -238,12 +243,13 @@ class WarehouseMachine(RuleBasedStateMachine):
         for line in received["lines"]:
             stock = self.stock[self._size_of(line["variantId"])]
             available = stock.available + line["quantity"]
-            surplus = max(0, available - MAX_STOCK_LEVEL)
+            surplus = min(line["quantity"], max(0, available - MAX_STOCK_LEVEL))
             stock.on_hand += line["quantity"] - surplus
             stock.surplus += surplus
             if surplus:
                 event("receive: surplus")
         self.order_status[order["id"]] = "received"
+        self._recheck_reorder()
         event("receive: received")
         return order["id"]
 
@@ -257,6 +263,7 @@ class WarehouseMachine(RuleBasedStateMachine):
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "cancelled"
         self.order_status[order["id"]] = "cancelled"
+        self._recheck_reorder()
         event("cancel: cancelled")
         return order["id"]
 

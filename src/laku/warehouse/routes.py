@@ -251,15 +251,17 @@ async def ship(
 
 @router.post("/api/purchase-orders/{purchase_order_id}/receive", response_model=PurchaseOrderOut)
 async def receive(
-    purchase_order_id: uuid.UUID, _: AdminPrincipal, session: DbSession
+    purchase_order_id: uuid.UUID, request: Request, _: AdminPrincipal, session: DbSession
 ) -> PurchaseOrderOut:
     purchase_order = await service.receive_purchase_order(session, purchase_order_id)
+    request.app.state.outbox_relay.wake()
     return await _purchase_order_out(session, purchase_order)
 
 
 @router.post("/api/purchase-orders/{purchase_order_id}/cancel", response_model=PurchaseOrderOut)
 async def cancel(
-    purchase_order_id: uuid.UUID, _: AdminPrincipal, session: DbSession
+    purchase_order_id: uuid.UUID, request: Request, _: AdminPrincipal, session: DbSession
 ) -> PurchaseOrderOut:
     purchase_order = await service.cancel_purchase_order(session, purchase_order_id)
+    request.app.state.outbox_relay.wake()
     return await _purchase_order_out(session, purchase_order)

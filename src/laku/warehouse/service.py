@@ -686,6 +686,7 @@ async def cancel_purchase_order(
         raise Conflict("A received purchase order cannot be cancelled", code="invalid_status")
     purchase_order.status = "cancelled"
     purchase_order.cancelled_at = datetime.now(UTC)
+    await _request_reorder(session, purchase_order.product_id)
     await session.commit()
     return purchase_order
 
@@ -722,8 +723,9 @@ async def receive_purchase_order(
         ledger.append(
             _movement(line.variant_id, "receive", quantity_delta=line.quantity, reference=reference)
         )
+        # Only received units go to surplus: stock already on hand stays sellable.
         available = inventory.available_quantity + line.quantity
-        surplus = max(0, available - inventory.max_stock_level)
+        surplus = min(line.quantity, max(0, available - inventory.max_stock_level))
         inventory.quantity += line.quantity - surplus
         inventory.surplus_quantity += surplus
         if surplus:
@@ -739,6 +741,8 @@ async def receive_purchase_order(
     await _record(session, ledger)
     purchase_order.status = "received"
     purchase_order.received_at = datetime.now(UTC)
+    # A fall to the threshold while this order was open raised nothing: look again now.
+    await _request_reorder(session, purchase_order.product_id)
     await session.commit()
     return purchase_order
 
