@@ -3,6 +3,7 @@ latency statistics. The load generator speaks raw HTTP/1.1 over keep-alive conne
 client costs little CPU next to the server it measures (both share this machine's cores)."""
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import httpx
+import psutil
 from sqlalchemy.engine import make_url
 
 from laku.core.services import PROCESSES
@@ -61,6 +63,21 @@ class BenchPlatform:
         return process.pid
 
 
+class AdminSession:
+    """An admin's HTTP clients, shaped like the tests' Platform so `tests.catalog` builds the
+    benchmark's catalog the same way the tests do."""
+
+    def __init__(self, platform: BenchPlatform):
+        self._platform = platform
+        self.admin_token = platform.admin_token()
+        self._clients: dict[str, httpx.Client] = {}
+
+    def client(self, name: str) -> httpx.Client:
+        if name not in self._clients:
+            self._clients[name] = httpx.Client(base_url=self._platform.url(name), timeout=30)
+        return self._clients[name]
+
+
 @contextmanager
 def bench_platform(port_offset: int = 28_500) -> Iterator[BenchPlatform]:
     """Every service as its own process on a new database, dropped afterwards."""
@@ -104,19 +121,20 @@ async def http_load(
     path: str,
     body_for: Callable[[int, int], dict],
     *,
-    headers: dict[str, str],
+    headers_for: Callable[[int], dict[str, str]],
     clients: int,
     seconds: float,
 ) -> LoadResult:
-    """`clients` connections, each POSTing `body_for(client, n)` back to back for `seconds`."""
+    """`clients` connections, each POSTing `body_for(client, n)` with `headers_for(client)`
+    back to back for `seconds`."""
     host_port = url.removeprefix("http://")
     host, port = host_port.split(":")
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     result = LoadResult(label, seconds)
     deadline = time.perf_counter() + seconds
 
     async def client(index: int) -> None:
         reader, writer = await asyncio.open_connection(host, int(port))
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers_for(index).items())
         n = 0
         try:
             while time.perf_counter() < deadline:
@@ -167,3 +185,32 @@ async def sql_load(
         await pool.close()
     result.statuses = {200: len(result.latencies_ms)}
     return result
+
+
+class CpuMeter:
+    """CPU use of named processes over an interval, in percent of one core."""
+
+    def __init__(self, processes: dict[str, list[psutil.Process]]):
+        self._processes = processes
+        for group in processes.values():
+            for process in group:
+                process.cpu_percent()
+
+    def read(self) -> dict[str, float]:
+        usage = {}
+        for name, group in self._processes.items():
+            total = 0.0
+            for process in group:
+                with contextlib.suppress(psutil.Error):
+                    total += process.cpu_percent()
+            usage[name] = total
+        return usage
+
+
+def postgres_processes() -> list[psutil.Process]:
+    """Every PostgreSQL process on the machine (the benchmarks assume they run alone)."""
+    return [
+        process
+        for process in psutil.process_iter(["name"])
+        if (process.info["name"] or "").startswith("postgres")
+    ]

@@ -10,12 +10,19 @@ import sys
 import uuid
 from pathlib import Path
 
-import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import BenchPlatform, bench_platform, http_load, sql_load
+from bench.harness import (
+    AdminSession,
+    BenchPlatform,
+    CpuMeter,
+    bench_platform,
+    http_load,
+    postgres_processes,
+    sql_load,
+)
 from tests.catalog import create_seed_catalog
 
 PLENTY = 10**9
@@ -28,23 +35,9 @@ RETURNING quantity - reserved_quantity
 """
 
 
-class _Admin:
-    """Just enough of the tests' Platform for `create_seed_catalog`."""
-
-    def __init__(self, platform: BenchPlatform):
-        self._platform = platform
-        self.admin_token = platform.admin_token()
-        self._clients: dict[str, httpx.Client] = {}
-
-    def client(self, name: str) -> httpx.Client:
-        if name not in self._clients:
-            self._clients[name] = httpx.Client(base_url=self._platform.url(name), timeout=30)
-        return self._clients[name]
-
-
 async def run(platform: BenchPlatform, clients: int, seconds: float) -> None:
     catalog = create_seed_catalog(
-        _Admin(platform),
+        AdminSession(platform),
         stock={"S": PLENTY, "M": PLENTY},
         max_stock_level=PLENTY,
         reorder_threshold=0,
@@ -60,17 +53,23 @@ async def run(platform: BenchPlatform, clients: int, seconds: float) -> None:
         }
 
     warehouse = psutil.Process(platform.pid("warehouse"))
-    warehouse.cpu_percent()
+    cpu = CpuMeter(
+        {
+            "warehouse": [warehouse],
+            "postgres": postgres_processes(),
+            "load generator": [psutil.Process()],
+        }
+    )
     http = await http_load(
         f"HTTP POST /api/reservations ({clients})",
         platform.url("warehouse"),
         "/api/reservations",
         reservation,
-        headers={"Authorization": f"Bearer {token}"},
+        headers_for=lambda _: {"Authorization": f"Bearer {token}"},
         clients=clients,
         seconds=seconds,
     )
-    server_cpu = warehouse.cpu_percent()
+    http_cpu = cpu.read()
     raw = await sql_load(
         f"raw SQL single-row UPDATE ({clients})",
         platform.database_url,
@@ -83,9 +82,10 @@ async def run(platform: BenchPlatform, clients: int, seconds: float) -> None:
     print(raw.line())
     print(f"ratio HTTP / raw SQL: {http.per_second / raw.per_second:.2f}x")
     print(
-        f"warehouse process: {server_cpu:.0f}% CPU during the HTTP run, "
-        f"RSS {warehouse.memory_info().rss / 2**20:.0f} MiB"
+        "CPU during the HTTP run (% of one core): "
+        + ", ".join(f"{name} {percent:.0f}%" for name, percent in http_cpu.items())
     )
+    print(f"warehouse RSS {warehouse.memory_info().rss / 2**20:.0f} MiB")
 
 
 def main() -> None:
