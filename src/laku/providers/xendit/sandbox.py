@@ -1,7 +1,458 @@
-from fastapi import FastAPI
+"""Xendit Invoice API sandbox: invoices as the real API keeps them, paid from a local checkout.
 
+It speaks the Invoice API contract (`POST /v2/invoices`, `GET /v2/invoices/{id}`,
+`POST /invoices/{id}/expire!`, Basic auth with the secret key, `{"error_code", "message"}`
+refusals) and, like Xendit, reports every PAID and EXPIRED invoice by POSTing the invoice callback
+to our webhook URL with the `x-callback-token` header. A failed delivery is retried with back-off
+and then given up, as Xendit does, so the receiver must accept late and repeated callbacks.
+
+Where Xendit's behaviour is not documented, the sandbox chooses: expiring an invoice that is
+already EXPIRED answers it unchanged; expiring a PAID one is refused like an unknown invoice
+(404 `INVOICE_NOT_FOUND_ERROR`: only pending invoices can be expired).
+
+What a test needs beyond the API lives under `/sandbox`: pay or expire an invoice as a buyer or
+the clock would, send an invoice's callback again, and list invoices and delivery attempts.
+Everything is kept in memory and lost on restart.
+"""
+
+import asyncio
+import base64
+import binascii
+import hmac
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from html import escape
+from typing import Annotated, Any
+
+import httpx
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
+
+from laku.core.http import new_http_client
 from laku.core.sandbox import create_sandbox_app
+from laku.core.schemas import WireModel
+from laku.core.services import service_url
+from laku.core.settings import Settings, get_settings
+
+MERCHANT_NAME = "Laku"
+# Xendit retries a callback that was refused or not answered; the sandbox waits this long before
+# each retry, then gives up (six attempts, about 15 s in all).
+RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
+# The real API's limits.
+_MAX_INVOICE_DURATION_SECONDS = 31_536_000  # one year
+_TEXT_MAX = 1000
+# The bank transfer a sandbox payment pretends to have arrived through.
+_PAID_THROUGH_BANK = "BCA"
+_AVAILABLE_BANKS = ("BCA", "BNI", "BRI", "MANDIRI", "PERMATA")
+
+
+class XenditApiError(Exception):
+    """Answered as Xendit answers a refusal: `{"error_code", "message"}` with the status."""
+
+    def __init__(self, status: int, error_code: str, message: str, **extra: Any):
+        super().__init__(message)
+        self.status = status
+        self.body = {"error_code": error_code, "message": message, **extra}
+
+
+def _invoice_not_found(invoice_id: str) -> XenditApiError:
+    return XenditApiError(404, "INVOICE_NOT_FOUND_ERROR", f"Could not find invoice {invoice_id}")
+
+
+class CreateInvoiceRequest(BaseModel):
+    """The `POST /v2/invoices` fields Laku sends; Xendit's other optional fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    external_id: Annotated[str, Field(min_length=1, max_length=_TEXT_MAX)]
+    amount: Annotated[int, Field(ge=1)]
+    description: Annotated[str | None, Field(max_length=_TEXT_MAX)] = None
+    payer_email: EmailStr | None = None
+    invoice_duration: Annotated[int | None, Field(ge=1, le=_MAX_INVOICE_DURATION_SECONDS)] = None
+    currency: str = "IDR"
+
+
+def _xendit_time(moment: datetime) -> str:
+    """Xendit's timestamps: UTC, milliseconds, `Z`."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class SandboxInvoice:
+    id: str
+    external_id: str
+    user_id: str
+    amount: int
+    description: str | None
+    payer_email: str | None
+    invoice_url: str
+    created: datetime
+    expiry_date: datetime
+    status: str = "PENDING"
+    updated: datetime = field(default_factory=lambda: datetime.now(UTC))
+    paid_at: datetime | None = None
+    payment_id: str | None = None
+    payment_destination: str | None = None
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "external_id": self.external_id,
+            "user_id": self.user_id,
+            "status": self.status,
+            "merchant_name": MERCHANT_NAME,
+            "amount": self.amount,
+            "payer_email": self.payer_email,
+            "description": self.description,
+            "currency": "IDR",
+            "created": _xendit_time(self.created),
+            "updated": _xendit_time(self.updated),
+        }
+
+    def _payment(self) -> dict[str, Any]:
+        if self.paid_at is None:
+            return {}
+        return {
+            "paid_amount": self.amount,
+            "paid_at": _xendit_time(self.paid_at),
+            "payment_method": "BANK_TRANSFER",
+            "bank_code": _PAID_THROUGH_BANK,
+            "payment_channel": _PAID_THROUGH_BANK,
+            "payment_destination": self.payment_destination,
+            "payment_id": self.payment_id,
+        }
+
+    def as_resource(self) -> dict[str, Any]:
+        """The invoice as the API returns it."""
+        return {
+            **self._common(),
+            "merchant_profile_picture_url": "",
+            "expiry_date": _xendit_time(self.expiry_date),
+            "invoice_url": self.invoice_url,
+            "available_banks": [
+                {
+                    "bank_code": bank,
+                    "collection_type": "POOL",
+                    "transfer_amount": self.amount,
+                    "bank_branch": "Virtual Account",
+                    "account_holder_name": MERCHANT_NAME.upper(),
+                    "identity_amount": 0,
+                }
+                for bank in _AVAILABLE_BANKS
+            ],
+            "should_exclude_credit_card": False,
+            "should_send_email": False,
+            **self._payment(),
+        }
+
+    def as_callback(self) -> dict[str, Any]:
+        """The invoice callback Xendit POSTs to the webhook URL when the invoice is paid or
+        expires."""
+        return {**self._common(), "is_high": False, **self._payment()}
+
+
+class WebhookAttempt(WireModel):
+    """One try at delivering one callback; `delivery` numbers the callbacks sent."""
+
+    delivery: int
+    attempt: int
+    invoice_id: str
+    external_id: str
+    status: str
+    url: str
+    headers: dict[str, str]
+    payload: dict[str, Any]
+    response_status: int | None
+    error: str | None
+    delivered: bool
+    at: datetime
+
+
+@dataclass
+class XenditSandbox:
+    settings: Settings
+    http: httpx.AsyncClient
+    # Where checkout links point; the sandbox's own address.
+    public_url: str
+    user_id: str = field(default_factory=lambda: secrets.token_hex(12))
+    invoices: dict[str, SandboxInvoice] = field(default_factory=dict)
+    attempts: list[WebhookAttempt] = field(default_factory=list)
+    # Kept so deliveries in flight are not garbage-collected, and are cancelled on shutdown.
+    deliveries: set[asyncio.Task[None]] = field(default_factory=set)
+    callbacks_sent: int = 0
+
+    @property
+    def webhook_url(self) -> str:
+        return (
+            self.settings.xendit_webhook_url
+            or f"{service_url('payment', self.settings)}/api/payments/webhook"
+        )
+
+    def authenticate(self, authorization: str | None) -> None:
+        """Basic auth, the secret key as user name (the password is not checked, as Xendit's
+        is empty)."""
+        expected = self.settings.xendit_secret_key.get_secret_value()
+        scheme, _, encoded = (authorization or "").partition(" ")
+        try:
+            username = base64.b64decode(encoded, validate=True).decode().partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            username = ""
+        if scheme.lower() != "basic" or not hmac.compare_digest(
+            username.encode(), expected.encode()
+        ):
+            raise XenditApiError(401, "INVALID_API_KEY", "API key is not authorized")
+
+    def find(self, invoice_id: str) -> SandboxInvoice:
+        invoice = self.invoices.get(invoice_id)
+        if invoice is None:
+            raise _invoice_not_found(invoice_id)
+        return invoice
+
+    def create(self, request: CreateInvoiceRequest) -> SandboxInvoice:
+        if request.currency != "IDR":
+            raise XenditApiError(
+                400, "UNSUPPORTED_CURRENCY", f"Currency {request.currency} is not supported"
+            )
+        duration = request.invoice_duration or self.settings.invoice_duration_seconds
+        now = datetime.now(UTC)
+        invoice_id = secrets.token_hex(12)  # Xendit's ids are 24 hex digits
+        invoice = SandboxInvoice(
+            id=invoice_id,
+            external_id=request.external_id,
+            user_id=self.user_id,
+            amount=request.amount,
+            description=request.description,
+            payer_email=request.payer_email,
+            invoice_url=f"{self.public_url}/checkout/{invoice_id}",
+            created=now,
+            updated=now,
+            expiry_date=now + timedelta(seconds=duration),
+        )
+        self.invoices[invoice_id] = invoice
+        # Like Xendit, an unpaid invoice expires on its own at its expiry date.
+        asyncio.get_running_loop().call_later(duration, self._expire_when_due, invoice_id)
+        return invoice
+
+    def _expire_when_due(self, invoice_id: str) -> None:
+        invoice = self.invoices.get(invoice_id)
+        if invoice is not None and invoice.status == "PENDING":
+            self.expire(invoice)
+
+    def pay(self, invoice: SandboxInvoice) -> None:
+        """The buyer pays: PAID and its callback. Paying a paid invoice changes nothing."""
+        if invoice.status == "EXPIRED":
+            raise XenditApiError(
+                409, "INVOICE_EXPIRED", f"Invoice {invoice.id} has expired and cannot be paid"
+            )
+        if invoice.status != "PENDING":
+            return
+        invoice.status = "PAID"
+        invoice.paid_at = invoice.updated = datetime.now(UTC)
+        invoice.payment_id = secrets.token_hex(12)
+        invoice.payment_destination = f"{secrets.randbelow(10**12):012d}"
+        self.send_callback(invoice)
+
+    def expire(self, invoice: SandboxInvoice) -> None:
+        """No payment is accepted after this: EXPIRED and its callback, once."""
+        if invoice.status == "EXPIRED":
+            return
+        if invoice.status != "PENDING":
+            raise _invoice_not_found(invoice.id)
+        invoice.status = "EXPIRED"
+        invoice.updated = datetime.now(UTC)
+        self.send_callback(invoice)
+
+    def send_callback(self, invoice: SandboxInvoice) -> None:
+        """Deliver the invoice's current state after the caller has been answered."""
+        if invoice.status not in ("PAID", "EXPIRED"):
+            raise XenditApiError(
+                409,
+                "INVOICE_STATUS_HAS_NO_CALLBACK",
+                f"Invoice {invoice.id} is {invoice.status}; callbacks report PAID or EXPIRED",
+            )
+        # The payload is what happened now, even if the invoice moves on while retrying.
+        self.callbacks_sent += 1
+        task = asyncio.create_task(self._deliver(self.callbacks_sent, invoice.as_callback()))
+        self.deliveries.add(task)
+        task.add_done_callback(self.deliveries.discard)
+
+    async def _deliver(self, delivery: int, payload: dict[str, Any]) -> None:
+        url = self.webhook_url
+        headers = {"x-callback-token": self.settings.xendit_callback_token.get_secret_value()}
+        for attempt, delay in enumerate((0.0, *RETRY_DELAYS_SECONDS), start=1):
+            await asyncio.sleep(delay)
+            response_status: int | None = None
+            error: str | None = None
+            try:
+                response = await self.http.post(url, json=payload, headers=headers)
+                response_status = response.status_code
+            except httpx.HTTPError as exc:
+                error = repr(exc)
+            delivered = response_status is not None and 200 <= response_status < 300
+            self.attempts.append(
+                WebhookAttempt(
+                    delivery=delivery,
+                    attempt=attempt,
+                    invoice_id=payload["id"],
+                    external_id=payload["external_id"],
+                    status=payload["status"],
+                    url=url,
+                    headers=headers,
+                    payload=payload,
+                    response_status=response_status,
+                    error=error,
+                    delivered=delivered,
+                    at=datetime.now(UTC),
+                )
+            )
+            if delivered:
+                return
+
+
+def _validation_error(exc: ValidationError) -> XenditApiError:
+    errors = [
+        {"path": ".".join(map(str, error["loc"])), "message": error["msg"]}
+        for error in exc.errors()
+    ]
+    first = errors[0]
+    return XenditApiError(
+        400, "API_VALIDATION_ERROR", f"{first['path']}: {first['message']}", errors=errors
+    )
+
+
+def _rupiah(amount: int) -> str:
+    return "Rp " + f"{amount:,}".replace(",", ".")
+
+
+def _checkout_page(invoice: SandboxInvoice) -> str:
+    pay_form = (
+        f'<form method="post" action="/sandbox/invoices/{invoice.id}/pay">'
+        '<button type="submit">Pay</button></form>'
+        if invoice.status == "PENDING"
+        else ""
+    )
+    description = escape(invoice.description or "")
+    return f"""<!doctype html>
+<html lang="id">
+<head><meta charset="utf-8"><title>{MERCHANT_NAME} · {_rupiah(invoice.amount)}</title></head>
+<body>
+<main>
+<h1>{MERCHANT_NAME}</h1>
+<p class="description">{description}</p>
+<p class="amount">{_rupiah(invoice.amount)}</p>
+<p class="status">{invoice.status}</p>
+<p class="expiry">Bayar sebelum {_xendit_time(invoice.expiry_date)}</p>
+{pay_form}
+<p><small>Xendit sandbox · invoice {invoice.id} · {escape(invoice.external_id)}</small></p>
+</main>
+</body>
+</html>
+"""
+
+
+def _answered_to_browser(request: Request) -> bool:
+    """The checkout page's form posts want the page back, API callers want JSON."""
+    return "text/html" in request.headers.get("accept", "")
 
 
 def create_app() -> FastAPI:
-    return create_sandbox_app("xendit")
+    settings = get_settings()
+    sandbox = XenditSandbox(
+        settings=settings,
+        http=new_http_client(settings.http_timeout_seconds),
+        public_url=service_url("xendit-sandbox", settings),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        for task in list(sandbox.deliveries):
+            task.cancel()
+        await sandbox.http.aclose()
+
+    app = create_sandbox_app("xendit", lifespan=lifespan)
+
+    @app.exception_handler(XenditApiError)
+    async def xendit_error(_: Request, exc: XenditApiError) -> JSONResponse:
+        return JSONResponse(exc.body, status_code=exc.status)
+
+    def invoice_json(invoice: SandboxInvoice, status_code: int = 200) -> JSONResponse:
+        return JSONResponse(invoice.as_resource(), status_code=status_code)
+
+    @app.post("/v2/invoices", tags=["invoice-api"])
+    async def create_invoice(request: Request) -> Response:
+        sandbox.authenticate(request.headers.get("authorization"))
+        try:
+            body = await request.json()
+        except ValueError:
+            raise XenditApiError(
+                400, "API_VALIDATION_ERROR", "The request body is not valid JSON"
+            ) from None
+        try:
+            invoice_request = CreateInvoiceRequest.model_validate(body)
+        except ValidationError as exc:
+            raise _validation_error(exc) from None
+        return invoice_json(sandbox.create(invoice_request))
+
+    @app.get("/v2/invoices/{invoice_id}", tags=["invoice-api"])
+    async def get_invoice(invoice_id: str, request: Request) -> Response:
+        sandbox.authenticate(request.headers.get("authorization"))
+        return invoice_json(sandbox.find(invoice_id))
+
+    @app.post("/invoices/{invoice_id}/expire!", tags=["invoice-api"])
+    async def expire_invoice(invoice_id: str, request: Request) -> Response:
+        sandbox.authenticate(request.headers.get("authorization"))
+        invoice = sandbox.find(invoice_id)
+        sandbox.expire(invoice)
+        return invoice_json(invoice)
+
+    @app.get("/checkout/{invoice_id}", response_class=HTMLResponse, tags=["checkout"])
+    async def checkout(invoice_id: str) -> HTMLResponse:
+        invoice = sandbox.invoices.get(invoice_id)
+        if invoice is None:
+            return HTMLResponse("<h1>Invoice not found</h1>", status_code=404)
+        return HTMLResponse(_checkout_page(invoice))
+
+    async def act_on_invoice(
+        invoice_id: str, request: Request, action: Callable[[SandboxInvoice], None]
+    ) -> Response:
+        invoice = sandbox.find(invoice_id)
+        if not _answered_to_browser(request):
+            action(invoice)
+            return invoice_json(invoice)
+        with suppress(XenditApiError):  # the page shows why nothing changed
+            action(invoice)
+        return RedirectResponse(f"/checkout/{invoice_id}", status_code=303)
+
+    @app.post("/sandbox/invoices/{invoice_id}/pay", tags=["sandbox"])
+    async def pay_invoice(invoice_id: str, request: Request) -> Response:
+        """Pay as the buyer would: PAID, then the PAID callback; 409 once expired."""
+        return await act_on_invoice(invoice_id, request, sandbox.pay)
+
+    @app.post("/sandbox/invoices/{invoice_id}/expire", tags=["sandbox"])
+    async def expire_invoice_now(invoice_id: str, request: Request) -> Response:
+        """Let the expiry date pass: EXPIRED, then the EXPIRED callback."""
+        return await act_on_invoice(invoice_id, request, sandbox.expire)
+
+    @app.post("/sandbox/invoices/{invoice_id}/resend-webhook", tags=["sandbox"])
+    async def resend_webhook(invoice_id: str, request: Request) -> Response:
+        """Send the callback of the invoice's current state again, as a duplicate."""
+        return await act_on_invoice(invoice_id, request, sandbox.send_callback)
+
+    @app.get("/sandbox/invoices", tags=["sandbox"])
+    async def list_invoices() -> JSONResponse:
+        """Every invoice since start, oldest first, as the API shows them."""
+        return JSONResponse([invoice.as_resource() for invoice in sandbox.invoices.values()])
+
+    @app.get("/sandbox/webhooks", response_model=list[WebhookAttempt], tags=["sandbox"])
+    async def list_webhook_attempts(
+        invoice_id: Annotated[str | None, Query(alias="invoiceId")] = None,
+    ) -> list[WebhookAttempt]:
+        """Every callback delivery attempt, oldest first; `invoiceId` narrows to one invoice."""
+        return [a for a in sandbox.attempts if invoice_id in (None, a.invoice_id)]
+
+    return app
