@@ -61,9 +61,9 @@ def require_database_url(settings: Settings) -> str:
 class Database:
     """The engine and session factory of one service process."""
 
-    def __init__(self, url: str, *, pool_size: int = 5):
+    def __init__(self, url: str, *, pool_size: int = 3, max_overflow: int = 2):
         self.engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 

@@ -12,7 +12,9 @@ class Settings(BaseSettings):
 
     # Unset: `laku up` starts an embedded PostgreSQL under `data_dir` and sets it for the services.
     database_url: str | None = None
-    database_pool_size: int = 5
+    # Per service process; a dozen services share one server's connection limit (often 100).
+    database_pool_size: int = 3
+    database_max_overflow: int = 2
     data_dir: Path = Path(".laku")
 
     host: str = "127.0.0.1"
