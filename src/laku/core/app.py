@@ -48,7 +48,9 @@ def create_service_app(
         configure_logging(settings, service)
         app.state.settings = settings
         app.state.db = Database(
-            require_database_url(settings), pool_size=settings.database_pool_size
+            require_database_url(settings),
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
         )
         app.state.http = new_http_client(settings.http_timeout_seconds)
         auth_url = service_url("auth", settings)
