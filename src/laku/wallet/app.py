@@ -1,9 +1,29 @@
+"""wallet-service (port 3010): buyers' wallets, their transactions, withdrawals."""
+
+from collections.abc import Mapping
+
 from fastapi import FastAPI
 
 from laku.core.app import create_service_app
-from laku.wallet.models import idempotency_keys
+from laku.core.outbox import Handler
+from laku.providers.xendit.payouts import XenditPayoutClient
+from laku.wallet.models import idempotency_keys, outbox
+from laku.wallet.payouts import PayoutRequester
 from laku.wallet.routes import router
+from laku.wallet.service import REQUEST_PAYOUT
+
+
+def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
+    requester = PayoutRequester(
+        app.state.db, XenditPayoutClient(app.state.http, app.state.settings)
+    )
+    return {REQUEST_PAYOUT: requester.request_payout}
 
 
 def create_app() -> FastAPI:
-    return create_service_app("wallet", routers=[router], idempotency_keys=idempotency_keys)
+    return create_service_app(
+        "wallet",
+        routers=[router],
+        idempotency_keys=idempotency_keys,
+        outbox=(outbox, _outbox_handlers),
+    )

@@ -1,5 +1,178 @@
-from fastapi import APIRouter
+import uuid
+from collections.abc import Sequence
+from typing import Annotated, Any, TypeVar
 
-from laku.core.errors import PROBLEM_RESPONSES
+from fastapi import APIRouter, Depends, Header, Request, Response, status
 
-router = APIRouter(tags=["wallet"], responses=PROBLEM_RESPONSES)
+from laku.core.app import DbSession
+from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
+from laku.core.schemas import Limit, Offset, Page, WireModel
+from laku.core.security import Principal, Role, require_roles
+from laku.providers.xendit.client import verify_callback_token
+from laku.wallet import service
+from laku.wallet.schemas import (
+    MovementCreate,
+    PayoutWebhook,
+    TransactionDirection,
+    WalletOut,
+    WalletTransactionOut,
+    WebhookAck,
+    WithdrawalCreate,
+    WithdrawalOut,
+)
+
+router = APIRouter(prefix="/api/wallets", tags=["wallet"], responses=PROBLEM_RESPONSES)
+
+# Only buyers hold wallets; admins and services (payment-service's refunds) act on anyone's.
+Buyer = Annotated[Principal, Depends(require_roles(Role.BUYER))]
+AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+
+Item = TypeVar("Item", bound=WireModel)
+
+_ALREADY_RECORDED = {
+    200: {"model": WalletTransactionOut, "description": "This idempotencyKey moved money before"}
+}
+
+
+def _page(
+    model: type[Item], rows: Sequence[Any], total: int, limit: int, offset: int
+) -> Page[Item]:
+    return Page(
+        items=[model.model_validate(row) for row in rows], total=total, limit=limit, offset=offset
+    )
+
+
+async def _move(
+    direction: TransactionDirection, body: MovementCreate, session: DbSession
+) -> Response:
+    recorded = await service.move(session, direction, service.Movement.from_request(body))
+    return Response(
+        WalletTransactionOut.model_validate(recorded.transaction).model_dump_json(by_alias=True),
+        status_code=status.HTTP_201_CREATED if recorded.created else status.HTTP_200_OK,
+        media_type="application/json",
+    )
+
+
+# The caller's own wallet ----------------------------------------------------------------------
+
+
+@router.get("/me", response_model=WalletOut)
+async def my_wallet(principal: Buyer, session: DbSession) -> WalletOut:
+    return await service.get_wallet(session, principal.user_id)
+
+
+@router.get("/me/transactions", response_model=Page[WalletTransactionOut])
+async def my_transactions(
+    principal: Buyer, session: DbSession, limit: Limit = 50, offset: Offset = 0
+) -> Page[WalletTransactionOut]:
+    """Newest first."""
+    rows, total = await service.list_transactions(session, principal.user_id, limit, offset)
+    return _page(WalletTransactionOut, rows, total, limit, offset)
+
+
+@router.post("/me/withdrawals", response_model=WithdrawalOut, status_code=status.HTTP_201_CREATED)
+async def withdraw(
+    body: WithdrawalCreate, request: Request, principal: Buyer, session: DbSession
+) -> WithdrawalOut:
+    """Send part of the balance to a bank account. The amount leaves the wallet at once
+    (`pending`); a payout that fails brings it back. Send an `Idempotency-Key` to retry safely."""
+    withdrawal = await service.create_withdrawal(session, principal.user_id, body)
+    request.app.state.outbox_relay.wake()
+    return WithdrawalOut.model_validate(withdrawal)
+
+
+@router.get("/me/withdrawals", response_model=Page[WithdrawalOut])
+async def my_withdrawals(
+    principal: Buyer, session: DbSession, limit: Limit = 50, offset: Offset = 0
+) -> Page[WithdrawalOut]:
+    """Newest first."""
+    rows, total = await service.list_withdrawals(session, principal.user_id, limit, offset)
+    return _page(WithdrawalOut, rows, total, limit, offset)
+
+
+@router.get("/me/withdrawals/{withdrawal_id}", response_model=WithdrawalOut)
+async def my_withdrawal(
+    withdrawal_id: uuid.UUID, principal: Buyer, session: DbSession
+) -> WithdrawalOut:
+    withdrawal = await service.get_withdrawal(session, withdrawal_id, owner=principal.user_id)
+    return WithdrawalOut.model_validate(withdrawal)
+
+
+# Internal: credits and debits ---------------------------------------------------------------
+
+
+@router.post(
+    "/credits",
+    response_model=WalletTransactionOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=_ALREADY_RECORDED,
+)
+async def credit(body: MovementCreate, _: AdminOrService, session: DbSession) -> Response:
+    """Add to a user's wallet (tier refunds, failed-group refunds). The same idempotencyKey
+    again answers 200 with the first transaction and credits nothing."""
+    return await _move(TransactionDirection.CREDIT, body, session)
+
+
+@router.post(
+    "/debits",
+    response_model=WalletTransactionOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=_ALREADY_RECORDED,
+)
+async def debit(body: MovementCreate, _: AdminOrService, session: DbSession) -> Response:
+    """Take from a user's wallet (adjustments); more than the balance is refused with 409
+    `insufficient_balance` and nothing moves."""
+    return await _move(TransactionDirection.DEBIT, body, session)
+
+
+# Xendit payout webhook ----------------------------------------------------------------------
+
+
+async def _xendit(
+    request: Request,
+    x_callback_token: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> None:
+    if not verify_callback_token(request.app.state.settings, x_callback_token):
+        raise Unauthorized("Invalid x-callback-token", code="invalid_callback_token")
+
+
+# Declared before /{user_id} so "payouts" is not taken for a user id.
+@router.post("/payouts/webhook", response_model=WebhookAck, dependencies=[Depends(_xendit)])
+async def payout_webhook(body: PayoutWebhook, session: DbSession) -> WebhookAck:
+    """Xendit reports a payout's outcome (authenticated by `x-callback-token`): succeeded
+    settles the withdrawal, failed gives the money back, once however often it is sent."""
+    await service.apply_payout_webhook(session, body)
+    return WebhookAck()
+
+
+# Anyone's wallet (admin, service) -------------------------------------------------------------
+
+
+@router.get("/{user_id}", response_model=WalletOut)
+async def user_wallet(user_id: uuid.UUID, _: AdminOrService, session: DbSession) -> WalletOut:
+    return await service.get_wallet(session, user_id)
+
+
+@router.get("/{user_id}/transactions", response_model=Page[WalletTransactionOut])
+async def user_transactions(
+    user_id: uuid.UUID,
+    _: AdminOrService,
+    session: DbSession,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[WalletTransactionOut]:
+    """Newest first."""
+    rows, total = await service.list_transactions(session, user_id, limit, offset)
+    return _page(WalletTransactionOut, rows, total, limit, offset)
+
+
+@router.get("/{user_id}/withdrawals", response_model=Page[WithdrawalOut])
+async def user_withdrawals(
+    user_id: uuid.UUID,
+    _: AdminOrService,
+    session: DbSession,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[WithdrawalOut]:
+    rows, total = await service.list_withdrawals(session, user_id, limit, offset)
+    return _page(WithdrawalOut, rows, total, limit, offset)

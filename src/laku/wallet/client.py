@@ -1,0 +1,67 @@
+"""Typed client other services use to call wallet-service (payment: credit tier refunds and
+failed-group refunds into buyers' wallets)."""
+
+import hashlib
+import json
+import uuid
+
+from laku.core.http import ServiceClient
+from laku.wallet.schemas import (
+    MovementCreate,
+    MovementReason,
+    TransactionDirection,
+    TransactionReason,
+    WalletOut,
+    WalletTransactionOut,
+)
+
+__all__ = [
+    "MovementReason",
+    "TransactionDirection",
+    "TransactionReason",
+    "WalletClient",
+    "WalletOut",
+    "WalletTransactionOut",
+]
+
+
+class WalletClient(ServiceClient):
+    async def credit(
+        self,
+        user_id: uuid.UUID,
+        amount: int,
+        reason: MovementReason,
+        reference: str,
+        *,
+        idempotency_key: str,
+    ) -> WalletTransactionOut:
+        """Add `amount` to the user's wallet once per `idempotency_key` (derive it from what is
+        refunded, e.g. `tier-refund:<participantId>`): repeating the call returns the first
+        transaction. The same key with another amount, reason, reference or user raises
+        ServiceCallError with status 409, code `idempotency_key_reused`."""
+        body = MovementCreate(
+            user_id=user_id,
+            amount=amount,
+            reason=reason,
+            reference=reference,
+            idempotency_key=idempotency_key,
+        ).model_dump(mode="json", by_alias=True)
+        response = await self.request(
+            "POST",
+            "/api/wallets/credits",
+            json=body,
+            # The header key names the whole body, so a key reused for another credit reaches
+            # the wallet, which refuses it as such (409), rather than being refused by the
+            # HTTP idempotency layer (422).
+            idempotency_key=f"credit:{_digest(body)}",
+        )
+        return WalletTransactionOut.model_validate(response.json())
+
+    async def get_wallet(self, user_id: uuid.UUID) -> WalletOut:
+        """The user's balance (0 for a user never credited)."""
+        response = await self.request("GET", f"/api/wallets/{user_id}")
+        return WalletOut.model_validate(response.json())
+
+
+def _digest(body: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

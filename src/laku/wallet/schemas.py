@@ -1,0 +1,144 @@
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from laku.core.money import MAX_RUPIAH
+from laku.core.schemas import WireModel
+
+CURRENCY = "IDR"
+# Xendit's smallest transfer to an Indonesian bank account.
+MIN_WITHDRAWAL = 10_000
+
+PositiveRupiah = Annotated[int, Field(strict=True, gt=0, le=MAX_RUPIAH)]
+Reference = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9:_\-.]+$",
+        examples=["session:7d0c...:participant:91a2..."],
+    ),
+]
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class TransactionDirection(StrEnum):
+    CREDIT = "credit"
+    DEBIT = "debit"
+
+
+class TransactionReason(StrEnum):
+    TIER_REFUND = "tier_refund"
+    GROUP_FAILED_REFUND = "group_failed_refund"
+    SESSION_CANCELLED_REFUND = "session_cancelled_refund"
+    ADJUSTMENT = "adjustment"
+    WITHDRAWAL = "withdrawal"
+    WITHDRAWAL_REVERSAL = "withdrawal_reversal"
+
+
+class MovementReason(StrEnum):
+    """The reasons other services and admins may credit or debit for; withdrawals and their
+    reversals are written only by the withdrawal flow."""
+
+    TIER_REFUND = "tier_refund"
+    GROUP_FAILED_REFUND = "group_failed_refund"
+    SESSION_CANCELLED_REFUND = "session_cancelled_refund"
+    ADJUSTMENT = "adjustment"
+
+
+class WithdrawalStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Bank(StrEnum):
+    """Banks a wallet can be withdrawn to (each one a Xendit payout channel `ID_<code>`)."""
+
+    BCA = "BCA"
+    BNI = "BNI"
+    BRI = "BRI"
+    MANDIRI = "MANDIRI"
+    PERMATA = "PERMATA"
+    CIMB = "CIMB"
+    BSI = "BSI"
+    DANAMON = "DANAMON"
+    BTN = "BTN"
+
+
+class WalletOut(WireModel):
+    user_id: uuid.UUID
+    balance: int
+    currency: str = CURRENCY
+
+
+class MovementCreate(WireModel):
+    """A credit or a debit. The same `idempotencyKey` again returns the first transaction and
+    moves nothing; with another body it is refused."""
+
+    user_id: uuid.UUID
+    amount: PositiveRupiah
+    reason: MovementReason
+    reference: Reference = Field(description="What the money is for, e.g. a participant")
+    idempotency_key: IdempotencyKey
+
+
+class WalletTransactionOut(WireModel):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    direction: TransactionDirection
+    amount: int
+    reason: TransactionReason
+    reference: str
+    idempotency_key: str
+    balance_after: int
+    created_at: datetime
+
+
+class WithdrawalCreate(WireModel):
+    amount: Annotated[int, Field(strict=True, ge=MIN_WITHDRAWAL, le=MAX_RUPIAH)]
+    bank_code: Bank
+    account_number: Annotated[str, Field(pattern=r"^[0-9]{5,20}$", examples=["1234567890"])]
+    account_holder_name: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class WithdrawalOut(WireModel):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    amount: int
+    bank_code: str
+    account_number: str
+    account_holder_name: str
+    status: WithdrawalStatus
+    payout_id: str | None
+    failure_code: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PayoutWebhookData(BaseModel):
+    """The payout in Xendit's webhook, named as Xendit names it; other fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    reference_id: str
+    status: str
+    amount: int | float
+    failure_code: str | None = None
+
+
+class PayoutWebhook(BaseModel):
+    """Xendit's payout webhook: `payout.succeeded` or `payout.failed` with the payout."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    event: str
+    data: PayoutWebhookData
+
+
+class WebhookAck(WireModel):
+    received: bool = True

@@ -1,0 +1,343 @@
+"""Wallets, their transaction ledger and withdrawals.
+
+Every change to a balance locks the user's wallet row, changes the balance and writes its
+transaction in one database transaction, so a balance always equals the sum of its user's
+credits minus debits and never goes below zero. Idempotency keys are unique in the ledger: a
+credit or debit asked for twice happens once.
+"""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from laku.core.errors import Conflict, NotFound
+from laku.core.outbox import enqueue
+from laku.wallet.models import UserWallet, WalletTransaction, WalletWithdrawal, outbox
+from laku.wallet.schemas import (
+    CURRENCY,
+    MovementCreate,
+    PayoutWebhook,
+    TransactionDirection,
+    TransactionReason,
+    WalletOut,
+    WithdrawalCreate,
+    WithdrawalStatus,
+)
+
+log = structlog.get_logger()
+
+REQUEST_PAYOUT = "request_payout"
+PAYOUT_SUCCEEDED = "payout.succeeded"
+PAYOUT_FAILED = "payout.failed"
+
+
+class InsufficientBalance(Conflict):
+    code = "insufficient_balance"
+    title = "Not enough balance"
+
+
+@dataclass(frozen=True)
+class Movement:
+    """What a credit or debit moves, for whom and why."""
+
+    user_id: uuid.UUID
+    amount: int
+    reason: TransactionReason
+    reference: str
+    idempotency_key: str
+
+    @classmethod
+    def from_request(cls, body: MovementCreate) -> "Movement":
+        return cls(
+            user_id=body.user_id,
+            amount=body.amount,
+            reason=TransactionReason(body.reason.value),
+            reference=body.reference,
+            idempotency_key=body.idempotency_key,
+        )
+
+
+@dataclass(frozen=True)
+class Recorded:
+    transaction: WalletTransaction
+    created: bool  # False: the idempotency key had moved money before
+
+
+# Wallets -----------------------------------------------------------------------------------
+
+
+async def get_wallet(session: AsyncSession, user_id: uuid.UUID) -> WalletOut:
+    """A user who was never credited has an empty wallet rather than none."""
+    wallet = await session.get(UserWallet, user_id)
+    if wallet is None:
+        return WalletOut(user_id=user_id, balance=0, currency=CURRENCY)
+    return WalletOut.model_validate(wallet)
+
+
+async def list_transactions(
+    session: AsyncSession, user_id: uuid.UUID, limit: int, offset: int
+) -> tuple[Sequence[WalletTransaction], int]:
+    """Newest first."""
+    where = WalletTransaction.user_id == user_id
+    total = await session.scalar(select(func.count()).select_from(WalletTransaction).where(where))
+    rows = await session.scalars(
+        select(WalletTransaction)
+        .where(where)
+        .order_by(WalletTransaction.created_at.desc(), WalletTransaction.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return rows.all(), total or 0
+
+
+async def _locked_wallet(
+    session: AsyncSession, user_id: uuid.UUID, *, create: bool
+) -> UserWallet | None:
+    """The user's wallet, locked until the transaction ends; made empty first if `create`."""
+    if create:
+        await session.execute(
+            pg_insert(UserWallet).values(user_id=user_id, balance=0).on_conflict_do_nothing()
+        )
+    return await session.scalar(
+        select(UserWallet)
+        .where(UserWallet.user_id == user_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+async def _post(
+    session: AsyncSession,
+    wallet: UserWallet | None,
+    direction: TransactionDirection,
+    movement: Movement,
+) -> WalletTransaction:
+    """Apply a movement to a locked wallet (None: the user has none, so nothing to debit)."""
+    balance = wallet.balance if wallet is not None else 0
+    if direction is TransactionDirection.DEBIT:
+        if wallet is None or balance < movement.amount:
+            raise InsufficientBalance(
+                f"The balance is {balance}; {movement.amount} cannot be taken from it"
+            )
+        wallet.balance = balance - movement.amount
+    else:
+        assert wallet is not None  # credits create the wallet before locking it
+        wallet.balance = balance + movement.amount
+    transaction = WalletTransaction(
+        id=uuid.uuid4(),
+        user_id=movement.user_id,
+        direction=direction.value,
+        amount=movement.amount,
+        reason=movement.reason.value,
+        reference=movement.reference,
+        idempotency_key=movement.idempotency_key,
+        balance_after=wallet.balance,
+    )
+    session.add(transaction)
+    await session.flush()
+    return transaction
+
+
+async def _by_key(session: AsyncSession, idempotency_key: str) -> WalletTransaction | None:
+    return await session.scalar(
+        select(WalletTransaction).where(WalletTransaction.idempotency_key == idempotency_key)
+    )
+
+
+def _replay(
+    existing: WalletTransaction, direction: TransactionDirection, movement: Movement
+) -> Recorded:
+    """The transaction an idempotency key already made, if it was asked for the same thing."""
+    asked = (direction.value, movement.user_id, movement.amount, movement.reason.value)
+    made = (existing.direction, existing.user_id, existing.amount, existing.reason)
+    if asked != made or existing.reference != movement.reference:
+        raise Conflict(
+            "This idempotencyKey was used for another transaction", code="idempotency_key_reused"
+        )
+    return Recorded(existing, created=False)
+
+
+async def move(
+    session: AsyncSession, direction: TransactionDirection, movement: Movement
+) -> Recorded:
+    """Credit or debit once per idempotency key, and commit."""
+    if existing := await _by_key(session, movement.idempotency_key):
+        return _replay(existing, direction, movement)
+    try:
+        wallet = await _locked_wallet(
+            session, movement.user_id, create=direction is TransactionDirection.CREDIT
+        )
+        # Requests for one user wait for each other on the lock: look again under it.
+        if existing := await _by_key(session, movement.idempotency_key):
+            return _replay(existing, direction, movement)
+        transaction = await _post(session, wallet, direction, movement)
+        await session.commit()
+    except IntegrityError:
+        # The same key used at the same moment for another user's wallet: the unique key let
+        # one of them through.
+        await session.rollback()
+        existing = await _by_key(session, movement.idempotency_key)
+        if existing is None:
+            raise
+        return _replay(existing, direction, movement)
+    return Recorded(transaction, created=True)
+
+
+# Withdrawals -------------------------------------------------------------------------------
+
+
+def _withdrawal_not_found() -> NotFound:
+    return NotFound("No such withdrawal", code="withdrawal_not_found")
+
+
+async def create_withdrawal(
+    session: AsyncSession, user_id: uuid.UUID, body: WithdrawalCreate
+) -> WalletWithdrawal:
+    """Take the amount from the wallet and ask for its payout, in one transaction: the payout
+    request goes through the outbox, so it is made once the money is taken, and only then."""
+    withdrawal_id = uuid.uuid4()
+    wallet = await _locked_wallet(session, user_id, create=False)
+    withdrawal = WalletWithdrawal(
+        id=withdrawal_id,
+        user_id=user_id,
+        amount=body.amount,
+        bank_code=body.bank_code.value,
+        account_number=body.account_number,
+        account_holder_name=body.account_holder_name,
+        status=WithdrawalStatus.PENDING.value,
+    )
+    session.add(withdrawal)
+    await _post(
+        session,
+        wallet,
+        TransactionDirection.DEBIT,
+        Movement(
+            user_id=user_id,
+            amount=body.amount,
+            reason=TransactionReason.WITHDRAWAL,
+            reference=f"withdrawal:{withdrawal_id}",
+            idempotency_key=f"withdrawal:{withdrawal_id}",
+        ),
+    )
+    await enqueue(session, outbox, REQUEST_PAYOUT, {"withdrawalId": str(withdrawal_id)})
+    await session.commit()
+    await session.refresh(withdrawal)
+    return withdrawal
+
+
+async def list_withdrawals(
+    session: AsyncSession, user_id: uuid.UUID, limit: int, offset: int
+) -> tuple[Sequence[WalletWithdrawal], int]:
+    """Newest first."""
+    where = WalletWithdrawal.user_id == user_id
+    total = await session.scalar(select(func.count()).select_from(WalletWithdrawal).where(where))
+    rows = await session.scalars(
+        select(WalletWithdrawal)
+        .where(where)
+        .order_by(WalletWithdrawal.created_at.desc(), WalletWithdrawal.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return rows.all(), total or 0
+
+
+async def get_withdrawal(
+    session: AsyncSession, withdrawal_id: uuid.UUID, *, owner: uuid.UUID | None
+) -> WalletWithdrawal:
+    """`owner` None: anyone's (admin, service); another user's withdrawal is not found."""
+    withdrawal = await session.get(WalletWithdrawal, withdrawal_id)
+    if withdrawal is None or (owner is not None and withdrawal.user_id != owner):
+        raise _withdrawal_not_found()
+    return withdrawal
+
+
+async def record_payout_id(session: AsyncSession, withdrawal_id: uuid.UUID, payout_id: str) -> None:
+    """Remember which Xendit payout carries the withdrawal (the webhook may have told first)."""
+    await session.execute(
+        update(WalletWithdrawal)
+        .where(WalletWithdrawal.id == withdrawal_id, WalletWithdrawal.payout_id.is_(None))
+        .values(payout_id=payout_id)
+    )
+    await session.commit()
+
+
+async def _locked_withdrawal(
+    session: AsyncSession, withdrawal_id: uuid.UUID
+) -> WalletWithdrawal | None:
+    return await session.scalar(
+        select(WalletWithdrawal)
+        .where(WalletWithdrawal.id == withdrawal_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+async def _fail_and_reverse(
+    session: AsyncSession, withdrawal: WalletWithdrawal, failure_code: str
+) -> None:
+    """The payout will not happen: the withdrawal fails and its amount goes back, once (the
+    reversal's idempotency key is the withdrawal's)."""
+    withdrawal.status = WithdrawalStatus.FAILED.value
+    withdrawal.failure_code = failure_code
+    wallet = await _locked_wallet(session, withdrawal.user_id, create=True)
+    await _post(
+        session,
+        wallet,
+        TransactionDirection.CREDIT,
+        Movement(
+            user_id=withdrawal.user_id,
+            amount=withdrawal.amount,
+            reason=TransactionReason.WITHDRAWAL_REVERSAL,
+            reference=f"withdrawal:{withdrawal.id}",
+            idempotency_key=f"withdrawal-reversal:{withdrawal.id}",
+        ),
+    )
+
+
+async def refuse_withdrawal(
+    session: AsyncSession, withdrawal_id: uuid.UUID, failure_code: str
+) -> None:
+    """Xendit refused to create the payout: nothing was sent, so the money goes back."""
+    withdrawal = await _locked_withdrawal(session, withdrawal_id)
+    if withdrawal is not None and withdrawal.status == WithdrawalStatus.PENDING:
+        await _fail_and_reverse(session, withdrawal, failure_code)
+    await session.commit()
+
+
+async def apply_payout_webhook(session: AsyncSession, webhook: PayoutWebhook) -> None:
+    """Settle a withdrawal from its payout's outcome. Only a pending withdrawal changes, so a
+    webhook delivered again (or late) changes nothing twice."""
+    payout = webhook.data
+    try:
+        withdrawal_id = uuid.UUID(payout.reference_id)
+    except ValueError:
+        withdrawal_id = None
+    withdrawal = await _locked_withdrawal(session, withdrawal_id) if withdrawal_id else None
+    if withdrawal is None:
+        # Not a wallet withdrawal (a payout made outside Laku): acknowledged, nothing to do.
+        log.warning("payout_webhook_unknown_reference", reference_id=payout.reference_id)
+        return
+    if withdrawal.payout_id is None:
+        withdrawal.payout_id = payout.id
+    pending = withdrawal.status == WithdrawalStatus.PENDING
+    if webhook.event == PAYOUT_SUCCEEDED and pending:
+        withdrawal.status = WithdrawalStatus.SUCCEEDED.value
+    elif webhook.event == PAYOUT_FAILED and pending:
+        await _fail_and_reverse(session, withdrawal, payout.failure_code or "UNKNOWN")
+    elif webhook.event in (PAYOUT_SUCCEEDED, PAYOUT_FAILED):
+        if webhook.event != f"payout.{withdrawal.status}":
+            log.warning(
+                "payout_webhook_contradicts_withdrawal",
+                withdrawal_id=str(withdrawal.id),
+                event=webhook.event,
+                status=withdrawal.status,
+            )
+    else:
+        log.info("payout_webhook_ignored", event=webhook.event, withdrawal_id=str(withdrawal.id))
+    await session.commit()

@@ -1,0 +1,377 @@
+"""wallet-service over HTTP: credits and debits once per idempotency key, balances that equal
+their ledger and never go negative under concurrency, withdrawals paid out through the Xendit
+sandbox (and given back when the payout fails), the payout webhook's token, access rules."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from laku.core.http import ServiceCallError, ServiceTokenSource, new_http_client
+from laku.wallet.client import MovementReason, WalletClient
+from tests.support import Account, Platform, assert_problem, bearer, snapshot
+
+CREDITS = "/api/wallets/credits"
+DEBITS = "/api/wallets/debits"
+WITHDRAWALS = "/api/wallets/me/withdrawals"
+WEBHOOK = "/api/wallets/payouts/webhook"
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def service_headers(platform: Platform) -> dict[str, str]:
+    secret = platform.settings.service_secret.get_secret_value()
+    response = platform.client("auth").post(
+        "/api/auth/service-token", json={"serviceName": "payment", "secret": secret}
+    )
+    response.raise_for_status()
+    return bearer(response.json()["accessToken"])
+
+
+def _movement(user_id: str, amount: Any = 10_000, **overrides: Any) -> dict[str, Any]:
+    return {
+        "userId": user_id,
+        "amount": amount,
+        "reason": "tier_refund",
+        "reference": f"session:{uuid.uuid4()}:participant:{uuid.uuid4()}",
+        "idempotencyKey": f"test:{uuid.uuid4()}",
+        **overrides,
+    }
+
+
+def _post(platform: Platform, path: str, body: Any, headers: dict[str, str]) -> httpx.Response:
+    return platform.client("wallet").post(path, json=body, headers=headers)
+
+
+def _credit(
+    platform: Platform, headers: dict[str, str], user_id: str, amount: int
+) -> dict[str, Any]:
+    response = _post(platform, CREDITS, _movement(user_id, amount), headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _balance(platform: Platform, buyer: Account) -> int:
+    response = platform.client("wallet").get("/api/wallets/me", headers=buyer.headers)
+    assert response.status_code == 200, response.text
+    return response.json()["balance"]
+
+
+def _transactions(platform: Platform, buyer: Account) -> list[dict[str, Any]]:
+    response = platform.client("wallet").get(
+        "/api/wallets/me/transactions", params={"limit": 100}, headers=buyer.headers
+    )
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert page["total"] == len(page["items"])
+    return page["items"]
+
+
+def _ledger_sum(transactions: list[dict[str, Any]]) -> int:
+    return sum(t["amount"] if t["direction"] == "credit" else -t["amount"] for t in transactions)
+
+
+def _eventually(probe: Callable[[], T | None], timeout_seconds: float = 10.0) -> T:
+    """Poll until `probe` returns something; fail after the timeout."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        found = probe()
+        if found is not None:
+            return found
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+# Credits and debits ------------------------------------------------------------------------
+
+
+def test_a_service_credits_a_buyer(platform: Platform, service_headers: dict[str, str]) -> None:
+    buyer = platform.new_buyer()
+    assert _balance(platform, buyer) == 0  # no wallet yet: an empty one
+
+    body = _movement(buyer.id, 30_000)
+    response = _post(platform, CREDITS, body, service_headers)
+
+    assert response.status_code == 201, response.text
+    transaction = response.json()
+    assert transaction["userId"] == buyer.id
+    assert transaction["direction"] == "credit"
+    assert transaction["amount"] == 30_000
+    assert transaction["reason"] == "tier_refund"
+    assert transaction["reference"] == body["reference"]
+    assert transaction["balanceAfter"] == 30_000
+    wallet = platform.client("wallet").get("/api/wallets/me", headers=buyer.headers).json()
+    assert wallet == {"userId": buyer.id, "balance": 30_000, "currency": "IDR"}
+    assert _transactions(platform, buyer) == [transaction]
+
+
+def test_one_idempotency_key_credits_once(
+    platform: Platform, service_headers: dict[str, str]
+) -> None:
+    buyer = platform.new_buyer()
+    body = _movement(buyer.id, 15_000)
+
+    answers = [_post(platform, CREDITS, body, service_headers) for _ in range(5)]
+
+    assert [a.status_code for a in answers] == [201, 200, 200, 200, 200]
+    assert len({a.json()["id"] for a in answers}) == 1
+
+    # Five at once: one credits, the others get its transaction.
+    concurrent_body = _movement(buyer.id, 15_000)
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(
+            pool.map(
+                lambda _: httpx.post(
+                    platform.url("wallet") + CREDITS, json=concurrent_body, headers=service_headers
+                ),
+                range(5),
+            )
+        )
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 200, 201]
+    assert len({a.json()["id"] for a in answers}) == 1
+
+    assert _balance(platform, buyer) == 30_000
+    assert len(_transactions(platform, buyer)) == 2
+
+    before = snapshot(platform, "wallet")
+    other_amount = _post(platform, CREDITS, {**body, "amount": 99_000}, service_headers)
+    assert_problem(other_amount, 409, "idempotency_key_reused")
+    other_user = platform.new_buyer()
+    other_user_body = {**body, "userId": other_user.id}
+    assert_problem(
+        _post(platform, CREDITS, other_user_body, service_headers), 409, "idempotency_key_reused"
+    )
+    as_debit = _post(platform, DEBITS, body, service_headers)
+    assert_problem(as_debit, 409, "idempotency_key_reused")
+    assert snapshot(platform, "wallet") == before
+
+
+async def test_typed_client_credits_once_per_key(platform: Platform) -> None:
+    buyer = platform.new_buyer()
+    user_id = uuid.UUID(buyer.id)
+    reference = f"session:{uuid.uuid4()}:participant:{uuid.uuid4()}"
+    key = f"tier-refund:{uuid.uuid4()}"
+    http = new_http_client(5.0)
+    try:
+        secret = platform.settings.service_secret.get_secret_value()
+        tokens = ServiceTokenSource(http, platform.url("auth"), "payment", secret)
+        wallets = WalletClient(platform.url("wallet"), http, tokens)
+
+        first = await wallets.credit(
+            user_id, 30_000, MovementReason.TIER_REFUND, reference, idempotency_key=key
+        )
+        again = await wallets.credit(
+            user_id, 30_000, MovementReason.TIER_REFUND, reference, idempotency_key=key
+        )
+        with pytest.raises(ServiceCallError) as reused:
+            await wallets.credit(
+                user_id, 45_000, MovementReason.TIER_REFUND, reference, idempotency_key=key
+            )
+        wallet = await wallets.get_wallet(user_id)
+        never_credited = await wallets.get_wallet(uuid.uuid4())
+    finally:
+        await http.aclose()
+
+    assert again == first
+    assert first.reference == reference
+    assert (reused.value.status, reused.value.code) == (409, "idempotency_key_reused")
+    assert wallet.balance == 30_000
+    assert never_credited.balance == 0
+
+
+def test_concurrent_credits_and_debits_keep_the_balance_equal_to_the_ledger(
+    platform: Platform, service_headers: dict[str, str]
+) -> None:
+    buyer = platform.new_buyer()
+    _credit(platform, service_headers, buyer.id, 5_000)
+    movements = [
+        (CREDITS, _movement(buyer.id, 1_000)) if i % 2 else (DEBITS, _movement(buyer.id, 1_500))
+        for i in range(50)
+    ]
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=platform.url("wallet"), timeout=30.0) as client:
+            return await asyncio.gather(
+                *(client.post(path, json=body, headers=service_headers) for path, body in movements)
+            )
+
+    answers = asyncio.run(send_all())
+
+    for answer in answers:
+        if answer.status_code != 201:
+            assert_problem(answer, 409, "insufficient_balance")
+    assert all(
+        a.status_code == 201
+        for (path, _), a in zip(movements, answers, strict=True)
+        if path == CREDITS
+    )
+    refused = [a for a in answers if a.status_code == 409]
+    transactions = _transactions(platform, buyer)
+    assert len(transactions) == 1 + 50 - len(refused)
+    assert _balance(platform, buyer) == _ledger_sum(transactions) >= 0
+    # Applied one after another: each balance follows from the one before, never below zero.
+    balance = 0
+    for transaction in reversed(transactions):  # oldest first
+        balance += transaction["amount"] * (1 if transaction["direction"] == "credit" else -1)
+        assert transaction["balanceAfter"] == balance >= 0
+
+
+def test_a_debit_beyond_the_balance_moves_nothing(
+    platform: Platform, service_headers: dict[str, str]
+) -> None:
+    buyer = platform.new_buyer()
+    _credit(platform, service_headers, buyer.id, 20_000)
+    never_credited = platform.new_buyer()
+    before = snapshot(platform, "wallet")
+
+    too_much = _post(
+        platform, DEBITS, _movement(buyer.id, 20_001, reason="adjustment"), service_headers
+    )
+    from_nothing = _post(platform, DEBITS, _movement(never_credited.id, 1), service_headers)
+
+    assert_problem(too_much, 409, "insufficient_balance")
+    assert_problem(from_nothing, 409, "insufficient_balance")
+    assert snapshot(platform, "wallet") == before
+
+    admin = bearer(platform.admin_token)
+    exact = _post(platform, DEBITS, _movement(buyer.id, 20_000, reason="adjustment"), admin)
+    assert exact.status_code == 201, exact.text
+    assert exact.json()["balanceAfter"] == 0
+    assert _balance(platform, buyer) == 0
+
+
+# Access and input --------------------------------------------------------------------------
+
+
+def test_a_buyer_sees_only_its_own_wallet(
+    platform: Platform, service_headers: dict[str, str]
+) -> None:
+    owner, other = platform.new_buyer(), platform.new_buyer()
+    _credit(platform, service_headers, owner.id, 12_000)
+    wallet = platform.client("wallet")
+
+    assert _balance(platform, other) == 0
+    assert _transactions(platform, other) == []
+    assert_problem(wallet.get(f"/api/wallets/{owner.id}", headers=other.headers), 403)
+    assert_problem(wallet.get(f"/api/wallets/{owner.id}/transactions", headers=other.headers), 403)
+    assert_problem(_post(platform, CREDITS, _movement(other.id), other.headers), 403)
+    assert_problem(_post(platform, DEBITS, _movement(owner.id), other.headers), 403)
+    assert_problem(wallet.get("/api/wallets/me"), 401)
+    assert_problem(_post(platform, CREDITS, _movement(owner.id), {}), 401)
+    assert_problem(_post(platform, WITHDRAWALS, _withdrawal(10_000), {}), 401)
+    # Services and admins hold no wallet of their own.
+    assert_problem(wallet.get("/api/wallets/me", headers=service_headers), 403)
+
+    as_admin = wallet.get(f"/api/wallets/{owner.id}", headers=bearer(platform.admin_token))
+    assert as_admin.json()["balance"] == 12_000
+    as_service = wallet.get(f"/api/wallets/{owner.id}/transactions", headers=service_headers)
+    assert [t["amount"] for t in as_service.json()["items"]] == [12_000]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"amount": 0},
+        {"amount": -1},
+        {"amount": 1.5},
+        {"amount": "100"},
+        {"amount": True},
+        {"reason": "withdrawal"},  # only the withdrawal flow writes these
+        {"reason": "gift"},
+        {"reference": ""},
+        {"reference": "has spaces"},
+        {"idempotencyKey": ""},
+        {"userId": "not-a-uuid"},
+        {"unexpected": 1},
+    ],
+)
+def test_invalid_movements_are_refused(
+    platform: Platform, service_headers: dict[str, str], change: dict[str, Any]
+) -> None:
+    body = _movement(str(uuid.uuid4()), **change)
+    before = snapshot(platform, "wallet")
+    for path in (CREDITS, DEBITS):
+        assert_problem(_post(platform, path, body, service_headers), 422)
+    assert snapshot(platform, "wallet") == before
+
+
+@pytest.mark.parametrize("missing", ["userId", "amount", "reason", "reference", "idempotencyKey"])
+def test_movements_missing_a_field_are_refused(
+    platform: Platform, service_headers: dict[str, str], missing: str
+) -> None:
+    body = _movement(str(uuid.uuid4()))
+    del body[missing]
+    before = snapshot(platform, "wallet")
+    assert_problem(_post(platform, CREDITS, body, service_headers), 422)
+    assert snapshot(platform, "wallet") == before
+
+
+# Withdrawals -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def funded_buyer(platform: Platform, service_headers: dict[str, str]) -> Account:
+    buyer = platform.new_buyer()
+    _credit(platform, service_headers, buyer.id, 50_000)
+    return buyer
+
+
+def _withdrawal(amount: Any, **overrides: Any) -> dict[str, Any]:
+    return {
+        "amount": amount,
+        "bankCode": "BCA",
+        "accountNumber": "1234567890",
+        "accountHolderName": "Siti Rahayu",
+        **overrides,
+    }
+
+
+def test_a_withdrawal_beyond_the_balance_moves_nothing(
+    platform: Platform, service_headers: dict[str, str]
+) -> None:
+    buyer = platform.new_buyer()
+    _credit(platform, service_headers, buyer.id, 50_000)
+    never_credited = platform.new_buyer()
+    before = snapshot(platform, "wallet")
+
+    too_much = _post(platform, WITHDRAWALS, _withdrawal(50_001), buyer.headers)
+    from_nothing = _post(platform, WITHDRAWALS, _withdrawal(10_000), never_credited.headers)
+
+    assert_problem(too_much, 409, "insufficient_balance")
+    assert_problem(from_nothing, 409, "insufficient_balance")
+    assert snapshot(platform, "wallet") == before
+    assert _balance(platform, buyer) == 50_000
+    listed = platform.client("wallet").get(WITHDRAWALS, headers=buyer.headers).json()
+    assert listed["items"] == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"amount": 0},
+        {"amount": -1},
+        {"amount": 1.5},
+        {"amount": "100"},
+        {"amount": 9_999},  # below the smallest transfer
+        {"bankCode": "NOBANK"},
+        {"accountNumber": "12ab"},
+        {"accountHolderName": ""},
+    ],
+)
+def test_invalid_withdrawals_are_refused(
+    platform: Platform, funded_buyer: Account, change: dict[str, Any]
+) -> None:
+    buyer = funded_buyer
+    before = snapshot(platform, "wallet")
+    assert_problem(
+        _post(platform, WITHDRAWALS, {**_withdrawal(20_000), **change}, buyer.headers), 422
+    )
+    body = _withdrawal(20_000)
+    del body["accountNumber"]
+    assert_problem(_post(platform, WITHDRAWALS, body, buyer.headers), 422)
+    assert snapshot(platform, "wallet") == before
