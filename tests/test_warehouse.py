@@ -207,17 +207,18 @@ def test_adjustments(platform: Platform) -> None:
     path = f"/api/inventory/{catalog.variants['S']}/adjustments"
     _reserve(platform, catalog.variants["S"], 6)
     assert_problem(
-        warehouse.post(path, json={"delta": -3, "reason": "damaged"}, headers=_admin(platform)),
+        warehouse.post(path, json={"delta": -9, "reason": "damaged"}, headers=_admin(platform)),
         409,
-        "adjustment_below_reserved",
+        "adjustment_below_zero",
     )
+    # Stock lost after it was promised is lost all the same: the variant is now short.
     adjusted = warehouse.post(
-        path, json={"delta": -2, "reason": "damaged"}, headers=_admin(platform)
+        path, json={"delta": -3, "reason": "damaged"}, headers=_admin(platform)
     )
     assert adjusted.status_code == 200, adjusted.text
-    assert adjusted.json()["quantity"] == 6
-    assert adjusted.json()["availableQuantity"] == 0
+    assert (adjusted.json()["quantity"], adjusted.json()["availableQuantity"]) == (5, -1)
     assert adjusted.json()["status"] == "out_of_stock"
+    assert_problem(_reserve(platform, catalog.variants["S"], 1), 409, "insufficient_stock")
     moves = warehouse.get(
         f"/api/inventory/{catalog.variants['S']}/movements", headers=_admin(platform)
     )
@@ -453,4 +454,102 @@ def test_receipt_moves_only_received_units_to_surplus(platform: Platform) -> Non
     )
     stock = _stock(platform, catalog)
     assert (stock["M"]["availableQuantity"], stock["M"]["surplusQuantity"]) == (10, 4)
+    _ledger_consistent(platform, catalog)
+
+
+def _group_reserve(platform: Platform, variant_id: str, quantity: int, group: str):
+    body = {
+        "reference": f"participant:{uuid.uuid4()}",
+        "variantId": variant_id,
+        "quantity": quantity,
+        "group": group,
+    }
+    response = platform.client("warehouse").post(
+        "/api/reservations", json=body, headers=_admin(platform)
+    )
+    assert response.status_code == 201, response.text
+    return body["reference"]
+
+
+def _group_action(platform: Platform, group: str, action: str, body: dict | None = None):
+    return platform.client("warehouse").post(
+        f"/api/reservation-groups/{group}/{action}", json=body, headers=_admin(platform)
+    )
+
+
+def test_a_failed_group_releases_all_its_reservations_once(platform: Platform) -> None:
+    catalog = create_seed_catalog(platform)
+    group = f"session:{uuid.uuid4()}"
+    for size, quantity in (("S", 2), ("M", 3), ("M", 1)):
+        _group_reserve(platform, catalog.variants[size], quantity, group)
+    _reserve(platform, catalog.variants["L"], 2)  # outside the group: stays reserved
+    released = _group_action(platform, group, "release")
+    assert released.status_code == 200, released.text
+    assert (released.json()["released"], released.json()["units"]) == (3, 6)
+    assert _group_action(platform, group, "release").json()["released"] == 0
+    assert _available(platform, catalog) == {"S": 8, "M": 8, "L": 6}
+    _ledger_consistent(platform, catalog)
+
+
+def test_a_closed_group_is_taken_out_of_stock_once(platform: Platform) -> None:
+    catalog = create_seed_catalog(platform)
+    group = f"session:{uuid.uuid4()}"
+    _group_reserve(platform, catalog.variants["S"], 2, group)
+    _group_reserve(platform, catalog.variants["M"], 3, group)
+    for _ in range(2):
+        fulfilled = _group_action(platform, group, "fulfil", {"productId": catalog.product_id})
+        assert fulfilled.status_code == 200, fulfilled.text
+        assert (fulfilled.json()["status"], fulfilled.json()["units"]) == ("fulfilled", 5)
+    stock = _stock(platform, catalog)
+    assert {s: (v["quantity"], v["reservedQuantity"]) for s, v in stock.items()} == {
+        "S": (6, 0),
+        "M": (5, 0),
+        "L": (8, 0),
+    }
+    _ledger_consistent(platform, catalog)
+
+
+def test_a_short_group_waits_for_bundles_then_is_fulfilled(platform: Platform) -> None:
+    catalog = create_seed_catalog(platform)
+    group = f"session:{uuid.uuid4()}"
+    _group_reserve(platform, catalog.variants["M"], 7, group)
+    [reorder] = _eventually(lambda: _purchase_orders(platform, catalog))  # M fell to 1: 1 bundle
+    lost = platform.client("warehouse").post(
+        f"/api/inventory/{catalog.variants['M']}/adjustments",
+        json={"delta": -8, "reason": "water damage"},
+        headers=_admin(platform),
+    )
+    assert lost.json()["availableQuantity"] == -7
+
+    waiting = _group_action(platform, group, "fulfil", {"productId": catalog.product_id})
+    assert waiting.status_code == 200, waiting.text
+    assert waiting.json()["status"] == "awaiting_stock"
+    order_id = waiting.json()["purchaseOrderId"]
+    order = platform.client("warehouse").get(
+        f"/api/purchase-orders/{order_id}", headers=_admin(platform)
+    )
+    # 7 short, 4 already on order: one more bundle, with every variant of the bundle on it.
+    assert (order.json()["reason"], order.json()["bundles"]) == ("group_shortage", 1)
+    assert {line["quantity"] for line in order.json()["lines"]} == {4}
+    again = _group_action(platform, group, "fulfil", {"productId": catalog.product_id})
+    assert again.json()["purchaseOrderId"] == order_id  # asking again orders nothing more
+
+    def fulfilment() -> str:
+        return (
+            platform.client("warehouse")
+            .get(f"/api/reservation-groups/{group}/fulfilment", headers=_admin(platform))
+            .json()["status"]
+        )
+
+    for purchase_order_id in (reorder["id"], order_id):
+        received = platform.client("warehouse").post(
+            f"/api/purchase-orders/{purchase_order_id}/receive", headers=_admin(platform)
+        )
+        assert received.status_code == 200
+        if purchase_order_id == reorder["id"]:
+            time.sleep(1.0)
+            assert fulfilment() == "awaiting_stock"  # 4 of the 7 are in
+    assert _eventually(lambda: fulfilment() == "fulfilled")
+    stock = _stock(platform, catalog)
+    assert (stock["M"]["quantity"], stock["M"]["reservedQuantity"]) == (1, 0)  # 0 + 4 + 4 - 7
     _ledger_consistent(platform, catalog)

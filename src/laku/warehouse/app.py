@@ -67,7 +67,29 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
             message, idempotency_key=f"purchase-order-whatsapp:{purchase_order_id}"
         )
 
-    return {service.REORDER: reorder, service.NOTIFY_FACTORY: notify_factory}
+    async def complete_fulfilment(_: int, payload: dict[str, Any]) -> None:
+        """Stock came in for a group buy that was waiting for it."""
+        group = payload["group"]
+        async with state.db.sessions() as session:
+            waiting = await service.get_fulfilment(session, group)
+            product = await state.products.get_product(waiting.product_id)
+            if product is None:
+                raise LookupError(f"product {waiting.product_id} is unknown")
+            composition = await state.group_buying.get_bundle_composition(product.id)
+            await service.fulfil_group(
+                session,
+                group,
+                product,
+                composition,
+                state.settings.purchase_order_shipping_cost_per_bundle,
+            )
+        state.outbox_relay.wake()
+
+    return {
+        service.REORDER: reorder,
+        service.NOTIFY_FACTORY: notify_factory,
+        service.COMPLETE_FULFILMENT: complete_fulfilment,
+    }
 
 
 def create_app() -> FastAPI:

@@ -4,16 +4,38 @@ join, release it when the join fails or the invoice expires, deduct it when the 
 import uuid
 
 from laku.core.http import ServiceCallError, ServiceClient
-from laku.warehouse.schemas import InventoryOut, ProductStockOut, ReservationCreate, ReservationOut
+from laku.warehouse.schemas import (
+    FulfilmentCreate,
+    FulfilmentOut,
+    FulfilmentStatus,
+    GroupReleaseOut,
+    InventoryOut,
+    ProductStockOut,
+    ReservationCreate,
+    ReservationOut,
+)
 
-__all__ = ["InventoryOut", "ProductStockOut", "ReservationOut", "WarehouseClient"]
+__all__ = [
+    "FulfilmentOut",
+    "FulfilmentStatus",
+    "GroupReleaseOut",
+    "InventoryOut",
+    "ProductStockOut",
+    "ReservationOut",
+    "WarehouseClient",
+]
 
 
 class WarehouseClient(ServiceClient):
-    async def reserve(self, reference: str, variant_id: uuid.UUID, quantity: int) -> ReservationOut:
-        """Reserve under `reference` (idempotent: the same reference returns that reservation).
-        Not enough stock raises ServiceCallError with status 409, code `insufficient_stock`."""
-        body = ReservationCreate(reference=reference, variant_id=variant_id, quantity=quantity)
+    async def reserve(
+        self, reference: str, variant_id: uuid.UUID, quantity: int, *, group: str | None = None
+    ) -> ReservationOut:
+        """Reserve under `reference` (idempotent: the same reference returns that reservation),
+        as part of `group` (e.g. "session:<id>") when given. Not enough stock raises
+        ServiceCallError with status 409, code `insufficient_stock`."""
+        body = ReservationCreate(
+            reference=reference, variant_id=variant_id, quantity=quantity, group=group
+        )
         response = await self.request(
             "POST",
             "/api/reservations",
@@ -41,6 +63,23 @@ class WarehouseClient(ServiceClient):
                 return None
             raise
         return ReservationOut.model_validate(response.json())
+
+    async def release_group(self, group: str) -> GroupReleaseOut:
+        """Release every reservation of a group buy (failed or cancelled); idempotent."""
+        response = await self.request(
+            "POST", f"/api/reservation-groups/{group}/release", idempotency_key=f"release:{group}"
+        )
+        return GroupReleaseOut.model_validate(response.json())
+
+    async def fulfil_group(self, group: str, product_id: uuid.UUID) -> FulfilmentOut:
+        """Take a closed group buy's reservations out of stock (or wait for bundles)."""
+        response = await self.request(
+            "POST",
+            f"/api/reservation-groups/{group}/fulfil",
+            json=FulfilmentCreate(product_id=product_id).model_dump(mode="json", by_alias=True),
+            idempotency_key=f"fulfil:{group}",
+        )
+        return FulfilmentOut.model_validate(response.json())
 
     async def product_stock(self, product_id: uuid.UUID) -> ProductStockOut | None:
         """Every variant's stock and status for one product; None when it has no inventory."""

@@ -33,13 +33,13 @@ purchase_order_number = Sequence("purchase_order_number_seq", metadata=Base.meta
 
 class Inventory(UUIDPrimaryKey, TimestampMixin, Base):
     """Stock of one variant. `quantity` is on hand, `reserved_quantity` promised to buyers;
-    both always equal the sums of the variant's stock movements."""
+    both always equal the sums of the variant's stock movements. Available stock falls below
+    zero when counted stock is lost after it was promised: a shortage that bundles cover."""
 
     __tablename__ = "warehouse_inventory"
     __table_args__ = (
         CheckConstraint("quantity >= 0", name="quantity_not_negative"),
         CheckConstraint("reserved_quantity >= 0", name="reserved_not_negative"),
-        CheckConstraint("reserved_quantity <= quantity", name="reserved_within_stock"),
         CheckConstraint("max_stock_level > 0", name="max_stock_positive"),
         CheckConstraint(
             "reorder_threshold >= 0 AND reorder_threshold < max_stock_level",
@@ -87,6 +87,8 @@ class Reservation(UUIDPrimaryKey, TimestampMixin, Base):
     __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),)
 
     reference: Mapped[str] = mapped_column(String(200), unique=True)
+    # The reservations of one group buy ("session:<id>") are released or fulfilled together.
+    group_reference: Mapped[str | None] = mapped_column(String(200), index=True)
     variant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("warehouse_inventory.variant_id"))
     quantity: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16))  # reserved | released | deducted
@@ -111,7 +113,7 @@ class PurchaseOrder(UUIDPrimaryKey, TimestampMixin, Base):
     number: Mapped[str] = mapped_column(String(32), unique=True)
     factory_id: Mapped[uuid.UUID] = mapped_column(index=True)
     product_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    reason: Mapped[str] = mapped_column(String(32))  # auto_reorder
+    reason: Mapped[str] = mapped_column(String(32))  # auto_reorder | group_shortage
     bundles: Mapped[int] = mapped_column(Integer)
     unit_cost: Mapped[int] = mapped_column(BigInteger)
     goods_cost: Mapped[int] = mapped_column(BigInteger)
@@ -136,3 +138,19 @@ class PurchaseOrderLine(Base):
     variant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     units_in_bundle: Mapped[int] = mapped_column(Integer)
     quantity: Mapped[int] = mapped_column(BigInteger)
+
+
+class Fulfilment(TimestampMixin, Base):
+    """Taking a closed group buy's reservations out of stock: at once when the stock is on hand,
+    else after the purchase order raised for the shortage is received."""
+
+    __tablename__ = "fulfilments"
+
+    group_reference: Mapped[str] = mapped_column(String(200), primary_key=True)
+    product_id: Mapped[uuid.UUID]
+    status: Mapped[str] = mapped_column(String(16))  # awaiting_stock | fulfilled
+    purchase_order_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("warehouse_purchase_orders.id"), index=True
+    )
+    units: Mapped[int] = mapped_column(BigInteger)
+    fulfilled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

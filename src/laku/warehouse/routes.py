@@ -8,9 +8,12 @@ from laku.core.errors import PROBLEM_RESPONSES
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import AdminPrincipal, Principal, Role, require_roles
 from laku.warehouse import service
-from laku.warehouse.models import Inventory, PurchaseOrder
+from laku.warehouse.models import Fulfilment, Inventory, PurchaseOrder
 from laku.warehouse.schemas import (
     AdjustmentCreate,
+    FulfilmentCreate,
+    FulfilmentOut,
+    GroupReleaseOut,
     InventoryBatch,
     InventoryOut,
     LedgerCheckOut,
@@ -168,6 +171,49 @@ async def release(reference: str, _: AdminOrService, session: DbSession) -> Rese
 @router.post("/api/reservations/{reference}/deduct", response_model=ReservationOut)
 async def deduct(reference: str, _: AdminOrService, session: DbSession) -> ReservationOut:
     return await service.deduct(session, reference)
+
+
+# Groups of reservations ----------------------------------------------------------------------
+
+
+def _fulfilment_out(fulfilment: Fulfilment) -> FulfilmentOut:
+    return FulfilmentOut(
+        group=fulfilment.group_reference,
+        product_id=fulfilment.product_id,
+        status=fulfilment.status,
+        units=fulfilment.units,
+        purchase_order_id=fulfilment.purchase_order_id,
+        fulfilled_at=fulfilment.fulfilled_at,
+    )
+
+
+@router.post("/api/reservation-groups/{group}/release", response_model=GroupReleaseOut)
+async def release_group(group: str, _: AdminOrService, session: DbSession) -> GroupReleaseOut:
+    """Release every reservation of a group buy that failed or was cancelled."""
+    released, units = await service.release_group(session, group)
+    return GroupReleaseOut(group=group, released=released, units=units)
+
+
+@router.post("/api/reservation-groups/{group}/fulfil", response_model=FulfilmentOut)
+async def fulfil_group(
+    group: str, body: FulfilmentCreate, request: Request, _: AdminOrService, session: DbSession
+) -> FulfilmentOut:
+    """Take a closed group buy's reservations out of stock, or order the bundles it lacks."""
+    state = request.app.state
+    product = await state.products.get_product(body.product_id)
+    if product is None:
+        raise service.InvalidInput("Unknown product", code="unknown_product")
+    composition = await state.group_buying.get_bundle_composition(body.product_id)
+    fulfilment = await service.fulfil_group(
+        session, group, product, composition, state.settings.purchase_order_shipping_cost_per_bundle
+    )
+    state.outbox_relay.wake()
+    return _fulfilment_out(fulfilment)
+
+
+@router.get("/api/reservation-groups/{group}/fulfilment", response_model=FulfilmentOut)
+async def get_fulfilment(group: str, _: AdminOrService, session: DbSession) -> FulfilmentOut:
+    return _fulfilment_out(await service.get_fulfilment(session, group))
 
 
 # Purchase orders ---------------------------------------------------------------------------

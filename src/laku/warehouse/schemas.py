@@ -66,6 +66,9 @@ class ReservationCreate(WireModel):
     reference: Reference
     variant_id: uuid.UUID
     quantity: PositiveUnits
+    group: Reference | None = Field(
+        default=None, description='What the reservation belongs to, e.g. "session:<id>"'
+    )
 
 
 class ReservationOut(WireModel):
@@ -139,3 +142,27 @@ class PurchaseOrderOut(WireModel):
 
 class ShipmentNotice(WireModel):
     tracking_number: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class GroupReleaseOut(WireModel):
+    group: str
+    released: int = Field(description="Reservations released by this call")
+    units: int
+
+
+class FulfilmentStatus(StrEnum):
+    AWAITING_STOCK = "awaiting_stock"
+    FULFILLED = "fulfilled"
+
+
+class FulfilmentCreate(WireModel):
+    product_id: uuid.UUID
+
+
+class FulfilmentOut(WireModel):
+    group: str
+    product_id: uuid.UUID
+    status: FulfilmentStatus
+    units: int = Field(description="Units taken (or to be taken) out of stock")
+    purchase_order_id: uuid.UUID | None
+    fulfilled_at: datetime | None

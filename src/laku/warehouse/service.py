@@ -26,6 +26,7 @@ from laku.group_buying.client import BundleCompositionOut
 from laku.notification.client import NotificationRequest
 from laku.product.client import ProductDetailOut
 from laku.warehouse.models import (
+    Fulfilment,
     Inventory,
     PurchaseOrder,
     PurchaseOrderLine,
@@ -46,6 +47,7 @@ log = structlog.get_logger()
 
 REORDER = "reorder"
 NOTIFY_FACTORY = "notify_factory"
+COMPLETE_FULFILMENT = "complete_fulfilment"
 OPEN_STATUSES = ("open", "shipped")
 
 
@@ -196,10 +198,10 @@ async def adjust(
     """A counted correction of on-hand stock (damage, loss, recount)."""
     inventory = await _locked_inventory(session, variant_id)
     before = inventory.available_quantity
-    if inventory.quantity + adjustment.delta < inventory.reserved_quantity:
-        raise Conflict(
-            "On-hand stock may not fall below what is reserved", code="adjustment_below_reserved"
-        )
+    # Stock counted lost is lost even when promised: available then falls below zero, and the
+    # shortage is bought in bundles when the group buy closes.
+    if inventory.quantity + adjustment.delta < 0:
+        raise Conflict("On-hand stock cannot fall below zero", code="adjustment_below_zero")
     inventory.quantity += adjustment.delta
     await _record(
         session,
@@ -363,6 +365,7 @@ async def reserve_batch(
                     "reference": r.reference,
                     "variant_id": variant_id,
                     "quantity": r.quantity,
+                    "group_reference": r.group,
                     "status": "reserved",
                 }
                 for r in accepted.values()
@@ -456,13 +459,22 @@ class ReservationDesk:
             del self._waiting[variant_id]
 
 
-async def _locked_reservation(session: AsyncSession, reference: str) -> Reservation:
+async def _locked_reservation(
+    session: AsyncSession, reference: str
+) -> tuple[Reservation, Inventory]:
+    """The reservation and its variant's stock, locked in the order every writer uses:
+    the inventory row first, then reservations."""
+    variant_id = await session.scalar(
+        select(Reservation.variant_id).where(Reservation.reference == reference)
+    )
+    if variant_id is None:
+        raise NotFound("No reservation with this reference", code="reservation_not_found")
+    inventory = await _locked_inventory(session, variant_id)
     reservation = await session.scalar(
         select(Reservation).where(Reservation.reference == reference).with_for_update()
     )
-    if reservation is None:
-        raise NotFound("No reservation with this reference", code="reservation_not_found")
-    return reservation
+    assert reservation is not None  # reservations are never deleted
+    return reservation, inventory
 
 
 async def get_reservation(session: AsyncSession, reference: str) -> ReservationOut:
@@ -487,8 +499,7 @@ def _reservation_out(reservation: Reservation, inventory: Inventory) -> Reservat
 
 async def release(session: AsyncSession, reference: str) -> ReservationOut:
     """Give reserved stock back (a join that failed, an unpaid invoice, a failed group)."""
-    reservation = await _locked_reservation(session, reference)
-    inventory = await _locked_inventory(session, reservation.variant_id)
+    reservation, inventory = await _locked_reservation(session, reference)
     if reservation.status == "deducted":
         raise Conflict("This reservation was already taken from stock", code="reservation_deducted")
     if reservation.status == "reserved":
@@ -512,10 +523,11 @@ async def release(session: AsyncSession, reference: str) -> ReservationOut:
 
 async def deduct(session: AsyncSession, reference: str) -> ReservationOut:
     """Take reserved stock out of the warehouse (it is being shipped to the buyer)."""
-    reservation = await _locked_reservation(session, reference)
-    inventory = await _locked_inventory(session, reservation.variant_id)
+    reservation, inventory = await _locked_reservation(session, reference)
     if reservation.status == "released":
         raise Conflict("This reservation was released", code="reservation_released")
+    if reservation.status == "reserved" and inventory.quantity < reservation.quantity:
+        raise Conflict("Stock on hand is short of this reservation", code="stock_short")
     if reservation.status == "reserved":
         reservation.status = "deducted"
         inventory.quantity -= reservation.quantity
@@ -535,6 +547,174 @@ async def deduct(session: AsyncSession, reference: str) -> ReservationOut:
         await session.commit()
         await session.refresh(inventory)
     return _reservation_out(reservation, inventory)
+
+
+# Groups of reservations (one group buy) ----------------------------------------------------
+
+
+async def _lock_product_stock(
+    session: AsyncSession, product_id: uuid.UUID
+) -> dict[uuid.UUID, Inventory]:
+    rows = await session.scalars(
+        select(Inventory)
+        .where(Inventory.product_id == product_id)
+        .order_by(Inventory.variant_id)
+        .with_for_update()
+    )
+    return {row.variant_id: row for row in rows}
+
+
+async def _take_group(session: AsyncSession, group: str, status: str) -> list[Any]:
+    """Move every still-reserved reservation of the group to `status`; their rows."""
+    return list(
+        (
+            await session.execute(
+                update(Reservation)
+                .where(Reservation.group_reference == group, Reservation.status == "reserved")
+                .values(status=status, updated_at=func.now())
+                .returning(Reservation.variant_id, Reservation.quantity, Reservation.reference)
+            )
+        ).all()
+    )
+
+
+def _units_by_variant(rows: Iterable[Any]) -> dict[uuid.UUID, int]:
+    units: dict[uuid.UUID, int] = {}
+    for row in rows:
+        units[row.variant_id] = units.get(row.variant_id, 0) + row.quantity
+    return units
+
+
+async def release_group(session: AsyncSession, group: str) -> tuple[int, int]:
+    """Give back every reservation of a group buy that failed or was cancelled, in one
+    transaction; returns (reservations released, units). Releasing again releases nothing."""
+    product_ids = await session.scalars(
+        select(Inventory.product_id)
+        .join(Reservation, Reservation.variant_id == Inventory.variant_id)
+        .where(Reservation.group_reference == group)
+        .distinct()
+    )
+    stock: dict[uuid.UUID, Inventory] = {}
+    for product_id in sorted(product_ids):
+        stock |= await _lock_product_stock(session, product_id)
+    rows = await _take_group(session, group, "released")
+    for variant_id, units in _units_by_variant(rows).items():
+        stock[variant_id].reserved_quantity -= units
+    await _record(
+        session,
+        [
+            _movement(
+                row.variant_id, "release", reserved_delta=-row.quantity, reference=row.reference
+            )
+            for row in rows
+        ],
+    )
+    await session.commit()
+    return len(rows), sum(row.quantity for row in rows)
+
+
+async def fulfil_group(
+    session: AsyncSession,
+    group: str,
+    product: ProductDetailOut,
+    composition: BundleCompositionOut | None,
+    shipping_cost_per_bundle: int,
+) -> Fulfilment:
+    """Take a closed group buy's reservations out of stock. Where stock is short (counted
+    stock lost after it was promised), wait for bundles: those already on order, else a new
+    purchase order covering every short variant. Safe to call again: a fulfilled group stays
+    fulfilled, a waiting one completes once the stock is in."""
+    stock = await _lock_product_stock(session, product.id)
+    fulfilment = await session.get(Fulfilment, group)
+    if fulfilment is not None and fulfilment.status == "fulfilled":
+        await session.commit()
+        return fulfilment
+    demand = _units_by_variant(
+        (
+            await session.execute(
+                select(Reservation.variant_id, Reservation.quantity).where(
+                    Reservation.group_reference == group, Reservation.status == "reserved"
+                )
+            )
+        ).all()
+    )
+    if fulfilment is None:
+        fulfilment = Fulfilment(
+            group_reference=group,
+            product_id=product.id,
+            status="awaiting_stock",
+            units=sum(demand.values()),
+        )
+        session.add(fulfilment)
+    deficits = {v: -stock[v].available_quantity for v in demand if stock[v].available_quantity < 0}
+    if not deficits:
+        rows = await _take_group(session, group, "deducted")
+        for variant_id, units in _units_by_variant(rows).items():
+            stock[variant_id].quantity -= units
+            stock[variant_id].reserved_quantity -= units
+        await _record(
+            session,
+            [
+                _movement(
+                    row.variant_id,
+                    "deduct",
+                    quantity_delta=-row.quantity,
+                    reserved_delta=-row.quantity,
+                    reference=row.reference,
+                )
+                for row in rows
+            ],
+        )
+        fulfilment.status = "fulfilled"
+        fulfilment.fulfilled_at = datetime.now(UTC)
+        await session.commit()
+        return fulfilment
+
+    open_orders = list(
+        await session.scalars(
+            select(PurchaseOrder)
+            .where(
+                PurchaseOrder.product_id == product.id,
+                PurchaseOrder.status.in_(OPEN_STATUSES),
+            )
+            .order_by(PurchaseOrder.created_at.desc())
+        )
+    )
+    incoming: dict[uuid.UUID, int] = {}
+    for lines in (await purchase_order_lines(session, [po.id for po in open_orders])).values():
+        for line in lines:
+            incoming[line.variant_id] = incoming.get(line.variant_id, 0) + line.quantity
+    uncovered = {v: units - incoming.get(v, 0) for v, units in deficits.items()}
+    uncovered = {v: units for v, units in uncovered.items() if units > 0}
+    if uncovered:
+        units_in_bundle = {
+            item.variant_id: item.units_in_bundle
+            for item in (composition.items if composition else [])
+        }
+        if missing := set(uncovered) - set(units_in_bundle):
+            raise Conflict(
+                f"Variants {sorted(map(str, missing))} are short and in no bundle",
+                code="not_in_bundle",
+            )
+        fulfilment.purchase_order_id = await _place_purchase_order(
+            session,
+            product,
+            units_in_bundle,
+            bundles_to_cover(uncovered, units_in_bundle),
+            "group_shortage",
+            shipping_cost_per_bundle,
+        )
+    else:  # what is already on order covers it
+        fulfilment.purchase_order_id = open_orders[0].id
+    await session.commit()
+    return fulfilment
+
+
+async def get_fulfilment(session: AsyncSession, group: str) -> Fulfilment:
+    fulfilment = await session.get(Fulfilment, group)
+    if fulfilment is None:
+        raise NotFound("This group has not been fulfilled", code="fulfilment_not_found")
+    return fulfilment
 
 
 # Purchase orders ---------------------------------------------------------------------------
@@ -563,9 +743,32 @@ async def raise_reorder(
         if row.available_quantity <= row.reorder_threshold and row.variant_id in units_in_bundle
     }
     bundles = bundles_to_cover(shortages, units_in_bundle)
-    if bundles == 0:
+    purchase_order_id = (
+        await _place_purchase_order(
+            session, product, units_in_bundle, bundles, "auto_reorder", shipping_cost_per_bundle
+        )
+        if bundles
+        else None
+    )
+    if purchase_order_id is None:  # nothing is low, or a reorder is already open
         await session.rollback()
         return None
+    await session.commit()
+    return await get_purchase_order(session, purchase_order_id)
+
+
+async def _place_purchase_order(
+    session: AsyncSession,
+    product: ProductDetailOut,
+    units_in_bundle: dict[uuid.UUID, int],
+    bundles: int,
+    reason: str,
+    shipping_cost_per_bundle: int,
+) -> uuid.UUID | None:
+    """Insert a purchase order of `bundles` whole bundles (every variant of the bundle on it) and
+    queue the factory's WhatsApp; None when the one open automatic reorder already exists."""
+    if product.cost_price is None:
+        raise InvalidInput("The product has no cost price", code="no_cost_price")
     number = await session.scalar(purchase_order_number.next_value())
     lines = [
         {"variant_id": variant_id, "units_in_bundle": units, "quantity": units * bundles}
@@ -581,7 +784,7 @@ async def raise_reorder(
             number=f"PO-{datetime.now(UTC):%Y%m%d}-{number:05d}",
             factory_id=product.factory_id,
             product_id=product.id,
-            reason="auto_reorder",
+            reason=reason,
             bundles=bundles,
             unit_cost=product.cost_price,
             goods_cost=goods_cost,
@@ -592,17 +795,15 @@ async def raise_reorder(
         .on_conflict_do_nothing()
         .returning(PurchaseOrder.id)
     )
-    if created is None:  # one is already open for this product
-        await session.rollback()
+    if created is None:
         return None
     await session.execute(
         insert(PurchaseOrderLine),
         [{"purchase_order_id": purchase_order_id, **line} for line in lines],
     )
     await enqueue(session, outbox, NOTIFY_FACTORY, {"purchaseOrderId": str(purchase_order_id)})
-    await session.commit()
-    log.info("purchase_order_raised", purchase_order=str(purchase_order_id), bundles=bundles)
-    return await get_purchase_order(session, purchase_order_id)
+    log.info("purchase_order_raised", purchase_order=str(purchase_order_id), reason=reason)
+    return purchase_order_id
 
 
 async def get_purchase_order(session: AsyncSession, purchase_order_id: uuid.UUID) -> PurchaseOrder:
@@ -743,6 +944,13 @@ async def receive_purchase_order(
     purchase_order.received_at = datetime.now(UTC)
     # A fall to the threshold while this order was open raised nothing: look again now.
     await _request_reorder(session, purchase_order.product_id)
+    for group in await session.scalars(
+        select(Fulfilment.group_reference).where(
+            Fulfilment.product_id == purchase_order.product_id,
+            Fulfilment.status == "awaiting_stock",
+        )
+    ):
+        await enqueue(session, outbox, COMPLETE_FULFILMENT, {"group": group})
     await session.commit()
     return purchase_order
 
