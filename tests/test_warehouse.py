@@ -483,6 +483,9 @@ def test_a_failed_group_releases_all_its_reservations_once(platform: Platform) -
     for size, quantity in (("S", 2), ("M", 3), ("M", 1)):
         _group_reserve(platform, catalog.variants[size], quantity, group)
     _reserve(platform, catalog.variants["L"], 2)  # outside the group: stays reserved
+    unpaid = _group_reserve(platform, catalog.variants["L"], 1, group)
+    only_unpaid = _group_action(platform, group, "release", {"references": [unpaid]})
+    assert (only_unpaid.json()["released"], only_unpaid.json()["units"]) == (1, 1)
     released = _group_action(platform, group, "release")
     assert released.status_code == 200, released.text
     assert (released.json()["released"], released.json()["units"]) == (3, 6)

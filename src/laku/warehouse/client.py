@@ -1,6 +1,7 @@
 """Typed client other services use to call warehouse-service (group-buying: reserve stock for a
 join, release it when the join fails or the invoice expires, deduct it when the group ships)."""
 
+import hashlib
 import uuid
 
 from laku.core.http import ServiceCallError, ServiceClient
@@ -8,6 +9,7 @@ from laku.warehouse.schemas import (
     FulfilmentCreate,
     FulfilmentOut,
     FulfilmentStatus,
+    GroupRelease,
     GroupReleaseOut,
     InventoryOut,
     ProductStockOut,
@@ -24,6 +26,13 @@ __all__ = [
     "ReservationOut",
     "WarehouseClient",
 ]
+
+
+def _references_key(references: list[str] | None) -> str:
+    """Names a release's set of reservations in its idempotency key."""
+    if references is None:
+        return "all"
+    return hashlib.sha256("\n".join(sorted(references)).encode()).hexdigest()[:32]
 
 
 class WarehouseClient(ServiceClient):
@@ -64,10 +73,16 @@ class WarehouseClient(ServiceClient):
             raise
         return ReservationOut.model_validate(response.json())
 
-    async def release_group(self, group: str) -> GroupReleaseOut:
-        """Release every reservation of a group buy (failed or cancelled); idempotent."""
+    async def release_group(
+        self, group: str, references: list[str] | None = None
+    ) -> GroupReleaseOut:
+        """Release a group buy's reservations: all, or only `references`; idempotent."""
+        body = GroupRelease(references=references)
         response = await self.request(
-            "POST", f"/api/reservation-groups/{group}/release", idempotency_key=f"release:{group}"
+            "POST",
+            f"/api/reservation-groups/{group}/release",
+            json=body.model_dump(mode="json", by_alias=True),
+            idempotency_key=f"release:{group}:{_references_key(references)}",
         )
         return GroupReleaseOut.model_validate(response.json())
 

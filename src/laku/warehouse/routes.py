@@ -13,6 +13,7 @@ from laku.warehouse.schemas import (
     AdjustmentCreate,
     FulfilmentCreate,
     FulfilmentOut,
+    GroupRelease,
     GroupReleaseOut,
     InventoryBatch,
     InventoryOut,
@@ -188,9 +189,13 @@ def _fulfilment_out(fulfilment: Fulfilment) -> FulfilmentOut:
 
 
 @router.post("/api/reservation-groups/{group}/release", response_model=GroupReleaseOut)
-async def release_group(group: str, _: AdminOrService, session: DbSession) -> GroupReleaseOut:
-    """Release every reservation of a group buy that failed or was cancelled."""
-    released, units = await service.release_group(session, group)
+async def release_group(
+    group: str, _: AdminOrService, session: DbSession, body: GroupRelease | None = None
+) -> GroupReleaseOut:
+    """Release the reservations of a group buy: all (it failed or was cancelled), or those
+    named (unpaid joins when it closes)."""
+    references = body.references if body else None
+    released, units = await service.release_group(session, group, references)
     return GroupReleaseOut(group=group, released=released, units=units)
 
 

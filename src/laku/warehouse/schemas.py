@@ -144,6 +144,12 @@ class ShipmentNotice(WireModel):
     tracking_number: Annotated[str, Field(min_length=1, max_length=100)]
 
 
+class GroupRelease(WireModel):
+    references: Annotated[list[Reference], Field(max_length=20_000)] | None = Field(
+        default=None, description="Only these reservations of the group; all when absent"
+    )
+
+
 class GroupReleaseOut(WireModel):
     group: str
     released: int = Field(description="Reservations released by this call")

@@ -564,13 +564,18 @@ async def _lock_product_stock(
     return {row.variant_id: row for row in rows}
 
 
-async def _take_group(session: AsyncSession, group: str, status: str) -> list[Any]:
-    """Move every still-reserved reservation of the group to `status`; their rows."""
+async def _take_group(
+    session: AsyncSession, group: str, status: str, references: list[str] | None = None
+) -> list[Any]:
+    """Move the group's still-reserved reservations (all, or those named) to `status`."""
+    chosen = [Reservation.group_reference == group, Reservation.status == "reserved"]
+    if references is not None:
+        chosen.append(Reservation.reference.in_(references))
     return list(
         (
             await session.execute(
                 update(Reservation)
-                .where(Reservation.group_reference == group, Reservation.status == "reserved")
+                .where(*chosen)
                 .values(status=status, updated_at=func.now())
                 .returning(Reservation.variant_id, Reservation.quantity, Reservation.reference)
             )
@@ -585,9 +590,12 @@ def _units_by_variant(rows: Iterable[Any]) -> dict[uuid.UUID, int]:
     return units
 
 
-async def release_group(session: AsyncSession, group: str) -> tuple[int, int]:
-    """Give back every reservation of a group buy that failed or was cancelled, in one
-    transaction; returns (reservations released, units). Releasing again releases nothing."""
+async def release_group(
+    session: AsyncSession, group: str, references: list[str] | None = None
+) -> tuple[int, int]:
+    """Give back the reservations of a group buy in one transaction: all of them (it failed
+    or was cancelled) or those named (its unpaid joins at close). Returns (reservations
+    released, units); releasing again releases nothing."""
     product_ids = await session.scalars(
         select(Inventory.product_id)
         .join(Reservation, Reservation.variant_id == Inventory.variant_id)
@@ -597,7 +605,7 @@ async def release_group(session: AsyncSession, group: str) -> tuple[int, int]:
     stock: dict[uuid.UUID, Inventory] = {}
     for product_id in sorted(product_ids):
         stock |= await _lock_product_stock(session, product_id)
-    rows = await _take_group(session, group, "released")
+    rows = await _take_group(session, group, "released", references)
     for variant_id, units in _units_by_variant(rows).items():
         stock[variant_id].reserved_quantity -= units
     await _record(
