@@ -1,9 +1,51 @@
+"""payment-service (port 3006): escrow payments backed by Xendit invoices."""
+
+from collections.abc import Mapping
+from typing import Any
+
 from fastapi import FastAPI
 
 from laku.core.app import create_service_app
-from laku.payment.models import idempotency_keys
+from laku.core.outbox import Handler
+from laku.core.services import service_url
+from laku.group_buying.client import GroupBuyingClient, PaymentEvent
+from laku.payment.models import idempotency_keys, outbox
 from laku.payment.routes import router
+from laku.payment.service import REPORT_PAYMENT_EVENT, Payments
+from laku.providers.xendit.client import XenditClient
+
+
+async def _startup(app: FastAPI) -> None:
+    state = app.state
+    state.group_buying = GroupBuyingClient(
+        service_url("group-buying", state.settings), state.http, state.service_tokens
+    )
+    state.payments = Payments(
+        state.db,
+        XenditClient(state.http, state.settings),
+        default_invoice_duration_seconds=state.settings.invoice_duration_seconds,
+        on_commit=lambda: state.outbox_relay.wake(),
+    )
+
+
+def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
+    group_buying: GroupBuyingClient = app.state.group_buying
+
+    async def report_payment_event(_: int, payload: dict[str, Any]) -> None:
+        event = PaymentEvent.model_validate(payload)
+        # One key per payment and status: however often this is retried, it is applied once.
+        await group_buying.report_payment(
+            event, idempotency_key=f"payment-event:{event.payment_id}:{event.status}"
+        )
+
+    return {REPORT_PAYMENT_EVENT: report_payment_event}
 
 
 def create_app() -> FastAPI:
-    return create_service_app("payment", routers=[router], idempotency_keys=idempotency_keys)
+    return create_service_app(
+        "payment",
+        routers=[router],
+        idempotency_keys=idempotency_keys,
+        startup=_startup,
+        outbox=(outbox, _outbox_handlers),
+    )

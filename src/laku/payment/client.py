@@ -3,7 +3,7 @@ a join, read back its status, and expire its invoice when the session closes fir
 
 import uuid
 
-from laku.core.http import ServiceCallError, ServiceClient
+from laku.core.http import ServiceClient
 from laku.payment.schemas import EscrowStatus, PaymentCreate, PaymentOut, PaymentStatus
 
 __all__ = ["EscrowStatus", "PaymentClient", "PaymentCreate", "PaymentOut", "PaymentStatus"]
@@ -24,13 +24,7 @@ class PaymentClient(ServiceClient):
         return PaymentOut.model_validate(response.json())
 
     async def get_payment(self, payment_id: uuid.UUID) -> PaymentOut | None:
-        try:
-            response = await self.request("GET", f"/api/payments/{payment_id}")
-        except ServiceCallError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return PaymentOut.model_validate(response.json())
+        return await self.get_or_none(f"/api/payments/{payment_id}", PaymentOut)
 
     async def expire_payment(self, payment_id: uuid.UUID, *, idempotency_key: str) -> PaymentOut:
         """Close the invoice so it can no longer be paid; a payment already expired is returned

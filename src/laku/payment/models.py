@@ -1,7 +1,12 @@
-from sqlalchemy.orm import DeclarativeBase
+import uuid
+from datetime import datetime
 
-from laku.core.db import service_metadata
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, String, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
 from laku.core.idempotency import idempotency_table
+from laku.core.outbox import outbox_table
 
 
 class Base(DeclarativeBase):
@@ -9,3 +14,73 @@ class Base(DeclarativeBase):
 
 
 idempotency_keys = idempotency_table(Base.metadata)
+outbox = outbox_table(Base.metadata)
+
+
+class Payment(UUIDPrimaryKey, TimestampMixin, Base):
+    """One escrow payment, paid through one Xendit invoice whose `external_id` is the payment
+    code. Money is in escrow (`escrow_status` other than none) exactly when it was received."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("currency = 'IDR'", name="currency_idr"),
+        CheckConstraint(
+            "status IN ('pending', 'paid', 'expired', 'failed', 'refunded')", name="status_known"
+        ),
+        CheckConstraint(
+            "escrow_status IN ('none', 'held', 'released', 'refunded')", name="escrow_status_known"
+        ),
+        CheckConstraint(
+            "(escrow_status = 'none') = (status IN ('pending', 'expired', 'failed'))",
+            name="escrow_only_when_paid",
+        ),
+        CheckConstraint(
+            "paid_at IS NOT NULL OR status NOT IN ('paid', 'refunded')", name="paid_has_paid_at"
+        ),
+        CheckConstraint(
+            "expired_at IS NOT NULL OR status <> 'expired'", name="expired_has_expired_at"
+        ),
+        # Only a payment still being created, or whose creation failed, lacks its invoice.
+        CheckConstraint(
+            "xendit_invoice_id IS NOT NULL OR status IN ('pending', 'failed')",
+            name="invoice_once_past_creation",
+        ),
+        CheckConstraint(
+            "(xendit_invoice_id IS NULL) = (invoice_url IS NULL)", name="invoice_id_with_url"
+        ),
+    )
+
+    payment_code: Mapped[str] = mapped_column(String(32), unique=True)
+    reference: Mapped[str] = mapped_column(String(200), unique=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3), server_default="IDR")
+    description: Mapped[str] = mapped_column(String(1000))
+    # Kept so a creation that failed can be retried with the same invoice details.
+    payer_email: Mapped[str | None] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16))
+    escrow_status: Mapped[str] = mapped_column(String(16), server_default="none")
+    xendit_invoice_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    invoice_url: Mapped[str | None] = mapped_column(String(1000))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_webhook_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Refund(UUIDPrimaryKey, Base):
+    """Money given back from a payment's escrow (a whole refund when a group fails, a partial
+    one for the difference to the final tier price)."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status_known"),
+    )
+
+    payment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payments.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,5 +1,123 @@
-from fastapi import APIRouter
+import uuid
+from typing import Annotated
 
-from laku.core.errors import PROBLEM_RESPONSES
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 
-router = APIRouter(tags=["payment"], responses=PROBLEM_RESPONSES)
+from laku.core.app import DbSession
+from laku.core.errors import PROBLEM_RESPONSES, Forbidden, Unauthorized
+from laku.core.schemas import Limit, Offset, Page
+from laku.core.security import CurrentPrincipal, Principal, Role, require_roles
+from laku.payment import service
+from laku.payment.schemas import (
+    PaymentCreate,
+    PaymentOut,
+    PaymentStatus,
+    WebhookAck,
+    XenditInvoiceCallback,
+)
+from laku.providers.xendit.client import verify_callback_token
+
+router = APIRouter(prefix="/api/payments", tags=["payment"], responses=PROBLEM_RESPONSES)
+
+# Payments are created and expired by the platform (group-buying, admins), never by buyers.
+AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+PaymentReader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN, Role.SERVICE))]
+PaymentCode = Annotated[str, Path(max_length=32)]
+
+
+def _payments(request: Request) -> service.Payments:
+    return request.app.state.payments
+
+
+async def _xendit_callback(
+    request: Request,
+    callback_token: Annotated[str | None, Header(alias="x-callback-token")] = None,
+) -> None:
+    """Xendit signs nothing: its webhooks are known by the shared callback token."""
+    if not verify_callback_token(request.app.state.settings, callback_token):
+        raise Unauthorized("Missing or wrong x-callback-token", code="invalid_callback_token")
+
+
+@router.post(
+    "",
+    response_model=PaymentOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": PaymentOut, "description": "The reference already has this payment"},
+        503: {"description": "Xendit is unavailable; retrying with the reference is safe"},
+    },
+)
+async def create_payment(
+    body: PaymentCreate, _: AdminOrService, request: Request, response: Response
+) -> PaymentOut:
+    """Create the escrow payment and its Xendit invoice; `invoiceUrl` is where the buyer pays.
+    The same `reference` again returns the first payment (200) and creates no second invoice."""
+    created = await _payments(request).create(body)
+    if not created.created:
+        response.status_code = status.HTTP_200_OK
+    return PaymentOut.model_validate(created.payment)
+
+
+@router.post(
+    "/webhook",
+    response_model=WebhookAck,
+    dependencies=[Depends(_xendit_callback)],
+    responses={200: {"description": "Applied, or acknowledged and ignored"}},
+)
+async def xendit_webhook(callback: XenditInvoiceCallback, request: Request) -> WebhookAck:
+    """Xendit's invoice callback (seed step 4): PAID or SETTLED → paid with the money held in
+    escrow; EXPIRED → expired if still unpaid. Authenticated by `x-callback-token`, not a
+    bearer token. Repeated and out-of-order callbacks change a payment at most once."""
+    return WebhookAck(status=await _payments(request).apply_callback(callback))
+
+
+@router.get("", response_model=Page[PaymentOut])
+async def list_payments(
+    principal: PaymentReader,
+    session: DbSession,
+    limit: Limit = 20,
+    offset: Offset = 0,
+    payment_status: Annotated[PaymentStatus | None, Query(alias="status")] = None,
+    user_id: Annotated[uuid.UUID | None, Query(alias="userId")] = None,
+) -> Page[PaymentOut]:
+    """Newest first. A buyer sees only their own payments; admins and services see all."""
+    if not principal.is_privileged:
+        if user_id is not None and user_id != principal.user_id:
+            raise Forbidden("A buyer sees only their own payments")
+        user_id = principal.user_id
+    items, total = await service.list_payments(
+        session, user_id=user_id, status=payment_status, limit=limit, offset=offset
+    )
+    return Page(
+        items=[PaymentOut.model_validate(item) for item in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/by-code/{payment_code}", response_model=PaymentOut)
+async def get_payment_by_code(
+    payment_code: PaymentCode, _: AdminOrService, session: DbSession
+) -> PaymentOut:
+    """The payment whose code is the Xendit invoice's `external_id`."""
+    return PaymentOut.model_validate(await service.get_by_code(session, payment_code))
+
+
+@router.get("/{payment_id}", response_model=PaymentOut)
+async def get_payment(
+    payment_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession
+) -> PaymentOut:
+    """The buyer who pays it, admins and services; to anyone else it does not exist."""
+    return PaymentOut.model_validate(await service.get_payment(session, payment_id, principal))
+
+
+@router.post(
+    "/{payment_id}/expire",
+    response_model=PaymentOut,
+    responses={503: {"description": "Xendit is unavailable; retrying is safe"}},
+)
+async def expire_payment(payment_id: uuid.UUID, _: AdminOrService, request: Request) -> PaymentOut:
+    """Close the invoice so it can no longer be paid (e.g. its session closed first). An
+    expired payment is returned as it is; a paid one is refused with `payment_already_paid`."""
+    return PaymentOut.model_validate(await _payments(request).expire(payment_id))

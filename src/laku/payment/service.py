@@ -1,0 +1,382 @@
+"""Payments: creating them with their Xendit invoice, applying Xendit's callbacks, expiring them.
+
+A payment moves `pending → paid | expired` only under its row lock, and each move enqueues its
+report to group-buying in the same transaction, so duplicate, late or concurrent callbacks
+change a payment once and report it once.
+"""
+
+import math
+import secrets
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import structlog
+from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from laku.core.db import Database
+from laku.core.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
+from laku.core.outbox import enqueue
+from laku.core.security import Principal
+from laku.group_buying.client import PaymentEvent, PaymentEventStatus
+from laku.payment.models import Payment, outbox
+from laku.payment.schemas import EscrowStatus, PaymentCreate, PaymentStatus, XenditInvoiceCallback
+from laku.providers.xendit.client import XenditClient, XenditError, XenditInvoice
+
+log = structlog.get_logger()
+
+# The outbox kind whose handler reports a payment's change to group-buying.
+REPORT_PAYMENT_EVENT = "report_payment_event"
+# Only participants' payments are group-buying's business.
+REPORTED_REFERENCE_PREFIX = "participant:"
+# A payment left pending without an invoice this long was abandoned half way through creation
+# (its process died between writing it and recording the invoice); a retry may take it over.
+# Far longer than a Xendit call may take, so a creation still running is never taken over.
+ABANDONED_AFTER = timedelta(minutes=2)
+
+_PAID_INVOICE_STATUSES = frozenset({"PAID", "SETTLED"})
+_EXPIRED_INVOICE_STATUS = "EXPIRED"
+_ACTED_ON_INVOICE_STATUSES = _PAID_INVOICE_STATUSES | {_EXPIRED_INVOICE_STATUS}
+# Xendit answers these when it cannot serve us rather than because of what we asked.
+_PROVIDER_SIDE_STATUSES = frozenset({401, 403, 408, 429})
+
+WebhookOutcome = Literal["processed", "ignored"]
+
+
+class PaymentProviderUnavailable(UpstreamUnavailable):
+    code = "payment_provider_unavailable"
+    title = "The payment provider is unavailable"
+
+
+class PaymentRejectedByProvider(InvalidInput):
+    code = "payment_rejected_by_provider"
+    title = "The payment provider refused the payment"
+
+
+class PaymentAlreadyPaid(Conflict):
+    code = "payment_already_paid"
+    title = "The payment has been paid"
+
+
+class PaymentInProgress(Conflict):
+    code = "payment_in_progress"
+    title = "The payment is still being created"
+
+
+def new_payment_code() -> str:
+    return f"PAY-{secrets.token_hex(6).upper()}"
+
+
+def invoice_duration_seconds(expires_at: datetime | None, default_seconds: int) -> int:
+    if expires_at is None:
+        return default_seconds
+    return max(1, math.ceil((expires_at - datetime.now(UTC)).total_seconds()))
+
+
+def _not_found() -> NotFound:
+    return NotFound("No such payment", code="payment_not_found")
+
+
+def _provider_error(exc: XenditError) -> PaymentProviderUnavailable | PaymentRejectedByProvider:
+    if exc.status is not None and exc.status < 500 and exc.status not in _PROVIDER_SIDE_STATUSES:
+        return PaymentRejectedByProvider(exc.message)
+    return PaymentProviderUnavailable(f"Xendit could not be used: {exc.message}", retry_after=5)
+
+
+@dataclass(frozen=True)
+class CreatedPayment:
+    payment: Payment
+    created: bool  # False: the reference already had this payment
+
+
+class Payments:
+    """The operations that call Xendit between transactions. `on_commit` is called after a
+    transaction that enqueued outbox rows (to deliver them now rather than at the next poll)."""
+
+    def __init__(
+        self,
+        db: Database,
+        xendit: XenditClient,
+        *,
+        default_invoice_duration_seconds: int,
+        on_commit: Callable[[], None],
+    ):
+        self._db = db
+        self._xendit = xendit
+        self._default_duration = default_invoice_duration_seconds
+        self._on_commit = on_commit
+
+    async def create(self, request: PaymentCreate) -> CreatedPayment:
+        """The row is committed before the invoice is asked for, so its payment code (the
+        invoice's external_id) is on record whatever happens to this process meanwhile; if
+        Xendit fails the row is marked failed, and a retry with the reference takes it over."""
+        duration = invoice_duration_seconds(request.expires_at, self._default_duration)
+        payment, needs_invoice = await self._claim(request, duration)
+        if not needs_invoice:
+            return CreatedPayment(payment, created=False)
+        try:
+            invoice = await self._xendit.create_invoice(
+                external_id=payment.payment_code,
+                amount=payment.amount,
+                description=payment.description,
+                payer_email=payment.payer_email,
+                invoice_duration_seconds=duration,
+            )
+        except XenditError as exc:
+            log.warning(
+                "invoice_creation_failed", payment_code=payment.payment_code, error=str(exc)
+            )
+            await self._mark_failed(payment.id)
+            raise _provider_error(exc) from exc
+        return CreatedPayment(await self._attach_invoice(payment.id, invoice), created=True)
+
+    async def _claim(self, request: PaymentCreate, duration: int) -> tuple[Payment, bool]:
+        """The reference's payment, and whether it still needs its invoice from this call."""
+        details = {
+            "user_id": request.user_id,
+            "amount": request.amount,
+            "description": request.description,
+            "payer_email": request.payer_email,
+            "status": PaymentStatus.PENDING.value,
+            "escrow_status": EscrowStatus.NONE.value,
+            "expires_at": func.now() + timedelta(seconds=duration),
+        }
+        async with self._db.sessions.begin() as session:
+            inserted = await session.scalar(
+                insert(Payment)
+                .values(
+                    id=uuid.uuid4(),
+                    payment_code=new_payment_code(),
+                    reference=request.reference,
+                    **details,
+                )
+                .on_conflict_do_nothing(index_elements=[Payment.reference])
+                .returning(Payment)
+            )
+            if inserted is not None:
+                return inserted, True
+            taken_over = await session.scalar(
+                update(Payment)
+                .where(
+                    Payment.reference == request.reference,
+                    Payment.xendit_invoice_id.is_(None),
+                    or_(
+                        Payment.status == PaymentStatus.FAILED.value,
+                        Payment.updated_at < func.now() - ABANDONED_AFTER,
+                    ),
+                )
+                .values(**details)
+                .returning(Payment)
+            )
+            if taken_over is not None:
+                return taken_over, True
+            existing = await session.scalar(
+                select(Payment).where(Payment.reference == request.reference)
+            )
+        if existing is None or existing.xendit_invoice_id is None:
+            raise PaymentInProgress(
+                "Another request is creating the payment for this reference", retry_after=1
+            )
+        return existing, False
+
+    async def _mark_failed(self, payment_id: uuid.UUID) -> None:
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                update(Payment)
+                .where(Payment.id == payment_id, Payment.xendit_invoice_id.is_(None))
+                .values(status=PaymentStatus.FAILED.value)
+            )
+
+    async def _attach_invoice(self, payment_id: uuid.UUID, invoice: XenditInvoice) -> Payment:
+        async with self._db.sessions.begin() as session:
+            payment = await session.scalar(
+                update(Payment)
+                .where(Payment.id == payment_id, Payment.xendit_invoice_id.is_(None))
+                .values(
+                    xendit_invoice_id=invoice.id,
+                    invoice_url=invoice.invoice_url,
+                    expires_at=invoice.expiry_date,
+                )
+                .returning(Payment)
+            )
+        if payment is None:  # taken over as abandoned: only if this call outlived ABANDONED_AFTER
+            log.error("invoice_orphaned", payment_id=str(payment_id), invoice_id=invoice.id)
+            raise PaymentInProgress("The payment was taken over by a retry", retry_after=1)
+        return payment
+
+    async def apply_callback(self, callback: XenditInvoiceCallback) -> WebhookOutcome:
+        """Xendit's invoice webhook. Unknown invoices are acknowledged and ignored: answering
+        an error would only make Xendit repeat them, and so are statuses we do not act on."""
+        if callback.status not in _ACTED_ON_INVOICE_STATUSES:
+            log.info("webhook_status_ignored", status=callback.status)
+            return "ignored"
+        async with self._db.sessions.begin() as session:
+            payment = await session.scalar(
+                select(Payment)
+                .where(Payment.payment_code == callback.external_id)
+                .with_for_update()
+            )
+            if payment is None:
+                log.warning("webhook_for_unknown_payment", external_id=callback.external_id)
+                return "ignored"
+            if payment.xendit_invoice_id is None and payment.status == PaymentStatus.PENDING:
+                # The invoice exists but is not recorded yet: an error makes Xendit come back.
+                raise PaymentInProgress("The payment's invoice is being recorded", retry_after=1)
+            if payment.xendit_invoice_id != callback.id:
+                # An invoice from a creation that failed half way; its URL was never handed out.
+                log.warning(
+                    "webhook_for_replaced_invoice",
+                    payment_code=payment.payment_code,
+                    invoice_id=callback.id,
+                )
+                return "ignored"
+            if callback.amount is not None and callback.amount != payment.amount:
+                log.error(
+                    "webhook_amount_mismatch",
+                    payment_code=payment.payment_code,
+                    expected=payment.amount,
+                    received=callback.amount,
+                )
+                return "ignored"
+            payment.last_webhook_at = datetime.now(UTC)
+            changed = await _follow_invoice(session, payment, callback.status, callback.paid_at)
+        if changed:
+            self._on_commit()
+        return "processed"
+
+    async def expire(self, payment_id: uuid.UUID) -> Payment:
+        """Close the invoice at Xendit, then record it expired; already expired (or never
+        invoiced because its creation failed) is returned as it is."""
+        async with self._db.sessions() as session:
+            payment = await session.get(Payment, payment_id)
+        if payment is None:
+            raise _not_found()
+        if payment.status in (PaymentStatus.EXPIRED, PaymentStatus.FAILED):
+            return payment
+        if payment.status != PaymentStatus.PENDING:
+            raise PaymentAlreadyPaid(f"Payment {payment.payment_code} has been paid")
+        if payment.xendit_invoice_id is None:
+            raise PaymentInProgress("The payment's invoice is being created", retry_after=1)
+        invoice = await self._expire_invoice(payment.xendit_invoice_id)
+        async with self._db.sessions.begin() as session:
+            payment = await _locked(session, payment_id)
+            changed = await _follow_invoice(session, payment, invoice.status, invoice.paid_at)
+        if changed:
+            self._on_commit()
+        if payment.status not in (PaymentStatus.PENDING, PaymentStatus.EXPIRED):
+            raise PaymentAlreadyPaid(f"Payment {payment.payment_code} has been paid")
+        return payment
+
+    async def _expire_invoice(self, invoice_id: str) -> XenditInvoice:
+        try:
+            return await self._xendit.expire_invoice(invoice_id)
+        except XenditError as exc:
+            error = _provider_error(exc)
+            if isinstance(error, PaymentProviderUnavailable):
+                raise error from exc
+            refusal = exc
+        # Xendit refuses to expire an invoice that is no longer pending (the buyer may have
+        # paid a moment ago): what it became decides the payment.
+        try:
+            return await self._xendit.get_invoice(invoice_id)
+        except XenditError as exc:
+            raise PaymentProviderUnavailable(
+                f"Xendit refused to expire the invoice ({refusal.message}) and could not be read"
+            ) from exc
+
+
+async def _locked(session: AsyncSession, payment_id: uuid.UUID) -> Payment:
+    payment = await session.scalar(
+        select(Payment).where(Payment.id == payment_id).with_for_update()
+    )
+    if payment is None:
+        raise _not_found()
+    return payment
+
+
+async def _follow_invoice(
+    session: AsyncSession, payment: Payment, invoice_status: str, paid_at: datetime | None
+) -> bool:
+    """Move a locked pending payment as its invoice's status says and enqueue the report;
+    True when it moved. Anything else (duplicate, late or unknown status) changes nothing."""
+    now = datetime.now(UTC)
+    if invoice_status in _PAID_INVOICE_STATUSES:
+        if payment.status != PaymentStatus.PENDING:
+            if payment.status == PaymentStatus.EXPIRED:
+                # Xendit cannot take payment on an expired invoice; worth a look if it claims so.
+                log.error("paid_after_expiry_ignored", payment_code=payment.payment_code)
+            return False
+        payment.status = PaymentStatus.PAID.value
+        payment.escrow_status = EscrowStatus.HELD.value
+        payment.paid_at = paid_at or now
+        event = PaymentEventStatus.PAID
+        occurred_at = payment.paid_at
+    elif invoice_status == _EXPIRED_INVOICE_STATUS:
+        if payment.status != PaymentStatus.PENDING:
+            return False  # already expired, or paid before the invoice ran out
+        payment.status = PaymentStatus.EXPIRED.value
+        payment.expired_at = now
+        event = PaymentEventStatus.EXPIRED
+        occurred_at = now
+    else:
+        return False
+    log.info("payment_moved", payment_code=payment.payment_code, status=payment.status)
+    if payment.reference.startswith(REPORTED_REFERENCE_PREFIX):
+        report = PaymentEvent(
+            reference=payment.reference,
+            payment_id=payment.id,
+            status=event,
+            occurred_at=occurred_at,
+        )
+        await enqueue(
+            session, outbox, REPORT_PAYMENT_EVENT, report.model_dump(mode="json", by_alias=True)
+        )
+    return True
+
+
+# Reading ------------------------------------------------------------------------------------
+
+
+async def get_payment(
+    session: AsyncSession, payment_id: uuid.UUID, principal: Principal
+) -> Payment:
+    """Visible to the buyer who pays it, admins and services; to anyone else it does not
+    exist (a 403 would confirm the id)."""
+    payment = await session.get(Payment, payment_id)
+    if payment is None or not (
+        principal.is_privileged or str(payment.user_id) == principal.subject
+    ):
+        raise _not_found()
+    return payment
+
+
+async def get_by_code(session: AsyncSession, payment_code: str) -> Payment:
+    payment = await session.scalar(select(Payment).where(Payment.payment_code == payment_code))
+    if payment is None:
+        raise _not_found()
+    return payment
+
+
+async def list_payments(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID | None,
+    status: PaymentStatus | None,
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[Payment], int]:
+    """Newest first."""
+    query: Select[tuple[Payment]] = select(Payment)
+    if user_id is not None:
+        query = query.where(Payment.user_id == user_id)
+    if status is not None:
+        query = query.where(Payment.status == status.value)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    items = await session.scalars(
+        query.order_by(Payment.created_at.desc(), Payment.id.desc()).limit(limit).offset(offset)
+    )
+    return items.all(), total or 0

@@ -1,0 +1,646 @@
+"""payment-service: escrow payments through Xendit invoices (the sandbox), the invoice webhook
+(seed step 4), expiry, and who may see which payment."""
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.support import Account, Platform, assert_problem, bearer, run, snapshot
+
+Payment = dict[str, Any]
+
+
+def _service_headers(platform: Platform) -> dict[str, str]:
+    """As group-buying calls: with a `service` token."""
+    secret = platform.settings.service_secret.get_secret_value()
+    response = platform.client("auth").post(
+        "/api/auth/service-token", json={"serviceName": "group-buying", "secret": secret}
+    )
+    response.raise_for_status()
+    return bearer(response.json()["accessToken"])
+
+
+def _admin(platform: Platform) -> dict[str, str]:
+    return bearer(platform.admin_token)
+
+
+def _callback_headers(platform: Platform) -> dict[str, str]:
+    return {"x-callback-token": platform.settings.xendit_callback_token.get_secret_value()}
+
+
+def _body(user_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    return {
+        "reference": f"participant:{uuid.uuid4()}",
+        "userId": user_id or str(uuid.uuid4()),
+        "amount": 475_000,
+        "description": "Premium T-Shirt M x 5",
+        **fields,
+    }
+
+
+def _create(platform: Platform, body: dict[str, Any]) -> httpx.Response:
+    return platform.client("payment").post(
+        "/api/payments", json=body, headers=_service_headers(platform)
+    )
+
+
+def _created(platform: Platform, **fields: Any) -> Payment:
+    response = _create(platform, _body(**fields))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _get(platform: Platform, payment_id: str) -> Payment:
+    response = platform.client("payment").get(
+        f"/api/payments/{payment_id}", headers=_admin(platform)
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _invoice_id(payment: Payment) -> str:
+    """The sandbox's checkout URL ends with the invoice id."""
+    return payment["invoiceUrl"].rsplit("/", 1)[-1]
+
+
+def _invoices_for(platform: Platform, payment_code: str) -> list[dict[str, Any]]:
+    invoices = platform.client("xendit-sandbox").get("/sandbox/invoices").json()
+    return [invoice for invoice in invoices if invoice["external_id"] == payment_code]
+
+
+def _sandbox(platform: Platform, payment: Payment, action: str) -> httpx.Response:
+    return platform.client("xendit-sandbox").post(
+        f"/sandbox/invoices/{_invoice_id(payment)}/{action}"
+    )
+
+
+def _callback(payment: Payment, status: str, **fields: Any) -> dict[str, Any]:
+    """The invoice callback as Xendit sends it."""
+    body = {
+        "id": _invoice_id(payment),
+        "external_id": payment["paymentCode"],
+        "user_id": "5f0c1b2a3d4e5f6a7b8c9d0e",
+        "is_high": False,
+        "status": status,
+        "merchant_name": "Laku",
+        "amount": payment["amount"],
+        "currency": "IDR",
+        "created": "2026-11-25T08:00:00.000Z",
+        "updated": "2026-11-25T08:30:00.000Z",
+        **fields,
+    }
+    if status == "PAID":
+        body.setdefault("paid_amount", payment["amount"])
+        body.setdefault("paid_at", "2026-11-25T08:30:00.000Z")
+        body.setdefault("payment_method", "BANK_TRANSFER")
+    return body
+
+
+def _webhook(
+    platform: Platform, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return platform.client("payment").post(
+        "/api/payments/webhook",
+        json=body,
+        headers=_callback_headers(platform) if headers is None else headers,
+    )
+
+
+def _eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.1)
+
+
+def _status_becomes(platform: Platform, payment: Payment, status: str) -> Payment:
+    latest = _eventually(
+        lambda: (current := _get(platform, payment["id"]))["status"] == status and current
+    )
+    assert latest, f"{payment['id']} never became {status}: {_get(platform, payment['id'])}"
+    return latest
+
+
+def _sql(platform: Platform, query: str, *args: Any) -> list[asyncpg.Record]:
+    async def execute() -> list[asyncpg.Record]:
+        url = make_url(platform.database_url).set(drivername="postgresql")
+        conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+        try:
+            return await conn.fetch(query, *args)
+        finally:
+            await conn.close()
+
+    return run(execute())
+
+
+def _outbox_reports(platform: Platform, payment_id: str) -> list[dict[str, Any]]:
+    """What payment-service queued for group-buying about one payment."""
+    rows = _sql(
+        platform,
+        "SELECT kind, payload::text AS payload FROM payment.outbox "
+        "WHERE payload->>'paymentId' = $1 ORDER BY id",
+        payment_id,
+    )
+    return [{"kind": row["kind"], "payload": row["payload"]} for row in rows]
+
+
+def _report_statuses(platform: Platform, payment_id: str) -> list[str]:
+    return [
+        re.search(r'"status": "(\w+)"', row["payload"]).group(1)
+        for row in _outbox_reports(platform, payment_id)
+    ]
+
+
+# Creating -------------------------------------------------------------------------------------
+
+
+def test_create_makes_a_sandbox_invoice(platform: Platform) -> None:
+    buyer = platform.new_buyer()
+    body = _body(buyer.id, payerEmail=buyer.email)
+    response = _create(platform, body)
+    assert response.status_code == 201, response.text
+    payment = response.json()
+    assert re.fullmatch(r"PAY-[0-9A-F]{12}", payment["paymentCode"])
+    assert payment["reference"] == body["reference"]
+    assert payment["userId"] == buyer.id
+    assert (payment["amount"], payment["currency"]) == (475_000, "IDR")
+    assert (payment["status"], payment["escrowStatus"], payment["paidAt"]) == (
+        "pending",
+        "none",
+        None,
+    )
+    assert payment["invoiceUrl"].startswith(platform.url("xendit-sandbox"))
+
+    [invoice] = _invoices_for(platform, payment["paymentCode"])
+    assert invoice["id"] == _invoice_id(payment)
+    assert (invoice["amount"], invoice["status"]) == (475_000, "PENDING")
+    assert invoice["description"] == body["description"]
+    assert invoice["payer_email"] == buyer.email
+    expires_at = datetime.fromisoformat(payment["expiresAt"])
+    assert abs(expires_at - datetime.fromisoformat(invoice["expiry_date"])) < timedelta(seconds=1)
+    # The default invoice lasts a day.
+    assert timedelta(hours=23) < expires_at - datetime.now(UTC) <= timedelta(hours=24)
+    assert platform.client("xendit-sandbox").get(payment["invoiceUrl"]).status_code == 200
+    assert _get(platform, payment["id"]) == payment
+
+
+def test_expires_at_sets_the_invoice_duration(platform: Platform) -> None:
+    wanted = datetime.now(UTC) + timedelta(hours=2)
+    payment = _created(platform, expiresAt=wanted.isoformat())
+    [invoice] = _invoices_for(platform, payment["paymentCode"])
+    assert abs(datetime.fromisoformat(invoice["expiry_date"]) - wanted) < timedelta(seconds=2)
+    assert abs(datetime.fromisoformat(payment["expiresAt"]) - wanted) < timedelta(seconds=2)
+
+
+def test_same_reference_returns_the_first_payment_and_one_invoice(platform: Platform) -> None:
+    body = _body()
+    first = _create(platform, body)
+    again = _create(platform, body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    # Even with other details the reference stays bound to its first payment.
+    different = _create(platform, {**body, "amount": 1})
+    assert different.status_code == 200
+    assert different.json()["id"] == first.json()["id"]
+    assert len(_invoices_for(platform, first.json()["paymentCode"])) == 1
+
+
+def test_concurrent_creates_with_one_reference_make_one_invoice(platform: Platform) -> None:
+    body = _body()
+    headers = _service_headers(platform)
+
+    def create(_: int) -> httpx.Response:
+        with httpx.Client(base_url=platform.url("payment"), timeout=10.0) as client:
+            return client.post("/api/payments", json=body, headers=headers)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(pool.map(create, range(6)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(201) == 1, [r.text for r in responses]
+    # The others got the payment, or were told it was still being created (retry later).
+    for response in responses:
+        if response.status_code == 409:
+            assert_problem(response, 409, "payment_in_progress")
+            assert response.headers["retry-after"] == "1"
+        else:
+            assert response.status_code in (200, 201)
+    [payment] = {r.json()["id"] for r in responses if r.status_code < 300}
+    assert len(_invoices_for(platform, _get(platform, payment)["paymentCode"])) == 1
+    assert _create(platform, body).status_code == 200
+
+
+def test_idempotency_key_replays_the_create(platform: Platform) -> None:
+    body = _body()
+    headers = {**_service_headers(platform), "Idempotency-Key": f"join:{uuid.uuid4()}"}
+    first = platform.client("payment").post("/api/payments", json=body, headers=headers)
+    again = platform.client("payment").post("/api/payments", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"amount": 0},
+        {"amount": -1000},
+        {"amount": 1.5},
+        {"amount": "1000"},
+        {"amount": None},
+        {"amount": 10**16},
+        {"reference": None},
+        {"reference": ""},
+        {"reference": "has spaces"},
+        {"userId": "not-a-uuid"},
+        {"description": ""},
+        {"payerEmail": "not-an-email"},
+        {"expiresAt": "2020-01-01T00:00:00Z"},
+        {"expiresAt": "2999-01-01T00:00:00Z"},
+        {"expiresAt": "2030-01-01T00:00:00"},  # no time zone
+        {"currency": "USD"},
+    ],
+)
+def test_invalid_create_is_refused_and_changes_nothing(
+    platform: Platform, change: dict[str, Any]
+) -> None:
+    body = {key: value for key, value in {**_body(), **change}.items() if value is not None}
+    before = snapshot(platform, "payment")
+    invoices_before = len(platform.client("xendit-sandbox").get("/sandbox/invoices").json())
+    assert_problem(_create(platform, body), 422, "invalid_input")
+    assert snapshot(platform, "payment") == before
+    assert len(platform.client("xendit-sandbox").get("/sandbox/invoices").json()) == invoices_before
+
+
+def test_only_services_and_admins_create_or_expire(platform: Platform) -> None:
+    buyer = platform.new_buyer()
+    payments = platform.client("payment")
+    before = snapshot(platform, "payment")
+    assert_problem(payments.post("/api/payments", json=_body(buyer.id)), 401)
+    assert_problem(payments.post("/api/payments", json=_body(buyer.id), headers=buyer.headers), 403)
+    assert_problem(
+        payments.post("/api/payments", json=_body(buyer.id), headers=bearer("not-a-token")),
+        401,
+    )
+    assert snapshot(platform, "payment") == before
+
+    by_admin = payments.post("/api/payments", json=_body(buyer.id), headers=_admin(platform))
+    assert by_admin.status_code == 201, by_admin.text
+    expire = f"/api/payments/{by_admin.json()['id']}/expire"
+    assert_problem(payments.post(expire), 401)
+    assert_problem(payments.post(expire, headers=buyer.headers), 403)
+    assert _get(platform, by_admin.json()["id"])["status"] == "pending"
+
+
+def test_xendit_down_answers_503_and_a_retry_succeeds(platform: Platform) -> None:
+    body = _body()
+    platform.supervisor.stop("xendit-sandbox")
+    try:
+        down = _create(platform, body)
+        assert_problem(down, 503, "payment_provider_unavailable")
+        assert down.headers.get("retry-after")
+        # Nothing half made is visible to callers: the payment is not pending without an invoice.
+        listed = platform.client("payment").get(
+            "/api/payments", params={"userId": body["userId"]}, headers=_admin(platform)
+        )
+        assert [p["status"] for p in listed.json()["items"]] == ["failed"]
+        assert listed.json()["items"][0]["invoiceUrl"] is None
+    finally:
+        platform.supervisor.start_one("xendit-sandbox")
+        platform.supervisor.wait_ready()
+    retried = _create(platform, body)
+    assert retried.status_code == 201, retried.text
+    payment = retried.json()
+    assert (payment["status"], payment["reference"]) == ("pending", body["reference"])
+    assert len(_invoices_for(platform, payment["paymentCode"])) == 1
+    assert _create(platform, body).json()["id"] == payment["id"]
+
+
+def test_a_creation_cut_short_is_taken_over_once_abandoned(platform: Platform) -> None:
+    """A process that died between writing the payment and recording its invoice leaves it
+    pending without one: while that may still be a creation in flight, callers are asked to
+    come back; once it is clearly abandoned, a retry with the reference completes it."""
+    body = _body()
+    payment_id, payment_code = uuid.uuid4(), "PAY-ABCDEF" + uuid.uuid4().hex[:6].upper()
+    _sql(
+        platform,
+        "INSERT INTO payment.payments (id, payment_code, reference, user_id, amount, "
+        "description, status, expires_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, 'pending', now() + interval '1 day')",
+        payment_id,
+        payment_code,
+        body["reference"],
+        uuid.UUID(body["userId"]),
+        body["amount"],
+        body["description"],
+    )
+    in_flight = _create(platform, body)
+    assert_problem(in_flight, 409, "payment_in_progress")
+    assert in_flight.headers["retry-after"] == "1"
+    assert_problem(
+        platform.client("payment").post(
+            f"/api/payments/{payment_id}/expire", headers=_service_headers(platform)
+        ),
+        409,
+        "payment_in_progress",
+    )
+    # A callback cannot be matched to an invoice not yet recorded: refused, so Xendit retries.
+    early = _webhook(platform, {"id": "f" * 24, "external_id": payment_code, "status": "PAID"})
+    assert_problem(early, 409, "payment_in_progress")
+
+    _sql(
+        platform,
+        "UPDATE payment.payments SET updated_at = now() - interval '3 minutes' WHERE id = $1",
+        payment_id,
+    )
+    taken_over = _create(platform, body)
+    assert taken_over.status_code == 201, taken_over.text
+    payment = taken_over.json()
+    assert (payment["id"], payment["paymentCode"]) == (str(payment_id), payment_code)
+    assert payment["invoiceUrl"] is not None
+    assert len(_invoices_for(platform, payment_code)) == 1
+
+
+def test_statuses_other_than_paid_or_expired_are_ignored(platform: Platform) -> None:
+    payment = _created(platform)
+    before = snapshot(platform, "payment")
+    response = _webhook(platform, _callback(payment, "PENDING"))
+    assert response.status_code == 200
+    assert response.json() == {"status": "ignored"}
+    assert snapshot(platform, "payment") == before
+
+
+# The webhook (seed step 4) ----------------------------------------------------------------
+
+
+def test_paying_in_the_sandbox_holds_the_money_in_escrow(platform: Platform) -> None:
+    payment = _created(platform)
+    assert _sandbox(platform, payment, "pay").status_code == 200
+    paid = _status_becomes(platform, payment, "paid")
+    assert paid["escrowStatus"] == "held"
+    [invoice] = _invoices_for(platform, payment["paymentCode"])
+    assert datetime.fromisoformat(paid["paidAt"]) == datetime.fromisoformat(invoice["paid_at"])
+    [report] = _outbox_reports(platform, payment["id"])
+    assert report["kind"] == "report_payment_event"
+    assert payment["reference"] in report["payload"]
+    assert _report_statuses(platform, payment["id"]) == ["paid"]
+
+
+def test_the_same_paid_webhook_five_times_changes_the_payment_once(platform: Platform) -> None:
+    payment = _created(platform)
+    callback = _callback(payment, "PAID")
+
+    async def deliver_at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=platform.url("payment"), timeout=10.0) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        "/api/payments/webhook", json=callback, headers=_callback_headers(platform)
+                    )
+                    for _ in range(5)
+                )
+            )
+
+    responses = run(deliver_at_once())
+    assert [r.status_code for r in responses] == [200] * 5, [r.text for r in responses]
+    assert {r.json()["status"] for r in responses} == {"processed"}
+    paid = _get(platform, payment["id"])
+    assert (paid["status"], paid["escrowStatus"]) == ("paid", "held")
+    assert paid["paidAt"].startswith("2026-11-25T08:30:00")
+    assert _report_statuses(platform, payment["id"]) == ["paid"]
+
+    # SETTLED, which follows PAID once the money is disbursed, changes nothing either.
+    assert _webhook(platform, _callback(payment, "SETTLED")).status_code == 200
+    assert _get(platform, payment["id"]) == paid
+    assert _report_statuses(platform, payment["id"]) == ["paid"]
+
+
+def test_resent_sandbox_webhooks_change_the_payment_once(platform: Platform) -> None:
+    payment = _created(platform)
+    _sandbox(platform, payment, "pay").raise_for_status()
+    for _ in range(4):
+        _sandbox(platform, payment, "resend-webhook").raise_for_status()
+    attempts = _eventually(
+        lambda: (
+            (
+                found := platform.client("xendit-sandbox")
+                .get("/sandbox/webhooks", params={"invoiceId": _invoice_id(payment)})
+                .json()
+            )
+            and sum(a["delivered"] for a in found) == 5
+            and found
+        )
+    )
+    assert attempts, "the sandbox did not deliver five callbacks"
+    assert _get(platform, payment["id"])["status"] == "paid"
+    assert _report_statuses(platform, payment["id"]) == ["paid"]
+
+
+def test_expired_after_paid_is_ignored(platform: Platform) -> None:
+    payment = _created(platform)
+    assert _webhook(platform, _callback(payment, "PAID")).status_code == 200
+    paid = _get(platform, payment["id"])
+    late = _webhook(platform, _callback(payment, "EXPIRED"))
+    assert late.status_code == 200
+    assert _get(platform, payment["id"]) == paid
+    assert _report_statuses(platform, payment["id"]) == ["paid"]
+    # Nor can it be expired on request once paid.
+    refused = platform.client("payment").post(
+        f"/api/payments/{payment['id']}/expire", headers=_service_headers(platform)
+    )
+    assert_problem(refused, 409, "payment_already_paid")
+
+
+def test_paid_after_expired_is_ignored(platform: Platform) -> None:
+    payment = _created(platform)
+    assert _webhook(platform, _callback(payment, "EXPIRED")).status_code == 200
+    expired = _get(platform, payment["id"])
+    assert (expired["status"], expired["escrowStatus"]) == ("expired", "none")
+    assert _webhook(platform, _callback(payment, "PAID")).status_code == 200
+    assert _get(platform, payment["id"]) == expired
+    assert _report_statuses(platform, payment["id"]) == ["expired"]
+
+
+def test_expiring_in_the_sandbox_expires_the_payment(platform: Platform) -> None:
+    payment = _created(platform)
+    assert _sandbox(platform, payment, "expire").status_code == 200
+    expired = _status_becomes(platform, payment, "expired")
+    assert (expired["escrowStatus"], expired["paidAt"]) == ("none", None)
+    assert _report_statuses(platform, payment["id"]) == ["expired"]
+    # The buyer can no longer pay it.
+    assert _sandbox(platform, payment, "pay").status_code == 409
+
+
+def test_wrong_or_missing_callback_token_is_refused_and_changes_nothing(
+    platform: Platform,
+) -> None:
+    payment = _created(platform)
+    callback = _callback(payment, "PAID")
+    before = snapshot(platform, "payment")
+    for headers in ({}, {"x-callback-token": "guessed"}, {"x-callback-token": ""}):
+        assert_problem(_webhook(platform, callback, headers), 401, "invalid_callback_token")
+    # A bearer token is no substitute for the callback token.
+    assert_problem(_webhook(platform, callback, _admin(platform)), 401, "invalid_callback_token")
+    assert snapshot(platform, "payment") == before
+    assert _get(platform, payment["id"])["status"] == "pending"
+
+
+def test_callbacks_for_no_payment_of_ours_are_acknowledged_and_ignored(
+    platform: Platform,
+) -> None:
+    payment = _created(platform)
+    before = snapshot(platform, "payment")
+    unknown = _webhook(platform, _callback(payment, "PAID", external_id="PAY-000000000000"))
+    other_invoice = _webhook(platform, _callback(payment, "PAID", id="0" * 24))
+    wrong_amount = _webhook(platform, _callback(payment, "PAID", amount=1, paid_amount=1))
+    for response in (unknown, other_invoice, wrong_amount):
+        assert response.status_code == 200, response.text
+        assert response.json() == {"status": "ignored"}
+    assert snapshot(platform, "payment") == before
+
+
+def test_malformed_callback_is_refused(platform: Platform) -> None:
+    payment = _created(platform)
+    before = snapshot(platform, "payment")
+    callback = _callback(payment, "PAID")
+    del callback["external_id"]
+    assert_problem(_webhook(platform, callback), 422, "invalid_input")
+    assert snapshot(platform, "payment") == before
+
+
+def test_payments_for_other_than_participants_are_not_reported(platform: Platform) -> None:
+    payment = _created(platform, reference=f"order:{uuid.uuid4()}")
+    assert _webhook(platform, _callback(payment, "PAID")).status_code == 200
+    assert _get(platform, payment["id"])["status"] == "paid"
+    assert _outbox_reports(platform, payment["id"]) == []
+
+
+# Expiring on request ---------------------------------------------------------------------------
+
+
+def test_expire_endpoint_closes_the_invoice(platform: Platform) -> None:
+    payment = _created(platform)
+    path = f"/api/payments/{payment['id']}/expire"
+    headers = _service_headers(platform)
+    response = platform.client("payment").post(path, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "expired"
+    [invoice] = _invoices_for(platform, payment["paymentCode"])
+    assert invoice["status"] == "EXPIRED"
+    again = platform.client("payment").post(path, headers=headers)
+    assert again.status_code == 200
+    assert again.json() == response.json()
+    # The sandbox's EXPIRED callback arrives too and changes nothing.
+    _eventually(
+        lambda: any(
+            a["delivered"]
+            for a in platform.client("xendit-sandbox")
+            .get("/sandbox/webhooks", params={"invoiceId": invoice["id"]})
+            .json()
+        )
+    )
+    assert _get(platform, payment["id"]) == response.json()
+    assert _report_statuses(platform, payment["id"]) == ["expired"]
+    assert_problem(
+        platform.client("payment").post(f"/api/payments/{uuid.uuid4()}/expire", headers=headers),
+        404,
+        "payment_not_found",
+    )
+
+
+def test_expire_after_the_buyer_paid_records_the_payment(platform: Platform) -> None:
+    """The buyer paid a moment before the session closed, the callback not yet arrived:
+    Xendit refuses the expiry, and the payment is recorded paid, not expired."""
+    platform.supervisor.stop("payment")
+    try:
+        platform.supervisor.start_one("payment")
+        platform.supervisor.wait_ready()
+        payment = _created(platform)
+        # Pay while payment-service cannot hear the callback, so only the expiry tells it.
+        platform.supervisor.stop("payment")
+        _sandbox(platform, payment, "pay").raise_for_status()
+    finally:
+        platform.supervisor.start_one("payment")
+        platform.supervisor.wait_ready()
+    refused = platform.client("payment").post(
+        f"/api/payments/{payment['id']}/expire", headers=_service_headers(platform)
+    )
+    assert_problem(refused, 409, "payment_already_paid")
+    paid = _get(platform, payment["id"])
+    assert (paid["status"], paid["escrowStatus"]) == ("paid", "held")
+    assert _report_statuses(platform, payment["id"]) == ["paid"]
+
+
+# Reading ---------------------------------------------------------------------------------------
+
+
+def _list(platform: Platform, headers: dict[str, str], **params: Any) -> httpx.Response:
+    return platform.client("payment").get("/api/payments", params=params, headers=headers)
+
+
+def test_a_buyer_sees_only_their_own_payments(platform: Platform) -> None:
+    owner, other = platform.new_buyer(), platform.new_buyer()
+    first = _created(platform, user_id=owner.id)
+    second = _created(platform, user_id=owner.id)
+    theirs = _created(platform, user_id=other.id)
+    payments = platform.client("payment")
+
+    assert payments.get(f"/api/payments/{first['id']}", headers=owner.headers).json() == first
+    assert_problem(
+        payments.get(f"/api/payments/{first['id']}", headers=other.headers),
+        404,
+        "payment_not_found",
+    )
+    assert_problem(payments.get(f"/api/payments/{first['id']}"), 401)
+
+    mine = _list(platform, owner.headers)
+    assert mine.status_code == 200, mine.text
+    assert [p["id"] for p in mine.json()["items"]] == [second["id"], first["id"]]
+    assert mine.json()["total"] == 2
+    assert [p["id"] for p in _list(platform, other.headers).json()["items"]] == [theirs["id"]]
+    assert_problem(_list(platform, owner.headers, userId=other.id), 403)
+    assert _list(platform, owner.headers, userId=owner.id).json()["total"] == 2
+    assert_problem(_list(platform, {}), 401)
+
+    page = _list(platform, owner.headers, limit=1, offset=1).json()
+    assert ([p["id"] for p in page["items"]], page["total"]) == ([first["id"]], 2)
+
+    # Codes are for the platform, not for buyers.
+    by_code = f"/api/payments/by-code/{first['paymentCode']}"
+    assert_problem(payments.get(by_code, headers=owner.headers), 403)
+    assert payments.get(by_code, headers=_admin(platform)).json() == first
+    assert payments.get(by_code, headers=_service_headers(platform)).json() == first
+    assert_problem(
+        payments.get("/api/payments/by-code/PAY-FFFFFFFFFFFF", headers=_admin(platform)),
+        404,
+        "payment_not_found",
+    )
+
+
+def test_admin_lists_every_payment_with_filters(platform: Platform) -> None:
+    buyer: Account = platform.new_buyer()
+    pending = _created(platform, user_id=buyer.id)
+    paid = _created(platform, user_id=buyer.id)
+    assert _webhook(platform, _callback(paid, "PAID")).status_code == 200
+
+    everyone = _list(platform, _admin(platform), limit=100).json()
+    assert everyone["total"] >= 2
+    by_buyer = _list(platform, _admin(platform), userId=buyer.id).json()
+    assert [p["id"] for p in by_buyer["items"]] == [paid["id"], pending["id"]]
+    only_paid = _list(platform, _admin(platform), userId=buyer.id, status="paid").json()
+    assert [p["id"] for p in only_paid["items"]] == [paid["id"]]
+    every_paid = _list(platform, _admin(platform), status="paid", limit=100).json()["items"]
+    assert every_paid and all(p["status"] == "paid" for p in every_paid)
+    assert_problem(_list(platform, _admin(platform), status="lost"), 422)
+    assert_problem(_list(platform, _admin(platform), limit=0), 422)
