@@ -16,6 +16,7 @@ _BODYLESS_ACTIONS = {
     "cancel",
     "release",
     "deduct",
+    "expire",
 }
 
 
