@@ -1,0 +1,77 @@
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from laku.core.money import Rupiah
+from laku.core.schemas import WireModel
+
+
+class OrderStatus(StrEnum):
+    PENDING_PAYMENT = "pending_payment"
+    PAID = "paid"
+    PROCESSING = "processing"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+
+
+class BulkOrdersCreate(WireModel):
+    """Seed step 6: one order for each paid participant of a successful group buy."""
+
+    group_session_id: uuid.UUID
+
+
+class BulkOrdersOut(WireModel):
+    group_session_id: uuid.UUID
+    created: int = Field(description="Orders this call created.")
+    existing: int = Field(description="Paid participants whose order an earlier call created.")
+    total: int = Field(description="Paid participants of the session, each with one order.")
+
+
+class ProductSnapshot(WireModel):
+    """The product as it was when the order was created; later catalogue edits leave it be."""
+
+    sku: str
+    name: str
+    factory_id: uuid.UUID
+    variant_id: uuid.UUID
+    variant_sku: str
+    variant_name: str
+    image_url: str | None = Field(description="The product's first image, if it had one.")
+
+
+class OrderItemOut(WireModel):
+    id: uuid.UUID
+    variant_id: uuid.UUID
+    sku: str
+    name: str
+    quantity: int
+    unit_price: Rupiah
+    total_price: Rupiah
+
+
+class OrderOut(WireModel):
+    id: uuid.UUID
+    order_number: str = Field(description='"ORD-<yyyymmdd>-<n>", the date in UTC.')
+    group_session_id: uuid.UUID
+    participant_id: uuid.UUID
+    user_id: uuid.UUID
+    payment_id: uuid.UUID
+    product_id: uuid.UUID
+    product_snapshot: ProductSnapshot
+    status: OrderStatus
+    subtotal: Rupiah = Field(description="Quantity x the final unit price of the group buy.")
+    items: list[OrderItemOut]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionOrdersSummaryOut(WireModel):
+    group_session_id: uuid.UUID
+    orders: int
+    units: int = Field(description="Units over all of the session's orders.")
+    subtotal: Rupiah = Field(description="Sum of the orders' subtotals.")
+    by_status: dict[OrderStatus, int] = Field(description="Orders per status, every status listed.")
