@@ -1,7 +1,10 @@
 """`laku`: run the platform, migrate its databases, manage admin accounts."""
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +16,6 @@ from rich.table import Table
 
 from laku.core.embedded_db import embedded_postgres
 from laku.core.logging import configure_logging
-from laku.core.migrations import make_revision, migrate
 from laku.core.services import PROCESSES, SERVICES
 from laku.core.settings import Settings, get_settings
 from laku.core.supervisor import Supervisor
@@ -36,10 +38,16 @@ def _database(settings: Settings) -> Iterator[str]:
 
 
 @app.command("migrate")
-def migrate_command() -> None:
+def migrate_command(
+    services: Annotated[
+        list[str] | None, typer.Option("--service", "-s", help="Only these (repeatable)")
+    ] = None,
+) -> None:
     """Create the database if needed and bring every service's schema to its latest revision."""
+    from laku.core.migrations import migrate
+
     with _database(get_settings()) as url:
-        migrate(url)
+        migrate(url, services)
     console.print("[green]migrated[/]")
 
 
@@ -49,6 +57,8 @@ def makemigration_command(
     message: Annotated[str, typer.Option("-m", "--message")],
 ) -> None:
     """Write a new Alembic revision for one service from its models' changes."""
+    from laku.core.migrations import make_revision, migrate
+
     with _database(get_settings()) as url:
         migrate(url, [service])
         make_revision(service, url, message)
@@ -66,7 +76,15 @@ def up_command(
     started = time.monotonic()
     services = services or list(PROCESSES)
     with _database(settings) as url:
-        migrate(url, [name for name in services if name in SERVICES])
+        # In a child process: the supervisor then never loads Alembic and SQLAlchemy, and
+        # stays small for as long as the platform runs.
+        schemas = [f"--service={name}" for name in services if name in SERVICES]
+        subprocess.run(
+            [sys.executable, "-m", "laku", "migrate", *schemas],
+            env={**os.environ, "LAKU_DATABASE_URL": url},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         supervisor = Supervisor(
             settings,
             env={"LAKU_DATABASE_URL": url},
@@ -119,6 +137,7 @@ def admin_create(
     from laku.auth.schemas import CreateUserRequest
     from laku.auth.service import create_user
     from laku.core.db import Database, async_url
+    from laku.core.migrations import migrate
     from laku.core.security import Role
 
     request = CreateUserRequest(email=email, name=name, password=password, role=Role.ADMIN)
