@@ -1,20 +1,79 @@
+import uuid
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import structlog
 from fastapi import FastAPI
 
 from laku.core.app import create_service_app
+from laku.core.http import ServiceCallError
+from laku.core.outbox import Handler
 from laku.core.services import service_url
-from laku.group_buying.models import idempotency_keys
+from laku.group_buying.join import JoinSaga
+from laku.group_buying.models import idempotency_keys, outbox
 from laku.group_buying.routes import router
+from laku.group_buying.sessions import EXPIRE_PAYMENT, RELEASE_RESERVATION
+from laku.payment.client import PaymentClient
 from laku.product.client import ProductClient
+from laku.warehouse.client import WarehouseClient
+
+log = structlog.get_logger()
 
 
 async def _startup(app: FastAPI) -> None:
-    # A bundle composition names a product and its variants; product-service is asked.
-    app.state.product_client = ProductClient(
-        service_url("product", app.state.settings), app.state.http, app.state.service_tokens
+    state = app.state
+    transport = (state.http, state.service_tokens)
+
+    def url(name: str) -> str:
+        return service_url(name, state.settings)
+
+    # Sessions and bundle compositions name products and variants; product-service is asked.
+    state.product_client = ProductClient(url("product"), *transport)
+    state.warehouse = WarehouseClient(url("warehouse"), *transport)
+    state.payments = PaymentClient(url("payment"), *transport)
+    state.join_saga = JoinSaga(
+        db=state.db,
+        warehouse=state.warehouse,
+        payments=state.payments,
+        wake_outbox=lambda: state.outbox_relay.wake(),
+        invoice_duration=timedelta(seconds=state.settings.invoice_duration_seconds),
     )
+
+
+def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
+    state = app.state
+
+    async def release_reservation(_: int, payload: dict[str, Any]) -> None:
+        try:
+            await state.warehouse.release(payload["reference"])
+        except ServiceCallError as exc:
+            if exc.status >= 500:
+                raise
+            # Refused for good (e.g. already deducted): repeating would not change that.
+            log.warning("release_refused", reference=payload["reference"], code=exc.code)
+
+    async def expire_payment(_: int, payload: dict[str, Any]) -> None:
+        payment_id = uuid.UUID(payload["paymentId"])
+        try:
+            await state.payments.expire_payment(
+                payment_id, idempotency_key=f"expire-payment:{payment_id}"
+            )
+        except ServiceCallError as exc:
+            if exc.status >= 500:
+                raise
+            # `payment_already_paid`: its PAID event records the payment on the cancelled
+            # participant, whose money is then owed back.
+            log.warning("expire_refused", payment_id=str(payment_id), code=exc.code)
+
+    return {RELEASE_RESERVATION: release_reservation, EXPIRE_PAYMENT: expire_payment}
 
 
 def create_app() -> FastAPI:
     return create_service_app(
-        "group-buying", routers=[router], idempotency_keys=idempotency_keys, startup=_startup
+        "group-buying",
+        routers=[router],
+        idempotency_keys=idempotency_keys,
+        startup=_startup,
+        outbox=(outbox, _outbox_handlers),
     )

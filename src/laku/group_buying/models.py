@@ -1,10 +1,24 @@
 import uuid
+from datetime import datetime
+from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Integer, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
 from laku.core.idempotency import idempotency_table
+from laku.core.outbox import outbox_table
+from laku.group_buying.rules import ParticipantStatus, SessionStatus
 
 
 class Base(DeclarativeBase):
@@ -12,6 +26,7 @@ class Base(DeclarativeBase):
 
 
 idempotency_keys = idempotency_table(Base.metadata)
+outbox = outbox_table(Base.metadata)
 
 
 class BundleComponent(UUIDPrimaryKey, TimestampMixin, Base):
@@ -29,3 +44,95 @@ class BundleComponent(UUIDPrimaryKey, TimestampMixin, Base):
     product_id: Mapped[uuid.UUID]
     variant_id: Mapped[uuid.UUID]
     units_in_bundle: Mapped[int] = mapped_column(Integer)
+
+
+def _one_of(column: str, values: type[StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(value.value) for value in values)})"
+
+
+class GroupBuyingSession(UUIDPrimaryKey, TimestampMixin, Base):
+    """A group buy of one product (seed step 2). `paid_quantity` is the sum of its paid
+    participants' quantities, changed only under this row's lock."""
+
+    __tablename__ = "group_buying_sessions"
+    __table_args__ = (
+        CheckConstraint("target_moq > 0", name="target_moq_positive"),
+        CheckConstraint("price_tier_100 > 0", name="tier_prices_positive"),
+        CheckConstraint(
+            "price_tier_25 >= price_tier_50 AND price_tier_50 >= price_tier_75 "
+            "AND price_tier_75 >= price_tier_100",
+            name="tier_prices_do_not_rise",
+        ),
+        CheckConstraint("group_price = price_tier_25", name="group_price_is_tier_25"),
+        CheckConstraint("paid_quantity >= 0", name="paid_quantity_not_negative"),
+        CheckConstraint(_one_of("status", SessionStatus), name="status_known"),
+        # The public list: open sessions by end time.
+        Index("ix_group_buying_sessions_status_end_time", "status", "end_time"),
+    )
+
+    session_code: Mapped[str] = mapped_column(String(16), unique=True)
+    # No foreign keys: the product and factory live in product-service, checked over HTTP.
+    product_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    factory_id: Mapped[uuid.UUID]
+    product_name: Mapped[str] = mapped_column(String(200))
+    target_moq: Mapped[int] = mapped_column(Integer)
+    group_price: Mapped[int] = mapped_column(BigInteger)
+    price_tier_25: Mapped[int] = mapped_column(BigInteger)
+    price_tier_50: Mapped[int] = mapped_column(BigInteger)
+    price_tier_75: Mapped[int] = mapped_column(BigInteger)
+    price_tier_100: Mapped[int] = mapped_column(BigInteger)
+    end_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    estimated_completion_date: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16))
+    paid_quantity: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[uuid.UUID]
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SessionVariant(Base):
+    """A variant of the session's product as it was when the session opened: its price
+    adjustment is fixed for the session's life, and joins need no call to product-service."""
+
+    __tablename__ = "group_buying_session_variants"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("group_buying_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    variant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64))
+    variant_name: Mapped[str] = mapped_column(String(100))
+    price_adjustment: Mapped[int] = mapped_column(BigInteger)
+
+
+class Participant(UUIDPrimaryKey, TimestampMixin, Base):
+    """A buyer's join (seed step 3). Its stock is reserved in warehouse-service and its escrow
+    payment made in payment-service, both under `reservation_reference` ("participant:<id>").
+    A cancelled participant with `paid_at` set paid after it was cancelled: a refund is owed."""
+
+    __tablename__ = "group_participants"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["session_id", "variant_id"],
+            [SessionVariant.session_id, SessionVariant.variant_id],
+        ),
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("unit_price > 0", name="unit_price_positive"),
+        CheckConstraint("total_price = unit_price * quantity", name="total_is_unit_times_quantity"),
+        CheckConstraint(_one_of("status", ParticipantStatus), name="status_known"),
+        Index("ix_group_participants_session_id_status", "session_id", "status"),
+        Index("ix_group_participants_user_id_created_at", "user_id", "created_at"),
+    )
+
+    session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("group_buying_sessions.id"))
+    user_id: Mapped[uuid.UUID]
+    variant_id: Mapped[uuid.UUID]
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price: Mapped[int] = mapped_column(BigInteger)
+    total_price: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    reservation_reference: Mapped[str] = mapped_column(String(200), unique=True)
+    payment_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)
+    payment_url: Mapped[str | None] = mapped_column(String(2048))
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_reason: Mapped[str | None] = mapped_column(String(32))

@@ -1,27 +1,65 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
-from laku.core.security import AdminPrincipal, CurrentPrincipal
-from laku.group_buying import service
+from laku.core.schemas import Limit, Offset, Page
+from laku.core.security import (
+    AdminPrincipal,
+    CurrentPrincipal,
+    Principal,
+    Role,
+    require_roles,
+)
+from laku.group_buying import service, sessions
+from laku.group_buying.join import JoinSaga
+from laku.group_buying.rules import ParticipantStatus
 from laku.group_buying.schemas import (
+    AvailabilityStatus,
     BundleCompositionCreate,
     BundleCompositionOut,
     BundleCompositionReplace,
+    JoinOut,
+    JoinRequest,
+    ParticipantOut,
+    ParticipationOut,
+    PaymentEvent,
+    PaymentEventOut,
+    SessionAvailabilityOut,
+    SessionCreate,
+    SessionOut,
+    VariantAvailabilityOut,
 )
 from laku.product.client import ProductClient
+from laku.warehouse.client import WarehouseClient
 
 router = APIRouter(tags=["group_buying"], responses=PROBLEM_RESPONSES)
+
+BuyerPrincipal = Annotated[Principal, Depends(require_roles(Role.BUYER))]
+ServicePrincipal = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
+AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
 
 
 def _product_client(request: Request) -> ProductClient:
     return request.app.state.product_client
 
 
+def _warehouse(request: Request) -> WarehouseClient:
+    return request.app.state.warehouse
+
+
+def _join_saga(request: Request) -> JoinSaga:
+    return request.app.state.join_saga
+
+
 Products = Annotated[ProductClient, Depends(_product_client)]
+Warehouse = Annotated[WarehouseClient, Depends(_warehouse)]
+Saga = Annotated[JoinSaga, Depends(_join_saga)]
+
+
+# Bundle composition ------------------------------------------------------------------------
 
 
 @router.post(
@@ -62,3 +100,124 @@ async def delete_bundle_composition(
     product_id: uuid.UUID, _: AdminPrincipal, session: DbSession
 ) -> None:
     await service.delete_composition(session, product_id)
+
+
+# Sessions: static paths before /{session_ref} ----------------------------------------------
+
+
+@router.post("/api/group-buying", response_model=SessionOut, status_code=status.HTTP_201_CREATED)
+async def create_session(
+    body: SessionCreate, principal: AdminPrincipal, session: DbSession, products: Products
+) -> SessionOut:
+    """Seed step 2: open a group buy of one product with its MOQ, tier prices and end time."""
+    return await sessions.create_session(session, products, body, principal.user_id)
+
+
+@router.get("/api/group-buying", response_model=Page[SessionOut])
+async def list_sessions(
+    session: DbSession, limit: Limit = 20, offset: Offset = 0
+) -> Page[SessionOut]:
+    """Sessions open for joins, the soonest to close first, with their current prices."""
+    items, total = await sessions.list_open_sessions(session, limit, offset)
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/api/group-buying/participations/me", response_model=Page[ParticipationOut])
+async def my_participations(
+    principal: BuyerPrincipal, session: DbSession, limit: Limit = 50, offset: Offset = 0
+) -> Page[ParticipationOut]:
+    items, total = await sessions.list_participations(session, principal.user_id, limit, offset)
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.post("/api/group-buying/payment-events", response_model=PaymentEventOut)
+async def payment_event(
+    body: PaymentEvent, request: Request, _: ServicePrincipal, session: DbSession
+) -> PaymentEventOut:
+    """payment-service reports a participant's payment as paid, expired or failed."""
+    outcome = await sessions.apply_payment_event(session, body)
+    request.app.state.outbox_relay.wake()
+    return outcome
+
+
+# One session -------------------------------------------------------------------------------
+
+
+@router.get("/api/group-buying/{session_ref}", response_model=SessionOut)
+async def get_session(session_ref: str, session: DbSession) -> SessionOut:
+    """A session by id or code, with its status, paid quantity, fill and current tier."""
+    return await sessions.get_session(session, session_ref)
+
+
+@router.post(
+    "/api/group-buying/{session_ref}/join",
+    response_model=JoinOut,
+    status_code=status.HTTP_201_CREATED,
+)
+async def join_session(
+    session_ref: str, body: JoinRequest, principal: BuyerPrincipal, saga: Saga
+) -> JoinOut:
+    """Seed step 3: reserve the stock, record the participant and open its escrow payment."""
+    return await saga.join(session_ref, body, principal.user_id)
+
+
+@router.get(
+    "/api/group-buying/{session_ref}/variant-availability",
+    response_model=SessionAvailabilityOut,
+)
+async def variant_availability(
+    session_ref: str, session: DbSession, warehouse: Warehouse
+) -> SessionAvailabilityOut:
+    """Each variant's available stock and status in the warehouse, and whether it can be joined."""
+    group = await sessions.find_session(session, session_ref)
+    variants = (await sessions.session_variants(session, [group.id]))[group.id]
+    await session.commit()  # no connection held while warehouse-service answers
+    stock = await warehouse.product_stock(group.product_id)
+    inventory = {item.variant_id: item for item in (stock.variants if stock else [])}
+    joinable = sessions.is_joinable(group, sessions.now())
+    availability = []
+    for variant in variants:
+        item = inventory.get(variant.variant_id)
+        available = max(item.available_quantity, 0) if item else 0
+        availability.append(
+            VariantAvailabilityOut(
+                variant_id=variant.variant_id,
+                sku=variant.sku,
+                variant_name=variant.variant_name,
+                available_quantity=available,
+                status=AvailabilityStatus(item.status) if item else AvailabilityStatus.OUT_OF_STOCK,
+                can_join=joinable and available > 0,
+                unit_price=sessions.current_unit_price(group, variant.price_adjustment),
+            )
+        )
+    return SessionAvailabilityOut(
+        session_id=group.id,
+        session_code=group.session_code,
+        joinable=joinable,
+        variants=availability,
+    )
+
+
+@router.get("/api/group-buying/{session_ref}/participants", response_model=Page[ParticipantOut])
+async def list_participants(
+    session_ref: str,
+    _: AdminOrService,
+    session: DbSession,
+    status_filter: Annotated[ParticipantStatus | None, Query(alias="status")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[ParticipantOut]:
+    items, total = await sessions.list_participants(
+        session, session_ref, status_filter, limit, offset
+    )
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.post("/api/group-buying/{session_ref}/cancel", response_model=SessionOut)
+async def cancel_session(
+    session_ref: str, request: Request, _: AdminPrincipal, session: DbSession
+) -> SessionOut:
+    """Call the session off: participants cancelled, invoices expired, stock released."""
+    cancelled = await sessions.cancel_session(session, session_ref)
+    request.app.state.outbox_relay.wake()
+    return cancelled

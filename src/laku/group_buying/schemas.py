@@ -1,11 +1,13 @@
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, RootModel
+from pydantic import AwareDatetime, Field, RootModel
 
+from laku.core.money import Rupiah, SignedRupiah
 from laku.core.schemas import WireModel
+from laku.group_buying.rules import ParticipantStatus, SessionStatus, Tier
 
 # Strict: "4" or 1.5 are refused rather than coerced.
 UnitsInBundle = Annotated[int, Field(strict=True, gt=0, le=1_000_000)]
@@ -61,3 +63,143 @@ class PaymentEvent(WireModel):
     payment_id: uuid.UUID
     status: PaymentEventStatus
     occurred_at: datetime
+
+
+# Sessions ------------------------------------------------------------------------------------
+
+TierPrice = Annotated[Rupiah, Field(gt=0)]
+TargetMoq = Annotated[int, Field(strict=True, gt=0, le=1_000_000)]
+MAX_JOIN_QUANTITY = 10_000
+JoinQuantity = Annotated[int, Field(strict=True, gt=0, le=MAX_JOIN_QUANTITY)]
+
+
+class SessionCreate(WireModel):
+    """Seed step 2. `groupPrice` is the opening price, so it may be left out; sent, it must
+    equal `priceTier25`."""
+
+    product_id: uuid.UUID
+    factory_id: uuid.UUID
+    target_moq: TargetMoq
+    group_price: TierPrice | None = None
+    price_tier_25: TierPrice
+    price_tier_50: TierPrice
+    price_tier_75: TierPrice
+    price_tier_100: TierPrice
+    end_time: AwareDatetime
+    estimated_completion_date: AwareDatetime
+
+
+class SessionVariantOut(WireModel):
+    variant_id: uuid.UUID
+    sku: str
+    variant_name: str
+    price_adjustment: SignedRupiah
+    unit_price: Rupiah = Field(description="A join's unit price now: tier price + adjustment.")
+
+
+class SessionOut(WireModel):
+    id: uuid.UUID
+    session_code: str
+    product_id: uuid.UUID
+    factory_id: uuid.UUID
+    product_name: str
+    target_moq: int
+    group_price: Rupiah
+    price_tier_25: Rupiah
+    price_tier_50: Rupiah
+    price_tier_75: Rupiah
+    price_tier_100: Rupiah
+    end_time: datetime
+    estimated_completion_date: datetime
+    status: SessionStatus
+    paid_quantity: int = Field(description="Units paid for by participants.")
+    fill_basis_points: int = Field(
+        description="paidQuantity / targetMoq in basis points (10000 = the MOQ), rounded down; "
+        "above 10000 once the group outgrows its MOQ."
+    )
+    quantity_to_moq: int = Field(description="Paid units still missing to reach the MOQ.")
+    current_tier: Tier = Field(description="The tier a join is priced at now.")
+    current_unit_price: Rupiah = Field(description="The current tier's price, before adjustments.")
+    joinable: bool = Field(description="Open for joins: forming/active/moq_reached before endTime.")
+    variants: list[SessionVariantOut]
+    created_at: datetime
+    cancelled_at: datetime | None
+
+
+# Participants --------------------------------------------------------------------------------
+
+
+class JoinRequest(WireModel):
+    """Seed step 3. `userId` may be left out (the token says who joins); `unitPrice` and
+    `totalPrice` too, and when sent they must equal the server's price."""
+
+    user_id: uuid.UUID | None = None
+    quantity: JoinQuantity
+    variant_id: uuid.UUID
+    unit_price: Rupiah | None = None
+    total_price: Rupiah | None = None
+
+
+class ParticipantOut(WireModel):
+    id: uuid.UUID
+    session_id: uuid.UUID
+    session_code: str
+    user_id: uuid.UUID
+    variant_id: uuid.UUID
+    quantity: int
+    unit_price: Rupiah
+    total_price: Rupiah
+    status: ParticipantStatus
+    reservation_reference: str
+    payment_id: uuid.UUID | None
+    payment_url: str | None
+    paid_at: datetime | None
+    cancelled_at: datetime | None
+    cancel_reason: str | None
+    created_at: datetime
+
+
+class JoinOut(WireModel):
+    participant: ParticipantOut
+    payment_url: str = Field(description="The Xendit invoice page where the buyer pays.")
+
+
+class ParticipationOut(ParticipantOut):
+    """A buyer's own participation, with what it needs to show it."""
+
+    product_name: str
+    variant_name: str
+    session_status: SessionStatus
+    session_end_time: datetime
+
+
+class PaymentEventOut(WireModel):
+    reference: str
+    outcome: Literal["applied", "ignored"] = Field(
+        description="`ignored`: a duplicate, a late event, or a reference that names no "
+        "participant; nothing changed."
+    )
+    participant_status: ParticipantStatus | None
+
+
+class AvailabilityStatus(StrEnum):
+    IN_STOCK = "in_stock"
+    LOW_STOCK = "low_stock"
+    OUT_OF_STOCK = "out_of_stock"
+
+
+class VariantAvailabilityOut(WireModel):
+    variant_id: uuid.UUID
+    sku: str
+    variant_name: str
+    available_quantity: int
+    status: AvailabilityStatus
+    can_join: bool = Field(description="The session is joinable and stock is available.")
+    unit_price: Rupiah
+
+
+class SessionAvailabilityOut(WireModel):
+    session_id: uuid.UUID
+    session_code: str
+    joinable: bool
+    variants: list[VariantAvailabilityOut]

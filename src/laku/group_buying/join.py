@@ -1,0 +1,236 @@
+"""The join saga (design 7): validate → reserve stock → participant `pending_payment` → escrow
+payment → `{participant, paymentUrl}`. A step failing after the reservation undoes what came
+before it, so a refused join leaves no reservation, participant or payment behind.
+
+No database connection is held across a call to another service: each database step is its own
+short transaction, so a few pooled connections serve many concurrent joins.
+"""
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import delete, select, update
+
+from laku.core.db import Database
+from laku.core.errors import Conflict, DomainError, Forbidden, InvalidInput, UpstreamUnavailable
+from laku.core.http import ServiceCallError
+from laku.core.money import format_rupiah
+from laku.core.outbox import enqueue
+from laku.group_buying.models import GroupBuyingSession, Participant, SessionVariant, outbox
+from laku.group_buying.rules import ParticipantStatus
+from laku.group_buying.schemas import JoinOut, JoinRequest
+from laku.group_buying.sessions import (
+    EXPIRE_PAYMENT,
+    RELEASE_RESERVATION,
+    SessionClosed,
+    current_unit_price,
+    find_session,
+    is_joinable,
+    now,
+    participant_out,
+    participant_reference,
+)
+from laku.payment.client import PaymentClient, PaymentCreate, PaymentOut
+from laku.warehouse.client import WarehouseClient
+
+log = structlog.get_logger()
+
+
+class PriceMismatch(Conflict):
+    code, title = "price_mismatch", "The price has changed"
+
+
+class InsufficientStock(Conflict):
+    code, title = "insufficient_stock", "Not enough stock"
+
+
+@dataclass(frozen=True)
+class Quote:
+    session_id: uuid.UUID
+    session_code: str
+    description: str
+    end_time: datetime
+    unit_price: int
+    total_price: int
+
+
+def _priced(group: GroupBuyingSession, variant: SessionVariant, request: JoinRequest) -> Quote:
+    """The server's price for this join; a client that sent another price is refused."""
+    unit_price = current_unit_price(group, variant.price_adjustment)
+    total_price = unit_price * request.quantity
+    if (request.unit_price not in (None, unit_price)) or (
+        request.total_price not in (None, total_price)
+    ):
+        raise PriceMismatch(
+            f"The price is now {format_rupiah(unit_price)} per unit, "
+            f"{format_rupiah(total_price)} for {request.quantity}"
+        )
+    return Quote(
+        session_id=group.id,
+        session_code=group.session_code,
+        description=(
+            f"{group.session_code}: {group.product_name} ({variant.variant_name}) "
+            f"x {request.quantity}"
+        ),
+        end_time=group.end_time,
+        unit_price=unit_price,
+        total_price=total_price,
+    )
+
+
+def _check_joinable(group: GroupBuyingSession) -> None:
+    if not is_joinable(group, now()):
+        raise SessionClosed(f"Session {group.session_code} is {group.status} or past its endTime")
+
+
+@dataclass(frozen=True)
+class JoinSaga:
+    db: Database
+    warehouse: WarehouseClient
+    payments: PaymentClient
+    wake_outbox: Callable[[], None]
+    invoice_duration: timedelta
+
+    async def join(self, session_ref: str, request: JoinRequest, buyer_id: uuid.UUID) -> JoinOut:
+        if request.user_id is not None and request.user_id != buyer_id:
+            raise Forbidden("userId must be the caller's own id", code="user_mismatch")
+        quote = await self._quote(session_ref, request)
+
+        participant_id = uuid.uuid4()
+        reference = participant_reference(participant_id)
+        await self._reserve(reference, request)
+        payment: PaymentOut | None = None
+        try:
+            await self._add_participant(participant_id, buyer_id, request, quote)
+            payment = await self.payments.create_payment(
+                PaymentCreate(
+                    reference=reference,
+                    user_id=buyer_id,
+                    amount=quote.total_price,
+                    description=quote.description,
+                    expires_at=min(quote.end_time, now() + self.invoice_duration),
+                ),
+                idempotency_key=f"join-payment:{participant_id}",
+            )
+            participant = await self._attach_payment(participant_id, payment)
+        except BaseException as exc:
+            # Shielded: a request cancelled mid-join still gives its stock back.
+            await asyncio.shield(self._undo(participant_id, reference, payment))
+            if isinstance(exc, DomainError) or not isinstance(exc, Exception):
+                raise
+            raise UpstreamUnavailable("The join could not be completed; nothing was kept") from exc
+        return JoinOut(
+            participant=participant_out(participant, quote.session_code),
+            payment_url=payment.invoice_url,
+        )
+
+    async def _quote(self, session_ref: str, request: JoinRequest) -> Quote:
+        async with self.db.sessions() as session:
+            group = await find_session(session, session_ref)
+            _check_joinable(group)
+            variant = await session.get(SessionVariant, (group.id, request.variant_id))
+            if variant is None:
+                raise InvalidInput(
+                    f"{request.variant_id} is not a variant of this session's product",
+                    code="unknown_variant",
+                )
+            return _priced(group, variant, request)
+
+    async def _reserve(self, reference: str, request: JoinRequest) -> None:
+        try:
+            await self.warehouse.reserve(reference, request.variant_id, request.quantity)
+        except ServiceCallError as exc:
+            if exc.code == "inventory_not_found":  # never stocked: nothing is available
+                raise InsufficientStock("This variant has no stock") from exc
+            raise
+
+    async def _add_participant(
+        self,
+        participant_id: uuid.UUID,
+        buyer_id: uuid.UUID,
+        request: JoinRequest,
+        quote: Quote,
+    ) -> None:
+        """Written under a share lock of the session row: a cancel (which locks it for update)
+        either sees this participant or is seen by it, and no payment moves the price between
+        this check and the insert."""
+        async with self.db.sessions() as session:
+            group = await session.scalar(
+                select(GroupBuyingSession)
+                .where(GroupBuyingSession.id == quote.session_id)
+                .with_for_update(read=True)
+            )
+            assert group is not None  # sessions are never deleted
+            _check_joinable(group)
+            variant = await session.get_one(SessionVariant, (group.id, request.variant_id))
+            price = _priced(group, variant, request)  # a payment since the quote moves the tier
+            session.add(
+                Participant(
+                    id=participant_id,
+                    session_id=group.id,
+                    user_id=buyer_id,
+                    variant_id=request.variant_id,
+                    quantity=request.quantity,
+                    unit_price=price.unit_price,
+                    total_price=price.total_price,
+                    status=ParticipantStatus.PENDING_PAYMENT,
+                    reservation_reference=participant_reference(participant_id),
+                )
+            )
+            await session.commit()
+
+    async def _attach_payment(self, participant_id: uuid.UUID, payment: PaymentOut) -> Participant:
+        async with self.db.sessions() as session:
+            participant = await session.scalar(
+                update(Participant)
+                .where(Participant.id == participant_id)
+                .values(payment_id=payment.id, payment_url=payment.invoice_url)
+                .returning(Participant)
+            )
+            await session.commit()
+        if participant is None or participant.status == ParticipantStatus.CANCELLED:
+            # The session was cancelled while the invoice was being made; its stock is released.
+            raise SessionClosed("The session was cancelled while joining")
+        if payment.invoice_url is None:
+            raise UpstreamUnavailable("payment-service returned no invoice URL")
+        return participant
+
+    async def _undo(
+        self, participant_id: uuid.UUID, reference: str, payment: PaymentOut | None
+    ) -> None:
+        """Release the stock, expire the invoice, forget the participant. A step that fails
+        now is left to the outbox, which retries it until it succeeds."""
+        later: list[tuple[str, dict[str, str]]] = []
+        try:
+            await self.warehouse.release(reference)
+        except Exception as exc:
+            log.warning("join_undo_release_deferred", reference=reference, error=repr(exc))
+            later.append((RELEASE_RESERVATION, {"reference": reference}))
+        if payment is not None:
+            try:
+                await self.payments.expire_payment(
+                    payment.id, idempotency_key=f"expire-payment:{payment.id}"
+                )
+            except Exception as exc:
+                log.warning("join_undo_expire_deferred", reference=reference, error=repr(exc))
+                later.append((EXPIRE_PAYMENT, {"paymentId": str(payment.id)}))
+        try:
+            async with self.db.sessions() as session:
+                await session.execute(
+                    delete(Participant).where(
+                        Participant.id == participant_id,
+                        Participant.status == ParticipantStatus.PENDING_PAYMENT,
+                    )
+                )
+                for kind, payload in later:
+                    await enqueue(session, outbox, kind, payload)
+                await session.commit()
+        except Exception:
+            log.exception("join_undo_failed", reference=reference, deferred=later)
+            return
+        if later:
+            self.wake_outbox()

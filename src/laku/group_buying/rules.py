@@ -1,0 +1,104 @@
+"""Tier pricing and session status rules (design 7), as pure integer arithmetic."""
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+from laku.core.money import BASIS_POINTS
+
+
+class Tier(IntEnum):
+    """A tier is named by the fill (percent of the MOQ) from which its price applies."""
+
+    T25 = 25
+    T50 = 50
+    T75 = 75
+    T100 = 100
+
+
+class SessionStatus(StrEnum):
+    FORMING = "forming"  # no paid participant yet
+    ACTIVE = "active"
+    MOQ_REACHED = "moq_reached"  # paid quantity >= MOQ; joins stay open until endTime
+    PENDING_STOCK = "pending_stock"
+    STOCK_RECEIVED = "stock_received"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ParticipantStatus(StrEnum):
+    PENDING_PAYMENT = "pending_payment"
+    PAID = "paid"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+
+
+class CancelReason(StrEnum):
+    PAYMENT_EXPIRED = "payment_expired"
+    PAYMENT_FAILED = "payment_failed"
+    SESSION_CANCELLED = "session_cancelled"
+
+
+OPEN_STATUSES = frozenset({SessionStatus.FORMING, SessionStatus.ACTIVE, SessionStatus.MOQ_REACHED})
+"""The statuses in which a session accepts joins (before its endTime)."""
+
+
+@dataclass(frozen=True)
+class TierPrices:
+    """Unit prices in rupiah per tier; they never rise with the tier."""
+
+    tier_25: int
+    tier_50: int
+    tier_75: int
+    tier_100: int
+
+    def rises(self) -> bool:
+        return not (self.tier_25 >= self.tier_50 >= self.tier_75 >= self.tier_100)
+
+    def price(self, tier: Tier) -> int:
+        return {
+            Tier.T25: self.tier_25,
+            Tier.T50: self.tier_50,
+            Tier.T75: self.tier_75,
+            Tier.T100: self.tier_100,
+        }[tier]
+
+
+def tier_for(paid_quantity: int, target_moq: int) -> Tier:
+    """The tier of a fill of `paid_quantity / target_moq`: below 50% → 25, 50% up to 75% → 50,
+    75% up to 100% → 75, 100% or more → 100. Compared exactly (no rounding of the fill)."""
+    if target_moq <= 0 or paid_quantity < 0:
+        raise ValueError("target_moq must be positive and paid_quantity not negative")
+    if paid_quantity >= target_moq:
+        return Tier.T100
+    if 4 * paid_quantity >= 3 * target_moq:
+        return Tier.T75
+    if 2 * paid_quantity >= target_moq:
+        return Tier.T50
+    return Tier.T25
+
+
+def fill_basis_points(paid_quantity: int, target_moq: int) -> int:
+    """Fill in basis points (10,000 = the MOQ), rounded down so it never shows a tier early;
+    above 10,000 once the group has outgrown its MOQ."""
+    return paid_quantity * BASIS_POINTS // target_moq
+
+
+def unit_price(prices: TierPrices, paid_quantity: int, target_moq: int, adjustment: int) -> int:
+    """What one unit of a variant costs a new join: the tier price of the fill before the join
+    plus the variant's price adjustment."""
+    return prices.price(tier_for(paid_quantity, target_moq)) + adjustment
+
+
+def status_after_payment(
+    status: SessionStatus, paid_quantity: int, target_moq: int
+) -> SessionStatus:
+    """The status once the paid quantity is `paid_quantity`: forming → active on the first paid
+    unit, → moq_reached at the MOQ. Only a session still taking joins moves."""
+    if status not in OPEN_STATUSES:
+        return status
+    if paid_quantity >= target_moq:
+        return SessionStatus.MOQ_REACHED
+    if paid_quantity > 0 and status == SessionStatus.FORMING:
+        return SessionStatus.ACTIVE
+    return status

@@ -1,0 +1,476 @@
+"""Group-buying sessions and their participants: opening, reading, payment events, cancelling.
+
+Locks are always taken session row first, then participant rows, so the writers (join, payment
+events, cancel) never wait on each other in a cycle. Work for other services (releasing stock,
+expiring invoices) is written to the outbox in the same transaction as the change causing it.
+"""
+
+import secrets
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from laku.core.errors import Conflict, InvalidInput, NotFound
+from laku.core.outbox import enqueue
+from laku.group_buying.models import GroupBuyingSession, Participant, SessionVariant, outbox
+from laku.group_buying.rules import (
+    OPEN_STATUSES,
+    CancelReason,
+    ParticipantStatus,
+    SessionStatus,
+    TierPrices,
+    fill_basis_points,
+    status_after_payment,
+    tier_for,
+)
+from laku.group_buying.schemas import (
+    ParticipantOut,
+    ParticipationOut,
+    PaymentEvent,
+    PaymentEventOut,
+    PaymentEventStatus,
+    SessionCreate,
+    SessionOut,
+    SessionVariantOut,
+)
+from laku.product.client import ProductClient
+
+log = structlog.get_logger()
+
+RELEASE_RESERVATION = "release_reservation"
+EXPIRE_PAYMENT = "expire_payment"
+PARTICIPANT_REFERENCE_PREFIX = "participant:"
+# No 0/O or 1/I: codes are read out and typed by people.
+_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+_CODE_LENGTH = 8
+
+
+class SessionClosed(Conflict):
+    code, title = "session_closed", "The session no longer accepts joins"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_session_code() -> str:
+    return "GB-" + "".join(secrets.choice(_CODE_ALPHABET) for _ in range(_CODE_LENGTH))
+
+
+def participant_reference(participant_id: uuid.UUID) -> str:
+    """Names the participant's stock reservation and escrow payment in the other services."""
+    return f"{PARTICIPANT_REFERENCE_PREFIX}{participant_id}"
+
+
+def _participant_id(reference: str) -> uuid.UUID | None:
+    if not reference.startswith(PARTICIPANT_REFERENCE_PREFIX):
+        return None
+    try:
+        return uuid.UUID(reference.removeprefix(PARTICIPANT_REFERENCE_PREFIX))
+    except ValueError:
+        return None
+
+
+def tier_prices(group: GroupBuyingSession) -> TierPrices:
+    return TierPrices(
+        group.price_tier_25, group.price_tier_50, group.price_tier_75, group.price_tier_100
+    )
+
+
+def is_joinable(group: GroupBuyingSession, at: datetime) -> bool:
+    return group.status in OPEN_STATUSES and at < group.end_time
+
+
+def current_unit_price(group: GroupBuyingSession, price_adjustment: int) -> int:
+    """A new join's unit price: the tier of the paid fill before it, plus the adjustment."""
+    tier = tier_for(group.paid_quantity, group.target_moq)
+    return tier_prices(group).price(tier) + price_adjustment
+
+
+def session_out(
+    group: GroupBuyingSession, variants: Sequence[SessionVariant], at: datetime
+) -> SessionOut:
+    tier = tier_for(group.paid_quantity, group.target_moq)
+    tier_price = tier_prices(group).price(tier)
+    fields = {
+        name: getattr(group, name)
+        for name in SessionOut.model_fields
+        if hasattr(GroupBuyingSession, name)
+    }
+    return SessionOut(
+        **fields,
+        fill_basis_points=fill_basis_points(group.paid_quantity, group.target_moq),
+        quantity_to_moq=max(group.target_moq - group.paid_quantity, 0),
+        current_tier=tier,
+        current_unit_price=tier_price,
+        joinable=is_joinable(group, at),
+        variants=[
+            SessionVariantOut(
+                variant_id=variant.variant_id,
+                sku=variant.sku,
+                variant_name=variant.variant_name,
+                price_adjustment=variant.price_adjustment,
+                unit_price=tier_price + variant.price_adjustment,
+            )
+            for variant in variants
+        ],
+    )
+
+
+def participant_out(participant: Participant, session_code: str) -> ParticipantOut:
+    fields = {
+        name: getattr(participant, name)
+        for name in ParticipantOut.model_fields
+        if name != "session_code"
+    }
+    return ParticipantOut(**fields, session_code=session_code)
+
+
+# Opening and reading -----------------------------------------------------------------------
+
+
+def _check_terms(body: SessionCreate, at: datetime) -> TierPrices:
+    prices = TierPrices(
+        body.price_tier_25, body.price_tier_50, body.price_tier_75, body.price_tier_100
+    )
+    if prices.rises():
+        raise InvalidInput(
+            "Tier prices must not rise: priceTier25 >= priceTier50 >= priceTier75 >= priceTier100",
+            code="tiers_rise",
+        )
+    if body.group_price is not None and body.group_price != body.price_tier_25:
+        raise InvalidInput(
+            "groupPrice is the opening price and must equal priceTier25",
+            code="group_price_mismatch",
+        )
+    if body.end_time <= at:
+        raise InvalidInput("endTime must be in the future", code="end_time_past")
+    if body.estimated_completion_date < body.end_time:
+        raise InvalidInput(
+            "estimatedCompletionDate must not be before endTime", code="completion_before_end"
+        )
+    return prices
+
+
+async def create_session(
+    session: AsyncSession, products: ProductClient, body: SessionCreate, created_by: uuid.UUID
+) -> SessionOut:
+    """Seed step 2. The product's variants and their price adjustments are copied into the
+    session, so its prices stay as announced for its whole life."""
+    at = now()
+    prices = _check_terms(body, at)
+    product = await products.get_product(body.product_id)
+    if product is None:
+        raise InvalidInput(f"No product {body.product_id}", code="unknown_product")
+    if product.factory_id != body.factory_id:
+        raise InvalidInput(
+            f"Product {product.id} is made by factory {product.factory_id}",
+            code="factory_mismatch",
+        )
+    if product.status == "archived":
+        raise InvalidInput("The product is archived", code="product_archived")
+    if not product.variants:
+        raise InvalidInput("The product has no variants to join with", code="product_no_variants")
+    cheapest = prices.tier_100 + min(variant.price_adjustment for variant in product.variants)
+    if cheapest <= 0:
+        raise InvalidInput(
+            "A variant's price adjustment brings its priceTier100 price to zero or below",
+            code="non_positive_price",
+        )
+
+    group = GroupBuyingSession(
+        id=uuid.uuid4(),
+        session_code=new_session_code(),
+        product_id=product.id,
+        factory_id=product.factory_id,
+        product_name=product.name,
+        target_moq=body.target_moq,
+        group_price=body.price_tier_25,
+        price_tier_25=body.price_tier_25,
+        price_tier_50=body.price_tier_50,
+        price_tier_75=body.price_tier_75,
+        price_tier_100=body.price_tier_100,
+        end_time=body.end_time,
+        estimated_completion_date=body.estimated_completion_date,
+        status=SessionStatus.FORMING,
+        paid_quantity=0,
+        created_by=created_by,
+    )
+    variants = [
+        SessionVariant(
+            session_id=group.id,
+            variant_id=variant.id,
+            sku=variant.sku,
+            variant_name=variant.variant_name,
+            price_adjustment=variant.price_adjustment,
+        )
+        for variant in product.variants
+    ]
+    session.add(group)
+    await session.flush()  # the session row before its variants (foreign key)
+    session.add_all(variants)
+    await session.commit()
+    await session.refresh(group)
+    return session_out(group, variants, at)
+
+
+def _by_reference(session_ref: str) -> Select[tuple[GroupBuyingSession]]:
+    """A session is named by its id or its code (e.g. GB-7KQ2M9XA)."""
+    query = select(GroupBuyingSession)
+    try:
+        return query.where(GroupBuyingSession.id == uuid.UUID(session_ref))
+    except ValueError:
+        return query.where(GroupBuyingSession.session_code == session_ref.upper())
+
+
+def _not_found(session_ref: str) -> NotFound:
+    return NotFound(f"No group-buying session {session_ref}", code="session_not_found")
+
+
+async def find_session(
+    session: AsyncSession, session_ref: str, *, lock: bool = False
+) -> GroupBuyingSession:
+    query = _by_reference(session_ref)
+    if lock:
+        query = query.with_for_update()
+    group = await session.scalar(query.execution_options(populate_existing=True))
+    if group is None:
+        raise _not_found(session_ref)
+    return group
+
+
+async def session_variants(
+    session: AsyncSession, session_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[SessionVariant]]:
+    rows = await session.scalars(
+        select(SessionVariant)
+        .where(SessionVariant.session_id.in_(session_ids))
+        .order_by(SessionVariant.session_id, SessionVariant.price_adjustment, SessionVariant.sku)
+    )
+    by_session: dict[uuid.UUID, list[SessionVariant]] = {sid: [] for sid in session_ids}
+    for row in rows:
+        by_session[row.session_id].append(row)
+    return by_session
+
+
+async def get_session(session: AsyncSession, session_ref: str) -> SessionOut:
+    group = await find_session(session, session_ref)
+    variants = await session_variants(session, [group.id])
+    return session_out(group, variants[group.id], now())
+
+
+async def list_open_sessions(
+    session: AsyncSession, limit: int, offset: int
+) -> tuple[list[SessionOut], int]:
+    """Sessions taking joins, the soonest to close first."""
+    at = now()
+    open_now = (
+        GroupBuyingSession.status.in_(list(OPEN_STATUSES)),
+        GroupBuyingSession.end_time > at,
+    )
+    total = (
+        await session.scalar(select(func.count()).select_from(GroupBuyingSession).where(*open_now))
+        or 0
+    )
+    groups = list(
+        await session.scalars(
+            select(GroupBuyingSession)
+            .where(*open_now)
+            .order_by(GroupBuyingSession.end_time, GroupBuyingSession.id)
+            .limit(limit)
+            .offset(offset)
+        )
+    )
+    variants = await session_variants(session, [group.id for group in groups])
+    return [session_out(group, variants[group.id], at) for group in groups], total
+
+
+async def list_participations(
+    session: AsyncSession, user_id: uuid.UUID, limit: int, offset: int
+) -> tuple[list[ParticipationOut], int]:
+    """A buyer's own participations, newest first."""
+    total = (
+        await session.scalar(
+            select(func.count()).select_from(Participant).where(Participant.user_id == user_id)
+        )
+        or 0
+    )
+    rows = (
+        await session.execute(
+            select(Participant, GroupBuyingSession, SessionVariant.variant_name)
+            .join(GroupBuyingSession, GroupBuyingSession.id == Participant.session_id)
+            .join(
+                SessionVariant,
+                (SessionVariant.session_id == Participant.session_id)
+                & (SessionVariant.variant_id == Participant.variant_id),
+            )
+            .where(Participant.user_id == user_id)
+            .order_by(Participant.created_at.desc(), Participant.id)
+            .limit(limit)
+            .offset(offset)
+        )
+    ).all()
+    return [
+        ParticipationOut(
+            **participant_out(participant, group.session_code).model_dump(),
+            product_name=group.product_name,
+            variant_name=variant_name,
+            session_status=group.status,
+            session_end_time=group.end_time,
+        )
+        for participant, group, variant_name in rows
+    ], total
+
+
+async def list_participants(
+    session: AsyncSession,
+    session_ref: str,
+    status: ParticipantStatus | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[ParticipantOut], int]:
+    group = await find_session(session, session_ref)
+    conditions = [Participant.session_id == group.id]
+    if status is not None:
+        conditions.append(Participant.status == status)
+    total = (
+        await session.scalar(select(func.count()).select_from(Participant).where(*conditions)) or 0
+    )
+    rows = await session.scalars(
+        select(Participant)
+        .where(*conditions)
+        .order_by(Participant.created_at, Participant.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [participant_out(row, group.session_code) for row in rows], total
+
+
+# Payment events ----------------------------------------------------------------------------
+
+
+def _cancel(participant: Participant, reason: CancelReason, at: datetime) -> None:
+    participant.status = ParticipantStatus.CANCELLED
+    participant.cancelled_at = at
+    participant.cancel_reason = reason
+
+
+async def _release_later(session: AsyncSession, participant: Participant) -> None:
+    await enqueue(
+        session, outbox, RELEASE_RESERVATION, {"reference": participant.reservation_reference}
+    )
+
+
+async def apply_payment_event(session: AsyncSession, event: PaymentEvent) -> PaymentEventOut:
+    """What payment-service reports. Each participant moves at most once per kind of event, so
+    repeated or late events (EXPIRED after PAID, PAID twice) change nothing."""
+    participant = await _locked_participant(session, event.reference)
+    applied = participant is not None and await _apply(session, participant, event)
+    await session.commit()  # also ends the locks of an event that changed nothing
+    return PaymentEventOut(
+        reference=event.reference,
+        outcome="applied" if applied else "ignored",
+        participant_status=participant.status if participant else None,
+    )
+
+
+async def _locked_participant(session: AsyncSession, reference: str) -> Participant | None:
+    """The participant `reference` names, locked after its session row (whose paid quantity
+    a payment changes)."""
+    participant_id = _participant_id(reference)
+    if participant_id is None:
+        log.warning("payment_event_for_unknown_reference", reference=reference)
+        return None
+    session_id = await session.scalar(
+        select(Participant.session_id).where(Participant.id == participant_id)
+    )
+    if session_id is None:
+        log.warning("payment_event_for_unknown_participant", reference=reference)
+        return None
+    await session.execute(
+        select(GroupBuyingSession.id).where(GroupBuyingSession.id == session_id).with_for_update()
+    )
+    return await session.scalar(
+        select(Participant)
+        .where(Participant.id == participant_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+async def _apply(session: AsyncSession, participant: Participant, event: PaymentEvent) -> bool:
+    """Whether the event changed the participant (its session row is locked by the caller)."""
+    if participant.payment_id not in (None, event.payment_id):
+        log.warning(
+            "payment_event_for_another_payment",
+            reference=event.reference,
+            payment_id=str(event.payment_id),
+        )
+        return False
+    pending = participant.status == ParticipantStatus.PENDING_PAYMENT
+    if event.status is PaymentEventStatus.PAID:
+        if pending:
+            participant.status = ParticipantStatus.PAID
+            group = await session.get_one(GroupBuyingSession, participant.session_id)
+            group.paid_quantity += participant.quantity
+            group.status = status_after_payment(
+                SessionStatus(group.status), group.paid_quantity, group.target_moq
+            )
+        elif participant.status == ParticipantStatus.CANCELLED and participant.paid_at is None:
+            # Paid just as it was cancelled: recorded, so the money is refunded, not kept.
+            log.warning("payment_after_cancellation", reference=event.reference)
+        else:
+            return False
+        participant.paid_at = event.occurred_at
+    elif pending:
+        reason = (
+            CancelReason.PAYMENT_EXPIRED
+            if event.status is PaymentEventStatus.EXPIRED
+            else CancelReason.PAYMENT_FAILED
+        )
+        _cancel(participant, reason, now())
+        await _release_later(session, participant)
+    else:
+        return False
+    participant.payment_id = event.payment_id
+    return True
+
+
+# Cancelling --------------------------------------------------------------------------------
+
+
+async def cancel_session(session: AsyncSession, session_ref: str) -> SessionOut:
+    """An admin calls the session off: every participant is cancelled, unpaid invoices are
+    expired and all reserved stock is released. Cancelling again changes nothing."""
+    group = await find_session(session, session_ref, lock=True)
+    if group.status != SessionStatus.CANCELLED:
+        if group.status not in OPEN_STATUSES:
+            raise Conflict(
+                f"A session in status {group.status} cannot be cancelled",
+                code="session_not_cancellable",
+            )
+        at = now()
+        group.status = SessionStatus.CANCELLED
+        group.cancelled_at = at
+        participants = await session.scalars(
+            select(Participant)
+            .where(
+                Participant.session_id == group.id,
+                Participant.status.in_([ParticipantStatus.PENDING_PAYMENT, ParticipantStatus.PAID]),
+            )
+            .with_for_update()
+        )
+        for participant in participants:
+            if participant.status == ParticipantStatus.PENDING_PAYMENT and participant.payment_id:
+                await enqueue(
+                    session, outbox, EXPIRE_PAYMENT, {"paymentId": str(participant.payment_id)}
+                )
+            _cancel(participant, CancelReason.SESSION_CANCELLED, at)
+            await _release_later(session, participant)
+        await session.commit()
+    variants = await session_variants(session, [group.id])
+    return session_out(group, variants[group.id], now())
