@@ -1,6 +1,11 @@
-from sqlalchemy.orm import DeclarativeBase
+import uuid
+from typing import Any
 
-from laku.core.db import service_metadata
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Sequence, String, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
 from laku.core.idempotency import idempotency_table
 
 
@@ -9,3 +14,62 @@ class Base(DeclarativeBase):
 
 
 idempotency_keys = idempotency_table(Base.metadata)
+order_number_seq = Sequence("order_number_seq", metadata=Base.metadata)
+
+# Numbered by the database, so a bulk insert of thousands of rows numbers each in one statement.
+ORDER_NUMBER_DEFAULT = text(
+    "'ORD-' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || '-' "
+    "|| nextval('\"order\".order_number_seq')"
+)
+
+
+class Order(UUIDPrimaryKey, TimestampMixin, Base):
+    """What a paid participant of a successful group buy receives. `participant_id` is unique:
+    one order per participant, which makes creating a session's orders idempotent."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending_payment', 'paid', 'processing', 'shipped', 'delivered', "
+            "'cancelled', 'refunded')",
+            name="status_known",
+        ),
+        CheckConstraint("subtotal >= 0", name="subtotal_not_negative"),
+        Index("ix_orders_user_id_created_at", "user_id", "created_at"),
+    )
+
+    order_number: Mapped[str] = mapped_column(
+        String(32), unique=True, server_default=ORDER_NUMBER_DEFAULT
+    )
+    group_session_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    participant_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    user_id: Mapped[uuid.UUID]
+    payment_id: Mapped[uuid.UUID]
+    product_id: Mapped[uuid.UUID]
+    product_snapshot: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16))
+    subtotal: Mapped[int] = mapped_column(BigInteger)
+
+    items: Mapped[list["OrderItem"]] = relationship(
+        lazy="selectin", order_by="OrderItem.sku", viewonly=True
+    )
+
+
+class OrderItem(UUIDPrimaryKey, Base):
+    __tablename__ = "order_items"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("unit_price >= 0", name="unit_price_not_negative"),
+        CheckConstraint(
+            "total_price = quantity * unit_price", name="total_is_quantity_times_price"
+        ),
+    )
+
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"), index=True)
+    variant_id: Mapped[uuid.UUID]
+    sku: Mapped[str] = mapped_column(String(64))
+    # "<product name> (<variant name>)"
+    name: Mapped[str] = mapped_column(String(320))
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    unit_price: Mapped[int] = mapped_column(BigInteger)
+    total_price: Mapped[int] = mapped_column(BigInteger)

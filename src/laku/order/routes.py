@@ -1,5 +1,94 @@
-from fastapi import APIRouter
+import uuid
+from typing import Annotated
 
-from laku.core.errors import PROBLEM_RESPONSES
+from fastapi import APIRouter, Depends, Query, Request, status
 
-router = APIRouter(tags=["order"], responses=PROBLEM_RESPONSES)
+from laku.core.app import DbSession
+from laku.core.errors import PROBLEM_RESPONSES, Forbidden
+from laku.core.schemas import Limit, Offset, Page
+from laku.core.security import Principal, Role, require_roles
+from laku.order import service
+from laku.order.schemas import (
+    BulkOrdersCreate,
+    BulkOrdersOut,
+    OrderOut,
+    OrderStatus,
+    SessionOrdersSummaryOut,
+)
+
+router = APIRouter(prefix="/api/orders", tags=["order"], responses=PROBLEM_RESPONSES)
+
+# Orders are made by the platform (group-buying when a session closes, or an admin).
+AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+OrderReader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN, Role.SERVICE))]
+
+
+@router.post(
+    "/bulk",
+    response_model=BulkOrdersOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={503: {"description": "group-buying or product-service is unavailable"}},
+)
+async def create_bulk(
+    body: BulkOrdersCreate, request: Request, _: AdminOrService, session: DbSession
+) -> BulkOrdersOut:
+    """Seed step 6: an order for each paid participant of a successful session, with the
+    product's snapshot, one item at the final unit price, the link to its payment and status
+    `processing`. Participants that have their order already are counted in `existing`, so
+    calling again (or twice at once) creates nothing twice."""
+    state = request.app.state
+    return await service.create_bulk(
+        session, state.group_buying, state.products, body.group_session_id
+    )
+
+
+@router.get("", response_model=Page[OrderOut])
+async def list_orders(
+    principal: OrderReader,
+    session: DbSession,
+    limit: Limit = 20,
+    offset: Offset = 0,
+    group_session_id: Annotated[uuid.UUID | None, Query(alias="sessionId")] = None,
+    order_status: Annotated[OrderStatus | None, Query(alias="status")] = None,
+    user_id: Annotated[uuid.UUID | None, Query(alias="userId")] = None,
+) -> Page[OrderOut]:
+    """Newest first. A buyer sees only their own orders; admins and services see all."""
+    if not principal.is_privileged:
+        if user_id is not None and user_id != principal.user_id:
+            raise Forbidden("A buyer sees only their own orders")
+        user_id = principal.user_id
+    orders, total = await service.list_orders(
+        session,
+        user_id=user_id,
+        group_session_id=group_session_id,
+        status=order_status,
+        limit=limit,
+        offset=offset,
+    )
+    return Page(
+        items=[OrderOut.model_validate(order) for order in orders],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/by-session/{group_session_id}/summary", response_model=SessionOrdersSummaryOut)
+async def session_summary(
+    group_session_id: uuid.UUID, _: AdminOrService, session: DbSession
+) -> SessionOrdersSummaryOut:
+    """A session's orders per status and their units; zeros before any order is made."""
+    summary = await service.session_summary(session, group_session_id)
+    return SessionOrdersSummaryOut(
+        group_session_id=group_session_id,
+        orders=summary.orders,
+        units=summary.units,
+        subtotal=summary.subtotal,
+        by_status=summary.by_status,
+    )
+
+
+@router.get("/{order_id}", response_model=OrderOut)
+async def get_order(order_id: uuid.UUID, principal: OrderReader, session: DbSession) -> OrderOut:
+    """The buyer who placed it, admins and services; to another buyer it does not exist."""
+    return OrderOut.model_validate(await service.get_order(session, order_id, principal))

@@ -1,0 +1,236 @@
+"""Orders: created in bulk for the paid participants of a successful group buy (seed step 6),
+then read by their buyers and the platform.
+
+A participant has at most one order (`participant_id` is unique) and a session's orders are
+inserted with ON CONFLICT DO NOTHING in one transaction, so calling bulk again, or twice at the
+same moment, creates each order once. However many participants, the bulk costs one call to
+group-buying, one to product-service and a few batched INSERTs.
+"""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import BigInteger, Select, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from laku.core.errors import Conflict, NotFound
+from laku.core.security import Principal
+from laku.group_buying.client import GroupBuyingClient
+from laku.order.models import Order, OrderItem
+from laku.order.schemas import BulkOrdersOut, OrderStatus, ProductSnapshot
+from laku.product.client import ProductClient, ProductDetailOut
+
+if TYPE_CHECKING:
+    from laku.group_buying.client import ParticipantOut
+
+# A session's orders are made once it has reached its MOQ: while it closes (moq_reached, the
+# status group-buying calls bulk in), waits for stock, or has succeeded.
+SUCCESSFUL_SESSION_STATUSES = frozenset(
+    {"moq_reached", "pending_stock", "stock_received", "success"}
+)
+PAID = "paid"
+
+_orders = Order.__table__
+_items = OrderItem.__table__
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+    title = "No such group-buying session"
+
+
+class SessionNotSuccessful(Conflict):
+    code = "session_not_successful"
+    title = "The group-buying session has not succeeded"
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    orders: int
+    units: int
+    subtotal: int
+    by_status: dict[OrderStatus, int]
+
+
+def _order_not_found() -> NotFound:
+    return NotFound("No such order", code="order_not_found")
+
+
+def final_unit_price(participant: "ParticipantOut") -> int:
+    """The price after the group's final tier when group-buying has set it, else what was paid."""
+    if participant.final_unit_price is not None:
+        return participant.final_unit_price
+    return participant.unit_price
+
+
+def variant_snapshots(product: ProductDetailOut) -> dict[uuid.UUID, ProductSnapshot]:
+    first_image = min(product.images, key=lambda image: image.sort_order, default=None)
+    return {
+        variant.id: ProductSnapshot(
+            sku=product.sku,
+            name=product.name,
+            factory_id=product.factory_id,
+            variant_id=variant.id,
+            variant_sku=variant.sku,
+            variant_name=variant.variant_name,
+            image_url=first_image.url if first_image else None,
+        )
+        for variant in product.variants
+    }
+
+
+async def create_bulk(
+    session: AsyncSession,
+    group_buying: GroupBuyingClient,
+    products: ProductClient,
+    group_session_id: uuid.UUID,
+) -> BulkOrdersOut:
+    group = await group_buying.get_session(group_session_id)
+    if group is None:
+        raise SessionNotFound(f"No group-buying session {group_session_id}")
+    if group.status not in SUCCESSFUL_SESSION_STATUSES:
+        raise SessionNotSuccessful(
+            f"Session {group.session_code} is {group.status}; orders are made once it succeeds"
+        )
+    participants = await group_buying.list_participants(group.id, status=PAID)
+    product = await products.get_product(group.product_id)
+    if product is None:
+        raise Conflict(f"Product {group.product_id} is unknown", code="unknown_product")
+    created = await insert_orders(session, group.id, product, participants)
+    return BulkOrdersOut(
+        group_session_id=group.id,
+        created=created,
+        existing=len(participants) - created,
+        total=len(participants),
+    )
+
+
+async def insert_orders(
+    session: AsyncSession,
+    group_session_id: uuid.UUID,
+    product: ProductDetailOut,
+    participants: "Sequence[ParticipantOut]",
+) -> int:
+    """Insert the orders (and their one item) that do not exist yet; returns how many."""
+    snapshots = variant_snapshots(product)
+    orders: list[dict[str, Any]] = []
+    items: dict[uuid.UUID, dict[str, Any]] = {}
+    # The same order in every call: two concurrent calls then meet at their first row, and the
+    # second waits for the first to commit instead of the two deadlocking.
+    for participant in sorted(participants, key=lambda p: p.id):
+        snapshot = snapshots.get(participant.variant_id)
+        if snapshot is None:
+            raise Conflict(
+                f"Variant {participant.variant_id} is not a variant of product {product.id}",
+                code="unknown_variant",
+            )
+        if participant.payment_id is None:
+            raise Conflict(
+                f"Paid participant {participant.id} has no payment",
+                code="participant_without_payment",
+            )
+        order_id = uuid.uuid4()
+        unit_price = final_unit_price(participant)
+        subtotal = participant.quantity * unit_price
+        orders.append(
+            {
+                "id": order_id,
+                "group_session_id": group_session_id,
+                "participant_id": participant.id,
+                "user_id": participant.user_id,
+                "payment_id": participant.payment_id,
+                "product_id": product.id,
+                "product_snapshot": snapshot.model_dump(mode="json"),
+                "status": OrderStatus.PROCESSING.value,
+                "subtotal": subtotal,
+            }
+        )
+        items[participant.id] = {
+            "order_id": order_id,
+            "variant_id": participant.variant_id,
+            "sku": snapshot.variant_sku,
+            "name": f"{product.name} ({snapshot.variant_name})",
+            "quantity": participant.quantity,
+            "unit_price": unit_price,
+            "total_price": subtotal,
+        }
+    if not orders:
+        return 0
+    inserted = await session.execute(
+        pg_insert(_orders)
+        .on_conflict_do_nothing(index_elements=[_orders.c.participant_id])
+        .returning(_orders.c.participant_id),
+        orders,
+    )
+    new_participants = inserted.scalars().all()
+    if new_participants:
+        await session.execute(
+            insert(_items), [items[participant_id] for participant_id in new_participants]
+        )
+    await session.commit()
+    return len(new_participants)
+
+
+async def get_order(session: AsyncSession, order_id: uuid.UUID, principal: Principal) -> Order:
+    """The buyer who placed it, admins and services; to anyone else it does not exist."""
+    order = await session.get(Order, order_id)
+    if order is None or (not principal.is_privileged and order.user_id != principal.user_id):
+        raise _order_not_found()
+    return order
+
+
+async def list_orders(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID | None,
+    group_session_id: uuid.UUID | None,
+    status: OrderStatus | None,
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[Order], int]:
+    """Newest first."""
+    query: Select[tuple[Order]] = select(Order)
+    if user_id is not None:
+        query = query.where(Order.user_id == user_id)
+    if group_session_id is not None:
+        query = query.where(Order.group_session_id == group_session_id)
+    if status is not None:
+        query = query.where(Order.status == status.value)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    orders = await session.scalars(
+        query.order_by(Order.created_at.desc(), Order.id).limit(limit).offset(offset)
+    )
+    return orders.all(), total or 0
+
+
+async def session_summary(session: AsyncSession, group_session_id: uuid.UUID) -> SessionSummary:
+    """Orders per status and their units; a session without orders has zeros."""
+    units_per_order = (
+        select(OrderItem.order_id, func.sum(OrderItem.quantity).cast(BigInteger).label("units"))
+        .group_by(OrderItem.order_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(
+            Order.status,
+            func.count(),
+            # sum() of BIGINT is NUMERIC in PostgreSQL: cast back to whole numbers.
+            func.coalesce(func.sum(units_per_order.c.units), 0).cast(BigInteger),
+            func.coalesce(func.sum(Order.subtotal), 0).cast(BigInteger),
+        )
+        .outerjoin(units_per_order, units_per_order.c.order_id == Order.id)
+        .where(Order.group_session_id == group_session_id)
+        .group_by(Order.status)
+    )
+    by_status = dict.fromkeys(OrderStatus, 0)
+    units = subtotal = 0
+    for status, count, status_units, status_subtotal in rows:
+        by_status[OrderStatus(status)] = count
+        units += status_units
+        subtotal += status_subtotal
+    return SessionSummary(
+        orders=sum(by_status.values()), units=units, subtotal=subtotal, by_status=by_status
+    )
