@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict, NotFound
 from laku.core.security import Principal
-from laku.group_buying.client import GroupBuyingClient
+from laku.group_buying.client import GroupBuyingClient, SessionStatus
 from laku.order.models import Order, OrderItem
 from laku.order.schemas import BulkOrdersOut, OrderStatus, ProductSnapshot
 from laku.product.client import ProductClient, ProductDetailOut
@@ -29,7 +29,12 @@ if TYPE_CHECKING:
 # A session's orders are made once it has reached its MOQ: while it closes (moq_reached, the
 # status group-buying calls bulk in), waits for stock, or has succeeded.
 SUCCESSFUL_SESSION_STATUSES = frozenset(
-    {"moq_reached", "pending_stock", "stock_received", "success"}
+    {
+        SessionStatus.MOQ_REACHED,
+        SessionStatus.PENDING_STOCK,
+        SessionStatus.STOCK_RECEIVED,
+        SessionStatus.SUCCESS,
+    }
 )
 PAID = "paid"
 
