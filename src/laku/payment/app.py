@@ -1,4 +1,5 @@
-"""payment-service (port 3006): escrow payments backed by Xendit invoices."""
+"""payment-service (port 3006): escrow payments backed by Xendit invoices; when their group buy
+closes, refunded into buyers' wallets or released."""
 
 from collections.abc import Mapping
 from typing import Any
@@ -9,16 +10,21 @@ from laku.core.app import create_service_app
 from laku.core.outbox import Handler
 from laku.core.services import service_url
 from laku.group_buying.client import GroupBuyingClient, PaymentEvent
+from laku.payment.closing import CREDIT_REFUNDS, EXPIRE_INVOICE, ClosingDeliveries
 from laku.payment.models import idempotency_keys, outbox
 from laku.payment.routes import router
 from laku.payment.service import REPORT_PAYMENT_EVENT, Payments
 from laku.providers.xendit.client import XenditClient
+from laku.wallet.client import WalletClient
 
 
 async def _startup(app: FastAPI) -> None:
     state = app.state
     state.group_buying = GroupBuyingClient(
         service_url("group-buying", state.settings), state.http, state.service_tokens
+    )
+    state.wallet = WalletClient(
+        service_url("wallet", state.settings), state.http, state.service_tokens
     )
     state.payments = Payments(
         state.db,
@@ -30,6 +36,7 @@ async def _startup(app: FastAPI) -> None:
 
 def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
     group_buying: GroupBuyingClient = app.state.group_buying
+    closing = ClosingDeliveries(app.state.db, app.state.wallet, app.state.payments)
 
     async def report_payment_event(_: int, payload: dict[str, Any]) -> None:
         event = PaymentEvent.model_validate(payload)
@@ -38,7 +45,11 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
             event, idempotency_key=f"payment-event:{event.payment_id}:{event.status}"
         )
 
-    return {REPORT_PAYMENT_EVENT: report_payment_event}
+    return {
+        REPORT_PAYMENT_EVENT: report_payment_event,
+        CREDIT_REFUNDS: closing.credit_refunds,
+        EXPIRE_INVOICE: closing.expire_invoice,
+    }
 
 
 def create_app() -> FastAPI:

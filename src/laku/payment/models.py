@@ -49,6 +49,23 @@ class Payment(UUIDPrimaryKey, TimestampMixin, Base):
         CheckConstraint(
             "(xendit_invoice_id IS NULL) = (invoice_url IS NULL)", name="invoice_id_with_url"
         ),
+        CheckConstraint(
+            "refunded_amount >= 0 AND refunded_amount <= amount", name="refunded_within_amount"
+        ),
+        CheckConstraint(
+            "refunded_amount = 0 OR status IN ('paid', 'refunded')", name="refunded_only_when_paid"
+        ),
+        # `refunded` means refunded in whole; a partial refund leaves the payment paid.
+        CheckConstraint(
+            "(status = 'refunded') = (refunded_amount = amount)", name="refunded_when_whole"
+        ),
+        CheckConstraint(
+            "(escrow_status = 'refunded') = (status = 'refunded')", name="escrow_refunded_in_whole"
+        ),
+        CheckConstraint(
+            "(escrow_released_at IS NOT NULL) = (escrow_status = 'released')",
+            name="released_has_released_at",
+        ),
     )
 
     payment_code: Mapped[str] = mapped_column(String(32), unique=True)
@@ -67,19 +84,29 @@ class Payment(UUIDPrimaryKey, TimestampMixin, Base):
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_webhook_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What refunds have given back so far; what escrow releases is the rest.
+    refunded_amount: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # When the escrow went to the factory's side: settlements are made per period of release.
+    escrow_released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Refund(UUIDPrimaryKey, Base):
-    """Money given back from a payment's escrow (a whole refund when a group fails, a partial
-    one for the difference to the final tier price)."""
+    """Money given back from a payment's escrow into the buyer's wallet (a whole refund when a
+    group fails or is cancelled, a partial one for the difference to the final tier price).
+    `pending` until the wallet has credited it, then `succeeded`."""
 
     __tablename__ = "refunds"
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status_known"),
+        CheckConstraint(
+            "reason IN ('tier_refund', 'group_failed', 'group_cancelled')", name="reason_known"
+        ),
     )
 
     payment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payments.id"), index=True)
+    # The caller's key for what is refunded ("session:<id>:participant:<id>"): one refund each.
+    reference: Mapped[str] = mapped_column(String(200), unique=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(500))
     status: Mapped[str] = mapped_column(String(16))

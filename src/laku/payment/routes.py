@@ -7,11 +7,17 @@ from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden, Unauthorized
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import CurrentPrincipal, Principal, Role, require_roles
-from laku.payment import service
+from laku.payment import closing, service
 from laku.payment.schemas import (
+    EscrowRelease,
+    EscrowReleaseOut,
     PaymentCreate,
     PaymentOut,
+    PaymentsExpire,
+    PaymentsExpireOut,
     PaymentStatus,
+    RefundsCreate,
+    RefundsOut,
     WebhookAck,
     XenditInvoiceCallback,
 )
@@ -69,6 +75,46 @@ async def xendit_webhook(callback: XenditInvoiceCallback, request: Request) -> W
     escrow; EXPIRED → expired if still unpaid. Authenticated by `x-callback-token`, not a
     bearer token. Repeated and out-of-order callbacks change a payment at most once."""
     return WebhookAck(status=await _payments(request).apply_callback(callback))
+
+
+# Closing a group buy, in bulk -------------------------------------------------------------------
+
+
+@router.post("/refunds", response_model=RefundsOut, status_code=status.HTTP_201_CREATED)
+async def refund(
+    body: RefundsCreate, _: AdminOrService, session: DbSession, request: Request
+) -> RefundsOut:
+    """Refund paid payments whose escrow is held into their buyers' wallets (tier refunds,
+    failed or cancelled groups), up to 2,000 items a call: all in one transaction or, on any
+    409, nothing. A whole refund makes the payment and its escrow `refunded`. The wallets are
+    credited shortly after, each refund once; a `reference` already refunded moves nothing."""
+    refunded = await closing.refund(session, body)
+    if refunded.refunded:
+        request.app.state.outbox_relay.wake()
+    return refunded
+
+
+@router.post("/escrow/release", response_model=EscrowReleaseOut)
+async def release_escrow(
+    body: EscrowRelease, _: AdminOrService, session: DbSession
+) -> EscrowReleaseOut:
+    """Release the held escrow of paid payments (their group succeeded), up to 5,000 a call;
+    `amount` is what was paid less what was refunded, for the factory's settlement. Already
+    released ones are left as they are; any other refuses the whole call."""
+    return await closing.release_escrow(session, body.payment_ids)
+
+
+@router.post("/expire-bulk", response_model=PaymentsExpireOut)
+async def expire_many(
+    body: PaymentsExpire, _: AdminOrService, session: DbSession, request: Request
+) -> PaymentsExpireOut:
+    """Expire pending payments (their session closed first), up to 5,000 a call, in one
+    transaction; their invoices are closed at Xendit shortly after. Paid ones are left as they
+    are and counted, for the caller to decide. Not reported to group-buying, which asked."""
+    expired = await closing.expire_many(session, body.payment_ids)
+    if expired.expired:
+        request.app.state.outbox_relay.wake()
+    return expired
 
 
 @router.get("", response_model=Page[PaymentOut])

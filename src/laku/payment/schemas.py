@@ -3,7 +3,15 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    field_validator,
+)
 
 from laku.core.money import Rupiah
 from laku.core.schemas import WireModel
@@ -15,6 +23,9 @@ Description = Annotated[str, Field(min_length=1, max_length=1000)]
 
 # Xendit keeps an invoice open for at most a year.
 MAX_INVOICE_DURATION = timedelta(days=365)
+# Per call, so a body stays well under the 1 MiB limit; a group of 10,000 is sent in chunks.
+MAX_REFUNDS_PER_CALL = 2_000
+MAX_PAYMENTS_PER_CALL = 5_000
 
 
 class PaymentStatus(StrEnum):
@@ -33,6 +44,25 @@ class EscrowStatus(StrEnum):
     HELD = "held"
     RELEASED = "released"
     REFUNDED = "refunded"
+
+
+class RefundReason(StrEnum):
+    TIER_REFUND = "tier_refund"  # the difference to the final tier price
+    GROUP_FAILED = "group_failed"  # the group missed its MOQ: everything back
+    GROUP_CANCELLED = "group_cancelled"  # an admin called the session off: everything back
+
+
+def _distinct(values: list[uuid.UUID]) -> list[uuid.UUID]:
+    if len(set(values)) != len(values):
+        raise ValueError("must not name a payment twice")
+    return values
+
+
+PaymentIds = Annotated[
+    list[uuid.UUID],
+    Field(min_length=1, max_length=MAX_PAYMENTS_PER_CALL),
+    AfterValidator(_distinct),
+]
 
 
 class PaymentCreate(WireModel):
@@ -71,7 +101,56 @@ class PaymentOut(WireModel):
     invoice_url: str | None = Field(description="Where the buyer pays; null only while creating.")
     expires_at: datetime
     paid_at: datetime | None
+    refunded_amount: Rupiah = Field(description="Given back into the buyer's wallet so far.")
+    escrow_released_at: datetime | None
     created_at: datetime
+
+
+class RefundItem(WireModel):
+    payment_id: uuid.UUID
+    amount: PositiveRupiah
+    reason: RefundReason
+    reference: Reference = Field(
+        description="What is refunded, e.g. session:<id>:participant:<id>; refunded once. "
+        "The wallet transaction carries it too."
+    )
+
+
+class RefundsCreate(WireModel):
+    items: Annotated[list[RefundItem], Field(min_length=1, max_length=MAX_REFUNDS_PER_CALL)]
+
+    @field_validator("items")
+    @classmethod
+    def _references_distinct(cls, items: list[RefundItem]) -> list[RefundItem]:
+        if len({item.reference for item in items}) != len(items):
+            raise ValueError("each reference may appear once")
+        return items
+
+
+class RefundsOut(WireModel):
+    refunded: int = Field(description="Refunds made by this call.")
+    already_refunded: int = Field(description="References refunded before; nothing moved again.")
+    amount: Rupiah = Field(description="What this call refunded.")
+
+
+class EscrowRelease(WireModel):
+    payment_ids: PaymentIds
+
+
+class EscrowReleaseOut(WireModel):
+    released: int = Field(description="Payments whose escrow this call released.")
+    already_released: int
+    amount: Rupiah = Field(description="What this call released: paid less refunded.")
+
+
+class PaymentsExpire(WireModel):
+    payment_ids: PaymentIds
+
+
+class PaymentsExpireOut(WireModel):
+    expired: int = Field(description="Pending payments this call closed.")
+    already_expired: int = Field(description="Expired (or whose creation failed) before.")
+    already_paid: int = Field(description="Paid (or refunded) before: left as they are.")
 
 
 class XenditInvoiceCallback(BaseModel):

@@ -271,6 +271,26 @@ class Payments:
             raise PaymentAlreadyPaid(f"Payment {payment.payment_code} has been paid")
         return payment
 
+    async def close_invoice_of_expired(self, payment_id: uuid.UUID, invoice_id: str) -> None:
+        """Expire at Xendit the invoice of a payment recorded expired in bulk (the outbox's
+        delivery; Xendit unavailable raises, to be tried again). If the buyer paid before the
+        invoice closed, Xendit has the money: the payment is recorded paid after all, held in
+        escrow and reported to group-buying as paid (which refunds a cancelled participant)."""
+        invoice = await self._expire_invoice(invoice_id)
+        if invoice.status not in _PAID_INVOICE_STATUSES:
+            return
+        async with self._db.sessions.begin() as session:
+            payment = await _locked(session, payment_id)
+            if payment.status != PaymentStatus.EXPIRED:
+                return  # already recorded paid by an earlier delivery
+            log.warning("paid_before_bulk_expiry", payment_code=payment.payment_code)
+            payment.status = PaymentStatus.PAID.value
+            payment.escrow_status = EscrowStatus.HELD.value
+            payment.paid_at = invoice.paid_at or datetime.now(UTC)
+            payment.expired_at = None
+            await _report(session, payment, PaymentEventStatus.PAID, payment.paid_at)
+        self._on_commit()
+
     async def _expire_invoice(self, invoice_id: str) -> XenditInvoice:
         try:
             return await self._xendit.expire_invoice(invoice_id)
@@ -307,7 +327,9 @@ async def _follow_invoice(
     if invoice_status in _PAID_INVOICE_STATUSES:
         if payment.status != PaymentStatus.PENDING:
             if payment.status == PaymentStatus.EXPIRED:
-                # Xendit cannot take payment on an expired invoice; worth a look if it claims so.
+                # Xendit cannot take payment on an expired invoice; worth a look if it claims so,
+                # unless the payment was expired in bulk before its invoice was closed (then the
+                # closing asks Xendit and records the payment as paid).
                 log.error("paid_after_expiry_ignored", payment_code=payment.payment_code)
             return False
         payment.status = PaymentStatus.PAID.value
@@ -325,6 +347,14 @@ async def _follow_invoice(
     else:
         return False
     log.info("payment_moved", payment_code=payment.payment_code, status=payment.status)
+    await _report(session, payment, event, occurred_at)
+    return True
+
+
+async def _report(
+    session: AsyncSession, payment: Payment, event: PaymentEventStatus, occurred_at: datetime
+) -> None:
+    """Enqueue the payment's move for group-buying, if it pays for a participant."""
     if payment.reference.startswith(REPORTED_REFERENCE_PREFIX):
         report = PaymentEvent(
             reference=payment.reference,
@@ -335,7 +365,6 @@ async def _follow_invoice(
         await enqueue(
             session, outbox, REPORT_PAYMENT_EVENT, report.model_dump(mode="json", by_alias=True)
         )
-    return True
 
 
 # Reading ------------------------------------------------------------------------------------
