@@ -11,8 +11,11 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from laku.core.http import ServiceCallError, ServiceTokenSource, new_http_client
+from laku.providers.xendit.client import XenditError
+from laku.providers.xendit.payouts import XenditPayoutClient
 from laku.wallet.client import MovementReason, WalletClient
 from tests.support import Account, Platform, assert_problem, bearer, snapshot
 
@@ -375,3 +378,194 @@ def test_invalid_withdrawals_are_refused(
     del body["accountNumber"]
     assert_problem(_post(platform, WITHDRAWALS, body, buyer.headers), 422)
     assert snapshot(platform, "wallet") == before
+
+
+def _withdraw(platform: Platform, buyer: Account, amount: int) -> dict[str, Any]:
+    response = _post(platform, WITHDRAWALS, _withdrawal(amount), buyer.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _withdrawal_of(platform: Platform, buyer: Account, withdrawal_id: str) -> dict[str, Any]:
+    response = platform.client("wallet").get(
+        f"{WITHDRAWALS}/{withdrawal_id}", headers=buyer.headers
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _requested_payout_id(platform: Platform, buyer: Account, withdrawal_id: str) -> str:
+    """The Xendit payout the outbox relay requested for the withdrawal."""
+    return _eventually(lambda: _withdrawal_of(platform, buyer, withdrawal_id)["payoutId"])
+
+
+def _sandbox_payouts(platform: Platform, reference_id: str) -> list[dict[str, Any]]:
+    secret = platform.settings.xendit_secret_key.get_secret_value()
+    response = platform.client("xendit-sandbox").get(
+        "/v2/payouts", params={"reference_id": reference_id}, auth=(secret, "")
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _delivered_webhooks(platform: Platform, payout_id: str) -> list[dict[str, Any]]:
+    attempts = platform.client("xendit-sandbox").get(
+        "/sandbox/payout-webhooks", params={"payoutId": payout_id}
+    )
+    return [a for a in attempts.json() if a["delivered"]]
+
+
+def _reasons(platform: Platform, buyer: Account) -> list[tuple[str, str, int]]:
+    """The buyer's transactions oldest first, as (direction, reason, amount)."""
+    return [
+        (t["direction"], t["reason"], t["amount"]) for t in reversed(_transactions(platform, buyer))
+    ]
+
+
+def test_a_withdrawal_is_paid_out_through_xendit(
+    platform: Platform, service_headers: dict[str, str]
+) -> None:
+    buyer = platform.new_buyer()
+    _credit(platform, service_headers, buyer.id, 100_000)
+
+    withdrawal = _withdraw(platform, buyer, 40_000)
+
+    assert withdrawal["status"] == "pending"
+    assert _balance(platform, buyer) == 60_000  # taken at once, not when the bank answers
+    payout_id = _requested_payout_id(platform, buyer, withdrawal["id"])
+    [payout] = _sandbox_payouts(platform, withdrawal["id"])
+    assert payout["id"] == payout_id
+    assert payout["amount"] == 40_000
+    assert payout["channel_code"] == "ID_BCA"
+    assert payout["channel_properties"] == {
+        "account_holder_name": "Siti Rahayu",
+        "account_number": "1234567890",
+    }
+
+    sandbox = platform.client("xendit-sandbox")
+    assert sandbox.post(f"/sandbox/payouts/{payout_id}/succeed").status_code == 200
+    _eventually(lambda: _delivered_webhooks(platform, payout_id) or None)
+    assert sandbox.post(f"/sandbox/payouts/{payout_id}/resend-webhook").status_code == 200
+    _eventually(lambda: len(_delivered_webhooks(platform, payout_id)) == 2 or None)
+
+    assert _withdrawal_of(platform, buyer, withdrawal["id"])["status"] == "succeeded"
+    assert _balance(platform, buyer) == 60_000
+    assert _reasons(platform, buyer) == [
+        ("credit", "tier_refund", 100_000),
+        ("debit", "withdrawal", 40_000),
+    ]
+    listed = platform.client("wallet").get(WITHDRAWALS, headers=buyer.headers).json()
+    assert [w["id"] for w in listed["items"]] == [withdrawal["id"]]
+    as_service = platform.client("wallet").get(
+        f"/api/wallets/{buyer.id}/withdrawals", headers=service_headers
+    )
+    assert as_service.json()["items"] == listed["items"]
+    someone_else = platform.new_buyer().headers
+    not_theirs = platform.client("wallet").get(
+        f"{WITHDRAWALS}/{withdrawal['id']}", headers=someone_else
+    )
+    assert_problem(not_theirs, 404, "withdrawal_not_found")
+    # A payout the bank made cannot fail afterwards.
+    assert sandbox.post(f"/sandbox/payouts/{payout_id}/fail").status_code == 409
+
+
+def test_a_failed_payout_gives_the_money_back_once(
+    platform: Platform, service_headers: dict[str, str]
+) -> None:
+    buyer = platform.new_buyer()
+    _credit(platform, service_headers, buyer.id, 100_000)
+    withdrawal = _withdraw(platform, buyer, 40_000)
+    payout_id = _requested_payout_id(platform, buyer, withdrawal["id"])
+    sandbox = platform.client("xendit-sandbox")
+
+    failed = sandbox.post(
+        f"/sandbox/payouts/{payout_id}/fail", params={"failureCode": "INVALID_DESTINATION"}
+    )
+    assert failed.status_code == 200, failed.text
+    for _ in range(2):
+        assert sandbox.post(f"/sandbox/payouts/{payout_id}/resend-webhook").status_code == 200
+    webhooks = _eventually(lambda: _delivered_webhooks(platform, payout_id)[2:] or None)
+
+    assert webhooks[0]["event"] == "payout.failed"
+    assert webhooks[0]["payload"]["data"]["failure_code"] == "INVALID_DESTINATION"
+    settled = _withdrawal_of(platform, buyer, withdrawal["id"])
+    assert (settled["status"], settled["failureCode"]) == ("failed", "INVALID_DESTINATION")
+    assert _balance(platform, buyer) == 100_000
+    assert _reasons(platform, buyer) == [
+        ("credit", "tier_refund", 100_000),
+        ("debit", "withdrawal", 40_000),
+        ("credit", "withdrawal_reversal", 40_000),
+    ]
+    assert sandbox.post(f"/sandbox/payouts/{payout_id}/succeed").status_code == 409
+
+
+def test_the_payout_webhook_needs_xendits_callback_token(
+    platform: Platform, service_headers: dict[str, str]
+) -> None:
+    buyer = platform.new_buyer()
+    _credit(platform, service_headers, buyer.id, 50_000)
+    withdrawal = _withdraw(platform, buyer, 50_000)
+    payout_id = _requested_payout_id(platform, buyer, withdrawal["id"])
+    webhook = {
+        "event": "payout.failed",
+        "business_id": "sandbox",
+        "data": {
+            "id": payout_id,
+            "reference_id": withdrawal["id"],
+            "status": "FAILED",
+            "amount": 50_000,
+            "failure_code": "INVALID_DESTINATION",
+        },
+    }
+    token = platform.settings.xendit_callback_token.get_secret_value()
+    before = snapshot(platform, "wallet")
+
+    for headers in ({}, {"x-callback-token": "not-the-token"}, {"x-callback-token": token[:-1]}):
+        assert_problem(_post(platform, WEBHOOK, webhook, headers), 401, "invalid_callback_token")
+    assert_problem(_post(platform, WEBHOOK, {"event": 1}, {}), 401)
+    assert snapshot(platform, "wallet") == before
+    assert _balance(platform, buyer) == 0
+
+    # A payout that is not a withdrawal is acknowledged and changes nothing.
+    stranger = {**webhook, "data": {**webhook["data"], "reference_id": "invoice-payout-7"}}
+    assert _post(platform, WEBHOOK, stranger, {"x-callback-token": token}).status_code == 200
+    assert snapshot(platform, "wallet") == before
+    # The same webhook with the token is applied.
+    assert _post(platform, WEBHOOK, webhook, {"x-callback-token": token}).status_code == 200
+    assert _balance(platform, buyer) == 50_000
+
+
+async def test_payout_client_creates_one_payout_per_idempotency_key(platform: Platform) -> None:
+    reference_id = str(uuid.uuid4())
+    payout = {
+        "reference_id": reference_id,
+        "amount": 25_000,
+        "channel_code": "ID_BNI",
+        "account_holder_name": "Budi Santoso",
+        "account_number": "9876543210",
+        "description": "Laku wallet withdrawal",
+        "idempotency_key": reference_id,
+    }
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        payouts = XenditPayoutClient(http, platform.settings)
+        first = await payouts.create_payout(**payout)
+        again = await payouts.create_payout(**payout)
+        read = await payouts.get_payout(first.id)
+        with pytest.raises(XenditError) as unsupported:
+            await payouts.create_payout(
+                **{**payout, "channel_code": "ID_NOBANK", "idempotency_key": "other-key"}
+            )
+        wrong_key = platform.settings.model_copy(
+            update={"xendit_secret_key": SecretStr("xnd_development_wrong")}
+        )
+        with pytest.raises(XenditError) as unauthorized:
+            await XenditPayoutClient(http, wrong_key).get_payout(first.id)
+
+    assert (first.status, first.amount, first.reference_id) == ("ACCEPTED", 25_000, reference_id)
+    assert again == first == read
+    assert len(_sandbox_payouts(platform, reference_id)) == 1
+    assert (unsupported.value.status, unsupported.value.error_code) == (
+        400,
+        "CHANNEL_CODE_NOT_SUPPORTED_ERROR",
+    )
+    assert (unauthorized.value.status, unauthorized.value.error_code) == (401, "INVALID_API_KEY")

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     xendit_webhook_url: str | None = None
     invoice_duration_seconds: int = 86_400
 
+    # Xendit payouts (wallet withdrawals), with the same key and callback token as invoices.
+    # Where payout webhooks go; None: wallet-service's /api/wallets/payouts/webhook.
+    xendit_payout_webhook_url: str | None = None
+
     # Warehouse: what the factory charges to ship one bundle, added to every purchase order.
     purchase_order_shipping_cost_per_bundle: int = 25_000
 

@@ -192,10 +192,6 @@ async def move(
 # Withdrawals -------------------------------------------------------------------------------
 
 
-def _withdrawal_not_found() -> NotFound:
-    return NotFound("No such withdrawal", code="withdrawal_not_found")
-
-
 async def create_withdrawal(
     session: AsyncSession, user_id: uuid.UUID, body: WithdrawalCreate
 ) -> WalletWithdrawal:
@@ -248,12 +244,12 @@ async def list_withdrawals(
 
 
 async def get_withdrawal(
-    session: AsyncSession, withdrawal_id: uuid.UUID, *, owner: uuid.UUID | None
+    session: AsyncSession, withdrawal_id: uuid.UUID, *, owner: uuid.UUID
 ) -> WalletWithdrawal:
-    """`owner` None: anyone's (admin, service); another user's withdrawal is not found."""
+    """The owner's withdrawal; another user's is not found."""
     withdrawal = await session.get(WalletWithdrawal, withdrawal_id)
-    if withdrawal is None or (owner is not None and withdrawal.user_id != owner):
-        raise _withdrawal_not_found()
+    if withdrawal is None or withdrawal.user_id != owner:
+        raise NotFound("No such withdrawal", code="withdrawal_not_found")
     return withdrawal
 
 

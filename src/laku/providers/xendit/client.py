@@ -45,14 +45,23 @@ class XenditError(Exception):
         self.message = message
 
 
+def api_base_url(settings: Settings) -> str:
+    """Xendit's API when `xendit_api_base_url` is set, else the local xendit-sandbox."""
+    return (settings.xendit_api_base_url or service_url("xendit-sandbox", settings)).rstrip("/")
+
+
+def api_auth(settings: Settings) -> httpx.BasicAuth:
+    """Every Xendit API: Basic auth, the secret key as user name and an empty password."""
+    return httpx.BasicAuth(settings.xendit_secret_key.get_secret_value(), "")
+
+
 class XenditClient:
     """One request per call and no retries: the caller knows whether repeating is safe."""
 
     def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
         self._http = http
-        base_url = settings.xendit_api_base_url or service_url("xendit-sandbox", settings)
-        self._base_url = base_url.rstrip("/")
-        self._auth = httpx.BasicAuth(settings.xendit_secret_key.get_secret_value(), "")
+        self._base_url = api_base_url(settings)
+        self._auth = api_auth(settings)
         self._default_duration_seconds = settings.invoice_duration_seconds
 
     async def create_invoice(

@@ -12,9 +12,14 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from laku.core.services import service_url
 from laku.core.settings import Settings
-from laku.providers.xendit.client import CURRENCY, XenditError, _api_error
+from laku.providers.xendit.client import (
+    CURRENCY,
+    XenditError,
+    _api_error,
+    api_auth,
+    api_base_url,
+)
 
 T = TypeVar("T")
 
@@ -45,9 +50,8 @@ class XenditPayoutClient:
 
     def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
         self._http = http
-        base_url = settings.xendit_api_base_url or service_url("xendit-sandbox", settings)
-        self._base_url = base_url.rstrip("/")
-        self._auth = httpx.BasicAuth(settings.xendit_secret_key.get_secret_value(), "")
+        self._base_url = api_base_url(settings)
+        self._auth = api_auth(settings)
 
     async def create_payout(
         self,

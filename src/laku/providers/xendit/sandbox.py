@@ -155,6 +155,15 @@ class SandboxInvoice:
         return {**self._common(), "is_high": False, **self._payment()}
 
 
+AttemptRecorder = Callable[[int, int | None, str | None], None]
+"""Told of each try at delivering a webhook: its number, the answer's status (None: no answer)
+and the error."""
+
+
+def delivered(response_status: int | None) -> bool:
+    return response_status is not None and 200 <= response_status < 300
+
+
 class WebhookAttempt(WireModel):
     """One try at delivering one callback; `delivery` numbers the callbacks sent."""
 
@@ -276,23 +285,9 @@ class XenditSandbox:
             )
         # The payload is what happened now, even if the invoice moves on while retrying.
         self.callbacks_sent += 1
-        task = asyncio.create_task(self._deliver(self.callbacks_sent, invoice.as_callback()))
-        self.deliveries.add(task)
-        task.add_done_callback(self.deliveries.discard)
+        delivery, url, payload = self.callbacks_sent, self.webhook_url, invoice.as_callback()
 
-    async def _deliver(self, delivery: int, payload: dict[str, Any]) -> None:
-        url = self.webhook_url
-        headers = {"x-callback-token": self.settings.xendit_callback_token.get_secret_value()}
-        for attempt, delay in enumerate((0.0, *RETRY_DELAYS_SECONDS), start=1):
-            await asyncio.sleep(delay)
-            response_status: int | None = None
-            error: str | None = None
-            try:
-                response = await self.http.post(url, json=payload, headers=headers)
-                response_status = response.status_code
-            except httpx.HTTPError as exc:
-                error = repr(exc)
-            delivered = response_status is not None and 200 <= response_status < 300
+        def record(attempt: int, response_status: int | None, error: str | None) -> None:
             self.attempts.append(
                 WebhookAttempt(
                     delivery=delivery,
@@ -301,15 +296,40 @@ class XenditSandbox:
                     external_id=payload["external_id"],
                     status=payload["status"],
                     url=url,
-                    headers=headers,
+                    headers=self.callback_headers,
                     payload=payload,
                     response_status=response_status,
                     error=error,
-                    delivered=delivered,
+                    delivered=delivered(response_status),
                     at=datetime.now(UTC),
                 )
             )
-            if delivered:
+
+        self.deliver(url, payload, record)
+
+    @property
+    def callback_headers(self) -> dict[str, str]:
+        return {"x-callback-token": self.settings.xendit_callback_token.get_secret_value()}
+
+    def deliver(self, url: str, payload: dict[str, Any], record: AttemptRecorder) -> None:
+        """POST a webhook with the x-callback-token after the caller has been answered,
+        retried with back-off as Xendit does; `record` is told of every attempt."""
+        task = asyncio.create_task(self._deliver(url, payload, record))
+        self.deliveries.add(task)
+        task.add_done_callback(self.deliveries.discard)
+
+    async def _deliver(self, url: str, payload: dict[str, Any], record: AttemptRecorder) -> None:
+        for attempt, delay in enumerate((0.0, *RETRY_DELAYS_SECONDS), start=1):
+            await asyncio.sleep(delay)
+            response_status: int | None = None
+            error: str | None = None
+            try:
+                response = await self.http.post(url, json=payload, headers=self.callback_headers)
+                response_status = response.status_code
+            except httpx.HTTPError as exc:
+                error = repr(exc)
+            record(attempt, response_status, error)
+            if delivered(response_status):
                 return
 
 
@@ -375,6 +395,10 @@ def create_app() -> FastAPI:
         await sandbox.http.aclose()
 
     app = create_sandbox_app("xendit", lifespan=lifespan)
+    # Imported here: the payout routes build on this module's sandbox.
+    from laku.providers.xendit.payout_sandbox import payout_router
+
+    app.include_router(payout_router(sandbox))
 
     @app.exception_handler(XenditApiError)
     async def xendit_error(_: Request, exc: XenditApiError) -> JSONResponse:
