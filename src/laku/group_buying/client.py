@@ -3,9 +3,11 @@
 import uuid
 
 from laku.core.http import ServiceClient
-from laku.group_buying.rules import SessionStatus, Tier
+from laku.core.schemas import Page
+from laku.group_buying.rules import ParticipantStatus, SessionStatus, Tier
 from laku.group_buying.schemas import (
     BundleCompositionOut,
+    ParticipantOut,
     PaymentEvent,
     PaymentEventOut,
     PaymentEventStatus,
@@ -15,6 +17,8 @@ from laku.group_buying.schemas import (
 __all__ = [
     "BundleCompositionOut",
     "GroupBuyingClient",
+    "ParticipantOut",
+    "ParticipantStatus",
     "PaymentEvent",
     "PaymentEventOut",
     "PaymentEventStatus",
@@ -22,6 +26,8 @@ __all__ = [
     "SessionStatus",
     "Tier",
 ]
+
+_PAGE_SIZE = 100  # the most the participants endpoint gives at once
 
 
 class GroupBuyingClient(ServiceClient):
@@ -34,6 +40,23 @@ class GroupBuyingClient(ServiceClient):
         """A session by id or code (status, paid quantity, tier prices, variants), or None when
         there is no such session; any other failure raises."""
         return await self.get_or_none(f"/api/group-buying/{session_ref}", SessionOut)
+
+    async def list_participants(
+        self, session_id: uuid.UUID, *, status: ParticipantStatus | None = None
+    ) -> list[ParticipantOut]:
+        """Every participant of the session (optionally of one status), oldest first."""
+        participants: list[ParticipantOut] = []
+        while True:
+            params: dict[str, str | int] = {"limit": _PAGE_SIZE, "offset": len(participants)}
+            if status is not None:
+                params["status"] = status
+            response = await self.request(
+                "GET", f"/api/group-buying/{session_id}/participants", params=params
+            )
+            page = Page[ParticipantOut].model_validate(response.json())
+            participants += page.items
+            if not page.items or len(participants) >= page.total:
+                return participants
 
     async def report_payment(self, event: PaymentEvent, *, idempotency_key: str) -> PaymentEventOut:
         """Tell group-buying a participant's payment was paid, expired or failed. An event

@@ -102,7 +102,12 @@ class JoinSaga:
 
         participant_id = uuid.uuid4()
         reference = participant_reference(participant_id)
-        await self._reserve(reference, request)
+        try:
+            await self._reserve(reference, request)
+        except UpstreamUnavailable:
+            # The stock may have been reserved before the answer was lost.
+            await asyncio.shield(self._undo(participant_id, reference, None))
+            raise
         payment: PaymentOut | None = None
         try:
             await self._add_participant(participant_id, buyer_id, request, quote)
@@ -116,17 +121,13 @@ class JoinSaga:
                 ),
                 idempotency_key=f"join-payment:{participant_id}",
             )
-            participant = await self._attach_payment(participant_id, payment)
+            return await self._attach_payment(participant_id, payment, quote.session_code)
         except BaseException as exc:
             # Shielded: a request cancelled mid-join still gives its stock back.
             await asyncio.shield(self._undo(participant_id, reference, payment))
             if isinstance(exc, DomainError) or not isinstance(exc, Exception):
                 raise
             raise UpstreamUnavailable("The join could not be completed; nothing was kept") from exc
-        return JoinOut(
-            participant=participant_out(participant, quote.session_code),
-            payment_url=payment.invoice_url,
-        )
 
     async def _quote(self, session_ref: str, request: JoinRequest) -> Quote:
         async with self.db.sessions() as session:
@@ -183,7 +184,11 @@ class JoinSaga:
             )
             await session.commit()
 
-    async def _attach_payment(self, participant_id: uuid.UUID, payment: PaymentOut) -> Participant:
+    async def _attach_payment(
+        self, participant_id: uuid.UUID, payment: PaymentOut, session_code: str
+    ) -> JoinOut:
+        if payment.invoice_url is None:
+            raise UpstreamUnavailable("payment-service returned no invoice URL")
         async with self.db.sessions() as session:
             participant = await session.scalar(
                 update(Participant)
@@ -195,9 +200,9 @@ class JoinSaga:
         if participant is None or participant.status == ParticipantStatus.CANCELLED:
             # The session was cancelled while the invoice was being made; its stock is released.
             raise SessionClosed("The session was cancelled while joining")
-        if payment.invoice_url is None:
-            raise UpstreamUnavailable("payment-service returned no invoice URL")
-        return participant
+        return JoinOut(
+            participant=participant_out(participant, session_code), payment_url=payment.invoice_url
+        )
 
     async def _undo(
         self, participant_id: uuid.UUID, reference: str, payment: PaymentOut | None

@@ -118,6 +118,11 @@ class Participant(UUIDPrimaryKey, TimestampMixin, Base):
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("unit_price > 0", name="unit_price_positive"),
         CheckConstraint("total_price = unit_price * quantity", name="total_is_unit_times_quantity"),
+        # Tiers never rise, so the final tier never costs more than the one joined at.
+        CheckConstraint(
+            "final_unit_price IS NULL OR (final_unit_price > 0 AND final_unit_price <= unit_price)",
+            name="final_price_within_paid",
+        ),
         CheckConstraint(_one_of("status", ParticipantStatus), name="status_known"),
         Index("ix_group_participants_session_id_status", "session_id", "status"),
         Index("ix_group_participants_user_id_created_at", "user_id", "created_at"),
@@ -133,6 +138,9 @@ class Participant(UUIDPrimaryKey, TimestampMixin, Base):
     reservation_reference: Mapped[str] = mapped_column(String(200), unique=True)
     payment_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)
     payment_url: Mapped[str | None] = mapped_column(String(2048))
+    # The unit price at the session's final tier, set when it closes; the difference to
+    # `unit_price` is refunded per unit.
+    final_unit_price: Mapped[int | None] = mapped_column(BigInteger)
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_reason: Mapped[str | None] = mapped_column(String(32))

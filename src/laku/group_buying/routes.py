@@ -1,7 +1,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
@@ -55,6 +55,9 @@ def _join_saga(request: Request) -> JoinSaga:
 
 
 Products = Annotated[ProductClient, Depends(_product_client)]
+SessionRef = Annotated[
+    str, Path(max_length=64, description="The session's id, or its code (e.g. GB-7KQ2M9XA)")
+]
 Warehouse = Annotated[WarehouseClient, Depends(_warehouse)]
 Saga = Annotated[JoinSaga, Depends(_join_saga)]
 
@@ -144,7 +147,7 @@ async def payment_event(
 
 
 @router.get("/api/group-buying/{session_ref}", response_model=SessionOut)
-async def get_session(session_ref: str, session: DbSession) -> SessionOut:
+async def get_session(session_ref: SessionRef, session: DbSession) -> SessionOut:
     """A session by id or code, with its status, paid quantity, fill and current tier."""
     return await sessions.get_session(session, session_ref)
 
@@ -155,7 +158,7 @@ async def get_session(session_ref: str, session: DbSession) -> SessionOut:
     status_code=status.HTTP_201_CREATED,
 )
 async def join_session(
-    session_ref: str, body: JoinRequest, principal: BuyerPrincipal, saga: Saga
+    session_ref: SessionRef, body: JoinRequest, principal: BuyerPrincipal, saga: Saga
 ) -> JoinOut:
     """Seed step 3: reserve the stock, record the participant and open its escrow payment."""
     return await saga.join(session_ref, body, principal.user_id)
@@ -166,7 +169,7 @@ async def join_session(
     response_model=SessionAvailabilityOut,
 )
 async def variant_availability(
-    session_ref: str, session: DbSession, warehouse: Warehouse
+    session_ref: SessionRef, session: DbSession, warehouse: Warehouse
 ) -> SessionAvailabilityOut:
     """Each variant's available stock and status in the warehouse, and whether it can be joined."""
     group = await sessions.find_session(session, session_ref)
@@ -200,7 +203,7 @@ async def variant_availability(
 
 @router.get("/api/group-buying/{session_ref}/participants", response_model=Page[ParticipantOut])
 async def list_participants(
-    session_ref: str,
+    session_ref: SessionRef,
     _: AdminOrService,
     session: DbSession,
     status_filter: Annotated[ParticipantStatus | None, Query(alias="status")] = None,
@@ -215,7 +218,7 @@ async def list_participants(
 
 @router.post("/api/group-buying/{session_ref}/cancel", response_model=SessionOut)
 async def cancel_session(
-    session_ref: str, request: Request, _: AdminPrincipal, session: DbSession
+    session_ref: SessionRef, request: Request, _: AdminPrincipal, session: DbSession
 ) -> SessionOut:
     """Call the session off: participants cancelled, invoices expired, stock released."""
     cancelled = await sessions.cancel_session(session, session_ref)

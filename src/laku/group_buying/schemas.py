@@ -149,6 +149,9 @@ class ParticipantOut(WireModel):
     quantity: int
     unit_price: Rupiah
     total_price: Rupiah
+    final_unit_price: Rupiah | None = Field(
+        description="The unit price at the session's final tier, set when it closes."
+    )
     status: ParticipantStatus
     reservation_reference: str
     payment_id: uuid.UUID | None

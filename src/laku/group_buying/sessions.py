@@ -26,6 +26,7 @@ from laku.group_buying.rules import (
     fill_basis_points,
     status_after_payment,
     tier_for,
+    unit_price,
 )
 from laku.group_buying.schemas import (
     ParticipantOut,
@@ -87,8 +88,7 @@ def is_joinable(group: GroupBuyingSession, at: datetime) -> bool:
 
 def current_unit_price(group: GroupBuyingSession, price_adjustment: int) -> int:
     """A new join's unit price: the tier of the paid fill before it, plus the adjustment."""
-    tier = tier_for(group.paid_quantity, group.target_moq)
-    return tier_prices(group).price(tier) + price_adjustment
+    return unit_price(tier_prices(group), group.paid_quantity, group.target_moq, price_adjustment)
 
 
 def session_out(
