@@ -15,18 +15,13 @@ from dataclasses import dataclass, field
 import asyncpg
 import httpx
 import psutil
-from sqlalchemy.engine import make_url
 
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
-from tests.support import LOCAL_SERVER, throwaway_database
+from tests.support import LOCAL_SERVER, plain_url, throwaway_database
 
 ADMIN = {"LAKU_ADMIN_EMAIL": "bench-admin@laku.id", "LAKU_ADMIN_PASSWORD": "bench-admin-password"}
-
-
-def plain_url(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @dataclass

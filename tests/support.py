@@ -26,7 +26,7 @@ ADMIN_EMAIL = "admin-tests@laku.id"
 ADMIN_PASSWORD = "admin-password-for-tests"
 
 
-def _plain(url: str) -> str:
+def plain_url(url: str) -> str:
     """asyncpg wants a driver-less URL."""
     parsed = make_url(url)
     return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -38,7 +38,7 @@ def run(coro):
 
 async def _reachable(url: str) -> bool:
     try:
-        conn = await asyncpg.connect(_plain(url), timeout=2)
+        conn = await asyncpg.connect(plain_url(url), timeout=2)
     except (OSError, asyncpg.PostgresError, TimeoutError):
         return False
     await conn.close()
@@ -69,7 +69,7 @@ def throwaway_database(server_url: str) -> Iterator[str]:
     finally:
 
         async def drop() -> None:
-            admin = await asyncpg.connect(_plain(make_url(url).set(database="postgres")))
+            admin = await asyncpg.connect(plain_url(make_url(url).set(database="postgres")))
             try:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             finally:
@@ -155,7 +155,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def _snapshot(url: str, schema: str) -> dict[str, str]:
-    conn = await asyncpg.connect(_plain(url))
+    conn = await asyncpg.connect(plain_url(url))
     try:
         tables = await conn.fetch(
             "SELECT table_name FROM information_schema.tables "

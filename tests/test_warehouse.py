@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from tests.catalog import SeedCatalog, create_seed_catalog, created
-from tests.support import Platform, assert_problem, bearer, snapshot
+from tests.support import Platform, assert_problem, bearer, plain_url, run, snapshot
 
 
 def _admin(platform: Platform) -> dict[str, str]:
@@ -556,3 +557,31 @@ def test_a_short_group_waits_for_bundles_then_is_fulfilled(platform: Platform) -
     stock = _stock(platform, catalog)
     assert (stock["M"]["quantity"], stock["M"]["reservedQuantity"]) == (1, 0)  # 0 + 4 + 4 - 7
     _ledger_consistent(platform, catalog)
+
+
+def test_reservations_are_idempotent_by_reference_without_the_key_store(
+    platform: Platform,
+) -> None:
+    """Internal callers send an Idempotency-Key on every write; a reservation answers repeats
+    by its reference, so the key store is not touched on the hottest path."""
+    catalog = create_seed_catalog(platform)
+    key = f"reserve:{uuid.uuid4()}"
+    body = {"reference": key, "variantId": catalog.variants["S"], "quantity": 1}
+    headers = {**_admin(platform), "Idempotency-Key": key}
+    warehouse = platform.client("warehouse")
+    first = warehouse.post("/api/reservations", json=body, headers=headers)
+    again = warehouse.post("/api/reservations", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert "idempotent-replayed" not in again.headers
+    stored = run(_count_keys(platform.database_url, key))
+    assert stored == 0
+
+
+async def _count_keys(database_url: str, key: str) -> int:
+    conn = await asyncpg.connect(plain_url(database_url))
+    try:
+        return await conn.fetchval(
+            "SELECT count(*) FROM warehouse.idempotency_keys WHERE key = $1", key
+        )
+    finally:
+        await conn.close()

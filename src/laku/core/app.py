@@ -34,11 +34,14 @@ def create_service_app(
     *,
     routers: list[APIRouter],
     idempotency_keys: Table,
+    idempotent_by_body: frozenset[str] = frozenset(),
     startup: StartupHook | None = None,
     outbox: tuple[Table, OutboxHandlers] | None = None,
     settings: Settings | None = None,
 ) -> FastAPI:
-    """`outbox`: the service's outbox table and a function giving its handlers once the app has
+    """`idempotent_by_body`: POST paths that are idempotent by a reference in their body, so
+    the `Idempotency-Key` store is skipped for them.
+    `outbox`: the service's outbox table and a function giving its handlers once the app has
     started; a relay then delivers it in the background as `app.state.outbox_relay`."""
     settings = settings or get_settings()
     spec = SERVICES[service]
@@ -85,7 +88,12 @@ def create_service_app(
     )
     install_error_handlers(app)
     # Added innermost first: the body limit runs before idempotency reads the body.
-    app.add_middleware(IdempotencyMiddleware, table=idempotency_keys, state=app.state)
+    app.add_middleware(
+        IdempotencyMiddleware,
+        table=idempotency_keys,
+        state=app.state,
+        idempotent_by_body=idempotent_by_body,
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
 

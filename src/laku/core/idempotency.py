@@ -54,14 +54,28 @@ def idempotency_table(metadata: MetaData) -> Table:
 
 
 class IdempotencyMiddleware:
-    def __init__(self, app: ASGIApp, *, table: Table, state: State):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        table: Table,
+        state: State,
+        idempotent_by_body: frozenset[str] = frozenset(),
+    ):
         self.app = app
         self.table = table
         self.state = state  # the app's state: its `db` and `token_verifier` exist once started
+        # Paths whose bodies carry their own idempotency reference (a reservation's, a
+        # payment's): they answer a repeat themselves, without two more transactions here.
+        self.idempotent_by_body = idempotent_by_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key = header(scope, IDEMPOTENCY_HEADER) if scope["type"] == "http" else None
-        if key is None or scope["method"] not in _UNSAFE_METHODS:
+        if (
+            key is None
+            or scope["method"] not in _UNSAFE_METHODS
+            or scope["path"] in self.idempotent_by_body
+        ):
             await self.app(scope, receive, send)
             return
         if not key or len(key) > MAX_KEY_LENGTH:

@@ -99,4 +99,5 @@ def create_app() -> FastAPI:
         idempotency_keys=idempotency_keys,
         startup=_startup,
         outbox=(outbox, _outbox_handlers),
+        idempotent_by_body=frozenset({"/api/reservations"}),
     )
