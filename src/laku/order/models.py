@@ -14,9 +14,9 @@ class Base(DeclarativeBase):
 
 
 idempotency_keys = idempotency_table(Base.metadata)
-order_number_seq = Sequence("order_number_seq", metadata=Base.metadata)
-
 # Numbered by the database, so a bulk insert of thousands of rows numbers each in one statement.
+# The sequence is declared on the metadata so it is created before the default that uses it.
+order_number_seq = Sequence("order_number_seq", metadata=Base.metadata)
 ORDER_NUMBER_DEFAULT = text(
     "'ORD-' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || '-' "
     "|| nextval('\"order\".order_number_seq')"

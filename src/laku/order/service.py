@@ -10,7 +10,7 @@ group-buying, one to product-service and a few batched INSERTs.
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import BigInteger, Select, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -18,13 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict, NotFound
 from laku.core.security import Principal
-from laku.group_buying.client import GroupBuyingClient, SessionStatus
+from laku.group_buying.client import (
+    GroupBuyingClient,
+    ParticipantOut,
+    ParticipantStatus,
+    SessionStatus,
+)
 from laku.order.models import Order, OrderItem
 from laku.order.schemas import BulkOrdersOut, OrderStatus, ProductSnapshot
 from laku.product.client import ProductClient, ProductDetailOut
-
-if TYPE_CHECKING:
-    from laku.group_buying.client import ParticipantOut
 
 # A session's orders are made once it has reached its MOQ: while it closes (moq_reached, the
 # status group-buying calls bulk in), waits for stock, or has succeeded.
@@ -36,7 +38,6 @@ SUCCESSFUL_SESSION_STATUSES = frozenset(
         SessionStatus.SUCCESS,
     }
 )
-PAID = "paid"
 
 _orders = Order.__table__
 _items = OrderItem.__table__
@@ -64,7 +65,7 @@ def _order_not_found() -> NotFound:
     return NotFound("No such order", code="order_not_found")
 
 
-def final_unit_price(participant: "ParticipantOut") -> int:
+def final_unit_price(participant: ParticipantOut) -> int:
     """The price after the group's final tier when group-buying has set it, else what was paid."""
     if participant.final_unit_price is not None:
         return participant.final_unit_price
@@ -100,7 +101,7 @@ async def create_bulk(
         raise SessionNotSuccessful(
             f"Session {group.session_code} is {group.status}; orders are made once it succeeds"
         )
-    participants = await group_buying.list_participants(group.id, status=PAID)
+    participants = await group_buying.list_participants(group.id, status=ParticipantStatus.PAID)
     product = await products.get_product(group.product_id)
     if product is None:
         raise Conflict(f"Product {group.product_id} is unknown", code="unknown_product")
@@ -117,7 +118,7 @@ async def insert_orders(
     session: AsyncSession,
     group_session_id: uuid.UUID,
     product: ProductDetailOut,
-    participants: "Sequence[ParticipantOut]",
+    participants: Sequence[ParticipantOut],
 ) -> int:
     """Insert the orders (and their one item) that do not exist yet; returns how many."""
     snapshots = variant_snapshots(product)
