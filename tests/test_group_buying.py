@@ -517,6 +517,22 @@ def test_a_different_client_price_is_refused_before_anything_is_reserved(
     assert _join(platform, buyer, session["id"], medium, 1, unitPrice=100000).status_code == 201
 
 
+def test_a_join_retried_with_its_idempotency_key_joins_once(platform: Platform) -> None:
+    catalog = create_seed_catalog(platform)
+    session = _open_session(platform, catalog)
+    buyer = platform.new_buyer()
+    path = f"/api/group-buying/{session['id']}/join"
+    body = {"quantity": 2, "variantId": catalog.variants["S"]}
+    headers = {**buyer.headers, "Idempotency-Key": uuid.uuid4().hex}
+    first, retried = (
+        platform.client("group-buying").post(path, json=body, headers=headers) for _ in range(2)
+    )
+    assert first.status_code == retried.status_code == 201, retried.text
+    assert retried.json() == first.json()
+    assert len(_participants(platform, session["id"])) == 1
+    assert _available(platform, catalog)["S"] == 6
+
+
 def test_refused_joins_change_nothing(platform: Platform) -> None:
     catalog = create_seed_catalog(platform)
     other = create_seed_catalog(platform, bundle={}, stock={})

@@ -4,7 +4,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from laku.core.app import DbSession
-from laku.core.errors import PROBLEM_RESPONSES
+from laku.core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_RESPONSES, Problem
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import (
     AdminPrincipal,
@@ -17,7 +17,6 @@ from laku.group_buying import service, sessions
 from laku.group_buying.join import JoinSaga
 from laku.group_buying.rules import ParticipantStatus
 from laku.group_buying.schemas import (
-    AvailabilityStatus,
     BundleCompositionCreate,
     BundleCompositionOut,
     BundleCompositionReplace,
@@ -30,7 +29,6 @@ from laku.group_buying.schemas import (
     SessionAvailabilityOut,
     SessionCreate,
     SessionOut,
-    VariantAvailabilityOut,
 )
 from laku.product.client import ProductClient
 from laku.warehouse.client import WarehouseClient
@@ -156,6 +154,13 @@ async def get_session(session_ref: SessionRef, session: DbSession) -> SessionOut
     "/api/group-buying/{session_ref}/join",
     response_model=JoinOut,
     status_code=status.HTTP_201_CREATED,
+    responses={
+        503: {
+            "model": Problem,
+            "content": {PROBLEM_CONTENT_TYPE: {}},
+            "description": "warehouse- or payment-service unavailable; nothing was kept",
+        }
+    },
 )
 async def join_session(
     session_ref: SessionRef, body: JoinRequest, principal: BuyerPrincipal, saga: Saga
@@ -172,33 +177,7 @@ async def variant_availability(
     session_ref: SessionRef, session: DbSession, warehouse: Warehouse
 ) -> SessionAvailabilityOut:
     """Each variant's available stock and status in the warehouse, and whether it can be joined."""
-    group = await sessions.find_session(session, session_ref)
-    variants = (await sessions.session_variants(session, [group.id]))[group.id]
-    await session.commit()  # no connection held while warehouse-service answers
-    stock = await warehouse.product_stock(group.product_id)
-    inventory = {item.variant_id: item for item in (stock.variants if stock else [])}
-    joinable = sessions.is_joinable(group, sessions.now())
-    availability = []
-    for variant in variants:
-        item = inventory.get(variant.variant_id)
-        available = max(item.available_quantity, 0) if item else 0
-        availability.append(
-            VariantAvailabilityOut(
-                variant_id=variant.variant_id,
-                sku=variant.sku,
-                variant_name=variant.variant_name,
-                available_quantity=available,
-                status=AvailabilityStatus(item.status) if item else AvailabilityStatus.OUT_OF_STOCK,
-                can_join=joinable and available > 0,
-                unit_price=sessions.current_unit_price(group, variant.price_adjustment),
-            )
-        )
-    return SessionAvailabilityOut(
-        session_id=group.id,
-        session_code=group.session_code,
-        joinable=joinable,
-        variants=availability,
-    )
+    return await sessions.variant_availability(session, warehouse, session_ref)
 
 
 @router.get("/api/group-buying/{session_ref}/participants", response_model=Page[ParticipantOut])

@@ -1,4 +1,5 @@
-"""Group-buying sessions and their participants: opening, reading, payment events, cancelling.
+"""Group-buying sessions and their participants: opening, reading, availability, payment
+events, cancelling.
 
 Locks are always taken session row first, then participant rows, so the writers (join, payment
 events, cancel) never wait on each other in a cycle. Work for other services (releasing stock,
@@ -29,16 +30,20 @@ from laku.group_buying.rules import (
     unit_price,
 )
 from laku.group_buying.schemas import (
+    AvailabilityStatus,
     ParticipantOut,
     ParticipationOut,
     PaymentEvent,
     PaymentEventOut,
     PaymentEventStatus,
+    SessionAvailabilityOut,
     SessionCreate,
     SessionOut,
     SessionVariantOut,
+    VariantAvailabilityOut,
 )
 from laku.product.client import ProductClient
+from laku.warehouse.client import WarehouseClient
 
 log = structlog.get_logger()
 
@@ -348,6 +353,40 @@ async def list_participants(
         .offset(offset)
     )
     return [participant_out(row, group.session_code) for row in rows], total
+
+
+async def variant_availability(
+    session: AsyncSession, warehouse: WarehouseClient, session_ref: str
+) -> SessionAvailabilityOut:
+    """Each variant's available stock and status as the warehouse has them, its price now, and
+    whether it can be joined. A variant never stocked is out of stock."""
+    group = await find_session(session, session_ref)
+    variants = (await session_variants(session, [group.id]))[group.id]
+    await session.commit()  # no connection held while warehouse-service answers
+    stock = await warehouse.product_stock(group.product_id)
+    inventory = {item.variant_id: item for item in (stock.variants if stock else [])}
+    joinable = is_joinable(group, now())
+    availability = []
+    for variant in variants:
+        item = inventory.get(variant.variant_id)
+        available = max(item.available_quantity, 0) if item else 0
+        availability.append(
+            VariantAvailabilityOut(
+                variant_id=variant.variant_id,
+                sku=variant.sku,
+                variant_name=variant.variant_name,
+                available_quantity=available,
+                status=AvailabilityStatus(item.status) if item else AvailabilityStatus.OUT_OF_STOCK,
+                can_join=joinable and available > 0,
+                unit_price=current_unit_price(group, variant.price_adjustment),
+            )
+        )
+    return SessionAvailabilityOut(
+        session_id=group.id,
+        session_code=group.session_code,
+        joinable=joinable,
+        variants=availability,
+    )
 
 
 # Payment events ----------------------------------------------------------------------------
