@@ -13,7 +13,11 @@ from laku.core.services import service_url
 from laku.group_buying.join import JoinSaga
 from laku.group_buying.models import idempotency_keys, outbox
 from laku.group_buying.routes import router
-from laku.group_buying.sessions import EXPIRE_PAYMENT, RELEASE_RESERVATION
+from laku.group_buying.sessions import (
+    EXPIRE_PAYMENT,
+    RELEASE_RESERVATION,
+    RELEASE_SESSION_STOCK,
+)
 from laku.payment.client import PaymentClient
 from laku.product.client import ProductClient
 from laku.warehouse.client import WarehouseClient
@@ -53,6 +57,9 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
             # Refused for good (e.g. already deducted): repeating would not change that.
             log.warning("release_refused", reference=payload["reference"], code=exc.code)
 
+    async def release_session_stock(_: int, payload: dict[str, Any]) -> None:
+        await state.warehouse.release_group(payload["group"])
+
     async def expire_payment(_: int, payload: dict[str, Any]) -> None:
         payment_id = uuid.UUID(payload["paymentId"])
         try:
@@ -66,7 +73,11 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
             # participant, whose money is then owed back.
             log.warning("expire_refused", payment_id=str(payment_id), code=exc.code)
 
-    return {RELEASE_RESERVATION: release_reservation, EXPIRE_PAYMENT: expire_payment}
+    return {
+        RELEASE_RESERVATION: release_reservation,
+        RELEASE_SESSION_STOCK: release_session_stock,
+        EXPIRE_PAYMENT: expire_payment,
+    }
 
 
 def create_app() -> FastAPI:

@@ -33,6 +33,7 @@ from laku.group_buying.sessions import (
     now,
     participant_out,
     participant_reference,
+    reservation_group,
 )
 from laku.payment.client import PaymentClient, PaymentCreate, PaymentOut
 from laku.warehouse.client import WarehouseClient
@@ -103,7 +104,7 @@ class JoinSaga:
         participant_id = uuid.uuid4()
         reference = participant_reference(participant_id)
         try:
-            await self._reserve(reference, request)
+            await self._reserve(reference, request, quote.session_id)
         except UpstreamUnavailable:
             # The stock may have been reserved before the answer was lost.
             await asyncio.shield(self._undo(participant_id, reference, None))
@@ -141,9 +142,14 @@ class JoinSaga:
                 )
             return _priced(group, variant, request)
 
-    async def _reserve(self, reference: str, request: JoinRequest) -> None:
+    async def _reserve(self, reference: str, request: JoinRequest, session_id: uuid.UUID) -> None:
         try:
-            await self.warehouse.reserve(reference, request.variant_id, request.quantity)
+            await self.warehouse.reserve(
+                reference,
+                request.variant_id,
+                request.quantity,
+                group=reservation_group(session_id),
+            )
         except ServiceCallError as exc:
             if exc.code == "inventory_not_found":  # never stocked: nothing is available
                 raise InsufficientStock("This variant has no stock") from exc

@@ -48,6 +48,7 @@ from laku.warehouse.client import WarehouseClient
 log = structlog.get_logger()
 
 RELEASE_RESERVATION = "release_reservation"
+RELEASE_SESSION_STOCK = "release_session_stock"
 EXPIRE_PAYMENT = "expire_payment"
 PARTICIPANT_REFERENCE_PREFIX = "participant:"
 # No 0/O or 1/I: codes are read out and typed by people.
@@ -70,6 +71,12 @@ def new_session_code() -> str:
 def participant_reference(participant_id: uuid.UUID) -> str:
     """Names the participant's stock reservation and escrow payment in the other services."""
     return f"{PARTICIPANT_REFERENCE_PREFIX}{participant_id}"
+
+
+def reservation_group(session_id: uuid.UUID) -> str:
+    """Names a session's reservations together in warehouse-service, released or taken out of
+    stock in one call."""
+    return f"session:{session_id}"
 
 
 def _participant_id(reference: str) -> uuid.UUID | None:
@@ -484,7 +491,8 @@ async def _apply(session: AsyncSession, participant: Participant, event: Payment
 
 async def cancel_session(session: AsyncSession, session_ref: str) -> SessionOut:
     """An admin calls the session off: every participant is cancelled, unpaid invoices are
-    expired and all reserved stock is released. Cancelling again changes nothing."""
+    expired and the session's reserved stock is released in one call. Cancelling again changes
+    nothing."""
     group = await find_session(session, session_ref, lock=True)
     if group.status != SessionStatus.CANCELLED:
         if group.status not in OPEN_STATUSES:
@@ -509,7 +517,9 @@ async def cancel_session(session: AsyncSession, session_ref: str) -> SessionOut:
                     session, outbox, EXPIRE_PAYMENT, {"paymentId": str(participant.payment_id)}
                 )
             _cancel(participant, CancelReason.SESSION_CANCELLED, at)
-            await _release_later(session, participant)
+        await enqueue(
+            session, outbox, RELEASE_SESSION_STOCK, {"group": reservation_group(group.id)}
+        )
         await session.commit()
     variants = await session_variants(session, [group.id])
     return session_out(group, variants[group.id], now())
