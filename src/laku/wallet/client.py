@@ -1,12 +1,16 @@
 """Typed client other services use to call wallet-service (payment: credit tier refunds and
-failed-group refunds into buyers' wallets)."""
+failed-group refunds into buyers' wallets, one at a time or a closed group's in bulk)."""
 
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 
 from laku.core.http import ServiceClient
 from laku.wallet.schemas import (
+    MAX_CREDITS_PER_CALL,
+    BulkCreditsCreate,
+    BulkCreditsOut,
     MovementCreate,
     MovementReason,
     TransactionDirection,
@@ -16,6 +20,9 @@ from laku.wallet.schemas import (
 )
 
 __all__ = [
+    "MAX_CREDITS_PER_CALL",
+    "BulkCreditsOut",
+    "MovementCreate",
     "MovementReason",
     "TransactionDirection",
     "TransactionReason",
@@ -56,6 +63,19 @@ class WalletClient(ServiceClient):
             idempotency_key=f"credit:{_digest(body)}",
         )
         return WalletTransactionOut.model_validate(response.json())
+
+    async def credit_bulk(
+        self, items: Sequence[MovementCreate], *, idempotency_key: str
+    ) -> BulkCreditsOut:
+        """Up to MAX_CREDITS_PER_CALL credits in one transaction (send more in chunks), each
+        once per its `idempotencyKey`: repeating them credits nothing (`alreadyCredited`). A
+        key used before for another credit raises ServiceCallError 409 `idempotency_key_reused`
+        and nothing is credited. `idempotency_key` names this call (the same items each time)."""
+        body = BulkCreditsCreate(items=list(items)).model_dump(mode="json", by_alias=True)
+        response = await self.request(
+            "POST", "/api/wallets/credits/bulk", json=body, idempotency_key=idempotency_key
+        )
+        return BulkCreditsOut.model_validate(response.json())
 
     async def get_wallet(self, user_id: uuid.UUID) -> WalletOut:
         """The user's balance (0 for a user never credited)."""

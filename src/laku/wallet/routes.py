@@ -11,6 +11,8 @@ from laku.core.security import Principal, Role, require_roles
 from laku.providers.xendit.client import verify_callback_token
 from laku.wallet import service
 from laku.wallet.schemas import (
+    BulkCreditsCreate,
+    BulkCreditsOut,
     MovementCreate,
     PayoutWebhook,
     TransactionDirection,
@@ -111,6 +113,18 @@ async def credit(body: MovementCreate, _: AdminOrService, session: DbSession) ->
     """Add to a user's wallet (tier refunds, failed-group refunds). The same idempotencyKey
     again answers 200 with the first transaction and credits nothing."""
     return await _move(TransactionDirection.CREDIT, body, session)
+
+
+@router.post("/credits/bulk", response_model=BulkCreditsOut, status_code=status.HTTP_201_CREATED)
+async def credit_bulk(
+    body: BulkCreditsCreate, _: AdminOrService, session: DbSession
+) -> BulkCreditsOut:
+    """Up to 2,000 credits in one transaction (a closed group buy's refunds). A key that
+    credited before counts as `alreadyCredited` and moves nothing; a key used for another
+    credit refuses the whole batch with `idempotency_key_reused`, nothing moved."""
+    return await service.credit_bulk(
+        session, [service.Movement.from_request(item) for item in body.items]
+    )
 
 
 @router.post(

@@ -3,7 +3,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from laku.core.money import MAX_RUPIAH
 from laku.core.schemas import WireModel
@@ -11,6 +11,8 @@ from laku.core.schemas import WireModel
 CURRENCY = "IDR"
 # Xendit's smallest transfer to an Indonesian bank account.
 MIN_WITHDRAWAL = 10_000
+# Per bulk call, so a body stays well under the 1 MiB limit; a larger group is sent in chunks.
+MAX_CREDITS_PER_CALL = 2_000
 
 PositiveRupiah = Annotated[int, Field(strict=True, gt=0, le=MAX_RUPIAH)]
 Reference = Annotated[
@@ -84,6 +86,24 @@ class MovementCreate(WireModel):
     reason: MovementReason
     reference: Reference = Field(description="What the money is for, e.g. a participant")
     idempotency_key: IdempotencyKey
+
+
+class BulkCreditsCreate(WireModel):
+    """Credits to make together: each once per `idempotencyKey`, and all or none."""
+
+    items: Annotated[list[MovementCreate], Field(min_length=1, max_length=MAX_CREDITS_PER_CALL)]
+
+    @field_validator("items")
+    @classmethod
+    def _keys_distinct(cls, items: list[MovementCreate]) -> list[MovementCreate]:
+        if len({item.idempotency_key for item in items}) != len(items):
+            raise ValueError("each idempotencyKey may appear once")
+        return items
+
+
+class BulkCreditsOut(WireModel):
+    credited: int = Field(description="Credits made by this call.")
+    already_credited: int = Field(description="Keys that had credited before; nothing moved again.")
 
 
 class WalletTransactionOut(WireModel):

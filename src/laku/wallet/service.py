@@ -9,18 +9,22 @@ credit or debit asked for twice happens once.
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, ColumnElement, Uuid, any_, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
 from laku.wallet.models import UserWallet, WalletTransaction, WalletWithdrawal, outbox
 from laku.wallet.schemas import (
     CURRENCY,
+    BulkCreditsOut,
     MovementCreate,
     PayoutWebhook,
     TransactionDirection,
@@ -157,10 +161,14 @@ def _replay(
     asked = (direction.value, movement.user_id, movement.amount, movement.reason.value)
     made = (existing.direction, existing.user_id, existing.amount, existing.reason)
     if asked != made or existing.reference != movement.reference:
-        raise Conflict(
-            "This idempotencyKey was used for another transaction", code="idempotency_key_reused"
-        )
+        raise _key_reused()
     return Recorded(existing, created=False)
+
+
+def _key_reused() -> Conflict:
+    return Conflict(
+        "This idempotencyKey was used for another transaction", code="idempotency_key_reused"
+    )
 
 
 async def move(
@@ -187,6 +195,95 @@ async def move(
             raise
         return _replay(existing, direction, movement)
     return Recorded(transaction, created=True)
+
+
+async def credit_bulk(session: AsyncSession, movements: Sequence[Movement]) -> BulkCreditsOut:
+    """Credit many wallets in one transaction and commit: each idempotency key once, and if
+    any key was used for something else, nothing at all. Missing wallets are made empty first
+    and every wallet is locked in user-id order, so concurrent batches over the same wallets
+    wait for each other rather than deadlock."""
+    users = sorted({movement.user_id for movement in movements})
+    await session.execute(
+        pg_insert(UserWallet)
+        .values([{"user_id": user_id, "balance": 0} for user_id in users])
+        .on_conflict_do_nothing()
+    )
+    balances: dict[uuid.UUID, int] = {
+        row.user_id: row.balance
+        for row in await session.execute(
+            select(UserWallet.user_id, UserWallet.balance)
+            .where(_among(UserWallet.user_id, users))
+            .order_by(UserWallet.user_id)
+            .with_for_update()
+        )
+    }
+    # Under the locks: a concurrent batch with these keys for these users has committed or
+    # waits behind this one.
+    keys = [movement.idempotency_key for movement in movements]
+    earlier = {
+        transaction.idempotency_key: transaction
+        for transaction in await session.scalars(
+            select(WalletTransaction).where(_among(WalletTransaction.idempotency_key, keys))
+        )
+    }
+    new: list[Movement] = []
+    for movement in movements:
+        if existing := earlier.get(movement.idempotency_key):
+            _replay(existing, TransactionDirection.CREDIT, movement)  # refuses another body
+        else:
+            new.append(movement)
+    if not new:
+        return BulkCreditsOut(credited=0, already_credited=len(movements))
+
+    transactions: list[dict[str, Any]] = []
+    for movement in new:
+        balances[movement.user_id] += movement.amount
+        transactions.append(
+            {
+                "id": uuid.uuid4(),
+                "user_id": movement.user_id,
+                "direction": TransactionDirection.CREDIT.value,
+                "amount": movement.amount,
+                "reason": movement.reason.value,
+                "reference": movement.reference,
+                "idempotency_key": movement.idempotency_key,
+                "balance_after": balances[movement.user_id],
+            }
+        )
+    inserted = await session.scalars(
+        pg_insert(WalletTransaction)
+        .values(transactions)
+        .on_conflict_do_nothing(index_elements=[WalletTransaction.idempotency_key])
+        .returning(WalletTransaction.id)
+    )
+    if len(inserted.all()) != len(new):
+        # A key taken at this moment for a wallet outside this batch's locks.
+        await session.rollback()
+        raise _key_reused()
+    credited_users = sorted({movement.user_id for movement in new})
+    totals = (
+        func.unnest(
+            bindparam(None, credited_users, type_=ARRAY(Uuid())),
+            bindparam(
+                None, [balances[user_id] for user_id in credited_users], type_=ARRAY(BigInteger())
+            ),
+        )
+        .table_valued("user_id", "balance")
+        .render_derived()
+    )
+    await session.execute(
+        update(UserWallet)
+        .where(UserWallet.user_id == totals.c.user_id)
+        .values(balance=totals.c.balance)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return BulkCreditsOut(credited=len(new), already_credited=len(movements) - len(new))
+
+
+def _among(column: InstrumentedAttribute[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+    """`column = ANY(:values)`: one array parameter however many values there are."""
+    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
 
 
 # Withdrawals -------------------------------------------------------------------------------
