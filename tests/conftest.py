@@ -33,6 +33,9 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "LAKU_ADMIN_EMAIL": ADMIN_EMAIL,
         "LAKU_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "LAKU_LOG_JSON": "true",
+        # Cheap password hashes: tests register hundreds of buyers on two cores.
+        "LAKU_PASSWORD_HASH_TIME_COST": "1",
+        "LAKU_PASSWORD_HASH_MEMORY_KIB": "1024",
     }
     settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
     log_dir = Path(tmp_path_factory.mktemp("service-logs"))

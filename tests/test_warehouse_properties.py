@@ -78,6 +78,7 @@ class WarehouseMachine(RuleBasedStateMachine):
         # Falls to the threshold (each enqueues a reorder) and how many were already waited for.
         self.falls = 0
         self.falls_awaited = 0
+        self.lowest_available = 0  # counted losses can take it below zero
 
     # HTTP ------------------------------------------------------------------------------------
 
@@ -129,6 +130,7 @@ class WarehouseMachine(RuleBasedStateMachine):
 
     def _moved(self, before: int, after: int) -> None:
         """Available stock changed: a fall to the threshold or below enqueues a reorder."""
+        self.lowest_available = min(self.lowest_available, after)
         if before > REORDER_THRESHOLD >= after:
             self.falls += 1
 
@@ -339,8 +341,9 @@ class WarehouseMachine(RuleBasedStateMachine):
             assert order["reason"] == "auto_reorder"
             assert order["status"] == self.order_status.get(order["id"], "open"), order
             assert order["bundles"] >= 1
-            # Enough bundles to lift an empty variant just above its threshold, and no more.
-            assert order["bundles"] <= math.ceil((REORDER_THRESHOLD + 1) / UNITS_IN_BUNDLE)
+            # Enough bundles to lift the emptiest variant just above its threshold, and no more.
+            deepest = REORDER_THRESHOLD - self.lowest_available + 1
+            assert order["bundles"] <= math.ceil(deepest / UNITS_IN_BUNDLE)
             assert {line["variantId"]: line["quantity"] for line in order["lines"]} == {
                 variant_id: UNITS_IN_BUNDLE * order["bundles"]
                 for variant_id in self.catalog.variants.values()

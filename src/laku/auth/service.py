@@ -5,13 +5,14 @@ import hmac
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,11 +20,27 @@ from laku.auth.models import LoginThrottle, SigningKey, User
 from laku.auth.schemas import CreateUserRequest, RegisterRequest
 from laku.core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from laku.core.security import ALGORITHM, Role
-from laku.core.settings import Settings
+from laku.core.settings import Settings, get_settings
 
-_hasher = PasswordHasher()
-# Verified against when the e-mail is unknown, so both failures take the same time.
-_DUMMY_HASH = _hasher.hash("laku-no-such-user")
+
+@cache
+def _hasher() -> PasswordHasher:
+    settings = get_settings()
+    return PasswordHasher(
+        time_cost=settings.password_hash_time_cost,
+        memory_cost=settings.password_hash_memory_kib,
+    )
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the e-mail is unknown, so both failures take the same time."""
+    return _hasher().hash("laku-no-such-user")
+
+
+async def _hash(password: str) -> str:
+    # Argon2 is deliberately slow: keep it off the event loop, and hold no connection meanwhile.
+    return await asyncio.to_thread(_hasher().hash, password)
 
 
 def _now() -> datetime:
@@ -91,6 +108,7 @@ class TokenSigner:
 async def create_user(
     session: AsyncSession, request: RegisterRequest | CreateUserRequest, role: Role
 ) -> User:
+    password_hash = await _hash(request.password)
     email = request.email.lower()
     if await session.scalar(select(User.id).where(User.email == email)):
         raise Conflict("An account with this e-mail already exists", code="email_taken")
@@ -100,7 +118,7 @@ async def create_user(
         phone=request.phone,
         role=role.value,
         factory_id=getattr(request, "factory_id", None),
-        password_hash=await asyncio.to_thread(_hasher.hash, request.password),
+        password_hash=password_hash,
     )
     session.add(user)
     await session.commit()
@@ -117,7 +135,7 @@ async def ensure_admin(session: AsyncSession, settings: Settings) -> None:
             email=email,
             name=settings.admin_name,
             role=Role.ADMIN.value,
-            password_hash=_hasher.hash(settings.admin_password.get_secret_value()),
+            password_hash=await _hash(settings.admin_password.get_secret_value()),
         )
         .on_conflict_do_nothing(index_elements=[User.email])
     )
@@ -128,8 +146,8 @@ async def authenticate(
     session: AsyncSession, settings: Settings, email: str, password: str
 ) -> User:
     email = email.lower()
-    throttle = await session.get(LoginThrottle, email, with_for_update=True)
     now = _now()
+    throttle = await session.get(LoginThrottle, email)
     if throttle and throttle.locked_until and throttle.locked_until > now:
         retry_after = int((throttle.locked_until - now).total_seconds()) + 1
         await session.rollback()
@@ -137,48 +155,41 @@ async def authenticate(
             "Too many failed logins; try again later", code="login_locked", retry_after=retry_after
         )
     user = await session.scalar(select(User).where(User.email == email))
-    if user is not None and await _password_matches(user.password_hash, password):
-        if throttle:
-            await session.delete(throttle)
+    await session.commit()  # ends the read: no connection held while the password is checked
+    # An unknown e-mail is checked against a dummy hash: both failures take the same time.
+    matches = await _password_matches(user.password_hash if user else _dummy_hash(), password)
+    if user is not None and matches:
+        await session.execute(delete(LoginThrottle).where(LoginThrottle.email == email))
         await session.commit()
         return user
-    if user is None:
-        await _password_matches(_DUMMY_HASH, password)  # same time as a wrong password
-    await _record_failure(session, settings, email, throttle, now)
+    await _record_failure(session, settings, email, now)
     raise Unauthorized("E-mail or password is wrong", code="invalid_credentials")
 
 
 async def _password_matches(password_hash: str, password: str) -> bool:
-    # Argon2 is deliberately slow: keep it off the event loop.
     try:
-        return await asyncio.to_thread(_hasher.verify, password_hash, password)
+        return await asyncio.to_thread(_hasher().verify, password_hash, password)
     except (VerifyMismatchError, InvalidHashError):
         return False
 
 
 async def _record_failure(
-    session: AsyncSession,
-    settings: Settings,
-    email: str,
-    throttle: LoginThrottle | None,
-    now: datetime,
+    session: AsyncSession, settings: Settings, email: str, now: datetime
 ) -> None:
+    """Count a failure under the address's row lock; enough in one window lock the address."""
+    await session.execute(
+        insert(LoginThrottle)
+        .values(email=email, failures=0, window_started_at=now)
+        .on_conflict_do_nothing()
+    )
+    throttle = await session.get(LoginThrottle, email, with_for_update=True, populate_existing=True)
+    assert throttle is not None
     window = timedelta(seconds=settings.login_lockout_seconds)
-    if throttle is None:
-        await session.execute(
-            insert(LoginThrottle)
-            .values(email=email, failures=1, window_started_at=now)
-            .on_conflict_do_update(
-                index_elements=[LoginThrottle.email],
-                set_={"failures": LoginThrottle.failures + 1},
-            )
-        )
-    else:
-        if now - throttle.window_started_at > window:
-            throttle.failures, throttle.window_started_at, throttle.locked_until = 0, now, None
-        throttle.failures += 1
-        if throttle.failures >= settings.login_max_failures:
-            throttle.locked_until = now + window
+    if now - throttle.window_started_at > window:
+        throttle.failures, throttle.window_started_at, throttle.locked_until = 0, now, None
+    throttle.failures += 1
+    if throttle.failures >= settings.login_max_failures:
+        throttle.locked_until = now + window
     await session.commit()
 
 

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = 3600
     service_token_ttl_seconds: int = 900
 
+    # Argon2 cost of password hashes; the defaults are argon2-cffi's. Tests lower them.
+    password_hash_time_cost: int = 3
+    password_hash_memory_kib: int = 65_536
+
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
 
