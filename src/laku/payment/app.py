@@ -59,4 +59,6 @@ def create_app() -> FastAPI:
         idempotency_keys=idempotency_keys,
         startup=_startup,
         outbox=(outbox, _outbox_handlers),
+        # A payment is idempotent by its caller's reference (the same reference, the same one).
+        idempotent_by_body=frozenset({"/api/payments"}),
     )
