@@ -26,7 +26,7 @@ BuyerPrincipal = Annotated[Principal, Depends(require_roles(Role.BUYER))]
 FactoryPrincipal = Annotated[Principal, Depends(require_roles(Role.FACTORY))]
 
 
-def _auth_client(request: Request) -> AuthClient:
+async def _auth_client(request: Request) -> AuthClient:
     return request.app.state.auth_client
 
 

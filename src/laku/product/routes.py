@@ -49,7 +49,7 @@ def _sees_everything(principal: Principal | None) -> bool:
     return principal is not None and principal.is_privileged
 
 
-def _factory_client(request: Request) -> FactoryClient:
+async def _factory_client(request: Request) -> FactoryClient:
     return request.app.state.factory_client
 
 
