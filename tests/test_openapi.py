@@ -17,6 +17,8 @@ _BODYLESS_ACTIONS = {
     "release",
     "deduct",
     "expire",
+    "process-expired",
+    "stock-received",
 }
 
 

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     # Warehouse: what the factory charges to ship one bundle, added to every purchase order.
     purchase_order_shipping_cost_per_bundle: int = 25_000
 
+    # Group-buying closes sessions past their end time (design 7 "Close"): each group-buying
+    # process runs process-expired every `close_interval_seconds` (0: only when it is called).
+    # A close holds its session for `close_claim_lease_seconds`, renewed while it works, so a
+    # process that dies mid-close leaves the session to the next run once that has passed.
+    close_interval_seconds: float = 60
+    close_claim_lease_seconds: float = 10
+
 
 @lru_cache
 def get_settings() -> Settings:

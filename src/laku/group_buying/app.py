@@ -1,3 +1,4 @@
+import asyncio
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
@@ -10,14 +11,17 @@ from laku.core.app import create_service_app
 from laku.core.http import ServiceCallError
 from laku.core.outbox import Handler
 from laku.core.services import service_url
+from laku.group_buying.closing import Closer, run_schedule
 from laku.group_buying.join import JoinSaga
 from laku.group_buying.models import idempotency_keys, outbox
 from laku.group_buying.routes import router
 from laku.group_buying.sessions import (
     EXPIRE_PAYMENT,
+    REFUND_LATE_PAYMENT,
     RELEASE_RESERVATION,
-    RELEASE_SESSION_STOCK,
+    SETTLE_CANCELLED_SESSION,
 )
+from laku.order.client import OrderClient
 from laku.payment.client import PaymentClient
 from laku.product.client import ProductClient
 from laku.warehouse.client import WarehouseClient
@@ -43,6 +47,19 @@ async def _startup(app: FastAPI) -> None:
         wake_outbox=lambda: state.outbox_relay.wake(),
         invoice_duration=timedelta(seconds=state.settings.invoice_duration_seconds),
     )
+    state.closer = Closer(
+        db=state.db,
+        warehouse=state.warehouse,
+        payments=state.payments,
+        orders=OrderClient(url("order"), *transport),
+        lease=timedelta(seconds=state.settings.close_claim_lease_seconds),
+    )
+    interval = state.settings.close_interval_seconds
+    if interval > 0:
+        # Kept on the state: the event loop holds its tasks only weakly.
+        state.close_schedule = asyncio.create_task(
+            run_schedule(state.closer, timedelta(seconds=interval)), name="close-schedule"
+        )
 
 
 def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
@@ -57,8 +74,25 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
             # Refused for good (e.g. already deducted): repeating would not change that.
             log.warning("release_refused", reference=payload["reference"], code=exc.code)
 
-    async def release_session_stock(_: int, payload: dict[str, Any]) -> None:
-        await state.warehouse.release_group(payload["group"])
+    async def settle_cancelled_session(_: int, payload: dict[str, Any]) -> None:
+        session_id = uuid.UUID(payload["sessionId"])
+        try:
+            await state.closer.settle_cancelled(session_id)
+        except ServiceCallError as exc:
+            if exc.status >= 500:
+                raise
+            # Refused for good (a payment not refundable): repeating would not change that.
+            log.error("cancel_settlement_refused", session_id=str(session_id), code=exc.code)
+
+    async def refund_late_payment(_: int, payload: dict[str, Any]) -> None:
+        participant_id = uuid.UUID(payload["participantId"])
+        try:
+            await state.closer.refund_late_payment(participant_id)
+        except ServiceCallError as exc:
+            if exc.status >= 500:
+                raise
+            # e.g. `payment_not_refundable`: the payment is not paid with escrow held.
+            log.error("late_refund_refused", participant_id=str(participant_id), code=exc.code)
 
     async def expire_payment(_: int, payload: dict[str, Any]) -> None:
         payment_id = uuid.UUID(payload["paymentId"])
@@ -75,8 +109,9 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
 
     return {
         RELEASE_RESERVATION: release_reservation,
-        RELEASE_SESSION_STOCK: release_session_stock,
         EXPIRE_PAYMENT: expire_payment,
+        SETTLE_CANCELLED_SESSION: settle_cancelled_session,
+        REFUND_LATE_PAYMENT: refund_late_payment,
     }
 
 

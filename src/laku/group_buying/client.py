@@ -6,6 +6,7 @@ from laku.core.http import ServiceClient
 from laku.core.schemas import Page
 from laku.group_buying.rules import ParticipantStatus, SessionStatus, Tier
 from laku.group_buying.schemas import (
+    MAX_PARTICIPANTS_PAGE,
     BundleCompositionOut,
     ParticipantOut,
     PaymentEvent,
@@ -27,8 +28,6 @@ __all__ = [
     "Tier",
 ]
 
-_PAGE_SIZE = 100  # the most the participants endpoint gives at once
-
 
 class GroupBuyingClient(ServiceClient):
     async def get_bundle_composition(self, product_id: uuid.UUID) -> BundleCompositionOut | None:
@@ -47,7 +46,10 @@ class GroupBuyingClient(ServiceClient):
         """Every participant of the session (optionally of one status), oldest first."""
         participants: list[ParticipantOut] = []
         while True:
-            params: dict[str, str | int] = {"limit": _PAGE_SIZE, "offset": len(participants)}
+            params: dict[str, str | int] = {
+                "limit": MAX_PARTICIPANTS_PAGE,
+                "offset": len(participants),
+            }
             if status is not None:
                 params["status"] = status
             response = await self.request(
@@ -68,3 +70,17 @@ class GroupBuyingClient(ServiceClient):
             idempotency_key=idempotency_key,
         )
         return PaymentEventOut.model_validate(response.json())
+
+    async def report_stock_received(
+        self, session_id: uuid.UUID, *, idempotency_key: str
+    ) -> SessionOut:
+        """Tell group-buying the warehouse has fulfilled a session that waited for stock: its
+        escrow is released and it succeeds. A session already successful is returned as it is;
+        one not waiting for stock, or whose fulfilment is not complete, raises
+        ServiceCallError 409."""
+        response = await self.request(
+            "POST",
+            f"/api/group-buying/{session_id}/stock-received",
+            idempotency_key=idempotency_key,
+        )
+        return SessionOut.model_validate(response.json())

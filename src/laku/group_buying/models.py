@@ -18,7 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
 from laku.core.idempotency import idempotency_table
 from laku.core.outbox import outbox_table
-from laku.group_buying.rules import ParticipantStatus, SessionStatus
+from laku.group_buying.rules import CloseStep, ParticipantStatus, SessionStatus
 
 
 class Base(DeclarativeBase):
@@ -66,7 +66,10 @@ class GroupBuyingSession(UUIDPrimaryKey, TimestampMixin, Base):
         CheckConstraint("group_price = price_tier_25", name="group_price_is_tier_25"),
         CheckConstraint("paid_quantity >= 0", name="paid_quantity_not_negative"),
         CheckConstraint(_one_of("status", SessionStatus), name="status_known"),
-        # The public list: open sessions by end time.
+        CheckConstraint(
+            f"close_step IS NULL OR {_one_of('close_step', CloseStep)}", name="close_step_known"
+        ),
+        # The public list: open sessions by end time; and the closer's: open ones past it.
         Index("ix_group_buying_sessions_status_end_time", "status", "end_time"),
     )
 
@@ -87,6 +90,11 @@ class GroupBuyingSession(UUIDPrimaryKey, TimestampMixin, Base):
     paid_quantity: Mapped[int] = mapped_column(Integer, default=0)
     created_by: Mapped[uuid.UUID]
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The close (design 7): how far it has gone, and who holds it until when. A closer renews
+    # its lease while it works; one that died leaves the session to the next closer after it.
+    close_step: Mapped[str | None] = mapped_column(String(24))
+    close_claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    close_claim_token: Mapped[uuid.UUID | None]
 
 
 class SessionVariant(Base):

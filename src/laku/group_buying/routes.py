@@ -14,9 +14,11 @@ from laku.core.security import (
     require_roles,
 )
 from laku.group_buying import service, sessions
+from laku.group_buying.closing import Closer
 from laku.group_buying.join import JoinSaga
 from laku.group_buying.rules import ParticipantStatus
 from laku.group_buying.schemas import (
+    MAX_PARTICIPANTS_PAGE,
     BundleCompositionCreate,
     BundleCompositionOut,
     BundleCompositionReplace,
@@ -26,6 +28,7 @@ from laku.group_buying.schemas import (
     ParticipationOut,
     PaymentEvent,
     PaymentEventOut,
+    ProcessExpiredOut,
     SessionAvailabilityOut,
     SessionCreate,
     SessionOut,
@@ -52,12 +55,19 @@ def _join_saga(request: Request) -> JoinSaga:
     return request.app.state.join_saga
 
 
+def _closer(request: Request) -> Closer:
+    return request.app.state.closer
+
+
 Products = Annotated[ProductClient, Depends(_product_client)]
 SessionRef = Annotated[
     str, Path(max_length=64, description="The session's id, or its code (e.g. GB-7KQ2M9XA)")
 ]
 Warehouse = Annotated[WarehouseClient, Depends(_warehouse)]
 Saga = Annotated[JoinSaga, Depends(_join_saga)]
+SessionCloser = Annotated[Closer, Depends(_closer)]
+# Services read a whole session's participants (order-service: a closed group's orders).
+ParticipantsLimit = Annotated[int, Query(ge=1, le=MAX_PARTICIPANTS_PAGE)]
 
 
 # Bundle composition ------------------------------------------------------------------------
@@ -141,6 +151,15 @@ async def payment_event(
     return outcome
 
 
+@router.post("/api/group-buying/process-expired", response_model=ProcessExpiredOut)
+async def process_expired(_: AdminOrService, closer: SessionCloser) -> ProcessExpiredOut:
+    """Seed step 5: close the sessions past their end time. Unpaid joins are cancelled; below
+    the MOQ the session fails and the paid are refunded in full; otherwise each is refunded the
+    difference to the final tier, orders are made and the stock taken out (success), or bundles
+    ordered for what is short (pending_stock). Safe to run at once and again after a crash."""
+    return await closer.close_expired()
+
+
 # One session -------------------------------------------------------------------------------
 
 
@@ -186,7 +205,7 @@ async def list_participants(
     _: AdminOrService,
     session: DbSession,
     status_filter: Annotated[ParticipantStatus | None, Query(alias="status")] = None,
-    limit: Limit = 50,
+    limit: ParticipantsLimit = 50,
     offset: Offset = 0,
 ) -> Page[ParticipantOut]:
     items, total = await sessions.list_participants(
@@ -203,3 +222,12 @@ async def cancel_session(
     cancelled = await sessions.cancel_session(session, session_ref)
     request.app.state.outbox_relay.wake()
     return cancelled
+
+
+@router.post("/api/group-buying/{session_ref}/stock-received", response_model=SessionOut)
+async def stock_received(
+    session_ref: SessionRef, _: AdminOrService, closer: SessionCloser
+) -> SessionOut:
+    """The warehouse has fulfilled a session waiting for stock: its escrow is released and it
+    succeeds. Reporting it again changes nothing."""
+    return await closer.stock_received(session_ref)

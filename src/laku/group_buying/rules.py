@@ -37,6 +37,18 @@ class CancelReason(StrEnum):
     PAYMENT_EXPIRED = "payment_expired"
     PAYMENT_FAILED = "payment_failed"
     SESSION_CANCELLED = "session_cancelled"
+    SESSION_CLOSED = "session_closed"  # still unpaid when the session closed
+
+
+class CloseStep(StrEnum):
+    """How far a session's close has gone, in order; each step is safe to repeat, so a close
+    stopped half way (the process killed) continues from the last step recorded."""
+
+    UNPAID_CANCELLED = "unpaid_cancelled"  # unpaid joins cancelled, final unit prices set
+    UNPAID_RELEASED = "unpaid_released"  # their invoices expired and their stock released
+    REFUNDED = "refunded"  # failed: paid in full; otherwise the difference to the final tier
+    ORDERED = "ordered"  # the paid participants' orders made
+    DONE = "done"  # failed, success or pending_stock
 
 
 OPEN_STATUSES = frozenset({SessionStatus.FORMING, SessionStatus.ACTIVE, SessionStatus.MOQ_REACHED})

@@ -140,6 +140,9 @@ class JoinRequest(WireModel):
     total_price: Rupiah | None = None
 
 
+MAX_PARTICIPANTS_PAGE = 5_000
+
+
 class ParticipantOut(WireModel):
     id: uuid.UUID
     session_id: uuid.UUID
@@ -206,3 +209,29 @@ class SessionAvailabilityOut(WireModel):
     session_code: str
     joinable: bool
     variants: list[VariantAvailabilityOut]
+
+
+# Closing ------------------------------------------------------------------------------------
+
+
+class CloseOutcome(StrEnum):
+    SUCCESS = "success"
+    PENDING_STOCK = "pending_stock"
+    FAILED = "failed"
+    UNFINISHED = "unfinished"  # stopped by an error; the next run continues where it stopped
+
+
+class ClosedSessionOut(WireModel):
+    session_id: uuid.UUID
+    session_code: str
+    outcome: CloseOutcome
+    error: str | None = Field(
+        default=None, description="Why an `unfinished` close stopped (a problem code)."
+    )
+
+
+class ProcessExpiredOut(WireModel):
+    processed: list[ClosedSessionOut]
+    more: bool = Field(
+        description="The run stopped at its limit of sessions: call again for the rest."
+    )

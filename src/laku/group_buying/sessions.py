@@ -2,8 +2,9 @@
 events, cancelling.
 
 Locks are always taken session row first, then participant rows, so the writers (join, payment
-events, cancel) never wait on each other in a cycle. Work for other services (releasing stock,
-expiring invoices) is written to the outbox in the same transaction as the change causing it.
+events, cancel, close) never wait on each other in a cycle. Work for other services (releasing
+stock, expiring invoices, refunds) is written to the outbox in the same transaction as the
+change causing it.
 """
 
 import secrets
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict, InvalidInput, NotFound
@@ -48,8 +49,9 @@ from laku.warehouse.client import WarehouseClient
 log = structlog.get_logger()
 
 RELEASE_RESERVATION = "release_reservation"
-RELEASE_SESSION_STOCK = "release_session_stock"
 EXPIRE_PAYMENT = "expire_payment"
+SETTLE_CANCELLED_SESSION = "settle_cancelled_session"
+REFUND_LATE_PAYMENT = "refund_late_payment"
 PARTICIPANT_REFERENCE_PREFIX = "participant:"
 # No 0/O or 1/I: codes are read out and typed by people.
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -77,6 +79,11 @@ def reservation_group(session_id: uuid.UUID) -> str:
     """Names a session's reservations together in warehouse-service, released or taken out of
     stock in one call."""
     return f"session:{session_id}"
+
+
+def refund_reference(session_id: uuid.UUID, participant_id: uuid.UUID) -> str:
+    """Names a participant's refund in payment-service, which refunds each reference once."""
+    return f"{reservation_group(session_id)}:participant:{participant_id}"
 
 
 def _participant_id(reference: str) -> uuid.UUID | None:
@@ -467,8 +474,11 @@ async def _apply(session: AsyncSession, participant: Participant, event: Payment
                 SessionStatus(group.status), group.paid_quantity, group.target_moq
             )
         elif participant.status == ParticipantStatus.CANCELLED and participant.paid_at is None:
-            # Paid just as it was cancelled: recorded, so the money is refunded, not kept.
+            # Paid just as it was cancelled: recorded, and the money given back in full.
             log.warning("payment_after_cancellation", reference=event.reference)
+            await enqueue(
+                session, outbox, REFUND_LATE_PAYMENT, {"participantId": str(participant.id)}
+            )
         else:
             return False
         participant.paid_at = event.occurred_at
@@ -490,36 +500,34 @@ async def _apply(session: AsyncSession, participant: Participant, event: Payment
 
 
 async def cancel_session(session: AsyncSession, session_ref: str) -> SessionOut:
-    """An admin calls the session off: every participant is cancelled, unpaid invoices are
-    expired and the session's reserved stock is released in one call. Cancelling again changes
-    nothing."""
+    """An admin calls the session off: every participant is cancelled, then, through the
+    outbox in a few batched calls, the unpaid invoices are expired, the session's stock
+    released and the paid refunded in full. Cancelling again changes nothing; a session whose
+    close has begun cannot be cancelled."""
     group = await find_session(session, session_ref, lock=True)
     if group.status != SessionStatus.CANCELLED:
-        if group.status not in OPEN_STATUSES:
+        if group.status not in OPEN_STATUSES or group.close_step is not None:
+            state = "closing" if group.status in OPEN_STATUSES else group.status
             raise Conflict(
-                f"A session in status {group.status} cannot be cancelled",
-                code="session_not_cancellable",
+                f"A session that is {state} cannot be cancelled", code="session_not_cancellable"
             )
         at = now()
         group.status = SessionStatus.CANCELLED
         group.cancelled_at = at
-        participants = await session.scalars(
-            select(Participant)
+        # The paid keep their `paid_at`: they are owed their money back.
+        await session.execute(
+            update(Participant)
             .where(
                 Participant.session_id == group.id,
                 Participant.status.in_([ParticipantStatus.PENDING_PAYMENT, ParticipantStatus.PAID]),
             )
-            .with_for_update()
+            .values(
+                status=ParticipantStatus.CANCELLED,
+                cancelled_at=at,
+                cancel_reason=CancelReason.SESSION_CANCELLED,
+            )
         )
-        for participant in participants:
-            if participant.status == ParticipantStatus.PENDING_PAYMENT and participant.payment_id:
-                await enqueue(
-                    session, outbox, EXPIRE_PAYMENT, {"paymentId": str(participant.payment_id)}
-                )
-            _cancel(participant, CancelReason.SESSION_CANCELLED, at)
-        await enqueue(
-            session, outbox, RELEASE_SESSION_STOCK, {"group": reservation_group(group.id)}
-        )
+        await enqueue(session, outbox, SETTLE_CANCELLED_SESSION, {"sessionId": str(group.id)})
         await session.commit()
     variants = await session_variants(session, [group.id])
     return session_out(group, variants[group.id], now())

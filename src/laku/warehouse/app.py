@@ -2,9 +2,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import structlog
 from fastapi import FastAPI
 
 from laku.core.app import create_service_app
+from laku.core.http import ServiceCallError
 from laku.core.outbox import Handler
 from laku.core.services import service_url
 from laku.factory.client import FactoryClient
@@ -14,6 +16,10 @@ from laku.product.client import ProductClient
 from laku.warehouse import service
 from laku.warehouse.models import idempotency_keys, outbox
 from laku.warehouse.routes import router
+
+log = structlog.get_logger()
+
+SESSION_GROUP_PREFIX = "session:"  # how group-buying names a session's reservations
 
 
 async def _startup(app: FastAPI) -> None:
@@ -76,7 +82,7 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
             if product is None:
                 raise LookupError(f"product {waiting.product_id} is unknown")
             composition = await state.group_buying.get_bundle_composition(product.id)
-            await service.fulfil_group(
+            fulfilment = await service.fulfil_group(
                 session,
                 group,
                 product,
@@ -84,6 +90,18 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
                 state.settings.purchase_order_shipping_cost_per_bundle,
             )
         state.outbox_relay.wake()
+        if fulfilment.status == "fulfilled" and group.startswith(SESSION_GROUP_PREFIX):
+            # The group-buying session waiting for this stock can now succeed. A refusal
+            # (not waiting for stock) is final: group-buying looks again itself after closing.
+            try:
+                await state.group_buying.report_stock_received(
+                    uuid.UUID(group.removeprefix(SESSION_GROUP_PREFIX)),
+                    idempotency_key=f"stock-received:{group}",
+                )
+            except ServiceCallError as exc:
+                if exc.status >= 500:
+                    raise
+                log.warning("stock_received_refused", group=group, code=exc.code)
 
     return {
         service.REORDER: reorder,

@@ -1,0 +1,549 @@
+"""Closing group buys (seed steps 5-8, design 7 "Close"), and settling cancelled ones.
+
+A closer first claims a session past its end time (one UPDATE ... FOR UPDATE SKIP LOCKED with a
+lease it renews while it works), so two closes at the same moment, in one process or several,
+never both close it, and a process that dies mid-close leaves it to the next run once its lease
+has passed. The close then goes step by step (`CloseStep`), recording each step on the session
+row; every step is safe to repeat (a refund is made once per reference, orders once per
+participant, stock moved once per reservation, and a batched call repeated with its key gets
+its first answer), so a run after a crash continues where the dead one stopped and doubles
+nothing.
+
+Every step is batched: per session a fixed number of calls to each service, in chunks of what
+the callee accepts, never a call per participant. No database connection is held across a call
+to another service.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+import structlog
+from sqlalchemy import Uuid, any_, bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from laku.core.db import Database
+from laku.core.errors import Conflict, DomainError
+from laku.group_buying.models import GroupBuyingSession, Participant, SessionVariant
+from laku.group_buying.rules import (
+    OPEN_STATUSES,
+    CancelReason,
+    CloseStep,
+    ParticipantStatus,
+    SessionStatus,
+    tier_for,
+)
+from laku.group_buying.schemas import (
+    ClosedSessionOut,
+    CloseOutcome,
+    ProcessExpiredOut,
+    SessionOut,
+)
+from laku.group_buying.sessions import (
+    find_session,
+    get_session,
+    refund_reference,
+    reservation_group,
+    tier_prices,
+)
+from laku.order.client import OrderClient
+from laku.payment.client import (
+    MAX_PAYMENTS_PER_CALL,
+    MAX_REFUNDS_PER_CALL,
+    PaymentClient,
+    RefundItem,
+    RefundReason,
+)
+from laku.warehouse.client import FulfilmentOut, FulfilmentStatus, WarehouseClient
+
+log = structlog.get_logger()
+
+# Sessions one process-expired call closes at most; the scheduler calls again for the rest.
+MAX_SESSIONS_PER_RUN = 50
+# Reservations named in one release (warehouse-service takes up to 20,000).
+RELEASES_PER_CALL = 5_000
+
+Item = TypeVar("Item")
+
+
+def _chunks(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _call_key(purpose: str, session_id: uuid.UUID, names: Iterable[str]) -> str:
+    """The idempotency key of a batched call: the same batch again (a re-run after a crash)
+    gets the first call's answer, while a different batch is a call of its own."""
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:32]
+    return f"{purpose}:{session_id}:{digest}"
+
+
+class StockNotReceived(Conflict):
+    code, title = "stock_not_received", "The warehouse has not fulfilled the session yet"
+
+
+class SessionNotAwaitingStock(Conflict):
+    code, title = "session_not_awaiting_stock", "The session is not waiting for stock"
+
+
+@dataclass(frozen=True)
+class Member:
+    """A participant, as much of it as closing needs."""
+
+    id: uuid.UUID
+    status: str
+    cancel_reason: str | None
+    payment_id: uuid.UUID | None
+    paid: bool
+    quantity: int
+    unit_price: int
+    total_price: int
+    final_unit_price: int | None
+    reservation_reference: str
+
+    def tier_refund(self) -> int:
+        """What the difference to the final unit price comes to over its quantity."""
+        assert self.final_unit_price is not None  # set by the close's first step
+        return (self.unit_price - self.final_unit_price) * self.quantity
+
+    def refund(self, session_id: uuid.UUID, amount: int, reason: RefundReason) -> RefundItem:
+        assert self.payment_id is not None  # a paid participant has its payment
+        return RefundItem(
+            payment_id=self.payment_id,
+            amount=amount,
+            reason=reason,
+            reference=refund_reference(session_id, self.id),
+        )
+
+
+async def _members(db: Database, session_id: uuid.UUID) -> list[Member]:
+    async with db.sessions() as session:
+        rows = await session.execute(
+            select(
+                Participant.id,
+                Participant.status,
+                Participant.cancel_reason,
+                Participant.payment_id,
+                Participant.paid_at.is_not(None),
+                Participant.quantity,
+                Participant.unit_price,
+                Participant.total_price,
+                Participant.final_unit_price,
+                Participant.reservation_reference,
+            )
+            .where(Participant.session_id == session_id)
+            .order_by(Participant.id)  # the same batches, so the same keys, on every run
+        )
+        return [Member(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class Claim:
+    session_id: uuid.UUID
+    session_code: str
+    token: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Closer:
+    db: Database
+    warehouse: WarehouseClient
+    payments: PaymentClient
+    orders: OrderClient
+    lease: timedelta
+
+    # process-expired ---------------------------------------------------------------------
+
+    async def close_expired(self) -> ProcessExpiredOut:
+        """Close every session past its end time still forming, active or moq_reached (up to
+        MAX_SESSIONS_PER_RUN), one after another."""
+        processed: list[ClosedSessionOut] = []
+        while len(processed) < MAX_SESSIONS_PER_RUN:
+            claim = await self._claim()
+            if claim is None:
+                return ProcessExpiredOut(processed=processed, more=False)
+            closed = await self._close_claimed(claim)
+            if closed is not None:
+                processed.append(closed)
+        return ProcessExpiredOut(processed=processed, more=True)
+
+    async def _claim(self) -> Claim | None:
+        """One session due to close that no live closer holds, held now for `lease`."""
+        sessions = GroupBuyingSession
+        due = (
+            select(sessions.id)
+            .where(
+                sessions.status.in_(list(OPEN_STATUSES)),
+                sessions.end_time <= func.now(),
+                or_(
+                    sessions.close_claimed_until.is_(None),
+                    sessions.close_claimed_until < func.now(),
+                ),
+            )
+            .order_by(sessions.end_time)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        token = uuid.uuid4()
+        async with self.db.sessions.begin() as session:
+            claimed = (
+                await session.execute(
+                    update(sessions)
+                    .where(sessions.id == due)
+                    .values(close_claimed_until=func.now() + self.lease, close_claim_token=token)
+                    .returning(sessions.id, sessions.session_code)
+                    .execution_options(synchronize_session=False)
+                )
+            ).first()
+        return Claim(claimed.id, claimed.session_code, token) if claimed else None
+
+    async def _close_claimed(self, claim: Claim) -> ClosedSessionOut | None:
+        async with self._renewing(claim):
+            try:
+                outcome = await self._close(claim)
+            except Exception as exc:
+                # The claim is left to lapse: the next run, not this one, tries again.
+                log.exception("close_unfinished", session_id=str(claim.session_id))
+                return ClosedSessionOut(
+                    session_id=claim.session_id,
+                    session_code=claim.session_code,
+                    outcome=CloseOutcome.UNFINISHED,
+                    error=exc.code if isinstance(exc, DomainError) else type(exc).__name__,
+                )
+        if outcome is None:
+            return None
+        log.info("session_closed", session_id=str(claim.session_id), outcome=outcome)
+        return ClosedSessionOut(
+            session_id=claim.session_id, session_code=claim.session_code, outcome=outcome
+        )
+
+    @contextlib.asynccontextmanager
+    async def _renewing(self, claim: Claim) -> AsyncIterator[None]:
+        """Keeps the claim while the close works, however long its calls take."""
+        renewal = asyncio.create_task(self._renew(claim))
+        try:
+            yield
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+
+    async def _renew(self, claim: Claim) -> None:
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            try:
+                async with self.db.sessions.begin() as session:
+                    await session.execute(
+                        update(GroupBuyingSession)
+                        .where(
+                            GroupBuyingSession.id == claim.session_id,
+                            GroupBuyingSession.close_claim_token == claim.token,
+                        )
+                        .values(close_claimed_until=func.now() + self.lease)
+                    )
+            except Exception:
+                log.exception("close_claim_not_renewed", session_id=str(claim.session_id))
+
+    # The steps of a close ----------------------------------------------------------------
+
+    async def _close(self, claim: Claim) -> CloseOutcome | None:
+        """None when an admin cancelled the session since it was claimed."""
+        group = await self._cancel_unpaid(claim)
+        if group is None:
+            return None
+        session_id = group.id
+        reached = group.paid_quantity >= group.target_moq
+        members = await _members(self.db, session_id)
+        step = CloseStep(group.close_step)
+        if step is CloseStep.UNPAID_CANCELLED:
+            await self._release_unpaid(session_id, members)
+            step = await self._record(claim, CloseStep.UNPAID_RELEASED)
+        if step is CloseStep.UNPAID_RELEASED:
+            await self._refund(session_id, members, reached)
+            step = await self._record(claim, CloseStep.REFUNDED, refunded_in_full=not reached)
+        if not reached:
+            await self.warehouse.release_group(reservation_group(session_id))
+            await self._finish(claim, SessionStatus.FAILED)
+            return CloseOutcome.FAILED
+        if step is CloseStep.REFUNDED:
+            await self.orders.create_bulk(session_id, idempotency_key=f"close-orders:{session_id}")
+            await self._record(claim, CloseStep.ORDERED)
+        fulfilment = await self.warehouse.fulfil_group(
+            reservation_group(session_id), group.product_id
+        )
+        if fulfilment.status is FulfilmentStatus.FULFILLED:
+            await self._release_escrow(session_id, members, "close-escrow")
+            await self._finish(claim, SessionStatus.SUCCESS)
+            return CloseOutcome.SUCCESS
+        await self._finish(claim, SessionStatus.PENDING_STOCK)
+        # Stock that came in since the warehouse answered was reported while the session
+        # was still closing, and refused: it is looked for once more now.
+        if await self._complete_when_stock_in(session_id, "close-escrow"):
+            return CloseOutcome.SUCCESS
+        return CloseOutcome.PENDING_STOCK
+
+    async def _cancel_unpaid(self, claim: Claim) -> GroupBuyingSession | None:
+        """Under the session row's lock, which payment events take too: the unpaid are
+        cancelled, so the paid quantity is final, and every paid participant's final unit
+        price (the final tier's plus its variant's adjustment) is set."""
+        async with self.db.sessions() as session:
+            group = await session.scalar(
+                select(GroupBuyingSession)
+                .where(GroupBuyingSession.id == claim.session_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            if group is None or group.status not in OPEN_STATUSES:
+                await session.commit()
+                return None
+            if group.close_step is None:
+                await session.execute(
+                    update(Participant)
+                    .where(
+                        Participant.session_id == group.id,
+                        Participant.status == ParticipantStatus.PENDING_PAYMENT,
+                    )
+                    .values(
+                        status=ParticipantStatus.CANCELLED,
+                        cancelled_at=func.now(),
+                        cancel_reason=CancelReason.SESSION_CLOSED,
+                    )
+                )
+                if group.paid_quantity >= group.target_moq:
+                    final_tier = tier_for(group.paid_quantity, group.target_moq)
+                    tier_price = tier_prices(group).price(final_tier)
+                    await session.execute(
+                        update(Participant)
+                        .where(
+                            Participant.session_id == group.id,
+                            Participant.status == ParticipantStatus.PAID,
+                            SessionVariant.session_id == Participant.session_id,
+                            SessionVariant.variant_id == Participant.variant_id,
+                        )
+                        .values(final_unit_price=tier_price + SessionVariant.price_adjustment)
+                        .execution_options(synchronize_session=False)
+                    )
+                group.close_step = CloseStep.UNPAID_CANCELLED
+            await session.commit()
+            return group
+
+    async def _release_unpaid(self, session_id: uuid.UUID, members: list[Member]) -> None:
+        """The invoices of the joins the close cancelled are expired, and the stock of every
+        cancelled join released (one cancelled earlier may still have its release waiting in
+        the outbox) before the paid joins' stock is taken out."""
+        expiring = [
+            m.payment_id
+            for m in members
+            if m.cancel_reason == CancelReason.SESSION_CLOSED and m.payment_id is not None
+        ]
+        for chunk in _chunks(expiring, MAX_PAYMENTS_PER_CALL):
+            expired = await self.payments.expire_many(
+                chunk, idempotency_key=_call_key("close-expire", session_id, map(str, chunk))
+            )
+            if expired.already_paid:
+                # Paid at the last moment: their PAID events give their money back.
+                log.warning(
+                    "paid_as_session_closed",
+                    session_id=str(session_id),
+                    payments=expired.already_paid,
+                )
+        releasing = [
+            m.reservation_reference for m in members if m.status == ParticipantStatus.CANCELLED
+        ]
+        for chunk in _chunks(releasing, RELEASES_PER_CALL):
+            await self.warehouse.release_group(reservation_group(session_id), chunk)
+
+    async def _refund(self, session_id: uuid.UUID, members: list[Member], reached: bool) -> None:
+        """A group that missed its MOQ gives every paid participant all of it back; one that
+        reached it, the difference to the final unit price (nothing where there is none)."""
+        paid = [m for m in members if m.status == ParticipantStatus.PAID]
+        if reached:
+            items = [
+                m.refund(session_id, amount, RefundReason.TIER_REFUND)
+                for m in paid
+                if (amount := m.tier_refund()) > 0
+            ]
+        else:
+            items = [m.refund(session_id, m.total_price, RefundReason.GROUP_FAILED) for m in paid]
+        await self._refund_items(session_id, items, "close-refund")
+
+    async def _refund_items(
+        self, session_id: uuid.UUID, items: list[RefundItem], purpose: str
+    ) -> None:
+        for chunk in _chunks(items, MAX_REFUNDS_PER_CALL):
+            await self.payments.refund(
+                chunk,
+                idempotency_key=_call_key(
+                    purpose, session_id, (f"{item.reference}={item.amount}" for item in chunk)
+                ),
+            )
+
+    async def _release_escrow(
+        self, session_id: uuid.UUID, members: list[Member], purpose: str
+    ) -> None:
+        paid = [
+            m.payment_id
+            for m in members
+            if m.status == ParticipantStatus.PAID and m.payment_id is not None
+        ]
+        for chunk in _chunks(paid, MAX_PAYMENTS_PER_CALL):
+            await self.payments.release_escrow(
+                chunk, idempotency_key=_call_key(purpose, session_id, map(str, chunk))
+            )
+
+    async def _record(
+        self, claim: Claim, step: CloseStep, *, refunded_in_full: bool = False
+    ) -> CloseStep:
+        async with self.db.sessions.begin() as session:
+            await session.execute(
+                update(GroupBuyingSession)
+                .where(GroupBuyingSession.id == claim.session_id)
+                .values(close_step=step)
+            )
+            if refunded_in_full:
+                await session.execute(
+                    update(Participant)
+                    .where(
+                        Participant.session_id == claim.session_id,
+                        Participant.status == ParticipantStatus.PAID,
+                    )
+                    .values(status=ParticipantStatus.REFUNDED)
+                )
+        return step
+
+    async def _finish(self, claim: Claim, status: SessionStatus) -> None:
+        async with self.db.sessions.begin() as session:
+            await session.execute(
+                update(GroupBuyingSession)
+                .where(
+                    GroupBuyingSession.id == claim.session_id,
+                    GroupBuyingSession.status.in_(list(OPEN_STATUSES)),
+                )
+                .values(
+                    status=status,
+                    close_step=CloseStep.DONE,
+                    close_claimed_until=None,
+                    close_claim_token=None,
+                )
+            )
+
+    # Stock received ----------------------------------------------------------------------
+
+    async def stock_received(self, session_ref: str) -> SessionOut:
+        """The warehouse (or an admin) reports that a session waiting for stock has it: it
+        becomes stock_received, its escrow is released and it succeeds. Reporting a session
+        that has succeeded again changes nothing."""
+        async with self.db.sessions() as session:
+            group = await find_session(session, session_ref)
+        if group.status in (SessionStatus.PENDING_STOCK, SessionStatus.STOCK_RECEIVED):
+            if not await self._complete_when_stock_in(group.id, "stock-received-escrow"):
+                raise StockNotReceived(f"Session {group.session_code} still waits for stock")
+        elif group.status != SessionStatus.SUCCESS:
+            raise SessionNotAwaitingStock(
+                f"Session {group.session_code} is {group.status}, not waiting for stock"
+            )
+        async with self.db.sessions() as session:
+            return await get_session(session, str(group.id))
+
+    async def _complete_when_stock_in(self, session_id: uuid.UUID, purpose: str) -> bool:
+        """False while the warehouse has not fulfilled the session's reservations."""
+        fulfilment = await self.warehouse.get_or_none(
+            f"/api/reservation-groups/{reservation_group(session_id)}/fulfilment", FulfilmentOut
+        )
+        if fulfilment is None or fulfilment.status is not FulfilmentStatus.FULFILLED:
+            return False
+        await self._move(session_id, SessionStatus.PENDING_STOCK, SessionStatus.STOCK_RECEIVED)
+        await self._release_escrow(session_id, await _members(self.db, session_id), purpose)
+        await self._move(session_id, SessionStatus.STOCK_RECEIVED, SessionStatus.SUCCESS)
+        return True
+
+    async def _move(
+        self, session_id: uuid.UUID, before: SessionStatus, after: SessionStatus
+    ) -> None:
+        async with self.db.sessions.begin() as session:
+            await session.execute(
+                update(GroupBuyingSession)
+                .where(GroupBuyingSession.id == session_id, GroupBuyingSession.status == before)
+                .values(status=after)
+            )
+
+    # Cancelled sessions and late payments (through the outbox) ---------------------------
+
+    async def settle_cancelled(self, session_id: uuid.UUID) -> None:
+        """What an admin's cancel leaves to other services, in batched calls: the unpaid
+        invoices expired, the session's stock released, the paid refunded in full."""
+        members = [
+            m
+            for m in await _members(self.db, session_id)
+            if m.cancel_reason == CancelReason.SESSION_CANCELLED
+        ]
+        expiring = [m.payment_id for m in members if not m.paid and m.payment_id is not None]
+        for chunk in _chunks(expiring, MAX_PAYMENTS_PER_CALL):
+            await self.payments.expire_many(
+                chunk, idempotency_key=_call_key("cancel-expire", session_id, map(str, chunk))
+            )
+        await self.warehouse.release_group(reservation_group(session_id))
+        owed = [m for m in members if m.paid and m.status == ParticipantStatus.CANCELLED]
+        items = [m.refund(session_id, m.total_price, RefundReason.GROUP_CANCELLED) for m in owed]
+        await self._refund_items(session_id, items, "cancel-refund")
+        await self._mark_refunded([m.id for m in owed])
+
+    async def refund_late_payment(self, participant_id: uuid.UUID) -> None:
+        """A join paid after it was cancelled (its invoice expired, its session closed or
+        was cancelled) gets all of it back. payment-service knows two reasons for a whole
+        refund: the session's cancel, or else its join having failed with the group."""
+        async with self.db.sessions() as session:
+            participant = await session.get(Participant, participant_id)
+        if (
+            participant is None
+            or participant.status != ParticipantStatus.CANCELLED
+            or participant.paid_at is None
+            or participant.payment_id is None
+        ):
+            return
+        reason = (
+            RefundReason.GROUP_CANCELLED
+            if participant.cancel_reason == CancelReason.SESSION_CANCELLED
+            else RefundReason.GROUP_FAILED
+        )
+        item = RefundItem(
+            payment_id=participant.payment_id,
+            amount=participant.total_price,
+            reason=reason,
+            reference=refund_reference(participant.session_id, participant.id),
+        )
+        await self._refund_items(participant.session_id, [item], "late-payment-refund")
+        await self._mark_refunded([participant.id])
+
+    async def _mark_refunded(self, participant_ids: list[uuid.UUID]) -> None:
+        if not participant_ids:
+            return
+        async with self.db.sessions.begin() as session:
+            await session.execute(
+                update(Participant)
+                .where(
+                    Participant.id == any_(bindparam(None, participant_ids, type_=ARRAY(Uuid()))),
+                    Participant.status == ParticipantStatus.CANCELLED,
+                )
+                .values(status=ParticipantStatus.REFUNDED)
+            )
+
+
+async def run_schedule(closer: Closer, interval: timedelta) -> None:
+    """process-expired every `interval`, in the background for as long as the process runs.
+    Other processes may run it too: the claims keep them from closing a session twice."""
+    while True:
+        await asyncio.sleep(interval.total_seconds())
+        try:
+            more = True
+            while more:  # a run stops at its limit of sessions; the rest are due too
+                result = await closer.close_expired()
+                more = result.more
+        except Exception:
+            log.exception("scheduled_close_failed")
