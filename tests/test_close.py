@@ -513,6 +513,10 @@ def test_a_close_killed_half_way_is_finished_by_the_next_run(platform: Platform)
 
     supervisor.start_one("group-buying")
     supervisor.wait_ready()
+    refused = platform.client("group-buying").post(
+        f"/api/group-buying/{session_id}/cancel", headers=_admin(platform)
+    )
+    assert (refused.status_code, refused.json()["code"]) == (409, "session_not_cancellable")
     closed = _close(platform, session_id, timeout=40)  # once the dead claim's lease has passed
     assert closed["status"] == "success"
 
