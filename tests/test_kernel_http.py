@@ -58,17 +58,38 @@ def test_keys_are_scoped_to_the_caller(platform: Platform) -> None:
     """Another caller's key never replays someone else's response."""
     key = uuid.uuid4().hex
     first, second = platform.new_buyer(), platform.new_buyer()
+    body = {
+        "label": "Rumah",
+        "recipientName": "Siti",
+        "phone": "+6281234567890",
+        "street": "Jl. Merdeka 1",
+        "city": "Bandung",
+        "province": "Jawa Barat",
+        "postalCode": "40111",
+    }
+    addresses = platform.client("address")
+    mine = addresses.post(
+        "/api/addresses", json=body, headers={**first.headers, "Idempotency-Key": key}
+    )
+    theirs = addresses.post(
+        "/api/addresses", json=body, headers={**second.headers, "Idempotency-Key": key}
+    )
+    assert mine.status_code == theirs.status_code == 201, (mine.text, theirs.text)
+    assert "idempotent-replayed" not in theirs.headers
+    assert mine.json()["id"] != theirs.json()["id"]
+
+
+def test_a_refusal_is_not_kept_so_a_retry_is_asked_again(platform: Platform) -> None:
+    key = uuid.uuid4().hex
+    body = _buyer_body()
     auth = platform.client("auth")
-    # A write both may make and that is stored: asking for a token with a wrong secret.
-    body = {"serviceName": "probe", "secret": "wrong"}
-    a = auth.post(
-        "/api/auth/service-token", json=body, headers={**first.headers, "Idempotency-Key": key}
+    refused = auth.post(
+        "/api/auth/register", json={**body, "password": "short"}, headers={"Idempotency-Key": key}
     )
-    b = auth.post(
-        "/api/auth/service-token", json=body, headers={**second.headers, "Idempotency-Key": key}
-    )
-    assert a.status_code == b.status_code == 403
-    assert "idempotent-replayed" not in b.headers
+    assert_problem(refused, 422)
+    # The same key with the corrected body is not "reused": nothing was kept for the refusal.
+    accepted = auth.post("/api/auth/register", json=body, headers={"Idempotency-Key": key})
+    assert accepted.status_code == 201, accepted.text
 
 
 def test_body_over_the_limit_is_refused_before_parsing(platform: Platform) -> None:

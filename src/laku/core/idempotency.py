@@ -1,4 +1,5 @@
-"""`Idempotency-Key`: the same key and body get the first response; another body is refused.
+"""`Idempotency-Key`: the same key and body get the first successful response; another body is
+refused. Refusals (4xx) and failures (5xx) are not kept: they changed nothing, so a retry runs.
 
 Keys are scoped to the caller (token subject), stored in the service's own schema, and claimed
 before the handler runs, so two concurrent requests with one key never both execute.
@@ -213,9 +214,11 @@ class IdempotencyMiddleware:
         await response(scope, receive, send)
 
     async def _finish(self, caller: str, key: str, start: Message, body: bytes) -> None:
-        """Keep the response of a finished request; forget the claim of one that failed inside."""
+        """Keep the response of a request that did something; forget the claim of one that was
+        refused or failed. A refusal changed nothing, so a retry is simply asked again and gets
+        today's answer (stock may have come in since; a conflict may have cleared)."""
         status = start["status"]
-        if status >= 500:
+        if status >= 400:
             await self._release(caller, key)
             return
         content_type = dict(start.get("headers", [])).get(b"content-type", b"application/json")

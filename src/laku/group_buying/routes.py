@@ -43,19 +43,19 @@ ServicePrincipal = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
 AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
 
 
-def _product_client(request: Request) -> ProductClient:
+async def _product_client(request: Request) -> ProductClient:
     return request.app.state.product_client
 
 
-def _warehouse(request: Request) -> WarehouseClient:
+async def _warehouse(request: Request) -> WarehouseClient:
     return request.app.state.warehouse
 
 
-def _join_saga(request: Request) -> JoinSaga:
+async def _join_saga(request: Request) -> JoinSaga:
     return request.app.state.join_saga
 
 
-def _closer(request: Request) -> Closer:
+async def _closer(request: Request) -> Closer:
     return request.app.state.closer
 
 
