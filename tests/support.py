@@ -134,6 +134,18 @@ class Platform:
         response.raise_for_status()
         return Account(response.json()["id"], email, self.login(email, password))
 
+    def sql(self, query: str, *args: object) -> list[asyncpg.Record]:
+        """Run one statement on the test database (to look at, or set up, what HTTP cannot)."""
+
+        async def execute() -> list[asyncpg.Record]:
+            conn = await asyncpg.connect(plain_url(self.database_url))
+            try:
+                return await conn.fetch(query, *args)
+            finally:
+                await conn.close()
+
+        return run(execute())
+
     def close(self) -> None:
         for client in self.clients.values():
             client.close()

@@ -10,10 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from tests.support import Account, Platform, assert_problem, bearer, run, snapshot
 
@@ -133,22 +131,9 @@ def _status_becomes(platform: Platform, payment: Payment, status: str) -> Paymen
     return latest
 
 
-def _sql(platform: Platform, query: str, *args: Any) -> list[asyncpg.Record]:
-    async def execute() -> list[asyncpg.Record]:
-        url = make_url(platform.database_url).set(drivername="postgresql")
-        conn = await asyncpg.connect(url.render_as_string(hide_password=False))
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    return run(execute())
-
-
 def _outbox_reports(platform: Platform, payment_id: str) -> list[dict[str, Any]]:
     """What payment-service queued for group-buying about one payment."""
-    rows = _sql(
-        platform,
+    rows = platform.sql(
         "SELECT kind, payload::text AS payload FROM payment.outbox "
         "WHERE payload->>'paymentId' = $1 ORDER BY id",
         payment_id,
@@ -335,8 +320,7 @@ def test_a_creation_cut_short_is_taken_over_once_abandoned(platform: Platform) -
     come back; once it is clearly abandoned, a retry with the reference completes it."""
     body = _body()
     payment_id, payment_code = uuid.uuid4(), "PAY-ABCDEF" + uuid.uuid4().hex[:6].upper()
-    _sql(
-        platform,
+    platform.sql(
         "INSERT INTO payment.payments (id, payment_code, reference, user_id, amount, "
         "description, status, expires_at) "
         "VALUES ($1, $2, $3, $4, $5, $6, 'pending', now() + interval '1 day')",
@@ -361,8 +345,7 @@ def test_a_creation_cut_short_is_taken_over_once_abandoned(platform: Platform) -
     early = _webhook(platform, {"id": "f" * 24, "external_id": payment_code, "status": "PAID"})
     assert_problem(early, 409, "payment_in_progress")
 
-    _sql(
-        platform,
+    platform.sql(
         "UPDATE payment.payments SET updated_at = now() - interval '3 minutes' WHERE id = $1",
         payment_id,
     )

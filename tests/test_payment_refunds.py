@@ -8,12 +8,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import asyncpg
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.support import Account, Platform, assert_problem, bearer, run, snapshot
+from tests.support import Account, Platform, assert_problem, bearer, snapshot
 
 REFUNDS = "/api/payments/refunds"
 RELEASE = "/api/payments/escrow/release"
@@ -42,18 +40,6 @@ def _eventually(probe: Callable[[], T | None], timeout_seconds: float = 15.0) ->
             return found
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
-
-
-def _sql(platform: Platform, query: str, *args: Any) -> list[asyncpg.Record]:
-    async def execute() -> list[asyncpg.Record]:
-        url = make_url(platform.database_url).set(drivername="postgresql")
-        conn = await asyncpg.connect(url.render_as_string(hide_password=False))
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    return run(execute())
 
 
 def _post(platform: Platform, path: str, body: Any, headers: dict[str, str]) -> httpx.Response:
@@ -149,8 +135,7 @@ def _refunds_settled(platform: Platform, references: list[str]) -> None:
             True
             if [
                 row["status"]
-                for row in _sql(
-                    platform,
+                for row in platform.sql(
                     "SELECT status FROM payment.refunds WHERE reference = ANY($1::text[])",
                     references,
                 )
@@ -163,8 +148,7 @@ def _refunds_settled(platform: Platform, references: list[str]) -> None:
 
 def _reports(platform: Platform, payment_id: str) -> list[str]:
     """The statuses payment-service queued for group-buying about one payment."""
-    rows = _sql(
-        platform,
+    rows = platform.sql(
         "SELECT payload->>'status' AS status FROM payment.outbox "
         "WHERE kind = 'report_payment_event' AND payload->>'paymentId' = $1 ORDER BY id",
         payment_id,
@@ -363,8 +347,7 @@ def test_two_thousand_refunds_in_one_call_credit_every_wallet(
     buyers = [uuid.uuid4() for _ in range(300)]
     payment_ids = [uuid.uuid4() for _ in range(2_000)]
     owners = [buyers[i % len(buyers)] for i in range(len(payment_ids))]
-    _sql(
-        platform,
+    platform.sql(
         "INSERT INTO payment.payments (id, payment_code, reference, user_id, amount, description,"
         " status, escrow_status, xendit_invoice_id, invoice_url, expires_at, paid_at) "
         "SELECT id, 'PAY-T' || substr(md5(id::text), 1, 11), 'participant:' || id, user_id,"
@@ -392,8 +375,7 @@ def test_two_thousand_refunds_in_one_call_credit_every_wallet(
     _refunds_settled(platform, [item["reference"] for item in items])
     balances = {
         row["user_id"]: row["balance"]
-        for row in _sql(
-            platform,
+        for row in platform.sql(
             "SELECT user_id, balance FROM wallet.user_wallets WHERE user_id = ANY($1::uuid[])",
             buyers,
         )
@@ -520,8 +502,7 @@ def test_paid_just_before_the_bulk_expiry_is_recorded_paid(
     buyer = platform.new_buyer()
     payment = _paid(platform, service_headers, buyer.id)
     # Back to what payment-service knew before the callback.
-    _sql(
-        platform,
+    platform.sql(
         "UPDATE payment.payments SET status = 'pending', escrow_status = 'none', paid_at = NULL "
         "WHERE id = $1",
         uuid.UUID(payment["id"]),
@@ -547,8 +528,7 @@ def test_expire_bulk_waits_for_a_creation_in_flight_and_fails_an_abandoned_one(
     buyer = platform.new_buyer()
     other = _pending(platform, service_headers, buyer.id)
     in_flight = uuid.uuid4()
-    _sql(
-        platform,
+    platform.sql(
         "INSERT INTO payment.payments (id, payment_code, reference, user_id, amount, "
         "description, status, expires_at) VALUES ($1, $2, $3, $4, 475000, 'in flight', "
         "'pending', now() + interval '1 day')",
@@ -564,8 +544,7 @@ def test_expire_bulk_waits_for_a_creation_in_flight_and_fails_an_abandoned_one(
     assert refused.headers["retry-after"] == "1"
     assert snapshot(platform, "payment") == before
 
-    _sql(
-        platform,
+    platform.sql(
         "UPDATE payment.payments SET updated_at = now() - interval '3 minutes' WHERE id = $1",
         in_flight,
     )

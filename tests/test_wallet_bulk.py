@@ -7,14 +7,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from laku.core.http import ServiceCallError, ServiceTokenSource, new_http_client
 from laku.wallet.client import MovementCreate, MovementReason, WalletClient
-from tests.support import Platform, assert_problem, bearer, run, snapshot
+from tests.support import Platform, assert_problem, bearer, snapshot
 
 BULK = "/api/wallets/credits/bulk"
 
@@ -44,21 +42,8 @@ def _bulk(platform: Platform, headers: dict[str, str], items: list[dict]) -> htt
     return platform.client("wallet").post(BULK, json={"items": items}, headers=headers)
 
 
-def _sql(platform: Platform, query: str, *args: Any) -> list[asyncpg.Record]:
-    async def execute() -> list[asyncpg.Record]:
-        url = make_url(platform.database_url).set(drivername="postgresql")
-        conn = await asyncpg.connect(url.render_as_string(hide_password=False))
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    return run(execute())
-
-
 def _balances(platform: Platform, users: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-    rows = _sql(
-        platform,
+    rows = platform.sql(
         "SELECT user_id, balance FROM wallet.user_wallets WHERE user_id = ANY($1::uuid[])",
         users,
     )
@@ -66,8 +51,7 @@ def _balances(platform: Platform, users: list[uuid.UUID]) -> dict[uuid.UUID, int
 
 
 def _ledgers(platform: Platform, users: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-    rows = _sql(
-        platform,
+    rows = platform.sql(
         "SELECT user_id, sum(CASE direction WHEN 'credit' THEN amount ELSE -amount END) AS total "
         "FROM wallet.wallet_transactions WHERE user_id = ANY($1::uuid[]) GROUP BY user_id",
         users,

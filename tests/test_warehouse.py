@@ -6,12 +6,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.catalog import SeedCatalog, create_seed_catalog, created
-from tests.support import Platform, assert_problem, bearer, plain_url, run, snapshot
+from tests.support import Platform, assert_problem, bearer, snapshot
 
 
 def _admin(platform: Platform) -> dict[str, str]:
@@ -573,15 +572,5 @@ def test_reservations_are_idempotent_by_reference_without_the_key_store(
     again = warehouse.post("/api/reservations", json=body, headers=headers)
     assert (first.status_code, again.status_code) == (201, 200)
     assert "idempotent-replayed" not in again.headers
-    stored = run(_count_keys(platform.database_url, key))
-    assert stored == 0
-
-
-async def _count_keys(database_url: str, key: str) -> int:
-    conn = await asyncpg.connect(plain_url(database_url))
-    try:
-        return await conn.fetchval(
-            "SELECT count(*) FROM warehouse.idempotency_keys WHERE key = $1", key
-        )
-    finally:
-        await conn.close()
+    [stored] = platform.sql("SELECT count(*) FROM warehouse.idempotency_keys WHERE key = $1", key)
+    assert stored[0] == 0
