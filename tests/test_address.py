@@ -5,11 +5,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from laku.address.client import AddressClient
 from laku.core.http import ServiceTokenSource, new_http_client
-from tests.support import Account, Platform, assert_problem, bearer, snapshot
+from tests.support import Account, Platform, assert_problem, bearer, plain_url, snapshot
 
 ADDRESSES = "/api/addresses"
 
@@ -68,11 +67,6 @@ def _factory_token(platform: Platform) -> str:
     )
     created.raise_for_status()
     return platform.login(email, "factory-password")
-
-
-def _plain_database_url(platform: Platform) -> str:
-    url = make_url(platform.database_url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
 
 
 def test_crud_round_trip_in_camel_case(platform: Platform) -> None:
@@ -224,7 +218,7 @@ async def test_database_refuses_a_second_default(platform: Platform) -> None:
     async with httpx.AsyncClient(base_url=platform.url("address")) as api:
         created = await api.post(ADDRESSES, json=_body(), headers=buyer.headers)
     assert created.json()["isDefault"] is True
-    conn = await asyncpg.connect(_plain_database_url(platform))
+    conn = await asyncpg.connect(plain_url(platform.database_url))
     try:
         with pytest.raises(asyncpg.UniqueViolationError):
             async with conn.transaction():

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 
 from tests.catalog import SeedCatalog, create_seed_catalog, created
-from tests.support import Account, Platform, bearer, plain_url, run
+from tests.support import Account, Platform, bearer
 
 TIERS = {"priceTier25": 95000, "priceTier50": 85000, "priceTier75": 75000, "priceTier100": 65000}
 OPEN = ("forming", "active", "moq_reached")
@@ -193,21 +192,9 @@ def _purchase_orders(platform: Platform, catalog: SeedCatalog) -> list[dict[str,
     return page["items"]
 
 
-def _db_rows(platform: Platform, query: str, *args: Any) -> list[asyncpg.Record]:
-    async def fetch() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(plain_url(platform.database_url))
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    return run(fetch())
-
-
 def _end_now(platform: Platform, session_id: str) -> None:
     """The session's end time passes (see the module's docstring)."""
-    _db_rows(
-        platform,
+    platform.sql(
         "UPDATE group_buying.group_buying_sessions SET end_time = now() - interval '1 second' "
         "WHERE id = $1",
         uuid.UUID(session_id),
@@ -216,8 +203,7 @@ def _end_now(platform: Platform, session_id: str) -> None:
 
 def _close_state(platform: Platform, session_id: str) -> tuple[str, str | None]:
     """The session's status and close step, read from its table (group-buying may be down)."""
-    [row] = _db_rows(
-        platform,
+    [row] = platform.sql(
         "SELECT status, close_step FROM group_buying.group_buying_sessions WHERE id = $1",
         uuid.UUID(session_id),
     )
@@ -225,8 +211,7 @@ def _close_state(platform: Platform, session_id: str) -> tuple[str, str | None]:
 
 
 def _refunds(platform: Platform, joined: list[Joined]) -> list[tuple[str, int, str]]:
-    rows = _db_rows(
-        platform,
+    rows = platform.sql(
         "SELECT reference, amount, reason FROM payment.refunds WHERE payment_id = ANY($1::uuid[]) "
         "ORDER BY reference",
         [uuid.UUID(j.payment_id) for j in joined],
