@@ -1,7 +1,17 @@
-"""What every provider sandbox shares: a FastAPI app with `/health` and `/ready`."""
+"""What every provider sandbox shares: a FastAPI app with `/health` and `/ready`, and webhook
+delivery retried with back-off the way providers deliver theirs."""
 
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel
+
+AttemptRecorder = Callable[[int, int | None, str | None], None]
+"""Told of each try at delivering a webhook: its number, the answer's status (None: no answer)
+and the error."""
 
 
 class SandboxHealth(BaseModel):
@@ -18,3 +28,49 @@ def create_sandbox_app(name: str, **fastapi_options) -> FastAPI:
         return SandboxHealth(status="ok", sandbox=name)
 
     return app
+
+
+def delivered(response_status: int | None) -> bool:
+    return response_status is not None and 200 <= response_status < 300
+
+
+class WebhookSender:
+    """POSTs webhooks after the caller has been answered, each retried after the given delays
+    until it is answered 2xx, then given up (so receivers must accept late and repeated ones)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        headers: Callable[[], dict[str, str]],
+        retry_delays_seconds: Sequence[float],
+    ) -> None:
+        self._http = http
+        self._headers = headers
+        self._delays = (0.0, *retry_delays_seconds)
+        # Kept so deliveries in flight are not garbage-collected, and are cancelled on shutdown.
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def deliver(self, url: str, payload: dict[str, Any], record: AttemptRecorder) -> None:
+        """Send `payload` in the background; `record` is told of every attempt."""
+        task = asyncio.create_task(self._deliver(url, payload, record))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _deliver(self, url: str, payload: dict[str, Any], record: AttemptRecorder) -> None:
+        for attempt, delay in enumerate(self._delays, start=1):
+            await asyncio.sleep(delay)
+            response_status: int | None = None
+            error: str | None = None
+            try:
+                response = await self._http.post(url, json=payload, headers=self._headers())
+                response_status = response.status_code
+            except httpx.HTTPError as exc:
+                error = repr(exc)
+            record(attempt, response_status, error)
+            if delivered(response_status):
+                return

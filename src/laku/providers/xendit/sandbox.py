@@ -33,7 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
 
 from laku.core.http import new_http_client
-from laku.core.sandbox import create_sandbox_app
+from laku.core.sandbox import AttemptRecorder, WebhookSender, create_sandbox_app, delivered
 from laku.core.schemas import WireModel
 from laku.core.services import service_url
 from laku.core.settings import Settings, get_settings
@@ -155,15 +155,6 @@ class SandboxInvoice:
         return {**self._common(), "is_high": False, **self._payment()}
 
 
-AttemptRecorder = Callable[[int, int | None, str | None], None]
-"""Told of each try at delivering a webhook: its number, the answer's status (None: no answer)
-and the error."""
-
-
-def delivered(response_status: int | None) -> bool:
-    return response_status is not None and 200 <= response_status < 300
-
-
 class WebhookAttempt(WireModel):
     """One try at delivering one callback; `delivery` numbers the callbacks sent."""
 
@@ -190,9 +181,15 @@ class XenditSandbox:
     user_id: str = field(default_factory=lambda: secrets.token_hex(12))
     invoices: dict[str, SandboxInvoice] = field(default_factory=dict)
     attempts: list[WebhookAttempt] = field(default_factory=list)
-    # Kept so deliveries in flight are not garbage-collected, and are cancelled on shutdown.
-    deliveries: set[asyncio.Task[None]] = field(default_factory=set)
     callbacks_sent: int = 0
+    webhooks: WebhookSender = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.webhooks = WebhookSender(
+            self.http,
+            headers=lambda: self.callback_headers,
+            retry_delays_seconds=RETRY_DELAYS_SECONDS,
+        )
 
     @property
     def webhook_url(self) -> str:
@@ -312,25 +309,9 @@ class XenditSandbox:
         return {"x-callback-token": self.settings.xendit_callback_token.get_secret_value()}
 
     def deliver(self, url: str, payload: dict[str, Any], record: AttemptRecorder) -> None:
-        """POST a webhook with the x-callback-token after the caller has been answered,
-        retried with back-off as Xendit does; `record` is told of every attempt."""
-        task = asyncio.create_task(self._deliver(url, payload, record))
-        self.deliveries.add(task)
-        task.add_done_callback(self.deliveries.discard)
-
-    async def _deliver(self, url: str, payload: dict[str, Any], record: AttemptRecorder) -> None:
-        for attempt, delay in enumerate((0.0, *RETRY_DELAYS_SECONDS), start=1):
-            await asyncio.sleep(delay)
-            response_status: int | None = None
-            error: str | None = None
-            try:
-                response = await self.http.post(url, json=payload, headers=self.callback_headers)
-                response_status = response.status_code
-            except httpx.HTTPError as exc:
-                error = repr(exc)
-            record(attempt, response_status, error)
-            if delivered(response_status):
-                return
+        """POST a webhook (invoice or payout) with the x-callback-token after the caller has
+        been answered, retried with back-off as Xendit does; `record` is told of every attempt."""
+        self.webhooks.deliver(url, payload, record)
 
 
 def _validation_error(exc: ValidationError) -> XenditApiError:
@@ -390,8 +371,7 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        for task in list(sandbox.deliveries):
-            task.cancel()
+        sandbox.webhooks.cancel_all()
         await sandbox.http.aclose()
 
     app = create_sandbox_app("xendit", lifespan=lifespan)
