@@ -87,6 +87,15 @@ def _paid(
     return _pay_in_sandbox(platform, headers, _pending(platform, headers, user_id, amount))
 
 
+def _release(payment_ids: list[str]) -> dict[str, Any]:
+    """A release body: the payments of one group buy, released to its factory."""
+    return {
+        "paymentIds": payment_ids,
+        "factoryId": str(uuid.uuid4()),
+        "groupSessionId": str(uuid.uuid4()),
+    }
+
+
 def _item(payment: Payment, amount: int, reason: str = "tier_refund", **fields: Any) -> dict:
     return {
         "paymentId": payment["id"],
@@ -235,7 +244,7 @@ def test_a_full_refund_refunds_the_payment_and_its_escrow(
         _refund(platform, service_headers, _item(payment, 1)), 409, "payment_not_refundable"
     )
     assert_problem(
-        _post(platform, RELEASE, {"paymentIds": [payment["id"]]}, service_headers),
+        _post(platform, RELEASE, _release([payment["id"]]), service_headers),
         409,
         "escrow_not_held",
     )
@@ -382,9 +391,7 @@ def test_two_thousand_refunds_in_one_call_credit_every_wallet(
     }
     assert balances == expected
 
-    released = _post(
-        platform, RELEASE, {"paymentIds": [str(p) for p in payment_ids]}, service_headers
-    )
+    released = _post(platform, RELEASE, _release([str(p) for p in payment_ids]), service_headers)
     assert released.status_code == 200, released.text
     assert released.json() == {
         "released": 2_000,
@@ -409,13 +416,13 @@ def test_escrow_release_once_and_all_or_nothing(
     ids = [whole["id"], partly_refunded["id"]]
 
     before = snapshot(platform, "payment")
-    refused = _post(platform, RELEASE, {"paymentIds": [*ids, pending["id"]]}, service_headers)
+    refused = _post(platform, RELEASE, _release([*ids, pending["id"]]), service_headers)
     assert pending["id"] in assert_problem(refused, 409, "escrow_not_held")["detail"]
-    missing = _post(platform, RELEASE, {"paymentIds": [*ids, str(uuid.uuid4())]}, service_headers)
+    missing = _post(platform, RELEASE, _release([*ids, str(uuid.uuid4())]), service_headers)
     assert_problem(missing, 404, "payment_not_found")
     assert snapshot(platform, "payment") == before
 
-    released = _post(platform, RELEASE, {"paymentIds": ids}, service_headers)
+    released = _post(platform, RELEASE, _release(ids), service_headers)
     assert released.status_code == 200, released.text
     assert released.json() == {
         "released": 2,
@@ -428,7 +435,7 @@ def test_escrow_release_once_and_all_or_nothing(
         assert payment["escrowReleasedAt"] is not None
 
     unchanged = snapshot(platform, "payment")
-    again = _post(platform, RELEASE, {"paymentIds": ids}, service_headers)
+    again = _post(platform, RELEASE, _release(ids), service_headers)
     assert again.json() == {"released": 0, "alreadyReleased": 2, "amount": 0}
     assert snapshot(platform, "payment") == unchanged
     # Released escrow is the factory's: nothing of it can be refunded any more.
@@ -565,7 +572,7 @@ def test_only_services_and_admins_close(
     pending = _pending(platform, service_headers, buyer.id)
     calls = [
         (REFUNDS, {"items": [_item(payment, 1_000)]}),
-        (RELEASE, {"paymentIds": [payment["id"]]}),
+        (RELEASE, _release([payment["id"]])),
         (EXPIRE_BULK, {"paymentIds": [pending["id"]]}),
     ]
     before = snapshot(platform, "payment")
@@ -599,10 +606,12 @@ def _a_payment_id() -> str:
         (REFUNDS, {"items": [_item({"id": _a_payment_id()}, 1_000, currency="USD")]}),
         (REFUNDS, {"items": [_item({"id": _a_payment_id()}, 1_000, reference="same")] * 2}),
         (REFUNDS, {"items": [_item({"id": _a_payment_id()}, 1_000) for _ in range(2_001)]}),
-        (RELEASE, {"paymentIds": []}),
-        (RELEASE, {"paymentIds": ["not-a-uuid"]}),
-        (RELEASE, {"paymentIds": [_a_payment_id()] * 2}),
-        (RELEASE, {"paymentIds": [_a_payment_id() for _ in range(5_001)]}),
+        (RELEASE, _release([])),
+        (RELEASE, _release(["not-a-uuid"])),
+        (RELEASE, _release([_a_payment_id()] * 2)),
+        (RELEASE, _release([_a_payment_id() for _ in range(5_001)])),
+        (RELEASE, {"paymentIds": [_a_payment_id()]}),
+        (RELEASE, {**_release([_a_payment_id()]), "factoryId": "not-a-uuid"}),
         (EXPIRE_BULK, {"paymentIds": []}),
         (EXPIRE_BULK, {"paymentIds": "everything"}),
         (EXPIRE_BULK, {"paymentIds": [_a_payment_id() for _ in range(5_001)]}),

@@ -392,9 +392,20 @@ class Closer:
             for m in members
             if m.status == ParticipantStatus.PAID and m.payment_id is not None
         ]
+        if not paid:
+            return
+        # Recorded on each payment: what a factory's settlement adds up.
+        async with self.db.sessions() as session:
+            factory_id = await session.scalar(
+                select(GroupBuyingSession.factory_id).where(GroupBuyingSession.id == session_id)
+            )
+        assert factory_id is not None  # the session being closed exists
         for chunk in _chunks(paid, MAX_PAYMENTS_PER_CALL):
             await self.payments.release_escrow(
-                chunk, idempotency_key=_call_key(purpose, session_id, map(str, chunk))
+                chunk,
+                factory_id=factory_id,
+                group_session_id=session_id,
+                idempotency_key=_call_key(purpose, session_id, map(str, chunk)),
             )
 
     async def _record(

@@ -1,15 +1,18 @@
 """Typed client other services use to call payment-service (group-buying: the escrow payment of
 a join, read back its status, expire its invoice when the session closes first; and closing a
-group buy in bulk: refunds into wallets, escrow release, expiring the unpaid invoices)."""
+group buy in bulk: refunds into wallets, escrow release, expiring the unpaid invoices;
+settlement: what escrow released to a factory in a period)."""
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 from laku.core.http import ServiceClient
 from laku.payment.schemas import (
     MAX_PAYMENTS_PER_CALL,
     MAX_REFUNDS_PER_CALL,
     EscrowRelease,
+    EscrowReleasedOut,
     EscrowReleaseOut,
     EscrowStatus,
     PaymentCreate,
@@ -21,12 +24,14 @@ from laku.payment.schemas import (
     RefundReason,
     RefundsCreate,
     RefundsOut,
+    ReleasedSessionOut,
 )
 
 __all__ = [
     "MAX_PAYMENTS_PER_CALL",
     "MAX_REFUNDS_PER_CALL",
     "EscrowReleaseOut",
+    "EscrowReleasedOut",
     "EscrowStatus",
     "PaymentClient",
     "PaymentCreate",
@@ -36,6 +41,7 @@ __all__ = [
     "RefundItem",
     "RefundReason",
     "RefundsOut",
+    "ReleasedSessionOut",
 ]
 
 
@@ -66,12 +72,13 @@ class PaymentClient(ServiceClient):
 
     async def refund(self, items: Sequence[RefundItem], *, idempotency_key: str) -> RefundsOut:
         """Refund up to MAX_REFUNDS_PER_CALL items (send a larger group in chunks) from paid
-        payments whose escrow is held into their buyers' wallets; the wallet is credited
-        shortly after, through the outbox. A `reference` is refunded once: again, it counts as
-        `alreadyRefunded`. The whole call is refused with ServiceCallError 409 and nothing
-        changes if any payment is not paid with escrow held (`payment_not_refundable`), an
-        amount exceeds what is left of its payment (`refund_exceeds_payment`) or a reference
-        was used for another refund (`refund_reference_reused`); 404 `payment_not_found`."""
+        payments whose escrow is held (for `order_cancelled`, held or released) into their
+        buyers' wallets; the wallet is credited shortly after, through the outbox. A
+        `reference` is refunded once: again, it counts as `alreadyRefunded`. The whole call is
+        refused with ServiceCallError 409 and nothing changes if any payment is not
+        refundable for its items' reason (`payment_not_refundable`), an amount exceeds what is
+        left of its payment (`refund_exceeds_payment`) or a reference was used for another
+        refund (`refund_reference_reused`); 404 `payment_not_found`."""
         body = RefundsCreate(items=list(items)).model_dump(mode="json", by_alias=True)
         response = await self.request(
             "POST", "/api/payments/refunds", json=body, idempotency_key=idempotency_key
@@ -79,17 +86,37 @@ class PaymentClient(ServiceClient):
         return RefundsOut.model_validate(response.json())
 
     async def release_escrow(
-        self, payment_ids: Sequence[uuid.UUID], *, idempotency_key: str
+        self,
+        payment_ids: Sequence[uuid.UUID],
+        *,
+        factory_id: uuid.UUID,
+        group_session_id: uuid.UUID,
+        idempotency_key: str,
     ) -> EscrowReleaseOut:
-        """Release the escrow of up to MAX_PAYMENTS_PER_CALL paid payments (what was paid less
-        what was refunded goes to the factory's side). Already released counts as
-        `alreadyReleased`; any payment whose escrow is not held refuses the whole call with
-        ServiceCallError 409 `escrow_not_held`, nothing released."""
-        body = EscrowRelease(payment_ids=list(payment_ids)).model_dump(mode="json", by_alias=True)
+        """Release the escrow of up to MAX_PAYMENTS_PER_CALL paid payments of one group buy to
+        its factory (what was paid less what was refunded goes to the factory's side, and is
+        settled with it). Already released counts as `alreadyReleased`; any payment whose
+        escrow is not held refuses the whole call with ServiceCallError 409 `escrow_not_held`,
+        nothing released."""
+        body = EscrowRelease(
+            payment_ids=list(payment_ids), factory_id=factory_id, group_session_id=group_session_id
+        ).model_dump(mode="json", by_alias=True)
         response = await self.request(
             "POST", "/api/payments/escrow/release", json=body, idempotency_key=idempotency_key
         )
         return EscrowReleaseOut.model_validate(response.json())
+
+    async def escrow_released(
+        self, factory_id: uuid.UUID, start: datetime, end: datetime
+    ) -> EscrowReleasedOut:
+        """What escrow released to the factory in [start, end), in total and per group buy,
+        less refunds made since (settlement's base)."""
+        response = await self.request(
+            "GET",
+            "/api/payments/escrow/released",
+            params={"factoryId": str(factory_id), "from": start.isoformat(), "to": end.isoformat()},
+        )
+        return EscrowReleasedOut.model_validate(response.json())
 
     async def expire_many(
         self, payment_ids: Sequence[uuid.UUID], *, idempotency_key: str

@@ -11,6 +11,7 @@ once and the delivery, retried until it succeeds, happens exactly when the chang
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -37,6 +38,7 @@ from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
 from laku.payment.models import Payment, Refund, outbox
 from laku.payment.schemas import (
+    EscrowReleasedOut,
     EscrowReleaseOut,
     EscrowStatus,
     PaymentsExpireOut,
@@ -44,6 +46,7 @@ from laku.payment.schemas import (
     RefundReason,
     RefundsCreate,
     RefundsOut,
+    ReleasedSessionOut,
 )
 from laku.payment.service import ABANDONED_AFTER, PaymentInProgress, Payments
 from laku.wallet.client import MovementCreate, MovementReason, WalletClient
@@ -62,6 +65,7 @@ _WALLET_REASONS = {
     RefundReason.TIER_REFUND: MovementReason.TIER_REFUND,
     RefundReason.GROUP_FAILED: MovementReason.GROUP_FAILED_REFUND,
     RefundReason.GROUP_CANCELLED: MovementReason.SESSION_CANCELLED_REFUND,
+    RefundReason.ORDER_CANCELLED: MovementReason.ORDER_CANCELLED_REFUND,
 }
 # How many offending payments an error names; the rest are counted.
 _NAMED_IN_ERRORS = 10
@@ -69,7 +73,10 @@ _NAMED_IN_ERRORS = 10
 
 class PaymentNotRefundable(Conflict):
     code = "payment_not_refundable"
-    title = "Only a paid payment whose escrow is held can be refunded"
+    title = (
+        "Only a paid payment whose escrow is held (or, for a cancelled order, released) can be "
+        "refunded"
+    )
 
 
 class RefundExceedsPayment(Conflict):
@@ -123,6 +130,19 @@ def _escrow_held(row: Row[Any]) -> bool:
     return row.status == PaymentStatus.PAID and row.escrow_status == EscrowStatus.HELD
 
 
+def _refundable(row: Row[Any], reasons: set[RefundReason]) -> bool:
+    """Escrow held; a cancelled order's refund also once the escrow went to the factory (the
+    group succeeded, then the order was called off), and only that: released escrow is
+    otherwise the factory's."""
+    if _escrow_held(row):
+        return True
+    return (
+        reasons == {RefundReason.ORDER_CANCELLED}
+        and row.status == PaymentStatus.PAID
+        and row.escrow_status == EscrowStatus.RELEASED
+    )
+
+
 # Refunds -------------------------------------------------------------------------------------
 
 
@@ -156,15 +176,17 @@ async def refund(session: AsyncSession, request: RefundsCreate) -> RefundsOut:
         raise RefundReferenceReused(f"Used for another refund: {_named(reused)}")
     new_items = [item for item in items if item.reference not in earlier]
     asked: dict[uuid.UUID, int] = defaultdict(int)
+    reasons: dict[uuid.UUID, set[RefundReason]] = defaultdict(set)
     for item in new_items:
         asked[item.payment_id] += item.amount
+        reasons[item.payment_id].add(item.reason)
     not_refundable = [
         f"{payment_id} ({payments[payment_id].status}, escrow {payments[payment_id].escrow_status})"
         for payment_id in asked
-        if not _escrow_held(payments[payment_id])
+        if not _refundable(payments[payment_id], reasons[payment_id])
     ]
     if not_refundable:
-        raise PaymentNotRefundable(f"Not paid with escrow held: {_named(not_refundable)}")
+        raise PaymentNotRefundable(f"Not refundable for that reason: {_named(not_refundable)}")
     too_much = [
         f"{payment_id} ({amount} asked, {left} left)"
         for payment_id, amount in asked.items()
@@ -236,10 +258,14 @@ async def _add_refunded(session: AsyncSession, asked: Mapping[uuid.UUID, int]) -
 
 
 async def release_escrow(
-    session: AsyncSession, payment_ids: Sequence[uuid.UUID]
+    session: AsyncSession,
+    payment_ids: Sequence[uuid.UUID],
+    factory_id: uuid.UUID,
+    group_session_id: uuid.UUID,
 ) -> EscrowReleaseOut:
-    """Release the held escrow of paid payments (what was paid less what was refunded), then
-    commit; already released ones are left as they are."""
+    """Release the held escrow of paid payments (what was paid less what was refunded) to the
+    factory of their group buy, recorded on each for its settlement, then commit; already
+    released ones are left as they are."""
     payments = await _locked(
         session,
         payment_ids,
@@ -247,13 +273,15 @@ async def release_escrow(
         Payment.escrow_status,
         Payment.amount,
         Payment.refunded_amount,
+        Payment.escrow_released_at,
     )
     held = [row for row in payments.values() if _escrow_held(row)]
-    released_before = sum(row.escrow_status == EscrowStatus.RELEASED for row in payments.values())
+    # Released before, even if its order was cancelled (and refunded in whole) since.
+    released_before = sum(row.escrow_released_at is not None for row in payments.values())
     not_held = [
         f"{row.id} ({row.status}, escrow {row.escrow_status})"
         for row in payments.values()
-        if not _escrow_held(row) and row.escrow_status != EscrowStatus.RELEASED
+        if not _escrow_held(row) and row.escrow_released_at is None
     ]
     if not_held:
         raise EscrowNotHeld(f"Escrow not held: {_named(not_held)}")
@@ -261,13 +289,61 @@ async def release_escrow(
         await session.execute(
             update(Payment)
             .where(_among(Payment.id, [row.id for row in held]))
-            .values(escrow_status=EscrowStatus.RELEASED.value, escrow_released_at=func.now())
+            .values(
+                escrow_status=EscrowStatus.RELEASED.value,
+                escrow_released_at=func.now(),
+                released_to_factory_id=factory_id,
+                group_session_id=group_session_id,
+            )
             .execution_options(synchronize_session=False)
         )
         await session.commit()
     amount = sum(row.amount - row.refunded_amount for row in held)
-    log.info("escrow_released", payments=len(held), amount=amount)
+    log.info(
+        "escrow_released",
+        payments=len(held),
+        amount=amount,
+        factory_id=str(factory_id),
+        group_session_id=str(group_session_id),
+    )
     return EscrowReleaseOut(released=len(held), already_released=released_before, amount=amount)
+
+
+async def released_to(
+    session: AsyncSession, factory_id: uuid.UUID, start: datetime, end: datetime
+) -> EscrowReleasedOut:
+    """What escrow released to the factory in [start, end), per group buy: what each payment
+    released in the period has left after its refunds (one indexed range scan)."""
+    rows = (
+        await session.execute(
+            select(
+                Payment.group_session_id,
+                func.sum(Payment.amount - Payment.refunded_amount).label("amount"),
+                func.count().label("payments"),
+            )
+            .where(
+                Payment.released_to_factory_id == factory_id,
+                Payment.escrow_released_at >= start,
+                Payment.escrow_released_at < end,
+            )
+            .group_by(Payment.group_session_id)
+            .order_by(Payment.group_session_id)
+        )
+    ).all()
+    sessions = [
+        ReleasedSessionOut(
+            group_session_id=row.group_session_id, amount=int(row.amount), payments=row.payments
+        )
+        for row in rows
+    ]
+    return EscrowReleasedOut(
+        factory_id=factory_id,
+        from_=start,
+        to=end,
+        total_amount=sum(s.amount for s in sessions),
+        payments=sum(s.payments for s in sessions),
+        sessions=sessions,
+    )
 
 
 # Expiring in bulk ----------------------------------------------------------------------------

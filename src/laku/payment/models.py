@@ -1,7 +1,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, String, func
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
@@ -62,10 +62,22 @@ class Payment(UUIDPrimaryKey, TimestampMixin, Base):
         CheckConstraint(
             "(escrow_status = 'refunded') = (status = 'refunded')", name="escrow_refunded_in_whole"
         ),
+        # A released payment whose order is cancelled in whole is refunded, and keeps when
+        # (and to which factory) it was released.
         CheckConstraint(
-            "(escrow_released_at IS NOT NULL) = (escrow_status = 'released')",
+            "escrow_released_at IS NOT NULL OR escrow_status <> 'released'",
             name="released_has_released_at",
         ),
+        CheckConstraint(
+            "escrow_released_at IS NOT NULL OR released_to_factory_id IS NULL",
+            name="released_to_when_released",
+        ),
+        CheckConstraint(
+            "(released_to_factory_id IS NULL) = (group_session_id IS NULL)",
+            name="released_with_group_session",
+        ),
+        # What escrow released to a factory in a period: its settlement.
+        Index("ix_payments_released_to_factory", "released_to_factory_id", "escrow_released_at"),
     )
 
     payment_code: Mapped[str] = mapped_column(String(32), unique=True)
@@ -88,6 +100,10 @@ class Payment(UUIDPrimaryKey, TimestampMixin, Base):
     refunded_amount: Mapped[int] = mapped_column(BigInteger, server_default="0")
     # When the escrow went to the factory's side: settlements are made per period of release.
     escrow_released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The factory and group buy the escrow was released for (payments released before these
+    # were recorded have neither).
+    released_to_factory_id: Mapped[uuid.UUID | None]
+    group_session_id: Mapped[uuid.UUID | None]
 
 
 class Refund(UUIDPrimaryKey, Base):
@@ -100,7 +116,8 @@ class Refund(UUIDPrimaryKey, Base):
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status_known"),
         CheckConstraint(
-            "reason IN ('tier_refund', 'group_failed', 'group_cancelled')", name="reason_known"
+            "reason IN ('tier_refund', 'group_failed', 'group_cancelled', 'order_cancelled')",
+            name="reason_known",
         ),
     )
 

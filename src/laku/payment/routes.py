@@ -2,14 +2,16 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from pydantic import AwareDatetime
 
 from laku.core.app import DbSession
-from laku.core.errors import PROBLEM_RESPONSES, Forbidden, Unauthorized
+from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput, Unauthorized
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import CurrentPrincipal, Principal, Role, require_roles
 from laku.payment import closing, service
 from laku.payment.schemas import (
     EscrowRelease,
+    EscrowReleasedOut,
     EscrowReleaseOut,
     PaymentCreate,
     PaymentOut,
@@ -85,9 +87,10 @@ async def refund(
     body: RefundsCreate, _: AdminOrService, session: DbSession, request: Request
 ) -> RefundsOut:
     """Refund paid payments whose escrow is held into their buyers' wallets (tier refunds,
-    failed or cancelled groups), up to 2,000 items a call: all in one transaction or, on any
-    409, nothing. A whole refund makes the payment and its escrow `refunded`. The wallets are
-    credited shortly after, each refund once; a `reference` already refunded moves nothing."""
+    failed or cancelled groups; a cancelled order's also once the escrow was released), up to
+    2,000 items a call: all in one transaction or, on any 409, nothing. A whole refund makes
+    the payment and its escrow `refunded`. The wallets are credited shortly after, each refund
+    once; a `reference` already refunded moves nothing."""
     refunded = await closing.refund(session, body)
     if refunded.refunded:
         request.app.state.outbox_relay.wake()
@@ -98,10 +101,28 @@ async def refund(
 async def release_escrow(
     body: EscrowRelease, _: AdminOrService, session: DbSession
 ) -> EscrowReleaseOut:
-    """Release the held escrow of paid payments (their group succeeded), up to 5,000 a call;
-    `amount` is what was paid less what was refunded, for the factory's settlement. Already
-    released ones are left as they are; any other refuses the whole call."""
-    return await closing.release_escrow(session, body.payment_ids)
+    """Release the held escrow of paid payments (their group succeeded) to the group's
+    factory, up to 5,000 a call; `amount` is what was paid less what was refunded, for the
+    factory's settlement. Already released ones are left as they are; any other refuses the
+    whole call."""
+    return await closing.release_escrow(
+        session, body.payment_ids, body.factory_id, body.group_session_id
+    )
+
+
+@router.get("/escrow/released", response_model=EscrowReleasedOut)
+async def escrow_released(
+    _: AdminOrService,
+    session: DbSession,
+    factory_id: Annotated[uuid.UUID, Query(alias="factoryId")],
+    start: Annotated[AwareDatetime, Query(alias="from")],
+    end: Annotated[AwareDatetime, Query(alias="to")],
+) -> EscrowReleasedOut:
+    """What escrow released to the factory in [from, to) (by release time), in total and per
+    group buy, less refunds made since: what the factory is settled for."""
+    if end <= start:
+        raise InvalidInput("`to` must be after `from`", code="invalid_period")
+    return await closing.released_to(session, factory_id, start, end)
 
 
 @router.post("/expire-bulk", response_model=PaymentsExpireOut)

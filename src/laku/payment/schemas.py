@@ -38,7 +38,8 @@ class PaymentStatus(StrEnum):
 
 class EscrowStatus(StrEnum):
     """`held` from the moment the buyer pays until the group succeeds (released) or fails
-    (refunded); `none` while nothing has been paid."""
+    (refunded); `none` while nothing has been paid. A released payment whose order is then
+    cancelled in whole becomes `refunded` too (it keeps when and to whom it was released)."""
 
     NONE = "none"
     HELD = "held"
@@ -50,6 +51,8 @@ class RefundReason(StrEnum):
     TIER_REFUND = "tier_refund"  # the difference to the final tier price
     GROUP_FAILED = "group_failed"  # the group missed its MOQ: everything back
     GROUP_CANCELLED = "group_cancelled"  # an admin called the session off: everything back
+    # The buyer's order was cancelled: its subtotal back, even after the escrow was released.
+    ORDER_CANCELLED = "order_cancelled"
 
 
 def _distinct(values: list[uuid.UUID]) -> list[uuid.UUID]:
@@ -135,12 +138,33 @@ class RefundsOut(WireModel):
 
 class EscrowRelease(WireModel):
     payment_ids: PaymentIds
+    factory_id: uuid.UUID = Field(description="The factory the group buy's escrow goes to.")
+    group_session_id: uuid.UUID = Field(description="The group buy that succeeded.")
 
 
 class EscrowReleaseOut(WireModel):
     released: int = Field(description="Payments whose escrow this call released.")
     already_released: int
     amount: Rupiah = Field(description="What this call released: paid less refunded.")
+
+
+class ReleasedSessionOut(WireModel):
+    group_session_id: uuid.UUID
+    amount: Rupiah = Field(description="Released to the factory: paid less refunded.")
+    payments: int
+
+
+class EscrowReleasedOut(WireModel):
+    """What escrow released to one factory in [from, to), by when it was released: the base
+    of the factory's settlement. Refunds made after the release (cancelled orders) are already
+    taken off."""
+
+    factory_id: uuid.UUID
+    from_: datetime = Field(alias="from")
+    to: datetime
+    total_amount: Rupiah
+    payments: int
+    sessions: list[ReleasedSessionOut] = Field(description="Per group buy, in id order.")
 
 
 class PaymentsExpire(WireModel):

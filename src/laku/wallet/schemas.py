@@ -36,6 +36,7 @@ class TransactionReason(StrEnum):
     TIER_REFUND = "tier_refund"
     GROUP_FAILED_REFUND = "group_failed_refund"
     SESSION_CANCELLED_REFUND = "session_cancelled_refund"
+    ORDER_CANCELLED_REFUND = "order_cancelled_refund"
     ADJUSTMENT = "adjustment"
     WITHDRAWAL = "withdrawal"
     WITHDRAWAL_REVERSAL = "withdrawal_reversal"
@@ -48,6 +49,7 @@ class MovementReason(StrEnum):
     TIER_REFUND = "tier_refund"
     GROUP_FAILED_REFUND = "group_failed_refund"
     SESSION_CANCELLED_REFUND = "session_cancelled_refund"
+    ORDER_CANCELLED_REFUND = "order_cancelled_refund"
     ADJUSTMENT = "adjustment"
 
 
