@@ -16,5 +16,10 @@ async def _startup(app: FastAPI) -> None:
 
 def create_app() -> FastAPI:
     return create_service_app(
-        "auth", routers=[router], idempotency_keys=idempotency_keys, startup=_startup
+        "auth",
+        routers=[router],
+        idempotency_keys=idempotency_keys,
+        startup=_startup,
+        # The lookup only reads: a retried one is answered again, with nothing kept.
+        idempotent_by_body=frozenset({"/api/auth/users/lookup"}),
     )

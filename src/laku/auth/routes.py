@@ -10,7 +10,9 @@ from laku.auth.schemas import (
     RegisterRequest,
     ServiceTokenRequest,
     TokenResponse,
+    UserContactOut,
     UserOut,
+    UsersLookup,
 )
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden
@@ -61,6 +63,13 @@ async def me(principal: CurrentPrincipal, session: DbSession):
 async def create_user(body: CreateUserRequest, _: AdminOrService, session: DbSession):
     """Accounts other than self-registered buyers: admins, and factory users bound to a factory."""
     return await service.create_user(session, body, body.role)
+
+
+@router.post("/api/auth/users/lookup", response_model=list[UserContactOut])
+async def lookup_users(body: UsersLookup, _: AdminOrService, session: DbSession):
+    """The e-mail, name and phone of up to 2,000 users at once (a service addressing
+    notifications); ids that name no user are left out. Reads only: a repeat is answered anew."""
+    return await service.user_contacts(session, body.ids)
 
 
 @router.post("/api/auth/service-token", response_model=TokenResponse)

@@ -9,6 +9,8 @@ from laku.core.security import Role
 
 Password = Annotated[str, Field(min_length=8, max_length=128)]
 Phone = Annotated[str, Field(pattern=r"^\+?[0-9]{8,15}$")]
+# Per lookup: a batch of notifications names at most this many users.
+MAX_USERS_PER_LOOKUP = 2_000
 
 
 class RegisterRequest(WireModel):
@@ -57,6 +59,19 @@ class UserOut(WireModel):
     role: Role
     factory_id: uuid.UUID | None
     created_at: datetime
+
+
+class UsersLookup(WireModel):
+    ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=MAX_USERS_PER_LOOKUP)]
+
+
+class UserContactOut(WireModel):
+    """How to reach a user: what other services need to notify them."""
+
+    id: uuid.UUID
+    email: str
+    name: str
+    phone: str | None
 
 
 class Jwks(WireModel):

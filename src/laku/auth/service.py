@@ -4,6 +4,7 @@ import asyncio
 import hmac
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
@@ -12,7 +13,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import delete, select
+from sqlalchemy import Row, delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -198,6 +199,18 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     if user is None:
         raise NotFound("No such user", code="user_not_found")
     return user
+
+
+async def user_contacts(
+    session: AsyncSession, user_ids: Sequence[uuid.UUID]
+) -> Sequence[Row[tuple[uuid.UUID, str, str, str | None]]]:
+    """The contacts of those of `user_ids` that are users; the others are left out."""
+    rows = await session.execute(
+        select(User.id, User.email, User.name, User.phone)
+        .where(User.id.in_(set(user_ids)))
+        .order_by(User.id)
+    )
+    return rows.all()
 
 
 def check_service_secret(settings: Settings, secret: str) -> None:

@@ -14,6 +14,7 @@ from laku.core.services import service_url
 from laku.group_buying.closing import Closer, run_schedule
 from laku.group_buying.join import JoinSaga
 from laku.group_buying.models import idempotency_keys, outbox
+from laku.group_buying.notices import NOTIFY_BUYERS, NOTIFY_SESSION_OUTCOME, BuyerNotices
 from laku.group_buying.routes import router
 from laku.group_buying.sessions import (
     EXPIRE_PAYMENT,
@@ -21,6 +22,7 @@ from laku.group_buying.sessions import (
     RELEASE_RESERVATION,
     SETTLE_CANCELLED_SESSION,
 )
+from laku.notification.client import NotificationClient
 from laku.order.client import OrderClient
 from laku.payment.client import PaymentClient
 from laku.product.client import ProductClient
@@ -40,6 +42,7 @@ async def _startup(app: FastAPI) -> None:
     state.product_client = ProductClient(url("product"), *transport)
     state.warehouse = WarehouseClient(url("warehouse"), *transport)
     state.payments = PaymentClient(url("payment"), *transport)
+    state.notices = BuyerNotices(state.db, NotificationClient(url("notification"), *transport))
     state.join_saga = JoinSaga(
         db=state.db,
         warehouse=state.warehouse,
@@ -112,6 +115,8 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
         EXPIRE_PAYMENT: expire_payment,
         SETTLE_CANCELLED_SESSION: settle_cancelled_session,
         REFUND_LATE_PAYMENT: refund_late_payment,
+        NOTIFY_BUYERS: state.notices.send,
+        NOTIFY_SESSION_OUTCOME: state.notices.send_session_outcome,
     }
 
 

@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from laku.core.db import Database
 from laku.core.errors import Conflict, DomainError
 from laku.group_buying.models import GroupBuyingSession, Participant, SessionVariant
+from laku.group_buying.notices import notify_outcome_later
 from laku.group_buying.rules import (
     OPEN_STATUSES,
     CancelReason,
@@ -429,8 +430,9 @@ class Closer:
         return step
 
     async def _finish(self, claim: Claim, status: SessionStatus) -> None:
+        """The session ends, and its buyers are told how (through the outbox, in batches)."""
         async with self.db.sessions.begin() as session:
-            await session.execute(
+            finished = await session.scalar(
                 update(GroupBuyingSession)
                 .where(
                     GroupBuyingSession.id == claim.session_id,
@@ -442,7 +444,10 @@ class Closer:
                     close_claimed_until=None,
                     close_claim_token=None,
                 )
+                .returning(GroupBuyingSession.id)
             )
+            if finished is not None:
+                await notify_outcome_later(session, claim.session_id)
 
     # Stock received ----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from laku.core.http import ServiceCallError
 from laku.core.money import format_rupiah
 from laku.core.outbox import enqueue
 from laku.group_buying.models import GroupBuyingSession, Participant, SessionVariant, outbox
+from laku.group_buying.notices import joined_notice, notify_later
 from laku.group_buying.rules import ParticipantStatus
 from laku.group_buying.schemas import JoinOut, JoinRequest
 from laku.group_buying.sessions import (
@@ -122,7 +123,7 @@ class JoinSaga:
                 ),
                 idempotency_key=f"join-payment:{participant_id}",
             )
-            return await self._attach_payment(participant_id, payment, quote.session_code)
+            return await self._attach_payment(participant_id, payment, quote)
         except BaseException as exc:
             # Shielded: a request cancelled mid-join still gives its stock back.
             await asyncio.shield(self._undo(participant_id, reference, payment))
@@ -191,8 +192,9 @@ class JoinSaga:
             await session.commit()
 
     async def _attach_payment(
-        self, participant_id: uuid.UUID, payment: PaymentOut, session_code: str
+        self, participant_id: uuid.UUID, payment: PaymentOut, quote: Quote
     ) -> JoinOut:
+        """The buyer is told where to pay (through the outbox) in the same transaction."""
         if payment.invoice_url is None:
             raise UpstreamUnavailable("payment-service returned no invoice URL")
         async with self.db.sessions() as session:
@@ -202,12 +204,25 @@ class JoinSaga:
                 .values(payment_id=payment.id, payment_url=payment.invoice_url)
                 .returning(Participant)
             )
+            if participant is None or participant.status == ParticipantStatus.CANCELLED:
+                await session.commit()
+                # Cancelled while the invoice was being made; the cancel released its stock.
+                raise SessionClosed("The session was cancelled while joining")
+            await notify_later(
+                session,
+                joined_notice(
+                    participant,
+                    quote.session_code,
+                    quote.description,
+                    payment.invoice_url,
+                    payment.expires_at,
+                ),
+            )
             await session.commit()
-        if participant is None or participant.status == ParticipantStatus.CANCELLED:
-            # The session was cancelled while the invoice was being made; its stock is released.
-            raise SessionClosed("The session was cancelled while joining")
+        self.wake_outbox()
         return JoinOut(
-            participant=participant_out(participant, session_code), payment_url=payment.invoice_url
+            participant=participant_out(participant, quote.session_code),
+            payment_url=payment.invoice_url,
         )
 
     async def _undo(

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.errors import Conflict, InvalidInput, NotFound
 from laku.core.outbox import enqueue
 from laku.group_buying.models import GroupBuyingSession, Participant, SessionVariant, outbox
+from laku.group_buying.notices import notify_later, notify_outcome_later, paid_notice
 from laku.group_buying.rules import (
     OPEN_STATUSES,
     CancelReason,
@@ -473,6 +474,7 @@ async def _apply(session: AsyncSession, participant: Participant, event: Payment
             group.status = status_after_payment(
                 SessionStatus(group.status), group.paid_quantity, group.target_moq
             )
+            await notify_later(session, paid_notice(participant, group))
         elif participant.status == ParticipantStatus.CANCELLED and participant.paid_at is None:
             # Paid just as it was cancelled: recorded, and the money given back in full.
             log.warning("payment_after_cancellation", reference=event.reference)
@@ -502,8 +504,8 @@ async def _apply(session: AsyncSession, participant: Participant, event: Payment
 async def cancel_session(session: AsyncSession, session_ref: str) -> SessionOut:
     """An admin calls the session off: every participant is cancelled, then, through the
     outbox in a few batched calls, the unpaid invoices are expired, the session's stock
-    released and the paid refunded in full. Cancelling again changes nothing; a session whose
-    close has begun cannot be cancelled."""
+    released, the paid refunded in full and every buyer told. Cancelling again changes
+    nothing; a session whose close has begun cannot be cancelled."""
     group = await find_session(session, session_ref, lock=True)
     if group.status != SessionStatus.CANCELLED:
         if group.status not in OPEN_STATUSES or group.close_step is not None:
@@ -528,6 +530,7 @@ async def cancel_session(session: AsyncSession, session_ref: str) -> SessionOut:
             )
         )
         await enqueue(session, outbox, SETTLE_CANCELLED_SESSION, {"sessionId": str(group.id)})
+        await notify_outcome_later(session, group.id)
         await session.commit()
     variants = await session_variants(session, [group.id])
     return session_out(group, variants[group.id], now())

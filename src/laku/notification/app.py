@@ -4,14 +4,22 @@ from collections.abc import Mapping
 
 from fastapi import FastAPI
 
+from laku.auth.client import AuthClient
 from laku.core.app import create_service_app
 from laku.core.outbox import Handler
+from laku.core.services import service_url
 from laku.notification.delivery import NotificationSender
 from laku.notification.models import idempotency_keys, outbox
 from laku.notification.routes import router
 from laku.notification.service import DELIVER_NOTIFICATION
 from laku.providers.smtp.client import SmtpClient
 from laku.providers.whatsapp.client import WhatsAppClient
+
+
+async def _startup(app: FastAPI) -> None:
+    state = app.state
+    # Who a user is (e-mail, name, phone) is asked of auth-service when notifying users.
+    state.auth = AuthClient(service_url("auth", state.settings), state.http, state.service_tokens)
 
 
 def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
@@ -29,5 +37,8 @@ def create_app() -> FastAPI:
         "notification",
         routers=[router],
         idempotency_keys=idempotency_keys,
+        startup=_startup,
         outbox=(outbox, _outbox_handlers),
+        # Each item's key is told once per channel: a repeat is answered by what it would add.
+        idempotent_by_body=frozenset({"/api/notifications/users"}),
     )

@@ -1,25 +1,36 @@
-"""Typed client other services use to notify people (warehouse: WhatsApp a factory about a PO).
+"""Typed client other services use to notify people (warehouse: WhatsApp a factory about a PO;
+group-buying and payment: tell buyers about their group buys and refunds).
 
-`send` returns once the notification is stored (202); delivery happens afterwards and is retried
-until the provider accepts it, so a provider outage delays a message but never loses it.
+`send` and `notify_users` return once the notifications are stored (202); delivery happens
+afterwards and is retried until the provider accepts it, so a provider outage delays a message
+but never loses it.
 """
+
+from collections.abc import Sequence
 
 from laku.core.http import ServiceClient
 from laku.notification.schemas import (
+    MAX_USER_NOTIFICATIONS_PER_CALL,
     Channel,
     NotificationOut,
     NotificationRequest,
     NotificationStatus,
     TemplateMessage,
+    UserNotification,
+    UserNotificationsCreate,
+    UserNotificationsOut,
 )
 
 __all__ = [
+    "MAX_USER_NOTIFICATIONS_PER_CALL",
     "Channel",
     "NotificationClient",
     "NotificationOut",
     "NotificationRequest",
     "NotificationStatus",
     "TemplateMessage",
+    "UserNotification",
+    "UserNotificationsOut",
 ]
 
 
@@ -34,3 +45,17 @@ class NotificationClient(ServiceClient):
             idempotency_key=idempotency_key,
         )
         return NotificationOut.model_validate(response.json())
+
+    async def notify_users(
+        self, items: Sequence[UserNotification], *, idempotency_key: str
+    ) -> UserNotificationsOut:
+        """Tell up to MAX_USER_NOTIFICATIONS_PER_CALL users (send more in chunks) of an event
+        each: in the app, by e-mail, and on WhatsApp where the user has a phone. Each item's
+        `key` (e.g. `joined:<participant id>`) is told once per channel ever, so a retried or
+        repeated call counts as `alreadySent` what it told before. Users auth-service does not
+        know are skipped (`unknownUsers`). Keep texts short: a full chunk must fit in 1 MiB."""
+        body = UserNotificationsCreate(items=list(items)).model_dump(mode="json", by_alias=True)
+        response = await self.request(
+            "POST", "/api/notifications/users", json=body, idempotency_key=idempotency_key
+        )
+        return UserNotificationsOut.model_validate(response.json())

@@ -2,7 +2,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, DateTime, Index, Integer, String, Text, func
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -37,10 +46,14 @@ class Notification(UUIDPrimaryKey, Base):
         Index("ix_notifications_user_id_created_at", "user_id", "created_at"),
         # The admin listing, filtered by channel and status.
         Index("ix_notifications_created_at", "created_at"),
+        # An event is told once per channel, however often it is reported (no key: no limit).
+        UniqueConstraint("key", "channel"),
     )
 
     # No foreign key: users live in auth-service.
     user_id: Mapped[uuid.UUID | None]
+    # The event told of (e.g. "joined:<participant id>"), for notifications sent per event.
+    key: Mapped[str | None] = mapped_column(String(200))
     channel: Mapped[str] = mapped_column(String(16))
     to: Mapped[str | None] = mapped_column("recipient", String(320))
     subject: Mapped[str | None] = mapped_column(String(200))

@@ -15,6 +15,8 @@ from laku.notification.schemas import (
     NotificationOut,
     NotificationRequest,
     NotificationStatus,
+    UserNotificationsCreate,
+    UserNotificationsOut,
 )
 
 router = APIRouter(prefix="/api/notifications", tags=["notification"], responses=PROBLEM_RESPONSES)
@@ -44,6 +46,20 @@ async def send_notification(
     if notification.status == NotificationStatus.PENDING:
         request.app.state.outbox_relay.wake()  # after the commit, so the relay sees the row
     return notification
+
+
+@router.post("/users", response_model=UserNotificationsOut, status_code=status.HTTP_202_ACCEPTED)
+async def notify_users(
+    body: UserNotificationsCreate, _: Sender, session: DbSession, request: Request
+) -> UserNotificationsOut:
+    """Tell up to 2,000 users of an event each, in the app, by e-mail and (users with a phone)
+    on WhatsApp; e-mails and WhatsApp messages go out in the background. A key already told
+    on a channel is not told again there, so a repeated call sends nothing twice. Users that
+    auth-service does not know are skipped and counted."""
+    result = await service.notify_users(session, request.app.state.auth, body)
+    if result.created:
+        request.app.state.outbox_relay.wake()  # after the commit, so the relay sees the rows
+    return result
 
 
 # Declared before /{notification_id} so "me" is not read as an id.

@@ -4,7 +4,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import EmailStr, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    EmailStr,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from laku.core.schemas import WireModel
 
@@ -36,6 +43,19 @@ Subject = Annotated[str, Field(min_length=1, max_length=200)]
 TemplateName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,512}$", examples=["purchase_order"])]
 LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$", examples=["id", "en_US"])]
 TemplateParam = Annotated[str, Field(min_length=1, max_length=1024)]
+EventKey = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9:_\-.]+$",
+        examples=["joined:6f1c2d3e-1111-4a5b-9c8d-0123456789ab"],
+    ),
+]
+
+# Per call; a larger group is told in chunks. The body must also fit LAKU_MAX_BODY_BYTES
+# (1 MiB), which 2,000 texts of a few hundred characters do.
+MAX_USER_NOTIFICATIONS_PER_CALL = 2_000
 
 
 class TemplateMessage(WireModel):
@@ -61,7 +81,7 @@ class NotificationRequest(WireModel):
     def _fits_the_channel(self) -> "NotificationRequest":
         match self.channel:
             case Channel.WHATSAPP:
-                self.to = _whatsapp_number(self.to)
+                self.to = whatsapp_number(self.to)
                 if self.subject is not None:
                     raise ValueError("whatsapp messages have no subject")
             case Channel.EMAIL:
@@ -79,7 +99,7 @@ class NotificationRequest(WireModel):
         return self
 
 
-def _whatsapp_number(value: str | None) -> str:
+def whatsapp_number(value: str | None) -> str:
     """The number in E.164; refuses what is not a phone number."""
     if value is not None:
         if national := _INDONESIAN_NATIONAL_NUMBER.fullmatch(value):
@@ -100,9 +120,43 @@ def _is_email_address(value: str) -> bool:
     return True
 
 
+class UserNotification(WireModel):
+    """One event to tell one user, on every channel the user can be reached on: in the app,
+    by e-mail (every account has an address) and on WhatsApp (when the account has a phone).
+    `key` names the event for that user (e.g. `joined:<participant id>`): each key is told
+    once per channel, however often it is sent."""
+
+    user_id: uuid.UUID
+    key: EventKey
+    subject: Subject
+    text: Text
+
+
+class UserNotificationsCreate(WireModel):
+    items: Annotated[
+        list[UserNotification], Field(min_length=1, max_length=MAX_USER_NOTIFICATIONS_PER_CALL)
+    ]
+
+    @field_validator("items")
+    @classmethod
+    def _keys_distinct(cls, items: list[UserNotification]) -> list[UserNotification]:
+        if len({item.key for item in items}) != len(items):
+            raise ValueError("each key may appear once")
+        return items
+
+
+class UserNotificationsOut(WireModel):
+    created: int = Field(description="Notifications stored now, one per item and channel.")
+    already_sent: int = Field(
+        description="Notifications skipped: their key was told on that channel before."
+    )
+    unknown_users: int = Field(description="Items skipped: their userId names no user.")
+
+
 class NotificationOut(WireModel):
     id: uuid.UUID
     user_id: uuid.UUID | None
+    key: str | None
     channel: Channel
     to: str | None
     subject: str | None

@@ -2,15 +2,29 @@
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Select, func, select
+import structlog
+from sqlalchemy import Select, String, Uuid, any_, bindparam, case, func, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from laku.auth.client import AuthClient, UserContactOut
 from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
 from laku.core.security import Principal
 from laku.notification.models import Notification, outbox
-from laku.notification.schemas import Channel, NotificationRequest, NotificationStatus
+from laku.notification.schemas import (
+    Channel,
+    NotificationRequest,
+    NotificationStatus,
+    UserNotification,
+    UserNotificationsCreate,
+    UserNotificationsOut,
+    whatsapp_number,
+)
+
+log = structlog.get_logger()
 
 # The outbox kind whose handler sends a WhatsApp or e-mail notification.
 DELIVER_NOTIFICATION = "deliver_notification"
@@ -44,6 +58,117 @@ async def create_notification(session: AsyncSession, request: NotificationReques
     await session.commit()
     await session.refresh(notification)  # server-set columns (created_at, sent_at) as stored
     return notification
+
+
+async def notify_users(
+    session: AsyncSession, auth: AuthClient, request: UserNotificationsCreate
+) -> UserNotificationsOut:
+    """Tell each item's user in the app, by e-mail and (with a phone) on WhatsApp. The users
+    are looked up in one call before any connection is taken; then every notification is
+    written in one statement that skips a (key, channel) stored before, and the e-mails and
+    WhatsApp messages written now are queued for delivery in the same transaction."""
+    items = request.items
+    users = {user.id: user for user in await auth.lookup_users({item.user_id for item in items})}
+    rows = [
+        row for item in items if item.user_id in users for row in _rows(item, users[item.user_id])
+    ]
+    unknown_users = sum(item.user_id not in users for item in items)
+    created = await _insert_new(session, rows) if rows else []
+    deliveries = [
+        notification_id for notification_id, channel in created if channel != Channel.IN_APP
+    ]
+    if deliveries:
+        await session.execute(
+            outbox.insert().from_select(
+                ["kind", "payload"],
+                select(
+                    literal(DELIVER_NOTIFICATION),
+                    func.jsonb_build_object("notificationId", Notification.id),
+                ).where(Notification.id == any_(bindparam(None, deliveries, type_=ARRAY(Uuid())))),
+            )
+        )
+    await session.commit()
+    log.info("users_notified", created=len(created), items=len(items), unknown_users=unknown_users)
+    return UserNotificationsOut(
+        created=len(created),
+        already_sent=len(rows) - len(created),
+        unknown_users=unknown_users,
+    )
+
+
+def _rows(item: UserNotification, user: UserContactOut) -> list[dict[str, Any]]:
+    """The user's notifications of one item: in-app, e-mail, and WhatsApp if it has a phone."""
+
+    def row(channel: Channel, recipient: str | None, subject: str | None, body: str) -> dict:
+        return {
+            "user_id": item.user_id,
+            "key": item.key,
+            "channel": channel.value,
+            "recipient": recipient,
+            "subject": subject,
+            "body": body,
+        }
+
+    rows = [
+        row(Channel.IN_APP, None, item.subject, item.text),
+        row(Channel.EMAIL, user.email, item.subject, f"Hi {user.name},\n\n{item.text}"),
+    ]
+    phone = _whatsapp_number_or_none(user)
+    if phone is not None:
+        rows.append(row(Channel.WHATSAPP, phone, None, item.text))  # WhatsApp has no subject
+    return rows
+
+
+def _whatsapp_number_or_none(user: UserContactOut) -> str | None:
+    if user.phone is None:
+        return None
+    try:
+        return whatsapp_number(user.phone)
+    except ValueError:
+        log.warning("phone_not_reachable_on_whatsapp", user_id=str(user.id))
+        return None
+
+
+# What a notification to a user is written with; the rest follows from its channel.
+_USER_NOTIFICATION_COLUMNS = ("user_id", "key", "channel", "recipient", "subject", "body")
+_COLUMN_TYPES = {"user_id": Uuid()}
+
+
+async def _insert_new(
+    session: AsyncSession, rows: list[dict[str, Any]]
+) -> list[tuple[uuid.UUID, str]]:
+    """Insert the rows (one array parameter per column, however many rows) except those whose
+    key and channel are stored already; returns the id and channel of each inserted."""
+    ids = [uuid.uuid4() for _ in rows]
+    new = (
+        func.unnest(
+            bindparam(None, ids, type_=ARRAY(Uuid())),
+            *(
+                bindparam(
+                    None,
+                    [row[name] for row in rows],
+                    type_=ARRAY(_COLUMN_TYPES.get(name, String())),
+                )
+                for name in _USER_NOTIFICATION_COLUMNS
+            ),
+        )
+        .table_valued("id", *_USER_NOTIFICATION_COLUMNS)
+        .render_derived()
+    )
+    in_app = new.c.channel == Channel.IN_APP.value
+    # In-app notifications are delivered by being stored; the others when a provider takes them.
+    status = case((in_app, NotificationStatus.SENT.value), else_=NotificationStatus.PENDING.value)
+    table = Notification.__table__
+    inserted = await session.execute(
+        insert(table)
+        .from_select(
+            ["id", *_USER_NOTIFICATION_COLUMNS, "status", "sent_at"],
+            select(*new.c, status, case((in_app, func.now()))),
+        )
+        .on_conflict_do_nothing(index_elements=["key", "channel"])
+        .returning(table.c.id, table.c.channel)
+    )
+    return [(row.id, row.channel) for row in inserted]
 
 
 def _newest_first(query: Select[tuple[Notification]]) -> Select[tuple[Notification]]:

@@ -10,8 +10,10 @@ from laku.core.app import create_service_app
 from laku.core.outbox import Handler
 from laku.core.services import service_url
 from laku.group_buying.client import GroupBuyingClient, PaymentEvent
+from laku.notification.client import NotificationClient
 from laku.payment.closing import CREDIT_REFUNDS, EXPIRE_INVOICE, ClosingDeliveries
 from laku.payment.models import idempotency_keys, outbox
+from laku.payment.notices import RefundNotices
 from laku.payment.routes import router
 from laku.payment.service import REPORT_PAYMENT_EVENT, Payments
 from laku.providers.xendit.client import XenditClient
@@ -26,6 +28,9 @@ async def _startup(app: FastAPI) -> None:
     state.wallet = WalletClient(
         service_url("wallet", state.settings), state.http, state.service_tokens
     )
+    state.notifications = NotificationClient(
+        service_url("notification", state.settings), state.http, state.service_tokens
+    )
     state.payments = Payments(
         state.db,
         XenditClient(state.http, state.settings),
@@ -37,6 +42,7 @@ async def _startup(app: FastAPI) -> None:
 def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
     group_buying: GroupBuyingClient = app.state.group_buying
     closing = ClosingDeliveries(app.state.db, app.state.wallet, app.state.payments)
+    refund_notices = RefundNotices(app.state.db, app.state.notifications)
 
     async def report_payment_event(_: int, payload: dict[str, Any]) -> None:
         event = PaymentEvent.model_validate(payload)
@@ -45,9 +51,15 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
             event, idempotency_key=f"payment-event:{event.payment_id}:{event.status}"
         )
 
+    async def credit_refunds(row_id: int, payload: dict[str, Any]) -> None:
+        await closing.credit_refunds(row_id, payload)
+        # The buyers are told once the money is in their wallets. Until they are, the delivery
+        # is retried: the wallet answers the credit from its record, and nobody is told twice.
+        await refund_notices.tell_credited(row_id, payload)
+
     return {
         REPORT_PAYMENT_EVENT: report_payment_event,
-        CREDIT_REFUNDS: closing.credit_refunds,
+        CREDIT_REFUNDS: credit_refunds,
         EXPIRE_INVOICE: closing.expire_invoice,
     }
 

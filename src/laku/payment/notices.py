@@ -1,0 +1,94 @@
+"""Telling buyers their refunds have landed in their Laku wallets.
+
+A batch of refunds is credited by one outbox delivery (`credit_refunds`); once wallet-service
+has credited it and the refunds are recorded succeeded, the same delivery tells their buyers,
+in one call to notification-service (a batch holds at most MAX_REFUNDS_PER_CALL refunds, which
+one call takes). Each notice is keyed by its refund, so when the delivery is retried (the
+credit is then answered from the wallet's record of it) nobody is told twice, and an outage of
+notification-service only delays the notices.
+"""
+
+import uuid
+from typing import Any
+
+import structlog
+from sqlalchemy import Uuid, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from laku.core.db import Database
+from laku.core.http import ServiceCallError
+from laku.core.money import format_rupiah
+from laku.notification.client import (
+    MAX_USER_NOTIFICATIONS_PER_CALL,
+    NotificationClient,
+    UserNotification,
+)
+from laku.payment.models import Payment, Refund
+from laku.payment.schemas import RefundReason
+
+log = structlog.get_logger()
+
+_REASONS = {
+    RefundReason.TIER_REFUND: "tier refund",
+    RefundReason.GROUP_FAILED: "full refund, the group missed its minimum order",
+    RefundReason.GROUP_CANCELLED: "full refund, the group buy was cancelled",
+    RefundReason.ORDER_CANCELLED: "full refund, the order was cancelled",
+}
+# What was paid for, as told in a notice: a batch of notices must fit in one request.
+_DESCRIPTION_LENGTH = 100
+
+
+def _described(description: str) -> str:
+    if len(description) <= _DESCRIPTION_LENGTH:
+        return description
+    return description[: _DESCRIPTION_LENGTH - 1].rstrip() + "…"
+
+
+class RefundNotices:
+    def __init__(self, db: Database, notifications: NotificationClient):
+        self._db = db
+        self._notifications = notifications
+
+    async def tell_credited(self, row_id: int, payload: dict[str, Any]) -> None:
+        """Tell the buyers of a credited batch (a `credit_refunds` outbox row's payload)."""
+        refund_ids = [uuid.UUID(refund_id) for refund_id in payload["refundIds"]]
+        async with self._db.sessions() as session:
+            refunds = (
+                await session.execute(
+                    select(
+                        Refund.id,
+                        Refund.amount,
+                        Refund.reason,
+                        Payment.user_id,
+                        Payment.description,
+                    )
+                    .join(Payment, Payment.id == Refund.payment_id)
+                    .where(Refund.id == any_(bindparam(None, refund_ids, type_=ARRAY(Uuid()))))
+                    .order_by(Refund.id)
+                )
+            ).all()
+        notices = [
+            UserNotification(
+                user_id=refund.user_id,
+                key=f"refund:{refund.id}",
+                subject=f"{format_rupiah(refund.amount)} refunded to your Laku wallet",
+                text=(
+                    f"{format_rupiah(refund.amount)} refunded to your Laku wallet "
+                    f"({_REASONS[RefundReason(refund.reason)]}) for "
+                    f"{_described(refund.description)}."
+                ),
+            )
+            for refund in refunds
+        ]
+        step = MAX_USER_NOTIFICATIONS_PER_CALL
+        for start in range(0, len(notices), step):
+            chunk = notices[start : start + step]
+            try:
+                await self._notifications.notify_users(
+                    chunk, idempotency_key=f"refund-notices:{row_id}:{start}"
+                )
+            except ServiceCallError as exc:
+                if exc.status >= 500:
+                    raise
+                # Refused for good (the notices do not fit its rules): repeating would not help.
+                log.error("refund_notices_refused", code=exc.code, refunds=len(chunk))
