@@ -13,6 +13,7 @@ _BODYLESS_ACTIONS = {
     "default",
     "read",
     "receive",
+    "deliver",
     "cancel",
     "release",
     "deduct",

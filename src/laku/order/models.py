@@ -1,12 +1,24 @@
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Sequence, String, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Sequence,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
 from laku.core.idempotency import idempotency_table
+from laku.core.outbox import outbox_table
 
 
 class Base(DeclarativeBase):
@@ -14,6 +26,8 @@ class Base(DeclarativeBase):
 
 
 idempotency_keys = idempotency_table(Base.metadata)
+# A cancelled order's refund and buyers' notifications are written with the change causing them.
+outbox = outbox_table(Base.metadata)
 # Numbered by the database, so a bulk insert of thousands of rows numbers each in one statement.
 # The sequence is declared on the metadata so it is created before the default that uses it.
 order_number_seq = Sequence("order_number_seq", metadata=Base.metadata)
@@ -35,6 +49,21 @@ class Order(UUIDPrimaryKey, TimestampMixin, Base):
             name="status_known",
         ),
         CheckConstraint("subtotal >= 0", name="subtotal_not_negative"),
+        # Each step of the lifecycle leaves its mark, so a status always has its history.
+        CheckConstraint(
+            "(shipped_at IS NOT NULL) = (status IN ('shipped', 'delivered'))",
+            name="shipped_has_shipped_at",
+        ),
+        CheckConstraint(
+            "shipped_at IS NULL OR tracking_number IS NOT NULL", name="shipped_has_tracking"
+        ),
+        CheckConstraint(
+            "(delivered_at IS NOT NULL) = (status = 'delivered')", name="delivered_has_delivered_at"
+        ),
+        CheckConstraint(
+            "(cancelled_at IS NOT NULL) = (status IN ('cancelled', 'refunded'))",
+            name="cancelled_has_cancelled_at",
+        ),
         Index("ix_orders_user_id_created_at", "user_id", "created_at"),
     )
 
@@ -49,6 +78,12 @@ class Order(UUIDPrimaryKey, TimestampMixin, Base):
     product_snapshot: Mapped[dict[str, Any]] = mapped_column(JSONB)
     status: Mapped[str] = mapped_column(String(16))
     subtotal: Mapped[int] = mapped_column(BigInteger)
+    tracking_number: Mapped[str | None] = mapped_column(String(100))
+    courier: Mapped[str | None] = mapped_column(String(100))
+    shipped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
 
     items: Mapped[list["OrderItem"]] = relationship(
         lazy="selectin", order_by="OrderItem.sku", viewonly=True

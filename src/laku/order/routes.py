@@ -6,12 +6,14 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden
 from laku.core.schemas import Limit, Offset, Page
-from laku.core.security import Principal, Role, require_roles
+from laku.core.security import AdminPrincipal, Principal, Role, require_roles
 from laku.order import service
 from laku.order.schemas import (
     BulkOrdersCreate,
     BulkOrdersOut,
+    OrderCancel,
     OrderOut,
+    OrderShip,
     OrderStatus,
     SessionOrdersSummaryOut,
 )
@@ -92,3 +94,42 @@ async def session_summary(
 async def get_order(order_id: uuid.UUID, principal: OrderReader, session: DbSession) -> OrderOut:
     """The buyer who placed it, admins and services; to another buyer it does not exist."""
     return OrderOut.model_validate(await service.get_order(session, order_id, principal))
+
+
+# Lifecycle: each move answers the order as it is when it was made already, and 409
+# `invalid_order_transition` from any status it cannot be made from.
+
+
+@router.post("/{order_id}/ship", response_model=OrderOut)
+async def ship_order(
+    order_id: uuid.UUID, body: OrderShip, _: AdminOrService, session: DbSession, request: Request
+) -> OrderOut:
+    """processing -> shipped: the courier has the parcel (logistics-service reports it). The
+    buyer is told."""
+    order = await service.ship(
+        session, order_id, tracking_number=body.tracking_number, courier=body.courier
+    )
+    request.app.state.outbox_relay.wake()
+    return OrderOut.model_validate(order)
+
+
+@router.post("/{order_id}/deliver", response_model=OrderOut)
+async def deliver_order(
+    order_id: uuid.UUID, _: AdminOrService, session: DbSession, request: Request
+) -> OrderOut:
+    """shipped -> delivered; an order that has not shipped cannot be delivered. The buyer is
+    told."""
+    order = await service.deliver(session, order_id)
+    request.app.state.outbox_relay.wake()
+    return OrderOut.model_validate(order)
+
+
+@router.post("/{order_id}/cancel", response_model=OrderOut)
+async def cancel_order(
+    order_id: uuid.UUID, body: OrderCancel, _: AdminPrincipal, session: DbSession, request: Request
+) -> OrderOut:
+    """Before it ships, an admin may call an order off: `cancelled`, its subtotal refunded to
+    the buyer's wallet shortly after, then `refunded`."""
+    order = await service.cancel(session, order_id, body.reason)
+    request.app.state.outbox_relay.wake()
+    return OrderOut.model_validate(order)

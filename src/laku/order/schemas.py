@@ -1,6 +1,7 @@
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field
 
@@ -16,6 +17,17 @@ class OrderStatus(StrEnum):
     DELIVERED = "delivered"
     CANCELLED = "cancelled"
     REFUNDED = "refunded"
+
+
+class OrderShip(WireModel):
+    """The courier has the parcel (logistics-service, from Biteship's status webhook)."""
+
+    tracking_number: Annotated[str, Field(min_length=1, max_length=100)]
+    courier: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class OrderCancel(WireModel):
+    reason: Annotated[str, Field(min_length=1, max_length=1000)]
 
 
 class BulkOrdersCreate(WireModel):
@@ -65,6 +77,12 @@ class OrderOut(WireModel):
     status: OrderStatus
     subtotal: Rupiah = Field(description="Quantity x the final unit price of the group buy.")
     items: list[OrderItemOut]
+    tracking_number: str | None = Field(description="The courier's waybill, once shipped.")
+    courier: str | None
+    shipped_at: datetime | None
+    delivered_at: datetime | None
+    cancelled_at: datetime | None
+    cancel_reason: str | None
     created_at: datetime
     updated_at: datetime
 

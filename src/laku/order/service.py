@@ -1,5 +1,12 @@
 """Orders: created in bulk for the paid participants of a successful group buy (seed step 6),
-then read by their buyers and the platform.
+read by their buyers and the platform, and moved through their lifecycle:
+
+    processing -> shipped -> delivered          (logistics-service, from the courier's webhook)
+    processing -> cancelled -> refunded          (an admin; the subtotal back to the wallet)
+
+Every move locks the order's row, checks the move is allowed from the status it finds, and
+commits; asking for a move already made answers the order as it is, so retries are safe. A
+move from any other status is refused with 409 `invalid_order_transition` and changes nothing.
 
 A participant has at most one order (`participant_id` is unique) and a session's orders are
 inserted with ON CONFLICT DO NOTHING in one transaction, so calling bulk again, or twice at the
@@ -12,11 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, func, insert, select
+import structlog
+from sqlalchemy import BigInteger, Select, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from laku.core.db import Database
 from laku.core.errors import Conflict, NotFound
+from laku.core.http import ServiceCallError
+from laku.core.outbox import enqueue
 from laku.core.security import Principal
 from laku.group_buying.client import (
     GroupBuyingClient,
@@ -24,8 +35,10 @@ from laku.group_buying.client import (
     ParticipantStatus,
     SessionStatus,
 )
-from laku.order.models import Order, OrderItem
+from laku.notification.client import NotificationClient, UserNotification
+from laku.order.models import Order, OrderItem, outbox
 from laku.order.schemas import BulkOrdersOut, OrderStatus, ProductSnapshot
+from laku.payment.client import PaymentClient, RefundItem, RefundReason
 from laku.product.client import ProductClient, ProductDetailOut
 
 # A session's orders are made once it has reached its MOQ: while it closes (moq_reached, the
@@ -39,8 +52,24 @@ SUCCESSFUL_SESSION_STATUSES = frozenset(
     }
 )
 
+log = structlog.get_logger()
+
+# A cancelled order's subtotal goes back to its buyer's wallet through payment-service.
+REFUND_CANCELLED_ORDER = "refund_cancelled_order"
+# The buyer is told when the order ships and when it is delivered.
+TELL_BUYER = "tell_buyer"
+# Before the courier has it, an order may be called off.
+CANCELLABLE_STATUSES = frozenset(
+    {OrderStatus.PENDING_PAYMENT, OrderStatus.PAID, OrderStatus.PROCESSING}
+)
+
 _orders = Order.__table__
 _items = OrderItem.__table__
+
+
+class InvalidOrderTransition(Conflict):
+    code = "invalid_order_transition"
+    title = "The order cannot make that move from its status"
 
 
 class SessionNotFound(NotFound):
@@ -240,3 +269,147 @@ async def session_summary(session: AsyncSession, group_session_id: uuid.UUID) ->
     return SessionSummary(
         orders=sum(by_status.values()), units=units, subtotal=subtotal, by_status=by_status
     )
+
+
+# Lifecycle -----------------------------------------------------------------------------------
+
+
+async def _locked_order(session: AsyncSession, order_id: uuid.UUID) -> Order:
+    order = await session.scalar(
+        select(Order)
+        .where(Order.id == order_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if order is None:
+        raise _order_not_found()
+    return order
+
+
+async def _saved(session: AsyncSession, order: Order) -> Order:
+    await session.commit()
+    await session.refresh(order)  # server-set timestamps as stored
+    return order
+
+
+async def ship(
+    session: AsyncSession, order_id: uuid.UUID, *, tracking_number: str, courier: str
+) -> Order:
+    """processing -> shipped with the courier's waybill. The same waybill again answers the
+    order as it is (a webhook delivered twice); another waybill is refused."""
+    order = await _locked_order(session, order_id)
+    if order.status in (OrderStatus.SHIPPED, OrderStatus.DELIVERED) and (
+        order.tracking_number == tracking_number
+    ):
+        await session.commit()
+        return order
+    if order.status != OrderStatus.PROCESSING:
+        raise InvalidOrderTransition(
+            f"Order {order.order_number} is {order.status}; only a processing order is shipped"
+        )
+    order.status = OrderStatus.SHIPPED.value
+    order.tracking_number = tracking_number
+    order.courier = courier
+    order.shipped_at = func.now()
+    await _tell_buyer(session, order, OrderStatus.SHIPPED)
+    return await _saved(session, order)
+
+
+async def deliver(session: AsyncSession, order_id: uuid.UUID) -> Order:
+    """shipped -> delivered; delivering a delivered order answers it as it is."""
+    order = await _locked_order(session, order_id)
+    if order.status == OrderStatus.DELIVERED:
+        await session.commit()
+        return order
+    if order.status != OrderStatus.SHIPPED:
+        raise InvalidOrderTransition(
+            f"Order {order.order_number} is {order.status}; only a shipped order is delivered"
+        )
+    order.status = OrderStatus.DELIVERED.value
+    order.delivered_at = func.now()
+    await _tell_buyer(session, order, OrderStatus.DELIVERED)
+    return await _saved(session, order)
+
+
+async def _tell_buyer(session: AsyncSession, order: Order, event: OrderStatus) -> None:
+    await enqueue(session, outbox, TELL_BUYER, {"orderId": str(order.id), "event": event.value})
+
+
+def buyer_notice(order: Order, event: OrderStatus) -> UserNotification:
+    """What the buyer is told of a shipped or delivered order, once per order and event."""
+    [item] = order.items
+    what = f"{order.order_number} ({item.name} x {item.quantity})"
+    if event is OrderStatus.SHIPPED:
+        subject = f"Order {order.order_number} has shipped"
+        text = (
+            f"Your order {what} is on its way with {(order.courier or '').upper()}, "
+            f"tracking number {order.tracking_number}."
+        )
+    else:
+        subject = f"Order {order.order_number} has been delivered"
+        text = f"Your order {what} has been delivered. Terima kasih for buying with Laku!"
+    return UserNotification(
+        user_id=order.user_id, key=f"order-{event.value}:{order.id}", subject=subject, text=text
+    )
+
+
+async def tell_buyer(
+    db: Database, notifications: NotificationClient, order_id: uuid.UUID, event: OrderStatus
+) -> None:
+    """The outbox's delivery of a shipped or delivered notice (keyed, so told once)."""
+    async with db.sessions() as session:
+        order = await session.get(Order, order_id)
+    if order is None:
+        return
+    notice = buyer_notice(order, event)
+    await notifications.notify_users([notice], idempotency_key=f"notify:{notice.key}")
+
+
+async def cancel(session: AsyncSession, order_id: uuid.UUID, reason: str) -> Order:
+    """Call an order off before the courier has it; its subtotal is refunded to the buyer's
+    wallet through the outbox, after which it is `refunded`. Cancelling a cancelled (or
+    refunded) order answers it as it is."""
+    order = await _locked_order(session, order_id)
+    if order.status in (OrderStatus.CANCELLED, OrderStatus.REFUNDED):
+        await session.commit()
+        return order
+    if order.status not in CANCELLABLE_STATUSES:
+        raise InvalidOrderTransition(
+            f"Order {order.order_number} is {order.status}; "
+            "an order is cancelled only before it ships"
+        )
+    order.status = OrderStatus.CANCELLED.value
+    order.cancelled_at = func.now()
+    order.cancel_reason = reason
+    await enqueue(session, outbox, REFUND_CANCELLED_ORDER, {"orderId": str(order.id)})
+    return await _saved(session, order)
+
+
+async def refund_cancelled(db: Database, payments: PaymentClient, order_id: uuid.UUID) -> None:
+    """The outbox's delivery of a cancellation: the subtotal refunded from the order's payment
+    (once per order, by its reference), then the order `refunded`. A refusal by
+    payment-service is final and logged; an outage raises, so the relay tries again."""
+    async with db.sessions() as session:
+        order = await session.get(Order, order_id)
+    if order is None or order.status != OrderStatus.CANCELLED:
+        return
+    if order.subtotal > 0:
+        refund = RefundItem(
+            payment_id=order.payment_id,
+            amount=order.subtotal,
+            reason=RefundReason.ORDER_CANCELLED,
+            reference=f"order:{order.id}:cancelled",
+        )
+        try:
+            await payments.refund([refund], idempotency_key=f"order-refund:{order.id}")
+        except ServiceCallError as exc:
+            if exc.status >= 500:
+                raise
+            log.error("cancelled_order_refund_refused", order_id=str(order.id), code=exc.code)
+            return
+    async with db.sessions.begin() as session:
+        await session.execute(
+            update(Order)
+            .where(Order.id == order_id, Order.status == OrderStatus.CANCELLED.value)
+            .values(status=OrderStatus.REFUNDED.value)
+        )
