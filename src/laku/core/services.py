@@ -41,6 +41,7 @@ SERVICES: dict[str, ServiceSpec] = {
         _service("notification", 3007),
         _service("warehouse", 3008),
         _service("wallet", 3010),
+        _service("logistics", 3011),
         _service("address", 3015),
     )
 }
@@ -50,6 +51,7 @@ SANDBOXES: dict[str, ProcessSpec] = {
     spec.name: spec
     for spec in (
         ProcessSpec("xendit-sandbox", 4010, "laku.providers.xendit.sandbox:create_app"),
+        ProcessSpec("biteship-sandbox", 4011, "laku.providers.biteship.sandbox:create_app"),
         ProcessSpec("whatsapp-sandbox", 4012, "laku.providers.whatsapp.sandbox:create_app"),
         ProcessSpec("smtp-sandbox", 4013, "laku.providers.smtp.sandbox:create_app"),
     )

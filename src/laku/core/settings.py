@@ -73,6 +73,23 @@ class Settings(BaseSettings):
 
     # Warehouse: what the factory charges to ship one bundle, added to every purchase order.
     purchase_order_shipping_cost_per_bundle: int = 25_000
+    # Where parcels to buyers leave from: the origin of every shipping rate and shipment.
+    warehouse_name: str = "Gudang Laku Jakarta"
+    warehouse_phone: str = "+6281100000000"
+    warehouse_address: str = "Jl. Gatot Subroto Kav. 18, Jakarta Selatan"
+    warehouse_postal_code: str = "12190"
+
+    # Biteship (shipping rates, orders, tracking). Left unset, the client talks to the
+    # biteship-sandbox, which accepts these defaults; a real API key and base URL switch it to
+    # Biteship. Biteship sends `webhook_secret` in the header logistics-service checks.
+    biteship_api_base_url: str | None = None  # None: the biteship-sandbox; real: api.biteship.com
+    biteship_api_key: SecretStr = SecretStr("biteship_test_laku_sandbox_key")
+    biteship_webhook_secret: SecretStr = SecretStr("laku-dev-biteship-webhook-secret")
+    # Where status webhooks go; None: logistics-service's /api/shipments/webhook.
+    biteship_webhook_url: str | None = None
+    # What one unit of an order weighs in its parcel, for rates and shipments (catalogue
+    # products carry no weight).
+    shipping_weight_per_unit_grams: int = 300
 
     # Group-buying closes sessions past their end time (design 7 "Close"): each group-buying
     # process runs process-expired every `close_interval_seconds` (0: only when it is called).

@@ -1,0 +1,40 @@
+"""Typed client other services use to call logistics-service (book an order's shipment, read
+it)."""
+
+import uuid
+
+from laku.core.http import ServiceClient
+from laku.logistics.schemas import ShipmentCreate, ShipmentDetailOut, TrackingEventOut
+
+__all__ = ["LogisticsClient", "ShipmentDetailOut", "TrackingEventOut"]
+
+
+class LogisticsClient(ServiceClient):
+    async def create_shipment(
+        self,
+        order_id: uuid.UUID,
+        *,
+        courier_company: str,
+        courier_type: str,
+        idempotency_key: str,
+        address_id: uuid.UUID | None = None,
+    ) -> ShipmentDetailOut:
+        """Book the courier for a processing order (the buyer's default address unless
+        `address_id`); the order's shipment if it has one. ServiceCallError 409
+        `order_not_shippable` for an order that is not processing."""
+        body = ShipmentCreate(
+            order_id=order_id,
+            courier_company=courier_company,
+            courier_type=courier_type,
+            address_id=address_id,
+        )
+        response = await self.request(
+            "POST",
+            "/api/shipments",
+            json=body.model_dump(mode="json", by_alias=True, exclude_none=True),
+            idempotency_key=idempotency_key,
+        )
+        return ShipmentDetailOut.model_validate(response.json())
+
+    async def get_shipment(self, shipment_id: uuid.UUID) -> ShipmentDetailOut | None:
+        return await self.get_or_none(f"/api/shipments/{shipment_id}", ShipmentDetailOut)

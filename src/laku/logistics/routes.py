@@ -1,0 +1,143 @@
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from laku.core.app import DbSession
+from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
+from laku.core.schemas import Limit, Offset, Page
+from laku.core.security import Principal, Role, require_roles
+from laku.logistics import service
+from laku.logistics.models import Shipment
+from laku.logistics.schemas import (
+    BiteshipWebhook,
+    RatesOut,
+    RatesRequest,
+    ShipmentCreate,
+    ShipmentDetailOut,
+    ShipmentOut,
+    TrackingEventOut,
+    WebhookAck,
+)
+from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER, verify_webhook_secret
+
+router = APIRouter(prefix="/api", tags=["logistics"], responses=PROBLEM_RESPONSES)
+
+# Shipments are booked by the platform (admins, services); buyers read their own.
+AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+Reader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN, Role.SERVICE))]
+
+
+def _logistics(request: Request) -> service.Logistics:
+    return request.app.state.logistics
+
+
+async def _biteship_webhook(
+    request: Request,
+    secret: Annotated[str | None, Header(alias=WEBHOOK_SECRET_HEADER)] = None,
+) -> None:
+    """Biteship signs nothing: its webhooks carry the header and secret set in its dashboard."""
+    if not verify_webhook_secret(request.app.state.settings, secret):
+        raise Unauthorized(
+            f"Missing or wrong {WEBHOOK_SECRET_HEADER}", code="invalid_webhook_secret"
+        )
+
+
+async def _detail(session: AsyncSession, shipment: Shipment) -> ShipmentDetailOut:
+    events = await service.events_of(session, shipment.id)
+    return ShipmentDetailOut(
+        **ShipmentOut.model_validate(shipment).model_dump(),
+        events=[TrackingEventOut.model_validate(event) for event in events],
+    )
+
+
+@router.post(
+    "/rates",
+    response_model=RatesOut,
+    responses={503: {"description": "order-service, address-service or Biteship is unavailable"}},
+)
+async def rates(body: RatesRequest, principal: Reader, request: Request) -> RatesOut:
+    """Seed step 9.1: each courier's price for the order's parcel, from the warehouse to the
+    buyer's address (`addressId`, else their default). A buyer asks for their own orders only;
+    postal codes sent that differ from the server's are refused (409 `postal_code_mismatch`)."""
+    return await _logistics(request).rates(principal, body)
+
+
+@router.post(
+    "/shipments",
+    response_model=ShipmentDetailOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": ShipmentDetailOut, "description": "The order's shipment, booked before"},
+        503: {"description": "Biteship or a service is unavailable; retrying is safe"},
+    },
+)
+async def create_shipment(
+    body: ShipmentCreate,
+    _: AdminOrService,
+    request: Request,
+    response: Response,
+    session: DbSession,
+) -> ShipmentDetailOut:
+    """Seed step 9.2: book the courier with Biteship for a `processing` order (409
+    `order_not_shippable` otherwise); `trackingNumber` is the courier's waybill. An order has
+    one shipment: asking again answers it (200) and books nothing twice."""
+    booked = await _logistics(request).create_shipment(body)
+    if not booked.created:
+        response.status_code = status.HTTP_200_OK
+    # Read afresh: the booking's own session is gone, with the columns the database set.
+    return await _detail(session, await session.get_one(Shipment, booked.shipment.id))
+
+
+@router.post(
+    "/shipments/webhook",
+    response_model=WebhookAck,
+    dependencies=[Depends(_biteship_webhook)],
+    responses={200: {"description": "Applied, a duplicate, or acknowledged and ignored"}},
+)
+async def biteship_webhook(
+    request: Request, webhook: Annotated[BiteshipWebhook | None, Body()] = None
+) -> WebhookAck:
+    """Biteship's `order.status` webhook: the tracking event is recorded once, the shipment
+    takes the status, and the order follows (`picked` -> shipped, `delivered` -> delivered).
+    Authenticated by the `X-Biteship-Signature` secret, not a bearer token."""
+    if webhook is None:  # Biteship's check when the URL is saved
+        return WebhookAck(status="ignored")
+    return WebhookAck(status=await _logistics(request).apply_webhook(webhook))
+
+
+@router.get("/shipments", response_model=Page[ShipmentOut])
+async def list_shipments(
+    principal: Reader,
+    session: DbSession,
+    limit: Limit = 20,
+    offset: Offset = 0,
+    order_id: Annotated[uuid.UUID | None, Query(alias="orderId")] = None,
+) -> Page[ShipmentOut]:
+    """Newest first. A buyer sees only their own shipments."""
+    shipments, total = await service.list_shipments(
+        session, principal, order_id=order_id, limit=limit, offset=offset
+    )
+    return Page(
+        items=[ShipmentOut.model_validate(shipment) for shipment in shipments],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/shipments/track/{tracking_number}", response_model=ShipmentDetailOut)
+async def track(
+    tracking_number: Annotated[str, Path(max_length=64)], principal: Reader, session: DbSession
+) -> ShipmentDetailOut:
+    """Seed step 9.3: the shipment with the waybill and what Biteship reported. Its buyer,
+    admins and services; to another buyer it does not exist."""
+    return await _detail(session, await service.track(session, tracking_number, principal))
+
+
+@router.get("/shipments/{shipment_id}", response_model=ShipmentDetailOut)
+async def get_shipment(
+    shipment_id: uuid.UUID, principal: Reader, session: DbSession
+) -> ShipmentDetailOut:
+    return await _detail(session, await service.get_shipment(session, shipment_id, principal))

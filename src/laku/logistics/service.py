@@ -1,0 +1,537 @@
+"""Shipping: rates for an order, booking its shipment with Biteship, applying Biteship's status
+webhooks, and moving the order to shipped and delivered through the outbox.
+
+A shipment row is claimed (committed, `creating`) before Biteship is asked to book the courier,
+so a retry or a second call at once never books a second courier while the first is being
+booked. Each webhook records its tracking event once and enqueues the order's move in the same
+transaction, so an order-service outage delays the move and never loses it.
+"""
+
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy import delete, exists, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from laku.address.client import AddressClient, AddressOut
+from laku.core.db import Database
+from laku.core.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
+from laku.core.http import ServiceCallError
+from laku.core.outbox import enqueue
+from laku.core.security import Principal
+from laku.core.settings import Settings
+from laku.logistics.models import Shipment, TrackingEvent, outbox
+from laku.logistics.schemas import (
+    BiteshipWebhook,
+    RateOut,
+    RatesOut,
+    RatesRequest,
+    ShipmentCreate,
+)
+from laku.order.client import OrderClient, OrderOut, OrderStatus
+from laku.providers.biteship.client import (
+    ORDER_STATUSES,
+    BiteshipClient,
+    BiteshipError,
+    Contact,
+    RateItem,
+)
+
+log = structlog.get_logger()
+
+# Outbox kinds whose handlers move the order in order-service.
+MARK_ORDER_SHIPPED = "mark_order_shipped"
+MARK_ORDER_DELIVERED = "mark_order_delivered"
+CREATING = "creating"
+# Statuses in which the courier has the parcel: the order has shipped.
+_COURIER_HAS_PARCEL = frozenset({"picked", "dropping_off", "delivered"})
+# A claim left `creating` this long belongs to a booking whose process died (or whose Biteship
+# call was never answered); a retry may take it over. Far longer than a Biteship call may take.
+ABANDONED_AFTER = timedelta(minutes=2)
+# Biteship answers these when it cannot serve us rather than because of what we asked.
+_PROVIDER_SIDE_STATUSES = frozenset({401, 403, 408, 429})
+
+WebhookOutcome = Literal["processed", "duplicate", "ignored"]
+
+
+class ShippingProviderUnavailable(UpstreamUnavailable):
+    code = "shipping_provider_unavailable"
+    title = "The shipping provider is unavailable"
+
+
+class ShippingRejectedByProvider(InvalidInput):
+    code = "shipping_rejected_by_provider"
+    title = "The shipping provider refused the request"
+
+
+def _provider_error(exc: BiteshipError) -> ShippingProviderUnavailable | ShippingRejectedByProvider:
+    if exc.status is not None and exc.status < 500 and exc.status not in _PROVIDER_SIDE_STATUSES:
+        return ShippingRejectedByProvider(exc.message)
+    return ShippingProviderUnavailable(f"Biteship could not be used: {exc.message}", retry_after=5)
+
+
+def _order_not_found() -> NotFound:
+    return NotFound("No such order", code="order_not_found")
+
+
+def _shipment_not_found() -> NotFound:
+    return NotFound("No such shipment", code="shipment_not_found")
+
+
+def _status(reported: str) -> str:
+    """Biteship's statuses in snake_case (`pickingUp` as some couriers' feeds spell it too)."""
+    return re.sub(r"(?<=[a-z])([A-Z])", r"_\1", reported).lower()
+
+
+def _full_address(address: AddressOut) -> str:
+    return f"{address.street}, {address.city}, {address.province} {address.postal_code}"
+
+
+@dataclass(frozen=True)
+class BookedShipment:
+    shipment: Shipment
+    created: bool  # False: the order had this shipment already
+
+
+class Logistics:
+    """The operations that call order-service, address-service and Biteship between
+    transactions. `on_commit` is called after a transaction that enqueued outbox rows."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        orders: OrderClient,
+        addresses: AddressClient,
+        biteship: BiteshipClient,
+        settings: Settings,
+        on_commit: Callable[[], None],
+    ):
+        self._db = db
+        self.orders = orders
+        self._addresses = addresses
+        self._biteship = biteship
+        self._settings = settings
+        self._on_commit = on_commit
+
+    # --- rates ---------------------------------------------------------------------------
+
+    async def rates(self, principal: Principal, request: RatesRequest) -> RatesOut:
+        """The couriers' prices for the order's parcel from the warehouse to the buyer."""
+        order = await self._order(request.order_id, principal)
+        address = await self._destination(order, request.address_id)
+        origin = self._settings.warehouse_postal_code
+        for sent, derived in (
+            (request.origin_postal_code, origin),
+            (request.destination_postal_code, address.postal_code),
+        ):
+            if sent is not None and sent != derived:
+                raise Conflict(
+                    f"Postal code {sent} is not the shipment's {derived}",
+                    code="postal_code_mismatch",
+                )
+        items = self._items(order)
+        try:
+            pricing = await self._biteship.rates(
+                origin_postal_code=origin,
+                destination_postal_code=address.postal_code,
+                couriers=request.couriers,
+                items=items,
+            )
+        except BiteshipError as exc:
+            raise _provider_error(exc) from exc
+        return RatesOut(
+            order_id=order.id,
+            address_id=address.id,
+            origin_postal_code=origin,
+            destination_postal_code=address.postal_code,
+            weight_grams=sum(item.weight * item.quantity for item in items),
+            rates=[
+                RateOut(
+                    courier_company=rate.courier_code,
+                    courier_name=rate.courier_name,
+                    courier_type=rate.courier_service_code,
+                    courier_service_name=rate.courier_service_name,
+                    description=rate.description,
+                    duration=rate.duration,
+                    price=rate.price,
+                )
+                for rate in pricing
+            ],
+        )
+
+    # --- shipments -----------------------------------------------------------------------
+
+    async def create_shipment(self, request: ShipmentCreate) -> BookedShipment:
+        """Book the courier for a `processing` order; the order's shipment if it has one."""
+        existing = await self._shipment_of(request.order_id)
+        if existing is not None and existing.status != CREATING:
+            return BookedShipment(self._same_booking(existing, request), created=False)
+        if existing is not None and not _abandoned(existing):
+            raise _in_progress()
+        order = await self.orders.get_order(request.order_id)
+        if order is None:
+            raise _order_not_found()
+        if order.status != OrderStatus.PROCESSING:
+            raise Conflict(
+                f"Order {order.id} is {order.status}; only a processing order ships",
+                code="order_not_shippable",
+            )
+        address = await self._destination(order, request.address_id)
+        claimed = await self._claim(order, address, request)
+        if claimed.status != CREATING:  # another call booked it meanwhile
+            return BookedShipment(self._same_booking(claimed, request), created=False)
+        try:
+            booked = await self._biteship.create_order(
+                reference_id=str(order.id),
+                origin=Contact(
+                    name=self._settings.warehouse_name,
+                    phone=self._settings.warehouse_phone,
+                    address=self._settings.warehouse_address,
+                    postal_code=self._settings.warehouse_postal_code,
+                ),
+                destination=Contact(
+                    name=address.recipient_name,
+                    phone=address.phone,
+                    address=_full_address(address),
+                    postal_code=address.postal_code,
+                    note=address.notes,
+                ),
+                courier_company=request.courier_company,
+                courier_type=request.courier_type,
+                items=self._items(order),
+            )
+        except BiteshipError as exc:
+            log.warning("shipment_booking_failed", order_id=str(order.id), error=str(exc))
+            if exc.status is not None:  # answered: nothing was booked, so nothing is kept
+                await self._release_claim(claimed.id)
+            raise _provider_error(exc) from exc
+        async with self._db.sessions.begin() as session:
+            shipment = await session.get_one(Shipment, claimed.id, with_for_update=True)
+            shipment.biteship_order_id = booked.id
+            shipment.biteship_tracking_id = booked.courier.tracking_id
+            shipment.tracking_number = booked.courier.waybill_id
+            shipment.price = booked.price
+            shipment.status = _status(booked.status)
+        return BookedShipment(shipment, created=True)
+
+    async def _shipment_of(self, order_id: uuid.UUID) -> Shipment | None:
+        async with self._db.sessions() as session:
+            return await session.scalar(select(Shipment).where(Shipment.order_id == order_id))
+
+    @staticmethod
+    def _same_booking(shipment: Shipment, request: ShipmentCreate) -> Shipment:
+        if (shipment.courier_company, shipment.courier_type) != (
+            request.courier_company,
+            request.courier_type,
+        ):
+            raise Conflict(
+                f"Order {shipment.order_id} ships with {shipment.courier_company} "
+                f"{shipment.courier_type} already (shipment {shipment.id})",
+                code="order_already_has_shipment",
+            )
+        return shipment
+
+    async def _claim(
+        self, order: OrderOut, address: AddressOut, request: ShipmentCreate
+    ) -> Shipment:
+        """The order's shipment row, `creating` on behalf of this call (new, or taken over from
+        an abandoned booking), or the row another call booked meanwhile; 409 while another
+        call is booking it."""
+        details: dict[str, Any] = {
+            "user_id": order.user_id,
+            "courier_company": request.courier_company,
+            "courier_type": request.courier_type,
+            "origin_postal_code": self._settings.warehouse_postal_code,
+            "destination_address_id": address.id,
+            "destination_name": address.recipient_name,
+            "destination_phone": address.phone,
+            "destination_address": _full_address(address),
+            "destination_postal_code": address.postal_code,
+            "destination_note": address.notes,
+        }
+        async with self._db.sessions.begin() as session:
+            inserted = await session.scalar(
+                insert(Shipment)
+                # `status_at` is the claim's time, before Biteship's: every status Biteship
+                # reports afterwards is newer.
+                .values(
+                    id=uuid.uuid4(),
+                    order_id=order.id,
+                    status=CREATING,
+                    status_at=func.now(),
+                    **details,
+                )
+                .on_conflict_do_nothing(index_elements=[Shipment.order_id])
+                .returning(Shipment.id)
+            )
+            shipment = await session.scalar(
+                select(Shipment).where(Shipment.order_id == order.id).with_for_update()
+            )
+            assert shipment is not None  # inserted, or there already
+            if inserted is None and shipment.status == CREATING:
+                if not _abandoned(shipment):
+                    raise _in_progress()
+                for name, value in details.items():
+                    setattr(shipment, name, value)
+                shipment.updated_at = datetime.now(UTC)
+        return shipment
+
+    async def _release_claim(self, shipment_id: uuid.UUID) -> None:
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                delete(Shipment).where(Shipment.id == shipment_id, Shipment.status == CREATING)
+            )
+
+    # --- Biteship's webhook --------------------------------------------------------------
+
+    async def apply_webhook(self, webhook: BiteshipWebhook) -> WebhookOutcome:
+        """Record an `order.status` once and move the shipment and its order; take the
+        waybill of `order.waybill_id`. Anything else, or an order that is not ours, is
+        acknowledged and ignored (Biteship would retry anything but a 2xx)."""
+        if webhook.event not in ("order.status", "order.waybill_id") or not webhook.order_id:
+            return "ignored"
+        async with self._db.sessions.begin() as session:
+            shipment = await session.scalar(
+                select(Shipment)
+                .where(Shipment.biteship_order_id == webhook.order_id)
+                .with_for_update()
+            )
+            if shipment is None:
+                log.info("biteship_webhook_for_unknown_order", biteship_order_id=webhook.order_id)
+                return "ignored"
+            if webhook.courier_waybill_id and shipment.tracking_number is None:
+                shipment.tracking_number = webhook.courier_waybill_id
+            if webhook.event == "order.waybill_id":
+                return "processed"
+            status = _status(webhook.status or "")
+            if status not in ORDER_STATUSES:
+                log.warning("biteship_webhook_unknown_status", status=webhook.status)
+                return "ignored"
+            if not await self._record_event(session, shipment, status, webhook.updated_at):
+                return "duplicate"
+            enqueued = self._move_order(shipment, status)
+            if enqueued:
+                await enqueue(session, outbox, enqueued, self._order_move(shipment))
+        if enqueued:
+            self._on_commit()
+        return "processed"
+
+    async def _record_event(
+        self, session: AsyncSession, shipment: Shipment, status: str, occurred_at: datetime | None
+    ) -> bool:
+        """False when this event was recorded already. A webhook without its time is taken as
+        happening now, and once per status."""
+        if occurred_at is None:
+            seen = await session.scalar(
+                select(
+                    exists().where(
+                        TrackingEvent.shipment_id == shipment.id, TrackingEvent.status == status
+                    )
+                )
+            )
+            if seen:
+                return False
+            occurred_at = datetime.now(UTC)
+        recorded = await session.scalar(
+            insert(TrackingEvent)
+            .values(
+                shipment_id=shipment.id,
+                status=status,
+                note=ORDER_STATUSES[status],
+                occurred_at=occurred_at,
+            )
+            .on_conflict_do_nothing()
+            .returning(TrackingEvent.id)
+        )
+        if recorded is None:
+            return False
+        if occurred_at >= shipment.status_at:  # a late, older event leaves the status be
+            shipment.status = status
+            shipment.status_at = occurred_at
+        return True
+
+    @staticmethod
+    def _move_order(shipment: Shipment, status: str) -> str | None:
+        """The order's move this status calls for, if it was not asked for yet: delivered
+        (which ships it first if need be) or shipped."""
+        now = datetime.now(UTC)
+        if status == "delivered" and shipment.order_delivered_requested_at is None:
+            shipment.order_delivered_requested_at = now
+            shipment.order_shipped_requested_at = shipment.order_shipped_requested_at or now
+            return MARK_ORDER_DELIVERED
+        if status in _COURIER_HAS_PARCEL and shipment.order_shipped_requested_at is None:
+            shipment.order_shipped_requested_at = now
+            return MARK_ORDER_SHIPPED
+        return None
+
+    @staticmethod
+    def _order_move(shipment: Shipment) -> dict[str, Any]:
+        return {
+            "order_id": str(shipment.order_id),
+            "shipment_id": str(shipment.id),
+            # A courier that issues its waybill late: Biteship's order id stands in for it.
+            "tracking_number": shipment.tracking_number or shipment.biteship_order_id,
+            "courier": f"{shipment.courier_company} {shipment.courier_type}",
+        }
+
+    # --- shared ----------------------------------------------------------------------------
+
+    async def _order(self, order_id: uuid.UUID, principal: Principal) -> OrderOut:
+        """The order if the caller may see it; to another buyer it does not exist."""
+        order = await self.orders.get_order(order_id)
+        if order is None or (not principal.is_privileged and order.user_id != principal.user_id):
+            raise _order_not_found()
+        return order
+
+    async def _destination(self, order: OrderOut, address_id: uuid.UUID | None) -> AddressOut:
+        """The order's buyer's address `address_id`, else their default address."""
+        if address_id is not None:
+            address = await self._addresses.get_address(address_id)
+            if address is None or address.user_id != order.user_id:
+                raise NotFound("The buyer has no such address", code="address_not_found")
+            return address
+        address = await self._addresses.get_default_address(order.user_id)
+        if address is None:
+            raise Conflict("The buyer has no address to ship to", code="no_delivery_address")
+        return address
+
+    def _items(self, order: OrderOut) -> list[RateItem]:
+        grams = self._settings.shipping_weight_per_unit_grams
+        return [
+            RateItem(name=item.name, value=item.unit_price, quantity=item.quantity, weight=grams)
+            for item in order.items
+        ]
+
+
+def _abandoned(shipment: Shipment) -> bool:
+    return datetime.now(UTC) - shipment.updated_at > ABANDONED_AFTER
+
+
+def _in_progress() -> Conflict:
+    return Conflict(
+        "The order's shipment is being booked; try again shortly",
+        code="shipment_in_progress",
+        retry_after=5,
+    )
+
+
+# --- moving the order (outbox deliveries) -------------------------------------------------
+
+
+class OrderMoves:
+    """Tells order-service what the courier did. Each move has one idempotency key per
+    shipment, so however often it is retried (or both run at once) it is applied once."""
+
+    def __init__(self, orders: OrderClient):
+        self._orders = orders
+
+    async def mark_shipped(self, _: int, payload: dict[str, Any]) -> None:
+        try:
+            await self._ship(payload)
+        except ServiceCallError as exc:
+            if not _invalid_transition(exc):
+                raise
+            order = await self._orders.get_order(uuid.UUID(payload["order_id"]))
+            if order is None or order.status != OrderStatus.DELIVERED:  # delivered: done
+                self._give_up(payload, order, "shipped")
+
+    async def mark_delivered(self, _: int, payload: dict[str, Any]) -> None:
+        order_id = uuid.UUID(payload["order_id"])
+        try:
+            order = await self._orders.get_order(order_id)
+            if order is not None and order.status == OrderStatus.PROCESSING:
+                order = await self._ship(payload)
+            if order is not None and order.status == OrderStatus.SHIPPED:
+                order = await self._orders.mark_delivered(
+                    order_id, idempotency_key=f"shipment:{payload['shipment_id']}:delivered"
+                )
+        except ServiceCallError as exc:
+            if not _invalid_transition(exc):
+                raise
+            order = await self._orders.get_order(order_id)
+        if order is None or order.status != OrderStatus.DELIVERED:
+            self._give_up(payload, order, "delivered")
+
+    async def _ship(self, payload: dict[str, Any]) -> OrderOut:
+        return await self._orders.mark_shipped(
+            uuid.UUID(payload["order_id"]),
+            tracking_number=payload["tracking_number"],
+            courier=payload["courier"],
+            idempotency_key=f"shipment:{payload['shipment_id']}:shipped",
+        )
+
+    @staticmethod
+    def _give_up(payload: dict[str, Any], order: OrderOut | None, move: str) -> None:
+        """The order cannot take the move (cancelled or refunded while the parcel travelled,
+        or gone): retrying would not change that, so it is logged for an operator."""
+        log.warning(
+            "order_move_impossible",
+            move=move,
+            order_id=payload["order_id"],
+            shipment_id=payload["shipment_id"],
+            order_status=order.status if order else None,
+        )
+
+
+def _invalid_transition(exc: ServiceCallError) -> bool:
+    return exc.status == 409 and exc.code == "invalid_order_transition"
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+async def events_of(session: AsyncSession, shipment_id: uuid.UUID) -> Sequence[TrackingEvent]:
+    return (
+        await session.scalars(
+            select(TrackingEvent)
+            .where(TrackingEvent.shipment_id == shipment_id)
+            .order_by(TrackingEvent.occurred_at, TrackingEvent.id)
+        )
+    ).all()
+
+
+def _visible(shipment: Shipment | None, principal: Principal) -> Shipment:
+    if shipment is None or (not principal.is_privileged and shipment.user_id != principal.user_id):
+        raise _shipment_not_found()
+    return shipment
+
+
+async def get_shipment(
+    session: AsyncSession, shipment_id: uuid.UUID, principal: Principal
+) -> Shipment:
+    return _visible(await session.get(Shipment, shipment_id), principal)
+
+
+async def track(session: AsyncSession, tracking_number: str, principal: Principal) -> Shipment:
+    shipment = await session.scalar(
+        select(Shipment).where(Shipment.tracking_number == tracking_number)
+    )
+    return _visible(shipment, principal)
+
+
+async def list_shipments(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    order_id: uuid.UUID | None,
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[Shipment], int]:
+    """Newest first; a buyer's own only."""
+    query = select(Shipment)
+    if order_id is not None:
+        query = query.where(Shipment.order_id == order_id)
+    if not principal.is_privileged:
+        query = query.where(Shipment.user_id == principal.user_id)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.scalars(
+        query.order_by(Shipment.created_at.desc(), Shipment.id).limit(limit).offset(offset)
+    )
+    return rows.all(), total or 0

@@ -1,0 +1,1 @@
+"""Biteship (courier rates, orders, tracking, status webhooks): client and sandbox."""

@@ -1,0 +1,580 @@
+"""logistics-service over HTTP: shipping rates, shipments booked in the Biteship sandbox, and
+tracking from Biteship's status webhooks moving the orders to shipped and delivered.
+
+The orders are real: buyers join and pay through the Xendit sandbox and the group buy is closed
+by process-expired, so every order starts `processing`. Couriers move in the Biteship sandbox,
+whose webhooks reach logistics-service as Biteship's would.
+"""
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from laku.core.http import ServiceTokenSource, new_http_client
+from laku.logistics.client import LogisticsClient
+from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER
+from laku.providers.biteship.sandbox import COURIERS, shipping_price
+from tests.catalog import create_seed_catalog
+from tests.support import Account, Platform, assert_problem, bearer, snapshot
+from tests.test_close import _close, _end_now, _eventually, _join, _open_session
+
+RATES = "/api/rates"
+SHIPMENTS = "/api/shipments"
+WEBHOOK = "/api/shipments/webhook"
+WAREHOUSE_POSTAL_CODE = "12190"
+UNIT_GRAMS = 300
+
+
+@dataclass(frozen=True)
+class Order:
+    buyer: Account
+    id: str
+    units: int
+    address_id: str | None  # the buyer's default address
+
+
+def _admin(platform: Platform) -> dict[str, str]:
+    return bearer(platform.admin_token)
+
+
+def _address(platform: Platform, buyer: Account, postal_code: str, city: str) -> dict[str, Any]:
+    response = platform.client("address").post(
+        "/api/addresses",
+        json={
+            "label": city,
+            "recipientName": "Siti Aminah",
+            "phone": "+6281234567890",
+            "street": "Jl. Merdeka 1",
+            "city": city,
+            "province": "Jawa",
+            "postalCode": postal_code,
+            "notes": "Pagar hijau",
+        },
+        headers=buyer.headers,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def orders(platform: Platform) -> list[Order]:
+    """Six buyers' orders of one successful group buy, all `processing`: 2 units, then 1 each.
+    Every buyer but the fourth has a default address, in Bandung (40123)."""
+    catalog = create_seed_catalog(platform, reorder_threshold=0)
+    session = _open_session(platform, catalog, target_moq=6)
+    joined = [
+        _join(platform, session, catalog.variants[size], units, pay=True)
+        for size, units in (("M", 2), ("S", 1), ("S", 1), ("L", 1), ("L", 1), ("M", 1))
+    ]
+    _end_now(platform, session["id"])
+    assert _close(platform, session["id"])["status"] == "success"
+    page = platform.client("order").get(
+        "/api/orders", params={"sessionId": session["id"]}, headers=_admin(platform)
+    )
+    by_user = {order["userId"]: order for order in page.json()["items"]}
+    made = []
+    for index, j in enumerate(joined):
+        order = by_user[j.buyer.id]
+        assert order["status"] == "processing"
+        address = None if index == 3 else _address(platform, j.buyer, "40123", "Bandung")["id"]
+        made.append(Order(j.buyer, order["id"], j.participant["quantity"], address))
+    return made
+
+
+def _rates(platform: Platform, headers: dict[str, str], **body: Any) -> httpx.Response:
+    return platform.client("logistics").post(RATES, json=body, headers=headers)
+
+
+def _ship(
+    platform: Platform, order_id: str, courier: str = "jne", service: str = "reg", **headers: str
+) -> httpx.Response:
+    return platform.client("logistics").post(
+        SHIPMENTS,
+        json={"orderId": order_id, "courierCompany": courier, "courierType": service},
+        headers=headers or _admin(platform),
+    )
+
+
+def _shipped(
+    platform: Platform, order_id: str, courier: str = "jne", service: str = "reg"
+) -> dict[str, Any]:
+    response = _ship(platform, order_id, courier, service)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _booked(platform: Platform, order_id: str) -> dict[str, Any]:
+    """The order's shipment, booked now unless it was before."""
+    response = _ship(platform, order_id)
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+def _track(platform: Platform, tracking_number: str, headers: dict[str, str]) -> httpx.Response:
+    return platform.client("logistics").get(f"{SHIPMENTS}/track/{tracking_number}", headers=headers)
+
+
+def _order(platform: Platform, order_id: str) -> dict[str, Any]:
+    response = platform.client("order").get(f"/api/orders/{order_id}", headers=_admin(platform))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _order_status(platform: Platform, order_id: str, status: str) -> dict[str, Any] | None:
+    order = _order(platform, order_id)
+    return order if order["status"] == status else None
+
+
+def _sandbox_orders(platform: Platform, reference_id: str) -> list[dict[str, Any]]:
+    orders = platform.client("biteship-sandbox").get("/sandbox/orders").json()
+    return [order for order in orders if order["reference_id"] == reference_id]
+
+
+def _advance(platform: Platform, biteship_order_id: str, times: int = 1) -> str:
+    for _ in range(times):
+        response = platform.client("biteship-sandbox").post(
+            f"/sandbox/orders/{biteship_order_id}/advance"
+        )
+        assert response.status_code == 200, response.text
+    return response.json()["status"]
+
+
+def _delivered_webhooks(platform: Platform, biteship_order_id: str) -> list[dict[str, Any]]:
+    attempts = platform.client("biteship-sandbox").get(
+        "/sandbox/webhooks", params={"orderId": biteship_order_id}
+    )
+    return [attempt for attempt in attempts.json() if attempt["delivered"]]
+
+
+def _events(platform: Platform, tracking_number: str) -> list[tuple[str, str]]:
+    shipment = _track(platform, tracking_number, _admin(platform)).json()
+    return [(event["status"], event["occurredAt"]) for event in shipment["events"]]
+
+
+def _expected_rates(destination: str, grams: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "courierCompany": courier.code,
+            "courierName": courier.name,
+            "courierType": service.code,
+            "courierServiceName": service.name,
+            "description": service.description,
+            "duration": f"{service.duration_range} days",
+            "price": shipping_price(service, WAREHOUSE_POSTAL_CODE, destination, grams),
+        }
+        for courier in (COURIERS["jne"], COURIERS["jnt"], COURIERS["sicepat"])
+        for service in courier.services.values()
+    ]
+
+
+# --- rates ----------------------------------------------------------------------------------
+
+
+def test_rates_go_from_the_warehouse_to_the_buyers_default_address(
+    platform: Platform, orders: list[Order]
+) -> None:
+    order = orders[0]  # 2 units: 600 g
+    response = _rates(platform, order.buyer.headers, orderId=order.id)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body == {
+        "orderId": order.id,
+        "addressId": order.address_id,
+        "originPostalCode": WAREHOUSE_POSTAL_CODE,
+        "destinationPostalCode": "40123",
+        "weightGrams": 600,
+        "rates": _expected_rates("40123", 600),
+    }
+    # Jakarta (region 1) to Bandung (region 4), one kilogram: 9,000 + 3 x 2,000.
+    assert body["rates"][0]["price"] == 15_000
+
+    # The seed's body, postal codes included, asks the same; an admin may ask too.
+    seed_body = {
+        "orderId": order.id,
+        "originPostalCode": WAREHOUSE_POSTAL_CODE,
+        "destinationPostalCode": "40123",
+        "couriers": ["jne", "jnt", "sicepat"],
+    }
+    assert _rates(platform, order.buyer.headers, **seed_body).json() == body
+    assert _rates(platform, _admin(platform), **seed_body).json() == body
+
+
+def test_rates_to_another_of_the_buyers_addresses(platform: Platform, orders: list[Order]) -> None:
+    order = orders[1]
+    surabaya = _address(platform, order.buyer, "60111", "Surabaya")
+    response = _rates(
+        platform, order.buyer.headers, orderId=order.id, addressId=surabaya["id"], couriers=["jnt"]
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["addressId"], body["destinationPostalCode"], body["weightGrams"]) == (
+        surabaya["id"],
+        "60111",
+        300,
+    )
+    assert body["rates"] == [
+        {
+            "courierCompany": "jnt",
+            "courierName": "J&T",
+            "courierType": "ez",
+            "courierServiceName": "Reguler",
+            "description": "Layanan reguler",
+            "duration": "2 - 3 days",
+            "price": 8_500 + 5 * 2_000,
+        }
+    ]
+
+
+def test_postal_codes_that_are_not_the_shipments_are_refused(
+    platform: Platform, orders: list[Order]
+) -> None:
+    order = orders[0]
+    before = snapshot(platform, "logistics")
+    for body in (
+        {"destinationPostalCode": "12950"},
+        {"originPostalCode": "40123"},
+        {"originPostalCode": WAREHOUSE_POSTAL_CODE, "destinationPostalCode": "40124"},
+    ):
+        response = _rates(platform, order.buyer.headers, orderId=order.id, **body)
+        assert_problem(response, 409, "postal_code_mismatch")
+    assert_problem(
+        _rates(platform, order.buyer.headers, orderId=order.id, destinationPostalCode="4012"),
+        422,
+    )
+    assert snapshot(platform, "logistics") == before
+
+
+def test_rates_for_what_the_buyer_may_not_see(platform: Platform, orders: list[Order]) -> None:
+    mine, other = orders[0], orders[1]
+    assert_problem(_rates(platform, other.buyer.headers, orderId=mine.id), 404, "order_not_found")
+    assert_problem(
+        _rates(platform, _admin(platform), orderId=str(uuid.uuid4())), 404, "order_not_found"
+    )
+    # Another buyer's address is not this order's to ship to.
+    response = _rates(platform, mine.buyer.headers, orderId=mine.id, addressId=other.address_id)
+    assert_problem(response, 404, "address_not_found")
+    # A buyer without an address has nowhere to ship to yet.
+    homeless = orders[3]
+    response = _rates(platform, homeless.buyer.headers, orderId=homeless.id)
+    assert_problem(response, 409, "no_delivery_address")
+
+
+# --- shipments and tracking -----------------------------------------------------------------
+
+
+def test_a_shipment_is_tracked_from_pickup_to_delivery(
+    platform: Platform, orders: list[Order]
+) -> None:
+    order = orders[0]
+    shipment = _shipped(platform, order.id)
+    [booked] = _sandbox_orders(platform, order.id)
+    assert shipment["biteshipOrderId"] == booked["id"]
+    assert shipment["trackingNumber"] == booked["courier"]["waybill_id"]
+    assert shipment["trackingNumber"].startswith("JNE")
+    assert (shipment["orderId"], shipment["userId"], shipment["status"]) == (
+        order.id,
+        order.buyer.id,
+        "confirmed",
+    )
+    assert (shipment["courierCompany"], shipment["courierType"], shipment["price"]) == (
+        "jne",
+        "reg",
+        15_000,
+    )
+    assert (shipment["originPostalCode"], shipment["destinationPostalCode"]) == (
+        WAREHOUSE_POSTAL_CODE,
+        "40123",
+    )
+    assert shipment["destinationAddressId"] == order.address_id
+    assert shipment["destinationAddress"] == "Jl. Merdeka 1, Bandung, Jawa 40123"
+    assert shipment["events"] == []
+    # Biteship was asked from the warehouse to the buyer, with the order's items.
+    assert booked["origin"]["postal_code"] == 12190
+    assert booked["destination"]["contact_name"] == "Siti Aminah"
+    assert [(i["quantity"], i["weight"]) for i in booked["items"]] == [(2, UNIT_GRAMS)]
+
+    # Booking again answers the same shipment and books no second courier.
+    again = _ship(platform, order.id)
+    assert again.status_code == 200, again.text
+    assert again.json() == shipment
+    assert_problem(_ship(platform, order.id, "sicepat", "reg"), 409, "order_already_has_shipment")
+    assert len(_sandbox_orders(platform, order.id)) == 1
+
+    # The courier picks the parcel up: the order has shipped, with the waybill.
+    tracking_number = shipment["trackingNumber"]
+    assert _advance(platform, booked["id"], times=3) == "picked"
+    shipped = _eventually(lambda: _order_status(platform, order.id, "shipped"))
+    assert shipped, _order(platform, order.id)
+    assert (shipped["trackingNumber"], shipped["courier"]) == (tracking_number, "jne reg")
+    assert _eventually(lambda: len(_delivered_webhooks(platform, booked["id"])) == 3)
+    statuses = [status for status, _ in _events(platform, tracking_number)]
+    assert statuses == ["allocated", "picking_up", "picked"]
+
+    # The same webhook twice (Biteship retrying, or sent again) is recorded once.
+    picked = next(
+        a for a in _delivered_webhooks(platform, booked["id"]) if a["payload"]["status"] == "picked"
+    )
+    before = snapshot(platform, "logistics", "order")
+    events = _events(platform, tracking_number)
+    for _ in range(2):
+        response = platform.client("logistics").post(
+            WEBHOOK, json=picked["payload"], headers=picked["headers"]
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {"status": "duplicate"}
+    resent = platform.client("biteship-sandbox").post(
+        f"/sandbox/orders/{booked['id']}/resend-webhook"
+    )
+    assert resent.status_code == 200
+    assert _eventually(lambda: len(_delivered_webhooks(platform, booked["id"])) == 4)
+    assert _events(platform, tracking_number) == events
+    assert snapshot(platform, "logistics", "order") == before
+
+    # Delivered: the order follows.
+    assert _advance(platform, booked["id"], times=2) == "delivered"
+    delivered = _eventually(lambda: _order_status(platform, order.id, "delivered"))
+    assert delivered, _order(platform, order.id)
+    tracked = _track(platform, tracking_number, order.buyer.headers)
+    assert tracked.status_code == 200, tracked.text
+    body = tracked.json()
+    assert body["status"] == "delivered"
+    assert [event["status"] for event in body["events"]] == [
+        "allocated",
+        "picking_up",
+        "picked",
+        "dropping_off",
+        "delivered",
+    ]
+    assert body["events"][-1]["note"] == "Package has been delivered to the receiver."
+    # Each event happened when Biteship's tracking history says it did.
+    tracking = platform.client("biteship-sandbox").get(
+        f"/v1/trackings/{booked['courier']['tracking_id']}",
+        headers={"Authorization": platform.settings.biteship_api_key.get_secret_value()},
+    )
+    history = {
+        h["status"]: datetime.fromisoformat(h["updated_at"]) for h in tracking.json()["history"]
+    }
+    for event in body["events"]:
+        assert datetime.fromisoformat(event["occurredAt"]) == history[event["status"]]
+
+    # The shipment read by id and by order is the same one.
+    by_id = platform.client("logistics").get(
+        f"{SHIPMENTS}/{shipment['id']}", headers=order.buyer.headers
+    )
+    assert by_id.json() == body
+    by_order = platform.client("logistics").get(
+        SHIPMENTS, params={"orderId": order.id}, headers=order.buyer.headers
+    )
+    assert [item["id"] for item in by_order.json()["items"]] == [shipment["id"]]
+
+
+def test_a_delivery_reported_before_pickup_ships_the_order_first(
+    platform: Platform, orders: list[Order]
+) -> None:
+    order = orders[1]
+    shipment = _shipped(platform, order.id, "sicepat", "best")
+    assert shipment["price"] == 15_000 + 3 * 2_500
+    response = platform.client("biteship-sandbox").post(
+        f"/sandbox/orders/{shipment['biteshipOrderId']}/status", json={"status": "delivered"}
+    )
+    assert response.status_code == 200, response.text
+    delivered = _eventually(lambda: _order_status(platform, order.id, "delivered"))
+    assert delivered, _order(platform, order.id)
+    assert delivered["shippedAt"] is not None
+    assert delivered["trackingNumber"] == shipment["trackingNumber"]
+    assert [status for status, _ in _events(platform, shipment["trackingNumber"])] == ["delivered"]
+
+
+def test_an_order_service_outage_delays_the_order_never_loses_it(
+    platform: Platform, orders: list[Order]
+) -> None:
+    order = orders[4]
+    shipment = _shipped(platform, order.id, "jnt", "ez")
+    platform.supervisor.stop("order")
+    try:
+        _advance(platform, shipment["biteshipOrderId"], times=3)  # picked
+        # logistics took the webhooks while order-service was down
+        assert _eventually(
+            lambda: len(_delivered_webhooks(platform, shipment["biteshipOrderId"])) == 3
+        )
+        assert _track(platform, shipment["trackingNumber"], _admin(platform)).json()["status"] == (
+            "picked"
+        )
+    finally:
+        platform.supervisor.start_one("order")
+        platform.supervisor.wait_ready()
+    shipped = _eventually(lambda: _order_status(platform, order.id, "shipped"), timeout=40)
+    assert shipped, _order(platform, order.id)
+    assert shipped["trackingNumber"] == shipment["trackingNumber"]
+
+
+def test_two_bookings_at_once_book_one_courier(platform: Platform, orders: list[Order]) -> None:
+    order = orders[5]
+
+    async def book_twice() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=platform.url("logistics"), timeout=10.0) as api:
+            body = {"orderId": order.id, "courierCompany": "jne", "courierType": "reg"}
+            return list(
+                await asyncio.gather(
+                    *(api.post(SHIPMENTS, json=body, headers=_admin(platform)) for _ in range(2))
+                )
+            )
+
+    responses = asyncio.run(book_twice())
+    codes = sorted(response.status_code for response in responses)
+    assert codes in ([200, 201], [201, 409]), [r.text for r in responses]
+    for response in responses:
+        if response.status_code == 409:
+            assert_problem(response, 409, "shipment_in_progress")
+    assert len(_sandbox_orders(platform, order.id)) == 1
+    shipments = platform.client("logistics").get(
+        SHIPMENTS, params={"orderId": order.id}, headers=_admin(platform)
+    )
+    assert shipments.json()["total"] == 1
+    assert _booked(platform, order.id)["status"] == "confirmed"
+
+
+def test_a_cancelled_order_does_not_ship(platform: Platform, orders: list[Order]) -> None:
+    order = orders[2]
+    cancelled = platform.client("order").post(
+        f"/api/orders/{order.id}/cancel",
+        json={"reason": "Buyer asked before shipping"},
+        headers=_admin(platform),
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    before = snapshot(platform, "logistics")
+    assert_problem(_ship(platform, order.id), 409, "order_not_shippable")
+    assert snapshot(platform, "logistics") == before
+    assert _sandbox_orders(platform, order.id) == []
+    assert_problem(_ship(platform, str(uuid.uuid4())), 404, "order_not_found")
+    assert snapshot(platform, "logistics") == before
+
+
+# --- the webhook's guard --------------------------------------------------------------------
+
+
+def test_a_webhook_without_the_secret_changes_nothing(
+    platform: Platform, orders: list[Order]
+) -> None:
+    order = orders[3]  # no address of their own: shipped to one an admin names
+    address = _address(platform, order.buyer, "20111", "Medan")
+    response = platform.client("logistics").post(
+        SHIPMENTS,
+        json={
+            "orderId": order.id,
+            "courierCompany": "jne",
+            "courierType": "yes",
+            "addressId": address["id"],
+        },
+        headers=_admin(platform),
+    )
+    assert response.status_code == 201, response.text
+    shipment = response.json()
+    payload = {
+        "event": "order.status",
+        "order_id": shipment["biteshipOrderId"],
+        "courier_waybill_id": shipment["trackingNumber"],
+        "status": "picked",
+        "updated_at": "2030-01-01T10:00:00+07:00",
+    }
+    before = snapshot(platform, "logistics", "order")
+    secret = platform.settings.biteship_webhook_secret.get_secret_value()
+    for headers in (
+        {},
+        {WEBHOOK_SECRET_HEADER: "not-the-secret"},
+        {WEBHOOK_SECRET_HEADER: secret[:-1]},
+    ):
+        response = platform.client("logistics").post(WEBHOOK, json=payload, headers=headers)
+        assert_problem(response, 401, "invalid_webhook_secret")
+    assert snapshot(platform, "logistics", "order") == before
+    assert _order(platform, order.id)["status"] == "processing"
+
+    # With the secret it is applied.
+    response = platform.client("logistics").post(
+        WEBHOOK, json=payload, headers={WEBHOOK_SECRET_HEADER: secret}
+    )
+    assert response.json() == {"status": "processed"}
+    assert _eventually(lambda: _order_status(platform, order.id, "shipped"))
+
+
+def test_webhooks_for_no_shipment_of_ours_are_ignored(platform: Platform) -> None:
+    headers = {WEBHOOK_SECRET_HEADER: platform.settings.biteship_webhook_secret.get_secret_value()}
+    before = snapshot(platform, "logistics")
+    api = platform.client("logistics")
+    for body in (
+        {"event": "order.status", "order_id": "f" * 24, "status": "picked"},
+        {"event": "order.price", "order_id": "f" * 24, "price": 20000},
+        {},
+    ):
+        response = api.post(WEBHOOK, json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"status": "ignored"}
+    assert api.post(WEBHOOK, headers=headers).json() == {"status": "ignored"}  # no body at all
+    assert snapshot(platform, "logistics") == before
+
+
+# --- access ---------------------------------------------------------------------------------
+
+
+def test_another_buyer_cannot_read_a_shipment(platform: Platform, orders: list[Order]) -> None:
+    owner, other = orders[0], orders[1]
+    shipment = _booked(platform, owner.id)
+    api = platform.client("logistics")
+    assert_problem(
+        _track(platform, shipment["trackingNumber"], other.buyer.headers), 404, "shipment_not_found"
+    )
+    assert_problem(
+        api.get(f"{SHIPMENTS}/{shipment['id']}", headers=other.buyer.headers),
+        404,
+        "shipment_not_found",
+    )
+    theirs = api.get(SHIPMENTS, params={"orderId": owner.id}, headers=other.buyer.headers)
+    assert theirs.json()["items"] == []
+    mine = api.get(SHIPMENTS, headers=other.buyer.headers).json()["items"]
+    assert {item["userId"] for item in mine} == {other.buyer.id}
+    assert _track(platform, shipment["trackingNumber"], _admin(platform)).status_code == 200
+    assert_problem(_track(platform, "JNE000000000000", _admin(platform)), 404, "shipment_not_found")
+
+
+def test_authorisation(platform: Platform, orders: list[Order]) -> None:
+    api = platform.client("logistics")
+    order = orders[1]
+    for response in (
+        api.post(RATES, json={"orderId": order.id}),
+        api.post(
+            SHIPMENTS, json={"orderId": order.id, "courierCompany": "jne", "courierType": "reg"}
+        ),
+        api.get(SHIPMENTS),
+        api.get(f"{SHIPMENTS}/track/JNE000000000000"),
+        api.get(f"{SHIPMENTS}/{uuid.uuid4()}"),
+    ):
+        assert_problem(response, 401)
+    before = snapshot(platform, "logistics")
+    assert_problem(_ship(platform, orders[3].id, **order.buyer.headers), 403)
+    assert snapshot(platform, "logistics") == before
+
+
+# --- the typed client -----------------------------------------------------------------------
+
+
+async def test_client_books_and_reads_shipments(platform: Platform, orders: list[Order]) -> None:
+    order = orders[0]
+    http = new_http_client(10.0)
+    try:
+        secret = platform.settings.service_secret.get_secret_value()
+        tokens = ServiceTokenSource(http, platform.url("auth"), "warehouse", secret)
+        client = LogisticsClient(platform.url("logistics"), http, tokens)
+        booked = await client.create_shipment(
+            uuid.UUID(order.id), courier_company="jne", courier_type="reg", idempotency_key="k1"
+        )
+        assert booked.order_id == uuid.UUID(order.id)
+        assert await client.get_shipment(booked.id) == booked
+        assert await client.get_shipment(uuid.uuid4()) is None
+        assert len(await asyncio.to_thread(_sandbox_orders, platform, order.id)) == 1
+    finally:
+        await http.aclose()
