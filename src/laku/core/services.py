@@ -42,6 +42,7 @@ SERVICES: dict[str, ServiceSpec] = {
         _service("warehouse", 3008),
         _service("wallet", 3010),
         _service("logistics", 3011),
+        _service("settlement", 3013),
         _service("address", 3015),
     )
 }

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # products carry no weight).
     shipping_weight_per_unit_grams: int = 300
 
+    # Settlement: the platform's fee on what a factory's successful sessions released.
+    platform_fee_bps: int = 500
+
     # Group-buying closes sessions past their end time (design 7 "Close"): each group-buying
     # process runs process-expired every `close_interval_seconds` (0: only when it is called).
     # A close holds its session for `close_claim_lease_seconds`, renewed while it works, so a

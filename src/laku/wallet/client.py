@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from laku.core.http import ServiceClient
 from laku.wallet.schemas import (
     MAX_CREDITS_PER_CALL,
+    Bank,
     BulkCreditsCreate,
     BulkCreditsOut,
     MovementCreate,
@@ -21,6 +22,7 @@ from laku.wallet.schemas import (
 
 __all__ = [
     "MAX_CREDITS_PER_CALL",
+    "Bank",
     "BulkCreditsOut",
     "MovementCreate",
     "MovementReason",

@@ -13,7 +13,7 @@ import structlog
 
 from laku.core.db import Database
 from laku.providers.xendit.client import XenditError
-from laku.providers.xendit.payouts import XenditPayoutClient
+from laku.providers.xendit.payouts import XenditPayoutClient, channel_code
 from laku.wallet import service
 from laku.wallet.models import WalletWithdrawal
 from laku.wallet.schemas import WithdrawalStatus
@@ -21,11 +21,6 @@ from laku.wallet.schemas import WithdrawalStatus
 log = structlog.get_logger()
 
 _REFUSED_FOR_ITS_CONTENT = 400
-
-
-def channel_code(bank_code: str) -> str:
-    """Xendit's payout channel for an Indonesian bank: BCA -> ID_BCA."""
-    return f"ID_{bank_code}"
 
 
 class PayoutRequester:

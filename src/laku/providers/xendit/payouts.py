@@ -41,6 +41,11 @@ class XenditPayout(BaseModel):
     failure_code: str | None = None
 
 
+def channel_code(bank_code: str) -> str:
+    """Xendit's payout channel for an Indonesian bank: BCA -> ID_BCA."""
+    return f"ID_{bank_code}"
+
+
 _payout = TypeAdapter(XenditPayout)
 _payouts = TypeAdapter(list[XenditPayout])
 

@@ -1,0 +1,1 @@
+"""settlement-service (port 3013): factory settlements and the double-entry ledger."""

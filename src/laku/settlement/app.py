@@ -1,0 +1,44 @@
+"""settlement-service (port 3013): factories settled for the escrow released to them, less the
+platform's fee, in a double-entry ledger, and paid out through Xendit."""
+
+from collections.abc import Mapping
+
+from fastapi import FastAPI
+
+from laku.core.app import create_service_app
+from laku.core.outbox import Handler
+from laku.core.services import service_url
+from laku.factory.client import FactoryClient
+from laku.payment.client import PaymentClient
+from laku.providers.xendit.payouts import XenditPayoutClient
+from laku.settlement.models import idempotency_keys, outbox
+from laku.settlement.payouts import SettlementPayouts
+from laku.settlement.routes import ledger_router, router
+from laku.settlement.service import PAY_OUT
+
+
+async def _startup(app: FastAPI) -> None:
+    state = app.state
+    state.factories = FactoryClient(
+        service_url("factory", state.settings), state.http, state.service_tokens
+    )
+    state.payments = PaymentClient(
+        service_url("payment", state.settings), state.http, state.service_tokens
+    )
+
+
+def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
+    payouts = SettlementPayouts(
+        app.state.db, XenditPayoutClient(app.state.http, app.state.settings)
+    )
+    return {PAY_OUT: payouts.pay_out}
+
+
+def create_app() -> FastAPI:
+    return create_service_app(
+        "settlement",
+        routers=[router, ledger_router],
+        idempotency_keys=idempotency_keys,
+        startup=_startup,
+        outbox=(outbox, _outbox_handlers),
+    )

@@ -1,0 +1,65 @@
+"""Typed client other services use to call settlement-service: a factory's settlements and
+what settling it for a period would come to."""
+
+import uuid
+from datetime import datetime
+
+from laku.core.http import ServiceClient
+from laku.core.schemas import Page
+from laku.settlement.schemas import (
+    LedgerEntryOut,
+    SettlementDetailOut,
+    SettlementOut,
+    SettlementPreviewOut,
+    SettlementSessionOut,
+    SettlementStatus,
+)
+
+__all__ = [
+    "LedgerEntryOut",
+    "SettlementClient",
+    "SettlementDetailOut",
+    "SettlementOut",
+    "SettlementPreviewOut",
+    "SettlementSessionOut",
+    "SettlementStatus",
+]
+
+
+class SettlementClient(ServiceClient):
+    async def get_settlement(self, settlement_id: uuid.UUID) -> SettlementDetailOut | None:
+        """With the group buys it covered and its ledger entries; None when there is none."""
+        return await self.get_or_none(f"/api/settlements/{settlement_id}", SettlementDetailOut)
+
+    async def preview(
+        self, factory_id: uuid.UUID, period_start: datetime, period_end: datetime
+    ) -> SettlementPreviewOut:
+        """What settling the factory for [period_start, period_end) would come to; nothing is
+        stored. An unknown factory raises ServiceCallError 422 `unknown_factory`."""
+        response = await self.request(
+            "GET",
+            "/api/settlements/preview",
+            params={
+                "factoryId": str(factory_id),
+                "periodStart": period_start.isoformat(),
+                "periodEnd": period_end.isoformat(),
+            },
+        )
+        return SettlementPreviewOut.model_validate(response.json())
+
+    async def list_settlements(
+        self,
+        *,
+        factory_id: uuid.UUID | None = None,
+        status: SettlementStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> Page[SettlementOut]:
+        """Newest period first."""
+        params: dict[str, str | int] = {"limit": limit, "offset": offset}
+        if factory_id is not None:
+            params["factoryId"] = str(factory_id)
+        if status is not None:
+            params["status"] = status.value
+        response = await self.request("GET", "/api/settlements", params=params)
+        return Page[SettlementOut].model_validate(response.json())

@@ -1,0 +1,149 @@
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from pydantic import AwareDatetime
+
+from laku.core.app import DbSession
+from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput
+from laku.core.schemas import Limit, Offset, Page
+from laku.core.security import AdminPrincipal, Principal, Role, require_roles
+from laku.factory.client import FactoryClient
+from laku.payment.client import PaymentClient
+from laku.settlement import service
+from laku.settlement.schemas import (
+    LedgerBalancesOut,
+    PayoutAccountIn,
+    PayoutAccountOut,
+    SettlementCreate,
+    SettlementDetailOut,
+    SettlementOut,
+    SettlementPreviewOut,
+    SettlementStatus,
+)
+
+router = APIRouter(prefix="/api/settlements", tags=["settlement"], responses=PROBLEM_RESPONSES)
+ledger_router = APIRouter(prefix="/api/ledger", tags=["ledger"], responses=PROBLEM_RESPONSES)
+
+# Admins run settlements; services read them; a factory account reads its own factory's.
+SettlementReader = Annotated[
+    Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE, Role.FACTORY))
+]
+FactoryId = Annotated[uuid.UUID, Query(alias="factoryId")]
+
+
+def _factories(request: Request) -> FactoryClient:
+    return request.app.state.factories
+
+
+def _payments(request: Request) -> PaymentClient:
+    return request.app.state.payments
+
+
+def _fee_bps(request: Request) -> int:
+    return request.app.state.settings.platform_fee_bps
+
+
+def _check_sees(principal: Principal, factory_id: uuid.UUID) -> None:
+    if not service.sees_factory(principal, factory_id):
+        raise Forbidden("A factory account sees only its own factory's settlements")
+
+
+@router.post("", response_model=SettlementDetailOut, status_code=status.HTTP_201_CREATED)
+async def create_settlement(
+    body: SettlementCreate, principal: AdminPrincipal, session: DbSession, request: Request
+) -> SettlementDetailOut:
+    """Seed step 10: settle the factory for the escrow released to it in [periodStart,
+    periodEnd) (payment-service's figures), less the platform's fee; its ledger entry is
+    written and its payout requested in the same transaction. `totalAmount`, `platformFee`
+    and `netAmount` may be left out; sent, each must equal the server's, else 409
+    `settlement_mismatch`. A period overlapping one of the factory's settlements is refused
+    (409 `settlement_period_overlaps`), so nothing is settled twice."""
+    released = await service.released_escrow(
+        _factories(request), _payments(request), body.factory_id, body.period_start, body.period_end
+    )
+    settlement = await service.create_settlement(session, body, released, _fee_bps(request))
+    request.app.state.outbox_relay.wake()
+    return await service.get_settlement(session, settlement.id, principal)
+
+
+@router.get("/preview", response_model=SettlementPreviewOut)
+async def preview_settlement(
+    principal: SettlementReader,
+    request: Request,
+    factory_id: FactoryId,
+    period_start: Annotated[AwareDatetime, Query(alias="periodStart")],
+    period_end: Annotated[AwareDatetime, Query(alias="periodEnd")],
+) -> SettlementPreviewOut:
+    """What settling the factory for [periodStart, periodEnd) would come to, per group buy;
+    nothing is stored."""
+    _check_sees(principal, factory_id)
+    if period_end <= period_start:
+        raise InvalidInput("periodEnd must be after periodStart", code="invalid_period")
+    released = await service.released_escrow(
+        _factories(request), _payments(request), factory_id, period_start, period_end
+    )
+    return service.preview(released, _fee_bps(request))
+
+
+@router.get("", response_model=Page[SettlementOut])
+async def list_settlements(
+    principal: SettlementReader,
+    session: DbSession,
+    limit: Limit = 20,
+    offset: Offset = 0,
+    factory_id: Annotated[uuid.UUID | None, Query(alias="factoryId")] = None,
+    settlement_status: Annotated[SettlementStatus | None, Query(alias="status")] = None,
+) -> Page[SettlementOut]:
+    """Newest period first. A factory account sees its own factory's only."""
+    if principal.role is Role.FACTORY:
+        if factory_id is not None and factory_id != principal.factory_id:
+            raise Forbidden("A factory account sees only its own factory's settlements")
+        factory_id = principal.factory_id
+    items, total = await service.list_settlements(
+        session, factory_id=factory_id, status=settlement_status, limit=limit, offset=offset
+    )
+    return Page(
+        items=[SettlementOut.model_validate(item) for item in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.put("/payout-accounts/{factory_id}", response_model=PayoutAccountOut)
+async def set_payout_account(
+    factory_id: uuid.UUID,
+    body: PayoutAccountIn,
+    _: AdminPrincipal,
+    session: DbSession,
+    request: Request,
+) -> PayoutAccountOut:
+    """Where the factory's settlements are paid (a bank account, as Xendit pays out to it)."""
+    if await _factories(request).get_factory(factory_id) is None:
+        raise service.UnknownFactory(f"No factory {factory_id}")
+    return PayoutAccountOut.model_validate(
+        await service.set_payout_account(session, factory_id, body)
+    )
+
+
+@router.get("/payout-accounts/{factory_id}", response_model=PayoutAccountOut)
+async def get_payout_account(
+    factory_id: uuid.UUID, principal: SettlementReader, session: DbSession
+) -> PayoutAccountOut:
+    _check_sees(principal, factory_id)
+    return PayoutAccountOut.model_validate(await service.get_payout_account(session, factory_id))
+
+
+@router.get("/{settlement_id}", response_model=SettlementDetailOut)
+async def get_settlement(
+    settlement_id: uuid.UUID, principal: SettlementReader, session: DbSession
+) -> SettlementDetailOut:
+    """With the group buys it covered and its ledger entries."""
+    return await service.get_settlement(session, settlement_id, principal)
+
+
+@ledger_router.get("/balances", response_model=LedgerBalancesOut)
+async def ledger_balances(_: AdminPrincipal, session: DbSession) -> LedgerBalancesOut:
+    """Each account's debits and credits; the total debits always equal the total credits."""
+    return await service.balances(session)

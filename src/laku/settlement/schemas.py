@@ -1,0 +1,123 @@
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AwareDatetime, Field, model_validator
+
+from laku.core.money import BasisPoints, Rupiah
+from laku.core.schemas import WireModel
+from laku.wallet.client import Bank
+
+
+class SettlementStatus(StrEnum):
+    PENDING = "pending"  # the payout is requested or on its way
+    PAID = "paid"
+    PAYOUT_FAILED = "payout_failed"  # the money stays owed (the factory's payable account)
+
+
+class LedgerEntryKind(StrEnum):
+    SETTLEMENT = "settlement"  # escrow released = the factory's net + the platform's fee
+    SETTLEMENT_PAYOUT = "settlement_payout"  # the factory's net paid out through Xendit
+
+
+class SettlementCreate(WireModel):
+    """Seed step 10. The amounts are the server's to compute; sent, they must equal its own."""
+
+    factory_id: uuid.UUID
+    period_start: AwareDatetime = Field(description="Inclusive.")
+    period_end: AwareDatetime = Field(
+        description="Exclusive, and past: a period is settled once it has ended."
+    )
+    total_amount: Rupiah | None = None
+    platform_fee: Rupiah | None = None
+    net_amount: Rupiah | None = None
+
+    @model_validator(mode="after")
+    def _period_forward(self) -> "SettlementCreate":
+        if self.period_end <= self.period_start:
+            raise ValueError("periodEnd must be after periodStart")
+        return self
+
+
+class SettlementSessionOut(WireModel):
+    group_session_id: uuid.UUID
+    amount: Rupiah = Field(description="Released to the factory: paid less refunded.")
+    payments: int
+
+
+class SettlementPreviewOut(WireModel):
+    factory_id: uuid.UUID
+    period_start: datetime
+    period_end: datetime
+    total_amount: Rupiah = Field(description="Escrow released to the factory in the period.")
+    platform_fee: Rupiah
+    net_amount: Rupiah = Field(description="What the factory is paid: total less the fee.")
+    fee_bps: BasisPoints
+    payments: int
+    sessions: list[SettlementSessionOut]
+
+
+class SettlementOut(WireModel):
+    id: uuid.UUID
+    factory_id: uuid.UUID
+    period_start: datetime
+    period_end: datetime
+    total_amount: Rupiah
+    platform_fee: Rupiah
+    net_amount: Rupiah
+    fee_bps: BasisPoints
+    status: SettlementStatus
+    bank_code: str
+    account_number: str
+    account_holder_name: str
+    payout_id: str | None = Field(description="Xendit's payout id, once requested.")
+    payout_failure_code: str | None
+    paid_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class LedgerLineOut(WireModel):
+    account: str
+    debit: Rupiah
+    credit: Rupiah
+
+
+class LedgerEntryOut(WireModel):
+    id: uuid.UUID
+    kind: LedgerEntryKind
+    reference: str
+    created_at: datetime
+    lines: list[LedgerLineOut]
+
+
+class SettlementDetailOut(SettlementOut):
+    sessions: list[SettlementSessionOut]
+    ledger_entries: list[LedgerEntryOut] = Field(description="Oldest first.")
+
+
+class AccountBalanceOut(WireModel):
+    account: str
+    debit: Rupiah = Field(description="Sum of the account's debits.")
+    credit: Rupiah = Field(description="Sum of the account's credits.")
+
+
+class LedgerBalancesOut(WireModel):
+    accounts: list[AccountBalanceOut] = Field(description="By account name.")
+    total_debit: Rupiah
+    total_credit: Rupiah = Field(description="Always equal to totalDebit.")
+
+
+class PayoutAccountIn(WireModel):
+    bank_code: Bank
+    account_number: Annotated[str, Field(pattern=r"^[0-9]{5,20}$", examples=["1234567890"])]
+    account_holder_name: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class PayoutAccountOut(WireModel):
+    factory_id: uuid.UUID
+    bank_code: str
+    account_number: str
+    account_holder_name: str
+    updated_at: datetime

@@ -1,0 +1,391 @@
+"""The settlement ledger under random flows, driven through settlement-service's own functions on
+a real, migrated database: settlements of random totals at random fee rates for a few
+factories, refused ones (overlapping periods, amounts that are not the server's, nothing to
+settle), payouts that succeed or fail in any order and are reported again. After every step
+every entry balances, each factory's payable equals the nets of its settlements not yet paid,
+and each settlement has exactly the entries it should. An entry that does not balance is
+refused by the database at commit, however it is written.
+
+The database is a fresh one with only the settlement schema, so no running settlement-service
+relays these settlements' payouts meanwhile.
+"""
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+
+from laku.core.db import Database, async_url
+from laku.core.migrations import migrate
+from laku.payment.client import EscrowReleasedOut, ReleasedSessionOut
+from laku.settlement import service
+from laku.settlement.models import FactorySettlement, LedgerEntry
+from laku.settlement.schemas import LedgerEntryKind, PayoutAccountIn, SettlementCreate
+from tests.support import plain_url
+
+FACTORIES = 3
+# Far in the past, so every period has ended; each factory's periods follow one another.
+EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
+ACCOUNTS = ("escrow_released", "platform_fee_revenue", "cash_xendit", "suspense")
+
+
+@pytest.fixture(scope="module")
+def ledger_database(database_url: str) -> Iterator[str]:
+    """A database of its own beside the test session's, with the settlement schema only."""
+    name = f"laku_ledger_{uuid.uuid4().hex[:12]}"
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    migrate(url, ["settlement"])
+    try:
+        yield url
+    finally:
+
+        async def drop() -> None:
+            admin = await asyncpg.connect(plain_url(make_url(url).set(database="postgres")))
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
+
+        asyncio.run(drop())
+
+
+def expected_fee(total: int, fee_bps: int) -> int:
+    """Rounded half up to the rupiah, by decimal arithmetic rather than the service's own."""
+    exact = Decimal(total) * Decimal(fee_bps) / Decimal(10_000)
+    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+@dataclass
+class Settled:
+    """The model of one settlement."""
+
+    factory: int
+    start: datetime
+    end: datetime
+    net: int
+    status: str
+
+    @property
+    def entries(self) -> int:
+        """The settlement's own entry, and its payout's once paid through one."""
+        return 2 if self.status == "paid" and self.net > 0 else 1
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    settlements = Bundle("settlements")
+
+    def __init__(self, runner: asyncio.Runner, db: Database) -> None:
+        super().__init__()
+        self.runner = runner
+        self.db = db
+        self.factories = [uuid.uuid4() for _ in range(FACTORIES)]
+        self.next_start = [EPOCH] * FACTORIES
+        self.model: dict[uuid.UUID, Settled] = {}
+
+    def run(self, coro: Any) -> Any:
+        return self.runner.run(coro)
+
+    @initialize()
+    def payout_accounts(self) -> None:
+        async def create() -> None:
+            for factory_id in self.factories:
+                async with self.db.sessions() as session:
+                    await service.set_payout_account(
+                        session,
+                        factory_id,
+                        PayoutAccountIn(
+                            bank_code="BNI", account_number="1234567890", account_holder_name="PT"
+                        ),
+                    )
+
+        self.run(create())
+
+    # Steps -----------------------------------------------------------------------------------
+
+    def _released(
+        self, factory: int, start: datetime, end: datetime, parts: list[int]
+    ) -> EscrowReleasedOut:
+        return EscrowReleasedOut(
+            factory_id=self.factories[factory],
+            from_=start,
+            to=end,
+            total_amount=sum(parts),
+            payments=len(parts),
+            sessions=[
+                ReleasedSessionOut(group_session_id=uuid.uuid4(), amount=amount, payments=1)
+                for amount in parts
+            ],
+        )
+
+    def _create(
+        self, factory: int, start: datetime, end: datetime, parts: list[int], fee_bps: int, **sent
+    ) -> FactorySettlement:
+        request = SettlementCreate(
+            factory_id=self.factories[factory], period_start=start, period_end=end, **sent
+        )
+
+        async def create() -> FactorySettlement:
+            async with self.db.sessions() as session:
+                return await service.create_settlement(
+                    session, request, self._released(factory, start, end, parts), fee_bps
+                )
+
+        return self.run(create())
+
+    @rule(
+        target=settlements,
+        factory=st.integers(0, FACTORIES - 1),
+        parts=st.lists(st.integers(0, 10**12), min_size=1, max_size=3),
+        fee_bps=st.one_of(st.sampled_from([0, 500, 10_000]), st.integers(0, 10_000)),
+        days=st.integers(1, 31),
+        gap_days=st.integers(0, 3),
+    )
+    def settle(self, factory: int, parts: list[int], fee_bps: int, days: int, gap_days: int) -> Any:
+        start = self.next_start[factory] + timedelta(days=gap_days)
+        end = start + timedelta(days=days)
+        total = sum(parts)
+        if total == 0:
+            with pytest.raises(service.NothingToSettle):
+                self._create(factory, start, end, parts, fee_bps)
+            return multiple()
+        fee = expected_fee(total, fee_bps)
+        settlement = self._create(
+            factory, start, end, parts, fee_bps, total_amount=total, platform_fee=fee
+        )
+        assert (settlement.total_amount, settlement.platform_fee) == (total, fee)
+        assert settlement.net_amount == total - fee
+        self.next_start[factory] = end
+        # The fee may take everything: then there is nothing to pay out, and it is paid.
+        status = "paid" if settlement.net_amount == 0 else "pending"
+        assert settlement.status == status
+        self.model[settlement.id] = Settled(factory, start, end, settlement.net_amount, status)
+        return settlement.id
+
+    @rule(
+        settlement_id=settlements,
+        start_hours=st.integers(-48, 24 * 31),
+        length_hours=st.integers(1, 24 * 40),
+    )
+    def overlap(self, settlement_id: uuid.UUID, start_hours: int, length_hours: int) -> None:
+        settled = self.model[settlement_id]
+        start = settled.start + timedelta(hours=start_hours)
+        if start >= settled.end:
+            start = settled.end - timedelta(hours=1)
+        end = max(start, settled.start) + timedelta(hours=length_hours)
+        with pytest.raises(service.SettlementPeriodOverlaps):
+            self._create(settled.factory, start, end, [1_000_000], 500)
+
+    @rule(
+        factory=st.integers(0, FACTORIES - 1),
+        total=st.integers(1, 10**12),
+        off_by=st.integers(-1_000, 1_000).filter(bool),
+        field=st.sampled_from(["total_amount", "platform_fee", "net_amount"]),
+    )
+    def mismatch(self, factory: int, total: int, off_by: int, field: str) -> None:
+        fee = expected_fee(total, 500)
+        right = {"total_amount": total, "platform_fee": fee, "net_amount": total - fee}
+        sent = {**right, field: max(0, right[field] + off_by)}
+        if sent == right:
+            return
+        start = self.next_start[factory]
+        with pytest.raises(service.SettlementMismatch):
+            self._create(factory, start, start + timedelta(days=1), [total], 500, **sent)
+
+    @rule(settlement_id=settlements, succeeded=st.booleans())
+    def payout_outcome(self, settlement_id: uuid.UUID, succeeded: bool) -> None:
+        """Xendit's answer, possibly again or contradicting an earlier one: only the first
+        answer to a pending payout counts."""
+
+        async def report() -> None:
+            async with self.db.sessions() as session:
+                if succeeded:
+                    await service.payout_succeeded(session, settlement_id)
+                else:
+                    await service.payout_failed(session, settlement_id, "INVALID_DESTINATION")
+
+        self.run(report())
+        settled = self.model[settlement_id]
+        if settled.status == "pending":
+            settled.status = "paid" if succeeded else "payout_failed"
+
+    @rule(
+        lines=st.lists(
+            st.tuples(
+                st.sampled_from(ACCOUNTS), st.booleans(), st.integers(1, 10**12)
+            ),  # (account, is a debit, amount)
+            max_size=4,
+        ).filter(
+            lambda lines: (
+                sum(a for _, debit, a in lines if debit)
+                != sum(a for _, debit, a in lines if not debit)
+                or not lines
+            )
+        )
+    )
+    def unbalanced_entry(self, lines: list[tuple[str, bool, int]]) -> None:
+        """Written through the service's own function, refused when the transaction commits."""
+
+        async def post() -> None:
+            async with self.db.sessions() as session:
+                await service.post_entry(
+                    session,
+                    LedgerEntryKind.SETTLEMENT,
+                    f"unbalanced:{uuid.uuid4()}",
+                    [
+                        service.Line(
+                            account, debit=amount if debit else 0, credit=0 if debit else amount
+                        )
+                        for account, debit, amount in lines
+                    ],
+                )
+                await session.flush()  # written: the check waits for the commit
+                with pytest.raises(IntegrityError, match="unbalanced"):
+                    await session.commit()
+
+        self.run(post())
+
+    # Invariants -----------------------------------------------------------------------------
+
+    @invariant()
+    def every_entry_balances(self) -> None:
+        async def unbalanced() -> list[Any]:
+            async with self.db.engine.connect() as conn:
+                rows = await conn.exec_driver_sql(
+                    "SELECT e.id FROM settlement.transaction_ledger e "
+                    "LEFT JOIN settlement.transaction_ledger_lines l ON l.entry_id = e.id "
+                    "GROUP BY e.id HAVING count(l.id) < 2 "
+                    "OR coalesce(sum(l.debit), 0) <> coalesce(sum(l.credit), 0)"
+                )
+                return list(rows)
+
+        assert self.run(unbalanced()) == []
+
+    @invariant()
+    def payables_are_the_unpaid_nets_and_settlements_as_modelled(self) -> None:
+        async def read() -> tuple[Any, dict[uuid.UUID, tuple[str, int]]]:
+            async with self.db.sessions() as session:
+                balances = await service.balances(session)
+                rows = (
+                    await session.execute(
+                        select(
+                            FactorySettlement.id,
+                            FactorySettlement.status,
+                            func.count(LedgerEntry.id),
+                        )
+                        .outerjoin(LedgerEntry, LedgerEntry.settlement_id == FactorySettlement.id)
+                        .where(FactorySettlement.factory_id.in_(self.factories))
+                        .group_by(FactorySettlement.id)
+                    )
+                ).all()
+            return balances, {row[0]: (row[1], row[2]) for row in rows}
+
+        balances, stored = self.run(read())
+        assert balances.total_debit == balances.total_credit
+        accounts = {a.account: a for a in balances.accounts}
+        for index, factory_id in enumerate(self.factories):
+            account = accounts.get(service.factory_payable(factory_id))
+            owed = account.credit - account.debit if account else 0
+            unpaid = sum(
+                s.net for s in self.model.values() if s.factory == index and s.status != "paid"
+            )
+            assert owed == unpaid
+        assert stored == {sid: (s.status, s.entries) for sid, s in self.model.items()}
+
+
+def test_the_ledger_balances_under_random_settlement_flows(ledger_database: str) -> None:
+    with asyncio.Runner() as runner:
+        db = Database(async_url(ledger_database), pool_size=2, max_overflow=0)
+        try:
+            run_state_machine_as_test(
+                lambda: LedgerMachine(runner, db),
+                settings=settings(
+                    max_examples=40,
+                    stateful_step_count=20,
+                    deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+                ),
+            )
+        finally:
+            runner.run(db.dispose())
+
+
+async def test_the_database_refuses_unbalanced_or_changed_entries(ledger_database: str) -> None:
+    """Written in plain SQL, past every line of the service's code."""
+    conn = await asyncpg.connect(plain_url(ledger_database))
+    try:
+        entry = uuid.uuid4()
+
+        async def write(*lines: tuple[str, int, int]) -> None:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO settlement.transaction_ledger (id, kind, reference) "
+                    "VALUES ($1, 'settlement', $2)",
+                    entry,
+                    f"sql:{entry}",
+                )
+                for account, debit, credit in lines:
+                    await conn.execute(
+                        "INSERT INTO settlement.transaction_ledger_lines "
+                        "(entry_id, account, debit, credit) VALUES ($1, $2, $3, $4)",
+                        entry,
+                        account,
+                        debit,
+                        credit,
+                    )
+
+        for lines in (
+            [("escrow_released", 100, 0), ("platform_fee_revenue", 0, 99)],
+            [("escrow_released", 100, 0)],
+            [],
+        ):
+            with pytest.raises(asyncpg.CheckViolationError, match="unbalanced"):
+                await write(*lines)
+        # A line is a debit or a credit, of a positive amount.
+        for line in (("a", 0, 0), ("a", 5, 5), ("a", -5, 0)):
+            with pytest.raises(asyncpg.CheckViolationError):
+                await write(line, ("b", 0, 5))
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM settlement.transaction_ledger WHERE id = $1", entry
+            )
+            == 0
+        )
+
+        await write(("escrow_released", 100, 0), ("platform_fee_revenue", 0, 100))
+        # What was booked stays as it was.
+        for statement in (
+            "UPDATE settlement.transaction_ledger_lines SET credit = 101 WHERE entry_id = $1 "
+            "AND credit > 0",
+            "DELETE FROM settlement.transaction_ledger_lines WHERE entry_id = $1",
+            "UPDATE settlement.transaction_ledger SET reference = 'other' WHERE id = $1",
+        ):
+            with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="append-only"):
+                await conn.execute(statement, entry)
+        sums = await conn.fetchrow(
+            "SELECT sum(debit) AS debit, sum(credit) AS credit "
+            "FROM settlement.transaction_ledger_lines WHERE entry_id = $1",
+            entry,
+        )
+        assert (sums["debit"], sums["credit"]) == (100, 100)
+    finally:
+        await conn.close()
