@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 import psutil
 
+from laku import demo
 from laku.core.services import PROCESSES
+from laku.core.settings import Settings
 from tests.support import Platform, free_port_offset
 
 LAKU = str(Path(sys.executable).with_name("laku"))
@@ -61,6 +63,7 @@ def test_up_runs_every_service_on_embedded_postgres_and_stops_cleanly(tmp_path: 
             json={"email": "admin@laku.id", "password": "laku-admin-demo"},
         )
         assert login.status_code == 200, login.text
+        _assert_demo_loaded(offset)
 
         # A service that dies is restarted by the supervisor.
         product = next(p for p in children if "laku.product.app" in " ".join(p.cmdline()))
@@ -75,6 +78,53 @@ def test_up_runs_every_service_on_embedded_postgres_and_stops_cleanly(tmp_path: 
     assert "Laku is ready" in output
     _, alive = psutil.wait_procs([*children, *postgres], timeout=10)
     assert not alive, f"left running: {[p.pid for p in alive]}"
+
+
+def _assert_demo_loaded(offset: int) -> None:
+    """`laku up` loads the demo data once everything is ready: its buyer can join the demo group
+    buy and reach the Xendit sandbox's checkout page, and loading again creates nothing twice."""
+
+    def url(service: str, path: str) -> str:
+        return f"http://127.0.0.1:{PROCESSES[service].port + offset}{path}"
+
+    deadline = time.monotonic() + 60
+    while True:
+        login = httpx.post(
+            url("auth", "/api/auth/login"),
+            json={"email": demo.BUYER_EMAIL, "password": demo.BUYER_PASSWORD},
+        )
+        if login.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert login.status_code == 200, login.text
+    buyer = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+    [session] = httpx.get(url("group-buying", "/api/group-buying")).json()["items"]
+    assert (session["productName"], session["targetMoq"], session["status"]) == (
+        "Premium T-Shirt",
+        demo.TARGET_MOQ,
+        "forming",
+    )
+    [address] = httpx.get(url("address", "/api/addresses"), headers=buyer).json()
+    assert address["isDefault"]
+
+    reloaded = demo.load_demo(Settings(port_offset=offset))
+    assert reloaded.session_code == session["sessionCode"]
+    assert len(httpx.get(url("group-buying", "/api/group-buying")).json()["items"]) == 1
+    products = httpx.get(url("product", "/api/products")).json()
+    assert [p["sku"] for p in products["items"]] == ["TSHIRT-001"]
+
+    medium = next(v for v in session["variants"] if v["variantName"] == "Medium")
+    joined = httpx.post(
+        url("group-buying", f"/api/group-buying/{session['id']}/join"),
+        json={"variantId": medium["variantId"], "quantity": 5},
+        headers=buyer,
+        timeout=10,
+    )
+    assert joined.status_code == 201, joined.text
+    assert joined.json()["participant"]["unitPrice"] == 95000 + 5000
+    checkout = httpx.get(joined.json()["paymentUrl"], timeout=10)
+    assert checkout.status_code == 200
+    assert "text/html" in checkout.headers["content-type"]
 
 
 def test_admin_create_makes_an_account_that_can_log_in(platform: Platform) -> None:

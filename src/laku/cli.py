@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -19,6 +20,7 @@ from laku.core.logging import configure_logging
 from laku.core.services import PROCESSES, SERVICES
 from laku.core.settings import Settings, get_settings
 from laku.core.supervisor import Supervisor
+from laku.demo import DemoLoadError, load_demo
 
 app = typer.Typer(help="Laku group-buying platform.", no_args_is_help=True)
 admin_app = typer.Typer(help="Admin accounts.", no_args_is_help=True)
@@ -69,8 +71,12 @@ def up_command(
     services: Annotated[
         list[str] | None, typer.Option("--service", "-s", help="Only these (repeatable)")
     ] = None,
+    demo: Annotated[
+        bool, typer.Option(help="Load the demo data once every service is ready")
+    ] = True,
 ) -> None:
-    """Start every service on its port, wait until all are ready, keep them running until Ctrl-C."""
+    """Start every service on its port, wait until all are ready, load the demo data, keep them
+    running until Ctrl-C."""
     settings = get_settings()
     configure_logging(settings, "supervisor")
     started = time.monotonic()
@@ -91,10 +97,10 @@ def up_command(
             services=services,
             log_dir=settings.data_dir / "logs",
         )
-        _supervise(supervisor, settings, started)
+        _supervise(supervisor, settings, started, demo=demo and services == list(PROCESSES))
 
 
-def _supervise(supervisor: Supervisor, settings: Settings, started: float) -> None:
+def _supervise(supervisor: Supervisor, settings: Settings, started: float, *, demo: bool) -> None:
     stopping = False
 
     def request_stop(*_: object) -> None:
@@ -107,6 +113,8 @@ def _supervise(supervisor: Supervisor, settings: Settings, started: float) -> No
     try:
         supervisor.wait_ready()
         _print_urls(supervisor, settings, time.monotonic() - started)
+        if demo:
+            _load_demo(settings)
         while not stopping:
             supervisor.restart_exited()
             time.sleep(0.5)
@@ -125,6 +133,19 @@ def _print_urls(supervisor: Supervisor, settings: Settings, seconds: float) -> N
         table.add_row(name, url, f"{url}/docs")
     console.print(table)
     console.print(f"logs: {settings.data_dir / 'logs'}   admin: {settings.admin_email}")
+
+
+def _load_demo(settings: Settings) -> None:
+    try:
+        data = load_demo(settings)
+    except (DemoLoadError, httpx.HTTPError) as exc:
+        console.print(f"[yellow]demo data not loaded: {exc}[/]")
+        return
+    console.print(
+        f"demo group buy [bold]{data.session_code}[/]: {data.session_url}\n"
+        f"demo buyer: {data.buyer_email} / {data.buyer_password}   "
+        f"factory staff: {data.factory_email} / {data.factory_password}"
+    )
 
 
 @admin_app.command("create")
