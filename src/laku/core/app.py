@@ -15,13 +15,13 @@ from laku.core.http import ServiceTokenSource, new_http_client
 from laku.core.idempotency import IdempotencyMiddleware
 from laku.core.logging import configure_logging
 from laku.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from laku.core.outbox import Handler, OutboxRelay
+from laku.core.outbox import Batched, Handler, OutboxRelay
 from laku.core.security import TokenVerifier
 from laku.core.services import SERVICES, service_url
 from laku.core.settings import Settings, get_settings
 
 StartupHook = Callable[[FastAPI], Awaitable[None]]
-OutboxHandlers = Callable[[FastAPI], Mapping[str, Handler]]
+OutboxHandlers = Callable[[FastAPI], Mapping[str, Handler | Batched]]
 
 
 class Health(BaseModel):

@@ -4,11 +4,16 @@ as the change that causes it, then delivered by a relay that retries until it su
 Rows are leased (their `next_attempt_at` pushed forward) before delivery, so several processes
 may relay one table without delivering a row twice at once; handlers are still idempotent
 (they pass `outbox:<id>` as the idempotency key) because a lease can expire mid-delivery.
+
+A kind whose handler is `Batched` gets every row of that kind leased together in one call (many
+small notices become one request); the rows then succeed or are retried together.
 """
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -36,6 +41,17 @@ from laku.core.db import Database
 
 Handler = Callable[[int, dict[str, Any]], Awaitable[None]]
 """Delivers one outbox row: (row id, payload). Raising means: try again later."""
+
+Row = tuple[int, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Batched:
+    """Delivers all leased rows of its kind at once: [(row id, payload), ...], oldest first.
+    Raising means: try them all again later."""
+
+    deliver: Callable[[Sequence[Row]], Awaitable[None]]
+
 
 log = structlog.get_logger()
 
@@ -78,7 +94,7 @@ class OutboxRelay:
         self,
         db: Database,
         table: Table,
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[str, Handler | Batched],
         *,
         poll_seconds: float = 1.0,
         batch_size: int = 50,
@@ -139,19 +155,35 @@ class OutboxRelay:
                     .returning(t.c.id, t.c.kind, t.c.payload, t.c.attempts)
                 )
             ).all()
-        await asyncio.gather(*(self._deliver(*row) for row in rows))
+        by_kind: dict[str, list[Any]] = defaultdict(list)
+        for row in sorted(rows, key=lambda row: row.id):
+            by_kind[row.kind].append(row)
+        deliveries = []
+        for kind, rows_of_kind in by_kind.items():
+            if isinstance(self._handlers.get(kind), Batched):
+                deliveries.append(self._deliver(kind, rows_of_kind))
+            else:
+                deliveries += [self._deliver(kind, [row]) for row in rows_of_kind]
+        await asyncio.gather(*deliveries)
         return len(rows)
 
-    async def _deliver(
-        self, row_id: int, kind: str, payload: dict[str, Any], attempts: int
-    ) -> None:
+    async def _deliver(self, kind: str, rows: Sequence[Any]) -> None:
+        """Deliver `rows` of one kind (one row, or a Batched kind's rows) and record how it went
+        on each of them."""
         t = self._table
+        ids = [row.id for row in rows]
         try:
-            await self._handlers[kind](row_id, payload)
+            handler = self._handlers[kind]
+            if isinstance(handler, Batched):
+                await handler.deliver([(row.id, row.payload) for row in rows])
+            else:
+                [row] = rows
+                await handler(row.id, row.payload)
         except Exception as exc:
+            attempts = max(row.attempts for row in rows)
             backoff = min(timedelta(seconds=2 ** (attempts - 1)), self._max_backoff)
             log.warning(
-                "outbox_delivery_failed", kind=kind, id=row_id, attempts=attempts, error=repr(exc)
+                "outbox_delivery_failed", kind=kind, ids=ids, attempts=attempts, error=repr(exc)
             )
             values: dict[str, Any] = {
                 "next_attempt_at": func.now() + backoff,
@@ -160,4 +192,4 @@ class OutboxRelay:
         else:
             values = {"delivered_at": func.now(), "last_error": None}
         async with self._db.sessions.begin() as session:
-            await session.execute(update(t).where(t.c.id == row_id).values(**values))
+            await session.execute(update(t).where(t.c.id.in_(ids)).values(**values))

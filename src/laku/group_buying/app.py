@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from laku.core.app import create_service_app
 from laku.core.http import ServiceCallError
-from laku.core.outbox import Handler
+from laku.core.outbox import Batched, Handler
 from laku.core.services import service_url
 from laku.group_buying.closing import Closer, run_schedule
 from laku.group_buying.join import JoinSaga
@@ -65,7 +65,7 @@ async def _startup(app: FastAPI) -> None:
         )
 
 
-def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
+def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler | Batched]:
     state = app.state
 
     async def release_reservation(_: int, payload: dict[str, Any]) -> None:
@@ -115,7 +115,7 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
         EXPIRE_PAYMENT: expire_payment,
         SETTLE_CANCELLED_SESSION: settle_cancelled_session,
         REFUND_LATE_PAYMENT: refund_late_payment,
-        NOTIFY_BUYERS: state.notices.send,
+        NOTIFY_BUYERS: Batched(state.notices.send),
         NOTIFY_SESSION_OUTCOME: state.notices.send_session_outcome,
     }
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.db import Database
 from laku.core.http import ServiceCallError
 from laku.core.money import format_rupiah
-from laku.core.outbox import enqueue
+from laku.core.outbox import Row, enqueue
 from laku.group_buying.models import GroupBuyingSession, Participant, outbox
 from laku.group_buying.rules import CancelReason, ParticipantStatus, SessionStatus
 from laku.notification.client import (
@@ -164,9 +164,19 @@ class BuyerNotices:
     db: Database
     notifications: NotificationClient
 
-    async def send(self, row_id: int, payload: dict[str, Any]) -> None:
-        notices = [UserNotification.model_validate(item) for item in payload["items"]]
-        await self._notify(notices, f"outbox:{row_id}")
+    async def send(self, rows: Sequence[Row]) -> None:
+        """The notices of every leased row (joins, payments: the outbox delivers them
+        `Batched`), in as few calls as there are chunks."""
+        by_key = {
+            notice.key: notice
+            for _, payload in rows
+            for notice in map(UserNotification.model_validate, payload["items"])
+        }
+        notices = list(by_key.values())
+        rows_named = f"{rows[0][0]}-{rows[-1][0]}"
+        step = MAX_USER_NOTIFICATIONS_PER_CALL
+        for start in range(0, len(notices), step):
+            await self._notify(notices[start : start + step], f"outbox:{rows_named}:{start}")
 
     async def send_session_outcome(self, row_id: int, payload: dict[str, Any]) -> None:
         session_id = uuid.UUID(payload["sessionId"])

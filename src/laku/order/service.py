@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.db import Database
 from laku.core.errors import Conflict, NotFound
 from laku.core.http import ServiceCallError
-from laku.core.outbox import enqueue
+from laku.core.outbox import Row, enqueue
 from laku.core.security import Principal
 from laku.group_buying.client import (
     GroupBuyingClient,
@@ -353,16 +353,23 @@ def buyer_notice(order: Order, event: OrderStatus) -> UserNotification:
     )
 
 
-async def tell_buyer(
-    db: Database, notifications: NotificationClient, order_id: uuid.UUID, event: OrderStatus
-) -> None:
-    """The outbox's delivery of a shipped or delivered notice (keyed, so told once)."""
+async def tell_buyers(db: Database, notifications: NotificationClient, rows: Sequence[Row]) -> None:
+    """The outbox's delivery of shipped and delivered notices, every leased one in one call
+    (each keyed, so told once however often it is delivered)."""
+    events = [(uuid.UUID(payload["orderId"]), OrderStatus(payload["event"])) for _, payload in rows]
     async with db.sessions() as session:
-        order = await session.get(Order, order_id)
-    if order is None:
-        return
-    notice = buyer_notice(order, event)
-    await notifications.notify_users([notice], idempotency_key=f"notify:{notice.key}")
+        found = await session.scalars(
+            select(Order).where(Order.id.in_({order_id for order_id, _ in events}))
+        )
+        orders = {order.id: order for order in found}
+    # One order may have shipped and been delivered within one batch: both are told.
+    notices = [
+        buyer_notice(orders[order_id], event) for order_id, event in events if order_id in orders
+    ]
+    if notices:
+        await notifications.notify_users(
+            notices, idempotency_key=f"outbox:{rows[0][0]}-{rows[-1][0]}"
+        )
 
 
 async def cancel(session: AsyncSession, order_id: uuid.UUID, reason: str) -> Order:
