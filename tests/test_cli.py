@@ -48,7 +48,8 @@ def _processes_mentioning(*words: object) -> list[psutil.Process]:
 def test_up_runs_every_service_on_embedded_postgres_and_stops_cleanly(tmp_path: Path) -> None:
     offset = free_port_offset()
     env = {k: v for k, v in os.environ.items() if k != "LAKU_DATABASE_URL"}
-    env |= {"LAKU_DATA_DIR": str(tmp_path), "LAKU_PORT_OFFSET": str(offset)}
+    # A data folder that does not exist yet, as on a fresh clone.
+    env |= {"LAKU_DATA_DIR": str(tmp_path / ".laku"), "LAKU_PORT_OFFSET": str(offset)}
     up = subprocess.Popen(
         [LAKU, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
