@@ -59,11 +59,12 @@ def database_server(tmp_root: Path) -> Iterator[str]:
 
 
 @contextmanager
-def throwaway_database(server_url: str) -> Iterator[str]:
-    """A new database on `server_url`, migrated, dropped afterwards."""
+def throwaway_database(server_url: str, services: list[str] | None = None) -> Iterator[str]:
+    """A new database on `server_url` (any database's URL names its server), migrated for
+    every service or only `services`, dropped afterwards."""
     name = f"laku_test_{uuid.uuid4().hex[:12]}"
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    migrate(url)
+    migrate(url, services)
     try:
         yield url
     finally:

@@ -11,7 +11,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -20,11 +19,11 @@ import pytest
 from laku.auth.client import AuthClient
 from laku.core.http import ServiceTokenSource, new_http_client
 from laku.notification.client import NotificationClient, UserNotification, UserNotificationsOut
-from tests.catalog import SeedCatalog, create_seed_catalog, created
+from tests.catalog import create_seed_catalog, created
 from tests.support import Platform, assert_problem, bearer, run, snapshot
+from tests.test_close import _close, _end_now, _open_session
 from tests.test_providers import emails_to, whatsapp_messages_to
 
-TIERS = {"priceTier25": 95000, "priceTier50": 85000, "priceTier75": 75000, "priceTier100": 65000}
 OPEN = ("forming", "active", "moq_reached")
 NOTIFY_USERS = "/api/notifications/users"
 LOOKUP = "/api/auth/users/lookup"
@@ -93,24 +92,6 @@ def _eventually(probe: Callable[[], T | None], timeout: float = 30.0) -> T:
         time.sleep(0.2)
 
 
-def _open_session(platform: Platform, catalog: SeedCatalog, target_moq: int) -> dict[str, Any]:
-    end = datetime.now(UTC) + timedelta(minutes=10)
-    return created(
-        platform.client("group-buying").post(
-            "/api/group-buying",
-            json={
-                "productId": catalog.product_id,
-                "factoryId": catalog.factory_id,
-                "targetMoq": target_moq,
-                **TIERS,
-                "endTime": end.isoformat(),
-                "estimatedCompletionDate": (end + timedelta(days=14)).isoformat(),
-            },
-            headers=_admin(platform),
-        )
-    )
-
-
 def _participant_status(platform: Platform, session_id: str, participant_id: str) -> str:
     page = _ok(
         platform.client("group-buying").get(
@@ -146,27 +127,6 @@ def _pay(platform: Platform, buyer: Buyer, session_id: str, participant: dict[st
     [invoice] = [i for i in invoices if i["external_id"] == payment["paymentCode"]]
     _ok(platform.client("xendit-sandbox").post(f"/sandbox/invoices/{invoice['id']}/pay"))
     _eventually(lambda: _participant_status(platform, session_id, participant["id"]) == "paid")
-
-
-def _close(platform: Platform, session_id: str) -> dict[str, Any]:
-    """Ends the session now (in its table: the test stands in for the clock) and runs
-    process-expired until its close is over (the scheduler may get there first)."""
-    platform.sql(
-        "UPDATE group_buying.group_buying_sessions SET end_time = now() - interval '1 second' "
-        "WHERE id = $1",
-        uuid.UUID(session_id),
-    )
-
-    def closed() -> dict[str, Any] | None:
-        _ok(
-            platform.client("group-buying").post(
-                "/api/group-buying/process-expired", headers=_admin(platform), timeout=60
-            )
-        )
-        session = _ok(platform.client("group-buying").get(f"/api/group-buying/{session_id}"))
-        return None if session["status"] in OPEN else session
-
-    return _eventually(closed)
 
 
 def _inbox(platform: Platform, buyer: Buyer) -> list[dict[str, Any]]:
@@ -263,6 +223,7 @@ def test_a_buyer_is_told_of_joining_paying_success_and_the_tier_refund(
     assert told.in_app["subject"] == f"Payment received for {code}"
     assert told.in_app["text"].startswith(f"We received Rp 500.000 for {code} (Premium T-Shirt).")
 
+    _end_now(platform, session["id"])
     assert _close(platform, session["id"])["status"] == "success"
     told = _told(platform, buyer, f"succeeded:{participant['id']}")
     assert told.in_app["subject"] == f"Group buy {code} succeeded"
@@ -302,6 +263,7 @@ def test_a_failed_group_tells_its_buyers_of_the_full_refund(platform: Platform) 
     _pay(platform, with_phone, session["id"], first)
     _pay(platform, without_phone, session["id"], second)
 
+    _end_now(platform, session["id"])
     assert _close(platform, session["id"])["status"] == "failed"
     for buyer, participant, paid in ((with_phone, first, 190000), (without_phone, second, 105000)):
         told = _told(platform, buyer, f"failed:{participant['id']}")

@@ -48,7 +48,12 @@ def _eventually(check: Callable[[], Any], timeout: float = 20.0, every: float = 
         time.sleep(every)
 
 
-def _open_session(platform: Platform, catalog: SeedCatalog, target_moq: int) -> dict[str, Any]:
+def _open_session(
+    platform: Platform,
+    catalog: SeedCatalog,
+    target_moq: int,
+    tiers: dict[str, int] = TIERS,
+) -> dict[str, Any]:
     end = datetime.now(UTC) + timedelta(minutes=10)
     return created(
         platform.client("group-buying").post(
@@ -57,7 +62,7 @@ def _open_session(platform: Platform, catalog: SeedCatalog, target_moq: int) -> 
                 "productId": catalog.product_id,
                 "factoryId": catalog.factory_id,
                 "targetMoq": target_moq,
-                **TIERS,
+                **tiers,
                 "endTime": end.isoformat(),
                 "estimatedCompletionDate": (end + timedelta(days=14)).isoformat(),
             },

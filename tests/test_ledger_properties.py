@@ -32,16 +32,14 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from laku.core.db import Database, async_url
-from laku.core.migrations import migrate
 from laku.payment.client import EscrowReleasedOut, ReleasedSessionOut
 from laku.settlement import service
 from laku.settlement.models import FactorySettlement, LedgerEntry
 from laku.settlement.schemas import LedgerEntryKind, PayoutAccountIn, SettlementCreate
-from tests.support import plain_url
+from tests.support import plain_url, throwaway_database
 
 FACTORIES = 3
 # Far in the past, so every period has ended; each factory's periods follow one another.
@@ -52,21 +50,8 @@ ACCOUNTS = ("escrow_released", "platform_fee_revenue", "cash_xendit", "suspense"
 @pytest.fixture(scope="module")
 def ledger_database(database_url: str) -> Iterator[str]:
     """A database of its own beside the test session's, with the settlement schema only."""
-    name = f"laku_ledger_{uuid.uuid4().hex[:12]}"
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    migrate(url, ["settlement"])
-    try:
+    with throwaway_database(database_url, ["settlement"]) as url:
         yield url
-    finally:
-
-        async def drop() -> None:
-            admin = await asyncpg.connect(plain_url(make_url(url).set(database="postgres")))
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
-
-        asyncio.run(drop())
 
 
 def expected_fee(total: int, fee_bps: int) -> int:

@@ -18,9 +18,10 @@ import pytest
 
 from tests.catalog import create_seed_catalog, created
 from tests.support import Platform, assert_problem, bearer, snapshot
-from tests.test_close import _close, _end_now, _eventually, _join
+from tests.test_close import _close, _end_now, _eventually, _join, _open_session
 
-SEED_TIERS = {
+# A group buy of 4 Small shirts at the last tier releases the seed's 5,000,000.
+FIVE_MILLION_TIERS = {
     "priceTier25": 1_400_000,
     "priceTier50": 1_350_000,
     "priceTier75": 1_300_000,
@@ -68,21 +69,7 @@ def _successful_group(platform: Platform, target_moq: int, joins: list[int]) -> 
     paying through the Xendit sandbox) succeeds and releases its escrow."""
     start = datetime.now(UTC) - timedelta(seconds=1)
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    end_time = datetime.now(UTC) + timedelta(minutes=10)
-    session = created(
-        platform.client("group-buying").post(
-            "/api/group-buying",
-            json={
-                "productId": catalog.product_id,
-                "factoryId": catalog.factory_id,
-                "targetMoq": target_moq,
-                **SEED_TIERS,
-                "endTime": end_time.isoformat(),
-                "estimatedCompletionDate": (end_time + timedelta(days=14)).isoformat(),
-            },
-            headers=_admin(platform),
-        )
-    )
+    session = _open_session(platform, catalog, target_moq, tiers=FIVE_MILLION_TIERS)
     for quantity in joins:
         _join(platform, session, catalog.variants["S"], quantity, pay=True)
     _end_now(platform, session["id"])
