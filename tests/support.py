@@ -4,11 +4,13 @@ import asyncio
 import os
 import random
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -192,6 +194,32 @@ async def _snapshot(url: str, schema: str) -> dict[str, str]:
 def snapshot(platform: Platform, *schemas: str) -> dict[str, dict[str, str]]:
     """Row count and content hash of every business table in the given schemas."""
     return {schema: run(_snapshot(platform.database_url, schema)) for schema in schemas}
+
+
+WebhookAttempt = dict[str, Any]
+
+
+def sandbox_webhook_attempts(sandbox: httpx.Client, **params: str) -> list[WebhookAttempt]:
+    """A provider sandbox's webhook delivery attempts (`GET /sandbox/webhooks`), filtered."""
+    response = sandbox.get("/sandbox/webhooks", params=params)
+    response.raise_for_status()
+    return response.json()
+
+
+async def wait_for_sandbox_webhooks(
+    sandbox: httpx.Client,
+    until: Callable[[list[WebhookAttempt]], bool],
+    timeout_seconds: float = 5.0,
+    **params: str,
+) -> list[WebhookAttempt]:
+    """Poll the sandbox's attempts until `until` holds; fail with what was seen by then."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        attempts = sandbox_webhook_attempts(sandbox, **params)
+        if until(attempts):
+            return attempts
+        assert time.monotonic() < deadline, f"webhook attempts so far: {attempts}"
+        await asyncio.sleep(0.05)
 
 
 def assert_problem(response: httpx.Response, status: int, code: str | None = None) -> dict:

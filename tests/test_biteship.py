@@ -2,7 +2,6 @@
 
 import asyncio
 import itertools
-import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,9 +22,14 @@ from laku.providers.biteship.client import (
     verify_webhook_secret,
 )
 from laku.providers.biteship.sandbox import COURIERS, RETRY_DELAYS_SECONDS, shipping_price
-from tests.support import Platform
+from tests.support import (
+    Platform,
+    WebhookAttempt,
+    sandbox_webhook_attempts,
+    wait_for_sandbox_webhooks,
+)
 
-Attempt = dict[str, Any]
+Attempt = WebhookAttempt
 
 WAREHOUSE = Contact(
     name="Gudang Laku Jakarta",
@@ -77,9 +81,7 @@ def sandbox(platform: Platform) -> httpx.Client:
 
 
 def webhook_attempts(platform: Platform, order_id: str) -> list[Attempt]:
-    response = sandbox(platform).get("/sandbox/webhooks", params={"orderId": order_id})
-    response.raise_for_status()
-    return response.json()
+    return sandbox_webhook_attempts(sandbox(platform), orderId=order_id)
 
 
 async def wait_for_attempts(
@@ -88,13 +90,9 @@ async def wait_for_attempts(
     until: Callable[[list[Attempt]], bool],
     timeout_seconds: float = 5.0,
 ) -> list[Attempt]:
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        attempts = webhook_attempts(platform, order_id)
-        if until(attempts):
-            return attempts
-        assert time.monotonic() < deadline, f"webhook attempts so far: {attempts}"
-        await asyncio.sleep(0.05)
+    return await wait_for_sandbox_webhooks(
+        sandbox(platform), until, timeout_seconds, orderId=order_id
+    )
 
 
 # --- rates ----------------------------------------------------------------------------------

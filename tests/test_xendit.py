@@ -2,7 +2,6 @@
 
 import asyncio
 import itertools
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -21,9 +20,14 @@ from laku.providers.xendit.client import (
     verify_callback_token,
 )
 from laku.providers.xendit.sandbox import RETRY_DELAYS_SECONDS
-from tests.support import Platform
+from tests.support import (
+    Platform,
+    WebhookAttempt,
+    sandbox_webhook_attempts,
+    wait_for_sandbox_webhooks,
+)
 
-Attempt = dict[str, Any]
+Attempt = WebhookAttempt
 
 
 @pytest.fixture
@@ -58,11 +62,7 @@ def sandbox_post(platform: Platform, invoice_id: str, action: str) -> httpx.Resp
 
 
 def webhook_attempts(platform: Platform, invoice_id: str) -> list[Attempt]:
-    response = platform.client("xendit-sandbox").get(
-        "/sandbox/webhooks", params={"invoiceId": invoice_id}
-    )
-    response.raise_for_status()
-    return response.json()
+    return sandbox_webhook_attempts(platform.client("xendit-sandbox"), invoiceId=invoice_id)
 
 
 async def wait_for_attempts(
@@ -71,13 +71,9 @@ async def wait_for_attempts(
     until: Callable[[list[Attempt]], bool],
     timeout_seconds: float = 5.0,
 ) -> list[Attempt]:
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        attempts = webhook_attempts(platform, invoice_id)
-        if until(attempts):
-            return attempts
-        assert time.monotonic() < deadline, f"webhook attempts so far: {attempts}"
-        await asyncio.sleep(0.05)
+    return await wait_for_sandbox_webhooks(
+        platform.client("xendit-sandbox"), until, timeout_seconds, invoiceId=invoice_id
+    )
 
 
 def first_attempts(attempts: list[Attempt]) -> list[Attempt]:
