@@ -76,7 +76,7 @@ class Supervisor:
             output.close()
         log.info("service_started", service=spec.name, port=port, pid=entry.process.pid)
 
-    def wait_ready(self, timeout_seconds: float = 60.0) -> float:
+    def wait_ready(self, timeout_seconds: float = 120.0) -> float:
         """Block until every service answers `/ready`; return the seconds it took."""
         started = time.monotonic()
         pending = set(self.processes)
