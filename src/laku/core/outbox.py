@@ -79,8 +79,15 @@ def final_refusal_reason(exc: BaseException) -> str | None:
     if isinstance(exc, FinalRefusal):
         return exc.reason
     if isinstance(exc, ServiceCallError) and not is_retryable(exc):
-        return f"{exc.status} {exc.code}: {exc.detail or exc.title}"
+        return _described(exc)
     return None
+
+
+def _described(exc: BaseException) -> str:
+    """A failure as kept in `last_error`: a refusal with its status and problem code."""
+    if isinstance(exc, ServiceCallError):
+        return f"{exc.status} {exc.code}: {exc.detail or exc.title}"
+    return repr(exc)
 
 
 # 2**20 s is 12 days: past any sensible `max_backoff`, and a number that stays small.
@@ -243,6 +250,7 @@ class OutboxRelay:
                     await self._deliver(kind, [row])
                 return
             attempts = max(row.attempts for row in rows)
+            error = _described(exc)
             if reason is not None:
                 log.error(
                     "outbox_dead_lettered", kind=kind, ids=ids, attempts=attempts, reason=reason
@@ -250,15 +258,15 @@ class OutboxRelay:
                 values: dict[str, Any] = {
                     "dead_lettered_at": func.now(),
                     "dead_letter_reason": reason[:2000],
-                    "last_error": repr(exc)[:2000],
+                    "last_error": error[:2000],
                 }
             else:
                 log.warning(
-                    "outbox_delivery_failed", kind=kind, ids=ids, attempts=attempts, error=repr(exc)
+                    "outbox_delivery_failed", kind=kind, ids=ids, attempts=attempts, error=error
                 )
                 values = {
                     "next_attempt_at": func.now() + backoff_delay(attempts, self._max_backoff),
-                    "last_error": repr(exc)[:2000],
+                    "last_error": error[:2000],
                 }
         else:
             values = {"delivered_at": func.now(), "last_error": None}
