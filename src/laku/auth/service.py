@@ -13,12 +13,13 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Row, delete, select
+from sqlalchemy import Row, delete, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.auth.models import LoginThrottle, SigningKey, User
 from laku.auth.schemas import CreateUserRequest, RegisterRequest
+from laku.core.db import Database
 from laku.core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from laku.core.security import ALGORITHM, Role
 from laku.core.settings import Settings, get_settings
@@ -192,6 +193,22 @@ async def _record_failure(
     if throttle.failures >= settings.login_max_failures:
         throttle.locked_until = now + window
     await session.commit()
+
+
+async def purge_stale_throttles(db: Database, settings: Settings) -> int:
+    """Delete throttle rows that count for nothing any more: their window of failures and any
+    lock it caused have both ended (the address's next failure would start afresh). Returns
+    how many went."""
+    now = _now()
+    window = timedelta(seconds=settings.login_lockout_seconds)
+    async with db.sessions.begin() as session:
+        result = await session.execute(
+            delete(LoginThrottle).where(
+                LoginThrottle.window_started_at < now - window,
+                or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now),
+            )
+        )
+    return result.rowcount
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:

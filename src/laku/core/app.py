@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -12,16 +13,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.db import Database, require_database_url
 from laku.core.errors import UpstreamUnavailable, install_error_handlers
 from laku.core.http import ServiceTokenSource, new_http_client
-from laku.core.idempotency import IdempotencyMiddleware
+from laku.core.idempotency import IdempotencyMiddleware, purge_expired_keys
 from laku.core.logging import configure_logging
 from laku.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from laku.core.outbox import Batched, Handler, OutboxRelay
+from laku.core.outbox import Batched, Handler, OutboxRelay, purge_delivered
+from laku.core.outbox_admin import outbox_admin_router
+from laku.core.retention import Purge, RetentionSweeper
 from laku.core.security import TokenVerifier
 from laku.core.services import SERVICES, service_url
 from laku.core.settings import Settings, get_settings
 
 StartupHook = Callable[[FastAPI], Awaitable[None]]
 OutboxHandlers = Callable[[FastAPI], Mapping[str, Handler | Batched]]
+Purges = Callable[[FastAPI], Mapping[str, Purge]]
 
 
 class Health(BaseModel):
@@ -37,12 +41,16 @@ def create_service_app(
     idempotent_by_body: frozenset[str] = frozenset(),
     startup: StartupHook | None = None,
     outbox: tuple[Table, OutboxHandlers] | None = None,
+    retention: Purges | None = None,
     settings: Settings | None = None,
 ) -> FastAPI:
     """`idempotent_by_body`: POST paths that are idempotent by a reference in their body, so
     the `Idempotency-Key` store is skipped for them.
     `outbox`: the service's outbox table and a function giving its handlers once the app has
-    started; a relay then delivers it in the background as `app.state.outbox_relay`."""
+    started; a relay then delivers it in the background as `app.state.outbox_relay`, and
+    admins see it under /api/admin/outbox.
+    `retention`: the service's own purges (beyond old idempotency keys and delivered outbox
+    rows, which every service purges), run every `retention_interval_seconds`."""
     settings = settings or get_settings()
     spec = SERVICES[service]
 
@@ -72,9 +80,14 @@ def create_service_app(
             table, handlers = outbox
             app.state.outbox_relay = OutboxRelay(app.state.db, table, handlers(app))
             app.state.outbox_relay.start()
+        sweeper = _retention_sweeper(app, settings, idempotency_keys, outbox, retention)
+        if sweeper is not None:
+            sweeper.start()
         try:
             yield
         finally:
+            if sweeper is not None:
+                await sweeper.stop()
             if outbox is not None:
                 await app.state.outbox_relay.stop()
             await app.state.http.aclose()
@@ -111,7 +124,31 @@ def create_service_app(
 
     for router in routers:
         app.include_router(router)
+    if outbox is not None:
+        app.include_router(outbox_admin_router(outbox[0]))
     return app
+
+
+def _retention_sweeper(
+    app: FastAPI,
+    settings: Settings,
+    idempotency_keys: Table,
+    outbox: tuple[Table, OutboxHandlers] | None,
+    retention: Purges | None,
+) -> RetentionSweeper | None:
+    if settings.retention_interval_seconds <= 0:
+        return None
+    db: Database = app.state.db
+    keys_kept = timedelta(hours=settings.idempotency_key_retention_hours)
+    purges: dict[str, Purge] = {
+        "idempotency_keys": lambda: purge_expired_keys(db, idempotency_keys, keys_kept)
+    }
+    if outbox is not None:
+        outbox_table, outbox_kept = outbox[0], timedelta(hours=settings.outbox_retention_hours)
+        purges["outbox"] = lambda: purge_delivered(db, outbox_table, outbox_kept)
+    if retention is not None:
+        purges.update(retention(app))
+    return RetentionSweeper(purges, timedelta(seconds=settings.retention_interval_seconds))
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:

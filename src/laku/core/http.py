@@ -20,6 +20,9 @@ Model = TypeVar("Model", bound=BaseModel)
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
+# Refusals that say "not now" rather than "no": not authenticated (a token is renewed), the
+# request timed out or came too early, too many requests.
+_NOT_NOW_STATUS = frozenset({401, 408, 425, 429})
 
 
 def new_http_client(timeout_seconds: float) -> httpx.AsyncClient:
@@ -39,6 +42,17 @@ class ServiceCallError(DomainError):
         self.problem = problem
         extra = {"retry_after": retry_after} if retry_after else {}
         super().__init__(problem.get("detail"), code=problem.get("code", "upstream_error"), **extra)
+
+
+def is_retryable(exc: ServiceCallError) -> bool:
+    """Whether asking again may be answered otherwise: the callee failed (5xx) or said "not
+    now" (429, 408, 425, 401), or the same work is still in progress there (409 with a code
+    ending `_in_progress`: `idempotency_in_progress`, `payment_in_progress`...). Any other
+    refusal is final by the platform's contract: a 4xx changes nothing, so the same request
+    gets the same answer."""
+    if exc.status >= 500 or exc.status in _NOT_NOW_STATUS:
+        return True
+    return exc.status == 409 and exc.code.endswith("_in_progress")
 
 
 class ServiceTokenSource:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
@@ -52,6 +53,30 @@ def idempotency_table(metadata: MetaData) -> Table:
         Column("body", LargeBinary, nullable=True),
         Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
     )
+
+
+PURGE_BATCH = 5_000
+
+
+async def purge_expired_keys(db: Database, table: Table, older_than: timedelta) -> int:
+    """Forget keys claimed more than `older_than` ago (a retry that late is asked anew, and
+    the work's own references keep it from being done twice), in short batches. Returns how
+    many went."""
+    t = table
+    purged = 0
+    while True:
+        async with db.sessions.begin() as session:
+            batch = (
+                select(t.c.scope, t.c.key)
+                .where(t.c.created_at < func.now() - older_than)
+                .limit(PURGE_BATCH)
+            )
+            deleted = (
+                await session.execute(delete(t).where(tuple_(t.c.scope, t.c.key).in_(batch)))
+            ).rowcount
+        purged += deleted
+        if deleted < PURGE_BATCH:
+            return purged
 
 
 class IdempotencyMiddleware:

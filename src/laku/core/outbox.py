@@ -1,5 +1,6 @@
 """Transactional outbox: work that must reach another system is written in the same transaction
-as the change that causes it, then delivered by a relay that retries until it succeeds.
+as the change that causes it, then delivered by a relay that retries until it succeeds or is
+refused for good.
 
 Rows are leased (their `next_attempt_at` pushed forward) before delivery, so several processes
 may relay one table without delivering a row twice at once; handlers are still idempotent
@@ -7,6 +8,12 @@ may relay one table without delivering a row twice at once; handlers are still i
 
 A kind whose handler is `Batched` gets every row of that kind leased together in one call (many
 small notices become one request); the rows then succeed or are retried together.
+
+How a failed delivery goes on is one rule, the relay's: a final refusal (`FinalRefusal`, or a
+`ServiceCallError` that `is_retryable` says is the callee's final word) dead-letters the row
+with its reason, kept for an admin to read and requeue and never retried by itself; anything
+else (an outage, a timeout, a 5xx, a 429, work still in progress at the callee) is retried
+with capped exponential back-off. Nothing is dropped.
 """
 
 import asyncio
@@ -14,7 +21,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -29,6 +36,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
+    delete,
     func,
     select,
     text,
@@ -38,9 +47,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.db import Database
+from laku.core.http import ServiceCallError, is_retryable
 
 Handler = Callable[[int, dict[str, Any]], Awaitable[None]]
-"""Delivers one outbox row: (row id, payload). Raising means: try again later."""
+"""Delivers one outbox row: (row id, payload). Raising means: try again later, unless what is
+raised is a final refusal (see `final_refusal_reason`): the row is then dead-lettered."""
 
 Row = tuple[int, dict[str, Any]]
 
@@ -51,6 +62,44 @@ class Batched:
     Raising means: try them all again later."""
 
     deliver: Callable[[Sequence[Row]], Awaitable[None]]
+
+
+class FinalRefusal(Exception):
+    """Raised by a handler when the work can never be done as asked (its callee's contract
+    makes the refusal final, or what it names is gone): the row is dead-lettered with
+    `reason` for an admin, rather than retried or dropped."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def final_refusal_reason(exc: BaseException) -> str | None:
+    """Why the delivery that raised `exc` is refused for good, or None when it may be retried."""
+    if isinstance(exc, FinalRefusal):
+        return exc.reason
+    if isinstance(exc, ServiceCallError) and not is_retryable(exc):
+        return _described(exc)
+    return None
+
+
+def _described(exc: BaseException) -> str:
+    """A failure as kept in `last_error`: a refusal with its status and problem code."""
+    if isinstance(exc, ServiceCallError):
+        return f"{exc.status} {exc.code}: {exc.detail or exc.title}"
+    return repr(exc)
+
+
+# 2**20 s is 12 days: past any sensible `max_backoff`, and a number that stays small.
+_MAX_BACKOFF_EXPONENT = 20
+
+
+def backoff_delay(attempts: int, max_backoff: timedelta) -> timedelta:
+    """The wait after the `attempts`-th failed attempt: 1 s, 2 s, 4 s ... up to `max_backoff`.
+    The exponent is capped first, so however many attempts a row has had (a payout followed
+    for days) no huge number is built and nothing overflows."""
+    exponent = min(max(attempts - 1, 0), _MAX_BACKOFF_EXPONENT)
+    return min(timedelta(seconds=2**exponent), max_backoff)
 
 
 log = structlog.get_logger()
@@ -70,12 +119,24 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("delivered_at", DateTime(timezone=True), nullable=True),
         Column("last_error", Text, nullable=True),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        # Refused for good: never retried by itself; an admin reads the reason and may requeue.
+        Column("dead_lettered_at", DateTime(timezone=True), nullable=True),
+        Column("dead_letter_reason", Text, nullable=True),
         Index(
             "ix_outbox_pending",
             "next_attempt_at",
-            postgresql_where=text("delivered_at IS NULL"),
+            postgresql_where=text("delivered_at IS NULL AND dead_lettered_at IS NULL"),
+        ),
+        Index(
+            "ix_outbox_dead_letters",
+            "dead_lettered_at",
+            postgresql_where=text("dead_lettered_at IS NOT NULL"),
         ),
     )
+
+
+def _pending(table: Table) -> Any:
+    return and_(table.c.delivered_at.is_(None), table.c.dead_lettered_at.is_(None))
 
 
 async def enqueue(session: AsyncSession, table: Table, kind: str, payload: dict[str, Any]) -> int:
@@ -88,7 +149,8 @@ async def enqueue(session: AsyncSession, table: Table, kind: str, payload: dict[
 
 
 class OutboxRelay:
-    """Delivers pending rows with exponential back-off (1 s, 2 s, 4 s ... `max_backoff`)."""
+    """Delivers pending rows with exponential back-off (1 s, 2 s, 4 s ... `max_backoff`) and
+    dead-letters those refused for good."""
 
     def __init__(
         self,
@@ -142,7 +204,7 @@ class OutboxRelay:
         async with self._db.sessions.begin() as session:
             due = (
                 select(t.c.id)
-                .where(t.c.delivered_at.is_(None), t.c.next_attempt_at <= func.now())
+                .where(_pending(t), t.c.next_attempt_at <= func.now())
                 .order_by(t.c.next_attempt_at)
                 .limit(self._batch_size)
                 .with_for_update(skip_locked=True)
@@ -180,16 +242,149 @@ class OutboxRelay:
                 [row] = rows
                 await handler(row.id, row.payload)
         except Exception as exc:
+            reason = final_refusal_reason(exc)
+            if reason is not None and len(rows) > 1:
+                # One row's content may be what was refused: each is delivered on its own, so
+                # only the rows refused alone are dead-lettered.
+                for row in rows:
+                    await self._deliver(kind, [row])
+                return
             attempts = max(row.attempts for row in rows)
-            backoff = min(timedelta(seconds=2 ** (attempts - 1)), self._max_backoff)
-            log.warning(
-                "outbox_delivery_failed", kind=kind, ids=ids, attempts=attempts, error=repr(exc)
-            )
-            values: dict[str, Any] = {
-                "next_attempt_at": func.now() + backoff,
-                "last_error": repr(exc)[:2000],
-            }
+            error = _described(exc)
+            if reason is not None:
+                log.error(
+                    "outbox_dead_lettered", kind=kind, ids=ids, attempts=attempts, reason=reason
+                )
+                values: dict[str, Any] = {
+                    "dead_lettered_at": func.now(),
+                    "dead_letter_reason": reason[:2000],
+                    "last_error": error[:2000],
+                }
+            else:
+                log.warning(
+                    "outbox_delivery_failed", kind=kind, ids=ids, attempts=attempts, error=error
+                )
+                values = {
+                    "next_attempt_at": func.now() + backoff_delay(attempts, self._max_backoff),
+                    "last_error": error[:2000],
+                }
         else:
             values = {"delivered_at": func.now(), "last_error": None}
         async with self._db.sessions.begin() as session:
             await session.execute(update(t).where(t.c.id.in_(ids)).values(**values))
+
+
+# For admins: what is waiting, what was refused, and requeuing it ---------------------------
+
+
+@dataclass(frozen=True)
+class OutboxSummary:
+    pending: int
+    oldest_pending_age_seconds: float | None
+    dead_letters_by_kind: dict[str, int]
+
+
+async def summarize(session: AsyncSession, table: Table) -> OutboxSummary:
+    t = table
+    pending = (
+        await session.execute(
+            select(
+                func.count(),
+                func.extract("epoch", func.now() - func.min(t.c.created_at)),
+            ).where(_pending(t))
+        )
+    ).one()
+    dead = await session.execute(
+        select(t.c.kind, func.count())
+        .where(t.c.dead_lettered_at.is_not(None))
+        .group_by(t.c.kind)
+        .order_by(t.c.kind)
+    )
+    age = pending[1]
+    return OutboxSummary(
+        pending=pending[0],
+        oldest_pending_age_seconds=None if age is None else float(age),
+        dead_letters_by_kind={kind: count for kind, count in dead.all()},
+    )
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    dead_lettered_at: datetime | None
+    dead_letter_reason: str | None
+    last_error: str | None
+
+
+def _entry_columns(table: Table) -> list[Any]:
+    return [getattr(table.c, name) for name in OutboxEntry.__dataclass_fields__]
+
+
+async def dead_letters(
+    session: AsyncSession, table: Table, *, kind: str | None, limit: int, offset: int
+) -> tuple[list[OutboxEntry], int]:
+    """Dead letters, newest first, and how many there are (of `kind`, if given)."""
+    t = table
+    where = [t.c.dead_lettered_at.is_not(None)]
+    if kind is not None:
+        where.append(t.c.kind == kind)
+    total = (await session.execute(select(func.count()).where(*where))).scalar_one()
+    rows = await session.execute(
+        select(*_entry_columns(t))
+        .where(*where)
+        .order_by(t.c.dead_lettered_at.desc(), t.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [OutboxEntry(**row._mapping) for row in rows], total
+
+
+async def requeue(session: AsyncSession, table: Table, row_id: int) -> OutboxEntry | None:
+    """Put a dead letter back in line, due now (its attempts and last error kept); a row that
+    is not dead-lettered (requeued already, or delivered) is answered as it is. None: no such
+    row. Commits."""
+    t = table
+    row = (
+        await session.execute(
+            update(t)
+            .where(t.c.id == row_id, t.c.dead_lettered_at.is_not(None))
+            .values(dead_lettered_at=None, dead_letter_reason=None, next_attempt_at=func.now())
+            .returning(*_entry_columns(t))
+        )
+    ).first()
+    if row is None:
+        row = (await session.execute(select(*_entry_columns(t)).where(t.c.id == row_id))).first()
+    else:
+        log.info("outbox_requeued", kind=row.kind, id=row_id)
+    await session.commit()
+    return None if row is None else OutboxEntry(**row._mapping)
+
+
+# Retention ---------------------------------------------------------------------------------
+
+PURGE_BATCH = 5_000
+
+
+async def purge_delivered(db: Database, table: Table, older_than: timedelta) -> int:
+    """Delete rows delivered more than `older_than` ago, in batches (short transactions);
+    pending and dead-lettered rows are kept whatever their age. Returns how many went."""
+    t = table
+    purged = 0
+    while True:
+        async with db.sessions.begin() as session:
+            batch = (
+                select(t.c.id)
+                .where(t.c.delivered_at < func.now() - older_than)
+                .limit(PURGE_BATCH)
+                .scalar_subquery()
+            )
+            deleted = (await session.execute(delete(t).where(t.c.id.in_(batch)))).rowcount
+        purged += deleted
+        if deleted < PURGE_BATCH:
+            return purged

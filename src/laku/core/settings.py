@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
 
+    # What is kept only for a while is deleted by each service process every
+    # `retention_interval_seconds` (0: never): outbox rows delivered more than
+    # `outbox_retention_hours` ago (pending and dead-lettered rows are kept), idempotency keys
+    # older than `idempotency_key_retention_hours`, and auth's stale login-throttle rows.
+    retention_interval_seconds: float = 3600
+    outbox_retention_hours: float = 168
+    idempotency_key_retention_hours: float = 24
+
     max_body_bytes: int = 1_048_576
     http_timeout_seconds: float = 5.0
     log_level: str = "INFO"

@@ -68,34 +68,16 @@ async def _startup(app: FastAPI) -> None:
 def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler | Batched]:
     state = app.state
 
+    # A refusal not handled here is the outbox's to judge: retried if it may pass (an outage,
+    # work in progress), else dead-lettered with its reason for an admin.
     async def release_reservation(_: int, payload: dict[str, Any]) -> None:
-        try:
-            await state.warehouse.release(payload["reference"])
-        except ServiceCallError as exc:
-            if exc.status >= 500:
-                raise
-            # Refused for good (e.g. already deducted): repeating would not change that.
-            log.warning("release_refused", reference=payload["reference"], code=exc.code)
+        await state.warehouse.release(payload["reference"])
 
     async def settle_cancelled_session(_: int, payload: dict[str, Any]) -> None:
-        session_id = uuid.UUID(payload["sessionId"])
-        try:
-            await state.closer.settle_cancelled(session_id)
-        except ServiceCallError as exc:
-            if exc.status >= 500:
-                raise
-            # Refused for good (a payment not refundable): repeating would not change that.
-            log.error("cancel_settlement_refused", session_id=str(session_id), code=exc.code)
+        await state.closer.settle_cancelled(uuid.UUID(payload["sessionId"]))
 
     async def refund_late_payment(_: int, payload: dict[str, Any]) -> None:
-        participant_id = uuid.UUID(payload["participantId"])
-        try:
-            await state.closer.refund_late_payment(participant_id)
-        except ServiceCallError as exc:
-            if exc.status >= 500:
-                raise
-            # e.g. `payment_not_refundable`: the payment is not paid with escrow held.
-            log.error("late_refund_refused", participant_id=str(participant_id), code=exc.code)
+        await state.closer.refund_late_payment(uuid.UUID(payload["participantId"]))
 
     async def expire_payment(_: int, payload: dict[str, Any]) -> None:
         payment_id = uuid.UUID(payload["paymentId"])
@@ -104,11 +86,11 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler | Batched]:
                 payment_id, idempotency_key=f"expire-payment:{payment_id}"
             )
         except ServiceCallError as exc:
-            if exc.status >= 500:
+            if exc.code != "payment_already_paid":
                 raise
-            # `payment_already_paid`: its PAID event records the payment on the cancelled
-            # participant, whose money is then owed back.
-            log.warning("expire_refused", payment_id=str(payment_id), code=exc.code)
+            # Nothing left to expire: its PAID event records the payment on the cancelled
+            # participant, whose money is then refunded (REFUND_LATE_PAYMENT).
+            log.info("expire_found_paid", payment_id=str(payment_id))
 
     return {
         RELEASE_RESERVATION: release_reservation,

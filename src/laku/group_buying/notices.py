@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.db import Database
-from laku.core.http import ServiceCallError
 from laku.core.money import format_rupiah
 from laku.core.outbox import Row, enqueue
 from laku.group_buying.models import GroupBuyingSession, Participant, outbox
@@ -30,8 +28,6 @@ from laku.notification.client import (
     NotificationClient,
     UserNotification,
 )
-
-log = structlog.get_logger()
 
 # Outbox kinds: a few notices carried in the row (a join's, a payment's), and every notice of
 # how one session ended, read from its participants when sent.
@@ -205,10 +201,6 @@ class BuyerNotices:
             await self._notify(notices[start : start + step], f"outbox:{row_id}:{start}")
 
     async def _notify(self, notices: Sequence[UserNotification], key: str) -> None:
-        try:
-            await self.notifications.notify_users(notices, idempotency_key=key)
-        except ServiceCallError as exc:
-            if exc.status >= 500:
-                raise
-            # Refused for good (the notices do not fit its rules): repeating would not help.
-            log.error("buyer_notices_refused", code=exc.code, keys=[n.key for n in notices[:10]])
+        # A refusal is the outbox's to judge: retried if it may pass, else dead-lettered (a
+        # batch refused for good is delivered row by row, so only a bad row is kept back).
+        await self.notifications.notify_users(notices, idempotency_key=key)

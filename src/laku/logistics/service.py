@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import structlog
 from sqlalchemy import delete, exists, func, select
@@ -23,7 +23,7 @@ from laku.address.client import AddressClient, AddressOut
 from laku.core.db import Database
 from laku.core.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
 from laku.core.http import ServiceCallError
-from laku.core.outbox import enqueue
+from laku.core.outbox import FinalRefusal, enqueue
 from laku.core.security import Principal
 from laku.core.settings import Settings
 from laku.logistics.models import Shipment, TrackingEvent, outbox
@@ -468,15 +468,13 @@ class OrderMoves:
         )
 
     @staticmethod
-    def _give_up(payload: dict[str, Any], order: OrderOut | None, move: str) -> None:
+    def _give_up(payload: dict[str, Any], order: OrderOut | None, move: str) -> NoReturn:
         """The order cannot take the move (cancelled or refunded while the parcel travelled,
-        or gone): retrying would not change that, so it is logged for an operator."""
-        log.warning(
-            "order_move_impossible",
-            move=move,
-            order_id=payload["order_id"],
-            shipment_id=payload["shipment_id"],
-            order_status=order.status if order else None,
+        or gone): retrying would not change that, so the row is dead-lettered for an admin."""
+        state = f"is {order.status}" if order else "does not exist"
+        raise FinalRefusal(
+            f"order {payload['order_id']} {state}: cannot be marked {move} "
+            f"(shipment {payload['shipment_id']})"
         )
 
 

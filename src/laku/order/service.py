@@ -19,14 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from sqlalchemy import BigInteger, Select, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.db import Database
 from laku.core.errors import Conflict, NotFound
-from laku.core.http import ServiceCallError
 from laku.core.outbox import Row, enqueue
 from laku.core.security import Principal
 from laku.group_buying.client import (
@@ -52,7 +50,6 @@ SUCCESSFUL_SESSION_STATUSES = frozenset(
     }
 )
 
-log = structlog.get_logger()
 
 # A cancelled order's subtotal goes back to its buyer's wallet through payment-service.
 REFUND_CANCELLED_ORDER = "refund_cancelled_order"
@@ -394,8 +391,9 @@ async def cancel(session: AsyncSession, order_id: uuid.UUID, reason: str) -> Ord
 
 async def refund_cancelled(db: Database, payments: PaymentClient, order_id: uuid.UUID) -> None:
     """The outbox's delivery of a cancellation: the subtotal refunded from the order's payment
-    (once per order, by its reference), then the order `refunded`. A refusal by
-    payment-service is final and logged; an outage raises, so the relay tries again."""
+    (once per order, by its reference), then the order `refunded`. Whatever payment-service
+    answers otherwise is the outbox's to judge: an outage or work in progress is tried again,
+    a final refusal (the payment not refundable) dead-letters the row for an admin."""
     async with db.sessions() as session:
         order = await session.get(Order, order_id)
     if order is None or order.status != OrderStatus.CANCELLED:
@@ -407,13 +405,7 @@ async def refund_cancelled(db: Database, payments: PaymentClient, order_id: uuid
             reason=RefundReason.ORDER_CANCELLED,
             reference=f"order:{order.id}:cancelled",
         )
-        try:
-            await payments.refund([refund], idempotency_key=f"order-refund:{order.id}")
-        except ServiceCallError as exc:
-            if exc.status >= 500:
-                raise
-            log.error("cancelled_order_refund_refused", order_id=str(order.id), code=exc.code)
-            return
+        await payments.refund([refund], idempotency_key=f"order-refund:{order.id}")
     async with db.sessions.begin() as session:
         await session.execute(
             update(Order)

@@ -11,12 +11,10 @@ notification-service only delays the notices.
 import uuid
 from typing import Any
 
-import structlog
 from sqlalchemy import Uuid, any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from laku.core.db import Database
-from laku.core.http import ServiceCallError
 from laku.core.money import format_rupiah
 from laku.notification.client import (
     MAX_USER_NOTIFICATIONS_PER_CALL,
@@ -25,8 +23,6 @@ from laku.notification.client import (
 )
 from laku.payment.models import Payment, Refund
 from laku.payment.schemas import RefundReason
-
-log = structlog.get_logger()
 
 _REASONS = {
     RefundReason.TIER_REFUND: "tier refund",
@@ -82,13 +78,8 @@ class RefundNotices:
         ]
         step = MAX_USER_NOTIFICATIONS_PER_CALL
         for start in range(0, len(notices), step):
-            chunk = notices[start : start + step]
-            try:
-                await self._notifications.notify_users(
-                    chunk, idempotency_key=f"refund-notices:{row_id}:{start}"
-                )
-            except ServiceCallError as exc:
-                if exc.status >= 500:
-                    raise
-                # Refused for good (the notices do not fit its rules): repeating would not help.
-                log.error("refund_notices_refused", code=exc.code, refunds=len(chunk))
+            # A refusal is the outbox's to judge: retried if it may pass, else the row is
+            # dead-lettered (the credit stays made: a requeue only tells the buyers).
+            await self._notifications.notify_users(
+                notices[start : start + step], idempotency_key=f"refund-notices:{row_id}:{start}"
+            )

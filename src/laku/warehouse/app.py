@@ -6,8 +6,9 @@ import structlog
 from fastapi import FastAPI
 
 from laku.core.app import create_service_app
+from laku.core.errors import NotFound
 from laku.core.http import ServiceCallError
-from laku.core.outbox import Handler
+from laku.core.outbox import FinalRefusal, Handler
 from laku.core.services import service_url
 from laku.factory.client import FactoryClient
 from laku.group_buying.client import GroupBuyingClient
@@ -39,12 +40,15 @@ async def _startup(app: FastAPI) -> None:
 
 
 def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
+    """A refusal not handled here is the outbox's to judge: retried if it may pass, else
+    dead-lettered with its reason."""
     state = app.state
 
     async def reorder(_: int, payload: dict[str, Any]) -> None:
         product_id = uuid.UUID(payload["productId"])
         product = await state.products.get_product(product_id)
         if product is None:
+            log.info("reorder_of_unknown_product", product_id=str(product_id))
             return  # the product is gone: nothing to reorder
         composition = await state.group_buying.get_bundle_composition(product_id)
         if composition is None:
@@ -62,13 +66,16 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
     async def notify_factory(_: int, payload: dict[str, Any]) -> None:
         purchase_order_id = uuid.UUID(payload["purchaseOrderId"])
         async with state.db.sessions() as session:
-            purchase_order = await service.get_purchase_order(session, purchase_order_id)
-            product = await state.products.get_product(purchase_order.product_id)
-            if product is None:
-                raise LookupError(f"product {purchase_order.product_id} is unknown")
-            message = await service.factory_notification(
-                session, purchase_order_id, product, state.factories
-            )
+            try:
+                purchase_order = await service.get_purchase_order(session, purchase_order_id)
+                product = await state.products.get_product(purchase_order.product_id)
+                if product is None:
+                    raise FinalRefusal(f"product {purchase_order.product_id} is unknown")
+                message = await service.factory_notification(
+                    session, purchase_order_id, product, state.factories
+                )
+            except NotFound as exc:  # the purchase order or its factory
+                raise FinalRefusal(f"{exc.code}: {exc}") from exc
         await state.notifications.send(
             message, idempotency_key=f"purchase-order-whatsapp:{purchase_order_id}"
         )
@@ -80,7 +87,7 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
             waiting = await service.get_fulfilment(session, group)
             product = await state.products.get_product(waiting.product_id)
             if product is None:
-                raise LookupError(f"product {waiting.product_id} is unknown")
+                raise FinalRefusal(f"product {waiting.product_id} is unknown")
             composition = await state.group_buying.get_bundle_composition(product.id)
             fulfilment = await service.fulfil_group(
                 session,
@@ -91,17 +98,17 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
             )
         state.outbox_relay.wake()
         if fulfilment.status == "fulfilled" and group.startswith(SESSION_GROUP_PREFIX):
-            # The group-buying session waiting for this stock can now succeed. A refusal
-            # (not waiting for stock) is final: group-buying looks again itself after closing.
+            # The group-buying session waiting for this stock can now succeed.
             try:
                 await state.group_buying.report_stock_received(
                     uuid.UUID(group.removeprefix(SESSION_GROUP_PREFIX)),
                     idempotency_key=f"stock-received:{group}",
                 )
             except ServiceCallError as exc:
-                if exc.status >= 500:
+                if exc.code != "session_not_awaiting_stock":
                     raise
-                log.warning("stock_received_refused", group=group, code=exc.code)
+                # Still closing: group-buying looks at the fulfilment itself once it has.
+                log.info("stock_received_before_pending_stock", group=group)
 
     return {
         service.REORDER: reorder,
