@@ -36,6 +36,8 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # Cheap password hashes: tests register hundreds of buyers on two cores.
         "LAKU_PASSWORD_HASH_TIME_COST": "1",
         "LAKU_PASSWORD_HASH_MEMORY_KIB": "1024",
+        # Overdue payments are read back from Xendit within a test's patience.
+        "LAKU_OVERDUE_PAYMENT_SWEEP_INTERVAL_SECONDS": "1",
     }
     settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
     log_dir = Path(tmp_path_factory.mktemp("service-logs"))
