@@ -151,7 +151,7 @@ class WithdrawalPayouts:
                 "payout_webhook_not_confirmed",
                 withdrawal_id=str(withdrawal.id),
                 payout_id=payout.id,
-                event=webhook.event,
+                reported_event=webhook.event,
                 xendit_status=payout.status,
             )
             return
