@@ -38,6 +38,8 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "LAKU_PASSWORD_HASH_MEMORY_KIB": "1024",
         # Purges run often enough for a test to see them (they touch only rows past retention).
         "LAKU_RETENTION_INTERVAL_SECONDS": "2",
+        # Overdue payments are read back from Xendit within a test's patience.
+        "LAKU_OVERDUE_PAYMENT_SWEEP_INTERVAL_SECONDS": "1",
     }
     settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
     log_dir = Path(tmp_path_factory.mktemp("service-logs"))

@@ -20,6 +20,7 @@ from laku.logistics.client import LogisticsClient
 from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER
 from laku.providers.biteship.sandbox import COURIERS, shipping_price
 from tests.catalog import create_seed_catalog
+from tests.service_logs import wait_logged
 from tests.support import Account, Platform, assert_problem, bearer, snapshot
 from tests.test_close import _close, _end_now, _eventually, _join, _open_session
 
@@ -494,12 +495,65 @@ def test_a_webhook_without_the_secret_changes_nothing(
     assert snapshot(platform, "logistics", "order") == before
     assert _order(platform, order.id)["status"] == "processing"
 
-    # With the secret it is applied.
-    response = platform.client("logistics").post(
-        WEBHOOK, json=payload, headers={WEBHOOK_SECRET_HEADER: secret}
+    # With the secret it is read back from Biteship, which shows the order `confirmed`: a
+    # status Biteship does not confirm moves nothing, be it picked or delivered.
+    assert _sandbox_orders(platform, order.id)[0]["status"] == "confirmed"
+    for status in ("picked", "delivered"):
+        forged = {**payload, "status": status}
+        response = platform.client("logistics").post(
+            WEBHOOK, json=forged, headers={WEBHOOK_SECRET_HEADER: secret}
+        )
+        assert response.json() == {"status": "ignored"}
+    assert snapshot(platform, "logistics", "order") == before
+    assert _order(platform, order.id)["status"] == "processing"
+    unconfirmed = wait_logged(
+        platform, "logistics", "biteship_webhook_status_not_confirmed", shipment_id=shipment["id"]
     )
-    assert response.json() == {"status": "processed"}
+    assert {(e["reported"], e["biteship_status"]) for e in unconfirmed} == {
+        ("picked", "confirmed"),
+        ("delivered", "confirmed"),
+    }
+
+    # Once Biteship has the parcel picked up, its own webhook moves the order.
+    picked = platform.client("biteship-sandbox").post(
+        f"/sandbox/orders/{shipment['biteshipOrderId']}/status", json={"status": "picked"}
+    )
+    assert picked.status_code == 200, picked.text
     assert _eventually(lambda: _order_status(platform, order.id, "shipped"))
+
+
+def test_a_webhook_is_taken_only_for_the_status_biteship_shows(
+    platform: Platform, orders: list[Order]
+) -> None:
+    order = orders[5]  # booked (confirmed) by the test before
+    shipment = _booked(platform, order.id)
+    biteship_order_id = shipment["biteshipOrderId"]
+    secret = {WEBHOOK_SECRET_HEADER: platform.settings.biteship_webhook_secret.get_secret_value()}
+    assert _advance(platform, biteship_order_id, times=2) == "picking_up"
+    assert _eventually(lambda: len(_delivered_webhooks(platform, biteship_order_id)) == 2)
+    before = snapshot(platform, "logistics", "order")
+    # Forged `picked` and `delivered` while Biteship shows `picking_up`: ignored.
+    for status in ("picked", "delivered"):
+        response = platform.client("logistics").post(
+            WEBHOOK,
+            json={"event": "order.status", "order_id": biteship_order_id, "status": status},
+            headers=secret,
+        )
+        assert response.json() == {"status": "ignored"}
+    # A late `allocated` is in Biteship's history, at Biteship's time: recorded already.
+    for status in ("allocated", "picking_up"):
+        response = platform.client("logistics").post(
+            WEBHOOK,
+            json={"event": "order.status", "order_id": biteship_order_id, "status": status},
+            headers=secret,
+        )
+        assert response.json() == {"status": "duplicate"}
+    assert snapshot(platform, "logistics", "order") == before
+    assert _order(platform, order.id)["status"] == "processing"
+    assert [status for status, _ in _events(platform, shipment["trackingNumber"])] == [
+        "allocated",
+        "picking_up",
+    ]
 
 
 def test_webhooks_for_no_shipment_of_ours_are_ignored(platform: Platform) -> None:

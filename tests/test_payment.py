@@ -13,7 +13,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import Account, Platform, assert_problem, bearer, run, snapshot
+from tests.service_logs import wait_logged
+from tests.support import (
+    Account,
+    Platform,
+    assert_problem,
+    bearer,
+    run,
+    sandbox_webhook_attempts,
+    snapshot,
+)
 
 Payment = dict[str, Any]
 
@@ -112,6 +121,12 @@ def _webhook(
         json=body,
         headers=_callback_headers(platform) if headers is None else headers,
     )
+
+
+def _paid_in_sandbox(platform: Platform, payment: Payment) -> Payment:
+    """The buyer pays the invoice; the sandbox's PAID callback makes the payment paid."""
+    _sandbox(platform, payment, "pay").raise_for_status()
+    return _status_becomes(platform, payment, "paid")
 
 
 def _eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
@@ -384,7 +399,11 @@ def test_paying_in_the_sandbox_holds_the_money_in_escrow(platform: Platform) -> 
 
 def test_the_same_paid_webhook_five_times_changes_the_payment_once(platform: Platform) -> None:
     payment = _created(platform)
-    callback = _callback(payment, "PAID")
+    # Paid at Xendit, its own callback lost: the five below are all payment-service hears.
+    _sandbox(platform, payment, "lose-callbacks").raise_for_status()
+    _sandbox(platform, payment, "pay").raise_for_status()
+    assert _get(platform, payment["id"])["status"] == "pending"
+    callback = _callback(payment, "PAID", paid_at="2026-11-25T08:30:00.000Z")
 
     async def deliver_at_once() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=platform.url("payment"), timeout=10.0) as client:
@@ -402,7 +421,9 @@ def test_the_same_paid_webhook_five_times_changes_the_payment_once(platform: Pla
     assert {r.json()["status"] for r in responses} == {"processed"}
     paid = _get(platform, payment["id"])
     assert (paid["status"], paid["escrowStatus"]) == ("paid", "held")
-    assert paid["paidAt"].startswith("2026-11-25T08:30:00")
+    # When Xendit says it was paid, not what the callback said.
+    [invoice] = _invoices_for(platform, payment["paymentCode"])
+    assert datetime.fromisoformat(paid["paidAt"]) == datetime.fromisoformat(invoice["paid_at"])
     assert _report_statuses(platform, payment["id"]) == ["paid"]
 
     # SETTLED, which follows PAID once the money is disbursed, changes nothing either.
@@ -434,8 +455,7 @@ def test_resent_sandbox_webhooks_change_the_payment_once(platform: Platform) -> 
 
 def test_expired_after_paid_is_ignored(platform: Platform) -> None:
     payment = _created(platform)
-    assert _webhook(platform, _callback(payment, "PAID")).status_code == 200
-    paid = _get(platform, payment["id"])
+    paid = _paid_in_sandbox(platform, payment)
     late = _webhook(platform, _callback(payment, "EXPIRED"))
     assert late.status_code == 200
     assert _get(platform, payment["id"]) == paid
@@ -449,9 +469,10 @@ def test_expired_after_paid_is_ignored(platform: Platform) -> None:
 
 def test_paid_after_expired_is_ignored(platform: Platform) -> None:
     payment = _created(platform)
-    assert _webhook(platform, _callback(payment, "EXPIRED")).status_code == 200
-    expired = _get(platform, payment["id"])
+    assert _sandbox(platform, payment, "expire").status_code == 200
+    expired = _status_becomes(platform, payment, "expired")
     assert (expired["status"], expired["escrowStatus"]) == ("expired", "none")
+    # Xendit shows the invoice EXPIRED, so a PAID callback for it is not believed.
     assert _webhook(platform, _callback(payment, "PAID")).status_code == 200
     assert _get(platform, payment["id"]) == expired
     assert _report_statuses(platform, payment["id"]) == ["expired"]
@@ -495,6 +516,141 @@ def test_callbacks_for_no_payment_of_ours_are_acknowledged_and_ignored(
     assert snapshot(platform, "payment") == before
 
 
+def test_a_forged_paid_callback_is_checked_with_xendit_and_changes_nothing(
+    platform: Platform,
+) -> None:
+    """The callback token is right, but Xendit shows the invoice unpaid: nothing moves."""
+    payment = _created(platform)
+    before = snapshot(platform, "payment")
+    forged = _webhook(platform, _callback(payment, "PAID"))
+    seed_form = _webhook(
+        platform,
+        {
+            "external_id": payment["paymentCode"],
+            "status": "PAID",
+            "paid_at": "2025-11-20T15:30:00Z",
+        },
+    )
+    for response in (forged, seed_form):
+        assert response.status_code == 200, response.text
+        assert response.json() == {"status": "ignored"}
+    assert snapshot(platform, "payment") == before
+    assert _get(platform, payment["id"])["status"] == "pending"
+    [invoice] = _invoices_for(platform, payment["paymentCode"])
+    assert invoice["status"] == "PENDING"
+    unconfirmed = wait_logged(
+        platform, "payment", "webhook_status_not_confirmed", payment_code=payment["paymentCode"]
+    )
+    assert {(e["reported"], e["xendit_status"], e["level"]) for e in unconfirmed} == {
+        ("PAID", "PENDING", "warning")
+    }
+
+
+def test_the_seed_callback_body_is_accepted_after_a_real_payment(platform: Platform) -> None:
+    """Seed step 4's body (no invoice id, no amount) is matched by `external_id` and verified
+    by reading back the invoice stored for the payment."""
+    payment = _created(platform)
+    _sandbox(platform, payment, "lose-callbacks").raise_for_status()
+    _sandbox(platform, payment, "pay").raise_for_status()
+    seed_body = {
+        "external_id": payment["paymentCode"],
+        "status": "PAID",
+        "paid_at": "2025-11-20T15:30:00Z",
+    }
+    response = _webhook(platform, seed_body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "processed"}
+    paid = _get(platform, payment["id"])
+    assert (paid["status"], paid["escrowStatus"]) == ("paid", "held")
+    [invoice] = _invoices_for(platform, payment["paymentCode"])
+    assert datetime.fromisoformat(paid["paidAt"]) == datetime.fromisoformat(invoice["paid_at"])
+    assert _report_statuses(platform, payment["id"]) == ["paid"]
+    assert (
+        sandbox_webhook_attempts(platform.client("xendit-sandbox"), invoiceId=invoice["id"]) == []
+    )  # the sandbox's own callback was lost: only the seed body told payment-service
+
+
+def test_a_callback_naming_another_invoice_or_amount_changes_nothing(platform: Platform) -> None:
+    payment = _created(platform)
+    _sandbox(platform, payment, "lose-callbacks").raise_for_status()
+    _sandbox(platform, payment, "pay").raise_for_status()  # paid at Xendit, for real
+    before = snapshot(platform, "payment")
+
+    other_invoice = _webhook(platform, _callback(payment, "PAID", id="0" * 24))
+    assert other_invoice.json() == {"status": "ignored"}
+    wait_logged(
+        platform, "payment", "webhook_for_other_invoice", payment_code=payment["paymentCode"]
+    )
+    # Xendit's invoice for another amount than the payment's (here: the payment's record
+    # altered underneath) is not the payment's, whatever the callback says.
+    platform.sql(
+        "UPDATE payment.payments SET amount = amount + 1 WHERE id = $1", uuid.UUID(payment["id"])
+    )
+    try:
+        other_amount = _webhook(platform, _callback(payment, "PAID", amount=payment["amount"] + 1))
+        assert other_amount.json() == {"status": "ignored"}
+    finally:
+        platform.sql(
+            "UPDATE payment.payments SET amount = amount - 1 WHERE id = $1",
+            uuid.UUID(payment["id"]),
+        )
+    [mismatch] = wait_logged(
+        platform, "payment", "invoice_does_not_match_payment", payment_code=payment["paymentCode"]
+    )
+    assert mismatch["level"] == "error"
+    assert (
+        mismatch["reason"]
+        == f"amount {payment['amount']} is not the payment's {payment['amount'] + 1}"
+    )
+    assert snapshot(platform, "payment") == before
+
+    # The callback's own amount is not what is checked: Xendit's invoice is.
+    right = _webhook(platform, _callback(payment, "PAID", amount=1, paid_amount=1))
+    assert right.json() == {"status": "processed"}
+    assert _get(platform, payment["id"])["status"] == "paid"
+
+
+def test_xendit_unreachable_while_verifying_answers_503(platform: Platform) -> None:
+    payment = _created(platform)
+    before = snapshot(platform, "payment")
+    platform.supervisor.stop("xendit-sandbox")
+    try:
+        response = _webhook(platform, _callback(payment, "PAID"))
+        assert_problem(response, 503, "payment_provider_unavailable")
+        assert response.headers.get("retry-after")
+    finally:
+        platform.supervisor.start_one("xendit-sandbox")
+        platform.supervisor.wait_ready()
+    assert snapshot(platform, "payment") == before
+
+
+def test_overdue_payments_are_settled_by_what_xendit_says(platform: Platform) -> None:
+    """Xendit does not always send EXPIRED, and a PAID callback may be lost: past their
+    expiry, pending payments are read back from Xendit by payment-service's sweep."""
+    soon = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
+    unpaid, paid = _created(platform, expiresAt=soon), _created(platform, expiresAt=soon)
+    for payment in (unpaid, paid):
+        _sandbox(platform, payment, "lose-callbacks").raise_for_status()
+    _sandbox(platform, paid, "pay").raise_for_status()
+    assert _get(platform, paid["id"])["status"] == "pending"
+
+    expired = _eventually(
+        lambda: (current := _get(platform, unpaid["id"]))["status"] == "expired" and current,
+        timeout=20.0,
+    )
+    assert expired, _get(platform, unpaid["id"])
+    assert _report_statuses(platform, unpaid["id"]) == ["expired"]
+    settled = _status_becomes(platform, paid, "paid")
+    assert settled["escrowStatus"] == "held"
+    assert _report_statuses(platform, paid["id"]) == ["paid"]
+    for payment in (unpaid, paid):
+        [invoice] = _invoices_for(platform, payment["paymentCode"])
+        assert (
+            sandbox_webhook_attempts(platform.client("xendit-sandbox"), invoiceId=invoice["id"])
+            == []
+        )
+
+
 def test_malformed_callback_is_refused(platform: Platform) -> None:
     payment = _created(platform)
     before = snapshot(platform, "payment")
@@ -506,8 +662,7 @@ def test_malformed_callback_is_refused(platform: Platform) -> None:
 
 def test_payments_for_other_than_participants_are_not_reported(platform: Platform) -> None:
     payment = _created(platform, reference=f"order:{uuid.uuid4()}")
-    assert _webhook(platform, _callback(payment, "PAID")).status_code == 200
-    assert _get(platform, payment["id"])["status"] == "paid"
+    _paid_in_sandbox(platform, payment)
     assert _outbox_reports(platform, payment["id"]) == []
 
 
@@ -616,8 +771,7 @@ def test_a_buyer_sees_only_their_own_payments(platform: Platform) -> None:
 def test_admin_lists_every_payment_with_filters(platform: Platform) -> None:
     buyer: Account = platform.new_buyer()
     pending = _created(platform, user_id=buyer.id)
-    paid = _created(platform, user_id=buyer.id)
-    assert _webhook(platform, _callback(paid, "PAID")).status_code == 200
+    paid = _paid_in_sandbox(platform, _created(platform, user_id=buyer.id))
 
     everyone = _list(platform, _admin(platform), limit=100).json()
     assert everyone["total"] >= 2

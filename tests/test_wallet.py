@@ -17,6 +17,7 @@ from laku.core.http import ServiceCallError, ServiceTokenSource, new_http_client
 from laku.providers.xendit.client import XenditError
 from laku.providers.xendit.payouts import XenditPayoutClient
 from laku.wallet.client import MovementReason, WalletClient
+from tests.service_logs import wait_logged
 from tests.support import Account, Platform, assert_problem, bearer, snapshot
 
 CREDITS = "/api/wallets/credits"
@@ -394,6 +395,16 @@ def _withdrawal_of(platform: Platform, buyer: Account, withdrawal_id: str) -> di
     return response.json()
 
 
+def _withdrawal_becomes(
+    platform: Platform, buyer: Account, withdrawal_id: str, status: str, timeout: float = 10.0
+) -> dict[str, Any]:
+    def settled() -> dict[str, Any] | None:
+        withdrawal = _withdrawal_of(platform, buyer, withdrawal_id)
+        return withdrawal if withdrawal["status"] == status else None
+
+    return _eventually(settled, timeout_seconds=timeout)
+
+
 def _requested_payout_id(platform: Platform, buyer: Account, withdrawal_id: str) -> str:
     """The Xendit payout the outbox relay requested for the withdrawal."""
     return _eventually(lambda: _withdrawal_of(platform, buyer, withdrawal_id)["payoutId"])
@@ -405,7 +416,9 @@ def _sandbox_payouts(platform: Platform, reference_id: str) -> list[dict[str, An
         "/v2/payouts", params={"reference_id": reference_id}, auth=(secret, "")
     )
     assert response.status_code == 200, response.text
-    return response.json()
+    page = response.json()
+    assert page["has_more"] is False
+    return page["data"]
 
 
 def _delivered_webhooks(platform: Platform, payout_id: str) -> list[dict[str, Any]]:
@@ -530,9 +543,147 @@ def test_the_payout_webhook_needs_xendits_callback_token(
     stranger = {**webhook, "data": {**webhook["data"], "reference_id": "invoice-payout-7"}}
     assert _post(platform, WEBHOOK, stranger, {"x-callback-token": token}).status_code == 200
     assert snapshot(platform, "wallet") == before
-    # The same webhook with the token is applied.
+    # With the token it is read back from Xendit, which shows the payout still ACCEPTED: the
+    # event and status it claims are not believed.
     assert _post(platform, WEBHOOK, webhook, {"x-callback-token": token}).status_code == 200
-    assert _balance(platform, buyer) == 50_000
+    assert _withdrawal_of(platform, buyer, withdrawal["id"])["status"] == "pending"
+    assert _balance(platform, buyer) == 0
+    wait_logged(platform, "wallet", "payout_webhook_not_confirmed", payout_id=payout_id)
+
+
+def test_a_forged_payout_failed_does_not_credit_a_paid_withdrawal(
+    platform: Platform, service_headers: dict[str, str]
+) -> None:
+    buyer = platform.new_buyer()
+    _credit(platform, service_headers, buyer.id, 70_000)
+    withdrawal = _withdraw(platform, buyer, 50_000)
+    payout_id = _requested_payout_id(platform, buyer, withdrawal["id"])
+    sandbox = platform.client("xendit-sandbox")
+    assert sandbox.post(f"/sandbox/payouts/{payout_id}/succeed").status_code == 200
+    _eventually(
+        lambda: _withdrawal_of(platform, buyer, withdrawal["id"])["status"] == "succeeded" or None
+    )
+    before = snapshot(platform, "wallet")
+    token = platform.settings.xendit_callback_token.get_secret_value()
+    forged = {
+        "event": "payout.failed",
+        "business_id": "sandbox",
+        "data": {
+            "id": payout_id,
+            "reference_id": withdrawal["id"],
+            "status": "FAILED",
+            "amount": 50_000,
+            "currency": "IDR",
+            "failure_code": "INVALID_DESTINATION",
+        },
+    }
+    other_payout = {**forged, "data": {**forged["data"], "id": "disb-" + "0" * 24}}
+    for body in (forged, other_payout):
+        response = _post(platform, WEBHOOK, body, {"x-callback-token": token})
+        assert response.status_code == 200, response.text
+    assert snapshot(platform, "wallet") == before
+    assert _balance(platform, buyer) == 20_000
+    assert _withdrawal_of(platform, buyer, withdrawal["id"])["status"] == "succeeded"
+    assert _reasons(platform, buyer) == [
+        ("credit", "tier_refund", 70_000),
+        ("debit", "withdrawal", 50_000),
+    ]
+    wait_logged(
+        platform, "wallet", "payout_webhook_for_other_payout", payout_id=other_payout["data"]["id"]
+    )
+
+
+def test_a_payout_whose_webhook_is_lost_is_followed_until_it_succeeds(
+    platform: Platform, service_headers: dict[str, str]
+) -> None:
+    buyer = platform.new_buyer()
+    _credit(platform, service_headers, buyer.id, 30_000)
+    withdrawal = _withdraw(platform, buyer, 30_000)
+    payout_id = _requested_payout_id(platform, buyer, withdrawal["id"])
+    sandbox = platform.client("xendit-sandbox")
+    assert sandbox.post(f"/sandbox/payouts/{payout_id}/lose-webhooks").status_code == 200
+    assert _withdrawal_of(platform, buyer, withdrawal["id"])["status"] == "pending"
+    assert sandbox.post(f"/sandbox/payouts/{payout_id}/succeed").status_code == 200
+
+    _eventually(
+        lambda: _withdrawal_of(platform, buyer, withdrawal["id"])["status"] == "succeeded" or None,
+        timeout_seconds=30.0,
+    )
+    assert _delivered_webhooks(platform, payout_id) == []
+    assert _balance(platform, buyer) == 0
+
+
+@pytest.mark.parametrize("outcome", ["fail", "cancel"])
+def test_a_payout_that_fails_or_is_cancelled_unseen_credits_back_once(
+    platform: Platform, service_headers: dict[str, str], outcome: str
+) -> None:
+    buyer = platform.new_buyer()
+    _credit(platform, service_headers, buyer.id, 30_000)
+    withdrawal = _withdraw(platform, buyer, 30_000)
+    payout_id = _requested_payout_id(platform, buyer, withdrawal["id"])
+    sandbox = platform.client("xendit-sandbox")
+    assert sandbox.post(f"/sandbox/payouts/{payout_id}/lose-webhooks").status_code == 200
+    if outcome == "fail":
+        settled = sandbox.post(
+            f"/sandbox/payouts/{payout_id}/fail", params={"failureCode": "REJECTED_BY_CHANNEL"}
+        )
+    else:  # called off at Xendit (by an operator), which sends no webhook
+        secret = platform.settings.xendit_secret_key.get_secret_value()
+        settled = sandbox.post(f"/v2/payouts/{payout_id}/cancel", auth=(secret, ""))
+    assert settled.status_code == 200, settled.text
+
+    failed = _withdrawal_becomes(platform, buyer, withdrawal["id"], "failed", 30.0)
+    expected_code = "REJECTED_BY_CHANNEL" if outcome == "fail" else "CANCELLED"
+    assert failed["failureCode"] == expected_code
+    assert _balance(platform, buyer) == 30_000
+    assert _reasons(platform, buyer) == [
+        ("credit", "tier_refund", 30_000),
+        ("debit", "withdrawal", 30_000),
+        ("credit", "withdrawal_reversal", 30_000),
+    ]
+    assert _delivered_webhooks(platform, payout_id) == []
+
+
+def test_a_payout_reversed_after_it_succeeded_credits_the_wallet_back_once(
+    platform: Platform, service_headers: dict[str, str]
+) -> None:
+    buyer = platform.new_buyer()
+    _credit(platform, service_headers, buyer.id, 60_000)
+    withdrawal = _withdraw(platform, buyer, 45_000)
+    payout_id = _requested_payout_id(platform, buyer, withdrawal["id"])
+    sandbox = platform.client("xendit-sandbox")
+    assert sandbox.post(f"/sandbox/payouts/{payout_id}/succeed").status_code == 200
+    _eventually(
+        lambda: _withdrawal_of(platform, buyer, withdrawal["id"])["status"] == "succeeded" or None
+    )
+    assert _balance(platform, buyer) == 15_000
+
+    reversed_ = sandbox.post(f"/sandbox/payouts/{payout_id}/reverse")
+    assert reversed_.status_code == 200, reversed_.text
+    assert reversed_.json()["status"] == "REVERSED"
+    for _ in range(2):  # Xendit sends it again: still one credit
+        assert sandbox.post(f"/sandbox/payouts/{payout_id}/resend-webhook").status_code == 200
+    webhooks = _eventually(lambda: _delivered_webhooks(platform, payout_id)[3:] or None)
+    assert [w["event"] for w in _delivered_webhooks(platform, payout_id)] == [
+        "payout.succeeded",
+        "payout.reversed",
+        "payout.reversed",
+        "payout.reversed",
+    ]
+    assert webhooks
+    settled = _withdrawal_of(platform, buyer, withdrawal["id"])
+    assert (settled["status"], settled["failureCode"]) == ("failed", "REVERSED")
+    assert _balance(platform, buyer) == 60_000
+    assert _reasons(platform, buyer) == [
+        ("credit", "tier_refund", 60_000),
+        ("debit", "withdrawal", 45_000),
+        ("credit", "withdrawal_reversal", 45_000),
+    ]
+    # Only a payout that succeeded can be reversed.
+    assert sandbox.post(f"/sandbox/payouts/{payout_id}/reverse").status_code == 200  # no change
+    other = _withdraw(platform, buyer, 10_000)
+    other_payout = _requested_payout_id(platform, buyer, other["id"])
+    assert sandbox.post(f"/sandbox/payouts/{other_payout}/reverse").status_code == 409
 
 
 async def test_payout_client_creates_one_payout_per_idempotency_key(platform: Platform) -> None:

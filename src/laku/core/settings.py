@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # Where invoice webhooks go; None: payment-service's /api/payments/webhook.
     xendit_webhook_url: str | None = None
     invoice_duration_seconds: int = 86_400
+    # Xendit does not always send EXPIRED: each payment-service process reads back from Xendit
+    # the pending payments past their expiry every this many seconds (0: never).
+    overdue_payment_sweep_interval_seconds: float = 60
 
     # Xendit payouts (wallet withdrawals), with the same key and callback token as invoices.
     # Where payout webhooks go; None: wallet-service's /api/wallets/payouts/webhook.

@@ -39,6 +39,7 @@ from laku.providers.biteship.client import (
     ORDER_STATUSES,
     BiteshipClient,
     BiteshipError,
+    BiteshipOrder,
     Contact,
     RateItem,
 )
@@ -293,28 +294,52 @@ class Logistics:
 
     async def apply_webhook(self, webhook: BiteshipWebhook) -> WebhookOutcome:
         """Record an `order.status` once and move the shipment and its order; take the
-        waybill of `order.waybill_id`. Anything else, or an order that is not ours, is
-        acknowledged and ignored (Biteship would retry anything but a 2xx)."""
+        waybill of `order.waybill_id`. The webhook is only a hint: the order is read back from
+        Biteship first, and only a status Biteship confirms (the order's status now, or one in
+        its tracking history, at Biteship's time) moves anything; the waybill too is
+        Biteship's. Anything else, an order that is not ours, or a status Biteship does not
+        confirm is acknowledged and ignored (Biteship would retry anything but a 2xx);
+        Biteship unreachable answers 503, so that Biteship sends it again."""
         if webhook.event not in ("order.status", "order.waybill_id") or not webhook.order_id:
             return "ignored"
-        async with self._db.sessions.begin() as session:
-            shipment = await session.scalar(
-                select(Shipment)
-                .where(Shipment.biteship_order_id == webhook.order_id)
-                .with_for_update()
+        async with self._db.sessions() as session:
+            known = await session.scalar(
+                select(Shipment).where(Shipment.biteship_order_id == webhook.order_id)
             )
-            if shipment is None:
-                log.info("biteship_webhook_for_unknown_order", biteship_order_id=webhook.order_id)
-                return "ignored"
-            if webhook.courier_waybill_id and shipment.tracking_number is None:
-                shipment.tracking_number = webhook.courier_waybill_id
-            if webhook.event == "order.waybill_id":
-                return "processed"
-            status = _status(webhook.status or "")
+        if known is None:
+            log.info("biteship_webhook_for_unknown_order", biteship_order_id=webhook.order_id)
+            return "ignored"
+        order = await self._read_order(webhook.order_id)
+        if order.id != webhook.order_id or order.reference_id != str(known.order_id):
+            log.error(
+                "biteship_order_does_not_match_shipment",
+                shipment_id=str(known.id),
+                biteship_order_id=order.id,
+                reference_id=order.reference_id,
+            )
+            return "ignored"
+        status = _status(webhook.status or "")
+        occurred_at: datetime | None = None
+        if webhook.event == "order.status":
             if status not in ORDER_STATUSES:
                 log.warning("biteship_webhook_unknown_status", status=webhook.status)
                 return "ignored"
-            if not await self._record_event(session, shipment, status, webhook.updated_at):
+            confirmed, occurred_at = await self._confirmed_at(order, status, webhook.updated_at)
+            if not confirmed:
+                log.warning(
+                    "biteship_webhook_status_not_confirmed",
+                    shipment_id=str(known.id),
+                    reported=webhook.status,
+                    biteship_status=order.status,
+                )
+                return "ignored"
+        async with self._db.sessions.begin() as session:
+            shipment = await session.get_one(Shipment, known.id, with_for_update=True)
+            if order.courier.waybill_id and shipment.tracking_number is None:
+                shipment.tracking_number = order.courier.waybill_id
+            if webhook.event == "order.waybill_id":
+                return "processed"
+            if not await self._record_event(session, shipment, status, occurred_at):
                 return "duplicate"
             enqueued = self._move_order(shipment, status)
             if enqueued:
@@ -322,6 +347,34 @@ class Logistics:
         if enqueued:
             self._on_commit()
         return "processed"
+
+    async def _confirmed_at(
+        self, order: BiteshipOrder, status: str, reported_at: datetime | None
+    ) -> tuple[bool, datetime | None]:
+        """Whether Biteship says the order took `status`, and when. The order's current status
+        is taken at the webhook's time (never later than now: a time from the future would pin
+        the shipment's status against every real one after it); an earlier one (a webhook
+        delivered late), or one reported without a time, at its time in the order's tracking
+        history (None: the current status, with no time anywhere)."""
+        current = _status(order.status) == status
+        if current and reported_at is not None:
+            return True, min(reported_at, datetime.now(UTC))
+        if not order.courier.tracking_id:
+            return current, None
+        try:
+            tracking = await self._biteship.get_tracking(order.courier.tracking_id)
+        except BiteshipError as exc:
+            raise _read_back_failed(order.id, exc) from exc
+        if tracking.order_id not in (None, order.id):
+            return False, None
+        times = [entry.updated_at for entry in tracking.history if _status(entry.status) == status]
+        return current or bool(times), max(times, default=None)
+
+    async def _read_order(self, biteship_order_id: str) -> BiteshipOrder:
+        try:
+            return await self._biteship.get_order(biteship_order_id)
+        except BiteshipError as exc:
+            raise _read_back_failed(biteship_order_id, exc) from exc
 
     async def _record_event(
         self, session: AsyncSession, shipment: Shipment, status: str, occurred_at: datetime | None
@@ -408,6 +461,15 @@ class Logistics:
             RateItem(name=item.name, value=item.unit_price, quantity=item.quantity, weight=grams)
             for item in order.items
         ]
+
+
+def _read_back_failed(biteship_order_id: str, exc: BiteshipError) -> ShippingProviderUnavailable:
+    log.warning(
+        "biteship_order_read_back_failed", biteship_order_id=biteship_order_id, error=str(exc)
+    )
+    return ShippingProviderUnavailable(
+        f"The order could not be read back from Biteship: {exc.message}", retry_after=5
+    )
 
 
 def _abandoned(shipment: Shipment) -> bool:

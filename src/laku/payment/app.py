@@ -1,6 +1,7 @@
 """payment-service (port 3006): escrow payments backed by Xendit invoices; when their group buy
 closes, refunded into buyers' wallets or released."""
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from laku.payment.closing import CREDIT_REFUNDS, EXPIRE_INVOICE, ClosingDeliveri
 from laku.payment.models import idempotency_keys, outbox
 from laku.payment.notices import RefundNotices
 from laku.payment.routes import router
-from laku.payment.service import REPORT_PAYMENT_EVENT, Payments
+from laku.payment.service import REPORT_PAYMENT_EVENT, Payments, settle_overdue_every
 from laku.providers.xendit.client import XenditClient
 from laku.wallet.client import WalletClient
 
@@ -37,6 +38,12 @@ async def _startup(app: FastAPI) -> None:
         default_invoice_duration_seconds=state.settings.invoice_duration_seconds,
         on_commit=lambda: state.outbox_relay.wake(),
     )
+    interval = state.settings.overdue_payment_sweep_interval_seconds
+    if interval > 0:
+        # Kept on the state: the event loop holds its tasks only weakly.
+        state.overdue_sweep = asyncio.create_task(
+            settle_overdue_every(state.payments, interval), name="overdue-payment-sweep"
+        )
 
 
 def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:

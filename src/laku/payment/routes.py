@@ -70,12 +70,18 @@ async def create_payment(
     "/webhook",
     response_model=WebhookAck,
     dependencies=[Depends(_xendit_callback)],
-    responses={200: {"description": "Applied, or acknowledged and ignored"}},
+    responses={
+        200: {"description": "Applied, or acknowledged and ignored"},
+        503: {"description": "Xendit could not be asked about the invoice; Xendit retries"},
+    },
 )
 async def xendit_webhook(callback: XenditInvoiceCallback, request: Request) -> WebhookAck:
-    """Xendit's invoice callback (seed step 4): PAID or SETTLED → paid with the money held in
-    escrow; EXPIRED → expired if still unpaid. Authenticated by `x-callback-token`, not a
-    bearer token. Repeated and out-of-order callbacks change a payment at most once."""
+    """Xendit's invoice callback (seed step 4), authenticated by `x-callback-token` (not a
+    bearer token) and then taken only as a hint: the payment's invoice is read back from Xendit,
+    checked against the payment (invoice id, `external_id`, amount, IDR), and Xendit's status
+    decides: PAID or SETTLED → paid with the money held in escrow; EXPIRED → expired if still
+    unpaid. Matched by `external_id`; `id`, when sent, must be the payment's invoice. Repeated
+    and out-of-order callbacks change a payment at most once."""
     return WebhookAck(status=await _payments(request).apply_callback(callback))
 
 

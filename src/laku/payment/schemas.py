@@ -178,17 +178,16 @@ class PaymentsExpireOut(WireModel):
 
 
 class XenditInvoiceCallback(BaseModel):
-    """The invoice webhook Xendit sends (its own snake_case fields; those we do not use are
-    accepted and ignored, as Xendit adds fields over time)."""
+    """The invoice webhook Xendit sends (its own snake_case fields; the rest, such as its
+    amount and paid_at, are accepted and ignored, as Xendit adds fields over time). It is only
+    a hint: the invoice is read back from Xendit, so only the fields that find it are read.
+    `id`, when sent, must be the payment's invoice."""
 
     model_config = ConfigDict(extra="ignore")
 
-    id: Annotated[str, Field(min_length=1, max_length=100)]
+    id: Annotated[str | None, Field(min_length=1, max_length=100)] = None
     external_id: Annotated[str, Field(min_length=1, max_length=100)]
     status: Annotated[str, Field(min_length=1, max_length=32)]
-    amount: int | None = None
-    paid_amount: int | None = None
-    paid_at: datetime | None = None
 
 
 class WebhookAck(WireModel):

@@ -5,6 +5,7 @@ report to group-buying in the same transaction, so duplicate, late or concurrent
 change a payment once and report it once.
 """
 
+import asyncio
 import math
 import secrets
 import uuid
@@ -14,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import structlog
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,7 +26,7 @@ from laku.core.security import Principal
 from laku.group_buying.client import PaymentEvent, PaymentEventStatus
 from laku.payment.models import Payment, outbox
 from laku.payment.schemas import EscrowStatus, PaymentCreate, PaymentStatus, XenditInvoiceCallback
-from laku.providers.xendit.client import XenditClient, XenditError, XenditInvoice
+from laku.providers.xendit.client import CURRENCY, XenditClient, XenditError, XenditInvoice
 
 log = structlog.get_logger()
 
@@ -209,44 +210,107 @@ class Payments:
         return payment
 
     async def apply_callback(self, callback: XenditInvoiceCallback) -> WebhookOutcome:
-        """Xendit's invoice webhook. Unknown invoices are acknowledged and ignored: answering
-        an error would only make Xendit repeat them, and so are statuses we do not act on."""
+        """Xendit's invoice webhook, taken as a hint: the payment's invoice is read back from
+        Xendit and only what Xendit says moves the payment; the callback's own status, amount
+        and paid_at are never used. Callbacks that name no payment of ours, another invoice, or
+        an invoice Xendit does not show paid or expired are acknowledged and ignored (answering
+        an error would only make Xendit repeat them). Xendit unreachable answers 503, so that
+        Xendit sends the callback again."""
         if callback.status not in _ACTED_ON_INVOICE_STATUSES:
             log.info("webhook_status_ignored", status=callback.status)
             return "ignored"
-        async with self._db.sessions.begin() as session:
+        async with self._db.sessions() as session:
             payment = await session.scalar(
-                select(Payment)
-                .where(Payment.payment_code == callback.external_id)
-                .with_for_update()
+                select(Payment).where(Payment.payment_code == callback.external_id)
             )
-            if payment is None:
-                log.warning("webhook_for_unknown_payment", external_id=callback.external_id)
-                return "ignored"
-            if payment.xendit_invoice_id is None and payment.status == PaymentStatus.PENDING:
+        if payment is None:
+            log.warning("webhook_for_unknown_payment", external_id=callback.external_id)
+            return "ignored"
+        if payment.xendit_invoice_id is None:
+            if payment.status == PaymentStatus.PENDING:
                 # The invoice exists but is not recorded yet: an error makes Xendit come back.
                 raise PaymentInProgress("The payment's invoice is being recorded", retry_after=1)
-            if payment.xendit_invoice_id != callback.id:
-                # An invoice from a creation that failed half way; its URL was never handed out.
-                log.warning(
-                    "webhook_for_replaced_invoice",
-                    payment_code=payment.payment_code,
-                    invoice_id=callback.id,
+            log.warning("webhook_for_uninvoiced_payment", payment_code=payment.payment_code)
+            return "ignored"
+        if callback.id is not None and callback.id != payment.xendit_invoice_id:
+            # Another invoice (from a creation that failed half way, whose URL was never handed
+            # out), or a forgery.
+            log.warning(
+                "webhook_for_other_invoice",
+                payment_code=payment.payment_code,
+                invoice_id=callback.id,
+                expected_invoice_id=payment.xendit_invoice_id,
+            )
+            return "ignored"
+        invoice = await self._read_invoice(payment.xendit_invoice_id)
+        if callback.status != invoice.status:
+            # A forgery, or a callback overtaken by events: what Xendit shows decides.
+            log.warning(
+                "webhook_status_not_confirmed",
+                payment_code=payment.payment_code,
+                reported=callback.status,
+                xendit_status=invoice.status,
+            )
+        outcome = await self._settle_by_invoice(payment.id, invoice, webhook=True)
+        return "processed" if outcome is not None else "ignored"
+
+    async def settle_overdue(self, *, batch_size: int = 100) -> int:
+        """Read back from Xendit every pending payment past its expiry and settle it by what
+        Xendit says (EXPIRED: expired, PAID: paid, each reported as its callback would be):
+        Xendit does not always send the EXPIRED callback, and a callback may have been lost.
+        Returns how many payments moved. Xendit unreachable stops the run (tried next time)."""
+        moved = 0
+        after: tuple[datetime, uuid.UUID] | None = None
+        while True:
+            query = (
+                select(Payment.id, Payment.expires_at, Payment.xendit_invoice_id)
+                .where(
+                    Payment.status == PaymentStatus.PENDING.value,
+                    Payment.xendit_invoice_id.is_not(None),
+                    Payment.expires_at < func.now(),
                 )
-                return "ignored"
-            if callback.amount is not None and callback.amount != payment.amount:
-                log.error(
-                    "webhook_amount_mismatch",
-                    payment_code=payment.payment_code,
-                    expected=payment.amount,
-                    received=callback.amount,
-                )
-                return "ignored"
-            payment.last_webhook_at = datetime.now(UTC)
-            changed = await _follow_invoice(session, payment, callback.status, callback.paid_at)
+                .order_by(Payment.expires_at, Payment.id)
+                .limit(batch_size)
+            )
+            if after is not None:
+                query = query.where(tuple_(Payment.expires_at, Payment.id) > after)
+            async with self._db.sessions() as session:
+                overdue = (await session.execute(query)).all()
+            for payment_id, _, invoice_id in overdue:
+                invoice = await self._read_invoice(invoice_id)
+                if await self._settle_by_invoice(payment_id, invoice, webhook=False):
+                    moved += 1
+            if len(overdue) < batch_size:
+                return moved
+            after = (overdue[-1].expires_at, overdue[-1].id)
+
+    async def _read_invoice(self, invoice_id: str) -> XenditInvoice:
+        try:
+            return await self._xendit.get_invoice(invoice_id)
+        except XenditError as exc:
+            log.warning("invoice_read_back_failed", invoice_id=invoice_id, error=str(exc))
+            raise PaymentProviderUnavailable(
+                f"The invoice could not be read back from Xendit: {exc.message}", retry_after=5
+            ) from exc
+
+    async def _settle_by_invoice(
+        self, payment_id: uuid.UUID, invoice: XenditInvoice, *, webhook: bool
+    ) -> bool | None:
+        """Move the payment as the invoice Xendit showed says, if that invoice is the payment's
+        own in every detail: True when it moved, False when it was there already, None when
+        Xendit shows the invoice still pending or the invoice is not the payment's."""
+        async with self._db.sessions.begin() as session:
+            payment = await _locked(session, payment_id)
+            if not _matches(payment, invoice):
+                return None
+            if invoice.status not in _ACTED_ON_INVOICE_STATUSES:
+                return None  # still PENDING at Xendit: nothing happened yet
+            if webhook:
+                payment.last_webhook_at = datetime.now(UTC)
+            changed = await _follow_invoice(session, payment, invoice.status, invoice.paid_at)
         if changed:
             self._on_commit()
-        return "processed"
+        return changed
 
     async def expire(self, payment_id: uuid.UUID) -> Payment:
         """Close the invoice at Xendit, then record it expired; already expired (or never
@@ -264,7 +328,9 @@ class Payments:
         invoice = await self._expire_invoice(payment.xendit_invoice_id)
         async with self._db.sessions.begin() as session:
             payment = await _locked(session, payment_id)
-            changed = await _follow_invoice(session, payment, invoice.status, invoice.paid_at)
+            changed = _matches(payment, invoice) and await _follow_invoice(
+                session, payment, invoice.status, invoice.paid_at
+            )
         if changed:
             self._on_commit()
         if payment.status not in (PaymentStatus.PENDING, PaymentStatus.EXPIRED):
@@ -283,6 +349,8 @@ class Payments:
             payment = await _locked(session, payment_id)
             if payment.status != PaymentStatus.EXPIRED:
                 return  # already recorded paid by an earlier delivery
+            if not _matches(payment, invoice):
+                return
             log.warning("paid_before_bulk_expiry", payment_code=payment.payment_code)
             payment.status = PaymentStatus.PAID.value
             payment.escrow_status = EscrowStatus.HELD.value
@@ -316,6 +384,33 @@ async def _locked(session: AsyncSession, payment_id: uuid.UUID) -> Payment:
     if payment is None:
         raise _not_found()
     return payment
+
+
+def _invoice_mismatch(payment: Payment, invoice: XenditInvoice) -> str | None:
+    """Why the invoice Xendit showed is not this payment's, or None when it is."""
+    if invoice.id != payment.xendit_invoice_id:
+        return f"invoice id {invoice.id} is not the payment's {payment.xendit_invoice_id}"
+    if invoice.external_id != payment.payment_code:
+        return f"external_id {invoice.external_id} is not the payment code"
+    if invoice.currency != CURRENCY:
+        return f"currency {invoice.currency} is not {CURRENCY}"
+    if invoice.amount != payment.amount:
+        return f"amount {invoice.amount} is not the payment's {payment.amount}"
+    if invoice.paid_amount is not None and invoice.paid_amount != payment.amount:
+        return f"paid amount {invoice.paid_amount} is not the payment's {payment.amount}"
+    return None
+
+
+def _matches(payment: Payment, invoice: XenditInvoice) -> bool:
+    if mismatch := _invoice_mismatch(payment, invoice):
+        log.error(
+            "invoice_does_not_match_payment",
+            payment_code=payment.payment_code,
+            invoice_id=invoice.id,
+            reason=mismatch,
+        )
+        return False
+    return True
 
 
 async def _follow_invoice(
@@ -365,6 +460,20 @@ async def _report(
         await enqueue(
             session, outbox, REPORT_PAYMENT_EVENT, report.model_dump(mode="json", by_alias=True)
         )
+
+
+async def settle_overdue_every(payments: Payments, interval_seconds: float) -> None:
+    """`settle_overdue` every `interval_seconds`, in the background for as long as the process
+    runs. Other processes may run it too: each payment moves once, under its row lock."""
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            moved = await payments.settle_overdue()
+        except Exception:
+            log.exception("overdue_payment_sweep_failed")
+        else:
+            if moved:
+                log.info("overdue_payments_settled", moved=moved)
 
 
 # Reading ------------------------------------------------------------------------------------

@@ -8,16 +8,20 @@ from laku.core.app import create_service_app
 from laku.core.outbox import Handler
 from laku.providers.xendit.payouts import XenditPayoutClient
 from laku.wallet.models import idempotency_keys, outbox
-from laku.wallet.payouts import PayoutRequester
+from laku.wallet.payouts import WithdrawalPayouts
 from laku.wallet.routes import router
 from laku.wallet.service import REQUEST_PAYOUT
 
 
-def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
-    requester = PayoutRequester(
-        app.state.db, XenditPayoutClient(app.state.http, app.state.settings)
+async def _startup(app: FastAPI) -> None:
+    state = app.state
+    state.withdrawal_payouts = WithdrawalPayouts(
+        state.db, XenditPayoutClient(state.http, state.settings)
     )
-    return {REQUEST_PAYOUT: requester.request_payout}
+
+
+def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
+    return {REQUEST_PAYOUT: app.state.withdrawal_payouts.request_payout}
 
 
 def create_app() -> FastAPI:
@@ -25,5 +29,6 @@ def create_app() -> FastAPI:
         "wallet",
         routers=[router],
         idempotency_keys=idempotency_keys,
+        startup=_startup,
         outbox=(outbox, _outbox_handlers),
     )

@@ -151,11 +151,18 @@ async def _xendit(
 
 
 # Declared before /{user_id} so "payouts" is not taken for a user id.
-@router.post("/payouts/webhook", response_model=WebhookAck, dependencies=[Depends(_xendit)])
-async def payout_webhook(body: PayoutWebhook, session: DbSession) -> WebhookAck:
-    """Xendit reports a payout's outcome (authenticated by `x-callback-token`): succeeded
-    settles the withdrawal, failed gives the money back, once however often it is sent."""
-    await service.apply_payout_webhook(session, body)
+@router.post(
+    "/payouts/webhook",
+    response_model=WebhookAck,
+    dependencies=[Depends(_xendit)],
+    responses={503: {"description": "Xendit could not be asked about the payout; Xendit retries"}},
+)
+async def payout_webhook(body: PayoutWebhook, request: Request) -> WebhookAck:
+    """Xendit reports a payout's outcome (authenticated by `x-callback-token`), taken only as
+    a hint: the payout is read back from Xendit and checked against the withdrawal (id,
+    reference, amount), and Xendit's status decides: SUCCEEDED settles the withdrawal; FAILED,
+    CANCELLED or REVERSED gives the money back, once however often it is sent."""
+    await request.app.state.withdrawal_payouts.apply_webhook(body)
     return WebhookAck()
 
 

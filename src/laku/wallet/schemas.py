@@ -142,19 +142,18 @@ class WithdrawalOut(WireModel):
 
 
 class PayoutWebhookData(BaseModel):
-    """The payout in Xendit's webhook, named as Xendit names it; other fields are ignored."""
+    """The payout in Xendit's webhook, named as Xendit names it. Only what finds the payout is
+    read; its status, amount and the rest are ignored, as the payout is read back from Xendit."""
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str
-    reference_id: str
-    status: str
-    amount: int | float
-    failure_code: str | None = None
+    id: Annotated[str, Field(min_length=1, max_length=100)]
+    reference_id: Annotated[str, Field(min_length=1, max_length=255)]
 
 
 class PayoutWebhook(BaseModel):
-    """Xendit's payout webhook: `payout.succeeded` or `payout.failed` with the payout."""
+    """Xendit's payout webhook: `payout.succeeded`, `payout.failed` or `payout.reversed` with
+    the payout."""
 
     model_config = ConfigDict(extra="ignore")
 

@@ -26,7 +26,6 @@ from laku.wallet.schemas import (
     CURRENCY,
     BulkCreditsOut,
     MovementCreate,
-    PayoutWebhook,
     TransactionDirection,
     TransactionReason,
     WalletOut,
@@ -37,8 +36,12 @@ from laku.wallet.schemas import (
 log = structlog.get_logger()
 
 REQUEST_PAYOUT = "request_payout"
-PAYOUT_SUCCEEDED = "payout.succeeded"
-PAYOUT_FAILED = "payout.failed"
+# A payout's statuses at Xendit that settle a withdrawal (the others, ACCEPTED, REQUESTED and
+# LOCKED, mean it is still on its way).
+PAYOUT_SUCCEEDED = "SUCCEEDED"
+PAYOUT_NOT_MADE = frozenset({"FAILED", "CANCELLED"})
+PAYOUT_REVERSED = "REVERSED"
+PAYOUT_FINAL = PAYOUT_NOT_MADE | {PAYOUT_SUCCEEDED, PAYOUT_REVERSED}
 
 
 class InsufficientBalance(Conflict):
@@ -374,10 +377,13 @@ async def _locked_withdrawal(
 async def _fail_and_reverse(
     session: AsyncSession, withdrawal: WalletWithdrawal, failure_code: str
 ) -> None:
-    """The payout will not happen: the withdrawal fails and its amount goes back, once (the
-    reversal's idempotency key is the withdrawal's)."""
+    """The money did not reach the bank account (the payout failed, was cancelled or sent
+    back): the withdrawal fails and its amount goes back, once (the reversal's idempotency
+    key is the withdrawal's, however it came to fail)."""
     withdrawal.status = WithdrawalStatus.FAILED.value
     withdrawal.failure_code = failure_code
+    if await _by_key(session, _reversal_key(withdrawal.id)) is not None:
+        return
     wallet = await _locked_wallet(session, withdrawal.user_id, create=True)
     await _post(
         session,
@@ -388,9 +394,13 @@ async def _fail_and_reverse(
             amount=withdrawal.amount,
             reason=TransactionReason.WITHDRAWAL_REVERSAL,
             reference=f"withdrawal:{withdrawal.id}",
-            idempotency_key=f"withdrawal-reversal:{withdrawal.id}",
+            idempotency_key=_reversal_key(withdrawal.id),
         ),
     )
+
+
+def _reversal_key(withdrawal_id: uuid.UUID) -> str:
+    return f"withdrawal-reversal:{withdrawal_id}"
 
 
 async def refuse_withdrawal(
@@ -403,34 +413,39 @@ async def refuse_withdrawal(
     await session.commit()
 
 
-async def apply_payout_webhook(session: AsyncSession, webhook: PayoutWebhook) -> None:
-    """Settle a withdrawal from its payout's outcome. Only a pending withdrawal changes, so a
-    webhook delivered again (or late) changes nothing twice."""
-    payout = webhook.data
-    try:
-        withdrawal_id = uuid.UUID(payout.reference_id)
-    except ValueError:
-        withdrawal_id = None
-    withdrawal = await _locked_withdrawal(session, withdrawal_id) if withdrawal_id else None
+async def follow_payout(
+    session: AsyncSession,
+    withdrawal_id: uuid.UUID,
+    *,
+    payout_id: str,
+    payout_status: str,
+    failure_code: str | None,
+) -> WithdrawalStatus:
+    """Settle a withdrawal by its payout's status as Xendit reports it (read back from Xendit,
+    never taken from a webhook), and commit; returns the withdrawal's status. SUCCEEDED settles
+    a pending withdrawal; FAILED or CANCELLED fails it and gives the money back; REVERSED (the
+    bank sent the money back, even after it succeeded) does the same. Each happens once."""
+    withdrawal = await _locked_withdrawal(session, withdrawal_id)
     if withdrawal is None:
-        # Not a wallet withdrawal (a payout made outside Laku): acknowledged, nothing to do.
-        log.warning("payout_webhook_unknown_reference", reference_id=payout.reference_id)
-        return
+        raise NotFound("No such withdrawal", code="withdrawal_not_found")
     if withdrawal.payout_id is None:
-        withdrawal.payout_id = payout.id
-    pending = withdrawal.status == WithdrawalStatus.PENDING
-    if webhook.event == PAYOUT_SUCCEEDED and pending:
-        withdrawal.status = WithdrawalStatus.SUCCEEDED.value
-    elif webhook.event == PAYOUT_FAILED and pending:
-        await _fail_and_reverse(session, withdrawal, payout.failure_code or "UNKNOWN")
-    elif webhook.event in (PAYOUT_SUCCEEDED, PAYOUT_FAILED):
-        if webhook.event != f"payout.{withdrawal.status}":
-            log.warning(
-                "payout_webhook_contradicts_withdrawal",
+        withdrawal.payout_id = payout_id
+    status = WithdrawalStatus(withdrawal.status)
+    if payout_status == PAYOUT_SUCCEEDED:
+        if status is WithdrawalStatus.PENDING:
+            withdrawal.status = WithdrawalStatus.SUCCEEDED.value
+        elif status is WithdrawalStatus.FAILED:
+            log.error(
+                "payout_succeeded_for_failed_withdrawal",
                 withdrawal_id=str(withdrawal.id),
-                event=webhook.event,
-                status=withdrawal.status,
+                payout_id=payout_id,
+                failure_code=withdrawal.failure_code,
             )
-    else:
-        log.info("payout_webhook_ignored", event=webhook.event, withdrawal_id=str(withdrawal.id))
+    elif payout_status in PAYOUT_NOT_MADE and status is WithdrawalStatus.PENDING:
+        await _fail_and_reverse(session, withdrawal, failure_code or payout_status)
+    elif payout_status == PAYOUT_REVERSED and status is not WithdrawalStatus.FAILED:
+        log.warning("payout_reversed", withdrawal_id=str(withdrawal.id), payout_id=payout_id)
+        await _fail_and_reverse(session, withdrawal, PAYOUT_REVERSED)
+    status = WithdrawalStatus(withdrawal.status)
     await session.commit()
+    return status

@@ -29,8 +29,10 @@ class XenditInvoice(BaseModel):
     external_id: str
     status: str  # PENDING | PAID | SETTLED | EXPIRED
     amount: int
+    currency: str
     invoice_url: str
     expiry_date: datetime
+    paid_amount: int | None = None
     paid_at: datetime | None = None
 
 

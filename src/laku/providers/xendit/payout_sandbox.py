@@ -1,18 +1,21 @@
 """Xendit Payouts API (v2) in the xendit-sandbox: bank payouts as the real API keeps them.
 
 It speaks the Payouts contract (`POST /v2/payouts` with a required `Idempotency-key`,
-`GET /v2/payouts/{id}`, `GET /v2/payouts?reference_id=`, the same Basic auth and
-`{"error_code", "message"}` refusals as invoices). A payout is created ACCEPTED; like Xendit, the
-sandbox reports it SUCCEEDED or FAILED by POSTing the `payout.succeeded` / `payout.failed`
-webhook with the `x-callback-token` header, retried with back-off when it is not accepted.
+`GET /v2/payouts/{id}`, `GET /v2/payouts?reference_id=` (a page: `{"data": [...], "has_more"}`),
+`POST /v2/payouts/{id}/cancel`, the same Basic auth and `{"error_code", "message"}` refusals as
+invoices). A payout is created ACCEPTED; like Xendit, the sandbox reports it SUCCEEDED, FAILED
+or (after it succeeded) REVERSED by POSTing the `payout.succeeded` / `payout.failed` /
+`payout.reversed` webhook with the `x-callback-token` header, retried with back-off when it is
+not accepted. A cancelled payout is CANCELLED with no webhook.
 
 Where Xendit's behaviour is not spelled out, the sandbox chooses: the same Idempotency-key with
 the same request answers the payout it made; with another request it is refused (409
 `DUPLICATE_TRANSACTION_ERROR`). Succeeding a SUCCEEDED payout or failing a FAILED one changes
 nothing and sends nothing; a settled payout cannot be settled the other way (409).
 
-Under `/sandbox`: settle a payout as the bank would, send its webhook again, and list payouts
-and webhook attempts. Everything is kept in memory and lost on restart.
+Under `/sandbox`: settle or reverse a payout as the bank would, send its webhook again or lose
+its webhooks from now on, and list payouts and webhook attempts. Everything is kept in memory
+and lost on restart.
 """
 
 import json
@@ -40,7 +43,7 @@ SUPPORTED_CHANNELS = frozenset(
     f"ID_{bank}"
     for bank in ("BCA", "BNI", "BRI", "MANDIRI", "PERMATA", "CIMB", "BSI", "DANAMON", "BTN")
 )
-# Xendit's reasons for a FAILED payout.
+# Xendit's reasons for a FAILED payout (those its API reference and SDKs list).
 FAILURE_CODES = frozenset(
     {
         "INSUFFICIENT_BALANCE",
@@ -48,10 +51,11 @@ FAILURE_CODES = frozenset(
         "REJECTED_BY_CHANNEL",
         "TEMPORARY_TRANSFER_ERROR",
         "TRANSFER_ERROR",
-        "UNKNOWN_BANK_NETWORK_ERROR",
-        "DESTINATION_MAXIMUM_LIMIT",
     }
 )
+# The statuses Xendit reports by webhook (`payout.succeeded`, `payout.failed`,
+# `payout.reversed`).
+_WEBHOOK_STATUSES = ("SUCCEEDED", "FAILED", "REVERSED")
 _ESTIMATED_ARRIVAL = timedelta(minutes=5)
 
 
@@ -84,6 +88,8 @@ class SandboxPayout:
     status: str = "ACCEPTED"
     failure_code: str | None = None
     updated: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Set under /sandbox: Xendit's webhooks for this payout are lost (never delivered).
+    webhooks_lost: bool = False
 
     def as_resource(self) -> dict[str, Any]:
         """The payout as the API returns it (and as a webhook's `data`)."""
@@ -186,11 +192,19 @@ class PayoutDesk:
         self.idempotency_keys[idempotency_key] = (fingerprint, payout.id)
         return payout
 
-    def settle(self, payout: SandboxPayout, status: str, failure_code: str | None = None) -> None:
-        """The bank's answer: SUCCEEDED or FAILED, then its webhook, once."""
+    def settle(
+        self,
+        payout: SandboxPayout,
+        status: str,
+        failure_code: str | None = None,
+        *,
+        settles: str = "ACCEPTED",
+    ) -> None:
+        """Move a payout that is `settles` to `status` (the bank's answer: SUCCEEDED or FAILED;
+        a SUCCEEDED one REVERSED), then its webhook, once."""
         if payout.status == status:
             return
-        if payout.status != "ACCEPTED":
+        if payout.status != settles:
             raise XenditApiError(
                 409, "INVALID_PAYOUT_STATUS", f"Payout {payout.id} is already {payout.status}"
             )
@@ -199,13 +213,29 @@ class PayoutDesk:
         payout.updated = datetime.now(UTC)
         self.send_webhook(payout)
 
+    def cancel(self, payout: SandboxPayout) -> None:
+        """The merchant calls an ACCEPTED payout off: CANCELLED (Xendit sends no webhook)."""
+        if payout.status == "CANCELLED":
+            return
+        if payout.status != "ACCEPTED":
+            raise XenditApiError(
+                409,
+                "PAYOUT_NOT_CANCELLABLE",
+                f"Payout {payout.id} is {payout.status}; only an ACCEPTED payout can be cancelled",
+            )
+        payout.status = "CANCELLED"
+        payout.updated = datetime.now(UTC)
+
     def send_webhook(self, payout: SandboxPayout) -> None:
-        if payout.status not in ("SUCCEEDED", "FAILED"):
+        if payout.status not in _WEBHOOK_STATUSES:
             raise XenditApiError(
                 409,
                 "PAYOUT_STATUS_HAS_NO_WEBHOOK",
-                f"Payout {payout.id} is {payout.status}; webhooks report SUCCEEDED or FAILED",
+                f"Payout {payout.id} is {payout.status}; webhooks report "
+                + ", ".join(_WEBHOOK_STATUSES),
             )
+        if payout.webhooks_lost:
+            return
         self.webhooks_sent += 1
         delivery, url, payload = self.webhooks_sent, self.webhook_url, payout.as_webhook()
 
@@ -260,17 +290,29 @@ def payout_router(sandbox: XenditSandbox) -> APIRouter:
         sandbox.authenticate(request.headers.get("authorization"))
         return payout_json(desk.find(payout_id))
 
-    @router.get("/v2/payouts", tags=["payout-api"])
-    async def payouts_by_reference(reference_id: str, request: Request) -> JSONResponse:
-        """Every payout made under `reference_id`, oldest first."""
+    @router.post("/v2/payouts/{payout_id}/cancel", tags=["payout-api"])
+    async def cancel_payout(payout_id: str, request: Request) -> JSONResponse:
+        """Call off a payout the bank has not been asked to make yet (ACCEPTED): CANCELLED."""
         sandbox.authenticate(request.headers.get("authorization"))
-        return JSONResponse(
-            [
-                payout.as_resource()
-                for payout in desk.payouts.values()
-                if payout.request.reference_id == reference_id
-            ]
-        )
+        payout = desk.find(payout_id)
+        desk.cancel(payout)
+        return payout_json(payout)
+
+    @router.get("/v2/payouts", tags=["payout-api"])
+    async def payouts_by_reference(
+        reference_id: str,
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    ) -> JSONResponse:
+        """The payouts made under `reference_id`, oldest first, `limit` a page (the first page
+        only: the sandbox never has more than a few per reference)."""
+        sandbox.authenticate(request.headers.get("authorization"))
+        made = [
+            payout.as_resource()
+            for payout in desk.payouts.values()
+            if payout.request.reference_id == reference_id
+        ]
+        return JSONResponse({"data": made[:limit], "has_more": len(made) > limit})
 
     @router.post("/sandbox/payouts/{payout_id}/succeed", tags=["sandbox"])
     async def succeed(payout_id: str) -> JSONResponse:
@@ -291,6 +333,22 @@ def payout_router(sandbox: XenditSandbox) -> APIRouter:
             )
         payout = desk.find(payout_id)
         desk.settle(payout, "FAILED", failure_code)
+        return payout_json(payout)
+
+    @router.post("/sandbox/payouts/{payout_id}/reverse", tags=["sandbox"])
+    async def reverse(payout_id: str) -> JSONResponse:
+        """The bank sends a SUCCEEDED payout's money back (as Xendit's test mode lets you
+        simulate): REVERSED, then the payout.reversed webhook."""
+        payout = desk.find(payout_id)
+        desk.settle(payout, "REVERSED", settles="SUCCEEDED")
+        return payout_json(payout)
+
+    @router.post("/sandbox/payouts/{payout_id}/lose-webhooks", tags=["sandbox"])
+    async def lose_webhooks(payout_id: str) -> JSONResponse:
+        """From now on this payout's webhooks are never delivered: wallet-service can only
+        learn of its outcome by asking Xendit."""
+        payout = desk.find(payout_id)
+        payout.webhooks_lost = True
         return payout_json(payout)
 
     @router.post("/sandbox/payouts/{payout_id}/resend-webhook", tags=["sandbox"])

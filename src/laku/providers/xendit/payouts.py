@@ -3,8 +3,10 @@
 As in Xendit's reference: `POST {base}/v2/payouts` with an `Idempotency-key` header,
 `GET {base}/v2/payouts/{id}` and `GET {base}/v2/payouts?reference_id=...`, with the same Basic
 auth and `{"error_code", "message"}` refusals as the Invoice API. A payout is created ACCEPTED;
-Xendit then reports it SUCCEEDED or FAILED (with a `failure_code`) by POSTing the
-`payout.succeeded` / `payout.failed` webhook with the `x-callback-token` header.
+Xendit then reports it SUCCEEDED or FAILED (with a `failure_code`), and a SUCCEEDED one that the
+bank sent back REVERSED, by POSTing the `payout.succeeded` / `payout.failed` /
+`payout.reversed` webhook with the `x-callback-token` header. Those webhooks are only hints:
+the payout is read back before anything is done about them.
 """
 
 from typing import Any, TypeVar
@@ -46,8 +48,17 @@ def channel_code(bank_code: str) -> str:
     return f"ID_{bank_code}"
 
 
+class XenditPayoutPage(BaseModel):
+    """A page of `GET /v2/payouts`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    data: list[XenditPayout]
+    has_more: bool = False
+
+
 _payout = TypeAdapter(XenditPayout)
-_payouts = TypeAdapter(list[XenditPayout])
+_payouts = TypeAdapter(XenditPayoutPage)
 
 
 class XenditPayoutClient:
@@ -100,9 +111,10 @@ class XenditPayoutClient:
         return _parse(await self._call("GET", f"/v2/payouts/{payout_id}"), _payout)
 
     async def find_payouts(self, reference_id: str) -> list[XenditPayout]:
-        """Every payout made under `reference_id`, oldest first (none: an empty list)."""
+        """The payouts made under `reference_id`, oldest first (none: an empty list); the first
+        page is enough, as a reference has one payout or a few."""
         response = await self._call("GET", "/v2/payouts", params={"reference_id": reference_id})
-        return _parse(response, _payouts)
+        return _parse(response, _payouts).data
 
     async def _call(
         self,

@@ -1,9 +1,10 @@
 """Xendit Invoice API sandbox: invoices as the real API keeps them, paid from a local checkout.
 
 It speaks the Invoice API contract (`POST /v2/invoices`, `GET /v2/invoices/{id}`,
-`POST /invoices/{id}/expire!`, Basic auth with the secret key, `{"error_code", "message"}`
-refusals) and, like Xendit, reports every PAID and EXPIRED invoice by POSTing the invoice callback
-to our webhook URL with the `x-callback-token` header. A failed delivery is retried with back-off
+`GET /v2/invoices?external_id=`, `POST /invoices/{id}/expire!`, Basic auth with the secret key,
+`{"error_code", "message"}` refusals) as Xendit's official SDK reads it, and, like Xendit,
+reports every PAID and EXPIRED invoice by POSTing the invoice callback to our webhook URL with
+the `x-callback-token` header. A failed delivery is retried with back-off
 and then given up, as Xendit does, so the receiver must accept late and repeated callbacks.
 
 Where Xendit's behaviour is not documented, the sandbox chooses: expiring an invoice that is
@@ -11,7 +12,8 @@ already EXPIRED answers it unchanged; expiring a PAID one is refused like an unk
 (404 `INVOICE_NOT_FOUND_ERROR`: only pending invoices can be expired).
 
 What a test needs beyond the API lives under `/sandbox`: pay or expire an invoice as a buyer or
-the clock would, send an invoice's callback again, and list invoices and delivery attempts.
+the clock would, send an invoice's callback again or lose its callbacks from now on, and list
+invoices and delivery attempts.
 Everything is kept in memory and lost on restart.
 """
 
@@ -48,6 +50,13 @@ _TEXT_MAX = 1000
 # The bank transfer a sandbox payment pretends to have arrived through.
 _PAID_THROUGH_BANK = "BCA"
 _AVAILABLE_BANKS = ("BCA", "BNI", "BRI", "MANDIRI", "PERMATA")
+# The other Indonesian channels a checkout offers, listed as Xendit lists them (Xendit's SDKs
+# require every `available_*` list on an invoice, even where the sandbox only takes transfers).
+_AVAILABLE_RETAIL_OUTLETS = ("ALFAMART", "INDOMARET")
+_AVAILABLE_EWALLETS = ("OVO", "DANA", "SHOPEEPAY", "LINKAJA")
+_AVAILABLE_QR_CODES = ("QRIS",)
+_AVAILABLE_DIRECT_DEBITS = ("DD_BRI", "DD_MANDIRI")
+_AVAILABLE_PAYLATERS = ("KREDIVO", "AKULAKU")
 
 
 class XenditApiError(Exception):
@@ -97,6 +106,8 @@ class SandboxInvoice:
     paid_at: datetime | None = None
     payment_id: str | None = None
     payment_destination: str | None = None
+    # Set under /sandbox: Xendit's callbacks for this invoice are lost (never delivered).
+    callbacks_lost: bool = False
 
     def _common(self) -> dict[str, Any]:
         return {
@@ -143,6 +154,17 @@ class SandboxInvoice:
                     "identity_amount": 0,
                 }
                 for bank in _AVAILABLE_BANKS
+            ],
+            "available_retail_outlets": [
+                {"retail_outlet_name": outlet} for outlet in _AVAILABLE_RETAIL_OUTLETS
+            ],
+            "available_ewallets": [{"ewallet_type": ewallet} for ewallet in _AVAILABLE_EWALLETS],
+            "available_qr_codes": [{"qr_code_type": qr_code} for qr_code in _AVAILABLE_QR_CODES],
+            "available_direct_debits": [
+                {"direct_debit_type": debit} for debit in _AVAILABLE_DIRECT_DEBITS
+            ],
+            "available_paylaters": [
+                {"paylater_type": paylater} for paylater in _AVAILABLE_PAYLATERS
             ],
             "should_exclude_credit_card": False,
             "should_send_email": False,
@@ -280,6 +302,8 @@ class XenditSandbox:
                 "INVOICE_STATUS_HAS_NO_CALLBACK",
                 f"Invoice {invoice.id} is {invoice.status}; callbacks report PAID or EXPIRED",
             )
+        if invoice.callbacks_lost:
+            return
         # The payload is what happened now, even if the invoice moves on while retrying.
         self.callbacks_sent += 1
         delivery, url, payload = self.callbacks_sent, self.webhook_url, invoice.as_callback()
@@ -387,7 +411,10 @@ def create_app() -> FastAPI:
     def invoice_json(invoice: SandboxInvoice, status_code: int = 200) -> JSONResponse:
         return JSONResponse(invoice.as_resource(), status_code=status_code)
 
+    # Xendit serves its paths with and without a trailing slash (its SDKs post to
+    # `/v2/invoices/`); both are answered directly, never redirected.
     @app.post("/v2/invoices", tags=["invoice-api"])
+    @app.post("/v2/invoices/", include_in_schema=False)
     async def create_invoice(request: Request) -> Response:
         sandbox.authenticate(request.headers.get("authorization"))
         try:
@@ -401,6 +428,24 @@ def create_app() -> FastAPI:
         except ValidationError as exc:
             raise _validation_error(exc) from None
         return invoice_json(sandbox.create(invoice_request))
+
+    @app.get("/v2/invoices", tags=["invoice-api"])
+    @app.get("/v2/invoices/", include_in_schema=False)
+    async def list_invoices_api(
+        request: Request,
+        external_id: str | None = None,
+        statuses: Annotated[list[str] | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    ) -> Response:
+        """Invoices, newest first, narrowed to one `external_id` and to `statuses`."""
+        sandbox.authenticate(request.headers.get("authorization"))
+        found = [
+            invoice.as_resource()
+            for invoice in reversed(sandbox.invoices.values())
+            if external_id in (None, invoice.external_id)
+            and (not statuses or invoice.status in statuses)
+        ]
+        return JSONResponse(found[:limit])
 
     @app.get("/v2/invoices/{invoice_id}", tags=["invoice-api"])
     async def get_invoice(invoice_id: str, request: Request) -> Response:
@@ -441,6 +486,14 @@ def create_app() -> FastAPI:
     async def expire_invoice_now(invoice_id: str, request: Request) -> Response:
         """Let the expiry date pass: EXPIRED, then the EXPIRED callback."""
         return await act_on_invoice(invoice_id, request, sandbox.expire)
+
+    @app.post("/sandbox/invoices/{invoice_id}/lose-callbacks", tags=["sandbox"])
+    async def lose_callbacks(invoice_id: str) -> Response:
+        """From now on this invoice's callbacks are never delivered (as when Xendit gives up,
+        or does not send EXPIRED): payment-service can only learn of it by asking Xendit."""
+        invoice = sandbox.find(invoice_id)
+        invoice.callbacks_lost = True
+        return invoice_json(invoice)
 
     @app.post("/sandbox/invoices/{invoice_id}/resend-webhook", tags=["sandbox"])
     async def resend_webhook(invoice_id: str, request: Request) -> Response:
