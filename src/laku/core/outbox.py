@@ -268,10 +268,19 @@ class OutboxRelay:
                     "next_attempt_at": func.now() + backoff_delay(attempts, self._max_backoff),
                     "last_error": error[:2000],
                 }
+            # A row another process delivered meanwhile (its lease ran out) stays delivered.
+            where = [t.c.id.in_(ids), t.c.delivered_at.is_(None)]
         else:
-            values = {"delivered_at": func.now(), "last_error": None}
+            # Delivered wins over a dead letter recorded meanwhile by an expired lease's delivery.
+            values = {
+                "delivered_at": func.now(),
+                "last_error": None,
+                "dead_lettered_at": None,
+                "dead_letter_reason": None,
+            }
+            where = [t.c.id.in_(ids)]
         async with self._db.sessions.begin() as session:
-            await session.execute(update(t).where(t.c.id.in_(ids)).values(**values))
+            await session.execute(update(t).where(*where).values(**values))
 
 
 # For admins: what is waiting, what was refused, and requeuing it ---------------------------
