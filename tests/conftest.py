@@ -36,6 +36,10 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # Cheap password hashes: tests register hundreds of buyers on two cores.
         "LAKU_PASSWORD_HASH_TIME_COST": "1",
         "LAKU_PASSWORD_HASH_MEMORY_KIB": "1024",
+        # The sweepers look for lapsed stock holds every second; the tests that need one to
+        # lapse move its expiry into the past, as other tests move a session's end time.
+        "LAKU_RESERVATION_SWEEP_INTERVAL_SECONDS": "1",
+        "LAKU_JOIN_SWEEP_INTERVAL_SECONDS": "1",
     }
     settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
     log_dir = Path(tmp_path_factory.mktemp("service-logs"))
