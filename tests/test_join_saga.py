@@ -507,3 +507,45 @@ def test_money_paid_for_a_reference_with_no_participant_goes_back(platform: Plat
     assert _refunds(platform, uuid.UUID(made.json()["id"])) == [(70000, "join_failed")]
     assert _eventually(lambda: _balance(platform, buyer) == 70000)
     assert _eventually(lambda: _told(platform, buyer, "Rp 70.000 refunded to your Laku wallet"))
+
+
+def test_giving_a_payment_up_by_reference_before_or_after_it_is_made(platform: Platform) -> None:
+    """payment-service's side of an undo: a reference given up before its payment was made is
+    void, and the creation landing afterwards is refused with nothing made; one given up after
+    is expired, its invoice closed; a paid one is left for its refund."""
+    payments = platform.client("payment")
+    buyer = platform.new_buyer()
+
+    def give_up(reference: str) -> httpx.Response:
+        return payments.post(
+            f"/api/payments/by-reference/{reference}/expire", headers=_admin(platform)
+        )
+
+    def create(reference: str) -> httpx.Response:
+        body = {"reference": reference, "userId": buyer.id, "amount": 50000, "description": "x"}
+        return payments.post("/api/payments", json=body, headers=_admin(platform))
+
+    early = f"participant:{uuid.uuid4()}"
+    for _ in range(2):
+        voided = give_up(early)
+        assert voided.status_code == 200, voided.text
+        assert (voided.json()["status"], voided.json()["payment"]) == ("void", None)
+    invoices = len(platform.client("xendit-sandbox").get("/sandbox/invoices").json())
+    assert_problem(create(early), 409, "payment_voided")
+    assert _payment_row(platform, early) is None
+    assert len(platform.client("xendit-sandbox").get("/sandbox/invoices").json()) == invoices
+
+    late = f"participant:{uuid.uuid4()}"
+    made = create(late)
+    assert made.status_code == 201, made.text
+    expired = give_up(late)
+    assert expired.status_code == 200, expired.text
+    assert (expired.json()["status"], expired.json()["payment"]["status"]) == ("expired", "expired")
+    invoice = _sandbox_invoice(platform, made.json()["invoiceUrl"].rsplit("/", 1)[-1])
+    assert invoice["status"] == "EXPIRED"
+
+    paid = f"participant:{uuid.uuid4()}"
+    made = create(paid)
+    _pay(platform, made.json()["invoiceUrl"].rsplit("/", 1)[-1])
+    assert _eventually(lambda: _payment_row(platform, paid)["status"] != "pending")
+    assert_problem(give_up(paid), 409, "payment_already_paid")

@@ -132,9 +132,11 @@ class JoinSaga:
         reference = participant_reference(participant_id)
         try:
             await self._reserve(reference, request, quote.session_id, hold)
-        except UpstreamUnavailable:
-            # The stock may have been reserved before the answer was lost.
-            await asyncio.shield(self._undo(participant_id, reference, recorded=False))
+        except BaseException as exc:
+            if not (isinstance(exc, DomainError) and exc.status < 500):
+                # Not refused: the stock may have been reserved before the answer was lost
+                # (or the caller went away). Released now; a reserve landing later is refused.
+                await asyncio.shield(self._undo(participant_id, reference, recorded=False))
             raise
         recorded = False
         try:
