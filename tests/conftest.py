@@ -40,6 +40,10 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "LAKU_RETENTION_INTERVAL_SECONDS": "2",
         # Overdue payments are read back from Xendit within a test's patience.
         "LAKU_OVERDUE_PAYMENT_SWEEP_INTERVAL_SECONDS": "1",
+        # The sweepers look for lapsed stock holds every second; the tests that need one to
+        # lapse move its expiry into the past, as other tests move a session's end time.
+        "LAKU_RESERVATION_SWEEP_INTERVAL_SECONDS": "1",
+        "LAKU_JOIN_SWEEP_INTERVAL_SECONDS": "1",
     }
     settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
     log_dir = Path(tmp_path_factory.mktemp("service-logs"))

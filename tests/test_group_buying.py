@@ -585,7 +585,16 @@ def test_payment_service_down_releases_the_reservation(platform: Platform) -> No
         platform.supervisor.wait_ready()
     assert_problem(refused, 503)
     assert _available(platform, catalog) == {"S": 8, "M": 8, "L": 8}
-    assert _participants(platform, session["id"]) == []
+    # Kept, cancelled: money paid for it would be found and given back.
+    [failed] = _participants(platform, session["id"])
+    assert (failed["status"], failed["cancelReason"]) == ("cancelled", "join_failed")
+    # Its payment, never made, never will be once payment-service hears of it again.
+    assert _eventually(
+        lambda: platform.sql(
+            "SELECT 1 FROM payment.voided_references WHERE reference = $1",
+            failed["reservationReference"],
+        )
+    )
     moves = _reservation_moves(platform, medium)
     assert sorted(m["kind"] for m in moves) == ["release", "reserve"]
     assert len({m["reference"] for m in moves}) == 1
@@ -656,7 +665,7 @@ def test_expired_invoice_cancels_the_participant_and_releases_its_stock(
     assert _session(platform, session["id"])["paidQuantity"] == 0
 
 
-def test_unknown_references_are_acknowledged_and_ignored(platform: Platform) -> None:
+def test_unknown_references_are_answered_unknown_and_change_nothing(platform: Platform) -> None:
     service = _service_headers(platform)
     before = snapshot(platform, "group_buying")
     for reference in (f"participant:{uuid.uuid4()}", "participant:not-a-uuid", "order:1"):
@@ -671,7 +680,7 @@ def test_unknown_references_are_acknowledged_and_ignored(platform: Platform) -> 
             headers={**service, "Idempotency-Key": uuid.uuid4().hex},
         )
         assert response.status_code == 200, response.text
-        assert response.json()["outcome"] == "ignored"
+        assert response.json()["outcome"] == "unknown"  # payment-service gives money back
     assert snapshot(platform, "group_buying") == before
 
 

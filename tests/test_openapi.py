@@ -17,6 +17,7 @@ _BODYLESS_ACTIONS = {
     "cancel",
     "release",
     "deduct",
+    "confirm",
     "expire",
     "process-expired",
     "stock-received",

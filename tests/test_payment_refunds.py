@@ -53,13 +53,19 @@ def _get(platform: Platform, headers: dict[str, str], payment_id: str) -> Paymen
 
 
 def _pending(
-    platform: Platform, headers: dict[str, str], user_id: str, amount: int = 475_000
+    platform: Platform,
+    headers: dict[str, str],
+    user_id: str,
+    amount: int = 475_000,
+    reference: str | None = None,
 ) -> Payment:
     response = _post(
         platform,
         "/api/payments",
         {
-            "reference": f"participant:{uuid.uuid4()}",
+            # Named for no participant by default: group-buying, which would have the money
+            # of a participant it does not know given back, is not told of these.
+            "reference": reference or f"escrow-test:{uuid.uuid4()}",
             "userId": user_id,
             "amount": amount,
             "description": "Premium T-Shirt M x 5",
@@ -507,23 +513,46 @@ def test_paid_just_before_the_bulk_expiry_is_recorded_paid(
     Xendit refuses to close the paid invoice, and the payment is recorded paid after all (and
     reported, so group-buying refunds the cancelled participant)."""
     buyer = platform.new_buyer()
-    payment = _paid(platform, service_headers, buyer.id)
-    # Back to what payment-service knew before the callback.
-    platform.sql(
-        "UPDATE payment.payments SET status = 'pending', escrow_status = 'none', paid_at = NULL "
-        "WHERE id = $1",
-        uuid.UUID(payment["id"]),
-    )
-    response = _post(platform, EXPIRE_BULK, {"paymentIds": [payment["id"]]}, service_headers)
-    assert response.json() == {"expired": 1, "alreadyExpired": 0, "alreadyPaid": 0}
-    recorded = _eventually(
-        lambda: (
-            p if (p := _get(platform, service_headers, payment["id"]))["status"] == "paid" else None
+    # A participant's, so reported. group-buying knows no such participant and would have its
+    # money given back at once: it is down until the end, its reports waiting in the outbox.
+    platform.supervisor.stop("group-buying")
+    try:
+        payment = _pay_in_sandbox(
+            platform,
+            service_headers,
+            _pending(platform, service_headers, buyer.id, reference=f"participant:{uuid.uuid4()}"),
         )
+        # Back to what payment-service knew before the callback.
+        platform.sql(
+            "UPDATE payment.payments SET status = 'pending', escrow_status = 'none', "
+            "paid_at = NULL WHERE id = $1",
+            uuid.UUID(payment["id"]),
+        )
+        response = _post(platform, EXPIRE_BULK, {"paymentIds": [payment["id"]]}, service_headers)
+        assert response.json() == {"expired": 1, "alreadyExpired": 0, "alreadyPaid": 0}
+        recorded = _eventually(
+            lambda: (
+                p
+                if (p := _get(platform, service_headers, payment["id"]))["status"] == "paid"
+                else None
+            )
+        )
+        assert recorded["escrowStatus"] == "held"
+        assert recorded["paidAt"] == payment["paidAt"]
+        assert _reports(platform, payment["id"]) == ["paid", "paid"]
+    finally:
+        platform.supervisor.start_one("group-buying")
+        platform.supervisor.wait_ready()
+    # Told of it, group-buying knows no such participant: the money goes back, once.
+    refunded = _eventually(
+        lambda: (
+            p
+            if (p := _get(platform, service_headers, payment["id"]))["status"] == "refunded"
+            else None
+        ),
+        timeout_seconds=40,
     )
-    assert recorded["escrowStatus"] == "held"
-    assert recorded["paidAt"] == payment["paidAt"]
-    assert _reports(platform, payment["id"]) == ["paid", "paid"]
+    assert refunded["refundedAmount"] == refunded["amount"]
 
 
 def test_expire_bulk_waits_for_a_creation_in_flight_and_fails_an_abandoned_one(

@@ -187,7 +187,7 @@ def test_release_and_deduct(platform: Platform) -> None:
         "reservation_released",
     )
     assert_problem(
-        warehouse.post("/api/reservations/no-such-thing/release", headers=_admin(platform)),
+        warehouse.post("/api/reservations/no-such-thing/deduct", headers=_admin(platform)),
         404,
         "reservation_not_found",
     )
@@ -494,11 +494,30 @@ def test_a_failed_group_releases_all_its_reservations_once(platform: Platform) -
     _ledger_consistent(platform, catalog)
 
 
-def test_a_closed_group_is_taken_out_of_stock_once(platform: Platform) -> None:
+def _confirm_group(platform: Platform, group: str, references: list[str]) -> dict[str, Any]:
+    confirmed = _group_action(platform, group, "confirm", {"references": references})
+    assert confirmed.status_code == 200, confirmed.text
+    return confirmed.json()
+
+
+def test_a_closed_group_takes_only_its_paid_reservations_out_of_stock_once(
+    platform: Platform,
+) -> None:
+    """The close names the paid reservations; the fulfilment takes those from stock and
+    releases the group's others (unpaid joins whose release had not come yet)."""
     catalog = create_seed_catalog(platform)
     group = f"session:{uuid.uuid4()}"
-    _group_reserve(platform, catalog.variants["S"], 2, group)
-    _group_reserve(platform, catalog.variants["M"], 3, group)
+    paid = [
+        _group_reserve(platform, catalog.variants["S"], 2, group),
+        _group_reserve(platform, catalog.variants["M"], 3, group),
+    ]
+    _group_reserve(platform, catalog.variants["M"], 2, group)  # unpaid
+    _group_reserve(platform, catalog.variants["L"], 1, group)  # unpaid
+    unknown = f"participant:{uuid.uuid4()}"
+    for _ in range(2):  # confirming again changes nothing
+        confirmed = _confirm_group(platform, group, [*paid, unknown])
+        assert confirmed["unknown"] == [unknown]
+    assert confirmed["confirmed"] == 0  # the first call confirmed both
     for _ in range(2):
         fulfilled = _group_action(platform, group, "fulfil", {"productId": catalog.product_id})
         assert fulfilled.status_code == 200, fulfilled.text
@@ -515,7 +534,8 @@ def test_a_closed_group_is_taken_out_of_stock_once(platform: Platform) -> None:
 def test_a_short_group_waits_for_bundles_then_is_fulfilled(platform: Platform) -> None:
     catalog = create_seed_catalog(platform)
     group = f"session:{uuid.uuid4()}"
-    _group_reserve(platform, catalog.variants["M"], 7, group)
+    paid = _group_reserve(platform, catalog.variants["M"], 7, group)
+    _confirm_group(platform, group, [paid])
     [reorder] = _eventually(lambda: _purchase_orders(platform, catalog))  # M fell to 1: 1 bundle
     lost = platform.client("warehouse").post(
         f"/api/inventory/{catalog.variants['M']}/adjustments",

@@ -112,6 +112,17 @@ class Settings(BaseSettings):
     close_interval_seconds: float = 60
     close_claim_lease_seconds: float = 10
 
+    # Stock and money never stranded (design 15). A warehouse reservation is a hold that lapses
+    # unless confirmed (a paid join): at most `reservation_hold_seconds` (no longer than an
+    # invoice lives), released by warehouse-service's sweeper every
+    # `reservation_sweep_interval_seconds`. A join's hold ends `reservation_hold_grace_seconds`
+    # after its invoice expires, room for a late webhook; group-buying cancels joins whose hold
+    # has lapsed unpaid every `join_sweep_interval_seconds` (0 turns either sweeper off).
+    reservation_hold_seconds: int = 86_400
+    reservation_hold_grace_seconds: int = 600
+    reservation_sweep_interval_seconds: float = 60
+    join_sweep_interval_seconds: float = 60
+
 
 @lru_cache
 def get_settings() -> Settings:

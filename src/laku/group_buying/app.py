@@ -1,6 +1,6 @@
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI
 
 from laku.core.app import create_service_app
+from laku.core.db import Database
 from laku.core.http import ServiceCallError
 from laku.core.outbox import Batched, Handler
 from laku.core.services import service_url
@@ -17,10 +18,15 @@ from laku.group_buying.models import idempotency_keys, outbox
 from laku.group_buying.notices import NOTIFY_BUYERS, NOTIFY_SESSION_OUTCOME, BuyerNotices
 from laku.group_buying.routes import router
 from laku.group_buying.sessions import (
+    CONFIRM_RESERVATION,
     EXPIRE_PAYMENT,
+    EXPIRE_PAYMENT_BY_REFERENCE,
     REFUND_LATE_PAYMENT,
     RELEASE_RESERVATION,
     SETTLE_CANCELLED_SESSION,
+    cancel_lapsed_joins,
+    hold_lapsed,
+    participant_reference,
 )
 from laku.notification.client import NotificationClient
 from laku.order.client import OrderClient
@@ -49,6 +55,8 @@ async def _startup(app: FastAPI) -> None:
         payments=state.payments,
         wake_outbox=lambda: state.outbox_relay.wake(),
         invoice_duration=timedelta(seconds=state.settings.invoice_duration_seconds),
+        longest_hold=timedelta(seconds=state.settings.reservation_hold_seconds),
+        hold_grace=timedelta(seconds=state.settings.reservation_hold_grace_seconds),
     )
     state.closer = Closer(
         db=state.db,
@@ -63,6 +71,31 @@ async def _startup(app: FastAPI) -> None:
         state.close_schedule = asyncio.create_task(
             run_schedule(state.closer, timedelta(seconds=interval)), name="close-schedule"
         )
+    sweep = state.settings.join_sweep_interval_seconds
+    if sweep > 0:
+        state.join_sweeper = asyncio.create_task(
+            run_join_sweeper(state.db, timedelta(seconds=sweep), lambda: state.outbox_relay.wake()),
+            name="join-sweeper",
+        )
+
+
+async def run_join_sweeper(
+    db: Database, interval: timedelta, wake_outbox: Callable[[], None]
+) -> None:
+    """Cancel joins whose stock hold lapsed unpaid, every `interval`, in batches."""
+    batch = 500
+    while True:
+        await asyncio.sleep(interval.total_seconds())
+        try:
+            while True:
+                async with db.sessions() as session:
+                    cancelled = await cancel_lapsed_joins(session, batch)
+                if cancelled:
+                    wake_outbox()
+                if cancelled < batch:
+                    break
+        except Exception:
+            log.exception("join_sweep_failed")
 
 
 def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler | Batched]:
@@ -72,6 +105,27 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler | Batched]:
     # work in progress), else dead-lettered with its reason for an admin.
     async def release_reservation(_: int, payload: dict[str, Any]) -> None:
         await state.warehouse.release(payload["reference"])
+
+    async def confirm_reservation(_: int, payload: dict[str, Any]) -> None:
+        """A paid participant's hold must not lapse; if it already has, it gives way."""
+        participant_id = uuid.UUID(payload["participantId"])
+        try:
+            await state.warehouse.confirm(participant_reference(participant_id))
+        except ServiceCallError as exc:
+            if exc.code != "reservation_released":
+                raise
+            async with state.db.sessions() as session:
+                if await hold_lapsed(session, participant_id):
+                    state.outbox_relay.wake()
+
+    async def expire_payment_by_reference(_: int, payload: dict[str, Any]) -> None:
+        """A join given up: its payment, made or not, must never be left payable."""
+        try:
+            await state.payments.expire_by_reference(payload["reference"])
+        except ServiceCallError as exc:
+            if exc.code != "payment_already_paid":
+                raise  # payment_in_progress included: asked again until it is made
+            # Its PAID event finds the participant cancelled, and gives the money back.
 
     async def settle_cancelled_session(_: int, payload: dict[str, Any]) -> None:
         await state.closer.settle_cancelled(uuid.UUID(payload["sessionId"]))
@@ -94,6 +148,8 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler | Batched]:
 
     return {
         RELEASE_RESERVATION: release_reservation,
+        CONFIRM_RESERVATION: confirm_reservation,
+        EXPIRE_PAYMENT_BY_REFERENCE: expire_payment_by_reference,
         EXPIRE_PAYMENT: expire_payment,
         SETTLE_CANCELLED_SESSION: settle_cancelled_session,
         REFUND_LATE_PAYMENT: refund_late_payment,

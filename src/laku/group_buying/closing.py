@@ -60,7 +60,12 @@ from laku.payment.client import (
     RefundItem,
     RefundReason,
 )
-from laku.warehouse.client import FulfilmentOut, FulfilmentStatus, WarehouseClient
+from laku.warehouse.client import (
+    MAX_REFERENCES_PER_CALL,
+    FulfilmentOut,
+    FulfilmentStatus,
+    WarehouseClient,
+)
 
 log = structlog.get_logger()
 
@@ -275,6 +280,7 @@ class Closer:
         if step is CloseStep.REFUNDED:
             await self.orders.create_bulk(session_id, idempotency_key=f"close-orders:{session_id}")
             await self._record(claim, CloseStep.ORDERED)
+        await self._confirm_paid(session_id, members)
         fulfilment = await self.warehouse.fulfil_group(
             reservation_group(session_id), group.product_id
         )
@@ -359,6 +365,19 @@ class Closer:
         ]
         for chunk in _chunks(releasing, RELEASES_PER_CALL):
             await self.warehouse.release_group(reservation_group(session_id), chunk)
+
+    async def _confirm_paid(self, session_id: uuid.UUID, members: list[Member]) -> None:
+        """Name the paid participants' reservations to the warehouse, whose fulfilment takes
+        only those from stock and releases the rest of the group."""
+        paid = [m.reservation_reference for m in members if m.status == ParticipantStatus.PAID]
+        for chunk in _chunks(paid, MAX_REFERENCES_PER_CALL):
+            confirmed = await self.warehouse.confirm_group(reservation_group(session_id), chunk)
+            if confirmed.unknown:
+                log.error(
+                    "paid_without_reservation",
+                    session_id=str(session_id),
+                    count=len(confirmed.unknown),
+                )
 
     async def _refund(self, session_id: uuid.UUID, members: list[Member], reached: bool) -> None:
         """A group that missed its MOQ gives every paid participant all of it back; one that
@@ -512,8 +531,8 @@ class Closer:
 
     async def refund_late_payment(self, participant_id: uuid.UUID) -> None:
         """A join paid after it was cancelled (its invoice expired, its session closed or
-        was cancelled) gets all of it back. payment-service knows two reasons for a whole
-        refund: the session's cancel, or else its join having failed with the group."""
+        was cancelled, the join failed or its hold lapsed) gets all of it back, for the
+        reason payment-service tells the buyer."""
         async with self.db.sessions() as session:
             participant = await session.get(Participant, participant_id)
         if (
@@ -523,11 +542,11 @@ class Closer:
             or participant.payment_id is None
         ):
             return
-        reason = (
-            RefundReason.GROUP_CANCELLED
-            if participant.cancel_reason == CancelReason.SESSION_CANCELLED
-            else RefundReason.GROUP_FAILED
-        )
+        reason = {
+            CancelReason.SESSION_CANCELLED: RefundReason.GROUP_CANCELLED,
+            CancelReason.JOIN_FAILED: RefundReason.JOIN_FAILED,
+            CancelReason.HOLD_LAPSED: RefundReason.JOIN_FAILED,
+        }.get(participant.cancel_reason or "", RefundReason.GROUP_FAILED)
         item = RefundItem(
             payment_id=participant.payment_id,
             amount=participant.total_price,

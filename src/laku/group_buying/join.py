@@ -1,6 +1,15 @@
 """The join saga (design 7): validate → reserve stock → participant `pending_payment` → escrow
 payment → `{participant, paymentUrl}`. A step failing after the reservation undoes what came
-before it, so a refused join leaves no reservation, participant or payment behind.
+before it: the stock is released, the participant cancelled (`join_failed`, never deleted, so
+money paid for it is found and given back) and its payment given up by reference through the
+outbox, whether or not it was made (one made after this call stopped waiting is expired; one
+not made yet never will be).
+
+What a crash leaves half done lapses (design 15): the stock is held only until the invoice
+expires plus a grace period, and group-buying's sweeper cancels a join still unpaid then.
+
+The participant records the price its invoice asks for: priced again under the session row's
+share lock (a payment since the quote may have moved the tier), and invoiced at that price.
 
 No database connection is held across a call to another service: each database step is its own
 short transaction, so a few pooled connections serve many concurrent joins.
@@ -13,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 
 from laku.core.db import Database
 from laku.core.errors import Conflict, DomainError, Forbidden, InvalidInput, UpstreamUnavailable
@@ -22,10 +31,10 @@ from laku.core.money import format_rupiah
 from laku.core.outbox import enqueue
 from laku.group_buying.models import GroupBuyingSession, Participant, SessionVariant, outbox
 from laku.group_buying.notices import joined_notice, notify_later
-from laku.group_buying.rules import ParticipantStatus
+from laku.group_buying.rules import CancelReason, ParticipantStatus
 from laku.group_buying.schemas import JoinOut, JoinRequest
 from laku.group_buying.sessions import (
-    EXPIRE_PAYMENT,
+    EXPIRE_PAYMENT_BY_REFERENCE,
     RELEASE_RESERVATION,
     SessionClosed,
     current_unit_price,
@@ -58,6 +67,14 @@ class Quote:
     end_time: datetime
     unit_price: int
     total_price: int
+
+
+@dataclass(frozen=True)
+class Hold:
+    """How long a join's invoice lasts, and its stock a little longer (a late webhook)."""
+
+    invoice_expires_at: datetime
+    expires_at: datetime
 
 
 def _priced(group: GroupBuyingSession, variant: SessionVariant, request: JoinRequest) -> Quote:
@@ -96,37 +113,49 @@ class JoinSaga:
     payments: PaymentClient
     wake_outbox: Callable[[], None]
     invoice_duration: timedelta
+    # The warehouse's longest hold, and how long a join's hold outlasts its invoice.
+    longest_hold: timedelta
+    hold_grace: timedelta
+
+    def _hold(self, quote: Quote) -> Hold:
+        invoice_life = min(self.invoice_duration, self.longest_hold - self.hold_grace)
+        invoice_expires_at = min(quote.end_time, now() + invoice_life)
+        return Hold(invoice_expires_at, invoice_expires_at + self.hold_grace)
 
     async def join(self, session_ref: str, request: JoinRequest, buyer_id: uuid.UUID) -> JoinOut:
         if request.user_id is not None and request.user_id != buyer_id:
             raise Forbidden("userId must be the caller's own id", code="user_mismatch")
         quote = await self._quote(session_ref, request)
+        hold = self._hold(quote)
 
         participant_id = uuid.uuid4()
         reference = participant_reference(participant_id)
         try:
-            await self._reserve(reference, request, quote.session_id)
-        except UpstreamUnavailable:
-            # The stock may have been reserved before the answer was lost.
-            await asyncio.shield(self._undo(participant_id, reference, None))
+            await self._reserve(reference, request, quote.session_id, hold)
+        except BaseException as exc:
+            if not (isinstance(exc, DomainError) and exc.status < 500):
+                # Not refused: the stock may have been reserved before the answer was lost
+                # (or the caller went away). Released now; a reserve landing later is refused.
+                await asyncio.shield(self._undo(participant_id, reference, recorded=False))
             raise
-        payment: PaymentOut | None = None
+        recorded = False
         try:
-            await self._add_participant(participant_id, buyer_id, request, quote)
+            price = await self._add_participant(participant_id, buyer_id, request, quote, hold)
+            recorded = True
             payment = await self.payments.create_payment(
                 PaymentCreate(
                     reference=reference,
                     user_id=buyer_id,
-                    amount=quote.total_price,
-                    description=quote.description,
-                    expires_at=min(quote.end_time, now() + self.invoice_duration),
+                    amount=price.total_price,  # what the participant records, nothing else
+                    description=price.description,
+                    expires_at=hold.invoice_expires_at,
                 ),
                 idempotency_key=f"join-payment:{participant_id}",
             )
-            return await self._attach_payment(participant_id, payment, quote)
+            return await self._attach_payment(participant_id, payment, price)
         except BaseException as exc:
             # Shielded: a request cancelled mid-join still gives its stock back.
-            await asyncio.shield(self._undo(participant_id, reference, payment))
+            await asyncio.shield(self._undo(participant_id, reference, recorded=recorded))
             if isinstance(exc, DomainError) or not isinstance(exc, Exception):
                 raise
             raise UpstreamUnavailable("The join could not be completed; nothing was kept") from exc
@@ -143,13 +172,16 @@ class JoinSaga:
                 )
             return _priced(group, variant, request)
 
-    async def _reserve(self, reference: str, request: JoinRequest, session_id: uuid.UUID) -> None:
+    async def _reserve(
+        self, reference: str, request: JoinRequest, session_id: uuid.UUID, hold: Hold
+    ) -> None:
         try:
             await self.warehouse.reserve(
                 reference,
                 request.variant_id,
                 request.quantity,
                 group=reservation_group(session_id),
+                expires_at=hold.expires_at,
             )
         except ServiceCallError as exc:
             if exc.code == "inventory_not_found":  # never stocked: nothing is available
@@ -162,10 +194,13 @@ class JoinSaga:
         buyer_id: uuid.UUID,
         request: JoinRequest,
         quote: Quote,
-    ) -> None:
+        hold: Hold,
+    ) -> Quote:
         """Written under a share lock of the session row: a cancel (which locks it for update)
         either sees this participant or is seen by it, and no payment moves the price between
-        this check and the insert."""
+        this pricing and the insert. Returns the price recorded, which the invoice asks for: a
+        payment since the quote may have moved the tier (a client that sent the quote's price
+        is then refused with `price_mismatch`)."""
         async with self.db.sessions() as session:
             group = await session.scalar(
                 select(GroupBuyingSession)
@@ -175,7 +210,14 @@ class JoinSaga:
             assert group is not None  # sessions are never deleted
             _check_joinable(group)
             variant = await session.get_one(SessionVariant, (group.id, request.variant_id))
-            price = _priced(group, variant, request)  # a payment since the quote moves the tier
+            price = _priced(group, variant, request)
+            if price.unit_price != quote.unit_price:
+                log.info(
+                    "join_repriced",
+                    participant_id=str(participant_id),
+                    quoted=quote.unit_price,
+                    recorded=price.unit_price,
+                )
             session.add(
                 Participant(
                     id=participant_id,
@@ -187,9 +229,11 @@ class JoinSaga:
                     total_price=price.total_price,
                     status=ParticipantStatus.PENDING_PAYMENT,
                     reservation_reference=participant_reference(participant_id),
+                    hold_expires_at=hold.expires_at,
                 )
             )
             await session.commit()
+            return price
 
     async def _attach_payment(
         self, participant_id: uuid.UUID, payment: PaymentOut, quote: Quote
@@ -225,38 +269,40 @@ class JoinSaga:
             payment_url=payment.invoice_url,
         )
 
-    async def _undo(
-        self, participant_id: uuid.UUID, reference: str, payment: PaymentOut | None
-    ) -> None:
-        """Release the stock, expire the invoice, forget the participant. A step that fails
-        now is left to the outbox, which retries it until it succeeds."""
-        later: list[tuple[str, dict[str, str]]] = []
+    async def _undo(self, participant_id: uuid.UUID, reference: str, *, recorded: bool) -> None:
+        """Release the stock (now if warehouse-service answers, else through the outbox), and
+        once a participant was recorded, cancel it (`join_failed`) and give its payment up by
+        reference through the outbox: a payment made after this call stopped waiting for it
+        is expired, and one not made yet never will be. If this too fails, the hold lapses
+        and the sweeper cancels the participant."""
+        released = True
         try:
             await self.warehouse.release(reference)
         except Exception as exc:
             log.warning("join_undo_release_deferred", reference=reference, error=repr(exc))
-            later.append((RELEASE_RESERVATION, {"reference": reference}))
-        if payment is not None:
-            try:
-                await self.payments.expire_payment(
-                    payment.id, idempotency_key=f"expire-payment:{payment.id}"
-                )
-            except Exception as exc:
-                log.warning("join_undo_expire_deferred", reference=reference, error=repr(exc))
-                later.append((EXPIRE_PAYMENT, {"paymentId": str(payment.id)}))
+            released = False
         try:
             async with self.db.sessions() as session:
-                await session.execute(
-                    delete(Participant).where(
-                        Participant.id == participant_id,
-                        Participant.status == ParticipantStatus.PENDING_PAYMENT,
+                if not released:
+                    await enqueue(session, outbox, RELEASE_RESERVATION, {"reference": reference})
+                if recorded:
+                    await session.execute(
+                        update(Participant)
+                        .where(
+                            Participant.id == participant_id,
+                            Participant.status == ParticipantStatus.PENDING_PAYMENT,
+                        )
+                        .values(
+                            status=ParticipantStatus.CANCELLED,
+                            cancelled_at=now(),
+                            cancel_reason=CancelReason.JOIN_FAILED,
+                        )
                     )
-                )
-                for kind, payload in later:
-                    await enqueue(session, outbox, kind, payload)
+                    await enqueue(
+                        session, outbox, EXPIRE_PAYMENT_BY_REFERENCE, {"reference": reference}
+                    )
                 await session.commit()
         except Exception:
-            log.exception("join_undo_failed", reference=reference, deferred=later)
+            log.exception("join_undo_failed", reference=reference)
             return
-        if later:
-            self.wake_outbox()
+        self.wake_outbox()

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -133,6 +134,12 @@ class Participant(UUIDPrimaryKey, TimestampMixin, Base):
         ),
         CheckConstraint(_one_of("status", ParticipantStatus), name="status_known"),
         Index("ix_group_participants_session_id_status", "session_id", "status"),
+        # The sweeper's scan: unpaid joins by when their stock hold lapses.
+        Index(
+            "ix_group_participants_hold_lapsing",
+            "hold_expires_at",
+            postgresql_where=text("status = 'pending_payment' AND hold_expires_at IS NOT NULL"),
+        ),
         Index("ix_group_participants_user_id_created_at", "user_id", "created_at"),
     )
 
@@ -152,3 +159,6 @@ class Participant(UUIDPrimaryKey, TimestampMixin, Base):
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_reason: Mapped[str | None] = mapped_column(String(32))
+    # When its stock hold in warehouse-service lapses unless paid (its invoice expires a grace
+    # period before); an unpaid join past it is cancelled by the sweeper.
+    hold_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

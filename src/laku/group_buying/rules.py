@@ -38,6 +38,8 @@ class CancelReason(StrEnum):
     PAYMENT_FAILED = "payment_failed"
     SESSION_CANCELLED = "session_cancelled"
     SESSION_CLOSED = "session_closed"  # still unpaid when the session closed
+    JOIN_FAILED = "join_failed"  # the join could not be completed; anything paid goes back
+    HOLD_LAPSED = "hold_lapsed"  # unpaid (or paid too late to keep) when its stock hold ended
 
 
 class CloseStep(StrEnum):

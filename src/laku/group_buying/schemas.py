@@ -181,9 +181,9 @@ class ParticipationOut(ParticipantOut):
 
 class PaymentEventOut(WireModel):
     reference: str
-    outcome: Literal["applied", "ignored"] = Field(
-        description="`ignored`: a duplicate, a late event, or a reference that names no "
-        "participant; nothing changed."
+    outcome: Literal["applied", "ignored", "unknown"] = Field(
+        description="`ignored`: a duplicate or a late event; nothing changed. `unknown`: the "
+        "reference names no participant (money paid for it is nobody's here: give it back)."
     )
     participant_status: ParticipantStatus | None
 

@@ -53,6 +53,8 @@ RELEASE_RESERVATION = "release_reservation"
 EXPIRE_PAYMENT = "expire_payment"
 SETTLE_CANCELLED_SESSION = "settle_cancelled_session"
 REFUND_LATE_PAYMENT = "refund_late_payment"
+CONFIRM_RESERVATION = "confirm_reservation"
+EXPIRE_PAYMENT_BY_REFERENCE = "expire_payment_by_reference"
 PARTICIPANT_REFERENCE_PREFIX = "participant:"
 # No 0/O or 1/I: codes are read out and typed by people.
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -427,7 +429,7 @@ async def apply_payment_event(session: AsyncSession, event: PaymentEvent) -> Pay
     await session.commit()  # also ends the locks of an event that changed nothing
     return PaymentEventOut(
         reference=event.reference,
-        outcome="applied" if applied else "ignored",
+        outcome="unknown" if participant is None else "applied" if applied else "ignored",
         participant_status=participant.status if participant else None,
     )
 
@@ -474,6 +476,13 @@ async def _apply(session: AsyncSession, participant: Participant, event: Payment
             group.status = status_after_payment(
                 SessionStatus(group.status), group.paid_quantity, group.target_moq
             )
+            # Its stock is held no longer than its invoice: paid, the hold must not lapse.
+            await enqueue(
+                session,
+                outbox,
+                CONFIRM_RESERVATION,
+                {"participantId": str(participant.id)},
+            )
             await notify_later(session, paid_notice(participant, group))
         elif participant.status == ParticipantStatus.CANCELLED and participant.paid_at is None:
             # Paid just as it was cancelled: recorded, and the money given back in full.
@@ -496,6 +505,121 @@ async def _apply(session: AsyncSession, participant: Participant, event: Payment
         return False
     participant.payment_id = event.payment_id
     return True
+
+
+async def give_up_later(session: AsyncSession, participant: Participant) -> None:
+    """What a join given up leaves to other services, through the outbox: its invoice expired
+    (or voided if it was never made) and its stock released."""
+    await enqueue(
+        session,
+        outbox,
+        EXPIRE_PAYMENT_BY_REFERENCE,
+        {"reference": participant.reservation_reference},
+    )
+    await _release_later(session, participant)
+
+
+# Stock holds that lapsed -------------------------------------------------------------------
+
+
+async def hold_lapsed(session: AsyncSession, participant_id: uuid.UUID) -> bool:
+    """warehouse-service refused to confirm a paid participant's hold: it lapsed (and its stock
+    was released) before the payment arrived. The participant does not keep a place without
+    stock: it is cancelled, its units leave the paid quantity and its money goes back in full.
+    A session whose close has begun keeps it (the close reserves a paid hold again). True
+    when the participant was cancelled."""
+    session_id = await session.scalar(
+        select(Participant.session_id).where(Participant.id == participant_id)
+    )
+    if session_id is None:
+        return False
+    group = await session.scalar(
+        select(GroupBuyingSession)
+        .where(GroupBuyingSession.id == session_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    participant = await session.scalar(
+        select(Participant)
+        .where(Participant.id == participant_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert group is not None and participant is not None  # neither is ever deleted
+    if (
+        participant.status != ParticipantStatus.PAID
+        or group.status not in OPEN_STATUSES
+        or group.close_step is not None
+    ):
+        await session.commit()
+        return False
+    log.warning("paid_after_hold_lapsed", participant_id=str(participant_id))
+    _cancel(participant, CancelReason.HOLD_LAPSED, now())
+    group.paid_quantity -= participant.quantity
+    if group.paid_quantity < group.target_moq:
+        group.status = SessionStatus.ACTIVE if group.paid_quantity else SessionStatus.FORMING
+    await enqueue(session, outbox, REFUND_LATE_PAYMENT, {"participantId": str(participant.id)})
+    await session.commit()
+    return True
+
+
+async def cancel_lapsed_joins(session: AsyncSession, limit: int) -> int:
+    """Cancel up to `limit` joins still unpaid when their stock hold lapsed (their invoice
+    expired a grace period before without a word from payment-service, or the join died half
+    way): their payments are given up and their stock released, through the outbox. Returns
+    how many were cancelled."""
+    sessions = list(
+        await session.scalars(
+            select(Participant.session_id)
+            .where(
+                Participant.status == ParticipantStatus.PENDING_PAYMENT,
+                Participant.hold_expires_at < func.now(),
+            )
+            .group_by(Participant.session_id)
+            .order_by(Participant.session_id)
+            .limit(limit)
+        )
+    )
+    if not sessions:
+        await session.commit()
+        return 0
+    # Session rows first (shared: no paid quantity changes), as every writer locks them.
+    await session.execute(
+        select(GroupBuyingSession.id)
+        .where(GroupBuyingSession.id.in_(sessions))
+        .order_by(GroupBuyingSession.id)
+        .with_for_update(read=True)
+    )
+    lapsed = list(
+        await session.scalars(
+            update(Participant)
+            .where(
+                Participant.id.in_(
+                    select(Participant.id)
+                    .where(
+                        Participant.session_id.in_(sessions),
+                        Participant.status == ParticipantStatus.PENDING_PAYMENT,
+                        Participant.hold_expires_at < func.now(),
+                    )
+                    .limit(limit)
+                    .scalar_subquery()
+                ),
+                Participant.status == ParticipantStatus.PENDING_PAYMENT,
+            )
+            .values(
+                status=ParticipantStatus.CANCELLED,
+                cancelled_at=func.now(),
+                cancel_reason=CancelReason.HOLD_LAPSED,
+            )
+            .returning(Participant)
+        )
+    )
+    for participant in lapsed:
+        await give_up_later(session, participant)
+    await session.commit()
+    if lapsed:
+        log.info("lapsed_joins_cancelled", participants=len(lapsed))
+    return len(lapsed)
 
 
 # Cancelling --------------------------------------------------------------------------------

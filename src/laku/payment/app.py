@@ -10,9 +10,14 @@ from fastapi import FastAPI
 from laku.core.app import create_service_app
 from laku.core.outbox import Handler
 from laku.core.services import service_url
-from laku.group_buying.client import GroupBuyingClient, PaymentEvent
+from laku.group_buying.client import GroupBuyingClient, PaymentEvent, PaymentEventStatus
 from laku.notification.client import NotificationClient
-from laku.payment.closing import CREDIT_REFUNDS, EXPIRE_INVOICE, ClosingDeliveries
+from laku.payment.closing import (
+    CREDIT_REFUNDS,
+    EXPIRE_INVOICE,
+    ClosingDeliveries,
+    refund_unclaimed,
+)
 from laku.payment.models import idempotency_keys, outbox
 from laku.payment.notices import RefundNotices
 from laku.payment.routes import router
@@ -54,9 +59,14 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
     async def report_payment_event(_: int, payload: dict[str, Any]) -> None:
         event = PaymentEvent.model_validate(payload)
         # One key per payment and status: however often this is retried, it is applied once.
-        await group_buying.report_payment(
+        answer = await group_buying.report_payment(
             event, idempotency_key=f"payment-event:{event.payment_id}:{event.status}"
         )
+        if answer.outcome == "unknown" and event.status == PaymentEventStatus.PAID:
+            # Paid for a join group-buying never recorded: nobody else will give it back.
+            async with app.state.db.sessions() as session:
+                if await refund_unclaimed(session, event.payment_id):
+                    app.state.outbox_relay.wake()
 
     async def credit_refunds(row_id: int, payload: dict[str, Any]) -> None:
         await closing.credit_refunds(row_id, payload)

@@ -20,6 +20,7 @@ from laku.payment.schemas import (
     PaymentsExpire,
     PaymentsExpireOut,
     PaymentStatus,
+    ReferenceExpiredOut,
     RefundItem,
     RefundReason,
     RefundsCreate,
@@ -38,6 +39,7 @@ __all__ = [
     "PaymentOut",
     "PaymentStatus",
     "PaymentsExpireOut",
+    "ReferenceExpiredOut",
     "RefundItem",
     "RefundReason",
     "RefundsOut",
@@ -69,6 +71,18 @@ class PaymentClient(ServiceClient):
             "POST", f"/api/payments/{payment_id}/expire", idempotency_key=idempotency_key
         )
         return PaymentOut.model_validate(response.json())
+
+    async def expire_by_reference(self, reference: str) -> ReferenceExpiredOut:
+        """Give up the payment for `reference`, made or not: its invoice closed, or none ever
+        made (a creation arriving later is refused). ServiceCallError 409
+        `payment_in_progress` while it is being created (ask again), `payment_already_paid`
+        once paid."""
+        response = await self.request(
+            "POST",
+            f"/api/payments/by-reference/{reference}/expire",
+            idempotency_key=f"expire-reference:{reference}",
+        )
+        return ReferenceExpiredOut.model_validate(response.json())
 
     async def refund(self, items: Sequence[RefundItem], *, idempotency_key: str) -> RefundsOut:
         """Refund up to MAX_REFUNDS_PER_CALL items (send a larger group in chunks) from paid

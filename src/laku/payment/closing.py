@@ -43,6 +43,7 @@ from laku.payment.schemas import (
     EscrowStatus,
     PaymentsExpireOut,
     PaymentStatus,
+    RefundItem,
     RefundReason,
     RefundsCreate,
     RefundsOut,
@@ -66,6 +67,8 @@ _WALLET_REASONS = {
     RefundReason.GROUP_FAILED: MovementReason.GROUP_FAILED_REFUND,
     RefundReason.GROUP_CANCELLED: MovementReason.SESSION_CANCELLED_REFUND,
     RefundReason.ORDER_CANCELLED: MovementReason.ORDER_CANCELLED_REFUND,
+    # The wallet knows no reason of its own for it: a whole refund like a failed group's.
+    RefundReason.JOIN_FAILED: MovementReason.GROUP_FAILED_REFUND,
 }
 # How many offending payments an error names; the rest are counted.
 _NAMED_IN_ERRORS = 10
@@ -401,6 +404,30 @@ async def expire_many(session: AsyncSession, payment_ids: Sequence[uuid.UUID]) -
         already_expired=already_expired,
         already_paid=len(payments) - len(pending) - already_expired,
     )
+
+
+# Money nobody claims ---------------------------------------------------------------------------
+
+
+async def refund_unclaimed(session: AsyncSession, payment_id: uuid.UUID) -> RefundsOut | None:
+    """A payment paid for a reference group-buying has no participant for (its join never
+    recorded one): what is left of it goes back to the buyer's wallet, once (the refund's
+    reference is the payment's). None when nothing is held to give back."""
+    payment = await session.get(Payment, payment_id)
+    if payment is None or not (
+        payment.status == PaymentStatus.PAID and payment.escrow_status == EscrowStatus.HELD
+    ):
+        await session.rollback()
+        return None
+    left = payment.amount - payment.refunded_amount
+    log.warning("unclaimed_payment_refunded", payment_code=payment.payment_code, amount=left)
+    item = RefundItem(
+        payment_id=payment.id,
+        amount=left,
+        reason=RefundReason.JOIN_FAILED,
+        reference=f"unclaimed:{payment.reference}",
+    )
+    return await refund(session, RefundsCreate(items=[item]))
 
 
 # Outbox deliveries ---------------------------------------------------------------------------

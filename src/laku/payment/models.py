@@ -116,7 +116,8 @@ class Refund(UUIDPrimaryKey, Base):
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status_known"),
         CheckConstraint(
-            "reason IN ('tier_refund', 'group_failed', 'group_cancelled', 'order_cancelled')",
+            "reason IN ('tier_refund', 'group_failed', 'group_cancelled', 'order_cancelled', "
+            "'join_failed')",
             name="reason_known",
         ),
     )
@@ -127,4 +128,14 @@ class Refund(UUIDPrimaryKey, Base):
     amount: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(500))
     status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class VoidedReference(Base):
+    """A reference whose payment its caller gave up on before (or while) it was made: a
+    creation arriving later is refused, so no invoice is handed out for a join that failed."""
+
+    __tablename__ = "voided_references"
+
+    reference: Mapped[str] = mapped_column(String(200), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

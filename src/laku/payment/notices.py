@@ -29,6 +29,7 @@ _REASONS = {
     RefundReason.GROUP_FAILED: "full refund, the group missed its minimum order",
     RefundReason.GROUP_CANCELLED: "full refund, the group buy was cancelled",
     RefundReason.ORDER_CANCELLED: "full refund, the order was cancelled",
+    RefundReason.JOIN_FAILED: "full refund, the join could not be completed",
 }
 # What was paid for, as told in a notice: a batch of notices must fit in one request.
 _DESCRIPTION_LENGTH = 100

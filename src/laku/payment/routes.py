@@ -18,6 +18,7 @@ from laku.payment.schemas import (
     PaymentsExpire,
     PaymentsExpireOut,
     PaymentStatus,
+    ReferenceExpiredOut,
     RefundsCreate,
     RefundsOut,
     WebhookAck,
@@ -31,6 +32,9 @@ router = APIRouter(prefix="/api/payments", tags=["payment"], responses=PROBLEM_R
 AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
 PaymentReader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN, Role.SERVICE))]
 PaymentCode = Annotated[str, Path(max_length=32)]
+PaymentReference = Annotated[
+    str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9:_\-.]+$")
+]
 
 
 def _payments(request: Request) -> service.Payments:
@@ -142,6 +146,26 @@ async def expire_many(
     if expired.expired:
         request.app.state.outbox_relay.wake()
     return expired
+
+
+@router.post(
+    "/by-reference/{reference}/expire",
+    response_model=ReferenceExpiredOut,
+    responses={503: {"description": "Xendit is unavailable; retrying is safe"}},
+)
+async def expire_by_reference(
+    reference: PaymentReference, _: AdminOrService, request: Request
+) -> ReferenceExpiredOut:
+    """The caller gave up on the payment for `reference` (a join that failed or timed out),
+    made or not: its invoice is closed, or, if none was made yet, none ever will be (a
+    creation arriving later is refused with `payment_voided`). A payment still being created
+    answers 409 `payment_in_progress` (ask again); a paid one 409 `payment_already_paid`."""
+    expiry = await _payments(request).expire_by_reference(reference)
+    return ReferenceExpiredOut(
+        reference=expiry.reference,
+        status=expiry.status,
+        payment=None if expiry.payment is None else PaymentOut.model_validate(expiry.payment),
+    )
 
 
 @router.get("", response_model=Page[PaymentOut])

@@ -53,6 +53,8 @@ class RefundReason(StrEnum):
     GROUP_CANCELLED = "group_cancelled"  # an admin called the session off: everything back
     # The buyer's order was cancelled: its subtotal back, even after the escrow was released.
     ORDER_CANCELLED = "order_cancelled"
+    # Paid for a join that failed, lapsed or was never recorded: everything back.
+    JOIN_FAILED = "join_failed"
 
 
 def _distinct(values: list[uuid.UUID]) -> list[uuid.UUID]:
@@ -175,6 +177,14 @@ class PaymentsExpireOut(WireModel):
     expired: int = Field(description="Pending payments this call closed.")
     already_expired: int = Field(description="Expired (or whose creation failed) before.")
     already_paid: int = Field(description="Paid (or refunded) before: left as they are.")
+
+
+class ReferenceExpiredOut(WireModel):
+    reference: str
+    status: Literal["void", "expired", "failed"] = Field(
+        description="`void`: no payment was made for the reference, and none will be"
+    )
+    payment: PaymentOut | None
 
 
 class XenditInvoiceCallback(BaseModel):

@@ -24,7 +24,7 @@ from laku.core.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailab
 from laku.core.outbox import enqueue
 from laku.core.security import Principal
 from laku.group_buying.client import PaymentEvent, PaymentEventStatus
-from laku.payment.models import Payment, outbox
+from laku.payment.models import Payment, VoidedReference, outbox
 from laku.payment.schemas import EscrowStatus, PaymentCreate, PaymentStatus, XenditInvoiceCallback
 from laku.providers.xendit.client import CURRENCY, XenditClient, XenditError, XenditInvoice
 
@@ -88,6 +88,18 @@ def _provider_error(exc: XenditError) -> PaymentProviderUnavailable | PaymentRej
     return PaymentProviderUnavailable(f"Xendit could not be used: {exc.message}", retry_after=5)
 
 
+class PaymentVoided(Conflict):
+    code = "payment_voided"
+    title = "The payment for this reference was given up"
+
+
+@dataclass(frozen=True)
+class ReferenceExpiry:
+    reference: str
+    status: Literal["void", "expired", "failed"]
+    payment: Payment | None
+
+
 @dataclass(frozen=True)
 class CreatedPayment:
     payment: Payment
@@ -147,6 +159,11 @@ class Payments:
             "expires_at": func.now() + timedelta(seconds=duration),
         }
         async with self._db.sessions.begin() as session:
+            await _lock_reference(session, request.reference)
+            if await session.get(VoidedReference, request.reference) is not None:
+                raise PaymentVoided(
+                    "The payment for this reference was given up before it was made"
+                )
             inserted = await session.scalar(
                 insert(Payment)
                 .values(
@@ -337,6 +354,34 @@ class Payments:
             raise PaymentAlreadyPaid(f"Payment {payment.payment_code} has been paid")
         return payment
 
+    async def expire_by_reference(self, reference: str) -> ReferenceExpiry:
+        """The caller gave up on the payment for `reference` (its join failed or timed out),
+        whether or not it was made. None yet: the reference is voided, so a creation landing
+        later is refused. One whose creation failed or was abandoned is voided too (no retry
+        takes it over). One being created answers `payment_in_progress` (ask again); one with
+        its invoice is expired like `expire`; a paid one raises `payment_already_paid`."""
+        async with self._db.sessions.begin() as session:
+            await _lock_reference(session, reference)
+            payment = await session.scalar(
+                select(Payment).where(Payment.reference == reference).with_for_update()
+            )
+            if payment is None or payment.status == PaymentStatus.FAILED:
+                await _void(session, reference)
+                return ReferenceExpiry(reference, "void" if payment is None else "failed", payment)
+            if payment.xendit_invoice_id is None and payment.status == PaymentStatus.PENDING:
+                abandoned = await session.scalar(
+                    select(Payment.updated_at < func.now() - ABANDONED_AFTER).where(
+                        Payment.id == payment.id
+                    )
+                )
+                if not abandoned:
+                    raise PaymentInProgress("The payment's invoice is being created", retry_after=1)
+                payment.status = PaymentStatus.FAILED.value
+                await _void(session, reference)
+                return ReferenceExpiry(reference, "failed", payment)
+        expired = await self.expire(payment.id)
+        return ReferenceExpiry(reference, "expired", expired)
+
     async def close_invoice_of_expired(self, payment_id: uuid.UUID, invoice_id: str) -> None:
         """Expire at Xendit the invoice of a payment recorded expired in bulk (the outbox's
         delivery; Xendit unavailable raises, to be tried again). If the buyer paid before the
@@ -375,6 +420,18 @@ class Payments:
             raise PaymentProviderUnavailable(
                 f"Xendit refused to expire the invoice ({refusal.message}) and could not be read"
             ) from exc
+
+
+async def _lock_reference(session: AsyncSession, reference: str) -> None:
+    """Creating a reference's payment and giving it up take turns (until the transaction
+    ends), so a creation never slips past its voiding."""
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(reference, 0))))
+
+
+async def _void(session: AsyncSession, reference: str) -> None:
+    await session.execute(
+        insert(VoidedReference).values(reference=reference).on_conflict_do_nothing()
+    )
 
 
 async def _locked(session: AsyncSession, payment_id: uuid.UUID) -> Payment:

@@ -1,5 +1,7 @@
+import asyncio
 import uuid
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -35,8 +37,16 @@ async def _startup(app: FastAPI) -> None:
     state.group_buying = GroupBuyingClient(url("group-buying"), *transport)
     state.notifications = NotificationClient(url("notification"), *transport)
     state.reservation_desk = service.ReservationDesk(
-        state.db, on_commit=lambda: state.outbox_relay.wake()
+        state.db,
+        on_commit=lambda: state.outbox_relay.wake(),
+        longest_hold=timedelta(seconds=state.settings.reservation_hold_seconds),
     )
+    interval = state.settings.reservation_sweep_interval_seconds
+    if interval > 0:
+        # Kept on the state: the event loop holds its tasks only weakly.
+        state.hold_sweeper = asyncio.create_task(
+            service.run_hold_sweeper(state.db, timedelta(seconds=interval)), name="hold-sweeper"
+        )
 
 
 def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:

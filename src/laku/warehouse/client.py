@@ -3,12 +3,16 @@ join, release it when the join fails or the invoice expires, deduct it when the 
 
 import hashlib
 import uuid
+from datetime import datetime
 
 from laku.core.http import ServiceCallError, ServiceClient
 from laku.warehouse.schemas import (
+    MAX_REFERENCES_PER_CALL,
     FulfilmentCreate,
     FulfilmentOut,
     FulfilmentStatus,
+    GroupConfirm,
+    GroupConfirmOut,
     GroupRelease,
     GroupReleaseOut,
     InventoryOut,
@@ -18,8 +22,10 @@ from laku.warehouse.schemas import (
 )
 
 __all__ = [
+    "MAX_REFERENCES_PER_CALL",
     "FulfilmentOut",
     "FulfilmentStatus",
+    "GroupConfirmOut",
     "GroupReleaseOut",
     "InventoryOut",
     "ProductStockOut",
@@ -37,35 +43,60 @@ def _references_key(references: list[str] | None) -> str:
 
 class WarehouseClient(ServiceClient):
     async def reserve(
-        self, reference: str, variant_id: uuid.UUID, quantity: int, *, group: str | None = None
+        self,
+        reference: str,
+        variant_id: uuid.UUID,
+        quantity: int,
+        *,
+        group: str | None = None,
+        expires_at: datetime | None = None,
     ) -> ReservationOut:
-        """Reserve under `reference` (idempotent: the same reference returns that reservation),
-        as part of `group` (e.g. "session:<id>") when given. Not enough stock raises
-        ServiceCallError with status 409, code `insufficient_stock`."""
+        """Hold stock under `reference` until `expires_at` (at most the warehouse's longest
+        hold, its default) unless confirmed, as part of `group` (e.g. "session:<id>") when
+        given. Idempotent: the same reference returns that reservation. Not enough stock raises
+        ServiceCallError 409 `insufficient_stock`; a reference released before it was reserved,
+        409 `reservation_released`."""
         body = ReservationCreate(
-            reference=reference, variant_id=variant_id, quantity=quantity, group=group
+            reference=reference,
+            variant_id=variant_id,
+            quantity=quantity,
+            group=group,
+            expires_at=expires_at,
         )
         response = await self.request(
             "POST",
             "/api/reservations",
-            json=body.model_dump(mode="json", by_alias=True),
+            json=body.model_dump(mode="json", by_alias=True, exclude_none=True),
             idempotency_key=f"reserve:{reference}",
         )
         return ReservationOut.model_validate(response.json())
 
-    async def release(self, reference: str) -> ReservationOut | None:
-        """Give the stock back; None when nothing was ever reserved under `reference`."""
-        return await self._transition(reference, "release")
+    async def release(self, reference: str) -> ReservationOut:
+        """Give the stock back. A reference never reserved is voided (status `void`): a
+        reserve under it arriving later is refused, so an undo outruns no late reserve."""
+        response = await self.request(
+            "POST",
+            f"/api/reservations/{reference}/release",
+            idempotency_key=f"release:{reference}",
+        )
+        return ReservationOut.model_validate(response.json())
+
+    async def confirm(self, reference: str) -> ReservationOut:
+        """The hold's join was paid: it never lapses now. A hold already released raises
+        ServiceCallError 409 `reservation_released` (the payer is owed a refund)."""
+        response = await self.request(
+            "POST",
+            f"/api/reservations/{reference}/confirm",
+            idempotency_key=f"confirm:{reference}",
+        )
+        return ReservationOut.model_validate(response.json())
 
     async def deduct(self, reference: str) -> ReservationOut | None:
-        return await self._transition(reference, "deduct")
-
-    async def _transition(self, reference: str, action: str) -> ReservationOut | None:
         try:
             response = await self.request(
                 "POST",
-                f"/api/reservations/{reference}/{action}",
-                idempotency_key=f"{action}:{reference}",
+                f"/api/reservations/{reference}/deduct",
+                idempotency_key=f"deduct:{reference}",
             )
         except ServiceCallError as exc:
             if exc.status == 404:
@@ -86,8 +117,20 @@ class WarehouseClient(ServiceClient):
         )
         return GroupReleaseOut.model_validate(response.json())
 
+    async def confirm_group(self, group: str, references: list[str]) -> GroupConfirmOut:
+        """Name up to MAX_REFERENCES_PER_CALL of a closing group's paid reservations (send
+        more in chunks): the fulfilment takes these and releases the others. Idempotent."""
+        response = await self.request(
+            "POST",
+            f"/api/reservation-groups/{group}/confirm",
+            json=GroupConfirm(references=references).model_dump(mode="json", by_alias=True),
+            idempotency_key=f"confirm:{group}:{_references_key(references)}",
+        )
+        return GroupConfirmOut.model_validate(response.json())
+
     async def fulfil_group(self, group: str, product_id: uuid.UUID) -> FulfilmentOut:
-        """Take a closed group buy's reservations out of stock (or wait for bundles)."""
+        """Take a closed group buy's confirmed reservations out of stock (or wait for
+        bundles) and release the group's others."""
         response = await self.request(
             "POST",
             f"/api/reservation-groups/{group}/fulfil",

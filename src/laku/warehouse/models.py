@@ -81,17 +81,39 @@ class StockMovement(Base):
 
 class Reservation(UUIDPrimaryKey, TimestampMixin, Base):
     """Stock promised under a caller's reference (e.g. a participant); the reference makes
-    reserve, release and deduct idempotent."""
+    reserve, release and deduct idempotent.
+
+    A reservation is a hold: unless confirmed (its join paid), it lapses at `expires_at` and
+    the sweeper releases it. Releasing a reference never reserved leaves a `void` row (no
+    variant, no units), so a reserve arriving after its own undo is refused."""
 
     __tablename__ = "reservations"
-    __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),)
+    __table_args__ = (
+        CheckConstraint(
+            "(status = 'void') = (variant_id IS NULL) AND (quantity > 0 OR status = 'void')",
+            name="quantity_positive_unless_void",
+        ),
+        CheckConstraint(
+            "confirmed_at IS NULL OR expires_at IS NULL", name="confirmed_never_lapses"
+        ),
+        # The sweeper's scan: unconfirmed holds by when they lapse.
+        Index(
+            "ix_reservations_lapsing",
+            "expires_at",
+            postgresql_where=text("status = 'reserved' AND expires_at IS NOT NULL"),
+        ),
+    )
 
     reference: Mapped[str] = mapped_column(String(200), unique=True)
     # The reservations of one group buy ("session:<id>") are released or fulfilled together.
     group_reference: Mapped[str | None] = mapped_column(String(200), index=True)
-    variant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("warehouse_inventory.variant_id"))
+    variant_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("warehouse_inventory.variant_id")
+    )
     quantity: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16))  # reserved | released | deducted
+    status: Mapped[str] = mapped_column(String(16))  # reserved | released | deducted | void
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PurchaseOrder(UUIDPrimaryKey, TimestampMixin, Base):

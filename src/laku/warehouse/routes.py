@@ -13,6 +13,8 @@ from laku.warehouse.schemas import (
     AdjustmentCreate,
     FulfilmentCreate,
     FulfilmentOut,
+    GroupConfirm,
+    GroupConfirmOut,
     GroupRelease,
     GroupReleaseOut,
     InventoryBatch,
@@ -31,6 +33,7 @@ from laku.warehouse.schemas import (
 router = APIRouter(tags=["warehouse"], responses=PROBLEM_RESPONSES)
 
 AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+ServicePrincipal = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
 PurchaseOrderReader = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.FACTORY))]
 
 _STATUS_RANK = [StockStatus.IN_STOCK, StockStatus.LOW_STOCK, StockStatus.OUT_OF_STOCK]
@@ -166,7 +169,16 @@ async def get_reservation(reference: str, _: AdminOrService, session: DbSession)
 
 @router.post("/api/reservations/{reference}/release", response_model=ReservationOut)
 async def release(reference: str, _: AdminOrService, session: DbSession) -> ReservationOut:
+    """Give the stock back. A reference never reserved is answered `void` and stays so: a
+    reserve arriving after its own undo is refused (409 `reservation_released`)."""
     return await service.release(session, reference)
+
+
+@router.post("/api/reservations/{reference}/confirm", response_model=ReservationOut)
+async def confirm(reference: str, _: ServicePrincipal, session: DbSession) -> ReservationOut:
+    """The hold's join was paid: it no longer lapses. Again changes nothing; a hold already
+    released (it lapsed) answers 409 `reservation_released`."""
+    return await service.confirm(session, reference)
 
 
 @router.post("/api/reservations/{reference}/deduct", response_model=ReservationOut)
@@ -199,11 +211,23 @@ async def release_group(
     return GroupReleaseOut(group=group, released=released, units=units)
 
 
+@router.post("/api/reservation-groups/{group}/confirm", response_model=GroupConfirmOut)
+async def confirm_group(
+    group: str, body: GroupConfirm, _: AdminOrService, session: DbSession
+) -> GroupConfirmOut:
+    """Name a closing group buy's paid reservations (up to 5,000 a call): the fulfilment takes
+    these from stock and releases the group's others. A paid hold that had lapsed is reserved
+    again."""
+    confirmed, restored, unknown = await service.confirm_group(session, group, body.references)
+    return GroupConfirmOut(group=group, confirmed=confirmed, restored=restored, unknown=unknown)
+
+
 @router.post("/api/reservation-groups/{group}/fulfil", response_model=FulfilmentOut)
 async def fulfil_group(
     group: str, body: FulfilmentCreate, request: Request, _: AdminOrService, session: DbSession
 ) -> FulfilmentOut:
-    """Take a closed group buy's reservations out of stock, or order the bundles it lacks."""
+    """Take a closed group buy's confirmed reservations out of stock (or order the bundles it
+    lacks) and release its others."""
     state = request.app.state
     product = await state.products.get_product(body.product_id)
     if product is None:

@@ -3,7 +3,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, RootModel, model_validator
+from pydantic import AwareDatetime, Field, RootModel, model_validator
 
 from laku.core.money import Rupiah
 from laku.core.schemas import WireModel
@@ -69,14 +69,25 @@ class ReservationCreate(WireModel):
     group: Reference | None = Field(
         default=None, description='What the reservation belongs to, e.g. "session:<id>"'
     )
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the hold lapses unless confirmed; at most (and by default) the "
+        "warehouse's longest hold from now",
+    )
 
 
 class ReservationOut(WireModel):
     reference: str
-    variant_id: uuid.UUID
+    variant_id: uuid.UUID | None = Field(description="null: released before it was reserved")
     quantity: int
-    status: str
-    available_quantity: int = Field(description="The variant's available stock afterwards")
+    status: str = Field(description="reserved | released | deducted | void (released unknown)")
+    available_quantity: int | None = Field(
+        description="The variant's available stock afterwards (null for a void reference)"
+    )
+    expires_at: datetime | None = Field(
+        default=None, description="When the hold lapses; null once confirmed or no longer held"
+    )
+    confirmed: bool = False
 
 
 class AdjustmentCreate(WireModel):
@@ -148,6 +159,25 @@ class GroupRelease(WireModel):
     references: Annotated[list[Reference], Field(max_length=20_000)] | None = Field(
         default=None, description="Only these reservations of the group; all when absent"
     )
+
+
+MAX_REFERENCES_PER_CALL = 5_000
+
+
+class GroupConfirm(WireModel):
+    references: Annotated[
+        list[Reference], Field(min_length=1, max_length=MAX_REFERENCES_PER_CALL)
+    ] = Field(description="The group's paid reservations (send a larger group in chunks)")
+
+
+class GroupConfirmOut(WireModel):
+    group: str
+    confirmed: int = Field(description="Holds this call confirmed")
+    restored: int = Field(
+        description="Of those, holds that had lapsed and were reserved again (stock may fall "
+        "short, which the fulfilment then orders)"
+    )
+    unknown: list[str] = Field(description="Named references with no reservation in the group")
 
 
 class GroupReleaseOut(WireModel):

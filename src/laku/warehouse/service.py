@@ -9,7 +9,7 @@ import math
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -296,16 +296,32 @@ class Reserved:
 ReservationResult = Reserved | DomainError
 
 
+class ReservationReleased(Conflict):
+    code = "reservation_released"
+    title = "This reservation was released"
+
+
+def hold_until(requested: datetime | None, longest_hold: timedelta) -> datetime:
+    """When a hold asked to last until `requested` lapses: never later than the longest."""
+    latest = datetime.now(UTC) + longest_hold
+    return latest if requested is None else min(requested, latest)
+
+
 async def reserve_batch(
-    session: AsyncSession, variant_id: uuid.UUID, requests: list[ReservationCreate]
+    session: AsyncSession,
+    variant_id: uuid.UUID,
+    requests: list[ReservationCreate],
+    longest_hold: timedelta,
 ) -> list[ReservationResult]:
     """Reserve for many requests of one variant under one row lock, first come first served.
 
     A reference seen before (in the database or earlier in the batch) is answered with its
-    reservation, whatever stock is left: reserving is idempotent by reference."""
+    reservation, whatever stock is left: reserving is idempotent by reference. A reference
+    released before it was reserved (`void`, its caller gave up) is refused, and so is one
+    voided while this batch was written: the unique reference decides which came first."""
     references = [request.reference for request in requests]
     known = {
-        row.reference: row
+        row.reference: row._asdict()
         for row in (
             await session.execute(
                 select(
@@ -313,6 +329,8 @@ async def reserve_batch(
                     Reservation.variant_id,
                     Reservation.quantity,
                     Reservation.status,
+                    Reservation.expires_at,
+                    Reservation.confirmed_at,
                 ).where(Reservation.reference.in_(references))
             )
         ).all()
@@ -333,77 +351,107 @@ async def reserve_batch(
         return [missing for _ in requests]
 
     available = inventory.available_quantity
-    accepted: dict[str, ReservationCreate] = {}
-    # Per request: (status, created by this batch), or the error refusing it.
-    outcomes: list[tuple[str, bool] | DomainError] = []
+    accepted: dict[str, dict[str, Any]] = {}
+    # Per request: the reference's row as answered, or the error refusing it.
+    outcomes: list[dict[str, Any] | DomainError] = []
     for request in requests:
-        if request.reference in accepted or request.reference in known:
-            prior = accepted.get(request.reference) or known[request.reference]
-            if (prior.variant_id, prior.quantity) != (request.variant_id, request.quantity):
+        prior = accepted.get(request.reference) or known.get(request.reference)
+        if prior is not None:
+            if prior["status"] == "void":
+                outcomes.append(
+                    ReservationReleased("This reference was released before it was reserved")
+                )
+            elif (prior["variant_id"], prior["quantity"]) != (request.variant_id, request.quantity):
                 outcomes.append(
                     Conflict("Reference used for another reservation", code="reference_reused")
                 )
             else:
-                status = "reserved" if request.reference in accepted else prior.status
-                outcomes.append((status, False))
+                outcomes.append(prior)
         elif request.quantity > available:
             outcomes.append(
                 InsufficientStock(f"Only {max(available, 0)} available, {request.quantity} asked")
             )
         else:
             available -= request.quantity
-            accepted[request.reference] = request
-            outcomes.append(("reserved", True))
+            accepted[request.reference] = {
+                "id": uuid.uuid4(),
+                "reference": request.reference,
+                "variant_id": variant_id,
+                "quantity": request.quantity,
+                "group_reference": request.group,
+                "status": "reserved",
+                "expires_at": hold_until(request.expires_at, longest_hold),
+                "confirmed_at": None,
+            }
+            outcomes.append(accepted[request.reference])
 
+    inserted: set[str] = set()
     if accepted:
-        reserved_total = sum(request.quantity for request in accepted.values())
-        await session.execute(
-            insert(Reservation),
-            [
-                {
-                    "id": uuid.uuid4(),
-                    "reference": r.reference,
-                    "variant_id": variant_id,
-                    "quantity": r.quantity,
-                    "group_reference": r.group,
-                    "status": "reserved",
-                }
-                for r in accepted.values()
-            ],
+        inserted = set(
+            await session.scalars(
+                pg_insert(Reservation)
+                .values(list(accepted.values()))
+                .on_conflict_do_nothing(index_elements=[Reservation.reference])
+                .returning(Reservation.reference)
+            )
         )
+        lost = [ref for ref in accepted if ref not in inserted]
+        if lost:  # voided (or reserved elsewhere) since they were looked up: refused
+            available += sum(accepted[ref]["quantity"] for ref in lost)
+            log.warning("reservations_lost_to_concurrent_release", references=lost)
+        written = [accepted[ref] for ref in accepted if ref in inserted]
         await _record(
             session,
             [
-                _movement(variant_id, "reserve", reserved_delta=r.quantity, reference=r.reference)
-                for r in accepted.values()
+                _movement(
+                    variant_id, "reserve", reserved_delta=r["quantity"], reference=r["reference"]
+                )
+                for r in written
             ],
         )
-        await session.execute(
-            update(Inventory)
-            .where(Inventory.variant_id == variant_id)
-            .values(
-                reserved_quantity=Inventory.reserved_quantity + reserved_total,
-                updated_at=func.now(),
+        if written:
+            await session.execute(
+                update(Inventory)
+                .where(Inventory.variant_id == variant_id)
+                .values(
+                    reserved_quantity=Inventory.reserved_quantity
+                    + sum(r["quantity"] for r in written),
+                    updated_at=func.now(),
+                )
             )
-        )
         if crossed_threshold(inventory.available_quantity, available, inventory.reorder_threshold):
             await _request_reorder(session, inventory.product_id)
     await session.commit()
-    return [
-        outcome
-        if isinstance(outcome, DomainError)
-        else Reserved(
-            ReservationOut(
-                reference=request.reference,
-                variant_id=request.variant_id,
-                quantity=request.quantity,
-                status=outcome[0],
-                available_quantity=available,
-            ),
-            created=outcome[1],
+    results: list[ReservationResult] = []
+    answered: set[str] = set()
+    for request, outcome in zip(requests, outcomes, strict=True):
+        if isinstance(outcome, DomainError):
+            results.append(outcome)
+            continue
+        created = outcome["reference"] in inserted and outcome["reference"] not in answered
+        answered.add(outcome["reference"])
+        if outcome["reference"] not in inserted and outcome["reference"] not in known:
+            # Lost to a release of the reference just now.
+            results.append(
+                ReservationReleased("This reference was released before it was reserved")
+            )
+            continue
+        row = outcome
+        results.append(
+            Reserved(
+                ReservationOut(
+                    reference=request.reference,
+                    variant_id=request.variant_id,
+                    quantity=request.quantity,
+                    status=row["status"],
+                    available_quantity=available,
+                    expires_at=row["expires_at"] if row["status"] == "reserved" else None,
+                    confirmed=row["confirmed_at"] is not None,
+                ),
+                created=created,
+            )
         )
-        for request, outcome in zip(requests, outcomes, strict=True)
-    ]
+    return results
 
 
 class ReservationDesk:
@@ -413,9 +461,16 @@ class ReservationDesk:
     row's lock. Here requests that arrive while a batch is being written wait for the next
     batch, so the lock is taken once per batch instead of once per request."""
 
-    def __init__(self, db: Database, on_commit: Callable[[], None], max_batch: int = 500):
+    def __init__(
+        self,
+        db: Database,
+        on_commit: Callable[[], None],
+        longest_hold: timedelta,
+        max_batch: int = 500,
+    ):
         self._db = db
         self._on_commit = on_commit
+        self._longest_hold = longest_hold
         self._max_batch = max_batch
         self._draining: set[asyncio.Task[None]] = set()
         self._waiting: dict[
@@ -443,7 +498,10 @@ class ReservationDesk:
                 try:
                     async with self._db.sessions() as session:
                         results = await reserve_batch(
-                            session, variant_id, [request for request, _ in batch]
+                            session,
+                            variant_id,
+                            [request for request, _ in batch],
+                            self._longest_hold,
                         )
                 except Exception as exc:
                     for _, future in batch:
@@ -459,21 +517,24 @@ class ReservationDesk:
             del self._waiting[variant_id]
 
 
+def _not_found() -> NotFound:
+    return NotFound("No reservation with this reference", code="reservation_not_found")
+
+
 async def _locked_reservation(
     session: AsyncSession, reference: str
-) -> tuple[Reservation, Inventory]:
+) -> tuple[Reservation, Inventory | None]:
     """The reservation and its variant's stock, locked in the order every writer uses:
-    the inventory row first, then reservations."""
+    the inventory row first, then reservations (a void reference has no stock)."""
     variant_id = await session.scalar(
         select(Reservation.variant_id).where(Reservation.reference == reference)
     )
-    if variant_id is None:
-        raise NotFound("No reservation with this reference", code="reservation_not_found")
-    inventory = await _locked_inventory(session, variant_id)
+    inventory = None if variant_id is None else await _locked_inventory(session, variant_id)
     reservation = await session.scalar(
         select(Reservation).where(Reservation.reference == reference).with_for_update()
     )
-    assert reservation is not None  # reservations are never deleted
+    if reservation is None:
+        raise _not_found()
     return reservation, inventory
 
 
@@ -482,27 +543,55 @@ async def get_reservation(session: AsyncSession, reference: str) -> ReservationO
         select(Reservation).where(Reservation.reference == reference)
     )
     if reservation is None:
-        raise NotFound("No reservation with this reference", code="reservation_not_found")
-    inventory = await get_inventory(session, reservation.variant_id)
+        raise _not_found()
+    inventory = (
+        None
+        if reservation.variant_id is None
+        else await get_inventory(session, reservation.variant_id)
+    )
     return _reservation_out(reservation, inventory)
 
 
-def _reservation_out(reservation: Reservation, inventory: Inventory) -> ReservationOut:
+def _reservation_out(reservation: Reservation, inventory: Inventory | None) -> ReservationOut:
     return ReservationOut(
         reference=reservation.reference,
         variant_id=reservation.variant_id,
         quantity=reservation.quantity,
         status=reservation.status,
-        available_quantity=inventory.available_quantity,
+        available_quantity=None if inventory is None else inventory.available_quantity,
+        expires_at=reservation.expires_at if reservation.status == "reserved" else None,
+        confirmed=reservation.confirmed_at is not None,
     )
 
 
+async def _void(session: AsyncSession, reference: str) -> bool:
+    """Leave a `void` row for a reference never reserved, so that a reserve arriving later
+    (its answer lost, its undo first) is refused. False when a reservation got there first
+    (the insert waits for one being written to commit)."""
+    voided = await session.scalar(
+        pg_insert(Reservation)
+        .values(id=uuid.uuid4(), reference=reference, variant_id=None, quantity=0, status="void")
+        .on_conflict_do_nothing(index_elements=[Reservation.reference])
+        .returning(Reservation.id)
+    )
+    await session.commit()
+    return voided is not None
+
+
 async def release(session: AsyncSession, reference: str) -> ReservationOut:
-    """Give reserved stock back (a join that failed, an unpaid invoice, a failed group)."""
-    reservation, inventory = await _locked_reservation(session, reference)
+    """Give reserved stock back (a join that failed, an unpaid invoice, a failed group). A
+    reference never reserved is voided: reserving it later is refused."""
+    try:
+        reservation, inventory = await _locked_reservation(session, reference)
+    except NotFound:
+        await session.rollback()
+        if not await _void(session, reference):
+            return await release(session, reference)  # reserved a moment ago: release it
+        reservation, inventory = await _locked_reservation(session, reference)
     if reservation.status == "deducted":
         raise Conflict("This reservation was already taken from stock", code="reservation_deducted")
     if reservation.status == "reserved":
+        assert inventory is not None  # a reserved reservation has its variant
         reservation.status = "released"
         inventory.reserved_quantity -= reservation.quantity
         await _record(
@@ -521,15 +610,30 @@ async def release(session: AsyncSession, reference: str) -> ReservationOut:
     return _reservation_out(reservation, inventory)
 
 
+async def confirm(session: AsyncSession, reference: str) -> ReservationOut:
+    """The hold's join was paid: it no longer lapses. Confirming again changes nothing; a
+    hold that lapsed (released) or was never made is refused, so the payer is refunded."""
+    reservation, inventory = await _locked_reservation(session, reference)
+    if reservation.status in ("released", "void"):
+        raise ReservationReleased("The hold lapsed or was released before it was confirmed")
+    if reservation.status == "reserved" and reservation.confirmed_at is None:
+        reservation.confirmed_at = datetime.now(UTC)
+        reservation.expires_at = None
+        await session.commit()
+    return _reservation_out(reservation, inventory)
+
+
 async def deduct(session: AsyncSession, reference: str) -> ReservationOut:
     """Take reserved stock out of the warehouse (it is being shipped to the buyer)."""
     reservation, inventory = await _locked_reservation(session, reference)
-    if reservation.status == "released":
-        raise Conflict("This reservation was released", code="reservation_released")
+    if reservation.status in ("released", "void"):
+        raise ReservationReleased("This reservation was released")
+    assert inventory is not None  # reserved or deducted: it has its variant
     if reservation.status == "reserved" and inventory.quantity < reservation.quantity:
         raise Conflict("Stock on hand is short of this reservation", code="stock_short")
     if reservation.status == "reserved":
         reservation.status = "deducted"
+        reservation.expires_at = None
         inventory.quantity -= reservation.quantity
         inventory.reserved_quantity -= reservation.quantity
         await _record(
@@ -549,6 +653,81 @@ async def deduct(session: AsyncSession, reference: str) -> ReservationOut:
     return _reservation_out(reservation, inventory)
 
 
+# Lapsed holds ------------------------------------------------------------------------------
+
+
+async def release_lapsed(session: AsyncSession, limit: int) -> int:
+    """Release up to `limit` unconfirmed holds past their expiry in one transaction, each a
+    ledger row; returns how many. Holds being changed by another writer are left for the
+    next sweep."""
+    due = (
+        await session.execute(
+            select(Reservation.id, Reservation.variant_id)
+            .where(Reservation.status == "reserved", Reservation.expires_at < func.now())
+            .order_by(Reservation.expires_at)
+            .limit(limit)
+        )
+    ).all()
+    if not due:
+        return 0
+    # Inventory rows first, in one order, as every writer takes them.
+    await session.execute(
+        select(Inventory.id)
+        .where(Inventory.variant_id.in_(sorted({row.variant_id for row in due})))
+        .order_by(Inventory.variant_id)
+        .with_for_update()
+    )
+    rows = (
+        await session.execute(
+            update(Reservation)
+            .where(
+                Reservation.id.in_([row.id for row in due]),
+                Reservation.status == "reserved",
+                Reservation.expires_at < func.now(),
+            )
+            .values(status="released", expires_at=None, updated_at=func.now())
+            .returning(Reservation.variant_id, Reservation.quantity, Reservation.reference)
+        )
+    ).all()
+    for variant_id, units in _units_by_variant(rows).items():
+        await session.execute(
+            update(Inventory)
+            .where(Inventory.variant_id == variant_id)
+            .values(reserved_quantity=Inventory.reserved_quantity - units, updated_at=func.now())
+        )
+    await _record(
+        session,
+        [
+            _movement(
+                row.variant_id,
+                "release",
+                reserved_delta=-row.quantity,
+                reference=row.reference,
+                reason="hold lapsed",
+            )
+            for row in rows
+        ],
+    )
+    await session.commit()
+    if rows:
+        log.info("lapsed_holds_released", reservations=len(rows))
+    return len(rows)
+
+
+async def run_hold_sweeper(db: Database, interval: timedelta, batch: int = 1_000) -> None:
+    """Release lapsed holds every `interval`, in batches, for as long as the process runs.
+    Several processes may sweep at once: each release is conditional on the hold."""
+    while True:
+        await asyncio.sleep(interval.total_seconds())
+        try:
+            while True:
+                async with db.sessions() as session:
+                    if await release_lapsed(session, batch) < batch:
+                        break
+        except Exception:
+            log.exception("hold_sweep_failed")
+
+
 # Groups of reservations (one group buy) ----------------------------------------------------
 
 
@@ -565,18 +744,27 @@ async def _lock_product_stock(
 
 
 async def _take_group(
-    session: AsyncSession, group: str, status: str, references: list[str] | None = None
+    session: AsyncSession,
+    group: str,
+    status: str,
+    references: list[str] | None = None,
+    *,
+    confirmed: bool | None = None,
 ) -> list[Any]:
-    """Move the group's still-reserved reservations (all, or those named) to `status`."""
+    """Move the group's still-reserved reservations (all, or those named, or only those
+    confirmed or not) to `status`."""
     chosen = [Reservation.group_reference == group, Reservation.status == "reserved"]
     if references is not None:
         chosen.append(Reservation.reference.in_(references))
+    if confirmed is not None:
+        paid = Reservation.confirmed_at.is_not(None)
+        chosen.append(paid if confirmed else ~paid)
     return list(
         (
             await session.execute(
                 update(Reservation)
                 .where(*chosen)
-                .values(status=status, updated_at=func.now())
+                .values(status=status, expires_at=None, updated_at=func.now())
                 .returning(Reservation.variant_id, Reservation.quantity, Reservation.reference)
             )
         ).all()
@@ -590,12 +778,7 @@ def _units_by_variant(rows: Iterable[Any]) -> dict[uuid.UUID, int]:
     return units
 
 
-async def release_group(
-    session: AsyncSession, group: str, references: list[str] | None = None
-) -> tuple[int, int]:
-    """Give back the reservations of a group buy in one transaction: all of them (it failed
-    or was cancelled) or those named (its unpaid joins at close). Returns (reservations
-    released, units); releasing again releases nothing."""
+async def _lock_group_stock(session: AsyncSession, group: str) -> dict[uuid.UUID, Inventory]:
     product_ids = await session.scalars(
         select(Inventory.product_id)
         .join(Reservation, Reservation.variant_id == Inventory.variant_id)
@@ -605,20 +788,87 @@ async def release_group(
     stock: dict[uuid.UUID, Inventory] = {}
     for product_id in sorted(product_ids):
         stock |= await _lock_product_stock(session, product_id)
-    rows = await _take_group(session, group, "released", references)
+    return stock
+
+
+async def _release_taken(
+    session: AsyncSession, stock: dict[uuid.UUID, Inventory], rows: list[Any], reason: str | None
+) -> None:
     for variant_id, units in _units_by_variant(rows).items():
         stock[variant_id].reserved_quantity -= units
     await _record(
         session,
         [
             _movement(
-                row.variant_id, "release", reserved_delta=-row.quantity, reference=row.reference
+                row.variant_id,
+                "release",
+                reserved_delta=-row.quantity,
+                reference=row.reference,
+                reason=reason,
             )
             for row in rows
         ],
     )
+
+
+async def release_group(
+    session: AsyncSession, group: str, references: list[str] | None = None
+) -> tuple[int, int]:
+    """Give back the reservations of a group buy in one transaction: all of them (it failed
+    or was cancelled) or those named (its unpaid joins at close). Returns (reservations
+    released, units); releasing again releases nothing."""
+    stock = await _lock_group_stock(session, group)
+    rows = await _take_group(session, group, "released", references)
+    await _release_taken(session, stock, rows, None)
     await session.commit()
     return len(rows), sum(row.quantity for row in rows)
+
+
+async def confirm_group(
+    session: AsyncSession, group: str, references: list[str]
+) -> tuple[int, int, list[str]]:
+    """The close names a group's paid reservations (in chunks): they are confirmed, to be taken
+    from stock by the fulfilment, which releases the others. A paid hold that lapsed before
+    its confirmation arrived is reserved again: the buyer paid, so the stock is owed, and any
+    shortage is ordered by the fulfilment. Returns (confirmed now, of which restored, unknown
+    references); confirming again changes nothing."""
+    stock = await _lock_group_stock(session, group)
+    rows = (
+        await session.execute(
+            select(Reservation)
+            .where(Reservation.group_reference == group, Reservation.reference.in_(references))
+            .order_by(Reservation.reference)
+            .with_for_update()
+        )
+    ).scalars()
+    found: set[str] = set()
+    confirmed = restored = 0
+    at = datetime.now(UTC)
+    ledger = []
+    for reservation in rows:
+        found.add(reservation.reference)
+        if reservation.status == "released" and reservation.variant_id is not None:
+            reservation.status = "reserved"
+            stock[reservation.variant_id].reserved_quantity += reservation.quantity
+            ledger.append(
+                _movement(
+                    reservation.variant_id,
+                    "reserve",
+                    reserved_delta=reservation.quantity,
+                    reference=reservation.reference,
+                    reason="paid after its hold lapsed",
+                )
+            )
+            restored += 1
+        if reservation.status == "reserved" and reservation.confirmed_at is None:
+            reservation.confirmed_at = at
+            reservation.expires_at = None
+            confirmed += 1
+    await _record(session, ledger)
+    await session.commit()
+    if restored:
+        log.warning("lapsed_paid_holds_restored", group=group, reservations=restored)
+    return confirmed, restored, [ref for ref in references if ref not in found]
 
 
 async def fulfil_group(
@@ -628,20 +878,26 @@ async def fulfil_group(
     composition: BundleCompositionOut | None,
     shipping_cost_per_bundle: int,
 ) -> Fulfilment:
-    """Take a closed group buy's reservations out of stock. Where stock is short (counted
-    stock lost after it was promised), wait for bundles: those already on order, else a new
-    purchase order covering every short variant. Safe to call again: a fulfilled group stays
-    fulfilled, a waiting one completes once the stock is in."""
+    """Take a closed group buy's confirmed (paid) reservations out of stock and release its
+    others. Where stock is short (counted stock lost after it was promised), wait for
+    bundles: those already on order, else a new purchase order covering every short variant.
+    Safe to call again: a fulfilled group stays fulfilled, a waiting one completes once the
+    stock is in."""
     stock = await _lock_product_stock(session, product.id)
     fulfilment = await session.get(Fulfilment, group)
     if fulfilment is not None and fulfilment.status == "fulfilled":
         await session.commit()
         return fulfilment
+    # Only the confirmed (paid) reservations are taken; the group's others are given back.
+    unpaid = await _take_group(session, group, "released", confirmed=False)
+    await _release_taken(session, stock, unpaid, "not paid at the close")
     demand = _units_by_variant(
         (
             await session.execute(
                 select(Reservation.variant_id, Reservation.quantity).where(
-                    Reservation.group_reference == group, Reservation.status == "reserved"
+                    Reservation.group_reference == group,
+                    Reservation.status == "reserved",
+                    Reservation.confirmed_at.is_not(None),
                 )
             )
         ).all()
@@ -654,9 +910,11 @@ async def fulfil_group(
             units=sum(demand.values()),
         )
         session.add(fulfilment)
-    deficits = {v: -stock[v].available_quantity for v in demand if stock[v].available_quantity < 0}
+    # From the columns just changed (the computed one is refreshed only after a flush).
+    available = {v: stock[v].quantity - stock[v].reserved_quantity for v in demand}
+    deficits = {v: -units for v, units in available.items() if units < 0}
     if not deficits:
-        rows = await _take_group(session, group, "deducted")
+        rows = await _take_group(session, group, "deducted", confirmed=True)
         for variant_id, units in _units_by_variant(rows).items():
             stock[variant_id].quantity -= units
             stock[variant_id].reserved_quantity -= units
