@@ -7,6 +7,7 @@ from pydantic import AwareDatetime, Field, model_validator
 
 from laku.core.money import BasisPoints, Rupiah
 from laku.core.schemas import WireModel
+from laku.payment.client import MAX_REFUNDS_PER_CALL
 from laku.wallet.client import Bank
 
 
@@ -144,7 +145,8 @@ class EscrowRefundIn(WireModel):
 
 
 class EscrowRefundsReport(WireModel):
-    refunds: Annotated[list[EscrowRefundIn], Field(min_length=1, max_length=2000)]
+    # payment-service reports the refunds of one refund call together.
+    refunds: Annotated[list[EscrowRefundIn], Field(min_length=1, max_length=MAX_REFUNDS_PER_CALL)]
 
 
 class EscrowRefundOut(WireModel):
