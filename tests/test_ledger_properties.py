@@ -1,8 +1,11 @@
 """The settlement ledger under random flows, driven through settlement-service's own functions on
 a real, migrated database: settlements of random totals at random fee rates for a few
 factories, refused ones (overlapping periods, amounts that are not the server's, nothing to
-settle), payouts that succeed or fail in any order and are reported again. After every step
+settle), payouts that succeed or fail in any order and are reported again, failed payouts
+retried, and refunds of released escrow reported (again) for settled periods and for periods
+not settled yet, whose settlement's figures took them off or missed them. After every step
 every entry balances, each factory's payable equals the nets of its settlements not yet paid,
+its receivable what it owes back and no more than what later settlements could not cover,
 and each settlement has exactly the entries it should. An entry that does not balance is
 refused by the database at commit, however it is written.
 
@@ -35,10 +38,16 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from laku.core.db import Database, async_url
-from laku.payment.client import EscrowReleasedOut, ReleasedSessionOut
+from laku.payment.client import CancelledOrderRefundOut, EscrowReleasedOut, ReleasedSessionOut
 from laku.settlement import service
 from laku.settlement.models import FactorySettlement, LedgerEntry
-from laku.settlement.schemas import LedgerEntryKind, PayoutAccountIn, SettlementCreate
+from laku.settlement.schemas import (
+    EscrowRefundIn,
+    EscrowRefundStatus,
+    LedgerEntryKind,
+    PayoutAccountIn,
+    SettlementCreate,
+)
 from tests.support import plain_url, throwaway_database
 
 FACTORIES = 3
@@ -69,11 +78,22 @@ class Settled:
     end: datetime
     net: int
     status: str
+    attempt: int = 1
+    receivables: int = 0  # refunds of money it paid the factory, or it missed
 
     @property
     def entries(self) -> int:
-        """The settlement's own entry, and its payout's once paid through one."""
-        return 2 if self.status == "paid" and self.net > 0 else 1
+        """The settlement's own entry, its payout's once paid through one, and a receivable's
+        per refund of escrow it had paid the factory for."""
+        return (2 if self.status == "paid" and self.net > 0 else 1) + self.receivables
+
+
+@dataclass
+class Reported:
+    """A refund of released escrow reported while its period was not settled."""
+
+    refund: EscrowRefundIn
+    seen: bool  # the settlement's figures (read after it) list it, and took it off
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -86,6 +106,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.factories = [uuid.uuid4() for _ in range(FACTORIES)]
         self.next_start = [EPOCH] * FACTORIES
         self.model: dict[uuid.UUID, Settled] = {}
+        self.owed = [0] * FACTORIES  # what each factory owes back
+        self.pending: list[Reported] = []
 
     def run(self, coro: Any) -> Any:
         return self.runner.run(coro)
@@ -120,7 +142,31 @@ class LedgerMachine(RuleBasedStateMachine):
                 ReleasedSessionOut(group_session_id=uuid.uuid4(), amount=amount, payments=1)
                 for amount in parts
             ],
+            cancelled_order_refunds=[
+                CancelledOrderRefundOut(
+                    refund_id=r.refund.refund_id,
+                    payment_id=r.refund.payment_id,
+                    amount=r.refund.amount,
+                    escrow_released_at=r.refund.escrow_released_at,
+                )
+                for r in self._pending_in(factory, start, end)
+                if r.seen
+            ],
         )
+
+    def _pending_in(self, factory: int, start: datetime, end: datetime) -> list[Reported]:
+        return [
+            r
+            for r in self.pending
+            if r.refund.factory_id == self.factories[factory]
+            and start <= r.refund.escrow_released_at < end
+        ]
+
+    def _deduction(self, factory: int, start: datetime, end: datetime, net: int) -> int:
+        """What settling [start, end) nets out of `net` (total less fee): what the factory
+        owes, with the pending refunds the figures missed."""
+        missed = sum(r.refund.amount for r in self._pending_in(factory, start, end) if not r.seen)
+        return min(self.owed[factory] + missed, net)
 
     def _create(
         self, factory: int, start: datetime, end: datetime, parts: list[int], fee_bps: int, **sent
@@ -154,17 +200,88 @@ class LedgerMachine(RuleBasedStateMachine):
                 self._create(factory, start, end, parts, fee_bps)
             return multiple()
         fee = expected_fee(total, fee_bps)
+        deducted = self._deduction(factory, start, end, total - fee)
         settlement = self._create(
-            factory, start, end, parts, fee_bps, total_amount=total, platform_fee=fee
+            factory,
+            start,
+            end,
+            parts,
+            fee_bps,
+            total_amount=total,
+            platform_fee=fee,
+            net_amount=total - fee - deducted,
         )
         assert (settlement.total_amount, settlement.platform_fee) == (total, fee)
-        assert settlement.net_amount == total - fee
+        assert settlement.receivable_deducted == deducted
+        assert settlement.net_amount == total - fee - deducted >= 0
+        missed = [r for r in self._pending_in(factory, start, end) if not r.seen]
+        self.owed[factory] += sum(r.refund.amount for r in missed) - deducted
+        assert settlement.receivable_carried == self.owed[factory]
+        self.pending = [r for r in self.pending if r not in self._pending_in(factory, start, end)]
         self.next_start[factory] = end
-        # The fee may take everything: then there is nothing to pay out, and it is paid.
+        # The fee (and what the factory owes) may take everything: then there is nothing to
+        # pay out, and it is paid.
         status = "paid" if settlement.net_amount == 0 else "pending"
         assert settlement.status == status
-        self.model[settlement.id] = Settled(factory, start, end, settlement.net_amount, status)
+        self.model[settlement.id] = Settled(
+            factory, start, end, settlement.net_amount, status, receivables=len(missed)
+        )
         return settlement.id
+
+    def _report(self, refund: EscrowRefundIn) -> Any:
+        async def report() -> Any:
+            async with self.db.sessions() as session:
+                [recorded] = (await service.record_escrow_refunds(session, [refund])).refunds
+                return recorded
+
+        return self.run(report())
+
+    @rule(
+        settlement_id=settlements,
+        amount=st.integers(1, 10**12),
+        seconds=st.integers(0, 10**9),
+    )
+    def refund_after_settlement(self, settlement_id: uuid.UUID, amount: int, seconds: int) -> None:
+        """An order released in a settled period is cancelled: the factory owes it back, once
+        however often it is reported."""
+        settled = self.model[settlement_id]
+        period = int((settled.end - settled.start).total_seconds())
+        released_at = settled.start + timedelta(seconds=seconds % period)
+        refund = EscrowRefundIn(
+            refund_id=uuid.uuid4(),
+            payment_id=uuid.uuid4(),
+            factory_id=self.factories[settled.factory],
+            amount=amount,
+            escrow_released_at=released_at,
+        )
+        for _ in range(2):
+            recorded = self._report(refund)
+            assert (recorded.status, recorded.settlement_id) == (
+                EscrowRefundStatus.RECEIVABLE,
+                settlement_id,
+            )
+        self.owed[settled.factory] += amount
+        settled.receivables += 1
+
+    @rule(
+        factory=st.integers(0, FACTORIES - 1),
+        amount=st.integers(1, 10**12),
+        hours=st.integers(0, 24 * 3),
+        seen=st.booleans(),
+    )
+    def refund_before_settlement(self, factory: int, amount: int, hours: int, seen: bool) -> None:
+        """Reported while its period is not settled: that settlement's figures took it off
+        (`seen`) or were read before it was made."""
+        refund = EscrowRefundIn(
+            refund_id=uuid.uuid4(),
+            payment_id=uuid.uuid4(),
+            factory_id=self.factories[factory],
+            amount=amount,
+            escrow_released_at=self.next_start[factory] + timedelta(hours=hours),
+        )
+        recorded = self._report(refund)
+        assert (recorded.status, recorded.settlement_id) == (EscrowRefundStatus.PENDING, None)
+        self.pending.append(Reported(refund, seen))
 
     @rule(
         settlement_id=settlements,
@@ -188,30 +305,52 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def mismatch(self, factory: int, total: int, off_by: int, field: str) -> None:
         fee = expected_fee(total, 500)
-        right = {"total_amount": total, "platform_fee": fee, "net_amount": total - fee}
+        start = self.next_start[factory]
+        net = total - fee - self._deduction(factory, start, start + timedelta(days=1), total - fee)
+        right = {"total_amount": total, "platform_fee": fee, "net_amount": net}
         sent = {**right, field: max(0, right[field] + off_by)}
         if sent == right:
             return
-        start = self.next_start[factory]
         with pytest.raises(service.SettlementMismatch):
             self._create(factory, start, start + timedelta(days=1), [total], 500, **sent)
 
-    @rule(settlement_id=settlements, succeeded=st.booleans())
-    def payout_outcome(self, settlement_id: uuid.UUID, succeeded: bool) -> None:
-        """Xendit's answer, possibly again or contradicting an earlier one: only the first
-        answer to a pending payout counts."""
+    @rule(settlement_id=settlements, succeeded=st.booleans(), stale=st.booleans())
+    def payout_outcome(self, settlement_id: uuid.UUID, succeeded: bool, stale: bool) -> None:
+        """Xendit's answer, possibly again or contradicting an earlier one, or about an earlier
+        attempt's payout: only the first answer about the pending attempt counts."""
+        settled = self.model[settlement_id]
+        attempt = settled.attempt - 1 if stale else settled.attempt
 
         async def report() -> None:
             async with self.db.sessions() as session:
                 if succeeded:
-                    await service.payout_succeeded(session, settlement_id)
+                    await service.payout_succeeded(session, settlement_id, attempt)
                 else:
-                    await service.payout_failed(session, settlement_id, "INVALID_DESTINATION")
+                    await service.payout_failed(
+                        session, settlement_id, attempt, "INVALID_DESTINATION"
+                    )
 
         self.run(report())
-        settled = self.model[settlement_id]
-        if settled.status == "pending":
+        if settled.status == "pending" and not stale:
             settled.status = "paid" if succeeded else "payout_failed"
+
+    @rule(settlement_id=settlements)
+    def retry_payout(self, settlement_id: uuid.UUID) -> None:
+        """An admin pays a failed payout again: a new attempt; anything else is refused."""
+        settled = self.model[settlement_id]
+
+        async def retry() -> FactorySettlement:
+            async with self.db.sessions() as session:
+                return await service.retry_payout(session, settlement_id)
+
+        if settled.status != "payout_failed":
+            with pytest.raises(service.PayoutNotFailed):
+                self.run(retry())
+            return
+        retried = self.run(retry())
+        settled.status = "pending"
+        settled.attempt += 1
+        assert (retried.status, retried.payout_attempt) == ("pending", settled.attempt)
 
     @rule(
         lines=st.lists(
@@ -294,6 +433,9 @@ class LedgerMachine(RuleBasedStateMachine):
                 s.net for s in self.model.values() if s.factory == index and s.status != "paid"
             )
             assert owed == unpaid
+            receivable = accounts.get(service.factory_receivable(factory_id))
+            owed_back = receivable.debit - receivable.credit if receivable else 0
+            assert owed_back == self.owed[index]
         assert stored == {sid: (s.status, s.entries) for sid, s in self.model.items()}
 
 

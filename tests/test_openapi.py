@@ -22,6 +22,7 @@ _BODYLESS_ACTIONS = {
     "process-expired",
     "stock-received",
     "retry",
+    "retry-payout",
 }
 
 

@@ -147,6 +147,7 @@ def test_release_records_factory_and_group_and_sums_by_period(
         "totalAmount": 0,
         "payments": 0,
         "sessions": [],
+        "cancelledOrderRefunds": [],
     }
     theirs = _released_ok(platform, service_headers, other_factory, start, end + timedelta(days=1))
     assert (theirs["totalAmount"], theirs["sessions"]) == (

@@ -1,5 +1,6 @@
 """payment-service (port 3006): escrow payments backed by Xendit invoices; when their group buy
-closes, refunded into buyers' wallets or released."""
+closes, refunded into buyers' wallets or released. Refunds of escrow already released to a
+factory are reported to settlement-service."""
 
 import asyncio
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from laku.notification.client import NotificationClient
 from laku.payment.closing import (
     CREDIT_REFUNDS,
     EXPIRE_INVOICE,
+    REPORT_ESCROW_REFUNDS,
     ClosingDeliveries,
     refund_unclaimed,
 )
@@ -23,6 +25,7 @@ from laku.payment.notices import RefundNotices
 from laku.payment.routes import router
 from laku.payment.service import REPORT_PAYMENT_EVENT, Payments, settle_overdue_every
 from laku.providers.xendit.client import XenditClient
+from laku.settlement.client import EscrowRefundsReport, SettlementClient
 from laku.wallet.client import WalletClient
 
 
@@ -36,6 +39,9 @@ async def _startup(app: FastAPI) -> None:
     )
     state.notifications = NotificationClient(
         service_url("notification", state.settings), state.http, state.service_tokens
+    )
+    state.settlements = SettlementClient(
+        service_url("settlement", state.settings), state.http, state.service_tokens
     )
     state.payments = Payments(
         state.db,
@@ -53,6 +59,7 @@ async def _startup(app: FastAPI) -> None:
 
 def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
     group_buying: GroupBuyingClient = app.state.group_buying
+    settlements: SettlementClient = app.state.settlements
     closing = ClosingDeliveries(app.state.db, app.state.wallet, app.state.payments)
     refund_notices = RefundNotices(app.state.db, app.state.notifications)
 
@@ -74,10 +81,18 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
         # is retried: the wallet answers the credit from its record, and nobody is told twice.
         await refund_notices.tell_credited(row_id, payload)
 
+    async def report_escrow_refunds(row_id: int, payload: dict[str, Any]) -> None:
+        # Settlement accounts for each refund once by its id; any failure is retried.
+        await settlements.report_escrow_refunds(
+            EscrowRefundsReport.model_validate(payload),
+            idempotency_key=f"escrow-refunds:{row_id}",
+        )
+
     return {
         REPORT_PAYMENT_EVENT: report_payment_event,
         CREDIT_REFUNDS: credit_refunds,
         EXPIRE_INVOICE: closing.expire_invoice,
+        REPORT_ESCROW_REFUNDS: report_escrow_refunds,
     }
 
 

@@ -11,6 +11,7 @@ from laku.core.http import ServiceClient
 from laku.payment.schemas import (
     MAX_PAYMENTS_PER_CALL,
     MAX_REFUNDS_PER_CALL,
+    CancelledOrderRefundOut,
     EscrowRelease,
     EscrowReleasedOut,
     EscrowReleaseOut,
@@ -31,6 +32,7 @@ from laku.payment.schemas import (
 __all__ = [
     "MAX_PAYMENTS_PER_CALL",
     "MAX_REFUNDS_PER_CALL",
+    "CancelledOrderRefundOut",
     "EscrowReleaseOut",
     "EscrowReleasedOut",
     "EscrowStatus",

@@ -26,6 +26,7 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
@@ -38,6 +39,7 @@ from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
 from laku.payment.models import Payment, Refund, outbox
 from laku.payment.schemas import (
+    CancelledOrderRefundOut,
     EscrowReleasedOut,
     EscrowReleaseOut,
     EscrowStatus,
@@ -58,6 +60,9 @@ log = structlog.get_logger()
 # expires invoices one at a time, and each is retried on its own).
 CREDIT_REFUNDS = "credit_refunds"
 EXPIRE_INVOICE = "expire_invoice"
+# Refunds of escrow already released to a factory (a cancelled order), reported to
+# settlement-service: the factory may have been settled for that money and then owes it back.
+REPORT_ESCROW_REFUNDS = "report_escrow_refunds"
 
 REFUND_PENDING = "pending"
 REFUND_SUCCEEDED = "succeeded"
@@ -160,6 +165,8 @@ async def refund(session: AsyncSession, request: RefundsCreate) -> RefundsOut:
         Payment.escrow_status,
         Payment.amount,
         Payment.refunded_amount,
+        Payment.released_to_factory_id,
+        Payment.escrow_released_at,
     )
     # Under the payments' locks: a concurrent call with these references has committed or waits.
     earlier = {
@@ -224,6 +231,18 @@ async def refund(session: AsyncSession, request: RefundsCreate) -> RefundsOut:
     await enqueue(
         session, outbox, CREDIT_REFUNDS, {"refundIds": [str(refund_id) for refund_id in refund_ids]}
     )
+    if of_released := [
+        {
+            "refundId": str(refund_id),
+            "paymentId": str(item.payment_id),
+            "factoryId": str(payment.released_to_factory_id),
+            "amount": item.amount,
+            "escrowReleasedAt": payment.escrow_released_at.isoformat(),
+        }
+        for refund_id, item in zip(refund_ids, new_items, strict=True)
+        if (payment := payments[item.payment_id]).escrow_status == EscrowStatus.RELEASED
+    ]:
+        await enqueue(session, outbox, REPORT_ESCROW_REFUNDS, {"refunds": of_released})
     await session.commit()
     amount = sum(asked.values())
     log.info("refunded", refunds=len(new_items), payments=len(asked), amount=amount)
@@ -316,7 +335,10 @@ async def released_to(
     session: AsyncSession, factory_id: uuid.UUID, start: datetime, end: datetime
 ) -> EscrowReleasedOut:
     """What escrow released to the factory in [start, end), per group buy: what each payment
-    released in the period has left after its refunds (one indexed range scan)."""
+    released in the period has left after its refunds (one indexed range scan), with the
+    cancelled orders' refunds among them. Both are read in one snapshot, so settlement-service
+    knows exactly which refunds the total has taken off (and which it learns of later)."""
+    await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
     rows = (
         await session.execute(
             select(
@@ -339,6 +361,19 @@ async def released_to(
         )
         for row in rows
     ]
+    cancelled_order_refunds = (
+        await session.execute(
+            select(Refund.id, Refund.payment_id, Refund.amount, Payment.escrow_released_at)
+            .join(Payment, Payment.id == Refund.payment_id)
+            .where(
+                Payment.released_to_factory_id == factory_id,
+                Payment.escrow_released_at >= start,
+                Payment.escrow_released_at < end,
+                Refund.reason == RefundReason.ORDER_CANCELLED.value,
+            )
+            .order_by(Refund.id)
+        )
+    ).all()
     return EscrowReleasedOut(
         factory_id=factory_id,
         from_=start,
@@ -346,6 +381,15 @@ async def released_to(
         total_amount=sum(s.amount for s in sessions),
         payments=sum(s.payments for s in sessions),
         sessions=sessions,
+        cancelled_order_refunds=[
+            CancelledOrderRefundOut(
+                refund_id=row.id,
+                payment_id=row.payment_id,
+                amount=row.amount,
+                escrow_released_at=row.escrow_released_at,
+            )
+            for row in cancelled_order_refunds
+        ],
     )
 
 

@@ -129,7 +129,8 @@ async def escrow_released(
     end: Annotated[AwareDatetime, Query(alias="to")],
 ) -> EscrowReleasedOut:
     """What escrow released to the factory in [from, to) (by release time), in total and per
-    group buy, less refunds made since: what the factory is settled for."""
+    group buy, less refunds made since: what the factory is settled for; with the cancelled
+    orders' refunds those figures took off, read in the same snapshot."""
     if end <= start:
         raise InvalidInput("`to` must be after `from`", code="invalid_period")
     return await closing.released_to(session, factory_id, start, end)

@@ -156,6 +156,13 @@ class ReleasedSessionOut(WireModel):
     payments: int
 
 
+class CancelledOrderRefundOut(WireModel):
+    refund_id: uuid.UUID
+    payment_id: uuid.UUID
+    amount: Rupiah
+    escrow_released_at: datetime
+
+
 class EscrowReleasedOut(WireModel):
     """What escrow released to one factory in [from, to), by when it was released: the base
     of the factory's settlement. Refunds made after the release (cancelled orders) are already
@@ -167,6 +174,11 @@ class EscrowReleasedOut(WireModel):
     total_amount: Rupiah
     payments: int
     sessions: list[ReleasedSessionOut] = Field(description="Per group buy, in id order.")
+    cancelled_order_refunds: list[CancelledOrderRefundOut] = Field(
+        default_factory=list,
+        description="The refunds of cancelled orders among these payments, read with the "
+        "figures (one snapshot): exactly those the total has taken off.",
+    )
 
 
 class PaymentsExpire(WireModel):

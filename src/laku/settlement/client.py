@@ -1,5 +1,6 @@
 """Typed client other services use to call settlement-service: a factory's settlements and
-what settling it for a period would come to."""
+what settling it for a period would come to; payment-service reports refunds of escrow it had
+released to a factory."""
 
 import uuid
 from datetime import datetime
@@ -7,6 +8,9 @@ from datetime import datetime
 from laku.core.http import ServiceClient
 from laku.core.schemas import Page
 from laku.settlement.schemas import (
+    EscrowRefundIn,
+    EscrowRefundsOut,
+    EscrowRefundsReport,
     LedgerEntryOut,
     SettlementDetailOut,
     SettlementOut,
@@ -16,6 +20,9 @@ from laku.settlement.schemas import (
 )
 
 __all__ = [
+    "EscrowRefundIn",
+    "EscrowRefundsOut",
+    "EscrowRefundsReport",
     "LedgerEntryOut",
     "SettlementClient",
     "SettlementDetailOut",
@@ -63,3 +70,16 @@ class SettlementClient(ServiceClient):
             params["status"] = status.value
         response = await self.request("GET", "/api/settlements", params=params)
         return Page[SettlementOut].model_validate(response.json())
+
+    async def report_escrow_refunds(
+        self, report: EscrowRefundsReport, *, idempotency_key: str
+    ) -> EscrowRefundsOut:
+        """Refunds of escrow released to factories (cancelled orders), each accounted for once
+        by its refund id however often it is reported."""
+        response = await self.request(
+            "POST",
+            "/api/settlements/escrow-refunds",
+            json=report.model_dump(mode="json", by_alias=True),
+            idempotency_key=idempotency_key,
+        )
+        return EscrowRefundsOut.model_validate(response.json())

@@ -42,15 +42,26 @@ class FactoryPayoutAccount(TimestampMixin, Base):
 
 class FactorySettlement(UUIDPrimaryKey, TimestampMixin, Base):
     """What one factory is paid for the escrow released to it in [period_start, period_end):
-    the total less the platform's fee. `pending` until its payout settles: `paid`, or
-    `payout_failed` (the money stays owed, on the factory's payable account)."""
+    the total less the platform's fee and less what the factory owed for refunds made after
+    it was settled (`receivable_deducted`; what the net could not cover is `receivable_carried`
+    to the next settlement). `pending` until its payout settles: `paid`, or `payout_failed`
+    (the money stays owed, on the factory's payable account) until an admin retries it, with
+    a new payout (`payout_attempt` counts them)."""
 
     __tablename__ = "factory_settlements"
     __table_args__ = (
         CheckConstraint("period_end > period_start", name="period_forward"),
         CheckConstraint("total_amount > 0", name="total_positive"),
         CheckConstraint("platform_fee >= 0 AND platform_fee <= total_amount", name="fee_in_total"),
-        CheckConstraint("net_amount = total_amount - platform_fee", name="net_is_total_less_fee"),
+        CheckConstraint(
+            "net_amount = total_amount - platform_fee - receivable_deducted",
+            name="net_is_total_less_fee_and_receivable",
+        ),
+        CheckConstraint("net_amount >= 0", name="net_not_negative"),
+        CheckConstraint(
+            "receivable_deducted >= 0 AND receivable_carried >= 0", name="receivable_not_negative"
+        ),
+        CheckConstraint("payout_attempt >= 1", name="payout_attempt_positive"),
         CheckConstraint("fee_bps >= 0 AND fee_bps <= 10000", name="fee_bps_in_range"),
         CheckConstraint("status IN ('pending', 'paid', 'payout_failed')", name="status_known"),
         CheckConstraint("(status = 'paid') = (paid_at IS NOT NULL)", name="paid_has_paid_at"),
@@ -68,6 +79,8 @@ class FactorySettlement(UUIDPrimaryKey, TimestampMixin, Base):
     total_amount: Mapped[int] = mapped_column(BigInteger)
     platform_fee: Mapped[int] = mapped_column(BigInteger)
     net_amount: Mapped[int] = mapped_column(BigInteger)
+    receivable_deducted: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    receivable_carried: Mapped[int] = mapped_column(BigInteger, server_default="0")
     fee_bps: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     # The payout account as it was when the settlement was made: where this one is paid.
@@ -77,6 +90,54 @@ class FactorySettlement(UUIDPrimaryKey, TimestampMixin, Base):
     payout_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     payout_failure_code: Mapped[str | None] = mapped_column(String(100))
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    payout_attempt: Mapped[int] = mapped_column(Integer, server_default="1")
+
+
+class FailedPayout(Base):
+    """A payout of a settlement that did not reach the factory, kept when the settlement's
+    payout is tried again (with a new payout, so the failed one is never paid twice)."""
+
+    __tablename__ = "settlement_failed_payouts"
+
+    settlement_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("factory_settlements.id"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payout_id: Mapped[str | None] = mapped_column(String(100))
+    failure_code: Mapped[str] = mapped_column(String(100))
+    bank_code: Mapped[str] = mapped_column(String(20))
+    account_number: Mapped[str] = mapped_column(String(20))
+    account_holder_name: Mapped[str] = mapped_column(String(100))
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class EscrowRefund(TimestampMixin, Base):
+    """A refund of a cancelled order's payment whose escrow was released to a factory, as
+    settlement-service accounts for it: `netted` (the total of settlement `settlement_id` was
+    computed after it, so it was left out), `receivable` (the factory was settled for the money,
+    by `settlement_id`, and owes it back: a ledger entry `receivable:<refund_id>`) or `pending`
+    (reported while its release's period is not settled: that settlement decides)."""
+
+    __tablename__ = "escrow_refunds"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("status IN ('pending', 'netted', 'receivable')", name="status_known"),
+        CheckConstraint(
+            "(status = 'pending') = (settlement_id IS NULL)", name="decided_has_settlement"
+        ),
+        Index("ix_escrow_refunds_factory_released", "factory_id", "escrow_released_at"),
+    )
+
+    # Payment-service's refund id; no foreign key, refunds live there.
+    refund_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    factory_id: Mapped[uuid.UUID]
+    payment_id: Mapped[uuid.UUID]
+    amount: Mapped[int] = mapped_column(BigInteger)
+    escrow_released_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16))
+    settlement_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("factory_settlements.id"), index=True
+    )
 
 
 class SettlementSession(Base):
@@ -103,7 +164,9 @@ class LedgerEntry(UUIDPrimaryKey, Base):
 
     __tablename__ = "transaction_ledger"
     __table_args__ = (
-        CheckConstraint("kind IN ('settlement', 'settlement_payout')", name="kind_known"),
+        CheckConstraint(
+            "kind IN ('settlement', 'settlement_payout', 'factory_receivable')", name="kind_known"
+        ),
     )
 
     kind: Mapped[str] = mapped_column(String(32))

@@ -12,6 +12,8 @@ from laku.factory.client import FactoryClient
 from laku.payment.client import PaymentClient
 from laku.settlement import service
 from laku.settlement.schemas import (
+    EscrowRefundsOut,
+    EscrowRefundsReport,
     LedgerBalancesOut,
     PayoutAccountIn,
     PayoutAccountOut,
@@ -30,6 +32,7 @@ SettlementReader = Annotated[
     Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE, Role.FACTORY))
 ]
 FactoryId = Annotated[uuid.UUID, Query(alias="factoryId")]
+ServicePrincipal = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
 
 
 def _factories(request: Request) -> FactoryClient:
@@ -54,7 +57,9 @@ async def create_settlement(
     body: SettlementCreate, principal: AdminPrincipal, session: DbSession, request: Request
 ) -> SettlementDetailOut:
     """Seed step 10: settle the factory for the escrow released to it in [periodStart,
-    periodEnd) (payment-service's figures), less the platform's fee; its ledger entry is
+    periodEnd) (payment-service's figures), less the platform's fee and less what it owes back
+    for refunds of escrow it was settled for earlier (`receivableDeducted`; what the net
+    cannot cover is `receivableCarried` to the next settlement); its ledger entries are
     written and its payout requested in the same transaction. `totalAmount`, `platformFee`
     and `netAmount` may be left out; sent, each must equal the server's, else 409
     `settlement_mismatch`. A period overlapping one of the factory's settlements is refused
@@ -70,20 +75,21 @@ async def create_settlement(
 @router.get("/preview", response_model=SettlementPreviewOut)
 async def preview_settlement(
     principal: SettlementReader,
+    session: DbSession,
     request: Request,
     factory_id: FactoryId,
     period_start: Annotated[AwareDatetime, Query(alias="periodStart")],
     period_end: Annotated[AwareDatetime, Query(alias="periodEnd")],
 ) -> SettlementPreviewOut:
-    """What settling the factory for [periodStart, periodEnd) would come to, per group buy;
-    nothing is stored."""
+    """What settling the factory for [periodStart, periodEnd) would come to, per group buy,
+    with the receivable it would net out; nothing is stored."""
     _check_sees(principal, factory_id)
     if period_end <= period_start:
         raise InvalidInput("periodEnd must be after periodStart", code="invalid_period")
     released = await service.released_escrow(
         _factories(request), _payments(request), factory_id, period_start, period_end
     )
-    return service.preview(released, _fee_bps(request))
+    return await service.preview(session, released, _fee_bps(request))
 
 
 @router.get("", response_model=Page[SettlementOut])
@@ -133,6 +139,29 @@ async def get_payout_account(
 ) -> PayoutAccountOut:
     _check_sees(principal, factory_id)
     return PayoutAccountOut.model_validate(await service.get_payout_account(session, factory_id))
+
+
+@router.post("/escrow-refunds", response_model=EscrowRefundsOut)
+async def report_escrow_refunds(
+    body: EscrowRefundsReport, _: ServicePrincipal, session: DbSession
+) -> EscrowRefundsOut:
+    """payment-service reports refunds of escrow it had released to a factory (cancelled
+    orders). One the factory was already settled for becomes a receivable the factory's next
+    settlement nets out; one of a period not settled yet waits for that settlement. Each is
+    accounted for once, by its refund id: reported again, it is answered as recorded."""
+    return await service.record_escrow_refunds(session, body.refunds)
+
+
+@router.post("/{settlement_id}/retry-payout", response_model=SettlementDetailOut)
+async def retry_payout(
+    settlement_id: uuid.UUID, principal: AdminPrincipal, session: DbSession, request: Request
+) -> SettlementDetailOut:
+    """Pay a `payout_failed` settlement again, to the factory's payout account as it is now
+    (set it first to correct it): a new payout with its own reference, the failed one kept in
+    `failedPayouts` and never paid. Any other status: 409 `payout_not_failed`."""
+    await service.retry_payout(session, settlement_id)
+    request.app.state.outbox_relay.wake()
+    return await service.get_settlement(session, settlement_id, principal)
 
 
 @router.get("/{settlement_id}", response_model=SettlementDetailOut)

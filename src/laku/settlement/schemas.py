@@ -7,6 +7,7 @@ from pydantic import AwareDatetime, Field, model_validator
 
 from laku.core.money import BasisPoints, Rupiah
 from laku.core.schemas import WireModel
+from laku.payment.client import MAX_REFUNDS_PER_CALL
 from laku.wallet.client import Bank
 
 
@@ -17,8 +18,17 @@ class SettlementStatus(StrEnum):
 
 
 class LedgerEntryKind(StrEnum):
-    SETTLEMENT = "settlement"  # escrow released = the factory's net + the platform's fee
+    # escrow released = the factory's net + the platform's fee + the receivable it nets out
+    SETTLEMENT = "settlement"
     SETTLEMENT_PAYOUT = "settlement_payout"  # the factory's net paid out through Xendit
+    # a refund of escrow the factory was settled for: the factory owes it back
+    FACTORY_RECEIVABLE = "factory_receivable"
+
+
+class EscrowRefundStatus(StrEnum):
+    PENDING = "pending"  # its release's period is not settled yet
+    NETTED = "netted"  # the period's settlement was computed after it: left out of its total
+    RECEIVABLE = "receivable"  # the factory was settled for it and owes it back
 
 
 class SettlementCreate(WireModel):
@@ -46,13 +56,24 @@ class SettlementSessionOut(WireModel):
     payments: int
 
 
+_RECEIVABLE_DEDUCTED = (
+    "What the factory owed back for refunds (cancelled orders) of escrow it had been settled "
+    "for, netted out of this settlement: at most the total less the fee."
+)
+_RECEIVABLE_CARRIED = "What the factory still owes back after it, left for its next settlement."
+
+
 class SettlementPreviewOut(WireModel):
     factory_id: uuid.UUID
     period_start: datetime
     period_end: datetime
     total_amount: Rupiah = Field(description="Escrow released to the factory in the period.")
     platform_fee: Rupiah
-    net_amount: Rupiah = Field(description="What the factory is paid: total less the fee.")
+    receivable_deducted: Rupiah = Field(description=_RECEIVABLE_DEDUCTED)
+    receivable_carried: Rupiah = Field(description=_RECEIVABLE_CARRIED)
+    net_amount: Rupiah = Field(
+        description="What the factory is paid: total less the fee and the receivable deducted."
+    )
     fee_bps: BasisPoints
     payments: int
     sessions: list[SettlementSessionOut]
@@ -65,6 +86,8 @@ class SettlementOut(WireModel):
     period_end: datetime
     total_amount: Rupiah
     platform_fee: Rupiah
+    receivable_deducted: Rupiah = Field(description=_RECEIVABLE_DEDUCTED)
+    receivable_carried: Rupiah = Field(description=_RECEIVABLE_CARRIED)
     net_amount: Rupiah
     fee_bps: BasisPoints
     status: SettlementStatus
@@ -72,6 +95,7 @@ class SettlementOut(WireModel):
     account_number: str
     account_holder_name: str
     payout_id: str | None = Field(description="Xendit's payout id, once requested.")
+    payout_attempt: int = Field(description="1, plus one for each retry of a failed payout.")
     payout_failure_code: str | None
     paid_at: datetime | None
     created_at: datetime
@@ -92,9 +116,52 @@ class LedgerEntryOut(WireModel):
     lines: list[LedgerLineOut]
 
 
+class FailedPayoutOut(WireModel):
+    attempt: int
+    payout_id: str | None
+    failure_code: str
+    bank_code: str
+    account_number: str
+    account_holder_name: str
+    failed_at: datetime
+
+
 class SettlementDetailOut(SettlementOut):
     sessions: list[SettlementSessionOut]
     ledger_entries: list[LedgerEntryOut] = Field(description="Oldest first.")
+    failed_payouts: list[FailedPayoutOut] = Field(
+        description="Earlier payouts that did not reach the factory, by attempt."
+    )
+
+
+class EscrowRefundIn(WireModel):
+    """A refund payment-service made from escrow it had released to a factory."""
+
+    refund_id: uuid.UUID
+    payment_id: uuid.UUID
+    factory_id: uuid.UUID
+    amount: Annotated[Rupiah, Field(gt=0)]
+    escrow_released_at: AwareDatetime
+
+
+class EscrowRefundsReport(WireModel):
+    # payment-service reports the refunds of one refund call together.
+    refunds: Annotated[list[EscrowRefundIn], Field(min_length=1, max_length=MAX_REFUNDS_PER_CALL)]
+
+
+class EscrowRefundOut(WireModel):
+    refund_id: uuid.UUID
+    factory_id: uuid.UUID
+    amount: Rupiah
+    status: EscrowRefundStatus
+    settlement_id: uuid.UUID | None = Field(
+        description="Netted: the settlement that left it out; receivable: the one that had "
+        "paid the factory for it."
+    )
+
+
+class EscrowRefundsOut(WireModel):
+    refunds: list[EscrowRefundOut]
 
 
 class AccountBalanceOut(WireModel):

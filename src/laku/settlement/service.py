@@ -8,8 +8,34 @@ Accounts:
 
 - `escrow_released`: buyers' money the platform released from escrow to a factory's side.
 - `factory_payable:<factoryId>`: what the platform owes the factory until its payout succeeds.
+- `factory_receivable:<factoryId>`: what the factory owes the platform: money it was settled
+  for and that went back to a buyer since (an order cancelled after the escrow was released).
 - `platform_fee_revenue`: the platform's fee.
 - `cash_xendit`: money paid out of the platform's Xendit balance.
+
+Refunds after a settlement. A settlement's total is payment-service's figure at the moment it
+is read: what the period's payments have left after their refunds. An order cancelled later
+is refunded from escrow the factory was already paid for, so the factory owes that back.
+payment-service reports every refund of released escrow through its outbox, in the
+transaction that makes the refund (`POST /api/settlements/escrow-refunds`, idempotent by
+refund id), so no refund is lost however long settlement-service is away; and the figures a
+settlement is made from list, from the same database snapshot, the cancelled orders' refunds
+they have already taken off. Under one lock per factory (`_lock_factory`), a refund is then
+accounted for exactly once, whichever arrives first:
+
+- its release's period is settled, and that settlement's figures did not list it: a
+  receivable, Dr `factory_receivable` / Cr `escrow_released` (`receivable:<refundId>`);
+- the settlement's figures listed it: `netted`, nothing to post;
+- its period is not settled yet: `pending`, and the settlement of that period decides (a
+  pending refund its figures missed becomes a receivable then).
+
+Each settlement nets the factory's receivable out of its total less the fee (Cr
+`factory_receivable`); what that cannot cover is carried to the next one. A payout is never
+negative: a settlement whose receivable takes everything pays nothing and is `paid` at once.
+
+A failed payout stays owed on `factory_payable` until an admin retries it
+(`retry_payout`): a new payout, with its own reference and idempotency key per attempt, so
+the failed one is never paid twice.
 """
 
 import uuid
@@ -29,8 +55,10 @@ from laku.core.security import Principal, Role
 from laku.factory.client import FactoryClient
 from laku.payment.client import EscrowReleasedOut, PaymentClient
 from laku.settlement.models import (
+    EscrowRefund,
     FactoryPayoutAccount,
     FactorySettlement,
+    FailedPayout,
     LedgerEntry,
     LedgerLine,
     SettlementSession,
@@ -38,6 +66,11 @@ from laku.settlement.models import (
 )
 from laku.settlement.schemas import (
     AccountBalanceOut,
+    EscrowRefundIn,
+    EscrowRefundOut,
+    EscrowRefundsOut,
+    EscrowRefundStatus,
+    FailedPayoutOut,
     LedgerBalancesOut,
     LedgerEntryKind,
     LedgerEntryOut,
@@ -64,6 +97,10 @@ def factory_payable(factory_id: uuid.UUID) -> str:
     return f"factory_payable:{factory_id}"
 
 
+def factory_receivable(factory_id: uuid.UUID) -> str:
+    return f"factory_receivable:{factory_id}"
+
+
 class UnknownFactory(InvalidInput):
     code, title = "unknown_factory", "No such factory"
 
@@ -88,6 +125,10 @@ class SettlementMismatch(Conflict):
     code, title = "settlement_mismatch", "The amounts differ from the server's"
 
 
+class PayoutNotFailed(Conflict):
+    code, title = "payout_not_failed", "Only a settlement whose payout failed is paid out again"
+
+
 def _not_found() -> NotFound:
     return NotFound("No such settlement", code="settlement_not_found")
 
@@ -106,14 +147,25 @@ def sees_factory(principal: Principal, factory_id: uuid.UUID) -> bool:
 class Figures:
     total_amount: int
     platform_fee: int
+    receivable_deducted: int
+    receivable_carried: int
     net_amount: int
     fee_bps: int
 
 
-def figures(total_amount: int, fee_bps: int) -> Figures:
-    """The fee rounded half up to the rupiah (5,000,000 at 500 bps: 250,000, net 4,750,000)."""
+def figures(total_amount: int, fee_bps: int, receivable: int = 0) -> Figures:
+    """The fee rounded half up to the rupiah (5,000,000 at 500 bps: 250,000, net 4,750,000),
+    then as much of what the factory owes back (`receivable`) as the rest covers."""
     fee = apply_rate(total_amount, fee_bps)
-    return Figures(total_amount, fee, total_amount - fee, fee_bps)
+    deducted = min(receivable, total_amount - fee)
+    return Figures(
+        total_amount,
+        fee,
+        deducted,
+        receivable - deducted,
+        total_amount - fee - deducted,
+        fee_bps,
+    )
 
 
 async def released_escrow(
@@ -129,14 +181,49 @@ async def released_escrow(
     return await payments.escrow_released(factory_id, start, end)
 
 
-def preview(released: EscrowReleasedOut, fee_bps: int) -> SettlementPreviewOut:
-    computed = figures(released.total_amount, fee_bps)
+async def _receivable_balance(session: AsyncSession, factory_id: uuid.UUID) -> int:
+    """What the factory owes back, by the ledger."""
+    balance = await session.scalar(
+        select(func.coalesce(func.sum(LedgerLine.debit - LedgerLine.credit), 0)).where(
+            LedgerLine.account == factory_receivable(factory_id)
+        )
+    )
+    return int(balance or 0)
+
+
+async def _pending_missed(
+    session: AsyncSession, released: EscrowReleasedOut
+) -> Sequence[EscrowRefund]:
+    """Refunds reported while the period was unsettled that the figures did not take off
+    (made after they were read): the settlement pays for them, so they become receivables."""
+    netted = {refund.refund_id for refund in released.cancelled_order_refunds}
+    pending = await session.scalars(
+        select(EscrowRefund)
+        .where(
+            EscrowRefund.factory_id == released.factory_id,
+            EscrowRefund.status == EscrowRefundStatus.PENDING.value,
+            EscrowRefund.escrow_released_at >= released.from_,
+            EscrowRefund.escrow_released_at < released.to,
+        )
+        .order_by(EscrowRefund.refund_id)
+    )
+    return [refund for refund in pending if refund.refund_id not in netted]
+
+
+async def preview(
+    session: AsyncSession, released: EscrowReleasedOut, fee_bps: int
+) -> SettlementPreviewOut:
+    missed = await _pending_missed(session, released)
+    owed = await _receivable_balance(session, released.factory_id) + sum(r.amount for r in missed)
+    computed = figures(released.total_amount, fee_bps, owed)
     return SettlementPreviewOut(
         factory_id=released.factory_id,
         period_start=released.from_,
         period_end=released.to,
         total_amount=computed.total_amount,
         platform_fee=computed.platform_fee,
+        receivable_deducted=computed.receivable_deducted,
+        receivable_carried=computed.receivable_carried,
         net_amount=computed.net_amount,
         fee_bps=fee_bps,
         payments=released.payments,
@@ -206,13 +293,49 @@ async def balances(session: AsyncSession) -> LedgerBalancesOut:
 # Settling --------------------------------------------------------------------------------------
 
 
+async def _lock_factory(session: AsyncSession, factory_id: uuid.UUID) -> None:
+    """Serialise a factory's settlements and the refunds reported against them until the
+    transaction ends. An advisory lock: a refund may be reported for a factory that has no
+    payout account (no row to lock) yet."""
+    await session.execute(
+        select(
+            func.pg_advisory_xact_lock(func.hashtextextended(f"settlement.factory:{factory_id}", 0))
+        )
+    )
+
+
+async def _post_receivable(
+    session: AsyncSession, refund: EscrowRefund, settlement_id: uuid.UUID
+) -> None:
+    """The factory owes back a refund of money `settlement_id` paid it for."""
+    refund.status = EscrowRefundStatus.RECEIVABLE.value
+    refund.settlement_id = settlement_id
+    await post_entry(
+        session,
+        LedgerEntryKind.FACTORY_RECEIVABLE,
+        f"receivable:{refund.refund_id}",
+        [
+            Line(factory_receivable(refund.factory_id), debit=refund.amount),
+            Line(ESCROW_RELEASED, credit=refund.amount),
+        ],
+        settlement_id=settlement_id,
+    )
+    log.info(
+        "factory_receivable",
+        refund_id=str(refund.refund_id),
+        factory_id=str(refund.factory_id),
+        amount=refund.amount,
+        settlement_id=str(settlement_id),
+    )
+
+
 async def create_settlement(
     session: AsyncSession, request: SettlementCreate, released: EscrowReleasedOut, fee_bps: int
 ) -> FactorySettlement:
     """Record the settlement of what `released` (payment-service's figures for the request's
-    factory and period) says, its ledger entry and its payout request, then commit. Under
-    the factory's payout account's row lock, so two settlements of one factory are made one
-    after the other and the overlap check holds."""
+    factory and period) says, less what the factory owes back, its ledger entries and its
+    payout request, then commit. Under the factory's lock, so two settlements of one factory
+    are made one after the other and the overlap check holds."""
     if request.period_end > datetime.now(UTC):
         raise PeriodNotEnded(
             "periodEnd is in the future: escrow released later in the period would never be settled"
@@ -223,6 +346,7 @@ async def create_settlement(
         request.period_end,
     )
     factory_id = request.factory_id
+    await _lock_factory(session, factory_id)
     account = await session.scalar(
         select(FactoryPayoutAccount)
         .where(FactoryPayoutAccount.factory_id == factory_id)
@@ -245,9 +369,11 @@ async def create_settlement(
             f"Settlement {overlapping.id} covers {overlapping.period_start.isoformat()} to "
             f"{overlapping.period_end.isoformat()}"
         )
-    computed = figures(released.total_amount, fee_bps)
-    if computed.total_amount == 0:
+    if released.total_amount == 0:
         raise NothingToSettle(f"Nothing was released to factory {factory_id} in the period")
+    missed = await _pending_missed(session, released)
+    owed = await _receivable_balance(session, factory_id) + sum(r.amount for r in missed)
+    computed = figures(released.total_amount, fee_bps, owed)
     sent = {
         "totalAmount": (request.total_amount, computed.total_amount),
         "platformFee": (request.platform_fee, computed.platform_fee),
@@ -267,6 +393,8 @@ async def create_settlement(
         period_end=request.period_end,
         total_amount=computed.total_amount,
         platform_fee=computed.platform_fee,
+        receivable_deducted=computed.receivable_deducted,
+        receivable_carried=computed.receivable_carried,
         net_amount=computed.net_amount,
         fee_bps=fee_bps,
         status=SettlementStatus.PENDING.value,
@@ -274,7 +402,7 @@ async def create_settlement(
         account_number=account.account_number,
         account_holder_name=account.account_holder_name,
     )
-    if computed.net_amount == 0:  # the fee took it all: nothing to pay out
+    if computed.net_amount == 0:  # the fee (and what the factory owed) took it all
         settlement.status = SettlementStatus.PAID.value
         settlement.paid_at = datetime.now(UTC)
     session.add(settlement)
@@ -292,6 +420,35 @@ async def create_settlement(
                 for s in released.sessions
             ],
         )
+    if released.cancelled_order_refunds:
+        # Taken off the total: never a receivable, whenever their reports arrive.
+        netted = insert(EscrowRefund).values(
+            [
+                {
+                    "refund_id": refund.refund_id,
+                    "factory_id": factory_id,
+                    "payment_id": refund.payment_id,
+                    "amount": refund.amount,
+                    "escrow_released_at": refund.escrow_released_at,
+                    "status": EscrowRefundStatus.NETTED.value,
+                    "settlement_id": settlement.id,
+                }
+                for refund in released.cancelled_order_refunds
+            ]
+        )
+        await session.execute(
+            netted.on_conflict_do_update(
+                index_elements=[EscrowRefund.refund_id],
+                set_={
+                    "status": netted.excluded.status,
+                    "settlement_id": netted.excluded.settlement_id,
+                    "updated_at": func.now(),
+                },
+                where=EscrowRefund.status == EscrowRefundStatus.PENDING.value,
+            )
+        )
+    for refund in missed:
+        await _post_receivable(session, refund, settlement.id)
     await post_entry(
         session,
         LedgerEntryKind.SETTLEMENT,
@@ -300,11 +457,12 @@ async def create_settlement(
             Line(ESCROW_RELEASED, debit=computed.total_amount),
             Line(factory_payable(factory_id), credit=computed.net_amount),
             Line(PLATFORM_FEE_REVENUE, credit=computed.platform_fee),
+            Line(factory_receivable(factory_id), credit=computed.receivable_deducted),
         ],
         settlement_id=settlement.id,
     )
     if computed.net_amount > 0:
-        await enqueue(session, outbox, PAY_OUT, {"settlementId": str(settlement.id)})
+        await enqueue(session, outbox, PAY_OUT, {"settlementId": str(settlement.id), "attempt": 1})
     await session.commit()
     log.info(
         "factory_settled",
@@ -312,39 +470,104 @@ async def create_settlement(
         factory_id=str(factory_id),
         total=computed.total_amount,
         fee=computed.platform_fee,
+        receivable_deducted=computed.receivable_deducted,
+        receivable_carried=computed.receivable_carried,
         net=computed.net_amount,
     )
     return settlement
 
 
+async def record_escrow_refunds(
+    session: AsyncSession, reports: Sequence[EscrowRefundIn]
+) -> EscrowRefundsOut:
+    """Account for refunds of released escrow (see the module's docstring), once each: a
+    refund reported again is answered as it was recorded. Then commit."""
+    for factory_id in sorted({report.factory_id for report in reports}):
+        await _lock_factory(session, factory_id)  # in one order: no deadlock
+    recorded: dict[uuid.UUID, EscrowRefund] = {
+        refund.refund_id: refund
+        for refund in await session.scalars(
+            select(EscrowRefund).where(
+                EscrowRefund.refund_id.in_([report.refund_id for report in reports])
+            )
+        )
+    }
+    for report in reports:
+        if report.refund_id in recorded:
+            continue
+        refund = EscrowRefund(
+            refund_id=report.refund_id,
+            factory_id=report.factory_id,
+            payment_id=report.payment_id,
+            amount=report.amount,
+            escrow_released_at=report.escrow_released_at,
+            status=EscrowRefundStatus.PENDING.value,
+        )
+        session.add(refund)
+        recorded[report.refund_id] = refund
+        settled_by = await session.scalar(
+            select(FactorySettlement.id).where(
+                FactorySettlement.factory_id == report.factory_id,
+                FactorySettlement.period_start <= report.escrow_released_at,
+                FactorySettlement.period_end > report.escrow_released_at,
+            )
+        )
+        await session.flush()
+        if settled_by is not None:
+            await _post_receivable(session, refund, settled_by)
+    await session.commit()
+    return EscrowRefundsOut(
+        refunds=[
+            EscrowRefundOut(
+                refund_id=refund.refund_id,
+                factory_id=refund.factory_id,
+                amount=refund.amount,
+                status=EscrowRefundStatus(refund.status),
+                settlement_id=refund.settlement_id,
+            )
+            for refund in (recorded[report.refund_id] for report in reports)
+        ]
+    )
+
+
 async def _locked_pending(
-    session: AsyncSession, settlement_id: uuid.UUID
+    session: AsyncSession, settlement_id: uuid.UUID, attempt: int
 ) -> FactorySettlement | None:
-    """The settlement under its row lock while its payout is outstanding, else None."""
+    """The settlement under its row lock while payout `attempt` is outstanding, else None."""
     settlement = await session.scalar(
         select(FactorySettlement)
         .where(FactorySettlement.id == settlement_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
-    if settlement is None or settlement.status != SettlementStatus.PENDING:
+    if (
+        settlement is None
+        or settlement.status != SettlementStatus.PENDING
+        or settlement.payout_attempt != attempt
+    ):
         return None
     return settlement
 
 
-async def record_payout(session: AsyncSession, settlement_id: uuid.UUID, payout_id: str) -> None:
+async def record_payout(
+    session: AsyncSession, settlement_id: uuid.UUID, attempt: int, payout_id: str
+) -> None:
     await session.execute(
         update(FactorySettlement)
-        .where(FactorySettlement.id == settlement_id, FactorySettlement.payout_id.is_(None))
+        .where(
+            FactorySettlement.id == settlement_id,
+            FactorySettlement.payout_attempt == attempt,
+            FactorySettlement.payout_id.is_(None),
+        )
         .values(payout_id=payout_id)
     )
     await session.commit()
 
 
-async def payout_succeeded(session: AsyncSession, settlement_id: uuid.UUID) -> None:
+async def payout_succeeded(session: AsyncSession, settlement_id: uuid.UUID, attempt: int) -> None:
     """The factory has its money: `paid`, and the payable is paid from cash. Once, however
     often it is reported."""
-    settlement = await _locked_pending(session, settlement_id)
+    settlement = await _locked_pending(session, settlement_id, attempt)
     if settlement is not None:
         settlement.status = SettlementStatus.PAID.value
         settlement.paid_at = datetime.now(UTC)
@@ -358,20 +581,72 @@ async def payout_succeeded(session: AsyncSession, settlement_id: uuid.UUID) -> N
             ],
             settlement_id=settlement.id,
         )
-        log.info("settlement_paid", settlement_id=str(settlement_id))
+        log.info("settlement_paid", settlement_id=str(settlement_id), attempt=attempt)
     await session.commit()
 
 
-async def payout_failed(session: AsyncSession, settlement_id: uuid.UUID, failure_code: str) -> None:
-    """The payout will not arrive: `payout_failed`, and the payable stays in the ledger."""
-    settlement = await _locked_pending(session, settlement_id)
+async def payout_failed(
+    session: AsyncSession, settlement_id: uuid.UUID, attempt: int, failure_code: str
+) -> None:
+    """The payout will not arrive: `payout_failed`, the payable stays in the ledger, and the
+    attempt is kept for when the payout is retried."""
+    settlement = await _locked_pending(session, settlement_id, attempt)
     if settlement is not None:
         settlement.status = SettlementStatus.PAYOUT_FAILED.value
         settlement.payout_failure_code = failure_code
+        session.add(
+            FailedPayout(
+                settlement_id=settlement.id,
+                attempt=attempt,
+                payout_id=settlement.payout_id,
+                failure_code=failure_code,
+                bank_code=settlement.bank_code,
+                account_number=settlement.account_number,
+                account_holder_name=settlement.account_holder_name,
+            )
+        )
         log.warning(
-            "settlement_payout_failed", settlement_id=str(settlement_id), failure_code=failure_code
+            "settlement_payout_failed",
+            settlement_id=str(settlement_id),
+            attempt=attempt,
+            failure_code=failure_code,
         )
     await session.commit()
+
+
+async def retry_payout(session: AsyncSession, settlement_id: uuid.UUID) -> FactorySettlement:
+    """Pay a settlement whose payout failed again, to the factory's payout account as it is
+    now (an admin may have corrected it): `pending`, and a new payout requested with the next
+    attempt's reference and key. The failed payout is kept and never requested again."""
+    settlement = await session.scalar(
+        select(FactorySettlement).where(FactorySettlement.id == settlement_id).with_for_update()
+    )
+    if settlement is None:
+        raise _not_found()
+    if settlement.status != SettlementStatus.PAYOUT_FAILED:
+        raise PayoutNotFailed(f"Settlement {settlement_id} is {settlement.status}")
+    account = await session.get(FactoryPayoutAccount, settlement.factory_id)
+    assert account is not None  # a settlement is made only once its factory has one
+    settlement.status = SettlementStatus.PENDING.value
+    settlement.payout_attempt += 1
+    settlement.payout_id = None
+    settlement.payout_failure_code = None
+    settlement.bank_code = account.bank_code
+    settlement.account_number = account.account_number
+    settlement.account_holder_name = account.account_holder_name
+    await enqueue(
+        session,
+        outbox,
+        PAY_OUT,
+        {"settlementId": str(settlement.id), "attempt": settlement.payout_attempt},
+    )
+    await session.commit()
+    log.info(
+        "settlement_payout_retried",
+        settlement_id=str(settlement_id),
+        attempt=settlement.payout_attempt,
+    )
+    return settlement
 
 
 # Reading ---------------------------------------------------------------------------------------
@@ -404,9 +679,15 @@ async def get_settlement(
             .order_by(LedgerLine.id)
         )
     ).all()
+    failed_payouts = await session.scalars(
+        select(FailedPayout)
+        .where(FailedPayout.settlement_id == settlement_id)
+        .order_by(FailedPayout.attempt)
+    )
     return SettlementDetailOut(
         **SettlementOut.model_validate(settlement).model_dump(),
         sessions=[SettlementSessionOut.model_validate(s) for s in sessions],
+        failed_payouts=[FailedPayoutOut.model_validate(f) for f in failed_payouts],
         ledger_entries=[
             LedgerEntryOut(
                 id=entry.id,
