@@ -1,7 +1,7 @@
 """Base of every service's typed client: timeouts, safe retries, service token, ids passed on."""
 
 import time
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import structlog
@@ -39,6 +39,10 @@ class ServiceCallError(DomainError):
         self.problem = problem
         extra = {"retry_after": retry_after} if retry_after else {}
         super().__init__(problem.get("detail"), code=problem.get("code", "upstream_error"), **extra)
+
+
+class TokenSource(Protocol):
+    async def token(self) -> str: ...
 
 
 class ServiceTokenSource:
@@ -82,7 +86,7 @@ class ServiceClient:
         self,
         base_url: str,
         http: httpx.AsyncClient,
-        tokens: ServiceTokenSource | None,
+        tokens: TokenSource | None,
         *,
         attempts: int = 3,
     ):

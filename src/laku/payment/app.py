@@ -14,7 +14,7 @@ from laku.notification.client import NotificationClient
 from laku.payment.closing import CREDIT_REFUNDS, EXPIRE_INVOICE, ClosingDeliveries
 from laku.payment.models import idempotency_keys, outbox
 from laku.payment.notices import RefundNotices
-from laku.payment.routes import router
+from laku.payment.routes import audit_router, router
 from laku.payment.service import REPORT_PAYMENT_EVENT, Payments
 from laku.providers.xendit.client import XenditClient
 from laku.wallet.client import WalletClient
@@ -67,7 +67,7 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
 def create_app() -> FastAPI:
     return create_service_app(
         "payment",
-        routers=[router],
+        routers=[router, audit_router],
         idempotency_keys=idempotency_keys,
         startup=_startup,
         outbox=(outbox, _outbox_handlers),

@@ -4,9 +4,11 @@ what settling it for a period would come to."""
 import uuid
 from datetime import datetime
 
+from laku.core.audit import AuditOut, page_params
 from laku.core.http import ServiceClient
 from laku.core.schemas import Page
 from laku.settlement.schemas import (
+    AuditSettlementOut,
     LedgerEntryOut,
     SettlementDetailOut,
     SettlementOut,
@@ -16,6 +18,7 @@ from laku.settlement.schemas import (
 )
 
 __all__ = [
+    "AuditSettlementOut",
     "LedgerEntryOut",
     "SettlementClient",
     "SettlementDetailOut",
@@ -63,3 +66,16 @@ class SettlementClient(ServiceClient):
             params["status"] = status.value
         response = await self.request("GET", "/api/settlements", params=params)
         return Page[SettlementOut].model_validate(response.json())
+
+    async def audit(self) -> AuditOut:
+        """settlement-service's own invariant: every ledger entry balanced."""
+        response = await self.request("GET", "/api/admin/audit/ledger")
+        return AuditOut.model_validate(response.json())
+
+    async def audit_settlements(
+        self, after: uuid.UUID | None, limit: int
+    ) -> list[AuditSettlementOut]:
+        """A page of settlements by id after `after`."""
+        params = page_params(str(after) if after else None, None, limit)
+        response = await self.request("GET", "/api/admin/audit/settlements", params=params)
+        return [AuditSettlementOut.model_validate(item) for item in response.json()]

@@ -4,8 +4,10 @@ join, release it when the join fails or the invoice expires, deduct it when the 
 import hashlib
 import uuid
 
+from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
 from laku.core.http import ServiceCallError, ServiceClient
 from laku.warehouse.schemas import (
+    AuditReservationOut,
     FulfilmentCreate,
     FulfilmentOut,
     FulfilmentStatus,
@@ -18,6 +20,7 @@ from laku.warehouse.schemas import (
 )
 
 __all__ = [
+    "AuditReservationOut",
     "FulfilmentOut",
     "FulfilmentStatus",
     "GroupReleaseOut",
@@ -103,3 +106,19 @@ class WarehouseClient(ServiceClient):
         )
         stock = [ProductStockOut.model_validate(item) for item in response.json()]
         return stock[0] if stock else None
+
+    async def audit(self) -> AuditOut:
+        """The warehouse's own invariants: stock against its ledger and its reservations."""
+        response = await self.request("GET", "/api/admin/audit")
+        return AuditOut.model_validate(response.json())
+
+    async def audit_reservations(
+        self, after: str | None, through: str | None, limit: int = AUDIT_PAGE_SIZE
+    ) -> list[AuditReservationOut]:
+        """A page of reservations by reference (byte order) in (after, through]."""
+        response = await self.request(
+            "GET",
+            "/api/admin/audit/reservations",
+            params=page_params(after, through, limit),
+        )
+        return [AuditReservationOut.model_validate(item) for item in response.json()]
