@@ -33,6 +33,9 @@ from tests.test_close import (
 )
 
 WITHDRAWALS = "/api/wallets/me/withdrawals"
+# Seconds to wait for what outboxes and webhooks do in the background: generous, as a busy
+# two-core machine delays them.
+WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,11 @@ def _withdraw(platform: Platform, buyer: Account, amount: int, outcome: str) -> 
             platform.client("wallet").get(f"{WITHDRAWALS}/{withdrawal_id}", headers=buyer.headers)
         )
 
-    payout = _eventually(lambda: withdrawal()["payoutId"])
+    payout = _eventually(lambda: withdrawal()["payoutId"], timeout=WAIT)
     assert payout, "the payout was never requested"
     _ok(platform.client("xendit-sandbox").post(f"/sandbox/payouts/{payout}/{outcome}"))
     settled = "succeeded" if outcome == "succeed" else "failed"
-    assert _eventually(lambda: withdrawal()["status"] == settled)
+    assert _eventually(lambda: withdrawal()["status"] == settled, timeout=WAIT)
     return withdrawal_id
 
 
@@ -112,7 +115,7 @@ def _quiet(platform: Platform) -> dict[str, Any]:
     """The audit once what the platform was still doing (outboxes, webhooks) is done."""
     report = _eventually(
         lambda: report if (report := _platform_audit(platform))["ok"] else None,
-        timeout=30,
+        timeout=WAIT,
         every=0.5,
     )
     assert report, [i for i in _platform_audit(platform)["invariants"] if not i["ok"]]
@@ -131,9 +134,9 @@ def audited(platform: Platform) -> Audited:
     second = _join(platform, session, catalog.variants["M"], 3, pay=True)
     _join(platform, session, catalog.variants["L"], 1, pay=False)
     _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "success"
-    assert _eventually(lambda: _balance(platform, first.buyer) == 150_000)
-    assert _eventually(lambda: _balance(platform, second.buyer) == 60_000)
+    assert _close(platform, session["id"], timeout=WAIT)["status"] == "success"
+    assert _eventually(lambda: _balance(platform, first.buyer) == 150_000, timeout=WAIT)
+    assert _eventually(lambda: _balance(platform, second.buyer) == 60_000, timeout=WAIT)
 
     # Cancelled by an admin: the paid join refunded in full, the unpaid one released.
     cancelled = _open_session(platform, catalog, target_moq=100)
@@ -144,7 +147,7 @@ def audited(platform: Platform) -> Audited:
             f"/api/group-buying/{cancelled['id']}/cancel", headers=admin
         )
     )
-    assert _eventually(lambda: _balance(platform, refunded.buyer) == 95_000)
+    assert _eventually(lambda: _balance(platform, refunded.buyer) == 95_000, timeout=WAIT)
 
     # Open, ending tomorrow (after this module): a paid join and one still to pay.
     still_open = _open_session(platform, catalog, target_moq=100)
@@ -158,7 +161,7 @@ def audited(platform: Platform) -> Audited:
 
     _withdraw(platform, first.buyer, 50_000, "succeed")
     failed = _withdraw(platform, second.buyer, 20_000, "fail")
-    assert _eventually(lambda: _balance(platform, second.buyer) == 60_000)
+    assert _eventually(lambda: _balance(platform, second.buyer) == 60_000, timeout=WAIT)
     settlement = _settle(platform, catalog, started)
 
     return Audited(
@@ -173,23 +176,28 @@ def audited(platform: Platform) -> Audited:
     )
 
 
-def _laku_audit(platform: Platform) -> tuple[int, dict[str, str], str]:
-    """`laku audit` as a subprocess against the test platform: (exit code, invariant -> ok or
-    VIOLATION, its whole output)."""
-    env = {
-        **os.environ,
-        "LAKU_DATABASE_URL": platform.database_url,
-        "LAKU_PORT_OFFSET": str(platform.settings.port_offset),
-        "LAKU_ADMIN_EMAIL": ADMIN_EMAIL,
-        "LAKU_ADMIN_PASSWORD": ADMIN_PASSWORD,
-    }
-    result = subprocess.run(
+def _run_laku_audit(platform: Platform, **env: str) -> subprocess.CompletedProcess[str]:
+    """`laku audit --grace 0` as a subprocess, configured as the test platform's services are."""
+    return subprocess.run(
         [sys.executable, "-m", "laku", "audit", "--grace", "0"],
-        env=env,
+        env={
+            **os.environ,
+            "LAKU_DATABASE_URL": platform.database_url,
+            "LAKU_PORT_OFFSET": str(platform.settings.port_offset),
+            "LAKU_ADMIN_EMAIL": ADMIN_EMAIL,
+            "LAKU_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def _laku_audit(platform: Platform) -> tuple[int, dict[str, str], str]:
+    """`laku audit` against the test platform: (exit code, invariant -> ok or VIOLATION, its
+    whole output)."""
+    result = _run_laku_audit(platform)
     assert not result.stderr, result.stderr
     verdicts = {}
     for line in result.stdout.splitlines():
@@ -409,6 +417,13 @@ def test_the_platform_audit_is_for_admins(platform: Platform, audited: Audited) 
     response = platform.client("settlement").get("/api/admin/audit", headers=buyer.headers)
     assert response.status_code == 403, response.text
     assert platform.client("settlement").get("/api/admin/audit").status_code == 401
+
+
+def test_an_audit_that_cannot_run_exits_2(platform: Platform) -> None:
+    result = _run_laku_audit(platform, LAKU_ADMIN_EMAIL="no-admin@laku.id")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert "audit not run" in result.stderr and "401" in result.stderr
 
 
 def test_audit_pages_follow_the_keyset(platform: Platform, audited: Audited) -> None:

@@ -22,7 +22,14 @@ from typing import TypeVar
 
 import httpx
 
-from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, InvariantOut, audit_out, invariant
+from laku.core.audit import (
+    AUDIT_PAGE_SIZE,
+    MAX_AUDIT_PAGE_SIZE,
+    AuditOut,
+    InvariantOut,
+    audit_out,
+    invariant,
+)
 from laku.core.http import TokenSource
 from laku.core.services import service_url
 from laku.core.settings import Settings
@@ -95,9 +102,9 @@ async def _in_range(
     rows: list[Row] = []
     after = lower
     while True:
-        page = await fetch(after, upper, AUDIT_PAGE_SIZE)
+        page = await fetch(after, upper, MAX_AUDIT_PAGE_SIZE)
         rows += page
-        if len(page) < AUDIT_PAGE_SIZE:
+        if len(page) < MAX_AUDIT_PAGE_SIZE:
             return rows
         after = key(page[-1])
 

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from laku.core.audit import AuditOut, InvariantOut
 from laku.core.embedded_db import embedded_postgres
+from laku.core.errors import DomainError
 from laku.core.logging import configure_logging
 from laku.core.services import PROCESSES, SERVICES, service_url
 from laku.core.settings import Settings, get_settings
@@ -159,7 +160,8 @@ def audit_command(
 ) -> None:
     """Check the money and stock invariants across the running services (stock against its
     ledger, each payment's escrow, wallets, the settlement ledger, participants' holds and
-    payments); one line per invariant with its figures. Exits 1 on any violation."""
+    payments); one line per invariant with its figures. Exits 1 on any violation, 2 when the
+    audit could not run."""
     from datetime import timedelta
 
     from laku.audit import AUDIT_TIMEOUT_SECONDS, AuditClients, run_audit
@@ -174,7 +176,12 @@ def audit_command(
                 AuditClients.connect(settings, http, tokens), timedelta(seconds=grace)
             )
 
-    report = asyncio.run(audit())
+    try:
+        report = asyncio.run(audit())
+    except (DomainError, httpx.HTTPError) as exc:
+        # A service down or refusing the admin: no verdict, which is not a clean one either.
+        typer.echo(f"audit not run: {exc}", err=True)
+        raise typer.Exit(2) from exc
     if as_json:
         print(report.model_dump_json(indent=2))
     else:

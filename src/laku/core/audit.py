@@ -11,8 +11,10 @@ from laku.core.schemas import WireModel
 
 # A violation names this many offending rows; the rest are counted.
 OFFENDERS_SHOWN = 5
-# Rows per page of an audit stream (keyset pagination on the stream's key).
+# Rows per page of an audit stream (keyset pagination on the stream's key); the rows in the
+# range of references one page spans are read in pages of up to the maximum, usually one.
 AUDIT_PAGE_SIZE = 5_000
+MAX_AUDIT_PAGE_SIZE = 10_000
 
 
 class InvariantOut(WireModel):
@@ -55,7 +57,7 @@ After = Annotated[
 Through = Annotated[
     str | None, Query(max_length=200, description="Rows whose key is up to this (inclusive)")
 ]
-PageSize = Annotated[int, Query(ge=1, le=AUDIT_PAGE_SIZE)]
+PageSize = Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE_SIZE)]
 
 
 def page_params(after: str | None, through: str | None, limit: int) -> dict[str, str | int]:
