@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from tests.support import Account, Platform, bearer
+from tests.test_audit import _laku_audit, _quiet
 from tests.test_close import _close, _end_now, _eventually
 
 MOQ = 7
@@ -382,6 +383,12 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     assert {s: v["surplusQuantity"] for s, v in stock.items()} == {"S": 4, "M": 0, "L": 4}
 
     _shipping_and_settlement(flow, factory, ani, ani_order, started)
+
+    # --- Money and stock accounted for across every service (design 15) -----------------------
+    _quiet(platform)  # once the outboxes have delivered what the flow left them
+    code, verdicts, output = _laku_audit(platform)
+    assert code == 0, output
+    assert set(verdicts.values()) == {"ok"}, output
 
 
 def _shipping_and_settlement(

@@ -1,7 +1,7 @@
 """Base of every service's typed client: timeouts, safe retries, service token, ids passed on."""
 
 import time
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import structlog
@@ -53,6 +53,8 @@ def is_retryable(exc: ServiceCallError) -> bool:
     if exc.status >= 500 or exc.status in _NOT_NOW_STATUS:
         return True
     return exc.status == 409 and exc.code.endswith("_in_progress")
+class TokenSource(Protocol):
+    async def token(self) -> str: ...
 
 
 class ServiceTokenSource:
@@ -96,7 +98,7 @@ class ServiceClient:
         self,
         base_url: str,
         http: httpx.AsyncClient,
-        tokens: ServiceTokenSource | None,
+        tokens: TokenSource | None,
         *,
         attempts: int = 3,
     ):

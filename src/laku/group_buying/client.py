@@ -1,12 +1,15 @@
 """Typed client other services use to call group-buying-service."""
 
 import uuid
+from datetime import datetime
 
+from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
 from laku.core.http import ServiceClient
 from laku.core.schemas import Page
 from laku.group_buying.rules import ParticipantStatus, SessionStatus, Tier
 from laku.group_buying.schemas import (
     MAX_PARTICIPANTS_PAGE,
+    AuditParticipantOut,
     BundleCompositionOut,
     ParticipantOut,
     PaymentEvent,
@@ -16,6 +19,7 @@ from laku.group_buying.schemas import (
 )
 
 __all__ = [
+    "AuditParticipantOut",
     "BundleCompositionOut",
     "GroupBuyingClient",
     "ParticipantOut",
@@ -84,3 +88,22 @@ class GroupBuyingClient(ServiceClient):
             idempotency_key=idempotency_key,
         )
         return SessionOut.model_validate(response.json())
+
+    async def audit(self) -> AuditOut:
+        """group-buying's own invariant: open sessions' paid quantities."""
+        response = await self.request("GET", "/api/admin/audit")
+        return AuditOut.model_validate(response.json())
+
+    async def audit_participants(
+        self,
+        after: uuid.UUID | None,
+        changed_since: datetime | None = None,
+        limit: int = AUDIT_PAGE_SIZE,
+    ) -> list[AuditParticipantOut]:
+        """A page of participants pending payment or paid (and any other changed since
+        `changed_since`), by id after `after`."""
+        params = page_params(str(after) if after else None, None, limit)
+        if changed_since is not None:
+            params["changedSince"] = changed_since.isoformat()
+        response = await self.request("GET", "/api/admin/audit/participants", params=params)
+        return [AuditParticipantOut.model_validate(item) for item in response.json()]

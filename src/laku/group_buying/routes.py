@@ -2,8 +2,10 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from pydantic import AwareDatetime
 
 from laku.core.app import DbSession
+from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, PageSize, audit_out
 from laku.core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_RESPONSES, Problem
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import (
@@ -13,12 +15,13 @@ from laku.core.security import (
     Role,
     require_roles,
 )
-from laku.group_buying import service, sessions
+from laku.group_buying import audit, service, sessions
 from laku.group_buying.closing import Closer
 from laku.group_buying.join import JoinSaga
 from laku.group_buying.rules import ParticipantStatus
 from laku.group_buying.schemas import (
     MAX_PARTICIPANTS_PAGE,
+    AuditParticipantOut,
     BundleCompositionCreate,
     BundleCompositionOut,
     BundleCompositionReplace,
@@ -231,3 +234,25 @@ async def stock_received(
     """The warehouse has fulfilled a session waiting for stock: its escrow is released and it
     succeeds. Reporting it again changes nothing."""
     return await closer.stock_received(session_ref)
+
+
+# Audit (`laku audit`) -------------------------------------------------------------------------
+
+
+@router.get("/api/admin/audit", response_model=AuditOut)
+async def audit_sessions(_: AdminOrService, session: DbSession) -> AuditOut:
+    """Each open session's paid quantity against its paid participants."""
+    return audit_out(await audit.audit(session))
+
+
+@router.get("/api/admin/audit/participants", response_model=list[AuditParticipantOut])
+async def audit_participants(
+    _: AdminOrService,
+    session: DbSession,
+    after: Annotated[uuid.UUID | None, Query()] = None,
+    changed_since: Annotated[AwareDatetime | None, Query(alias="changedSince")] = None,
+    limit: PageSize = AUDIT_PAGE_SIZE,
+) -> list[AuditParticipantOut]:
+    """Participants pending payment or paid, and any other changed since `changedSince`, by
+    id after `after`, a page at a time."""
+    return await audit.live_participants_page(session, after, changed_since, limit)

@@ -235,3 +235,15 @@ class ProcessExpiredOut(WireModel):
     more: bool = Field(
         description="The run stopped at its limit of sessions: call again for the rest."
     )
+
+
+class AuditParticipantOut(WireModel):
+    """A live participant as `laku audit` compares it with its hold and its payment."""
+
+    id: uuid.UUID
+    reference: str
+    status: ParticipantStatus
+    quantity: int
+    total_price: int
+    payment_id: uuid.UUID | None
+    updated_at: datetime

@@ -22,7 +22,7 @@ from laku.payment.closing import (
 )
 from laku.payment.models import idempotency_keys, outbox
 from laku.payment.notices import RefundNotices
-from laku.payment.routes import router
+from laku.payment.routes import audit_router, router
 from laku.payment.service import REPORT_PAYMENT_EVENT, Payments, settle_overdue_every
 from laku.providers.xendit.client import XenditClient
 from laku.settlement.client import EscrowRefundsReport, SettlementClient
@@ -99,7 +99,7 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
 def create_app() -> FastAPI:
     return create_service_app(
         "payment",
-        routers=[router],
+        routers=[router, audit_router],
         idempotency_keys=idempotency_keys,
         startup=_startup,
         outbox=(outbox, _outbox_handlers),

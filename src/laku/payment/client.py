@@ -7,11 +7,14 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
+from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
 from laku.core.http import ServiceClient
 from laku.payment.schemas import (
     MAX_PAYMENTS_PER_CALL,
     MAX_REFUNDS_PER_CALL,
     CancelledOrderRefundOut,
+    AuditPaymentOut,
+    AuditRefundOut,
     EscrowRelease,
     EscrowReleasedOut,
     EscrowReleaseOut,
@@ -33,6 +36,8 @@ __all__ = [
     "MAX_PAYMENTS_PER_CALL",
     "MAX_REFUNDS_PER_CALL",
     "CancelledOrderRefundOut",
+    "AuditPaymentOut",
+    "AuditRefundOut",
     "EscrowReleaseOut",
     "EscrowReleasedOut",
     "EscrowStatus",
@@ -149,3 +154,25 @@ class PaymentClient(ServiceClient):
             "POST", "/api/payments/expire-bulk", json=body, idempotency_key=idempotency_key
         )
         return PaymentsExpireOut.model_validate(response.json())
+
+    async def audit(self) -> AuditOut:
+        """payment-service's own invariant: every payment's paid = held + released + refunded."""
+        response = await self.request("GET", "/api/admin/audit")
+        return AuditOut.model_validate(response.json())
+
+    async def audit_payments(
+        self, after: str | None, through: str | None, limit: int = AUDIT_PAGE_SIZE
+    ) -> list[AuditPaymentOut]:
+        """A page of payments by reference (byte order) in (after, through]."""
+        response = await self.request(
+            "GET", "/api/admin/audit/payments", params=page_params(after, through, limit)
+        )
+        return [AuditPaymentOut.model_validate(item) for item in response.json()]
+
+    async def audit_refunds(
+        self, after: uuid.UUID | None, limit: int = AUDIT_PAGE_SIZE
+    ) -> list[AuditRefundOut]:
+        """A page of refunds by id after `after`."""
+        params = page_params(str(after) if after else None, None, limit)
+        response = await self.request("GET", "/api/admin/audit/refunds", params=params)
+        return [AuditRefundOut.model_validate(item) for item in response.json()]

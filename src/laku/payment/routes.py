@@ -5,11 +5,14 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 from pydantic import AwareDatetime
 
 from laku.core.app import DbSession
+from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput, Unauthorized
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import CurrentPrincipal, Principal, Role, require_roles
-from laku.payment import closing, service
+from laku.payment import audit, closing, service
 from laku.payment.schemas import (
+    AuditPaymentOut,
+    AuditRefundOut,
     EscrowRelease,
     EscrowReleasedOut,
     EscrowReleaseOut,
@@ -219,3 +222,37 @@ async def expire_payment(payment_id: uuid.UUID, _: AdminOrService, request: Requ
     """Close the invoice so it can no longer be paid (e.g. its session closed first). An
     expired payment is returned as it is; a paid one is refused with `payment_already_paid`."""
     return PaymentOut.model_validate(await _payments(request).expire(payment_id))
+
+
+# Audit (`laku audit`) -------------------------------------------------------------------------
+
+audit_router = APIRouter(prefix="/api/admin/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
+
+
+@audit_router.get("", response_model=AuditOut)
+async def audit_payments(_: AdminOrService, session: DbSession) -> AuditOut:
+    """Every payment's money accounted for: paid = escrow held + released + refunded."""
+    return audit_out(await audit.audit(session))
+
+
+@audit_router.get("/payments", response_model=list[AuditPaymentOut])
+async def audit_payment_page(
+    _: AdminOrService,
+    session: DbSession,
+    after: After = None,
+    through: Through = None,
+    limit: PageSize = AUDIT_PAGE_SIZE,
+) -> list[AuditPaymentOut]:
+    """Payments by reference (byte order) in (after, through], a page at a time."""
+    return await audit.payments_page(session, after, through, limit)
+
+
+@audit_router.get("/refunds", response_model=list[AuditRefundOut])
+async def audit_refund_page(
+    _: AdminOrService,
+    session: DbSession,
+    after: Annotated[uuid.UUID | None, Query()] = None,
+    limit: PageSize = AUDIT_PAGE_SIZE,
+) -> list[AuditRefundOut]:
+    """Refunds by id after `after`, each with its buyer, a page at a time."""
+    return await audit.refunds_page(session, after, limit)

@@ -217,3 +217,24 @@ class WebhookAck(WireModel):
     payment of ours, or says nothing we act on. Either way Xendit should not retry."""
 
     status: Literal["processed", "ignored"]
+
+
+class AuditPaymentOut(WireModel):
+    """A payment as `laku audit` compares it with its participant."""
+
+    id: uuid.UUID
+    reference: str
+    status: PaymentStatus
+    escrow_status: EscrowStatus
+    amount: int
+    updated_at: datetime
+
+
+class AuditRefundOut(WireModel):
+    """A refund as `laku audit` compares it with its wallet credit."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    amount: int
+    status: str
+    created_at: datetime

@@ -13,7 +13,7 @@ from laku.payment.client import PaymentClient
 from laku.providers.xendit.payouts import XenditPayoutClient
 from laku.settlement.models import idempotency_keys, outbox
 from laku.settlement.payouts import SettlementPayouts
-from laku.settlement.routes import ledger_router, router
+from laku.settlement.routes import audit_router, ledger_router, router
 from laku.settlement.service import PAY_OUT
 
 
@@ -37,7 +37,7 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
 def create_app() -> FastAPI:
     return create_service_app(
         "settlement",
-        routers=[router, ledger_router],
+        routers=[router, ledger_router, audit_router],
         idempotency_keys=idempotency_keys,
         startup=_startup,
         outbox=(outbox, _outbox_handlers),

@@ -5,12 +5,14 @@ released to a factory."""
 import uuid
 from datetime import datetime
 
+from laku.core.audit import AuditOut, page_params
 from laku.core.http import ServiceClient
 from laku.core.schemas import Page
 from laku.settlement.schemas import (
     EscrowRefundIn,
     EscrowRefundsOut,
     EscrowRefundsReport,
+    AuditSettlementOut,
     LedgerEntryOut,
     SettlementDetailOut,
     SettlementOut,
@@ -23,6 +25,7 @@ __all__ = [
     "EscrowRefundIn",
     "EscrowRefundsOut",
     "EscrowRefundsReport",
+    "AuditSettlementOut",
     "LedgerEntryOut",
     "SettlementClient",
     "SettlementDetailOut",
@@ -83,3 +86,15 @@ class SettlementClient(ServiceClient):
             idempotency_key=idempotency_key,
         )
         return EscrowRefundsOut.model_validate(response.json())
+    async def audit(self) -> AuditOut:
+        """settlement-service's own invariant: every ledger entry balanced."""
+        response = await self.request("GET", "/api/admin/audit/ledger")
+        return AuditOut.model_validate(response.json())
+
+    async def audit_settlements(
+        self, after: uuid.UUID | None, limit: int
+    ) -> list[AuditSettlementOut]:
+        """A page of settlements by id after `after`."""
+        params = page_params(str(after) if after else None, None, limit)
+        response = await self.request("GET", "/api/admin/audit/settlements", params=params)
+        return [AuditSettlementOut.model_validate(item) for item in response.json()]

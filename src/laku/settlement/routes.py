@@ -1,19 +1,24 @@
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import AwareDatetime
 
+from laku.audit import AUDIT_TIMEOUT_SECONDS, DEFAULT_GRACE, AuditClients, run_audit
 from laku.core.app import DbSession
+from laku.core.audit import AuditOut, PageSize, audit_out
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput
+from laku.core.http import new_http_client
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import AdminPrincipal, Principal, Role, require_roles
 from laku.factory.client import FactoryClient
 from laku.payment.client import PaymentClient
-from laku.settlement import service
+from laku.settlement import audit, service
 from laku.settlement.schemas import (
     EscrowRefundsOut,
     EscrowRefundsReport,
+    AuditSettlementOut,
     LedgerBalancesOut,
     PayoutAccountIn,
     PayoutAccountOut,
@@ -26,6 +31,8 @@ from laku.settlement.schemas import (
 
 router = APIRouter(prefix="/api/settlements", tags=["settlement"], responses=PROBLEM_RESPONSES)
 ledger_router = APIRouter(prefix="/api/ledger", tags=["ledger"], responses=PROBLEM_RESPONSES)
+audit_router = APIRouter(prefix="/api/admin/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
+AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
 
 # Admins run settlements; services read them; a factory account reads its own factory's.
 SettlementReader = Annotated[
@@ -176,3 +183,42 @@ async def get_settlement(
 async def ledger_balances(_: AdminPrincipal, session: DbSession) -> LedgerBalancesOut:
     """Each account's debits and credits; the total debits always equal the total credits."""
     return await service.balances(session)
+
+
+# Audit (`laku audit`) -------------------------------------------------------------------------
+
+
+@audit_router.get("", response_model=AuditOut)
+async def audit_platform(
+    _: AdminPrincipal,
+    request: Request,
+    grace_seconds: Annotated[float, Query(alias="graceSeconds", ge=0)] = (
+        DEFAULT_GRACE.total_seconds()
+    ),
+) -> AuditOut:
+    """The whole platform's audit, as `laku audit` prints it: every service's own invariants
+    and those across services (stock, escrow, wallets, the ledger, participants' holds and
+    payments), each with its figures and first offenders. Rows changed within `graceSeconds`
+    are counted as in flight, not judged."""
+    async with new_http_client(AUDIT_TIMEOUT_SECONDS) as http:
+        clients = AuditClients.connect(
+            request.app.state.settings, http, request.app.state.service_tokens
+        )
+        return await run_audit(clients, timedelta(seconds=grace_seconds))
+
+
+@audit_router.get("/ledger", response_model=AuditOut)
+async def audit_ledger(_: AdminOrService, session: DbSession) -> AuditOut:
+    """Every ledger entry balanced."""
+    return audit_out(await audit.audit(session))
+
+
+@audit_router.get("/settlements", response_model=list[AuditSettlementOut])
+async def audit_settlements(
+    _: AdminOrService,
+    session: DbSession,
+    after: Annotated[uuid.UUID | None, Query()] = None,
+    limit: PageSize = 100,
+) -> list[AuditSettlementOut]:
+    """Settlements by id after `after`, a page at a time."""
+    return await audit.settlements_page(session, after, limit)

@@ -188,3 +188,13 @@ class PayoutAccountOut(WireModel):
     account_number: str
     account_holder_name: str
     updated_at: datetime
+
+
+class AuditSettlementOut(WireModel):
+    """A settlement as `laku audit` checks its total against the escrow released."""
+
+    id: uuid.UUID
+    factory_id: uuid.UUID
+    period_start: datetime
+    period_end: datetime
+    total_amount: int

@@ -9,7 +9,7 @@ from laku.core.outbox import Handler
 from laku.providers.xendit.payouts import XenditPayoutClient
 from laku.wallet.models import idempotency_keys, outbox
 from laku.wallet.payouts import WithdrawalPayouts
-from laku.wallet.routes import router
+from laku.wallet.routes import audit_router, router
 from laku.wallet.service import REQUEST_PAYOUT
 
 
@@ -27,7 +27,7 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
 def create_app() -> FastAPI:
     return create_service_app(
         "wallet",
-        routers=[router],
+        routers=[router, audit_router],
         idempotency_keys=idempotency_keys,
         startup=_startup,
         outbox=(outbox, _outbox_handlers),

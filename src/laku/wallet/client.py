@@ -6,9 +6,11 @@ import json
 import uuid
 from collections.abc import Sequence
 
+from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
 from laku.core.http import ServiceClient
 from laku.wallet.schemas import (
     MAX_CREDITS_PER_CALL,
+    AuditCreditOut,
     Bank,
     BulkCreditsCreate,
     BulkCreditsOut,
@@ -22,6 +24,7 @@ from laku.wallet.schemas import (
 
 __all__ = [
     "MAX_CREDITS_PER_CALL",
+    "AuditCreditOut",
     "Bank",
     "BulkCreditsOut",
     "MovementCreate",
@@ -83,6 +86,20 @@ class WalletClient(ServiceClient):
         """The user's balance (0 for a user never credited)."""
         response = await self.request("GET", f"/api/wallets/{user_id}")
         return WalletOut.model_validate(response.json())
+
+    async def audit(self) -> AuditOut:
+        """wallet-service's own invariants: balances, withdrawals and their reversals."""
+        response = await self.request("GET", "/api/admin/audit")
+        return AuditOut.model_validate(response.json())
+
+    async def audit_refund_credits(
+        self, after: str | None, through: str | None, limit: int = AUDIT_PAGE_SIZE
+    ) -> list[AuditCreditOut]:
+        """A page of refund credits by idempotency key (byte order) in (after, through]."""
+        response = await self.request(
+            "GET", "/api/admin/audit/refund-credits", params=page_params(after, through, limit)
+        )
+        return [AuditCreditOut.model_validate(item) for item in response.json()]
 
 
 def _digest(body: dict[str, object]) -> str:

@@ -5,12 +5,14 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Header, Request, Response, status
 
 from laku.core.app import DbSession
+from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
 from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
 from laku.core.schemas import Limit, Offset, Page, WireModel
 from laku.core.security import Principal, Role, require_roles
 from laku.providers.xendit.client import verify_callback_token
-from laku.wallet import service
+from laku.wallet import audit, service
 from laku.wallet.schemas import (
+    AuditCreditOut,
     BulkCreditsCreate,
     BulkCreditsOut,
     MovementCreate,
@@ -197,3 +199,26 @@ async def user_withdrawals(
 ) -> Page[WithdrawalOut]:
     rows, total = await service.list_withdrawals(session, user_id, limit, offset)
     return _page(WithdrawalOut, rows, total, limit, offset)
+
+
+# Audit (`laku audit`) -------------------------------------------------------------------------
+
+audit_router = APIRouter(prefix="/api/admin/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
+
+
+@audit_router.get("", response_model=AuditOut)
+async def audit_wallets(_: AdminOrService, session: DbSession) -> AuditOut:
+    """Balances against their transactions; withdrawals against their debits and reversals."""
+    return audit_out(await audit.audit(session))
+
+
+@audit_router.get("/refund-credits", response_model=list[AuditCreditOut])
+async def audit_refund_credits(
+    _: AdminOrService,
+    session: DbSession,
+    after: After = None,
+    through: Through = None,
+    limit: PageSize = AUDIT_PAGE_SIZE,
+) -> list[AuditCreditOut]:
+    """Credits made for refunds by idempotency key (byte order) in (after, through]."""
+    return await audit.refund_credits_page(session, after, through, limit)

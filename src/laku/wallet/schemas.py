@@ -163,3 +163,13 @@ class PayoutWebhook(BaseModel):
 
 class WebhookAck(WireModel):
     received: bool = True
+
+
+class AuditCreditOut(WireModel):
+    """A refund's wallet credit as `laku audit` traces it to payment-service's refund."""
+
+    idempotency_key: str
+    user_id: uuid.UUID
+    amount: int
+    reason: TransactionReason
+    created_at: datetime

@@ -5,9 +5,11 @@ import hashlib
 import uuid
 from datetime import datetime
 
+from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
 from laku.core.http import ServiceCallError, ServiceClient
 from laku.warehouse.schemas import (
     MAX_REFERENCES_PER_CALL,
+    AuditReservationOut,
     FulfilmentCreate,
     FulfilmentOut,
     FulfilmentStatus,
@@ -23,6 +25,7 @@ from laku.warehouse.schemas import (
 
 __all__ = [
     "MAX_REFERENCES_PER_CALL",
+    "AuditReservationOut",
     "FulfilmentOut",
     "FulfilmentStatus",
     "GroupConfirmOut",
@@ -146,3 +149,19 @@ class WarehouseClient(ServiceClient):
         )
         stock = [ProductStockOut.model_validate(item) for item in response.json()]
         return stock[0] if stock else None
+
+    async def audit(self) -> AuditOut:
+        """The warehouse's own invariants: stock against its ledger and its reservations."""
+        response = await self.request("GET", "/api/admin/audit")
+        return AuditOut.model_validate(response.json())
+
+    async def audit_reservations(
+        self, after: str | None, through: str | None, limit: int = AUDIT_PAGE_SIZE
+    ) -> list[AuditReservationOut]:
+        """A page of reservations by reference (byte order) in (after, through]."""
+        response = await self.request(
+            "GET",
+            "/api/admin/audit/reservations",
+            params=page_params(after, through, limit),
+        )
+        return [AuditReservationOut.model_validate(item) for item in response.json()]

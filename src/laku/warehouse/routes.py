@@ -4,13 +4,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from laku.core.app import DbSession
+from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
 from laku.core.errors import PROBLEM_RESPONSES
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import AdminPrincipal, Principal, Role, require_roles
-from laku.warehouse import service
+from laku.warehouse import audit, service
 from laku.warehouse.models import Fulfilment, Inventory, PurchaseOrder
 from laku.warehouse.schemas import (
     AdjustmentCreate,
+    AuditReservationOut,
     FulfilmentCreate,
     FulfilmentOut,
     GroupConfirm,
@@ -340,3 +342,24 @@ async def cancel(
     purchase_order = await service.cancel_purchase_order(session, purchase_order_id)
     request.app.state.outbox_relay.wake()
     return await _purchase_order_out(session, purchase_order)
+
+
+# Audit (`laku audit`) -------------------------------------------------------------------------
+
+
+@router.get("/api/admin/audit", response_model=AuditOut)
+async def audit_stock(_: AdminOrService, session: DbSession) -> AuditOut:
+    """Stock against its movement ledger and reserved stock against the live reservations."""
+    return audit_out(await audit.audit(session))
+
+
+@router.get("/api/admin/audit/reservations", response_model=list[AuditReservationOut])
+async def audit_reservations(
+    _: AdminOrService,
+    session: DbSession,
+    after: After = None,
+    through: Through = None,
+    limit: PageSize = AUDIT_PAGE_SIZE,
+) -> list[AuditReservationOut]:
+    """Reservations by reference (byte order) in (after, through], a page at a time."""
+    return await audit.reservations_page(session, after, through, limit)

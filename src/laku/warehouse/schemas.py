@@ -202,3 +202,12 @@ class FulfilmentOut(WireModel):
     units: int = Field(description="Units taken (or to be taken) out of stock")
     purchase_order_id: uuid.UUID | None
     fulfilled_at: datetime | None
+
+
+class AuditReservationOut(WireModel):
+    """A reservation as `laku audit` compares it with its participant."""
+
+    reference: str
+    status: str
+    quantity: int
+    updated_at: datetime
