@@ -265,7 +265,7 @@ def test_a_failed_group_tells_its_buyers_of_the_full_refund(platform: Platform) 
 
     _end_now(platform, session["id"])
     assert _close(platform, session["id"])["status"] == "failed"
-    for buyer, participant, paid in ((with_phone, first, 190000), (without_phone, second, 105000)):
+    for buyer, participant, paid in ((with_phone, first, 190000), (without_phone, second, 95000)):
         told = _told(platform, buyer, f"failed:{participant['id']}")
         assert told.in_app["subject"] == f"Group buy {code} did not reach its minimum"
         amount = f"Rp {paid:,}".replace(",", ".")

@@ -73,11 +73,12 @@ class Settings(BaseSettings):
 
     # Warehouse: what the factory charges to ship one bundle, added to every purchase order.
     purchase_order_shipping_cost_per_bundle: int = 25_000
-    # Where parcels to buyers leave from: the origin of every shipping rate and shipment.
-    warehouse_name: str = "Gudang Laku Jakarta"
-    warehouse_phone: str = "+6281100000000"
-    warehouse_address: str = "Jl. Gatot Subroto Kav. 18, Jakarta Selatan"
-    warehouse_postal_code: str = "12190"
+    # Where parcels to buyers leave from: the origin of every shipping rate and shipment. The
+    # seed's rates example ships from Bandung (40123) to Jakarta (12190).
+    warehouse_name: str = "Gudang Laku Bandung"
+    warehouse_phone: str = "+62222501234"
+    warehouse_address: str = "Jl. Surapati No. 120, Sukaluyu, Cibeunying Kaler, Bandung"
+    warehouse_postal_code: str = "40123"
 
     # Biteship (shipping rates, orders, tracking). Left unset, the client talks to the
     # biteship-sandbox, which accepts these defaults; a real API key and base URL switch it to
@@ -90,6 +91,9 @@ class Settings(BaseSettings):
     # What one unit of an order weighs in its parcel, for rates and shipments (catalogue
     # products carry no weight).
     shipping_weight_per_unit_grams: int = 300
+    # The couriers a group buy's parcels are booked with when the buyer chose none: the
+    # cheapest of their services (JSON list in the environment: '["jne","jnt","sicepat"]').
+    shipping_couriers: list[str] = ["jne", "jnt", "sicepat"]
 
     # Settlement: the platform's fee on what a factory's successful sessions released.
     platform_fee_bps: int = 500

@@ -11,9 +11,11 @@ from laku.core.outbox import Handler
 from laku.core.services import service_url
 from laku.factory.client import FactoryClient
 from laku.group_buying.client import GroupBuyingClient
+from laku.logistics.client import LogisticsClient
 from laku.notification.client import NotificationClient
+from laku.order.client import OrderClient
 from laku.product.client import ProductClient
-from laku.warehouse import service
+from laku.warehouse import dispatch, service
 from laku.warehouse.models import idempotency_keys, outbox
 from laku.warehouse.routes import router
 
@@ -33,6 +35,8 @@ async def _startup(app: FastAPI) -> None:
     state.factories = FactoryClient(url("factory"), *transport)
     state.group_buying = GroupBuyingClient(url("group-buying"), *transport)
     state.notifications = NotificationClient(url("notification"), *transport)
+    state.orders = OrderClient(url("order"), *transport)
+    state.logistics = LogisticsClient(url("logistics"), *transport)
     state.reservation_desk = service.ReservationDesk(
         state.db, on_commit=lambda: state.outbox_relay.wake()
     )
@@ -103,7 +107,11 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
                     raise
                 log.warning("stock_received_refused", group=group, code=exc.code)
 
+    async def ship_group(_: int, payload: dict[str, Any]) -> None:
+        await dispatch.ship_group(state.orders, state.logistics, payload)
+
     return {
+        dispatch.SHIP_GROUP: ship_group,
         service.REORDER: reorder,
         service.NOTIFY_FACTORY: notify_factory,
         service.COMPLETE_FULFILMENT: complete_fulfilment,

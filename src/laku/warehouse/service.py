@@ -25,6 +25,7 @@ from laku.factory.client import FactoryClient
 from laku.group_buying.client import BundleCompositionOut
 from laku.notification.client import NotificationRequest
 from laku.product.client import ProductDetailOut
+from laku.warehouse import dispatch
 from laku.warehouse.models import (
     Fulfilment,
     Inventory,
@@ -675,6 +676,7 @@ async def fulfil_group(
         )
         fulfilment.status = "fulfilled"
         fulfilment.fulfilled_at = datetime.now(UTC)
+        await dispatch.goods_in_hand(session, group)
         await session.commit()
         return fulfilment
 
