@@ -214,21 +214,21 @@ def test_a_buyer_is_told_of_joining_paying_success_and_the_tier_refund(
     told = _told(platform, buyer, f"joined:{participant['id']}")
     assert told.in_app["subject"] == f"You joined {code}"
     text = told.in_app["text"]
-    assert text.startswith(f"You joined {code}: Premium T-Shirt (Medium) x 5. Pay Rp 500.000 at ")
+    assert text.startswith(f"You joined {code}: Premium T-Shirt (Medium) x 5. Pay Rp 475.000 at ")
     assert joined["paymentUrl"] in text and text.endswith(" WIB.")
     assert told.whatsapp is not None and told.whatsapp["text"] == text
 
     _pay(platform, buyer, session["id"], participant)
     told = _told(platform, buyer, f"paid:{participant['id']}")
     assert told.in_app["subject"] == f"Payment received for {code}"
-    assert told.in_app["text"].startswith(f"We received Rp 500.000 for {code} (Premium T-Shirt).")
+    assert told.in_app["text"].startswith(f"We received Rp 475.000 for {code} (Premium T-Shirt).")
 
     _end_now(platform, session["id"])
     assert _close(platform, session["id"])["status"] == "success"
     told = _told(platform, buyer, f"succeeded:{participant['id']}")
     assert told.in_app["subject"] == f"Group buy {code} succeeded"
-    assert told.in_app["text"] == (  # the 100% tier: 65,000 + 5,000; (100,000 - 70,000) x 5 back
-        f"{code} (Premium T-Shirt) reached its minimum order. Your final price is Rp 70.000 per "
+    assert told.in_app["text"] == (  # the 100% tier: 65,000; (95,000 - 65,000) x 5 back
+        f"{code} (Premium T-Shirt) reached its minimum order. Your final price is Rp 65.000 per "
         "unit. Rp 150.000 will be refunded to your Laku wallet."
     )
 
@@ -311,7 +311,7 @@ def test_a_cancelled_session_tells_the_paid_of_their_refund_and_the_unpaid_of_th
     told = _told(platform, paid_buyer, f"cancelled:{paid['id']}")
     assert told.in_app["subject"] == f"Group buy {code} cancelled"
     assert told.in_app["text"] == (
-        f"{code} (Premium T-Shirt) was cancelled. Your Rp 105.000 will be refunded in full to "
+        f"{code} (Premium T-Shirt) was cancelled. Your Rp 95.000 will be refunded in full to "
         "your Laku wallet."
     )
     [refund] = platform.sql(
@@ -319,7 +319,7 @@ def test_a_cancelled_session_tells_the_paid_of_their_refund_and_the_unpaid_of_th
     )
     told = _told(platform, paid_buyer, f"refund:{refund['id']}")
     assert told.in_app["text"].startswith(
-        "Rp 105.000 refunded to your Laku wallet (full refund, the group buy was cancelled)"
+        "Rp 95.000 refunded to your Laku wallet (full refund, the group buy was cancelled)"
     )
     told = _told(platform, unpaid_buyer, f"cancelled:{unpaid['id']}")
     assert told.in_app["text"] == (

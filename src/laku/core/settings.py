@@ -73,6 +73,10 @@ class Settings(BaseSettings):
 
     # Warehouse: what the factory charges to ship one bundle, added to every purchase order.
     purchase_order_shipping_cost_per_bundle: int = 25_000
+    # A received purchase order's warehouse invoice: PPN on goods and shipping (basis points,
+    # 11%) and the days until it is due.
+    warehouse_invoice_ppn_bps: int = 1100
+    warehouse_invoice_due_days: int = 30
     # Where parcels to buyers leave from: the origin of every shipping rate and shipment. The
     # seed's rates example ships from Bandung (40123) to Jakarta (12190).
     warehouse_name: str = "Gudang Laku Bandung"

@@ -1,5 +1,5 @@
-"""Typed client other services use to call settlement-service: a factory's settlements and
-what settling it for a period would come to."""
+"""Typed client other services use to call settlement-service: a factory's settlements, what
+settling it for a period would come to, and (warehouse) a warehouse invoice paid."""
 
 import uuid
 from datetime import datetime
@@ -13,6 +13,7 @@ from laku.settlement.schemas import (
     SettlementPreviewOut,
     SettlementSessionOut,
     SettlementStatus,
+    WarehouseInvoicePaid,
 )
 
 __all__ = [
@@ -23,10 +24,23 @@ __all__ = [
     "SettlementPreviewOut",
     "SettlementSessionOut",
     "SettlementStatus",
+    "WarehouseInvoicePaid",
 ]
 
 
 class SettlementClient(ServiceClient):
+    async def record_warehouse_invoice_paid(
+        self, paid: WarehouseInvoicePaid, *, idempotency_key: str
+    ) -> LedgerEntryOut:
+        """Post the paid invoice's ledger entry, once per invoice (again: the same entry)."""
+        response = await self.request(
+            "POST",
+            "/api/ledger/warehouse-invoices",
+            json=paid.model_dump(mode="json", by_alias=True),
+            idempotency_key=idempotency_key,
+        )
+        return LedgerEntryOut.model_validate(response.json())
+
     async def get_settlement(self, settlement_id: uuid.UUID) -> SettlementDetailOut | None:
         """With the group buys it covered and its ledger entries; None when there is none."""
         return await self.get_or_none(f"/api/settlements/{settlement_id}", SettlementDetailOut)

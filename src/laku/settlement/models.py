@@ -103,7 +103,10 @@ class LedgerEntry(UUIDPrimaryKey, Base):
 
     __tablename__ = "transaction_ledger"
     __table_args__ = (
-        CheckConstraint("kind IN ('settlement', 'settlement_payout')", name="kind_known"),
+        CheckConstraint(
+            "kind IN ('settlement', 'settlement_payout', 'warehouse_invoice_paid')",
+            name="kind_known",
+        ),
     )
 
     kind: Mapped[str] = mapped_column(String(32))

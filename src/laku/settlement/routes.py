@@ -1,7 +1,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import AwareDatetime
 
 from laku.core.app import DbSession
@@ -10,9 +10,10 @@ from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import AdminPrincipal, Principal, Role, require_roles
 from laku.factory.client import FactoryClient
 from laku.payment.client import PaymentClient
-from laku.settlement import service
+from laku.settlement import service, warehouse_invoices
 from laku.settlement.schemas import (
     LedgerBalancesOut,
+    LedgerEntryOut,
     PayoutAccountIn,
     PayoutAccountOut,
     SettlementCreate,
@@ -20,6 +21,7 @@ from laku.settlement.schemas import (
     SettlementOut,
     SettlementPreviewOut,
     SettlementStatus,
+    WarehouseInvoicePaid,
 )
 
 router = APIRouter(prefix="/api/settlements", tags=["settlement"], responses=PROBLEM_RESPONSES)
@@ -30,6 +32,7 @@ SettlementReader = Annotated[
     Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE, Role.FACTORY))
 ]
 FactoryId = Annotated[uuid.UUID, Query(alias="factoryId")]
+ServiceOnly = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
 
 
 def _factories(request: Request) -> FactoryClient:
@@ -147,3 +150,21 @@ async def get_settlement(
 async def ledger_balances(_: AdminPrincipal, session: DbSession) -> LedgerBalancesOut:
     """Each account's debits and credits; the total debits always equal the total credits."""
     return await service.balances(session)
+
+
+@ledger_router.post(
+    "/warehouse-invoices",
+    response_model=LedgerEntryOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": LedgerEntryOut, "description": "Posted before"}},
+)
+async def warehouse_invoice_paid(
+    body: WarehouseInvoicePaid, _: ServiceOnly, session: DbSession, response: Response
+) -> LedgerEntryOut:
+    """warehouse-service reports a warehouse invoice paid: Dr `inventory` (goods and inbound
+    shipping), Dr `ppn_input` (PPN), Cr `cash_bank` (the total). Once per invoice: reporting
+    it again answers the entry (200)."""
+    entry, posted = await warehouse_invoices.record_paid(session, body)
+    if not posted:
+        response.status_code = status.HTTP_200_OK
+    return entry

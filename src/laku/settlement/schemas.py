@@ -19,6 +19,20 @@ class SettlementStatus(StrEnum):
 class LedgerEntryKind(StrEnum):
     SETTLEMENT = "settlement"  # escrow released = the factory's net + the platform's fee
     SETTLEMENT_PAYOUT = "settlement_payout"  # the factory's net paid out through Xendit
+    # A warehouse invoice paid: goods and inbound shipping into inventory, PPN as input tax.
+    WAREHOUSE_INVOICE_PAID = "warehouse_invoice_paid"
+
+
+class WarehouseInvoicePaid(WireModel):
+    """warehouse-service reports a warehouse invoice paid (service only)."""
+
+    invoice_id: uuid.UUID
+    invoice_number: str = Field(min_length=1, max_length=32)
+    factory_id: uuid.UUID
+    goods_amount: Rupiah = Field(description="Goods at unit cost plus inbound shipping.")
+    tax_amount: Rupiah = Field(description="PPN on them.")
+    total_amount: Rupiah
+    payment_reference: str = Field(min_length=1, max_length=100)
 
 
 class SettlementCreate(WireModel):
