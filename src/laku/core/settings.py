@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     mail_from: str = "Laku <no-reply@laku.id>"
+    # Web Push: the VAPID key pair's private half (a P-256 key, raw 32 bytes in base64url, or
+    # DER); the public half is derived and given to browsers. This one is for development only.
+    webpush_vapid_private_key: SecretStr = SecretStr("QhJ1cOLW8bjtoq3R8lb7bgu0UQvXPd03w1RBCehIGec")
+    # Who push services may contact about our pushes (the VAPID `sub` claim).
+    webpush_subject: str = "mailto:admin@laku.id"
 
     # Xendit (invoices, invoice webhooks). Left unset, the client talks to the xendit-sandbox,
     # which accepts these defaults; a real secret key and base URL switch it to Xendit.
