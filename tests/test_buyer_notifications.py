@@ -245,11 +245,20 @@ def test_a_buyer_is_told_of_joining_paying_success_and_the_tier_refund(
     wallet = _ok(platform.client("wallet").get("/api/wallets/me", headers=buyer.headers))
     assert wallet["balance"] == 150000  # told once the money is there
 
+    # The goods were in hand at the close: the order is ready to ship at once.
+    [order] = _ok(platform.client("order").get("/api/orders", headers=buyer.headers))["items"]
+    told = _told(platform, buyer, f"order-ready_to_ship:{order['id']}")
+    assert told.in_app["subject"] == f"Order {order['orderNumber']} is ready to ship"
+    assert told.in_app["text"] == (
+        f"The goods of your order {order['orderNumber']} (Premium T-Shirt (Medium) x 5) are in "
+        "our warehouse; the courier is being booked."
+    )
+
     _told_once_each(
         platform,
         buyer,
         [f"{event}:{participant['id']}" for event in ("joined", "paid", "succeeded")]
-        + [f"refund:{refund['id']}"],
+        + [f"refund:{refund['id']}", f"order-ready_to_ship:{order['id']}"],
     )
 
 
