@@ -46,7 +46,7 @@ from tests.catalog import create_seed_catalog
 from tests.support import LOCAL_SERVER, plain_url, throwaway_database
 
 TIERS = TierPrices(tier_25=95000, tier_50=85000, tier_75=75000, tier_100=65000)
-ADJUSTMENTS = {"S": 0, "M": 5000, "L": 10000}  # tests.catalog's seed variants
+SIZES = ("S", "M", "L")  # tests.catalog's seed variants
 STOCK_PER_VARIANT = 5_000
 REQUEST_ID = f"bench-close-{uuid.uuid4().hex[:8]}"
 PG_COUNTERS = (
@@ -95,7 +95,7 @@ def open_session(platform: BenchPlatform, participants: int) -> BenchSession:
     admin = AdminSession(platform)
     catalog = create_seed_catalog(
         admin,
-        stock={size: STOCK_PER_VARIANT for size in ADJUSTMENTS},
+        stock={size: STOCK_PER_VARIANT for size in SIZES},
         max_stock_level=STOCK_PER_VARIANT * 2,
         reorder_threshold=0,
     )
@@ -129,11 +129,10 @@ async def insert_paid_participants(database_url: str, session: BenchSession, cou
     now = datetime.now(UTC)
     participants, payments, reservations, movements = [], [], [], []
     reserved: Counter[uuid.UUID] = Counter()
-    sizes = list(ADJUSTMENTS)
     for n in range(count):
-        size = sizes[n % len(sizes)]
+        size = SIZES[n % len(SIZES)]
         variant_id = session.variants[size]
-        price = unit_price(TIERS, n, count, ADJUSTMENTS[size])  # the fill before this join
+        price = unit_price(TIERS, n, count)  # the fill before this join, for every variant
         participant_id, payment_id, user_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         reference = f"participant:{participant_id}"
         invoice_url = f"http://xendit.invalid/web/bench-{n}"

@@ -214,21 +214,21 @@ def test_a_buyer_is_told_of_joining_paying_success_and_the_tier_refund(
     told = _told(platform, buyer, f"joined:{participant['id']}")
     assert told.in_app["subject"] == f"You joined {code}"
     text = told.in_app["text"]
-    assert text.startswith(f"You joined {code}: Premium T-Shirt (Medium) x 5. Pay Rp 500.000 at ")
+    assert text.startswith(f"You joined {code}: Premium T-Shirt (Medium) x 5. Pay Rp 475.000 at ")
     assert joined["paymentUrl"] in text and text.endswith(" WIB.")
     assert told.whatsapp is not None and told.whatsapp["text"] == text
 
     _pay(platform, buyer, session["id"], participant)
     told = _told(platform, buyer, f"paid:{participant['id']}")
     assert told.in_app["subject"] == f"Payment received for {code}"
-    assert told.in_app["text"].startswith(f"We received Rp 500.000 for {code} (Premium T-Shirt).")
+    assert told.in_app["text"].startswith(f"We received Rp 475.000 for {code} (Premium T-Shirt).")
 
     _end_now(platform, session["id"])
     assert _close(platform, session["id"])["status"] == "success"
     told = _told(platform, buyer, f"succeeded:{participant['id']}")
     assert told.in_app["subject"] == f"Group buy {code} succeeded"
-    assert told.in_app["text"] == (  # the 100% tier: 65,000 + 5,000; (100,000 - 70,000) x 5 back
-        f"{code} (Premium T-Shirt) reached its minimum order. Your final price is Rp 70.000 per "
+    assert told.in_app["text"] == (  # the 100% tier: 65,000; (95,000 - 65,000) x 5 back
+        f"{code} (Premium T-Shirt) reached its minimum order. Your final price is Rp 65.000 per "
         "unit. Rp 150.000 will be refunded to your Laku wallet."
     )
 
@@ -245,11 +245,20 @@ def test_a_buyer_is_told_of_joining_paying_success_and_the_tier_refund(
     wallet = _ok(platform.client("wallet").get("/api/wallets/me", headers=buyer.headers))
     assert wallet["balance"] == 150000  # told once the money is there
 
+    # The goods were in hand at the close: the order is ready to ship at once.
+    [order] = _ok(platform.client("order").get("/api/orders", headers=buyer.headers))["items"]
+    told = _told(platform, buyer, f"order-ready_to_ship:{order['id']}")
+    assert told.in_app["subject"] == f"Order {order['orderNumber']} is ready to ship"
+    assert told.in_app["text"] == (
+        f"The goods of your order {order['orderNumber']} (Premium T-Shirt (Medium) x 5) are in "
+        "our warehouse; the courier is being booked."
+    )
+
     _told_once_each(
         platform,
         buyer,
         [f"{event}:{participant['id']}" for event in ("joined", "paid", "succeeded")]
-        + [f"refund:{refund['id']}"],
+        + [f"refund:{refund['id']}", f"order-ready_to_ship:{order['id']}"],
     )
 
 
@@ -265,7 +274,7 @@ def test_a_failed_group_tells_its_buyers_of_the_full_refund(platform: Platform) 
 
     _end_now(platform, session["id"])
     assert _close(platform, session["id"])["status"] == "failed"
-    for buyer, participant, paid in ((with_phone, first, 190000), (without_phone, second, 105000)):
+    for buyer, participant, paid in ((with_phone, first, 190000), (without_phone, second, 95000)):
         told = _told(platform, buyer, f"failed:{participant['id']}")
         assert told.in_app["subject"] == f"Group buy {code} did not reach its minimum"
         amount = f"Rp {paid:,}".replace(",", ".")
@@ -311,7 +320,7 @@ def test_a_cancelled_session_tells_the_paid_of_their_refund_and_the_unpaid_of_th
     told = _told(platform, paid_buyer, f"cancelled:{paid['id']}")
     assert told.in_app["subject"] == f"Group buy {code} cancelled"
     assert told.in_app["text"] == (
-        f"{code} (Premium T-Shirt) was cancelled. Your Rp 105.000 will be refunded in full to "
+        f"{code} (Premium T-Shirt) was cancelled. Your Rp 95.000 will be refunded in full to "
         "your Laku wallet."
     )
     [refund] = platform.sql(
@@ -319,7 +328,7 @@ def test_a_cancelled_session_tells_the_paid_of_their_refund_and_the_unpaid_of_th
     )
     told = _told(platform, paid_buyer, f"refund:{refund['id']}")
     assert told.in_app["text"].startswith(
-        "Rp 105.000 refunded to your Laku wallet (full refund, the group buy was cancelled)"
+        "Rp 95.000 refunded to your Laku wallet (full refund, the group buy was cancelled)"
     )
     told = _told(platform, unpaid_buyer, f"cancelled:{unpaid['id']}")
     assert told.in_app["text"] == (

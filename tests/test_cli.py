@@ -122,7 +122,7 @@ def _assert_demo_loaded(offset: int) -> None:
         timeout=10,
     )
     assert joined.status_code == 201, joined.text
-    assert joined.json()["participant"]["unitPrice"] == 95000 + 5000
+    assert joined.json()["participant"]["unitPrice"] == 95000
     checkout = httpx.get(joined.json()["paymentUrl"], timeout=10)
     assert checkout.status_code == 200
     assert "text/html" in checkout.headers["content-type"]

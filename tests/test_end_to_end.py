@@ -5,7 +5,8 @@ Where the seed's figures cannot all hold at once, the test keeps the seed's ware
 8, reorder at 4, bundles of 4/4/4) and its tier prices, and sets the session's MOQ to the 7
 Medium shirts two buyers take (5, then 2): the seed's "Inventory Flow Example" then plays out
 exactly inside the group buy, and its "Tier Refund Calculation" (95,000 -> 65,000, 30,000 a unit)
-too, plus Medium's 5,000 adjustment.
+too: Medium joins at the tier price, its catalog adjustment is not added (design 7). The seed's
+join body (5 M at 95,000, 475,000) and rates body (40123 -> 12190) are sent word for word.
 """
 
 import uuid
@@ -291,8 +292,8 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
                 "userId": ani.id,
                 "quantity": 5,
                 "variantId": size["M"],
-                "unitPrice": 95000 + 5000,
-                "totalPrice": 5 * 100000,
+                "unitPrice": 95000,
+                "totalPrice": 475000,
             },
             headers=ani.headers,
         ),
@@ -316,7 +317,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     assert (payment["status"], payment["escrowStatus"], payment["amount"]) == (
         "paid",
         "held",
-        500000,
+        475000,
     )
     assert flow.session(session_id)["status"] == "active"
 
@@ -330,7 +331,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
         201,
     )
     budi_part = joined_budi["participant"]
-    assert (budi_part["unitPrice"], budi_part["totalPrice"]) == (90000, 180000)
+    assert (budi_part["unitPrice"], budi_part["totalPrice"]) == (85000, 170000)
     stock = flow.stock(product["id"], size)
     assert {s: v["availableQuantity"] for s, v in stock.items()} == {"S": 8, "M": 1, "L": 8}
     assert len(flow.purchase_orders(product["id"], admin)) == 1  # no second reorder
@@ -341,7 +342,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     _end_now(platform, session_id)
     closed = _close(platform, session_id)
     assert closed["status"] == "success"
-    # Final tier 100%: 65,000 + 5,000 a Medium; Ani gets 30,000 a unit back, Budi 20,000.
+    # Final tier 100%: 65,000; Ani gets 95,000 - 65,000 = 30,000 a unit back, Budi 20,000.
     assert _eventually(lambda: flow.balance(ani) == 5 * 30000)
     assert _eventually(lambda: flow.balance(budi) == 2 * 20000)
     # 6: one order each, processing, at the final price.
@@ -352,8 +353,8 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
         )["items"]
     }
     assert {uid: (o["status"], o["subtotal"]) for uid, o in orders.items()} == {
-        ani.id: ("processing", 5 * 70000),
-        budi.id: ("processing", 2 * 70000),
+        ani.id: ("processing", 5 * 65000),
+        budi.id: ("processing", 2 * 65000),
     }
     ani_order = orders[ani.id]
     assert ani_order["productSnapshot"]["variantName"] == "Medium"
@@ -400,16 +401,30 @@ def _shipping_and_settlement(
 ) -> None:
     """Steps 9 and 10, and what Ani was told along the way."""
     admin = flow.admin
-    platform = flow.platform
 
     # --- Step 9: shipping with Biteship ---------------------------------------------------------
-    # 9.1: origin is the warehouse, destination Ani's default address (12190), the seed's body.
+    # Step 8's "orders become ready for shipping": the goods were in hand at the close, so the
+    # order is ready and the warehouse had logistics book it, with the cheapest configured
+    # courier (Ani chose none), from the Bandung warehouse to Ani's default address.
+    ready = _ok(flow.api("order").get(f"/api/orders/{ani_order['id']}", headers=ani.headers))
+    assert ready["readyToShipAt"] is not None and ready["courierChoice"] is None
+
+    def booked() -> dict[str, Any] | None:
+        page = _ok(
+            flow.api("logistics").get(
+                "/api/shipments", params={"orderId": ani_order["id"]}, headers=ani.headers
+            )
+        )
+        return page["items"][0] if page["items"] and page["items"][0]["price"] else None
+
+    shipment = _eventually(booked)
+    # 9.1: the seed's body word for word: from the warehouse (40123) to Ani (12190).
     rates = _ok(
         flow.api("logistics").post(
             "/api/rates",
             json={
                 "orderId": ani_order["id"],
-                "originPostalCode": platform.settings.warehouse_postal_code,
+                "originPostalCode": "40123",
                 "destinationPostalCode": "12190",
                 "couriers": ["jne", "jnt", "sicepat"],
             },
@@ -418,17 +433,26 @@ def _shipping_and_settlement(
     )
     assert {r["courierCompany"] for r in rates["rates"]} == {"jne", "jnt", "sicepat"}
     assert all(r["price"] > 0 for r in rates["rates"])
-    # 9.2
-    shipment = _ok(
-        flow.api("logistics").post(
-            "/api/shipments",
-            json={"orderId": ani_order["id"], "courierCompany": "jne", "courierType": "reg"},
-            headers=admin,
-        ),
-        201,
+    cheapest = min(rates["rates"], key=lambda r: r["price"])
+    assert (shipment["courierCompany"], shipment["courierType"], shipment["price"]) == (
+        cheapest["courierCompany"],
+        cheapest["courierType"],
+        cheapest["price"],
     )
+    assert (shipment["originPostalCode"], shipment["destinationPostalCode"]) == ("40123", "12190")
+    # 9.2: asking again answers the order's shipment; nothing is booked twice.
+    again = flow.api("logistics").post(
+        "/api/shipments",
+        json={
+            "orderId": ani_order["id"],
+            "courierCompany": shipment["courierCompany"],
+            "courierType": shipment["courierType"],
+        },
+        headers=admin,
+    )
+    assert _ok(again)["id"] == shipment["id"]
     tracking = shipment["trackingNumber"]
-    assert tracking and shipment["destinationPostalCode"] == "12190"
+    assert tracking
 
     def order_status() -> str:
         return _ok(flow.api("order").get(f"/api/orders/{ani_order['id']}", headers=ani.headers))[
@@ -458,18 +482,18 @@ def _shipping_and_settlement(
     assert [e["status"] for e in tracked["events"]][-2:] == ["dropping_off", "delivered"]
 
     # What Ani was told, in the app, by e-mail and on WhatsApp: joined, paid, the group
-    # succeeded, the refund landed, shipped, delivered.
+    # succeeded, the refund landed, ready to ship, shipped, delivered.
     def told() -> list[str]:
         return flow.inbox(ani)
 
-    assert _eventually(lambda: len(told()) == 6), told()
+    assert _eventually(lambda: len(told()) == 7), told()
     inbox = " | ".join(told())
     session_path = f"/api/group-buying/{ani_order['groupSessionId']}"
     session_code = _ok(flow.api("group-buying").get(session_path))["sessionCode"]
     for said in (session_code, "Rp 150.000", tracking, "delivered"):
         assert said in inbox, inbox
-    assert _eventually(lambda: len(flow.emails_to(ani.email)) == 6)
-    assert _eventually(lambda: len(flow.whatsapp_to("+6281211110001")) == 6)
+    assert _eventually(lambda: len(flow.emails_to(ani.email)) == 7)
+    assert _eventually(lambda: len(flow.whatsapp_to("+6281211110001")) == 7)
 
     # --- Step 10: settlement -------------------------------------------------------------------
     _ok(
@@ -488,16 +512,17 @@ def _shipping_and_settlement(
     preview = _ok(
         flow.api("settlement").get("/api/settlements/preview", params=period, headers=admin)
     )
-    # Escrow released: 7 Medium shirts at the final 70,000; the platform keeps 5%.
+    # Escrow released: 7 Medium shirts at the final 65,000 (475,000 + 170,000 paid, less the
+    # 150,000 + 40,000 tier refunds); the platform keeps 5%, half up.
     assert (preview["totalAmount"], preview["platformFee"], preview["netAmount"]) == (
-        490000,
-        24500,
-        465500,
+        455000,
+        22750,
+        432250,
     )
     settlement = _ok(
         flow.api("settlement").post(
             "/api/settlements",
-            json={**period, "totalAmount": 490000, "platformFee": 24500, "netAmount": 465500},
+            json={**period, "totalAmount": 455000, "platformFee": 22750, "netAmount": 432250},
             headers=admin,
         ),
         201,

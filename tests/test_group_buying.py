@@ -78,8 +78,8 @@ def test_fill_prices_and_status() -> None:
     prices = TierPrices(95000, 85000, 75000, 65000)
     assert not prices.rises()
     assert TierPrices(95000, 96000, 75000, 65000).rises()
-    assert unit_price(prices, 0, 100, 5000) == 100000
-    assert unit_price(prices, 75, 100, 10000) == 85000
+    assert unit_price(prices, 0, 100) == 95000
+    assert unit_price(prices, 75, 100) == 75000
     forming, active, reached = (
         SessionStatus.FORMING,
         SessionStatus.ACTIVE,
@@ -284,8 +284,9 @@ def test_seed_steps_2_to_4(platform: Platform) -> None:
         25,
     )
     assert session["groupPrice"] == session["currentUnitPrice"] == 95000
-    prices = {v["variantId"]: v["unitPrice"] for v in session["variants"]}
-    assert prices == {catalog.variants[s]: 95000 + ADJUSTMENT[s] for s in ("S", "M", "L")}
+    # Every variant at the tier price; the catalog's adjustments are shown, not added.
+    prices = {v["variantId"]: (v["unitPrice"], v["priceAdjustment"]) for v in session["variants"]}
+    assert prices == {catalog.variants[s]: (95000, ADJUSTMENT[s]) for s in ("S", "M", "L")}
     assert _session(platform, session["sessionCode"])["id"] == session["id"]
 
     buyer = platform.new_buyer()
@@ -297,13 +298,13 @@ def test_seed_steps_2_to_4(platform: Platform) -> None:
             catalog.variants["M"],
             5,
             userId=buyer.id,
-            unitPrice=100000,  # priceTier25 + M's 5,000 adjustment
-            totalPrice=500000,
+            unitPrice=95000,  # the seed's join body, word for word: priceTier25 for Medium too
+            totalPrice=475000,
         )
     )
     participant = joined["participant"]
     assert participant["status"] == "pending_payment"
-    assert (participant["unitPrice"], participant["totalPrice"]) == (100000, 500000)
+    assert (participant["unitPrice"], participant["totalPrice"]) == (95000, 475000)
     assert participant["reservationReference"] == f"participant:{participant['id']}"
     assert joined["paymentUrl"] == participant["paymentUrl"]
     assert joined["paymentUrl"].startswith(platform.url("xendit-sandbox"))
@@ -311,7 +312,7 @@ def test_seed_steps_2_to_4(platform: Platform) -> None:
     payment = _payment(platform, buyer, participant["paymentId"])
     assert payment["status"] == "pending"
     assert payment["reference"] == participant["reservationReference"]
-    assert payment["amount"] == 500000
+    assert payment["amount"] == 475000
 
     _paid_through(platform, buyer, session, joined)
     assert _payment(platform, buyer, participant["paymentId"])["status"] == "paid"
@@ -347,7 +348,7 @@ def test_tiers_and_status_follow_the_paid_fill(platform: Platform) -> None:
     assert now["quantityToMoq"] == 0
     # Joins stay open past the MOQ, at the 100% tier.
     late = _joined(platform, platform.new_buyer(), session, catalog.variants["L"], 1)
-    assert late["participant"]["unitPrice"] == 65000 + 10000
+    assert late["participant"]["unitPrice"] == 65000  # Large too: no adjustment added
 
 
 def test_concurrent_payments_are_all_counted(platform: Platform) -> None:
@@ -456,7 +457,7 @@ def test_open_sessions_are_listed_with_their_prices(platform: Platform) -> None:
         95000,
     )
     by_name = {v["variantName"]: v["unitPrice"] for v in entry["variants"]}
-    assert by_name == {"Small": 95000, "Medium": 100000, "Large": 105000}
+    assert by_name == {"Small": 95000, "Medium": 95000, "Large": 95000}
     closed = _session(platform, closing["id"])
     assert closed["joinable"] is False
     assert closed["status"] in ("forming", "failed")  # "failed" if the scheduler closed it
@@ -482,7 +483,7 @@ def test_variant_availability(platform: Platform) -> None:
         "M": (3, "low_stock", True),
         "L": (0, "out_of_stock", False),  # never stocked
     }
-    assert {s: v["unitPrice"] for s, v in seen.items()} == {"S": 95000, "M": 100000, "L": 105000}
+    assert {s: v["unitPrice"] for s, v in seen.items()} == {"S": 95000, "M": 95000, "L": 95000}
     large = _join(platform, platform.new_buyer(), session["id"], catalog.variants["L"], 1)
     assert_problem(large, 409, "insufficient_stock")
 
@@ -505,17 +506,17 @@ def test_a_different_client_price_is_refused_before_anything_is_reserved(
     before, stock = snapshot(platform, *SCHEMAS), _available(platform, catalog)
     medium = catalog.variants["M"]
     for prices in (
-        {"unitPrice": 95000, "totalPrice": 475000},  # the tier price without M's adjustment
-        {"unitPrice": 100000, "totalPrice": 475000},
-        {"totalPrice": 500001},
-        {"unitPrice": 99999},
+        {"unitPrice": 100000, "totalPrice": 500000},  # the tier price plus M's adjustment
+        {"unitPrice": 95000, "totalPrice": 500000},
+        {"totalPrice": 475001},
+        {"unitPrice": 94999},
     ):
         refused = _join(platform, buyer, session["id"], medium, 5, **prices)
-        assert "100.000" in assert_problem(refused, 409, "price_mismatch")["detail"]
+        assert "95.000" in assert_problem(refused, 409, "price_mismatch")["detail"]
     assert snapshot(platform, *SCHEMAS) == before
     assert _available(platform, catalog) == stock
     # The server's price is accepted whether sent in full, in part or not at all.
-    assert _join(platform, buyer, session["id"], medium, 1, unitPrice=100000).status_code == 201
+    assert _join(platform, buyer, session["id"], medium, 1, unitPrice=95000).status_code == 201
 
 
 def test_a_join_retried_with_its_idempotency_key_joins_once(platform: Platform) -> None:
@@ -782,9 +783,8 @@ def test_admin_cancel_expires_invoices_refunds_the_paid_and_releases_stock(
     wallet = platform.client("wallet")
     assert _eventually(
         lambda: (
-            wallet.get("/api/wallets/me", headers=paid_buyer.headers).json()["balance"]
-            == 3 * 100000
-        )  # paid in full back: 3 M at 95,000 + 5,000
+            wallet.get("/api/wallets/me", headers=paid_buyer.headers).json()["balance"] == 3 * 95000
+        )  # paid in full back: 3 M at 95,000
     )
     [credit] = wallet.get("/api/wallets/me/transactions", headers=paid_buyer.headers).json()[
         "items"

@@ -22,12 +22,20 @@ from laku.providers.biteship.sandbox import COURIERS, shipping_price
 from tests.catalog import create_seed_catalog
 from tests.service_logs import wait_logged
 from tests.support import Account, Platform, assert_problem, bearer, snapshot
-from tests.test_close import _close, _end_now, _eventually, _join, _open_session
+from tests.test_close import (
+    _close,
+    _end_now,
+    _eventually,
+    _join,
+    _open_session,
+    _purchase_orders,
+    _session_orders,
+)
 
 RATES = "/api/rates"
 SHIPMENTS = "/api/shipments"
 WEBHOOK = "/api/shipments/webhook"
-WAREHOUSE_POSTAL_CODE = "12190"
+WAREHOUSE_POSTAL_CODE = "40123"
 UNIT_GRAMS = 300
 
 
@@ -65,7 +73,7 @@ def _address(platform: Platform, buyer: Account, postal_code: str, city: str) ->
 @pytest.fixture(scope="module")
 def orders(platform: Platform) -> list[Order]:
     """Six buyers' orders of one successful group buy, all `processing`: 2 units, then 1 each.
-    Every buyer but the fourth has a default address, in Bandung (40123)."""
+    Every buyer but the fourth has a default address, in Jakarta (12190)."""
     catalog = create_seed_catalog(platform, reorder_threshold=0)
     session = _open_session(platform, catalog, target_moq=6)
     joined = [
@@ -74,6 +82,9 @@ def orders(platform: Platform) -> list[Order]:
     ]
     _end_now(platform, session["id"])
     assert _close(platform, session["id"])["status"] == "success"
+    # The goods were in hand: the warehouse had the orders made ready and asked logistics to
+    # book them, which booked none (no buyer had an address yet). Addresses come after that.
+    assert _eventually(lambda: _dispatched(platform, session["id"]))
     page = platform.client("order").get(
         "/api/orders", params={"sessionId": session["id"]}, headers=_admin(platform)
     )
@@ -82,9 +93,20 @@ def orders(platform: Platform) -> list[Order]:
     for index, j in enumerate(joined):
         order = by_user[j.buyer.id]
         assert order["status"] == "processing"
-        address = None if index == 3 else _address(platform, j.buyer, "40123", "Bandung")["id"]
+        assert order["readyToShipAt"] is not None
+        address = None if index == 3 else _address(platform, j.buyer, "12190", "Jakarta")["id"]
         made.append(Order(j.buyer, order["id"], j.participant["quantity"], address))
     return made
+
+
+def _dispatched(platform: Platform, session_id: str) -> bool:
+    """The warehouse's request to ship the group buy's orders has been delivered."""
+    rows = platform.sql(
+        "SELECT delivered_at FROM warehouse.outbox"
+        " WHERE kind = 'ship_group' AND payload->>'group' = $1",
+        f"session:{session_id}",
+    )
+    return bool(rows) and all(row["delivered_at"] is not None for row in rows)
 
 
 def _rates(platform: Platform, headers: dict[str, str], **body: Any) -> httpx.Response:
@@ -187,18 +209,18 @@ def test_rates_go_from_the_warehouse_to_the_buyers_default_address(
         "orderId": order.id,
         "addressId": order.address_id,
         "originPostalCode": WAREHOUSE_POSTAL_CODE,
-        "destinationPostalCode": "40123",
+        "destinationPostalCode": "12190",
         "weightGrams": 600,
-        "rates": _expected_rates("40123", 600),
+        "rates": _expected_rates("12190", 600),
     }
-    # Jakarta (region 1) to Bandung (region 4), one kilogram: 9,000 + 3 x 2,000.
+    # Bandung (region 4) to Jakarta (region 1), one kilogram: 9,000 + 3 x 2,000.
     assert body["rates"][0]["price"] == 15_000
 
     # The seed's body, postal codes included, asks the same; an admin may ask too.
     seed_body = {
         "orderId": order.id,
         "originPostalCode": WAREHOUSE_POSTAL_CODE,
-        "destinationPostalCode": "40123",
+        "destinationPostalCode": "12190",
         "couriers": ["jne", "jnt", "sicepat"],
     }
     assert _rates(platform, order.buyer.headers, **seed_body).json() == body
@@ -226,7 +248,7 @@ def test_rates_to_another_of_the_buyers_addresses(platform: Platform, orders: li
             "courierServiceName": "Reguler",
             "description": "Layanan reguler",
             "duration": "2 - 3 days",
-            "price": 8_500 + 5 * 2_000,
+            "price": 8_500 + 2 * 2_000,  # Bandung (region 4) to Surabaya (region 6)
         }
     ]
 
@@ -238,7 +260,7 @@ def test_postal_codes_that_are_not_the_shipments_are_refused(
     before = snapshot(platform, "logistics")
     for body in (
         {"destinationPostalCode": "12950"},
-        {"originPostalCode": "40123"},
+        {"originPostalCode": "12190"},
         {"originPostalCode": WAREHOUSE_POSTAL_CODE, "destinationPostalCode": "40124"},
     ):
         response = _rates(platform, order.buyer.headers, orderId=order.id, **body)
@@ -289,13 +311,13 @@ def test_a_shipment_is_tracked_from_pickup_to_delivery(
     )
     assert (shipment["originPostalCode"], shipment["destinationPostalCode"]) == (
         WAREHOUSE_POSTAL_CODE,
-        "40123",
+        "12190",
     )
     assert shipment["destinationAddressId"] == order.address_id
-    assert shipment["destinationAddress"] == "Jl. Merdeka 1, Bandung, Jawa 40123"
+    assert shipment["destinationAddress"] == "Jl. Merdeka 1, Jakarta, Jawa 12190"
     assert shipment["events"] == []
     # Biteship was asked from the warehouse to the buyer, with the order's items.
-    assert booked["origin"]["postal_code"] == 12190
+    assert booked["origin"]["postal_code"] == 40123
     assert booked["destination"]["contact_name"] == "Siti Aminah"
     assert [(i["quantity"], i["weight"]) for i in booked["items"]] == [(2, UNIT_GRAMS)]
 
@@ -632,3 +654,123 @@ async def test_client_books_and_reads_shipments(platform: Platform, orders: list
         assert len(await asyncio.to_thread(_sandbox_orders, platform, order.id)) == 1
     finally:
         await http.aclose()
+
+
+# --- ready to ship: goods in hand, then the group buy's parcels ----------------------------
+
+
+def _shipment_of(platform: Platform, order_id: str) -> dict[str, Any] | None:
+    page = platform.client("logistics").get(
+        SHIPMENTS, params={"orderId": order_id}, headers=_admin(platform)
+    )
+    assert page.status_code == 200, page.text
+    items = page.json()["items"]
+    return items[0] if items and items[0]["status"] != "creating" else None
+
+
+async def _book_session(platform: Platform, session_id: str, idempotency_key: str) -> Any:
+    """What the warehouse sends once a group buy's goods are in hand."""
+    http = new_http_client(10.0)
+    try:
+        secret = platform.settings.service_secret.get_secret_value()
+        tokens = ServiceTokenSource(http, platform.url("auth"), "warehouse", secret)
+        client = LogisticsClient(platform.url("logistics"), http, tokens)
+        return await client.book_session(uuid.UUID(session_id), idempotency_key=idempotency_key)
+    finally:
+        await http.aclose()
+
+
+def test_orders_ship_only_once_their_goods_are_in_hand(platform: Platform) -> None:
+    """A group buy short of stock at its close (pending_stock): its orders are not ready and
+    cannot be booked. Once its purchase orders are received they are ready, their buyers told,
+    and the warehouse has their shipments booked: Ani's two orders (one address) as one parcel
+    with the cheapest configured courier, Budi's with the courier he chose. Booking the group
+    buy again books nothing twice."""
+    catalog = create_seed_catalog(platform)
+    session = _open_session(platform, catalog, target_moq=8)
+    ani_small = _join(platform, session, catalog.variants["S"], 5, pay=True)
+    ani_medium = _join(platform, session, catalog.variants["M"], 1, pay=True, buyer=ani_small.buyer)
+    budi = _join(platform, session, catalog.variants["M"], 2, pay=True)
+    ani = ani_small.buyer
+    for buyer in (ani, budi.buyer):
+        _address(platform, buyer, "12190", "Jakarta")
+    assert _eventually(lambda: _purchase_orders(platform, catalog))  # S fell to 3: reorder
+    lost = platform.client("warehouse").post(
+        f"/api/inventory/{catalog.variants['S']}/adjustments",
+        json={"delta": -8, "reason": "lost"},
+        headers=_admin(platform),
+    )
+    assert lost.status_code == 200, lost.text
+    _end_now(platform, session["id"])
+    assert _close(platform, session["id"])["status"] == "pending_stock"
+
+    orders = {o["participantId"]: o for o in _session_orders(platform, session["id"])}
+    ani_orders = sorted(orders[j.id]["id"] for j in (ani_small, ani_medium))
+    budi_order = orders[budi.id]["id"]
+    assert all(o["readyToShipAt"] is None for o in orders.values())
+    chose = platform.client("order").put(
+        f"/api/orders/{budi_order}/courier",
+        json={"courierCompany": "sicepat", "courierType": "reg"},
+        headers=budi.buyer.headers,
+    )
+    assert chose.status_code == 200, chose.text
+    assert chose.json()["courierChoice"] == {"courierCompany": "sicepat", "courierType": "reg"}
+    before = snapshot(platform, "logistics")
+    for order_id in (*ani_orders, budi_order):
+        assert_problem(_ship(platform, order_id), 409, "order_not_ready")
+    assert snapshot(platform, "logistics") == before
+
+    for purchase_order in _purchase_orders(platform, catalog):
+        if purchase_order["status"] == "open":
+            received = platform.client("warehouse").post(
+                f"/api/purchase-orders/{purchase_order['id']}/receive", headers=_admin(platform)
+            )
+            assert received.status_code == 200, received.text
+    shipments = _eventually(
+        lambda: (
+            found
+            if all(found := [_shipment_of(platform, o) for o in (*ani_orders, budi_order)])
+            else None
+        ),
+        timeout=30,
+    )
+    assert shipments, "the group buy's shipments were never booked"
+    first, second, budis = shipments
+    # One parcel for Ani: one Biteship order, carrying both orders' items, priced once.
+    assert first["biteshipOrderId"] == second["biteshipOrderId"]
+    assert first["trackingNumber"] == second["trackingNumber"]
+    [parcel] = _sandbox_orders(platform, ani_orders[0])
+    assert _sandbox_orders(platform, ani_orders[1]) == []
+    assert sorted(item["quantity"] for item in parcel["items"]) == [1, 5]
+    cheapest = min(
+        _expected_rates("12190", 6 * UNIT_GRAMS),
+        key=lambda r: (r["price"], r["courierCompany"], r["courierType"]),
+    )
+    assert (first["courierCompany"], first["courierType"], first["price"], second["price"]) == (
+        cheapest["courierCompany"],
+        cheapest["courierType"],
+        cheapest["price"],
+        0,
+    )
+    assert (budis["courierCompany"], budis["courierType"]) == ("sicepat", "reg")
+    assert budis["biteshipOrderId"] != first["biteshipOrderId"]
+    for order_id in (*ani_orders, budi_order):
+        assert _order(platform, order_id)["readyToShipAt"] is not None
+    # Ani is told each order is ready to ship.
+    inbox = platform.client("notification").get(
+        "/api/notifications/me", params={"limit": 100}, headers=ani.headers
+    )
+    ready = [n for n in inbox.json()["items"] if "ready to ship" in n["subject"]]
+    assert len(ready) == 2
+
+    # Asked again (a retried delivery with another key): nothing is booked twice.
+    again = asyncio.run(_book_session(platform, session["id"], uuid.uuid4().hex))
+    assert (again.booked, again.existing, again.parcels, again.unbooked) == (0, 3, [], [])
+    assert len(_sandbox_orders(platform, ani_orders[0])) == 1
+    assert len(_sandbox_orders(platform, budi_order)) == 1
+
+    # The parcel moves both of Ani's orders.
+    assert _advance(platform, first["biteshipOrderId"], 3) == "picked"
+    for order_id in ani_orders:
+        assert _eventually(lambda order_id=order_id: _order_status(platform, order_id, "shipped"))
+    assert _order(platform, budi_order)["status"] == "processing"

@@ -150,13 +150,13 @@ def test_an_order_for_each_paid_participant(platform: Platform) -> None:
         assert item["name"] == f"Premium T-Shirt ({variant_names[size]})"
         assert (item["quantity"], item["unitPrice"]) == (participant["quantity"], price)
         assert item["totalPrice"] == order["subtotal"] == participant["quantity"] * price
-    # M joined first at priceTier25 + 5,000; S at 60% of the MOQ, priceTier50.
-    assert sorted(order["subtotal"] for order in orders) == [2 * 85000, 3 * 100000]
+    # M joined first at priceTier25; S at 60% of the MOQ, priceTier50.
+    assert sorted(order["subtotal"] for order in orders) == [2 * 85000, 3 * 95000]
     assert len({order["orderNumber"] for order in orders}) == 2
 
     summary = _summary(platform, group.id)
     assert summary["groupSessionId"] == group.id
-    assert (summary["orders"], summary["units"], summary["subtotal"]) == (2, 5, 470000)
+    assert (summary["orders"], summary["units"], summary["subtotal"]) == (2, 5, 455000)
     assert summary["byStatus"] == {status.value: 0 for status in OrderStatus} | {"processing": 2}
 
 

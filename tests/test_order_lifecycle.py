@@ -118,16 +118,19 @@ def test_shipped_then_delivered(platform: Platform, orders: list[Order]) -> None
     assert delivered.json()["deliveredAt"] is not None
     assert _deliver(platform, order.id).json() == delivered.json()
 
-    # The buyer was told of each move once, however often it was reported.
+    # The buyer was told of each move once, however often it was reported (and, at the close,
+    # that the goods were in hand).
     def told() -> list[str]:
         inbox = platform.client("notification").get(
             "/api/notifications/me", params={"limit": 100}, headers=order.buyer.headers
         )
         return sorted(n["text"] for n in inbox.json()["items"] if "Order" in n["subject"])
 
-    assert _eventually(lambda: len(told()) == 2), told()
+    assert _eventually(lambda: len(told()) == 3), told()
     number = body["orderNumber"]
     assert told() == [
+        f"The goods of your order {number} (Premium T-Shirt (Small) x 1) are in our warehouse; "
+        "the courier is being booked.",
         f"Your order {number} (Premium T-Shirt (Small) x 1) has been delivered. "
         "Terima kasih for buying with Laku!",
         f"Your order {number} (Premium T-Shirt (Small) x 1) is on its way with JNE, "

@@ -53,6 +53,8 @@ def is_retryable(exc: ServiceCallError) -> bool:
     if exc.status >= 500 or exc.status in _NOT_NOW_STATUS:
         return True
     return exc.status == 409 and exc.code.endswith("_in_progress")
+
+
 class TokenSource(Protocol):
     async def token(self) -> str: ...
 

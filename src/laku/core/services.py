@@ -55,6 +55,7 @@ SANDBOXES: dict[str, ProcessSpec] = {
         ProcessSpec("biteship-sandbox", 4011, "laku.providers.biteship.sandbox:create_app"),
         ProcessSpec("whatsapp-sandbox", 4012, "laku.providers.whatsapp.sandbox:create_app"),
         ProcessSpec("smtp-sandbox", 4013, "laku.providers.smtp.sandbox:create_app"),
+        ProcessSpec("push-sandbox", 4014, "laku.providers.webpush.sandbox:create_app"),
     )
 }
 

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     mail_from: str = "Laku <no-reply@laku.id>"
+    # Web Push: the VAPID key pair's private half (a P-256 key, raw 32 bytes in base64url, or
+    # DER); the public half is derived and given to browsers. This one is for development only.
+    webpush_vapid_private_key: SecretStr = SecretStr("QhJ1cOLW8bjtoq3R8lb7bgu0UQvXPd03w1RBCehIGec")
+    # Who push services may contact about our pushes (the VAPID `sub` claim).
+    webpush_subject: str = "mailto:admin@laku.id"
 
     # Xendit (invoices, invoice webhooks). Left unset, the client talks to the xendit-sandbox,
     # which accepts these defaults; a real secret key and base URL switch it to Xendit.
@@ -84,11 +89,16 @@ class Settings(BaseSettings):
 
     # Warehouse: what the factory charges to ship one bundle, added to every purchase order.
     purchase_order_shipping_cost_per_bundle: int = 25_000
-    # Where parcels to buyers leave from: the origin of every shipping rate and shipment.
-    warehouse_name: str = "Gudang Laku Jakarta"
-    warehouse_phone: str = "+6281100000000"
-    warehouse_address: str = "Jl. Gatot Subroto Kav. 18, Jakarta Selatan"
-    warehouse_postal_code: str = "12190"
+    # A received purchase order's warehouse invoice: PPN on goods and shipping (basis points,
+    # 11%) and the days until it is due.
+    warehouse_invoice_ppn_bps: int = 1100
+    warehouse_invoice_due_days: int = 30
+    # Where parcels to buyers leave from: the origin of every shipping rate and shipment. The
+    # seed's rates example ships from Bandung (40123) to Jakarta (12190).
+    warehouse_name: str = "Gudang Laku Bandung"
+    warehouse_phone: str = "+62222501234"
+    warehouse_address: str = "Jl. Surapati No. 120, Sukaluyu, Cibeunying Kaler, Bandung"
+    warehouse_postal_code: str = "40123"
 
     # Biteship (shipping rates, orders, tracking). Left unset, the client talks to the
     # biteship-sandbox, which accepts these defaults; a real API key and base URL switch it to
@@ -101,6 +111,9 @@ class Settings(BaseSettings):
     # What one unit of an order weighs in its parcel, for rates and shipments (catalogue
     # products carry no weight).
     shipping_weight_per_unit_grams: int = 300
+    # The couriers a group buy's parcels are booked with when the buyer chose none: the
+    # cheapest of their services (JSON list in the environment: '["jne","jnt","sicepat"]').
+    shipping_couriers: list[str] = ["jne", "jnt", "sicepat"]
 
     # Settlement: the platform's fee on what a factory's successful sessions released.
     platform_fee_bps: int = 500

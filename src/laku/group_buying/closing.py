@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from laku.core.db import Database
 from laku.core.errors import Conflict, DomainError
-from laku.group_buying.models import GroupBuyingSession, Participant, SessionVariant
+from laku.group_buying.models import GroupBuyingSession, Participant
 from laku.group_buying.notices import notify_outcome_later
 from laku.group_buying.rules import (
     OPEN_STATUSES,
@@ -298,7 +298,7 @@ class Closer:
     async def _cancel_unpaid(self, claim: Claim) -> GroupBuyingSession | None:
         """Under the session row's lock, which payment events take too: the unpaid are
         cancelled, so the paid quantity is final, and every paid participant's final unit
-        price (the final tier's plus its variant's adjustment) is set."""
+        price (the final tier's, whatever the variant) is set."""
         async with self.db.sessions() as session:
             group = await session.scalar(
                 select(GroupBuyingSession)
@@ -330,11 +330,8 @@ class Closer:
                         .where(
                             Participant.session_id == group.id,
                             Participant.status == ParticipantStatus.PAID,
-                            SessionVariant.session_id == Participant.session_id,
-                            SessionVariant.variant_id == Participant.variant_id,
                         )
-                        .values(final_unit_price=tier_price + SessionVariant.price_adjustment)
-                        .execution_options(synchronize_session=False)
+                        .values(final_unit_price=tier_price)
                     )
                 group.close_step = CloseStep.UNPAID_CANCELLED
             await session.commit()

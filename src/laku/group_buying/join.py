@@ -79,7 +79,7 @@ class Hold:
 
 def _priced(group: GroupBuyingSession, variant: SessionVariant, request: JoinRequest) -> Quote:
     """The server's price for this join; a client that sent another price is refused."""
-    unit_price = current_unit_price(group, variant.price_adjustment)
+    unit_price = current_unit_price(group)
     total_price = unit_price * request.quantity
     if (request.unit_price not in (None, unit_price)) or (
         request.total_price not in (None, total_price)

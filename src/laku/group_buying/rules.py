@@ -98,10 +98,11 @@ def fill_basis_points(paid_quantity: int, target_moq: int) -> int:
     return paid_quantity * BASIS_POINTS // target_moq
 
 
-def unit_price(prices: TierPrices, paid_quantity: int, target_moq: int, adjustment: int) -> int:
-    """What one unit of a variant costs a new join: the tier price of the fill before the join
-    plus the variant's price adjustment."""
-    return prices.price(tier_for(paid_quantity, target_moq)) + adjustment
+def unit_price(prices: TierPrices, paid_quantity: int, target_moq: int) -> int:
+    """What one unit of any variant costs a new join: the tier price of the fill before the
+    join. A variant's price adjustment is its catalog price, not a group-buy surcharge (design
+    7: the seed's Medium joins at 95,000, as Small and Large do)."""
+    return prices.price(tier_for(paid_quantity, target_moq))
 
 
 def status_after_payment(

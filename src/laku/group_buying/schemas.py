@@ -93,8 +93,10 @@ class SessionVariantOut(WireModel):
     variant_id: uuid.UUID
     sku: str
     variant_name: str
-    price_adjustment: SignedRupiah
-    unit_price: Rupiah = Field(description="A join's unit price now: tier price + adjustment.")
+    price_adjustment: SignedRupiah = Field(
+        description="The variant's catalog price adjustment; group-buy prices do not add it."
+    )
+    unit_price: Rupiah = Field(description="A join's unit price now: the current tier's price.")
 
 
 class SessionOut(WireModel):
@@ -119,7 +121,7 @@ class SessionOut(WireModel):
     )
     quantity_to_moq: int = Field(description="Paid units still missing to reach the MOQ.")
     current_tier: Tier = Field(description="The tier a join is priced at now.")
-    current_unit_price: Rupiah = Field(description="The current tier's price, before adjustments.")
+    current_unit_price: Rupiah = Field(description="The current tier's price, for every variant.")
     joinable: bool = Field(description="Open for joins: forming/active/moq_reached before endTime.")
     variants: list[SessionVariantOut]
     created_at: datetime

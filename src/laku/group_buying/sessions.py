@@ -108,9 +108,9 @@ def is_joinable(group: GroupBuyingSession, at: datetime) -> bool:
     return group.status in OPEN_STATUSES and at < group.end_time
 
 
-def current_unit_price(group: GroupBuyingSession, price_adjustment: int) -> int:
-    """A new join's unit price: the tier of the paid fill before it, plus the adjustment."""
-    return unit_price(tier_prices(group), group.paid_quantity, group.target_moq, price_adjustment)
+def current_unit_price(group: GroupBuyingSession) -> int:
+    """A new join's unit price, the same for every variant: the tier of the paid fill before it."""
+    return unit_price(tier_prices(group), group.paid_quantity, group.target_moq)
 
 
 def session_out(
@@ -136,7 +136,7 @@ def session_out(
                 sku=variant.sku,
                 variant_name=variant.variant_name,
                 price_adjustment=variant.price_adjustment,
-                unit_price=tier_price + variant.price_adjustment,
+                unit_price=tier_price,
             )
             for variant in variants
         ],
@@ -181,10 +181,10 @@ def _check_terms(body: SessionCreate, at: datetime) -> TierPrices:
 async def create_session(
     session: AsyncSession, products: ProductClient, body: SessionCreate, created_by: uuid.UUID
 ) -> SessionOut:
-    """Seed step 2. The product's variants and their price adjustments are copied into the
-    session, so its prices stay as announced for its whole life."""
+    """Seed step 2. The product's variants are copied into the session, so joins need no call
+    to product-service; every variant is sold at the session's tier prices (design 7)."""
     at = now()
-    prices = _check_terms(body, at)
+    _check_terms(body, at)
     product = await products.get_product(body.product_id)
     if product is None:
         raise InvalidInput(f"No product {body.product_id}", code="unknown_product")
@@ -197,13 +197,6 @@ async def create_session(
         raise InvalidInput("The product is archived", code="product_archived")
     if not product.variants:
         raise InvalidInput("The product has no variants to join with", code="product_no_variants")
-    cheapest = prices.tier_100 + min(variant.price_adjustment for variant in product.variants)
-    if cheapest <= 0:
-        raise InvalidInput(
-            "A variant's price adjustment brings its priceTier100 price to zero or below",
-            code="non_positive_price",
-        )
-
     group = GroupBuyingSession(
         id=uuid.uuid4(),
         session_code=new_session_code(),
@@ -395,7 +388,7 @@ async def variant_availability(
                 available_quantity=available,
                 status=AvailabilityStatus(item.status) if item else AvailabilityStatus.OUT_OF_STOCK,
                 can_join=joinable and available > 0,
-                unit_price=current_unit_price(group, variant.price_adjustment),
+                unit_price=current_unit_price(group),
             )
         )
     return SessionAvailabilityOut(

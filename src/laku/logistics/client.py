@@ -1,12 +1,18 @@
-"""Typed client other services use to call logistics-service (book an order's shipment, read
-it)."""
+"""Typed client other services use to call logistics-service (book an order's shipment, or a
+group buy's in bulk; read one)."""
 
 import uuid
 
 from laku.core.http import ServiceClient
-from laku.logistics.schemas import ShipmentCreate, ShipmentDetailOut, TrackingEventOut
+from laku.logistics.schemas import (
+    BulkShipmentsCreate,
+    BulkShipmentsOut,
+    ShipmentCreate,
+    ShipmentDetailOut,
+    TrackingEventOut,
+)
 
-__all__ = ["LogisticsClient", "ShipmentDetailOut", "TrackingEventOut"]
+__all__ = ["BulkShipmentsOut", "LogisticsClient", "ShipmentDetailOut", "TrackingEventOut"]
 
 
 class LogisticsClient(ServiceClient):
@@ -35,6 +41,21 @@ class LogisticsClient(ServiceClient):
             idempotency_key=idempotency_key,
         )
         return ShipmentDetailOut.model_validate(response.json())
+
+    async def book_session(
+        self, group_session_id: uuid.UUID, *, idempotency_key: str
+    ) -> BulkShipmentsOut:
+        """Book the shipments of the group buy's ready orders (in parcels per address); those
+        booked before are counted in `existing`. ServiceCallError 409 `shipment_in_progress`
+        while another call books some of them, 503 while Biteship is unavailable: retry."""
+        body = BulkShipmentsCreate(group_session_id=group_session_id)
+        response = await self.request(
+            "POST",
+            "/api/shipments/bulk",
+            json=body.model_dump(mode="json", by_alias=True),
+            idempotency_key=idempotency_key,
+        )
+        return BulkShipmentsOut.model_validate(response.json())
 
     async def get_shipment(self, shipment_id: uuid.UUID) -> ShipmentDetailOut | None:
         return await self.get_or_none(f"/api/shipments/{shipment_id}", ShipmentDetailOut)

@@ -48,8 +48,11 @@ SHIPMENT_STATUSES = (
 
 
 class Shipment(UUIDPrimaryKey, TimestampMixin, Base):
-    """One order's parcel, booked as one Biteship order. `order_id` is unique: an order is
-    shipped once, so booking it again (a retry, or two calls at once) books nothing twice."""
+    """One order's shipment, booked as a Biteship order. `order_id` is unique: an order is
+    shipped once, so booking it again (a retry, or two calls at once) books nothing twice.
+    Orders of one group buy to one address travel as one parcel: their shipments share the
+    Biteship order and waybill, and the first of them carries the parcel's price (the others
+    0)."""
 
     __tablename__ = "shipments"
     __table_args__ = (
@@ -67,11 +70,11 @@ class Shipment(UUIDPrimaryKey, TimestampMixin, Base):
 
     order_id: Mapped[uuid.UUID] = mapped_column(unique=True)
     user_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    biteship_order_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    biteship_order_id: Mapped[str | None] = mapped_column(String(64), index=True)
     biteship_tracking_id: Mapped[str | None] = mapped_column(String(64))
     # The courier's waybill. A few couriers issue it after booking (Biteship's
     # `order.waybill_id` webhook), so it may be missing for a while.
-    tracking_number: Mapped[str | None] = mapped_column(String(64), unique=True)
+    tracking_number: Mapped[str | None] = mapped_column(String(64), index=True)
     courier_company: Mapped[str] = mapped_column(String(32))
     courier_type: Mapped[str] = mapped_column(String(32))
     price: Mapped[int | None] = mapped_column(BigInteger)

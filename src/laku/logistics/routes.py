@@ -12,6 +12,8 @@ from laku.logistics import service
 from laku.logistics.models import Shipment
 from laku.logistics.schemas import (
     BiteshipWebhook,
+    BulkShipmentsCreate,
+    BulkShipmentsOut,
     RatesOut,
     RatesRequest,
     ShipmentCreate,
@@ -27,6 +29,7 @@ router = APIRouter(prefix="/api", tags=["logistics"], responses=PROBLEM_RESPONSE
 # Shipments are booked by the platform (admins, services); buyers read their own.
 AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
 Reader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN, Role.SERVICE))]
+ServiceOnly = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
 
 
 def _logistics(request: Request) -> service.Logistics:
@@ -81,13 +84,33 @@ async def create_shipment(
     session: DbSession,
 ) -> ShipmentDetailOut:
     """Seed step 9.2: book the courier with Biteship for a `processing` order (409
-    `order_not_shippable` otherwise); `trackingNumber` is the courier's waybill. An order has
-    one shipment: asking again answers it (200) and books nothing twice."""
+    `order_not_shippable` otherwise) whose goods are in hand (409 `order_not_ready` before);
+    `trackingNumber` is the courier's waybill. An order has one shipment: asking again answers
+    it (200) and books nothing twice."""
     booked = await _logistics(request).create_shipment(body)
     if not booked.created:
         response.status_code = status.HTTP_200_OK
     # Read afresh: the booking's own session is gone, with the columns the database set.
     return await _detail(session, await session.get_one(Shipment, booked.shipment.id))
+
+
+@router.post(
+    "/shipments/bulk",
+    response_model=BulkShipmentsOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        409: {"description": "Some of its orders are being booked by another call; retry"},
+        503: {"description": "Biteship or a service is unavailable; retrying is safe"},
+    },
+)
+async def create_shipments_in_bulk(
+    body: BulkShipmentsCreate, _: ServiceOnly, request: Request
+) -> BulkShipmentsOut:
+    """Warehouse asks, once a group buy's goods are in hand (seed step 8 -> 9): book every
+    ready order of the group buy that has no shipment. Orders of one buyer's address with one
+    courier go as one parcel; the courier is the one the buyer chose on the order, else the
+    cheapest service of `LAKU_SHIPPING_COURIERS`. Calling again books nothing twice."""
+    return await _logistics(request).book_session(body.group_session_id)
 
 
 @router.post(

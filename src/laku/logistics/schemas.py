@@ -57,6 +57,37 @@ class ShipmentCreate(WireModel):
     )
 
 
+class BulkShipmentsCreate(WireModel):
+    """Book the shipments of a group buy whose goods are in hand (warehouse asks)."""
+
+    group_session_id: uuid.UUID
+
+
+class ParcelOut(WireModel):
+    biteship_order_id: str
+    tracking_number: str | None
+    courier_company: str
+    courier_type: str
+    price: Rupiah
+    order_ids: list[uuid.UUID] = Field(description="The orders travelling in the parcel.")
+
+
+class UnbookedOrderOut(WireModel):
+    order_id: uuid.UUID
+    code: str = Field(examples=["no_delivery_address"])
+    detail: str
+
+
+class BulkShipmentsOut(WireModel):
+    group_session_id: uuid.UUID
+    parcels: list[ParcelOut] = Field(description="The parcels this call booked.")
+    booked: int = Field(description="Orders this call booked.")
+    existing: int = Field(description="Ready orders booked before.")
+    unbooked: list[UnbookedOrderOut] = Field(
+        description="Ready orders that could not be booked (no address, refused by Biteship)."
+    )
+
+
 class TrackingEventOut(WireModel):
     status: str
     note: str

@@ -1,5 +1,6 @@
-"""Shipping: rates for an order, booking its shipment with Biteship, applying Biteship's status
-webhooks, and moving the order to shipped and delivered through the outbox.
+"""Shipping: rates for an order, booking its shipment with Biteship (one order, or a group
+buy's ready orders in parcels), applying Biteship's status webhooks, and moving the orders to
+shipped and delivered through the outbox.
 
 A shipment row is claimed (committed, `creating`) before Biteship is asked to book the courier,
 so a retry or a second call at once never books a second courier while the first is being
@@ -29,10 +30,13 @@ from laku.core.settings import Settings
 from laku.logistics.models import Shipment, TrackingEvent, outbox
 from laku.logistics.schemas import (
     BiteshipWebhook,
+    BulkShipmentsOut,
+    ParcelOut,
     RateOut,
     RatesOut,
     RatesRequest,
     ShipmentCreate,
+    UnbookedOrderOut,
 )
 from laku.order.client import OrderClient, OrderOut, OrderStatus
 from laku.providers.biteship.client import (
@@ -98,6 +102,17 @@ def _full_address(address: AddressOut) -> str:
 class BookedShipment:
     shipment: Shipment
     created: bool  # False: the order had this shipment already
+
+
+@dataclass(frozen=True)
+class Courier:
+    company: str
+    type: str
+
+
+class OrderNotReady(Conflict):
+    code = "order_not_ready"
+    title = "The order's goods are not in hand yet"
 
 
 class Logistics:
@@ -184,13 +199,27 @@ class Logistics:
                 f"Order {order.id} is {order.status}; only a processing order ships",
                 code="order_not_shippable",
             )
+        if order.ready_to_ship_at is None:
+            raise OrderNotReady(
+                f"Order {order.order_number}'s goods are not in hand yet; it ships once they are"
+            )
         address = await self._destination(order, request.address_id)
-        claimed = await self._claim(order, address, request)
+        courier = Courier(request.courier_company, request.courier_type)
+        claimed = await self._claim(order, address, courier)
         if claimed.status != CREATING:  # another call booked it meanwhile
             return BookedShipment(self._same_booking(claimed, request), created=False)
+        [shipment] = await self._book([(claimed, order)], address, courier)
+        return BookedShipment(shipment, created=True)
+
+    async def _book(
+        self, claimed: list[tuple[Shipment, OrderOut]], address: AddressOut, courier: Courier
+    ) -> list[Shipment]:
+        """Book one Biteship order carrying the claimed orders' items; the first shipment
+        carries its price. A refusal releases the claims (nothing was booked)."""
+        lead = claimed[0][1]
         try:
             booked = await self._biteship.create_order(
-                reference_id=str(order.id),
+                reference_id=str(lead.id),
                 origin=Contact(
                     name=self._settings.warehouse_name,
                     phone=self._settings.warehouse_phone,
@@ -204,23 +233,177 @@ class Logistics:
                     postal_code=address.postal_code,
                     note=address.notes,
                 ),
-                courier_company=request.courier_company,
-                courier_type=request.courier_type,
-                items=self._items(order),
+                courier_company=courier.company,
+                courier_type=courier.type,
+                items=[item for _, order in claimed for item in self._items(order)],
             )
         except BiteshipError as exc:
-            log.warning("shipment_booking_failed", order_id=str(order.id), error=str(exc))
+            log.warning("shipment_booking_failed", order_id=str(lead.id), error=str(exc))
             if exc.status is not None:  # answered: nothing was booked, so nothing is kept
-                await self._release_claim(claimed.id)
+                await self._release_claims([shipment.id for shipment, _ in claimed])
             raise _provider_error(exc) from exc
+        shipments = []
         async with self._db.sessions.begin() as session:
-            shipment = await session.get_one(Shipment, claimed.id, with_for_update=True)
-            shipment.biteship_order_id = booked.id
-            shipment.biteship_tracking_id = booked.courier.tracking_id
-            shipment.tracking_number = booked.courier.waybill_id
-            shipment.price = booked.price
-            shipment.status = _status(booked.status)
-        return BookedShipment(shipment, created=True)
+            for index, (claim, _) in enumerate(claimed):
+                shipment = await session.get_one(Shipment, claim.id, with_for_update=True)
+                shipment.biteship_order_id = booked.id
+                shipment.biteship_tracking_id = booked.courier.tracking_id
+                shipment.tracking_number = booked.courier.waybill_id
+                shipment.price = booked.price if index == 0 else 0
+                shipment.status = _status(booked.status)
+                shipments.append(shipment)
+        return shipments
+
+    # --- a group buy's shipments ---------------------------------------------------------
+
+    async def book_session(self, group_session_id: uuid.UUID) -> BulkShipmentsOut:
+        """Book every ready, unbooked order of the group buy: orders to one address with one
+        courier go as one parcel; the courier is the buyer's choice on the order, else the
+        cheapest service of the configured couriers. Orders booked before are counted, not
+        booked again; an order without an address, or a parcel Biteship refuses, is listed
+        in `unbooked` (an admin books it later). Biteship unavailable raises (retry: what was
+        booked stays booked), and so do orders another call is booking right now."""
+        orders = [
+            order
+            for order in await self.orders.session_orders(
+                group_session_id, status=OrderStatus.PROCESSING
+            )
+            if order.ready_to_ship_at is not None
+        ]
+        async with self._db.sessions() as session:
+            booked_before = set(
+                await session.scalars(
+                    select(Shipment.order_id).where(
+                        Shipment.order_id.in_([order.id for order in orders]),
+                        Shipment.status != CREATING,
+                    )
+                )
+            )
+        unbooked: list[UnbookedOrderOut] = []
+        addresses: dict[uuid.UUID, AddressOut | None] = {}
+        parcels: dict[tuple[uuid.UUID, Courier | None], list[OrderOut]] = {}
+        for order in sorted(orders, key=lambda o: o.id):
+            if order.id in booked_before:
+                continue
+            if order.user_id not in addresses:
+                addresses[order.user_id] = await self._addresses.get_default_address(order.user_id)
+            address = addresses[order.user_id]
+            if address is None:
+                unbooked.append(
+                    UnbookedOrderOut(
+                        order_id=order.id,
+                        code="no_delivery_address",
+                        detail="The buyer has no address to ship to",
+                    )
+                )
+                continue
+            choice = order.courier_choice
+            courier = Courier(choice.courier_company, choice.courier_type) if choice else None
+            parcels.setdefault((address.id, courier), []).append(order)
+
+        booked: list[ParcelOut] = []
+        in_progress = False
+        for (_, chosen), members in parcels.items():
+            address = addresses[members[0].user_id]
+            assert address is not None
+            try:
+                courier = chosen or await self._cheapest(members, address)
+                claimed, busy = await self._claim_parcel(members, address, courier)
+                in_progress |= busy
+                if not claimed:
+                    continue
+                shipments = await self._book(claimed, address, courier)
+            except ShippingRejectedByProvider as exc:
+                unbooked.extend(
+                    UnbookedOrderOut(
+                        order_id=order.id, code=exc.code, detail=exc.detail or exc.title
+                    )
+                    for order in members
+                )
+                continue
+            booked.append(
+                ParcelOut(
+                    biteship_order_id=shipments[0].biteship_order_id or "",
+                    tracking_number=shipments[0].tracking_number,
+                    courier_company=courier.company,
+                    courier_type=courier.type,
+                    price=sum(shipment.price or 0 for shipment in shipments),
+                    order_ids=[shipment.order_id for shipment in shipments],
+                )
+            )
+        if in_progress:
+            raise _in_progress()
+        return BulkShipmentsOut(
+            group_session_id=group_session_id,
+            parcels=booked,
+            booked=sum(len(parcel.order_ids) for parcel in booked),
+            existing=len(booked_before),
+            unbooked=unbooked,
+        )
+
+    async def _cheapest(self, orders: Sequence[OrderOut], address: AddressOut) -> Courier:
+        """The cheapest service of the configured couriers for the parcel."""
+        try:
+            pricing = await self._biteship.rates(
+                origin_postal_code=self._settings.warehouse_postal_code,
+                destination_postal_code=address.postal_code,
+                couriers=self._settings.shipping_couriers,
+                items=[item for order in orders for item in self._items(order)],
+            )
+        except BiteshipError as exc:
+            raise _provider_error(exc) from exc
+        if not pricing:
+            raise ShippingRejectedByProvider("No configured courier serves this destination")
+        cheapest = min(pricing, key=lambda r: (r.price, r.courier_code, r.courier_service_code))
+        return Courier(cheapest.courier_code, cheapest.courier_service_code)
+
+    async def _claim_parcel(
+        self, orders: Sequence[OrderOut], address: AddressOut, courier: Courier
+    ) -> tuple[list[tuple[Shipment, OrderOut]], bool]:
+        """The parcel's orders whose shipment rows this call claimed (`creating`): new, or
+        taken over from an abandoned booking. Orders booked meanwhile, or being booked by
+        another call (then the second value is True), are left out."""
+        by_id = {order.id: order for order in orders}
+        async with self._db.sessions.begin() as session:
+            inserted = await session.scalars(
+                insert(Shipment)
+                .values(
+                    [
+                        {
+                            "id": uuid.uuid4(),
+                            "order_id": order.id,
+                            "status": CREATING,
+                            "status_at": func.now(),
+                            **self._details(order, address, courier),
+                        }
+                        for order in orders
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=[Shipment.order_id])
+                .returning(Shipment.order_id)
+            )
+            mine = set(inserted)
+            rows = await session.scalars(
+                select(Shipment)
+                .where(Shipment.order_id.in_(list(by_id)))
+                .order_by(Shipment.order_id)
+                .with_for_update()
+            )
+            claimed = []
+            in_progress = False
+            for shipment in rows:
+                if shipment.status != CREATING:
+                    continue  # booked by another call meanwhile
+                if shipment.order_id not in mine:
+                    if not _abandoned(shipment):
+                        in_progress = True
+                        continue
+                    details = self._details(by_id[shipment.order_id], address, courier)
+                    for name, value in details.items():
+                        setattr(shipment, name, value)
+                    shipment.updated_at = datetime.now(UTC)
+                claimed.append((shipment, by_id[shipment.order_id]))
+        return claimed, in_progress
 
     async def _shipment_of(self, order_id: uuid.UUID) -> Shipment | None:
         async with self._db.sessions() as session:
@@ -239,16 +422,12 @@ class Logistics:
             )
         return shipment
 
-    async def _claim(
-        self, order: OrderOut, address: AddressOut, request: ShipmentCreate
-    ) -> Shipment:
-        """The order's shipment row, `creating` on behalf of this call (new, or taken over from
-        an abandoned booking), or the row another call booked meanwhile; 409 while another
-        call is booking it."""
-        details: dict[str, Any] = {
+    def _details(self, order: OrderOut, address: AddressOut, courier: Courier) -> dict[str, Any]:
+        """What a shipment row of the order records of its booking."""
+        return {
             "user_id": order.user_id,
-            "courier_company": request.courier_company,
-            "courier_type": request.courier_type,
+            "courier_company": courier.company,
+            "courier_type": courier.type,
             "origin_postal_code": self._settings.warehouse_postal_code,
             "destination_address_id": address.id,
             "destination_name": address.recipient_name,
@@ -257,6 +436,12 @@ class Logistics:
             "destination_postal_code": address.postal_code,
             "destination_note": address.notes,
         }
+
+    async def _claim(self, order: OrderOut, address: AddressOut, courier: Courier) -> Shipment:
+        """The order's shipment row, `creating` on behalf of this call (new, or taken over from
+        an abandoned booking), or the row another call booked meanwhile; 409 while another
+        call is booking it."""
+        details = self._details(order, address, courier)
         async with self._db.sessions.begin() as session:
             inserted = await session.scalar(
                 insert(Shipment)
@@ -284,10 +469,10 @@ class Logistics:
                 shipment.updated_at = datetime.now(UTC)
         return shipment
 
-    async def _release_claim(self, shipment_id: uuid.UUID) -> None:
+    async def _release_claims(self, shipment_ids: list[uuid.UUID]) -> None:
         async with self._db.sessions.begin() as session:
             await session.execute(
-                delete(Shipment).where(Shipment.id == shipment_id, Shipment.status == CREATING)
+                delete(Shipment).where(Shipment.id.in_(shipment_ids), Shipment.status == CREATING)
             )
 
     # --- Biteship's webhook --------------------------------------------------------------
@@ -303,17 +488,24 @@ class Logistics:
         if webhook.event not in ("order.status", "order.waybill_id") or not webhook.order_id:
             return "ignored"
         async with self._db.sessions() as session:
-            known = await session.scalar(
-                select(Shipment).where(Shipment.biteship_order_id == webhook.order_id)
-            )
-        if known is None:
+            # A parcel of several orders is one Biteship order: every shipment in it moves.
+            rows = (
+                await session.execute(
+                    select(Shipment.id, Shipment.order_id)
+                    .where(Shipment.biteship_order_id == webhook.order_id)
+                    .order_by(Shipment.id)
+                )
+            ).all()
+        known = [row.id for row in rows]
+        orders = {str(row.order_id) for row in rows}
+        if not known:
             log.info("biteship_webhook_for_unknown_order", biteship_order_id=webhook.order_id)
             return "ignored"
         order = await self._read_order(webhook.order_id)
-        if order.id != webhook.order_id or order.reference_id != str(known.order_id):
+        if order.id != webhook.order_id or order.reference_id not in orders:
             log.error(
                 "biteship_order_does_not_match_shipment",
-                shipment_id=str(known.id),
+                shipment_ids=[str(shipment_id) for shipment_id in known],
                 biteship_order_id=order.id,
                 reference_id=order.reference_id,
             )
@@ -328,25 +520,38 @@ class Logistics:
             if not confirmed:
                 log.warning(
                     "biteship_webhook_status_not_confirmed",
-                    shipment_id=str(known.id),
+                    biteship_order_id=order.id,
                     reported=webhook.status,
                     biteship_status=order.status,
                 )
                 return "ignored"
+        enqueued = False
+        outcome: WebhookOutcome = "duplicate"
         async with self._db.sessions.begin() as session:
-            shipment = await session.get_one(Shipment, known.id, with_for_update=True)
-            if order.courier.waybill_id and shipment.tracking_number is None:
-                shipment.tracking_number = order.courier.waybill_id
+            shipments = (
+                await session.scalars(
+                    select(Shipment)
+                    .where(Shipment.id.in_(known))
+                    .order_by(Shipment.id)
+                    .with_for_update()
+                )
+            ).all()
+            for shipment in shipments:
+                if order.courier.waybill_id and shipment.tracking_number is None:
+                    shipment.tracking_number = order.courier.waybill_id
             if webhook.event == "order.waybill_id":
                 return "processed"
-            if not await self._record_event(session, shipment, status, occurred_at):
-                return "duplicate"
-            enqueued = self._move_order(shipment, status)
-            if enqueued:
-                await enqueue(session, outbox, enqueued, self._order_move(shipment))
+            for shipment in shipments:
+                if not await self._record_event(session, shipment, status, occurred_at):
+                    continue
+                outcome = "processed"
+                move = self._move_order(shipment, status)
+                if move:
+                    await enqueue(session, outbox, move, self._order_move(shipment))
+                    enqueued = True
         if enqueued:
             self._on_commit()
-        return "processed"
+        return outcome
 
     async def _confirmed_at(
         self, order: BiteshipOrder, status: str, reported_at: datetime | None
@@ -570,9 +775,12 @@ async def get_shipment(
 
 
 async def track(session: AsyncSession, tracking_number: str, principal: Principal) -> Shipment:
-    shipment = await session.scalar(
-        select(Shipment).where(Shipment.tracking_number == tracking_number)
-    )
+    """The shipment with the waybill (the first of a parcel's, for a parcel of several
+    orders) that the caller may see."""
+    query = select(Shipment).where(Shipment.tracking_number == tracking_number)
+    if not principal.is_privileged:
+        query = query.where(Shipment.user_id == principal.user_id)
+    shipment = await session.scalar(query.order_by(Shipment.created_at, Shipment.id).limit(1))
     return _visible(shipment, principal)
 
 

@@ -1,4 +1,5 @@
-"""notification-service (port 3007): WhatsApp, e-mail and in-app notifications via an outbox."""
+"""notification-service (port 3007): WhatsApp, e-mail, Web Push and in-app notifications via an
+outbox."""
 
 from collections.abc import Mapping
 
@@ -13,6 +14,7 @@ from laku.notification.models import idempotency_keys, outbox
 from laku.notification.routes import router
 from laku.notification.service import DELIVER_NOTIFICATION
 from laku.providers.smtp.client import SmtpClient
+from laku.providers.webpush.client import WebPushClient
 from laku.providers.whatsapp.client import WhatsAppClient
 
 
@@ -20,6 +22,7 @@ async def _startup(app: FastAPI) -> None:
     state = app.state
     # Who a user is (e-mail, name, phone) is asked of auth-service when notifying users.
     state.auth = AuthClient(service_url("auth", state.settings), state.http, state.service_tokens)
+    state.webpush = WebPushClient.from_settings(state.settings, state.http)
 
 
 def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
@@ -28,6 +31,7 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
         app.state.db,
         WhatsAppClient.from_settings(settings, app.state.http),
         SmtpClient.from_settings(settings),
+        WebPushClient.from_settings(settings, app.state.http),
     )
     return {DELIVER_NOTIFICATION: sender.deliver}
 

@@ -1,4 +1,4 @@
-"""Sending queued WhatsApp and e-mail notifications: the outbox relay's handler.
+"""Sending queued WhatsApp, e-mail and push notifications: the outbox relay's handler.
 
 A provider failure leaves the notification `pending` (with the attempt and error recorded) and
 raises, so the relay tries again with back-off: an outage delays a message, never loses it. A
@@ -10,22 +10,36 @@ cannot close: that message may go out twice.
 import uuid
 from typing import Any
 
-from sqlalchemy import func, update
+import structlog
+from sqlalchemy import delete, func, select, update
 
 from laku.core.db import Database
-from laku.notification.models import Notification
+from laku.notification.models import Notification, PushSubscription
 from laku.notification.schemas import Channel, NotificationStatus, TemplateMessage
 from laku.providers.smtp.client import SmtpClient
+from laku.providers.webpush.client import (
+    PushSubscription as Subscription,
+)
+from laku.providers.webpush.client import (
+    SubscriptionGone,
+    WebPushClient,
+    WebPushError,
+)
 from laku.providers.whatsapp.client import WhatsAppClient
+
+log = structlog.get_logger()
 
 _MAX_ERROR_LENGTH = 2000
 
 
 class NotificationSender:
-    def __init__(self, db: Database, whatsapp: WhatsAppClient, smtp: SmtpClient):
+    def __init__(
+        self, db: Database, whatsapp: WhatsAppClient, smtp: SmtpClient, webpush: WebPushClient
+    ):
         self._db = db
         self._whatsapp = whatsapp
         self._smtp = smtp
+        self._webpush = webpush
 
     async def deliver(self, outbox_id: int, payload: dict[str, Any]) -> None:
         notification_id = uuid.UUID(payload["notificationId"])
@@ -46,8 +60,10 @@ class NotificationSender:
             last_error=None,
         )
 
-    async def _send(self, notification: Notification) -> str:
+    async def _send(self, notification: Notification) -> str | None:
         """Hand the message to its provider; returns the provider's id for it."""
+        if notification.channel == Channel.PUSH:
+            return await self._push(notification)
         to = notification.to
         assert to is not None  # the table's constraint: only in-app notifications lack one
         if notification.channel == Channel.EMAIL:
@@ -58,6 +74,46 @@ class NotificationSender:
                 to, template.name, template.language, template.params
             )
         return await self._whatsapp.send_text(to, notification.text)
+
+    async def _push(self, notification: Notification) -> str | None:
+        """Push to every browser the user subscribed; a subscription the push service reports
+        gone is removed. Returns the first message's location. A failure on any other
+        subscription raises once all were tried, so the relay tries again (a browser already
+        reached may then get the notice twice; the service worker shows it by its `key`)."""
+        async with self._db.sessions() as session:
+            subscriptions = (
+                await session.scalars(
+                    select(PushSubscription).where(PushSubscription.user_id == notification.user_id)
+                )
+            ).all()
+        message = {
+            "key": notification.key,
+            "notificationId": str(notification.id),
+            "title": notification.subject,
+            "body": notification.text,
+        }
+        locations: list[str | None] = []
+        gone: list[uuid.UUID] = []
+        failures: list[WebPushError] = []
+        for subscription in subscriptions:
+            try:
+                locations.append(
+                    await self._webpush.send(
+                        Subscription(subscription.endpoint, subscription.p256dh, subscription.auth),
+                        message,
+                    )
+                )
+            except SubscriptionGone:
+                gone.append(subscription.id)
+            except WebPushError as exc:
+                failures.append(exc)
+        if gone:
+            log.info("push_subscriptions_gone", user_id=str(notification.user_id), count=len(gone))
+            async with self._db.sessions.begin() as session:
+                await session.execute(delete(PushSubscription).where(PushSubscription.id.in_(gone)))
+        if failures:
+            raise failures[0]
+        return next((location for location in locations if location), None)
 
     async def _record(self, notification_id: uuid.UUID, **values: Any) -> None:
         """Count the attempt and store its outcome, unless the notification is already sent."""

@@ -38,10 +38,15 @@ class Notification(UUIDPrimaryKey, Base):
 
     __tablename__ = "notifications"
     __table_args__ = (
-        CheckConstraint("channel IN ('whatsapp', 'email', 'in_app')", name="channel"),
+        CheckConstraint("channel IN ('whatsapp', 'email', 'in_app', 'push')", name="channel"),
         CheckConstraint("status IN ('pending', 'sent')", name="status"),
-        CheckConstraint("(channel = 'in_app') = (recipient IS NULL)", name="recipient_per_channel"),
-        CheckConstraint("channel <> 'in_app' OR user_id IS NOT NULL", name="in_app_has_user"),
+        # In-app and push notifications go to a user (push: every browser it subscribed).
+        CheckConstraint(
+            "(channel IN ('in_app', 'push')) = (recipient IS NULL)", name="recipient_per_channel"
+        ),
+        CheckConstraint(
+            "channel NOT IN ('in_app', 'push') OR user_id IS NOT NULL", name="in_app_has_user"
+        ),
         # A user's in-app inbox, newest first.
         Index("ix_notifications_user_id_created_at", "user_id", "created_at"),
         # The admin listing, filtered by channel and status.
@@ -66,3 +71,16 @@ class Notification(UUIDPrimaryKey, Base):
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PushSubscription(UUIDPrimaryKey, Base):
+    """A browser's Web Push subscription (its `PushSubscription`): the push service endpoint and
+    the keys its messages are encrypted for. Removed when the push service says it is gone."""
+
+    __tablename__ = "push_subscriptions"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    endpoint: Mapped[str] = mapped_column(String(2048), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(100))  # base64url, the browser's P-256 key
+    auth: Mapped[str] = mapped_column(String(50))  # base64url, 16 bytes
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

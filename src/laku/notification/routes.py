@@ -2,7 +2,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
@@ -15,14 +15,18 @@ from laku.notification.schemas import (
     NotificationOut,
     NotificationRequest,
     NotificationStatus,
+    PushSubscriptionCreate,
+    PushSubscriptionOut,
     UserNotificationsCreate,
     UserNotificationsOut,
+    VapidPublicKeyOut,
 )
 
 router = APIRouter(prefix="/api/notifications", tags=["notification"], responses=PROBLEM_RESPONSES)
 
 # Notifications are sent by the platform (its services, and admins), never by buyers.
 Sender = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+Buyer = Annotated[Principal, Depends(require_roles(Role.BUYER))]
 
 
 def _page(
@@ -60,6 +64,44 @@ async def notify_users(
     if result.created:
         request.app.state.outbox_relay.wake()  # after the commit, so the relay sees the rows
     return result
+
+
+# Web Push: declared before /{notification_id}, as "me" is below.
+
+
+@router.get("/push/vapid-public-key", response_model=VapidPublicKeyOut)
+async def vapid_public_key(request: Request) -> VapidPublicKeyOut:
+    """The key a browser subscribes with (`applicationServerKey`): pushes are signed with its
+    private half (VAPID, RFC 8292)."""
+    return VapidPublicKeyOut(public_key=request.app.state.webpush.public_key)
+
+
+@router.post(
+    "/push-subscriptions", response_model=PushSubscriptionOut, status_code=status.HTTP_201_CREATED
+)
+async def subscribe(
+    body: PushSubscriptionCreate, principal: Buyer, session: DbSession
+) -> PushSubscriptionOut:
+    """Store the buyer's browser subscription (`PushSubscription.toJSON()`): every notice to
+    the buyer is then also pushed to it, encrypted for its keys (RFC 8291). Subscribing an
+    endpoint again replaces it; one the push service reports gone is removed."""
+    subscription = await service.subscribe(session, principal.user_id, body)
+    return PushSubscriptionOut.model_validate(subscription)
+
+
+@router.get("/push-subscriptions/me", response_model=list[PushSubscriptionOut])
+async def my_subscriptions(principal: Buyer, session: DbSession) -> list[PushSubscriptionOut]:
+    subscriptions = await service.list_subscriptions(session, principal.user_id)
+    return [PushSubscriptionOut.model_validate(s) for s in subscriptions]
+
+
+@router.delete(
+    "/push-subscriptions/{subscription_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+)
+async def unsubscribe(subscription_id: uuid.UUID, principal: Buyer, session: DbSession) -> None:
+    await service.unsubscribe(session, subscription_id, principal.user_id)
 
 
 # Declared before /{notification_id} so "me" is not read as an id.

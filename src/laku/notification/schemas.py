@@ -1,9 +1,11 @@
+import base64
 import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import (
     EmailStr,
     Field,
@@ -20,6 +22,7 @@ class Channel(StrEnum):
     WHATSAPP = "whatsapp"
     EMAIL = "email"
     IN_APP = "in_app"
+    PUSH = "push"  # Web Push to every browser the user subscribed
 
 
 class NotificationStatus(StrEnum):
@@ -89,11 +92,13 @@ class NotificationRequest(WireModel):
                     raise ValueError("email needs `to` as an e-mail address")
                 if self.subject is None:
                     raise ValueError("email needs a subject")
-            case Channel.IN_APP:
+            case Channel.IN_APP | Channel.PUSH:
                 if self.user_id is None:
-                    raise ValueError("in_app needs userId")
+                    raise ValueError(f"{self.channel} needs userId")
                 if self.to is not None:
-                    raise ValueError("in_app notifications have no `to`; they go to userId")
+                    raise ValueError(
+                        f"{self.channel} notifications have no `to`; they go to userId"
+                    )
         if self.template is not None and self.channel is not Channel.WHATSAPP:
             raise ValueError("templates are WhatsApp messages")
         return self
@@ -122,7 +127,8 @@ def _is_email_address(value: str) -> bool:
 
 class UserNotification(WireModel):
     """One event to tell one user, on every channel the user can be reached on: in the app,
-    by e-mail (every account has an address) and on WhatsApp (when the account has a phone).
+    by e-mail (every account has an address), on WhatsApp (when the account has a phone) and by
+    Web Push (when the user subscribed a browser).
     `key` names the event for that user (e.g. `joined:<participant id>`): each key is told
     once per channel, however often it is sent."""
 
@@ -169,3 +175,57 @@ class NotificationOut(WireModel):
     read_at: datetime | None
     created_at: datetime
     sent_at: datetime | None
+
+
+def _b64url_bytes(value: str) -> bytes:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+=*", value):
+        raise ValueError("must be base64url")
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+class PushKeys(WireModel):
+    p256dh: Annotated[str, Field(max_length=100)] = Field(
+        description="The browser's P-256 public key, base64url of the uncompressed point."
+    )
+    auth: Annotated[str, Field(max_length=50)] = Field(
+        description="The browser's 16-byte authentication secret, base64url."
+    )
+
+    @field_validator("p256dh")
+    @classmethod
+    def _a_p256_point(cls, value: str) -> str:
+        raw = _b64url_bytes(value)
+        if len(raw) != 65 or raw[0] != 4:
+            raise ValueError("p256dh must be an uncompressed P-256 point (65 bytes)")
+        try:
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+        except ValueError as exc:
+            raise ValueError("p256dh is not a point on P-256") from exc
+        return value
+
+    @field_validator("auth")
+    @classmethod
+    def _sixteen_bytes(cls, value: str) -> str:
+        if len(_b64url_bytes(value)) != 16:
+            raise ValueError("auth must be 16 bytes")
+        return value
+
+
+class PushSubscriptionCreate(WireModel):
+    """What the browser's `PushSubscription.toJSON()` gives."""
+
+    endpoint: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s/]+/\S*$")]
+    expiration_time: int | None = None
+    keys: PushKeys
+
+
+class PushSubscriptionOut(WireModel):
+    id: uuid.UUID
+    endpoint: str
+    created_at: datetime
+
+
+class VapidPublicKeyOut(WireModel):
+    public_key: str = Field(
+        description="The `applicationServerKey` for `pushManager.subscribe()`, base64url."
+    )

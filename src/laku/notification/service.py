@@ -13,11 +13,12 @@ from laku.auth.client import AuthClient, UserContactOut
 from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
 from laku.core.security import Principal
-from laku.notification.models import Notification, outbox
+from laku.notification.models import Notification, PushSubscription, outbox
 from laku.notification.schemas import (
     Channel,
     NotificationRequest,
     NotificationStatus,
+    PushSubscriptionCreate,
     UserNotification,
     UserNotificationsCreate,
     UserNotificationsOut,
@@ -63,14 +64,25 @@ async def create_notification(session: AsyncSession, request: NotificationReques
 async def notify_users(
     session: AsyncSession, auth: AuthClient, request: UserNotificationsCreate
 ) -> UserNotificationsOut:
-    """Tell each item's user in the app, by e-mail and (with a phone) on WhatsApp. The users
-    are looked up in one call before any connection is taken; then every notification is
-    written in one statement that skips a (key, channel) stored before, and the e-mails and
-    WhatsApp messages written now are queued for delivery in the same transaction."""
+    """Tell each item's user in the app, by e-mail, (with a phone) on WhatsApp and (with a
+    browser subscribed) by Web Push. The users are looked up in one call before any connection
+    is taken; then every notification is written in one statement that skips a (key, channel)
+    stored before, and the messages written now are queued for delivery in the same
+    transaction."""
     items = request.items
     users = {user.id: user for user in await auth.lookup_users({item.user_id for item in items})}
+    subscribed = set(
+        await session.scalars(
+            select(PushSubscription.user_id)
+            .where(PushSubscription.user_id.in_(list(users)))
+            .distinct()
+        )
+    )
     rows = [
-        row for item in items if item.user_id in users for row in _rows(item, users[item.user_id])
+        row
+        for item in items
+        if item.user_id in users
+        for row in _rows(item, users[item.user_id], pushed=item.user_id in subscribed)
     ]
     unknown_users = sum(item.user_id not in users for item in items)
     created = await _insert_new(session, rows) if rows else []
@@ -96,8 +108,9 @@ async def notify_users(
     )
 
 
-def _rows(item: UserNotification, user: UserContactOut) -> list[dict[str, Any]]:
-    """The user's notifications of one item: in-app, e-mail, and WhatsApp if it has a phone."""
+def _rows(item: UserNotification, user: UserContactOut, *, pushed: bool) -> list[dict[str, Any]]:
+    """The user's notifications of one item: in-app, e-mail, WhatsApp if it has a phone, and a
+    push if it subscribed a browser."""
 
     def row(channel: Channel, recipient: str | None, subject: str | None, body: str) -> dict:
         return {
@@ -116,6 +129,8 @@ def _rows(item: UserNotification, user: UserContactOut) -> list[dict[str, Any]]:
     phone = _whatsapp_number_or_none(user)
     if phone is not None:
         rows.append(row(Channel.WHATSAPP, phone, None, item.text))  # WhatsApp has no subject
+    if pushed:
+        rows.append(row(Channel.PUSH, None, item.subject, item.text))
     return rows
 
 
@@ -242,3 +257,51 @@ async def mark_read(
         await session.commit()
         await session.refresh(notification)
     return notification
+
+
+# Web Push subscriptions ----------------------------------------------------------------------
+
+
+async def subscribe(
+    session: AsyncSession, user_id: uuid.UUID, request: PushSubscriptionCreate
+) -> PushSubscription:
+    """Store the browser's subscription for the user. An endpoint is one browser's: subscribing
+    it again (new keys, or another user signed in on it) replaces what was stored."""
+    values = {
+        "user_id": user_id,
+        "p256dh": request.keys.p256dh,
+        "auth": request.keys.auth,
+    }
+    subscription_id = await session.scalar(
+        insert(PushSubscription)
+        .values(id=uuid.uuid4(), endpoint=request.endpoint, **values)
+        .on_conflict_do_update(index_elements=[PushSubscription.endpoint], set_=values)
+        .returning(PushSubscription.id)
+    )
+    await session.commit()
+    subscription = await session.get(PushSubscription, subscription_id)
+    assert subscription is not None
+    return subscription
+
+
+async def list_subscriptions(
+    session: AsyncSession, user_id: uuid.UUID
+) -> Sequence[PushSubscription]:
+    return (
+        await session.scalars(
+            select(PushSubscription)
+            .where(PushSubscription.user_id == user_id)
+            .order_by(PushSubscription.created_at, PushSubscription.id)
+        )
+    ).all()
+
+
+async def unsubscribe(
+    session: AsyncSession, subscription_id: uuid.UUID, user_id: uuid.UUID
+) -> None:
+    """Forget one of the user's subscriptions; another user's does not exist."""
+    subscription = await session.get(PushSubscription, subscription_id)
+    if subscription is None or subscription.user_id != user_id:
+        raise NotFound("No such push subscription", code="push_subscription_not_found")
+    await session.delete(subscription)
+    await session.commit()

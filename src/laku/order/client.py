@@ -1,5 +1,6 @@
 """Typed client other services use to call order-service (group-buying: create a successful
-group buy's orders when it closes; logistics: mark orders shipped and delivered)."""
+group buy's orders when it closes; warehouse: mark a group buy's orders ready to ship;
+logistics: read a group buy's orders, mark orders shipped and delivered)."""
 
 import uuid
 
@@ -7,21 +8,27 @@ from laku.core.http import ServiceClient
 from laku.order.schemas import (
     BulkOrdersCreate,
     BulkOrdersOut,
+    CourierChoice,
     OrderItemOut,
     OrderOut,
     OrderShip,
     OrderStatus,
     ProductSnapshot,
+    SessionReadyOut,
 )
 
 __all__ = [
     "BulkOrdersOut",
+    "CourierChoice",
     "OrderClient",
     "OrderItemOut",
     "OrderOut",
     "OrderStatus",
     "ProductSnapshot",
+    "SessionReadyOut",
 ]
+
+_PAGE = 100
 
 
 class OrderClient(ServiceClient):
@@ -43,6 +50,35 @@ class OrderClient(ServiceClient):
 
     async def get_order(self, order_id: uuid.UUID) -> OrderOut | None:
         return await self.get_or_none(f"/api/orders/{order_id}", OrderOut)
+
+    async def session_orders(
+        self, group_session_id: uuid.UUID, *, status: OrderStatus | None = None
+    ) -> list[OrderOut]:
+        """Every order of the group buy (in `status` if given), read page by page."""
+        orders: list[OrderOut] = []
+        params: dict[str, str | int] = {"sessionId": str(group_session_id), "limit": _PAGE}
+        if status is not None:
+            params["status"] = status.value
+        while True:
+            response = await self.request(
+                "GET", "/api/orders", params={**params, "offset": len(orders)}
+            )
+            page = response.json()
+            orders.extend(OrderOut.model_validate(item) for item in page["items"])
+            if not page["items"] or len(orders) >= page["total"]:
+                return orders
+
+    async def mark_session_ready(
+        self, group_session_id: uuid.UUID, *, idempotency_key: str
+    ) -> SessionReadyOut:
+        """The group buy's goods are in hand: its processing orders become ready to ship (each
+        once; the buyers are told)."""
+        response = await self.request(
+            "POST",
+            f"/api/orders/by-session/{group_session_id}/ready-to-ship",
+            idempotency_key=idempotency_key,
+        )
+        return SessionReadyOut.model_validate(response.json())
 
     async def mark_shipped(
         self, order_id: uuid.UUID, *, tracking_number: str, courier: str, idempotency_key: str

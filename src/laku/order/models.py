@@ -65,6 +65,10 @@ class Order(UUIDPrimaryKey, TimestampMixin, Base):
             name="cancelled_has_cancelled_at",
         ),
         Index("ix_orders_user_id_created_at", "user_id", "created_at"),
+        CheckConstraint(
+            "(chosen_courier_company IS NULL) = (chosen_courier_type IS NULL)",
+            name="chosen_courier_whole",
+        ),
     )
 
     order_number: Mapped[str] = mapped_column(
@@ -84,10 +88,25 @@ class Order(UUIDPrimaryKey, TimestampMixin, Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+    # Set once the order's goods are in hand (warehouse reports it for the group buy): only
+    # then may a courier be booked for it.
+    ready_to_ship_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The courier service the buyer chose for the parcel; none: the cheapest is booked.
+    chosen_courier_company: Mapped[str | None] = mapped_column(String(32))
+    chosen_courier_type: Mapped[str | None] = mapped_column(String(32))
 
     items: Mapped[list["OrderItem"]] = relationship(
         lazy="selectin", order_by="OrderItem.sku", viewonly=True
     )
+
+    @property
+    def courier_choice(self) -> dict[str, str] | None:
+        if self.chosen_courier_company is None or self.chosen_courier_type is None:
+            return None
+        return {
+            "courier_company": self.chosen_courier_company,
+            "courier_type": self.chosen_courier_type,
+        }
 
 
 class OrderItem(UUIDPrimaryKey, Base):

@@ -11,11 +11,13 @@ from laku.order import service
 from laku.order.schemas import (
     BulkOrdersCreate,
     BulkOrdersOut,
+    CourierChoice,
     OrderCancel,
     OrderOut,
     OrderShip,
     OrderStatus,
     SessionOrdersSummaryOut,
+    SessionReadyOut,
 )
 
 router = APIRouter(prefix="/api/orders", tags=["order"], responses=PROBLEM_RESPONSES)
@@ -88,6 +90,28 @@ async def session_summary(
         subtotal=summary.subtotal,
         by_status=summary.by_status,
     )
+
+
+@router.post("/by-session/{group_session_id}/ready-to-ship", response_model=SessionReadyOut)
+async def mark_session_ready(
+    group_session_id: uuid.UUID, _: AdminOrService, session: DbSession, request: Request
+) -> SessionReadyOut:
+    """Seed step 8, "orders become ready for shipping": the group buy's goods are in hand
+    (warehouse reports it), so its processing orders may now be booked with a courier. Each
+    buyer is told. Calling again marks nothing twice."""
+    ready = await service.mark_session_ready(session, group_session_id)
+    request.app.state.outbox_relay.wake()
+    return ready
+
+
+@router.put("/{order_id}/courier", response_model=OrderOut)
+async def choose_courier(
+    order_id: uuid.UUID, body: CourierChoice, principal: OrderReader, session: DbSession
+) -> OrderOut:
+    """The buyer picks the courier service their parcel is booked with (one of the rates'
+    `courierCompany`/`courierType`); without a choice the cheapest is booked. Only before the
+    order ships: 409 `invalid_order_transition` after."""
+    return OrderOut.model_validate(await service.choose_courier(session, order_id, principal, body))
 
 
 @router.get("/{order_id}", response_model=OrderOut)

@@ -26,6 +26,28 @@ class OrderShip(WireModel):
     courier: Annotated[str, Field(min_length=1, max_length=100)]
 
 
+class BuyerEvent(StrEnum):
+    """What a buyer is told of their order."""
+
+    READY_TO_SHIP = "ready_to_ship"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+
+
+class CourierChoice(WireModel):
+    """The courier service the buyer wants the parcel booked with (Biteship's codes, as in the
+    rates: `courierCompany` jne, `courierType` reg)."""
+
+    courier_company: Annotated[str, Field(min_length=1, max_length=32, examples=["jne"])]
+    courier_type: Annotated[str, Field(min_length=1, max_length=32, examples=["reg"])]
+
+
+class SessionReadyOut(WireModel):
+    group_session_id: uuid.UUID
+    marked: int = Field(description="Orders this call made ready to ship.")
+    ready: int = Field(description="The session's processing orders now ready to ship.")
+
+
 class OrderCancel(WireModel):
     reason: Annotated[str, Field(min_length=1, max_length=1000)]
 
@@ -79,6 +101,12 @@ class OrderOut(WireModel):
     items: list[OrderItemOut]
     tracking_number: str | None = Field(description="The courier's waybill, once shipped.")
     courier: str | None
+    ready_to_ship_at: datetime | None = Field(
+        description="When the goods were in hand; a courier is booked only after it."
+    )
+    courier_choice: CourierChoice | None = Field(
+        description="The buyer's courier; none: the cheapest configured one is booked."
+    )
     shipped_at: datetime | None
     delivered_at: datetime | None
     cancelled_at: datetime | None

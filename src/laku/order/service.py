@@ -2,6 +2,7 @@
 read by their buyers and the platform, and moved through their lifecycle:
 
     processing -> shipped -> delivered          (logistics-service, from the courier's webhook)
+    ready to ship (a mark on a processing order) (warehouse, once the group's goods are in hand)
     processing -> cancelled -> refunded          (an admin; the subtotal back to the wallet)
 
 Every move locks the order's row, checks the move is allowed from the status it finds, and
@@ -35,7 +36,14 @@ from laku.group_buying.client import (
 )
 from laku.notification.client import NotificationClient, UserNotification
 from laku.order.models import Order, OrderItem, outbox
-from laku.order.schemas import BulkOrdersOut, OrderStatus, ProductSnapshot
+from laku.order.schemas import (
+    BulkOrdersOut,
+    BuyerEvent,
+    CourierChoice,
+    OrderStatus,
+    ProductSnapshot,
+    SessionReadyOut,
+)
 from laku.payment.client import PaymentClient, RefundItem, RefundReason
 from laku.product.client import ProductClient, ProductDetailOut
 
@@ -53,7 +61,7 @@ SUCCESSFUL_SESSION_STATUSES = frozenset(
 
 # A cancelled order's subtotal goes back to its buyer's wallet through payment-service.
 REFUND_CANCELLED_ORDER = "refund_cancelled_order"
-# The buyer is told when the order ships and when it is delivered.
+# The buyer is told when the order is ready to ship, ships and is delivered.
 TELL_BUYER = "tell_buyer"
 # Before the courier has it, an order may be called off.
 CANCELLABLE_STATUSES = frozenset(
@@ -308,7 +316,7 @@ async def ship(
     order.tracking_number = tracking_number
     order.courier = courier
     order.shipped_at = func.now()
-    await _tell_buyer(session, order, OrderStatus.SHIPPED)
+    await _tell_buyer(session, order, BuyerEvent.SHIPPED)
     return await _saved(session, order)
 
 
@@ -324,19 +332,75 @@ async def deliver(session: AsyncSession, order_id: uuid.UUID) -> Order:
         )
     order.status = OrderStatus.DELIVERED.value
     order.delivered_at = func.now()
-    await _tell_buyer(session, order, OrderStatus.DELIVERED)
+    await _tell_buyer(session, order, BuyerEvent.DELIVERED)
     return await _saved(session, order)
 
 
-async def _tell_buyer(session: AsyncSession, order: Order, event: OrderStatus) -> None:
+async def _tell_buyer(session: AsyncSession, order: Order, event: BuyerEvent) -> None:
     await enqueue(session, outbox, TELL_BUYER, {"orderId": str(order.id), "event": event.value})
 
 
-def buyer_notice(order: Order, event: OrderStatus) -> UserNotification:
-    """What the buyer is told of a shipped or delivered order, once per order and event."""
+async def mark_session_ready(session: AsyncSession, group_session_id: uuid.UUID) -> SessionReadyOut:
+    """The group buy's goods are in hand: its processing orders become ready to ship, and
+    each buyer is told (with the mark, in one transaction). Marking again marks nothing."""
+    marked = (
+        await session.scalars(
+            update(Order)
+            .where(
+                Order.group_session_id == group_session_id,
+                Order.status == OrderStatus.PROCESSING.value,
+                Order.ready_to_ship_at.is_(None),
+            )
+            .values(ready_to_ship_at=func.now())
+            .returning(Order.id)
+        )
+    ).all()
+    if marked:
+        await session.execute(
+            insert(outbox),
+            [
+                {
+                    "kind": TELL_BUYER,
+                    "payload": {"orderId": str(order_id), "event": BuyerEvent.READY_TO_SHIP.value},
+                }
+                for order_id in marked
+            ],
+        )
+    ready = await session.scalar(
+        select(func.count()).where(
+            Order.group_session_id == group_session_id,
+            Order.status == OrderStatus.PROCESSING.value,
+            Order.ready_to_ship_at.is_not(None),
+        )
+    )
+    await session.commit()
+    return SessionReadyOut(group_session_id=group_session_id, marked=len(marked), ready=ready or 0)
+
+
+async def choose_courier(
+    session: AsyncSession, order_id: uuid.UUID, principal: Principal, choice: CourierChoice
+) -> Order:
+    """The buyer's courier for the parcel, while the order has not shipped; the booking takes
+    it if it comes after."""
+    order = await get_order(session, order_id, principal)
+    order = await _locked_order(session, order.id)
+    if order.status != OrderStatus.PROCESSING:
+        raise InvalidOrderTransition(
+            f"Order {order.order_number} is {order.status}; a courier is chosen before it ships"
+        )
+    order.chosen_courier_company = choice.courier_company
+    order.chosen_courier_type = choice.courier_type
+    return await _saved(session, order)
+
+
+def buyer_notice(order: Order, event: BuyerEvent) -> UserNotification:
+    """What the buyer is told of their order, once per order and event."""
     [item] = order.items
     what = f"{order.order_number} ({item.name} x {item.quantity})"
-    if event is OrderStatus.SHIPPED:
+    if event is BuyerEvent.READY_TO_SHIP:
+        subject = f"Order {order.order_number} is ready to ship"
+        text = f"The goods of your order {what} are in our warehouse; the courier is being booked."
+    elif event is BuyerEvent.SHIPPED:
         subject = f"Order {order.order_number} has shipped"
         text = (
             f"Your order {what} is on its way with {(order.courier or '').upper()}, "
@@ -351,9 +415,9 @@ def buyer_notice(order: Order, event: OrderStatus) -> UserNotification:
 
 
 async def tell_buyers(db: Database, notifications: NotificationClient, rows: Sequence[Row]) -> None:
-    """The outbox's delivery of shipped and delivered notices, every leased one in one call
-    (each keyed, so told once however often it is delivered)."""
-    events = [(uuid.UUID(payload["orderId"]), OrderStatus(payload["event"])) for _, payload in rows]
+    """The outbox's delivery of the orders' notices, every leased one in one call (each keyed,
+    so told once however often it is delivered)."""
+    events = [(uuid.UUID(payload["orderId"]), BuyerEvent(payload["event"])) for _, payload in rows]
     async with db.sessions() as session:
         found = await session.scalars(
             select(Order).where(Order.id.in_({order_id for order_id, _ in events}))

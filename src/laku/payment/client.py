@@ -12,9 +12,9 @@ from laku.core.http import ServiceClient
 from laku.payment.schemas import (
     MAX_PAYMENTS_PER_CALL,
     MAX_REFUNDS_PER_CALL,
-    CancelledOrderRefundOut,
     AuditPaymentOut,
     AuditRefundOut,
+    CancelledOrderRefundOut,
     EscrowRelease,
     EscrowReleasedOut,
     EscrowReleaseOut,
@@ -35,9 +35,9 @@ from laku.payment.schemas import (
 __all__ = [
     "MAX_PAYMENTS_PER_CALL",
     "MAX_REFUNDS_PER_CALL",
-    "CancelledOrderRefundOut",
     "AuditPaymentOut",
     "AuditRefundOut",
+    "CancelledOrderRefundOut",
     "EscrowReleaseOut",
     "EscrowReleasedOut",
     "EscrowStatus",

@@ -1,6 +1,6 @@
 """Typed client other services use to call settlement-service: a factory's settlements and
 what settling it for a period would come to; payment-service reports refunds of escrow it had
-released to a factory."""
+released to a factory, warehouse-service a warehouse invoice paid."""
 
 import uuid
 from datetime import datetime
@@ -9,23 +9,24 @@ from laku.core.audit import AuditOut, page_params
 from laku.core.http import ServiceClient
 from laku.core.schemas import Page
 from laku.settlement.schemas import (
+    AuditSettlementOut,
     EscrowRefundIn,
     EscrowRefundsOut,
     EscrowRefundsReport,
-    AuditSettlementOut,
     LedgerEntryOut,
     SettlementDetailOut,
     SettlementOut,
     SettlementPreviewOut,
     SettlementSessionOut,
     SettlementStatus,
+    WarehouseInvoicePaid,
 )
 
 __all__ = [
+    "AuditSettlementOut",
     "EscrowRefundIn",
     "EscrowRefundsOut",
     "EscrowRefundsReport",
-    "AuditSettlementOut",
     "LedgerEntryOut",
     "SettlementClient",
     "SettlementDetailOut",
@@ -33,10 +34,23 @@ __all__ = [
     "SettlementPreviewOut",
     "SettlementSessionOut",
     "SettlementStatus",
+    "WarehouseInvoicePaid",
 ]
 
 
 class SettlementClient(ServiceClient):
+    async def record_warehouse_invoice_paid(
+        self, paid: WarehouseInvoicePaid, *, idempotency_key: str
+    ) -> LedgerEntryOut:
+        """Post the paid invoice's ledger entry, once per invoice (again: the same entry)."""
+        response = await self.request(
+            "POST",
+            "/api/ledger/warehouse-invoices",
+            json=paid.model_dump(mode="json", by_alias=True),
+            idempotency_key=idempotency_key,
+        )
+        return LedgerEntryOut.model_validate(response.json())
+
     async def get_settlement(self, settlement_id: uuid.UUID) -> SettlementDetailOut | None:
         """With the group buys it covered and its ledger entries; None when there is none."""
         return await self.get_or_none(f"/api/settlements/{settlement_id}", SettlementDetailOut)
@@ -86,6 +100,7 @@ class SettlementClient(ServiceClient):
             idempotency_key=idempotency_key,
         )
         return EscrowRefundsOut.model_validate(response.json())
+
     async def audit(self) -> AuditOut:
         """settlement-service's own invariant: every ledger entry balanced."""
         response = await self.request("GET", "/api/admin/audit/ledger")

@@ -165,7 +165,9 @@ class LedgerEntry(UUIDPrimaryKey, Base):
     __tablename__ = "transaction_ledger"
     __table_args__ = (
         CheckConstraint(
-            "kind IN ('settlement', 'settlement_payout', 'factory_receivable')", name="kind_known"
+            "kind IN ('settlement', 'settlement_payout', 'factory_receivable', "
+            "'warehouse_invoice_paid')",
+            name="kind_known",
         ),
     )
 

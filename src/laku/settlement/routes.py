@@ -2,7 +2,7 @@ import uuid
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import AwareDatetime
 
 from laku.audit import AUDIT_TIMEOUT_SECONDS, DEFAULT_GRACE, AuditClients, run_audit
@@ -14,12 +14,13 @@ from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import AdminPrincipal, Principal, Role, require_roles
 from laku.factory.client import FactoryClient
 from laku.payment.client import PaymentClient
-from laku.settlement import audit, service
+from laku.settlement import audit, service, warehouse_invoices
 from laku.settlement.schemas import (
+    AuditSettlementOut,
     EscrowRefundsOut,
     EscrowRefundsReport,
-    AuditSettlementOut,
     LedgerBalancesOut,
+    LedgerEntryOut,
     PayoutAccountIn,
     PayoutAccountOut,
     SettlementCreate,
@@ -27,6 +28,7 @@ from laku.settlement.schemas import (
     SettlementOut,
     SettlementPreviewOut,
     SettlementStatus,
+    WarehouseInvoicePaid,
 )
 
 router = APIRouter(prefix="/api/settlements", tags=["settlement"], responses=PROBLEM_RESPONSES)
@@ -222,3 +224,21 @@ async def audit_settlements(
 ) -> list[AuditSettlementOut]:
     """Settlements by id after `after`, a page at a time."""
     return await audit.settlements_page(session, after, limit)
+
+
+@ledger_router.post(
+    "/warehouse-invoices",
+    response_model=LedgerEntryOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": LedgerEntryOut, "description": "Posted before"}},
+)
+async def warehouse_invoice_paid(
+    body: WarehouseInvoicePaid, _: ServicePrincipal, session: DbSession, response: Response
+) -> LedgerEntryOut:
+    """warehouse-service reports a warehouse invoice paid: Dr `inventory` (goods and inbound
+    shipping), Dr `ppn_input` (PPN), Cr `cash_bank` (the total). Once per invoice: reporting
+    it again answers the entry (200)."""
+    entry, posted = await warehouse_invoices.record_paid(session, body)
+    if not posted:
+        response.status_code = status.HTTP_200_OK
+    return entry

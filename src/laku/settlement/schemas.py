@@ -23,12 +23,26 @@ class LedgerEntryKind(StrEnum):
     SETTLEMENT_PAYOUT = "settlement_payout"  # the factory's net paid out through Xendit
     # a refund of escrow the factory was settled for: the factory owes it back
     FACTORY_RECEIVABLE = "factory_receivable"
+    # A warehouse invoice paid: goods and inbound shipping into inventory, PPN as input tax.
+    WAREHOUSE_INVOICE_PAID = "warehouse_invoice_paid"
 
 
 class EscrowRefundStatus(StrEnum):
     PENDING = "pending"  # its release's period is not settled yet
     NETTED = "netted"  # the period's settlement was computed after it: left out of its total
     RECEIVABLE = "receivable"  # the factory was settled for it and owes it back
+
+
+class WarehouseInvoicePaid(WireModel):
+    """warehouse-service reports a warehouse invoice paid (service only)."""
+
+    invoice_id: uuid.UUID
+    invoice_number: str = Field(min_length=1, max_length=32)
+    factory_id: uuid.UUID
+    goods_amount: Rupiah = Field(description="Goods at unit cost plus inbound shipping.")
+    tax_amount: Rupiah = Field(description="PPN on them.")
+    total_amount: Rupiah
+    payment_reference: str = Field(min_length=1, max_length=100)
 
 
 class SettlementCreate(WireModel):

@@ -14,9 +14,12 @@ from laku.core.outbox import FinalRefusal, Handler
 from laku.core.services import service_url
 from laku.factory.client import FactoryClient
 from laku.group_buying.client import GroupBuyingClient
+from laku.logistics.client import LogisticsClient
 from laku.notification.client import NotificationClient
+from laku.order.client import OrderClient
 from laku.product.client import ProductClient
-from laku.warehouse import service
+from laku.settlement.client import SettlementClient
+from laku.warehouse import dispatch, invoices, service
 from laku.warehouse.models import idempotency_keys, outbox
 from laku.warehouse.routes import router
 
@@ -36,6 +39,9 @@ async def _startup(app: FastAPI) -> None:
     state.factories = FactoryClient(url("factory"), *transport)
     state.group_buying = GroupBuyingClient(url("group-buying"), *transport)
     state.notifications = NotificationClient(url("notification"), *transport)
+    state.orders = OrderClient(url("order"), *transport)
+    state.logistics = LogisticsClient(url("logistics"), *transport)
+    state.settlements = SettlementClient(url("settlement"), *transport)
     state.reservation_desk = service.ReservationDesk(
         state.db,
         on_commit=lambda: state.outbox_relay.wake(),
@@ -120,7 +126,15 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
                 # Still closing: group-buying looks at the fulfilment itself once it has.
                 log.info("stock_received_before_pending_stock", group=group)
 
+    async def ship_group(_: int, payload: dict[str, Any]) -> None:
+        await dispatch.ship_group(state.orders, state.logistics, payload)
+
+    async def post_invoice_payment(_: int, payload: dict[str, Any]) -> None:
+        await invoices.post_payment(state.db, state.settlements, payload)
+
     return {
+        dispatch.SHIP_GROUP: ship_group,
+        invoices.POST_INVOICE_PAYMENT: post_invoice_payment,
         service.REORDER: reorder,
         service.NOTIFY_FACTORY: notify_factory,
         service.COMPLETE_FULFILMENT: complete_fulfilment,

@@ -1,10 +1,11 @@
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Computed,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -29,6 +30,7 @@ class Base(DeclarativeBase):
 idempotency_keys = idempotency_table(Base.metadata)
 outbox = outbox_table(Base.metadata)
 purchase_order_number = Sequence("purchase_order_number_seq", metadata=Base.metadata)
+warehouse_invoice_number = Sequence("warehouse_invoice_number_seq", metadata=Base.metadata)
 
 
 class Inventory(UUIDPrimaryKey, TimestampMixin, Base):
@@ -176,3 +178,45 @@ class Fulfilment(TimestampMixin, Base):
     )
     units: Mapped[int] = mapped_column(BigInteger)
     fulfilled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WarehouseInvoice(UUIDPrimaryKey, TimestampMixin, Base):
+    """What the warehouse owes the factory for a received purchase order (the seed's
+    `warehouse_invoices`): the goods at unit cost and the inbound shipping, plus PPN on both.
+    One per purchase order; `pending` until an admin records its payment."""
+
+    __tablename__ = "warehouse_invoices"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'paid')", name="status_known"),
+        CheckConstraint(
+            "goods_amount >= 0 AND shipping_amount >= 0 AND tax_amount >= 0",
+            name="amounts_not_negative",
+        ),
+        CheckConstraint(
+            "total_amount = goods_amount + shipping_amount + tax_amount",
+            name="total_is_goods_shipping_and_tax",
+        ),
+        CheckConstraint(
+            "(status = 'paid') = (payment_reference IS NOT NULL AND paid_at IS NOT NULL)",
+            name="paid_has_reference",
+        ),
+    )
+
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    purchase_order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("warehouse_purchase_orders.id"), unique=True
+    )
+    # The group buy whose shortage the purchase order covered; none for an automatic reorder.
+    group_session_id: Mapped[uuid.UUID | None]
+    factory_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    units: Mapped[int] = mapped_column(BigInteger)
+    unit_cost: Mapped[int] = mapped_column(BigInteger)
+    goods_amount: Mapped[int] = mapped_column(BigInteger)
+    shipping_amount: Mapped[int] = mapped_column(BigInteger)
+    tax_rate_bps: Mapped[int] = mapped_column(Integer)
+    tax_amount: Mapped[int] = mapped_column(BigInteger)
+    total_amount: Mapped[int] = mapped_column(BigInteger)
+    due_date: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    payment_reference: Mapped[str | None] = mapped_column(String(100))
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

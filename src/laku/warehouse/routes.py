@@ -8,7 +8,7 @@ from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through,
 from laku.core.errors import PROBLEM_RESPONSES
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import AdminPrincipal, Principal, Role, require_roles
-from laku.warehouse import audit, service
+from laku.warehouse import audit, invoices, service
 from laku.warehouse.models import Fulfilment, Inventory, PurchaseOrder
 from laku.warehouse.schemas import (
     AdjustmentCreate,
@@ -21,6 +21,7 @@ from laku.warehouse.schemas import (
     GroupReleaseOut,
     InventoryBatch,
     InventoryOut,
+    InvoicePayment,
     LedgerCheckOut,
     MovementOut,
     ProductStockOut,
@@ -30,6 +31,8 @@ from laku.warehouse.schemas import (
     ReservationOut,
     ShipmentNotice,
     StockStatus,
+    WarehouseInvoiceOut,
+    WarehouseInvoiceStatus,
 )
 
 router = APIRouter(tags=["warehouse"], responses=PROBLEM_RESPONSES)
@@ -330,7 +333,13 @@ async def ship(
 async def receive(
     purchase_order_id: uuid.UUID, request: Request, _: AdminPrincipal, session: DbSession
 ) -> PurchaseOrderOut:
-    purchase_order = await service.receive_purchase_order(session, purchase_order_id)
+    """The bundles are in: stock rises (surplus above the maximum), the factory's warehouse
+    invoice is written, and group buys waiting for this stock are completed."""
+    settings = request.app.state.settings
+    terms = invoices.InvoiceTerms(
+        ppn_bps=settings.warehouse_invoice_ppn_bps, due_days=settings.warehouse_invoice_due_days
+    )
+    purchase_order = await service.receive_purchase_order(session, purchase_order_id, terms)
     request.app.state.outbox_relay.wake()
     return await _purchase_order_out(session, purchase_order)
 
@@ -363,3 +372,57 @@ async def audit_reservations(
 ) -> list[AuditReservationOut]:
     """Reservations by reference (byte order) in (after, through], a page at a time."""
     return await audit.reservations_page(session, after, through, limit)
+
+
+# Warehouse invoices --------------------------------------------------------------------------
+
+
+@router.get("/api/warehouse-invoices", response_model=Page[WarehouseInvoiceOut])
+async def list_warehouse_invoices(
+    principal: PurchaseOrderReader,
+    session: DbSession,
+    status_filter: Annotated[WarehouseInvoiceStatus | None, Query(alias="status")] = None,
+    purchase_order_id: Annotated[uuid.UUID | None, Query(alias="purchaseOrderId")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[WarehouseInvoiceOut]:
+    """Newest first. Admins see every invoice; a factory sees its own."""
+    rows, total = await invoices.list_invoices(
+        session,
+        principal,
+        status=status_filter,
+        purchase_order_id=purchase_order_id,
+        limit=limit,
+        offset=offset,
+    )
+    return Page(
+        items=[WarehouseInvoiceOut.model_validate(row) for row in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/api/warehouse-invoices/{invoice_id}", response_model=WarehouseInvoiceOut)
+async def get_warehouse_invoice(
+    invoice_id: uuid.UUID, principal: PurchaseOrderReader, session: DbSession
+) -> WarehouseInvoiceOut:
+    return WarehouseInvoiceOut.model_validate(
+        await invoices.get_invoice(session, invoice_id, principal)
+    )
+
+
+@router.post("/api/warehouse-invoices/{invoice_id}/pay", response_model=WarehouseInvoiceOut)
+async def pay_warehouse_invoice(
+    invoice_id: uuid.UUID,
+    body: InvoicePayment,
+    request: Request,
+    _: AdminPrincipal,
+    session: DbSession,
+) -> WarehouseInvoiceOut:
+    """An admin records the invoice paid, with the transfer's reference: `paid`, and a
+    balanced entry in the settlement ledger shortly after (Dr inventory and PPN input, Cr
+    cash). The same reference again answers it as it is; another: 409 `invoice_already_paid`."""
+    invoice = await invoices.pay(session, invoice_id, body.payment_reference)
+    request.app.state.outbox_relay.wake()
+    return WarehouseInvoiceOut.model_validate(invoice)

@@ -1,5 +1,5 @@
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -149,6 +149,39 @@ class PurchaseOrderOut(WireModel):
     cancelled_at: datetime | None
     created_at: datetime
     lines: list[PurchaseOrderLineOut]
+
+
+class WarehouseInvoiceStatus(StrEnum):
+    PENDING = "pending"
+    PAID = "paid"
+
+
+class WarehouseInvoiceOut(WireModel):
+    id: uuid.UUID
+    number: str = Field(description='"INV-WH-<yyyymmdd>-<n>", the date in UTC.')
+    purchase_order_id: uuid.UUID
+    group_session_id: uuid.UUID | None = Field(
+        description="The group buy whose shortage the purchase order covered, if any."
+    )
+    factory_id: uuid.UUID
+    units: int
+    unit_cost: Rupiah
+    goods_amount: Rupiah = Field(description="Units x unit cost.")
+    shipping_amount: Rupiah = Field(description="The purchase order's inbound shipping.")
+    tax_rate_bps: int = Field(description="PPN in basis points (1100 = 11%).")
+    tax_amount: Rupiah = Field(description="PPN on goods and shipping, rounded half up.")
+    total_amount: Rupiah
+    due_date: date
+    status: WarehouseInvoiceStatus
+    payment_reference: str | None
+    paid_at: datetime | None
+    created_at: datetime
+
+
+class InvoicePayment(WireModel):
+    """How the invoice was paid (the bank transfer's reference)."""
+
+    payment_reference: Annotated[str, Field(min_length=1, max_length=100)]
 
 
 class ShipmentNotice(WireModel):

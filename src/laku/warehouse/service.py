@@ -25,6 +25,8 @@ from laku.factory.client import FactoryClient
 from laku.group_buying.client import BundleCompositionOut
 from laku.notification.client import NotificationRequest
 from laku.product.client import ProductDetailOut
+from laku.warehouse import dispatch
+from laku.warehouse.invoices import InvoiceTerms, invoice_received
 from laku.warehouse.models import (
     Fulfilment,
     Inventory,
@@ -933,6 +935,7 @@ async def fulfil_group(
         )
         fulfilment.status = "fulfilled"
         fulfilment.fulfilled_at = datetime.now(UTC)
+        await dispatch.goods_in_hand(session, group)
         await session.commit()
         return fulfilment
 
@@ -1159,10 +1162,11 @@ async def cancel_purchase_order(
 
 
 async def receive_purchase_order(
-    session: AsyncSession, purchase_order_id: uuid.UUID
+    session: AsyncSession, purchase_order_id: uuid.UUID, invoice_terms: InvoiceTerms
 ) -> PurchaseOrder:
     """Put the delivered bundles into stock. Available stock is capped at the variant's maximum;
-    what is above it is moved to surplus with its own ledger row."""
+    what is above it is moved to surplus with its own ledger row. The factory's warehouse
+    invoice is written with the receipt."""
     purchase_order = await _locked_purchase_order(session, purchase_order_id)
     if purchase_order.status == "received":
         return purchase_order
@@ -1208,6 +1212,7 @@ async def receive_purchase_order(
     await _record(session, ledger)
     purchase_order.status = "received"
     purchase_order.received_at = datetime.now(UTC)
+    await invoice_received(session, purchase_order, invoice_terms)
     # A fall to the threshold while this order was open raised nothing: look again now.
     await _request_reorder(session, purchase_order.product_id)
     for group in await session.scalars(

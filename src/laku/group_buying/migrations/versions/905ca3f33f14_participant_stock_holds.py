@@ -1,7 +1,7 @@
 """participant stock holds
 
 Revision ID: 905ca3f33f14
-Revises: 98a11c61e867
+Revises: 52286a337ae1
 Create Date: 2026-12-01 15:52:32.858736
 
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision: str = '905ca3f33f14'
-down_revision: Union[str, Sequence[str], None] = '98a11c61e867'
+down_revision: Union[str, Sequence[str], None] = "52286a337ae1"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

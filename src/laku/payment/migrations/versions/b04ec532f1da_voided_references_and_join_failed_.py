@@ -1,7 +1,7 @@
 """voided references and join failed refunds
 
 Revision ID: b04ec532f1da
-Revises: 9c81492f7107
+Revises: f56c5fbfe44b
 Create Date: 2026-12-01 15:52:27.501192
 
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision: str = 'b04ec532f1da'
-down_revision: Union[str, Sequence[str], None] = '9c81492f7107'
+down_revision: Union[str, Sequence[str], None] = "f56c5fbfe44b"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

@@ -1,7 +1,7 @@
 """factory receivables and payout retries
 
 Revision ID: f444dad0540a
-Revises: 0eb1cb73c467
+Revises: 76b443a84302
 Create Date: 2026-12-01 15:50:25.211978
 
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision: str = 'f444dad0540a'
-down_revision: Union[str, Sequence[str], None] = '0eb1cb73c467'
+down_revision: Union[str, Sequence[str], None] = "76b443a84302"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

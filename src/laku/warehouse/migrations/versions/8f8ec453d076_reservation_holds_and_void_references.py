@@ -1,7 +1,7 @@
 """reservation holds and void references
 
 Revision ID: 8f8ec453d076
-Revises: 39601b718985
+Revises: 21c77872f1cc
 Create Date: 2026-12-01 15:52:25.893939
 
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision: str = '8f8ec453d076'
-down_revision: Union[str, Sequence[str], None] = '39601b718985'
+down_revision: Union[str, Sequence[str], None] = "21c77872f1cc"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

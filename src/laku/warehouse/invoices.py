@@ -1,0 +1,183 @@
+"""Warehouse invoices (the seed's `warehouse_invoices`): what the warehouse owes the factory for
+each received purchase order.
+
+An invoice is written in the transaction that receives its purchase order: the goods at the
+order's unit cost, its inbound shipping, PPN on both (`LAKU_WAREHOUSE_INVOICE_PPN_BPS`, 11%,
+half up), due `LAKU_WAREHOUSE_INVOICE_DUE_DAYS` after receipt. An admin records its payment
+with the transfer's reference; the ledger entry follows through the outbox to
+settlement-service, keyed by the invoice, so it is posted once.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from laku.core.db import Database
+from laku.core.errors import Conflict, NotFound
+from laku.core.money import apply_rate
+from laku.core.outbox import enqueue
+from laku.core.security import Principal, Role
+from laku.settlement.client import SettlementClient, WarehouseInvoicePaid
+from laku.warehouse.dispatch import SESSION_GROUP_PREFIX
+from laku.warehouse.models import (
+    Fulfilment,
+    PurchaseOrder,
+    PurchaseOrderLine,
+    WarehouseInvoice,
+    outbox,
+    warehouse_invoice_number,
+)
+from laku.warehouse.schemas import WarehouseInvoiceStatus
+
+POST_INVOICE_PAYMENT = "post_invoice_payment"
+
+
+@dataclass(frozen=True)
+class InvoiceTerms:
+    ppn_bps: int
+    due_days: int
+
+
+def _not_found() -> NotFound:
+    return NotFound("No such warehouse invoice", code="warehouse_invoice_not_found")
+
+
+async def invoice_received(
+    session: AsyncSession, purchase_order: PurchaseOrder, terms: InvoiceTerms
+) -> None:
+    """In the receiving transaction: the purchase order's invoice, unless it has one."""
+    units = await session.scalar(
+        select(func.coalesce(func.sum(PurchaseOrderLine.quantity), 0)).where(
+            PurchaseOrderLine.purchase_order_id == purchase_order.id
+        )
+    )
+    group = await session.scalar(
+        select(Fulfilment.group_reference)
+        .where(
+            Fulfilment.purchase_order_id == purchase_order.id,
+            Fulfilment.group_reference.startswith(SESSION_GROUP_PREFIX),
+        )
+        .order_by(Fulfilment.created_at)
+        .limit(1)
+    )
+    goods = int(units or 0) * purchase_order.unit_cost
+    shipping = purchase_order.shipping_cost
+    tax = apply_rate(goods + shipping, terms.ppn_bps)
+    number = await session.scalar(warehouse_invoice_number.next_value())
+    received = purchase_order.received_at or datetime.now(UTC)
+    await session.execute(
+        pg_insert(WarehouseInvoice)
+        .values(
+            id=uuid.uuid4(),
+            number=f"INV-WH-{received:%Y%m%d}-{number:05d}",
+            purchase_order_id=purchase_order.id,
+            group_session_id=uuid.UUID(group.removeprefix(SESSION_GROUP_PREFIX)) if group else None,
+            factory_id=purchase_order.factory_id,
+            units=int(units or 0),
+            unit_cost=purchase_order.unit_cost,
+            goods_amount=goods,
+            shipping_amount=shipping,
+            tax_rate_bps=terms.ppn_bps,
+            tax_amount=tax,
+            total_amount=goods + shipping + tax,
+            due_date=(received + timedelta(days=terms.due_days)).date(),
+            status=WarehouseInvoiceStatus.PENDING.value,
+        )
+        .on_conflict_do_nothing(index_elements=[WarehouseInvoice.purchase_order_id])
+    )
+
+
+def _visible(invoice: WarehouseInvoice | None, principal: Principal) -> WarehouseInvoice:
+    """Admins see every invoice; a factory its own (another's does not exist for it)."""
+    if invoice is None or (
+        principal.role is Role.FACTORY and principal.factory_id != invoice.factory_id
+    ):
+        raise _not_found()
+    return invoice
+
+
+async def get_invoice(
+    session: AsyncSession, invoice_id: uuid.UUID, principal: Principal
+) -> WarehouseInvoice:
+    return _visible(await session.get(WarehouseInvoice, invoice_id), principal)
+
+
+async def list_invoices(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    status: WarehouseInvoiceStatus | None,
+    purchase_order_id: uuid.UUID | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[WarehouseInvoice], int]:
+    """Newest first; a factory's own only."""
+    query = select(WarehouseInvoice)
+    if principal.role is Role.FACTORY:
+        query = query.where(WarehouseInvoice.factory_id == principal.factory_id)
+    if status is not None:
+        query = query.where(WarehouseInvoice.status == status.value)
+    if purchase_order_id is not None:
+        query = query.where(WarehouseInvoice.purchase_order_id == purchase_order_id)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.scalars(
+        query.order_by(WarehouseInvoice.created_at.desc(), WarehouseInvoice.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows), total or 0
+
+
+async def pay(
+    session: AsyncSession, invoice_id: uuid.UUID, payment_reference: str
+) -> WarehouseInvoice:
+    """pending -> paid with the transfer's reference, and its ledger entry queued. Paying it
+    again with the same reference answers it as it is; another reference is refused (409
+    `invoice_already_paid`)."""
+    invoice = await session.get(WarehouseInvoice, invoice_id, with_for_update=True)
+    if invoice is None:
+        raise _not_found()
+    if invoice.status == WarehouseInvoiceStatus.PAID:
+        if invoice.payment_reference != payment_reference:
+            raise Conflict(
+                f"Invoice {invoice.number} was paid with reference {invoice.payment_reference}",
+                code="invoice_already_paid",
+            )
+        await session.commit()
+        return invoice
+    invoice.status = WarehouseInvoiceStatus.PAID.value
+    invoice.payment_reference = payment_reference
+    invoice.paid_at = datetime.now(UTC)
+    await enqueue(session, outbox, POST_INVOICE_PAYMENT, {"invoiceId": str(invoice.id)})
+    await session.commit()
+    await session.refresh(invoice)
+    return invoice
+
+
+async def post_payment(
+    db: Database, settlements: SettlementClient, payload: dict[str, Any]
+) -> None:
+    """The outbox's delivery of a payment: its entry in settlement-service's ledger. Once per
+    invoice (settlement answers a second report with the same entry); a failure raises, so the
+    relay tries again."""
+    async with db.sessions() as session:
+        invoice = await session.get(WarehouseInvoice, uuid.UUID(payload["invoiceId"]))
+    if invoice is None or invoice.payment_reference is None:
+        return
+    await settlements.record_warehouse_invoice_paid(
+        WarehouseInvoicePaid(
+            invoice_id=invoice.id,
+            invoice_number=invoice.number,
+            factory_id=invoice.factory_id,
+            goods_amount=invoice.goods_amount + invoice.shipping_amount,
+            tax_amount=invoice.tax_amount,
+            total_amount=invoice.total_amount,
+            payment_reference=invoice.payment_reference,
+        ),
+        idempotency_key=f"warehouse-invoice-paid:{invoice.id}",
+    )
