@@ -520,6 +520,7 @@ class Logistics:
             if not confirmed:
                 log.warning(
                     "biteship_webhook_status_not_confirmed",
+                    shipment_id=str(known[0]),
                     biteship_order_id=order.id,
                     reported=webhook.status,
                     biteship_status=order.status,
