@@ -72,13 +72,13 @@ def _address(platform: Platform, buyer: Account, postal_code: str, city: str) ->
 
 @pytest.fixture(scope="module")
 def orders(platform: Platform) -> list[Order]:
-    """Six buyers' orders of one successful group buy, all `processing`: 2 units, then 1 each.
-    Every buyer but the fourth has a default address, in Jakarta (12190)."""
+    """Seven buyers' orders of one successful group buy, all `processing`: 2 units, then 1
+    each. Every buyer but the fourth has a default address, in Jakarta (12190)."""
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=6)
+    session = _open_session(platform, catalog, target_moq=7)
     joined = [
         _join(platform, session, catalog.variants[size], units, pay=True)
-        for size, units in (("M", 2), ("S", 1), ("S", 1), ("L", 1), ("L", 1), ("M", 1))
+        for size, units in (("M", 2), ("S", 1), ("S", 1), ("L", 1), ("L", 1), ("M", 1), ("M", 1))
     ]
     _end_now(platform, session["id"])
     assert _close(platform, session["id"])["status"] == "success"
@@ -476,6 +476,44 @@ def test_a_cancelled_order_does_not_ship(platform: Platform, orders: list[Order]
     assert _sandbox_orders(platform, order.id) == []
     assert_problem(_ship(platform, str(uuid.uuid4())), 404, "order_not_found")
     assert snapshot(platform, "logistics") == before
+
+
+def test_a_parcel_picked_up_for_an_order_cancelled_meanwhile_is_a_dead_letter(
+    platform: Platform, orders: list[Order]
+) -> None:
+    """The courier picks up a parcel whose order an admin cancelled after it was booked:
+    order-service refuses to ship a cancelled order, which no retry changes, so logistics
+    dead-letters the move with why, for an admin, rather than dropping or retrying it."""
+    order = orders[6]
+    shipment = _shipped(platform, order.id)
+    cancelled = platform.client("order").post(
+        f"/api/orders/{order.id}/cancel",
+        json={"reason": "Buyer asked before shipping"},
+        headers=_admin(platform),
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    _advance(platform, shipment["biteshipOrderId"], times=3)  # picked
+
+    def dead_letter() -> dict[str, Any] | None:
+        page = platform.client("logistics").get(
+            "/api/admin/outbox/dead-letters",
+            params={"kind": "mark_order_shipped", "limit": 100},
+            headers=_admin(platform),
+        )
+        assert page.status_code == 200, page.text
+        mine = [item for item in page.json()["items"] if item["payload"]["order_id"] == order.id]
+        return mine[0] if mine else None
+
+    letter = _eventually(dead_letter)
+    assert letter, "the impossible move was not dead-lettered"
+    assert letter["status"] == "dead_lettered" and letter["attempts"] == 1
+    assert letter["reason"].startswith(f"order {order.id} is "), letter["reason"]
+    assert letter["reason"].endswith(f"cannot be marked shipped (shipment {shipment['id']})"), (
+        letter["reason"]
+    )
+    assert _order(platform, order.id)["status"] in ("cancelled", "refunded")
+    summary = platform.client("logistics").get("/api/admin/outbox", headers=_admin(platform))
+    assert summary.json()["deadLettersByKind"]["mark_order_shipped"] >= 1
 
 
 # --- the webhook's guard --------------------------------------------------------------------

@@ -2,7 +2,8 @@
 refused. Refusals (4xx) and failures (5xx) are not kept: they changed nothing, so a retry runs.
 
 Keys are scoped to the caller (token subject), stored in the service's own schema, and claimed
-before the handler runs, so two concurrent requests with one key never both execute.
+before the handler runs, so two concurrent requests with one key never both execute. They are
+kept for `idempotency_key_retention_hours` (24), then purged (`purge_expired_keys`).
 """
 
 import hashlib
