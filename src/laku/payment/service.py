@@ -275,7 +275,7 @@ class Payments:
         """Read back from Xendit every pending payment past its expiry and settle it by what
         Xendit says (EXPIRED: expired, PAID: paid, each reported as its callback would be):
         Xendit does not always send the EXPIRED callback, and a callback may have been lost.
-        Returns how many payments moved. Xendit unreachable stops the run (tried next time)."""
+        Returns how many payments moved. Xendit unavailable stops the run (tried next time)."""
         moved = 0
         after: tuple[datetime, uuid.UUID] | None = None
         while True:
@@ -294,7 +294,14 @@ class Payments:
             async with self._db.sessions() as session:
                 overdue = (await session.execute(query)).all()
             for payment_id, _, invoice_id in overdue:
-                invoice = await self._read_invoice(invoice_id)
+                try:
+                    invoice = await self._xendit.get_invoice(invoice_id)
+                except XenditError as exc:
+                    if exc.status is None or exc.status >= 500:
+                        raise  # Xendit is unavailable: the next run tries them all again
+                    # Refused for this invoice alone: the others are not held up behind it.
+                    log.error("overdue_invoice_unreadable", invoice_id=invoice_id, error=str(exc))
+                    continue
                 if await self._settle_by_invoice(payment_id, invoice, webhook=False):
                     moved += 1
             if len(overdue) < batch_size:

@@ -30,6 +30,7 @@ from laku.wallet.schemas import PayoutWebhook, WithdrawalStatus
 log = structlog.get_logger()
 
 _REFUSED_FOR_ITS_CONTENT = 400
+_NOT_FOUND = 404
 
 
 class PayoutNotSettled(Exception):
@@ -134,6 +135,9 @@ class WithdrawalPayouts:
         try:
             payout = await self._payouts.get_payout(expected_id)
         except XenditError as exc:
+            if exc.status == _NOT_FOUND:  # no such payout at Xendit: nothing to follow
+                log.warning("payout_webhook_for_unknown_payout", payout_id=expected_id)
+                return
             log.warning("payout_read_back_failed", payout_id=expected_id, error=str(exc))
             raise PayoutProviderUnavailable(
                 f"The payout could not be read back from Xendit: {exc.message}", retry_after=5
