@@ -41,9 +41,12 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # Overdue payments are read back from Xendit within a test's patience.
         "LAKU_OVERDUE_PAYMENT_SWEEP_INTERVAL_SECONDS": "1",
         # The sweepers look for lapsed stock holds every second; the tests that need one to
-        # lapse move its expiry into the past, as other tests move a session's end time.
+        # lapse move its expiry into the past, as other tests move a session's end time. A
+        # join's hold outlasts its invoice by an hour, longer than the suite runs, so no
+        # hold of a short session lapses on its own under another test.
         "LAKU_RESERVATION_SWEEP_INTERVAL_SECONDS": "1",
         "LAKU_JOIN_SWEEP_INTERVAL_SECONDS": "1",
+        "LAKU_RESERVATION_HOLD_GRACE_SECONDS": "3600",
     }
     settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
     log_dir = Path(tmp_path_factory.mktemp("service-logs"))

@@ -168,15 +168,20 @@ def _as_paid(payment: Payment) -> Payment:
 
 
 def _given_back_once(platform: Platform, payment: Payment) -> None:
+    """Refunded in full, once, and credited to the buyer's wallet (waited for, so that no
+    credit lands later under another test)."""
     refunded = _status_becomes(platform, payment, "refunded")
     assert refunded["refundedAmount"] == refunded["amount"]
-    refunds = platform.sql(
-        "SELECT amount, reason FROM payment.refunds WHERE payment_id = $1",
-        uuid.UUID(payment["id"]),
-    )
-    assert [(row["amount"], row["reason"]) for row in refunds] == [
-        (refunded["amount"], "join_failed")
-    ]
+
+    def refunds() -> list[tuple[int, str, str]]:
+        rows = platform.sql(
+            "SELECT amount, reason, status FROM payment.refunds WHERE payment_id = $1",
+            uuid.UUID(payment["id"]),
+        )
+        return [(row["amount"], row["reason"], row["status"]) for row in rows]
+
+    credited = [(refunded["amount"], "join_failed", "succeeded")]
+    assert _eventually(lambda: refunds() == credited), refunds()
 
 
 def _outbox_reports(platform: Platform, payment_id: str) -> list[dict[str, Any]]:
@@ -418,7 +423,7 @@ def test_statuses_other_than_paid_or_expired_are_ignored(platform: Platform) -> 
 
 
 def test_paying_in_the_sandbox_holds_the_money_in_escrow(platform: Platform) -> None:
-    payment = _created(platform)
+    payment = _created(platform, user_id=platform.new_buyer().id)
     assert _sandbox(platform, payment, "pay").status_code == 200
     paid = _paid(platform, payment)
     [invoice] = _invoices_for(platform, payment["paymentCode"])
@@ -431,7 +436,7 @@ def test_paying_in_the_sandbox_holds_the_money_in_escrow(platform: Platform) -> 
 
 
 def test_the_same_paid_webhook_five_times_changes_the_payment_once(platform: Platform) -> None:
-    payment = _created(platform)
+    payment = _created(platform, user_id=platform.new_buyer().id)
     # Paid at Xendit, its own callback lost: the five below are all payment-service hears.
     _sandbox(platform, payment, "lose-callbacks").raise_for_status()
     _sandbox(platform, payment, "pay").raise_for_status()
@@ -466,7 +471,7 @@ def test_the_same_paid_webhook_five_times_changes_the_payment_once(platform: Pla
 
 
 def test_resent_sandbox_webhooks_change_the_payment_once(platform: Platform) -> None:
-    payment = _created(platform)
+    payment = _created(platform, user_id=platform.new_buyer().id)
     _sandbox(platform, payment, "pay").raise_for_status()
     for _ in range(4):
         _sandbox(platform, payment, "resend-webhook").raise_for_status()
@@ -487,12 +492,13 @@ def test_resent_sandbox_webhooks_change_the_payment_once(platform: Platform) -> 
 
 
 def test_expired_after_paid_is_ignored(platform: Platform) -> None:
-    payment = _created(platform)
+    payment = _created(platform, user_id=platform.new_buyer().id)
     paid = _paid_in_sandbox(platform, payment)
     late = _webhook(platform, _callback(payment, "EXPIRED"))
     assert late.status_code == 200
     assert _as_paid(_get(platform, payment["id"])) == _as_paid(paid)
     assert _get(platform, payment["id"])["status"] != "expired"
+    _given_back_once(platform, payment)
     assert _report_statuses(platform, payment["id"]) == ["paid"]
     # Nor can it be expired on request once paid.
     refused = platform.client("payment").post(
@@ -740,7 +746,7 @@ def test_expire_after_the_buyer_paid_records_the_payment(platform: Platform) -> 
     try:
         platform.supervisor.start_one("payment")
         platform.supervisor.wait_ready()
-        payment = _created(platform)
+        payment = _created(platform, user_id=platform.new_buyer().id)
         # Pay while payment-service cannot hear the callback, so only the expiry tells it.
         platform.supervisor.stop("payment")
         _sandbox(platform, payment, "pay").raise_for_status()
@@ -753,6 +759,7 @@ def test_expire_after_the_buyer_paid_records_the_payment(platform: Platform) -> 
     assert_problem(refused, 409, "payment_already_paid")
     _paid(platform, payment)
     assert _report_statuses(platform, payment["id"]) == ["paid"]
+    _given_back_once(platform, payment)
 
 
 # Reading ---------------------------------------------------------------------------------------

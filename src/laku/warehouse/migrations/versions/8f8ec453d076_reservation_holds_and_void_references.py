@@ -45,6 +45,14 @@ def upgrade() -> None:
         op.drop_constraint(op.f(f"ck_reservations_{name}"), "reservations", schema="warehouse", type_="check")
     for name, condition in _NEW_CHECKS:
         op.create_check_constraint(op.f(f"ck_reservations_{name}"), "reservations", condition, schema="warehouse")
+    # A fulfilment now takes only confirmed reservations: those of groups already waiting for
+    # stock were all paid (their close released the unpaid), so they are confirmed here.
+    # Reservations made before holds existed have no expiry and never lapse.
+    op.execute(
+        "UPDATE warehouse.reservations SET confirmed_at = now() WHERE status = 'reserved' "
+        "AND group_reference IN (SELECT group_reference FROM warehouse.fulfilments "
+        "WHERE status = 'awaiting_stock')"
+    )
 
 
 def downgrade() -> None:
