@@ -401,3 +401,42 @@ def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
     ]
     assert sorted(p["status"] for p in mine) == ["FAILED", "SUCCEEDED"]
     assert_problem(_retry(platform, settlement_id), 409, "payout_not_failed")
+
+
+def test_a_refund_reported_while_settlement_is_down_is_not_lost(platform: Platform) -> None:
+    """payment-service reports the refund from its outbox until settlement-service takes it."""
+    admin = _admin(platform)
+    catalog = create_seed_catalog(platform, reorder_threshold=0)
+    factory = catalog.factory_id
+    _ok(_set_account(platform, factory, admin))
+    group = _group(platform, catalog, datetime.now(UTC), "S", 1, [1])
+    settled = _ok(_post(platform, group.body(factory), admin), 201)
+    assert settled["netAmount"] == 1_187_500
+
+    platform.supervisor.stop("settlement")
+    try:
+        cancelled = _cancel_refunded(platform, group, group.joined[0])
+        [refund] = platform.sql(
+            "SELECT id FROM payment.refunds WHERE reference = $1",
+            f"order:{cancelled['id']}:cancelled",
+        )
+
+        def tried() -> bool:
+            [row] = platform.sql(
+                "SELECT attempts, delivered_at FROM payment.outbox "
+                "WHERE kind = 'report_escrow_refunds' AND payload->'refunds'->0->>'refundId' = $1",
+                str(refund["id"]),
+            )
+            return row["attempts"] > 0 and row["delivered_at"] is None
+
+        assert _eventually(tried, timeout=30.0)  # tried while settlement-service is down
+    finally:
+        platform.supervisor.start_one("settlement")
+        platform.supervisor.wait_ready()
+
+    _receivable_becomes(platform, factory, 1_250_000)
+    assert _escrow_refund(platform, f"order:{cancelled['id']}:cancelled") == {
+        "status": "receivable",
+        "settlement_id": uuid.UUID(settled["id"]),
+    }
+    _assert_ledger_balanced(platform)

@@ -1,5 +1,6 @@
 """settlement-service (port 3013): factories settled for the escrow released to them, less the
-platform's fee, in a double-entry ledger, and paid out through Xendit."""
+platform's fee and what they owe back for refunds made after they were settled, in a
+double-entry ledger, and paid out through Xendit."""
 
 from collections.abc import Mapping
 
