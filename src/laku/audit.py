@@ -114,8 +114,9 @@ async def _in_range(
 
 @dataclass(frozen=True)
 class _ParticipantRange:
-    """Live participants with references in (lower, upper], and what the warehouse and
-    payment-service hold under any reference in that range."""
+    """Participants with references in (lower, upper] (the live ones, and any other changed
+    within the grace), and what the warehouse and payment-service hold under any reference in
+    that range."""
 
     participants: list[AuditParticipantOut]
     holds: dict[str, AuditReservationOut]

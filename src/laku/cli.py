@@ -8,21 +8,22 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from laku.core.audit import AuditOut, InvariantOut
 from laku.core.embedded_db import embedded_postgres
-from laku.core.errors import DomainError
 from laku.core.logging import configure_logging
 from laku.core.services import PROCESSES, SERVICES, service_url
 from laku.core.settings import Settings, get_settings
 from laku.core.supervisor import Supervisor
 from laku.demo import DemoLoadError, load_demo
+
+if TYPE_CHECKING:  # loaded by `laku audit` only: the supervisor stays small
+    from laku.core.audit import AuditOut, InvariantOut
 
 app = typer.Typer(help="Laku group-buying platform.", no_args_is_help=True)
 admin_app = typer.Typer(help="Admin accounts.", no_args_is_help=True)
@@ -165,11 +166,12 @@ def audit_command(
     from datetime import timedelta
 
     from laku.audit import AUDIT_TIMEOUT_SECONDS, AuditClients, run_audit
+    from laku.core.errors import DomainError
     from laku.core.http import new_http_client
 
     settings = get_settings()
 
-    async def audit() -> AuditOut:
+    async def audit() -> "AuditOut":
         async with new_http_client(AUDIT_TIMEOUT_SECONDS) as http:
             tokens = AdminLogin(http, settings)
             return await run_audit(
@@ -190,7 +192,7 @@ def audit_command(
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _print_invariant(item: InvariantOut) -> None:
+def _print_invariant(item: "InvariantOut") -> None:
     """One line: ok or VIOLATION, the invariant, its figures; then its first offenders."""
     figures = ", ".join(f"{name} {value:,}" for name, value in item.figures.items())
     if item.ok:
