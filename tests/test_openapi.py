@@ -20,6 +20,7 @@ _BODYLESS_ACTIONS = {
     "expire",
     "process-expired",
     "stock-received",
+    "ready-to-ship",
 }
 
 
