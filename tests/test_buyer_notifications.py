@@ -323,8 +323,11 @@ def test_a_cancelled_session_tells_the_paid_of_their_refund_and_the_unpaid_of_th
         f"{code} (Premium T-Shirt) was cancelled. Your Rp 95.000 will be refunded in full to "
         "your Laku wallet."
     )
-    [refund] = platform.sql(
-        "SELECT id FROM payment.refunds WHERE payment_id = $1", uuid.UUID(paid["paymentId"])
+    # The cancel notice and the refund leave through different outboxes: wait for the refund.
+    [refund] = _eventually(
+        lambda: platform.sql(
+            "SELECT id FROM payment.refunds WHERE payment_id = $1", uuid.UUID(paid["paymentId"])
+        )
     )
     told = _told(platform, paid_buyer, f"refund:{refund['id']}")
     assert told.in_app["text"].startswith(

@@ -18,6 +18,7 @@ import httpx
 from tests.support import Account, Platform, bearer
 from tests.test_audit import _laku_audit, _quiet
 from tests.test_close import _close, _end_now, _eventually
+from tests.test_webpush import Browser, _received
 
 MOQ = 7
 
@@ -281,6 +282,16 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     # --- Step 3: buyers join ------------------------------------------------------------------
     ani = flow.register("Ani", "+6281211110001", "12190")
     budi = flow.register("Budi", "+6281211110002", "40115")
+    # Ani lets her browser show Laku's push notifications.
+    ani_browser = Browser(platform)
+    _ok(
+        flow.api("notification").post(
+            "/api/notifications/push-subscriptions",
+            json=ani_browser.subscription(),
+            headers=ani.headers,
+        ),
+        201,
+    )
     availability = _ok(
         flow.api("group-buying").get(f"/api/group-buying/{session_id}/variant-availability")
     )
@@ -383,7 +394,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     assert {s: v["availableQuantity"] for s, v in stock.items()} == {"S": 8, "M": 5, "L": 8}
     assert {s: v["surplusQuantity"] for s, v in stock.items()} == {"S": 4, "M": 0, "L": 4}
 
-    _shipping_and_settlement(flow, factory, ani, ani_order, started)
+    _shipping_and_settlement(flow, factory, ani, ani_browser, ani_order, started)
 
     # --- Money and stock accounted for across every service (design 15) -----------------------
     _quiet(platform)  # once the outboxes have delivered what the flow left them
@@ -396,6 +407,7 @@ def _shipping_and_settlement(
     flow: Flow,
     factory: dict[str, Any],
     ani: Account,
+    ani_browser: Browser,
     ani_order: dict[str, Any],
     started: datetime,
 ) -> None:
@@ -494,6 +506,12 @@ def _shipping_and_settlement(
         assert said in inbox, inbox
     assert _eventually(lambda: len(flow.emails_to(ani.email)) == 7)
     assert _eventually(lambda: len(flow.whatsapp_to("+6281211110001")) == 7)
+    # And pushed to her browser, which alone can read them (encrypted for its keys).
+    pushed = _eventually(
+        lambda: p if len(p := _received(flow.platform, ani_browser)) == 7 else None
+    )
+    assert pushed, "not every notice was pushed"
+    assert sorted(ani_browser.decrypt(p)["body"] for p in pushed) == sorted(told())
 
     # --- Step 10: settlement -------------------------------------------------------------------
     _ok(

@@ -23,6 +23,7 @@ _BODYLESS_ACTIONS = {
     "stock-received",
     "retry",
     "retry-payout",
+    "ready-to-ship",
 }
 
 
