@@ -54,7 +54,9 @@ def _open_session(
     target_moq: int,
     tiers: dict[str, int] = TIERS,
 ) -> dict[str, Any]:
-    end = datetime.now(UTC) + timedelta(minutes=10)
+    # Far ahead: the tests end sessions themselves (`_end_now`), and the scheduler must not
+    # close one while a later test compares snapshots.
+    end = datetime.now(UTC) + timedelta(hours=6)
     return created(
         platform.client("group-buying").post(
             "/api/group-buying",

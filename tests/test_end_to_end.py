@@ -256,7 +256,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     assert {s: v["availableQuantity"] for s, v in stock.items()} == {"S": 8, "M": 8, "L": 8}
 
     # --- Step 2: the group buy ----------------------------------------------------------------
-    end = datetime.now(UTC) + timedelta(minutes=30)
+    end = datetime.now(UTC) + timedelta(hours=6)
     session = _ok(
         flow.api("group-buying").post(
             "/api/group-buying",

@@ -106,7 +106,7 @@ def _iso(moment: datetime) -> str:
 
 
 def _session_body(
-    catalog: SeedCatalog, *, target_moq: int = 100, ends_in: timedelta = timedelta(minutes=10)
+    catalog: SeedCatalog, *, target_moq: int = 100, ends_in: timedelta = timedelta(hours=6)
 ) -> dict[str, Any]:
     """Seed step 2's body for the catalog's T-shirt."""
     end = datetime.now(UTC) + ends_in
