@@ -215,14 +215,14 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
     _cancel_refunded(platform, group_b, group_b.joined[0])
     _receivable_becomes(platform, factory, 7_500_000)
 
-    # Period C: two buyers of 1 Medium shirt (1,255,000 each at the last tier); one of them
+    # Period C: two buyers of 1 Medium shirt (1,250,000 each at the last tier); one of them
     # cancels before period C is settled, so C's total leaves that order out (no receivable).
     group_c = _group(platform, catalog, group_b.end, "M", 2, [1, 1])
     before_settling = _cancel_refunded(platform, group_c, group_c.joined[1])
     reference_c = f"order:{before_settling['id']}:cancelled"
     reported = _eventually(lambda: _escrow_refund(platform, reference_c), timeout=30.0)
     assert reported == {"status": "pending", "settlement_id": None}
-    total_c = 1_255_000
+    total_c = 1_250_000
     fee_c = _fee(total_c)
     preview_c = _preview(platform, factory, group_c)
     # The receivable (5,000,000) is bigger than what C leaves after its fee: C pays nothing
@@ -288,7 +288,7 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
     # Period D: the rest of what the factory owes (5,000,000 - 1,192,250) comes off next.
     carried = settled_c["receivableCarried"]
     group_d = _group(platform, catalog, group_c.end, "L", 4, [4])
-    total_d = 4 * 1_260_000
+    total_d = 4 * 1_250_000
     settled_d = _ok(_post(platform, group_d.body(factory), admin), 201)
     fee_d = _fee(total_d)
     assert _figures(settled_d) == (total_d, fee_d, carried, 0, total_d - fee_d - carried)
@@ -304,6 +304,13 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
     assert [p["id"] for p in payouts if p["reference_id"] == f"settlement-{settled_d['id']}"] == [
         payout_d
     ]
+    # The audit (design 15) agrees: each total = escrow released now + its receivables since.
+    audit = _ok(platform.client("settlement").get("/api/admin/audit", headers=admin))
+    [check] = [
+        i for i in audit["invariants"] if i["name"] == "settlement.totals_match_released_escrow"
+    ]
+    assert check["ok"], check
+    assert check["figures"]["receivable"] >= 7_500_000
 
 
 # Retrying a failed payout -------------------------------------------------------------------------

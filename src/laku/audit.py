@@ -296,9 +296,9 @@ async def refund_credits_trace_to_refunds(clients: AuditClients) -> InvariantOut
 
 async def settlements_match_released_escrow(clients: AuditClients) -> InvariantOut:
     """Each settlement's total is the escrow payment-service released to its factory in its
-    period (paid less refunded), as when it was made."""
+    period (paid less refunded) plus the refunds made since that became receivables."""
     offenders: list[str] = []
-    figures = {"settlements": 0, "settled": 0, "released": 0}
+    figures = {"settlements": 0, "settled": 0, "released": 0, "receivable": 0}
     after: uuid.UUID | None = None
     while True:
         settlements = await clients.settlement.audit_settlements(after, SETTLEMENTS_PAGE_SIZE)
@@ -312,10 +312,11 @@ async def settlements_match_released_escrow(clients: AuditClients) -> InvariantO
             figures["settlements"] += 1
             figures["settled"] += settlement.total_amount
             figures["released"] += escrow.total_amount
-            if settlement.total_amount != escrow.total_amount:
+            figures["receivable"] += settlement.receivable_amount
+            if settlement.total_amount != escrow.total_amount + settlement.receivable_amount:
                 offenders.append(
                     f"{settlement.id} (total {settlement.total_amount}, released "
-                    f"{escrow.total_amount})"
+                    f"{escrow.total_amount}, receivable since {settlement.receivable_amount})"
                 )
         if len(settlements) < SETTLEMENTS_PAGE_SIZE:
             return invariant("settlement.totals_match_released_escrow", figures, offenders)

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.audit import OFFENDERS_SHOWN, InvariantOut, invariant
-from laku.settlement.models import FactorySettlement, LedgerEntry, LedgerLine
+from laku.settlement.models import EscrowRefund, FactorySettlement, LedgerEntry, LedgerLine
 from laku.settlement.schemas import AuditSettlementOut
 
 
@@ -65,13 +65,23 @@ async def audit(session: AsyncSession) -> list[InvariantOut]:
 async def settlements_page(
     session: AsyncSession, after: uuid.UUID | None, limit: int
 ) -> list[AuditSettlementOut]:
-    """Settlements by id after `after`."""
+    """Settlements by id after `after`, each with the refunds it had counted that became
+    receivables (payment-service's released escrow no longer includes them)."""
+    receivable = (
+        select(func.coalesce(func.sum(EscrowRefund.amount), 0))
+        .where(
+            EscrowRefund.settlement_id == FactorySettlement.id,
+            EscrowRefund.status == "receivable",
+        )
+        .scalar_subquery()
+    )
     query = select(
         FactorySettlement.id,
         FactorySettlement.factory_id,
         FactorySettlement.period_start,
         FactorySettlement.period_end,
         FactorySettlement.total_amount,
+        receivable.label("receivable_amount"),
     )
     if after is not None:
         query = query.where(FactorySettlement.id > after)

@@ -212,3 +212,6 @@ class AuditSettlementOut(WireModel):
     period_start: datetime
     period_end: datetime
     total_amount: int
+    receivable_amount: int = Field(
+        description="Refunds of escrow it settled, made since: what the factory owes back."
+    )
