@@ -1,10 +1,13 @@
 """The FastAPI factory every service builds on: lifespan, middleware, errors, health."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,14 +17,35 @@ from laku.core.errors import UpstreamUnavailable, install_error_handlers
 from laku.core.http import ServiceTokenSource, new_http_client
 from laku.core.idempotency import IdempotencyMiddleware
 from laku.core.logging import configure_logging
+from laku.core.metrics import DatabaseGauge, MetricsMiddleware, render, track_pool_waits
 from laku.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from laku.core.outbox import Batched, Handler, OutboxRelay
 from laku.core.security import TokenVerifier
 from laku.core.services import SERVICES, service_url
 from laku.core.settings import Settings, get_settings
+from laku.core.tracing import TracingMiddleware, configure_tracing
 
 StartupHook = Callable[[FastAPI], Awaitable[None]]
 OutboxHandlers = Callable[[FastAPI], Mapping[str, Handler | Batched]]
+
+
+def run_in_background(
+    app: FastAPI, work: Coroutine[Any, Any, None], name: str
+) -> asyncio.Task[None]:
+    """Run periodic work (a schedule, a sweeper) for as long as the service runs. At shutdown
+    it is cancelled after the requests in flight have finished and before the pools close."""
+    task = asyncio.create_task(work, name=name)
+    app.state.background_tasks.append(task)
+    return task
+
+
+async def _stop_background(app: FastAPI) -> None:
+    tasks = app.state.background_tasks
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class Health(BaseModel):
@@ -38,23 +62,32 @@ def create_service_app(
     startup: StartupHook | None = None,
     outbox: tuple[Table, OutboxHandlers] | None = None,
     settings: Settings | None = None,
+    metrics: Sequence[DatabaseGauge] = (),
 ) -> FastAPI:
     """`idempotent_by_body`: POST paths that are idempotent by a reference in their body, so
     the `Idempotency-Key` store is skipped for them.
     `outbox`: the service's outbox table and a function giving its handlers once the app has
-    started; a relay then delivers it in the background as `app.state.outbox_relay`."""
+    started; a relay then delivers it in the background as `app.state.outbox_relay`.
+    `metrics`: the service's business figures, served at `/metrics` with the kernel's own.
+
+    Shutdown (SIGTERM): uvicorn stops accepting and lets the requests in flight finish; then
+    the relay and the background work stop, and only then the HTTP client and the pool close,
+    so nothing still running loses its connections."""
     settings = settings or get_settings()
     spec = SERVICES[service]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings, service)
+        configure_tracing(settings, service)
         app.state.settings = settings
+        app.state.background_tasks = []
         app.state.db = Database(
-            require_database_url(settings),
+            require_database_url(settings, service),
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
         )
+        track_pool_waits(app.state.db)
         app.state.http = new_http_client(settings.http_timeout_seconds)
         auth_url = service_url("auth", settings)
         app.state.token_verifier = TokenVerifier(
@@ -77,6 +110,7 @@ def create_service_app(
         finally:
             if outbox is not None:
                 await app.state.outbox_relay.stop()
+            await _stop_background(app)
             await app.state.http.aclose()
             await app.state.db.dispose()
 
@@ -96,6 +130,8 @@ def create_service_app(
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(TracingMiddleware)
 
     @app.get("/health", response_model=Health, tags=["ops"])
     async def health() -> Health:
@@ -108,6 +144,10 @@ def create_service_app(
         except Exception as exc:
             raise UpstreamUnavailable("Database unreachable") from exc
         return Health(status="ready", service=service)
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics_endpoint(request: Request) -> Response:
+        return await render(request, outbox[0] if outbox else None, metrics)
 
     for router in routers:
         app.include_router(router)

@@ -1,4 +1,3 @@
-import asyncio
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
@@ -7,12 +6,13 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from laku.core.app import create_service_app
+from laku.core.app import create_service_app, run_in_background
 from laku.core.http import ServiceCallError
 from laku.core.outbox import Batched, Handler
 from laku.core.services import service_url
 from laku.group_buying.closing import Closer, run_schedule
 from laku.group_buying.join import JoinSaga
+from laku.group_buying.metrics import BUSINESS_METRICS
 from laku.group_buying.models import idempotency_keys, outbox
 from laku.group_buying.notices import NOTIFY_BUYERS, NOTIFY_SESSION_OUTCOME, BuyerNotices
 from laku.group_buying.routes import router
@@ -59,9 +59,8 @@ async def _startup(app: FastAPI) -> None:
     )
     interval = state.settings.close_interval_seconds
     if interval > 0:
-        # Kept on the state: the event loop holds its tasks only weakly.
-        state.close_schedule = asyncio.create_task(
-            run_schedule(state.closer, timedelta(seconds=interval)), name="close-schedule"
+        run_in_background(
+            app, run_schedule(state.closer, timedelta(seconds=interval)), name="close-schedule"
         )
 
 
@@ -127,4 +126,5 @@ def create_app() -> FastAPI:
         idempotency_keys=idempotency_keys,
         startup=_startup,
         outbox=(outbox, _outbox_handlers),
+        metrics=BUSINESS_METRICS,
     )

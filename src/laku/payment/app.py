@@ -12,6 +12,7 @@ from laku.core.services import service_url
 from laku.group_buying.client import GroupBuyingClient, PaymentEvent
 from laku.notification.client import NotificationClient
 from laku.payment.closing import CREDIT_REFUNDS, EXPIRE_INVOICE, ClosingDeliveries
+from laku.payment.metrics import BUSINESS_METRICS
 from laku.payment.models import idempotency_keys, outbox
 from laku.payment.notices import RefundNotices
 from laku.payment.routes import router
@@ -73,4 +74,5 @@ def create_app() -> FastAPI:
         outbox=(outbox, _outbox_handlers),
         # A payment is idempotent by its caller's reference (the same reference, the same one).
         idempotent_by_body=frozenset({"/api/payments"}),
+        metrics=BUSINESS_METRICS,
     )

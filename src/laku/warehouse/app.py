@@ -14,6 +14,7 @@ from laku.group_buying.client import GroupBuyingClient
 from laku.notification.client import NotificationClient
 from laku.product.client import ProductClient
 from laku.warehouse import service
+from laku.warehouse.metrics import BUSINESS_METRICS
 from laku.warehouse.models import idempotency_keys, outbox
 from laku.warehouse.routes import router
 
@@ -118,4 +119,5 @@ def create_app() -> FastAPI:
         startup=_startup,
         outbox=(outbox, _outbox_handlers),
         idempotent_by_body=frozenset({"/api/reservations"}),
+        metrics=BUSINESS_METRICS,
     )
