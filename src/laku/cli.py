@@ -50,7 +50,7 @@ def migrate_command(
 
     settings = get_settings()
     with _database(settings) as url:
-        migrate(url, services, settings.database_urls)
+        migrate(url, services or None, settings.database_urls)
     console.print("[green]migrated[/]")
 
 

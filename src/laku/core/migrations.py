@@ -81,11 +81,10 @@ def migrate(
 ) -> None:
     """Upgrade each service's schema in its database: its own from `database_urls` if it has
     one, else `database_url`. Creates the databases that do not exist yet."""
-    urls = {
-        service: (database_urls or {}).get(service, database_url)
-        for service in services or SERVICES
-    }
-    for url in dict.fromkeys(urls.values()):
+    own = database_urls or {}
+    names = list(SERVICES) if services is None else services
+    urls = {service: own.get(service, database_url) for service in names}
+    for url in dict.fromkeys([database_url, *urls.values()]):
         asyncio.run(ensure_database(url))
     for service, url in urls.items():
         command.upgrade(alembic_config(service, url), "head")
