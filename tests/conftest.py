@@ -36,6 +36,8 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # Cheap password hashes: tests register hundreds of buyers on two cores.
         "LAKU_PASSWORD_HASH_TIME_COST": "1",
         "LAKU_PASSWORD_HASH_MEMORY_KIB": "1024",
+        # Every process writes its spans here (tests/test_tracing.py reads one trace across them).
+        "LAKU_TRACE_DIR": str(tmp_path_factory.mktemp("traces")),
     }
     settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
     log_dir = Path(tmp_path_factory.mktemp("service-logs"))

@@ -23,7 +23,7 @@ from laku.core.outbox import Batched, Handler, OutboxRelay
 from laku.core.security import TokenVerifier
 from laku.core.services import SERVICES, service_url
 from laku.core.settings import Settings, get_settings
-from laku.core.tracing import TracingMiddleware, configure_tracing
+from laku.core.tracing import FASTAPI_TELEMETRY_OFF, TracingMiddleware, configure_tracing
 
 StartupHook = Callable[[FastAPI], Awaitable[None]]
 OutboxHandlers = Callable[[FastAPI], Mapping[str, Handler | Batched]]
@@ -119,6 +119,7 @@ def create_service_app(
         version="0.1.0",
         lifespan=lifespan,
         description=f"Laku {service}-service (port {spec.port}).",
+        telemetry=FASTAPI_TELEMETRY_OFF,
     )
     install_error_handlers(app)
     # Added innermost first: the body limit runs before idempotency reads the body.

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from laku.core.settings import get_settings
-from laku.core.tracing import TracingMiddleware, configure_tracing
+from laku.core.tracing import FASTAPI_TELEMETRY_OFF, TracingMiddleware, configure_tracing
 
 AttemptRecorder = Callable[[int, int | None, str | None], None]
 """Told of each try at delivering a webhook: its number, the answer's status (None: no answer)
@@ -25,7 +25,7 @@ class SandboxHealth(BaseModel):
 def create_sandbox_app(name: str, **fastapi_options) -> FastAPI:
     # Traced like a service: a call into a provider shows in the trace of what made it.
     configure_tracing(get_settings(), f"{name}-sandbox")
-    app = FastAPI(title=f"laku {name} sandbox", **fastapi_options)
+    app = FastAPI(title=f"laku {name} sandbox", telemetry=FASTAPI_TELEMETRY_OFF, **fastapi_options)
     app.add_middleware(TracingMiddleware)
 
     @app.get("/health", response_model=SandboxHealth, tags=["ops"])

@@ -32,6 +32,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from laku.core.settings import Settings
 
 tracer = trace.get_tracer("laku")
+# FastAPI's own telemetry (recent versions) would add a second server span per request and a
+# span per dependency; the kernel's middleware makes the one server span, on any version.
+FASTAPI_TELEMETRY_OFF = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 _UNTRACED = frozenset({"/metrics", "/health", "/ready"})
 _configured = False
 
