@@ -97,6 +97,28 @@ def serve_command(
     )
 
 
+@app.command("healthcheck")
+def healthcheck_command(
+    service: Annotated[
+        str | None,
+        typer.Argument(help="The service this container runs (default: $LAKU_SERVICE, else all)"),
+    ] = None,
+) -> None:
+    """Exit 0 when the service (or every process of `laku up`) answers /health on this host:
+    the container image's HEALTHCHECK."""
+    settings = get_settings()
+    name = service or os.environ.get("LAKU_SERVICE")
+    names = [name] if name else list(PROCESSES)
+    with httpx.Client(timeout=2.0) as client:
+        for each in names:
+            port = PROCESSES[each].port + settings.port_offset
+            try:
+                client.get(f"http://127.0.0.1:{port}/health").raise_for_status()
+            except httpx.HTTPError as exc:
+                console.print(f"{each}: {exc}")
+                raise typer.Exit(1) from exc
+
+
 @app.command("up")
 def up_command(
     services: Annotated[
