@@ -50,7 +50,9 @@ WEBHOOKS: dict[str, tuple[str, ...]] = {
     "biteship-sandbox": ("logistics",),
 }
 # Busy under a group buy's traffic: scaled on CPU by a HorizontalPodAutoscaler.
-AUTOSCALED = ("group-buying", "warehouse", "payment")
+AUTOSCALED = tuple(
+    name for name in ("group-buying", "warehouse", "payment", "web") if name in SERVICES
+)
 
 # Settings that are secrets: every one is a key of the `laku-secrets` Secret.
 SECRET_SETTINGS = tuple(
@@ -806,6 +808,13 @@ def write_all() -> dict[Path, str]:
                 ["../../base", *sorted(dev)],
                 namespace="laku-dev",
                 images=[{"name": IMAGE, "newName": "laku", "newTag": "dev"}],
+                configMapGenerator=[
+                    {
+                        "name": "laku-config",
+                        "behavior": "merge",
+                        "literals": ["LAKU_SMTP_HOST=smtp-sandbox"],
+                    }
+                ],
                 # One replica each, no autoscaling: a laptop's cluster.
                 patches=[
                     {"patch": yaml.safe_dump(replicas_patch(name, 1), sort_keys=False)}
@@ -910,6 +919,7 @@ def compose() -> dict[str, Any]:
             ports.append(f"{SMTP_PORT}:{SMTP_PORT}")
         services[name] = {
             "image": f"{IMAGE}:latest",
+            "build": ".",  # one build: the same context and image for every process
             "command": ["serve", name],
             "environment": env,
             "ports": ports,

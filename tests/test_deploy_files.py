@@ -6,9 +6,11 @@ here, so the files are checked rather than run."""
 
 import ast
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import yaml
 
 from laku.core.services import SANDBOXES, SERVICES
 from laku.core.settings import Settings
+from tests.support import Platform, free_port_offset
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -155,6 +158,16 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_a_healthcheck() -> None:
         line for line in (ROOT / ".dockerignore").read_text().splitlines() if line[:1] != "#"
     ]
     assert ignored[0] == "*" and {"!pyproject.toml", "!README.md", "!src/"} <= set(ignored)
+
+
+def test_the_healthcheck_command_answers_for_a_running_service_and_fails_for_a_stopped_one(
+    platform: Platform,
+) -> None:
+    env = {**os.environ, "LAKU_PORT_OFFSET": str(platform.settings.port_offset)}
+    laku = [sys.executable, "-m", "laku", "healthcheck"]
+    assert subprocess.run([*laku, "auth"], env=env, capture_output=True).returncode == 0
+    env["LAKU_PORT_OFFSET"] = str(free_port_offset())  # where nothing listens
+    assert subprocess.run([*laku, "auth"], env=env, capture_output=True).returncode == 1
 
 
 # --- Compose ---------------------------------------------------------------------------------
