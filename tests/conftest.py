@@ -47,6 +47,8 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "LAKU_RESERVATION_SWEEP_INTERVAL_SECONDS": "1",
         "LAKU_JOIN_SWEEP_INTERVAL_SECONDS": "1",
         "LAKU_RESERVATION_HOLD_GRACE_SECONDS": "3600",
+        # Every process writes its spans here (tests/test_tracing.py reads one trace across them).
+        "LAKU_TRACE_DIR": str(tmp_path_factory.mktemp("traces")),
     }
     settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
     log_dir = Path(tmp_path_factory.mktemp("service-logs"))

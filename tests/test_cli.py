@@ -67,7 +67,7 @@ def test_up_runs_every_service_on_embedded_postgres_and_stops_cleanly(tmp_path: 
         _assert_demo_loaded(offset)
 
         # A service that dies is restarted by the supervisor.
-        product = next(p for p in children if "laku.product.app" in " ".join(p.cmdline()))
+        product = next(p for p in children if "laku serve product " in " ".join(p.cmdline()))
         product.kill()
         product.wait(5)
         _wait_all_ready(offset, up, timeout=15)

@@ -51,8 +51,9 @@ def migrate_command(
     """Create the database if needed and bring every service's schema to its latest revision."""
     from laku.core.migrations import migrate
 
-    with _database(get_settings()) as url:
-        migrate(url, services)
+    settings = get_settings()
+    with _database(settings) as url:
+        migrate(url, services or None, settings.database_urls)
     console.print("[green]migrated[/]")
 
 
@@ -67,6 +68,58 @@ def makemigration_command(
     with _database(get_settings()) as url:
         migrate(url, [service])
         make_revision(service, url, message)
+
+
+@app.command("serve")
+def serve_command(
+    service: Annotated[str, typer.Argument(help="A service or sandbox, e.g. group-buying")],
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "0.0.0.0",
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default: its own, plus the offset)")
+    ] = None,
+    graceful_seconds: Annotated[
+        int, typer.Option(help="On SIGTERM, how long requests in flight may take to finish")
+    ] = 20,
+) -> None:
+    """Run one service (or sandbox) in this process, as a container does. SIGTERM stops it
+    gracefully: no new connections, requests in flight finish, background work stops, then its
+    database pool closes."""
+    import uvicorn
+
+    if service not in PROCESSES:
+        raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(PROCESSES)}")
+    spec = PROCESSES[service]
+    uvicorn.run(
+        spec.app_factory,
+        factory=True,
+        host=host,
+        port=port if port is not None else spec.port + get_settings().port_offset,
+        access_log=False,
+        timeout_graceful_shutdown=graceful_seconds,
+        proxy_headers=True,
+    )
+
+
+@app.command("healthcheck")
+def healthcheck_command(
+    service: Annotated[
+        str | None,
+        typer.Argument(help="The service this container runs (default: $LAKU_SERVICE, else all)"),
+    ] = None,
+) -> None:
+    """Exit 0 when the service (or every process of `laku up`) answers /health on this host:
+    the container image's HEALTHCHECK."""
+    settings = get_settings()
+    name = service or os.environ.get("LAKU_SERVICE")
+    names = [name] if name else list(PROCESSES)
+    with httpx.Client(timeout=2.0) as client:
+        for each in names:
+            port = PROCESSES[each].port + settings.port_offset
+            try:
+                client.get(f"http://127.0.0.1:{port}/health").raise_for_status()
+            except httpx.HTTPError as exc:
+                console.print(f"{each}: {exc}")
+                raise typer.Exit(1) from exc
 
 
 @app.command("up")

@@ -1,11 +1,14 @@
 """The FastAPI factory every service builds on: lifespan, middleware, errors, health."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,6 +18,7 @@ from laku.core.errors import UpstreamUnavailable, install_error_handlers
 from laku.core.http import ServiceTokenSource, new_http_client
 from laku.core.idempotency import IdempotencyMiddleware, purge_expired_keys
 from laku.core.logging import configure_logging
+from laku.core.metrics import DatabaseGauge, MetricsMiddleware, render, track_pool_waits
 from laku.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from laku.core.outbox import Batched, Handler, OutboxRelay, purge_delivered
 from laku.core.outbox_admin import outbox_admin_router
@@ -22,10 +26,30 @@ from laku.core.retention import Purge, RetentionSweeper
 from laku.core.security import TokenVerifier
 from laku.core.services import SERVICES, service_url
 from laku.core.settings import Settings, get_settings
+from laku.core.tracing import FASTAPI_TELEMETRY_OFF, TracingMiddleware, configure_tracing
 
 StartupHook = Callable[[FastAPI], Awaitable[None]]
 OutboxHandlers = Callable[[FastAPI], Mapping[str, Handler | Batched]]
 Purges = Callable[[FastAPI], Mapping[str, Purge]]
+
+
+def run_in_background(
+    app: FastAPI, work: Coroutine[Any, Any, None], name: str
+) -> asyncio.Task[None]:
+    """Run periodic work (a schedule, a sweeper) for as long as the service runs. At shutdown
+    it is cancelled after the requests in flight have finished and before the pools close."""
+    task = asyncio.create_task(work, name=name)
+    app.state.background_tasks.append(task)
+    return task
+
+
+async def _stop_background(app: FastAPI) -> None:
+    tasks = app.state.background_tasks
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class Health(BaseModel):
@@ -43,6 +67,7 @@ def create_service_app(
     outbox: tuple[Table, OutboxHandlers] | None = None,
     retention: Purges | None = None,
     settings: Settings | None = None,
+    metrics: Sequence[DatabaseGauge] = (),
 ) -> FastAPI:
     """`idempotent_by_body`: POST paths that are idempotent by a reference in their body, so
     the `Idempotency-Key` store is skipped for them.
@@ -50,19 +75,28 @@ def create_service_app(
     started; a relay then delivers it in the background as `app.state.outbox_relay`, and
     admins see it under /api/admin/outbox.
     `retention`: the service's own purges (beyond old idempotency keys and delivered outbox
-    rows, which every service purges), run every `retention_interval_seconds`."""
+    rows, which every service purges), run every `retention_interval_seconds` as background
+    work.
+    `metrics`: the service's business figures, served at `/metrics` with the kernel's own.
+
+    Shutdown (SIGTERM): uvicorn stops accepting and lets the requests in flight finish; then
+    the relay and the background work stop, and only then the HTTP client and the pool close,
+    so nothing still running loses its connections."""
     settings = settings or get_settings()
     spec = SERVICES[service]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings, service)
+        configure_tracing(settings, service)
         app.state.settings = settings
+        app.state.background_tasks = []
         app.state.db = Database(
-            require_database_url(settings),
+            require_database_url(settings, service),
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
         )
+        track_pool_waits(app.state.db)
         app.state.http = new_http_client(settings.http_timeout_seconds)
         auth_url = service_url("auth", settings)
         app.state.token_verifier = TokenVerifier(
@@ -82,14 +116,13 @@ def create_service_app(
             app.state.outbox_relay.start()
         sweeper = _retention_sweeper(app, settings, idempotency_keys, outbox, retention)
         if sweeper is not None:
-            sweeper.start()
+            run_in_background(app, sweeper.run(), "retention-sweeper")
         try:
             yield
         finally:
-            if sweeper is not None:
-                await sweeper.stop()
             if outbox is not None:
                 await app.state.outbox_relay.stop()
+            await _stop_background(app)
             await app.state.http.aclose()
             await app.state.db.dispose()
 
@@ -98,6 +131,7 @@ def create_service_app(
         version="0.1.0",
         lifespan=lifespan,
         description=f"Laku {service}-service (port {spec.port}).",
+        telemetry=FASTAPI_TELEMETRY_OFF,
     )
     install_error_handlers(app)
     # Added innermost first: the body limit runs before idempotency reads the body.
@@ -109,6 +143,8 @@ def create_service_app(
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(TracingMiddleware)
 
     @app.get("/health", response_model=Health, tags=["ops"])
     async def health() -> Health:
@@ -121,6 +157,10 @@ def create_service_app(
         except Exception as exc:
             raise UpstreamUnavailable("Database unreachable") from exc
         return Health(status="ready", service=service)
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics_endpoint(request: Request) -> Response:
+        return await render(request, outbox[0] if outbox else None, metrics)
 
     for router in routers:
         app.include_router(router)

@@ -50,12 +50,14 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def require_database_url(settings: Settings) -> str:
-    if not settings.database_url:
+def require_database_url(settings: Settings, service: str | None = None) -> str:
+    """The database of `service` (its own, else the shared one); of the platform without one."""
+    url = settings.database_url_for(service) if service else settings.database_url
+    if not url:
         raise RuntimeError(
             "LAKU_DATABASE_URL is not set; `laku up` sets it (embedded PostgreSQL) for its services"
         )
-    return async_url(settings.database_url)
+    return async_url(url)
 
 
 class Database:

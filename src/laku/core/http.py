@@ -15,6 +15,7 @@ from tenacity import (
 
 from laku.core.errors import DomainError, UpstreamUnavailable
 from laku.core.middleware import REQUEST_ID_HEADER
+from laku.core.tracing import TracingTransport
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -26,10 +27,15 @@ _NOT_NOW_STATUS = frozenset({401, 408, 425, 429})
 
 
 def new_http_client(timeout_seconds: float) -> httpx.AsyncClient:
-    """One pooled client per process, shared by all of its service clients."""
+    """One pooled client per process, shared by all of its service clients; every request it
+    sends carries the current trace."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 2.0)),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        transport=TracingTransport(
+            httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
+            )
+        ),
     )
 
 

@@ -1,4 +1,4 @@
-"""Structured logs (structlog) carrying the request id of the request being served."""
+"""Structured logs (structlog) carrying the request id and trace id of the request being served."""
 
 import logging
 import sys
@@ -6,6 +6,7 @@ import sys
 import structlog
 
 from laku.core.settings import Settings
+from laku.core.tracing import add_trace_id
 
 
 def configure_logging(settings: Settings, service: str) -> None:
@@ -18,6 +19,7 @@ def configure_logging(settings: Settings, service: str) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),

@@ -1,6 +1,7 @@
 """Alembic per service: each service's `migrations/` folder, version table in its own schema."""
 
 import asyncio
+from collections.abc import Mapping
 
 from alembic import command, context
 from alembic.config import Config
@@ -73,10 +74,20 @@ async def ensure_database(database_url: str) -> None:
         await engine.dispose()
 
 
-def migrate(database_url: str, services: list[str] | None = None) -> None:
-    asyncio.run(ensure_database(database_url))
-    for service in services or list(SERVICES):
-        command.upgrade(alembic_config(service, database_url), "head")
+def migrate(
+    database_url: str,
+    services: list[str] | None = None,
+    database_urls: Mapping[str, str] | None = None,
+) -> None:
+    """Upgrade each service's schema in its database: its own from `database_urls` if it has
+    one, else `database_url`. Creates the databases that do not exist yet."""
+    own = database_urls or {}
+    names = list(SERVICES) if services is None else services
+    urls = {service: own.get(service, database_url) for service in names}
+    for url in dict.fromkeys([database_url, *urls.values()]):
+        asyncio.run(ensure_database(url))
+    for service, url in urls.items():
+        command.upgrade(alembic_config(service, url), "head")
 
 
 def make_revision(service: str, database_url: str, message: str) -> None:

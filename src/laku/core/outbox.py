@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.db import Database
 from laku.core.http import ServiceCallError, is_retryable
+from laku.core.tracing import carrier, continuing
 
 Handler = Callable[[int, dict[str, Any]], Awaitable[None]]
 """Delivers one outbox row: (row id, payload). Raising means: try again later, unless what is
@@ -122,6 +123,8 @@ def outbox_table(metadata: MetaData) -> Table:
         # Refused for good: never retried by itself; an admin reads the reason and may requeue.
         Column("dead_lettered_at", DateTime(timezone=True), nullable=True),
         Column("dead_letter_reason", Text, nullable=True),
+        # W3C trace context of what enqueued the row: its delivery continues that trace.
+        Column("trace_context", JSONB, nullable=True),
         Index(
             "ix_outbox_pending",
             "next_attempt_at",
@@ -143,7 +146,9 @@ async def enqueue(session: AsyncSession, table: Table, kind: str, payload: dict[
     """Add work to the outbox inside the caller's transaction; returns the row id."""
     return (
         await session.execute(
-            table.insert().values(kind=kind, payload=payload).returning(table.c.id)
+            table.insert()
+            .values(kind=kind, payload=payload, trace_context=carrier() or None)
+            .returning(table.c.id)
         )
     ).scalar_one()
 
@@ -214,7 +219,7 @@ class OutboxRelay:
                     update(t)
                     .where(t.c.id.in_(due.scalar_subquery()))
                     .values(next_attempt_at=func.now() + self._lease, attempts=t.c.attempts + 1)
-                    .returning(t.c.id, t.c.kind, t.c.payload, t.c.attempts)
+                    .returning(t.c.id, t.c.kind, t.c.payload, t.c.attempts, t.c.trace_context)
                 )
             ).all()
         by_kind: dict[str, list[Any]] = defaultdict(list)
@@ -236,11 +241,8 @@ class OutboxRelay:
         ids = [row.id for row in rows]
         try:
             handler = self._handlers[kind]
-            if isinstance(handler, Batched):
-                await handler.deliver([(row.id, row.payload) for row in rows])
-            else:
-                [row] = rows
-                await handler(row.id, row.payload)
+            with continuing(f"outbox {kind}", [row.trace_context for row in rows]):
+                await self._call(handler, rows)
         except Exception as exc:
             reason = final_refusal_reason(exc)
             if reason is not None and len(rows) > 1:
@@ -281,6 +283,14 @@ class OutboxRelay:
             where = [t.c.id.in_(ids)]
         async with self._db.sessions.begin() as session:
             await session.execute(update(t).where(*where).values(**values))
+
+    @staticmethod
+    async def _call(handler: Handler | Batched, rows: Sequence[Any]) -> None:
+        if isinstance(handler, Batched):
+            await handler.deliver([(row.id, row.payload) for row in rows])
+        else:
+            [row] = rows
+            await handler(row.id, row.payload)
 
 
 # For admins: what is waiting, what was refused, and requeuing it ---------------------------

@@ -2,7 +2,6 @@
 service's own stale rows), every so often, in the background of each service process."""
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 
@@ -18,18 +17,9 @@ class RetentionSweeper:
     def __init__(self, purges: Mapping[str, Purge], interval: timedelta):
         self._purges = purges
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="retention-sweeper")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Sweep every interval until cancelled (the service runs it in its background work)."""
         while True:
             await asyncio.sleep(self._interval.total_seconds())
             await self.sweep()

@@ -9,6 +9,9 @@ import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from laku.core.settings import get_settings
+from laku.core.tracing import FASTAPI_TELEMETRY_OFF, TracingMiddleware, configure_tracing
+
 AttemptRecorder = Callable[[int, int | None, str | None], None]
 """Told of each try at delivering a webhook: its number, the answer's status (None: no answer)
 and the error."""
@@ -20,7 +23,10 @@ class SandboxHealth(BaseModel):
 
 
 def create_sandbox_app(name: str, **fastapi_options) -> FastAPI:
-    app = FastAPI(title=f"laku {name} sandbox", **fastapi_options)
+    # Traced like a service: a call into a provider shows in the trace of what made it.
+    configure_tracing(get_settings(), f"{name}-sandbox")
+    app = FastAPI(title=f"laku {name} sandbox", telemetry=FASTAPI_TELEMETRY_OFF, **fastapi_options)
+    app.add_middleware(TracingMiddleware)
 
     @app.get("/health", response_model=SandboxHealth, tags=["ops"])
     @app.get("/ready", response_model=SandboxHealth, tags=["ops"])

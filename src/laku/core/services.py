@@ -12,7 +12,10 @@ class ProcessSpec:
     app_factory: str  # "module:function" for uvicorn --factory
 
     def url(self, settings: Settings) -> str:
-        return f"http://{settings.host}:{self.port + settings.port_offset}"
+        port = self.port + settings.port_offset
+        if settings.service_url_template:
+            return settings.service_url_template.format(name=self.name, port=port)
+        return f"http://{settings.host}:{port}"
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,20 @@ class Settings(BaseSettings):
 
     # Unset: `laku up` starts an embedded PostgreSQL under `data_dir` and sets it for the services.
     database_url: str | None = None
+    # A service given its own PostgreSQL: service name -> URL, as JSON in `LAKU_DATABASE_URLS`
+    # (`{"wallet": "postgresql://..."}`). No service reads another's schema, so any of them may
+    # move; the rest keep `database_url`.
+    database_urls: dict[str, str] = {}
     # Per service process; a dozen services share one server's connection limit (often 100).
     database_pool_size: int = 3
     database_max_overflow: int = 2
     data_dir: Path = Path(".laku")
 
     host: str = "127.0.0.1"
+    # How a service reaches another (and a sandbox): unset, `http://{host}:{port}`; in a
+    # container network, e.g. `http://{name}:{port}` (the service's DNS name). `{port}` is the
+    # seed port plus `port_offset`.
+    service_url_template: str | None = None
     # Added to every service's seed port, so a second platform (tests) can run beside `make up`.
     port_offset: int = 0
 
@@ -51,6 +59,13 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = 5.0
     log_level: str = "INFO"
     log_json: bool = False
+
+    # Traces (OpenTelemetry): exported over OTLP/HTTP to this endpoint when set (the standard
+    # `OTEL_EXPORTER_OTLP_ENDPOINT` works too), otherwise not recorded beyond the trace ids
+    # carried on calls and log lines. `trace_dir`: every finished span appended as one JSON line
+    # to a file per process in this folder, for local debugging and the test suite.
+    otlp_endpoint: str | None = None
+    trace_dir: Path | None = None
 
     # Notification providers. Left unset, the clients talk to the local sandboxes (which accept
     # these defaults); real keys and hosts switch them to WhatsApp Cloud API and a real SMTP relay.
@@ -135,6 +150,10 @@ class Settings(BaseSettings):
     reservation_hold_grace_seconds: int = 600
     reservation_sweep_interval_seconds: float = 60
     join_sweep_interval_seconds: float = 60
+
+    def database_url_for(self, service: str) -> str | None:
+        """The service's own database if it has one, else the shared one."""
+        return self.database_urls.get(service) or self.database_url
 
 
 @lru_cache

@@ -55,10 +55,10 @@ class Supervisor:
     def _spawn(self, entry: ServiceProcess) -> None:
         spec = entry.spec
         port = spec.port + self.settings.port_offset
+        # The command a container runs, so the platform here starts services the same way.
         command = [
-            sys.executable, "-m", "uvicorn", "--factory", spec.app_factory,
-            "--host", self.settings.host, "--port", str(port),
-            "--no-access-log", "--timeout-graceful-shutdown", "5",
+            sys.executable, "-m", "laku", "serve", spec.name,
+            "--host", self.settings.host, "--port", str(port), "--graceful-seconds", "5",
         ]  # fmt: skip
         output = None
         if self.log_dir is not None:

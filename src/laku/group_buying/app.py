@@ -7,13 +7,14 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from laku.core.app import create_service_app
+from laku.core.app import create_service_app, run_in_background
 from laku.core.db import Database
 from laku.core.http import ServiceCallError
 from laku.core.outbox import Batched, Handler
 from laku.core.services import service_url
 from laku.group_buying.closing import Closer, run_schedule
 from laku.group_buying.join import JoinSaga
+from laku.group_buying.metrics import BUSINESS_METRICS
 from laku.group_buying.models import idempotency_keys, outbox
 from laku.group_buying.notices import NOTIFY_BUYERS, NOTIFY_SESSION_OUTCOME, BuyerNotices
 from laku.group_buying.routes import router
@@ -67,13 +68,13 @@ async def _startup(app: FastAPI) -> None:
     )
     interval = state.settings.close_interval_seconds
     if interval > 0:
-        # Kept on the state: the event loop holds its tasks only weakly.
-        state.close_schedule = asyncio.create_task(
-            run_schedule(state.closer, timedelta(seconds=interval)), name="close-schedule"
+        run_in_background(
+            app, run_schedule(state.closer, timedelta(seconds=interval)), name="close-schedule"
         )
     sweep = state.settings.join_sweep_interval_seconds
     if sweep > 0:
-        state.join_sweeper = asyncio.create_task(
+        run_in_background(
+            app,
             run_join_sweeper(state.db, timedelta(seconds=sweep), lambda: state.outbox_relay.wake()),
             name="join-sweeper",
         )
@@ -165,4 +166,5 @@ def create_app() -> FastAPI:
         idempotency_keys=idempotency_keys,
         startup=_startup,
         outbox=(outbox, _outbox_handlers),
+        metrics=BUSINESS_METRICS,
     )

@@ -17,6 +17,7 @@ to another service.
 import asyncio
 import contextlib
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from laku.core.db import Database
 from laku.core.errors import Conflict, DomainError
+from laku.group_buying.metrics import CLOSE_SECONDS, CLOSES
 from laku.group_buying.models import GroupBuyingSession, Participant
 from laku.group_buying.notices import notify_outcome_later
 from laku.group_buying.rules import (
@@ -173,8 +175,11 @@ class Closer:
             claim = await self._claim()
             if claim is None:
                 return ProcessExpiredOut(processed=processed, more=False)
+            started = time.perf_counter()
             closed = await self._close_claimed(claim)
             if closed is not None:
+                CLOSES.labels(closed.outcome).inc()
+                CLOSE_SECONDS.observe(time.perf_counter() - started)
                 processed.append(closed)
         return ProcessExpiredOut(processed=processed, more=True)
 

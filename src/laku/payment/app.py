@@ -2,13 +2,12 @@
 closes, refunded into buyers' wallets or released. Refunds of escrow already released to a
 factory are reported to settlement-service."""
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
 
-from laku.core.app import create_service_app
+from laku.core.app import create_service_app, run_in_background
 from laku.core.outbox import Handler
 from laku.core.services import service_url
 from laku.group_buying.client import GroupBuyingClient, PaymentEvent, PaymentEventStatus
@@ -20,6 +19,7 @@ from laku.payment.closing import (
     ClosingDeliveries,
     refund_unclaimed,
 )
+from laku.payment.metrics import BUSINESS_METRICS
 from laku.payment.models import idempotency_keys, outbox
 from laku.payment.notices import RefundNotices
 from laku.payment.routes import audit_router, router
@@ -51,9 +51,8 @@ async def _startup(app: FastAPI) -> None:
     )
     interval = state.settings.overdue_payment_sweep_interval_seconds
     if interval > 0:
-        # Kept on the state: the event loop holds its tasks only weakly.
-        state.overdue_sweep = asyncio.create_task(
-            settle_overdue_every(state.payments, interval), name="overdue-payment-sweep"
+        run_in_background(
+            app, settle_overdue_every(state.payments, interval), name="overdue-payment-sweep"
         )
 
 
@@ -105,4 +104,5 @@ def create_app() -> FastAPI:
         outbox=(outbox, _outbox_handlers),
         # A payment is idempotent by its caller's reference (the same reference, the same one).
         idempotent_by_body=frozenset({"/api/payments"}),
+        metrics=BUSINESS_METRICS,
     )

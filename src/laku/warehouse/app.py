@@ -1,4 +1,3 @@
-import asyncio
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
@@ -7,7 +6,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from laku.core.app import create_service_app
+from laku.core.app import create_service_app, run_in_background
 from laku.core.errors import NotFound
 from laku.core.http import ServiceCallError
 from laku.core.outbox import FinalRefusal, Handler
@@ -20,6 +19,7 @@ from laku.order.client import OrderClient
 from laku.product.client import ProductClient
 from laku.settlement.client import SettlementClient
 from laku.warehouse import dispatch, invoices, service
+from laku.warehouse.metrics import BUSINESS_METRICS
 from laku.warehouse.models import idempotency_keys, outbox
 from laku.warehouse.routes import router
 
@@ -49,9 +49,8 @@ async def _startup(app: FastAPI) -> None:
     )
     interval = state.settings.reservation_sweep_interval_seconds
     if interval > 0:
-        # Kept on the state: the event loop holds its tasks only weakly.
-        state.hold_sweeper = asyncio.create_task(
-            service.run_hold_sweeper(state.db, timedelta(seconds=interval)), name="hold-sweeper"
+        run_in_background(
+            app, service.run_hold_sweeper(state.db, timedelta(seconds=interval)), "hold-sweeper"
         )
 
 
@@ -149,4 +148,5 @@ def create_app() -> FastAPI:
         startup=_startup,
         outbox=(outbox, _outbox_handlers),
         idempotent_by_body=frozenset({"/api/reservations"}),
+        metrics=BUSINESS_METRICS,
     )

@@ -1,0 +1,29 @@
+"""outbox trace context: a deferred call continues the trace that enqueued it
+
+Revision ID: 89af1913b1a6
+Revises: a6de89b75258
+Create Date: 2026-12-01 16:10:00
+
+"""
+from typing import Sequence, Union
+
+from alembic import op
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+revision: str = '89af1913b1a6'
+down_revision: Union[str, Sequence[str], None] = 'a6de89b75258'
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    op.add_column(
+        'outbox',
+        sa.Column('trace_context', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        schema='warehouse',
+    )
+
+
+def downgrade() -> None:
+    op.drop_column('outbox', 'trace_context', schema='warehouse')

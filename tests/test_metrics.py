@@ -1,0 +1,110 @@
+"""`/metrics` on every service, read after real traffic: requests by route template, the pool,
+the outbox, and the business figures of group-buying, warehouse and payment."""
+
+import time
+from collections.abc import Callable
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from laku.core.services import SERVICES
+from tests.catalog import create_seed_catalog
+from tests.support import Platform
+from tests.test_close import _close, _end_now, _join, _open_session
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+JOIN_ROUTE = "/api/group-buying/{session_ref}/join"
+
+
+def scrape(platform: Platform, service: str) -> Samples:
+    response = platform.client(service).get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not reached before the deadline"
+        time.sleep(0.2)
+
+
+def test_every_service_serves_its_kernel_metrics(platform: Platform) -> None:
+    for service in SERVICES:
+        platform.client(service).get("/api/this-route-does-not-exist")
+        samples = scrape(platform, service)
+        names = {name for name, _ in samples}
+        assert {
+            "laku_http_requests_total",
+            "laku_http_request_duration_seconds_bucket",
+            "laku_db_pool_in_use",
+            "laku_db_pool_idle",
+            "laku_db_pool_waiting",
+        } <= names, service
+        # An unknown path is counted under one label, not under its own.
+        assert value(
+            samples, "laku_http_requests_total", method="GET", route="unmatched", status="404"
+        ), service
+        assert all(
+            "/api/this-route-does-not-exist" not in dict(labels).values() for _, labels in samples
+        )
+        assert value(samples, "laku_db_pool_waiting") == 0
+        if service in ("group-buying", "payment", "warehouse", "wallet", "order"):
+            assert value(samples, "laku_outbox_pending") >= 0
+            assert ("laku_outbox_oldest_pending_age_seconds", frozenset()) in samples
+
+
+def test_joins_payments_reservations_and_a_close_show_in_the_metrics(platform: Platform) -> None:
+    before = {s: scrape(platform, s) for s in ("group-buying", "payment", "warehouse")}
+    catalog = create_seed_catalog(platform, reorder_threshold=0)
+    session = _open_session(platform, catalog, target_moq=2)
+    joined = [_join(platform, session, catalog.variants["S"], 1, pay=True) for _ in range(2)]
+    paid = sum(j.participant["totalPrice"] for j in joined)
+
+    group_buying = scrape(platform, "group-buying")
+
+    def grew(name: str, now: Samples, was: Samples, **labels: str) -> float:
+        return value(now, name, **labels) - value(was, name, **labels)
+
+    gb_before = before["group-buying"]
+    join = {"method": "POST", "route": JOIN_ROUTE}
+    assert grew("laku_http_requests_total", group_buying, gb_before, **join, status="201") == 2
+    assert grew("laku_http_request_duration_seconds_count", group_buying, gb_before, **join) == 2
+    assert grew("laku_group_buying_participants", group_buying, gb_before, status="paid") == 2
+    assert grew("laku_group_buying_joined_quantity", group_buying, gb_before, status="paid") == 2
+
+    warehouse = scrape(platform, "warehouse")
+    wh_before = before["warehouse"]
+    assert grew("laku_warehouse_reservations", warehouse, wh_before, status="reserved") == 2
+
+    payment = scrape(platform, "payment")
+    pay_before = before["payment"]
+    assert grew("laku_payments", payment, pay_before, status="paid") == 2
+    assert grew("laku_payment_escrow_held_rupiah", payment, pay_before) == paid
+
+    _end_now(platform, session["id"])
+    assert _close(platform, session["id"])["status"] == "success"
+    after = scrape(platform, "group-buying")
+    assert grew("laku_group_buying_closes_total", after, gb_before, outcome="success") == 1
+    assert grew("laku_group_buying_close_duration_seconds_count", after, gb_before) == 1
+    assert value(after, "laku_group_buying_close_duration_seconds_sum") > 0
+
+    # Both paid more than the 100% tier: each gets the difference back, through the outbox.
+    eventually(
+        lambda: (
+            grew(
+                "laku_payment_refunds", scrape(platform, "payment"), pay_before, status="succeeded"
+            )
+            == 2
+        )
+    )
+    outbox = scrape(platform, "group-buying")
+    assert value(outbox, "laku_outbox_pending") >= 0
