@@ -1,7 +1,9 @@
 """`/metrics` on every service, read after real traffic: requests by route template, the pool,
 the outbox, and the business figures of group-buying, warehouse and payment."""
 
+import json
 import time
+import uuid
 from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -108,3 +110,33 @@ def test_joins_payments_reservations_and_a_close_show_in_the_metrics(platform: P
     )
     outbox = scrape(platform, "group-buying")
     assert value(outbox, "laku_outbox_pending") >= 0
+
+
+def test_a_dead_letter_is_counted_by_kind(platform: Platform) -> None:
+    """An outbox row refused for good (expiring a payment payment-service does not know) is
+    counted among the dead letters of its kind, as the table holds them."""
+    before = scrape(platform, "group-buying")
+    payload = json.dumps({"paymentId": str(uuid.uuid4())})
+    [(row_id,)] = platform.sql(
+        "INSERT INTO group_buying.outbox (kind, payload) VALUES ('expire_payment', $1::jsonb) "
+        "RETURNING id",
+        payload,
+    )
+
+    def dead_lettered() -> bool:
+        [(at,)] = platform.sql(
+            "SELECT dead_lettered_at FROM group_buying.outbox WHERE id = $1", row_id
+        )
+        return at is not None
+
+    eventually(dead_lettered, timeout=30.0)
+    after = scrape(platform, "group-buying")
+    dead = "laku_outbox_dead_letters"
+    assert (
+        value(after, dead, kind="expire_payment") == value(before, dead, kind="expire_payment") + 1
+    )
+    [(in_table,)] = platform.sql(
+        "SELECT count(*) FROM group_buying.outbox "
+        "WHERE kind = 'expire_payment' AND dead_lettered_at IS NOT NULL"
+    )
+    assert value(after, dead, kind="expire_payment") == in_table

@@ -102,12 +102,17 @@ class MetricsMiddleware:
 
 
 def track_pool_waits(db: Database) -> None:
-    """Count the callers inside the pool's checkout: the ones waiting for a free connection
+    """Count the callers waiting in the pool's checkout for a connection to be returned
     (SQLAlchemy's pool reports what is checked out, not who waits)."""
     pool: Any = db.engine.sync_engine.pool
     checkout = pool._do_get
 
     def counted_checkout() -> Any:
+        # Only a caller that finds no idle connection and no overflow left waits; one that
+        # takes an idle connection or opens a new one is not counted (the periodic work's
+        # checkouts would otherwise show as waits).
+        if pool.checkedin() > 0 or pool.overflow() < pool._max_overflow:
+            return checkout()
         POOL_WAITING.inc()
         try:
             return checkout()
