@@ -1,0 +1,5 @@
+"""The admin console."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/admin")

@@ -1,0 +1,5 @@
+"""The factory portal."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/factory")
