@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
 from laku.web.formatting import WIB
 from tests.catalog import SEED_VARIANTS, created
 from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, Platform, bearer
-from tests.web import chromium, login, new_context, screenshot
+from tests.web import chromium, eventually, login, new_context, screenshot
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def _factory_staff(platform: Platform, factory_name: str) -> tuple[str, str]:
 
 
 def test_the_admin_builds_the_catalog_and_the_factory_ships_its_purchase_order(
-    platform: Platform, browser: Browser
+    platform: Platform, browser: Browser, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     suffix = uuid.uuid4().hex[:6].upper()
     page = new_context(browser, platform, phone=False).new_page()
@@ -112,6 +113,20 @@ def test_the_admin_builds_the_catalog_and_the_factory_ships_its_purchase_order(
         group.get_by_label("Pesan ulang pada").fill("4")
     stock_form.get_by_role("button").click()
     expect(page.locator('tr[data-variant="Medium"] .stock-status')).to_have_text("Tersedia")
+    # A photo from a camera is stored sized for phones; a file that is not one is refused.
+    photos = tmp_path_factory.mktemp("photos")
+    (photos / "not-a-photo.jpg").write_text("just text")
+    page.get_by_label("Foto produk").set_input_files(str(photos / "not-a-photo.jpg"))
+    page.get_by_role("button", name="Unggah").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "Berkas ini bukan foto (JPEG, PNG, WebP atau GIF)."
+    )
+    Image.new("RGB", (3000, 2000), (200, 60, 40)).save(photos / "shirt.png")
+    page.get_by_label("Foto produk").set_input_files(str(photos / "shirt.png"))
+    page.get_by_role("button", name="Unggah").click()
+    photo = page.locator("#imgs ~ div img, section img").first
+    expect(photo).to_be_visible()
+    assert eventually(lambda: photo.evaluate("img => img.naturalWidth") == 1080)
     page.get_by_role("button", name="Terbitkan").click()
     expect(page.locator("#product-status")).to_have_text("Terbit")
     product_id = page.url.split("?")[0].rsplit("/", 1)[-1]
@@ -196,6 +211,10 @@ def test_the_admin_builds_the_catalog_and_the_factory_ships_its_purchase_order(
     # The admin receives it.
     page.goto("/admin")
     screenshot(page, "admin-dashboard-desktop")
+    storefront = new_context(browser, platform).new_page()
+    storefront.goto("/")
+    card_image = storefront.locator(f'a[href="/g/{session["sessionCode"]}"] img')
+    assert card_image.evaluate("img => img.naturalWidth") == 1080
     page.goto("/admin/purchase-orders")
     row = page.locator(f'tr[data-po="{po_number}"]')
     expect(row).to_contain_text("JNE-BDG-12345")

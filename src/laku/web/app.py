@@ -67,6 +67,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestContextMiddleware)
     app.mount("/static", CachedStaticFiles(directory=STATIC_DIR), name="static")
+    # Product photos product-service stored on this machine's disk (development).
+    media_dir = settings.media_dir or settings.data_dir / "media"
+    media_dir.mkdir(parents=True, exist_ok=True)
+    app.mount("/media", CachedStaticFiles(directory=media_dir), name="media")
 
     @app.get("/health", include_in_schema=False)
     async def health() -> JSONResponse:

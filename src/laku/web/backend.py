@@ -1,6 +1,7 @@
 """The services, reached through their clients with the signed-in person's own token: every
 rule (who may see what, prices, stock) stays in the services."""
 
+import base64
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -77,3 +78,11 @@ class Backend:
 
     async def post(self, service: str, path: str, body: Any = None, *, key: str | None = None):
         return await self.send("POST", service, path, body, key=key)
+
+    async def upload_product_image(self, product_id: str, data: bytes) -> dict[str, Any]:
+        client = self.client("product")
+        assert isinstance(client, ProductClient)
+        image = await client.upload_image(
+            product_id, base64.b64encode(data).decode(), idempotency_key=uuid.uuid4().hex
+        )
+        return image.model_dump(mode="json", by_alias=True)

@@ -271,6 +271,11 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     ),
     "email_taken": ("Email ini sudah terdaftar.", "This email is already registered."),
     "invalid_input": ("Periksa kembali isian Anda.", "Check what you entered."),
+    "not_an_image": (
+        "Berkas ini bukan foto (JPEG, PNG, WebP atau GIF).",
+        "This file is not a photo (JPEG, PNG, WebP or GIF).",
+    ),
+    "payload_too_large": ("Berkas terlalu besar.", "The file is too large."),
     "price_mismatch": (
         "Harga sudah berubah. Periksa harga terbaru lalu konfirmasi lagi.",
         "The price has changed. Check the new price and confirm again.",

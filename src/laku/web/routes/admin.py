@@ -7,12 +7,14 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, UploadFile
+from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
+from starlette.datastructures import UploadFile
 
 from laku.core.errors import DomainError
 from laku.web.formatting import WIB
 from laku.web.pages import Admin, Form, Visitor, form_values, int_field, render
+from laku.web.photos import NoPhoto, fit_for_upload
 
 router = APIRouter(prefix="/admin")
 
@@ -357,18 +359,11 @@ async def upload_image(visitor: Admin, product_id: str, form: Form) -> Response:
 
     async def send() -> None:
         if not isinstance(upload, UploadFile) or not upload.filename:
-            raise _NoFile
-        content = await upload.read()
-        client = visitor.backend.client("product")
-        await client.upload_image(  # type: ignore[attr-defined]
-            product_id, content, upload.content_type or "application/octet-stream"
-        )
+            raise NoPhoto("Choose a photo to upload")
+        data = fit_for_upload(await upload.read())
+        await visitor.backend.upload_product_image(product_id, data)
 
     return await _product_action(visitor, product_id, send)
-
-
-class _NoFile(DomainError):
-    status, code, title = 422, "invalid_input", "No file chosen"
 
 
 # Group buys ----------------------------------------------------------------------------------
