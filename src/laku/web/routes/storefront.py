@@ -31,6 +31,7 @@ public = PublicCache()
 
 SESSIONS_TTL_SECONDS = 2.0  # progress on the home page is at most this old
 CATALOG_TTL_SECONDS = 30.0
+LIVE_TTL_SECONDS = 1.0
 TIERS = (25, 50, 75, 100)
 
 
@@ -123,13 +124,17 @@ def _next_tier(session: dict[str, Any]) -> dict[str, Any] | None:
 
 
 async def _group_buy(visitor: Visitor, code: str) -> tuple[dict, dict, dict | None]:
-    backend = visitor.backend
-    session, availability = await asyncio.gather(
-        backend.get("group-buying", f"/api/group-buying/{quote(code, safe='')}"),
-        backend.get(
-            "group-buying", f"/api/group-buying/{quote(code, safe='')}/variant-availability"
-        ),
-    )
+    """The session, its variants' stock and its product, as every visitor sees them (at most
+    `LIVE_TTL_SECONDS` old: the page's own refresh is every 5 s)."""
+    ref = quote(code, safe="")
+
+    async def load() -> tuple[dict, dict]:
+        return await asyncio.gather(
+            visitor.backend.get("group-buying", f"/api/group-buying/{ref}"),
+            visitor.backend.get("group-buying", f"/api/group-buying/{ref}/variant-availability"),
+        )
+
+    session, availability = await public.get(("group-buy", code), LIVE_TTL_SECONDS, load)
     product = await product_detail(visitor, session["productId"])
     return session, availability, product
 
