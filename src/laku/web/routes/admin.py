@@ -245,6 +245,7 @@ async def _product_page(
         "admin/product.html",
         product=product,
         inventory=inventory,
+        unstocked=[v for v in product["variants"] if v["id"] not in inventory],
         bundle=bundle,
         **_common(visitor, values, error, status_code),
     )
