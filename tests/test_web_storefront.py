@@ -166,6 +166,8 @@ def test_progress_and_stock_update_while_the_page_is_open(
     publish(platform, catalog.product_id)
     session = open_session(platform, catalog, target_moq=10)
     watcher = new_context(browser, platform, phone=False).new_page()
+    watcher.goto("/")
+    screenshot(watcher, "home-desktop")
     watcher.goto(f"/g/{session['sessionCode']}")
     small = watcher.locator(f'[data-variant="{catalog.variants["S"]}"]')
     expect(small).to_contain_text("2 tersedia")
