@@ -1,7 +1,7 @@
 """Who is asking (person, language, CSRF nonce) and how a page is rendered for them."""
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -49,7 +49,6 @@ class Visitor:
     csrf_nonce: str
     new_nonce: bool
     principal: Principal | None = None
-    flashes: list[str] = field(default_factory=list)
 
     @property
     def csrf_token(self) -> str:

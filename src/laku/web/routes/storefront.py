@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from laku.core.errors import DomainError
 from laku.core.http import ServiceCallError
 from laku.web import formatting
+from laku.web.backend import Backend
 from laku.web.cache import PublicCache
 from laku.web.config import get_web_settings
 from laku.web.i18n import LANGUAGES
@@ -45,7 +46,8 @@ async def open_sessions(visitor: Visitor) -> list[dict[str, Any]]:
 
 async def product_detail(visitor: Visitor, product_id: str) -> dict[str, Any] | None:
     async def load() -> dict[str, Any] | None:
-        anonymous = visitor.backend.__class__(visitor.backend.http, visitor.backend.settings)
+        # Asked anonymously: what every shopper may see (never an admin's view of a draft).
+        anonymous = Backend(visitor.backend.http, visitor.backend.settings)
         try:
             return await anonymous.get("product", f"/api/products/{product_id}")
         except ServiceCallError as exc:
