@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, Page, expect
 from laku.web.formatting import WIB
 from tests.catalog import SEED_VARIANTS, created
 from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, Platform, bearer
-from tests.web import chromium, eventually, login, new_context, screenshot
+from tests.web import chromium, eventually, home_showing, login, new_context, screenshot
 
 
 @pytest.fixture(scope="module")
@@ -212,9 +212,10 @@ def test_the_admin_builds_the_catalog_and_the_factory_ships_its_purchase_order(
     page.goto("/admin")
     screenshot(page, "admin-dashboard-desktop")
     storefront = new_context(browser, platform).new_page()
-    storefront.goto("/")
+    home_showing(storefront, session["sessionCode"])
     card_image = storefront.locator(f'a[href="/g/{session["sessionCode"]}"] img')
-    assert card_image.evaluate("img => img.naturalWidth") == 1080
+    card_image.scroll_into_view_if_needed()  # the home page's photos load lazily
+    assert eventually(lambda: card_image.evaluate("img => img.naturalWidth") == 1080)
     page.goto("/admin/purchase-orders")
     row = page.locator(f'tr[data-po="{po_number}"]')
     expect(row).to_contain_text("JNE-BDG-12345")

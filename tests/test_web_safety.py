@@ -8,7 +8,7 @@ from playwright.sync_api import Browser, expect
 
 from tests.catalog import create_seed_catalog
 from tests.support import Platform, bearer
-from tests.web import chromium, new_context, open_session, publish, register
+from tests.web import chromium, home_showing, new_context, open_session, publish, register
 
 SCRIPT = "<script>alert(1)</script>"
 
@@ -32,7 +32,7 @@ def test_a_product_named_like_a_script_shows_as_text(platform: Platform, browser
     page = new_context(browser, platform).new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.goto("/")
+    home_showing(page, session["sessionCode"])
     expect(page.locator(f'a[href="/g/{session["sessionCode"]}"] h2')).to_have_text(SCRIPT)
     page.goto(f"/g/{session['sessionCode']}")
     expect(page.locator("h1")).to_have_text(SCRIPT)

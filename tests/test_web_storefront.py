@@ -13,6 +13,7 @@ from tests.web import (
     chromium,
     end_now,
     eventually,
+    home_showing,
     new_context,
     open_session,
     publish,
@@ -64,7 +65,7 @@ def test_a_buyer_registers_joins_pays_and_follows_the_parcel(
     expect(page.locator(".address h2")).to_contain_text("Rumah")
 
     # Home: the open group buy with its price, tier, progress and time left.
-    page.goto("/")
+    home_showing(page, code)
     card = page.locator(".card", has=page.locator(f'a[href="/g/{code}"]'))
     expect(card).to_contain_text("Premium T-Shirt")
     expect(card).to_contain_text("Rp 95.000")
@@ -150,7 +151,7 @@ def test_browsing_joining_and_paying_work_without_javascript(
     context = new_context(browser, platform, javascript=False)
     page = context.new_page()
     register(page, "Budi")
-    page.goto("/")
+    home_showing(page, session["sessionCode"])
     page.locator(f'a[href="/g/{session["sessionCode"]}"]').first.click()
     expect(page.locator("h1")).to_have_text("Premium T-Shirt")
     _join_and_pay(page, session["sessionCode"], "Large", 2)

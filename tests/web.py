@@ -139,3 +139,14 @@ def end_now(platform: Platform, session_id: str) -> None:
     # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
     with ThreadPoolExecutor(1) as pool:
         pool.submit(platform.sql, query, uuid.UUID(session_id)).result()
+
+
+def home_showing(page: Page, session_code: str) -> None:
+    """The home page once it lists the session (its list of open group buys is cached for up
+    to two seconds)."""
+
+    def listed() -> bool:
+        page.goto("/")
+        return page.locator(f'a[href="/g/{session_code}"]').count() > 0
+
+    assert eventually(listed, timeout=15, every=0.5), f"{session_code} is not on the home page"

@@ -1,16 +1,13 @@
 """A short-lived cache of public reads (open group buys, the catalog) shared by every visitor:
 the home and group-buy pages stay fast under many shoppers while staying at most seconds old.
-Once an entry is older than its TTL, the next visitor still gets it while one refresh runs in
-the background, so no visitor waits on the services for what everyone reads."""
+Once an entry is older than its TTL, the next visitor loads it again while the visitors arriving
+meanwhile are served the previous answer: one call to the services per key and TTL, never an
+answer older than the TTL plus one load."""
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-
-import structlog
-
-log = structlog.get_logger()
 
 
 class PublicCache:
@@ -21,14 +18,11 @@ class PublicCache:
 
     async def get(self, key: tuple, ttl_seconds: float, load: Callable[[], Awaitable[Any]]) -> Any:
         entry = self._entries.get(key)
-        if entry is not None:
-            if entry[0] <= time.monotonic() and key not in self._loading:
-                task = asyncio.create_task(self._load(key, ttl_seconds, load))
-                task.add_done_callback(_log_failure)
+        if entry is not None and entry[0] > time.monotonic():
             return entry[1]
         pending = self._loading.get(key)
         if pending is not None:
-            return await asyncio.shield(pending)
+            return entry[1] if entry is not None else await asyncio.shield(pending)
         return await self._load(key, ttl_seconds, load)
 
     async def _load(self, key: tuple, ttl_seconds: float, load: Callable[[], Awaitable[Any]]):
@@ -48,8 +42,3 @@ class PublicCache:
             self._entries.clear()
         self._entries[key] = (time.monotonic() + ttl_seconds, value)
         return value
-
-
-def _log_failure(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("public_cache_refresh_failed", error=repr(task.exception()))
