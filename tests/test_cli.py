@@ -1,6 +1,7 @@
 """The `laku` command as `make up` runs it: embedded PostgreSQL, every service, clean stop."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,6 +78,10 @@ def test_up_runs_every_service_on_embedded_postgres_and_stops_cleanly(tmp_path: 
         output, _ = up.communicate(timeout=30)
     assert up.returncode == 0, output
     assert "Laku is ready" in output
+    # The web front end's URL is the first one printed: it is where a person starts.
+    web_url = f"http://127.0.0.1:{PROCESSES['web'].port + offset}"
+    first_url = re.search(r"http://127\.0\.0\.1:\d+", output)
+    assert first_url is not None and first_url.group(0) == web_url, output
     _, alive = psutil.wait_procs([*children, *postgres], timeout=10)
     assert not alive, f"left running: {[p.pid for p in alive]}"
 

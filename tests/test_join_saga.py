@@ -156,6 +156,12 @@ def _refunds(platform: Platform, payment_id: uuid.UUID) -> list[tuple[int, str]]
     return [(row["amount"], row["reason"]) for row in rows]
 
 
+def _credited(platform: Platform, payment_id: uuid.UUID) -> bool:
+    """Every refund of the payment is in its buyer's wallet (so none lands under a later test)."""
+    rows = platform.sql("SELECT status FROM payment.refunds WHERE payment_id = $1", payment_id)
+    return bool(rows) and all(row["status"] == "succeeded" for row in rows)
+
+
 def _told(platform: Platform, buyer: Account, words: str) -> bool:
     page = platform.client("notification").get(
         "/api/notifications/me", params={"limit": 100}, headers=buyer.headers
@@ -287,6 +293,11 @@ def test_a_client_price_that_moved_while_joining_is_refused_and_undone(
     assert _payment_row(platform, reference) is None
     assert _eventually(lambda: _reservation_status(platform, reference) == "released")
     assert _stock(platform, scene.catalog)["S"]["available"] == 20
+    # The paid quantity this test made up goes back, so that the platform audits clean.
+    platform.sql(
+        "UPDATE group_buying.group_buying_sessions SET paid_quantity = 0 WHERE id = $1",
+        uuid.UUID(scene.session_id),
+    )
 
 
 # --- crashes and timeouts -------------------------------------------------------------------
@@ -480,6 +491,7 @@ def test_paid_after_its_hold_lapsed_gives_the_money_back(platform: Platform) -> 
     assert _refunds(platform, payment["id"]) == [(3 * 95000, "join_failed")]
     assert _eventually(lambda: _balance(platform, scene.buyer) == 3 * 95000)
     assert _eventually(lambda: _payment_row(platform, reference)["status"] == "refunded")
+    assert _eventually(lambda: _credited(platform, payment["id"]))
     assert _stock(platform, scene.catalog)["S"]["reserved"] == 0
     _nothing_stranded(platform, scene.session_id)
 
@@ -549,3 +561,5 @@ def test_giving_a_payment_up_by_reference_before_or_after_it_is_made(platform: P
     _pay(platform, made.json()["invoiceUrl"].rsplit("/", 1)[-1])
     assert _eventually(lambda: _payment_row(platform, paid)["status"] != "pending")
     assert_problem(give_up(paid), 409, "payment_already_paid")
+    # It names no participant: its money goes back (waited for, not to land under another test).
+    assert _eventually(lambda: _credited(platform, uuid.UUID(made.json()["id"])))

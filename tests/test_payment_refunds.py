@@ -553,6 +553,16 @@ def test_paid_just_before_the_bulk_expiry_is_recorded_paid(
         timeout_seconds=40,
     )
     assert refunded["refundedAmount"] == refunded["amount"]
+    # Credited to the wallet before the next test looks at the tables.
+    assert _eventually(
+        lambda: (
+            platform.sql(
+                "SELECT 1 FROM payment.refunds WHERE payment_id = $1 AND status = 'succeeded'",
+                uuid.UUID(payment["id"]),
+            )
+            or None
+        )
+    )
 
 
 def test_expire_bulk_waits_for_a_creation_in_flight_and_fails_an_abandoned_one(

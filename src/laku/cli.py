@@ -186,7 +186,9 @@ def _print_urls(supervisor: Supervisor, settings: Settings, seconds: float) -> N
     table.add_column("api docs")
     for name in supervisor.services:
         url = PROCESSES[name].url(settings)
-        table.add_row(name, url, f"{url}/docs")
+        table.add_row(name, url, "" if name == "web" else f"{url}/docs")
+    if "web" in supervisor.services:
+        console.print(f"[bold]Laku: {PROCESSES['web'].url(settings)}[/]  (admin console: /admin)")
     console.print(table)
     console.print(f"logs: {settings.data_dir / 'logs'}   admin: {settings.admin_email}")
 
@@ -197,8 +199,9 @@ def _load_demo(settings: Settings) -> None:
     except (DemoLoadError, httpx.HTTPError) as exc:
         console.print(f"[yellow]demo data not loaded: {exc}[/]")
         return
+    web = PROCESSES["web"].url(settings)
     console.print(
-        f"demo group buy [bold]{data.session_code}[/]: {data.session_url}\n"
+        f"demo group buy [bold]{data.session_code}[/]: {web}/g/{data.session_code}\n"
         f"demo buyer: {data.buyer_email} / {data.buyer_password}   "
         f"factory staff: {data.factory_email} / {data.factory_password}"
     )

@@ -128,36 +128,39 @@ class IdempotencyMiddleware:
             return
 
         # The response is stored before the client sees it, so a retry that follows at once
-        # gets the replay rather than "in progress".
+        # gets the replay rather than "in progress". It is stored once the handler has
+        # returned, after its own database session closed: storing takes a pooled connection,
+        # and a handler still holding one (its locks too) while many such requests wait for a
+        # second would starve the pool.
         response_start: Message = {"type": "http.response.start", "status": 500, "headers": []}
         chunks: list[bytes] = []
-        stored = False
+        complete = False
 
         async def capture(msg: Message) -> None:
-            nonlocal response_start, stored
+            nonlocal response_start, complete
             if msg["type"] == "http.response.start":
                 response_start = msg
-                return
-            if msg["type"] != "http.response.body":
+            elif msg["type"] == "http.response.body":
+                chunks.append(msg.get("body", b""))
+                complete = not msg.get("more_body", False)
+            else:
                 await send(msg)
-                return
-            chunks.append(msg.get("body", b""))
-            if msg.get("more_body", False):
-                return
-            complete = b"".join(chunks)
-            await self._finish(caller, key, response_start, complete)
-            stored = True
-            await send(response_start)
-            await send({"type": "http.response.body", "body": complete})
 
         async def replay() -> Message:
             return {"type": "http.request", "body": body, "more_body": False}
 
         try:
             await self.app(scope, replay, capture)
-        finally:
-            if not stored:
-                await self._release(caller, key)
+        except BaseException:
+            await self._release(caller, key)
+            raise
+        if not complete:
+            await self._release(caller, key)
+            return
+        answer = b"".join(chunks)
+        await self._finish(caller, key, response_start, answer)
+        await send(response_start)
+        await send({"type": "http.response.body", "body": answer})
 
     @property
     def _db(self) -> Database:

@@ -62,7 +62,11 @@ SANDBOXES: dict[str, ProcessSpec] = {
     )
 }
 
-PROCESSES: dict[str, ProcessSpec] = {**SERVICES, **SANDBOXES}
+# The web front end (storefront, admin console, factory portal): no schema of its own, it calls
+# the services through their clients. First, so `laku up` starts it and lists its URL first.
+WEB = ProcessSpec("web", 3000, "laku.web.app:create_app")
+
+PROCESSES: dict[str, ProcessSpec] = {WEB.name: WEB, **SERVICES, **SANDBOXES}
 
 
 def service_url(name: str, settings: Settings) -> str:

@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     # cheapest of their services (JSON list in the environment: '["jne","jnt","sicepat"]').
     shipping_couriers: list[str] = ["jne", "jnt", "sicepat"]
 
+    # Product photos, sized for phones by product-service: kept under `media_dir` (None:
+    # `data_dir`/media), which the web front end serves at /media, and linked as
+    # `media_base_url` (None: the web front end's own URL + /media).
+    media_dir: Path | None = None
+    media_base_url: str | None = None
+
     # Settlement: the platform's fee on what a factory's successful sessions released.
     platform_fee_bps: int = 500
 

@@ -10,12 +10,14 @@ from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import AdminPrincipal, Principal, current_principal
 from laku.factory.client import FactoryClient
 from laku.product import service
+from laku.product.images import MediaStore
 from laku.product.models import ProductStatus
 from laku.product.schemas import (
     CategoryCreate,
     CategoryOut,
     ImageCreate,
     ImageOut,
+    ImageUpload,
     ProductCreate,
     ProductDetailOut,
     ProductOut,
@@ -170,3 +172,23 @@ async def add_image(
     product_id: uuid.UUID, body: ImageCreate, _: AdminPrincipal, session: DbSession
 ):
     return await service.add_image(session, product_id, body)
+
+
+@router.post(
+    "/api/products/{product_id}/images/upload",
+    response_model=ImageOut,
+    status_code=status.HTTP_201_CREATED,
+)
+async def upload_image(
+    product_id: uuid.UUID,
+    body: ImageUpload,
+    request: Request,
+    _: AdminPrincipal,
+    session: DbSession,
+):
+    """An admin's photo: refused unless it is an image, stored at most 1080 px a side as a
+    JPEG, and added after the product's other images."""
+    await service.get_product(session, product_id, include_unpublished=True)
+    store = MediaStore.from_settings(request.app.state.settings)
+    url = store.save_for_phones(product_id, body.data_base64)
+    return await service.add_image(session, product_id, ImageCreate(url=url))

@@ -108,11 +108,21 @@ class VariantOut(WireModel):
     created_at: datetime
 
 
+# Under the services' 1 MiB body limit with the JSON around it.
+MAX_UPLOAD_BASE64_CHARS = 1_000_000
+
+
 class ImageCreate(WireModel):
     url: Annotated[HttpUrl, UrlConstraints(max_length=2048)]
     sort_order: SortOrder | None = Field(
         default=None, description="Position among the product's images; default: after the last."
     )
+
+
+class ImageUpload(WireModel):
+    """A photo as base64 (JPEG, PNG, WebP or GIF); it is stored resized for phones."""
+
+    data_base64: Annotated[str, Field(min_length=1, max_length=MAX_UPLOAD_BASE64_CHARS)]
 
 
 class ImageOut(WireModel):

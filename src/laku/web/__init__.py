@@ -1,0 +1,1 @@
+"""web: the storefront (`/`), the admin console (`/admin`) and the factory portal (`/factory`)."""

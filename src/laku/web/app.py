@@ -1,0 +1,124 @@
+"""The web front end's FastAPI factory: pages, static assets, the session and its safety."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
+
+from laku.core.errors import DomainError
+from laku.core.http import new_http_client
+from laku.core.logging import configure_logging
+from laku.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from laku.core.security import TokenVerifier
+from laku.core.services import service_url
+from laku.core.settings import Settings, get_settings
+from laku.web.config import STATIC_DIR
+from laku.web.pages import CsrfRefused, LoginRequired, NotAllowed, _visitor, render
+from laku.web.routes import account, admin, factory, storefront
+from laku.web.security import Csrf, SecurityHeadersMiddleware
+
+log = structlog.get_logger()
+
+# Product photos come through the web to the product service: allow a phone camera's picture.
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024
+
+
+class CachedStaticFiles(StaticFiles):
+    """Assets change only with a release: a day in the browser's cache."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        if response.status_code == 200:
+            response.headers["cache-control"] = "public, max-age=86400"
+        return response
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings, "web")
+        app.state.settings = settings
+        app.state.http = new_http_client(settings.http_timeout_seconds)
+        app.state.token_verifier = TokenVerifier(
+            f"{service_url('auth', settings)}/.well-known/jwks.json",
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            http=app.state.http,
+        )
+        app.state.csrf = Csrf(settings.service_secret.get_secret_value())
+        try:
+            yield
+        finally:
+            await app.state.http.aclose()
+
+    app = FastAPI(
+        title="laku web", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=max(settings.max_body_bytes, MAX_UPLOAD_BYTES)
+    )
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(RequestContextMiddleware)
+    app.mount("/static", CachedStaticFiles(directory=STATIC_DIR), name="static")
+    # Product photos product-service stored on this machine's disk (development).
+    media_dir = settings.media_dir or settings.data_dir / "media"
+    media_dir.mkdir(parents=True, exist_ok=True)
+    app.mount("/media", CachedStaticFiles(directory=media_dir), name="media")
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok", "service": "web"})
+
+    @app.get("/ready", include_in_schema=False)
+    async def ready() -> JSONResponse:
+        return JSONResponse({"status": "ready", "service": "web"})
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, _: LoginRequired) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={target}", status_code=303)
+
+    async def error_page(request: Request, status: int, message_key: str) -> HTMLResponse:
+        visitor = getattr(request.state, "visitor", None) or await _visitor(request)
+        return render(visitor, "error.html", status_code=status, message=visitor.t(message_key))
+
+    @app.exception_handler(NotAllowed)
+    async def not_allowed(request: Request, _: NotAllowed) -> HTMLResponse:
+        return await error_page(request, 403, "error.forbidden")
+
+    @app.exception_handler(CsrfRefused)
+    async def csrf_refused(request: Request, _: CsrfRefused) -> HTMLResponse:
+        return await error_page(request, 403, "error.csrf")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> HTMLResponse:
+        key = "error.not_found" if exc.status_code == 404 else "error.title"
+        return await error_page(request, exc.status_code, key)
+
+    @app.exception_handler(DomainError)
+    async def refused(request: Request, exc: DomainError) -> HTMLResponse:
+        """A refusal no form handled: a service's 404 or 403 is the page's, others are told."""
+        status = getattr(exc, "status", 500)
+        if status == 404:
+            return await error_page(request, 404, "error.not_found")
+        if status in (401,):
+            return await login_required(request, LoginRequired())
+        if status == 403:
+            return await error_page(request, 403, "error.forbidden")
+        return await error_page(request, 503 if status >= 500 else status, "error.unavailable")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> HTMLResponse:
+        log.exception("unhandled_error", path=request.url.path)
+        return await error_page(request, 500, "error.title")
+
+    for router in (storefront.router, account.router, admin.router, factory.router):
+        app.include_router(router)
+    return app

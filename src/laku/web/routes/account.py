@@ -1,0 +1,218 @@
+"""The buyer's account: their group buys, wallet, orders with tracking, addresses, notices."""
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import RedirectResponse, Response
+
+from laku.core.errors import DomainError
+from laku.web.pages import Buyer, Form, Visitor, form_values, int_field, render
+
+router = APIRouter(prefix="/me")
+
+BANKS = ("BCA", "BNI", "BRI", "MANDIRI", "PERMATA", "CIMB", "BSI", "DANAMON", "BTN")
+ADDRESS_FIELDS = ("label", "recipientName", "phone", "street", "city", "province", "postalCode")
+
+
+def _refunds_by_participant(transactions: list[dict[str, Any]]) -> dict[str, int]:
+    """The wallet's refund credits by the participant they name (`...:participant:<id>`)."""
+    refunds: dict[str, int] = {}
+    for item in transactions:
+        if item["direction"] == "credit" and ":participant:" in item["reference"]:
+            participant = item["reference"].rsplit(":", 1)[-1]
+            refunds[participant] = refunds.get(participant, 0) + item["amount"]
+    return refunds
+
+
+@router.get("/group-buys")
+async def my_group_buys(visitor: Buyer) -> Response:
+    participations, transactions = await asyncio.gather(
+        visitor.backend.get("group-buying", "/api/group-buying/participations/me", limit=100),
+        visitor.backend.get("wallet", "/api/wallets/me/transactions", limit=100),
+    )
+    return render(
+        visitor,
+        "account/group_buys.html",
+        items=participations["items"],
+        refunds=_refunds_by_participant(transactions["items"]),
+    )
+
+
+async def _wallet_page(
+    visitor: Visitor,
+    *,
+    values: dict[str, str] | None = None,
+    error: str | None = None,
+    notice: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    wallet, transactions, withdrawals = await asyncio.gather(
+        visitor.backend.get("wallet", "/api/wallets/me"),
+        visitor.backend.get("wallet", "/api/wallets/me/transactions", limit=50),
+        visitor.backend.get("wallet", "/api/wallets/me/withdrawals", limit=20),
+    )
+    return render(
+        visitor,
+        "account/wallet.html",
+        status_code=status_code,
+        wallet=wallet,
+        transactions=transactions["items"],
+        withdrawals=withdrawals["items"],
+        banks=BANKS,
+        values=values or {},
+        error=error,
+        notice=notice,
+    )
+
+
+@router.get("/wallet")
+async def wallet(visitor: Buyer) -> Response:
+    return await _wallet_page(visitor)
+
+
+@router.post("/wallet/withdrawals")
+async def withdraw(visitor: Buyer, form: Form) -> Response:
+    values = form_values(form)
+    amount = int_field(form, "amount")
+    if amount is None:
+        return await _wallet_page(
+            visitor, values=values, error=visitor.t("error.invalid_number"), status_code=422
+        )
+    body = {
+        "amount": amount,
+        "bankCode": values.get("bankCode", ""),
+        "accountNumber": values.get("accountNumber", "").strip(),
+        "accountHolderName": values.get("accountHolderName", "").strip(),
+    }
+    try:
+        await visitor.backend.post(
+            "wallet", "/api/wallets/me/withdrawals", body, key=values.get("key")
+        )
+    except DomainError as exc:
+        return await _wallet_page(
+            visitor, values=values, error=visitor.refusal(exc), status_code=exc.status
+        )
+    return await _wallet_page(visitor, notice=visitor.t("wallet.requested"))
+
+
+@router.get("/orders")
+async def orders(visitor: Buyer) -> Response:
+    page = await visitor.backend.get("order", "/api/orders", limit=50)
+    return render(visitor, "account/orders.html", orders=page["items"])
+
+
+@router.get("/orders/{order_id}")
+async def order(visitor: Buyer, order_id: str) -> Response:
+    order, shipments = await asyncio.gather(
+        visitor.backend.get("order", f"/api/orders/{order_id}"),
+        visitor.backend.get("logistics", "/api/shipments", orderId=order_id, limit=5),
+    )
+    shipment = None
+    if shipments["items"]:
+        first = shipments["items"][0]
+        shipment = await visitor.backend.get("logistics", f"/api/shipments/{first['id']}")
+    return render(visitor, "account/order.html", order=order, shipment=shipment)
+
+
+# Addresses -----------------------------------------------------------------------------------
+
+
+async def _addresses_page(
+    visitor: Visitor,
+    *,
+    values: dict[str, str] | None = None,
+    editing: str | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    addresses = await visitor.backend.get("address", "/api/addresses")
+    if editing and values is None:
+        values = next((a for a in addresses if a["id"] == editing), None)
+    return render(
+        visitor,
+        "account/addresses.html",
+        status_code=status_code,
+        addresses=addresses,
+        values=values or {},
+        editing=editing,
+        error=error,
+    )
+
+
+def _address_body(values: dict[str, str]) -> dict[str, Any]:
+    body: dict[str, Any] = {name: values.get(name, "").strip() for name in ADDRESS_FIELDS}
+    body["notes"] = values.get("notes", "").strip() or None
+    body["isDefault"] = values.get("isDefault") == "on"
+    return body
+
+
+@router.get("/addresses")
+async def addresses(visitor: Buyer, edit: str | None = None) -> Response:
+    return await _addresses_page(visitor, editing=edit)
+
+
+@router.post("/addresses")
+async def add_address(visitor: Buyer, form: Form) -> Response:
+    values = form_values(form)
+    try:
+        await visitor.backend.post(
+            "address", "/api/addresses", _address_body(values), key=values.get("key")
+        )
+    except DomainError as exc:
+        return await _addresses_page(
+            visitor, values=values, error=visitor.refusal(exc), status_code=exc.status
+        )
+    return RedirectResponse("/me/addresses", status_code=303)
+
+
+@router.post("/addresses/{address_id}")
+async def edit_address(visitor: Buyer, address_id: str, form: Form) -> Response:
+    values = form_values(form)
+    body = _address_body(values)
+    if not body["isDefault"]:
+        del body["isDefault"]  # unticked on an edit: left as it is, not taken away
+    try:
+        await visitor.backend.send("PATCH", "address", f"/api/addresses/{address_id}", body)
+    except DomainError as exc:
+        return await _addresses_page(
+            visitor,
+            values=values,
+            editing=address_id,
+            error=visitor.refusal(exc),
+            status_code=exc.status,
+        )
+    return RedirectResponse("/me/addresses", status_code=303)
+
+
+@router.post("/addresses/{address_id}/delete")
+async def delete_address(visitor: Buyer, address_id: str, _: Form) -> Response:
+    try:
+        await visitor.backend.send("DELETE", "address", f"/api/addresses/{address_id}")
+    except DomainError as exc:
+        return await _addresses_page(visitor, error=visitor.refusal(exc), status_code=exc.status)
+    return RedirectResponse("/me/addresses", status_code=303)
+
+
+@router.post("/addresses/{address_id}/default")
+async def default_address(visitor: Buyer, address_id: str, _: Form) -> Response:
+    try:
+        await visitor.backend.post("address", f"/api/addresses/{address_id}/default")
+    except DomainError as exc:
+        return await _addresses_page(visitor, error=visitor.refusal(exc), status_code=exc.status)
+    return RedirectResponse("/me/addresses", status_code=303)
+
+
+# Notifications -------------------------------------------------------------------------------
+
+
+@router.get("/notifications")
+async def notifications(visitor: Buyer) -> Response:
+    page = await visitor.backend.get("notification", "/api/notifications/me", limit=50)
+    return render(visitor, "account/notifications.html", notifications=page["items"])
+
+
+@router.post("/notifications/{notification_id}/read")
+async def read_notification(visitor: Buyer, notification_id: str, _: Form) -> Response:
+    await visitor.backend.post("notification", f"/api/notifications/{notification_id}/read")
+    return RedirectResponse("/me/notifications", status_code=303)

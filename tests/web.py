@@ -1,0 +1,152 @@
+"""Driving the web front end in Chromium (Debian's `chromium`, launched by Playwright)."""
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+
+from tests.catalog import SeedCatalog, created
+from tests.support import Platform, bearer
+
+CHROMIUM = Path(os.environ.get("LAKU_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "web"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+TIERS = {"priceTier25": 95000, "priceTier50": 85000, "priceTier75": 75000, "priceTier100": 65000}
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """One browser for a test module. No browser is a failure, never a skip: the pages are
+    tested in a real one or not at all."""
+    assert CHROMIUM.exists(), (
+        f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)"
+    )
+    playwright: Playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    try:
+        yield browser
+    finally:
+        browser.close()
+        playwright.stop()
+
+
+def new_context(
+    browser: Browser, platform: Platform, *, phone: bool = True, javascript: bool = True
+) -> BrowserContext:
+    context = browser.new_context(
+        base_url=platform.url("web"),
+        viewport=PHONE if phone else DESKTOP,
+        java_script_enabled=javascript,
+        locale="id-ID",
+    )
+    context.set_default_timeout(15_000)
+    return context
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(every)
+
+
+def reload_until(page: Page, pattern: str, timeout: float = 20.0) -> bool:
+    """Reload until the page's text matches `pattern` (work done in the background shows up)."""
+
+    def shown() -> bool:
+        page.reload()
+        return re.search(pattern, page.locator("main").inner_text()) is not None
+
+    return eventually(shown, timeout, every=0.5)
+
+
+def register(page: Page, name: str = "Ani") -> str:
+    email = f"web-{uuid.uuid4().hex[:10]}@laku.id"
+    page.goto("/register")
+    page.get_by_label("Nama").fill(name)
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Kata sandi").fill("buyer-password")
+    page.get_by_role("button", name="Daftar").click()
+    page.wait_for_url("**/")
+    return email
+
+
+def login(page: Page, email: str, password: str) -> None:
+    page.goto("/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Kata sandi").fill(password)
+    page.get_by_role("button", name="Masuk").click()
+    page.wait_for_load_state()
+
+
+def open_session(
+    platform: Platform, catalog: SeedCatalog, target_moq: int, minutes: int = 30
+) -> dict[str, Any]:
+    end = datetime.now(UTC) + timedelta(minutes=minutes)
+    return created(
+        platform.client("group-buying").post(
+            "/api/group-buying",
+            json={
+                "productId": catalog.product_id,
+                "factoryId": catalog.factory_id,
+                "targetMoq": target_moq,
+                **TIERS,
+                "endTime": end.isoformat(),
+                "estimatedCompletionDate": (end + timedelta(days=14)).isoformat(),
+            },
+            headers=bearer(platform.admin_token),
+        )
+    )
+
+
+def publish(platform: Platform, product_id: str) -> None:
+    response = platform.client("product").post(
+        f"/api/products/{product_id}/publish", headers=bearer(platform.admin_token)
+    )
+    assert response.status_code == 200, response.text
+
+
+def end_now(platform: Platform, session_id: str) -> None:
+    """The session's end time passes, then the admin closes the expired sessions."""
+    query = (
+        "UPDATE group_buying.group_buying_sessions SET end_time = now() - interval '1 second' "
+        "WHERE id = $1"
+    )
+    # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(platform.sql, query, uuid.UUID(session_id)).result()
+
+
+def home_showing(page: Page, session_code: str) -> None:
+    """The home page once it lists the session (its list of open group buys is cached for up
+    to two seconds)."""
+
+    def listed() -> bool:
+        page.goto("/")
+        return page.locator(f'a[href="/g/{session_code}"]').count() > 0
+
+    assert eventually(listed, timeout=15, every=0.5), f"{session_code} is not on the home page"
