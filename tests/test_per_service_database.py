@@ -60,6 +60,10 @@ def split_platform(
             "LAKU_LOG_JSON": "true",
             "LAKU_PASSWORD_HASH_TIME_COST": "1",
             "LAKU_PASSWORD_HASH_MEMORY_KIB": "1024",
+            # Beside the session's platform on one server: both within its default 100
+            # connections.
+            "LAKU_DATABASE_POOL_SIZE": "1",
+            "LAKU_DATABASE_MAX_OVERFLOW": "1",
         }
         settings = Settings(
             database_url=shared,

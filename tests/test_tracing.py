@@ -71,7 +71,14 @@ def test_one_join_is_one_trace_across_services_and_the_xendit_sandbox(platform: 
     joined = Joined(buyer, created(response)["participant"])
 
     expected = {"group-buying", "warehouse", "payment", "xendit-sandbox"}
-    spans = wait_for_spans(platform, trace_id, lambda spans: expected <= servers(spans))
+
+    def whole(spans: list[Span]) -> bool:
+        """Every hop there, and every span's parent too: the join's notice goes on in its
+        trace through the outbox, and each process exports its spans when it will."""
+        ids = {span["spanId"] for span in spans} | {caller_span}
+        return expected <= servers(spans) and all(s["parentSpanId"] in ids for s in spans)
+
+    spans = wait_for_spans(platform, trace_id, whole)
     by_id = {span["spanId"]: span for span in spans}
     # One tree: the join's server span is the child of the caller's, every other span below it.
     [root] = [span for span in spans if span["parentSpanId"] == caller_span]

@@ -83,15 +83,15 @@ def test_a_buyer_registers_joins_pays_and_follows_the_parcel(
     assert "Rp 95.000" in page.locator('meta[property="og:title"]').get_attribute("content")
     screenshot(page, "group-buy-phone")
 
-    # Choose Medium x4: the server's price (95,000 + 5,000 each) before confirming.
+    # Choose Medium x4: the server's price (the tier's 95,000 for every variant) first.
     page.get_by_label(re.compile("^Medium")).check()
     page.get_by_label("Jumlah").fill("4")
     page.get_by_role("button", name="Cek harga").click()
-    expect(page.locator("#total")).to_have_text("Rp 400.000")
+    expect(page.locator("#total")).to_have_text("Rp 380.000")
     screenshot(page, "confirm-phone")
     page.get_by_role("button", name="Gabung dan bayar").click()
     page.wait_for_url(re.compile(r"/checkout/"))
-    expect(page.locator(".amount")).to_have_text("Rp 400.000")
+    expect(page.locator(".amount")).to_have_text("Rp 380.000")
     page.get_by_role("button", name="Pay").click()
     expect(page.locator(".status")).to_have_text("PAID")
 
@@ -99,7 +99,7 @@ def test_a_buyer_registers_joins_pays_and_follows_the_parcel(
     assert reload_until(page, "Dibayar"), page.locator("main").inner_text()
     screenshot(page, "my-group-buys-phone")
 
-    # The close: the group reached its MOQ at the 100% tier (65,000 + 5,000): 30,000 back
+    # The close: the group reached its MOQ at the 100% tier (65,000): 30,000 back
     # per shirt, 120,000 in the wallet, and an order.
     end_now(platform, session["id"])
     closed = platform.client("group-buying").post(
@@ -108,7 +108,7 @@ def test_a_buyer_registers_joins_pays_and_follows_the_parcel(
     assert closed.status_code == 200, closed.text
     assert reload_until(page, "Berhasil"), page.locator("main").inner_text()
     participation = page.locator(".participation").first
-    expect(participation.locator(".final-price")).to_have_text("Rp 70.000")
+    expect(participation.locator(".final-price")).to_have_text("Rp 65.000")
     expect(participation.locator(".refund")).to_have_text("Rp 120.000")
     page.goto("/me/wallet")
     expect(page.locator("#balance")).to_have_text("Rp 120.000")

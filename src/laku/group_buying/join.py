@@ -50,6 +50,9 @@ from laku.warehouse.client import WarehouseClient
 
 log = structlog.get_logger()
 
+# How many times (a second apart) a join waits for its own payment still being created.
+_PAYMENT_IN_PROGRESS_WAITS = 4
+
 
 class PriceMismatch(Conflict):
     code, title = "price_mismatch", "The price has changed"
@@ -142,7 +145,7 @@ class JoinSaga:
         try:
             price = await self._add_participant(participant_id, buyer_id, request, quote, hold)
             recorded = True
-            payment = await self.payments.create_payment(
+            payment = await self._create_payment(
                 PaymentCreate(
                     reference=reference,
                     user_id=buyer_id,
@@ -159,6 +162,19 @@ class JoinSaga:
             if isinstance(exc, DomainError) or not isinstance(exc, Exception):
                 raise
             raise UpstreamUnavailable("The join could not be completed; nothing was kept") from exc
+
+    async def _create_payment(self, request: PaymentCreate, *, idempotency_key: str) -> PaymentOut:
+        """The join's payment. A retry of the call (its first answer lost to a timeout) may
+        find the first creation still asking Xendit for the invoice: that is this join's own
+        payment on its way, so it is waited for rather than given up."""
+        for _ in range(_PAYMENT_IN_PROGRESS_WAITS):
+            try:
+                return await self.payments.create_payment(request, idempotency_key=idempotency_key)
+            except ServiceCallError as exc:
+                if exc.code != "payment_in_progress":
+                    raise
+            await asyncio.sleep(1)
+        return await self.payments.create_payment(request, idempotency_key=idempotency_key)
 
     async def _quote(self, session_ref: str, request: JoinRequest) -> Quote:
         async with self.db.sessions() as session:
