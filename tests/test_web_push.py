@@ -3,10 +3,12 @@ notices page, the subscription the page posts (CSRF-checked) stored through noti
 a notice then pushed to it, and the form that turns it off.
 
 A real Chromium here cannot finish `pushManager.subscribe()`: its push service is Google's (FCM),
-which this machine cannot reach. So the browser is driven up to that step (the service worker
-registered, the key fetched, the refusal shown), and the subscription is posted as the page would
-post it with a browser's real P-256 keys and an endpoint at the push sandbox (the push service
-stand-in), which then receives the encrypted notice the test decrypts as the browser would."""
+which this machine cannot reach (and headless Chromium refuses the step outright, "Registration
+failed - permission denied", even with notifications granted). So the browser is driven up to
+that step (the service worker registered, the key fetched, the refusal shown), and the
+subscription is posted as the page would post it with a browser's real P-256 keys and an endpoint
+at the push sandbox (the push service stand-in), which then receives the encrypted notice the
+test decrypts as the browser would."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -130,7 +132,7 @@ def test_the_button_registers_the_worker_and_reaches_the_subscribe_step(
         ),
     )
     page.get_by_role("button", name="Aktifkan notifikasi push").click()
-    # Chromium's push service (FCM) is out of reach here: subscribe() is refused, and the page
+    # subscribe() is refused here (no push service: see the module's docstring), and the page
     # says so rather than claiming push is on.
     expect(page.get_by_role("status")).to_contain_text(
         "Notifikasi push tidak dapat diaktifkan di browser ini", timeout=60_000
