@@ -109,6 +109,9 @@ def test_a_buyer_turns_push_on_is_pushed_a_notice_and_turns_it_off(
     expect(page.get_by_role("button", name="Turn on push notifications")).to_be_visible()
     listed = page.locator(f'li[data-endpoint="{keys.endpoint}"]')
     expect(listed).to_contain_text("127.0.0.1")
+    forged = page.request.post(f"{SUBSCRIBE}/{mine['id']}/delete", max_redirects=0)
+    assert forged.status == 403
+    assert [s["id"] for s in _subscriptions(platform, buyer)] == [mine["id"]]
     listed.get_by_role("button", name="Turn off").click()
     page.wait_for_url(f"**{NOTICES}")
     assert _subscriptions(platform, buyer) == []
