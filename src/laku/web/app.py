@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
@@ -79,6 +79,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/ready", include_in_schema=False)
     async def ready() -> JSONResponse:
         return JSONResponse({"status": "ready", "service": "web"})
+
+    @app.get("/sw.js", include_in_schema=False)
+    async def service_worker() -> FileResponse:
+        """The Web Push service worker, at the root so its scope is the whole site. Checked
+        again on each registration: a release's worker replaces the old one at once."""
+        return FileResponse(
+            STATIC_DIR / "sw.js",
+            media_type="text/javascript",
+            headers={"service-worker-allowed": "/", "cache-control": "no-cache"},
+        )
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _: LoginRequired) -> Response:

@@ -17,7 +17,13 @@ from laku.web import formatting
 from laku.web.backend import Backend
 from laku.web.config import TEMPLATES_DIR, get_web_settings
 from laku.web.i18n import DEFAULT_LANGUAGE, LANGUAGES, problem_message, translate
-from laku.web.security import CSRF_COOKIE, CSRF_FIELD, LANGUAGE_COOKIE, SESSION_COOKIE
+from laku.web.security import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    LANGUAGE_COOKIE,
+    SESSION_COOKIE,
+)
 
 templates = Environment(
     loader=FileSystemLoader(TEMPLATES_DIR),
@@ -118,11 +124,20 @@ async def csrf_checked(request: Request) -> FormData:
     return form
 
 
+async def csrf_header_checked(request: Request) -> None:
+    """A script's post (JSON, not a form): its CSRF token comes in a header instead."""
+    if not request.app.state.csrf.valid(
+        request.cookies.get(CSRF_COOKIE), request.headers.get(CSRF_HEADER)
+    ):
+        raise CsrfRefused
+
+
 AnyVisitor = Annotated[Visitor, Depends(_visitor)]
 Buyer = Annotated[Visitor, Depends(_role_required(Role.BUYER))]
 Admin = Annotated[Visitor, Depends(_role_required(Role.ADMIN))]
 FactoryStaff = Annotated[Visitor, Depends(_role_required(Role.FACTORY))]
 Form = Annotated[FormData, Depends(csrf_checked)]
+CsrfHeader = Depends(csrf_header_checked)
 
 
 def set_cookies(visitor: Visitor, response: HTMLResponse) -> None:

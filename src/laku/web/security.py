@@ -11,6 +11,8 @@ SESSION_COOKIE = "laku_session"
 CSRF_COOKIE = "laku_csrf"
 LANGUAGE_COOKIE = "laku_lang"
 CSRF_FIELD = "csrf"
+# A script's JSON post carries the same token in this header (read from the page it runs on).
+CSRF_HEADER = "x-csrf-token"
 
 # Every asset is the platform's own; no inline script or style, no plugins, never framed.
 CONTENT_SECURITY_POLICY = (

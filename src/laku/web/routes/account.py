@@ -1,13 +1,15 @@
 """The buyer's account: their group buys, wallet, orders with tracking, addresses, notices."""
 
 import asyncio
+import json
 from typing import Any
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter
-from fastapi.responses import RedirectResponse, Response
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from laku.core.errors import DomainError
-from laku.web.pages import Buyer, Form, Visitor, form_values, int_field, render
+from laku.web.pages import Buyer, CsrfHeader, Form, Visitor, form_values, int_field, render
 
 router = APIRouter(prefix="/me")
 
@@ -208,8 +210,54 @@ async def default_address(visitor: Buyer, address_id: str, _: Form) -> Response:
 
 @router.get("/notifications")
 async def notifications(visitor: Buyer) -> Response:
-    page = await visitor.backend.get("notification", "/api/notifications/me", limit=50)
-    return render(visitor, "account/notifications.html", notifications=page["items"])
+    page, subscriptions = await asyncio.gather(
+        visitor.backend.get("notification", "/api/notifications/me", limit=50),
+        visitor.backend.get("notification", "/api/notifications/push-subscriptions/me"),
+    )
+    for subscription in subscriptions:
+        # The push service's host names the browser well enough (Chrome: fcm.googleapis.com).
+        subscription["pushService"] = urlsplit(subscription["endpoint"]).hostname
+    return render(
+        visitor,
+        "account/notifications.html",
+        notifications=page["items"],
+        subscriptions=subscriptions,
+    )
+
+
+# Web Push: the page's script subscribes the browser (static/app.js, static/sw.js); the
+# subscription is stored in notification-service with the buyer's own token.
+
+
+@router.get("/push-subscriptions/vapid-public-key")
+async def vapid_public_key(visitor: Buyer) -> JSONResponse:
+    """The `applicationServerKey` the browser subscribes with."""
+    key = await visitor.backend.get("notification", "/api/notifications/push/vapid-public-key")
+    return JSONResponse({"publicKey": key["publicKey"]})
+
+
+@router.post("/push-subscriptions", dependencies=[CsrfHeader])
+async def subscribe_push(visitor: Buyer, request: Request) -> JSONResponse:
+    """The browser's `PushSubscription.toJSON()`, posted by the page's script."""
+    try:
+        subscription = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return JSONResponse({"message": visitor.t("push.failed")}, status_code=422)
+    try:
+        stored = await visitor.backend.post(
+            "notification", "/api/notifications/push-subscriptions", subscription
+        )
+    except DomainError as exc:
+        return JSONResponse({"message": visitor.refusal(exc)}, status_code=exc.status)
+    return JSONResponse({**stored, "message": visitor.t("push.on")}, status_code=201)
+
+
+@router.post("/push-subscriptions/{subscription_id}/delete")
+async def unsubscribe_push(visitor: Buyer, subscription_id: str, _: Form) -> Response:
+    await visitor.backend.send(
+        "DELETE", "notification", f"/api/notifications/push-subscriptions/{subscription_id}"
+    )
+    return RedirectResponse("/me/notifications", status_code=303)
 
 
 @router.post("/notifications/{notification_id}/read")

@@ -51,3 +51,81 @@
   }
   setInterval(refresh, 5000);
 })();
+
+// Web Push: offered only where the browser has service workers and Push.
+(function () {
+  "use strict";
+  var button = document.getElementById("push-on");
+  var status = document.getElementById("push-status");
+  if (!button || !("serviceWorker" in navigator) || !("PushManager" in window) || !window.fetch) {
+    return;
+  }
+  function say(text) {
+    status.textContent = text;
+    status.hidden = false;
+  }
+  function keyBytes(base64url) {
+    var raw = atob(base64url.replace(/-/g, "+").replace(/_/g, "/"));
+    var bytes = new Uint8Array(raw.length);
+    for (var i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+    return bytes;
+  }
+  function stored(endpoint) {
+    return Array.prototype.some.call(document.querySelectorAll("[data-endpoint]"), function (el) {
+      return el.dataset.endpoint === endpoint;
+    });
+  }
+  function json(response) {
+    return response.json().catch(function () { return {}; }).then(function (body) {
+      if (!response.ok) throw new Error(body.message || response.status);
+      return body;
+    });
+  }
+  function subscribe(registration) {
+    return registration.pushManager.getSubscription().then(function (existing) {
+      if (existing) return existing;
+      return fetch(button.dataset.keyUrl, { credentials: "same-origin" })
+        .then(json)
+        .then(function (key) {
+          return registration.pushManager.subscribe({
+            userVisibleOnly: true,
+            applicationServerKey: keyBytes(key.publicKey)
+          });
+        });
+    });
+  }
+  function turnOn() {
+    button.disabled = true;
+    say(button.dataset.working);
+    navigator.serviceWorker.register("/sw.js", { scope: "/" })
+      .then(function () { return navigator.serviceWorker.ready; })
+      .then(subscribe)
+      .then(function (subscription) {
+        return fetch(button.dataset.subscribeUrl, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "content-type": "application/json", "x-csrf-token": button.dataset.csrf },
+          body: JSON.stringify(subscription.toJSON())
+        }).then(json);
+      })
+      .then(function (saved) {
+        button.hidden = true;
+        say(saved.message);
+      })
+      .catch(function (error) {
+        button.disabled = false;
+        say(button.dataset.failed + ": " + (error && error.message ? error.message : error));
+      });
+  }
+  button.addEventListener("click", turnOn);
+  // Already on in this browser (its subscription is among the buyer's): say so, no button.
+  navigator.serviceWorker.getRegistration("/")
+    .then(function (registration) {
+      return registration ? registration.pushManager.getSubscription() : null;
+    })
+    .then(function (subscription) {
+      if (subscription && stored(subscription.endpoint)) say(status.dataset.on || "");
+      else button.hidden = false;
+    })
+    .catch(function () { button.hidden = false; });
+})();
