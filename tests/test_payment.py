@@ -194,6 +194,12 @@ def _outbox_reports(platform: Platform, payment_id: str) -> list[dict[str, Any]]
     return [{"kind": row["kind"], "payload": row["payload"]} for row in rows]
 
 
+def _own_state(platform: Platform, payment: Payment) -> tuple[Payment, list[dict[str, Any]]]:
+    """One payment and what it queued: compared before and after, where the whole schema
+    would also see other tests' refunds still being credited."""
+    return _get(platform, payment["id"]), _outbox_reports(platform, payment["id"])
+
+
 def _report_statuses(platform: Platform, payment_id: str) -> list[str]:
     return [
         re.search(r'"status": "(\w+)"', row["payload"]).group(1)
@@ -614,8 +620,7 @@ def test_a_callback_naming_another_invoice_or_amount_changes_nothing(platform: P
     payment = _created(platform)
     _sandbox(platform, payment, "lose-callbacks").raise_for_status()
     _sandbox(platform, payment, "pay").raise_for_status()  # paid at Xendit, for real
-    # This payment and what it reported: other tests' refunds are still being credited.
-    before = (_get(platform, payment["id"]), _outbox_reports(platform, payment["id"]))
+    before = _own_state(platform, payment)
 
     other_invoice = _webhook(platform, _callback(payment, "PAID", id="0" * 24))
     assert other_invoice.json() == {"status": "ignored"}
@@ -643,7 +648,7 @@ def test_a_callback_naming_another_invoice_or_amount_changes_nothing(platform: P
         mismatch["reason"]
         == f"amount {payment['amount']} is not the payment's {payment['amount'] + 1}"
     )
-    assert (_get(platform, payment["id"]), _outbox_reports(platform, payment["id"])) == before
+    assert _own_state(platform, payment) == before
 
     # The callback's own amount is not what is checked: Xendit's invoice is.
     right = _webhook(platform, _callback(payment, "PAID", amount=1, paid_amount=1))
@@ -653,9 +658,7 @@ def test_a_callback_naming_another_invoice_or_amount_changes_nothing(platform: P
 
 def test_xendit_unreachable_while_verifying_answers_503(platform: Platform) -> None:
     payment = _created(platform)
-    # This payment and what it reported, not the whole schema: other tests' refunds are still
-    # being credited meanwhile.
-    before = (_get(platform, payment["id"]), _outbox_reports(platform, payment["id"]))
+    before = _own_state(platform, payment)
     platform.supervisor.stop("xendit-sandbox")
     try:
         response = _webhook(platform, _callback(payment, "PAID"))
@@ -664,7 +667,7 @@ def test_xendit_unreachable_while_verifying_answers_503(platform: Platform) -> N
     finally:
         platform.supervisor.start_one("xendit-sandbox")
         platform.supervisor.wait_ready()
-    assert (_get(platform, payment["id"]), _outbox_reports(platform, payment["id"])) == before
+    assert _own_state(platform, payment) == before
 
 
 def test_overdue_payments_are_settled_by_what_xendit_says(platform: Platform) -> None:
