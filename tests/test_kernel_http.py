@@ -43,6 +43,26 @@ def test_concurrent_requests_with_one_key_execute_once(platform: Platform) -> No
     assert replay.json()["id"] == created[0].json()["id"]
 
 
+def test_duplicates_of_a_refused_request_are_refused_too(platform: Platform) -> None:
+    """A refusal releases its key: a duplicate that found the key taken and then finds it gone
+    runs itself and is refused the same way, never a 500."""
+    body = _buyer_body()
+    taken = platform.client("auth").post("/api/auth/register", json=body)
+    assert taken.status_code == 201
+
+    async def attempt(client: httpx.AsyncClient, key: str) -> httpx.Response:
+        return await client.post("/api/auth/register", json=body, headers={"Idempotency-Key": key})
+
+    async def race() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=platform.url("auth"), timeout=30) as client:
+            keys = [uuid.uuid4().hex for _ in range(10)]
+            return await asyncio.gather(*(attempt(client, k) for k in keys for _ in range(8)))
+
+    responses = asyncio.run(race())
+    codes = {(r.status_code, r.json()["code"]) for r in responses}
+    assert codes <= {(409, "email_taken"), (409, "idempotency_in_progress")}, codes
+
+
 def test_same_key_with_another_body_is_refused(platform: Platform) -> None:
     key = uuid.uuid4().hex
     auth = platform.client("auth")

@@ -123,9 +123,11 @@ class IdempotencyMiddleware:
             )
         ).hexdigest()
 
-        if not await self._claim(caller, key, fingerprint):
-            await self._answer_existing(caller, key, fingerprint, scope, receive, send)
-            return
+        # A claim that fails and then finds no row lost to a request that was refused and
+        # released its claim meanwhile: this one is asked anew.
+        while not await self._claim(caller, key, fingerprint):
+            if await self._answer_existing(caller, key, fingerprint, scope, receive, send):
+                return
 
         # The response is stored before the client sees it, so a retry that follows at once
         # gets the replay rather than "in progress". It is stored once the handler has
@@ -204,12 +206,15 @@ class IdempotencyMiddleware:
 
     async def _answer_existing(
         self, caller: str, key: str, fingerprint: str, scope: Scope, receive: Receive, send: Send
-    ) -> None:
+    ) -> bool:
+        """Answer from the request that holds the key; False when none holds it any more."""
         t = self.table
         async with self._db.sessions() as session:
             row = (
                 await session.execute(select(t).where(t.c.scope == caller, t.c.key == key))
-            ).one()
+            ).one_or_none()
+        if row is None:
+            return False
         if row.fingerprint != fingerprint:
             response = problem_response(
                 422,
@@ -239,8 +244,9 @@ class IdempotencyMiddleware:
                 }
             )
             await send({"type": "http.response.body", "body": row.body or b""})
-            return
+            return True
         await response(scope, receive, send)
+        return True
 
     async def _finish(self, caller: str, key: str, start: Message, body: bytes) -> None:
         """Keep the response of a request that did something; forget the claim of one that was
