@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     # Where invoice webhooks go; None: payment-service's /api/payments/webhook.
     xendit_webhook_url: str | None = None
     invoice_duration_seconds: int = 86_400
+    # Where the checkout sends the buyer back once the invoice is paid or over; None: the web's
+    # "my group buys" (its local address: set the public one outside development).
+    payment_return_url: str | None = None
     # Xendit does not always send EXPIRED: each payment-service process reads back from Xendit
     # the pending payments past their expiry every this many seconds (0: never).
     overdue_payment_sweep_interval_seconds: float = 60
