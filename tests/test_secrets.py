@@ -257,3 +257,13 @@ def test_a_safe_request_id_is_kept(platform: Platform) -> None:
     offered = f"trace-{uuid.uuid4().hex}:1.2_a"
     response = platform.client("address").get("/health", headers={"X-Request-ID": offered})
     assert response.headers["x-request-id"] == offered
+
+
+def test_the_development_manifests_secrets_are_all_refused_in_production() -> None:
+    """compose and the development overlay publish their secrets: none may serve production."""
+    from tests.test_deploy_files import _generator
+
+    dev_secrets = _generator().DEV_SECRET_VALUES
+    published = {value for value in dev_secrets.values() if value}
+    assert published <= KNOWN_DEMO_VALUES
+    assert {env_name(name) for name in SECRET_SETTINGS} <= set(dev_secrets)

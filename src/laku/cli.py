@@ -239,7 +239,8 @@ def _print_urls(
     if admin_password_file is not None:
         console.print(
             f"admin password: in {admin_password_file} (generated once; "
-            "LAKU_ADMIN_PASSWORD chooses one)"
+            "LAKU_ADMIN_PASSWORD chooses one)",
+            soft_wrap=True,  # a path cut in two cannot be copied
         )
 
 
@@ -275,8 +276,9 @@ def audit_command(
     from laku.core.errors import DomainError
     from laku.core.http import new_http_client
 
-    # In development the admin's password is the one generated into the data folder.
-    settings = with_development_secrets(get_settings())
+    settings = get_settings()
+    if settings.admin_password is None:  # development: the one `laku up` generated
+        settings = with_development_secrets(settings)
 
     async def audit() -> "AuditOut":
         async with new_http_client(AUDIT_TIMEOUT_SECONDS) as http:

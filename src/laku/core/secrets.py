@@ -28,11 +28,12 @@ SECRET_SETTINGS: tuple[str, ...] = tuple(
     for name, field in Settings.model_fields.items()
     if field.annotation == SecretStr | None and name not in OPTIONAL_SECRETS
 )
-# Values that were once defaults in code, in the README or in the development manifests: anyone
-# can read them, so production refuses them whatever their length.
+# Values that were once defaults in code or are in the README and the development manifests
+# (deploy/generate.py): anyone can read them, so production refuses them whatever their length.
 KNOWN_DEMO_VALUES = frozenset(
     {
         "laku-dev-service-secret",
+        "laku-dev-idempotency-key-secret",
         "laku-admin-demo",
         "laku-buyer-demo",
         "laku-factory-demo",
