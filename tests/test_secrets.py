@@ -25,7 +25,13 @@ from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.demo import DemoLoadError, load_demo
 from tests.service_logs import logged
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, Platform, free_port_offset
+from tests.support import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    Platform,
+    assert_problem,
+    free_port_offset,
+)
 
 LAKU = str(Path(sys.executable).with_name("laku"))
 
@@ -203,6 +209,27 @@ def test_idempotency_fingerprint_is_keyed_not_a_plain_hash_of_the_body(
     assert secret is not None
     keyed = hmac.new(secret.get_secret_value().encode(), request, hashlib.sha256).hexdigest()
     assert row["fingerprint"] == keyed
+
+
+def test_a_key_is_free_again_once_past_its_24_hours(platform: Platform) -> None:
+    """Before the purge has run: an expired key neither replays nor refuses another body."""
+    key = uuid.uuid4().hex
+    auth = platform.client("auth")
+    headers = {"Idempotency-Key": key, "content-type": "application/json"}
+    first = auth.post("/api/auth/register", content=_register_body(), headers=headers)
+    assert first.status_code == 201, first.text
+    platform.sql(
+        "UPDATE auth.idempotency_keys SET created_at = now() - interval '24 hours 1 minute' "
+        "WHERE key = $1",
+        key,
+    )
+    other = auth.post("/api/auth/register", content=_register_body(), headers=headers)
+    assert other.status_code == 201, other.text
+    assert "idempotent-replayed" not in other.headers
+    assert other.json()["id"] != first.json()["id"]
+    # The key now holds the second request, for another 24 hours.
+    replay = auth.post("/api/auth/register", content=_register_body(), headers=headers)
+    assert_problem(replay, 422, "idempotency_key_reused")
 
 
 def test_a_response_carrying_a_token_is_not_kept_and_a_retry_logs_in_again(

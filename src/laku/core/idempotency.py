@@ -3,7 +3,8 @@ refused. Refusals (4xx) and failures (5xx) are not kept: they changed nothing, s
 
 Keys are scoped to the caller (token subject), stored in the service's own schema, and claimed
 before the handler runs, so two concurrent requests with one key never both execute. They are
-kept for `idempotency_key_retention_hours` (24), then purged (`purge_expired_keys`).
+kept for `idempotency_key_retention_hours` (24), then purged (`purge_expired_keys`); one past
+that age and not purged yet is free for any request, as if it were gone.
 
 Nothing kept reveals a request or a credential: the fingerprint of a request is an HMAC-SHA256
 under `idempotency_key_secret` (a body may hold a password, and a plain hash of it could be
@@ -26,8 +27,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    and_,
     delete,
     func,
+    or_,
     select,
     tuple_,
     update,
@@ -196,6 +199,10 @@ class IdempotencyMiddleware:
         return self.state.db
 
     @property
+    def _kept_for(self) -> timedelta:
+        return timedelta(hours=self.state.settings.idempotency_key_retention_hours)
+
+    @property
     def _fingerprint_secret(self) -> bytes:
         secret = self.state.settings.idempotency_key_secret
         if secret is None:  # refused at start (laku.core.secrets); never a fingerprint without
@@ -229,11 +236,23 @@ class IdempotencyMiddleware:
                 .where(
                     t.c.scope == caller,
                     t.c.key == key,
-                    t.c.fingerprint == fingerprint,
-                    t.c.status_code.is_(None),
-                    t.c.created_at < func.now() - ABANDONED_AFTER,
+                    or_(
+                        # Expired, though not purged yet: the key is free for any request.
+                        t.c.created_at < func.now() - self._kept_for,
+                        and_(
+                            t.c.fingerprint == fingerprint,
+                            t.c.status_code.is_(None),
+                            t.c.created_at < func.now() - ABANDONED_AFTER,
+                        ),
+                    ),
                 )
-                .values(created_at=func.now())
+                .values(
+                    fingerprint=fingerprint,
+                    status_code=None,
+                    content_type=None,
+                    body=None,
+                    created_at=func.now(),
+                )
                 .returning(t.c.key)
             )
             return taken_over.first() is not None
