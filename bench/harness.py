@@ -19,9 +19,16 @@ import psutil
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
-from tests.support import LOCAL_SERVER, plain_url, throwaway_database
+from tests.support import (
+    LOCAL_SERVER,
+    SECRETS_ENV,
+    plain_url,
+    settings_from_env,
+    throwaway_database,
+)
 
-ADMIN = {"LAKU_ADMIN_EMAIL": "bench-admin@laku.id", "LAKU_ADMIN_PASSWORD": "bench-admin-password"}
+# The admin, and every secret the services need (fresh each run: none has a value in code).
+ADMIN = {"LAKU_ADMIN_EMAIL": "bench-admin@laku.id", **SECRETS_ENV}
 # Setting up buyers is not what is measured: cheap password hashes.
 CHEAP_PASSWORDS = {"LAKU_PASSWORD_HASH_TIME_COST": "1", "LAKU_PASSWORD_HASH_MEMORY_KIB": "1024"}
 
@@ -86,7 +93,7 @@ def bench_platform(port_offset: int = 28_500) -> Iterator[BenchPlatform]:
             **ADMIN,
             **CHEAP_PASSWORDS,
         }
-        settings = Settings(database_url=url, port_offset=port_offset)
+        settings = settings_from_env(env)
         supervisor = Supervisor(settings, env=env)
         supervisor.start()
         try:

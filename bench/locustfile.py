@@ -14,6 +14,7 @@ The run sets up its own catalog and group buy as the admin (`--admin-email`,
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,8 +32,15 @@ def _arguments(parser: Any) -> None:
     parser.add_argument("--routing", choices=["ports", "single"], default="ports")
     parser.add_argument("--port-offset", type=int, default=0)
     parser.add_argument("--admin-email", default="admin@laku.id")
-    parser.add_argument("--admin-password", default="laku-admin-demo")
+    # Default: the one `make up` generated into its data folder (run from the repository).
+    parser.add_argument("--admin-password", default=None)
     parser.add_argument("--close-after", type=float, default=90.0)
+
+
+def _admin_password(options: Any) -> str:
+    if options.admin_password is not None:
+        return options.admin_password
+    return (Path(".laku") / "secrets" / "admin_password").read_text().strip()
 
 
 class Target:
@@ -74,7 +82,7 @@ def _set_up(environment: Environment, **_: Any) -> None:
         token = _ok(
             http.post(
                 url("auth", "/api/auth/login"),
-                json={"email": options.admin_email, "password": options.admin_password},
+                json={"email": options.admin_email, "password": _admin_password(options)},
             )
         )["accessToken"]
         admin = {"Authorization": f"Bearer {token}"}

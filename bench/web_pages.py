@@ -26,10 +26,15 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import ADMIN, CHEAP_PASSWORDS, AdminSession, BenchPlatform, LoadResult
-from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
 from tests.catalog import create_seed_catalog
-from tests.support import LOCAL_SERVER, bearer, free_port_offset, throwaway_database
+from tests.support import (
+    LOCAL_SERVER,
+    bearer,
+    free_port_offset,
+    settings_from_env,
+    throwaway_database,
+)
 from tests.web import CHROMIUM, CHROMIUM_ARGS, PHONE, TIERS
 
 ASSET = re.compile(r'(?:href|src)="(/static/[^"]+)"')
@@ -117,7 +122,7 @@ def platform_logging_to_files(log_dir: Path) -> Iterator[BenchPlatform]:
             **ADMIN,
             **CHEAP_PASSWORDS,
         }
-        settings = Settings(database_url=url, port_offset=offset)
+        settings = settings_from_env(env)
         supervisor = Supervisor(settings, env=env, log_dir=log_dir)
         supervisor.start()
         try:

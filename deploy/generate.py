@@ -651,18 +651,27 @@ def secret(values: dict[str, str]) -> dict[str, Any]:
     }
 
 
+# The secrets of the development overlay and of compose, whose containers share no data folder
+# to generate theirs in. Published here, so `LAKU_ENV=production` refuses every one of them
+# (laku.core.secrets.KNOWN_DEMO_VALUES).
+DEV_SECRET_VALUES = {
+    "LAKU_SERVICE_SECRET": "laku-dev-service-secret",
+    "LAKU_ADMIN_PASSWORD": "laku-admin-demo",
+    "LAKU_IDEMPOTENCY_KEY_SECRET": "laku-dev-idempotency-key-secret",
+    "LAKU_WHATSAPP_ACCESS_TOKEN": "laku-dev-whatsapp-token",
+    "LAKU_WEBPUSH_VAPID_PRIVATE_KEY": "QhJ1cOLW8bjtoq3R8lb7bgu0UQvXPd03w1RBCehIGec",
+    "LAKU_XENDIT_SECRET_KEY": "xnd_development_laku_sandbox_key",
+    "LAKU_XENDIT_CALLBACK_TOKEN": "laku-dev-xendit-callback-token",
+    "LAKU_BITESHIP_API_KEY": "biteship_test_laku_sandbox_key",
+    "LAKU_BITESHIP_WEBHOOK_SECRET": "laku-dev-biteship-webhook-secret",
+    "LAKU_SMTP_PASSWORD": "",
+    "LAKU_MEDIA_S3_SECRET_ACCESS_KEY": "",
+}
 DEV_SECRETS = {
     "LAKU_DATABASE_URL": "postgresql://laku:laku-dev@pgbouncer:5432/laku",
     "LAKU_MIGRATION_DATABASE_URL": "postgresql://laku:laku-dev@postgres:5432/laku",
-    **{
-        key: str(
-            Settings.model_fields[key.removeprefix("LAKU_").lower()].default.get_secret_value()
-        )
-        for key in SECRET_SETTINGS
-        if Settings.model_fields[key.removeprefix("LAKU_").lower()].default is not None
-    },
+    **{key: DEV_SECRET_VALUES[key] for key in SECRET_SETTINGS},
 }
-DEV_SECRETS.setdefault("LAKU_SMTP_PASSWORD", "")
 
 
 def kustomization(resources: list[str], **extra: Any) -> dict[str, Any]:
@@ -888,6 +897,8 @@ def write_all() -> dict[Path, str]:
                         "name": "laku-config",
                         "behavior": "merge",
                         "literals": [
+                            # Refuses to start on an unset, short or published secret.
+                            "LAKU_ENV=production",
                             "LAKU_XENDIT_API_BASE_URL=https://api.xendit.co",
                             "LAKU_BITESHIP_API_BASE_URL=https://api.biteship.com",
                             "LAKU_WHATSAPP_API_BASE_URL=https://graph.facebook.com",
@@ -921,8 +932,11 @@ def compose() -> dict[str, Any]:
         "LAKU_SMTP_HOST": "smtp-sandbox",
         "LAKU_LOG_JSON": "true",
         "LAKU_OTLP_ENDPOINT": "${LAKU_OTLP_ENDPOINT:-}",
-        "LAKU_SERVICE_SECRET": "${LAKU_SERVICE_SECRET:-laku-dev-service-secret}",
-        "LAKU_ADMIN_PASSWORD": "${LAKU_ADMIN_PASSWORD:-laku-admin-demo}",
+        **{
+            key: f"${{{key}:-{value}}}"
+            for key, value in DEV_SECRET_VALUES.items()
+            if value  # an SMTP password: the smtp-sandbox asks for none
+        },
     }
     services: dict[str, Any] = {
         "postgres": {

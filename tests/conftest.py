@@ -3,14 +3,14 @@ from pathlib import Path
 
 import pytest
 
-from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
 from tests.support import (
     ADMIN_EMAIL,
-    ADMIN_PASSWORD,
+    SECRETS_ENV,
     Platform,
     database_server,
     free_port_offset,
+    settings_from_env,
     throwaway_database,
 )
 
@@ -31,7 +31,7 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "LAKU_DATABASE_URL": database_url,
         "LAKU_PORT_OFFSET": str(free_port_offset()),
         "LAKU_ADMIN_EMAIL": ADMIN_EMAIL,
-        "LAKU_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        **SECRETS_ENV,
         "LAKU_LOG_JSON": "true",
         # Cheap password hashes: tests register hundreds of buyers on two cores.
         "LAKU_PASSWORD_HASH_TIME_COST": "1",
@@ -50,7 +50,7 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # Every process writes its spans here (tests/test_tracing.py reads one trace across them).
         "LAKU_TRACE_DIR": str(tmp_path_factory.mktemp("traces")),
     }
-    settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
+    settings = settings_from_env(env)
     log_dir = Path(tmp_path_factory.mktemp("service-logs"))
     supervisor = Supervisor(settings, env=env, log_dir=log_dir)
     supervisor.start()

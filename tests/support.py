@@ -3,6 +3,7 @@
 import asyncio
 import os
 import random
+import secrets
 import socket
 import time
 import uuid
@@ -19,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from laku.core.embedded_db import embedded_postgres
 from laku.core.migrations import migrate
+from laku.core.secrets import SECRET_SETTINGS, env_name, generate_secret
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
@@ -26,7 +28,17 @@ from laku.providers.smtp.client import SANDBOX_SMTP_PORT
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_EMAIL = "admin-tests@laku.id"
-ADMIN_PASSWORD = "admin-password-for-tests"
+ADMIN_PASSWORD = secrets.token_urlsafe(24)
+# Every secret setting, fresh each run: the test platforms are given theirs explicitly, as a
+# production one is, and never read or write a data folder's.
+SECRETS_ENV = {env_name(name): generate_secret(name) for name in SECRET_SETTINGS} | {
+    env_name("admin_password"): ADMIN_PASSWORD
+}
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """The settings a process started with these `LAKU_*` variables reads."""
+    return Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
 
 
 def plain_url(url: str) -> str:

@@ -27,16 +27,17 @@ import asyncpg
 import httpx
 import pytest
 
-from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
 from tests.catalog import create_seed_catalog
 from tests.support import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    SECRETS_ENV,
     Platform,
     bearer,
     free_port_offset,
     plain_url,
+    settings_from_env,
     throwaway_database,
 )
 
@@ -82,14 +83,14 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, 
                 "LAKU_DATABASE_URL": database_url,
                 "LAKU_PORT_OFFSET": str(free_port_offset()),
                 "LAKU_ADMIN_EMAIL": ADMIN_EMAIL,
-                "LAKU_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                **SECRETS_ENV,
                 "LAKU_LOG_JSON": "true",
                 "LAKU_PASSWORD_HASH_TIME_COST": "1",
                 "LAKU_PASSWORD_HASH_MEMORY_KIB": "1024",
                 "LAKU_CLOSE_INTERVAL_SECONDS": "3",
                 "LAKU_CLOSE_CLAIM_LEASE_SECONDS": "4",
             }
-            settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
+            settings = settings_from_env(env)
             supervisor = Supervisor(settings, env=env, log_dir=root / "logs")
             supervisor.start()
             platform = Platform(settings=settings, database_url=database_url, supervisor=supervisor)

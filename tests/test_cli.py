@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import httpx
 import psutil
 
 from laku import demo
+from laku.core.secrets import with_development_secrets
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from tests.support import Platform, free_port_offset
@@ -60,12 +62,16 @@ def test_up_runs_every_service_on_embedded_postgres_and_stops_cleanly(tmp_path: 
         postgres = _processes_mentioning(tmp_path, "postgres")
         assert len(children) >= len(PROCESSES)
         assert postgres, "the embedded PostgreSQL is not running under the data folder"
+        # The admin's password was generated into the data folder, for its owner only.
+        password_file = tmp_path / ".laku" / "secrets" / "admin_password"
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
         login = httpx.post(
             f"http://127.0.0.1:{PROCESSES['auth'].port + offset}/api/auth/login",
-            json={"email": "admin@laku.id", "password": "laku-admin-demo"},
+            json={"email": "admin@laku.id", "password": password_file.read_text().strip()},
+            timeout=30,  # a full-cost password hash, on a machine busy starting everything
         )
         assert login.status_code == 200, login.text
-        _assert_demo_loaded(offset)
+        _assert_demo_loaded(offset, tmp_path / ".laku")
 
         # A service that dies is restarted by the supervisor.
         product = next(p for p in children if "laku serve product " in " ".join(p.cmdline()))
@@ -78,6 +84,7 @@ def test_up_runs_every_service_on_embedded_postgres_and_stops_cleanly(tmp_path: 
         output, _ = up.communicate(timeout=30)
     assert up.returncode == 0, output
     assert "Laku is ready" in output
+    assert f"admin password: in {password_file}" in output, output
     # The web front end's URL is the first one printed: it is where a person starts.
     web_url = f"http://127.0.0.1:{PROCESSES['web'].port + offset}"
     first_url = re.search(r"http://127\.0\.0\.1:\d+", output)
@@ -86,7 +93,7 @@ def test_up_runs_every_service_on_embedded_postgres_and_stops_cleanly(tmp_path: 
     assert not alive, f"left running: {[p.pid for p in alive]}"
 
 
-def _assert_demo_loaded(offset: int) -> None:
+def _assert_demo_loaded(offset: int, data_dir: Path) -> None:
     """`laku up` loads the demo data once everything is ready: its buyer can join the demo group
     buy and reach the Xendit sandbox's checkout page, and loading again creates nothing twice."""
 
@@ -113,7 +120,9 @@ def _assert_demo_loaded(offset: int) -> None:
     [address] = httpx.get(url("address", "/api/addresses"), headers=buyer).json()
     assert address["isDefault"]
 
-    reloaded = demo.load_demo(Settings(port_offset=offset))
+    reloaded = demo.load_demo(
+        with_development_secrets(Settings(port_offset=offset, data_dir=data_dir))
+    )
     assert reloaded.session_code == session["sessionCode"]
     assert len(httpx.get(url("group-buying", "/api/group-buying")).json()["items"]) == 1
     products = httpx.get(url("product", "/api/products")).json()

@@ -16,11 +16,12 @@ from laku.core.supervisor import Supervisor
 from tests import test_end_to_end
 from tests.support import (
     ADMIN_EMAIL,
-    ADMIN_PASSWORD,
+    SECRETS_ENV,
     Platform,
     free_port_offset,
     plain_url,
     run,
+    settings_from_env,
     throwaway_database,
 )
 
@@ -56,7 +57,7 @@ def split_platform(
             "LAKU_DATABASE_URLS": json.dumps(own_urls),
             "LAKU_PORT_OFFSET": str(free_port_offset()),
             "LAKU_ADMIN_EMAIL": ADMIN_EMAIL,
-            "LAKU_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            **SECRETS_ENV,
             "LAKU_LOG_JSON": "true",
             "LAKU_PASSWORD_HASH_TIME_COST": "1",
             "LAKU_PASSWORD_HASH_MEMORY_KIB": "1024",
@@ -65,13 +66,9 @@ def split_platform(
             "LAKU_DATABASE_POOL_SIZE": "1",
             "LAKU_DATABASE_MAX_OVERFLOW": "1",
         }
-        settings = Settings(
-            database_url=shared,
-            database_urls=own_urls,
-            port_offset=int(env["LAKU_PORT_OFFSET"]),
-            admin_email=ADMIN_EMAIL,
-            admin_password=ADMIN_PASSWORD,
-        )
+        settings = settings_from_env(
+            {k: v for k, v in env.items() if k != "LAKU_DATABASE_URLS"}
+        ).model_copy(update={"database_urls": own_urls})
         supervisor = Supervisor(
             settings, env=env, log_dir=Path(tmp_path_factory.mktemp("split-service-logs"))
         )

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import httpx
@@ -17,6 +18,14 @@ from rich.table import Table
 
 from laku.core.embedded_db import embedded_postgres
 from laku.core.logging import configure_logging
+from laku.core.secrets import (
+    UnsafeSettings,
+    check_startup,
+    development_secrets,
+    env_name,
+    secrets_dir,
+    with_development_secrets,
+)
 from laku.core.services import PROCESSES, SERVICES, service_url
 from laku.core.settings import Settings, get_settings
 from laku.core.supervisor import Supervisor
@@ -40,6 +49,24 @@ def _database(settings: Settings) -> Iterator[str]:
     console.print(f"[dim]embedded PostgreSQL in {settings.data_dir / 'postgres'}[/]")
     with embedded_postgres(settings.data_dir) as url:
         yield url
+
+
+def _startable_settings() -> tuple[Settings, dict[str, str]]:
+    """The settings this process and the ones it starts run with: in development, the secrets
+    not set are taken from the data folder (generated there once) and put in the environment,
+    which `get_settings()` and every child read. Exits with a message naming each setting that
+    may not be started with (design 14). Returns the settings and the secrets taken."""
+    generated = development_secrets(get_settings())
+    if generated:
+        os.environ.update(generated)
+        get_settings.cache_clear()
+    settings = get_settings()
+    try:
+        check_startup(settings)
+    except UnsafeSettings as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    return settings, generated
 
 
 @app.command("migrate")
@@ -88,12 +115,13 @@ def serve_command(
 
     if service not in PROCESSES:
         raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(PROCESSES)}")
+    settings, _ = _startable_settings()
     spec = PROCESSES[service]
     uvicorn.run(
         spec.app_factory,
         factory=True,
         host=host,
-        port=port if port is not None else spec.port + get_settings().port_offset,
+        port=port if port is not None else spec.port + settings.port_offset,
         access_log=False,
         timeout_graceful_shutdown=graceful_seconds,
         proxy_headers=True,
@@ -131,9 +159,10 @@ def up_command(
         bool, typer.Option(help="Load the demo data once every service is ready")
     ] = True,
 ) -> None:
-    """Start every service on its port, wait until all are ready, load the demo data, keep them
-    running until Ctrl-C."""
-    settings = get_settings()
+    """Start every service on its port, wait until all are ready, load the demo data (in
+    development), keep them running until Ctrl-C. Secrets not set are generated once into the
+    data folder and reused on every start."""
+    settings, generated = _startable_settings()
     configure_logging(settings, "supervisor")
     started = time.monotonic()
     services = services or list(PROCESSES)
@@ -149,14 +178,28 @@ def up_command(
         )
         supervisor = Supervisor(
             settings,
-            env={"LAKU_DATABASE_URL": url},
+            env={"LAKU_DATABASE_URL": url, **generated},
             services=services,
             log_dir=settings.data_dir / "logs",
         )
-        _supervise(supervisor, settings, started, demo=demo and services == list(PROCESSES))
+        demo = demo and settings.env == "development" and services == list(PROCESSES)
+        generated_password = env_name("admin_password") in generated
+        admin_password_file = (
+            secrets_dir(settings) / "admin_password" if generated_password else None
+        )
+        _supervise(
+            supervisor, settings, started, demo=demo, admin_password_file=admin_password_file
+        )
 
 
-def _supervise(supervisor: Supervisor, settings: Settings, started: float, *, demo: bool) -> None:
+def _supervise(
+    supervisor: Supervisor,
+    settings: Settings,
+    started: float,
+    *,
+    demo: bool,
+    admin_password_file: Path | None,
+) -> None:
     stopping = False
 
     def request_stop(*_: object) -> None:
@@ -168,7 +211,7 @@ def _supervise(supervisor: Supervisor, settings: Settings, started: float, *, de
     supervisor.start()
     try:
         supervisor.wait_ready()
-        _print_urls(supervisor, settings, time.monotonic() - started)
+        _print_urls(supervisor, settings, time.monotonic() - started, admin_password_file)
         if demo:
             _load_demo(settings)
         while not stopping:
@@ -179,7 +222,9 @@ def _supervise(supervisor: Supervisor, settings: Settings, started: float, *, de
         supervisor.stop()
 
 
-def _print_urls(supervisor: Supervisor, settings: Settings, seconds: float) -> None:
+def _print_urls(
+    supervisor: Supervisor, settings: Settings, seconds: float, admin_password_file: Path | None
+) -> None:
     table = Table(title=f"Laku is ready ({seconds:.1f} s) - Ctrl-C stops everything")
     table.add_column("service")
     table.add_column("url")
@@ -191,6 +236,12 @@ def _print_urls(supervisor: Supervisor, settings: Settings, seconds: float) -> N
         console.print(f"[bold]Laku: {PROCESSES['web'].url(settings)}[/]  (admin console: /admin)")
     console.print(table)
     console.print(f"logs: {settings.data_dir / 'logs'}   admin: {settings.admin_email}")
+    if admin_password_file is not None:
+        console.print(
+            f"admin password: in {admin_password_file} (generated once; "
+            "LAKU_ADMIN_PASSWORD chooses one)",
+            soft_wrap=True,  # a path cut in two cannot be copied
+        )
 
 
 def _load_demo(settings: Settings) -> None:
@@ -226,6 +277,8 @@ def audit_command(
     from laku.core.http import new_http_client
 
     settings = get_settings()
+    if settings.admin_password is None:  # development: the one `laku up` generated
+        settings = with_development_secrets(settings)
 
     async def audit() -> "AuditOut":
         async with new_http_client(AUDIT_TIMEOUT_SECONDS) as http:

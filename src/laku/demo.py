@@ -95,12 +95,17 @@ class _Api:
 
 
 def load_demo(settings: Settings) -> DemoData:
+    """Refused in production (design 14): demo accounts have published passwords."""
+    if settings.env != "development":
+        raise DemoLoadError("demo data is loaded in development only (LAKU_ENV=production)")
+    if settings.admin_password is None:
+        raise DemoLoadError("LAKU_ADMIN_PASSWORD is not set")
     with httpx.Client(timeout=30.0) as http:
-        return _load(_Api(http, settings), settings)
+        return _load(_Api(http, settings), settings, settings.admin_password.get_secret_value())
 
 
-def _load(api: _Api, settings: Settings) -> DemoData:
-    admin = api.login(settings.admin_email, settings.admin_password.get_secret_value())
+def _load(api: _Api, settings: Settings, admin_password: str) -> DemoData:
+    admin = api.login(settings.admin_email, admin_password)
     factory = api.post("factory", "/api/factories", FACTORY, key="factory", token=admin)
     api.post(
         "factory",

@@ -16,6 +16,7 @@ from laku.auth.schemas import (
 )
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden
+from laku.core.idempotency import no_store
 from laku.core.security import CurrentPrincipal, Principal, Role, require_roles
 
 router = APIRouter(tags=["auth"], responses=PROBLEM_RESPONSES)
@@ -37,7 +38,7 @@ async def register(body: RegisterRequest, session: DbSession):
     return await service.create_user(session, body, Role.BUYER)
 
 
-@router.post("/api/auth/login", response_model=TokenResponse)
+@router.post("/api/auth/login", response_model=TokenResponse, dependencies=[Depends(no_store)])
 async def login(body: LoginRequest, request: Request, session: DbSession) -> TokenResponse:
     settings = request.app.state.settings
     user = await service.authenticate(session, settings, body.email, body.password)
@@ -72,7 +73,9 @@ async def lookup_users(body: UsersLookup, _: AdminOrService, session: DbSession)
     return await service.user_contacts(session, body.ids)
 
 
-@router.post("/api/auth/service-token", response_model=TokenResponse)
+@router.post(
+    "/api/auth/service-token", response_model=TokenResponse, dependencies=[Depends(no_store)]
+)
 async def service_token(body: ServiceTokenRequest, request: Request) -> TokenResponse:
     settings = request.app.state.settings
     service.check_service_secret(settings, body.secret)

@@ -3,13 +3,22 @@ refused. Refusals (4xx) and failures (5xx) are not kept: they changed nothing, s
 
 Keys are scoped to the caller (token subject), stored in the service's own schema, and claimed
 before the handler runs, so two concurrent requests with one key never both execute. They are
-kept for `idempotency_key_retention_hours` (24), then purged (`purge_expired_keys`).
+kept for `idempotency_key_retention_hours` (24), then purged (`purge_expired_keys`); one past
+that age and not purged yet is free for any request, as if it were gone.
+
+Nothing kept reveals a request or a credential: the fingerprint of a request is an HMAC-SHA256
+under `idempotency_key_secret` (a body may hold a password, and a plain hash of it could be
+tested against guesses), and a response marked `Cache-Control: no-store` (one carrying a token,
+see `no_store`) is never kept: its key is released as a refusal's is, so a retry runs again and
+gets a fresh token of its own rather than a copy of the first.
 """
 
 import hashlib
+import hmac
 from datetime import timedelta
 
 import structlog
+from fastapi import Response
 from sqlalchemy import (
     Column,
     DateTime,
@@ -18,8 +27,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    and_,
     delete,
     func,
+    or_,
     select,
     tuple_,
     update,
@@ -40,6 +51,29 @@ ABANDONED_AFTER = timedelta(seconds=60)
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 log = structlog.get_logger()
+
+
+def no_store(response: Response) -> None:
+    """A route dependency for responses that carry credentials (tokens): caches and the
+    idempotency store must not keep them (RFC 6749 5.1)."""
+    response.headers["cache-control"] = "no-store"
+
+
+def _forbids_storing(start: Message) -> bool:
+    for name, value in start.get("headers", []):
+        if name.lower() == b"cache-control":
+            directives = {part.strip().lower() for part in value.split(b",")}
+            if b"no-store" in directives:
+                return True
+    return False
+
+
+def request_fingerprint(secret: bytes, scope: Scope, body: bytes) -> str:
+    """What makes a repeat the same request, keyed so that it tells nothing about the body."""
+    request = b"\n".join(
+        [scope["method"].encode(), scope["path"].encode(), scope["query_string"], body]
+    )
+    return hmac.new(secret, request, hashlib.sha256).hexdigest()
 
 
 def idempotency_table(metadata: MetaData) -> Table:
@@ -117,11 +151,7 @@ class IdempotencyMiddleware:
         message = await receive()
         body = message.get("body", b"")
         caller = await self._caller(scope)
-        fingerprint = hashlib.sha256(
-            b"\n".join(
-                [scope["method"].encode(), scope["path"].encode(), scope["query_string"], body]
-            )
-        ).hexdigest()
+        fingerprint = request_fingerprint(self._fingerprint_secret, scope, body)
 
         # A claim that fails and then finds no row lost to a request that was refused and
         # released its claim meanwhile: this one is asked anew.
@@ -168,6 +198,17 @@ class IdempotencyMiddleware:
     def _db(self) -> Database:
         return self.state.db
 
+    @property
+    def _kept_for(self) -> timedelta:
+        return timedelta(hours=self.state.settings.idempotency_key_retention_hours)
+
+    @property
+    def _fingerprint_secret(self) -> bytes:
+        secret = self.state.settings.idempotency_key_secret
+        if secret is None:  # refused at start (laku.core.secrets); never a fingerprint without
+            raise RuntimeError("LAKU_IDEMPOTENCY_KEY_SECRET is not set")
+        return secret.get_secret_value().encode()
+
     async def _caller(self, scope: Scope) -> str:
         authorization = header(scope, "authorization") or ""
         scheme, _, token = authorization.partition(" ")
@@ -195,11 +236,23 @@ class IdempotencyMiddleware:
                 .where(
                     t.c.scope == caller,
                     t.c.key == key,
-                    t.c.fingerprint == fingerprint,
-                    t.c.status_code.is_(None),
-                    t.c.created_at < func.now() - ABANDONED_AFTER,
+                    or_(
+                        # Expired, though not purged yet: the key is free for any request.
+                        t.c.created_at < func.now() - self._kept_for,
+                        and_(
+                            t.c.fingerprint == fingerprint,
+                            t.c.status_code.is_(None),
+                            t.c.created_at < func.now() - ABANDONED_AFTER,
+                        ),
+                    ),
                 )
-                .values(created_at=func.now())
+                .values(
+                    fingerprint=fingerprint,
+                    status_code=None,
+                    content_type=None,
+                    body=None,
+                    created_at=func.now(),
+                )
                 .returning(t.c.key)
             )
             return taken_over.first() is not None
@@ -251,9 +304,10 @@ class IdempotencyMiddleware:
     async def _finish(self, caller: str, key: str, start: Message, body: bytes) -> None:
         """Keep the response of a request that did something; forget the claim of one that was
         refused or failed. A refusal changed nothing, so a retry is simply asked again and gets
-        today's answer (stock may have come in since; a conflict may have cleared)."""
+        today's answer (stock may have come in since; a conflict may have cleared). A response
+        that may not be stored (it carries a token) is forgotten too."""
         status = start["status"]
-        if status >= 400:
+        if status >= 400 or _forbids_storing(start):
             await self._release(caller, key)
             return
         content_type = dict(start.get("headers", [])).get(b"content-type", b"application/json")

@@ -1,5 +1,6 @@
 """ASGI middleware every service runs: request ids and logs, and a request body limit."""
 
+import re
 import time
 import uuid
 
@@ -9,6 +10,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from laku.core.errors import problem_response
 
 REQUEST_ID_HEADER = "x-request-id"
+# A caller's request id is echoed and logged only when it is short and made of these characters;
+# anything else (newlines, markup, escape codes, megabytes) is replaced by one of ours.
+MAX_REQUEST_ID_LENGTH = 128
+_SAFE_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 
 log = structlog.get_logger()
 
@@ -21,6 +26,13 @@ def header(scope: Scope, name: str) -> str | None:
     return None
 
 
+def safe_request_id(offered: str | None) -> str:
+    """The caller's request id if it is safe to log and echo, else a new one."""
+    if offered is not None and _SAFE_REQUEST_ID.fullmatch(offered):
+        return offered
+    return uuid.uuid4().hex
+
+
 class RequestContextMiddleware:
     """Takes or makes the request id, binds it to every log line, returns it, logs the request."""
 
@@ -31,7 +43,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = header(scope, REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request_id = safe_request_id(header(scope, REQUEST_ID_HEADER))
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()

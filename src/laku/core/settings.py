@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -9,6 +10,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LAKU_", env_file=".env", extra="ignore")
+
+    # Design 14. development: `laku up` and `laku serve` generate every secret not set into
+    # `data_dir`/secrets and load demo data. production: nothing is generated, a process refuses
+    # to start while a secret is unset, short or a published demo value, and no demo data.
+    # Every secret below (`SecretStr | None`) has no value in code; laku.core.secrets checks them.
+    env: Literal["development", "production"] = "development"
 
     # Unset: `laku up` starts an embedded PostgreSQL under `data_dir` and sets it for the services.
     database_url: str | None = None
@@ -29,10 +36,12 @@ class Settings(BaseSettings):
     # Added to every service's seed port, so a second platform (tests) can run beside `make up`.
     port_offset: int = 0
 
-    # Shared by the services to obtain `service` tokens from auth; change it outside development.
-    service_secret: SecretStr = SecretStr("laku-dev-service-secret")
+    # Shared by the services to obtain `service` tokens from auth.
+    service_secret: SecretStr | None = None
+    # The first admin account, created at auth's start if missing. The e-mail must pass the rule
+    # login applies (a reserved domain such as `.test` does not), or no process starts.
     admin_email: str = "admin@laku.id"
-    admin_password: SecretStr = SecretStr("laku-admin-demo")
+    admin_password: SecretStr | None = None
     admin_name: str = "Laku Admin"
 
     jwt_issuer: str = "laku-auth"
@@ -54,6 +63,9 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = 3600
     outbox_retention_hours: float = 168
     idempotency_key_retention_hours: float = 24
+    # The HMAC key of idempotency fingerprints: a stored fingerprint of a body holding a password
+    # cannot be tested against guesses without it.
+    idempotency_key_secret: SecretStr | None = None
 
     max_body_bytes: int = 1_048_576
     http_timeout_seconds: float = 5.0
@@ -67,12 +79,13 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = None
     trace_dir: Path | None = None
 
-    # Notification providers. Left unset, the clients talk to the local sandboxes (which accept
-    # these defaults); real keys and hosts switch them to WhatsApp Cloud API and a real SMTP relay.
+    # Notification providers. Left unset, the clients talk to the local sandboxes (which run with
+    # the same settings, so accept the same keys); real keys and hosts switch them to WhatsApp
+    # Cloud API and a real SMTP relay.
     whatsapp_api_base_url: str | None = None  # None: the whatsapp-sandbox; real: graph.facebook.com
     whatsapp_api_version: str = "v21.0"
     whatsapp_phone_number_id: str = "100000000000001"
-    whatsapp_access_token: SecretStr = SecretStr("laku-dev-whatsapp-token")
+    whatsapp_access_token: SecretStr | None = None
     smtp_host: str | None = None  # None: `host`, where the smtp-sandbox listens
     smtp_port: int | None = None  # None: the smtp-sandbox's sink, 2525 + port_offset
     smtp_username: str | None = None
@@ -80,17 +93,17 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     mail_from: str = "Laku <no-reply@laku.id>"
     # Web Push: the VAPID key pair's private half (a P-256 key, raw 32 bytes in base64url, or
-    # DER); the public half is derived and given to browsers. This one is for development only.
-    webpush_vapid_private_key: SecretStr = SecretStr("QhJ1cOLW8bjtoq3R8lb7bgu0UQvXPd03w1RBCehIGec")
+    # DER); the public half is derived and given to browsers.
+    webpush_vapid_private_key: SecretStr | None = None
     # Who push services may contact about our pushes (the VAPID `sub` claim).
     webpush_subject: str = "mailto:admin@laku.id"
 
     # Xendit (invoices, invoice webhooks). Left unset, the client talks to the xendit-sandbox,
-    # which accepts these defaults; a real secret key and base URL switch it to Xendit.
+    # which checks the same key; a real secret key and base URL switch it to Xendit.
     xendit_api_base_url: str | None = None  # None: the xendit-sandbox; real: https://api.xendit.co
-    xendit_secret_key: SecretStr = SecretStr("xnd_development_laku_sandbox_key")
+    xendit_secret_key: SecretStr | None = None
     # Xendit sends it as `x-callback-token` on every webhook; payment-service checks it.
-    xendit_callback_token: SecretStr = SecretStr("laku-dev-xendit-callback-token")
+    xendit_callback_token: SecretStr | None = None
     # Where invoice webhooks go; None: payment-service's /api/payments/webhook.
     xendit_webhook_url: str | None = None
     invoice_duration_seconds: int = 86_400
@@ -119,11 +132,11 @@ class Settings(BaseSettings):
     warehouse_postal_code: str = "40123"
 
     # Biteship (shipping rates, orders, tracking). Left unset, the client talks to the
-    # biteship-sandbox, which accepts these defaults; a real API key and base URL switch it to
+    # biteship-sandbox, which checks the same key; a real API key and base URL switch it to
     # Biteship. Biteship sends `webhook_secret` in the header logistics-service checks.
     biteship_api_base_url: str | None = None  # None: the biteship-sandbox; real: api.biteship.com
-    biteship_api_key: SecretStr = SecretStr("biteship_test_laku_sandbox_key")
-    biteship_webhook_secret: SecretStr = SecretStr("laku-dev-biteship-webhook-secret")
+    biteship_api_key: SecretStr | None = None
+    biteship_webhook_secret: SecretStr | None = None
     # Where status webhooks go; None: logistics-service's /api/shipments/webhook.
     biteship_webhook_url: str | None = None
     # What one unit of an order weighs in its parcel, for rates and shipments (catalogue
