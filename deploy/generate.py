@@ -641,6 +641,8 @@ DEV_SECRETS = {
     },
 }
 DEV_SECRETS.setdefault("LAKU_SMTP_PASSWORD", "")
+# No default in code: development's own value, as for compose.
+DEV_SECRETS.setdefault("LAKU_SIGNING_KEY_ENCRYPTION_KEY", "laku-dev-signing-key-encryption-key")
 
 
 def kustomization(resources: list[str], **extra: Any) -> dict[str, Any]:
@@ -899,6 +901,9 @@ def compose() -> dict[str, Any]:
         "LAKU_OTLP_ENDPOINT": "${LAKU_OTLP_ENDPOINT:-}",
         "LAKU_SERVICE_SECRET": "${LAKU_SERVICE_SECRET:-laku-dev-service-secret}",
         "LAKU_ADMIN_PASSWORD": "${LAKU_ADMIN_PASSWORD:-laku-admin-demo}",
+        "LAKU_SIGNING_KEY_ENCRYPTION_KEY": (
+            "${LAKU_SIGNING_KEY_ENCRYPTION_KEY:-laku-dev-signing-key-encryption-key}"
+        ),
     }
     services: dict[str, Any] = {
         "postgres": {

@@ -26,6 +26,10 @@ from laku.providers.smtp.client import SANDBOX_SMTP_PORT
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_EMAIL = "admin-tests@laku.id"
 ADMIN_PASSWORD = "admin-password-for-tests"
+SIGNING_KEY_ENCRYPTION_KEY = "signing-key-encryption-key-for-tests-only"
+# Every platform the tests start (conftest's, `laku up` in a subprocess, the chaos runs)
+# inherits it: the setting has no default.
+os.environ.setdefault("LAKU_SIGNING_KEY_ENCRYPTION_KEY", SIGNING_KEY_ENCRYPTION_KEY)
 
 
 def plain_url(url: str) -> str:
@@ -105,7 +109,7 @@ class Platform:
     database_url: str
     supervisor: Supervisor
     clients: dict[str, httpx.Client] = field(default_factory=dict)
-    _tokens: dict[str, str] = field(default_factory=dict)
+    _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def url(self, service: str) -> str:
         return PROCESSES[service].url(self.settings)
@@ -124,9 +128,13 @@ class Platform:
 
     @property
     def admin_token(self) -> str:
-        if "admin" not in self._tokens:
-            self._tokens["admin"] = self.login(ADMIN_EMAIL, ADMIN_PASSWORD)
-        return self._tokens["admin"]
+        """Logged in again when half its life has passed: access tokens are short-lived."""
+        token, renew_at = self._tokens.get("admin", ("", 0.0))
+        if time.monotonic() >= renew_at:
+            token = self.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+            renew_at = time.monotonic() + self.settings.access_token_ttl_seconds / 2
+            self._tokens["admin"] = (token, renew_at)
+        return token
 
     def new_buyer(self, name: str = "Buyer") -> "Account":
         email = f"buyer-{uuid.uuid4().hex[:10]}@laku.id"
