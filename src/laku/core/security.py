@@ -186,18 +186,21 @@ class TokenVerifier:
         """Poll auth's revocation feed every `interval` seconds for as long as the service
         runs. While auth cannot be reached the sessions already known stay refused and the
         failure is logged; requests go on being served (auth down must not stop the platform)."""
-        failing = False
+        failing, ever_polled = False, False
         while True:
             try:
                 await self.poll_revocations(url, tokens)
             except (httpx.HTTPError, DomainError, KeyError, ValueError) as exc:
                 if not failing:
-                    log.warning("revocations_poll_failed", error=str(exc))
+                    # Before the first answer auth is most likely still starting, as we are.
+                    (log.warning if ever_polled else log.info)(
+                        "revocations_poll_failed", error=str(exc)
+                    )
                 failing = True
             else:
                 if failing:
                     log.info("revocations_poll_recovered")
-                failing = False
+                failing, ever_polled = False, True
             await asyncio.sleep(interval)
 
 
