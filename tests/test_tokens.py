@@ -5,10 +5,12 @@ encrypted at rest, factory tokens always bound to their factory."""
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -341,3 +343,62 @@ def test_an_unbound_factory_principal_sees_nothing(platform: Platform) -> None:
     seen = run(listed())
     assert seen["unbound"] == (0, 0, 0)
     assert seen["admin"][0] >= 1  # there was something to see
+
+
+def _csrf(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, page.text[:500]
+    return found.group(1)
+
+
+def test_the_web_renews_its_login_with_the_refresh_token_and_logs_out_everywhere(
+    platform: Platform,
+) -> None:
+    email, _ = _register_and_login(platform)
+    with httpx.Client(base_url=platform.url("web"), timeout=10) as web:
+        signed_in = web.post(
+            "/login",
+            data={
+                "email": email,
+                "password": "a-good-password",
+                "next": "/me/addresses",
+                "csrf": _csrf(web.get("/login")),
+            },
+        )
+        assert signed_in.status_code == 303, signed_in.text
+        first_access = web.cookies["laku_session"]
+        first_refresh = web.cookies["laku_refresh"]
+        assert web.get("/me/addresses").status_code == 200
+
+        # The access token's cookie has run out: the refresh token renews the pair.
+        web.cookies.delete("laku_session")
+        page = web.get("/me/addresses")
+        assert page.status_code == 200, page.headers
+        renewed_access = web.cookies["laku_session"]
+        assert renewed_access != first_access
+        assert web.cookies["laku_refresh"] != first_refresh
+        assert "httponly" in page.headers["set-cookie"].lower()
+        assert _claims(renewed_access)["sid"] == _claims(first_access)["sid"]
+
+        # Several requests at once with the same spent token share one renewal: none of them
+        # presents a used refresh token (which would end the session).
+        web.cookies.delete("laku_session")
+        cookies = {"laku_refresh": web.cookies["laku_refresh"]}
+
+        def open_page(_: int) -> httpx.Response:
+            with httpx.Client(base_url=platform.url("web"), cookies=cookies, timeout=10) as tab:
+                return tab.get("/me/addresses")
+
+        with ThreadPoolExecutor(3) as pool:
+            pages = list(pool.map(open_page, range(3)))
+        assert [p.status_code for p in pages] == [200, 200, 200]
+        assert len({p.cookies["laku_session"] for p in pages}) == 1
+        for name in ("laku_session", "laku_refresh"):
+            web.cookies.set(name, pages[0].cookies[name], domain="127.0.0.1", path="/")
+        access = web.cookies["laku_session"]
+
+        logged_out = web.post("/logout", data={"csrf": _csrf(web.get("/me/addresses"))})
+        assert logged_out.status_code == 303
+        assert "laku_session" not in web.cookies and "laku_refresh" not in web.cookies
+    # Logged out at auth: the token the browser held is refused by every service.
+    _refused_by(platform, access, timeout=10)
