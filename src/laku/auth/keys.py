@@ -122,8 +122,9 @@ class TokenSigner:
         cls, session: AsyncSession, cipher: KeyCipher, settings: Settings
     ) -> "TokenSigner":
         """The newest key signs (ties broken by id, so every process chooses the same one).
-        An older key is published while a token it signed may live: until the longest token
-        lifetime has passed since the key that replaced it began signing."""
+        The JWKS holds it, the previous one, and any older key a token may still carry: until
+        the longest token lifetime has passed since the key that replaced it began signing
+        (two rotations in a row log nobody out either)."""
         rows = (
             await session.execute(
                 select(SigningKey.kid, SigningKey.public_jwk, SigningKey.created_at).order_by(
@@ -148,8 +149,8 @@ class TokenSigner:
             seconds=max(settings.access_token_ttl_seconds, settings.service_token_ttl_seconds)
         )
         now = datetime.now(UTC)
-        published = [current.public_jwk]
-        for newer, older in itertools.pairwise(keys):
+        published = [key.public_jwk for key in keys[:2]]  # the current and the previous
+        for newer, older in itertools.pairwise(keys[1:]):
             if now - newer.created_at > longest:
                 break
             published.append(older.public_jwk)
