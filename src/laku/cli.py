@@ -324,7 +324,11 @@ def keys_rotate() -> None:
     from laku.core.db import Database, async_url
 
     settings = get_settings()
-    cipher = KeyCipher.from_settings(settings)
+    try:
+        cipher = KeyCipher.from_settings(settings)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
 
     async def rotate_keys(url: str) -> str:
         db = Database(async_url(url), pool_size=1)
