@@ -666,6 +666,7 @@ DEV_SECRET_VALUES = {
     "LAKU_BITESHIP_WEBHOOK_SECRET": "laku-dev-biteship-webhook-secret",
     "LAKU_SMTP_PASSWORD": "",
     "LAKU_MEDIA_S3_SECRET_ACCESS_KEY": "",
+    "LAKU_SIGNING_KEY_ENCRYPTION_KEY": "laku-dev-signing-key-encryption-key",
 }
 DEV_SECRETS = {
     "LAKU_DATABASE_URL": "postgresql://laku:laku-dev@pgbouncer:5432/laku",

@@ -118,7 +118,7 @@ class Platform:
     database_url: str
     supervisor: Supervisor
     clients: dict[str, httpx.Client] = field(default_factory=dict)
-    _tokens: dict[str, str] = field(default_factory=dict)
+    _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def url(self, service: str) -> str:
         return PROCESSES[service].url(self.settings)
@@ -137,9 +137,13 @@ class Platform:
 
     @property
     def admin_token(self) -> str:
-        if "admin" not in self._tokens:
-            self._tokens["admin"] = self.login(ADMIN_EMAIL, ADMIN_PASSWORD)
-        return self._tokens["admin"]
+        """Logged in again when half its life has passed: access tokens are short-lived."""
+        token, renew_at = self._tokens.get("admin", ("", 0.0))
+        if time.monotonic() >= renew_at:
+            token = self.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+            renew_at = time.monotonic() + self.settings.access_token_ttl_seconds / 2
+            self._tokens["admin"] = (token, renew_at)
+        return token
 
     def new_buyer(self, name: str = "Buyer") -> "Account":
         email = f"buyer-{uuid.uuid4().hex[:10]}@laku.id"

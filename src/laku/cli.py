@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # loaded by `laku audit` only: the supervisor stays small
 app = typer.Typer(help="Laku group-buying platform.", no_args_is_help=True)
 admin_app = typer.Typer(help="Admin accounts.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+keys_app = typer.Typer(help="Token signing keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console()
 
 
@@ -364,3 +366,35 @@ def admin_create(
     with _database(get_settings()) as url:
         migrate(url, ["auth"])
         asyncio.run(create(url))
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Make a new signing key that signs every token from now on. Running auth processes take
+    it up within `signing_key_reload_seconds`; tokens the previous key signed stay valid until
+    they expire (it stays published in the JWKS meanwhile), so nobody is logged out."""
+    from laku.auth.keys import KeyCipher, rotate
+    from laku.core.db import Database, async_url
+
+    settings = get_settings()
+    try:
+        cipher = KeyCipher.from_settings(settings)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+
+    async def rotate_keys(url: str) -> str:
+        db = Database(async_url(url), pool_size=1)
+        try:
+            async with db.sessions() as session:
+                return await rotate(session, cipher)
+        finally:
+            await db.dispose()
+
+    auth_database = settings.database_url_for("auth")
+    if auth_database:
+        kid = asyncio.run(rotate_keys(auth_database))
+    else:
+        with _database(settings) as url:
+            kid = asyncio.run(rotate_keys(url))
+    console.print(f"[green]new signing key {kid}[/]")

@@ -1,7 +1,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, String, Text
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -28,13 +28,43 @@ class User(UUIDPrimaryKey, TimestampMixin, Base):
 
 
 class SigningKey(TimestampMixin, Base):
-    """Ed25519 keys that sign access tokens; public halves are served as the JWKS."""
+    """Ed25519 keys that sign tokens: the newest signs, the ones it replaced are still published
+    (the JWKS) while tokens they signed may be alive. The private half is stored encrypted."""
 
     __tablename__ = "signing_keys"
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    private_pem: Mapped[str] = mapped_column(Text)
+    private_key_encrypted: Mapped[str] = mapped_column(Text)
     public_jwk: Mapped[dict] = mapped_column(JSONB)
+
+
+class LoginSession(Base):
+    """One login: its access tokens carry its id (`sid`), its refresh tokens form one family.
+    Revoked (logout, a refresh token used twice), every token of it is refused."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Absolute end: no refresh past it, whatever its refresh tokens say.
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class RefreshToken(Base):
+    """A refresh token, kept only as its SHA-256 (it is 256 random bits, so no slow hash is
+    needed). Each is used once; a used one presented again revokes its session."""
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class LoginThrottle(Base):

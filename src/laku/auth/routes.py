@@ -1,13 +1,23 @@
+import time
+import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from laku.auth import service
+from laku.auth import service, sessions
+from laku.auth.keys import TokenSigner
 from laku.auth.schemas import (
     CreateUserRequest,
     Jwks,
     LoginRequest,
+    LoginResponse,
+    LogoutRequest,
+    RefreshRequest,
     RegisterRequest,
+    RevocationOut,
+    RevocationsOut,
     ServiceTokenRequest,
     TokenResponse,
     UserContactOut,
@@ -15,7 +25,7 @@ from laku.auth.schemas import (
     UsersLookup,
 )
 from laku.core.app import DbSession
-from laku.core.errors import PROBLEM_RESPONSES, Forbidden
+from laku.core.errors import PROBLEM_RESPONSES, Forbidden, Unauthorized
 from laku.core.idempotency import no_store
 from laku.core.security import CurrentPrincipal, Principal, Role, require_roles
 
@@ -24,7 +34,10 @@ router = APIRouter(tags=["auth"], responses=PROBLEM_RESPONSES)
 AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
 
 
-def _signer(request: Request) -> service.TokenSigner:
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _signer(request: Request) -> TokenSigner:
     return request.app.state.signer
 
 
@@ -38,19 +51,92 @@ async def register(body: RegisterRequest, session: DbSession):
     return await service.create_user(session, body, Role.BUYER)
 
 
-@router.post("/api/auth/login", response_model=TokenResponse, dependencies=[Depends(no_store)])
-async def login(body: LoginRequest, request: Request, session: DbSession) -> TokenResponse:
+def _tokens(request: Request, renewal: sessions.Renewal) -> LoginResponse:
     settings = request.app.state.settings
-    user = await service.authenticate(session, settings, body.email, body.password)
+    user = renewal.user
+    service.check_may_hold_token(user)
     ttl = settings.access_token_ttl_seconds
     token = _signer(request).sign(
         settings,
         subject=str(user.id),
         role=Role(user.role),
         ttl_seconds=ttl,
+        sid=str(renewal.session_id),
         factoryId=str(user.factory_id) if user.factory_id else None,
     )
-    return TokenResponse(access_token=token, expires_in=ttl)
+    return LoginResponse(
+        access_token=token,
+        expires_in=ttl,
+        refresh_token=renewal.refresh_token,
+        refresh_expires_in=settings.refresh_token_ttl_seconds,
+    )
+
+
+@router.post("/api/auth/login", response_model=LoginResponse, dependencies=[Depends(no_store)])
+async def login(body: LoginRequest, request: Request, session: DbSession) -> LoginResponse:
+    settings = request.app.state.settings
+    user = await service.authenticate(session, settings, body.email, body.password)
+    service.check_may_hold_token(user)
+    return _tokens(request, await sessions.start(session, settings, user))
+
+
+@router.post("/api/auth/refresh", response_model=LoginResponse, dependencies=[Depends(no_store)])
+async def refresh(body: RefreshRequest, request: Request, session: DbSession) -> LoginResponse:
+    """A new access token and refresh token for a refresh token, which is used up. A refresh
+    token used a second time ends its session (every token of it is refused)."""
+    settings = request.app.state.settings
+    return _tokens(request, await sessions.refresh(session, settings, body.refresh_token))
+
+
+@router.post("/api/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(
+    request: Request,
+    session: DbSession,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    body: LogoutRequest | None = None,
+) -> None:
+    """Ends the session of the bearer token and/or of the refresh token in the body: its
+    refresh tokens stop working at once, its access tokens within seconds on every service."""
+    ended: set[uuid.UUID] = set()
+    if credentials is not None:
+        principal = await request.app.state.token_verifier.verify(credentials.credentials)
+        if principal.session_id is not None:
+            ended.add(principal.session_id)
+    if body is not None and body.refresh_token is not None:
+        found = await sessions.session_of(session, body.refresh_token)
+        if found is None:
+            raise Unauthorized("The refresh token is not valid", code="invalid_refresh_token")
+        ended.add(found)
+    if not ended:
+        raise Unauthorized("A user's bearer token or refresh token is required")
+    for session_id in ended:
+        await sessions.revoke(session, session_id)
+    # Refused here at once, not only after this process's next poll.
+    lifetime = request.app.state.settings.access_token_ttl_seconds
+    request.app.state.token_verifier.revoke_sessions(ended, time.time() + lifetime)
+
+
+@router.get("/api/auth/revocations", response_model=RevocationsOut)
+async def revocations(
+    request: Request,
+    _: Annotated[Principal, Depends(require_roles(Role.SERVICE))],
+    session: DbSession,
+    since: datetime | None = None,
+) -> RevocationsOut:
+    """Sessions revoked at or after `since` (all whose tokens may still be alive without it):
+    what every service's token verifier polls."""
+    as_of, items = await sessions.revocations(session, request.app.state.settings, since)
+    return RevocationsOut(
+        as_of=as_of,
+        revocations=[
+            RevocationOut(
+                session_id=item.session_id,
+                revoked_at=item.revoked_at,
+                tokens_valid_until=item.tokens_valid_until,
+            )
+            for item in items
+        ],
+    )
 
 
 @router.get("/api/auth/me", response_model=UserOut)

@@ -51,6 +51,43 @@ class TokenResponse(WireModel):
     expires_in: int
 
 
+class LoginResponse(TokenResponse):
+    """A short-lived access token (`expiresIn` seconds) and the refresh token that renews it
+    (`refreshExpiresIn` seconds unused; each is used once, the answer carries the next)."""
+
+    refresh_token: str
+    refresh_expires_in: int
+
+
+RefreshTokenText = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class RefreshRequest(WireModel):
+    refresh_token: RefreshTokenText
+
+
+class LogoutRequest(WireModel):
+    """Ends the session of the bearer token, or of this refresh token (when the access token
+    has expired already), or both."""
+
+    refresh_token: RefreshTokenText | None = None
+
+
+class RevocationOut(WireModel):
+    session_id: uuid.UUID
+    revoked_at: datetime
+    # No access token of the session outlives this: a verifier may forget it afterwards.
+    tokens_valid_until: datetime
+
+
+class RevocationsOut(WireModel):
+    """Sessions revoked since the time asked about. `asOf`: when this answer was read; ask
+    next from a little before it (a revocation still committing may carry an earlier time)."""
+
+    as_of: datetime
+    revocations: list[RevocationOut]
+
+
 class UserOut(WireModel):
     id: uuid.UUID
     email: str

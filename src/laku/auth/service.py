@@ -1,27 +1,23 @@
-"""Accounts, password checks with login throttling, and token signing."""
+"""Accounts, and password checks with login throttling."""
 
 import asyncio
 import hmac
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
-import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Row, delete, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from laku.auth.models import LoginThrottle, SigningKey, User
+from laku.auth.models import LoginThrottle, User
 from laku.auth.schemas import CreateUserRequest, RegisterRequest
 from laku.core.db import Database
 from laku.core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
-from laku.core.security import ALGORITHM, Role
+from laku.core.security import Role
 from laku.core.settings import Settings, get_settings
 
 
@@ -47,64 +43,6 @@ async def _hash(password: str) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-class TokenSigner:
-    """Holds the current Ed25519 signing key; the key lives in the database so every auth
-    process and every restart signs with the same one."""
-
-    def __init__(self, kid: str, private_key: Ed25519PrivateKey, public_jwk: dict):
-        self.kid = kid
-        self._private_key = private_key
-        self.public_jwk = public_jwk
-
-    @classmethod
-    async def load_or_create(cls, session: AsyncSession) -> "TokenSigner":
-        row = await session.scalar(
-            select(SigningKey).order_by(SigningKey.created_at.desc()).limit(1)
-        )
-        if row is None:
-            private_key = Ed25519PrivateKey.generate()
-            public_jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(private_key.public_key()))
-            kid = uuid.uuid4().hex
-            public_jwk |= {"kid": kid, "alg": ALGORITHM, "use": "sig"}
-            pem = private_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ).decode()
-            # Two processes starting at once: the first insert wins, both then read it back.
-            await session.execute(
-                insert(SigningKey)
-                .values(kid=kid, private_pem=pem, public_jwk=public_jwk)
-                .on_conflict_do_nothing()
-            )
-            await session.commit()
-            row = await session.scalar(select(SigningKey).order_by(SigningKey.created_at).limit(1))
-            assert row is not None
-        key = serialization.load_pem_private_key(row.private_pem.encode(), password=None)
-        assert isinstance(key, Ed25519PrivateKey)
-        return cls(row.kid, key, row.public_jwk)
-
-    def jwks(self) -> dict:
-        return {"keys": [self.public_jwk]}
-
-    def sign(
-        self, settings: Settings, *, subject: str, role: Role, ttl_seconds: int, **claims
-    ) -> str:
-        now = _now()
-        payload = {
-            "sub": subject,
-            "role": role.value,
-            "iss": settings.jwt_issuer,
-            "aud": settings.jwt_audience,
-            "iat": now,
-            "exp": now + timedelta(seconds=ttl_seconds),
-            **{k: v for k, v in claims.items() if v is not None},
-        }
-        return jwt.encode(
-            payload, self._private_key, algorithm=ALGORITHM, headers={"kid": self.kid}
-        )
 
 
 async def create_user(
@@ -235,3 +173,10 @@ def check_service_secret(settings: Settings, secret: str) -> None:
         secret.encode(), settings.service_secret.get_secret_value().encode()
     ):
         raise Forbidden("Wrong service secret", code="invalid_service_secret")
+
+
+def check_may_hold_token(user: User) -> None:
+    """A factory account acts only for its factory: without one it gets no token at all (its
+    filters would have nothing to scope by)."""
+    if user.role == Role.FACTORY.value and user.factory_id is None:
+        raise Forbidden("This factory account is not bound to a factory", code="factory_not_bound")

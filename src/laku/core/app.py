@@ -108,6 +108,15 @@ def create_service_app(
         app.state.service_tokens = ServiceTokenSource(
             app.state.http, auth_url, service, settings.service_secret.get_secret_value()
         )
+        run_in_background(
+            app,
+            app.state.token_verifier.follow_revocations(
+                f"{auth_url}/api/auth/revocations",
+                app.state.service_tokens,
+                settings.revocation_poll_interval_seconds,
+            ),
+            "revocations",
+        )
         if startup is not None:
             await startup(app)
         if outbox is not None:

@@ -44,6 +44,7 @@ KNOWN_DEMO_VALUES = frozenset(
         "laku-dev-xendit-callback-token",
         "biteship_test_laku_sandbox_key",
         "laku-dev-biteship-webhook-secret",
+        "laku-dev-signing-key-encryption-key",
     }
 )
 _login_email: TypeAdapter[str] = TypeAdapter(EmailStr)

@@ -1,17 +1,24 @@
 """Verifying access tokens (EdDSA JWTs signed by auth-service) and checking roles."""
 
+import asyncio
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
 import httpx
 import jwt
+import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from laku.core.errors import Forbidden, Unauthorized, UpstreamUnavailable
+from laku.core.errors import DomainError, Forbidden, Unauthorized, UpstreamUnavailable
+from laku.core.http import TokenSource
+
+log = structlog.get_logger()
 
 ALGORITHM = "EdDSA"
 
@@ -25,11 +32,13 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a user (buyer, admin, factory) or another service."""
+    """Who is calling: a user (buyer, admin, factory) or another service. A user's token names
+    its login session (`session_id`), which logging out revokes."""
 
     subject: str
     role: Role
     factory_id: uuid.UUID | None = None
+    session_id: uuid.UUID | None = None
 
     @property
     def user_id(self) -> uuid.UUID:
@@ -42,14 +51,27 @@ class Principal:
         """Admins and internal services act on any user's data."""
         return self.role in (Role.ADMIN, Role.SERVICE)
 
+    @property
+    def is_unbound_factory(self) -> bool:
+        """A factory account without a factory: it sees nothing (every factory filter fails
+        closed on it). Auth issues no such token and verifiers refuse one; this is the last
+        guard."""
+        return self.role is Role.FACTORY and self.factory_id is None
+
 
 class TokenVerifier:
-    """Verifies tokens locally against auth-service's JWKS, refetched when a new key id appears."""
+    """Verifies tokens locally against auth-service's JWKS (refetched when a new key id
+    appears) and refuses those of sessions auth has revoked (`follow_revocations`)."""
 
-    REFRESH_INTERVAL_SECONDS = 30.0
+    # An unknown key id refetches the JWKS at most this often: a rotation's new key is found
+    # at once, a flood of forged key ids costs one fetch a second.
+    MIN_REFETCH_SECONDS = 1.0
     # Verified tokens are remembered until they expire: a signature check costs more than the
     # rest of a typical request, and service tokens are reused for every internal call.
     CACHE_SIZE = 10_000
+    # Each poll asks from this long before the previous answer's time: a revocation whose
+    # transaction was still committing then carries an earlier time.
+    REVOCATION_OVERLAP = timedelta(seconds=10)
 
     def __init__(self, jwks_url: str, *, issuer: str, audience: str, http: httpx.AsyncClient):
         self._jwks_url = jwks_url
@@ -57,8 +79,12 @@ class TokenVerifier:
         self._audience = audience
         self._http = http
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at = 0.0
+        self._fetched_at = float("-inf")
+        self._fetch_lock = asyncio.Lock()
         self._verified: dict[str, tuple[Principal, float]] = {}
+        # Revoked session id -> when its last access token expires (epoch seconds).
+        self._revoked: dict[uuid.UUID, float] = {}
+        self._revocations_since: datetime | None = None
 
     def use_keys(self, jwks: dict[str, Any]) -> None:
         self._keys = {key["kid"]: jwt.PyJWK(key) for key in jwks["keys"]}
@@ -73,11 +99,15 @@ class TokenVerifier:
         self.use_keys(response.json())
 
     async def _key(self, kid: str) -> jwt.PyJWK:
-        if (
-            kid not in self._keys
-            and time.monotonic() - self._fetched_at > self.REFRESH_INTERVAL_SECONDS
-        ):
-            await self._refresh()
+        if kid not in self._keys:
+            asked_at = time.monotonic()
+            async with self._fetch_lock:
+                # Requests waiting together share one fetch made after they arrived.
+                if kid not in self._keys and self._fetched_at < asked_at:
+                    wait = self._fetched_at + self.MIN_REFETCH_SECONDS - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    await self._refresh()
         try:
             return self._keys[kid]
         except KeyError:
@@ -86,11 +116,14 @@ class TokenVerifier:
     async def verify(self, token: str) -> Principal:
         cached = self._verified.get(token)
         if cached is not None and cached[1] > time.time():
-            return cached[0]
-        principal, expires_at = await self._verify_signature(token)
-        if len(self._verified) >= self.CACHE_SIZE:
-            self._verified.clear()
-        self._verified[token] = (principal, expires_at)
+            principal = cached[0]
+        else:
+            principal, expires_at = await self._verify_signature(token)
+            if len(self._verified) >= self.CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = (principal, expires_at)
+        if principal.session_id is not None and principal.session_id in self._revoked:
+            raise Unauthorized("This session has ended; sign in again", code="token_revoked")
         return principal
 
     async def _verify_signature(self, token: str) -> tuple[Principal, float]:
@@ -109,15 +142,66 @@ class TokenVerifier:
                 options={"require": ["exp", "sub", "role"]},
             )
             role = Role(claims["role"])
-        except (jwt.PyJWTError, ValueError) as exc:
+            factory_id = uuid.UUID(claims["factoryId"]) if claims.get("factoryId") else None
+            session_id = uuid.UUID(claims["sid"]) if claims.get("sid") else None
+        except (jwt.PyJWTError, ValueError, TypeError, AttributeError) as exc:
             raise Unauthorized(f"Invalid token: {exc}", code="invalid_token") from None
-        factory_id = claims.get("factoryId")
+        if role is Role.FACTORY and factory_id is None:
+            raise Unauthorized("A factory token must name its factory", code="invalid_token")
+        if role is not Role.SERVICE and session_id is None:
+            raise Unauthorized("A user's token must name its session", code="invalid_token")
         principal = Principal(
-            subject=claims["sub"],
-            role=role,
-            factory_id=uuid.UUID(factory_id) if factory_id else None,
+            subject=claims["sub"], role=role, factory_id=factory_id, session_id=session_id
         )
         return principal, float(claims["exp"])
+
+    # Revocation ------------------------------------------------------------------------------
+
+    def revoke_sessions(self, session_ids: Iterable[uuid.UUID], until: float) -> None:
+        """Refuse these sessions' tokens from now on; forget them after `until` (epoch
+        seconds), when none of their tokens can be valid any more."""
+        for session_id in session_ids:
+            self._revoked[session_id] = max(self._revoked.get(session_id, 0.0), until)
+
+    def _apply_revocations(self, answer: dict[str, Any]) -> None:
+        now = time.time()
+        for item in answer["revocations"]:
+            until = datetime.fromisoformat(item["tokensValidUntil"]).timestamp()
+            if until > now:
+                self.revoke_sessions([uuid.UUID(item["sessionId"])], until)
+        # A revoked session is forgotten once none of its tokens can be valid any more.
+        self._revoked = {sid: until for sid, until in self._revoked.items() if until > now}
+        self._revocations_since = datetime.fromisoformat(answer["asOf"]) - self.REVOCATION_OVERLAP
+
+    async def poll_revocations(self, url: str, tokens: TokenSource) -> None:
+        """One poll of auth's revocation feed."""
+        params = {"since": self._revocations_since.isoformat()} if self._revocations_since else {}
+        response = await self._http.get(
+            url, params=params, headers={"authorization": f"Bearer {await tokens.token()}"}
+        )
+        response.raise_for_status()
+        self._apply_revocations(response.json())
+
+    async def follow_revocations(self, url: str, tokens: TokenSource, interval: float) -> None:
+        """Poll auth's revocation feed every `interval` seconds for as long as the service
+        runs. While auth cannot be reached the sessions already known stay refused and the
+        failure is logged; requests go on being served (auth down must not stop the platform)."""
+        failing, ever_polled = False, False
+        while True:
+            try:
+                await self.poll_revocations(url, tokens)
+            except (httpx.HTTPError, DomainError, KeyError, ValueError) as exc:
+                if not failing:
+                    # Before the first answer auth is most likely still starting, as we are.
+                    (log.warning if ever_polled else log.info)(
+                        "revocations_poll_failed", error=str(exc)
+                    )
+                failing = True
+            else:
+                if failing:
+                    log.info("revocations_poll_recovered")
+                failing, ever_polled = False, True
+            await asyncio.sleep(interval)
 
 
 _bearer = HTTPBearer(auto_error=False)

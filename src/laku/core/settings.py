@@ -46,8 +46,22 @@ class Settings(BaseSettings):
 
     jwt_issuer: str = "laku-auth"
     jwt_audience: str = "laku"
-    access_token_ttl_seconds: int = 3600
+    # Access tokens live briefly; a refresh token (one use each, rotated) renews them. A
+    # session needs a new login after `refresh_token_ttl_seconds` unused or
+    # `session_max_seconds` in all (OWASP ASVS L2 3.3.2: 30 minutes idle, 12 hours).
+    access_token_ttl_seconds: int = 900
     service_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 1800
+    session_max_seconds: int = 43_200
+    # Every service process asks auth for the sessions logged out since it last asked, this
+    # often: a revoked token is refused everywhere within about this long.
+    revocation_poll_interval_seconds: float = 2.0
+    # Auth processes reload the signing keys this often, so `laku keys rotate` takes effect
+    # without a restart.
+    signing_key_reload_seconds: float = 2.0
+    # Encrypts the signing keys' private halves in auth's table (AES-256-GCM under a key derived
+    # from it). No default: auth refuses to start without it.
+    signing_key_encryption_key: SecretStr | None = None
 
     # Argon2 cost of password hashes; the defaults are argon2-cffi's. Tests lower them.
     password_hash_time_cost: int = 3

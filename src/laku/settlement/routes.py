@@ -111,6 +111,8 @@ async def list_settlements(
     settlement_status: Annotated[SettlementStatus | None, Query(alias="status")] = None,
 ) -> Page[SettlementOut]:
     """Newest period first. A factory account sees its own factory's only."""
+    if principal.is_unbound_factory:  # no factory to scope by: nothing, never everything
+        return Page(items=[], total=0, limit=limit, offset=offset)
     if principal.role is Role.FACTORY:
         if factory_id is not None and factory_id != principal.factory_id:
             raise Forbidden("A factory account sees only its own factory's settlements")

@@ -136,7 +136,9 @@ def _not_found() -> NotFound:
 def sees_factory(principal: Principal, factory_id: uuid.UUID) -> bool:
     """Admins and services see every factory's settlements; a factory account its own."""
     return principal.is_privileged or (
-        principal.role is Role.FACTORY and principal.factory_id == factory_id
+        principal.role is Role.FACTORY
+        and principal.factory_id is not None
+        and principal.factory_id == factory_id
     )
 
 

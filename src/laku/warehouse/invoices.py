@@ -95,7 +95,8 @@ async def invoice_received(
 def _visible(invoice: WarehouseInvoice | None, principal: Principal) -> WarehouseInvoice:
     """Admins see every invoice; a factory its own (another's does not exist for it)."""
     if invoice is None or (
-        principal.role is Role.FACTORY and principal.factory_id != invoice.factory_id
+        principal.role is Role.FACTORY
+        and (principal.factory_id is None or principal.factory_id != invoice.factory_id)
     ):
         raise _not_found()
     return invoice
@@ -117,6 +118,8 @@ async def list_invoices(
     offset: int,
 ) -> tuple[list[WarehouseInvoice], int]:
     """Newest first; a factory's own only."""
+    if principal.is_unbound_factory:  # no factory to scope by: nothing, never everything
+        return [], 0
     query = select(WarehouseInvoice)
     if principal.role is Role.FACTORY:
         query = query.where(WarehouseInvoice.factory_id == principal.factory_id)

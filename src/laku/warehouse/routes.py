@@ -272,7 +272,9 @@ def _with_lines(purchase_order: PurchaseOrder, lines) -> PurchaseOrderOut:
 
 
 def _check_factory_access(principal: Principal, purchase_order: PurchaseOrder) -> None:
-    if principal.role is Role.FACTORY and principal.factory_id != purchase_order.factory_id:
+    if principal.role is Role.FACTORY and (
+        principal.factory_id is None or principal.factory_id != purchase_order.factory_id
+    ):
         raise service.NotFound("No such purchase order", code="purchase_order_not_found")
 
 
@@ -288,6 +290,8 @@ async def list_purchase_orders(
     offset: Offset = 0,
 ) -> Page[PurchaseOrderOut]:
     """Admins see every purchase order; a factory sees its own."""
+    if principal.is_unbound_factory:  # no factory to scope by: nothing, never everything
+        return Page(items=[], total=0, limit=limit, offset=offset)
     rows, total = await service.list_purchase_orders(
         session,
         factory_id=principal.factory_id if principal.role is Role.FACTORY else None,

@@ -1,5 +1,7 @@
 """The web front end's FastAPI factory: pages, static assets, the session and its safety."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from laku.core.errors import DomainError
-from laku.core.http import new_http_client
+from laku.core.http import ServiceTokenSource, new_http_client
 from laku.core.logging import configure_logging
 from laku.core.metrics import MetricsMiddleware
 from laku.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -20,6 +22,7 @@ from laku.core.security import TokenVerifier
 from laku.core.services import service_url
 from laku.core.settings import Settings, get_settings
 from laku.web.config import STATIC_DIR
+from laku.web.login_session import LoginRenewalMiddleware, LoginRenewer
 from laku.web.pages import CsrfRefused, LoginRequired, NotAllowed, _visitor, render
 from laku.web.routes import account, admin, factory, storefront
 from laku.web.security import Csrf, SecurityHeadersMiddleware
@@ -55,9 +58,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             http=app.state.http,
         )
         app.state.csrf = Csrf(settings.service_secret.get_secret_value())
+        auth_url = service_url("auth", settings)
+        app.state.login_renewer = LoginRenewer(app.state.http, auth_url)
+        revocations = asyncio.create_task(
+            app.state.token_verifier.follow_revocations(
+                f"{auth_url}/api/auth/revocations",
+                ServiceTokenSource(
+                    app.state.http, auth_url, "web", settings.service_secret.get_secret_value()
+                ),
+                settings.revocation_poll_interval_seconds,
+            )
+        )
         try:
             yield
         finally:
+            revocations.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await revocations
             await app.state.http.aclose()
 
     app = FastAPI(
@@ -67,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimitMiddleware, max_bytes=max(settings.max_body_bytes, MAX_UPLOAD_BYTES)
     )
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(LoginRenewalMiddleware)
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(MetricsMiddleware)
     app.mount("/static", CachedStaticFiles(directory=STATIC_DIR), name="static")

@@ -17,11 +17,13 @@ from laku.web import formatting
 from laku.web.backend import Backend
 from laku.web.config import TEMPLATES_DIR, get_web_settings
 from laku.web.i18n import DEFAULT_LANGUAGE, LANGUAGES, problem_message, translate
+from laku.web.login_session import ENDED, leave_renewal, nearly_expired
 from laku.web.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
     CSRF_HEADER,
     LANGUAGE_COOKIE,
+    REFRESH_COOKIE,
     SESSION_COOKIE,
 )
 
@@ -84,13 +86,7 @@ async def _visitor(request: Request) -> Visitor:
         lang = DEFAULT_LANGUAGE
     nonce = request.cookies.get(CSRF_COOKIE)
     new_nonce = not nonce
-    token = request.cookies.get(SESSION_COOKIE)
-    principal = None
-    if token:
-        try:
-            principal = await state.token_verifier.verify(token)
-        except DomainError:
-            token = None  # expired or forged: browse as a visitor, log in again to act
+    token, principal = await _signed_in(request)
     visitor = Visitor(
         request=request,
         backend=Backend(state.http, state.settings, token),
@@ -101,6 +97,35 @@ async def _visitor(request: Request) -> Visitor:
     )
     request.state.visitor = visitor
     return visitor
+
+
+async def _signed_in(request: Request) -> tuple[str | None, Principal | None]:
+    """The access token and who it names; renewed with the refresh token when spent or
+    nearly. Neither works (expired, revoked, forged): browse as a visitor, log in to act."""
+    state = request.app.state
+    token = request.cookies.get(SESSION_COOKIE)
+    refresh_token = request.cookies.get(REFRESH_COOKIE)
+    if token and not (refresh_token and nearly_expired(token)):
+        try:
+            return token, await state.token_verifier.verify(token)
+        except DomainError:
+            pass
+    if not refresh_token:
+        return None, None
+    try:
+        renewed = await state.login_renewer.renew(refresh_token)
+    except DomainError:
+        return None, None  # auth unreachable: a visitor for now, the cookies kept for later
+    if renewed is None:
+        leave_renewal(request.scope, ENDED)
+        return None, None
+    try:
+        principal = await state.token_verifier.verify(renewed.access_token)
+    except DomainError:
+        leave_renewal(request.scope, ENDED)
+        return None, None
+    leave_renewal(request.scope, renewed)
+    return renewed.access_token, principal
 
 
 def _role_required(*roles: Role):

@@ -7,7 +7,8 @@ import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-SESSION_COOKIE = "laku_session"
+SESSION_COOKIE = "laku_session"  # the access token
+REFRESH_COOKIE = "laku_refresh"  # the refresh token that renews it
 CSRF_COOKIE = "laku_csrf"
 LANGUAGE_COOKIE = "laku_lang"
 CSRF_FIELD = "csrf"

@@ -15,6 +15,7 @@ from laku.web.backend import Backend
 from laku.web.cache import PublicCache
 from laku.web.config import get_web_settings
 from laku.web.i18n import LANGUAGES
+from laku.web.login_session import LoginTokens, clear_login_cookies, set_login_cookies
 from laku.web.pages import (
     AnyVisitor,
     Buyer,
@@ -25,7 +26,7 @@ from laku.web.pages import (
     render,
     safe_next,
 )
-from laku.web.security import LANGUAGE_COOKIE, SESSION_COOKIE
+from laku.web.security import LANGUAGE_COOKIE, REFRESH_COOKIE
 
 router = APIRouter()
 public = PublicCache()
@@ -288,18 +289,6 @@ async def join(visitor: Buyer, code: str, form: Form) -> Response:
 # Signing in and out --------------------------------------------------------------------------
 
 
-def _session_cookie(response: Response, token: str, max_age: int) -> None:
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=max_age,
-        httponly=True,
-        secure=get_web_settings().cookie_secure,
-        samesite="lax",
-        path="/",
-    )
-
-
 def _home_for(role: str) -> str:
     return {"admin": "/admin", "factory": "/factory"}.get(role, "/")
 
@@ -331,7 +320,7 @@ async def login(visitor: AnyVisitor, form: Form) -> Response:
     if target == "/" and principal.role.value != "buyer":
         target = _home_for(principal.role.value)
     response = RedirectResponse(target, status_code=303)
-    _session_cookie(response, tokens["accessToken"], tokens.get("expiresIn", 3600))
+    set_login_cookies(response, LoginTokens.from_answer(tokens))
     return response
 
 
@@ -361,14 +350,20 @@ async def register(visitor: AnyVisitor, form: Form) -> Response:
             error=visitor.refusal(exc),
         )
     response = RedirectResponse("/", status_code=303)
-    _session_cookie(response, tokens["accessToken"], tokens.get("expiresIn", 3600))
+    set_login_cookies(response, LoginTokens.from_answer(tokens))
     return response
 
 
 @router.post("/logout")
-async def logout(_: AnyVisitor, form: Form) -> Response:
+async def logout(visitor: AnyVisitor, form: Form) -> Response:
+    """Ends the session at auth (its tokens are refused everywhere within seconds), not only
+    in this browser."""
+    cookies = visitor.request.cookies
+    await visitor.request.app.state.login_renewer.end(
+        visitor.backend.token, cookies.get(REFRESH_COOKIE)
+    )
     response = RedirectResponse("/", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    clear_login_cookies(response)
     return response
 
 
