@@ -8,7 +8,7 @@ import pytest
 import structlog
 
 from laku.core.errors import UpstreamUnavailable
-from laku.core.http import ServiceCallError, ServiceClient, ServiceTokenSource
+from laku.core.http import ServiceCallError, ServiceClient
 from tests.support import Platform, assert_problem, snapshot
 
 
@@ -144,19 +144,14 @@ def test_health_and_ready(platform: Platform, service: str) -> None:
 def test_service_client_passes_request_id_and_service_token(platform: Platform) -> None:
     async def call() -> httpx.Response:
         async with httpx.AsyncClient() as http:
-            tokens = ServiceTokenSource(
-                http,
-                platform.url("auth"),
-                "probe",
-                platform.settings.service_secret.get_secret_value(),
-            )
+            tokens = platform.service_token_source(http, "product")
             client = ServiceClient(platform.url("auth"), http, tokens)
             structlog.contextvars.bind_contextvars(request_id="req-from-upstream")
             try:
                 with pytest.raises(ServiceCallError) as refused:
                     await client.request("GET", "/api/auth/me")
                 assert refused.value.status == 403  # a service token, and services have no account
-                assert refused.value.code == "not_a_user"
+                assert refused.value.code == "service_not_allowed"
                 return await client.request("GET", "/health")
             finally:
                 structlog.contextvars.unbind_contextvars("request_id")

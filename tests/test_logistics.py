@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from laku.core.http import ServiceTokenSource, new_http_client
+from laku.core.http import new_http_client
 from laku.logistics.client import LogisticsClient
 from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER
 from laku.providers.biteship.sandbox import COURIERS, shipping_price
@@ -680,8 +680,7 @@ async def test_client_books_and_reads_shipments(platform: Platform, orders: list
     order = orders[0]
     http = new_http_client(10.0)
     try:
-        secret = platform.settings.service_secret.get_secret_value()
-        tokens = ServiceTokenSource(http, platform.url("auth"), "warehouse", secret)
+        tokens = platform.service_token_source(http, "warehouse")
         client = LogisticsClient(platform.url("logistics"), http, tokens)
         booked = await client.create_shipment(
             uuid.UUID(order.id), courier_company="jne", courier_type="reg", idempotency_key="k1"
@@ -710,8 +709,7 @@ async def _book_session(platform: Platform, session_id: str, idempotency_key: st
     """What the warehouse sends once a group buy's goods are in hand."""
     http = new_http_client(10.0)
     try:
-        secret = platform.settings.service_secret.get_secret_value()
-        tokens = ServiceTokenSource(http, platform.url("auth"), "warehouse", secret)
+        tokens = platform.service_token_source(http, "warehouse")
         client = LogisticsClient(platform.url("logistics"), http, tokens)
         return await client.book_session(uuid.UUID(session_id), idempotency_key=idempotency_key)
     finally:

@@ -42,15 +42,7 @@ def _admin(platform: Platform) -> dict[str, str]:
 
 
 def _service_token(platform: Platform) -> dict[str, str]:
-    response = platform.client("auth").post(
-        "/api/auth/service-token",
-        json={
-            "serviceName": "tests",
-            "secret": platform.settings.service_secret.get_secret_value(),
-        },
-    )
-    assert response.status_code == 200, response.text
-    return bearer(response.json()["accessToken"])
+    return platform.service_headers("tests")
 
 
 def _summary(platform: Platform, service: str) -> dict[str, Any]:

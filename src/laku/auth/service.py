@@ -21,7 +21,8 @@ from laku.auth.models import LoginThrottle, SigningKey, User
 from laku.auth.schemas import CreateUserRequest, RegisterRequest
 from laku.core.db import Database
 from laku.core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
-from laku.core.security import ALGORITHM, Role
+from laku.core.security import ALGORITHM, Role, service_credential
+from laku.core.services import SERVICES
 from laku.core.settings import Settings, get_settings
 
 
@@ -230,8 +231,10 @@ async def user_contacts(
     return rows.all()
 
 
-def check_service_secret(settings: Settings, secret: str) -> None:
-    if not hmac.compare_digest(
-        secret.encode(), settings.service_secret.get_secret_value().encode()
-    ):
-        raise Forbidden("Wrong service secret", code="invalid_service_secret")
+def check_service_credential(settings: Settings, service_name: str, credential: str) -> None:
+    """Only a known service, presenting the credential derived for its own name, is issued a
+    token in that name: one service's credential cannot obtain another's identity."""
+    expected = service_credential(settings.service_secret.get_secret_value(), service_name)
+    known = service_name in SERVICES
+    if not (hmac.compare_digest(credential.encode(), expected.encode()) and known):
+        raise Forbidden("Wrong service credential", code="invalid_service_credential")
