@@ -42,7 +42,7 @@ def _admin(platform: Platform) -> dict[str, str]:
 
 
 def _service_token(platform: Platform) -> dict[str, str]:
-    return platform.service_headers("tests")
+    return platform.service_headers("settlement")
 
 
 def _summary(platform: Platform, service: str) -> dict[str, Any]:
@@ -57,11 +57,14 @@ def _outbox_row(platform: Platform, schema: str, row_id: int) -> Any:
 
 
 @pytest.mark.parametrize("service", sorted(OUTBOX_SCHEMAS))
-def test_every_service_with_an_outbox_shows_it_to_admins_and_services(
+def test_every_service_with_an_outbox_shows_it_to_admins_only(
     platform: Platform, service: str
 ) -> None:
     client = platform.client(service)
-    for headers in (_admin(platform), _service_token(platform)):
+    # No service reads another's outbox: a service token is refused like a buyer's.
+    assert_problem(client.get(SUMMARY, headers=_service_token(platform)), 403)
+    assert_problem(client.get(DEAD_LETTERS, headers=_service_token(platform)), 403)
+    for headers in (_admin(platform),):
         summary = client.get(SUMMARY, headers=headers)
         assert summary.status_code == 200, summary.text
         body = summary.json()

@@ -11,7 +11,6 @@ from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import (
     PROVIDER_WEBHOOK,
     USER_ROLES,
-    AdminPrincipal,
     Principal,
     Role,
     declares_access,
@@ -50,7 +49,8 @@ Refunder = Annotated[
 # Settlement runs the platform's audit, which reads every service's own.
 Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["settlement"]))]
 PaymentReader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN))]
-AnyUser = Annotated[Principal, Depends(require_roles(*USER_ROLES))]
+# Group-buying creates the payments and may read them back.
+PaymentViewer = Annotated[Principal, Depends(require_roles(*USER_ROLES, services=["group-buying"]))]
 PaymentCode = Annotated[str, Path(max_length=32)]
 PaymentReference = Annotated[
     str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9:_\-.]+$")
@@ -217,14 +217,16 @@ async def list_payments(
 
 @router.get("/by-code/{payment_code}", response_model=PaymentOut)
 async def get_payment_by_code(
-    payment_code: PaymentCode, _: AdminPrincipal, session: DbSession
+    payment_code: PaymentCode, _: AdminOrGroupBuying, session: DbSession
 ) -> PaymentOut:
     """The payment whose code is the Xendit invoice's `external_id`."""
     return PaymentOut.model_validate(await service.get_by_code(session, payment_code))
 
 
 @router.get("/{payment_id}", response_model=PaymentOut)
-async def get_payment(payment_id: uuid.UUID, principal: AnyUser, session: DbSession) -> PaymentOut:
+async def get_payment(
+    payment_id: uuid.UUID, principal: PaymentViewer, session: DbSession
+) -> PaymentOut:
     """The buyer who pays it, admins and services; to anyone else it does not exist."""
     return PaymentOut.model_validate(await service.get_payment(session, payment_id, principal))
 

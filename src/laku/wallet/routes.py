@@ -10,7 +10,6 @@ from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
 from laku.core.schemas import Limit, Offset, Page, WireModel
 from laku.core.security import (
     PROVIDER_WEBHOOK,
-    AdminPrincipal,
     Principal,
     Role,
     declares_access,
@@ -36,7 +35,8 @@ router = APIRouter(prefix="/api/wallets", tags=["wallet"], responses=PROBLEM_RES
 
 # Only buyers hold wallets; admins and services (payment-service's refunds) act on anyone's.
 Buyer = Annotated[Principal, Depends(require_roles(Role.BUYER))]
-# Payment-service credits refunds; settlement runs the platform's audit.
+# Payment-service is the one service moving buyers' wallet money (it credits refunds and
+# reads balances back); settlement runs the platform's audit.
 AdminOrPayment = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["payment"]))]
 Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["settlement"]))]
 
@@ -120,7 +120,7 @@ async def my_withdrawal(
     status_code=status.HTTP_201_CREATED,
     responses=_ALREADY_RECORDED,
 )
-async def credit(body: MovementCreate, _: AdminPrincipal, session: DbSession) -> Response:
+async def credit(body: MovementCreate, _: AdminOrPayment, session: DbSession) -> Response:
     """Add to a user's wallet (tier refunds, failed-group refunds). The same idempotencyKey
     again answers 200 with the first transaction and credits nothing."""
     return await _move(TransactionDirection.CREDIT, body, session)
@@ -144,7 +144,7 @@ async def credit_bulk(
     status_code=status.HTTP_201_CREATED,
     responses=_ALREADY_RECORDED,
 )
-async def debit(body: MovementCreate, _: AdminPrincipal, session: DbSession) -> Response:
+async def debit(body: MovementCreate, _: AdminOrPayment, session: DbSession) -> Response:
     """Take from a user's wallet (adjustments); more than the balance is refused with 409
     `insufficient_balance` and nothing moves."""
     return await _move(TransactionDirection.DEBIT, body, session)
@@ -182,14 +182,14 @@ async def payout_webhook(body: PayoutWebhook, request: Request) -> WebhookAck:
 
 
 @router.get("/{user_id}", response_model=WalletOut)
-async def user_wallet(user_id: uuid.UUID, _: AdminPrincipal, session: DbSession) -> WalletOut:
+async def user_wallet(user_id: uuid.UUID, _: AdminOrPayment, session: DbSession) -> WalletOut:
     return await service.get_wallet(session, user_id)
 
 
 @router.get("/{user_id}/transactions", response_model=Page[WalletTransactionOut])
 async def user_transactions(
     user_id: uuid.UUID,
-    _: AdminPrincipal,
+    _: AdminOrPayment,
     session: DbSession,
     limit: Limit = 50,
     offset: Offset = 0,
@@ -202,7 +202,7 @@ async def user_transactions(
 @router.get("/{user_id}/withdrawals", response_model=Page[WithdrawalOut])
 async def user_withdrawals(
     user_id: uuid.UUID,
-    _: AdminPrincipal,
+    _: AdminOrPayment,
     session: DbSession,
     limit: Limit = 50,
     offset: Offset = 0,
