@@ -327,5 +327,5 @@ def test_a_factory_cannot_reach_another_factorys_resources(
         )
         tried.append(name)
     assert snapshot(platform, _schema(service)) == before
-    expected = {"warehouse": 4, "settlement": 2}.get(service, 0)
+    expected = {"warehouse": 3, "settlement": 2}.get(service, 0)
     assert len(tried) == expected, tried

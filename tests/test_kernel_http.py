@@ -7,8 +7,11 @@ import httpx
 import pytest
 import structlog
 
+from laku.core.app import own_service_credential
 from laku.core.errors import UpstreamUnavailable
 from laku.core.http import ServiceCallError, ServiceClient
+from laku.core.security import service_credential
+from laku.core.settings import Settings
 from tests.support import Platform, assert_problem, snapshot
 
 
@@ -176,3 +179,12 @@ def test_service_client_reports_an_unreachable_service() -> None:
 
     with pytest.raises(UpstreamUnavailable):
         asyncio.run(call())
+
+
+def test_a_service_presents_the_credential_it_was_given_else_derives_its_own() -> None:
+    secret = "s" * 40
+    given = Settings(service_secret=secret, service_credential="payment-credential-from-operator")
+    assert own_service_credential(given, "payment") == "payment-credential-from-operator"
+    derived = Settings(service_secret=secret)
+    assert own_service_credential(derived, "payment") == service_credential(secret, "payment")
+    assert own_service_credential(derived, "payment") != own_service_credential(derived, "order")

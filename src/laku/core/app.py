@@ -106,7 +106,7 @@ def create_service_app(
             http=app.state.http,
         )
         app.state.service_tokens = ServiceTokenSource(
-            app.state.http, auth_url, service, _own_service_credential(settings, service)
+            app.state.http, auth_url, service, own_service_credential(settings, service)
         )
         if startup is not None:
             await startup(app)
@@ -170,7 +170,7 @@ def create_service_app(
     return app
 
 
-def _own_service_credential(settings: Settings, service: str) -> str:
+def own_service_credential(settings: Settings, service: str) -> str:
     """The credential this service presents for its service token: the one it was given
     (production: each service only its own), else derived from the shared secret."""
     if settings.service_credential is not None:
