@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 import psutil
 
+from laku.core.security import service_credential
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
@@ -50,13 +51,12 @@ class BenchPlatform:
         response.raise_for_status()
         return response.json()["accessToken"]
 
-    def service_token(self) -> str:
+    def service_token(self, service: str) -> str:
+        """A token in `service`'s name, as that service obtains it."""
+        secret = self.settings.service_secret.get_secret_value()
         response = httpx.post(
             f"{self.url('auth')}/api/auth/service-token",
-            json={
-                "serviceName": "bench",
-                "secret": self.settings.service_secret.get_secret_value(),
-            },
+            json={"serviceName": service, "credential": service_credential(secret, service)},
         )
         response.raise_for_status()
         return response.json()["accessToken"]

@@ -42,7 +42,7 @@ async def run(platform: BenchPlatform, clients: int, seconds: float) -> None:
         max_stock_level=PLENTY,
         reorder_threshold=0,
     )
-    token = platform.service_token()
+    token = platform.service_token("group-buying")  # who reserves stock
     run_id = uuid.uuid4().hex[:8]
 
     def reservation(client: int, n: int) -> dict:

@@ -69,11 +69,12 @@ WEBHOOKS: dict[str, tuple[str, ...]] = {
 # Busy under a group buy's traffic: scaled on CPU by a HorizontalPodAutoscaler.
 AUTOSCALED = ("group-buying", "warehouse", "payment", "web")
 
-# Settings that are secrets: every one is a key of the `laku-secrets` Secret.
+# Settings that are secrets: every one is a key of the `laku-secrets` Secret, but a service's
+# own credential, which is each Deployment's own when it is given one.
 SECRET_SETTINGS = tuple(
     f"LAKU_{name.upper()}"
     for name, field in Settings.model_fields.items()
-    if "SecretStr" in str(field.annotation)
+    if "SecretStr" in str(field.annotation) and name != "service_credential"
 )
 SECRET_KEYS = ("LAKU_DATABASE_URL", "LAKU_MIGRATION_DATABASE_URL", *SECRET_SETTINGS)
 

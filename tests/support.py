@@ -19,8 +19,10 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from laku.core.embedded_db import embedded_postgres
+from laku.core.http import ServiceTokenSource
 from laku.core.migrations import migrate
 from laku.core.secrets import SECRET_SETTINGS, env_name, generate_secret
+from laku.core.security import service_credential
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
@@ -145,6 +147,33 @@ class Platform:
             self._tokens["admin"] = (token, renew_at)
         return token
 
+    def service_credential(self, service: str) -> str:
+        """What `service` presents to auth-service for a token in its own name."""
+        return service_credential(self.settings.service_secret.get_secret_value(), service)
+
+    def service_token(self, service: str) -> str:
+        """A `service` token naming `service` as its caller, as that service obtains it;
+        obtained again when half its life has passed."""
+        key = f"service:{service}"
+        token, renew_at = self._tokens.get(key, ("", 0.0))
+        if time.monotonic() >= renew_at:
+            response = self.client("auth").post(
+                "/api/auth/service-token",
+                json={"serviceName": service, "credential": self.service_credential(service)},
+            )
+            response.raise_for_status()
+            token = response.json()["accessToken"]
+            renew_at = time.monotonic() + response.json()["expiresIn"] / 2
+            self._tokens[key] = (token, renew_at)
+        return token
+
+    def service_headers(self, service: str) -> dict[str, str]:
+        return bearer(self.service_token(service))
+
+    def service_token_source(self, http: httpx.AsyncClient, service: str) -> ServiceTokenSource:
+        """The token source a service's typed clients use, for `service`."""
+        return ServiceTokenSource(http, self.url("auth"), service, self.service_credential(service))
+
     def new_buyer(self, name: str = "Buyer") -> "Account":
         email = f"buyer-{uuid.uuid4().hex[:10]}@laku.id"
         password = "buyer-password"
@@ -190,6 +219,16 @@ class Account:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass(frozen=True)
+class FixedToken:
+    """A token source handing out one token (an admin's, for a typed client in a test)."""
+
+    value: str
+
+    async def token(self) -> str:
+        return self.value
 
 
 async def _snapshot(url: str, schema: str) -> dict[str, str]:

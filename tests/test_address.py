@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from laku.address.client import AddressClient
-from laku.core.http import ServiceTokenSource, new_http_client
+from laku.core.http import new_http_client
 from tests.support import Account, Platform, assert_problem, bearer, plain_url, snapshot
 
 ADDRESSES = "/api/addresses"
@@ -45,12 +45,7 @@ def _default_ids(platform: Platform, buyer: Account) -> list[str]:
 
 
 def _service_token(platform: Platform) -> str:
-    secret = platform.settings.service_secret.get_secret_value()
-    response = platform.client("auth").post(
-        "/api/auth/service-token", json={"serviceName": "logistics", "secret": secret}
-    )
-    response.raise_for_status()
-    return response.json()["accessToken"]
+    return platform.service_token("logistics")
 
 
 def _factory_token(platform: Platform) -> str:
@@ -449,8 +444,7 @@ async def test_client_reads_addresses_for_other_services(platform: Platform) -> 
 
     http = new_http_client(5.0)
     try:
-        secret = platform.settings.service_secret.get_secret_value()
-        tokens = ServiceTokenSource(http, platform.url("auth"), "logistics", secret)
+        tokens = platform.service_token_source(http, "logistics")
         client = AddressClient(platform.url("address"), http, tokens)
 
         fetched = await client.get_address(uuid.UUID(home["id"]))

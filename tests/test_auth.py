@@ -4,6 +4,7 @@ import httpx
 import jwt
 import pytest
 
+from laku.core.security import service_credential
 from tests.support import ADMIN_EMAIL, Platform, assert_problem, bearer, snapshot
 
 
@@ -130,12 +131,36 @@ def test_factory_account_needs_its_factory(platform: Platform) -> None:
     assert_problem(response, 422)
 
 
-def test_service_token_needs_the_shared_secret(platform: Platform) -> None:
-    auth = platform.client("auth")
-    wrong = auth.post("/api/auth/service-token", json={"serviceName": "product", "secret": "nope"})
-    assert_problem(wrong, 403, "invalid_service_secret")
+def test_a_service_token_names_the_service_whose_credential_obtained_it(
+    platform: Platform,
+) -> None:
+    response = platform.client("auth").post(
+        "/api/auth/service-token",
+        json={"serviceName": "product", "credential": platform.service_credential("product")},
+    )
+    assert response.status_code == 200, response.text
+    claims = jwt.decode(response.json()["accessToken"], options={"verify_signature": False})
+    assert (claims["role"], claims["sub"]) == ("service", "service:product")
+
+
+@pytest.mark.parametrize(
+    ("service_name", "credential_of"),
+    [
+        # One service's own credential does not obtain another service's identity.
+        ("wallet", "logistics"),
+        ("payment", "order"),
+        # A name that is no service of the platform gets nothing, even with its derived value.
+        ("tests", "tests"),
+        # The shared secret itself is no credential.
+        ("payment", None),
+    ],
+)
+def test_a_service_token_needs_that_services_own_credential(
+    platform: Platform, service_name: str, credential_of: str | None
+) -> None:
     secret = platform.settings.service_secret.get_secret_value()
-    right = auth.post("/api/auth/service-token", json={"serviceName": "product", "secret": secret})
-    assert right.status_code == 200
-    claims = jwt.decode(right.json()["accessToken"], options={"verify_signature": False})
-    assert claims["role"] == "service"
+    credential = secret if credential_of is None else service_credential(secret, credential_of)
+    response = platform.client("auth").post(
+        "/api/auth/service-token", json={"serviceName": service_name, "credential": credential}
+    )
+    assert_problem(response, 403, "invalid_service_credential")

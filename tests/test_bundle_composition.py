@@ -5,7 +5,7 @@ from typing import Any
 import httpx
 import pytest
 
-from laku.core.http import ServiceTokenSource, new_http_client
+from laku.core.http import new_http_client
 from laku.group_buying.client import GroupBuyingClient
 from tests.support import Platform, assert_problem, bearer, snapshot
 
@@ -316,8 +316,7 @@ async def test_client_reads_a_composition_for_other_services(
 
     http = new_http_client(5.0)
     try:
-        secret = platform.settings.service_secret.get_secret_value()
-        tokens = ServiceTokenSource(http, platform.url("auth"), "warehouse", secret)
+        tokens = platform.service_token_source(http, "warehouse")
         client = GroupBuyingClient(platform.url("group-buying"), http, tokens)
 
         composition = await client.get_bundle_composition(uuid.UUID(tshirt["product"]))

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from laku.auth.client import AuthClient
-from laku.core.http import ServiceTokenSource, new_http_client
+from laku.core.http import new_http_client
 from laku.notification.client import NotificationClient, UserNotification, UserNotificationsOut
 from tests.catalog import create_seed_catalog, created
 from tests.support import Platform, assert_problem, bearer, run, snapshot
@@ -67,12 +67,7 @@ def _admin(platform: Platform) -> dict[str, str]:
 
 
 def _service_headers(platform: Platform) -> dict[str, str]:
-    secret = platform.settings.service_secret.get_secret_value()
-    response = platform.client("auth").post(
-        "/api/auth/service-token", json={"serviceName": "group-buying", "secret": secret}
-    )
-    response.raise_for_status()
-    return bearer(response.json()["accessToken"])
+    return platform.service_headers("group-buying")
 
 
 def _ok(response: httpx.Response) -> Any:
@@ -385,8 +380,7 @@ async def _notify_users(
     """notify_users with the typed client, once per idempotency key in `keys`."""
     http = new_http_client(5.0)
     try:
-        secret = platform.settings.service_secret.get_secret_value()
-        tokens = ServiceTokenSource(http, platform.url("auth"), "group-buying", secret)
+        tokens = platform.service_token_source(http, "group-buying")
         client = NotificationClient(platform.url("notification"), http, tokens)
         return [await client.notify_users(items, idempotency_key=key) for key in keys]
     finally:
@@ -480,8 +474,7 @@ async def test_lookup_users_gives_known_users_contacts(platform: Platform) -> No
     nobody = uuid.uuid4()
     http = new_http_client(5.0)
     try:
-        secret = platform.settings.service_secret.get_secret_value()
-        tokens = ServiceTokenSource(http, platform.url("auth"), "notification", secret)
+        tokens = platform.service_token_source(http, "notification")
         client = AuthClient(platform.url("auth"), http, tokens)
         contacts = await client.lookup_users(
             [uuid.UUID(with_phone.id), nobody, uuid.UUID(without_phone.id), nobody]

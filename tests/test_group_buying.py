@@ -231,13 +231,7 @@ def _paid_through(
 
 
 def _service_headers(platform: Platform) -> dict[str, str]:
-    settings = platform.settings
-    response = platform.client("auth").post(
-        "/api/auth/service-token",
-        json={"serviceName": "payment", "secret": settings.service_secret.get_secret_value()},
-    )
-    assert response.status_code == 200, response.text
-    return bearer(response.json()["accessToken"])
+    return platform.service_headers("payment")
 
 
 def _report(

@@ -7,8 +7,11 @@ import httpx
 import pytest
 import structlog
 
+from laku.core.app import own_service_credential
 from laku.core.errors import UpstreamUnavailable
-from laku.core.http import ServiceCallError, ServiceClient, ServiceTokenSource
+from laku.core.http import ServiceCallError, ServiceClient
+from laku.core.security import service_credential
+from laku.core.settings import Settings
 from tests.support import Platform, assert_problem, snapshot
 
 
@@ -144,19 +147,14 @@ def test_health_and_ready(platform: Platform, service: str) -> None:
 def test_service_client_passes_request_id_and_service_token(platform: Platform) -> None:
     async def call() -> httpx.Response:
         async with httpx.AsyncClient() as http:
-            tokens = ServiceTokenSource(
-                http,
-                platform.url("auth"),
-                "probe",
-                platform.settings.service_secret.get_secret_value(),
-            )
+            tokens = platform.service_token_source(http, "product")
             client = ServiceClient(platform.url("auth"), http, tokens)
             structlog.contextvars.bind_contextvars(request_id="req-from-upstream")
             try:
                 with pytest.raises(ServiceCallError) as refused:
                     await client.request("GET", "/api/auth/me")
                 assert refused.value.status == 403  # a service token, and services have no account
-                assert refused.value.code == "not_a_user"
+                assert refused.value.code == "service_not_allowed"
                 return await client.request("GET", "/health")
             finally:
                 structlog.contextvars.unbind_contextvars("request_id")
@@ -181,3 +179,12 @@ def test_service_client_reports_an_unreachable_service() -> None:
 
     with pytest.raises(UpstreamUnavailable):
         asyncio.run(call())
+
+
+def test_a_service_presents_the_credential_it_was_given_else_derives_its_own() -> None:
+    secret = "s" * 40
+    given = Settings(service_secret=secret, service_credential="payment-credential-from-operator")
+    assert own_service_credential(given, "payment") == "payment-credential-from-operator"
+    derived = Settings(service_secret=secret)
+    assert own_service_credential(derived, "payment") == service_credential(secret, "payment")
+    assert own_service_credential(derived, "payment") != own_service_credential(derived, "order")

@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from laku.core.http import ServiceTokenSource, new_http_client
+from laku.core.http import new_http_client
 from laku.logistics.client import LogisticsClient
 from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER
 from laku.providers.biteship.sandbox import COURIERS, shipping_price
 from tests.catalog import create_seed_catalog
 from tests.service_logs import wait_logged
-from tests.support import Account, Platform, assert_problem, bearer, snapshot
+from tests.support import Account, FixedToken, Platform, assert_problem, bearer, snapshot
 from tests.test_close import (
     _close,
     _end_now,
@@ -680,8 +680,8 @@ async def test_client_books_and_reads_shipments(platform: Platform, orders: list
     order = orders[0]
     http = new_http_client(10.0)
     try:
-        secret = platform.settings.service_secret.get_secret_value()
-        tokens = ServiceTokenSource(http, platform.url("auth"), "warehouse", secret)
+        # One parcel at a time is booked by an admin (a service books a session's in bulk).
+        tokens = FixedToken(platform.admin_token)
         client = LogisticsClient(platform.url("logistics"), http, tokens)
         booked = await client.create_shipment(
             uuid.UUID(order.id), courier_company="jne", courier_type="reg", idempotency_key="k1"
@@ -710,8 +710,7 @@ async def _book_session(platform: Platform, session_id: str, idempotency_key: st
     """What the warehouse sends once a group buy's goods are in hand."""
     http = new_http_client(10.0)
     try:
-        secret = platform.settings.service_secret.get_secret_value()
-        tokens = ServiceTokenSource(http, platform.url("auth"), "warehouse", secret)
+        tokens = platform.service_token_source(http, "warehouse")
         client = LogisticsClient(platform.url("logistics"), http, tokens)
         return await client.book_session(uuid.UUID(session_id), idempotency_key=idempotency_key)
     finally:

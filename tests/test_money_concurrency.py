@@ -103,12 +103,7 @@ def test_concurrent_settlements_of_one_factory_make_one_and_pay_it_once(
 
 def _credited_buyer(platform: Platform, amount: int) -> Account:
     buyer = platform.new_buyer()
-    secret = platform.settings.service_secret.get_secret_value()
-    token = _ok(
-        platform.client("auth").post(
-            "/api/auth/service-token", json={"serviceName": "payment", "secret": secret}
-        )
-    )["accessToken"]
+    token = platform.service_token("payment")
     credit = platform.client("wallet").post(
         "/api/wallets/credits",
         json={

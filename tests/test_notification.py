@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from laku.core.http import ServiceTokenSource, new_http_client
+from laku.core.http import new_http_client
 from laku.notification.client import (
     Channel,
     NotificationClient,
@@ -24,12 +24,7 @@ T = TypeVar("T")
 
 
 def _service_headers(platform: Platform) -> dict[str, str]:
-    secret = platform.settings.service_secret.get_secret_value()
-    response = platform.client("auth").post(
-        "/api/auth/service-token", json={"serviceName": "warehouse", "secret": secret}
-    )
-    response.raise_for_status()
-    return bearer(response.json()["accessToken"])
+    return platform.service_headers("warehouse")
 
 
 def _admin(platform: Platform) -> dict[str, str]:
@@ -295,8 +290,7 @@ async def test_typed_client_sends_once_per_key(platform: Platform) -> None:
     )
     http = new_http_client(5.0)
     try:
-        secret = platform.settings.service_secret.get_secret_value()
-        tokens = ServiceTokenSource(http, platform.url("auth"), "warehouse", secret)
+        tokens = platform.service_token_source(http, "warehouse")
         client = NotificationClient(platform.url("notification"), http, tokens)
         key = f"po:{uuid.uuid4()}:created"
         sent = await client.send(request, idempotency_key=key)

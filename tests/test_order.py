@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from laku.core.http import ServiceCallError, ServiceTokenSource, new_http_client
+from laku.core.http import ServiceCallError, new_http_client
 from laku.order.client import OrderClient, OrderStatus
 from tests.catalog import SeedCatalog, create_seed_catalog
 from tests.support import Account, Platform, assert_problem, bearer, snapshot
@@ -321,8 +321,7 @@ async def test_client_creates_once_per_key_and_reads_orders(platform: Platform) 
     group = await asyncio.to_thread(_group_buy, platform)
     http = new_http_client(10.0)
     try:
-        secret = platform.settings.service_secret.get_secret_value()
-        tokens = ServiceTokenSource(http, platform.url("auth"), "group-buying", secret)
+        tokens = platform.service_token_source(http, "group-buying")
         client = OrderClient(platform.url("order"), http, tokens)
         session_id = uuid.UUID(group.id)
 
@@ -335,12 +334,16 @@ async def test_client_creates_once_per_key_and_reads_orders(platform: Platform) 
         assert (again.created, again.existing, again.total) == (0, 2, 2)
 
         [order, _] = await asyncio.to_thread(_session_orders, platform, group.id)
-        read = await client.get_order(uuid.UUID(order["id"]))
+        # Logistics-service is the one that reads orders one by one.
+        reader = OrderClient(
+            platform.url("order"), http, platform.service_token_source(http, "logistics")
+        )
+        read = await reader.get_order(uuid.UUID(order["id"]))
         assert read is not None
         assert read.status is OrderStatus.PROCESSING
         assert str(read.participant_id) == order["participantId"]
         assert read.items[0].total_price == read.subtotal
-        assert await client.get_order(uuid.uuid4()) is None
+        assert await reader.get_order(uuid.uuid4()) is None
 
         with pytest.raises(ServiceCallError) as missing:
             await client.create_bulk(uuid.uuid4(), idempotency_key=uuid.uuid4().hex)

@@ -29,12 +29,7 @@ Payment = dict[str, Any]
 
 def _service_headers(platform: Platform) -> dict[str, str]:
     """As group-buying calls: with a `service` token."""
-    secret = platform.settings.service_secret.get_secret_value()
-    response = platform.client("auth").post(
-        "/api/auth/service-token", json={"serviceName": "group-buying", "secret": secret}
-    )
-    response.raise_for_status()
-    return bearer(response.json()["accessToken"])
+    return platform.service_headers("group-buying")
 
 
 def _admin(platform: Platform) -> dict[str, str]:

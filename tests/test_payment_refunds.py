@@ -23,12 +23,7 @@ T = TypeVar("T")
 @pytest.fixture(scope="module")
 def service_headers(platform: Platform) -> dict[str, str]:
     """As group-buying's closer calls: with a `service` token."""
-    secret = platform.settings.service_secret.get_secret_value()
-    response = platform.client("auth").post(
-        "/api/auth/service-token", json={"serviceName": "group-buying", "secret": secret}
-    )
-    response.raise_for_status()
-    return bearer(response.json()["accessToken"])
+    return platform.service_headers("group-buying")
 
 
 def _eventually(probe: Callable[[], T | None], timeout_seconds: float = 15.0) -> T:

@@ -31,12 +31,7 @@ RELEASED = "/api/payments/escrow/released"
 @pytest.fixture(scope="module")
 def service_headers(platform: Platform) -> dict[str, str]:
     """As group-buying's closer and settlement-service call: with a `service` token."""
-    secret = platform.settings.service_secret.get_secret_value()
-    response = platform.client("auth").post(
-        "/api/auth/service-token", json={"serviceName": "group-buying", "secret": secret}
-    )
-    response.raise_for_status()
-    return bearer(response.json()["accessToken"])
+    return platform.service_headers("group-buying")
 
 
 def _release(
@@ -58,6 +53,11 @@ def _release(
     )
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def _settlement(platform: Platform) -> dict[str, str]:
+    """Settlement-service is the one that reads what was released."""
+    return platform.service_headers("settlement")
 
 
 def _released(
@@ -119,7 +119,7 @@ def test_release_records_factory_and_group_and_sums_by_period(
 
     times = [_released_at(platform, service_headers, p) for p in (whole, partly, second)]
     start, end = min(times), max(times) + timedelta(microseconds=1)
-    summary = _released_ok(platform, service_headers, factory, start, end)
+    summary = _released_ok(platform, _settlement(platform), factory, start, end)
     assert summary["factoryId"] == factory
     assert datetime.fromisoformat(summary["from"]) == start
     assert datetime.fromisoformat(summary["to"]) == end
@@ -133,13 +133,15 @@ def test_release_records_factory_and_group_and_sums_by_period(
     )
     # [from, to): a payment released exactly at `to` belongs to the next period.
     last = max(times)
-    before_last = _released_ok(platform, service_headers, factory, start, last)
+    before_last = _released_ok(platform, _settlement(platform), factory, start, last)
     assert before_last["totalAmount"] == sum(
         amount for amount, at in zip((475_000, 325_000, 300_000), times, strict=True) if at < last
     )
-    from_last = _released_ok(platform, service_headers, factory, last, end)
+    from_last = _released_ok(platform, _settlement(platform), factory, last, end)
     assert from_last["totalAmount"] == 1_100_000 - before_last["totalAmount"]
-    earlier = _released_ok(platform, service_headers, factory, start - timedelta(days=30), start)
+    earlier = _released_ok(
+        platform, _settlement(platform), factory, start - timedelta(days=30), start
+    )
     assert earlier == {
         "factoryId": factory,
         "from": earlier["from"],
@@ -149,7 +151,9 @@ def test_release_records_factory_and_group_and_sums_by_period(
         "sessions": [],
         "cancelledOrderRefunds": [],
     }
-    theirs = _released_ok(platform, service_headers, other_factory, start, end + timedelta(days=1))
+    theirs = _released_ok(
+        platform, _settlement(platform), other_factory, start, end + timedelta(days=1)
+    )
     assert (theirs["totalAmount"], theirs["sessions"]) == (
         200_000,
         [{"groupSessionId": other_group, "amount": 200_000, "payments": 1}],
@@ -215,7 +219,7 @@ def test_a_cancelled_order_is_refunded_after_the_release(
     _release(platform, service_headers, [payment], factory, group)
     released_at = _released_at(platform, service_headers, payment)
     period = (released_at, released_at + timedelta(seconds=1))
-    assert _released_ok(platform, service_headers, factory, *period)["totalAmount"] == 325_000
+    assert _released_ok(platform, _settlement(platform), factory, *period)["totalAmount"] == 325_000
     _refunds_settled(platform, [tier["reference"]])
 
     # Released escrow is the factory's for every other reason, and the amount is capped.
@@ -256,7 +260,7 @@ def test_a_cancelled_order_is_refunded_after_the_release(
     assert datetime.fromisoformat(refunded["escrowReleasedAt"]) == released_at
     again = _release(platform, service_headers, [payment], factory, group)
     assert again == {"released": 0, "alreadyReleased": 1, "amount": 0}
-    summary = _released_ok(platform, service_headers, factory, *period)
+    summary = _released_ok(platform, _settlement(platform), factory, *period)
     assert (summary["totalAmount"], summary["payments"]) == (0, 1)
 
     _refunds_settled(platform, [cancelled["reference"]])
@@ -291,7 +295,7 @@ def test_a_cancelled_order_is_refunded_in_part_or_while_escrow_is_held(
         100_000,
     )
     at = _released_at(platform, service_headers, released)
-    summary = _released_ok(platform, service_headers, factory, at, at + timedelta(seconds=1))
+    summary = _released_ok(platform, _settlement(platform), factory, at, at + timedelta(seconds=1))
     assert summary["totalAmount"] == 300_000
 
     # A group waiting for stock has its orders and its escrow held: an order cancelled then.

@@ -5,7 +5,6 @@ from datetime import datetime
 import httpx
 import pytest
 
-from laku.core.http import ServiceTokenSource
 from laku.product.client import ProductClient
 from laku.product.schemas import ProductDetailOut
 from tests.support import Platform, assert_problem, bearer, snapshot
@@ -789,9 +788,8 @@ async def test_product_client_sees_drafts_and_reports_missing_products(
 ) -> None:
     draft = _create_product(platform, factory_id, category_id)
     _add_variants(platform, draft["id"], _variants(2))
-    secret = platform.settings.service_secret.get_secret_value()
     async with httpx.AsyncClient(timeout=10.0) as http:
-        tokens = ServiceTokenSource(http, platform.url("auth"), "group-buying", secret)
+        tokens = platform.service_token_source(http, "group-buying")
         client = ProductClient(platform.url("product"), http, tokens)
         fetched = await client.get_product(uuid.UUID(draft["id"]))
         assert isinstance(fetched, ProductDetailOut)

@@ -23,15 +23,7 @@ def _admin(platform: Platform) -> dict[str, str]:
 
 
 def _service(platform: Platform) -> dict[str, str]:
-    response = platform.client("auth").post(
-        "/api/auth/service-token",
-        json={
-            "serviceName": "group-buying",
-            "secret": platform.settings.service_secret.get_secret_value(),
-        },
-    )
-    assert response.status_code == 200, response.text
-    return bearer(response.json()["accessToken"])
+    return platform.service_headers("group-buying")
 
 
 def _eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:

@@ -251,12 +251,7 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
         "JOIN payment.payments p ON p.id = r.payment_id WHERE r.reference = $1",
         reference_c,
     )
-    secret = platform.settings.service_secret.get_secret_value()
-    token = _ok(
-        platform.client("auth").post(
-            "/api/auth/service-token", json={"serviceName": "payment", "secret": secret}
-        )
-    )["accessToken"]
+    token = platform.service_token("payment")
     before = snapshot(platform, "settlement")
     again = _settlements(platform).post(
         f"{SETTLEMENTS}/escrow-refunds",

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from laku.core.http import ServiceCallError, ServiceTokenSource, new_http_client
+from laku.core.http import ServiceCallError, new_http_client
 from laku.providers.xendit.client import XenditError
 from laku.providers.xendit.payouts import XenditPayoutClient
 from laku.wallet.client import MovementReason, WalletClient
@@ -29,12 +29,7 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="module")
 def service_headers(platform: Platform) -> dict[str, str]:
-    secret = platform.settings.service_secret.get_secret_value()
-    response = platform.client("auth").post(
-        "/api/auth/service-token", json={"serviceName": "payment", "secret": secret}
-    )
-    response.raise_for_status()
-    return bearer(response.json()["accessToken"])
+    return platform.service_headers("payment")
 
 
 def _movement(user_id: str, amount: Any = 10_000, **overrides: Any) -> dict[str, Any]:
@@ -162,8 +157,7 @@ async def test_typed_client_credits_once_per_key(platform: Platform) -> None:
     key = f"tier-refund:{uuid.uuid4()}"
     http = new_http_client(5.0)
     try:
-        secret = platform.settings.service_secret.get_secret_value()
-        tokens = ServiceTokenSource(http, platform.url("auth"), "payment", secret)
+        tokens = platform.service_token_source(http, "payment")
         wallets = WalletClient(platform.url("wallet"), http, tokens)
 
         first = await wallets.credit(

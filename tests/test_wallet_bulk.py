@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from laku.core.http import ServiceCallError, ServiceTokenSource, new_http_client
+from laku.core.http import ServiceCallError, new_http_client
 from laku.wallet.client import MovementCreate, MovementReason, WalletClient
 from tests.support import Platform, assert_problem, bearer, snapshot
 
@@ -19,12 +19,7 @@ BULK = "/api/wallets/credits/bulk"
 
 @pytest.fixture(scope="module")
 def service_headers(platform: Platform) -> dict[str, str]:
-    secret = platform.settings.service_secret.get_secret_value()
-    response = platform.client("auth").post(
-        "/api/auth/service-token", json={"serviceName": "payment", "secret": secret}
-    )
-    response.raise_for_status()
-    return bearer(response.json()["accessToken"])
+    return platform.service_headers("payment")
 
 
 def _credit(user_id: uuid.UUID | str, amount: Any = 30_000, **overrides: Any) -> dict[str, Any]:
@@ -167,8 +162,7 @@ async def test_typed_client_credits_in_bulk(platform: Platform) -> None:
     ]
     http = new_http_client(5.0)
     try:
-        secret = platform.settings.service_secret.get_secret_value()
-        tokens = ServiceTokenSource(http, platform.url("auth"), "payment", secret)
+        tokens = platform.service_token_source(http, "payment")
         wallets = WalletClient(platform.url("wallet"), http, tokens)
         first = await wallets.credit_bulk(items, idempotency_key=f"batch:{uuid.uuid4()}")
         again = await wallets.credit_bulk(items, idempotency_key=f"batch:{uuid.uuid4()}")

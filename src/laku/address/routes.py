@@ -11,9 +11,11 @@ from laku.core.security import Principal, Role, require_roles
 
 router = APIRouter(prefix="/api/addresses", tags=["address"], responses=PROBLEM_RESPONSES)
 
-# Only buyers keep address books; admins and services read them (logistics needs destinations).
+# Only buyers keep address books; admins and logistics-service (destinations) read them.
 Buyer = Annotated[Principal, Depends(require_roles(Role.BUYER))]
-Reader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN, Role.SERVICE))]
+Reader = Annotated[
+    Principal, Depends(require_roles(Role.BUYER, Role.ADMIN, services=["logistics"]))
+]
 UserIdQuery = Annotated[
     uuid.UUID | None,
     Query(alias="userId", description="Whose addresses (admin and service only; default: caller)"),

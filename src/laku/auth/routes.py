@@ -25,13 +25,24 @@ from laku.auth.schemas import (
     UsersLookup,
 )
 from laku.core.app import DbSession
-from laku.core.errors import PROBLEM_RESPONSES, Forbidden, Unauthorized
+from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
 from laku.core.idempotency import no_store
-from laku.core.security import CurrentPrincipal, Principal, Role, require_roles
+from laku.core.security import (
+    SERVICE_IDENTITIES,
+    SERVICE_SUBJECT_PREFIX,
+    USER_ROLES,
+    Principal,
+    Role,
+    public,
+    require_roles,
+)
 
 router = APIRouter(tags=["auth"], responses=PROBLEM_RESPONSES)
 
-AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+# Factory-service creates factory users; notification-service addresses its messages.
+UserCreator = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["factory"]))]
+ContactReader = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["notification"]))]
+AnyUser = Annotated[Principal, Depends(require_roles(*USER_ROLES))]
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -41,12 +52,17 @@ def _signer(request: Request) -> TokenSigner:
     return request.app.state.signer
 
 
-@router.get("/.well-known/jwks.json", response_model=Jwks)
+@router.get("/.well-known/jwks.json", response_model=Jwks, dependencies=[Depends(public)])
 async def jwks(request: Request) -> dict:
     return _signer(request).jwks()
 
 
-@router.post("/api/auth/register", response_model=UserOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/api/auth/register",
+    response_model=UserOut,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(public)],
+)
 async def register(body: RegisterRequest, session: DbSession):
     return await service.create_user(session, body, Role.BUYER)
 
@@ -72,7 +88,11 @@ def _tokens(request: Request, renewal: sessions.Renewal) -> LoginResponse:
     )
 
 
-@router.post("/api/auth/login", response_model=LoginResponse, dependencies=[Depends(no_store)])
+@router.post(
+    "/api/auth/login",
+    response_model=LoginResponse,
+    dependencies=[Depends(public), Depends(no_store)],
+)
 async def login(body: LoginRequest, request: Request, session: DbSession) -> LoginResponse:
     settings = request.app.state.settings
     user = await service.authenticate(session, settings, body.email, body.password)
@@ -80,7 +100,11 @@ async def login(body: LoginRequest, request: Request, session: DbSession) -> Log
     return _tokens(request, await sessions.start(session, settings, user))
 
 
-@router.post("/api/auth/refresh", response_model=LoginResponse, dependencies=[Depends(no_store)])
+@router.post(
+    "/api/auth/refresh",
+    response_model=LoginResponse,
+    dependencies=[Depends(public), Depends(no_store)],
+)
 async def refresh(body: RefreshRequest, request: Request, session: DbSession) -> LoginResponse:
     """A new access token and refresh token for a refresh token, which is used up. A refresh
     token used a second time ends its session (every token of it is refused)."""
@@ -88,7 +112,10 @@ async def refresh(body: RefreshRequest, request: Request, session: DbSession) ->
     return _tokens(request, await sessions.refresh(session, settings, body.refresh_token))
 
 
-@router.post("/api/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+# Public as a route: it checks the bearer token or the refresh token itself.
+@router.post(
+    "/api/auth/logout", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(public)]
+)
 async def logout(
     request: Request,
     session: DbSession,
@@ -119,7 +146,7 @@ async def logout(
 @router.get("/api/auth/revocations", response_model=RevocationsOut)
 async def revocations(
     request: Request,
-    _: Annotated[Principal, Depends(require_roles(Role.SERVICE))],
+    _: Annotated[Principal, Depends(require_roles(services=SERVICE_IDENTITIES))],
     session: DbSession,
     since: datetime | None = None,
 ) -> RevocationsOut:
@@ -140,33 +167,36 @@ async def revocations(
 
 
 @router.get("/api/auth/me", response_model=UserOut)
-async def me(principal: CurrentPrincipal, session: DbSession):
-    if principal.role is Role.SERVICE:
-        raise Forbidden("A service identity has no account", code="not_a_user")
+async def me(principal: AnyUser, session: DbSession):
     return await service.get_user(session, principal.user_id)
 
 
 @router.post("/api/auth/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
-async def create_user(body: CreateUserRequest, _: AdminOrService, session: DbSession):
+async def create_user(body: CreateUserRequest, _: UserCreator, session: DbSession):
     """Accounts other than self-registered buyers: admins, and factory users bound to a factory."""
     return await service.create_user(session, body, body.role)
 
 
 @router.post("/api/auth/users/lookup", response_model=list[UserContactOut])
-async def lookup_users(body: UsersLookup, _: AdminOrService, session: DbSession):
+async def lookup_users(body: UsersLookup, _: ContactReader, session: DbSession):
     """The e-mail, name and phone of up to 2,000 users at once (a service addressing
     notifications); ids that name no user are left out. Reads only: a repeat is answered anew."""
     return await service.user_contacts(session, body.ids)
 
 
 @router.post(
-    "/api/auth/service-token", response_model=TokenResponse, dependencies=[Depends(no_store)]
+    "/api/auth/service-token",
+    response_model=TokenResponse,
+    dependencies=[Depends(public), Depends(no_store)],
 )
 async def service_token(body: ServiceTokenRequest, request: Request) -> TokenResponse:
     settings = request.app.state.settings
-    service.check_service_secret(settings, body.secret)
+    service.check_service_credential(settings, body.service_name, body.credential)
     ttl = settings.service_token_ttl_seconds
     token = _signer(request).sign(
-        settings, subject=f"service:{body.service_name}", role=Role.SERVICE, ttl_seconds=ttl
+        settings,
+        subject=f"{SERVICE_SUBJECT_PREFIX}{body.service_name}",
+        role=Role.SERVICE,
+        ttl_seconds=ttl,
     )
     return TokenResponse(access_token=token, expires_in=ttl)

@@ -41,8 +41,10 @@ class LoginRequest(WireModel):
 
 
 class ServiceTokenRequest(WireModel):
+    """A service asking for a token in its own name, with its own credential."""
+
     service_name: Annotated[str, Field(pattern=r"^[a-z][a-z-]{1,31}$")]
-    secret: Annotated[str, Field(min_length=1, max_length=256)]
+    credential: Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class TokenResponse(WireModel):

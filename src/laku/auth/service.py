@@ -17,7 +17,7 @@ from laku.auth.models import LoginThrottle, User
 from laku.auth.schemas import CreateUserRequest, RegisterRequest
 from laku.core.db import Database
 from laku.core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
-from laku.core.security import Role
+from laku.core.security import SERVICE_IDENTITIES, Role, service_credential
 from laku.core.settings import Settings, get_settings
 
 
@@ -168,15 +168,17 @@ async def user_contacts(
     return rows.all()
 
 
-def check_service_secret(settings: Settings, secret: str) -> None:
-    if not hmac.compare_digest(
-        secret.encode(), settings.service_secret.get_secret_value().encode()
-    ):
-        raise Forbidden("Wrong service secret", code="invalid_service_secret")
-
-
 def check_may_hold_token(user: User) -> None:
     """A factory account acts only for its factory: without one it gets no token at all (its
     filters would have nothing to scope by)."""
     if user.role == Role.FACTORY.value and user.factory_id is None:
         raise Forbidden("This factory account is not bound to a factory", code="factory_not_bound")
+
+
+def check_service_credential(settings: Settings, service_name: str, credential: str) -> None:
+    """Only a known service, presenting the credential derived for its own name, is issued a
+    token in that name: one service's credential cannot obtain another's identity."""
+    expected = service_credential(settings.service_secret.get_secret_value(), service_name)
+    known = service_name in SERVICE_IDENTITIES
+    if not (hmac.compare_digest(credential.encode(), expected.encode()) and known):
+        raise Forbidden("Wrong service credential", code="invalid_service_credential")

@@ -23,7 +23,7 @@ from laku.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from laku.core.outbox import Batched, Handler, OutboxRelay, purge_delivered
 from laku.core.outbox_admin import outbox_admin_router
 from laku.core.retention import Purge, RetentionSweeper
-from laku.core.security import TokenVerifier
+from laku.core.security import TokenVerifier, public, publish_access_rules, service_credential
 from laku.core.services import SERVICES, service_url
 from laku.core.settings import Settings, get_settings
 from laku.core.tracing import FASTAPI_TELEMETRY_OFF, TracingMiddleware, configure_tracing
@@ -106,7 +106,7 @@ def create_service_app(
             http=app.state.http,
         )
         app.state.service_tokens = ServiceTokenSource(
-            app.state.http, auth_url, service, settings.service_secret.get_secret_value()
+            app.state.http, auth_url, service, own_service_credential(settings, service)
         )
         run_in_background(
             app,
@@ -155,11 +155,11 @@ def create_service_app(
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(TracingMiddleware)
 
-    @app.get("/health", response_model=Health, tags=["ops"])
+    @app.get("/health", response_model=Health, tags=["ops"], dependencies=[Depends(public)])
     async def health() -> Health:
         return Health(status="ok", service=service)
 
-    @app.get("/ready", response_model=Health, tags=["ops"])
+    @app.get("/ready", response_model=Health, tags=["ops"], dependencies=[Depends(public)])
     async def ready(request: Request) -> Health:
         try:
             await request.app.state.db.ping()
@@ -175,7 +175,16 @@ def create_service_app(
         app.include_router(router)
     if outbox is not None:
         app.include_router(outbox_admin_router(outbox[0]))
+    publish_access_rules(app)
     return app
+
+
+def own_service_credential(settings: Settings, service: str) -> str:
+    """The credential this service presents for its service token: the one it was given
+    (production: each service only its own), else derived from the shared secret."""
+    if settings.service_credential is not None:
+        return settings.service_credential.get_secret_value()
+    return service_credential(settings.service_secret.get_secret_value(), service)
 
 
 def _retention_sweeper(

@@ -66,14 +66,16 @@ class TokenSource(Protocol):
 
 
 class ServiceTokenSource:
-    """Gets a `service` role token from auth-service and renews it shortly before it expires."""
+    """Gets a `service` role token in the service's own name from auth-service, presenting the
+    service's credential (`laku.core.security.service_credential`), and renews it shortly
+    before it expires."""
 
     RENEW_MARGIN_SECONDS = 60
 
-    def __init__(self, http: httpx.AsyncClient, auth_url: str, service_name: str, secret: str):
+    def __init__(self, http: httpx.AsyncClient, auth_url: str, service_name: str, credential: str):
         self._http = http
         self._url = f"{auth_url}/api/auth/service-token"
-        self._body = {"serviceName": service_name, "secret": secret}
+        self._body = {"serviceName": service_name, "credential": credential}
         self._token: str | None = None
         self._expires_at = 0.0
 

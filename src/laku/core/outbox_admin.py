@@ -4,15 +4,13 @@ refused for good (dead letters, with their reasons), and a way to requeue one.""
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import Table
 
 from laku.core import outbox
 from laku.core.errors import PROBLEM_RESPONSES, NotFound
 from laku.core.schemas import Limit, Offset, Page, WireModel
-from laku.core.security import AdminPrincipal, Principal, Role, require_roles
-
-AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+from laku.core.security import AdminPrincipal
 
 
 class OutboxSummaryOut(WireModel):
@@ -64,7 +62,7 @@ def outbox_admin_router(table: Table) -> APIRouter:
     router = APIRouter(prefix="/api/admin/outbox", tags=["outbox"], responses=PROBLEM_RESPONSES)
 
     @router.get("", response_model=OutboxSummaryOut)
-    async def outbox_summary(_: AdminOrService, request: Request) -> OutboxSummaryOut:
+    async def outbox_summary(_: AdminPrincipal, request: Request) -> OutboxSummaryOut:
         """Rows waiting for delivery (and how long the oldest has waited), and dead letters
         by kind."""
         async with request.app.state.db.sessions() as session:
@@ -78,7 +76,7 @@ def outbox_admin_router(table: Table) -> APIRouter:
 
     @router.get("/dead-letters", response_model=Page[OutboxEntryOut])
     async def list_dead_letters(
-        _: AdminOrService,
+        _: AdminPrincipal,
         request: Request,
         kind: Annotated[str | None, Query(max_length=64)] = None,
         limit: Limit = 50,

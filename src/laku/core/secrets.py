@@ -19,9 +19,10 @@ from pydantic import EmailStr, SecretStr, TypeAdapter, ValidationError
 from laku.core.settings import Settings
 
 MIN_SECRET_BYTES = 32
-# Secrets that may stay unset in any mode: a mail relay need not ask for a password, and
-# photos kept on disk need no object storage key.
-OPTIONAL_SECRETS = frozenset({"smtp_password", "media_s3_secret_access_key"})
+# Secrets that may stay unset in any mode: a mail relay need not ask for a password, photos
+# kept on disk need no object storage key, and a service's own credential is otherwise
+# derived from the service secret.
+OPTIONAL_SECRETS = frozenset({"smtp_password", "media_s3_secret_access_key", "service_credential"})
 # Every secret setting: each `SecretStr | None` field but the optional ones, so a secret added
 # to Settings is generated and checked without being listed again here.
 SECRET_SETTINGS: tuple[str, ...] = tuple(
@@ -81,6 +82,8 @@ def startup_problems(settings: Settings) -> list[str]:
         )
     production = settings.env == "production"
     for name in SECRET_SETTINGS:
+        if name == "service_secret" and settings.service_credential is not None:
+            continue  # a process given its own credential needs no shared secret
         value = _value(settings, name)
         if value is None or value == "":
             problems.append(f"{env_name(name)} is not set")

@@ -1,22 +1,29 @@
-"""Verifying access tokens (EdDSA JWTs signed by auth-service) and checking roles."""
+"""Verifying access tokens (EdDSA JWTs signed by auth-service), and who may call what: each
+operation declares its access rule once, as a dependency, and the rule is published in the
+service's OpenAPI as `x-laku-access` (the access test is generated from it)."""
 
 import asyncio
+import hashlib
+import hmac
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import jwt
 import structlog
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from laku.core.errors import DomainError, Forbidden, Unauthorized, UpstreamUnavailable
 from laku.core.http import TokenSource
+from laku.core.services import SERVICES
 
 log = structlog.get_logger()
 
@@ -28,6 +35,21 @@ class Role(StrEnum):
     ADMIN = "admin"
     FACTORY = "factory"
     SERVICE = "service"
+
+
+USER_ROLES = (Role.BUYER, Role.ADMIN, Role.FACTORY)
+# Who may hold a service token: the services, and the web front end (it follows the revocation
+# feed like every service).
+SERVICE_IDENTITIES = frozenset({*SERVICES, "web"})
+SERVICE_SUBJECT_PREFIX = "service:"
+"""A service token's `sub` is `service:<name>`: the calling service, as auth-service verified it."""
+
+
+def service_credential(service_secret: str, service_name: str) -> str:
+    """What a service presents to auth-service to be issued a token in its own name:
+    HMAC-SHA256(service_secret, name). Knowing one service's credential gives no other's, so
+    each service can be given only its own (`LAKU_SERVICE_CREDENTIAL`)."""
+    return hmac.new(service_secret.encode(), service_name.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -45,6 +67,13 @@ class Principal:
         if self.role is Role.SERVICE:
             raise Forbidden("A service has no user id")
         return uuid.UUID(self.subject)
+
+    @property
+    def service_name(self) -> str | None:
+        """The calling service's name, for a service token; None for a user."""
+        if self.role is not Role.SERVICE or not self.subject.startswith(SERVICE_SUBJECT_PREFIX):
+            return None
+        return self.subject.removeprefix(SERVICE_SUBJECT_PREFIX)
 
     @property
     def is_privileged(self) -> bool:
@@ -217,17 +246,114 @@ async def current_principal(
     return await verifier.verify(credentials.credentials)
 
 
-def require_roles(*roles: Role):
-    """A dependency admitting only the given roles (401 without a token, 403 with another role)."""
+@dataclass(frozen=True)
+class Access:
+    """Who may call an operation: nobody needs a token (`public`); a provider's webhook, known
+    by its own shared secret (`webhook`); else users with one of `roles` and the services
+    named in `services` (a service token names its caller)."""
 
-    allowed = frozenset(roles)
+    roles: frozenset[Role] = frozenset()
+    services: frozenset[str] = frozenset()
+    public: bool = False
+    webhook: bool = False
 
+    def openapi(self) -> dict[str, Any]:
+        if self.public:
+            return {"public": True}
+        if self.webhook:
+            return {"webhook": True}
+        return {"roles": sorted(r.value for r in self.roles), "services": sorted(self.services)}
+
+
+PUBLIC = Access(public=True)
+PROVIDER_WEBHOOK = Access(webhook=True)
+ACCESS_EXTENSION = "x-laku-access"
+
+Dependency = TypeVar("Dependency", bound=Callable[..., Any])
+
+
+def declares_access(access: Access) -> Callable[[Dependency], Dependency]:
+    """Marks a dependency as the operation's access rule (read back by `access_of`)."""
+
+    def mark(dependency: Dependency) -> Dependency:
+        dependency.laku_access = access  # type: ignore[attr-defined]
+        return dependency
+
+    return mark
+
+
+@declares_access(PUBLIC)
+async def public() -> None:
+    """Declares an operation open to anyone, without a token."""
+
+
+def require_roles(*roles: Role, services: Iterable[str] = ()):
+    """A dependency admitting users with one of `roles` and the services named in `services`
+    (401 without a valid token, 403 for anyone else). A service is admitted only by name: an
+    internal endpoint lists the services whose clients call it."""
+    if Role.SERVICE in roles:
+        raise ValueError("Name the calling services (services=...) instead of Role.SERVICE")
+    allowed_services = frozenset(services)
+    unknown = allowed_services - SERVICE_IDENTITIES
+    if unknown:
+        raise ValueError(f"Unknown services: {sorted(unknown)}")
+    access = Access(roles=frozenset(roles), services=allowed_services)
+
+    @declares_access(access)
     async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if principal.role not in allowed:
-            raise Forbidden(f"Requires role {' or '.join(sorted(allowed))}")
+        if principal.role is Role.SERVICE:
+            if principal.service_name not in access.services:
+                raise Forbidden(
+                    f"Service {principal.service_name!r} may not call this operation",
+                    code="service_not_allowed",
+                )
+        elif principal.role not in access.roles:
+            raise Forbidden(f"Requires role {' or '.join(sorted(access.roles)) or 'service'}")
         return principal
 
     return dependency
+
+
+def require_service_callers(*services: str):
+    """A dependency admitting only the named services (internal endpoints no user calls)."""
+    return require_roles(services=services)
+
+
+def access_of(dependant: Dependant) -> Access | None:
+    """The access rule an operation declares through its dependencies; None if it declares
+    none. Two different rules on one operation are a mistake, refused here."""
+    found: set[Access] = set()
+    pending = [dependant]
+    while pending:
+        current = pending.pop()
+        access = getattr(current.call, "laku_access", None)
+        if access is not None:
+            found.add(access)
+        pending.extend(current.dependencies)
+    if len(found) > 1:
+        raise ValueError(f"{dependant.path}: conflicting access rules {found}")
+    return found.pop() if found else None
+
+
+def publish_access_rules(app: FastAPI) -> None:
+    """Adds each operation's access rule to the app's OpenAPI as `x-laku-access`; an operation
+    without one gets none (and the access test fails on it)."""
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build_openapi()  # cached by FastAPI; the rules are set again, unchanged
+        for route in iter_route_contexts(app.routes):
+            if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
+                continue
+            access = access_of(route.dependant)
+            if access is None:
+                continue
+            for method in route.methods:
+                operation = schema["paths"][route.path_format][method.lower()]
+                operation[ACCESS_EXTENSION] = access.openapi()
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

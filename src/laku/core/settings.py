@@ -36,8 +36,12 @@ class Settings(BaseSettings):
     # Added to every service's seed port, so a second platform (tests) can run beside `make up`.
     port_offset: int = 0
 
-    # Shared by the services to obtain `service` tokens from auth.
+    # Auth-service checks each service's credential against it (`service_credential` below).
     service_secret: SecretStr | None = None
+    # This process's own service credential, HMAC-SHA256(service_secret, service name) (README,
+    # "Service identities"). Set, the process needs no `service_secret` to obtain tokens: give
+    # each service's process only its own. Unset: derived from `service_secret`.
+    service_credential: SecretStr | None = None
     # The first admin account, created at auth's start if missing. The e-mail must pass the rule
     # login applies (a reserved domain such as `.test` does not), or no process starts.
     admin_email: str = "admin@laku.id"

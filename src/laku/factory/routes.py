@@ -7,7 +7,7 @@ from laku.auth.client import AuthClient, UserOut
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, NotFound
 from laku.core.schemas import Limit, Offset, Page
-from laku.core.security import AdminPrincipal, Principal, Role, require_roles
+from laku.core.security import AdminPrincipal, Principal, Role, public, require_roles
 from laku.factory import service
 from laku.factory.schemas import (
     FactoryCreate,
@@ -35,7 +35,7 @@ async def create_factory(body: FactoryCreate, _: AdminPrincipal, session: DbSess
     return await service.create_factory(session, body)
 
 
-@router.get("/api/factories", response_model=Page[FactoryOut])
+@router.get("/api/factories", response_model=Page[FactoryOut], dependencies=[Depends(public)])
 async def list_factories(
     session: DbSession,
     limit: Limit = 20,
@@ -62,7 +62,9 @@ async def my_factory(principal: FactoryPrincipal, session: DbSession):
     return await service.get_factory(session, principal.factory_id)
 
 
-@router.get("/api/factories/{factory_id}", response_model=FactoryOut)
+@router.get(
+    "/api/factories/{factory_id}", response_model=FactoryOut, dependencies=[Depends(public)]
+)
 async def get_factory(factory_id: uuid.UUID, session: DbSession):
     return await service.get_factory(session, factory_id)
 
@@ -92,7 +94,11 @@ async def add_review(
     return await service.add_review(session, factory_id, principal.user_id, body)
 
 
-@router.get("/api/factories/{factory_id}/reviews", response_model=Page[ReviewOut])
+@router.get(
+    "/api/factories/{factory_id}/reviews",
+    response_model=Page[ReviewOut],
+    dependencies=[Depends(public)],
+)
 async def list_reviews(
     factory_id: uuid.UUID, session: DbSession, limit: Limit = 20, offset: Offset = 0
 ) -> Page[ReviewOut]:

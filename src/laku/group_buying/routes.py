@@ -9,11 +9,13 @@ from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, PageSize, audit_out
 from laku.core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_RESPONSES, Problem
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import (
+    USER_ROLES,
     AdminPrincipal,
-    CurrentPrincipal,
     Principal,
     Role,
+    public,
     require_roles,
+    require_service_callers,
 )
 from laku.group_buying import audit, service, sessions
 from laku.group_buying.closing import Closer
@@ -42,8 +44,13 @@ from laku.warehouse.client import WarehouseClient
 router = APIRouter(tags=["group_buying"], responses=PROBLEM_RESPONSES)
 
 BuyerPrincipal = Annotated[Principal, Depends(require_roles(Role.BUYER))]
-ServicePrincipal = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
-AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+# Internal callers, by the service whose client calls the operation.
+BundleReader = Annotated[Principal, Depends(require_roles(*USER_ROLES, services=["warehouse"]))]
+PaymentReporter = Annotated[Principal, Depends(require_service_callers("payment"))]
+AdminOrOrder = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["order"]))]
+AdminOrWarehouse = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["warehouse"]))]
+# Settlement runs the platform's audit, which reads every service's own.
+Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["settlement"]))]
 
 
 async def _product_client(request: Request) -> ProductClient:
@@ -89,7 +96,7 @@ async def set_bundle_composition(
 
 
 @router.get("/api/bundle-composition/{product_id}", response_model=BundleCompositionOut)
-async def get_bundle_composition(product_id: uuid.UUID, _: CurrentPrincipal, session: DbSession):
+async def get_bundle_composition(product_id: uuid.UUID, _: BundleReader, session: DbSession):
     return await service.get_composition(session, product_id)
 
 
@@ -127,7 +134,7 @@ async def create_session(
     return await sessions.create_session(session, products, body, principal.user_id)
 
 
-@router.get("/api/group-buying", response_model=Page[SessionOut])
+@router.get("/api/group-buying", response_model=Page[SessionOut], dependencies=[Depends(public)])
 async def list_sessions(
     session: DbSession, limit: Limit = 20, offset: Offset = 0
 ) -> Page[SessionOut]:
@@ -146,7 +153,7 @@ async def my_participations(
 
 @router.post("/api/group-buying/payment-events", response_model=PaymentEventOut)
 async def payment_event(
-    body: PaymentEvent, request: Request, _: ServicePrincipal, session: DbSession
+    body: PaymentEvent, request: Request, _: PaymentReporter, session: DbSession
 ) -> PaymentEventOut:
     """payment-service reports a participant's payment as paid, expired or failed."""
     outcome = await sessions.apply_payment_event(session, body)
@@ -155,7 +162,7 @@ async def payment_event(
 
 
 @router.post("/api/group-buying/process-expired", response_model=ProcessExpiredOut)
-async def process_expired(_: AdminOrService, closer: SessionCloser) -> ProcessExpiredOut:
+async def process_expired(_: AdminPrincipal, closer: SessionCloser) -> ProcessExpiredOut:
     """Seed step 5: close the sessions past their end time. Unpaid joins are cancelled; below
     the MOQ the session fails and the paid are refunded in full; otherwise each is refunded the
     difference to the final tier, orders are made and the stock taken out (success), or bundles
@@ -166,7 +173,9 @@ async def process_expired(_: AdminOrService, closer: SessionCloser) -> ProcessEx
 # One session -------------------------------------------------------------------------------
 
 
-@router.get("/api/group-buying/{session_ref}", response_model=SessionOut)
+@router.get(
+    "/api/group-buying/{session_ref}", response_model=SessionOut, dependencies=[Depends(public)]
+)
 async def get_session(session_ref: SessionRef, session: DbSession) -> SessionOut:
     """A session by id or code, with its status, paid quantity, fill and current tier."""
     return await sessions.get_session(session, session_ref)
@@ -194,6 +203,7 @@ async def join_session(
 @router.get(
     "/api/group-buying/{session_ref}/variant-availability",
     response_model=SessionAvailabilityOut,
+    dependencies=[Depends(public)],
 )
 async def variant_availability(
     session_ref: SessionRef, session: DbSession, warehouse: Warehouse
@@ -205,7 +215,7 @@ async def variant_availability(
 @router.get("/api/group-buying/{session_ref}/participants", response_model=Page[ParticipantOut])
 async def list_participants(
     session_ref: SessionRef,
-    _: AdminOrService,
+    _: AdminOrOrder,
     session: DbSession,
     status_filter: Annotated[ParticipantStatus | None, Query(alias="status")] = None,
     limit: ParticipantsLimit = 50,
@@ -229,7 +239,7 @@ async def cancel_session(
 
 @router.post("/api/group-buying/{session_ref}/stock-received", response_model=SessionOut)
 async def stock_received(
-    session_ref: SessionRef, _: AdminOrService, closer: SessionCloser
+    session_ref: SessionRef, _: AdminOrWarehouse, closer: SessionCloser
 ) -> SessionOut:
     """The warehouse has fulfilled a session waiting for stock: its escrow is released and it
     succeeds. Reporting it again changes nothing."""
@@ -240,14 +250,14 @@ async def stock_received(
 
 
 @router.get("/api/admin/audit", response_model=AuditOut)
-async def audit_sessions(_: AdminOrService, session: DbSession) -> AuditOut:
+async def audit_sessions(_: Auditor, session: DbSession) -> AuditOut:
     """Each open session's paid quantity against its paid participants."""
     return audit_out(await audit.audit(session))
 
 
 @router.get("/api/admin/audit/participants", response_model=list[AuditParticipantOut])
 async def audit_participants(
-    _: AdminOrService,
+    _: Auditor,
     session: DbSession,
     after: Annotated[uuid.UUID | None, Query()] = None,
     changed_since: Annotated[AwareDatetime | None, Query(alias="changedSince")] = None,

@@ -7,7 +7,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
 from laku.core.schemas import Limit, Offset, Page
-from laku.core.security import Principal, Role, require_roles
+from laku.core.security import (
+    PROVIDER_WEBHOOK,
+    AdminPrincipal,
+    Principal,
+    Role,
+    declares_access,
+    require_roles,
+    require_service_callers,
+)
 from laku.logistics import service
 from laku.logistics.models import Shipment
 from laku.logistics.schemas import (
@@ -27,15 +35,16 @@ from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER, verify_webhook
 router = APIRouter(prefix="/api", tags=["logistics"], responses=PROBLEM_RESPONSES)
 
 # Shipments are booked by the platform (admins, services); buyers read their own.
-AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
-Reader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN, Role.SERVICE))]
-ServiceOnly = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
+Reader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN))]
+# Warehouse-service books a whole session's parcels when it dispatches.
+SessionBooker = Annotated[Principal, Depends(require_service_callers("warehouse"))]
 
 
 def _logistics(request: Request) -> service.Logistics:
     return request.app.state.logistics
 
 
+@declares_access(PROVIDER_WEBHOOK)
 async def _biteship_webhook(
     request: Request,
     secret: Annotated[str | None, Header(alias=WEBHOOK_SECRET_HEADER)] = None,
@@ -78,7 +87,7 @@ async def rates(body: RatesRequest, principal: Reader, request: Request) -> Rate
 )
 async def create_shipment(
     body: ShipmentCreate,
-    _: AdminOrService,
+    _: AdminPrincipal,
     request: Request,
     response: Response,
     session: DbSession,
@@ -104,7 +113,7 @@ async def create_shipment(
     },
 )
 async def create_shipments_in_bulk(
-    body: BulkShipmentsCreate, _: ServiceOnly, request: Request
+    body: BulkShipmentsCreate, _: SessionBooker, request: Request
 ) -> BulkShipmentsOut:
     """Warehouse asks, once a group buy's goods are in hand (seed step 8 -> 9): book every
     ready order of the group buy that has no shipment. Orders of one buyer's address with one

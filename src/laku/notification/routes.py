@@ -7,7 +7,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
 from laku.core.schemas import Limit, Offset, Page
-from laku.core.security import AdminPrincipal, CurrentPrincipal, Principal, Role, require_roles
+from laku.core.security import (
+    USER_ROLES,
+    AdminPrincipal,
+    Principal,
+    Role,
+    public,
+    require_roles,
+)
 from laku.notification import service
 from laku.notification.models import Notification
 from laku.notification.schemas import (
@@ -25,7 +32,11 @@ from laku.notification.schemas import (
 router = APIRouter(prefix="/api/notifications", tags=["notification"], responses=PROBLEM_RESPONSES)
 
 # Notifications are sent by the platform (its services, and admins), never by buyers.
-Sender = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+Sender = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["warehouse"]))]
+UsersNotifier = Annotated[
+    Principal, Depends(require_roles(Role.ADMIN, services=["group-buying", "order", "payment"]))
+]
+AnyUser = Annotated[Principal, Depends(require_roles(*USER_ROLES))]
 Buyer = Annotated[Principal, Depends(require_roles(Role.BUYER))]
 
 
@@ -54,7 +65,7 @@ async def send_notification(
 
 @router.post("/users", response_model=UserNotificationsOut, status_code=status.HTTP_202_ACCEPTED)
 async def notify_users(
-    body: UserNotificationsCreate, _: Sender, session: DbSession, request: Request
+    body: UserNotificationsCreate, _: UsersNotifier, session: DbSession, request: Request
 ) -> UserNotificationsOut:
     """Tell up to 2,000 users of an event each, in the app, by e-mail and (users with a phone)
     on WhatsApp; e-mails and WhatsApp messages go out in the background. A key already told
@@ -69,7 +80,9 @@ async def notify_users(
 # Web Push: declared before /{notification_id}, as "me" is below.
 
 
-@router.get("/push/vapid-public-key", response_model=VapidPublicKeyOut)
+@router.get(
+    "/push/vapid-public-key", response_model=VapidPublicKeyOut, dependencies=[Depends(public)]
+)
 async def vapid_public_key(request: Request) -> VapidPublicKeyOut:
     """The key a browser subscribes with (`applicationServerKey`): pushes are signed with its
     private half (VAPID, RFC 8292)."""
@@ -107,7 +120,7 @@ async def unsubscribe(subscription_id: uuid.UUID, principal: Buyer, session: DbS
 # Declared before /{notification_id} so "me" is not read as an id.
 @router.get("/me", response_model=Page[NotificationOut])
 async def my_notifications(
-    principal: CurrentPrincipal, session: DbSession, limit: Limit = 20, offset: Offset = 0
+    principal: AnyUser, session: DbSession, limit: Limit = 20, offset: Offset = 0
 ) -> Page[NotificationOut]:
     """The caller's in-app notifications, newest first."""
     items, total = await service.list_inbox(session, principal.user_id, limit=limit, offset=offset)
@@ -131,12 +144,10 @@ async def list_notifications(
 
 
 @router.get("/{notification_id}", response_model=NotificationOut)
-async def get_notification(
-    notification_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession
-):
+async def get_notification(notification_id: uuid.UUID, principal: AnyUser, session: DbSession):
     return await service.get_notification(session, notification_id, principal)
 
 
 @router.post("/{notification_id}/read", response_model=NotificationOut)
-async def mark_read(notification_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession):
+async def mark_read(notification_id: uuid.UUID, principal: AnyUser, session: DbSession):
     return await service.mark_read(session, notification_id, principal.user_id)

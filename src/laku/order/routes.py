@@ -6,7 +6,12 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden
 from laku.core.schemas import Limit, Offset, Page
-from laku.core.security import AdminPrincipal, Principal, Role, require_roles
+from laku.core.security import (
+    AdminPrincipal,
+    Principal,
+    Role,
+    require_roles,
+)
 from laku.order import service
 from laku.order.schemas import (
     BulkOrdersCreate,
@@ -23,8 +28,14 @@ from laku.order.schemas import (
 router = APIRouter(prefix="/api/orders", tags=["order"], responses=PROBLEM_RESPONSES)
 
 # Orders are made by the platform (group-buying when a session closes, or an admin).
-AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
-OrderReader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN, Role.SERVICE))]
+# Internal callers, by the service whose client calls the operation.
+OrderCreator = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["group-buying"]))]
+OrderReader = Annotated[
+    Principal, Depends(require_roles(Role.BUYER, Role.ADMIN, services=["logistics"]))
+]
+OrderShipper = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["logistics"]))]
+ReadyToShipMarker = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["warehouse"]))]
+CourierChooser = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN))]
 
 
 @router.post(
@@ -34,7 +45,7 @@ OrderReader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN,
     responses={503: {"description": "group-buying or product-service is unavailable"}},
 )
 async def create_bulk(
-    body: BulkOrdersCreate, request: Request, _: AdminOrService, session: DbSession
+    body: BulkOrdersCreate, request: Request, _: OrderCreator, session: DbSession
 ) -> BulkOrdersOut:
     """Seed step 6: an order for each paid participant of a successful session, with the
     product's snapshot, one item at the final unit price, the link to its payment and status
@@ -79,7 +90,7 @@ async def list_orders(
 
 @router.get("/by-session/{group_session_id}/summary", response_model=SessionOrdersSummaryOut)
 async def session_summary(
-    group_session_id: uuid.UUID, _: AdminOrService, session: DbSession
+    group_session_id: uuid.UUID, _: AdminPrincipal, session: DbSession
 ) -> SessionOrdersSummaryOut:
     """A session's orders per status and their units; zeros before any order is made."""
     summary = await service.session_summary(session, group_session_id)
@@ -94,7 +105,7 @@ async def session_summary(
 
 @router.post("/by-session/{group_session_id}/ready-to-ship", response_model=SessionReadyOut)
 async def mark_session_ready(
-    group_session_id: uuid.UUID, _: AdminOrService, session: DbSession, request: Request
+    group_session_id: uuid.UUID, _: ReadyToShipMarker, session: DbSession, request: Request
 ) -> SessionReadyOut:
     """Seed step 8, "orders become ready for shipping": the group buy's goods are in hand
     (warehouse reports it), so its processing orders may now be booked with a courier. Each
@@ -106,7 +117,7 @@ async def mark_session_ready(
 
 @router.put("/{order_id}/courier", response_model=OrderOut)
 async def choose_courier(
-    order_id: uuid.UUID, body: CourierChoice, principal: OrderReader, session: DbSession
+    order_id: uuid.UUID, body: CourierChoice, principal: CourierChooser, session: DbSession
 ) -> OrderOut:
     """The buyer picks the courier service their parcel is booked with (one of the rates'
     `courierCompany`/`courierType`); without a choice the cheapest is booked. Only before the
@@ -126,7 +137,7 @@ async def get_order(order_id: uuid.UUID, principal: OrderReader, session: DbSess
 
 @router.post("/{order_id}/ship", response_model=OrderOut)
 async def ship_order(
-    order_id: uuid.UUID, body: OrderShip, _: AdminOrService, session: DbSession, request: Request
+    order_id: uuid.UUID, body: OrderShip, _: OrderShipper, session: DbSession, request: Request
 ) -> OrderOut:
     """processing -> shipped: the courier has the parcel (logistics-service reports it). The
     buyer is told."""
@@ -139,7 +150,7 @@ async def ship_order(
 
 @router.post("/{order_id}/deliver", response_model=OrderOut)
 async def deliver_order(
-    order_id: uuid.UUID, _: AdminOrService, session: DbSession, request: Request
+    order_id: uuid.UUID, _: OrderShipper, session: DbSession, request: Request
 ) -> OrderOut:
     """shipped -> delivered; an order that has not shipped cannot be delivered. The buyer is
     told."""

@@ -8,7 +8,14 @@ from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput, Unauthorized
 from laku.core.schemas import Limit, Offset, Page
-from laku.core.security import CurrentPrincipal, Principal, Role, require_roles
+from laku.core.security import (
+    PROVIDER_WEBHOOK,
+    USER_ROLES,
+    Principal,
+    Role,
+    declares_access,
+    require_roles,
+)
 from laku.payment import audit, closing, service
 from laku.payment.schemas import (
     AuditPaymentOut,
@@ -32,8 +39,18 @@ from laku.providers.xendit.client import verify_callback_token
 router = APIRouter(prefix="/api/payments", tags=["payment"], responses=PROBLEM_RESPONSES)
 
 # Payments are created and expired by the platform (group-buying, admins), never by buyers.
-AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
-PaymentReader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN, Role.SERVICE))]
+# Internal callers, by the service whose client calls the operation.
+AdminOrGroupBuying = Annotated[
+    Principal, Depends(require_roles(Role.ADMIN, services=["group-buying"]))
+]
+Refunder = Annotated[
+    Principal, Depends(require_roles(Role.ADMIN, services=["group-buying", "order"]))
+]
+# Settlement runs the platform's audit, which reads every service's own.
+Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["settlement"]))]
+PaymentReader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN))]
+# Group-buying creates the payments and may read them back.
+PaymentViewer = Annotated[Principal, Depends(require_roles(*USER_ROLES, services=["group-buying"]))]
 PaymentCode = Annotated[str, Path(max_length=32)]
 PaymentReference = Annotated[
     str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9:_\-.]+$")
@@ -44,6 +61,7 @@ def _payments(request: Request) -> service.Payments:
     return request.app.state.payments
 
 
+@declares_access(PROVIDER_WEBHOOK)
 async def _xendit_callback(
     request: Request,
     callback_token: Annotated[str | None, Header(alias="x-callback-token")] = None,
@@ -63,7 +81,7 @@ async def _xendit_callback(
     },
 )
 async def create_payment(
-    body: PaymentCreate, _: AdminOrService, request: Request, response: Response
+    body: PaymentCreate, _: AdminOrGroupBuying, request: Request, response: Response
 ) -> PaymentOut:
     """Create the escrow payment and its Xendit invoice; `invoiceUrl` is where the buyer pays.
     The same `reference` again returns the first payment (200) and creates no second invoice."""
@@ -97,7 +115,7 @@ async def xendit_webhook(callback: XenditInvoiceCallback, request: Request) -> W
 
 @router.post("/refunds", response_model=RefundsOut, status_code=status.HTTP_201_CREATED)
 async def refund(
-    body: RefundsCreate, _: AdminOrService, session: DbSession, request: Request
+    body: RefundsCreate, _: Refunder, session: DbSession, request: Request
 ) -> RefundsOut:
     """Refund paid payments whose escrow is held into their buyers' wallets (tier refunds,
     failed or cancelled groups; a cancelled order's also once the escrow was released), up to
@@ -112,7 +130,7 @@ async def refund(
 
 @router.post("/escrow/release", response_model=EscrowReleaseOut)
 async def release_escrow(
-    body: EscrowRelease, _: AdminOrService, session: DbSession
+    body: EscrowRelease, _: AdminOrGroupBuying, session: DbSession
 ) -> EscrowReleaseOut:
     """Release the held escrow of paid payments (their group succeeded) to the group's
     factory, up to 5,000 a call; `amount` is what was paid less what was refunded, for the
@@ -125,7 +143,7 @@ async def release_escrow(
 
 @router.get("/escrow/released", response_model=EscrowReleasedOut)
 async def escrow_released(
-    _: AdminOrService,
+    _: Auditor,
     session: DbSession,
     factory_id: Annotated[uuid.UUID, Query(alias="factoryId")],
     start: Annotated[AwareDatetime, Query(alias="from")],
@@ -141,7 +159,7 @@ async def escrow_released(
 
 @router.post("/expire-bulk", response_model=PaymentsExpireOut)
 async def expire_many(
-    body: PaymentsExpire, _: AdminOrService, session: DbSession, request: Request
+    body: PaymentsExpire, _: AdminOrGroupBuying, session: DbSession, request: Request
 ) -> PaymentsExpireOut:
     """Expire pending payments (their session closed first), up to 5,000 a call, in one
     transaction; their invoices are closed at Xendit shortly after. Paid ones are left as they
@@ -158,7 +176,7 @@ async def expire_many(
     responses={503: {"description": "Xendit is unavailable; retrying is safe"}},
 )
 async def expire_by_reference(
-    reference: PaymentReference, _: AdminOrService, request: Request
+    reference: PaymentReference, _: AdminOrGroupBuying, request: Request
 ) -> ReferenceExpiredOut:
     """The caller gave up on the payment for `reference` (a join that failed or timed out),
     made or not: its invoice is closed, or, if none was made yet, none ever will be (a
@@ -199,7 +217,7 @@ async def list_payments(
 
 @router.get("/by-code/{payment_code}", response_model=PaymentOut)
 async def get_payment_by_code(
-    payment_code: PaymentCode, _: AdminOrService, session: DbSession
+    payment_code: PaymentCode, _: AdminOrGroupBuying, session: DbSession
 ) -> PaymentOut:
     """The payment whose code is the Xendit invoice's `external_id`."""
     return PaymentOut.model_validate(await service.get_by_code(session, payment_code))
@@ -207,7 +225,7 @@ async def get_payment_by_code(
 
 @router.get("/{payment_id}", response_model=PaymentOut)
 async def get_payment(
-    payment_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession
+    payment_id: uuid.UUID, principal: PaymentViewer, session: DbSession
 ) -> PaymentOut:
     """The buyer who pays it, admins and services; to anyone else it does not exist."""
     return PaymentOut.model_validate(await service.get_payment(session, payment_id, principal))
@@ -218,7 +236,9 @@ async def get_payment(
     response_model=PaymentOut,
     responses={503: {"description": "Xendit is unavailable; retrying is safe"}},
 )
-async def expire_payment(payment_id: uuid.UUID, _: AdminOrService, request: Request) -> PaymentOut:
+async def expire_payment(
+    payment_id: uuid.UUID, _: AdminOrGroupBuying, request: Request
+) -> PaymentOut:
     """Close the invoice so it can no longer be paid (e.g. its session closed first). An
     expired payment is returned as it is; a paid one is refused with `payment_already_paid`."""
     return PaymentOut.model_validate(await _payments(request).expire(payment_id))
@@ -230,14 +250,14 @@ audit_router = APIRouter(prefix="/api/admin/audit", tags=["audit"], responses=PR
 
 
 @audit_router.get("", response_model=AuditOut)
-async def audit_payments(_: AdminOrService, session: DbSession) -> AuditOut:
+async def audit_payments(_: Auditor, session: DbSession) -> AuditOut:
     """Every payment's money accounted for: paid = escrow held + released + refunded."""
     return audit_out(await audit.audit(session))
 
 
 @audit_router.get("/payments", response_model=list[AuditPaymentOut])
 async def audit_payment_page(
-    _: AdminOrService,
+    _: Auditor,
     session: DbSession,
     after: After = None,
     through: Through = None,
@@ -249,7 +269,7 @@ async def audit_payment_page(
 
 @audit_router.get("/refunds", response_model=list[AuditRefundOut])
 async def audit_refund_page(
-    _: AdminOrService,
+    _: Auditor,
     session: DbSession,
     after: Annotated[uuid.UUID | None, Query()] = None,
     limit: PageSize = AUDIT_PAGE_SIZE,

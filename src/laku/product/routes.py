@@ -7,7 +7,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden
 from laku.core.schemas import Limit, Offset, Page
-from laku.core.security import AdminPrincipal, Principal, current_principal
+from laku.core.security import (
+    PUBLIC,
+    AdminPrincipal,
+    Principal,
+    current_principal,
+    declares_access,
+    public,
+)
 from laku.factory.client import FactoryClient
 from laku.product import service
 from laku.product.images import save_for_phones
@@ -31,6 +38,7 @@ router = APIRouter(tags=["product"], responses=PROBLEM_RESPONSES)
 _optional_bearer = HTTPBearer(auto_error=False)
 
 
+@declares_access(PUBLIC)
 async def _optional_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)],
@@ -67,7 +75,7 @@ async def create_category(body: CategoryCreate, _: AdminPrincipal, session: DbSe
     return await service.create_category(session, body)
 
 
-@router.get("/api/categories", response_model=list[CategoryOut])
+@router.get("/api/categories", response_model=list[CategoryOut], dependencies=[Depends(public)])
 async def list_categories(session: DbSession):
     return await service.list_categories(session)
 

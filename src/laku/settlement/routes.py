@@ -11,7 +11,13 @@ from laku.core.audit import AuditOut, PageSize, audit_out
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput
 from laku.core.http import new_http_client
 from laku.core.schemas import Limit, Offset, Page
-from laku.core.security import AdminPrincipal, Principal, Role, require_roles
+from laku.core.security import (
+    AdminPrincipal,
+    Principal,
+    Role,
+    require_roles,
+    require_service_callers,
+)
 from laku.factory.client import FactoryClient
 from laku.payment.client import PaymentClient
 from laku.settlement import audit, service, warehouse_invoices
@@ -34,14 +40,14 @@ from laku.settlement.schemas import (
 router = APIRouter(prefix="/api/settlements", tags=["settlement"], responses=PROBLEM_RESPONSES)
 ledger_router = APIRouter(prefix="/api/ledger", tags=["ledger"], responses=PROBLEM_RESPONSES)
 audit_router = APIRouter(prefix="/api/admin/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
-AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+# Settlement's own audit reads its ledger and settlements through its client, as a service.
+Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["settlement"]))]
+PaymentReporter = Annotated[Principal, Depends(require_service_callers("payment"))]
+WarehouseReporter = Annotated[Principal, Depends(require_service_callers("warehouse"))]
 
-# Admins run settlements; services read them; a factory account reads its own factory's.
-SettlementReader = Annotated[
-    Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE, Role.FACTORY))
-]
+# Admins run settlements; a factory account reads its own factory's.
+SettlementReader = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.FACTORY))]
 FactoryId = Annotated[uuid.UUID, Query(alias="factoryId")]
-ServicePrincipal = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
 
 
 def _factories(request: Request) -> FactoryClient:
@@ -154,7 +160,7 @@ async def get_payout_account(
 
 @router.post("/escrow-refunds", response_model=EscrowRefundsOut)
 async def report_escrow_refunds(
-    body: EscrowRefundsReport, _: ServicePrincipal, session: DbSession
+    body: EscrowRefundsReport, _: PaymentReporter, session: DbSession
 ) -> EscrowRefundsOut:
     """payment-service reports refunds of escrow it had released to a factory (cancelled
     orders). One the factory was already settled for becomes a receivable the factory's next
@@ -212,14 +218,14 @@ async def audit_platform(
 
 
 @audit_router.get("/ledger", response_model=AuditOut)
-async def audit_ledger(_: AdminOrService, session: DbSession) -> AuditOut:
+async def audit_ledger(_: Auditor, session: DbSession) -> AuditOut:
     """Every ledger entry balanced."""
     return audit_out(await audit.audit(session))
 
 
 @audit_router.get("/settlements", response_model=list[AuditSettlementOut])
 async def audit_settlements(
-    _: AdminOrService,
+    _: Auditor,
     session: DbSession,
     after: Annotated[uuid.UUID | None, Query()] = None,
     limit: PageSize = 100,
@@ -235,7 +241,7 @@ async def audit_settlements(
     responses={200: {"model": LedgerEntryOut, "description": "Posted before"}},
 )
 async def warehouse_invoice_paid(
-    body: WarehouseInvoicePaid, _: ServicePrincipal, session: DbSession, response: Response
+    body: WarehouseInvoicePaid, _: WarehouseReporter, session: DbSession, response: Response
 ) -> LedgerEntryOut:
     """warehouse-service reports a warehouse invoice paid: Dr `inventory` (goods and inbound
     shipping), Dr `ppn_input` (PPN), Cr `cash_bank` (the total). Once per invoice: reporting

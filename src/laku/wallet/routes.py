@@ -8,7 +8,13 @@ from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
 from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
 from laku.core.schemas import Limit, Offset, Page, WireModel
-from laku.core.security import Principal, Role, require_roles
+from laku.core.security import (
+    PROVIDER_WEBHOOK,
+    Principal,
+    Role,
+    declares_access,
+    require_roles,
+)
 from laku.providers.xendit.client import verify_callback_token
 from laku.wallet import audit, service
 from laku.wallet.schemas import (
@@ -29,7 +35,10 @@ router = APIRouter(prefix="/api/wallets", tags=["wallet"], responses=PROBLEM_RES
 
 # Only buyers hold wallets; admins and services (payment-service's refunds) act on anyone's.
 Buyer = Annotated[Principal, Depends(require_roles(Role.BUYER))]
-AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+# Payment-service is the one service moving buyers' wallet money (it credits refunds and
+# reads balances back); settlement runs the platform's audit.
+AdminOrPayment = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["payment"]))]
+Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["settlement"]))]
 
 Item = TypeVar("Item", bound=WireModel)
 
@@ -111,7 +120,7 @@ async def my_withdrawal(
     status_code=status.HTTP_201_CREATED,
     responses=_ALREADY_RECORDED,
 )
-async def credit(body: MovementCreate, _: AdminOrService, session: DbSession) -> Response:
+async def credit(body: MovementCreate, _: AdminOrPayment, session: DbSession) -> Response:
     """Add to a user's wallet (tier refunds, failed-group refunds). The same idempotencyKey
     again answers 200 with the first transaction and credits nothing."""
     return await _move(TransactionDirection.CREDIT, body, session)
@@ -119,7 +128,7 @@ async def credit(body: MovementCreate, _: AdminOrService, session: DbSession) ->
 
 @router.post("/credits/bulk", response_model=BulkCreditsOut, status_code=status.HTTP_201_CREATED)
 async def credit_bulk(
-    body: BulkCreditsCreate, _: AdminOrService, session: DbSession
+    body: BulkCreditsCreate, _: AdminOrPayment, session: DbSession
 ) -> BulkCreditsOut:
     """Up to 2,000 credits in one transaction (a closed group buy's refunds). A key that
     credited before counts as `alreadyCredited` and moves nothing; a key used for another
@@ -135,7 +144,7 @@ async def credit_bulk(
     status_code=status.HTTP_201_CREATED,
     responses=_ALREADY_RECORDED,
 )
-async def debit(body: MovementCreate, _: AdminOrService, session: DbSession) -> Response:
+async def debit(body: MovementCreate, _: AdminOrPayment, session: DbSession) -> Response:
     """Take from a user's wallet (adjustments); more than the balance is refused with 409
     `insufficient_balance` and nothing moves."""
     return await _move(TransactionDirection.DEBIT, body, session)
@@ -144,6 +153,7 @@ async def debit(body: MovementCreate, _: AdminOrService, session: DbSession) -> 
 # Xendit payout webhook ----------------------------------------------------------------------
 
 
+@declares_access(PROVIDER_WEBHOOK)
 async def _xendit(
     request: Request,
     x_callback_token: Annotated[str | None, Header(include_in_schema=False)] = None,
@@ -172,14 +182,14 @@ async def payout_webhook(body: PayoutWebhook, request: Request) -> WebhookAck:
 
 
 @router.get("/{user_id}", response_model=WalletOut)
-async def user_wallet(user_id: uuid.UUID, _: AdminOrService, session: DbSession) -> WalletOut:
+async def user_wallet(user_id: uuid.UUID, _: AdminOrPayment, session: DbSession) -> WalletOut:
     return await service.get_wallet(session, user_id)
 
 
 @router.get("/{user_id}/transactions", response_model=Page[WalletTransactionOut])
 async def user_transactions(
     user_id: uuid.UUID,
-    _: AdminOrService,
+    _: AdminOrPayment,
     session: DbSession,
     limit: Limit = 50,
     offset: Offset = 0,
@@ -192,7 +202,7 @@ async def user_transactions(
 @router.get("/{user_id}/withdrawals", response_model=Page[WithdrawalOut])
 async def user_withdrawals(
     user_id: uuid.UUID,
-    _: AdminOrService,
+    _: AdminOrPayment,
     session: DbSession,
     limit: Limit = 50,
     offset: Offset = 0,
@@ -207,14 +217,14 @@ audit_router = APIRouter(prefix="/api/admin/audit", tags=["audit"], responses=PR
 
 
 @audit_router.get("", response_model=AuditOut)
-async def audit_wallets(_: AdminOrService, session: DbSession) -> AuditOut:
+async def audit_wallets(_: Auditor, session: DbSession) -> AuditOut:
     """Balances against their transactions; withdrawals against their debits and reversals."""
     return audit_out(await audit.audit(session))
 
 
 @audit_router.get("/refund-credits", response_model=list[AuditCreditOut])
 async def audit_refund_credits(
-    _: AdminOrService,
+    _: Auditor,
     session: DbSession,
     after: After = None,
     through: Through = None,

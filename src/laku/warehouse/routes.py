@@ -7,7 +7,13 @@ from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
 from laku.core.errors import PROBLEM_RESPONSES
 from laku.core.schemas import Limit, Offset, Page
-from laku.core.security import AdminPrincipal, Principal, Role, require_roles
+from laku.core.security import (
+    AdminPrincipal,
+    Principal,
+    Role,
+    require_roles,
+    require_service_callers,
+)
 from laku.warehouse import audit, invoices, service
 from laku.warehouse.models import Fulfilment, Inventory, PurchaseOrder
 from laku.warehouse.schemas import (
@@ -37,8 +43,13 @@ from laku.warehouse.schemas import (
 
 router = APIRouter(tags=["warehouse"], responses=PROBLEM_RESPONSES)
 
-AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
-ServicePrincipal = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
+# Internal callers, by the service whose client calls the operation.
+AdminOrGroupBuying = Annotated[
+    Principal, Depends(require_roles(Role.ADMIN, services=["group-buying"]))
+]
+GroupBuyingOnly = Annotated[Principal, Depends(require_service_callers("group-buying"))]
+# Settlement runs the platform's audit, which reads every service's own.
+Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["settlement"]))]
 PurchaseOrderReader = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.FACTORY))]
 
 _STATUS_RANK = [StockStatus.IN_STOCK, StockStatus.LOW_STOCK, StockStatus.OUT_OF_STOCK]
@@ -78,7 +89,7 @@ async def create_inventory(
 
 @router.get("/api/inventory", response_model=list[ProductStockOut])
 async def list_inventory(
-    _: AdminOrService,
+    _: AdminOrGroupBuying,
     session: DbSession,
     product_id: Annotated[uuid.UUID | None, Query(alias="productId")] = None,
 ) -> list[ProductStockOut]:
@@ -116,7 +127,7 @@ async def ledger_check(
 
 @router.get("/api/inventory/{variant_id}", response_model=InventoryOut)
 async def get_inventory(
-    variant_id: uuid.UUID, _: AdminOrService, session: DbSession
+    variant_id: uuid.UUID, _: AdminPrincipal, session: DbSession
 ) -> InventoryOut:
     return _inventory_out(await service.get_inventory(session, variant_id))
 
@@ -156,7 +167,7 @@ async def movements(
         200: {"model": ReservationOut, "description": "Already reserved under this reference"}
     },
 )
-async def reserve(body: ReservationCreate, request: Request, _: AdminOrService) -> Response:
+async def reserve(body: ReservationCreate, request: Request, _: AdminOrGroupBuying) -> Response:
     """Reserve stock under a reference; the same reference again returns that reservation."""
     reserved = await request.app.state.reservation_desk.reserve(body)
     # The hottest endpoint: serialised once here rather than validated again by FastAPI.
@@ -168,26 +179,26 @@ async def reserve(body: ReservationCreate, request: Request, _: AdminOrService) 
 
 
 @router.get("/api/reservations/{reference}", response_model=ReservationOut)
-async def get_reservation(reference: str, _: AdminOrService, session: DbSession) -> ReservationOut:
+async def get_reservation(reference: str, _: AdminPrincipal, session: DbSession) -> ReservationOut:
     return await service.get_reservation(session, reference)
 
 
 @router.post("/api/reservations/{reference}/release", response_model=ReservationOut)
-async def release(reference: str, _: AdminOrService, session: DbSession) -> ReservationOut:
+async def release(reference: str, _: AdminOrGroupBuying, session: DbSession) -> ReservationOut:
     """Give the stock back. A reference never reserved is answered `void` and stays so: a
     reserve arriving after its own undo is refused (409 `reservation_released`)."""
     return await service.release(session, reference)
 
 
 @router.post("/api/reservations/{reference}/confirm", response_model=ReservationOut)
-async def confirm(reference: str, _: ServicePrincipal, session: DbSession) -> ReservationOut:
+async def confirm(reference: str, _: GroupBuyingOnly, session: DbSession) -> ReservationOut:
     """The hold's join was paid: it no longer lapses. Again changes nothing; a hold already
     released (it lapsed) answers 409 `reservation_released`."""
     return await service.confirm(session, reference)
 
 
 @router.post("/api/reservations/{reference}/deduct", response_model=ReservationOut)
-async def deduct(reference: str, _: AdminOrService, session: DbSession) -> ReservationOut:
+async def deduct(reference: str, _: AdminPrincipal, session: DbSession) -> ReservationOut:
     return await service.deduct(session, reference)
 
 
@@ -207,7 +218,7 @@ def _fulfilment_out(fulfilment: Fulfilment) -> FulfilmentOut:
 
 @router.post("/api/reservation-groups/{group}/release", response_model=GroupReleaseOut)
 async def release_group(
-    group: str, _: AdminOrService, session: DbSession, body: GroupRelease | None = None
+    group: str, _: AdminOrGroupBuying, session: DbSession, body: GroupRelease | None = None
 ) -> GroupReleaseOut:
     """Release the reservations of a group buy: all (it failed or was cancelled), or those
     named (unpaid joins when it closes)."""
@@ -218,7 +229,7 @@ async def release_group(
 
 @router.post("/api/reservation-groups/{group}/confirm", response_model=GroupConfirmOut)
 async def confirm_group(
-    group: str, body: GroupConfirm, _: AdminOrService, session: DbSession
+    group: str, body: GroupConfirm, _: AdminOrGroupBuying, session: DbSession
 ) -> GroupConfirmOut:
     """Name a closing group buy's paid reservations (up to 5,000 a call): the fulfilment takes
     these from stock and releases the group's others. A paid hold that had lapsed is reserved
@@ -229,7 +240,7 @@ async def confirm_group(
 
 @router.post("/api/reservation-groups/{group}/fulfil", response_model=FulfilmentOut)
 async def fulfil_group(
-    group: str, body: FulfilmentCreate, request: Request, _: AdminOrService, session: DbSession
+    group: str, body: FulfilmentCreate, request: Request, _: AdminOrGroupBuying, session: DbSession
 ) -> FulfilmentOut:
     """Take a closed group buy's confirmed reservations out of stock (or order the bundles it
     lacks) and release its others."""
@@ -246,7 +257,7 @@ async def fulfil_group(
 
 
 @router.get("/api/reservation-groups/{group}/fulfilment", response_model=FulfilmentOut)
-async def get_fulfilment(group: str, _: AdminOrService, session: DbSession) -> FulfilmentOut:
+async def get_fulfilment(group: str, _: AdminPrincipal, session: DbSession) -> FulfilmentOut:
     return _fulfilment_out(await service.get_fulfilment(session, group))
 
 
@@ -361,14 +372,14 @@ async def cancel(
 
 
 @router.get("/api/admin/audit", response_model=AuditOut)
-async def audit_stock(_: AdminOrService, session: DbSession) -> AuditOut:
+async def audit_stock(_: Auditor, session: DbSession) -> AuditOut:
     """Stock against its movement ledger and reserved stock against the live reservations."""
     return audit_out(await audit.audit(session))
 
 
 @router.get("/api/admin/audit/reservations", response_model=list[AuditReservationOut])
 async def audit_reservations(
-    _: AdminOrService,
+    _: Auditor,
     session: DbSession,
     after: After = None,
     through: Through = None,

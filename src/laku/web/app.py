@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
+from laku.core.app import own_service_credential
 from laku.core.errors import DomainError
 from laku.core.http import ServiceTokenSource, new_http_client
 from laku.core.logging import configure_logging
@@ -57,14 +58,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             audience=settings.jwt_audience,
             http=app.state.http,
         )
-        app.state.csrf = Csrf(settings.service_secret.get_secret_value())
+        app.state.csrf = Csrf(own_service_credential(settings, "web"))
         auth_url = service_url("auth", settings)
         app.state.login_renewer = LoginRenewer(app.state.http, auth_url)
         revocations = asyncio.create_task(
             app.state.token_verifier.follow_revocations(
                 f"{auth_url}/api/auth/revocations",
                 ServiceTokenSource(
-                    app.state.http, auth_url, "web", settings.service_secret.get_secret_value()
+                    app.state.http, auth_url, "web", own_service_credential(settings, "web")
                 ),
                 settings.revocation_poll_interval_seconds,
             )

@@ -1,0 +1,189 @@
+"""The services a service calls admit it: every call a service makes through another's typed
+client (`client.py`) lands on an operation whose declared access names the caller, so scoping
+the service role never refuses a call the platform makes. Callers are found in the source: a
+service whose code imports the client's module and calls the method (or passes it on, as the
+platform audit does). The web front end calls with the signed-in person's token, not as a
+service, and is not a caller here."""
+
+import ast
+import importlib
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import laku
+from laku.core.security import ACCESS_EXTENSION
+from laku.core.services import SERVICES
+
+SOURCE = Path(laku.__file__).parent
+# `laku.audit` is the platform audit, run by settlement-service's `/api/admin/audit` (and by
+# `laku audit` as an admin): its calls are settlement's.
+MODULE_CALLERS = {"audit.py": "settlement"}
+PACKAGE_SERVICES = {spec.schema: name for name, spec in SERVICES.items()}
+
+
+@dataclass(frozen=True)
+class ClientCall:
+    owner: str  # the service the client calls
+    client_module: str
+    method_name: str
+    http_method: str
+    path: str
+
+
+def _template(path: str) -> str:
+    return re.sub(r"\{[^}]*\}", "{}", path)
+
+
+def _client_calls() -> list[ClientCall]:
+    calls = []
+    for client in sorted(SOURCE.glob("*/client.py")):
+        owner = PACKAGE_SERVICES.get(client.parent.name)
+        if owner is None:
+            continue
+        tree = ast.parse(client.read_text())
+        for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+            for method in (n for n in cls.body if isinstance(n, ast.AsyncFunctionDef)):
+                for node in ast.walk(method):
+                    if not (
+                        isinstance(node, ast.Call)
+                        and isinstance(node.func, ast.Attribute)
+                        and node.func.attr in ("request", "get_or_none")
+                    ):
+                        continue
+                    args = node.args
+                    if node.func.attr == "request":
+                        http_method, path_node = ast.literal_eval(args[0]), args[1]
+                    else:
+                        http_method, path_node = "GET", args[0]
+                    path = _path_of(path_node)
+                    calls.append(
+                        ClientCall(
+                            owner,
+                            f"laku.{client.parent.name}.client",
+                            method.name,
+                            http_method,
+                            path,
+                        )
+                    )
+    return calls
+
+
+def _path_of(node: ast.expr) -> str:
+    if isinstance(node, ast.Constant):
+        return node.value
+    assert isinstance(node, ast.JoinedStr), ast.unparse(node)
+    return "".join(part.value if isinstance(part, ast.Constant) else "{}" for part in node.values)
+
+
+@cache
+def _sources() -> dict[Path, tuple[str, ast.Module]]:
+    return {path: (path.read_text(), ast.parse(path.read_text())) for path in SOURCE.rglob("*.py")}
+
+
+def _local_modules(tree: ast.Module) -> set[str]:
+    """Names bound to one of our own modules (`from laku.group_buying import audit`): a call
+    on one is a module function, not a client's method."""
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("laku."):
+            package = SOURCE.joinpath(*node.module.split(".")[1:])
+            names.update(
+                alias.asname or alias.name
+                for alias in node.names
+                if (package / f"{alias.name}.py").exists()
+            )
+    return names
+
+
+def _uses_method(tree: ast.Module, method_name: str, owner_attribute: str) -> bool:
+    """Whether the code calls a method `method_name`, or passes one on to be called, on
+    something other than one of our modules."""
+    modules = _local_modules(tree)
+
+    def names_it(node: ast.expr) -> bool:
+        return (
+            isinstance(node, ast.Attribute)
+            and node.attr == method_name
+            # A client is an instance: a module's function or a class's column is not one.
+            and not (
+                isinstance(node.value, ast.Name)
+                and (node.value.id in modules or node.value.id[:1].isupper())
+            )
+        )
+
+    def passes_it(node: ast.expr) -> bool:
+        # Passed on to be called, as `clients.payment.audit_payments`: named after its service.
+        return (
+            names_it(node)
+            and isinstance(node.value, ast.Attribute)  # type: ignore[attr-defined]
+            and node.value.attr == owner_attribute  # type: ignore[attr-defined]
+        )
+
+    return any(
+        isinstance(node, ast.Call) and (names_it(node.func) or any(map(passes_it, node.args)))
+        for node in ast.walk(tree)
+    )
+
+
+def _caller_of(relative: Path) -> str | None:
+    if len(relative.parts) == 1:
+        return MODULE_CALLERS.get(relative.name)
+    return PACKAGE_SERVICES.get(relative.parts[0])
+
+
+def _callers(call: ClientCall) -> set[str]:
+    """The services whose code (outside the owner's package) imports the client's module and
+    calls the method by name."""
+    sources = _sources()
+    importers = {
+        _caller_of(path.relative_to(SOURCE))
+        for path, (text, _) in sources.items()
+        if call.client_module in text
+    }
+    callers = set()
+    for path, (_, tree) in sources.items():
+        relative = path.relative_to(SOURCE)
+        caller = _caller_of(relative)
+        # The owner's own package defines the endpoints; the platform audit module calls
+        # settlement's client from settlement itself.
+        if (
+            caller is None
+            or caller not in importers
+            or relative.parts[0] == SERVICES[call.owner].schema
+        ):
+            continue
+        if _uses_method(tree, call.method_name, SERVICES[call.owner].schema):
+            callers.add(caller)
+    return callers
+
+
+@cache
+def _access_rules(service: str) -> dict[tuple[str, str], dict[str, Any]]:
+    app = importlib.import_module(f"{SERVICES[service].package}.app").create_app()
+    return {
+        (method.upper(), _template(path)): operation.get(ACCESS_EXTENSION, {})
+        for path, item in app.openapi()["paths"].items()
+        for method, operation in item.items()
+    }
+
+
+CALLS = _client_calls()
+
+
+@pytest.mark.parametrize("call", CALLS, ids=lambda c: f"{c.owner}.{c.method_name}")
+def test_each_calling_service_is_admitted_where_it_calls(call: ClientCall) -> None:
+    rules = _access_rules(call.owner)
+    access = rules.get((call.http_method, _template(call.path)))
+    assert access is not None, f"{call.owner} has no {call.http_method} {call.path}"
+    if access.get("public"):
+        return
+    for caller in sorted(_callers(call)):
+        assert caller in access.get("services", []), (
+            f"{caller} calls {call.owner} {call.http_method} {call.path} "
+            f"({call.method_name}) but is not admitted: {access}"
+        )
