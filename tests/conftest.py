@@ -1,3 +1,4 @@
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,6 +9,7 @@ from laku.core.supervisor import Supervisor
 from tests.support import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    UNREACHED_RATE_LIMITS,
     Platform,
     database_server,
     free_port_offset,
@@ -50,7 +52,11 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # Every process writes its spans here (tests/test_tracing.py reads one trace across them).
         "LAKU_TRACE_DIR": str(tmp_path_factory.mktemp("traces")),
     }
-    settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
+    settings = Settings(
+        **{k.removeprefix("LAKU_").lower(): v for k, v in env.items()},
+        rate_limits=UNREACHED_RATE_LIMITS,
+    )
+    env["LAKU_RATE_LIMITS"] = json.dumps(UNREACHED_RATE_LIMITS)
     log_dir = Path(tmp_path_factory.mktemp("service-logs"))
     supervisor = Supervisor(settings, env=env, log_dir=log_dir)
     supervisor.start()

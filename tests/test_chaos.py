@@ -8,6 +8,7 @@ replay another); the counts are printed at the end.
 """
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -33,6 +34,7 @@ from tests.catalog import create_seed_catalog
 from tests.support import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    UNREACHED_RATE_LIMITS,
     Platform,
     bearer,
     free_port_offset,
@@ -89,7 +91,11 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, 
                 "LAKU_CLOSE_INTERVAL_SECONDS": "3",
                 "LAKU_CLOSE_CLAIM_LEASE_SECONDS": "4",
             }
-            settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
+            settings = Settings(
+                **{k.removeprefix("LAKU_").lower(): v for k, v in env.items()},
+                rate_limits=UNREACHED_RATE_LIMITS,
+            )
+            env["LAKU_RATE_LIMITS"] = json.dumps(UNREACHED_RATE_LIMITS)
             supervisor = Supervisor(settings, env=env, log_dir=root / "logs")
             supervisor.start()
             platform = Platform(settings=settings, database_url=database_url, supervisor=supervisor)

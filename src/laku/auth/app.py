@@ -1,10 +1,9 @@
 from fastapi import FastAPI
 
 from laku.auth import service
-from laku.auth.models import idempotency_keys
+from laku.auth.models import idempotency_keys, rate_limits
 from laku.auth.routes import router
 from laku.core.app import create_service_app
-from laku.core.retention import Purge
 
 
 async def _startup(app: FastAPI) -> None:
@@ -15,18 +14,13 @@ async def _startup(app: FastAPI) -> None:
     app.state.token_verifier.use_keys(app.state.signer.jwks())
 
 
-def _retention(app: FastAPI) -> dict[str, Purge]:
-    state = app.state
-    return {"login_throttle": lambda: service.purge_stale_throttles(state.db, state.settings)}
-
-
 def create_app() -> FastAPI:
     return create_service_app(
         "auth",
         routers=[router],
         idempotency_keys=idempotency_keys,
         startup=_startup,
-        retention=_retention,
+        rate_limits=rate_limits,
         # The lookup only reads: a retried one is answered again, with nothing kept.
         idempotent_by_body=frozenset({"/api/auth/users/lookup"}),
     )
