@@ -9,6 +9,7 @@ counters filled to their limit in group-buying's schema."""
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections import Counter
@@ -343,3 +344,28 @@ def test_rate_limits_setting_reads_partial_json(monkeypatch: pytest.MonkeyPatch)
     limits = Settings().rate_limits
     assert (limits.join_per_buyer.limit, limits.join_per_buyer.seconds) == (7, 30)
     assert limits.register_per_address == RateLimits().register_per_address
+
+
+def _web_login(web: httpx.Client, email: str, password: str, address: str) -> int:
+    """A login through the web front end's form, by a browser at `address`."""
+    page = web.get("/login", headers=_from(address))
+    match = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert match, page.text[:500]
+    answer = web.post(
+        "/login",
+        data={"email": email, "password": password, "csrf": match[1]},
+        headers=_from(address),
+    )
+    return answer.status_code
+
+
+def test_the_web_front_end_passes_on_each_browsers_address(platform: Platform) -> None:
+    """Logins through the web are counted per browser, not all at the web's own address: one
+    browser's wrong guesses lock out only that browser."""
+    buyer = platform.new_buyer()
+    guesser, owner = _address(), _address()
+    with httpx.Client(base_url=platform.url("web"), timeout=10) as web:
+        for _ in range(platform.settings.login_max_failures):
+            assert _web_login(web, buyer.email, "wrong-guess", guesser) == 401
+        assert _web_login(web, buyer.email, "wrong-guess", guesser) == 429
+        assert _web_login(web, buyer.email, "buyer-password", owner) == 303
