@@ -16,7 +16,7 @@ from laku.auth.schemas import (
 )
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden
-from laku.core.rate_limit import client_address
+from laku.core.rate_limit import RATE_LIMITED_RESPONSES, client_address
 from laku.core.security import CurrentPrincipal, Principal, Role, require_roles
 
 router = APIRouter(tags=["auth"], responses=PROBLEM_RESPONSES)
@@ -33,14 +33,19 @@ async def jwks(request: Request) -> dict:
     return _signer(request).jwks()
 
 
-@router.post("/api/auth/register", response_model=UserOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/api/auth/register",
+    response_model=UserOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=RATE_LIMITED_RESPONSES,
+)
 async def register(body: RegisterRequest, request: Request, session: DbSession):
     settings = request.app.state.settings
     await service.claim_registration(session, settings, body.email, client_address(request))
     return await service.create_user(session, body, Role.BUYER)
 
 
-@router.post("/api/auth/login", response_model=TokenResponse)
+@router.post("/api/auth/login", response_model=TokenResponse, responses=RATE_LIMITED_RESPONSES)
 async def login(body: LoginRequest, request: Request, session: DbSession) -> TokenResponse:
     settings = request.app.state.settings
     user = await service.authenticate(

@@ -11,6 +11,7 @@ key wait for each other, so no more than `limit` ever pass.
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 from sqlalchemy import (
@@ -30,7 +31,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.db import Database
-from laku.core.errors import TooManyRequests
+from laku.core.errors import PROBLEM_CONTENT_TYPE, Problem, TooManyRequests
 from laku.core.settings import Rate
 
 
@@ -54,6 +55,17 @@ class Limit:
 
 class RateLimited(TooManyRequests):
     code, title = "rate_limited", "Too many requests"
+
+
+# Documented on each rate-limited route.
+RATE_LIMITED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": Problem,
+        "content": {PROBLEM_CONTENT_TYPE: {}},
+        "description": "Over a rate limit; `Retry-After` says in how many seconds to try again",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    }
+}
 
 
 async def claim(session: AsyncSession, table: Table, limits: list[Limit]) -> None:

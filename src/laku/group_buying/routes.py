@@ -7,7 +7,7 @@ from pydantic import AwareDatetime
 from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, PageSize, audit_out
 from laku.core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_RESPONSES, Problem
-from laku.core.rate_limit import client_address
+from laku.core.rate_limit import RATE_LIMITED_RESPONSES, client_address
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import (
     AdminPrincipal,
@@ -182,7 +182,8 @@ async def get_session(session_ref: SessionRef, session: DbSession) -> SessionOut
             "model": Problem,
             "content": {PROBLEM_CONTENT_TYPE: {}},
             "description": "warehouse- or payment-service unavailable; nothing was kept",
-        }
+        },
+        **RATE_LIMITED_RESPONSES,
     },
 )
 async def join_session(
