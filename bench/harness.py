@@ -19,11 +19,13 @@ import psutil
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
-from tests.support import LOCAL_SERVER, plain_url, throwaway_database
+from tests.support import LOCAL_SERVER, UNREACHED_RATE_LIMITS, plain_url, throwaway_database
 
 ADMIN = {"LAKU_ADMIN_EMAIL": "bench-admin@laku.id", "LAKU_ADMIN_PASSWORD": "bench-admin-password"}
 # Setting up buyers is not what is measured: cheap password hashes.
 CHEAP_PASSWORDS = {"LAKU_PASSWORD_HASH_TIME_COST": "1", "LAKU_PASSWORD_HASH_MEMORY_KIB": "1024"}
+# One load generator on one address plays thousands of buyers: no rate limit is reached.
+NO_RATE_LIMITS = {"LAKU_RATE_LIMITS": json.dumps(UNREACHED_RATE_LIMITS)}
 
 
 @dataclass
@@ -85,6 +87,7 @@ def bench_platform(port_offset: int = 28_500) -> Iterator[BenchPlatform]:
             "LAKU_PORT_OFFSET": str(port_offset),
             **ADMIN,
             **CHEAP_PASSWORDS,
+            **NO_RATE_LIMITS,
         }
         settings = Settings(database_url=url, port_offset=port_offset)
         supervisor = Supervisor(settings, env=env)

@@ -24,7 +24,6 @@ from sqlalchemy import (
     case,
     delete,
     func,
-    select,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
@@ -128,15 +127,6 @@ async def refund(session: AsyncSession, table: Table, key: str) -> None:
         .where(t.c.key == key, t.c.window_ends_at > func.statement_timestamp())
         .values(hits=func.greatest(t.c.hits - 1, 0))
     )
-
-
-async def hits(session: AsyncSession, table: Table, key: str) -> int:
-    """The key's hits in its current window (0 once it has ended)."""
-    t = table
-    count = await session.scalar(
-        select(t.c.hits).where(t.c.key == key, t.c.window_ends_at > func.statement_timestamp())
-    )
-    return count or 0
 
 
 async def purge_ended_windows(db: Database, table: Table) -> int:
