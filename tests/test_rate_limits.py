@@ -18,7 +18,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from laku.core.settings import RateLimits, Settings
+from laku.core.db import Database, async_url, service_metadata
+from laku.core.rate_limit import Limit, RateLimited, claim, rate_limit_table
+from laku.core.settings import Rate, RateLimits, Settings
 from laku.core.supervisor import Supervisor
 from tests.catalog import create_seed_catalog
 from tests.support import (
@@ -369,3 +371,33 @@ def test_the_web_front_end_passes_on_each_browsers_address(platform: Platform) -
             assert _web_login(web, buyer.email, "wrong-guess", guesser) == 401
         assert _web_login(web, buyer.email, "wrong-guess", guesser) == 429
         assert _web_login(web, buyer.email, "buyer-password", owner) == 303
+
+
+def test_a_limit_holds_across_processes(auth: Platform) -> None:
+    """Claims through two separate connection pools (as two processes of a service have),
+    100 at once: exactly the limit pass, whichever pool they come through, and the refused
+    ones are told when the window ends."""
+    table = rate_limit_table(service_metadata("auth"))
+    key, rate = f"test:across-processes:{uuid.uuid4()}", Rate(limit=10, seconds=60)
+
+    async def claim_all() -> Counter[str]:
+        pools = [Database(async_url(auth.database_url), pool_size=5) for _ in range(2)]
+
+        async def one(n: int) -> str:
+            async with pools[n % 2].sessions() as session:
+                try:
+                    await claim(session, table, [Limit(key, rate)])
+                except RateLimited as refused:
+                    assert 0 < refused.extra["retry_after"] <= 60
+                    return "refused"
+                return "passed"
+
+        try:
+            return Counter(await asyncio.gather(*(one(n) for n in range(100))))
+        finally:
+            for pool in pools:
+                await pool.dispose()
+
+    assert asyncio.run(claim_all()) == {"passed": 10, "refused": 90}
+    [row] = auth.sql("SELECT hits FROM auth.rate_limits WHERE key = $1", key)
+    assert row["hits"] == 10  # refused claims counted nothing
