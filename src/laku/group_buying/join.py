@@ -8,6 +8,10 @@ not made yet never will be).
 What a crash leaves half done lapses (design 15): the stock is held only until the invoice
 expires plus a grace period, and group-buying's sweeper cancels a join still unpaid then.
 
+Joins are rate limited per client address and per buyer, and one buyer's units awaiting payment
+in a group buy are capped (`unpaid_units_limit`): a free account cannot hold all the stock with
+joins it never pays for (and what it does hold lapses with the invoices).
+
 The participant records the price its invoice asks for: priced again under the session row's
 share lock (a payment since the quote may have moved the tier), and invoiced at that price.
 
