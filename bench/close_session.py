@@ -38,7 +38,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import ADMIN, CHEAP_PASSWORDS, AdminSession, BenchPlatform
+from bench.harness import ADMIN, CHEAP_PASSWORDS, NO_RATE_LIMITS, AdminSession, BenchPlatform
 from laku.core.supervisor import Supervisor
 from laku.group_buying.rules import TierPrices, unit_price
 from tests.catalog import create_seed_catalog
@@ -72,6 +72,7 @@ def logged_platform(log_dir: Path, port_offset: int = 28_500) -> Iterator[BenchP
             "LAKU_CLOSE_INTERVAL_SECONDS": "0",
             **ADMIN,
             **CHEAP_PASSWORDS,
+            **NO_RATE_LIMITS,
         }
         settings = settings_from_env(env)
         supervisor = Supervisor(settings, env=env, log_dir=log_dir)

@@ -23,6 +23,7 @@ from laku.core.supervisor import Supervisor
 from tests.support import (
     LOCAL_SERVER,
     SECRETS_ENV,
+    UNREACHED_RATE_LIMITS,
     plain_url,
     settings_from_env,
     throwaway_database,
@@ -32,6 +33,8 @@ from tests.support import (
 ADMIN = {"LAKU_ADMIN_EMAIL": "bench-admin@laku.id", **SECRETS_ENV}
 # Setting up buyers is not what is measured: cheap password hashes.
 CHEAP_PASSWORDS = {"LAKU_PASSWORD_HASH_TIME_COST": "1", "LAKU_PASSWORD_HASH_MEMORY_KIB": "1024"}
+# One load generator on one address plays thousands of buyers: no rate limit is reached.
+NO_RATE_LIMITS = {"LAKU_RATE_LIMITS": json.dumps(UNREACHED_RATE_LIMITS)}
 
 
 @dataclass
@@ -92,6 +95,7 @@ def bench_platform(port_offset: int = 28_500) -> Iterator[BenchPlatform]:
             "LAKU_PORT_OFFSET": str(port_offset),
             **ADMIN,
             **CHEAP_PASSWORDS,
+            **NO_RATE_LIMITS,
         }
         settings = settings_from_env(env)
         supervisor = Supervisor(settings, env=env)

@@ -9,6 +9,9 @@ own port of that host plus `--port-offset` (what `make up` runs); `--routing sin
 request to the host as it is (an ingress routing by path: every service's paths are its own).
 The run sets up its own catalog and group buy as the admin (`--admin-email`,
 `--admin-password`), with stock for every join, closing `--close-after` seconds after it starts.
+Every simulated buyer registers, logs in and joins from this machine's one address: start the
+target with its per-address limits raised (`LAKU_RATE_LIMITS`, README "Rate limits"), or the
+run measures the limits.
 """
 
 import time

@@ -25,7 +25,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import ADMIN, CHEAP_PASSWORDS, AdminSession, BenchPlatform, LoadResult
+from bench.harness import (
+    ADMIN,
+    CHEAP_PASSWORDS,
+    NO_RATE_LIMITS,
+    AdminSession,
+    BenchPlatform,
+    LoadResult,
+)
 from laku.core.supervisor import Supervisor
 from tests.catalog import create_seed_catalog
 from tests.support import (
@@ -121,6 +128,7 @@ def platform_logging_to_files(log_dir: Path) -> Iterator[BenchPlatform]:
             "LAKU_LOG_JSON": "true",
             **ADMIN,
             **CHEAP_PASSWORDS,
+            **NO_RATE_LIMITS,
         }
         settings = settings_from_env(env)
         supervisor = Supervisor(settings, env=env, log_dir=log_dir)

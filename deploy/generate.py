@@ -637,6 +637,9 @@ def config_map(extra: dict[str, str]) -> dict[str, Any]:
             "LAKU_LOG_LEVEL": "INFO",
             "LAKU_DATABASE_POOL_SIZE": "5",
             "LAKU_DATABASE_MAX_OVERFLOW": "5",
+            # Rate limits count per client address: the ingress controller and web (pods, on
+            # private addresses the NetworkPolicies alone let in) name the client.
+            "LAKU_TRUSTED_PROXIES": '["10.0.0.0/8","172.16.0.0/12","192.168.0.0/16"]',
             **extra,
         },
     }

@@ -1,3 +1,4 @@
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +8,7 @@ from laku.core.supervisor import Supervisor
 from tests.support import (
     ADMIN_EMAIL,
     SECRETS_ENV,
+    UNREACHED_RATE_LIMITS,
     Platform,
     database_server,
     free_port_offset,
@@ -50,6 +52,7 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # Every process writes its spans here (tests/test_tracing.py reads one trace across them).
         "LAKU_TRACE_DIR": str(tmp_path_factory.mktemp("traces")),
     }
+    env["LAKU_RATE_LIMITS"] = json.dumps(UNREACHED_RATE_LIMITS)
     settings = settings_from_env(env)
     log_dir = Path(tmp_path_factory.mktemp("service-logs"))
     supervisor = Supervisor(settings, env=env, log_dir=log_dir)

@@ -8,6 +8,7 @@ replay another); the counts are printed at the end.
 """
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -33,6 +34,7 @@ from tests.support import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     SECRETS_ENV,
+    UNREACHED_RATE_LIMITS,
     Platform,
     bearer,
     free_port_offset,
@@ -90,6 +92,7 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, 
                 "LAKU_CLOSE_INTERVAL_SECONDS": "3",
                 "LAKU_CLOSE_CLAIM_LEASE_SECONDS": "4",
             }
+            env["LAKU_RATE_LIMITS"] = json.dumps(UNREACHED_RATE_LIMITS)
             settings = settings_from_env(env)
             supervisor = Supervisor(settings, env=env, log_dir=root / "logs")
             supervisor.start()

@@ -1,7 +1,7 @@
 """Dead letters and retention on the running services: a delivery refused for good is kept with
 its reason, counted and listed for admins on every service with an outbox, and requeued by an
-admin; delivered rows, old idempotency keys and stale login-throttle rows are purged by each
-service's periodic task while pending and dead-lettered rows stay."""
+admin; delivered rows, old idempotency keys and rate-limit counters whose window ended are
+purged by each service's periodic task while pending and dead-lettered rows stay."""
 
 import json
 import time
@@ -182,8 +182,8 @@ def test_a_requeued_dead_letter_whose_cause_is_gone_is_delivered(platform: Platf
 
 def test_retention_purges_what_has_expired_and_keeps_the_rest(platform: Platform) -> None:
     """order's delivered outbox rows older than 7 days, wallet's idempotency keys older than 24
-    hours and auth's stale login-throttle rows go; pending and dead-lettered rows, however old,
-    and anything recent stay."""
+    hours and auth's rate-limit counters whose window ended go; pending and dead-lettered rows,
+    however old, and anything recent stay."""
     tag = uuid.uuid4().hex[:8]
     platform.sql(
         'INSERT INTO "order".outbox (kind, payload, created_at, next_attempt_at, delivered_at, '
@@ -205,12 +205,12 @@ def test_retention_purges_what_has_expired_and_keeps_the_rest(platform: Platform
         f"retention-test-{tag}",
     )
     platform.sql(
-        "INSERT INTO auth.login_throttle (email, failures, window_started_at, locked_until) VALUES "
-        "($1, 5, now() - interval '2 days', now() - interval '1 day'), "
-        "($2, 2, now() - interval '1 day', NULL), "
-        "($3, 5, now(), now() + interval '15 minutes'), "
-        "($4, 1, now() - interval '1 minute', NULL)",
-        *(f"{name}-{tag}@laku.id" for name in ("lock-ended", "window-ended", "locked", "counting")),
+        "INSERT INTO auth.rate_limits (key, hits, window_ends_at) VALUES "
+        "($1, 5, now() - interval '1 day'), "
+        "($2, 2, now() - interval '1 minute'), "
+        "($3, 5, now() + interval '15 minutes'), "
+        "($4, 1, now() + interval '1 hour')",
+        *(f"{name}-{tag}" for name in ("ended-long-ago", "just-ended", "locked", "counting")),
     )
 
     def outbox_rows() -> list[str]:
@@ -227,20 +227,20 @@ def test_retention_purges_what_has_expired_and_keeps_the_rest(platform: Platform
         )
         return [row["key"] for row in rows]
 
-    def throttles() -> list[str]:
+    def counters() -> list[str]:
         rows = platform.sql(
-            "SELECT email FROM auth.login_throttle WHERE email LIKE $1 ORDER BY 1", f"%-{tag}@%"
+            "SELECT key FROM auth.rate_limits WHERE key LIKE $1 ORDER BY 1", f"%-{tag}"
         )
-        return [row["email"].removesuffix(f"-{tag}@laku.id") for row in rows]
+        return [row["key"].removesuffix(f"-{tag}") for row in rows]
 
     try:
         assert _eventually(lambda: "delivered long ago" not in outbox_rows()), outbox_rows()
         assert outbox_rows() == ["dead letter", "delivered lately", "pending"]
         assert _eventually(lambda: keys() == ["recent"]), keys()
-        assert _eventually(lambda: throttles() == ["counting", "locked"]), throttles()
+        assert _eventually(lambda: counters() == ["counting", "locked"]), counters()
     finally:
         platform.sql('DELETE FROM "order".outbox WHERE kind = $1', f"retention-test-{tag}")
         platform.sql(
             "DELETE FROM wallet.idempotency_keys WHERE scope = $1", f"retention-test-{tag}"
         )
-        platform.sql("DELETE FROM auth.login_throttle WHERE email LIKE $1", f"%-{tag}@%")
+        platform.sql("DELETE FROM auth.rate_limits WHERE key LIKE $1", f"%-{tag}")

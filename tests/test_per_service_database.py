@@ -17,6 +17,7 @@ from tests import test_end_to_end
 from tests.support import (
     ADMIN_EMAIL,
     SECRETS_ENV,
+    UNREACHED_RATE_LIMITS,
     Platform,
     free_port_offset,
     plain_url,
@@ -65,6 +66,7 @@ def split_platform(
             # connections.
             "LAKU_DATABASE_POOL_SIZE": "1",
             "LAKU_DATABASE_MAX_OVERFLOW": "1",
+            "LAKU_RATE_LIMITS": json.dumps(UNREACHED_RATE_LIMITS),
         }
         settings = settings_from_env(
             {k: v for k, v in env.items() if k != "LAKU_DATABASE_URLS"}

@@ -126,7 +126,10 @@ def serve_command(
         port=port if port is not None else spec.port + settings.port_offset,
         access_log=False,
         timeout_graceful_shutdown=graceful_seconds,
+        # X-Forwarded-For names the client only from a proxy the settings trust (rate limits
+        # count per client address); from anyone else it is ignored.
         proxy_headers=True,
+        forwarded_allow_ips=get_settings().trusted_proxies,
     )
 
 

@@ -6,7 +6,7 @@ import structlog
 from fastapi import FastAPI
 
 from laku.auth import keys, service, sessions
-from laku.auth.models import idempotency_keys
+from laku.auth.models import idempotency_keys, rate_limits
 from laku.auth.routes import router
 from laku.core.app import create_service_app, run_in_background
 from laku.core.retention import Purge
@@ -45,10 +45,7 @@ async def _startup(app: FastAPI) -> None:
 
 def _retention(app: FastAPI) -> dict[str, Purge]:
     state = app.state
-    return {
-        "login_throttle": lambda: service.purge_stale_throttles(state.db, state.settings),
-        "sessions": lambda: sessions.purge_ended(state.db, state.settings),
-    }
+    return {"sessions": lambda: sessions.purge_ended(state.db, state.settings)}
 
 
 def create_app() -> FastAPI:
@@ -58,6 +55,7 @@ def create_app() -> FastAPI:
         idempotency_keys=idempotency_keys,
         startup=_startup,
         retention=_retention,
+        rate_limits=rate_limits,
         # The lookup only reads: a retried one is answered again, with nothing kept.
         idempotent_by_body=frozenset({"/api/auth/users/lookup"}),
     )

@@ -27,6 +27,7 @@ from laku.auth.schemas import (
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
 from laku.core.idempotency import no_store
+from laku.core.rate_limit import RATE_LIMITED_RESPONSES, client_address
 from laku.core.security import (
     SERVICE_IDENTITIES,
     SERVICE_SUBJECT_PREFIX,
@@ -62,8 +63,11 @@ async def jwks(request: Request) -> dict:
     response_model=UserOut,
     status_code=status.HTTP_201_CREATED,
     dependencies=[Depends(public)],
+    responses=RATE_LIMITED_RESPONSES,
 )
-async def register(body: RegisterRequest, session: DbSession):
+async def register(body: RegisterRequest, request: Request, session: DbSession):
+    settings = request.app.state.settings
+    await service.claim_registration(session, settings, body.email, client_address(request))
     return await service.create_user(session, body, Role.BUYER)
 
 
@@ -92,10 +96,13 @@ def _tokens(request: Request, renewal: sessions.Renewal) -> LoginResponse:
     "/api/auth/login",
     response_model=LoginResponse,
     dependencies=[Depends(public), Depends(no_store)],
+    responses=RATE_LIMITED_RESPONSES,
 )
 async def login(body: LoginRequest, request: Request, session: DbSession) -> LoginResponse:
     settings = request.app.state.settings
-    user = await service.authenticate(session, settings, body.email, body.password)
+    user = await service.authenticate(
+        session, settings, body.email, body.password, client_address(request)
+    )
     service.check_may_hold_token(user)
     return _tokens(request, await sessions.start(session, settings, user))
 

@@ -4,21 +4,23 @@ import asyncio
 import hmac
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
-from sqlalchemy import Row, delete, or_, select
+from sqlalchemy import Row, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from laku.auth.models import LoginThrottle, User
+from laku.auth.models import User, rate_limits
 from laku.auth.schemas import CreateUserRequest, RegisterRequest
-from laku.core.db import Database
-from laku.core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from laku.core import rate_limit
+from laku.core.errors import Conflict, Forbidden, NotFound, Unauthorized
+from laku.core.rate_limit import Limit
 from laku.core.security import SERVICE_IDENTITIES, Role, service_credential
-from laku.core.settings import Settings, get_settings
+from laku.core.settings import Rate, Settings, get_settings
 
 
 @cache
@@ -82,28 +84,72 @@ async def ensure_admin(session: AsyncSession, settings: Settings) -> None:
     await session.commit()
 
 
+@dataclass(frozen=True)
+class LoginLimits:
+    attempts: Limit  # every login from the address, right or wrong
+    pair: Limit  # failures on this account from this address
+    address: Limit  # failures from this address on any account
+    account: Limit  # failures on this account from anywhere: the ceiling on distributed guessing
+
+
+def _login_limits(settings: Settings, email: str, address: str) -> LoginLimits:
+    limits = settings.rate_limits
+    return LoginLimits(
+        attempts=Limit(f"login:address:{address}", limits.login_per_address),
+        pair=Limit(
+            f"login-failures:account-address:{email}|{address}",
+            Rate(limit=settings.login_max_failures, seconds=settings.login_lockout_seconds),
+            code="login_locked",
+        ),
+        address=Limit(
+            f"login-failures:address:{address}", limits.login_failures_per_address, "login_locked"
+        ),
+        account=Limit(
+            f"login-failures:account:{email}", limits.login_failures_per_account, "login_locked"
+        ),
+    )
+
+
 async def authenticate(
-    session: AsyncSession, settings: Settings, email: str, password: str
+    session: AsyncSession, settings: Settings, email: str, password: str, address: str
 ) -> User:
+    """Every attempt first claims one failure of each kind, atomically and before the password
+    is checked, so parallel guesses are verified no more often than the limits allow. A success
+    gives its claim back: the (account, address) failures start afresh (only someone with the
+    password can do that), and the address's and account's lose the one this attempt took."""
     email = email.lower()
-    now = _now()
-    throttle = await session.get(LoginThrottle, email)
-    if throttle and throttle.locked_until and throttle.locked_until > now:
-        retry_after = int((throttle.locked_until - now).total_seconds()) + 1
-        await session.rollback()
-        raise TooManyRequests(
-            "Too many failed logins; try again later", code="login_locked", retry_after=retry_after
-        )
+    limits = _login_limits(settings, email, address)
+    await rate_limit.claim(
+        session, rate_limits, [limits.attempts, limits.pair, limits.address, limits.account]
+    )
     user = await session.scalar(select(User).where(User.email == email))
     await session.commit()  # ends the read: no connection held while the password is checked
     # An unknown e-mail is checked against a dummy hash: both failures take the same time.
     matches = await _password_matches(user.password_hash if user else _dummy_hash(), password)
-    if user is not None and matches:
-        await session.execute(delete(LoginThrottle).where(LoginThrottle.email == email))
-        await session.commit()
-        return user
-    await _record_failure(session, settings, email, now)
-    raise Unauthorized("E-mail or password is wrong", code="invalid_credentials")
+    if user is None or not matches:
+        raise Unauthorized("E-mail or password is wrong", code="invalid_credentials")
+    await rate_limit.forget(session, rate_limits, limits.pair.key)
+    await rate_limit.refund(session, rate_limits, limits.address.key)
+    await rate_limit.refund(session, rate_limits, limits.account.key)
+    await session.commit()
+    return user
+
+
+async def claim_registration(
+    session: AsyncSession, settings: Settings, email: str, address: str
+) -> None:
+    """Registrations per client address, and per e-mail (an `email_taken` answer tells that
+    an account exists, so asking about one address is limited too); refused with 429 before
+    any password is hashed."""
+    limits = settings.rate_limits
+    await rate_limit.claim(
+        session,
+        rate_limits,
+        [
+            Limit(f"register:address:{address}", limits.register_per_address),
+            Limit(f"register:email:{email.lower()}", limits.register_per_email),
+        ],
+    )
 
 
 async def _password_matches(password_hash: str, password: str) -> bool:
@@ -111,42 +157,6 @@ async def _password_matches(password_hash: str, password: str) -> bool:
         return await asyncio.to_thread(_hasher().verify, password_hash, password)
     except (VerifyMismatchError, InvalidHashError):
         return False
-
-
-async def _record_failure(
-    session: AsyncSession, settings: Settings, email: str, now: datetime
-) -> None:
-    """Count a failure under the address's row lock; enough in one window lock the address."""
-    await session.execute(
-        insert(LoginThrottle)
-        .values(email=email, failures=0, window_started_at=now)
-        .on_conflict_do_nothing()
-    )
-    throttle = await session.get(LoginThrottle, email, with_for_update=True, populate_existing=True)
-    assert throttle is not None
-    window = timedelta(seconds=settings.login_lockout_seconds)
-    if now - throttle.window_started_at > window:
-        throttle.failures, throttle.window_started_at, throttle.locked_until = 0, now, None
-    throttle.failures += 1
-    if throttle.failures >= settings.login_max_failures:
-        throttle.locked_until = now + window
-    await session.commit()
-
-
-async def purge_stale_throttles(db: Database, settings: Settings) -> int:
-    """Delete throttle rows that count for nothing any more: their window of failures and any
-    lock it caused have both ended (the address's next failure would start afresh). Returns
-    how many went."""
-    now = _now()
-    window = timedelta(seconds=settings.login_lockout_seconds)
-    async with db.sessions.begin() as session:
-        result = await session.execute(
-            delete(LoginThrottle).where(
-                LoginThrottle.window_started_at < now - window,
-                or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now),
-            )
-        )
-    return result.rowcount
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:

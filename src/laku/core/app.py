@@ -22,6 +22,7 @@ from laku.core.metrics import DatabaseGauge, MetricsMiddleware, render, track_po
 from laku.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from laku.core.outbox import Batched, Handler, OutboxRelay, purge_delivered
 from laku.core.outbox_admin import outbox_admin_router
+from laku.core.rate_limit import purge_ended_windows
 from laku.core.retention import Purge, RetentionSweeper
 from laku.core.security import TokenVerifier, public, publish_access_rules, service_credential
 from laku.core.services import SERVICES, service_url
@@ -66,6 +67,7 @@ def create_service_app(
     startup: StartupHook | None = None,
     outbox: tuple[Table, OutboxHandlers] | None = None,
     retention: Purges | None = None,
+    rate_limits: Table | None = None,
     settings: Settings | None = None,
     metrics: Sequence[DatabaseGauge] = (),
 ) -> FastAPI:
@@ -77,6 +79,8 @@ def create_service_app(
     `retention`: the service's own purges (beyond old idempotency keys and delivered outbox
     rows, which every service purges), run every `retention_interval_seconds` as background
     work.
+    `rate_limits`: the service's rate-limit counters (laku.core.rate_limit), whose ended
+    windows the same retention sweep deletes.
     `metrics`: the service's business figures, served at `/metrics` with the kernel's own.
 
     Shutdown (SIGTERM): uvicorn stops accepting and lets the requests in flight finish; then
@@ -123,7 +127,9 @@ def create_service_app(
             table, handlers = outbox
             app.state.outbox_relay = OutboxRelay(app.state.db, table, handlers(app))
             app.state.outbox_relay.start()
-        sweeper = _retention_sweeper(app, settings, idempotency_keys, outbox, retention)
+        sweeper = _retention_sweeper(
+            app, settings, idempotency_keys, outbox, retention, rate_limits
+        )
         if sweeper is not None:
             run_in_background(app, sweeper.run(), "retention-sweeper")
         try:
@@ -193,6 +199,7 @@ def _retention_sweeper(
     idempotency_keys: Table,
     outbox: tuple[Table, OutboxHandlers] | None,
     retention: Purges | None,
+    rate_limits: Table | None,
 ) -> RetentionSweeper | None:
     if settings.retention_interval_seconds <= 0:
         return None
@@ -204,6 +211,8 @@ def _retention_sweeper(
     if outbox is not None:
         outbox_table, outbox_kept = outbox[0], timedelta(hours=settings.outbox_retention_hours)
         purges["outbox"] = lambda: purge_delivered(db, outbox_table, outbox_kept)
+    if rate_limits is not None:
+        purges["rate_limits"] = lambda: purge_ended_windows(db, rate_limits)
     if retention is not None:
         purges.update(retention(app))
     return RetentionSweeper(purges, timedelta(seconds=settings.retention_interval_seconds))

@@ -1,6 +1,7 @@
 """Base of every service's typed client: timeouts, safe retries, service token, ids passed on."""
 
 import time
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
 import httpx
@@ -24,6 +25,11 @@ _RETRYABLE_STATUS = frozenset({502, 503, 504})
 # Refusals that say "not now" rather than "no": not authenticated (a token is renewed), the
 # request timed out or came too early, too many requests.
 _NOT_NOW_STATUS = frozenset({401, 408, 425, 429})
+
+# The address of the person a front end calls the services for, sent as X-Forwarded-For: the
+# services' per-address limits then count browsers, not the front end (which they trust as a
+# proxy: `trusted_proxies`). Set per request by the web front end; unset, nothing is sent.
+forwarded_for: ContextVar[str | None] = ContextVar("forwarded_for", default=None)
 
 
 def new_http_client(timeout_seconds: float) -> httpx.AsyncClient:
@@ -137,6 +143,8 @@ class ServiceClient:
             headers["Idempotency-Key"] = idempotency_key
         if self._tokens is not None:
             headers["Authorization"] = f"Bearer {await self._tokens.token()}"
+        if client_address := forwarded_for.get():
+            headers["X-Forwarded-For"] = client_address
 
         try:
             async for attempt in AsyncRetrying(

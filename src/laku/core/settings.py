@@ -4,8 +4,39 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Rate(BaseModel):
+    """At most `limit` in any window of `seconds` (a window opens at its first hit)."""
+
+    limit: int
+    seconds: int
+
+
+class RateLimits(BaseModel):
+    """Per client address and per account, kept in each service's own schema so every process
+    counts together; over a limit is a 429 with `Retry-After`. In the environment as JSON,
+    naming only the limits that change: `LAKU_RATE_LIMITS='{"join_per_buyer": {"limit": 60,
+    "seconds": 60}}'`.
+
+    Logins (OWASP ASVS 2.2.1): failures are counted before the password is checked, per
+    (account, address) (`login_max_failures` per `login_lockout_seconds`, cleared by a
+    success), so guesses from one address lock out only that address, never the owner
+    elsewhere; per address across accounts (credential stuffing); and per account across all
+    addresses with a much higher ceiling, so distributed guessing gets at most
+    `login_failures_per_account` tries an hour. Reaching that ceiling does lock the owner out
+    until the hour ends: it takes a sustained attack from many addresses, and is the price of
+    bounding it."""
+
+    login_per_address: Rate = Rate(limit=60, seconds=60)
+    login_failures_per_address: Rate = Rate(limit=30, seconds=900)
+    login_failures_per_account: Rate = Rate(limit=100, seconds=3600)
+    register_per_address: Rate = Rate(limit=10, seconds=3600)
+    register_per_email: Rate = Rate(limit=5, seconds=3600)
+    join_per_address: Rate = Rate(limit=60, seconds=60)
+    join_per_buyer: Rate = Rate(limit=20, seconds=60)
 
 
 class Settings(BaseSettings):
@@ -71,13 +102,23 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = 3
     password_hash_memory_kib: int = 65_536
 
+    # Failed logins per (account, client address) before that pair is refused for the rest of
+    # `login_lockout_seconds`; the other limits are in `rate_limits`.
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
+    rate_limits: RateLimits = RateLimits()
+    # Proxies whose X-Forwarded-For names the client (addresses or networks, JSON list in the
+    # environment); anyone else's is ignored and the connection's own address counts. The web
+    # front end calls the services from the same host, so loopback is trusted by default.
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
+    # A buyer's units awaiting payment in one group buy, over all their joins: stock held by
+    # unpaid joins is bounded per account (and those holds lapse with their invoices).
+    max_unpaid_units_per_buyer_per_session: int = 100
 
     # What is kept only for a while is deleted by each service process every
     # `retention_interval_seconds` (0: never): outbox rows delivered more than
     # `outbox_retention_hours` ago (pending and dead-lettered rows are kept), idempotency keys
-    # older than `idempotency_key_retention_hours`, and auth's stale login-throttle rows.
+    # older than `idempotency_key_retention_hours`, and rate-limit counters whose window ended.
     retention_interval_seconds: float = 3600
     outbox_retention_hours: float = 168
     idempotency_key_retention_hours: float = 24

@@ -15,7 +15,7 @@ from laku.core.services import service_url
 from laku.group_buying.closing import Closer, run_schedule
 from laku.group_buying.join import JoinSaga
 from laku.group_buying.metrics import BUSINESS_METRICS
-from laku.group_buying.models import idempotency_keys, outbox
+from laku.group_buying.models import idempotency_keys, outbox, rate_limits
 from laku.group_buying.notices import NOTIFY_BUYERS, NOTIFY_SESSION_OUTCOME, BuyerNotices
 from laku.group_buying.routes import router
 from laku.group_buying.sessions import (
@@ -58,6 +58,8 @@ async def _startup(app: FastAPI) -> None:
         invoice_duration=timedelta(seconds=state.settings.invoice_duration_seconds),
         longest_hold=timedelta(seconds=state.settings.reservation_hold_seconds),
         hold_grace=timedelta(seconds=state.settings.reservation_hold_grace_seconds),
+        limits=state.settings.rate_limits,
+        max_unpaid_units=state.settings.max_unpaid_units_per_buyer_per_session,
     )
     state.closer = Closer(
         db=state.db,
@@ -166,5 +168,6 @@ def create_app() -> FastAPI:
         idempotency_keys=idempotency_keys,
         startup=_startup,
         outbox=(outbox, _outbox_handlers),
+        rate_limits=rate_limits,
         metrics=BUSINESS_METRICS,
     )

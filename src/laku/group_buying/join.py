@@ -8,6 +8,10 @@ not made yet never will be).
 What a crash leaves half done lapses (design 15): the stock is held only until the invoice
 expires plus a grace period, and group-buying's sweeper cancels a join still unpaid then.
 
+Joins are rate limited per client address and per buyer, and one buyer's units awaiting payment
+in a group buy are capped (`unpaid_units_limit`): a free account cannot hold all the stock with
+joins it never pays for (and what it does hold lapses with the invoices).
+
 The participant records the price its invoice asks for: priced again under the session row's
 share lock (a payment since the quote may have moved the tier), and invoiced at that price.
 
@@ -22,14 +26,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from laku.core import rate_limit
 from laku.core.db import Database
 from laku.core.errors import Conflict, DomainError, Forbidden, InvalidInput, UpstreamUnavailable
 from laku.core.http import ServiceCallError
 from laku.core.money import format_rupiah
 from laku.core.outbox import enqueue
-from laku.group_buying.models import GroupBuyingSession, Participant, SessionVariant, outbox
+from laku.core.rate_limit import Limit
+from laku.core.settings import RateLimits
+from laku.group_buying.models import (
+    GroupBuyingSession,
+    Participant,
+    SessionVariant,
+    outbox,
+    rate_limits,
+)
 from laku.group_buying.notices import joined_notice, notify_later
 from laku.group_buying.rules import CancelReason, ParticipantStatus
 from laku.group_buying.schemas import JoinOut, JoinRequest
@@ -60,6 +74,10 @@ class PriceMismatch(Conflict):
 
 class InsufficientStock(Conflict):
     code, title = "insufficient_stock", "Not enough stock"
+
+
+class UnpaidUnitsLimit(Conflict):
+    code, title = "unpaid_units_limit", "Too many units awaiting payment"
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,29 @@ def _check_joinable(group: GroupBuyingSession) -> None:
         raise SessionClosed(f"Session {group.session_code} is {group.status} or past its endTime")
 
 
+async def _check_unpaid_units(
+    session: AsyncSession,
+    session_id: uuid.UUID,
+    buyer_id: uuid.UUID,
+    quantity: int,
+    max_unpaid_units: int,
+) -> None:
+    """One account may not hold a group buy's stock with joins it does not pay for: its units
+    awaiting payment there, this join's included, stay within `max_unpaid_units`."""
+    unpaid = await session.scalar(
+        select(func.coalesce(func.sum(Participant.quantity), 0)).where(
+            Participant.session_id == session_id,
+            Participant.user_id == buyer_id,
+            Participant.status == ParticipantStatus.PENDING_PAYMENT,
+        )
+    )
+    if unpaid + quantity > max_unpaid_units:
+        raise UnpaidUnitsLimit(
+            f"At most {max_unpaid_units} units may await payment in one group buy; "
+            f"{unpaid} already do. Pay for them, or let them lapse, before joining for more"
+        )
+
+
 @dataclass(frozen=True)
 class JoinSaga:
     db: Database
@@ -119,16 +160,21 @@ class JoinSaga:
     # The warehouse's longest hold, and how long a join's hold outlasts its invoice.
     longest_hold: timedelta
     hold_grace: timedelta
+    limits: RateLimits
+    max_unpaid_units: int
 
     def _hold(self, quote: Quote) -> Hold:
         invoice_life = min(self.invoice_duration, self.longest_hold - self.hold_grace)
         invoice_expires_at = min(quote.end_time, now() + invoice_life)
         return Hold(invoice_expires_at, invoice_expires_at + self.hold_grace)
 
-    async def join(self, session_ref: str, request: JoinRequest, buyer_id: uuid.UUID) -> JoinOut:
+    async def join(
+        self, session_ref: str, request: JoinRequest, buyer_id: uuid.UUID, address: str
+    ) -> JoinOut:
         if request.user_id is not None and request.user_id != buyer_id:
             raise Forbidden("userId must be the caller's own id", code="user_mismatch")
-        quote = await self._quote(session_ref, request)
+        await self._claim(buyer_id, address)
+        quote = await self._quote(session_ref, request, buyer_id)
         hold = self._hold(quote)
 
         participant_id = uuid.uuid4()
@@ -176,10 +222,26 @@ class JoinSaga:
             await asyncio.sleep(1)
         return await self.payments.create_payment(request, idempotency_key=idempotency_key)
 
-    async def _quote(self, session_ref: str, request: JoinRequest) -> Quote:
+    async def _claim(self, buyer_id: uuid.UUID, address: str) -> None:
+        """Joins per client address and per buyer (429 over either)."""
+        async with self.db.sessions() as session:
+            await rate_limit.claim(
+                session,
+                rate_limits,
+                [
+                    Limit(f"join:address:{address}", self.limits.join_per_address),
+                    Limit(f"join:buyer:{buyer_id}", self.limits.join_per_buyer),
+                ],
+            )
+
+    async def _quote(self, session_ref: str, request: JoinRequest, buyer_id: uuid.UUID) -> Quote:
         async with self.db.sessions() as session:
             group = await find_session(session, session_ref)
             _check_joinable(group)
+            # Refused before any stock is reserved; checked again, serialised, when recorded.
+            await _check_unpaid_units(
+                session, group.id, buyer_id, request.quantity, self.max_unpaid_units
+            )
             variant = await session.get(SessionVariant, (group.id, request.variant_id))
             if variant is None:
                 raise InvalidInput(
@@ -225,6 +287,18 @@ class JoinSaga:
             )
             assert group is not None  # sessions are never deleted
             _check_joinable(group)
+            # One buyer's joins of this session record one at a time, so two at once cannot
+            # both pass the unpaid units check.
+            await session.execute(
+                select(
+                    func.pg_advisory_xact_lock(
+                        func.hashtextextended(f"unpaid-units:{group.id}:{buyer_id}", 0)
+                    )
+                )
+            )
+            await _check_unpaid_units(
+                session, group.id, buyer_id, request.quantity, self.max_unpaid_units
+            )
             variant = await session.get_one(SessionVariant, (group.id, request.variant_id))
             price = _priced(group, variant, request)
             if price.unit_price != quote.unit_price:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
 from laku.core.idempotency import idempotency_table
 from laku.core.outbox import outbox_table
+from laku.core.rate_limit import rate_limit_table
 from laku.group_buying.rules import CloseStep, ParticipantStatus, SessionStatus
 
 
@@ -28,6 +29,7 @@ class Base(DeclarativeBase):
 
 idempotency_keys = idempotency_table(Base.metadata)
 outbox = outbox_table(Base.metadata)
+rate_limits = rate_limit_table(Base.metadata)  # joins per address and per buyer
 
 
 class BundleComponent(UUIDPrimaryKey, TimestampMixin, Base):

@@ -7,6 +7,7 @@ from pydantic import AwareDatetime
 from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, PageSize, audit_out
 from laku.core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_RESPONSES, Problem
+from laku.core.rate_limit import RATE_LIMITED_RESPONSES, client_address
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import (
     USER_ROLES,
@@ -190,14 +191,21 @@ async def get_session(session_ref: SessionRef, session: DbSession) -> SessionOut
             "model": Problem,
             "content": {PROBLEM_CONTENT_TYPE: {}},
             "description": "warehouse- or payment-service unavailable; nothing was kept",
-        }
+        },
+        **RATE_LIMITED_RESPONSES,
     },
 )
 async def join_session(
-    session_ref: SessionRef, body: JoinRequest, principal: BuyerPrincipal, saga: Saga
+    session_ref: SessionRef,
+    body: JoinRequest,
+    principal: BuyerPrincipal,
+    saga: Saga,
+    request: Request,
 ) -> JoinOut:
-    """Seed step 3: reserve the stock, record the participant and open its escrow payment."""
-    return await saga.join(session_ref, body, principal.user_id)
+    """Seed step 3: reserve the stock, record the participant and open its escrow payment.
+    Joins are limited per client address and per buyer (429 with Retry-After), and a buyer's
+    units awaiting payment in one group buy are capped (409 `unpaid_units_limit`)."""
+    return await saga.join(session_ref, body, principal.user_id, client_address(request))
 
 
 @router.get(

@@ -282,6 +282,15 @@ PROBLEMS: dict[str, tuple[str, str]] = {
         "Terlalu banyak percobaan. Coba lagi nanti.",
         "Too many attempts. Try again later.",
     ),
+    "rate_limited": (
+        "Terlalu banyak permintaan. Coba lagi sebentar lagi.",
+        "Too many requests. Try again shortly.",
+    ),
+    "unpaid_units_limit": (
+        "Anda sudah memesan banyak unit yang belum dibayar di beli bareng ini. Bayar dulu "
+        "sebelum menambah.",
+        "You already have many unpaid units in this group buy. Pay for them before adding more.",
+    ),
     "email_taken": ("Email ini sudah terdaftar.", "This email is already registered."),
     "invalid_input": ("Periksa kembali isian Anda.", "Check what you entered."),
     "not_an_image": (

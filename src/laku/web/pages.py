@@ -11,7 +11,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import FormData
 
 from laku.core.errors import DomainError
-from laku.core.http import ServiceCallError
+from laku.core.http import ServiceCallError, forwarded_for
 from laku.core.security import Principal, Role
 from laku.web import formatting
 from laku.web.backend import Backend
@@ -81,6 +81,8 @@ class Visitor:
 
 async def _visitor(request: Request) -> Visitor:
     state = request.app.state
+    if request.client is not None:
+        forwarded_for.set(request.client.host)  # on the calls made for this visitor
     lang = request.cookies.get(LANGUAGE_COOKIE, DEFAULT_LANGUAGE)
     if lang not in LANGUAGES:
         lang = DEFAULT_LANGUAGE

@@ -1,0 +1,155 @@
+"""Rate limits kept in the service's own schema, so every process of a service counts together.
+
+A limit is a fixed window counter per key (`register:address:203.0.113.7`): the first hit opens
+a window of `seconds`, and at most `limit` hits are claimed in it. A claim of several keys is
+one statement (INSERT ... ON CONFLICT DO UPDATE ... RETURNING) that counts every key, under
+their row locks, in the same transaction: if any key is over its limit the transaction is
+rolled back, so a refused request counts against none of them (a client refused at one address
+does not use up the allowance of an account it shares with others), and concurrent claims of a
+key wait for each other, so no more than `limit` ever pass.
+"""
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    case,
+    delete,
+    func,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from laku.core.db import Database
+from laku.core.errors import PROBLEM_CONTENT_TYPE, Problem, TooManyRequests
+from laku.core.settings import Rate
+
+
+def rate_limit_table(metadata: MetaData) -> Table:
+    return Table(
+        "rate_limits",
+        metadata,
+        Column("key", Text, primary_key=True),
+        Column("hits", Integer, nullable=False),
+        Column("window_ends_at", DateTime(timezone=True), nullable=False, index=True),
+    )
+
+
+@dataclass(frozen=True)
+class Limit:
+    key: str
+    rate: Rate
+    # The problem's code when this limit refuses (e.g. `login_locked`).
+    code: str = "rate_limited"
+
+
+class RateLimited(TooManyRequests):
+    code, title = "rate_limited", "Too many requests"
+
+
+# Documented on each rate-limited route.
+RATE_LIMITED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": Problem,
+        "content": {PROBLEM_CONTENT_TYPE: {}},
+        "description": "Over a rate limit; `Retry-After` says in how many seconds to try again",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    }
+}
+
+
+async def claim(session: AsyncSession, table: Table, limits: list[Limit]) -> None:
+    """Count one hit on every limit's key, or none if any is over its limit: then
+    `RateLimited` (429) with `Retry-After` until that key's window ends. Ends the session's
+    transaction either way (committed or rolled back)."""
+    if not limits:
+        return
+    # One order for every claimer: two claims of the same keys never wait on each other's locks.
+    ordered = sorted(limits, key=lambda each: each.key)
+    t = table
+    now = func.statement_timestamp()
+    lapsed = t.c.window_ends_at <= now
+    values = [
+        {
+            "key": limit.key,
+            "hits": 1,
+            "window_ends_at": now + func.make_interval(0, 0, 0, 0, 0, 0, limit.rate.seconds),
+        }
+        for limit in ordered
+    ]
+    statement = insert(t).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[t.c.key],
+        set_={
+            "hits": case((lapsed, 1), else_=t.c.hits + 1),
+            "window_ends_at": case(
+                (lapsed, statement.excluded.window_ends_at), else_=t.c.window_ends_at
+            ),
+        },
+    ).returning(
+        t.c.key,
+        t.c.hits,
+        func.ceil(func.extract("epoch", t.c.window_ends_at - now)).label("retry_after"),
+    )
+    counted = {row.key: row for row in await session.execute(statement)}
+    for limit in ordered:
+        row = counted[limit.key]
+        if row.hits > limit.rate.limit:
+            await session.rollback()
+            raise RateLimited(
+                "Too many requests; try again later",
+                code=limit.code,
+                retry_after=max(int(row.retry_after), 1),
+            )
+    await session.commit()
+
+
+async def forget(session: AsyncSession, table: Table, key: str) -> None:
+    """Start the key afresh (a login that succeeded clears its failures). Not committed."""
+    await session.execute(delete(table).where(table.c.key == key))
+
+
+async def refund(session: AsyncSession, table: Table, key: str) -> None:
+    """Give back one hit of the key's current window (a claimed attempt that turned out not
+    to be what the limit counts). Not committed."""
+    t = table
+    await session.execute(
+        update(t)
+        .where(t.c.key == key, t.c.window_ends_at > func.statement_timestamp())
+        .values(hits=func.greatest(t.c.hits - 1, 0))
+    )
+
+
+async def purge_ended_windows(db: Database, table: Table) -> int:
+    """Delete the counters whose window has ended: they count for nothing any more."""
+    async with db.sessions.begin() as session:
+        result = await session.execute(
+            delete(table).where(table.c.window_ends_at < func.statement_timestamp())
+        )
+    return result.rowcount
+
+
+def client_address(request: Request) -> str:
+    """The client's IP address as the connection gives it. Behind a proxy that the
+    `trusted_proxies` setting names, uvicorn has already replaced it with the address the proxy
+    saw (X-Forwarded-For); from anyone else that header is ignored. IPv6 clients are counted
+    per /64, the block one subscriber usually holds."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
