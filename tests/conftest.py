@@ -11,6 +11,7 @@ from tests.support import (
     Platform,
     database_server,
     free_port_offset,
+    service_role_env,
     throwaway_database,
 )
 
@@ -52,7 +53,9 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     }
     settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
     log_dir = Path(tmp_path_factory.mktemp("service-logs"))
-    supervisor = Supervisor(settings, env=env, log_dir=log_dir)
+    supervisor = Supervisor(
+        settings, env=env, service_env=service_role_env(database_url), log_dir=log_dir
+    )
     supervisor.start()
     running = Platform(settings=settings, database_url=database_url, supervisor=supervisor)
     try:

@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
+from laku.core.database_roles import service_database_urls
 from laku.core.embedded_db import embedded_postgres
 from laku.core.migrations import migrate
 from laku.core.services import PROCESSES
@@ -79,6 +80,20 @@ def throwaway_database(server_url: str, services: list[str] | None = None) -> It
                 await admin.close()
 
         run(drop())
+
+
+def service_role_env(
+    database_url: str, database_urls: dict[str, str] | None = None
+) -> dict[str, dict[str, str]]:
+    """What each service process gets on top of the platform's environment: its database as its
+    own role (no password: the test server trusts local connections), so the suite runs with
+    the privileges production has. Tests that look at the database directly keep the
+    superuser's URL."""
+    urls = service_database_urls(database_url, PROCESSES, database_urls)
+    return {
+        service: {"LAKU_DATABASE_URL": url, "LAKU_DATABASE_URLS": "{}"}
+        for service, url in urls.items()
+    }
 
 
 def _port_free(port: int) -> bool:

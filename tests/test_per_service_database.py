@@ -21,6 +21,7 @@ from tests.support import (
     free_port_offset,
     plain_url,
     run,
+    service_role_env,
     throwaway_database,
 )
 
@@ -73,7 +74,10 @@ def split_platform(
             admin_password=ADMIN_PASSWORD,
         )
         supervisor = Supervisor(
-            settings, env=env, log_dir=Path(tmp_path_factory.mktemp("split-service-logs"))
+            settings,
+            env=env,
+            service_env=service_role_env(shared, own_urls),
+            log_dir=Path(tmp_path_factory.mktemp("split-service-logs")),
         )
         supervisor.start()
         running = Platform(settings=settings, database_url=shared, supervisor=supervisor)
