@@ -6,7 +6,9 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
+from typer.testing import CliRunner
 
+from laku.cli import app
 from laku.core.database_roles import (
     role_password,
     role_url,
@@ -14,6 +16,7 @@ from laku.core.database_roles import (
     service_role,
 )
 from laku.core.services import PROCESSES, SERVICES
+from laku.core.settings import get_settings
 from tests.support import Platform, plain_url, run
 
 
@@ -163,3 +166,18 @@ def test_a_table_a_later_migration_creates_is_granted_to_its_service_only(
         _refused(_as_role(platform, "wallet"), f"SELECT * FROM {table}")
     finally:
         platform.sql(f"DROP TABLE {table}")
+
+
+def test_database_url_command_prints_a_services_own_url() -> None:
+    env = {
+        "LAKU_DATABASE_URL": "postgresql://laku_owner:owner-pw@db.internal:5432/laku",
+        "LAKU_DATABASE_ROLE_SECRET": "role-secret",
+    }
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["database-url", "wallet"], env=env)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    password = role_password("role-secret", "laku_wallet")
+    assert result.output.strip() == f"postgresql://laku_wallet:{password}@db.internal:5432/laku"

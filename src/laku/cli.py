@@ -67,6 +67,27 @@ def migrate_command(
     console.print("[green]migrated[/]")
 
 
+@app.command("database-url")
+def database_url_command(
+    service: Annotated[str, typer.Argument(help="A service with a database, e.g. wallet")],
+) -> None:
+    """Print the URL the service connects with: its own role on its database, the password
+    derived from LAKU_DATABASE_ROLE_SECRET (what `laku migrate` set), for its deployment's
+    LAKU_DATABASE_URL."""
+    settings = get_settings()
+    if service not in SERVICES:
+        raise typer.BadParameter(f"no database for {service!r}; one of {', '.join(SERVICES)}")
+    if not settings.database_url or not settings.database_role_secret:
+        raise typer.BadParameter("set LAKU_DATABASE_URL and LAKU_DATABASE_ROLE_SECRET")
+    urls = service_database_urls(
+        settings.database_url,
+        [service],
+        settings.database_urls,
+        settings.database_role_secret.get_secret_value(),
+    )
+    print(urls[service])
+
+
 @app.command("makemigration")
 def makemigration_command(
     service: Annotated[str, typer.Argument(help="Service whose models changed")],

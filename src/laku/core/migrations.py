@@ -120,14 +120,16 @@ async def _owns(conn: AsyncConnection, owner_query: str) -> bool:
     )
 
 
-async def restrict_database(conn: AsyncConnection) -> None:
-    """Nobody but the roles granted it may connect, make temporary tables, or create objects in
-    `public`; done only by a role that owns them (otherwise left to the operator)."""
+async def restrict_database(conn: AsyncConnection, role: str) -> None:
+    """Only the roles granted it (here `role`) may connect; nobody may make temporary tables or
+    create objects in `public`. Done only where the migration role owns the database and the
+    schema: otherwise the operator's (README)."""
     if await _owns(conn, "SELECT nspowner FROM pg_namespace WHERE nspname = 'public'"):
         await conn.execute(text("REVOKE ALL ON SCHEMA public FROM PUBLIC"))
     if await _owns(conn, "SELECT datdba FROM pg_database WHERE datname = current_database()"):
-        database = await conn.scalar(text("SELECT current_database()"))
-        await conn.execute(text(f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC"))
+        database = _ident(await conn.scalar(text("SELECT current_database()")))
+        await conn.execute(text(f"REVOKE ALL ON DATABASE {database} FROM PUBLIC"))
+        await conn.execute(text(f"GRANT CONNECT ON DATABASE {database} TO {_ident(role)}"))
 
 
 async def ensure_role(conn: AsyncConnection, role: str) -> None:
@@ -155,13 +157,11 @@ async def ensure_role(conn: AsyncConnection, role: str) -> None:
 
 
 async def grant_service_schema(conn: AsyncConnection, role: str, schema: str) -> None:
-    """The role may connect, use `schema`, and read and write its tables and sequences (those
-    there now and, through default privileges, those later migrations create); nothing else.
-    Its migration history stays the migration role's."""
-    database = await conn.scalar(text("SELECT current_database()"))
+    """The role may use `schema`, and read and write its tables and sequences (those there now
+    and, through default privileges, those later migrations create); nothing else. Its
+    migration history stays the migration role's."""
     who, where = _ident(role), _ident(schema)
     for statement in (
-        f"GRANT CONNECT ON DATABASE {_ident(database)} TO {who}",
         f"GRANT USAGE ON SCHEMA {where} TO {who}",
         f"GRANT {TABLE_PRIVILEGES} ON ALL TABLES IN SCHEMA {where} TO {who}",
         f"GRANT {SEQUENCE_PRIVILEGES} ON ALL SEQUENCES IN SCHEMA {where} TO {who}",
@@ -186,7 +186,7 @@ async def set_up_service_role(database_url: str, service: str, password: str | N
         async with engine.begin() as conn:
             if password is not None:
                 await conn.execute(text(f"ALTER ROLE {_ident(role)} PASSWORD {_literal(password)}"))
-            await restrict_database(conn)
+            await restrict_database(conn, role)
             await grant_service_schema(conn, role, SERVICES[service].schema)
     finally:
         await engine.dispose()
