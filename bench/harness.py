@@ -19,7 +19,7 @@ import psutil
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
-from tests.support import LOCAL_SERVER, plain_url, throwaway_database
+from tests.support import LOCAL_SERVER, plain_url, service_role_env, throwaway_database
 
 ADMIN = {"LAKU_ADMIN_EMAIL": "bench-admin@laku.id", "LAKU_ADMIN_PASSWORD": "bench-admin-password"}
 # Setting up buyers is not what is measured: cheap password hashes.
@@ -87,7 +87,7 @@ def bench_platform(port_offset: int = 28_500) -> Iterator[BenchPlatform]:
             **CHEAP_PASSWORDS,
         }
         settings = Settings(database_url=url, port_offset=port_offset)
-        supervisor = Supervisor(settings, env=env)
+        supervisor = Supervisor(settings, env=env, service_env=service_role_env(url))
         supervisor.start()
         try:
             supervisor.wait_ready()

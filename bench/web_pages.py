@@ -29,7 +29,13 @@ from bench.harness import ADMIN, CHEAP_PASSWORDS, AdminSession, BenchPlatform, L
 from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
 from tests.catalog import create_seed_catalog
-from tests.support import LOCAL_SERVER, bearer, free_port_offset, throwaway_database
+from tests.support import (
+    LOCAL_SERVER,
+    bearer,
+    free_port_offset,
+    service_role_env,
+    throwaway_database,
+)
 from tests.web import CHROMIUM, CHROMIUM_ARGS, PHONE, TIERS
 
 ASSET = re.compile(r'(?:href|src)="(/static/[^"]+)"')
@@ -118,7 +124,9 @@ def platform_logging_to_files(log_dir: Path) -> Iterator[BenchPlatform]:
             **CHEAP_PASSWORDS,
         }
         settings = Settings(database_url=url, port_offset=offset)
-        supervisor = Supervisor(settings, env=env, log_dir=log_dir)
+        supervisor = Supervisor(
+            settings, env=env, service_env=service_role_env(url), log_dir=log_dir
+        )
         supervisor.start()
         try:
             supervisor.wait_ready()
