@@ -5,7 +5,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+import psutil
 import pytest
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from laku.cli import app
@@ -74,14 +76,27 @@ def test_role_names_passwords_and_urls() -> None:
     )
 
 
-def test_services_connect_as_their_own_roles(platform: Platform) -> None:
-    """The running platform's connections to its database are the services' roles, one each."""
+def test_each_service_process_connects_as_its_own_role(platform: Platform) -> None:
+    """Every connection a service process holds to the database is its own role's: matched by
+    the process's client ports against the server's view of its sessions."""
+    server_port = make_url(platform.database_url).port or 5432
     rows = platform.sql(
-        "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = current_database() "
-        "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        "SELECT client_port, usename FROM pg_stat_activity "
+        "WHERE datname = current_database() AND client_port > 0"
     )
-    roles = {row["usename"] for row in rows}
-    assert roles == {service_role(name) for name in SERVICES}, roles
+    if not rows:
+        pytest.skip("the test database is reached over a socket, not TCP")
+    sessions = {row["client_port"]: row["usename"] for row in rows}
+    for service in SERVICES:
+        process = platform.supervisor.processes[service].process
+        assert process is not None
+        ports = {
+            connection.laddr.port
+            for connection in psutil.Process(process.pid).net_connections(kind="tcp")
+            if connection.raddr and connection.raddr.port == server_port
+        }
+        roles = {sessions[port] for port in ports if port in sessions}
+        assert roles == {service_role(service)}, (service, roles)
 
 
 def test_warehouse_role_cannot_read_auth_signing_keys(platform: Platform) -> None:
