@@ -42,7 +42,13 @@ from bench.harness import ADMIN, CHEAP_PASSWORDS, NO_RATE_LIMITS, AdminSession, 
 from laku.core.supervisor import Supervisor
 from laku.group_buying.rules import TierPrices, unit_price
 from tests.catalog import create_seed_catalog
-from tests.support import LOCAL_SERVER, plain_url, settings_from_env, throwaway_database
+from tests.support import (
+    LOCAL_SERVER,
+    plain_url,
+    service_role_env,
+    settings_from_env,
+    throwaway_database,
+)
 
 TIERS = TierPrices(tier_25=95000, tier_50=85000, tier_75=75000, tier_100=65000)
 SIZES = ("S", "M", "L")  # tests.catalog's seed variants
@@ -75,7 +81,9 @@ def logged_platform(log_dir: Path, port_offset: int = 28_500) -> Iterator[BenchP
             **NO_RATE_LIMITS,
         }
         settings = settings_from_env(env)
-        supervisor = Supervisor(settings, env=env, log_dir=log_dir)
+        supervisor = Supervisor(
+            settings, env=env, service_env=service_role_env(url), log_dir=log_dir
+        )
         supervisor.start()
         try:
             supervisor.wait_ready()

@@ -25,6 +25,7 @@ from tests.support import (
     SECRETS_ENV,
     UNREACHED_RATE_LIMITS,
     plain_url,
+    service_role_env,
     settings_from_env,
     throwaway_database,
 )
@@ -98,7 +99,7 @@ def bench_platform(port_offset: int = 28_500) -> Iterator[BenchPlatform]:
             **NO_RATE_LIMITS,
         }
         settings = settings_from_env(env)
-        supervisor = Supervisor(settings, env=env)
+        supervisor = Supervisor(settings, env=env, service_env=service_role_env(url))
         supervisor.start()
         try:
             supervisor.wait_ready()

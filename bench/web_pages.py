@@ -39,6 +39,7 @@ from tests.support import (
     LOCAL_SERVER,
     bearer,
     free_port_offset,
+    service_role_env,
     settings_from_env,
     throwaway_database,
 )
@@ -131,7 +132,9 @@ def platform_logging_to_files(log_dir: Path) -> Iterator[BenchPlatform]:
             **NO_RATE_LIMITS,
         }
         settings = settings_from_env(env)
-        supervisor = Supervisor(settings, env=env, log_dir=log_dir)
+        supervisor = Supervisor(
+            settings, env=env, service_env=service_role_env(url), log_dir=log_dir
+        )
         supervisor.start()
         try:
             supervisor.wait_ready()

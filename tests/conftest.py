@@ -12,6 +12,7 @@ from tests.support import (
     Platform,
     database_server,
     free_port_offset,
+    service_role_env,
     settings_from_env,
     throwaway_database,
 )
@@ -55,7 +56,9 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     env["LAKU_RATE_LIMITS"] = json.dumps(UNREACHED_RATE_LIMITS)
     settings = settings_from_env(env)
     log_dir = Path(tmp_path_factory.mktemp("service-logs"))
-    supervisor = Supervisor(settings, env=env, log_dir=log_dir)
+    supervisor = Supervisor(
+        settings, env=env, service_env=service_role_env(database_url), log_dir=log_dir
+    )
     supervisor.start()
     running = Platform(settings=settings, database_url=database_url, supervisor=supervisor)
     try:

@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
+from laku.core.database_roles import service_database_urls
 from laku.core.embedded_db import embedded_postgres
 from laku.core.http import ServiceTokenSource
 from laku.core.migrations import migrate
@@ -44,6 +45,8 @@ def settings_from_env(env: dict[str, str]) -> Settings:
     reads them (JSON for structured settings)."""
     with patch.dict(os.environ, env):
         return Settings(_env_file=None)
+
+
 # The suite registers hundreds of buyers and logs in and joins thousands of times, all from
 # 127.0.0.1: its platforms' rate limits are never reached (LAKU_RATE_LIMITS). Failed logins
 # per (account, address) keep their real limit. tests/test_rate_limits.py runs a platform with
@@ -104,6 +107,20 @@ def throwaway_database(server_url: str, services: list[str] | None = None) -> It
                 await admin.close()
 
         run(drop())
+
+
+def service_role_env(
+    database_url: str, database_urls: dict[str, str] | None = None
+) -> dict[str, dict[str, str]]:
+    """What each service process gets on top of the platform's environment: its database as its
+    own role (no password: the test server trusts local connections), so the suite runs with
+    the privileges production has. Tests that look at the database directly keep the
+    superuser's URL."""
+    urls = service_database_urls(database_url, PROCESSES, database_urls)
+    return {
+        service: {"LAKU_DATABASE_URL": url, "LAKU_DATABASE_URLS": "{}"}
+        for service, url in urls.items()
+    }
 
 
 def _port_free(port: int) -> bool:

@@ -10,14 +10,17 @@ import time
 import uuid
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psutil
+import pytest
+from sqlalchemy.engine import make_url
 
 from laku import demo
 from laku.core.secrets import with_development_secrets
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
-from tests.support import Platform, free_port_offset
+from tests.support import Platform, free_port_offset, plain_url, run
 
 LAKU = str(Path(sys.executable).with_name("laku"))
 
@@ -71,6 +74,7 @@ def test_up_runs_every_service_on_embedded_postgres_and_stops_cleanly(tmp_path: 
             timeout=30,  # a full-cost password hash, on a machine busy starting everything
         )
         assert login.status_code == 200, login.text
+        _assert_services_run_as_their_roles(children)
         _assert_demo_loaded(offset, tmp_path / ".laku")
 
         # A service that dies is restarted by the supervisor.
@@ -91,6 +95,33 @@ def test_up_runs_every_service_on_embedded_postgres_and_stops_cleanly(tmp_path: 
     assert first_url is not None and first_url.group(0) == web_url, output
     _, alive = psutil.wait_procs([*children, *postgres], timeout=10)
     assert not alive, f"left running: {[p.pid for p in alive]}"
+
+
+def _assert_services_run_as_their_roles(children: list[psutil.Process]) -> None:
+    """Each service process is given only its own role's URL (with a password derived for this
+    start), never the owner's or the secret behind every password; the front end gets none."""
+
+    def environ(service: str) -> dict[str, str]:
+        [process] = [p for p in children if f"laku serve {service} " in " ".join(p.cmdline())]
+        return process.environ()
+
+    warehouse = environ("warehouse")
+    assert "LAKU_DATABASE_ROLE_SECRET" not in warehouse
+    url = make_url(warehouse["LAKU_DATABASE_URL"])
+    assert url.username == "laku_warehouse" and url.password
+    assert make_url(environ("auth")["LAKU_DATABASE_URL"]).username == "laku_auth"
+    assert not environ("web")["LAKU_DATABASE_URL"]
+
+    async def check() -> None:
+        conn = await asyncpg.connect(plain_url(warehouse["LAKU_DATABASE_URL"]))
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM warehouse.stock_movements") >= 0
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch("SELECT private_pem FROM auth.signing_keys")
+        finally:
+            await conn.close()
+
+    run(check())
 
 
 def _assert_demo_loaded(offset: int, data_dir: Path) -> None:

@@ -22,6 +22,7 @@ from tests.support import (
     free_port_offset,
     plain_url,
     run,
+    service_role_env,
     settings_from_env,
     throwaway_database,
 )
@@ -72,7 +73,10 @@ def split_platform(
             {k: v for k, v in env.items() if k != "LAKU_DATABASE_URLS"}
         ).model_copy(update={"database_urls": own_urls})
         supervisor = Supervisor(
-            settings, env=env, log_dir=Path(tmp_path_factory.mktemp("split-service-logs"))
+            settings,
+            env=env,
+            service_env=service_role_env(shared, own_urls),
+            log_dir=Path(tmp_path_factory.mktemp("split-service-logs")),
         )
         supervisor.start()
         running = Platform(settings=settings, database_url=shared, supervisor=supervisor)

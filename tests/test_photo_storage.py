@@ -82,6 +82,7 @@ def s3_product(
     supervisor = Supervisor(
         settings,
         env=env,
+        service_env=platform.supervisor.service_env,
         services=["auth", "product"],
         log_dir=tmp_path_factory.mktemp("s3-product-logs"),
     )

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from laku.core.database_roles import service_database_urls
 from laku.core.embedded_db import embedded_postgres
 from laku.core.logging import configure_logging
 from laku.core.secrets import (
@@ -77,13 +79,42 @@ def migrate_command(
         list[str] | None, typer.Option("--service", "-s", help="Only these (repeatable)")
     ] = None,
 ) -> None:
-    """Create the database if needed and bring every service's schema to its latest revision."""
+    """Create the database if needed, bring every service's schema to its latest revision and
+    let each service's role (`laku_<service>`) use its schema, and only it. Run it as the role
+    that owns the schemas (the database's owner)."""
     from laku.core.migrations import migrate
 
     settings = get_settings()
+    role_secret = settings.database_role_secret
     with _database(settings) as url:
-        migrate(url, services or None, settings.database_urls)
+        migrate(
+            url,
+            services or None,
+            settings.database_urls,
+            role_secret.get_secret_value() if role_secret else None,
+        )
     console.print("[green]migrated[/]")
+
+
+@app.command("database-url")
+def database_url_command(
+    service: Annotated[str, typer.Argument(help="A service with a database, e.g. wallet")],
+) -> None:
+    """Print the URL the service connects with: its own role on its database, the password
+    derived from LAKU_DATABASE_ROLE_SECRET (what `laku migrate` set), for its deployment's
+    LAKU_DATABASE_URL."""
+    settings = get_settings()
+    if service not in SERVICES:
+        raise typer.BadParameter(f"no database for {service!r}; one of {', '.join(SERVICES)}")
+    if not settings.database_url or not settings.database_role_secret:
+        raise typer.BadParameter("set LAKU_DATABASE_URL and LAKU_DATABASE_ROLE_SECRET")
+    urls = service_database_urls(
+        settings.database_url,
+        [service],
+        settings.database_urls,
+        settings.database_role_secret.get_secret_value(),
+    )
+    print(urls[service])
 
 
 @app.command("makemigration")
@@ -171,19 +202,30 @@ def up_command(
     configure_logging(settings, "supervisor")
     started = time.monotonic()
     services = services or list(PROCESSES)
+    # The services' roles get passwords from this secret; a new one on every start unless set.
+    configured_secret = settings.database_role_secret
+    role_secret = (
+        configured_secret.get_secret_value() if configured_secret else secrets.token_urlsafe(32)
+    )
     with _database(settings) as url:
         # In a child process: the supervisor then never loads Alembic and SQLAlchemy, and
         # stays small for as long as the platform runs.
         schemas = [f"--service={name}" for name in services if name in SERVICES]
         subprocess.run(
             [sys.executable, "-m", "laku", "migrate", *schemas],
-            env={**os.environ, "LAKU_DATABASE_URL": url},
+            env={**os.environ, "LAKU_DATABASE_URL": url, "LAKU_DATABASE_ROLE_SECRET": role_secret},
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        # Each service connects as its own role, to its own database if it has one; the
+        # processes without a database get none.
+        own_urls = service_database_urls(url, services, settings.database_urls, role_secret)
         supervisor = Supervisor(
             settings,
-            env={"LAKU_DATABASE_URL": url, **generated},
+            env={"LAKU_DATABASE_URL": "", "LAKU_DATABASE_URLS": "{}", **generated},
+            service_env={
+                name: {"LAKU_DATABASE_URL": own_url} for name, own_url in own_urls.items()
+            },
             services=services,
             log_dir=settings.data_dir / "logs",
         )

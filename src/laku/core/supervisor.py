@@ -35,10 +35,12 @@ class ServiceProcess:
 
 @dataclass
 class Supervisor:
-    """Owns one process per service. `env` is what they all get (database URL, port offset...)."""
+    """Owns one process per service. `env` is what they all get (port offset...), `service_env`
+    what only one gets on top (its own database URL)."""
 
     settings: Settings
     env: dict[str, str]
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     services: list[str] = field(default_factory=lambda: list(PROCESSES))
     log_dir: Path | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
@@ -66,7 +68,7 @@ class Supervisor:
             output = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - kept by the child
         entry.process = subprocess.Popen(
             command,
-            env={**os.environ, **self.env},
+            env=self._env(spec.name),
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops children in order
@@ -75,6 +77,11 @@ class Supervisor:
         if output:
             output.close()
         log.info("service_started", service=spec.name, port=port, pid=entry.process.pid)
+
+    def _env(self, name: str) -> dict[str, str]:
+        # The secret every role's password derives from stays with the supervisor.
+        inherited = {k: v for k, v in os.environ.items() if k != "LAKU_DATABASE_ROLE_SECRET"}
+        return {**inherited, **self.env, **self.service_env.get(name, {})}
 
     def wait_ready(self, timeout_seconds: float = 120.0) -> float:
         """Block until every service answers `/ready`; return the seconds it took."""
