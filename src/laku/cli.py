@@ -17,7 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from laku.core.database_roles import service_database_urls
+from laku.core.database_roles import (
+    ROLE_SECRET_VARIABLE,
+    role_secret_from_environment,
+    service_database_urls,
+)
 from laku.core.embedded_db import embedded_postgres
 from laku.core.logging import configure_logging
 from laku.core.secrets import (
@@ -85,14 +89,8 @@ def migrate_command(
     from laku.core.migrations import migrate
 
     settings = get_settings()
-    role_secret = settings.database_role_secret
     with _database(settings) as url:
-        migrate(
-            url,
-            services or None,
-            settings.database_urls,
-            role_secret.get_secret_value() if role_secret else None,
-        )
+        migrate(url, services or None, settings.database_urls, role_secret_from_environment())
     console.print("[green]migrated[/]")
 
 
@@ -104,15 +102,13 @@ def database_url_command(
     derived from LAKU_DATABASE_ROLE_SECRET (what `laku migrate` set), for its deployment's
     LAKU_DATABASE_URL."""
     settings = get_settings()
+    role_secret = role_secret_from_environment()
     if service not in SERVICES:
         raise typer.BadParameter(f"no database for {service!r}; one of {', '.join(SERVICES)}")
-    if not settings.database_url or not settings.database_role_secret:
-        raise typer.BadParameter("set LAKU_DATABASE_URL and LAKU_DATABASE_ROLE_SECRET")
+    if not settings.database_url or not role_secret:
+        raise typer.BadParameter(f"set LAKU_DATABASE_URL and {ROLE_SECRET_VARIABLE}")
     urls = service_database_urls(
-        settings.database_url,
-        [service],
-        settings.database_urls,
-        settings.database_role_secret.get_secret_value(),
+        settings.database_url, [service], settings.database_urls, role_secret
     )
     print(urls[service])
 
@@ -203,17 +199,14 @@ def up_command(
     started = time.monotonic()
     services = services or list(PROCESSES)
     # The services' roles get passwords from this secret; a new one on every start unless set.
-    configured_secret = settings.database_role_secret
-    role_secret = (
-        configured_secret.get_secret_value() if configured_secret else secrets.token_urlsafe(32)
-    )
+    role_secret = role_secret_from_environment() or secrets.token_urlsafe(32)
     with _database(settings) as url:
         # In a child process: the supervisor then never loads Alembic and SQLAlchemy, and
         # stays small for as long as the platform runs.
         schemas = [f"--service={name}" for name in services if name in SERVICES]
         subprocess.run(
             [sys.executable, "-m", "laku", "migrate", *schemas],
-            env={**os.environ, "LAKU_DATABASE_URL": url, "LAKU_DATABASE_ROLE_SECRET": role_secret},
+            env={**os.environ, "LAKU_DATABASE_URL": url, ROLE_SECRET_VARIABLE: role_secret},
             check=True,
             stdout=subprocess.DEVNULL,
         )

@@ -5,10 +5,20 @@ URLs."""
 
 import hashlib
 import hmac
+import os
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from laku.core.services import SERVICES
+
+# The secret every role's password derives from. Read from the environment by the commands that
+# set or print passwords (`laku migrate`, `laku database-url`, `laku up`) and never a setting:
+# no service process is given it.
+ROLE_SECRET_VARIABLE = "LAKU_DATABASE_ROLE_SECRET"
+
+
+def role_secret_from_environment() -> str | None:
+    return os.environ.get(ROLE_SECRET_VARIABLE) or None
 
 
 def service_role(service: str) -> str:

@@ -54,10 +54,6 @@ class Settings(BaseSettings):
     # (`{"wallet": "postgresql://..."}`). No service reads another's schema, so any of them may
     # move; the rest keep `database_url`.
     database_urls: dict[str, str] = {}
-    # Each service connects as its own role, `laku_<service>`. `laku migrate` sets each role's
-    # password to an HMAC of this secret and the role's name when it is set (`laku up` picks a
-    # new one on every start and gives each service only its own URL).
-    database_role_secret: SecretStr | None = None
     # Per service process; a dozen services share one server's connection limit (often 100).
     database_pool_size: int = 3
     database_max_overflow: int = 2

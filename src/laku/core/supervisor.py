@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import structlog
 
+from laku.core.database_roles import ROLE_SECRET_VARIABLE
 from laku.core.services import PROCESSES, ProcessSpec
 from laku.core.settings import Settings
 
@@ -80,7 +81,7 @@ class Supervisor:
 
     def _env(self, name: str) -> dict[str, str]:
         # The secret every role's password derives from stays with the supervisor.
-        inherited = {k: v for k, v in os.environ.items() if k != "LAKU_DATABASE_ROLE_SECRET"}
+        inherited = {k: v for k, v in os.environ.items() if k != ROLE_SECRET_VARIABLE}
         return {**inherited, **self.env, **self.service_env.get(name, {})}
 
     def wait_ready(self, timeout_seconds: float = 120.0) -> float:
