@@ -671,8 +671,6 @@ DEV_SECRET_VALUES = {
     "LAKU_SMTP_PASSWORD": "",
     "LAKU_MEDIA_S3_SECRET_ACCESS_KEY": "",
     "LAKU_SIGNING_KEY_ENCRYPTION_KEY": "laku-dev-signing-key-encryption-key",
-    # The migration Job's: it sets the services' role passwords from it.
-    "LAKU_DATABASE_ROLE_SECRET": "laku-dev-database-role-secret",
 }
 DEV_SECRETS = {
     "LAKU_DATABASE_URL": "postgresql://laku:laku-dev@pgbouncer:5432/laku",

@@ -20,12 +20,9 @@ from laku.core.settings import Settings
 
 MIN_SECRET_BYTES = 32
 # Secrets that may stay unset in any mode: a mail relay need not ask for a password, photos
-# kept on disk need no object storage key, a service's own credential is otherwise derived
-# from the service secret, and the database roles' secret is the migrations' alone (`laku up`
-# makes a new one on every start).
-OPTIONAL_SECRETS = frozenset(
-    {"smtp_password", "media_s3_secret_access_key", "service_credential", "database_role_secret"}
-)
+# kept on disk need no object storage key, and a service's own credential is otherwise
+# derived from the service secret.
+OPTIONAL_SECRETS = frozenset({"smtp_password", "media_s3_secret_access_key", "service_credential"})
 # Every secret setting: each `SecretStr | None` field but the optional ones, so a secret added
 # to Settings is generated and checked without being listed again here.
 SECRET_SETTINGS: tuple[str, ...] = tuple(
@@ -49,7 +46,6 @@ KNOWN_DEMO_VALUES = frozenset(
         "biteship_test_laku_sandbox_key",
         "laku-dev-biteship-webhook-secret",
         "laku-dev-signing-key-encryption-key",
-        "laku-dev-database-role-secret",
     }
 )
 _login_email: TypeAdapter[str] = TypeAdapter(EmailStr)
