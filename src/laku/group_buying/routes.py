@@ -64,7 +64,12 @@ async def _closer(request: Request) -> Closer:
 
 Products = Annotated[ProductClient, Depends(_product_client)]
 SessionRef = Annotated[
-    str, Path(max_length=64, description="The session's id, or its code (e.g. GB-7KQ2M9XA)")
+    str,
+    Path(
+        max_length=64,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="The session's id, or its code (e.g. GB-7KQ2M9XA)",
+    ),
 ]
 Warehouse = Annotated[WarehouseClient, Depends(_warehouse)]
 Saga = Annotated[JoinSaga, Depends(_join_saga)]

@@ -7,7 +7,7 @@ from pydantic import AwareDatetime
 from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput, Unauthorized
-from laku.core.schemas import Limit, Offset, Page
+from laku.core.schemas import Limit, Offset, Page, ReferencePath
 from laku.core.security import CurrentPrincipal, Principal, Role, require_roles
 from laku.payment import audit, closing, service
 from laku.payment.schemas import (
@@ -34,10 +34,7 @@ router = APIRouter(prefix="/api/payments", tags=["payment"], responses=PROBLEM_R
 # Payments are created and expired by the platform (group-buying, admins), never by buyers.
 AdminOrService = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
 PaymentReader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN, Role.SERVICE))]
-PaymentCode = Annotated[str, Path(max_length=32)]
-PaymentReference = Annotated[
-    str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9:_\-.]+$")
-]
+PaymentCode = Annotated[str, Path(max_length=32, pattern=r"^[A-Za-z0-9-]+$")]
 
 
 def _payments(request: Request) -> service.Payments:
@@ -158,7 +155,7 @@ async def expire_many(
     responses={503: {"description": "Xendit is unavailable; retrying is safe"}},
 )
 async def expire_by_reference(
-    reference: PaymentReference, _: AdminOrService, request: Request
+    reference: ReferencePath, _: AdminOrService, request: Request
 ) -> ReferenceExpiredOut:
     """The caller gave up on the payment for `reference` (a join that failed or timed out),
     made or not: its invoice is closed, or, if none was made yet, none ever will be (a
