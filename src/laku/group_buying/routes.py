@@ -6,7 +6,7 @@ from pydantic import AwareDatetime
 
 from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, PageSize, audit_out
-from laku.core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_RESPONSES, Problem
+from laku.core.errors import PROBLEM_RESPONSES, problem_doc
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import (
     AdminPrincipal,
@@ -181,13 +181,7 @@ async def get_session(session_ref: SessionRef, session: DbSession) -> SessionOut
     "/api/group-buying/{session_ref}/join",
     response_model=JoinOut,
     status_code=status.HTTP_201_CREATED,
-    responses={
-        503: {
-            "model": Problem,
-            "content": {PROBLEM_CONTENT_TYPE: {}},
-            "description": "warehouse- or payment-service unavailable; nothing was kept",
-        }
-    },
+    responses={503: problem_doc("warehouse- or payment-service unavailable; nothing was kept")},
 )
 async def join_session(
     session_ref: SessionRef, body: JoinRequest, principal: BuyerPrincipal, saga: Saga
