@@ -8,6 +8,7 @@ test and no account of theirs is locked out. The examples come from a fixed seed
 a curl command that replays the case.
 """
 
+import json
 import os
 import re
 import time
@@ -374,17 +375,24 @@ def test_address_text_with_control_characters_is_refused(platform: Platform) -> 
     assert listed.json() == []
 
 
-def test_nul_is_refused_in_any_string_of_a_body(platform: Platform) -> None:
-    """Even where a field has no text type of its own (a password), PostgreSQL never sees NUL."""
+@pytest.mark.parametrize(
+    ("field", "value"), [("password", "pass\u0000word"), ("name", "Sari \ud800")]
+)
+def test_what_the_database_cannot_store_is_refused_in_any_string(
+    platform: Platform, field: str, value: str
+) -> None:
+    """Even where a field has no text type of its own (a password), PostgreSQL never sees a
+    NUL, nor asyncpg a lone surrogate it cannot encode."""
+    email = f"hostile-{uuid.uuid4().hex[:8]}@laku.id"
+    body = {"email": email, "password": "password-123", "name": "Sari", field: value}
+    # Escaped as JSON escapes it ("\\ud800"): the raw character has no UTF-8 to send.
     response = platform.client("auth").post(
         "/api/auth/register",
-        json={
-            "email": f"nul-{uuid.uuid4().hex[:8]}@laku.id",
-            "password": "pass\u0000word",
-            "name": "N",
-        },
+        content=json.dumps(body, ensure_ascii=True),
+        headers={"Content-Type": "application/json"},
     )
     assert_problem(response, 422, "invalid_input")
+    assert not platform.sql("SELECT 1 FROM auth.users WHERE email = $1", email)
 
 
 def test_text_types_keep_line_breaks_only_where_text_spans_lines() -> None:

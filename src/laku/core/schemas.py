@@ -20,6 +20,9 @@ MAX_OFFSET = 1_000_000_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Multi-line text keeps tab, line feed and carriage return.
 _CONTROL_BUT_LINE_BREAKS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# NUL, which PostgreSQL stores in no text or JSON, and a lone surrogate (a JSON "\ud800"),
+# which has no UTF-8 encoding to send it in.
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 def _single_line(value: str) -> str:
@@ -34,18 +37,18 @@ def _multi_line(value: str) -> str:
     return value
 
 
-def _nul_free(value: Any) -> Any:
-    """PostgreSQL stores no NUL in text or JSON: refuse it in any string, however nested."""
+def _storable(value: Any) -> Any:
+    """Refuse, in any string however nested, what the database cannot store."""
     if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("must not contain the NUL character")
+        if _UNSTORABLE.search(value):
+            raise ValueError("must not contain NUL or unpaired surrogate characters")
     elif isinstance(value, list | tuple | set | frozenset):
         for item in value:
-            _nul_free(item)
+            _storable(item)
     elif isinstance(value, dict):
         for key, item in value.items():
-            _nul_free(key)
-            _nul_free(item)
+            _storable(key)
+            _storable(item)
     return value
 
 
@@ -63,17 +66,17 @@ def MultilineText(max_length: int, *, min_length: int = 1, **field: Any) -> Any:
     return Annotated[str, Field(min_length=min_length, max_length=max_length, **field), MultiLine]
 
 
-class NulFreeModel(BaseModel):
-    """A model whose every string, at any depth, is refused with a NUL in it (422, not a
-    database error); the explicit text types refuse other control characters too."""
+class StorableModel(BaseModel):
+    """A model whose every string, at any depth, is refused (422, not a database error) with
+    a NUL or a lone surrogate in it; the text types refuse other control characters too."""
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        return _nul_free(value)
+    def _storable_strings(cls, value: Any) -> Any:
+        return _storable(value)
 
 
-class WireModel(NulFreeModel):
+class WireModel(StorableModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
@@ -84,7 +87,7 @@ class WireModel(NulFreeModel):
     )
 
 
-class ProviderModel(NulFreeModel):
+class ProviderModel(StorableModel):
     """A provider's payload (a webhook) as the provider names it; fields we do not read are
     ignored, as providers add fields over time."""
 
