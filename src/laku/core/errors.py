@@ -180,5 +180,5 @@ def problem_doc(description: str) -> dict[str, Any]:
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: problem_doc(_TITLES[status]) for status in (401, 403, 404, 409, 413, 422)
+    status: problem_doc(_TITLES[status]) for status in (400, 401, 403, 404, 409, 413, 422)
 }
