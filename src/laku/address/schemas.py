@@ -4,15 +4,15 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from laku.core.schemas import WireModel
+from laku.core.schemas import Text, WireModel
 
-Label = Annotated[str, Field(min_length=1, max_length=50, examples=["Rumah"])]
-RecipientName = Annotated[str, Field(min_length=1, max_length=200)]
+Label = Text(50, examples=["Rumah"])
+RecipientName = Text(200)
 Phone = Annotated[str, Field(pattern=r"^\+?[0-9]{8,15}$", examples=["+6281234567890"])]
-Street = Annotated[str, Field(min_length=1, max_length=500)]
-Region = Annotated[str, Field(min_length=1, max_length=100)]
+Street = Text(500)
+Region = Text(100)
 PostalCode = Annotated[str, Field(pattern=r"^[0-9]{5}$", examples=["12190"])]
-Notes = Annotated[str, Field(max_length=500)]
+Notes = Text(500, min_length=0)
 
 
 class AddressCreate(WireModel):

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import EmailStr, Field, model_validator
 
-from laku.core.schemas import WireModel
+from laku.core.schemas import Text, WireModel
 from laku.core.security import Role
 
 Password = Annotated[str, Field(min_length=8, max_length=128)]
@@ -16,7 +16,7 @@ MAX_USERS_PER_LOOKUP = 2_000
 class RegisterRequest(WireModel):
     email: EmailStr
     password: Password
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Text(200)
     phone: Phone | None = None
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Query
 from pydantic import Field
 
-from laku.core.schemas import WireModel
+from laku.core.schemas import SingleLine, WireModel
 
 # A violation names this many offending rows; the rest are counted.
 OFFENDERS_SHOWN = 5
@@ -52,10 +52,12 @@ def audit_out(invariants: Sequence[InvariantOut]) -> AuditOut:
 
 
 After = Annotated[
-    str | None, Query(max_length=200, description="Rows whose key is above this (exclusive)")
+    Annotated[str, SingleLine] | None,
+    Query(max_length=200, description="Rows whose key is above this (exclusive)"),
 ]
 Through = Annotated[
-    str | None, Query(max_length=200, description="Rows whose key is up to this (inclusive)")
+    Annotated[str, SingleLine] | None,
+    Query(max_length=200, description="Rows whose key is up to this (inclusive)"),
 ]
 PageSize = Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE_SIZE)]
 

@@ -166,12 +166,19 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(500, "internal_error", "Internal error", instance=request.url.path)
 
 
-# Documented on every route so each endpoint's error shape is in its OpenAPI.
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {
-        "model": Problem,
-        "content": {PROBLEM_CONTENT_TYPE: {}},
-        "description": _TITLES[status],
+# Documented on every route so each endpoint's error shape is in its OpenAPI, under the media
+# type errors are sent as (inline: a Problem nests no other model).
+_PROBLEM_SCHEMA = Problem.model_json_schema()
+
+
+def problem_doc(description: str) -> dict[str, Any]:
+    """An error response as OpenAPI documents it: a Problem, as application/problem+json."""
+    return {
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_SCHEMA}},
+        "description": description,
     }
-    for status in (401, 403, 404, 409, 422)
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: problem_doc(_TITLES[status]) for status in (400, 401, 403, 404, 409, 413, 422)
 }

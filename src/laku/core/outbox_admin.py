@@ -9,7 +9,7 @@ from sqlalchemy import Table
 
 from laku.core import outbox
 from laku.core.errors import PROBLEM_RESPONSES, NotFound
-from laku.core.schemas import Limit, Offset, Page, WireModel
+from laku.core.schemas import Limit, Offset, Page, RowIdPath, SingleLine, WireModel
 from laku.core.security import AdminPrincipal
 
 
@@ -78,7 +78,7 @@ def outbox_admin_router(table: Table) -> APIRouter:
     async def list_dead_letters(
         _: AdminPrincipal,
         request: Request,
-        kind: Annotated[str | None, Query(max_length=64)] = None,
+        kind: Annotated[Annotated[str, SingleLine] | None, Query(max_length=64)] = None,
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> Page[OutboxEntryOut]:
@@ -92,7 +92,7 @@ def outbox_admin_router(table: Table) -> APIRouter:
         )
 
     @router.post("/dead-letters/{row_id}/retry", response_model=OutboxEntryOut)
-    async def retry_dead_letter(row_id: int, _: AdminPrincipal, request: Request):
+    async def retry_dead_letter(row_id: RowIdPath, _: AdminPrincipal, request: Request):
         """Put a dead letter back in line, due now (after what refused it was put right). A
         row no longer dead-lettered (requeued already, or delivered) is answered as it is."""
         async with request.app.state.db.sessions() as session:

@@ -1,15 +1,82 @@
-"""Wire-model conventions: camelCase on the wire, snake_case in code, unknown fields refused."""
+"""Wire-model conventions: camelCase on the wire, snake_case in code, unknown fields refused;
+numbers bounded and text free of control characters, so hostile input is a 422 and never
+reaches the database."""
 
-from typing import Annotated, Generic, TypeVar
+import re
+from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Query
-from pydantic import BaseModel, ConfigDict
+from fastapi import Path, Query
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 T = TypeVar("T")
 
+# PostgreSQL's BIGINT; no integer on the wire may pass it.
+MAX_BIGINT = 2**63 - 1
+# Far beyond any real list, far below BIGINT (PostgreSQL refuses an OFFSET past it).
+MAX_OFFSET = 1_000_000_000
 
-class WireModel(BaseModel):
+# C0 controls, DEL and C1 controls: never part of a name, an address or a note.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Multi-line text keeps tab, line feed and carriage return.
+_CONTROL_BUT_LINE_BREAKS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# NUL, which PostgreSQL stores in no text or JSON, and a lone surrogate (a JSON "\ud800"),
+# which has no UTF-8 encoding to send it in.
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _single_line(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _multi_line(value: str) -> str:
+    if _CONTROL_BUT_LINE_BREAKS.search(value):
+        raise ValueError("must not contain control characters other than tab and line breaks")
+    return value
+
+
+def _storable(value: Any) -> Any:
+    """Refuse, in any string however nested, what the database cannot store."""
+    if isinstance(value, str):
+        if _UNSTORABLE.search(value):
+            raise ValueError("must not contain NUL or unpaired surrogate characters")
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _storable(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key)
+            _storable(item)
+    return value
+
+
+SingleLine = AfterValidator(_single_line)
+MultiLine = AfterValidator(_multi_line)
+
+
+def Text(max_length: int, *, min_length: int = 1, **field: Any) -> Any:
+    """A single line of text (a name, an address, a reason): no control characters."""
+    return Annotated[str, Field(min_length=min_length, max_length=max_length, **field), SingleLine]
+
+
+def MultilineText(max_length: int, *, min_length: int = 1, **field: Any) -> Any:
+    """Text that may span lines (a description, a message): tab and line breaks only."""
+    return Annotated[str, Field(min_length=min_length, max_length=max_length, **field), MultiLine]
+
+
+class StorableModel(BaseModel):
+    """A model whose every string, at any depth, is refused (422, not a database error) with
+    a NUL or a lone surrogate in it; the text types refuse other control characters too."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_strings(cls, value: Any) -> Any:
+        return _storable(value)
+
+
+class WireModel(StorableModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
@@ -20,6 +87,13 @@ class WireModel(BaseModel):
     )
 
 
+class ProviderModel(StorableModel):
+    """A provider's payload (a webhook) as the provider names it; fields we do not read are
+    ignored, as providers add fields over time."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
 class Page(WireModel, Generic[T]):
     items: list[T]
     total: int
@@ -28,4 +102,15 @@ class Page(WireModel, Generic[T]):
 
 
 Limit = Annotated[int, Query(ge=1, le=100)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+
+# Query and path parameters are not wire models: their text types carry their own checks.
+SearchText = Annotated[
+    Annotated[str, SingleLine] | None,
+    Query(min_length=1, max_length=100, description="Name contains"),
+]
+# A caller's reference ("session:<id>:participant:<id>"), as wire models accept it.
+REFERENCE_PATTERN = r"^[A-Za-z0-9:_\-.]+$"
+ReferencePath = Annotated[str, Path(min_length=1, max_length=200, pattern=REFERENCE_PATTERN)]
+# A database row id of an integer key.
+RowIdPath = Annotated[int, Path(ge=1, le=MAX_BIGINT)]

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from laku.auth.client import AuthClient, UserOut
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, NotFound
-from laku.core.schemas import Limit, Offset, Page
+from laku.core.schemas import Limit, Offset, Page, SearchText
 from laku.core.security import AdminPrincipal, Principal, Role, public, require_roles
 from laku.factory import service
 from laku.factory.schemas import (
@@ -43,9 +43,7 @@ async def list_factories(
     verification_status: Annotated[
         VerificationStatus | None, Query(alias="verificationStatus")
     ] = None,
-    q: Annotated[
-        str | None, Query(min_length=1, max_length=100, description="Name contains")
-    ] = None,
+    q: SearchText = None,
 ) -> Page[FactoryOut]:
     factories, total = await service.list_factories(
         session, limit=limit, offset=offset, status=verification_status, name_contains=q

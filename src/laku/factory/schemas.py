@@ -5,16 +5,16 @@ from typing import Annotated
 
 from pydantic import EmailStr, Field, model_validator
 
-from laku.core.schemas import WireModel
+from laku.core.schemas import MultilineText, Text, WireModel
 
 # Same rules as auth-service applies to an account's phone and password.
 Phone = Annotated[str, Field(pattern=r"^\+?[0-9]{8,15}$")]
 Password = Annotated[str, Field(min_length=8, max_length=128)]
 PostalCode = Annotated[str, Field(pattern=r"^[0-9]{5}$", description="Indonesian postal code")]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-Address = Annotated[str, Field(min_length=1, max_length=1000)]
-City = Annotated[str, Field(min_length=1, max_length=100)]
-Reason = Annotated[str, Field(min_length=1, max_length=1000)]
+Name = Text(200)
+Address = Text(1000)
+City = Text(100)
+Reason = Text(1000)
 
 
 class VerificationStatus(StrEnum):
@@ -86,7 +86,7 @@ class FactoryOut(WireModel):
 
 class ReviewCreate(WireModel):
     rating: Annotated[int, Field(strict=True, ge=1, le=5)]
-    comment: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+    comment: MultilineText(2000) | None = None
 
 
 class ReviewOut(WireModel):

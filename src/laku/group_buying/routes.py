@@ -6,7 +6,7 @@ from pydantic import AwareDatetime
 
 from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, PageSize, audit_out
-from laku.core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_RESPONSES, Problem
+from laku.core.errors import PROBLEM_RESPONSES, problem_doc
 from laku.core.rate_limit import RATE_LIMITED_RESPONSES, client_address
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import (
@@ -72,7 +72,12 @@ async def _closer(request: Request) -> Closer:
 
 Products = Annotated[ProductClient, Depends(_product_client)]
 SessionRef = Annotated[
-    str, Path(max_length=64, description="The session's id, or its code (e.g. GB-7KQ2M9XA)")
+    str,
+    Path(
+        max_length=64,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="The session's id, or its code (e.g. GB-7KQ2M9XA)",
+    ),
 ]
 Warehouse = Annotated[WarehouseClient, Depends(_warehouse)]
 Saga = Annotated[JoinSaga, Depends(_join_saga)]
@@ -187,11 +192,7 @@ async def get_session(session_ref: SessionRef, session: DbSession) -> SessionOut
     response_model=JoinOut,
     status_code=status.HTTP_201_CREATED,
     responses={
-        503: {
-            "model": Problem,
-            "content": {PROBLEM_CONTENT_TYPE: {}},
-            "description": "warehouse- or payment-service unavailable; nothing was kept",
-        },
+        503: problem_doc("warehouse- or payment-service unavailable; nothing was kept"),
         **RATE_LIMITED_RESPONSES,
     },
 )

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, Field, RootModel
 
 from laku.core.money import Rupiah, SignedRupiah
-from laku.core.schemas import WireModel
+from laku.core.schemas import Text, WireModel
 from laku.group_buying.rules import ParticipantStatus, SessionStatus, Tier
 
 # Strict: "4" or 1.5 are refused rather than coerced.
@@ -59,7 +59,7 @@ class PaymentEventStatus(StrEnum):
 class PaymentEvent(WireModel):
     """What payment-service reports about a participant's payment (after a Xendit webhook)."""
 
-    reference: Annotated[str, Field(min_length=1, max_length=200)]  # "participant:<uuid>"
+    reference: Text(200)  # "participant:<uuid>"
     payment_id: uuid.UUID
     status: PaymentEventStatus
     occurred_at: datetime

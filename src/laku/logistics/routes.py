@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
-from laku.core.schemas import Limit, Offset, Page
+from laku.core.schemas import Limit, Offset, Page, SingleLine
 from laku.core.security import (
     PROVIDER_WEBHOOK,
     AdminPrincipal,
@@ -161,7 +161,9 @@ async def list_shipments(
 
 @router.get("/shipments/track/{tracking_number}", response_model=ShipmentDetailOut)
 async def track(
-    tracking_number: Annotated[str, Path(max_length=64)], principal: Reader, session: DbSession
+    tracking_number: Annotated[str, Path(max_length=64), SingleLine],
+    principal: Reader,
+    session: DbSession,
 ) -> ShipmentDetailOut:
     """Seed step 9.3: the shipment with the waybill and what Biteship reported. Its buyer,
     admins and services; to another buyer it does not exist."""

@@ -2,10 +2,10 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
 
 from laku.core.money import Rupiah
-from laku.core.schemas import WireModel
+from laku.core.schemas import ProviderModel, Text, WireModel
 
 PostalCode = Annotated[str, Field(pattern=r"^[0-9]{5}$", examples=["12190"])]
 CourierCode = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$", examples=["jne"])]
@@ -133,19 +133,17 @@ def _in_wib_unless_zoned(moment: datetime | None) -> datetime | None:
     return moment
 
 
-class BiteshipWebhook(BaseModel):
+class BiteshipWebhook(ProviderModel):
     """Biteship's webhook body as it sends it (snake_case). Every field is optional: Biteship
     also posts an empty body when the webhook URL is saved in its dashboard."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    event: str | None = None
-    order_id: str | None = None
-    status: str | None = None
-    courier_tracking_id: str | None = None
-    courier_waybill_id: str | None = None
-    courier_company: str | None = None
-    courier_type: str | None = None
+    event: Text(100) | None = None
+    order_id: Text(100) | None = None
+    status: Text(100) | None = None
+    courier_tracking_id: Text(100) | None = None
+    courier_waybill_id: Text(100) | None = None
+    courier_company: Text(100) | None = None
+    courier_type: Text(100) | None = None
     updated_at: Annotated[datetime | None, AfterValidator(_in_wib_unless_zoned)] = None
 
 

@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from laku.core.schemas import WireModel
+from laku.core.schemas import MAX_BIGINT, MultilineText, Text, WireModel
 
 
 class Channel(StrEnum):
@@ -41,11 +41,11 @@ _INDONESIA_COUNTRY_CODE = "62"
 _email_address: TypeAdapter[str] = TypeAdapter(EmailStr)
 
 # WhatsApp's own limits: a text body up to 4096 characters, template names in lower snake case.
-Text = Annotated[str, Field(min_length=1, max_length=4096)]
-Subject = Annotated[str, Field(min_length=1, max_length=200)]
+Message = MultilineText(4096)
+Subject = Text(200)
 TemplateName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,512}$", examples=["purchase_order"])]
 LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$", examples=["id", "en_US"])]
-TemplateParam = Annotated[str, Field(min_length=1, max_length=1024)]
+TemplateParam = Text(1024)
 EventKey = Annotated[
     str,
     Field(
@@ -75,9 +75,9 @@ class NotificationRequest(WireModel):
 
     channel: Channel
     user_id: uuid.UUID | None = None
-    to: Annotated[str, Field(max_length=320)] | None = None
+    to: Text(320) | None = None
     subject: Subject | None = None
-    text: Text
+    text: Message
     template: TemplateMessage | None = None
 
     @model_validator(mode="after")
@@ -135,7 +135,7 @@ class UserNotification(WireModel):
     user_id: uuid.UUID
     key: EventKey
     subject: Subject
-    text: Text
+    text: Message
 
 
 class UserNotificationsCreate(WireModel):
@@ -215,7 +215,7 @@ class PushSubscriptionCreate(WireModel):
     """What the browser's `PushSubscription.toJSON()` gives."""
 
     endpoint: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s/]+/\S*$")]
-    expiration_time: int | None = None
+    expiration_time: Annotated[int, Field(ge=0, le=MAX_BIGINT)] | None = None
     keys: PushKeys
 
 

@@ -1,12 +1,11 @@
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
 
 from pydantic import Field
 
 from laku.core.money import Rupiah
-from laku.core.schemas import WireModel
+from laku.core.schemas import Text, WireModel
 
 
 class OrderStatus(StrEnum):
@@ -22,8 +21,8 @@ class OrderStatus(StrEnum):
 class OrderShip(WireModel):
     """The courier has the parcel (logistics-service, from Biteship's status webhook)."""
 
-    tracking_number: Annotated[str, Field(min_length=1, max_length=100)]
-    courier: Annotated[str, Field(min_length=1, max_length=100)]
+    tracking_number: Text(100)
+    courier: Text(100)
 
 
 class BuyerEvent(StrEnum):
@@ -38,8 +37,8 @@ class CourierChoice(WireModel):
     """The courier service the buyer wants the parcel booked with (Biteship's codes, as in the
     rates: `courierCompany` jne, `courierType` reg)."""
 
-    courier_company: Annotated[str, Field(min_length=1, max_length=32, examples=["jne"])]
-    courier_type: Annotated[str, Field(min_length=1, max_length=32, examples=["reg"])]
+    courier_company: Text(32, examples=["jne"])
+    courier_type: Text(32, examples=["reg"])
 
 
 class SessionReadyOut(WireModel):
@@ -49,7 +48,7 @@ class SessionReadyOut(WireModel):
 
 
 class OrderCancel(WireModel):
-    reason: Annotated[str, Field(min_length=1, max_length=1000)]
+    reason: Text(1000)
 
 
 class BulkOrdersCreate(WireModel):

@@ -7,7 +7,7 @@ from pydantic import AwareDatetime
 from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput, Unauthorized
-from laku.core.schemas import Limit, Offset, Page
+from laku.core.schemas import Limit, Offset, Page, ReferencePath
 from laku.core.security import (
     PROVIDER_WEBHOOK,
     USER_ROLES,
@@ -51,10 +51,7 @@ Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["sett
 PaymentReader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN))]
 # Group-buying creates the payments and may read them back.
 PaymentViewer = Annotated[Principal, Depends(require_roles(*USER_ROLES, services=["group-buying"]))]
-PaymentCode = Annotated[str, Path(max_length=32)]
-PaymentReference = Annotated[
-    str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9:_\-.]+$")
-]
+PaymentCode = Annotated[str, Path(max_length=32, pattern=r"^[A-Za-z0-9-]+$")]
 
 
 def _payments(request: Request) -> service.Payments:
@@ -176,7 +173,7 @@ async def expire_many(
     responses={503: {"description": "Xendit is unavailable; retrying is safe"}},
 )
 async def expire_by_reference(
-    reference: PaymentReference, _: AdminOrGroupBuying, request: Request
+    reference: ReferencePath, _: AdminOrGroupBuying, request: Request
 ) -> ReferenceExpiredOut:
     """The caller gave up on the payment for `reference` (a join that failed or timed out),
     made or not: its invoice is closed, or, if none was made yet, none ever will be (a

@@ -6,20 +6,18 @@ from typing import Annotated, Literal
 from pydantic import (
     AfterValidator,
     AwareDatetime,
-    BaseModel,
-    ConfigDict,
     EmailStr,
     Field,
     field_validator,
 )
 
 from laku.core.money import Rupiah
-from laku.core.schemas import WireModel
+from laku.core.schemas import ProviderModel, Text, WireModel
 
 # The caller's own key for what is being paid, e.g. "participant:<uuid>".
 Reference = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9:_\-.]+$")]
 PositiveRupiah = Annotated[Rupiah, Field(gt=0)]
-Description = Annotated[str, Field(min_length=1, max_length=1000)]
+Description = Text(1000)
 
 # Xendit keeps an invoice open for at most a year.
 MAX_INVOICE_DURATION = timedelta(days=365)
@@ -199,17 +197,15 @@ class ReferenceExpiredOut(WireModel):
     payment: PaymentOut | None
 
 
-class XenditInvoiceCallback(BaseModel):
+class XenditInvoiceCallback(ProviderModel):
     """The invoice webhook Xendit sends (its own snake_case fields; the rest, such as its
     amount and paid_at, are accepted and ignored, as Xendit adds fields over time). It is only
     a hint: the invoice is read back from Xendit, so only the fields that find it are read.
     `id`, when sent, must be the payment's invoice."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    id: Annotated[str | None, Field(min_length=1, max_length=100)] = None
-    external_id: Annotated[str, Field(min_length=1, max_length=100)]
-    status: Annotated[str, Field(min_length=1, max_length=32)]
+    id: Text(100) | None = None
+    external_id: Text(100)
+    status: Text(32)
 
 
 class WebhookAck(WireModel):

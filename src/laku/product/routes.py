@@ -6,7 +6,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden
-from laku.core.schemas import Limit, Offset, Page
+from laku.core.schemas import Limit, Offset, Page, SearchText
 from laku.core.security import (
     PUBLIC,
     AdminPrincipal,
@@ -104,9 +104,7 @@ async def list_products(
         uuid.UUID | None, Query(alias="categoryId", description="Includes its subcategories")
     ] = None,
     factory_id: Annotated[uuid.UUID | None, Query(alias="factoryId")] = None,
-    q: Annotated[
-        str | None, Query(min_length=1, max_length=100, description="Name contains")
-    ] = None,
+    q: SearchText = None,
 ) -> Page[ProductOut]:
     if not _sees_everything(principal):
         if status_filter not in (None, ProductStatus.PUBLISHED):

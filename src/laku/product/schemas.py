@@ -5,14 +5,14 @@ from typing import Annotated
 from pydantic import Field, HttpUrl, RootModel, UrlConstraints, model_validator
 
 from laku.core.money import Rupiah, SignedRupiah
-from laku.core.schemas import WireModel
+from laku.core.schemas import MultilineText, Text, WireModel
 from laku.product.models import ProductStatus
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-Description = Annotated[str, Field(max_length=5000)]
+Name = Text(200)
+Description = MultilineText(5000, min_length=0)
 Sku = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=200)]
-VariantName = Annotated[str, Field(min_length=1, max_length=100)]
+VariantName = Text(100)
 # Strict like money: "100" or 100.0 are refused rather than coerced.
 Moq = Annotated[int, Field(strict=True, gt=0, le=1_000_000)]
 GroupDurationHours = Annotated[int, Field(strict=True, gt=0, le=24 * 365)]

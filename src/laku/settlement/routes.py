@@ -37,6 +37,9 @@ from laku.settlement.schemas import (
     WarehouseInvoicePaid,
 )
 
+# A day: an audit judges everything older than that.
+MAX_GRACE_SECONDS = 86_400
+
 router = APIRouter(prefix="/api/settlements", tags=["settlement"], responses=PROBLEM_RESPONSES)
 ledger_router = APIRouter(prefix="/api/ledger", tags=["ledger"], responses=PROBLEM_RESPONSES)
 audit_router = APIRouter(prefix="/api/admin/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
@@ -202,7 +205,7 @@ async def ledger_balances(_: AdminPrincipal, session: DbSession) -> LedgerBalanc
 async def audit_platform(
     _: AdminPrincipal,
     request: Request,
-    grace_seconds: Annotated[float, Query(alias="graceSeconds", ge=0)] = (
+    grace_seconds: Annotated[float, Query(alias="graceSeconds", ge=0, le=MAX_GRACE_SECONDS)] = (
         DEFAULT_GRACE.total_seconds()
     ),
 ) -> AuditOut:

@@ -6,7 +6,7 @@ from typing import Annotated
 from pydantic import AwareDatetime, Field, model_validator
 
 from laku.core.money import BasisPoints, Rupiah
-from laku.core.schemas import WireModel
+from laku.core.schemas import Text, WireModel
 from laku.payment.client import MAX_REFUNDS_PER_CALL
 from laku.wallet.client import Bank
 
@@ -37,12 +37,12 @@ class WarehouseInvoicePaid(WireModel):
     """warehouse-service reports a warehouse invoice paid (service only)."""
 
     invoice_id: uuid.UUID
-    invoice_number: str = Field(min_length=1, max_length=32)
+    invoice_number: Text(32)
     factory_id: uuid.UUID
     goods_amount: Rupiah = Field(description="Goods at unit cost plus inbound shipping.")
     tax_amount: Rupiah = Field(description="PPN on them.")
     total_amount: Rupiah
-    payment_reference: str = Field(min_length=1, max_length=100)
+    payment_reference: Text(100)
 
 
 class SettlementCreate(WireModel):
@@ -193,7 +193,7 @@ class LedgerBalancesOut(WireModel):
 class PayoutAccountIn(WireModel):
     bank_code: Bank
     account_number: Annotated[str, Field(pattern=r"^[0-9]{5,20}$", examples=["1234567890"])]
-    account_holder_name: Annotated[str, Field(min_length=1, max_length=100)]
+    account_holder_name: Text(100)
 
 
 class PayoutAccountOut(WireModel):

@@ -3,10 +3,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from laku.core.money import MAX_RUPIAH
-from laku.core.schemas import WireModel
+from laku.core.schemas import ProviderModel, Text, WireModel
 
 CURRENCY = "IDR"
 # Xendit's smallest transfer to an Indonesian bank account.
@@ -24,7 +24,7 @@ Reference = Annotated[
         examples=["session:7d0c...:participant:91a2..."],
     ),
 ]
-IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255)]
+IdempotencyKey = Text(255)
 
 
 class TransactionDirection(StrEnum):
@@ -124,7 +124,7 @@ class WithdrawalCreate(WireModel):
     amount: Annotated[int, Field(strict=True, ge=MIN_WITHDRAWAL, le=MAX_RUPIAH)]
     bank_code: Bank
     account_number: Annotated[str, Field(pattern=r"^[0-9]{5,20}$", examples=["1234567890"])]
-    account_holder_name: Annotated[str, Field(min_length=1, max_length=100)]
+    account_holder_name: Text(100)
 
 
 class WithdrawalOut(WireModel):
@@ -141,23 +141,19 @@ class WithdrawalOut(WireModel):
     updated_at: datetime
 
 
-class PayoutWebhookData(BaseModel):
+class PayoutWebhookData(ProviderModel):
     """The payout in Xendit's webhook, named as Xendit names it. Only what finds the payout is
     read; its status, amount and the rest are ignored, as the payout is read back from Xendit."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    id: Annotated[str, Field(min_length=1, max_length=100)]
-    reference_id: Annotated[str, Field(min_length=1, max_length=255)]
+    id: Text(100)
+    reference_id: Text(255)
 
 
-class PayoutWebhook(BaseModel):
+class PayoutWebhook(ProviderModel):
     """Xendit's payout webhook: `payout.succeeded`, `payout.failed` or `payout.reversed` with
     the payout."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    event: str
+    event: Text(100)
     data: PayoutWebhookData
 
 

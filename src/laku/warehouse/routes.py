@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
 from laku.core.errors import PROBLEM_RESPONSES
-from laku.core.schemas import Limit, Offset, Page
+from laku.core.schemas import Limit, Offset, Page, ReferencePath
 from laku.core.security import (
     AdminPrincipal,
     Principal,
@@ -179,26 +179,32 @@ async def reserve(body: ReservationCreate, request: Request, _: AdminOrGroupBuyi
 
 
 @router.get("/api/reservations/{reference}", response_model=ReservationOut)
-async def get_reservation(reference: str, _: AdminPrincipal, session: DbSession) -> ReservationOut:
+async def get_reservation(
+    reference: ReferencePath, _: AdminPrincipal, session: DbSession
+) -> ReservationOut:
     return await service.get_reservation(session, reference)
 
 
 @router.post("/api/reservations/{reference}/release", response_model=ReservationOut)
-async def release(reference: str, _: AdminOrGroupBuying, session: DbSession) -> ReservationOut:
+async def release(
+    reference: ReferencePath, _: AdminOrGroupBuying, session: DbSession
+) -> ReservationOut:
     """Give the stock back. A reference never reserved is answered `void` and stays so: a
     reserve arriving after its own undo is refused (409 `reservation_released`)."""
     return await service.release(session, reference)
 
 
 @router.post("/api/reservations/{reference}/confirm", response_model=ReservationOut)
-async def confirm(reference: str, _: GroupBuyingOnly, session: DbSession) -> ReservationOut:
+async def confirm(
+    reference: ReferencePath, _: GroupBuyingOnly, session: DbSession
+) -> ReservationOut:
     """The hold's join was paid: it no longer lapses. Again changes nothing; a hold already
     released (it lapsed) answers 409 `reservation_released`."""
     return await service.confirm(session, reference)
 
 
 @router.post("/api/reservations/{reference}/deduct", response_model=ReservationOut)
-async def deduct(reference: str, _: AdminPrincipal, session: DbSession) -> ReservationOut:
+async def deduct(reference: ReferencePath, _: AdminPrincipal, session: DbSession) -> ReservationOut:
     return await service.deduct(session, reference)
 
 
@@ -218,7 +224,10 @@ def _fulfilment_out(fulfilment: Fulfilment) -> FulfilmentOut:
 
 @router.post("/api/reservation-groups/{group}/release", response_model=GroupReleaseOut)
 async def release_group(
-    group: str, _: AdminOrGroupBuying, session: DbSession, body: GroupRelease | None = None
+    group: ReferencePath,
+    _: AdminOrGroupBuying,
+    session: DbSession,
+    body: GroupRelease | None = None,
 ) -> GroupReleaseOut:
     """Release the reservations of a group buy: all (it failed or was cancelled), or those
     named (unpaid joins when it closes)."""
@@ -229,7 +238,7 @@ async def release_group(
 
 @router.post("/api/reservation-groups/{group}/confirm", response_model=GroupConfirmOut)
 async def confirm_group(
-    group: str, body: GroupConfirm, _: AdminOrGroupBuying, session: DbSession
+    group: ReferencePath, body: GroupConfirm, _: AdminOrGroupBuying, session: DbSession
 ) -> GroupConfirmOut:
     """Name a closing group buy's paid reservations (up to 5,000 a call): the fulfilment takes
     these from stock and releases the group's others. A paid hold that had lapsed is reserved
@@ -240,7 +249,11 @@ async def confirm_group(
 
 @router.post("/api/reservation-groups/{group}/fulfil", response_model=FulfilmentOut)
 async def fulfil_group(
-    group: str, body: FulfilmentCreate, request: Request, _: AdminOrGroupBuying, session: DbSession
+    group: ReferencePath,
+    body: FulfilmentCreate,
+    request: Request,
+    _: AdminOrGroupBuying,
+    session: DbSession,
 ) -> FulfilmentOut:
     """Take a closed group buy's confirmed reservations out of stock (or order the bundles it
     lacks) and release its others."""
@@ -257,7 +270,9 @@ async def fulfil_group(
 
 
 @router.get("/api/reservation-groups/{group}/fulfilment", response_model=FulfilmentOut)
-async def get_fulfilment(group: str, _: AdminPrincipal, session: DbSession) -> FulfilmentOut:
+async def get_fulfilment(
+    group: ReferencePath, _: AdminPrincipal, session: DbSession
+) -> FulfilmentOut:
     return _fulfilment_out(await service.get_fulfilment(session, group))
 
 

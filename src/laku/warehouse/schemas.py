@@ -6,7 +6,7 @@ from typing import Annotated
 from pydantic import AwareDatetime, Field, RootModel, model_validator
 
 from laku.core.money import Rupiah
-from laku.core.schemas import WireModel
+from laku.core.schemas import Text, WireModel
 
 Units = Annotated[int, Field(strict=True, ge=0, le=10**9)]
 PositiveUnits = Annotated[int, Field(strict=True, gt=0, le=10**9)]
@@ -92,7 +92,7 @@ class ReservationOut(WireModel):
 
 class AdjustmentCreate(WireModel):
     delta: Annotated[int, Field(strict=True, ge=-(10**9), le=10**9)]
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reason: Text(500)
 
     @model_validator(mode="after")
     def _not_zero(self) -> "AdjustmentCreate":
@@ -181,11 +181,11 @@ class WarehouseInvoiceOut(WireModel):
 class InvoicePayment(WireModel):
     """How the invoice was paid (the bank transfer's reference)."""
 
-    payment_reference: Annotated[str, Field(min_length=1, max_length=100)]
+    payment_reference: Text(100)
 
 
 class ShipmentNotice(WireModel):
-    tracking_number: Annotated[str, Field(min_length=1, max_length=100)]
+    tracking_number: Text(100)
 
 
 class GroupRelease(WireModel):
