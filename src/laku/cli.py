@@ -100,6 +100,25 @@ def serve_command(
     )
 
 
+@app.command("host")
+def host_command(
+    services: Annotated[list[str], typer.Argument(help="Services and sandboxes to run together")],
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "0.0.0.0",
+    graceful_seconds: Annotated[
+        int, typer.Option(help="On SIGTERM, how long requests in flight may take to finish")
+    ] = 20,
+) -> None:
+    """Run several services (or sandboxes) in this process, each its own app on its own port
+    (plus the offset), as `laku up` does. SIGTERM stops them all gracefully, as `serve` does."""
+    from laku.core.hosting import run_together
+
+    unknown = [name for name in services if name not in PROCESSES]
+    if unknown:
+        raise typer.BadParameter(f"unknown {unknown}; each one of {', '.join(PROCESSES)}")
+    code = run_together(services, get_settings(), host=host, graceful_seconds=graceful_seconds)
+    raise typer.Exit(code)
+
+
 @app.command("healthcheck")
 def healthcheck_command(
     service: Annotated[
@@ -130,6 +149,16 @@ def up_command(
     demo: Annotated[
         bool, typer.Option(help="Load the demo data once every service is ready")
     ] = True,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-w",
+            help="Processes the services are split over (default: one per core); "
+            "0: one process per service, as deployments run them",
+            min=0,
+        ),
+    ] = None,
 ) -> None:
     """Start every service on its port, wait until all are ready, load the demo data, keep them
     running until Ctrl-C."""
@@ -147,13 +176,23 @@ def up_command(
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        supervisor = Supervisor(
-            settings,
-            env={"LAKU_DATABASE_URL": url},
-            services=services,
-            log_dir=settings.data_dir / "logs",
-        )
+        supervisor = _platform_supervisor(settings, url, services, workers)
         _supervise(supervisor, settings, started, demo=demo and services == list(PROCESSES))
+
+
+def _platform_supervisor(
+    settings: Settings, database_url: str, services: list[str], workers: int | None
+) -> Supervisor:
+    """What `laku up` runs: the services split over `workers` host processes (None: one per
+    core), or one process each (0). A Python process costs about 85 MiB in imports alone, so
+    fewer processes make the platform light; one per core still lets it use every core."""
+    return Supervisor(
+        settings,
+        env={"LAKU_DATABASE_URL": database_url},
+        services=services,
+        log_dir=settings.data_dir / "logs",
+        hosts=(workers if workers is not None else os.cpu_count() or 1) or None,
+    )
 
 
 def _supervise(supervisor: Supervisor, settings: Settings, started: float, *, demo: bool) -> None:
