@@ -15,7 +15,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from laku.core.embedded_db import embedded_postgres
+from laku.core.embedded_db import (
+    embedded_migrations_record,
+    embedded_postgres,
+    migrations_fingerprint,
+)
 from laku.core.logging import configure_logging
 from laku.core.services import PROCESSES, SERVICES, service_url
 from laku.core.settings import Settings, get_settings
@@ -150,15 +154,15 @@ def up_command(
         bool, typer.Option(help="Load the demo data once every service is ready")
     ] = True,
     workers: Annotated[
-        int | None,
+        int,
         typer.Option(
             "--workers",
             "-w",
-            help="Processes the services are split over (default: one per core); "
-            "0: one process per service, as deployments run them",
+            help="Processes the services are split over: one is lightest, one per core uses "
+            "every core; 0: one process per service, as deployments run them",
             min=0,
         ),
-    ] = None,
+    ] = 1,
 ) -> None:
     """Start every service on its port, wait until all are ready, load the demo data, keep them
     running until Ctrl-C."""
@@ -167,31 +171,42 @@ def up_command(
     started = time.monotonic()
     services = services or list(PROCESSES)
     with _database(settings) as url:
-        # In a child process: the supervisor then never loads Alembic and SQLAlchemy, and
-        # stays small for as long as the platform runs.
-        schemas = [f"--service={name}" for name in services if name in SERVICES]
-        subprocess.run(
-            [sys.executable, "-m", "laku", "migrate", *schemas],
-            env={**os.environ, "LAKU_DATABASE_URL": url},
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        _migrate_for_up(settings, url, [name for name in services if name in SERVICES])
         supervisor = _platform_supervisor(settings, url, services, workers)
         _supervise(supervisor, settings, started, demo=demo and services == list(PROCESSES))
 
 
+def _migrate_for_up(settings: Settings, url: str, schemas: list[str]) -> None:
+    """Migrate in a child process: the supervisor then never loads Alembic and SQLAlchemy,
+    and stays small for as long as the platform runs. The embedded database records what it
+    was migrated with, so a `make up` with no new migration skips that (over a second)."""
+    record = embedded_migrations_record(settings.data_dir) if not settings.database_url else None
+    fingerprint = migrations_fingerprint(schemas)
+    if record is not None and record.is_file() and record.read_text() == fingerprint:
+        return
+    subprocess.run(
+        [sys.executable, "-m", "laku", "migrate", *(f"--service={name}" for name in schemas)],
+        env={**os.environ, "LAKU_DATABASE_URL": url},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    if record is not None:
+        record.write_text(fingerprint)
+
+
 def _platform_supervisor(
-    settings: Settings, database_url: str, services: list[str], workers: int | None
+    settings: Settings, database_url: str, services: list[str], workers: int
 ) -> Supervisor:
-    """What `laku up` runs: the services split over `workers` host processes (None: one per
-    core), or one process each (0). A Python process costs about 85 MiB in imports alone, so
-    fewer processes make the platform light; one per core still lets it use every core."""
+    """What `laku up` runs: the services split over `workers` host processes, or one process
+    each (0). A Python process costs about 85 MiB in imports alone, and each process's pools
+    keep their own idle connections (a PostgreSQL backend of about 17 MiB each): one host is
+    the lightest (bench/idle_memory.py), one per core uses every core."""
     return Supervisor(
         settings,
         env={"LAKU_DATABASE_URL": database_url},
         services=services,
         log_dir=settings.data_dir / "logs",
-        hosts=(workers if workers is not None else os.cpu_count() or 1) or None,
+        hosts=workers or None,
     )
 
 

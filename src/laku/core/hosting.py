@@ -4,7 +4,8 @@ through their clients. One `uvicorn.Server` per app, all on one event loop.
 
 `laku up` runs the platform this way, split over a few host processes (the supervisor's
 `split_services`), because a Python process costs about 85 MiB in imports alone: eighteen of
-them cost more than the whole platform needs. Deployments keep one service per process (`laku serve SERVICE`).
+them cost more than the whole platform needs. Deployments keep one service per process
+(`laku serve SERVICE`).
 """
 
 import asyncio
