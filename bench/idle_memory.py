@@ -94,18 +94,24 @@ def _run_up(
     """Start `laku up`, wait until ready; print the memory after `idle_seconds` (None: don't);
     stop it. Returns the seconds from start to ready and the CPU seconds spent by then."""
     started = time.monotonic()
-    up = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    up = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    assert up.stdout is not None
+    output = up.stdout
     try:
         _wait_ready(settings, up, timeout=180)
         ready_after = time.monotonic() - started
         cpu = _cpu_seconds(up, data_dir)
         if idle_seconds is not None:
+            # Idle: once `laku up` has loaded the demo data (it says so) and the time after.
+            for line in output:
+                if line.startswith(("demo group buy", "demo data not loaded")):
+                    break
             time.sleep(idle_seconds)
             _print_memory(up, data_dir)
         return ready_after, cpu
     finally:
         up.send_signal(signal.SIGINT)
-        up.wait(60)
+        up.communicate(timeout=60)
 
 
 def main() -> None:

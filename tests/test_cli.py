@@ -100,6 +100,8 @@ def _assert_demo_loaded(offset: int) -> None:
         login = httpx.post(
             url("auth", "/api/auth/login"),
             json={"email": demo.BUYER_EMAIL, "password": demo.BUYER_PASSWORD},
+            # An Argon2 hash at its default cost, on a machine the test suite keeps busy.
+            timeout=30,
         )
         if login.status_code == 200 or time.monotonic() > deadline:
             break
