@@ -1,8 +1,8 @@
 """`laku`: run the platform, migrate its databases, manage admin accounts."""
 
 import asyncio
+import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -22,11 +22,16 @@ from laku.core.database_roles import (
     role_secret_from_environment,
     service_database_urls,
 )
-from laku.core.embedded_db import embedded_postgres
+from laku.core.embedded_db import (
+    embedded_migrations_record,
+    embedded_postgres,
+    migrations_fingerprint,
+)
 from laku.core.logging import configure_logging
 from laku.core.secrets import (
     UnsafeSettings,
     check_startup,
+    development_role_secret,
     development_secrets,
     env_name,
     secrets_dir,
@@ -34,7 +39,7 @@ from laku.core.secrets import (
 )
 from laku.core.services import PROCESSES, SERVICES, service_url
 from laku.core.settings import Settings, get_settings
-from laku.core.supervisor import Supervisor
+from laku.core.supervisor import Supervisor, split_services
 from laku.demo import DemoLoadError, load_demo
 
 if TYPE_CHECKING:  # loaded by `laku audit` only: the supervisor stays small
@@ -160,6 +165,25 @@ def serve_command(
     )
 
 
+@app.command("host")
+def host_command(
+    services: Annotated[list[str], typer.Argument(help="Services and sandboxes to run together")],
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "0.0.0.0",
+    graceful_seconds: Annotated[
+        int, typer.Option(help="On SIGTERM, how long requests in flight may take to finish")
+    ] = 20,
+) -> None:
+    """Run several services (or sandboxes) in this process, each its own app on its own port
+    (plus the offset), as `laku up` does. SIGTERM stops them all gracefully, as `serve` does."""
+    from laku.core.hosting import run_together
+
+    unknown = [name for name in services if name not in PROCESSES]
+    if unknown:
+        raise typer.BadParameter(f"unknown {unknown}; each one of {', '.join(PROCESSES)}")
+    code = run_together(services, get_settings(), host=host, graceful_seconds=graceful_seconds)
+    raise typer.Exit(code)
+
+
 @app.command("healthcheck")
 def healthcheck_command(
     service: Annotated[
@@ -190,6 +214,16 @@ def up_command(
     demo: Annotated[
         bool, typer.Option(help="Load the demo data once every service is ready")
     ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            "-w",
+            help="Processes the services are split over: one is lightest, one per core uses "
+            "every core; 0: one process per service, as deployments run them",
+            min=0,
+        ),
+    ] = 1,
 ) -> None:
     """Start every service on its port, wait until all are ready, load the demo data (in
     development), keep them running until Ctrl-C. Secrets not set are generated once into the
@@ -198,30 +232,12 @@ def up_command(
     configure_logging(settings, "supervisor")
     started = time.monotonic()
     services = services or list(PROCESSES)
-    # The services' roles get passwords from this secret; a new one on every start unless set.
-    role_secret = role_secret_from_environment() or secrets.token_urlsafe(32)
+    # The services' roles get their passwords from this secret: the environment's, else (in
+    # development) the data folder's, made on the first start.
+    role_secret = role_secret_from_environment() or development_role_secret(settings)
     with _database(settings) as url:
-        # In a child process: the supervisor then never loads Alembic and SQLAlchemy, and
-        # stays small for as long as the platform runs.
-        schemas = [f"--service={name}" for name in services if name in SERVICES]
-        subprocess.run(
-            [sys.executable, "-m", "laku", "migrate", *schemas],
-            env={**os.environ, "LAKU_DATABASE_URL": url, ROLE_SECRET_VARIABLE: role_secret},
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        # Each service connects as its own role, to its own database if it has one; the
-        # processes without a database get none.
-        own_urls = service_database_urls(url, services, settings.database_urls, role_secret)
-        supervisor = Supervisor(
-            settings,
-            env={"LAKU_DATABASE_URL": "", "LAKU_DATABASE_URLS": "{}", **generated},
-            service_env={
-                name: {"LAKU_DATABASE_URL": own_url} for name, own_url in own_urls.items()
-            },
-            services=services,
-            log_dir=settings.data_dir / "logs",
-        )
+        _migrate_for_up(settings, url, [name for name in services if name in SERVICES], role_secret)
+        supervisor = _platform_supervisor(settings, url, services, workers, role_secret, generated)
         demo = demo and settings.env == "development" and services == list(PROCESSES)
         generated_password = env_name("admin_password") in generated
         admin_password_file = (
@@ -230,6 +246,62 @@ def up_command(
         _supervise(
             supervisor, settings, started, demo=demo, admin_password_file=admin_password_file
         )
+
+
+def _migrate_for_up(settings: Settings, url: str, schemas: list[str], role_secret: str) -> None:
+    """Migrate in a child process: the supervisor then never loads Alembic and SQLAlchemy,
+    and stays small for as long as the platform runs. The embedded database records what it
+    was migrated with, so a `make up` with no new migration skips that (over a second); its
+    roles keep the passwords they were given, from the data folder's role secret."""
+    record = embedded_migrations_record(settings.data_dir) if not settings.database_url else None
+    fingerprint = migrations_fingerprint(schemas)
+    if record is not None and record.is_file() and record.read_text() == fingerprint:
+        return
+    subprocess.run(
+        [sys.executable, "-m", "laku", "migrate", *(f"--service={name}" for name in schemas)],
+        env={**os.environ, "LAKU_DATABASE_URL": url, ROLE_SECRET_VARIABLE: role_secret},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    if record is not None:
+        record.write_text(fingerprint)
+
+
+def _platform_supervisor(
+    settings: Settings,
+    database_url: str,
+    services: list[str],
+    workers: int,
+    role_secret: str,
+    generated: dict[str, str],
+) -> Supervisor:
+    """What `laku up` runs: the services split over `workers` host processes, or one process
+    each (0). A Python process costs about 85 MiB in imports alone, and each process's pools
+    keep their own idle connections (a PostgreSQL backend of about 17 MiB each): one host is
+    the lightest (bench/idle_memory.py), one per core uses every core. Each service connects
+    as its own role, to its own database if it has one; a process gets the URLs of the
+    services it runs, and the processes without a database get none."""
+    own_urls = service_database_urls(database_url, services, settings.database_urls, role_secret)
+    if workers:
+        groups = split_services(services, workers)
+        process_env = {
+            f"host-{n}": {
+                "LAKU_DATABASE_URLS": json.dumps(
+                    {name: own_urls[name] for name in group if name in own_urls}
+                )
+            }
+            for n, group in enumerate(groups, start=1)
+        }
+    else:
+        process_env = {name: {"LAKU_DATABASE_URL": url} for name, url in own_urls.items()}
+    return Supervisor(
+        settings,
+        env={"LAKU_DATABASE_URL": "", "LAKU_DATABASE_URLS": "{}", **generated},
+        service_env=process_env,
+        services=services,
+        log_dir=settings.data_dir / "logs",
+        hosts=workers or None,
+    )
 
 
 def _supervise(

@@ -125,6 +125,18 @@ def development_secrets(settings: Settings) -> dict[str, str]:
     return {env_name(name): _read_or_create(folder / name, name) for name in unset}
 
 
+def development_role_secret(settings: Settings) -> str:
+    """The secret the database roles' passwords derive from, for `laku up`'s migrations: in
+    development kept in the data folder like the others, so an embedded database's roles keep
+    their passwords across starts; in production a new one each start (the migrations set the
+    passwords again). Not a setting: no service process is given it."""
+    if settings.env == "production":
+        return secrets.token_urlsafe(32)
+    folder = secrets_dir(settings)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return _read_or_create(folder / "database_role_secret", "database_role_secret")
+
+
 def _read_or_create(path: Path, name: str) -> str:
     if not path.exists():
         # Written whole under another name, then linked into place: of two processes starting

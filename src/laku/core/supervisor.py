@@ -1,4 +1,6 @@
-"""Runs services as their own uvicorn processes: start, wait for `/ready`, restart, stop."""
+"""Runs services as uvicorn processes: start, wait for `/ready`, restart, stop. Either one
+process per service (`laku serve`, as a container runs it: the tests' platform), or the
+services split over a few host processes (`laku host`, what `laku up` runs by default)."""
 
 import ctypes
 import os
@@ -6,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +22,20 @@ from laku.core.settings import Settings
 log = structlog.get_logger()
 PR_SET_PDEATHSIG = 1
 
+# The processes a join goes through first, so that a round-robin split puts the busiest ones in
+# different host processes (group-buying and warehouse in one, payment and Xendit in another).
+_BUSIEST_FIRST = ("group-buying", "payment", "warehouse", "xendit-sandbox", "auth", "web")
+
+
+def split_services(services: Sequence[str], hosts: int) -> list[list[str]]:
+    """`services` dealt round-robin, busiest first, into at most `hosts` non-empty groups."""
+    ordered = [name for name in _BUSIEST_FIRST if name in services]
+    ordered += [name for name in services if name not in ordered]
+    groups: list[list[str]] = [[] for _ in range(max(1, min(hosts, len(ordered))))]
+    for index, name in enumerate(ordered):
+        groups[index % len(groups)].append(name)
+    return groups
+
 
 def _die_with_parent() -> None:
     """In the child: get SIGTERM if the supervisor dies without stopping it (Linux only)."""
@@ -28,7 +45,10 @@ def _die_with_parent() -> None:
 
 @dataclass
 class ServiceProcess:
-    spec: ProcessSpec
+    """One process: a service's own, or a host of several (`specs`)."""
+
+    name: str
+    specs: list[ProcessSpec]
     process: subprocess.Popen | None = None
     restarts: int = 0
     next_start_at: float = 0.0
@@ -36,40 +56,52 @@ class ServiceProcess:
 
 @dataclass
 class Supervisor:
-    """Owns one process per service. `env` is what they all get (port offset...), `service_env`
-    what only one gets on top (its own database URL)."""
+    """Owns the platform's processes. `env` is what they all get (port offset...),
+    `service_env` what one process gets on top, by its name (its own database URLs). `hosts`:
+    None, one process per service, named as the service; else the services split over at most
+    that many processes, named `host-1`, `host-2`..."""
 
     settings: Settings
     env: dict[str, str]
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     services: list[str] = field(default_factory=lambda: list(PROCESSES))
     log_dir: Path | None = None
+    hosts: int | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.hosts is None:
+            self._groups = {name: [name] for name in self.services}
+        else:
+            groups = split_services(self.services, self.hosts)
+            self._groups = {f"host-{n}": group for n, group in enumerate(groups, start=1)}
+
     def start(self) -> None:
-        for name in self.services:
+        for name in self._groups:
             self.start_one(name)
 
     def start_one(self, name: str) -> None:
         """Start one process (again, after `stop(name)`)."""
-        self.processes[name] = ServiceProcess(PROCESSES[name])
+        self.processes[name] = ServiceProcess(name, [PROCESSES[s] for s in self._groups[name]])
         self._spawn(self.processes[name])
 
     def _spawn(self, entry: ServiceProcess) -> None:
-        spec = entry.spec
-        port = spec.port + self.settings.port_offset
-        # The command a container runs, so the platform here starts services the same way.
-        command = [
-            sys.executable, "-m", "laku", "serve", spec.name,
-            "--host", self.settings.host, "--port", str(port), "--graceful-seconds", "5",
-        ]  # fmt: skip
+        options = ["--host", self.settings.host, "--graceful-seconds", "5"]
+        if self.hosts is None:
+            # The command a container runs, so the platform here starts services the same way.
+            [spec] = entry.specs
+            port = str(spec.port + self.settings.port_offset)
+            command = [sys.executable, "-m", "laku", "serve", spec.name, "--port", port, *options]
+        else:
+            command = [sys.executable, "-m", "laku", "host", *(s.name for s in entry.specs)]
+            command += options
         output = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            output = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - kept by the child
+            output = open(self.log_dir / f"{entry.name}.log", "ab")  # noqa: SIM115 - kept by the child
         entry.process = subprocess.Popen(
             command,
-            env=self._env(spec.name),
+            env=self._env(entry.name),
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops children in order
@@ -77,7 +109,12 @@ class Supervisor:
         )
         if output:
             output.close()
-        log.info("service_started", service=spec.name, port=port, pid=entry.process.pid)
+        log.info(
+            "service_started",
+            process=entry.name,
+            services=[s.name for s in entry.specs],
+            pid=entry.process.pid,
+        )
 
     def _env(self, name: str) -> dict[str, str]:
         # The secret every role's password derives from stays with the supervisor.
@@ -87,16 +124,16 @@ class Supervisor:
     def wait_ready(self, timeout_seconds: float = 120.0) -> float:
         """Block until every service answers `/ready`; return the seconds it took."""
         started = time.monotonic()
-        pending = set(self.processes)
+        pending = {spec.name: entry for entry in self.processes.values() for spec in entry.specs}
         with httpx.Client(timeout=1.0) as client:
             while pending:
-                for name in sorted(pending):
-                    entry = self.processes[name]
+                for name, entry in sorted(pending.items()):
                     if entry.process and entry.process.poll() is not None:
-                        raise RuntimeError(f"{name}-service exited with {entry.process.returncode}")
+                        raise RuntimeError(f"{entry.name} exited with {entry.process.returncode}")
+                    url = f"{PROCESSES[name].url(self.settings)}/ready"
                     try:
-                        if client.get(f"{entry.spec.url(self.settings)}/ready").status_code == 200:
-                            pending.discard(name)
+                        if client.get(url).status_code == 200:
+                            del pending[name]
                     except httpx.HTTPError:
                         pass
                 if time.monotonic() - started > timeout_seconds:
@@ -116,7 +153,7 @@ class Supervisor:
                 entry.next_start_at = now + delay
                 log.warning(
                     "service_exited",
-                    service=entry.spec.name,
+                    process=entry.name,
                     code=entry.process.returncode,
                     restart_in_s=delay,
                 )

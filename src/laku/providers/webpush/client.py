@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import httpx
 from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid02
-from pywebpush import WebPusher, WebPushException
 
 from laku.core.settings import Settings
 
@@ -91,6 +90,10 @@ class WebPushClient:
     ) -> str | None:
         """Push `message` (as JSON) to the subscription; returns the push service's message
         location. Raises SubscriptionGone (404/410) or WebPushError."""
+        # Only when a push is sent: pywebpush brings aiohttp and requests (about 12 MiB) into
+        # every process that imports this module.
+        from pywebpush import WebPusher, WebPushException
+
         try:
             pusher = WebPusher(
                 {
