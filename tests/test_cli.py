@@ -1,5 +1,6 @@
 """The `laku` command as `make up` runs it: embedded PostgreSQL, every service, clean stop."""
 
+import json
 import os
 import re
 import signal
@@ -76,7 +77,7 @@ def test_up_runs_every_service_on_embedded_postgres_and_stops_cleanly(tmp_path: 
             timeout=30,  # a full-cost password hash, on a machine busy starting everything
         )
         assert login.status_code == 200, login.text
-        _assert_services_run_as_their_roles(children)
+        _assert_services_run_as_their_roles(hosts[0])
         _assert_demo_loaded(offset, tmp_path / ".laku")
 
         # A process that dies is restarted by the supervisor, with every service it hosted.
@@ -99,27 +100,25 @@ def test_up_runs_every_service_on_embedded_postgres_and_stops_cleanly(tmp_path: 
     assert not alive, f"left running: {[p.pid for p in alive]}"
 
 
-def _assert_services_run_as_their_roles(children: list[psutil.Process]) -> None:
-    """Each service process is given only its own role's URL (with a password derived for this
-    start), never the owner's or the secret behind every password; the front end gets none."""
-
-    def environ(service: str) -> dict[str, str]:
-        [process] = [p for p in children if f"laku serve {service} " in " ".join(p.cmdline())]
-        return process.environ()
-
-    warehouse = environ("warehouse")
-    assert "LAKU_DATABASE_ROLE_SECRET" not in warehouse
-    url = make_url(warehouse["LAKU_DATABASE_URL"])
-    assert url.username == "laku_warehouse" and url.password
-    assert make_url(environ("auth")["LAKU_DATABASE_URL"]).username == "laku_auth"
-    assert not environ("web")["LAKU_DATABASE_URL"]
+def _assert_services_run_as_their_roles(host: psutil.Process) -> None:
+    """The host process is given its services' own role URLs (with passwords derived from the
+    data folder's role secret), never the owner's or the secret behind every password; the
+    front end gets none."""
+    environ = host.environ()
+    assert "LAKU_DATABASE_ROLE_SECRET" not in environ
+    assert not environ["LAKU_DATABASE_URL"]
+    urls = json.loads(environ["LAKU_DATABASE_URLS"])
+    assert "web" not in urls
+    warehouse = make_url(urls["warehouse"])
+    assert warehouse.username == "laku_warehouse" and warehouse.password
+    assert make_url(urls["auth"]).username == "laku_auth"
 
     async def check() -> None:
-        conn = await asyncpg.connect(plain_url(warehouse["LAKU_DATABASE_URL"]))
+        conn = await asyncpg.connect(plain_url(urls["warehouse"]))
         try:
             assert await conn.fetchval("SELECT count(*) FROM warehouse.stock_movements") >= 0
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await conn.fetch("SELECT private_pem FROM auth.signing_keys")
+                await conn.fetch("SELECT private_key_encrypted FROM auth.signing_keys")
         finally:
             await conn.close()
 

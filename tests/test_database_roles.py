@@ -101,7 +101,7 @@ def test_each_service_process_connects_as_its_own_role(platform: Platform) -> No
 
 def test_warehouse_role_cannot_read_auth_signing_keys(platform: Platform) -> None:
     warehouse = _as_role(platform, "warehouse")
-    message = _refused(warehouse, "SELECT private_pem FROM auth.signing_keys")
+    message = _refused(warehouse, "SELECT private_key_encrypted FROM auth.signing_keys")
     assert "permission denied for schema auth" in message
     # Nor any other service's tables, nor the money.
     _refused(warehouse, "SELECT count(*) FROM wallet.user_wallets")
