@@ -105,6 +105,7 @@ def _assert_demo_loaded(offset: int, data_dir: Path) -> None:
         login = httpx.post(
             url("auth", "/api/auth/login"),
             json={"email": demo.BUYER_EMAIL, "password": demo.BUYER_PASSWORD},
+            timeout=30,  # a full-cost password hash on a busy machine
         )
         if login.status_code == 200 or time.monotonic() > deadline:
             break
