@@ -31,7 +31,9 @@ def _wait_all_ready(offset: int, process: subprocess.Popen, timeout: float = 120
     pending = dict.fromkeys(PROCESSES)
     with httpx.Client(timeout=1.0) as client:
         while pending and time.monotonic() < deadline:
-            assert process.poll() is None, "laku up exited early"
+            if process.poll() is not None:
+                output = process.stdout.read() if process.stdout else ""
+                raise AssertionError(f"laku up exited early:\n{output}")
             for name in list(pending):
                 try:
                     url = f"http://127.0.0.1:{PROCESSES[name].port + offset}/ready"

@@ -63,12 +63,12 @@ def _serving(service: str, env: dict[str, str], cwd: Path) -> Iterator[subproces
         process.communicate(timeout=20)
 
 
-def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
+def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[0]
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
