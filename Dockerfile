@@ -27,8 +27,8 @@ RUN groupadd --system --gid 10001 laku \
 COPY --from=build /opt/laku /opt/laku
 USER 10001:10001
 WORKDIR /var/lib/laku
-# Services 3001-3015, sandboxes 4010-4014, the SMTP sandbox's sink 2525.
-EXPOSE 3001 3002 3003 3004 3005 3006 3007 3008 3010 3011 3013 3015 4010 4011 4012 4013 4014 2525
+# The web 3000, services 3001-3015, sandboxes 4010-4014, the SMTP sandbox's sink 2525.
+EXPOSE 3000 3001 3002 3003 3004 3005 3006 3007 3008 3010 3011 3013 3015 4010 4011 4012 4013 4014 2525
 # The service named by LAKU_SERVICE (Compose and the manifests set it), else every process.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["laku", "healthcheck"]

@@ -368,6 +368,22 @@ async def run(platform: BenchPlatform, log_dir: Path, count: int) -> None:
     )
     for name in PG_COUNTERS[2:]:
         print(f"{name:<33} {delta[name]} ({delta[name] / count:.1f} per participant)")
+    print(
+        "peak resident memory (since start)  "
+        + ", ".join(f"{name} {peak_rss_mib(platform.pid(name)):.0f} MiB" for name in CLOSE_HOPS)
+    )
+
+
+# The processes the close and its refunds run through.
+CLOSE_HOPS = ("group-buying", "payment", "wallet", "warehouse", "order")
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's high-water mark of resident memory (Linux's VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError(f"no VmHWM for process {pid}")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from laku.core.services import SANDBOXES, SERVICES
+from laku.core.services import SANDBOXES, SERVICES, WEB
 from laku.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +18,11 @@ K8S = ROOT / "deploy" / "k8s"
 IMAGE = "laku"
 PART_OF = "laku"
 SMTP_PORT = 2525
+# What runs in production: the services and the web front end, which has no database.
+APPS = {WEB.name: WEB, **SERVICES}
+# Product photos: product-service writes them, the web serves them, both from this volume.
+MEDIA_DIR = "/var/lib/laku/media"
+MEDIA_USERS = ("product", "web")
 
 # Who calls whom: the clients each service imports (`laku.<service>.client`, also through a
 # platform-wide module such as `laku.audit`) and the kernel's calls to auth (JWKS, service
@@ -45,6 +50,7 @@ CALLS: dict[str, tuple[str, ...]] = {
     # Its audit endpoint (`laku.audit`) reads group-buying, payment, wallet and warehouse.
     "settlement": ("auth", "factory", "group-buying", "payment", "wallet", "warehouse"),
     "address": ("auth",),
+    "web": tuple(sorted(SERVICES)),
 }
 # Services that call a provider (Xendit, Biteship, WhatsApp, SMTP): in production they reach
 # the internet; in development, the sandboxes.
@@ -61,9 +67,7 @@ WEBHOOKS: dict[str, tuple[str, ...]] = {
     "biteship-sandbox": ("logistics",),
 }
 # Busy under a group buy's traffic: scaled on CPU by a HorizontalPodAutoscaler.
-AUTOSCALED = tuple(
-    name for name in ("group-buying", "warehouse", "payment", "web") if name in SERVICES
-)
+AUTOSCALED = ("group-buying", "warehouse", "payment", "web")
 
 # Settings that are secrets: every one is a key of the `laku-secrets` Secret.
 SECRET_SETTINGS = tuple(
@@ -174,6 +178,24 @@ def deployment(name: str, port: int, args: list[str], *, replicas: int) -> dict[
     }
 
 
+def with_media(deployment: dict[str, Any]) -> dict[str, Any]:
+    pod = deployment["spec"]["template"]["spec"]
+    pod["containers"][0]["volumeMounts"].append({"name": "media", "mountPath": MEDIA_DIR})
+    pod["volumes"].append({"name": "media", "persistentVolumeClaim": {"claimName": "laku-media"}})
+    return deployment
+
+
+def media_volume() -> dict[str, Any]:
+    """Shared by every replica of product and web: a storage class with ReadWriteMany (NFS,
+    EFS, Filestore...)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "laku-media", "labels": {"app.kubernetes.io/part-of": PART_OF}},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "20Gi"}}},
+    }
+
+
 def service(name: str, port: int) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -265,7 +287,7 @@ def callers_of(name: str) -> list[str]:
 
 def network_policy(name: str, port: int) -> dict[str, Any]:
     """Ingress: from the services that call it, the ingress controller (public API) and
-    Prometheus. Egress: DNS, PgBouncer, the services it calls."""
+    Prometheus. Egress: DNS, PgBouncer (the web has no database), the services it calls."""
     callees = sorted(CALLS[name])
     ingress = [
         {
@@ -286,7 +308,7 @@ def network_policy(name: str, port: int) -> dict[str, Any]:
     ]
     if callers_of(name):
         ingress.append(from_pods(callers_of(name), port))
-    egress = [dns_egress(), to_pods(["pgbouncer"], [5432])]
+    egress = [dns_egress(), *([to_pods(["pgbouncer"], [5432])] if name in SERVICES else [])]
     for callee in callees:
         egress.append(to_pods([callee], [SERVICES[callee].port]))
     return {
@@ -656,9 +678,10 @@ def kustomization(resources: list[str], **extra: Any) -> dict[str, Any]:
 
 def base_files() -> dict[str, list[dict[str, Any]]]:
     files: dict[str, list[dict[str, Any]]] = {}
-    for name, spec in SERVICES.items():
+    for name, spec in APPS.items():
+        app = deployment(name, spec.port, ["serve", name, "--port", str(spec.port)], replicas=2)
         files[f"services/{name}.yaml"] = [
-            deployment(name, spec.port, ["serve", name, "--port", str(spec.port)], replicas=2),
+            with_media(app) if name in MEDIA_USERS else app,
             service(name, spec.port),
             disruption_budget(name),
             network_policy(name, spec.port),
@@ -667,7 +690,8 @@ def base_files() -> dict[str, list[dict[str, Any]]]:
     files["pgbouncer.yaml"] = pgbouncer()
     files["migrate-job.yaml"] = [migration_job(), migration_policy()]
     files["network-default-deny.yaml"] = [default_deny()]
-    files["config.yaml"] = [config_map({})]
+    files["media.yaml"] = [media_volume()]
+    files["config.yaml"] = [config_map({"LAKU_MEDIA_DIR": MEDIA_DIR})]
     return files
 
 
@@ -831,7 +855,7 @@ def write_all() -> dict[Path, str]:
                 # One replica each, no autoscaling: a laptop's cluster.
                 patches=[
                     {"patch": yaml.safe_dump(replicas_patch(name, 1), sort_keys=False)}
-                    for name in sorted(SERVICES)
+                    for name in sorted(APPS)
                 ]
                 + [
                     {
@@ -929,7 +953,7 @@ def compose() -> dict[str, Any]:
             "depends_on": {"postgres": {"condition": "service_healthy"}},
         },
     }
-    for name, spec in {**SERVICES, **SANDBOXES}.items():
+    for name, spec in {**APPS, **SANDBOXES}.items():
         ports = [f"{spec.port}:{spec.port}"]
         if name == "smtp-sandbox":
             ports.append(f"{SMTP_PORT}:{SMTP_PORT}")
@@ -952,6 +976,9 @@ def compose() -> dict[str, Any]:
             "restart": "unless-stopped",
             "stop_grace_period": "30s",
         }
+        if name in MEDIA_USERS:
+            services[name]["environment"] = {**env, "LAKU_MEDIA_DIR": MEDIA_DIR}
+            services[name]["volumes"] = [f"media:{MEDIA_DIR}"]
         if not services[name]["depends_on"]:
             del services[name]["depends_on"]
     services["prometheus"] = {
@@ -966,7 +993,7 @@ def compose() -> dict[str, Any]:
         "profiles": ["observability"],
         "ports": ["16686:16686", "4318:4318"],
     }
-    return {"name": "laku", "services": services, "volumes": {"pgdata": {}}}
+    return {"name": "laku", "services": services, "volumes": {"pgdata": {}, "media": {}}}
 
 
 def prometheus() -> dict[str, Any]:
@@ -978,7 +1005,7 @@ def prometheus() -> dict[str, Any]:
                 "metrics_path": "/metrics",
                 "static_configs": [{"targets": [f"{name}:{spec.port}"]}],
             }
-            for name, spec in SERVICES.items()
+            for name, spec in APPS.items()
         ],
     }
 

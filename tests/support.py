@@ -7,6 +7,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +156,13 @@ class Platform:
             finally:
                 await conn.close()
 
-        return run(execute())
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return run(execute())
+        # Called under a running loop (Playwright's sync API runs one): in a thread of its own.
+        with ThreadPoolExecutor(max_workers=1) as thread:
+            return thread.submit(run, execute()).result()
 
     def close(self) -> None:
         for client in self.clients.values():

@@ -18,15 +18,17 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from laku.core.services import SANDBOXES, SERVICES
+from laku.core.services import SANDBOXES, SERVICES, WEB
 from laku.core.settings import Settings
 from tests.support import Platform, free_port_offset
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.32.0"
-# Scaled on CPU: the services a group buy's traffic lands on (web joins when it is registered).
-AUTOSCALED = {"group-buying", "warehouse", "payment", "web"} & set(SERVICES)
+# What runs in production: the services and the web front end (no database of its own).
+APPS = {WEB.name: WEB, **SERVICES}
+# Scaled on CPU: the processes a group buy's traffic lands on.
+AUTOSCALED = {"group-buying", "warehouse", "payment", "web"}
 SERVICE_LABEL = "app.kubernetes.io/name"
 
 
@@ -65,6 +67,11 @@ def _imports_of(path: Path) -> set[str]:
     return modules
 
 
+def _package(name: str) -> str:
+    """`laku.<package>.app:create_app` -> `<package>`."""
+    return APPS[name].app_factory.split(".")[1]
+
+
 def _imports(schema: str) -> set[str]:
     """Every module the service's package imports, and what the platform-wide modules it
     imports (`laku.audit`, a module of `src/laku/` itself) import in turn: their calls are
@@ -88,16 +95,17 @@ def _imports(schema: str) -> set[str]:
 
 
 def derived_calls() -> dict[str, set[str]]:
-    """Whom each service calls: the services whose `client` module it imports, and auth,
-    which the kernel calls for every service (JWKS, service tokens)."""
+    """Whom each service (and the web) calls: the services whose `client` module it imports,
+    and auth, which the kernel calls for every service (JWKS, service tokens)."""
     by_package = {spec.schema: name for name, spec in SERVICES.items()}
     calls = {}
-    for name, spec in SERVICES.items():
+    for name in APPS:
+        package = _package(name)
         callees = {
             by_package[parts[1]]
-            for parts in (module.split(".") for module in _imports(spec.schema))
+            for parts in (module.split(".") for module in _imports(package))
             if len(parts) >= 3 and parts[0] == "laku" and parts[2] == "client"
-            if parts[1] in by_package and parts[1] != spec.schema
+            if parts[1] in by_package and parts[1] != package
         }
         calls[name] = callees | ({"auth"} if name != "auth" else set())
     return calls
@@ -108,10 +116,10 @@ def derived_providers() -> dict[str, set[str]]:
     # The sandbox standing in for a provider is the one whose app is in that provider's package.
     sandbox_of = {spec.app_factory.split(".")[2]: name for name, spec in SANDBOXES.items()}
     providers = {}
-    for name, spec in SERVICES.items():
+    for name in APPS:
         reached = {
             sandbox_of[module.split(".")[2]]
-            for module in _imports(spec.schema)
+            for module in _imports(_package(name))
             if module.startswith("laku.providers.")
         }
         if reached:
@@ -174,7 +182,7 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_a_healthcheck() -> None:
     # Nothing is compiled or installed with apt in the final stage: no build tools there.
     assert "apt-get" not in final and "pip install" not in final
     exposed = {int(p) for line in re.findall(r"^EXPOSE (.*)$", final, re.M) for p in line.split()}
-    assert {spec.port for spec in {**SERVICES, **SANDBOXES}.values()} <= exposed
+    assert {spec.port for spec in {**APPS, **SANDBOXES}.values()} <= exposed
     ignored = [
         line for line in (ROOT / ".dockerignore").read_text().splitlines() if line[:1] != "#"
     ]
@@ -196,12 +204,12 @@ def test_the_healthcheck_command_answers_for_a_running_service_and_fails_for_a_s
 
 def test_compose_runs_every_service_and_sandbox_on_its_port_after_the_migration() -> None:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
-    expected = set(SERVICES) | set(SANDBOXES) | {"postgres", "migrate", "prometheus", "jaeger"}
+    expected = set(APPS) | set(SANDBOXES) | {"postgres", "migrate", "prometheus", "jaeger"}
     assert set(compose) == expected
     assert compose["postgres"]["image"].startswith("postgres:")
     assert compose["migrate"]["command"] == ["migrate"]
     assert compose["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    for name, spec in {**SERVICES, **SANDBOXES}.items():
+    for name, spec in {**APPS, **SANDBOXES}.items():
         entry = compose[name]
         assert entry["command"] == ["serve", name]
         assert f"{spec.port}:{spec.port}" in entry["ports"]
@@ -217,17 +225,20 @@ def test_compose_runs_every_service_and_sandbox_on_its_port_after_the_migration(
     assert SERVICES["group-buying"].url(settings) == "http://group-buying:3004"
     for optional in ("prometheus", "jaeger"):
         assert compose[optional]["profiles"] == ["observability"]
+    # Photos product-service stores are the ones the web serves.
+    [media] = compose["product"]["volumes"]
+    assert compose["web"]["volumes"] == [media]
+    for name in ("product", "web"):
+        assert compose[name]["environment"]["LAKU_MEDIA_DIR"] == media.split(":")[1]
 
 
-def test_prometheus_scrapes_every_service_and_nothing_else() -> None:
+def test_prometheus_scrapes_every_service_and_the_web_and_nothing_else() -> None:
     config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     targets = {
         job["job_name"]: (job["metrics_path"], job["static_configs"][0]["targets"])
         for job in config["scrape_configs"]
     }
-    assert targets == {
-        name: ("/metrics", [f"{name}:{spec.port}"]) for name, spec in SERVICES.items()
-    }
+    assert targets == {name: ("/metrics", [f"{name}:{spec.port}"]) for name, spec in APPS.items()}
 
 
 # --- Kubernetes ------------------------------------------------------------------------------
@@ -236,11 +247,11 @@ def test_prometheus_scrapes_every_service_and_nothing_else() -> None:
 def test_every_service_has_a_deployment_service_and_budget_and_nothing_else_does() -> None:
     base = _manifests(K8S / "base")
     deployments = _by_kind(base, "Deployment")
-    assert set(deployments) == set(SERVICES) | {"pgbouncer"}
-    assert set(_by_kind(base, "Service")) == set(SERVICES) | {"pgbouncer"}
-    assert set(_by_kind(base, "PodDisruptionBudget")) == set(SERVICES) | {"pgbouncer"}
+    assert set(deployments) == set(APPS) | {"pgbouncer"}
+    assert set(_by_kind(base, "Service")) == set(APPS) | {"pgbouncer"}
+    assert set(_by_kind(base, "PodDisruptionBudget")) == set(APPS) | {"pgbouncer"}
     assert set(_by_kind(base, "HorizontalPodAutoscaler")) == AUTOSCALED
-    for name, spec in SERVICES.items():
+    for name, spec in APPS.items():
         pod = deployments[name]["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         [container] = pod["containers"]
@@ -256,6 +267,14 @@ def test_every_service_has_a_deployment_service_and_budget_and_nothing_else_does
         assert template["prometheus.io/port"] == str(spec.port)
         [port] = _by_kind(base, "Service")[name]["spec"]["ports"]
         assert port["port"] == spec.port
+    # Product and web share the photos volume, where the settings say photos are.
+    media_dir = _by_kind(base, "ConfigMap")["laku-config"]["data"]["LAKU_MEDIA_DIR"]
+    for name in ("product", "web"):
+        pod = deployments[name]["spec"]["template"]["spec"]
+        assert {"name": "media", "mountPath": media_dir} in pod["containers"][0]["volumeMounts"]
+        assert {"name": "media", "persistentVolumeClaim": {"claimName": "laku-media"}} in pod[
+            "volumes"
+        ]
     job = _by_kind(base, "Job")["migrate"]
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
 
@@ -284,10 +303,11 @@ def test_network_policies_allow_exactly_the_calls_the_services_make() -> None:
         "podSelector": {},
         "policyTypes": ["Ingress", "Egress"],
     }
-    for name in SERVICES:
+    for name in APPS:
         policy = policies[name]
         assert policy["spec"]["podSelector"] == {"matchLabels": {SERVICE_LABEL: name}}
-        assert _egress_to(policy) == calls[name] | {"pgbouncer"}, name
+        database = {"pgbouncer"} if name in SERVICES else set()
+        assert _egress_to(policy) == calls[name] | database, name
         callers = {caller for caller, callees in calls.items() if name in callees}
         assert _ingress_from(policy) == callers, name
         # Each callee is reached on its own port only.
@@ -300,7 +320,7 @@ def test_network_policies_allow_exactly_the_calls_the_services_make() -> None:
 def test_provider_calls_reach_the_sandboxes_in_development_and_the_internet_in_production() -> None:
     providers = derived_providers()
     development = _by_kind(_manifests(K8S / "overlays/development"), "NetworkPolicy")
-    for name in SERVICES:
+    for name in APPS:
         sandboxes = development.get(f"{name}-sandboxes")
         assert (_egress_to(sandboxes) if sandboxes else set()) == providers.get(name, set())
     for sandbox in SANDBOXES:
@@ -349,4 +369,4 @@ def test_every_kustomization_builds_into_valid_manifests(folder: Path, tmp_path:
     for document in documents:
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
     deployments = _by_kind(documents, "Deployment")
-    assert set(SERVICES) <= set(deployments)
+    assert set(APPS) <= set(deployments)

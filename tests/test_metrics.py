@@ -64,6 +64,14 @@ def test_every_service_serves_its_kernel_metrics(platform: Platform) -> None:
             assert ("laku_outbox_oldest_pending_age_seconds", frozenset()) in samples
 
 
+def test_the_web_counts_its_pages_by_route(platform: Platform) -> None:
+    web = platform.client("web")
+    assert web.get("/").status_code == 200
+    samples = scrape(platform, "web")
+    assert value(samples, "laku_http_requests_total", method="GET", route="/", status="200") >= 1
+    assert value(samples, "laku_http_request_duration_seconds_count", method="GET", route="/")
+
+
 def test_joins_payments_reservations_and_a_close_show_in_the_metrics(platform: Platform) -> None:
     before = {s: scrape(platform, s) for s in ("group-buying", "payment", "warehouse")}
     catalog = create_seed_catalog(platform, reorder_threshold=0)

@@ -2,6 +2,7 @@
 and opens a group buy through the pages; the factory ships its purchase order with a tracking
 number and the admin receives it; another factory cannot see it."""
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -211,6 +212,7 @@ def test_the_admin_builds_the_catalog_and_the_factory_ships_its_purchase_order(
     # The admin receives it.
     page.goto("/admin")
     screenshot(page, "admin-dashboard-desktop")
+    _dashboard_counts_dead_letters(platform, page)
     storefront = new_context(browser, platform).new_page()
     home_showing(storefront, session["sessionCode"])
     card_image = storefront.locator(f'a[href="/g/{session["sessionCode"]}"] img')
@@ -221,3 +223,29 @@ def test_the_admin_builds_the_catalog_and_the_factory_ships_its_purchase_order(
     expect(row).to_contain_text("JNE-BDG-12345")
     row.get_by_role("button", name=re.compile("^Terima")).click()
     expect(page.locator(f'tr[data-po="{po_number}"] .po-status')).to_have_text("Diterima")
+
+
+def _dashboard_counts_dead_letters(platform: Platform, page: Page) -> None:
+    """Work an outbox refused for good shows on the dashboard, per service, as the table has it
+    (here: expiring a payment payment-service never heard of)."""
+    [(row_id,)] = platform.sql(
+        "INSERT INTO group_buying.outbox (kind, payload) VALUES ('expire_payment', $1::jsonb) "
+        "RETURNING id",
+        json.dumps({"paymentId": str(uuid.uuid4())}),
+    )
+    eventually(
+        lambda: platform.sql(
+            "SELECT 1 FROM group_buying.outbox WHERE id = $1 AND dead_lettered_at IS NOT NULL",
+            row_id,
+        ),
+        timeout=30,
+    )
+    [(dead,)] = platform.sql(
+        "SELECT count(*) FROM group_buying.outbox WHERE dead_lettered_at IS NOT NULL"
+    )
+    page.goto("/admin")
+    rows = page.locator("#outbox tbody tr")
+    expect(rows).to_have_count(8)
+    group_buying = page.locator('#outbox tr[data-service="group-buying"]')
+    expect(group_buying.locator("[data-field=deadLetters]")).to_have_text(str(dead))
+    expect(group_buying).to_have_class("alert")

@@ -226,16 +226,29 @@ async def test_checkout_page_shows_the_invoice_and_pays_it(
     assert "PENDING" in page.text
     assert f'action="/sandbox/invoices/{invoice.id}/pay"' in page.text
 
-    # What the page's Pay button does: a form post, answered with the page again.
-    paid_page = await http.post(
+    # What the page's Pay button does: a form post, answered by sending the buyer back to
+    # the return URL the invoice was created with (Laku's "my group buys").
+    paid = await http.post(
         f"{platform.url('xendit-sandbox')}/sandbox/invoices/{invoice.id}/pay",
         headers={"Accept": "text/html"},
-        follow_redirects=True,
     )
-    assert paid_page.status_code == 200
+    my_group_buys = f"{platform.url('web')}/me/group-buys"
+    assert paid.status_code == 303
+    assert paid.headers["location"] == my_group_buys
+    paid_invoice = (
+        await http.get(
+            f"{platform.url('xendit-sandbox')}/v2/invoices/{invoice.id}",
+            auth=(platform.settings.xendit_secret_key.get_secret_value(), ""),
+        )
+    ).json()
+    assert paid_invoice["status"] == "PAID"
+    assert paid_invoice["success_redirect_url"] == my_group_buys
+    assert paid_invoice["failure_redirect_url"] == my_group_buys
+    # The checkout link, opened again, shows it paid with the way back.
+    paid_page = await http.get(invoice.invoice_url)
     assert "PAID" in paid_page.text
     assert "<button" not in paid_page.text
-    assert (await xendit.get_invoice(invoice.id)).status == "PAID"
+    assert f'href="{my_group_buys}"' in paid_page.text
     unknown = await http.get(f"{platform.url('xendit-sandbox')}/checkout/{'0' * 24}")
     assert unknown.status_code == 404
 

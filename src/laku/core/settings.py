@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # Where invoice webhooks go; None: payment-service's /api/payments/webhook.
     xendit_webhook_url: str | None = None
     invoice_duration_seconds: int = 86_400
+    # Where the checkout sends the buyer back once the invoice is paid or over; None: the web's
+    # "my group buys" (its local address: set the public one outside development).
+    payment_return_url: str | None = None
     # Xendit does not always send EXPIRED: each payment-service process reads back from Xendit
     # the pending payments past their expiry every this many seconds (0: never).
     overdue_payment_sweep_interval_seconds: float = 60
@@ -149,6 +152,14 @@ class Settings(BaseSettings):
     # `media_base_url` (None: the web front end's own URL + /media).
     media_dir: Path | None = None
     media_base_url: str | None = None
+    # In S3-compatible object storage instead when `media_s3_bucket` is set (AWS S3 unless
+    # `media_s3_endpoint_url` names another: MinIO, R2...), linked from `media_base_url` (None:
+    # the bucket's own URL; a CDN's in front of it in production).
+    media_s3_bucket: str | None = None
+    media_s3_endpoint_url: str | None = None
+    media_s3_region: str = "ap-southeast-3"  # Jakarta
+    media_s3_access_key_id: str | None = None
+    media_s3_secret_access_key: SecretStr | None = None
 
     # Settlement: the platform's fee on what a factory's successful sessions released.
     platform_fee_bps: int = 500

@@ -3,6 +3,7 @@ from fastapi import FastAPI
 from laku.core.app import create_service_app
 from laku.core.services import service_url
 from laku.factory.client import FactoryClient
+from laku.product.images import photo_store
 from laku.product.models import idempotency_keys
 from laku.product.routes import router
 
@@ -12,6 +13,7 @@ async def _startup(app: FastAPI) -> None:
     app.state.factory_client = FactoryClient(
         service_url("factory", app.state.settings), app.state.http, app.state.service_tokens
     )
+    app.state.photos = photo_store(app.state.settings)
 
 
 def create_app() -> FastAPI:

@@ -10,7 +10,7 @@ from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import AdminPrincipal, Principal, current_principal
 from laku.factory.client import FactoryClient
 from laku.product import service
-from laku.product.images import MediaStore
+from laku.product.images import save_for_phones
 from laku.product.models import ProductStatus
 from laku.product.schemas import (
     CategoryCreate,
@@ -189,6 +189,5 @@ async def upload_image(
     """An admin's photo: refused unless it is an image, stored at most 1080 px a side as a
     JPEG, and added after the product's other images."""
     await service.get_product(session, product_id, include_unpublished=True)
-    store = MediaStore.from_settings(request.app.state.settings)
-    url = store.save_for_phones(product_id, body.data_base64)
+    url = await save_for_phones(request.app.state.photos, product_id, body.data_base64)
     return await service.add_image(session, product_id, ImageCreate(url=url))

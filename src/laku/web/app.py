@@ -9,12 +9,14 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from laku.core.errors import DomainError
 from laku.core.http import ServiceTokenSource, new_http_client
 from laku.core.logging import configure_logging
+from laku.core.metrics import MetricsMiddleware
 from laku.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from laku.core.security import TokenVerifier
 from laku.core.services import service_url
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(LoginRenewalMiddleware)
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(MetricsMiddleware)
     app.mount("/static", CachedStaticFiles(directory=STATIC_DIR), name="static")
     # Product photos product-service stored on this machine's disk (development).
     media_dir = settings.media_dir or settings.data_dir / "media"
@@ -97,6 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/ready", include_in_schema=False)
     async def ready() -> JSONResponse:
         return JSONResponse({"status": "ready", "service": "web"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/sw.js", include_in_schema=False)
     async def service_worker() -> FileResponse:

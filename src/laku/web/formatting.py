@@ -27,7 +27,10 @@ def seconds_left(moment: datetime | str, now: datetime | None = None) -> int:
 
 
 def duration(seconds: int, lang: str) -> str:
-    """`2h 3j 4m` in Indonesian (hari, jam, menit), `2d 3h 4m` in English."""
+    """`2h 3j 4m` in Indonesian (hari, jam, menit), `2d 3h 4m` in English; under a minute,
+    its seconds (`45d` detik, `45s`)."""
+    if seconds < 60:
+        return f"{seconds}{'d' if lang == 'id' else 's'}"
     days, rest = divmod(seconds, 86_400)
     hours, rest = divmod(rest, 3_600)
     minutes = rest // 60

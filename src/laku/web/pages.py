@@ -35,6 +35,7 @@ templates = Environment(
 )
 templates.filters["rupiah"] = formatting.rupiah
 templates.filters["wib"] = formatting.wib
+templates.filters["duration"] = formatting.duration
 
 
 class LoginRequired(Exception):

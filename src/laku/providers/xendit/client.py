@@ -65,6 +65,9 @@ class XenditClient:
         self._base_url = api_base_url(settings)
         self._auth = api_auth(settings)
         self._default_duration_seconds = settings.invoice_duration_seconds
+        self._return_url = (
+            settings.payment_return_url or f"{service_url('web', settings)}/me/group-buys"
+        )
 
     async def create_invoice(
         self,
@@ -87,6 +90,8 @@ class XenditClient:
                 else invoice_duration_seconds
             ),
             "currency": CURRENCY,
+            "success_redirect_url": self._return_url,
+            "failure_redirect_url": self._return_url,
         }
         if payer_email is not None:
             body["payer_email"] = payer_email

@@ -32,7 +32,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, ValidationError
 
 from laku.core.http import new_http_client
 from laku.core.sandbox import AttemptRecorder, WebhookSender, create_sandbox_app, delivered
@@ -83,6 +83,9 @@ class CreateInvoiceRequest(BaseModel):
     payer_email: EmailStr | None = None
     invoice_duration: Annotated[int | None, Field(ge=1, le=_MAX_INVOICE_DURATION_SECONDS)] = None
     currency: str = "IDR"
+    # Where the checkout sends the buyer once the invoice is paid, or has expired.
+    success_redirect_url: HttpUrl | None = None
+    failure_redirect_url: HttpUrl | None = None
 
 
 def _xendit_time(moment: datetime) -> str:
@@ -106,8 +109,17 @@ class SandboxInvoice:
     paid_at: datetime | None = None
     payment_id: str | None = None
     payment_destination: str | None = None
+    success_redirect_url: str | None = None
+    failure_redirect_url: str | None = None
     # Set under /sandbox: Xendit's callbacks for this invoice are lost (never delivered).
     callbacks_lost: bool = False
+
+    @property
+    def return_url(self) -> str | None:
+        """Where the checkout sends the buyer now: back to the merchant once it is over."""
+        if self.status in ("PAID", "SETTLED"):
+            return self.success_redirect_url
+        return self.failure_redirect_url if self.status == "EXPIRED" else None
 
     def _common(self) -> dict[str, Any]:
         return {
@@ -168,6 +180,14 @@ class SandboxInvoice:
             ],
             "should_exclude_credit_card": False,
             "should_send_email": False,
+            **{
+                name: url
+                for name, url in (
+                    ("success_redirect_url", self.success_redirect_url),
+                    ("failure_redirect_url", self.failure_redirect_url),
+                )
+                if url is not None
+            },
             **self._payment(),
         }
 
@@ -256,6 +276,8 @@ class XenditSandbox:
             description=request.description,
             payer_email=request.payer_email,
             invoice_url=f"{self.public_url}/checkout/{invoice_id}",
+            success_redirect_url=_text(request.success_redirect_url),
+            failure_redirect_url=_text(request.failure_redirect_url),
             created=now,
             updated=now,
             expiry_date=now + timedelta(seconds=duration),
@@ -349,6 +371,10 @@ def _validation_error(exc: ValidationError) -> XenditApiError:
     )
 
 
+def _text(url: HttpUrl | None) -> str | None:
+    return None if url is None else str(url)
+
+
 def _rupiah(amount: int) -> str:
     return "Rp " + f"{amount:,}".replace(",", ".")
 
@@ -361,6 +387,11 @@ def _checkout_page(invoice: SandboxInvoice) -> str:
         else ""
     )
     description = escape(invoice.description or "")
+    back = (
+        f'<p><a href="{escape(invoice.return_url)}">Kembali ke {MERCHANT_NAME}</a></p>'
+        if invoice.return_url
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="id">
 <head><meta charset="utf-8"><title>{MERCHANT_NAME} · {_rupiah(invoice.amount)}</title></head>
@@ -372,6 +403,7 @@ def _checkout_page(invoice: SandboxInvoice) -> str:
 <p class="status">{invoice.status}</p>
 <p class="expiry">Bayar sebelum {_xendit_time(invoice.expiry_date)}</p>
 {pay_form}
+{back}
 <p><small>Xendit sandbox · invoice {invoice.id} · {escape(invoice.external_id)}</small></p>
 </main>
 </body>
@@ -475,7 +507,8 @@ def create_app() -> FastAPI:
             return invoice_json(invoice)
         with suppress(XenditApiError):  # the page shows why nothing changed
             action(invoice)
-        return RedirectResponse(f"/checkout/{invoice_id}", status_code=303)
+        # Like Xendit's checkout: back to the merchant once paid or expired, if it said where.
+        return RedirectResponse(invoice.return_url or f"/checkout/{invoice_id}", status_code=303)
 
     @app.post("/sandbox/invoices/{invoice_id}/pay", tags=["sandbox"])
     async def pay_invoice(invoice_id: str, request: Request) -> Response:

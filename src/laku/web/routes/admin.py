@@ -19,6 +19,17 @@ from laku.web.photos import NoPhoto, fit_for_upload
 router = APIRouter(prefix="/admin")
 
 PageLoader = Callable[..., Awaitable[Response]]
+# The services that defer work through an outbox; each answers `GET /api/admin/outbox`.
+OUTBOX_SERVICES = (
+    "group-buying",
+    "logistics",
+    "notification",
+    "order",
+    "payment",
+    "settlement",
+    "wallet",
+    "warehouse",
+)
 BANKS = ("BCA", "BNI", "BRI", "MANDIRI", "PERMATA", "CIMB", "BSI", "DANAMON", "BTN")
 
 
@@ -69,11 +80,12 @@ def _common(visitor: Visitor, values, error, status_code) -> dict[str, Any]:
 @router.get("")
 async def dashboard(visitor: Admin) -> Response:
     backend = visitor.backend
-    sessions, low_stock, purchase_orders, paid = await asyncio.gather(
+    sessions, low_stock, purchase_orders, paid, *outboxes = await asyncio.gather(
         backend.get("group-buying", "/api/group-buying", limit=100),
         backend.get("warehouse", "/api/inventory/low-stock"),
         backend.get("warehouse", "/api/purchase-orders", status="open", limit=50),
         backend.get("payment", "/api/payments", status="paid", limit=100),
+        *(backend.get(service, "/api/admin/outbox") for service in OUTBOX_SERVICES),
     )
     held = [p for p in paid["items"] if p["escrowStatus"] == "held"]
     return render(
@@ -86,6 +98,7 @@ async def dashboard(visitor: Admin) -> Response:
         escrow_payments=len(held),
         escrow_amount=sum(p["amount"] - p["refundedAmount"] for p in held),
         escrow_partial=paid["total"] > len(paid["items"]),
+        outboxes=list(zip(OUTBOX_SERVICES, outboxes, strict=True)),
     )
 
 
