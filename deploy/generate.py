@@ -65,11 +65,14 @@ AUTOSCALED = tuple(
     name for name in ("group-buying", "warehouse", "payment", "web") if name in SERVICES
 )
 
-# Settings that are secrets: every one is a key of the `laku-secrets` Secret.
+# A process's own secret, never shared: a service's credential goes in its Deployment's own
+# Secret when an operator gives each service only its own (README, "One credential per service").
+PER_PROCESS_SECRETS = frozenset({"service_credential"})
+# Settings that are secrets: every shared one is a key of the `laku-secrets` Secret.
 SECRET_SETTINGS = tuple(
     f"LAKU_{name.upper()}"
     for name, field in Settings.model_fields.items()
-    if "SecretStr" in str(field.annotation)
+    if "SecretStr" in str(field.annotation) and name not in PER_PROCESS_SECRETS
 )
 SECRET_KEYS = ("LAKU_DATABASE_URL", "LAKU_MIGRATION_DATABASE_URL", *SECRET_SETTINGS)
 
