@@ -69,12 +69,14 @@ WEBHOOKS: dict[str, tuple[str, ...]] = {
 # Busy under a group buy's traffic: scaled on CPU by a HorizontalPodAutoscaler.
 AUTOSCALED = ("group-buying", "warehouse", "payment", "web")
 
-# Settings that are secrets: every one is a key of the `laku-secrets` Secret, but a service's
-# own credential, which is each Deployment's own when it is given one.
+# A process's own secret, never shared: a service's credential goes in its Deployment's own
+# Secret when an operator gives each service only its own (README, "One credential per service").
+PER_PROCESS_SECRETS = frozenset({"service_credential"})
+# Settings that are secrets: every shared one is a key of the `laku-secrets` Secret.
 SECRET_SETTINGS = tuple(
     f"LAKU_{name.upper()}"
     for name, field in Settings.model_fields.items()
-    if "SecretStr" in str(field.annotation) and name != "service_credential"
+    if "SecretStr" in str(field.annotation) and name not in PER_PROCESS_SECRETS
 )
 SECRET_KEYS = ("LAKU_DATABASE_URL", "LAKU_MIGRATION_DATABASE_URL", *SECRET_SETTINGS)
 

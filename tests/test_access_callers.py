@@ -187,3 +187,47 @@ def test_each_calling_service_is_admitted_where_it_calls(call: ClientCall) -> No
             f"{caller} calls {call.owner} {call.http_method} {call.path} "
             f"({call.method_name}) but is not admitted: {access}"
         )
+
+
+def _direct_calls() -> list[tuple[str, str, str, str]]:
+    """(caller, http method, path, where) for each call a service's own code makes straight
+    through a service client (`.request(...)`, `.get_or_none(...)`) outside a `client.py`."""
+    found = []
+    for path, (_, tree) in _sources().items():
+        relative = path.relative_to(SOURCE)
+        caller = _caller_of(relative)
+        if caller is None or relative.name == "client.py" or relative.parts[0] == "core":
+            continue
+        for node in ast.walk(tree):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("request", "get_or_none")
+                and node.args
+            ):
+                continue
+            if node.func.attr == "request":
+                if len(node.args) < 2 or not isinstance(node.args[0], ast.Constant):
+                    continue
+                http_method, path_node = node.args[0].value, node.args[1]
+            else:
+                http_method, path_node = "GET", node.args[0]
+            if not isinstance(path_node, ast.Constant | ast.JoinedStr):
+                continue
+            found.append((caller, http_method, _path_of(path_node), f"{relative}:{node.lineno}"))
+    return found
+
+
+def test_direct_calls_outside_the_clients_are_admitted() -> None:
+    calls = _direct_calls()
+    for caller, http_method, path, where in calls:
+        owners = [
+            (service, access)
+            for service in SERVICES
+            if (access := _access_rules(service).get((http_method, _template(path)))) is not None
+        ]
+        assert owners, f"{where}: {http_method} {path} is no service's operation"
+        for service, access in owners:
+            assert access.get("public") or caller in access.get("services", []), (
+                f"{where}: {caller} calls {service} {http_method} {path}, not admitted: {access}"
+            )

@@ -498,7 +498,9 @@ def test_lookup_users_is_for_services_and_admins_and_bounded(platform: Platform)
     body = {"ids": [buyer.id]}
     assert_problem(api.post(LOOKUP, json=body), 401, "unauthorized")
     assert_problem(api.post(LOOKUP, json=body, headers=buyer.headers), 403, "forbidden")
-    for headers in (_admin(platform), _service_headers(platform)):
+    # Notification-service addresses messages; another service is refused.
+    assert_problem(api.post(LOOKUP, json=body, headers=_service_headers(platform)), 403)
+    for headers in (_admin(platform), platform.service_headers("notification")):
         [contact] = _ok(api.post(LOOKUP, json=body, headers=headers))
         assert contact == {
             "id": buyer.id,

@@ -15,7 +15,6 @@ from py_vapid import Vapid02
 
 from laku.providers.webpush.client import b64url, b64url_decode
 from tests.support import Account, Platform, assert_problem, bearer, snapshot
-from tests.test_address import _service_token
 from tests.test_close import _eventually
 
 SUBSCRIPTIONS = "/api/notifications/push-subscriptions"
@@ -63,7 +62,7 @@ def _notify(platform: Platform, buyer: Account, key: str, subject: str, text: st
     response = platform.client("notification").post(
         "/api/notifications/users",
         json={"items": [{"userId": buyer.id, "key": key, "subject": subject, "text": text}]},
-        headers=bearer(_service_token(platform)),
+        headers=platform.service_headers("order"),  # as order-service tells its buyers
     )
     assert response.status_code == 202, response.text
 

@@ -271,7 +271,7 @@ async def fulfil_group(
 
 @router.get("/api/reservation-groups/{group}/fulfilment", response_model=FulfilmentOut)
 async def get_fulfilment(
-    group: ReferencePath, _: AdminPrincipal, session: DbSession
+    group: ReferencePath, _: AdminOrGroupBuying, session: DbSession
 ) -> FulfilmentOut:
     return _fulfilment_out(await service.get_fulfilment(session, group))
 
