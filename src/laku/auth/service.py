@@ -128,9 +128,14 @@ async def authenticate(
     matches = await _password_matches(user.password_hash if user else _dummy_hash(), password)
     if user is None or not matches:
         raise Unauthorized("E-mail or password is wrong", code="invalid_credentials")
-    await rate_limit.forget(session, rate_limits, limits.pair.key)
-    await rate_limit.refund(session, rate_limits, limits.address.key)
-    await rate_limit.refund(session, rate_limits, limits.account.key)
+    give_back = {
+        limits.pair.key: rate_limit.forget,
+        limits.address.key: rate_limit.refund,
+        limits.account.key: rate_limit.refund,
+    }
+    # In the order claims lock keys: a give-back and a claim never wait on each other.
+    for key in sorted(give_back):
+        await give_back[key](session, rate_limits, key)
     await session.commit()
     return user
 

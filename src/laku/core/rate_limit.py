@@ -24,6 +24,7 @@ from sqlalchemy import (
     case,
     delete,
     func,
+    select,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
@@ -130,11 +131,16 @@ async def refund(session: AsyncSession, table: Table, key: str) -> None:
 
 
 async def purge_ended_windows(db: Database, table: Table) -> int:
-    """Delete the counters whose window has ended: they count for nothing any more."""
+    """Delete the counters whose window has ended: they count for nothing any more. Rows a
+    claim holds are skipped (the next purge takes them), so a purge never deadlocks a claim."""
+    t = table
+    ended = (
+        select(t.c.key)
+        .where(t.c.window_ends_at < func.statement_timestamp())
+        .with_for_update(skip_locked=True)
+    )
     async with db.sessions.begin() as session:
-        result = await session.execute(
-            delete(table).where(table.c.window_ends_at < func.statement_timestamp())
-        )
+        result = await session.execute(delete(t).where(t.c.key.in_(ended.scalar_subquery())))
     return result.rowcount
 
 
