@@ -30,7 +30,6 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from laku.core.schemas import MultilineText, Text
 from laku.core.services import SERVICES
-from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
 from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER
 from tests.support import (
@@ -38,6 +37,8 @@ from tests.support import (
     assert_problem,
     bearer,
     free_port_offset,
+    service_role_env,
+    settings_from_env,
     snapshot,
     throwaway_database,
 )
@@ -96,9 +97,11 @@ def fuzz_platform(
             "LAKU_PORT_OFFSET": str(free_port_offset()),
         }
         env.pop("LAKU_TRACE_DIR", None)
-        settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
+        settings = settings_from_env(env)
         log_dir = Path(tmp_path_factory.mktemp("fuzz-logs"))
-        supervisor = Supervisor(settings, env=env, log_dir=log_dir)
+        supervisor = Supervisor(
+            settings, env=env, service_env=service_role_env(database_url), log_dir=log_dir
+        )
         supervisor.start()
         running = Platform(settings=settings, database_url=database_url, supervisor=supervisor)
         try:

@@ -13,7 +13,6 @@ first. The claim is removed once the row has been retried.
 """
 
 import asyncio
-import hashlib
 import json
 import time
 import uuid
@@ -24,6 +23,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from laku.core.idempotency import request_fingerprint
 from laku.wallet.client import BulkCreditsCreate, MovementCreate, MovementReason
 from tests.catalog import create_seed_catalog
 from tests.support import Platform, bearer, plain_url
@@ -219,9 +219,18 @@ async def _dead_letters(db: asyncpg.Connection) -> dict[str, int]:
     }
 
 
-async def _credit_bulk_fingerprint(db: asyncpg.Connection, refund_ids: list[str]) -> str:
+def _idempotency_secret(platform: Platform) -> bytes:
+    secret = platform.settings.idempotency_key_secret
+    assert secret is not None
+    return secret.get_secret_value().encode()
+
+
+async def _credit_bulk_fingerprint(
+    db: asyncpg.Connection, refund_ids: list[str], secret: bytes
+) -> str:
     """What wallet's idempotency store records for payment-service's credit of these refunds:
-    the body ClosingDeliveries.credit_refunds sends, as httpx encodes it."""
+    the body ClosingDeliveries.credit_refunds sends, as httpx encodes it, keyed with the
+    platform's idempotency secret."""
     refunds = await db.fetch(
         "SELECT r.id, r.amount, r.reference, p.user_id FROM payment.refunds r "
         "JOIN payment.payments p ON p.id = r.payment_id WHERE r.id = ANY($1::uuid[]) "
@@ -241,7 +250,8 @@ async def _credit_bulk_fingerprint(db: asyncpg.Connection, refund_ids: list[str]
         ]
     ).model_dump(mode="json", by_alias=True)
     content = httpx.Request("POST", f"http://wallet{CREDITS_PATH}", json=body).content
-    return hashlib.sha256(b"\n".join([b"POST", CREDITS_PATH.encode(), b"", content])).hexdigest()
+    request = {"method": "POST", "path": CREDITS_PATH, "query_string": b""}
+    return request_fingerprint(secret, request, content)
 
 
 async def test_a_cancelled_group_of_5000_is_refunded_once_each_through_a_chunk_in_progress(
@@ -285,7 +295,7 @@ async def test_a_cancelled_group_of_5000_is_refunded_once_each_through_a_chunk_i
                 "VALUES ($1, $2, $3, clock_timestamp())",
                 PAYMENT_SERVICE_SCOPE,
                 key,
-                await _credit_bulk_fingerprint(db, refund_ids),
+                await _credit_bulk_fingerprint(db, refund_ids, _idempotency_secret(platform)),
             )
         except BaseException:
             await claim_set.rollback()

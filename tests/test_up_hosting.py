@@ -16,7 +16,7 @@ import pytest
 
 from laku.core.services import PROCESSES
 from laku.core.supervisor import split_services
-from tests.support import free_port_offset
+from tests.support import SECRETS_ENV, free_port_offset
 
 LAKU = str(Path(sys.executable).with_name("laku"))
 HOSTED = ["auth", "address", "xendit-sandbox"]
@@ -29,6 +29,7 @@ def _url(name: str, offset: int, path: str) -> str:
 def _start_host(database_url: str, offset: int) -> subprocess.Popen:
     env = {
         **os.environ,
+        **SECRETS_ENV,
         "LAKU_DATABASE_URL": database_url,
         "LAKU_PORT_OFFSET": str(offset),
         "LAKU_PASSWORD_HASH_TIME_COST": "1",

@@ -161,7 +161,7 @@ def serve_command(
         # X-Forwarded-For names the client only from a proxy the settings trust (rate limits
         # count per client address); from anyone else it is ignored.
         proxy_headers=True,
-        forwarded_allow_ips=get_settings().trusted_proxies,
+        forwarded_allow_ips=settings.trusted_proxies,
     )
 
 
@@ -180,7 +180,8 @@ def host_command(
     unknown = [name for name in services if name not in PROCESSES]
     if unknown:
         raise typer.BadParameter(f"unknown {unknown}; each one of {', '.join(PROCESSES)}")
-    code = run_together(services, get_settings(), host=host, graceful_seconds=graceful_seconds)
+    settings, _ = _startable_settings()
+    code = run_together(services, settings, host=host, graceful_seconds=graceful_seconds)
     raise typer.Exit(code)
 
 

@@ -46,6 +46,7 @@ def _server(
         access_log=False,
         timeout_graceful_shutdown=graceful_seconds,
         proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
     )
     return HostedServer(config, spec.name)
 
