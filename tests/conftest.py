@@ -1,10 +1,8 @@
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from laku.core.supervisor import Supervisor
 from tests.support import (
     ADMIN_EMAIL,
     SECRETS_ENV,
@@ -12,8 +10,8 @@ from tests.support import (
     Platform,
     database_server,
     free_port_offset,
+    running_platform,
     service_role_env,
-    settings_from_env,
     throwaway_database,
 )
 
@@ -54,16 +52,10 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "LAKU_TRACE_DIR": str(tmp_path_factory.mktemp("traces")),
     }
     env["LAKU_RATE_LIMITS"] = json.dumps(UNREACHED_RATE_LIMITS)
-    settings = settings_from_env(env)
-    log_dir = Path(tmp_path_factory.mktemp("service-logs"))
-    supervisor = Supervisor(
-        settings, env=env, service_env=service_role_env(database_url), log_dir=log_dir
-    )
-    supervisor.start()
-    running = Platform(settings=settings, database_url=database_url, supervisor=supervisor)
-    try:
-        supervisor.wait_ready()
+    with running_platform(
+        env,
+        database_url,
+        log_dir=tmp_path_factory.mktemp("service-logs"),
+        service_env=service_role_env(database_url),
+    ) as running:
         yield running
-    finally:
-        running.close()
-        supervisor.stop()

@@ -233,6 +233,36 @@ class Platform:
             client.close()
 
 
+@contextmanager
+def running_platform(
+    env: dict[str, str],
+    database_url: str,
+    *,
+    log_dir: Path,
+    service_env: dict[str, dict[str, str]] | None = None,
+    services: list[str] | None = None,
+) -> Iterator[Platform]:
+    """Start the processes (every one, or `services`) with `env` (and each its `service_env`),
+    wait until they answer, and stop them afterwards."""
+    supervisor = Supervisor(
+        settings_from_env(env),
+        env=env,
+        service_env=service_env or {},
+        services=services or list(PROCESSES),
+        log_dir=log_dir,
+    )
+    supervisor.start()
+    running = Platform(
+        settings=supervisor.settings, database_url=database_url, supervisor=supervisor
+    )
+    try:
+        supervisor.wait_ready()
+        yield running
+    finally:
+        running.close()
+        supervisor.stop()
+
+
 @dataclass(frozen=True)
 class Account:
     id: str

@@ -16,7 +16,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import hypothesis
 import pytest
@@ -30,15 +29,14 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from laku.core.schemas import MultilineText, Text
 from laku.core.services import SERVICES
-from laku.core.supervisor import Supervisor
 from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER
 from tests.support import (
     Platform,
     assert_problem,
     bearer,
     free_port_offset,
+    running_platform,
     service_role_env,
-    settings_from_env,
     snapshot,
     throwaway_database,
 )
@@ -97,19 +95,13 @@ def fuzz_platform(
             "LAKU_PORT_OFFSET": str(free_port_offset()),
         }
         env.pop("LAKU_TRACE_DIR", None)
-        settings = settings_from_env(env)
-        log_dir = Path(tmp_path_factory.mktemp("fuzz-logs"))
-        supervisor = Supervisor(
-            settings, env=env, service_env=service_role_env(database_url), log_dir=log_dir
-        )
-        supervisor.start()
-        running = Platform(settings=settings, database_url=database_url, supervisor=supervisor)
-        try:
-            supervisor.wait_ready()
+        with running_platform(
+            env,
+            database_url,
+            log_dir=tmp_path_factory.mktemp("fuzz-logs"),
+            service_env=service_role_env(database_url),
+        ) as running:
             yield running
-        finally:
-            running.close()
-            supervisor.stop()
 
 
 def _callers(platform: Platform) -> dict[str, dict[str, str]]:

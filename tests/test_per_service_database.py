@@ -4,7 +4,6 @@ passes; each database holds only its own services' schemas."""
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -12,7 +11,6 @@ from sqlalchemy.engine import make_url
 from laku.core.migrations import migrate
 from laku.core.services import SERVICES
 from laku.core.settings import Settings
-from laku.core.supervisor import Supervisor
 from tests import test_end_to_end
 from tests.support import (
     ADMIN_EMAIL,
@@ -22,8 +20,8 @@ from tests.support import (
     free_port_offset,
     plain_url,
     run,
+    running_platform,
     service_role_env,
-    settings_from_env,
     throwaway_database,
 )
 
@@ -69,23 +67,13 @@ def split_platform(
             "LAKU_DATABASE_MAX_OVERFLOW": "1",
             "LAKU_RATE_LIMITS": json.dumps(UNREACHED_RATE_LIMITS),
         }
-        settings = settings_from_env(
-            {k: v for k, v in env.items() if k != "LAKU_DATABASE_URLS"}
-        ).model_copy(update={"database_urls": own_urls})
-        supervisor = Supervisor(
-            settings,
-            env=env,
+        with running_platform(
+            env,
+            shared,
+            log_dir=tmp_path_factory.mktemp("split-service-logs"),
             service_env=service_role_env(shared, own_urls),
-            log_dir=Path(tmp_path_factory.mktemp("split-service-logs")),
-        )
-        supervisor.start()
-        running = Platform(settings=settings, database_url=shared, supervisor=supervisor)
-        try:
-            supervisor.wait_ready()
+        ) as running:
             yield running
-        finally:
-            running.close()
-            supervisor.stop()
 
 
 def test_settings_give_each_service_its_own_database_or_the_shared_one() -> None:

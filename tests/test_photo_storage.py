@@ -16,9 +16,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from laku.core.supervisor import Supervisor
 from tests.catalog import create_seed_catalog
-from tests.support import Platform, assert_problem, bearer, free_port_offset
+from tests.support import Platform, assert_problem, bearer, free_port_offset, running_platform
 
 BUCKET = "laku-photos"
 PUBLIC_READ = {
@@ -78,21 +77,17 @@ def s3_product(
         "LAKU_DATABASE_POOL_SIZE": "1",
         "LAKU_DATABASE_MAX_OVERFLOW": "1",
     }
-    settings = platform.settings.model_copy(update={"port_offset": offset})
-    supervisor = Supervisor(
-        settings,
-        env=env,
-        service_env=platform.supervisor.service_env,
-        services=["auth", "product"],
-        log_dir=tmp_path_factory.mktemp("s3-product-logs"),
-    )
-    supervisor.start()
-    try:
-        supervisor.wait_ready()
-        with httpx.Client(base_url=f"http://127.0.0.1:{3002 + offset}", timeout=30) as client:
-            yield client, media_dir
-    finally:
-        supervisor.stop()
+    with (
+        running_platform(
+            env,
+            platform.database_url,
+            log_dir=tmp_path_factory.mktemp("s3-product-logs"),
+            service_env=platform.supervisor.service_env,
+            services=["auth", "product"],
+        ) as s3_platform,
+        httpx.Client(base_url=s3_platform.url("product"), timeout=30) as client,
+    ):
+        yield client, media_dir
 
 
 def _photo(width: int, height: int) -> str:

@@ -21,16 +21,16 @@ import pytest
 from laku.core.db import Database, async_url, service_metadata
 from laku.core.rate_limit import Limit, RateLimited, claim, rate_limit_table
 from laku.core.settings import Rate, RateLimits, Settings
-from laku.core.supervisor import Supervisor
 from tests.catalog import create_seed_catalog
 from tests.support import (
     ADMIN_EMAIL,
-    ADMIN_PASSWORD,
+    SECRETS_ENV,
     Account,
     Platform,
     assert_problem,
     database_server,
     free_port_offset,
+    running_platform,
     snapshot,
     throwaway_database,
 )
@@ -49,23 +49,15 @@ def auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
             "LAKU_DATABASE_URL": url,
             "LAKU_PORT_OFFSET": str(free_port_offset()),
             "LAKU_ADMIN_EMAIL": ADMIN_EMAIL,
-            "LAKU_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            **SECRETS_ENV,
             "LAKU_LOG_JSON": "true",
             "LAKU_PASSWORD_HASH_TIME_COST": "1",
             "LAKU_PASSWORD_HASH_MEMORY_KIB": "1024",
             "LAKU_DATABASE_POOL_SIZE": "3",
             "LAKU_DATABASE_MAX_OVERFLOW": "2",
         }
-        settings = Settings(**{k.removeprefix("LAKU_").lower(): v for k, v in env.items()})
-        supervisor = Supervisor(settings, env=env, services=["auth"], log_dir=root / "logs")
-        supervisor.start()
-        platform = Platform(settings=settings, database_url=url, supervisor=supervisor)
-        try:
-            supervisor.wait_ready()
+        with running_platform(env, url, log_dir=root / "logs", services=["auth"]) as platform:
             yield platform
-        finally:
-            platform.close()
-            supervisor.stop()
 
 
 def _address() -> str:
