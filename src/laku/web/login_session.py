@@ -115,24 +115,13 @@ class LoginRenewer:
 
 def set_login_cookies(response: Response, tokens: LoginTokens) -> None:
     secure = get_web_settings().cookie_secure
-    response.set_cookie(
-        SESSION_COOKIE,
-        tokens.access_token,
-        max_age=tokens.expires_in,
-        httponly=True,
-        secure=secure,
-        samesite="lax",
-        path="/",
-    )
-    response.set_cookie(
-        REFRESH_COOKIE,
-        tokens.refresh_token,
-        max_age=tokens.refresh_expires_in,
-        httponly=True,
-        secure=secure,
-        samesite="lax",
-        path="/",
-    )
+    for name, value, max_age in (
+        (SESSION_COOKIE, tokens.access_token, tokens.expires_in),
+        (REFRESH_COOKIE, tokens.refresh_token, tokens.refresh_expires_in),
+    ):
+        response.set_cookie(
+            name, value, max_age=max_age, httponly=True, secure=secure, samesite="lax", path="/"
+        )
 
 
 def clear_login_cookies(response: Response) -> None:
