@@ -16,14 +16,13 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import AdminSession, BenchPlatform, LoadResult, bench_platform
+from bench.harness import AdminSession, BenchPlatform, LoadResult, bench_platform, open_group_buy
 from tests.catalog import create_seed_catalog
 
 PASSWORD = "flash-sale-password"
@@ -121,23 +120,8 @@ async def run(platform: BenchPlatform, args: argparse.Namespace) -> bool:
         max_stock_level=args.units,
         reorder_threshold=0,
     )
-    created = admin.client("group-buying").post(
-        "/api/group-buying",
-        json={
-            "productId": catalog.product_id,
-            "factoryId": catalog.factory_id,
-            "targetMoq": args.units * 2,  # never reached: the session stays open throughout
-            "priceTier25": 95000,
-            "priceTier50": 85000,
-            "priceTier75": 75000,
-            "priceTier100": 65000,
-            "endTime": (datetime.now(UTC) + timedelta(hours=2)).isoformat(),
-            "estimatedCompletionDate": (datetime.now(UTC) + timedelta(days=14)).isoformat(),
-        },
-        headers=headers,
-    )
-    created.raise_for_status()
-    session_id = created.json()["id"]
+    # A MOQ never reached: the session stays open throughout.
+    session_id = open_group_buy(admin, catalog, target_moq=args.units * 2, hours=2)
 
     started = time.perf_counter()
     tokens = await _buyers(platform, args.buyers)

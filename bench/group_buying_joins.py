@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import sys
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -23,6 +22,7 @@ from bench.harness import (
     CpuMeter,
     bench_platform,
     http_load,
+    open_group_buy,
     postgres_processes,
     sql_load,
 )
@@ -54,23 +54,8 @@ async def run(platform: BenchPlatform, clients: int, seconds: float) -> None:
         max_stock_level=PLENTY,
         reorder_threshold=0,
     )
-    session = admin.client("group-buying").post(
-        "/api/group-buying",
-        json={
-            "productId": catalog.product_id,
-            "factoryId": catalog.factory_id,
-            "targetMoq": 1_000_000,  # far beyond the run: the price stays at the first tier
-            "priceTier25": 95000,
-            "priceTier50": 85000,
-            "priceTier75": 75000,
-            "priceTier100": 65000,
-            "endTime": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
-            "estimatedCompletionDate": (datetime.now(UTC) + timedelta(days=14)).isoformat(),
-        },
-        headers={"Authorization": f"Bearer {admin.admin_token}"},
-    )
-    session.raise_for_status()
-    session_id = session.json()["id"]
+    # A MOQ far beyond the run: the price stays at the first tier.
+    session_id = open_group_buy(admin, catalog, target_moq=1_000_000, hours=1)
     tokens = _buyers(platform, clients)
 
     cpu = CpuMeter(

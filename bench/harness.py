@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -20,6 +21,7 @@ from laku.core.security import service_credential
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
+from tests.catalog import SeedCatalog
 from tests.support import (
     LOCAL_SERVER,
     SECRETS_ENV,
@@ -84,6 +86,29 @@ class AdminSession:
         if name not in self._clients:
             self._clients[name] = httpx.Client(base_url=self._platform.url(name), timeout=30)
         return self._clients[name]
+
+
+def open_group_buy(admin: AdminSession, catalog: SeedCatalog, target_moq: int, hours: float) -> str:
+    """A group buy of the catalog's product at the seed's tiers (95,000 down to 65,000), open
+    for `hours`: its id."""
+    now = datetime.now(UTC)
+    response = admin.client("group-buying").post(
+        "/api/group-buying",
+        json={
+            "productId": catalog.product_id,
+            "factoryId": catalog.factory_id,
+            "targetMoq": target_moq,
+            "priceTier25": 95000,
+            "priceTier50": 85000,
+            "priceTier75": 75000,
+            "priceTier100": 65000,
+            "endTime": (now + timedelta(hours=hours)).isoformat(),
+            "estimatedCompletionDate": (now + timedelta(days=14)).isoformat(),
+        },
+        headers={"Authorization": f"Bearer {admin.admin_token}"},
+    )
+    response.raise_for_status()
+    return response.json()["id"]
 
 
 @contextmanager
