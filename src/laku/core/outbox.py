@@ -51,8 +51,10 @@ from laku.core.http import ServiceCallError, is_retryable
 from laku.core.tracing import carrier, continuing
 
 Handler = Callable[[int, dict[str, Any]], Awaitable[None]]
-"""Delivers one outbox row: (row id, payload). Raising means: try again later, unless what is
-raised is a final refusal (see `final_refusal_reason`): the row is then dead-lettered."""
+"""Delivers one outbox row: (row id, payload). Returning means done. Raising `RetryLater` (or
+failing unexpectedly) means: try again later, with backoff. Raising `FinalRefusal`, or a
+callee's refusal its contract makes final, means: never retried, dead-lettered for an admin
+(see `final_refusal_reason`)."""
 
 Row = tuple[int, dict[str, Any]]
 
@@ -63,6 +65,11 @@ class Batched:
     Raising means: try them all again later."""
 
     deliver: Callable[[Sequence[Row]], Awaitable[None]]
+
+
+class RetryLater(Exception):
+    """Raised by a handler when the work cannot be done yet (what it waits for is not there):
+    the row stays pending and is tried again after a backoff."""
 
 
 class FinalRefusal(Exception):

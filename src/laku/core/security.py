@@ -356,6 +356,17 @@ def publish_access_rules(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+# The role rules more than one service uses. A rule admitting particular services stays beside
+# the routes it guards, named for its callers (`PaymentReporter`, `OrderCreator`...).
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 AdminPrincipal = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
 """Admin-only writes. Internal services that need them get their own narrower endpoints."""
+BuyerPrincipal = Annotated[Principal, Depends(require_roles(Role.BUYER))]
+FactoryPrincipal = Annotated[Principal, Depends(require_roles(Role.FACTORY))]
+AnyUser = Annotated[Principal, Depends(require_roles(*USER_ROLES))]
+BuyerOrAdmin = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN))]
+"""A buyer reads their own; an admin reads anyone's."""
+AdminOrFactory = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.FACTORY))]
+"""An admin reads every factory's; a factory account only its own factory's."""
+Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["settlement"]))]
+"""Settlement runs the platform's audit, which reads every service's own figures."""
