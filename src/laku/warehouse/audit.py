@@ -6,9 +6,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.audit import InvariantOut, invariant
+from laku.warehouse.inventory import ledger_check
 from laku.warehouse.models import Inventory, Reservation, StockMovement
 from laku.warehouse.schemas import AuditReservationOut
-from laku.warehouse.service import ledger_check
 
 RESERVED = "reserved"
 

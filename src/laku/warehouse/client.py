@@ -7,12 +7,12 @@ from datetime import datetime
 
 from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
 from laku.core.http import ServiceCallError, ServiceClient
+from laku.warehouse.rules import FulfilmentStatus
 from laku.warehouse.schemas import (
     MAX_REFERENCES_PER_CALL,
     AuditReservationOut,
     FulfilmentCreate,
     FulfilmentOut,
-    FulfilmentStatus,
     GroupConfirm,
     GroupConfirmOut,
     GroupRelease,

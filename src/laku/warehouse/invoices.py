@@ -11,19 +11,15 @@ settlement-service, keyed by the invoice, so it is posted once.
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from laku.core.db import Database
 from laku.core.errors import Conflict, NotFound
 from laku.core.money import apply_rate
 from laku.core.outbox import enqueue
 from laku.core.security import Principal, Role
-from laku.settlement.client import SettlementClient, WarehouseInvoicePaid
-from laku.warehouse.dispatch import SESSION_GROUP_PREFIX
 from laku.warehouse.models import (
     Fulfilment,
     PurchaseOrder,
@@ -32,9 +28,13 @@ from laku.warehouse.models import (
     outbox,
     warehouse_invoice_number,
 )
-from laku.warehouse.schemas import WarehouseInvoiceStatus
-
-POST_INVOICE_PAYMENT = "post_invoice_payment"
+from laku.warehouse.rules import (
+    POST_INVOICE_PAYMENT,
+    SESSION_GROUP_PREFIX,
+    WarehouseInvoiceStatus,
+    sees_factory,
+    session_of_group,
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ async def invoice_received(
             id=uuid.uuid4(),
             number=f"INV-WH-{received:%Y%m%d}-{number:05d}",
             purchase_order_id=purchase_order.id,
-            group_session_id=uuid.UUID(group.removeprefix(SESSION_GROUP_PREFIX)) if group else None,
+            group_session_id=session_of_group(group) if group else None,
             factory_id=purchase_order.factory_id,
             units=int(units or 0),
             unit_cost=purchase_order.unit_cost,
@@ -92,20 +92,13 @@ async def invoice_received(
     )
 
 
-def _visible(invoice: WarehouseInvoice | None, principal: Principal) -> WarehouseInvoice:
-    """Admins see every invoice; a factory its own (another's does not exist for it)."""
-    if invoice is None or (
-        principal.role is Role.FACTORY
-        and (principal.factory_id is None or principal.factory_id != invoice.factory_id)
-    ):
-        raise _not_found()
-    return invoice
-
-
 async def get_invoice(
     session: AsyncSession, invoice_id: uuid.UUID, principal: Principal
 ) -> WarehouseInvoice:
-    return _visible(await session.get(WarehouseInvoice, invoice_id), principal)
+    invoice = await session.get(WarehouseInvoice, invoice_id)
+    if invoice is None or not sees_factory(principal, invoice.factory_id):
+        raise _not_found()
+    return invoice
 
 
 async def list_invoices(
@@ -160,27 +153,3 @@ async def pay(
     await session.commit()
     await session.refresh(invoice)
     return invoice
-
-
-async def post_payment(
-    db: Database, settlements: SettlementClient, payload: dict[str, Any]
-) -> None:
-    """The outbox's delivery of a payment: its entry in settlement-service's ledger. Once per
-    invoice (settlement answers a second report with the same entry); a failure raises, so the
-    relay tries again."""
-    async with db.sessions() as session:
-        invoice = await session.get(WarehouseInvoice, uuid.UUID(payload["invoiceId"]))
-    if invoice is None or invoice.payment_reference is None:
-        return
-    await settlements.record_warehouse_invoice_paid(
-        WarehouseInvoicePaid(
-            invoice_id=invoice.id,
-            invoice_number=invoice.number,
-            factory_id=invoice.factory_id,
-            goods_amount=invoice.goods_amount + invoice.shipping_amount,
-            tax_amount=invoice.tax_amount,
-            total_amount=invoice.total_amount,
-            payment_reference=invoice.payment_reference,
-        ),
-        idempotency_key=f"warehouse-invoice-paid:{invoice.id}",
-    )

@@ -5,17 +5,27 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
-from laku.core.errors import PROBLEM_RESPONSES
+from laku.core.errors import PROBLEM_RESPONSES, InvalidInput
 from laku.core.schemas import Limit, Offset, Page, ReferencePath
 from laku.core.security import (
+    AdminOrFactory,
     AdminPrincipal,
+    Auditor,
     Principal,
     Role,
     require_roles,
     require_service_callers,
 )
-from laku.warehouse import audit, invoices, service
+from laku.warehouse import (
+    audit,
+    fulfilment,
+    inventory,
+    invoices,
+    purchase_orders,
+    reservations,
+)
 from laku.warehouse.models import Fulfilment, Inventory, PurchaseOrder
+from laku.warehouse.rules import StockStatus, WarehouseInvoiceStatus, sees_factory, stock_status
 from laku.warehouse.schemas import (
     AdjustmentCreate,
     AuditReservationOut,
@@ -36,9 +46,7 @@ from laku.warehouse.schemas import (
     ReservationCreate,
     ReservationOut,
     ShipmentNotice,
-    StockStatus,
     WarehouseInvoiceOut,
-    WarehouseInvoiceStatus,
 )
 
 router = APIRouter(tags=["warehouse"], responses=PROBLEM_RESPONSES)
@@ -48,9 +56,6 @@ AdminOrGroupBuying = Annotated[
     Principal, Depends(require_roles(Role.ADMIN, services=["group-buying"]))
 ]
 GroupBuyingOnly = Annotated[Principal, Depends(require_service_callers("group-buying"))]
-# Settlement runs the platform's audit, which reads every service's own.
-Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["settlement"]))]
-PurchaseOrderReader = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.FACTORY))]
 
 _STATUS_RANK = [StockStatus.IN_STOCK, StockStatus.LOW_STOCK, StockStatus.OUT_OF_STOCK]
 
@@ -63,7 +68,7 @@ def _inventory_out(row: Inventory) -> InventoryOut:
                 for column in InventoryOut.model_fields
                 if column != "status"
             },
-            "status": service.stock_status(row.available_quantity, row.reorder_threshold),
+            "status": stock_status(row.available_quantity, row.reorder_threshold),
         }
     )
 
@@ -82,7 +87,7 @@ async def create_inventory(
     for product_id in {item.product_id for item in items}:
         if product := await request.app.state.products.get_product(product_id):
             products[product_id] = product
-    rows = await service.create_inventory(session, items, products)
+    rows = await inventory.create_inventory(session, items, products)
     request.app.state.outbox_relay.wake()
     return [_inventory_out(row) for row in rows]
 
@@ -95,7 +100,7 @@ async def list_inventory(
 ) -> list[ProductStockOut]:
     """Stock per product and variant, with each variant's status and the product's worst."""
     by_product: dict[uuid.UUID, list[InventoryOut]] = {}
-    for row in await service.list_inventory(session, product_id):
+    for row in await inventory.list_inventory(session, product_id):
         by_product.setdefault(row.product_id, []).append(_inventory_out(row))
     return [
         ProductStockOut(
@@ -109,7 +114,7 @@ async def list_inventory(
 
 @router.get("/api/inventory/low-stock", response_model=list[InventoryOut])
 async def low_stock(_: AdminPrincipal, session: DbSession) -> list[InventoryOut]:
-    return [_inventory_out(row) for row in await service.list_inventory(session, low_only=True)]
+    return [_inventory_out(row) for row in await inventory.list_inventory(session, low_only=True)]
 
 
 @router.get("/api/inventory/ledger-check", response_model=list[LedgerCheckOut])
@@ -119,17 +124,14 @@ async def ledger_check(
     product_id: Annotated[uuid.UUID | None, Query(alias="productId")] = None,
 ) -> list[LedgerCheckOut]:
     """Audit: every variant's stock against the sums of its movement ledger."""
-    return [
-        LedgerCheckOut(**{**vars(check), "consistent": check.consistent})
-        for check in await service.ledger_check(session, product_id)
-    ]
+    return await inventory.ledger_check(session, product_id)
 
 
 @router.get("/api/inventory/{variant_id}", response_model=InventoryOut)
 async def get_inventory(
     variant_id: uuid.UUID, _: AdminPrincipal, session: DbSession
 ) -> InventoryOut:
-    return _inventory_out(await service.get_inventory(session, variant_id))
+    return _inventory_out(await inventory.get_inventory(session, variant_id))
 
 
 @router.post("/api/inventory/{variant_id}/adjustments", response_model=InventoryOut)
@@ -140,7 +142,7 @@ async def adjust(
     _: AdminPrincipal,
     session: DbSession,
 ) -> InventoryOut:
-    row = await service.adjust(session, variant_id, body)
+    row = await inventory.adjust(session, variant_id, body)
     request.app.state.outbox_relay.wake()
     return _inventory_out(row)
 
@@ -153,7 +155,7 @@ async def movements(
     limit: Limit = 50,
     offset: Offset = 0,
 ):
-    return await service.movements(session, variant_id, limit, offset)
+    return await inventory.movements(session, variant_id, limit, offset)
 
 
 # Reservations ------------------------------------------------------------------------------
@@ -182,7 +184,7 @@ async def reserve(body: ReservationCreate, request: Request, _: AdminOrGroupBuyi
 async def get_reservation(
     reference: ReferencePath, _: AdminPrincipal, session: DbSession
 ) -> ReservationOut:
-    return await service.get_reservation(session, reference)
+    return await reservations.get_reservation(session, reference)
 
 
 @router.post("/api/reservations/{reference}/release", response_model=ReservationOut)
@@ -191,7 +193,7 @@ async def release(
 ) -> ReservationOut:
     """Give the stock back. A reference never reserved is answered `void` and stays so: a
     reserve arriving after its own undo is refused (409 `reservation_released`)."""
-    return await service.release(session, reference)
+    return await reservations.release(session, reference)
 
 
 @router.post("/api/reservations/{reference}/confirm", response_model=ReservationOut)
@@ -200,25 +202,25 @@ async def confirm(
 ) -> ReservationOut:
     """The hold's join was paid: it no longer lapses. Again changes nothing; a hold already
     released (it lapsed) answers 409 `reservation_released`."""
-    return await service.confirm(session, reference)
+    return await reservations.confirm(session, reference)
 
 
 @router.post("/api/reservations/{reference}/deduct", response_model=ReservationOut)
 async def deduct(reference: ReferencePath, _: AdminPrincipal, session: DbSession) -> ReservationOut:
-    return await service.deduct(session, reference)
+    return await reservations.deduct(session, reference)
 
 
 # Groups of reservations ----------------------------------------------------------------------
 
 
-def _fulfilment_out(fulfilment: Fulfilment) -> FulfilmentOut:
+def _fulfilment_out(row: Fulfilment) -> FulfilmentOut:
     return FulfilmentOut(
-        group=fulfilment.group_reference,
-        product_id=fulfilment.product_id,
-        status=fulfilment.status,
-        units=fulfilment.units,
-        purchase_order_id=fulfilment.purchase_order_id,
-        fulfilled_at=fulfilment.fulfilled_at,
+        group=row.group_reference,
+        product_id=row.product_id,
+        status=row.status,
+        units=row.units,
+        purchase_order_id=row.purchase_order_id,
+        fulfilled_at=row.fulfilled_at,
     )
 
 
@@ -232,7 +234,7 @@ async def release_group(
     """Release the reservations of a group buy: all (it failed or was cancelled), or those
     named (unpaid joins when it closes)."""
     references = body.references if body else None
-    released, units = await service.release_group(session, group, references)
+    released, units = await fulfilment.release_group(session, group, references)
     return GroupReleaseOut(group=group, released=released, units=units)
 
 
@@ -243,7 +245,7 @@ async def confirm_group(
     """Name a closing group buy's paid reservations (up to 5,000 a call): the fulfilment takes
     these from stock and releases the group's others. A paid hold that had lapsed is reserved
     again."""
-    confirmed, restored, unknown = await service.confirm_group(session, group, body.references)
+    confirmed, restored, unknown = await fulfilment.confirm_group(session, group, body.references)
     return GroupConfirmOut(group=group, confirmed=confirmed, restored=restored, unknown=unknown)
 
 
@@ -260,27 +262,27 @@ async def fulfil_group(
     state = request.app.state
     product = await state.products.get_product(body.product_id)
     if product is None:
-        raise service.InvalidInput("Unknown product", code="unknown_product")
+        raise InvalidInput("Unknown product", code="unknown_product")
     composition = await state.group_buying.get_bundle_composition(body.product_id)
-    fulfilment = await service.fulfil_group(
+    fulfilled = await fulfilment.fulfil_group(
         session, group, product, composition, state.settings.purchase_order_shipping_cost_per_bundle
     )
     state.outbox_relay.wake()
-    return _fulfilment_out(fulfilment)
+    return _fulfilment_out(fulfilled)
 
 
 @router.get("/api/reservation-groups/{group}/fulfilment", response_model=FulfilmentOut)
 async def get_fulfilment(
     group: ReferencePath, _: AdminOrGroupBuying, session: DbSession
 ) -> FulfilmentOut:
-    return _fulfilment_out(await service.get_fulfilment(session, group))
+    return _fulfilment_out(await fulfilment.get_fulfilment(session, group))
 
 
 # Purchase orders ---------------------------------------------------------------------------
 
 
 async def _purchase_order_out(session, purchase_order: PurchaseOrder) -> PurchaseOrderOut:
-    lines = (await service.purchase_order_lines(session, [purchase_order.id])).get(
+    lines = (await purchase_orders.purchase_order_lines(session, [purchase_order.id])).get(
         purchase_order.id, []
     )
     return _with_lines(purchase_order, lines)
@@ -298,15 +300,13 @@ def _with_lines(purchase_order: PurchaseOrder, lines) -> PurchaseOrderOut:
 
 
 def _check_factory_access(principal: Principal, purchase_order: PurchaseOrder) -> None:
-    if principal.role is Role.FACTORY and (
-        principal.factory_id is None or principal.factory_id != purchase_order.factory_id
-    ):
-        raise service.NotFound("No such purchase order", code="purchase_order_not_found")
+    if not sees_factory(principal, purchase_order.factory_id):
+        raise purchase_orders.purchase_order_not_found()
 
 
 @router.get("/api/purchase-orders", response_model=Page[PurchaseOrderOut])
 async def list_purchase_orders(
-    principal: PurchaseOrderReader,
+    principal: AdminOrFactory,
     session: DbSession,
     product_id: Annotated[uuid.UUID | None, Query(alias="productId")] = None,
     status_filter: Annotated[
@@ -316,17 +316,15 @@ async def list_purchase_orders(
     offset: Offset = 0,
 ) -> Page[PurchaseOrderOut]:
     """Admins see every purchase order; a factory sees its own."""
-    if principal.is_unbound_factory:  # no factory to scope by: nothing, never everything
-        return Page(items=[], total=0, limit=limit, offset=offset)
-    rows, total = await service.list_purchase_orders(
+    rows, total = await purchase_orders.list_purchase_orders(
         session,
-        factory_id=principal.factory_id if principal.role is Role.FACTORY else None,
+        principal,
         product_id=product_id,
         status=status_filter,
         limit=limit,
         offset=offset,
     )
-    lines = await service.purchase_order_lines(session, [row.id for row in rows])
+    lines = await purchase_orders.purchase_order_lines(session, [row.id for row in rows])
     return Page(
         items=[_with_lines(row, lines.get(row.id, [])) for row in rows],
         total=total,
@@ -337,9 +335,9 @@ async def list_purchase_orders(
 
 @router.get("/api/purchase-orders/{purchase_order_id}", response_model=PurchaseOrderOut)
 async def get_purchase_order(
-    purchase_order_id: uuid.UUID, principal: PurchaseOrderReader, session: DbSession
+    purchase_order_id: uuid.UUID, principal: AdminOrFactory, session: DbSession
 ) -> PurchaseOrderOut:
-    purchase_order = await service.get_purchase_order(session, purchase_order_id)
+    purchase_order = await purchase_orders.get_purchase_order(session, purchase_order_id)
     _check_factory_access(principal, purchase_order)
     return await _purchase_order_out(session, purchase_order)
 
@@ -348,12 +346,14 @@ async def get_purchase_order(
 async def ship(
     purchase_order_id: uuid.UUID,
     body: ShipmentNotice,
-    principal: PurchaseOrderReader,
+    principal: AdminOrFactory,
     session: DbSession,
 ) -> PurchaseOrderOut:
     """The factory (or an admin for it) reports the bundles shipped, with a tracking number."""
-    _check_factory_access(principal, await service.get_purchase_order(session, purchase_order_id))
-    purchase_order = await service.ship_purchase_order(
+    _check_factory_access(
+        principal, await purchase_orders.get_purchase_order(session, purchase_order_id)
+    )
+    purchase_order = await purchase_orders.ship_purchase_order(
         session, purchase_order_id, body.tracking_number
     )
     return await _purchase_order_out(session, purchase_order)
@@ -369,7 +369,7 @@ async def receive(
     terms = invoices.InvoiceTerms(
         ppn_bps=settings.warehouse_invoice_ppn_bps, due_days=settings.warehouse_invoice_due_days
     )
-    purchase_order = await service.receive_purchase_order(session, purchase_order_id, terms)
+    purchase_order = await purchase_orders.receive_purchase_order(session, purchase_order_id, terms)
     request.app.state.outbox_relay.wake()
     return await _purchase_order_out(session, purchase_order)
 
@@ -378,7 +378,7 @@ async def receive(
 async def cancel(
     purchase_order_id: uuid.UUID, request: Request, _: AdminPrincipal, session: DbSession
 ) -> PurchaseOrderOut:
-    purchase_order = await service.cancel_purchase_order(session, purchase_order_id)
+    purchase_order = await purchase_orders.cancel_purchase_order(session, purchase_order_id)
     request.app.state.outbox_relay.wake()
     return await _purchase_order_out(session, purchase_order)
 
@@ -409,7 +409,7 @@ async def audit_reservations(
 
 @router.get("/api/warehouse-invoices", response_model=Page[WarehouseInvoiceOut])
 async def list_warehouse_invoices(
-    principal: PurchaseOrderReader,
+    principal: AdminOrFactory,
     session: DbSession,
     status_filter: Annotated[WarehouseInvoiceStatus | None, Query(alias="status")] = None,
     purchase_order_id: Annotated[uuid.UUID | None, Query(alias="purchaseOrderId")] = None,
@@ -435,7 +435,7 @@ async def list_warehouse_invoices(
 
 @router.get("/api/warehouse-invoices/{invoice_id}", response_model=WarehouseInvoiceOut)
 async def get_warehouse_invoice(
-    invoice_id: uuid.UUID, principal: PurchaseOrderReader, session: DbSession
+    invoice_id: uuid.UUID, principal: AdminOrFactory, session: DbSession
 ) -> WarehouseInvoiceOut:
     return WarehouseInvoiceOut.model_validate(
         await invoices.get_invoice(session, invoice_id, principal)

@@ -1,22 +1,16 @@
 import uuid
 from datetime import date, datetime
-from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AwareDatetime, Field, RootModel, model_validator
 
 from laku.core.money import Rupiah
 from laku.core.schemas import Text, WireModel
+from laku.warehouse.rules import FulfilmentStatus, StockStatus, WarehouseInvoiceStatus
 
 Units = Annotated[int, Field(strict=True, ge=0, le=10**9)]
 PositiveUnits = Annotated[int, Field(strict=True, gt=0, le=10**9)]
 Reference = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9:_\-.]+$")]
-
-
-class StockStatus(StrEnum):
-    IN_STOCK = "in_stock"
-    LOW_STOCK = "low_stock"
-    OUT_OF_STOCK = "out_of_stock"
 
 
 class InventoryCreate(WireModel):
@@ -151,11 +145,6 @@ class PurchaseOrderOut(WireModel):
     lines: list[PurchaseOrderLineOut]
 
 
-class WarehouseInvoiceStatus(StrEnum):
-    PENDING = "pending"
-    PAID = "paid"
-
-
 class WarehouseInvoiceOut(WireModel):
     id: uuid.UUID
     number: str = Field(description='"INV-WH-<yyyymmdd>-<n>", the date in UTC.')
@@ -217,11 +206,6 @@ class GroupReleaseOut(WireModel):
     group: str
     released: int = Field(description="Reservations released by this call")
     units: int
-
-
-class FulfilmentStatus(StrEnum):
-    AWAITING_STOCK = "awaiting_stock"
-    FULFILLED = "fulfilled"
 
 
 class FulfilmentCreate(WireModel):
