@@ -5,6 +5,7 @@ logistics: read a group buy's orders, mark orders shipped and delivered)."""
 import uuid
 
 from laku.core.http import ServiceClient
+from laku.order.rules import OrderStatus
 from laku.order.schemas import (
     BulkOrdersCreate,
     BulkOrdersOut,
@@ -12,7 +13,6 @@ from laku.order.schemas import (
     OrderItemOut,
     OrderOut,
     OrderShip,
-    OrderStatus,
     ProductSnapshot,
     SessionReadyOut,
 )

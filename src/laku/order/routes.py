@@ -6,13 +6,9 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden
 from laku.core.schemas import Limit, Offset, Page
-from laku.core.security import (
-    AdminPrincipal,
-    Principal,
-    Role,
-    require_roles,
-)
+from laku.core.security import AdminPrincipal, BuyerOrAdmin, Principal, Role, require_roles
 from laku.order import service
+from laku.order.rules import OrderStatus
 from laku.order.schemas import (
     BulkOrdersCreate,
     BulkOrdersOut,
@@ -20,7 +16,6 @@ from laku.order.schemas import (
     OrderCancel,
     OrderOut,
     OrderShip,
-    OrderStatus,
     SessionOrdersSummaryOut,
     SessionReadyOut,
 )
@@ -35,7 +30,6 @@ OrderReader = Annotated[
 ]
 OrderShipper = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["logistics"]))]
 ReadyToShipMarker = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["warehouse"]))]
-CourierChooser = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN))]
 
 
 @router.post(
@@ -117,7 +111,7 @@ async def mark_session_ready(
 
 @router.put("/{order_id}/courier", response_model=OrderOut)
 async def choose_courier(
-    order_id: uuid.UUID, body: CourierChoice, principal: CourierChooser, session: DbSession
+    order_id: uuid.UUID, body: CourierChoice, principal: BuyerOrAdmin, session: DbSession
 ) -> OrderOut:
     """The buyer picks the courier service their parcel is booked with (one of the rates'
     `courierCompany`/`courierType`); without a choice the cheapest is booked. Only before the

@@ -1,21 +1,11 @@
 import uuid
 from datetime import datetime
-from enum import StrEnum
 
 from pydantic import Field
 
 from laku.core.money import Rupiah
 from laku.core.schemas import Text, WireModel
-
-
-class OrderStatus(StrEnum):
-    PENDING_PAYMENT = "pending_payment"
-    PAID = "paid"
-    PROCESSING = "processing"
-    SHIPPED = "shipped"
-    DELIVERED = "delivered"
-    CANCELLED = "cancelled"
-    REFUNDED = "refunded"
+from laku.order.rules import OrderStatus
 
 
 class OrderShip(WireModel):
@@ -23,14 +13,6 @@ class OrderShip(WireModel):
 
     tracking_number: Text(100)
     courier: Text(100)
-
-
-class BuyerEvent(StrEnum):
-    """What a buyer is told of their order."""
-
-    READY_TO_SHIP = "ready_to_ship"
-    SHIPPED = "shipped"
-    DELIVERED = "delivered"
 
 
 class CourierChoice(WireModel):

@@ -24,9 +24,8 @@ from sqlalchemy import BigInteger, Select, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from laku.core.db import Database
 from laku.core.errors import Conflict, NotFound
-from laku.core.outbox import Row, enqueue
+from laku.core.outbox import enqueue
 from laku.core.security import Principal
 from laku.group_buying.client import (
     GroupBuyingClient,
@@ -34,17 +33,10 @@ from laku.group_buying.client import (
     ParticipantStatus,
     SessionStatus,
 )
-from laku.notification.client import NotificationClient, UserNotification
 from laku.order.models import Order, OrderItem, outbox
-from laku.order.schemas import (
-    BulkOrdersOut,
-    BuyerEvent,
-    CourierChoice,
-    OrderStatus,
-    ProductSnapshot,
-    SessionReadyOut,
-)
-from laku.payment.client import PaymentClient, RefundItem, RefundReason
+from laku.order.rules import CANCELLABLE_STATUSES, BuyerEvent, OrderStatus
+from laku.order.schemas import BulkOrdersOut, CourierChoice, ProductSnapshot, SessionReadyOut
+from laku.order.tasks import REFUND_CANCELLED_ORDER, TELL_BUYER
 from laku.product.client import ProductClient, ProductDetailOut
 
 # A session's orders are made once it has reached its MOQ: while it closes (moq_reached, the
@@ -56,16 +48,6 @@ SUCCESSFUL_SESSION_STATUSES = frozenset(
         SessionStatus.STOCK_RECEIVED,
         SessionStatus.SUCCESS,
     }
-)
-
-
-# A cancelled order's subtotal goes back to its buyer's wallet through payment-service.
-REFUND_CANCELLED_ORDER = "refund_cancelled_order"
-# The buyer is told when the order is ready to ship, ships and is delivered.
-TELL_BUYER = "tell_buyer"
-# Before the courier has it, an order may be called off.
-CANCELLABLE_STATUSES = frozenset(
-    {OrderStatus.PENDING_PAYMENT, OrderStatus.PAID, OrderStatus.PROCESSING}
 )
 
 _orders = Order.__table__
@@ -393,46 +375,6 @@ async def choose_courier(
     return await _saved(session, order)
 
 
-def buyer_notice(order: Order, event: BuyerEvent) -> UserNotification:
-    """What the buyer is told of their order, once per order and event."""
-    [item] = order.items
-    what = f"{order.order_number} ({item.name} x {item.quantity})"
-    if event is BuyerEvent.READY_TO_SHIP:
-        subject = f"Order {order.order_number} is ready to ship"
-        text = f"The goods of your order {what} are in our warehouse; the courier is being booked."
-    elif event is BuyerEvent.SHIPPED:
-        subject = f"Order {order.order_number} has shipped"
-        text = (
-            f"Your order {what} is on its way with {(order.courier or '').upper()}, "
-            f"tracking number {order.tracking_number}."
-        )
-    else:
-        subject = f"Order {order.order_number} has been delivered"
-        text = f"Your order {what} has been delivered. Terima kasih for buying with Laku!"
-    return UserNotification(
-        user_id=order.user_id, key=f"order-{event.value}:{order.id}", subject=subject, text=text
-    )
-
-
-async def tell_buyers(db: Database, notifications: NotificationClient, rows: Sequence[Row]) -> None:
-    """The outbox's delivery of the orders' notices, every leased one in one call (each keyed,
-    so told once however often it is delivered)."""
-    events = [(uuid.UUID(payload["orderId"]), BuyerEvent(payload["event"])) for _, payload in rows]
-    async with db.sessions() as session:
-        found = await session.scalars(
-            select(Order).where(Order.id.in_({order_id for order_id, _ in events}))
-        )
-        orders = {order.id: order for order in found}
-    # One order may have shipped and been delivered within one batch: both are told.
-    notices = [
-        buyer_notice(orders[order_id], event) for order_id, event in events if order_id in orders
-    ]
-    if notices:
-        await notifications.notify_users(
-            notices, idempotency_key=f"outbox:{rows[0][0]}-{rows[-1][0]}"
-        )
-
-
 async def cancel(session: AsyncSession, order_id: uuid.UUID, reason: str) -> Order:
     """Call an order off before the courier has it; its subtotal is refunded to the buyer's
     wallet through the outbox, after which it is `refunded`. Cancelling a cancelled (or
@@ -451,28 +393,3 @@ async def cancel(session: AsyncSession, order_id: uuid.UUID, reason: str) -> Ord
     order.cancel_reason = reason
     await enqueue(session, outbox, REFUND_CANCELLED_ORDER, {"orderId": str(order.id)})
     return await _saved(session, order)
-
-
-async def refund_cancelled(db: Database, payments: PaymentClient, order_id: uuid.UUID) -> None:
-    """The outbox's delivery of a cancellation: the subtotal refunded from the order's payment
-    (once per order, by its reference), then the order `refunded`. Whatever payment-service
-    answers otherwise is the outbox's to judge: an outage or work in progress is tried again,
-    a final refusal (the payment not refundable) dead-letters the row for an admin."""
-    async with db.sessions() as session:
-        order = await session.get(Order, order_id)
-    if order is None or order.status != OrderStatus.CANCELLED:
-        return
-    if order.subtotal > 0:
-        refund = RefundItem(
-            payment_id=order.payment_id,
-            amount=order.subtotal,
-            reason=RefundReason.ORDER_CANCELLED,
-            reference=f"order:{order.id}:cancelled",
-        )
-        await payments.refund([refund], idempotency_key=f"order-refund:{order.id}")
-    async with db.sessions.begin() as session:
-        await session.execute(
-            update(Order)
-            .where(Order.id == order_id, Order.status == OrderStatus.CANCELLED.value)
-            .values(status=OrderStatus.REFUNDED.value)
-        )
