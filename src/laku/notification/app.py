@@ -1,21 +1,15 @@
 """notification-service (port 3007): WhatsApp, e-mail, Web Push and in-app notifications via an
 outbox."""
 
-from collections.abc import Mapping
-
 from fastapi import FastAPI
 
 from laku.auth.client import AuthClient
 from laku.core.app import create_service_app
-from laku.core.outbox import Handler
 from laku.core.services import service_url
-from laku.notification.delivery import NotificationSender
 from laku.notification.models import idempotency_keys, outbox
 from laku.notification.routes import router
-from laku.notification.service import DELIVER_NOTIFICATION
-from laku.providers.smtp.client import SmtpClient
+from laku.notification.tasks import outbox_handlers
 from laku.providers.webpush.client import WebPushClient
-from laku.providers.whatsapp.client import WhatsAppClient
 
 
 async def _startup(app: FastAPI) -> None:
@@ -25,24 +19,13 @@ async def _startup(app: FastAPI) -> None:
     state.webpush = WebPushClient.from_settings(state.settings, state.http)
 
 
-def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
-    settings = app.state.settings
-    sender = NotificationSender(
-        app.state.db,
-        WhatsAppClient.from_settings(settings, app.state.http),
-        SmtpClient.from_settings(settings),
-        WebPushClient.from_settings(settings, app.state.http),
-    )
-    return {DELIVER_NOTIFICATION: sender.deliver}
-
-
 def create_app() -> FastAPI:
     return create_service_app(
         "notification",
         routers=[router],
         idempotency_keys=idempotency_keys,
         startup=_startup,
-        outbox=(outbox, _outbox_handlers),
+        outbox=(outbox, outbox_handlers),
         # Each item's key is told once per channel: a repeat is answered by what it would add.
         idempotent_by_body=frozenset({"/api/notifications/users"}),
     )

@@ -9,12 +9,11 @@ but never loses it.
 from collections.abc import Sequence
 
 from laku.core.http import ServiceClient
+from laku.notification.rules import Channel, NotificationStatus
 from laku.notification.schemas import (
     MAX_USER_NOTIFICATIONS_PER_CALL,
-    Channel,
     NotificationOut,
     NotificationRequest,
-    NotificationStatus,
     TemplateMessage,
     UserNotification,
     UserNotificationsCreate,

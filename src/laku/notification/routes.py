@@ -8,8 +8,9 @@ from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import (
-    USER_ROLES,
     AdminPrincipal,
+    AnyUser,
+    BuyerPrincipal,
     Principal,
     Role,
     public,
@@ -17,11 +18,10 @@ from laku.core.security import (
 )
 from laku.notification import service
 from laku.notification.models import Notification
+from laku.notification.rules import Channel, NotificationStatus
 from laku.notification.schemas import (
-    Channel,
     NotificationOut,
     NotificationRequest,
-    NotificationStatus,
     PushSubscriptionCreate,
     PushSubscriptionOut,
     UserNotificationsCreate,
@@ -36,8 +36,6 @@ Sender = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["wareh
 UsersNotifier = Annotated[
     Principal, Depends(require_roles(Role.ADMIN, services=["group-buying", "order", "payment"]))
 ]
-AnyUser = Annotated[Principal, Depends(require_roles(*USER_ROLES))]
-Buyer = Annotated[Principal, Depends(require_roles(Role.BUYER))]
 
 
 def _page(
@@ -93,7 +91,7 @@ async def vapid_public_key(request: Request) -> VapidPublicKeyOut:
     "/push-subscriptions", response_model=PushSubscriptionOut, status_code=status.HTTP_201_CREATED
 )
 async def subscribe(
-    body: PushSubscriptionCreate, principal: Buyer, session: DbSession
+    body: PushSubscriptionCreate, principal: BuyerPrincipal, session: DbSession
 ) -> PushSubscriptionOut:
     """Store the buyer's browser subscription (`PushSubscription.toJSON()`): every notice to
     the buyer is then also pushed to it, encrypted for its keys (RFC 8291). Subscribing an
@@ -103,7 +101,9 @@ async def subscribe(
 
 
 @router.get("/push-subscriptions/me", response_model=list[PushSubscriptionOut])
-async def my_subscriptions(principal: Buyer, session: DbSession) -> list[PushSubscriptionOut]:
+async def my_subscriptions(
+    principal: BuyerPrincipal, session: DbSession
+) -> list[PushSubscriptionOut]:
     subscriptions = await service.list_subscriptions(session, principal.user_id)
     return [PushSubscriptionOut.model_validate(s) for s in subscriptions]
 
@@ -113,7 +113,9 @@ async def my_subscriptions(principal: Buyer, session: DbSession) -> list[PushSub
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
 )
-async def unsubscribe(subscription_id: uuid.UUID, principal: Buyer, session: DbSession) -> None:
+async def unsubscribe(
+    subscription_id: uuid.UUID, principal: BuyerPrincipal, session: DbSession
+) -> None:
     await service.unsubscribe(session, subscription_id, principal.user_id)
 
 

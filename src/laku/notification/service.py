@@ -14,21 +14,17 @@ from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
 from laku.core.security import Principal
 from laku.notification.models import Notification, PushSubscription, outbox
+from laku.notification.rules import Channel, NotificationStatus, whatsapp_number
 from laku.notification.schemas import (
-    Channel,
     NotificationRequest,
-    NotificationStatus,
     PushSubscriptionCreate,
     UserNotification,
     UserNotificationsCreate,
     UserNotificationsOut,
-    whatsapp_number,
 )
+from laku.notification.tasks import DELIVER_NOTIFICATION
 
 log = structlog.get_logger()
-
-# The outbox kind whose handler sends a WhatsApp or e-mail notification.
-DELIVER_NOTIFICATION = "deliver_notification"
 
 
 def _not_found() -> NotFound:

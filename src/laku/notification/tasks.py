@@ -1,4 +1,5 @@
-"""Sending queued WhatsApp, e-mail and push notifications: the outbox relay's handler.
+"""Sending queued WhatsApp, e-mail and push notifications: the outbox's one kind and its
+handler.
 
 A provider failure leaves the notification `pending` (with the attempt and error recorded) and
 raises, so the relay tries again with back-off: an outage delays a message, never loses it. A
@@ -8,14 +9,18 @@ cannot close: that message may go out twice.
 """
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
+from fastapi import FastAPI
 from sqlalchemy import delete, func, select, update
 
 from laku.core.db import Database
+from laku.core.outbox import Handler
 from laku.notification.models import Notification, PushSubscription
-from laku.notification.schemas import Channel, NotificationStatus, TemplateMessage
+from laku.notification.rules import Channel, NotificationStatus
+from laku.notification.schemas import TemplateMessage
 from laku.providers.smtp.client import SmtpClient
 from laku.providers.webpush.client import (
     PushSubscription as Subscription,
@@ -29,7 +34,21 @@ from laku.providers.whatsapp.client import WhatsAppClient
 
 log = structlog.get_logger()
 
+# The kind whose handler sends a WhatsApp, e-mail or push notification.
+DELIVER_NOTIFICATION = "deliver_notification"
+
 _MAX_ERROR_LENGTH = 2000
+
+
+def outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
+    settings = app.state.settings
+    sender = NotificationSender(
+        app.state.db,
+        WhatsAppClient.from_settings(settings, app.state.http),
+        SmtpClient.from_settings(settings),
+        WebPushClient.from_settings(settings, app.state.http),
+    )
+    return {DELIVER_NOTIFICATION: sender.deliver}
 
 
 class NotificationSender:
