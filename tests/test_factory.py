@@ -6,7 +6,7 @@ import jwt
 import pytest
 
 from laku.factory.client import FactoryClient
-from laku.factory.schemas import VerificationStatus
+from laku.factory.rules import VerificationStatus
 from tests.support import Platform, assert_problem, bearer, snapshot
 
 

@@ -7,8 +7,9 @@ from laku.auth.client import AuthClient, UserOut
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, NotFound
 from laku.core.schemas import Limit, Offset, Page, SearchText
-from laku.core.security import AdminPrincipal, Principal, Role, public, require_roles
+from laku.core.security import AdminPrincipal, BuyerPrincipal, FactoryPrincipal, public
 from laku.factory import service
+from laku.factory.rules import VerificationStatus
 from laku.factory.schemas import (
     FactoryCreate,
     FactoryOut,
@@ -16,14 +17,10 @@ from laku.factory.schemas import (
     FactoryUserCreate,
     ReviewCreate,
     ReviewOut,
-    VerificationStatus,
     VerificationUpdate,
 )
 
 router = APIRouter(tags=["factory"], responses=PROBLEM_RESPONSES)
-
-BuyerPrincipal = Annotated[Principal, Depends(require_roles(Role.BUYER))]
-FactoryPrincipal = Annotated[Principal, Depends(require_roles(Role.FACTORY))]
 
 
 async def _auth_client(request: Request) -> AuthClient:

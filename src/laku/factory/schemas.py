@@ -1,11 +1,11 @@
 import uuid
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated
 
 from pydantic import EmailStr, Field, model_validator
 
 from laku.core.schemas import MultilineText, Text, WireModel
+from laku.factory.rules import VerificationStatus
 
 # Same rules as auth-service applies to an account's phone and password.
 Phone = Annotated[str, Field(pattern=r"^\+?[0-9]{8,15}$")]
@@ -15,12 +15,6 @@ Name = Text(200)
 Address = Text(1000)
 City = Text(100)
 Reason = Text(1000)
-
-
-class VerificationStatus(StrEnum):
-    PENDING = "pending"
-    VERIFIED = "verified"
-    REJECTED = "rejected"
 
 
 class FactoryCreate(WireModel):

@@ -12,12 +12,12 @@ from laku.core.errors import Conflict, NotFound
 from laku.core.http import ServiceCallError
 from laku.core.security import Role
 from laku.factory.models import Factory, FactoryReview
+from laku.factory.rules import VerificationStatus
 from laku.factory.schemas import (
     FactoryCreate,
     FactoryUpdate,
     FactoryUserCreate,
     ReviewCreate,
-    VerificationStatus,
     VerificationUpdate,
 )
 
