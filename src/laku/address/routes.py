@@ -7,12 +7,11 @@ from laku.address import service
 from laku.address.schemas import AddressCreate, AddressOut, AddressUpdate
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
-from laku.core.security import Principal, Role, require_roles
+from laku.core.security import BuyerPrincipal, Principal, Role, require_roles
 
 router = APIRouter(prefix="/api/addresses", tags=["address"], responses=PROBLEM_RESPONSES)
 
 # Only buyers keep address books; admins and logistics-service (destinations) read them.
-Buyer = Annotated[Principal, Depends(require_roles(Role.BUYER))]
 Reader = Annotated[
     Principal, Depends(require_roles(Role.BUYER, Role.ADMIN, services=["logistics"]))
 ]
@@ -23,7 +22,7 @@ UserIdQuery = Annotated[
 
 
 @router.post("", response_model=AddressOut, status_code=status.HTTP_201_CREATED)
-async def create_address(body: AddressCreate, principal: Buyer, session: DbSession):
+async def create_address(body: AddressCreate, principal: BuyerPrincipal, session: DbSession):
     return await service.create_address(session, principal.user_id, body)
 
 
@@ -46,17 +45,19 @@ async def get_address(address_id: uuid.UUID, principal: Reader, session: DbSessi
 
 @router.patch("/{address_id}", response_model=AddressOut)
 async def update_address(
-    address_id: uuid.UUID, body: AddressUpdate, principal: Buyer, session: DbSession
+    address_id: uuid.UUID, body: AddressUpdate, principal: BuyerPrincipal, session: DbSession
 ):
     return await service.update_address(session, address_id, principal.user_id, body)
 
 
 @router.delete("/{address_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-async def delete_address(address_id: uuid.UUID, principal: Buyer, session: DbSession) -> None:
+async def delete_address(
+    address_id: uuid.UUID, principal: BuyerPrincipal, session: DbSession
+) -> None:
     await service.delete_address(session, address_id, principal.user_id)
 
 
 @router.post("/{address_id}/default", response_model=AddressOut)
-async def set_default_address(address_id: uuid.UUID, principal: Buyer, session: DbSession):
+async def set_default_address(address_id: uuid.UUID, principal: BuyerPrincipal, session: DbSession):
     """Make this address the default; the previous default stops being one."""
     return await service.set_default_address(session, address_id, principal.user_id)

@@ -31,7 +31,7 @@ from laku.core.rate_limit import RATE_LIMITED_RESPONSES, client_address
 from laku.core.security import (
     SERVICE_IDENTITIES,
     SERVICE_SUBJECT_PREFIX,
-    USER_ROLES,
+    AnyUser,
     Principal,
     Role,
     public,
@@ -43,8 +43,6 @@ router = APIRouter(tags=["auth"], responses=PROBLEM_RESPONSES)
 # Factory-service creates factory users; notification-service addresses its messages.
 UserCreator = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["factory"]))]
 ContactReader = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["notification"]))]
-AnyUser = Annotated[Principal, Depends(require_roles(*USER_ROLES))]
-
 
 _bearer = HTTPBearer(auto_error=False)
 
