@@ -1,3 +1,6 @@
+"""warehouse-service (port 3008): stock and its ledger, reservations for joins, group buys'
+fulfilment, purchase orders of bundles from the factories and their warehouse invoices."""
+
 from datetime import timedelta
 
 from fastapi import FastAPI

@@ -19,11 +19,11 @@ from laku.core.outbox import enqueue
 from laku.group_buying.client import BundleCompositionOut
 from laku.product.client import ProductDetailOut
 from laku.warehouse.inventory import (
+    deduct_reserved,
     lock_product_stock,
     movement,
     record,
-    record_deducted,
-    record_released,
+    release_reserved,
 )
 from laku.warehouse.models import Fulfilment, Inventory, PurchaseOrder, Reservation, outbox
 from laku.warehouse.purchase_orders import place_purchase_order, purchase_order_lines
@@ -80,14 +80,6 @@ async def _lock_group_stock(session: AsyncSession, group: str) -> dict[uuid.UUID
     return stock
 
 
-async def _release_taken(
-    session: AsyncSession, stock: dict[uuid.UUID, Inventory], rows: list[Any], reason: str | None
-) -> None:
-    for variant_id, units in units_by_variant(rows).items():
-        stock[variant_id].reserved_quantity -= units
-    await record_released(session, rows, reason)
-
-
 async def release_group(
     session: AsyncSession, group: str, references: list[str] | None = None
 ) -> tuple[int, int]:
@@ -96,7 +88,7 @@ async def release_group(
     released, units); releasing again releases nothing."""
     stock = await _lock_group_stock(session, group)
     rows = await _take_group(session, group, "released", references)
-    await _release_taken(session, stock, rows, None)
+    await release_reserved(session, stock, rows)
     await session.commit()
     return len(rows), sum(row.quantity for row in rows)
 
@@ -167,7 +159,7 @@ async def fulfil_group(
         return fulfilment
     # Only the confirmed (paid) reservations are taken; the group's others are given back.
     unpaid = await _take_group(session, group, "released", confirmed=False)
-    await _release_taken(session, stock, unpaid, "not paid at the close")
+    await release_reserved(session, stock, unpaid, "not paid at the close")
     demand = units_by_variant(
         (
             await session.execute(
@@ -192,10 +184,7 @@ async def fulfil_group(
     deficits = {v: -units for v, units in available.items() if units < 0}
     if not deficits:
         rows = await _take_group(session, group, "deducted", confirmed=True)
-        for variant_id, units in units_by_variant(rows).items():
-            stock[variant_id].quantity -= units
-            stock[variant_id].reserved_quantity -= units
-        await record_deducted(session, rows)
+        await deduct_reserved(session, stock, rows)
         fulfilment.status = FulfilmentStatus.FULFILLED.value
         fulfilment.fulfilled_at = datetime.now(UTC)
         if session_of_group(group) is not None:  # its orders can ship

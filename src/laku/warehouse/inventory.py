@@ -4,7 +4,7 @@ change and its ledger row(s) in one transaction, so on-hand and reserved stock a
 the ledger's sums; the other workflows write stock through the helpers here."""
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, insert, select
@@ -14,7 +14,7 @@ from laku.core.errors import Conflict, InvalidInput, NotFound
 from laku.core.outbox import enqueue
 from laku.product.client import ProductDetailOut
 from laku.warehouse.models import Inventory, StockMovement, outbox
-from laku.warehouse.rules import REORDER, crossed_threshold
+from laku.warehouse.rules import REORDER, crossed_threshold, units_by_variant
 from laku.warehouse.schemas import AdjustmentCreate, InventoryCreate, LedgerCheckOut
 
 
@@ -62,8 +62,27 @@ async def record_released(
     )
 
 
-async def record_deducted(session: AsyncSession, reservations: Iterable[Any]) -> None:
-    """The ledger rows of reservations taken out of stock: on hand and reserved both fall."""
+async def release_reserved(
+    session: AsyncSession,
+    stock: Mapping[uuid.UUID, Inventory],
+    reservations: Sequence[Any],
+    reason: str | None = None,
+) -> None:
+    """Reservations given back: their units leave the reserved stock of their variants (the
+    caller has locked `stock`), a ledger row each."""
+    for variant_id, units in units_by_variant(reservations).items():
+        stock[variant_id].reserved_quantity -= units
+    await record_released(session, reservations, reason)
+
+
+async def deduct_reserved(
+    session: AsyncSession, stock: Mapping[uuid.UUID, Inventory], reservations: Sequence[Any]
+) -> None:
+    """Reservations taken out of the warehouse: on-hand and reserved stock of their variants
+    both fall (the caller has locked `stock`), a ledger row each."""
+    for variant_id, units in units_by_variant(reservations).items():
+        stock[variant_id].quantity -= units
+        stock[variant_id].reserved_quantity -= units
     await record(
         session,
         [

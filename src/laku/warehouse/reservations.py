@@ -17,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.db import Database
 from laku.core.errors import Conflict, DomainError, NotFound
 from laku.warehouse.inventory import (
+    deduct_reserved,
     get_inventory,
     locked_inventory,
     movement,
     record,
-    record_deducted,
     record_released,
+    release_reserved,
     request_reorder,
 )
 from laku.warehouse.models import Inventory, Reservation
@@ -337,8 +338,7 @@ async def release(session: AsyncSession, reference: str) -> ReservationOut:
     if reservation.status == "reserved":
         assert inventory is not None  # a reserved reservation has its variant
         reservation.status = "released"
-        inventory.reserved_quantity -= reservation.quantity
-        await record_released(session, [reservation])
+        await release_reserved(session, {inventory.variant_id: inventory}, [reservation])
         await session.commit()
         await session.refresh(inventory)
     return _reservation_out(reservation, inventory)
@@ -368,9 +368,7 @@ async def deduct(session: AsyncSession, reference: str) -> ReservationOut:
     if reservation.status == "reserved":
         reservation.status = "deducted"
         reservation.expires_at = None
-        inventory.quantity -= reservation.quantity
-        inventory.reserved_quantity -= reservation.quantity
-        await record_deducted(session, [reservation])
+        await deduct_reserved(session, {inventory.variant_id: inventory}, [reservation])
         await session.commit()
         await session.refresh(inventory)
     return _reservation_out(reservation, inventory)

@@ -12,17 +12,23 @@ from laku.core.security import Principal, Role
 
 
 class StockStatus(StrEnum):
+    """A variant's available stock against its reorder threshold (a product's: its worst)."""
+
     IN_STOCK = "in_stock"
     LOW_STOCK = "low_stock"
     OUT_OF_STOCK = "out_of_stock"
 
 
 class FulfilmentStatus(StrEnum):
+    """A closed group buy's paid reservations: taken out of stock, or waiting for bundles."""
+
     AWAITING_STOCK = "awaiting_stock"
     FULFILLED = "fulfilled"
 
 
 class WarehouseInvoiceStatus(StrEnum):
+    """`pending` until an admin records the transfer that paid the factory."""
+
     PENDING = "pending"
     PAID = "paid"
 
