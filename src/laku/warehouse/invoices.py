@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.errors import Conflict, NotFound
 from laku.core.money import apply_rate
 from laku.core.outbox import enqueue
-from laku.core.security import Principal, Role
+from laku.core.security import Principal
+from laku.warehouse.access import sees_factory, visible_page
 from laku.warehouse.models import (
     Fulfilment,
     PurchaseOrder,
@@ -32,7 +33,6 @@ from laku.warehouse.rules import (
     POST_INVOICE_PAYMENT,
     SESSION_GROUP_PREFIX,
     WarehouseInvoiceStatus,
-    sees_factory,
     session_of_group,
 )
 
@@ -111,22 +111,15 @@ async def list_invoices(
     offset: int,
 ) -> tuple[list[WarehouseInvoice], int]:
     """Newest first; a factory's own only."""
-    if principal.is_unbound_factory:  # no factory to scope by: nothing, never everything
-        return [], 0
-    query = select(WarehouseInvoice)
-    if principal.role is Role.FACTORY:
-        query = query.where(WarehouseInvoice.factory_id == principal.factory_id)
-    if status is not None:
-        query = query.where(WarehouseInvoice.status == status.value)
-    if purchase_order_id is not None:
-        query = query.where(WarehouseInvoice.purchase_order_id == purchase_order_id)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = await session.scalars(
-        query.order_by(WarehouseInvoice.created_at.desc(), WarehouseInvoice.id)
-        .limit(limit)
-        .offset(offset)
+    return await visible_page(
+        session,
+        WarehouseInvoice,
+        principal,
+        limit=limit,
+        offset=offset,
+        status=status,
+        purchase_order_id=purchase_order_id,
     )
-    return list(rows), total or 0
 
 
 async def pay(

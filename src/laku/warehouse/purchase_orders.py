@@ -8,15 +8,16 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict, InvalidInput, NotFound
 from laku.core.outbox import enqueue
-from laku.core.security import Principal, Role
+from laku.core.security import Principal
 from laku.group_buying.client import BundleCompositionOut
 from laku.product.client import ProductDetailOut
+from laku.warehouse.access import visible_page
 from laku.warehouse.inventory import lock_product_stock, movement, record, request_reorder
 from laku.warehouse.invoices import InvoiceTerms, invoice_received
 from laku.warehouse.models import (
@@ -152,22 +153,15 @@ async def list_purchase_orders(
     offset: int,
 ) -> tuple[list[PurchaseOrder], int]:
     """Newest first; a factory's own only."""
-    if principal.is_unbound_factory:  # no factory to scope by: nothing, never everything
-        return [], 0
-    query = select(PurchaseOrder)
-    if principal.role is Role.FACTORY:
-        query = query.where(PurchaseOrder.factory_id == principal.factory_id)
-    if product_id is not None:
-        query = query.where(PurchaseOrder.product_id == product_id)
-    if status is not None:
-        query = query.where(PurchaseOrder.status == status)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = await session.scalars(
-        query.order_by(PurchaseOrder.created_at.desc(), PurchaseOrder.id)
-        .limit(limit)
-        .offset(offset)
+    return await visible_page(
+        session,
+        PurchaseOrder,
+        principal,
+        limit=limit,
+        offset=offset,
+        product_id=product_id,
+        status=status,
     )
-    return list(rows), total or 0
 
 
 async def ship_purchase_order(

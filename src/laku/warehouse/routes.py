@@ -24,8 +24,9 @@ from laku.warehouse import (
     purchase_orders,
     reservations,
 )
+from laku.warehouse.access import sees_factory
 from laku.warehouse.models import Fulfilment, Inventory, PurchaseOrder
-from laku.warehouse.rules import StockStatus, WarehouseInvoiceStatus, sees_factory, stock_status
+from laku.warehouse.rules import StockStatus, WarehouseInvoiceStatus, stock_status
 from laku.warehouse.schemas import (
     AdjustmentCreate,
     AuditReservationOut,

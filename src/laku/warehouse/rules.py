@@ -8,8 +8,6 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from laku.core.security import Principal, Role
-
 
 class StockStatus(StrEnum):
     """A variant's available stock against its reorder threshold (a product's: its worst)."""
@@ -87,9 +85,3 @@ def session_of_group(group: str) -> uuid.UUID | None:
     if not group.startswith(SESSION_GROUP_PREFIX):
         return None
     return uuid.UUID(group.removeprefix(SESSION_GROUP_PREFIX))
-
-
-def sees_factory(principal: Principal, factory_id: uuid.UUID) -> bool:
-    """Admins see every factory's purchase orders and invoices; a factory account only its
-    own (another's does not exist for it)."""
-    return principal.role is not Role.FACTORY or principal.factory_id == factory_id
