@@ -41,12 +41,12 @@ _MAX_ERROR_LENGTH = 2000
 
 
 def outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
-    settings = app.state.settings
+    state = app.state
     sender = NotificationSender(
-        app.state.db,
-        WhatsAppClient.from_settings(settings, app.state.http),
-        SmtpClient.from_settings(settings),
-        WebPushClient.from_settings(settings, app.state.http),
+        state.db,
+        WhatsAppClient.from_settings(state.settings, state.http),
+        SmtpClient.from_settings(state.settings),
+        state.webpush,  # the one whose public key browsers subscribe with
     )
     return {DELIVER_NOTIFICATION: sender.deliver}
 
