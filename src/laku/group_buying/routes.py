@@ -18,7 +18,7 @@ from laku.core.security import (
     require_roles,
     require_service_callers,
 )
-from laku.group_buying import audit, service, sessions
+from laku.group_buying import audit, bundles, sessions
 from laku.group_buying.closing import Closer
 from laku.group_buying.join import JoinSaga
 from laku.group_buying.rules import ParticipantStatus
@@ -98,12 +98,12 @@ async def set_bundle_composition(
     body: BundleCompositionCreate, _: AdminPrincipal, session: DbSession, products: Products
 ):
     """Set a product's whole bundle composition (seed step 1.3); variants not listed leave it."""
-    return await service.set_composition(session, products, body.root)
+    return await bundles.set_composition(session, products, body.root)
 
 
 @router.get("/api/bundle-composition/{product_id}", response_model=BundleCompositionOut)
 async def get_bundle_composition(product_id: uuid.UUID, _: BundleReader, session: DbSession):
-    return await service.get_composition(session, product_id)
+    return await bundles.get_composition(session, product_id)
 
 
 @router.put("/api/admin/bundle-composition/{product_id}", response_model=BundleCompositionOut)
@@ -115,7 +115,7 @@ async def replace_bundle_composition(
     products: Products,
 ):
     """Set the product's whole bundle composition, whether or not it had one."""
-    return await service.replace_composition(session, products, product_id, body.root)
+    return await bundles.replace_composition(session, products, product_id, body.root)
 
 
 @router.delete(
@@ -126,7 +126,7 @@ async def replace_bundle_composition(
 async def delete_bundle_composition(
     product_id: uuid.UUID, _: AdminPrincipal, session: DbSession
 ) -> None:
-    await service.delete_composition(session, product_id)
+    await bundles.delete_composition(session, product_id)
 
 
 # Sessions: static paths before /{session_ref} ----------------------------------------------
