@@ -22,17 +22,13 @@ from laku.core.db import Database
 from laku.core.money import format_rupiah
 from laku.core.outbox import Row, enqueue
 from laku.group_buying.models import GroupBuyingSession, Participant, outbox
-from laku.group_buying.rules import CancelReason, ParticipantStatus, SessionStatus
+from laku.group_buying.rules import CancelReason, ParticipantStatus, SessionStatus, tier_refund
+from laku.group_buying.tasks import NOTIFY_BUYERS, NOTIFY_SESSION_OUTCOME
 from laku.notification.client import (
     MAX_USER_NOTIFICATIONS_PER_CALL,
     NotificationClient,
     UserNotification,
 )
-
-# Outbox kinds: a few notices carried in the row (a join's, a payment's), and every notice of
-# how one session ended, read from its participants when sent.
-NOTIFY_BUYERS = "notify_buyers"
-NOTIFY_SESSION_OUTCOME = "notify_session_outcome"
 
 # Times are told as Jakarta reads them, where the platform's warehouse is.
 WIB = timezone(timedelta(hours=7), "WIB")
@@ -107,7 +103,7 @@ def _outcome_notice(group: GroupBuyingSession, row: Any) -> UserNotification | N
     if group.status in _SUCCEEDED:
         if row.status != ParticipantStatus.PAID or row.final_unit_price is None:
             return None
-        refund = (row.unit_price - row.final_unit_price) * row.quantity
+        refund = tier_refund(row.unit_price, row.final_unit_price, row.quantity)
         outcome = (
             f"{format_rupiah(refund)} will be refunded to your Laku wallet."
             if refund > 0
