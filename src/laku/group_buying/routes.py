@@ -12,6 +12,8 @@ from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import (
     USER_ROLES,
     AdminPrincipal,
+    Auditor,
+    BuyerPrincipal,
     Principal,
     Role,
     public,
@@ -44,14 +46,11 @@ from laku.warehouse.client import WarehouseClient
 
 router = APIRouter(tags=["group_buying"], responses=PROBLEM_RESPONSES)
 
-BuyerPrincipal = Annotated[Principal, Depends(require_roles(Role.BUYER))]
 # Internal callers, by the service whose client calls the operation.
 BundleReader = Annotated[Principal, Depends(require_roles(*USER_ROLES, services=["warehouse"]))]
 PaymentReporter = Annotated[Principal, Depends(require_service_callers("payment"))]
 AdminOrOrder = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["order"]))]
 AdminOrWarehouse = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["warehouse"]))]
-# Settlement runs the platform's audit, which reads every service's own.
-Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["settlement"]))]
 
 
 async def _product_client(request: Request) -> ProductClient:
