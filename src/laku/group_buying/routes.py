@@ -1,4 +1,5 @@
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
@@ -69,6 +70,13 @@ async def _closer(request: Request) -> Closer:
     return request.app.state.closer
 
 
+async def _wake_outbox(request: Request) -> AsyncIterator[None]:
+    """Once the operation has written work to the outbox (and committed), it is delivered now
+    rather than at the relay's next poll."""
+    yield
+    request.app.state.outbox_relay.wake()
+
+
 Products = Annotated[ProductClient, Depends(_product_client)]
 SessionRef = Annotated[
     str,
@@ -80,6 +88,7 @@ SessionRef = Annotated[
 ]
 Warehouse = Annotated[WarehouseClient, Depends(_warehouse)]
 Saga = Annotated[JoinSaga, Depends(_join_saga)]
+WakesOutbox = Depends(_wake_outbox)
 SessionCloser = Annotated[Closer, Depends(_closer)]
 # Services read a whole session's participants (order-service: a closed group's orders).
 ParticipantsLimit = Annotated[int, Query(ge=1, le=MAX_PARTICIPANTS_PAGE)]
@@ -156,14 +165,16 @@ async def my_participations(
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.post("/api/group-buying/payment-events", response_model=PaymentEventOut)
+@router.post(
+    "/api/group-buying/payment-events",
+    response_model=PaymentEventOut,
+    dependencies=[WakesOutbox],
+)
 async def payment_event(
-    body: PaymentEvent, request: Request, _: PaymentReporter, session: DbSession
+    body: PaymentEvent, _: PaymentReporter, session: DbSession
 ) -> PaymentEventOut:
     """payment-service reports a participant's payment as paid, expired or failed."""
-    outcome = await sessions.apply_payment_event(session, body)
-    request.app.state.outbox_relay.wake()
-    return outcome
+    return await sessions.apply_payment_event(session, body)
 
 
 @router.post("/api/group-buying/process-expired", response_model=ProcessExpiredOut)
@@ -235,14 +246,14 @@ async def list_participants(
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.post("/api/group-buying/{session_ref}/cancel", response_model=SessionOut)
+@router.post(
+    "/api/group-buying/{session_ref}/cancel", response_model=SessionOut, dependencies=[WakesOutbox]
+)
 async def cancel_session(
-    session_ref: SessionRef, request: Request, _: AdminPrincipal, session: DbSession
+    session_ref: SessionRef, _: AdminPrincipal, session: DbSession
 ) -> SessionOut:
     """Call the session off: participants cancelled, invoices expired, stock released."""
-    cancelled = await sessions.cancel_session(session, session_ref)
-    request.app.state.outbox_relay.wake()
-    return cancelled
+    return await sessions.cancel_session(session, session_ref)
 
 
 @router.post("/api/group-buying/{session_ref}/stock-received", response_model=SessionOut)
