@@ -12,6 +12,7 @@ import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import Select, func, select, update
@@ -20,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.db import Database
 from laku.core.errors import Conflict, InvalidInput, NotFound
 from laku.core.outbox import enqueue
-from laku.group_buying.models import GroupBuyingSession, Participant, SessionVariant, outbox
+from laku.core.schemas import WireModel
+from laku.group_buying.models import (
+    Base,
+    GroupBuyingSession,
+    Participant,
+    SessionVariant,
+    outbox,
+)
 from laku.group_buying.notices import notify_later, notify_outcome_later, paid_notice
 from laku.group_buying.rules import (
     OPEN_STATUSES,
@@ -77,42 +85,32 @@ def new_session_code() -> str:
     return "GB-" + "".join(secrets.choice(_CODE_ALPHABET) for _ in range(_CODE_LENGTH))
 
 
+def _columns(row: Base, wire_model: type[WireModel]) -> dict[str, Any]:
+    """The row's values of the wire model's fields that are columns of the row's table."""
+    table = type(row)
+    return {name: getattr(row, name) for name in wire_model.model_fields if hasattr(table, name)}
+
+
 def session_out(
     group: GroupBuyingSession, variants: Sequence[SessionVariant], at: datetime
 ) -> SessionOut:
     tier_price = current_unit_price(group)
-    fields = {
-        name: getattr(group, name)
-        for name in SessionOut.model_fields
-        if hasattr(GroupBuyingSession, name)
-    }
     return SessionOut(
-        **fields,
+        **_columns(group, SessionOut),
         fill_basis_points=fill_basis_points(group.paid_quantity, group.target_moq),
         quantity_to_moq=max(group.target_moq - group.paid_quantity, 0),
         current_tier=tier_for(group.paid_quantity, group.target_moq),
         current_unit_price=tier_price,
         joinable=is_joinable(group, at),
         variants=[
-            SessionVariantOut(
-                variant_id=variant.variant_id,
-                sku=variant.sku,
-                variant_name=variant.variant_name,
-                price_adjustment=variant.price_adjustment,
-                unit_price=tier_price,
-            )
+            SessionVariantOut(**_columns(variant, SessionVariantOut), unit_price=tier_price)
             for variant in variants
         ],
     )
 
 
 def participant_out(participant: Participant, session_code: str) -> ParticipantOut:
-    fields = {
-        name: getattr(participant, name)
-        for name in ParticipantOut.model_fields
-        if name != "session_code"
-    }
-    return ParticipantOut(**fields, session_code=session_code)
+    return ParticipantOut(**_columns(participant, ParticipantOut), session_code=session_code)
 
 
 # Opening and reading -----------------------------------------------------------------------
@@ -345,9 +343,7 @@ async def variant_availability(
         available = max(item.available_quantity, 0) if item else 0
         availability.append(
             VariantAvailabilityOut(
-                variant_id=variant.variant_id,
-                sku=variant.sku,
-                variant_name=variant.variant_name,
+                **_columns(variant, VariantAvailabilityOut),
                 available_quantity=available,
                 status=AvailabilityStatus(item.status) if item else AvailabilityStatus.OUT_OF_STOCK,
                 can_join=joinable and available > 0,
