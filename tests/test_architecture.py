@@ -6,11 +6,20 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
+
+import grimp
+import pytest
 
 from laku.core.services import SERVICES, WEB
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def _contracts() -> dict[str, dict[str, Any]]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return {c["id"]: c for c in config["tool"]["importlinter"]["contracts"]}
 
 
 def _lint_imports(python_path: Path) -> subprocess.CompletedProcess[str]:
@@ -21,8 +30,7 @@ def _lint_imports(python_path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_service_is_under_the_boundary_contract() -> None:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    contracts = {c["id"]: c for c in config["tool"]["importlinter"]["contracts"]}
+    contracts = _contracts()
     # The web front end calls the services like any service: only through their clients.
     packages = {spec.package for spec in SERVICES.values()} | {f"laku.{WEB.name}"}
     assert set(contracts["service-boundaries"]["modules"]) == packages
@@ -44,3 +52,36 @@ def test_importing_another_services_models_breaks_the_contract(tmp_path: Path) -
     result = _lint_imports(tmp_path)
     assert result.returncode != 0
     assert "laku.product.app -> laku.factory.models" in result.stdout
+
+
+def test_every_services_client_is_kept_from_every_services_models() -> None:
+    contract = _contracts()["clients-without-models"]
+    graph = grimp.build_graph("laku")
+
+    def matched(expressions: list[str]) -> set[str]:
+        return set().union(*(graph.find_matching_modules(e) for e in expressions))
+
+    packages = {spec.package for spec in SERVICES.values()}
+    assert {f"{package}.client" for package in packages} <= matched(contract["source_modules"])
+    assert {f"{package}.models" for package in packages} <= matched(contract["forbidden_modules"])
+
+
+@pytest.mark.parametrize(
+    ("module", "models", "broken"),
+    [
+        # The wire models a client imports pulling in its own service's tables.
+        ("product/schemas.py", "laku.product.models", "laku.product.client"),
+        # A client reaching straight for another service's tables.
+        ("wallet/client.py", "laku.order.models", "laku.wallet.client"),
+    ],
+)
+def test_a_client_pulling_in_models_breaks_the_contract(
+    tmp_path: Path, module: str, models: str, broken: str
+) -> None:
+    shutil.copytree(ROOT / "src" / "laku", tmp_path / "laku")
+    importer = tmp_path / "laku" / module
+    importer.write_text(f"from {models} import Base  # noqa\n" + importer.read_text())
+    result = _lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "A client module pulls in no service's models, its own included BROKEN" in result.stdout
+    assert f"{broken} is not allowed to import {models}:" in result.stdout

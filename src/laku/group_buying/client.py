@@ -6,7 +6,7 @@ from datetime import datetime
 from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
 from laku.core.http import ServiceClient
 from laku.core.schemas import Page
-from laku.group_buying.rules import ParticipantStatus, SessionStatus, Tier
+from laku.group_buying.rules import ParticipantStatus, PaymentEventStatus, SessionStatus, Tier
 from laku.group_buying.schemas import (
     MAX_PARTICIPANTS_PAGE,
     AuditParticipantOut,
@@ -14,7 +14,6 @@ from laku.group_buying.schemas import (
     ParticipantOut,
     PaymentEvent,
     PaymentEventOut,
-    PaymentEventStatus,
     SessionOut,
 )
 

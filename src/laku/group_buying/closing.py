@@ -36,24 +36,17 @@ from laku.group_buying.notices import notify_outcome_later
 from laku.group_buying.rules import (
     OPEN_STATUSES,
     CancelReason,
+    CloseOutcome,
     CloseStep,
     ParticipantStatus,
     SessionStatus,
-    tier_for,
-)
-from laku.group_buying.schemas import (
-    ClosedSessionOut,
-    CloseOutcome,
-    ProcessExpiredOut,
-    SessionOut,
-)
-from laku.group_buying.sessions import (
-    find_session,
-    get_session,
     refund_reference,
     reservation_group,
+    tier_for,
     tier_prices,
 )
+from laku.group_buying.schemas import ClosedSessionOut, ProcessExpiredOut, SessionOut
+from laku.group_buying.sessions import find_session, get_session
 from laku.order.client import OrderClient
 from laku.payment.client import (
     MAX_PAYMENTS_PER_CALL,

@@ -45,20 +45,17 @@ from laku.group_buying.models import (
     rate_limits,
 )
 from laku.group_buying.notices import joined_notice, notify_later
-from laku.group_buying.rules import CancelReason, ParticipantStatus
-from laku.group_buying.schemas import JoinOut, JoinRequest
-from laku.group_buying.sessions import (
-    EXPIRE_PAYMENT_BY_REFERENCE,
-    RELEASE_RESERVATION,
-    SessionClosed,
+from laku.group_buying.rules import (
+    CancelReason,
+    ParticipantStatus,
     current_unit_price,
-    find_session,
     is_joinable,
-    now,
-    participant_out,
     participant_reference,
     reservation_group,
 )
+from laku.group_buying.schemas import JoinOut, JoinRequest
+from laku.group_buying.sessions import SessionClosed, find_session, now, participant_out
+from laku.group_buying.tasks import EXPIRE_PAYMENT_BY_REFERENCE, RELEASE_RESERVATION
 from laku.payment.client import PaymentClient, PaymentCreate, PaymentOut
 from laku.warehouse.client import WarehouseClient
 

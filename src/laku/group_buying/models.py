@@ -20,7 +20,7 @@ from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
 from laku.core.idempotency import idempotency_table
 from laku.core.outbox import outbox_table
 from laku.core.rate_limit import rate_limit_table
-from laku.group_buying.rules import CloseStep, ParticipantStatus, SessionStatus
+from laku.group_buying.rules import CancelReason, CloseStep, ParticipantStatus, SessionStatus
 
 
 class Base(DeclarativeBase):
@@ -164,3 +164,8 @@ class Participant(UUIDPrimaryKey, TimestampMixin, Base):
     # When its stock hold in warehouse-service lapses unless paid (its invoice expires a grace
     # period before); an unpaid join past it is cancelled by the sweeper.
     hold_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    def cancel(self, reason: CancelReason, at: datetime) -> None:
+        self.status = ParticipantStatus.CANCELLED
+        self.cancelled_at = at
+        self.cancel_reason = reason

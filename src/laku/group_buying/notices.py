@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,17 +22,13 @@ from laku.core.db import Database
 from laku.core.money import format_rupiah
 from laku.core.outbox import Row, enqueue
 from laku.group_buying.models import GroupBuyingSession, Participant, outbox
-from laku.group_buying.rules import CancelReason, ParticipantStatus, SessionStatus
+from laku.group_buying.rules import CancelReason, ParticipantStatus, SessionStatus, tier_refund
+from laku.group_buying.tasks import NOTIFY_BUYERS, NOTIFY_SESSION_OUTCOME
 from laku.notification.client import (
     MAX_USER_NOTIFICATIONS_PER_CALL,
     NotificationClient,
     UserNotification,
 )
-
-# Outbox kinds: a few notices carried in the row (a join's, a payment's), and every notice of
-# how one session ended, read from its participants when sent.
-NOTIFY_BUYERS = "notify_buyers"
-NOTIFY_SESSION_OUTCOME = "notify_session_outcome"
 
 # Times are told as Jakarta reads them, where the platform's warehouse is.
 WIB = timezone(timedelta(hours=7), "WIB")
@@ -54,6 +50,20 @@ def _product(name: str) -> str:
     return name[: _PRODUCT_NAME_LENGTH - 1].rstrip() + "…"
 
 
+class _Addressee(Protocol):
+    """A participant, or a row of its columns: whom a notice goes to, and what it is about."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+
+
+def _notice(event: str, participant: _Addressee, subject: str, text: str) -> UserNotification:
+    """Keyed by the event and the participant: notification-service tells each key once."""
+    return UserNotification(
+        user_id=participant.user_id, key=f"{event}:{participant.id}", subject=subject, text=text
+    )
+
+
 def joined_notice(
     participant: Participant,
     session_code: str,
@@ -62,26 +72,22 @@ def joined_notice(
     due: datetime,
 ) -> UserNotification:
     """`description` is the join's as its invoice has it ("GB-...: product (variant) x 5")."""
-    return UserNotification(
-        user_id=participant.user_id,
-        key=f"joined:{participant.id}",
-        subject=f"You joined {session_code}",
-        text=(
-            f"You joined {description}. Pay {format_rupiah(participant.total_price)} at "
-            f"{invoice_url} before {_wib(due)}."
-        ),
+    return _notice(
+        "joined",
+        participant,
+        f"You joined {session_code}",
+        f"You joined {description}. Pay {format_rupiah(participant.total_price)} at "
+        f"{invoice_url} before {_wib(due)}.",
     )
 
 
 def paid_notice(participant: Participant, group: GroupBuyingSession) -> UserNotification:
-    return UserNotification(
-        user_id=participant.user_id,
-        key=f"paid:{participant.id}",
-        subject=f"Payment received for {group.session_code}",
-        text=(
-            f"We received {format_rupiah(participant.total_price)} for {group.session_code} "
-            f"({_product(group.product_name)}). The group closes on {_wib(group.end_time)}."
-        ),
+    return _notice(
+        "paid",
+        participant,
+        f"Payment received for {group.session_code}",
+        f"We received {format_rupiah(participant.total_price)} for {group.session_code} "
+        f"({_product(group.product_name)}). The group closes on {_wib(group.end_time)}.",
     )
 
 
@@ -107,34 +113,29 @@ def _outcome_notice(group: GroupBuyingSession, row: Any) -> UserNotification | N
     if group.status in _SUCCEEDED:
         if row.status != ParticipantStatus.PAID or row.final_unit_price is None:
             return None
-        refund = (row.unit_price - row.final_unit_price) * row.quantity
+        refund = tier_refund(row.unit_price, row.final_unit_price, row.quantity)
         outcome = (
             f"{format_rupiah(refund)} will be refunded to your Laku wallet."
             if refund > 0
             else "That is the price you paid."
         )
-        return UserNotification(
-            user_id=row.user_id,
-            key=f"succeeded:{row.id}",
-            subject=f"Group buy {code} succeeded",
-            text=(
-                f"{code} ({product}) reached its minimum order. Your final price is "
-                f"{format_rupiah(row.final_unit_price)} per unit. {outcome}"
-            ),
+        return _notice(
+            "succeeded",
+            row,
+            f"Group buy {code} succeeded",
+            f"{code} ({product}) reached its minimum order. Your final price is "
+            f"{format_rupiah(row.final_unit_price)} per unit. {outcome}",
         )
     if group.status == SessionStatus.FAILED:
         # Those paid when it closed, refunded by the close (a late payer's join was cancelled).
         if row.status != ParticipantStatus.REFUNDED or row.cancel_reason is not None:
             return None
-        return UserNotification(
-            user_id=row.user_id,
-            key=f"failed:{row.id}",
-            subject=f"Group buy {code} did not reach its minimum",
-            text=(
-                f"{code} ({product}) closed below its minimum order of {group.target_moq}. "
-                f"Your {format_rupiah(row.total_price)} will be refunded in full to your Laku "
-                "wallet."
-            ),
+        return _notice(
+            "failed",
+            row,
+            f"Group buy {code} did not reach its minimum",
+            f"{code} ({product}) closed below its minimum order of {group.target_moq}. "
+            f"Your {format_rupiah(row.total_price)} will be refunded in full to your Laku wallet.",
         )
     if group.status == SessionStatus.CANCELLED:
         if row.cancel_reason != CancelReason.SESSION_CANCELLED:
@@ -144,11 +145,11 @@ def _outcome_notice(group: GroupBuyingSession, row: Any) -> UserNotification | N
             if row.paid
             else "Its invoice can no longer be paid."
         )
-        return UserNotification(
-            user_id=row.user_id,
-            key=f"cancelled:{row.id}",
-            subject=f"Group buy {code} cancelled",
-            text=f"{code} ({product}) was cancelled. {what}",
+        return _notice(
+            "cancelled",
+            row,
+            f"Group buy {code} cancelled",
+            f"{code} ({product}) was cancelled. {what}",
         )
     return None
 

@@ -1,4 +1,5 @@
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
@@ -12,13 +13,15 @@ from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import (
     USER_ROLES,
     AdminPrincipal,
+    Auditor,
+    BuyerPrincipal,
     Principal,
     Role,
     public,
     require_roles,
     require_service_callers,
 )
-from laku.group_buying import audit, service, sessions
+from laku.group_buying import audit, bundles, sessions
 from laku.group_buying.closing import Closer
 from laku.group_buying.join import JoinSaga
 from laku.group_buying.rules import ParticipantStatus
@@ -44,14 +47,11 @@ from laku.warehouse.client import WarehouseClient
 
 router = APIRouter(tags=["group_buying"], responses=PROBLEM_RESPONSES)
 
-BuyerPrincipal = Annotated[Principal, Depends(require_roles(Role.BUYER))]
 # Internal callers, by the service whose client calls the operation.
 BundleReader = Annotated[Principal, Depends(require_roles(*USER_ROLES, services=["warehouse"]))]
 PaymentReporter = Annotated[Principal, Depends(require_service_callers("payment"))]
 AdminOrOrder = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["order"]))]
 AdminOrWarehouse = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["warehouse"]))]
-# Settlement runs the platform's audit, which reads every service's own.
-Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["settlement"]))]
 
 
 async def _product_client(request: Request) -> ProductClient:
@@ -70,6 +70,13 @@ async def _closer(request: Request) -> Closer:
     return request.app.state.closer
 
 
+async def _wake_outbox(request: Request) -> AsyncIterator[None]:
+    """Once the operation has written work to the outbox (and committed), it is delivered now
+    rather than at the relay's next poll."""
+    yield
+    request.app.state.outbox_relay.wake()
+
+
 Products = Annotated[ProductClient, Depends(_product_client)]
 SessionRef = Annotated[
     str,
@@ -81,6 +88,7 @@ SessionRef = Annotated[
 ]
 Warehouse = Annotated[WarehouseClient, Depends(_warehouse)]
 Saga = Annotated[JoinSaga, Depends(_join_saga)]
+WakesOutbox = Depends(_wake_outbox)
 SessionCloser = Annotated[Closer, Depends(_closer)]
 # Services read a whole session's participants (order-service: a closed group's orders).
 ParticipantsLimit = Annotated[int, Query(ge=1, le=MAX_PARTICIPANTS_PAGE)]
@@ -98,12 +106,12 @@ async def set_bundle_composition(
     body: BundleCompositionCreate, _: AdminPrincipal, session: DbSession, products: Products
 ):
     """Set a product's whole bundle composition (seed step 1.3); variants not listed leave it."""
-    return await service.set_composition(session, products, body.root)
+    return await bundles.set_composition(session, products, body.root)
 
 
 @router.get("/api/bundle-composition/{product_id}", response_model=BundleCompositionOut)
 async def get_bundle_composition(product_id: uuid.UUID, _: BundleReader, session: DbSession):
-    return await service.get_composition(session, product_id)
+    return await bundles.get_composition(session, product_id)
 
 
 @router.put("/api/admin/bundle-composition/{product_id}", response_model=BundleCompositionOut)
@@ -115,7 +123,7 @@ async def replace_bundle_composition(
     products: Products,
 ):
     """Set the product's whole bundle composition, whether or not it had one."""
-    return await service.replace_composition(session, products, product_id, body.root)
+    return await bundles.replace_composition(session, products, product_id, body.root)
 
 
 @router.delete(
@@ -126,7 +134,7 @@ async def replace_bundle_composition(
 async def delete_bundle_composition(
     product_id: uuid.UUID, _: AdminPrincipal, session: DbSession
 ) -> None:
-    await service.delete_composition(session, product_id)
+    await bundles.delete_composition(session, product_id)
 
 
 # Sessions: static paths before /{session_ref} ----------------------------------------------
@@ -157,14 +165,16 @@ async def my_participations(
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.post("/api/group-buying/payment-events", response_model=PaymentEventOut)
+@router.post(
+    "/api/group-buying/payment-events",
+    response_model=PaymentEventOut,
+    dependencies=[WakesOutbox],
+)
 async def payment_event(
-    body: PaymentEvent, request: Request, _: PaymentReporter, session: DbSession
+    body: PaymentEvent, _: PaymentReporter, session: DbSession
 ) -> PaymentEventOut:
     """payment-service reports a participant's payment as paid, expired or failed."""
-    outcome = await sessions.apply_payment_event(session, body)
-    request.app.state.outbox_relay.wake()
-    return outcome
+    return await sessions.apply_payment_event(session, body)
 
 
 @router.post("/api/group-buying/process-expired", response_model=ProcessExpiredOut)
@@ -236,14 +246,14 @@ async def list_participants(
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.post("/api/group-buying/{session_ref}/cancel", response_model=SessionOut)
+@router.post(
+    "/api/group-buying/{session_ref}/cancel", response_model=SessionOut, dependencies=[WakesOutbox]
+)
 async def cancel_session(
-    session_ref: SessionRef, request: Request, _: AdminPrincipal, session: DbSession
+    session_ref: SessionRef, _: AdminPrincipal, session: DbSession
 ) -> SessionOut:
     """Call the session off: participants cancelled, invoices expired, stock released."""
-    cancelled = await sessions.cancel_session(session, session_ref)
-    request.app.state.outbox_relay.wake()
-    return cancelled
+    return await sessions.cancel_session(session, session_ref)
 
 
 @router.post("/api/group-buying/{session_ref}/stock-received", response_model=SessionOut)

@@ -1,7 +1,11 @@
-"""Tier pricing and session status rules (design 7), as pure integer arithmetic."""
+"""Group-buying's status enums and pure rules: tier pricing (design 7) as integer arithmetic,
+when a session takes joins, and how its participants are named to other services."""
 
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from enum import IntEnum, StrEnum
+from typing import Protocol
 
 from laku.core.money import BASIS_POINTS
 
@@ -42,6 +46,14 @@ class CancelReason(StrEnum):
     HOLD_LAPSED = "hold_lapsed"  # unpaid (or paid too late to keep) when its stock hold ended
 
 
+class PaymentEventStatus(StrEnum):
+    """What payment-service reports of a participant's payment."""
+
+    PAID = "paid"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
 class CloseStep(StrEnum):
     """How far a session's close has gone, in order; each step is safe to repeat, so a close
     stopped half way (the process killed) continues from the last step recorded."""
@@ -51,6 +63,13 @@ class CloseStep(StrEnum):
     REFUNDED = "refunded"  # failed: paid in full; otherwise the difference to the final tier
     ORDERED = "ordered"  # the paid participants' orders made
     DONE = "done"  # failed, success or pending_stock
+
+
+class CloseOutcome(StrEnum):
+    SUCCESS = "success"
+    PENDING_STOCK = "pending_stock"
+    FAILED = "failed"
+    UNFINISHED = "unfinished"  # stopped by an error; the next run continues where it stopped
 
 
 OPEN_STATUSES = frozenset({SessionStatus.FORMING, SessionStatus.ACTIVE, SessionStatus.MOQ_REACHED})
@@ -76,6 +95,38 @@ class TierPrices:
             Tier.T75: self.tier_75,
             Tier.T100: self.tier_100,
         }[tier]
+
+
+class GroupTerms(Protocol):
+    """What the rules read of a group buy (a session row): its tier prices, MOQ and paid
+    quantity, its status and end time."""
+
+    price_tier_25: int
+    price_tier_50: int
+    price_tier_75: int
+    price_tier_100: int
+    target_moq: int
+    paid_quantity: int
+    status: str
+    end_time: datetime
+
+
+def tier_prices(group: GroupTerms) -> TierPrices:
+    return TierPrices(
+        group.price_tier_25, group.price_tier_50, group.price_tier_75, group.price_tier_100
+    )
+
+
+class AvailabilityStatus(StrEnum):
+    """A variant's stock as warehouse-service reports it to those deciding to join."""
+
+    IN_STOCK = "in_stock"
+    LOW_STOCK = "low_stock"
+    OUT_OF_STOCK = "out_of_stock"
+
+
+def is_joinable(group: GroupTerms, at: datetime) -> bool:
+    return group.status in OPEN_STATUSES and at < group.end_time
 
 
 def tier_for(paid_quantity: int, target_moq: int) -> Tier:
@@ -105,6 +156,18 @@ def unit_price(prices: TierPrices, paid_quantity: int, target_moq: int) -> int:
     return prices.price(tier_for(paid_quantity, target_moq))
 
 
+def current_unit_price(group: GroupTerms) -> int:
+    """A new join's unit price, the same for every variant: the tier of the paid fill before it
+    (at the close, the final unit price of every paid participant)."""
+    return unit_price(tier_prices(group), group.paid_quantity, group.target_moq)
+
+
+def tier_refund(unit_price: int, final_unit_price: int, quantity: int) -> int:
+    """What a paid participant gets back at the close: the difference to the final unit price
+    over its quantity."""
+    return (unit_price - final_unit_price) * quantity
+
+
 def status_after_payment(
     status: SessionStatus, paid_quantity: int, target_moq: int
 ) -> SessionStatus:
@@ -117,3 +180,34 @@ def status_after_payment(
     if paid_quantity > 0 and status == SessionStatus.FORMING:
         return SessionStatus.ACTIVE
     return status
+
+
+# How participants and sessions are named to warehouse- and payment-service -------------------
+
+PARTICIPANT_REFERENCE_PREFIX = "participant:"
+
+
+def participant_reference(participant_id: uuid.UUID) -> str:
+    """Names the participant's stock reservation and escrow payment in the other services."""
+    return f"{PARTICIPANT_REFERENCE_PREFIX}{participant_id}"
+
+
+def participant_named(reference: str) -> uuid.UUID | None:
+    """The participant `reference` names; None when it names none."""
+    if not reference.startswith(PARTICIPANT_REFERENCE_PREFIX):
+        return None
+    try:
+        return uuid.UUID(reference.removeprefix(PARTICIPANT_REFERENCE_PREFIX))
+    except ValueError:
+        return None
+
+
+def reservation_group(session_id: uuid.UUID) -> str:
+    """Names a session's reservations together in warehouse-service, released or taken out of
+    stock in one call."""
+    return f"session:{session_id}"
+
+
+def refund_reference(session_id: uuid.UUID, participant_id: uuid.UUID) -> str:
+    """Names a participant's refund in payment-service, which refunds each reference once."""
+    return f"{reservation_group(session_id)}:participant:{participant_id}"

@@ -1,13 +1,19 @@
 import uuid
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, RootModel
 
 from laku.core.money import Rupiah, SignedRupiah
 from laku.core.schemas import Text, WireModel
-from laku.group_buying.rules import ParticipantStatus, SessionStatus, Tier
+from laku.group_buying.rules import (
+    AvailabilityStatus,
+    CloseOutcome,
+    ParticipantStatus,
+    PaymentEventStatus,
+    SessionStatus,
+    Tier,
+)
 
 # Strict: "4" or 1.5 are refused rather than coerced.
 UnitsInBundle = Annotated[int, Field(strict=True, gt=0, le=1_000_000)]
@@ -48,12 +54,6 @@ class BundleCompositionOut(WireModel):
     product_id: uuid.UUID
     units_per_bundle: int = Field(description="Units in one bundle: the sum over its variants.")
     items: list[BundleItemOut] = Field(description="Ordered by variantId.")
-
-
-class PaymentEventStatus(StrEnum):
-    PAID = "paid"
-    EXPIRED = "expired"
-    FAILED = "failed"
 
 
 class PaymentEvent(WireModel):
@@ -190,12 +190,6 @@ class PaymentEventOut(WireModel):
     participant_status: ParticipantStatus | None
 
 
-class AvailabilityStatus(StrEnum):
-    IN_STOCK = "in_stock"
-    LOW_STOCK = "low_stock"
-    OUT_OF_STOCK = "out_of_stock"
-
-
 class VariantAvailabilityOut(WireModel):
     variant_id: uuid.UUID
     sku: str
@@ -214,13 +208,6 @@ class SessionAvailabilityOut(WireModel):
 
 
 # Closing ------------------------------------------------------------------------------------
-
-
-class CloseOutcome(StrEnum):
-    SUCCESS = "success"
-    PENDING_STOCK = "pending_stock"
-    FAILED = "failed"
-    UNFINISHED = "unfinished"  # stopped by an error; the next run continues where it stopped
 
 
 class ClosedSessionOut(WireModel):

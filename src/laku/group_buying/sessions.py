@@ -7,55 +7,67 @@ stock, expiring invoices, refunds) is written to the outbox in the same transact
 change causing it.
 """
 
+import asyncio
 import secrets
 import uuid
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from laku.core.db import Database
 from laku.core.errors import Conflict, InvalidInput, NotFound
 from laku.core.outbox import enqueue
-from laku.group_buying.models import GroupBuyingSession, Participant, SessionVariant, outbox
+from laku.core.schemas import WireModel
+from laku.group_buying.models import (
+    Base,
+    GroupBuyingSession,
+    Participant,
+    SessionVariant,
+    outbox,
+)
 from laku.group_buying.notices import notify_later, notify_outcome_later, paid_notice
 from laku.group_buying.rules import (
     OPEN_STATUSES,
+    AvailabilityStatus,
     CancelReason,
     ParticipantStatus,
+    PaymentEventStatus,
     SessionStatus,
     TierPrices,
+    current_unit_price,
     fill_basis_points,
+    is_joinable,
+    participant_named,
     status_after_payment,
     tier_for,
-    unit_price,
 )
 from laku.group_buying.schemas import (
-    AvailabilityStatus,
     ParticipantOut,
     ParticipationOut,
     PaymentEvent,
     PaymentEventOut,
-    PaymentEventStatus,
     SessionAvailabilityOut,
     SessionCreate,
     SessionOut,
     SessionVariantOut,
     VariantAvailabilityOut,
 )
+from laku.group_buying.tasks import (
+    CONFIRM_RESERVATION,
+    EXPIRE_PAYMENT_BY_REFERENCE,
+    REFUND_LATE_PAYMENT,
+    RELEASE_RESERVATION,
+    SETTLE_CANCELLED_SESSION,
+)
 from laku.product.client import ProductClient
 from laku.warehouse.client import WarehouseClient
 
 log = structlog.get_logger()
 
-RELEASE_RESERVATION = "release_reservation"
-EXPIRE_PAYMENT = "expire_payment"
-SETTLE_CANCELLED_SESSION = "settle_cancelled_session"
-REFUND_LATE_PAYMENT = "refund_late_payment"
-CONFIRM_RESERVATION = "confirm_reservation"
-EXPIRE_PAYMENT_BY_REFERENCE = "expire_payment_by_reference"
-PARTICIPANT_REFERENCE_PREFIX = "participant:"
 # No 0/O or 1/I: codes are read out and typed by people.
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 _CODE_LENGTH = 8
@@ -73,83 +85,32 @@ def new_session_code() -> str:
     return "GB-" + "".join(secrets.choice(_CODE_ALPHABET) for _ in range(_CODE_LENGTH))
 
 
-def participant_reference(participant_id: uuid.UUID) -> str:
-    """Names the participant's stock reservation and escrow payment in the other services."""
-    return f"{PARTICIPANT_REFERENCE_PREFIX}{participant_id}"
-
-
-def reservation_group(session_id: uuid.UUID) -> str:
-    """Names a session's reservations together in warehouse-service, released or taken out of
-    stock in one call."""
-    return f"session:{session_id}"
-
-
-def refund_reference(session_id: uuid.UUID, participant_id: uuid.UUID) -> str:
-    """Names a participant's refund in payment-service, which refunds each reference once."""
-    return f"{reservation_group(session_id)}:participant:{participant_id}"
-
-
-def _participant_id(reference: str) -> uuid.UUID | None:
-    if not reference.startswith(PARTICIPANT_REFERENCE_PREFIX):
-        return None
-    try:
-        return uuid.UUID(reference.removeprefix(PARTICIPANT_REFERENCE_PREFIX))
-    except ValueError:
-        return None
-
-
-def tier_prices(group: GroupBuyingSession) -> TierPrices:
-    return TierPrices(
-        group.price_tier_25, group.price_tier_50, group.price_tier_75, group.price_tier_100
-    )
-
-
-def is_joinable(group: GroupBuyingSession, at: datetime) -> bool:
-    return group.status in OPEN_STATUSES and at < group.end_time
-
-
-def current_unit_price(group: GroupBuyingSession) -> int:
-    """A new join's unit price, the same for every variant: the tier of the paid fill before it."""
-    return unit_price(tier_prices(group), group.paid_quantity, group.target_moq)
+def _columns(row: Base, wire_model: type[WireModel]) -> dict[str, Any]:
+    """The row's values of the wire model's fields that are columns of the row's table."""
+    table = type(row)
+    return {name: getattr(row, name) for name in wire_model.model_fields if hasattr(table, name)}
 
 
 def session_out(
     group: GroupBuyingSession, variants: Sequence[SessionVariant], at: datetime
 ) -> SessionOut:
-    tier = tier_for(group.paid_quantity, group.target_moq)
-    tier_price = tier_prices(group).price(tier)
-    fields = {
-        name: getattr(group, name)
-        for name in SessionOut.model_fields
-        if hasattr(GroupBuyingSession, name)
-    }
+    tier_price = current_unit_price(group)
     return SessionOut(
-        **fields,
+        **_columns(group, SessionOut),
         fill_basis_points=fill_basis_points(group.paid_quantity, group.target_moq),
         quantity_to_moq=max(group.target_moq - group.paid_quantity, 0),
-        current_tier=tier,
+        current_tier=tier_for(group.paid_quantity, group.target_moq),
         current_unit_price=tier_price,
         joinable=is_joinable(group, at),
         variants=[
-            SessionVariantOut(
-                variant_id=variant.variant_id,
-                sku=variant.sku,
-                variant_name=variant.variant_name,
-                price_adjustment=variant.price_adjustment,
-                unit_price=tier_price,
-            )
+            SessionVariantOut(**_columns(variant, SessionVariantOut), unit_price=tier_price)
             for variant in variants
         ],
     )
 
 
 def participant_out(participant: Participant, session_code: str) -> ParticipantOut:
-    fields = {
-        name: getattr(participant, name)
-        for name in ParticipantOut.model_fields
-        if name != "session_code"
-    }
-    return ParticipantOut(**fields, session_code=session_code)
+    return ParticipantOut(**_columns(participant, ParticipantOut), session_code=session_code)
 
 
 # Opening and reading -----------------------------------------------------------------------
@@ -382,9 +343,7 @@ async def variant_availability(
         available = max(item.available_quantity, 0) if item else 0
         availability.append(
             VariantAvailabilityOut(
-                variant_id=variant.variant_id,
-                sku=variant.sku,
-                variant_name=variant.variant_name,
+                **_columns(variant, VariantAvailabilityOut),
                 available_quantity=available,
                 status=AvailabilityStatus(item.status) if item else AvailabilityStatus.OUT_OF_STOCK,
                 can_join=joinable and available > 0,
@@ -400,12 +359,6 @@ async def variant_availability(
 
 
 # Payment events ----------------------------------------------------------------------------
-
-
-def _cancel(participant: Participant, reason: CancelReason, at: datetime) -> None:
-    participant.status = ParticipantStatus.CANCELLED
-    participant.cancelled_at = at
-    participant.cancel_reason = reason
 
 
 async def _release_later(session: AsyncSession, participant: Participant) -> None:
@@ -430,7 +383,7 @@ async def apply_payment_event(session: AsyncSession, event: PaymentEvent) -> Pay
 async def _locked_participant(session: AsyncSession, reference: str) -> Participant | None:
     """The participant `reference` names, locked after its session row (whose paid quantity
     a payment changes)."""
-    participant_id = _participant_id(reference)
+    participant_id = participant_named(reference)
     if participant_id is None:
         log.warning("payment_event_for_unknown_reference", reference=reference)
         return None
@@ -492,7 +445,7 @@ async def _apply(session: AsyncSession, participant: Participant, event: Payment
             if event.status is PaymentEventStatus.EXPIRED
             else CancelReason.PAYMENT_FAILED
         )
-        _cancel(participant, reason, now())
+        participant.cancel(reason, now())
         await _release_later(session, participant)
     else:
         return False
@@ -513,47 +466,6 @@ async def give_up_later(session: AsyncSession, participant: Participant) -> None
 
 
 # Stock holds that lapsed -------------------------------------------------------------------
-
-
-async def hold_lapsed(session: AsyncSession, participant_id: uuid.UUID) -> bool:
-    """warehouse-service refused to confirm a paid participant's hold: it lapsed (and its stock
-    was released) before the payment arrived. The participant does not keep a place without
-    stock: it is cancelled, its units leave the paid quantity and its money goes back in full.
-    A session whose close has begun keeps it (the close reserves a paid hold again). True
-    when the participant was cancelled."""
-    session_id = await session.scalar(
-        select(Participant.session_id).where(Participant.id == participant_id)
-    )
-    if session_id is None:
-        return False
-    group = await session.scalar(
-        select(GroupBuyingSession)
-        .where(GroupBuyingSession.id == session_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    participant = await session.scalar(
-        select(Participant)
-        .where(Participant.id == participant_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    assert group is not None and participant is not None  # neither is ever deleted
-    if (
-        participant.status != ParticipantStatus.PAID
-        or group.status not in OPEN_STATUSES
-        or group.close_step is not None
-    ):
-        await session.commit()
-        return False
-    log.warning("paid_after_hold_lapsed", participant_id=str(participant_id))
-    _cancel(participant, CancelReason.HOLD_LAPSED, now())
-    group.paid_quantity -= participant.quantity
-    if group.paid_quantity < group.target_moq:
-        group.status = SessionStatus.ACTIVE if group.paid_quantity else SessionStatus.FORMING
-    await enqueue(session, outbox, REFUND_LATE_PAYMENT, {"participantId": str(participant.id)})
-    await session.commit()
-    return True
 
 
 async def cancel_lapsed_joins(session: AsyncSession, limit: int) -> int:
@@ -613,6 +525,25 @@ async def cancel_lapsed_joins(session: AsyncSession, limit: int) -> int:
     if lapsed:
         log.info("lapsed_joins_cancelled", participants=len(lapsed))
     return len(lapsed)
+
+
+async def run_join_sweeper(
+    db: Database, interval: timedelta, wake_outbox: Callable[[], None]
+) -> None:
+    """Cancel joins whose stock hold lapsed unpaid, every `interval`, in batches."""
+    batch = 500
+    while True:
+        await asyncio.sleep(interval.total_seconds())
+        try:
+            while True:
+                async with db.sessions() as session:
+                    cancelled = await cancel_lapsed_joins(session, batch)
+                if cancelled:
+                    wake_outbox()
+                if cancelled < batch:
+                    break
+        except Exception:
+            log.exception("join_sweep_failed")
 
 
 # Cancelling --------------------------------------------------------------------------------

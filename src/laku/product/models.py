@@ -1,5 +1,4 @@
 import uuid
-from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -15,6 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
 from laku.core.idempotency import idempotency_table
+from laku.product.rules import ProductStatus
 
 
 class Base(DeclarativeBase):
@@ -22,12 +22,6 @@ class Base(DeclarativeBase):
 
 
 idempotency_keys = idempotency_table(Base.metadata)
-
-
-class ProductStatus(StrEnum):
-    DRAFT = "draft"
-    PUBLISHED = "published"
-    ARCHIVED = "archived"
 
 
 class Category(UUIDPrimaryKey, TimestampMixin, Base):

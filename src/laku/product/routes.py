@@ -18,7 +18,7 @@ from laku.core.security import (
 from laku.factory.client import FactoryClient
 from laku.product import service
 from laku.product.images import save_for_phones
-from laku.product.models import ProductStatus
+from laku.product.rules import ProductStatus
 from laku.product.schemas import (
     CategoryCreate,
     CategoryOut,

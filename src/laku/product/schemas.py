@@ -6,7 +6,7 @@ from pydantic import Field, HttpUrl, RootModel, UrlConstraints, model_validator
 
 from laku.core.money import Rupiah, SignedRupiah
 from laku.core.schemas import MultilineText, Text, WireModel
-from laku.product.models import ProductStatus
+from laku.product.rules import ProductStatus
 
 Name = Text(200)
 Description = MultilineText(5000, min_length=0)

@@ -13,13 +13,8 @@ from sqlalchemy.orm import selectinload
 
 from laku.core.errors import Conflict, DomainError, InvalidInput, NotFound
 from laku.factory.client import FactoryClient
-from laku.product.models import (
-    Category,
-    Product,
-    ProductImage,
-    ProductStatus,
-    ProductVariant,
-)
+from laku.product.models import Category, Product, ProductImage, ProductVariant
+from laku.product.rules import ProductStatus
 from laku.product.schemas import (
     CategoryCreate,
     ImageCreate,
