@@ -7,12 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.audit import OFFENDERS_SHOWN, InvariantOut, invariant
 from laku.wallet.models import UserWallet, WalletTransaction, WalletWithdrawal
-from laku.wallet.schemas import (
-    AuditCreditOut,
-    TransactionDirection,
-    TransactionReason,
-    WithdrawalStatus,
-)
+from laku.wallet.rules import TransactionDirection, TransactionReason, WithdrawalStatus
+from laku.wallet.schemas import AuditCreditOut
 
 # Credits that payment-service's refunds make; each must trace to one refund.
 REFUND_REASONS = (
