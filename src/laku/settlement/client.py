@@ -8,6 +8,7 @@ from datetime import datetime
 from laku.core.audit import AuditOut, page_params
 from laku.core.http import ServiceClient
 from laku.core.schemas import Page
+from laku.settlement.rules import SettlementStatus
 from laku.settlement.schemas import (
     AuditSettlementOut,
     EscrowRefundIn,
@@ -18,7 +19,6 @@ from laku.settlement.schemas import (
     SettlementOut,
     SettlementPreviewOut,
     SettlementSessionOut,
-    SettlementStatus,
     WarehouseInvoicePaid,
 )
 
