@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -270,14 +270,19 @@ class PayoutDesk:
 
 def payout_router(sandbox: SandboxAccount) -> APIRouter:
     desk = PayoutDesk(sandbox)
+
+    async def authenticated(request: Request) -> None:
+        sandbox.authenticate(request.headers.get("authorization"))
+
+    # Xendit's API asks for the account's API key; the sandbox's own controls do not.
+    api = APIRouter(tags=["payout-api"], dependencies=[Depends(authenticated)])
     router = APIRouter()
 
     def payout_json(payout: SandboxPayout) -> JSONResponse:
         return JSONResponse(payout.as_resource())
 
-    @router.post("/v2/payouts", tags=["payout-api"])
+    @api.post("/v2/payouts")
     async def create_payout(request: Request) -> JSONResponse:
-        sandbox.authenticate(request.headers.get("authorization"))
         idempotency_key = request.headers.get("idempotency-key")
         if not idempotency_key or len(idempotency_key) > 100:
             raise XenditApiError(
@@ -294,28 +299,23 @@ def payout_router(sandbox: SandboxAccount) -> APIRouter:
             ) from None
         return payout_json(desk.create(idempotency_key, payout_request))
 
-    @router.get("/v2/payouts/{payout_id}", tags=["payout-api"])
-    async def get_payout(payout_id: str, request: Request) -> JSONResponse:
-        sandbox.authenticate(request.headers.get("authorization"))
+    @api.get("/v2/payouts/{payout_id}")
+    async def get_payout(payout_id: str) -> JSONResponse:
         return payout_json(desk.find(payout_id))
 
-    @router.post("/v2/payouts/{payout_id}/cancel", tags=["payout-api"])
-    async def cancel_payout(payout_id: str, request: Request) -> JSONResponse:
+    @api.post("/v2/payouts/{payout_id}/cancel")
+    async def cancel_payout(payout_id: str) -> JSONResponse:
         """Call off a payout the bank has not been asked to make yet (ACCEPTED): CANCELLED."""
-        sandbox.authenticate(request.headers.get("authorization"))
         payout = desk.find(payout_id)
         desk.cancel(payout)
         return payout_json(payout)
 
-    @router.get("/v2/payouts", tags=["payout-api"])
+    @api.get("/v2/payouts")
     async def payouts_by_reference(
-        reference_id: str,
-        request: Request,
-        limit: Annotated[int, Query(ge=1, le=100)] = 10,
+        reference_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 10
     ) -> JSONResponse:
         """The payouts made under `reference_id`, oldest first, `limit` a page (the first page
         only: the sandbox never has more than a few per reference)."""
-        sandbox.authenticate(request.headers.get("authorization"))
         made = [
             payout.as_resource()
             for payout in desk.payouts.values()
@@ -381,4 +381,5 @@ def payout_router(sandbox: SandboxAccount) -> APIRouter:
         """Every payout webhook delivery attempt, oldest first; `payoutId` narrows to one."""
         return [a for a in desk.attempts if payout_id in (None, a.payout_id)]
 
+    router.include_router(api)
     return router

@@ -183,15 +183,24 @@ class PayoutOrder:
 
 def payout_mismatch(order: PayoutOrder, payout: XenditPayout, payout_id: str) -> str | None:
     """Why the payout Xendit showed is not the order's payout `payout_id`, or None when it is."""
-    if payout.id != payout_id:
-        return f"payout id {payout.id} is not {payout_id}"
-    if payout.reference_id != order.reference:
-        return f"reference_id {payout.reference_id} is not {order.reference}"
-    if payout.currency != CURRENCY:
-        return f"currency {payout.currency} is not {CURRENCY}"
-    if payout.amount != order.amount:
-        return f"amount {payout.amount} is not the order's {order.amount}"
+    expected = {
+        "id": payout_id,
+        "reference_id": order.reference,
+        "currency": CURRENCY,
+        "amount": order.amount,
+    }
+    for name, value in expected.items():
+        if (shown := getattr(payout, name)) != value:
+            return f"{name} {shown} is not {value}"
     return None
+
+
+def _is_the_orders(order: PayoutOrder, payout: XenditPayout, payout_id: str) -> bool:
+    """Whether Xendit showed the order's payout; when it did not, someone must look."""
+    mismatch = payout_mismatch(order, payout, payout_id)
+    if mismatch is not None:
+        log.error("payout_does_not_match_order", reference=order.reference, reason=mismatch)
+    return mismatch is None
 
 
 class PayoutFlow:
@@ -221,15 +230,8 @@ class PayoutFlow:
             await record(payout.id)
         else:
             payout = await self._payouts.get_payout(payout_id)
-        if mismatch := payout_mismatch(order, payout, payout_id or payout.id):
-            # Xendit answered with a payout that is not the order's: someone must look.
-            log.error(
-                "payout_does_not_match_order",
-                reference=order.reference,
-                payout_id=payout.id,
-                reason=mismatch,
-            )
-            raise PayoutNotSettled(f"Payout {payout.id} is not {order.reference}'s: {mismatch}")
+        if not _is_the_orders(order, payout, payout_id or payout.id):
+            raise PayoutNotSettled(f"Payout {payout.id} is not {order.reference}'s")
         if payout.status not in PAYOUT_FINAL:
             raise PayoutNotSettled(f"Payout {payout.id} is {payout.status}")
         return payout
@@ -274,13 +276,7 @@ class PayoutFlow:
             raise PayoutProviderUnavailable(
                 f"The payout could not be read back from Xendit: {exc.message}", retry_after=5
             ) from exc
-        if mismatch := payout_mismatch(order, payout, payout_id):
-            log.error(
-                "payout_does_not_match_order",
-                reference=order.reference,
-                payout_id=payout.id,
-                reason=mismatch,
-            )
+        if not _is_the_orders(order, payout, payout_id):
             return None
         if payout.status not in PAYOUT_FINAL:
             log.warning(
