@@ -15,10 +15,11 @@ succeeded (which comes only by webhook) gives the money back.
 """
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.db import Database
@@ -50,10 +51,10 @@ def _order(withdrawal: WalletWithdrawal) -> PayoutOrder:
     )
 
 
+@dataclass(frozen=True)
 class WithdrawalPayouts:
-    def __init__(self, db: Database, flow: PayoutFlow):
-        self._db = db
-        self._flow = flow
+    db: Database
+    flow: PayoutFlow
 
     async def request_payout(self, _: int, payload: dict[str, Any]) -> None:
         """Request the withdrawal's payout once, then follow it until it settles."""
@@ -63,14 +64,14 @@ class WithdrawalPayouts:
             return  # settled by an earlier attempt, or by its webhook
 
         async def record(payout_id: str) -> None:
-            async with self._db.sessions() as session:
+            async with self.db.sessions() as session:
                 await record_payout_id(session, withdrawal_id, payout_id)
 
         async def refused(failure_code: str) -> None:
-            async with self._db.sessions() as session:
+            async with self.db.sessions() as session:
                 await refuse_withdrawal(session, withdrawal_id, failure_code)
 
-        payout = await self._flow.settled_payout(
+        payout = await self.flow.settled_payout(
             _order(withdrawal), withdrawal.payout_id, record=record, refused=refused
         )
         if payout is not None:
@@ -100,12 +101,12 @@ class WithdrawalPayouts:
                 expected_payout_id=expected_id,
             )
             return
-        payout = await self._flow.confirmed_payout(_order(withdrawal), expected_id)
+        payout = await self.flow.confirmed_payout(_order(withdrawal), expected_id)
         if payout is not None:
             await self._follow(withdrawal.id, payout)
 
     async def _follow(self, withdrawal_id: uuid.UUID, payout: XenditPayout) -> None:
-        async with self._db.sessions() as session:
+        async with self.db.sessions() as session:
             await follow_payout(
                 session,
                 withdrawal_id,
@@ -115,7 +116,7 @@ class WithdrawalPayouts:
             )
 
     async def _withdrawal(self, withdrawal_id: uuid.UUID) -> WalletWithdrawal | None:
-        async with self._db.sessions() as session:
+        async with self.db.sessions() as session:
             return await session.get(WalletWithdrawal, withdrawal_id)
 
 
@@ -127,17 +128,6 @@ async def record_payout_id(session: AsyncSession, withdrawal_id: uuid.UUID, payo
         .values(payout_id=payout_id)
     )
     await session.commit()
-
-
-async def _locked_withdrawal(
-    session: AsyncSession, withdrawal_id: uuid.UUID
-) -> WalletWithdrawal | None:
-    return await session.scalar(
-        select(WalletWithdrawal)
-        .where(WalletWithdrawal.id == withdrawal_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
 
 
 async def _fail_and_reverse(
@@ -173,7 +163,9 @@ async def refuse_withdrawal(
     session: AsyncSession, withdrawal_id: uuid.UUID, failure_code: str
 ) -> None:
     """Xendit refused to create the payout: nothing was sent, so the money goes back."""
-    withdrawal = await _locked_withdrawal(session, withdrawal_id)
+    withdrawal = await session.get(
+        WalletWithdrawal, withdrawal_id, with_for_update=True, populate_existing=True
+    )
     if withdrawal is not None and withdrawal.status == WithdrawalStatus.PENDING:
         await _fail_and_reverse(session, withdrawal, failure_code)
     await session.commit()
@@ -191,7 +183,9 @@ async def follow_payout(
     never taken from a webhook), and commit; returns the withdrawal's status. SUCCEEDED settles
     a pending withdrawal; FAILED or CANCELLED fails it and gives the money back; REVERSED (the
     bank sent the money back, even after it succeeded) does the same. Each happens once."""
-    withdrawal = await _locked_withdrawal(session, withdrawal_id)
+    withdrawal = await session.get(
+        WalletWithdrawal, withdrawal_id, with_for_update=True, populate_existing=True
+    )
     if withdrawal is None:
         raise NotFound("No such withdrawal", code="withdrawal_not_found")
     if withdrawal.payout_id is None:

@@ -1,13 +1,12 @@
 import uuid
-from collections.abc import Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
 
 from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
 from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
-from laku.core.schemas import Limit, Offset, Page, WireModel
+from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import (
     PROVIDER_WEBHOOK,
     Auditor,
@@ -40,19 +39,9 @@ router = APIRouter(prefix="/api/wallets", tags=["wallet"], responses=PROBLEM_RES
 # reads balances back).
 AdminOrPayment = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["payment"]))]
 
-Item = TypeVar("Item", bound=WireModel)
-
 _ALREADY_RECORDED = {
     200: {"model": WalletTransactionOut, "description": "This idempotencyKey moved money before"}
 }
-
-
-def _page(
-    model: type[Item], rows: Sequence[Any], total: int, limit: int, offset: int
-) -> Page[Item]:
-    return Page(
-        items=[model.model_validate(row) for row in rows], total=total, limit=limit, offset=offset
-    )
 
 
 async def _move(
@@ -79,8 +68,7 @@ async def my_transactions(
     principal: BuyerPrincipal, session: DbSession, limit: Limit = 50, offset: Offset = 0
 ) -> Page[WalletTransactionOut]:
     """Newest first."""
-    rows, total = await wallets.list_transactions(session, principal.user_id, limit, offset)
-    return _page(WalletTransactionOut, rows, total, limit, offset)
+    return await wallets.list_transactions(session, principal.user_id, limit, offset)
 
 
 @router.post("/me/withdrawals", response_model=WithdrawalOut, status_code=status.HTTP_201_CREATED)
@@ -99,8 +87,7 @@ async def my_withdrawals(
     principal: BuyerPrincipal, session: DbSession, limit: Limit = 50, offset: Offset = 0
 ) -> Page[WithdrawalOut]:
     """Newest first."""
-    rows, total = await withdrawals.list_withdrawals(session, principal.user_id, limit, offset)
-    return _page(WithdrawalOut, rows, total, limit, offset)
+    return await withdrawals.list_withdrawals(session, principal.user_id, limit, offset)
 
 
 @router.get("/me/withdrawals/{withdrawal_id}", response_model=WithdrawalOut)
@@ -188,27 +175,17 @@ async def user_wallet(user_id: uuid.UUID, _: AdminOrPayment, session: DbSession)
 
 @router.get("/{user_id}/transactions", response_model=Page[WalletTransactionOut])
 async def user_transactions(
-    user_id: uuid.UUID,
-    _: AdminOrPayment,
-    session: DbSession,
-    limit: Limit = 50,
-    offset: Offset = 0,
+    user_id: uuid.UUID, _: AdminOrPayment, session: DbSession, limit: Limit = 50, offset: Offset = 0
 ) -> Page[WalletTransactionOut]:
     """Newest first."""
-    rows, total = await wallets.list_transactions(session, user_id, limit, offset)
-    return _page(WalletTransactionOut, rows, total, limit, offset)
+    return await wallets.list_transactions(session, user_id, limit, offset)
 
 
 @router.get("/{user_id}/withdrawals", response_model=Page[WithdrawalOut])
 async def user_withdrawals(
-    user_id: uuid.UUID,
-    _: AdminOrPayment,
-    session: DbSession,
-    limit: Limit = 50,
-    offset: Offset = 0,
+    user_id: uuid.UUID, _: AdminOrPayment, session: DbSession, limit: Limit = 50, offset: Offset = 0
 ) -> Page[WithdrawalOut]:
-    rows, total = await withdrawals.list_withdrawals(session, user_id, limit, offset)
-    return _page(WithdrawalOut, rows, total, limit, offset)
+    return await withdrawals.list_withdrawals(session, user_id, limit, offset)
 
 
 # Audit (`laku audit`) -------------------------------------------------------------------------

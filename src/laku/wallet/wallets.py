@@ -9,9 +9,8 @@ credit or debit asked for twice happens once.
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-import structlog
 from sqlalchemy import BigInteger, ColumnElement, Uuid, any_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -20,11 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from laku.core.errors import Conflict
-from laku.wallet.models import UserWallet, WalletTransaction
+from laku.core.schemas import Page, WireModel
+from laku.wallet.models import UserWallet, WalletTransaction, WalletWithdrawal
 from laku.wallet.rules import CURRENCY, TransactionDirection, TransactionReason
-from laku.wallet.schemas import BulkCreditsOut, MovementCreate, WalletOut
+from laku.wallet.schemas import BulkCreditsOut, MovementCreate, WalletOut, WalletTransactionOut
 
-log = structlog.get_logger()
+Out = TypeVar("Out", bound=WireModel)
 
 
 class InsufficientBalance(Conflict):
@@ -59,9 +59,6 @@ class Recorded:
     created: bool  # False: the idempotency key had moved money before
 
 
-# Wallets -----------------------------------------------------------------------------------
-
-
 async def get_wallet(session: AsyncSession, user_id: uuid.UUID) -> WalletOut:
     """A user who was never credited has an empty wallet rather than none."""
     wallet = await session.get(UserWallet, user_id)
@@ -72,18 +69,36 @@ async def get_wallet(session: AsyncSession, user_id: uuid.UUID) -> WalletOut:
 
 async def list_transactions(
     session: AsyncSession, user_id: uuid.UUID, limit: int, offset: int
-) -> tuple[Sequence[WalletTransaction], int]:
-    """Newest first."""
-    where = WalletTransaction.user_id == user_id
-    total = await session.scalar(select(func.count()).select_from(WalletTransaction).where(where))
+) -> Page[WalletTransactionOut]:
+    return await newest_first(
+        session, WalletTransaction, WalletTransactionOut, user_id, limit, offset
+    )
+
+
+async def newest_first(
+    session: AsyncSession,
+    model: type[WalletTransaction | WalletWithdrawal],
+    out: type[Out],
+    user_id: uuid.UUID,
+    limit: int,
+    offset: int,
+) -> Page[Out]:
+    """A page of the user's transactions or withdrawals, newest first."""
+    where = model.user_id == user_id
+    total = await session.scalar(select(func.count()).select_from(model).where(where))
     rows = await session.scalars(
-        select(WalletTransaction)
+        select(model)
         .where(where)
-        .order_by(WalletTransaction.created_at.desc(), WalletTransaction.id.desc())
+        .order_by(model.created_at.desc(), model.id.desc())
         .limit(limit)
         .offset(offset)
     )
-    return rows.all(), total or 0
+    return Page(
+        items=[out.model_validate(row) for row in rows],
+        total=total or 0,
+        limit=limit,
+        offset=offset,
+    )
 
 
 async def locked_wallet(
@@ -94,12 +109,7 @@ async def locked_wallet(
         await session.execute(
             pg_insert(UserWallet).values(user_id=user_id, balance=0).on_conflict_do_nothing()
         )
-    return await session.scalar(
-        select(UserWallet)
-        .where(UserWallet.user_id == user_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    return await session.get(UserWallet, user_id, with_for_update=True, populate_existing=True)
 
 
 async def post(

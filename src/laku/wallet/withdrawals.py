@@ -2,18 +2,17 @@
 payout request are one transaction; `payouts.py` follows the payout to its outcome."""
 
 import uuid
-from collections.abc import Sequence
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import NotFound
 from laku.core.outbox import enqueue
+from laku.core.schemas import Page
 from laku.wallet.models import WalletWithdrawal, outbox
 from laku.wallet.rules import TransactionDirection, TransactionReason, WithdrawalStatus
-from laku.wallet.schemas import WithdrawalCreate
+from laku.wallet.schemas import WithdrawalCreate, WithdrawalOut
 from laku.wallet.tasks import REQUEST_PAYOUT
-from laku.wallet.wallets import Movement, locked_wallet, post
+from laku.wallet.wallets import Movement, locked_wallet, newest_first, post
 
 
 async def create_withdrawal(
@@ -53,18 +52,8 @@ async def create_withdrawal(
 
 async def list_withdrawals(
     session: AsyncSession, user_id: uuid.UUID, limit: int, offset: int
-) -> tuple[Sequence[WalletWithdrawal], int]:
-    """Newest first."""
-    where = WalletWithdrawal.user_id == user_id
-    total = await session.scalar(select(func.count()).select_from(WalletWithdrawal).where(where))
-    rows = await session.scalars(
-        select(WalletWithdrawal)
-        .where(where)
-        .order_by(WalletWithdrawal.created_at.desc(), WalletWithdrawal.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    return rows.all(), total or 0
+) -> Page[WithdrawalOut]:
+    return await newest_first(session, WalletWithdrawal, WithdrawalOut, user_id, limit, offset)
 
 
 async def get_withdrawal(
