@@ -23,6 +23,11 @@ class Line:
     credit: int = 0
 
 
+def transfer(debit_account: str, credit_account: str, amount: int) -> list[Line]:
+    """The two lines of `amount` moved from `credit_account` to `debit_account`."""
+    return [Line(debit_account, debit=amount), Line(credit_account, credit=amount)]
+
+
 async def post_entry(
     session: AsyncSession,
     kind: LedgerEntryKind,

@@ -14,16 +14,17 @@ settlement's payout fails at once.
 """
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.db import Database
 from laku.providers.xendit.payouts import PAYOUT_SUCCEEDED, PayoutFlow, PayoutOrder
-from laku.settlement.ledger import Line, post_entry
+from laku.settlement.ledger import post_entry, transfer
 from laku.settlement.models import FactorySettlement, FailedPayout
 from laku.settlement.rules import (
     CASH_XENDIT,
@@ -42,15 +43,15 @@ def payout_reference(settlement_id: uuid.UUID, attempt: int = 1) -> str:
     return reference if attempt == 1 else f"{reference}-{attempt}"
 
 
+@dataclass(frozen=True)
 class SettlementPayouts:
-    def __init__(self, db: Database, flow: PayoutFlow):
-        self._db = db
-        self._flow = flow
+    db: Database
+    flow: PayoutFlow
 
     async def pay_out(self, _: int, payload: dict[str, Any]) -> None:
         settlement_id = uuid.UUID(payload["settlementId"])
         attempt = int(payload.get("attempt", 1))
-        async with self._db.sessions() as session:
+        async with self.db.sessions() as session:
             settlement = await session.get(FactorySettlement, settlement_id)
         if (
             settlement is None
@@ -60,11 +61,11 @@ class SettlementPayouts:
             return  # settled by an earlier delivery, or an earlier attempt's row
 
         async def record(payout_id: str) -> None:
-            async with self._db.sessions() as session:
+            async with self.db.sessions() as session:
                 await record_payout(session, settlement_id, attempt, payout_id)
 
         async def refused(failure_code: str) -> None:
-            async with self._db.sessions() as session:
+            async with self.db.sessions() as session:
                 await payout_failed(session, settlement_id, attempt, failure_code)
 
         order = PayoutOrder(
@@ -75,12 +76,12 @@ class SettlementPayouts:
             account_number=settlement.account_number,
             description=f"Laku settlement {settlement_id}",
         )
-        payout = await self._flow.settled_payout(
+        payout = await self.flow.settled_payout(
             order, settlement.payout_id, record=record, refused=refused
         )
         if payout is None:
             return
-        async with self._db.sessions() as session:
+        async with self.db.sessions() as session:
             if payout.status == PAYOUT_SUCCEEDED:
                 await payout_succeeded(session, settlement_id, attempt)
             else:  # the money did not reach the factory (REVERSED: the bank sent it back)
@@ -93,11 +94,8 @@ async def _locked_pending(
     session: AsyncSession, settlement_id: uuid.UUID, attempt: int
 ) -> FactorySettlement | None:
     """The settlement under its row lock while payout `attempt` is outstanding, else None."""
-    settlement = await session.scalar(
-        select(FactorySettlement)
-        .where(FactorySettlement.id == settlement_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+    settlement = await session.get(
+        FactorySettlement, settlement_id, with_for_update=True, populate_existing=True
     )
     if (
         settlement is None
@@ -134,10 +132,7 @@ async def payout_succeeded(session: AsyncSession, settlement_id: uuid.UUID, atte
             session,
             LedgerEntryKind.SETTLEMENT_PAYOUT,
             f"settlement:{settlement.id}:payout",
-            [
-                Line(factory_payable(settlement.factory_id), debit=settlement.net_amount),
-                Line(CASH_XENDIT, credit=settlement.net_amount),
-            ],
+            transfer(factory_payable(settlement.factory_id), CASH_XENDIT, settlement.net_amount),
             settlement_id=settlement.id,
         )
         log.info("settlement_paid", settlement_id=str(settlement_id), attempt=attempt)

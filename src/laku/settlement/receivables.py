@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.payment.client import EscrowReleasedOut
-from laku.settlement.ledger import Line, post_entry
+from laku.settlement.ledger import post_entry, transfer
 from laku.settlement.models import EscrowRefund, FactorySettlement, LedgerLine
 from laku.settlement.rules import (
     ESCROW_RELEASED,
@@ -72,10 +72,7 @@ async def post_receivable(
         session,
         LedgerEntryKind.FACTORY_RECEIVABLE,
         f"receivable:{refund.refund_id}",
-        [
-            Line(factory_receivable(refund.factory_id), debit=refund.amount),
-            Line(ESCROW_RELEASED, credit=refund.amount),
-        ],
+        transfer(factory_receivable(refund.factory_id), ESCROW_RELEASED, refund.amount),
         settlement_id=settlement_id,
     )
     log.info(
