@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from fastapi import FastAPI
 
 from laku.core.outbox import Handler
+from laku.settlement.payouts import SettlementPayouts
 
 PAY_OUT = "pay_out_settlement"
 
 
 def outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
-    return {PAY_OUT: app.state.settlement_payouts.pay_out}
+    payouts: SettlementPayouts = app.state.settlement_payouts
+    return {PAY_OUT: payouts.pay_out}

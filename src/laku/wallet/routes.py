@@ -1,7 +1,9 @@
 import uuid
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi.types import DecoratedCallable
 
 from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
@@ -42,6 +44,16 @@ AdminOrPayment = Annotated[Principal, Depends(require_roles(Role.ADMIN, services
 _ALREADY_RECORDED = {
     200: {"model": WalletTransactionOut, "description": "This idempotencyKey moved money before"}
 }
+
+
+def _movement_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A credit or a debit: 201 with its transaction, or 200 with the one its key made before."""
+    return router.post(
+        path,
+        response_model=WalletTransactionOut,
+        status_code=status.HTTP_201_CREATED,
+        responses=_ALREADY_RECORDED,
+    )
 
 
 async def _move(
@@ -101,12 +113,7 @@ async def my_withdrawal(
 # Internal: credits and debits ---------------------------------------------------------------
 
 
-@router.post(
-    "/credits",
-    response_model=WalletTransactionOut,
-    status_code=status.HTTP_201_CREATED,
-    responses=_ALREADY_RECORDED,
-)
+@_movement_route("/credits")
 async def credit(body: MovementCreate, _: AdminOrPayment, session: DbSession) -> Response:
     """Add to a user's wallet (tier refunds, failed-group refunds). The same idempotencyKey
     again answers 200 with the first transaction and credits nothing."""
@@ -125,12 +132,7 @@ async def credit_bulk(
     )
 
 
-@router.post(
-    "/debits",
-    response_model=WalletTransactionOut,
-    status_code=status.HTTP_201_CREATED,
-    responses=_ALREADY_RECORDED,
-)
+@_movement_route("/debits")
 async def debit(body: MovementCreate, _: AdminOrPayment, session: DbSession) -> Response:
     """Take from a user's wallet (adjustments); more than the balance is refused with 409
     `insufficient_balance` and nothing moves."""

@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from fastapi import FastAPI
 
 from laku.core.outbox import Handler
+from laku.wallet.payouts import WithdrawalPayouts
 
 REQUEST_PAYOUT = "request_payout"
 
 
 def outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
-    return {REQUEST_PAYOUT: app.state.withdrawal_payouts.request_payout}
+    payouts: WithdrawalPayouts = app.state.withdrawal_payouts
+    return {REQUEST_PAYOUT: payouts.request_payout}
