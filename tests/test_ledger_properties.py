@@ -39,15 +39,10 @@ from sqlalchemy.exc import IntegrityError
 
 from laku.core.db import Database, async_url
 from laku.payment.client import CancelledOrderRefundOut, EscrowReleasedOut, ReleasedSessionOut
-from laku.settlement import service
+from laku.settlement import ledger, payouts, receivables, rules, settlements
 from laku.settlement.models import FactorySettlement, LedgerEntry
-from laku.settlement.schemas import (
-    EscrowRefundIn,
-    EscrowRefundStatus,
-    LedgerEntryKind,
-    PayoutAccountIn,
-    SettlementCreate,
-)
+from laku.settlement.rules import EscrowRefundStatus, LedgerEntryKind
+from laku.settlement.schemas import EscrowRefundIn, PayoutAccountIn, SettlementCreate
 from tests.support import plain_url, throwaway_database
 
 FACTORIES = 3
@@ -117,7 +112,7 @@ class LedgerMachine(RuleBasedStateMachine):
         async def create() -> None:
             for factory_id in self.factories:
                 async with self.db.sessions() as session:
-                    await service.set_payout_account(
+                    await settlements.set_payout_account(
                         session,
                         factory_id,
                         PayoutAccountIn(
@@ -177,7 +172,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
         async def create() -> FactorySettlement:
             async with self.db.sessions() as session:
-                return await service.create_settlement(
+                return await settlements.create_settlement(
                     session, request, self._released(factory, start, end, parts), fee_bps
                 )
 
@@ -196,7 +191,7 @@ class LedgerMachine(RuleBasedStateMachine):
         end = start + timedelta(days=days)
         total = sum(parts)
         if total == 0:
-            with pytest.raises(service.NothingToSettle):
+            with pytest.raises(settlements.NothingToSettle):
                 self._create(factory, start, end, parts, fee_bps)
             return multiple()
         fee = expected_fee(total, fee_bps)
@@ -231,7 +226,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def _report(self, refund: EscrowRefundIn) -> Any:
         async def report() -> Any:
             async with self.db.sessions() as session:
-                [recorded] = (await service.record_escrow_refunds(session, [refund])).refunds
+                [recorded] = (await receivables.record_escrow_refunds(session, [refund])).refunds
                 return recorded
 
         return self.run(report())
@@ -294,7 +289,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if start >= settled.end:
             start = settled.end - timedelta(hours=1)
         end = max(start, settled.start) + timedelta(hours=length_hours)
-        with pytest.raises(service.SettlementPeriodOverlaps):
+        with pytest.raises(settlements.SettlementPeriodOverlaps):
             self._create(settled.factory, start, end, [1_000_000], 500)
 
     @rule(
@@ -311,7 +306,7 @@ class LedgerMachine(RuleBasedStateMachine):
         sent = {**right, field: max(0, right[field] + off_by)}
         if sent == right:
             return
-        with pytest.raises(service.SettlementMismatch):
+        with pytest.raises(settlements.SettlementMismatch):
             self._create(factory, start, start + timedelta(days=1), [total], 500, **sent)
 
     @rule(settlement_id=settlements, succeeded=st.booleans(), stale=st.booleans())
@@ -324,9 +319,9 @@ class LedgerMachine(RuleBasedStateMachine):
         async def report() -> None:
             async with self.db.sessions() as session:
                 if succeeded:
-                    await service.payout_succeeded(session, settlement_id, attempt)
+                    await payouts.payout_succeeded(session, settlement_id, attempt)
                 else:
-                    await service.payout_failed(
+                    await payouts.payout_failed(
                         session, settlement_id, attempt, "INVALID_DESTINATION"
                     )
 
@@ -341,10 +336,10 @@ class LedgerMachine(RuleBasedStateMachine):
 
         async def retry() -> FactorySettlement:
             async with self.db.sessions() as session:
-                return await service.retry_payout(session, settlement_id)
+                return await settlements.retry_payout(session, settlement_id)
 
         if settled.status != "payout_failed":
-            with pytest.raises(service.PayoutNotFailed):
+            with pytest.raises(settlements.PayoutNotFailed):
                 self.run(retry())
             return
         retried = self.run(retry())
@@ -371,12 +366,12 @@ class LedgerMachine(RuleBasedStateMachine):
 
         async def post() -> None:
             async with self.db.sessions() as session:
-                await service.post_entry(
+                await ledger.post_entry(
                     session,
                     LedgerEntryKind.SETTLEMENT,
                     f"unbalanced:{uuid.uuid4()}",
                     [
-                        service.Line(
+                        ledger.Line(
                             account, debit=amount if debit else 0, credit=0 if debit else amount
                         )
                         for account, debit, amount in lines
@@ -408,7 +403,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def payables_are_the_unpaid_nets_and_settlements_as_modelled(self) -> None:
         async def read() -> tuple[Any, dict[uuid.UUID, tuple[str, int]]]:
             async with self.db.sessions() as session:
-                balances = await service.balances(session)
+                balances = await ledger.balances(session)
                 rows = (
                     await session.execute(
                         select(
@@ -427,13 +422,13 @@ class LedgerMachine(RuleBasedStateMachine):
         assert balances.total_debit == balances.total_credit
         accounts = {a.account: a for a in balances.accounts}
         for index, factory_id in enumerate(self.factories):
-            account = accounts.get(service.factory_payable(factory_id))
+            account = accounts.get(rules.factory_payable(factory_id))
             owed = account.credit - account.debit if account else 0
             unpaid = sum(
                 s.net for s in self.model.values() if s.factory == index and s.status != "paid"
             )
             assert owed == unpaid
-            receivable = accounts.get(service.factory_receivable(factory_id))
+            receivable = accounts.get(rules.factory_receivable(factory_id))
             owed_back = receivable.debit - receivable.credit if receivable else 0
             assert owed_back == self.owed[index]
         assert stored == {sid: (s.status, s.entries) for sid, s in self.model.items()}

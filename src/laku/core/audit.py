@@ -1,13 +1,19 @@
 """What every service's audit endpoint answers (`GET /api/admin/audit`) and `laku audit`
-prints: invariants with their figures, and the first few rows that break each one."""
+prints: invariants with their figures, and the first few rows that break each one; and the
+queries every service's audit makes: an invariant checked row by row in SQL, and a page of a
+stream by key."""
 
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
-from pydantic import Field
+from pydantic import BaseModel, Field
+from sqlalchemy import ColumnElement, Row, Select, Subquery, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.schemas import SingleLine, WireModel
+
+Model = TypeVar("Model", bound=BaseModel)
 
 # A violation names this many offending rows; the rest are counted.
 OFFENDERS_SHOWN = 5
@@ -45,6 +51,59 @@ def invariant(
         violations=violations,
         offenders=list(offenders[:OFFENDERS_SHOWN]),
     )
+
+
+def total(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The sum of `column`, 0 over no rows."""
+    return func.coalesce(func.sum(column), 0)
+
+
+async def checked_rows(
+    session: AsyncSession,
+    name: str,
+    rows: Subquery,
+    *,
+    key: ColumnElement[Any],
+    broken: ColumnElement[bool],
+    figures: Mapping[str, ColumnElement[Any]],
+    describe: Callable[[Row[Any]], str],
+) -> InvariantOut:
+    """An invariant checked row by row over `rows`: its `figures` (aggregates over every row),
+    how many rows are `broken`, and the first few of those by `key`, each as `describe` says."""
+    totals = (
+        await session.execute(
+            select(*figures.values(), func.count().filter(broken)).select_from(rows)
+        )
+    ).one()
+    offenders = (
+        await session.execute(select(rows).where(broken).order_by(key).limit(OFFENDERS_SHOWN))
+    ).all()
+    return invariant(
+        name,
+        {figure: int(value) for figure, value in zip(figures, totals, strict=False)},
+        [describe(row) for row in offenders],
+        violations=totals[-1],
+    )
+
+
+async def keyed_page(
+    session: AsyncSession,
+    query: Select[Any],
+    key: ColumnElement[Any],
+    shape: type[Model],
+    *,
+    after: Any | None,
+    through: Any | None = None,
+    limit: int,
+) -> list[Model]:
+    """One page of an audit stream: the rows of `query` whose `key` is in (after, through],
+    in key order, as `shape`."""
+    if after is not None:
+        query = query.where(key > after)
+    if through is not None:
+        query = query.where(key <= through)
+    rows = await session.execute(query.order_by(key).limit(limit))
+    return [shape.model_validate(row, from_attributes=True) for row in rows]
 
 
 def audit_out(invariants: Sequence[InvariantOut]) -> AuditOut:

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from laku.core.audit import InvariantOut, invariant
+from laku.core.audit import InvariantOut, invariant, keyed_page
 from laku.group_buying.models import GroupBuyingSession, Participant
 from laku.group_buying.rules import OPEN_STATUSES, ParticipantStatus
 from laku.group_buying.schemas import AuditParticipantOut
@@ -82,7 +82,6 @@ async def live_participants_page(
     query = query.where(
         live if changed_since is None else live | (Participant.updated_at > changed_since)
     )
-    if after is not None:
-        query = query.where(Participant.id > after)
-    rows = await session.execute(query.order_by(Participant.id).limit(limit))
-    return [AuditParticipantOut.model_validate(row, from_attributes=True) for row in rows]
+    return await keyed_page(
+        session, query, Participant.id, AuditParticipantOut, after=after, limit=limit
+    )

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from laku.core.audit import OFFENDERS_SHOWN, InvariantOut, invariant
+from laku.core.audit import InvariantOut, checked_rows, keyed_page, total
 from laku.payment.models import Payment, Refund
 from laku.payment.schemas import AuditPaymentOut, AuditRefundOut, EscrowStatus
 
@@ -43,43 +43,25 @@ async def escrow_accounted(session: AsyncSession) -> InvariantOut:
         .outerjoin(refunds, refunds.c.payment_id == Payment.id)
         .subquery()
     )
-    broken = per_payment.c.paid != (
-        per_payment.c.held + per_payment.c.released + per_payment.c.refunded
-    )
-    totals = (
-        await session.execute(
-            select(
-                func.count(),
-                func.count().filter(per_payment.c.paid > 0),
-                func.coalesce(func.sum(per_payment.c.paid), 0),
-                func.coalesce(func.sum(per_payment.c.held), 0),
-                func.coalesce(func.sum(per_payment.c.released), 0),
-                func.coalesce(func.sum(per_payment.c.refunded), 0),
-                func.count().filter(broken),
-            )
-        )
-    ).one()
-    offenders = (
-        await session.execute(
-            select(per_payment).where(broken).order_by(per_payment.c.id).limit(OFFENDERS_SHOWN)
-        )
-    ).all()
-    return invariant(
+    return await checked_rows(
+        session,
         "payment.paid_is_held_released_refunded",
-        {
-            "payments": totals[0],
-            "paidPayments": totals[1],
-            "paid": int(totals[2]),
-            "held": int(totals[3]),
-            "released": int(totals[4]),
-            "refunded": int(totals[5]),
+        per_payment,
+        key=per_payment.c.id,
+        broken=per_payment.c.paid
+        != (per_payment.c.held + per_payment.c.released + per_payment.c.refunded),
+        figures={
+            "payments": func.count(),
+            "paidPayments": func.count().filter(per_payment.c.paid > 0),
+            "paid": total(per_payment.c.paid),
+            "held": total(per_payment.c.held),
+            "released": total(per_payment.c.released),
+            "refunded": total(per_payment.c.refunded),
         },
-        [
+        describe=lambda row: (
             f"{row.id} (paid {row.paid}, held {row.held}, released {row.released}, "
             f"refunded {row.refunded})"
-            for row in offenders
-        ],
-        violations=totals[6],
+        ),
     )
 
 
@@ -100,12 +82,9 @@ async def payments_page(
         Payment.amount,
         Payment.updated_at,
     )
-    if after is not None:
-        query = query.where(reference > after)
-    if through is not None:
-        query = query.where(reference <= through)
-    rows = await session.execute(query.order_by(reference).limit(limit))
-    return [AuditPaymentOut.model_validate(row, from_attributes=True) for row in rows]
+    return await keyed_page(
+        session, query, reference, AuditPaymentOut, after=after, through=through, limit=limit
+    )
 
 
 async def refunds_page(
@@ -115,7 +94,4 @@ async def refunds_page(
     query = select(
         Refund.id, Refund.amount, Refund.status, Refund.created_at, Payment.user_id
     ).join(Payment, Payment.id == Refund.payment_id)
-    if after is not None:
-        query = query.where(Refund.id > after)
-    rows = await session.execute(query.order_by(Refund.id).limit(limit))
-    return [AuditRefundOut.model_validate(row, from_attributes=True) for row in rows]
+    return await keyed_page(session, query, Refund.id, AuditRefundOut, after=after, limit=limit)

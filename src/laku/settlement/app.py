@@ -2,20 +2,17 @@
 platform's fee and what they owe back for refunds made after they were settled, in a
 double-entry ledger, and paid out through Xendit."""
 
-from collections.abc import Mapping
-
 from fastapi import FastAPI
 
 from laku.core.app import create_service_app
-from laku.core.outbox import Handler
 from laku.core.services import service_url
 from laku.factory.client import FactoryClient
 from laku.payment.client import PaymentClient
-from laku.providers.xendit.payouts import XenditPayoutClient
+from laku.providers.xendit.payouts import PayoutFlow, XenditPayoutClient
 from laku.settlement.models import idempotency_keys, outbox
 from laku.settlement.payouts import SettlementPayouts
 from laku.settlement.routes import audit_router, ledger_router, router
-from laku.settlement.service import PAY_OUT
+from laku.settlement.tasks import outbox_handlers
 
 
 async def _startup(app: FastAPI) -> None:
@@ -26,13 +23,9 @@ async def _startup(app: FastAPI) -> None:
     state.payments = PaymentClient(
         service_url("payment", state.settings), state.http, state.service_tokens
     )
-
-
-def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
-    payouts = SettlementPayouts(
-        app.state.db, XenditPayoutClient(app.state.http, app.state.settings)
+    state.settlement_payouts = SettlementPayouts(
+        state.db, PayoutFlow(XenditPayoutClient(state.http, state.settings))
     )
-    return {PAY_OUT: payouts.pay_out}
 
 
 def create_app() -> FastAPI:
@@ -41,5 +34,5 @@ def create_app() -> FastAPI:
         routers=[router, ledger_router, audit_router],
         idempotency_keys=idempotency_keys,
         startup=_startup,
-        outbox=(outbox, _outbox_handlers),
+        outbox=(outbox, outbox_handlers),
     )

@@ -6,8 +6,9 @@ import uuid
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from laku.core.audit import OFFENDERS_SHOWN, InvariantOut, invariant
+from laku.core.audit import InvariantOut, checked_rows, keyed_page, total
 from laku.settlement.models import EscrowRefund, FactorySettlement, LedgerEntry, LedgerLine
+from laku.settlement.rules import EscrowRefundStatus
 from laku.settlement.schemas import AuditSettlementOut
 
 
@@ -25,36 +26,21 @@ async def ledger_balanced(session: AsyncSession) -> InvariantOut:
         .group_by(LedgerEntry.id)
         .subquery()
     )
-    broken = (per_entry.c.lines == 0) | (per_entry.c.debits != per_entry.c.credits)
-    totals = (
-        await session.execute(
-            select(
-                func.count(),
-                func.coalesce(func.sum(per_entry.c.lines), 0),
-                func.coalesce(func.sum(per_entry.c.debits), 0),
-                func.coalesce(func.sum(per_entry.c.credits), 0),
-                func.count().filter(broken),
-            )
-        )
-    ).one()
-    offenders = (
-        await session.execute(
-            select(per_entry).where(broken).order_by(per_entry.c.id).limit(OFFENDERS_SHOWN)
-        )
-    ).all()
-    return invariant(
+    return await checked_rows(
+        session,
         "settlement.ledger_entries_balanced",
-        {
-            "entries": totals[0],
-            "lines": int(totals[1]),
-            "debits": int(totals[2]),
-            "credits": int(totals[3]),
+        per_entry,
+        key=per_entry.c.id,
+        broken=(per_entry.c.lines == 0) | (per_entry.c.debits != per_entry.c.credits),
+        figures={
+            "entries": func.count(),
+            "lines": total(per_entry.c.lines),
+            "debits": total(per_entry.c.debits),
+            "credits": total(per_entry.c.credits),
         },
-        [
+        describe=lambda row: (
             f"{row.id} (debits {row.debits}, credits {row.credits} in {row.lines} lines)"
-            for row in offenders
-        ],
-        violations=totals[4],
+        ),
     )
 
 
@@ -71,7 +57,7 @@ async def settlements_page(
         select(func.coalesce(func.sum(EscrowRefund.amount), 0))
         .where(
             EscrowRefund.settlement_id == FactorySettlement.id,
-            EscrowRefund.status == "receivable",
+            EscrowRefund.status == EscrowRefundStatus.RECEIVABLE.value,
         )
         .scalar_subquery()
     )
@@ -83,7 +69,6 @@ async def settlements_page(
         FactorySettlement.total_amount,
         receivable.label("receivable_amount"),
     )
-    if after is not None:
-        query = query.where(FactorySettlement.id > after)
-    rows = await session.execute(query.order_by(FactorySettlement.id).limit(limit))
-    return [AuditSettlementOut.model_validate(row, from_attributes=True) for row in rows]
+    return await keyed_page(
+        session, query, FactorySettlement.id, AuditSettlementOut, after=after, limit=limit
+    )

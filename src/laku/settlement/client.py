@@ -4,10 +4,12 @@ released to a factory, warehouse-service a warehouse invoice paid."""
 
 import uuid
 from datetime import datetime
+from typing import TypeVar
 
 from laku.core.audit import AuditOut, page_params
 from laku.core.http import ServiceClient
-from laku.core.schemas import Page
+from laku.core.schemas import Page, WireModel
+from laku.settlement.rules import SettlementStatus
 from laku.settlement.schemas import (
     AuditSettlementOut,
     EscrowRefundIn,
@@ -18,7 +20,6 @@ from laku.settlement.schemas import (
     SettlementOut,
     SettlementPreviewOut,
     SettlementSessionOut,
-    SettlementStatus,
     WarehouseInvoicePaid,
 )
 
@@ -38,18 +39,29 @@ __all__ = [
 ]
 
 
+Answer = TypeVar("Answer", bound=WireModel)
+
+
 class SettlementClient(ServiceClient):
+    async def _post(
+        self, path: str, body: WireModel, answer: type[Answer], idempotency_key: str
+    ) -> Answer:
+        """POST `body`, made once per `idempotency_key`, and read the answer as `answer`."""
+        response = await self.request(
+            "POST",
+            path,
+            json=body.model_dump(mode="json", by_alias=True),
+            idempotency_key=idempotency_key,
+        )
+        return answer.model_validate(response.json())
+
     async def record_warehouse_invoice_paid(
         self, paid: WarehouseInvoicePaid, *, idempotency_key: str
     ) -> LedgerEntryOut:
         """Post the paid invoice's ledger entry, once per invoice (again: the same entry)."""
-        response = await self.request(
-            "POST",
-            "/api/ledger/warehouse-invoices",
-            json=paid.model_dump(mode="json", by_alias=True),
-            idempotency_key=idempotency_key,
+        return await self._post(
+            "/api/ledger/warehouse-invoices", paid, LedgerEntryOut, idempotency_key
         )
-        return LedgerEntryOut.model_validate(response.json())
 
     async def get_settlement(self, settlement_id: uuid.UUID) -> SettlementDetailOut | None:
         """With the group buys it covered and its ledger entries; None when there is none."""
@@ -93,13 +105,9 @@ class SettlementClient(ServiceClient):
     ) -> EscrowRefundsOut:
         """Refunds of escrow released to factories (cancelled orders), each accounted for once
         by its refund id however often it is reported."""
-        response = await self.request(
-            "POST",
-            "/api/settlements/escrow-refunds",
-            json=report.model_dump(mode="json", by_alias=True),
-            idempotency_key=idempotency_key,
+        return await self._post(
+            "/api/settlements/escrow-refunds", report, EscrowRefundsOut, idempotency_key
         )
-        return EscrowRefundsOut.model_validate(response.json())
 
     async def audit(self) -> AuditOut:
         """settlement-service's own invariant: every ledger entry balanced."""

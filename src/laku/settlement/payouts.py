@@ -1,39 +1,39 @@
-"""Paying a settlement out through Xendit and following the payout until it settles: the outbox
-relay's handler.
+"""Paying a settlement out through Xendit and following the payout until it settles (the outbox
+relay's handler, through the provider layer's `PayoutFlow`), and what its outcome does to the
+settlement and the ledger.
 
 The payout's `reference_id` and `Idempotency-key` are derived from the settlement's id and the
 attempt (a failed payout retried by an admin is a new attempt), so a request repeated after a
 crash, a lost answer or a Xendit outage makes one payout per attempt, and an outbox row left
 over from an earlier attempt does nothing. Xendit reports a payout's
 outcome only by webhook, to the one URL the account has (wallet-service's, for withdrawals),
-so settlement reads its payout back instead: the outbox row raises while the payout is on its
-way and is tried again with back-off (1 s, 2 s ... 5 min) until the payout SUCCEEDED or
-FAILED. A payout Xendit refuses for what it says (HTTP 400: an unknown account, an amount out
-of limits) will never be made, so the settlement's payout fails at once.
+so settlement reads its payout back instead: the outbox row is tried again with back-off (1 s,
+2 s ... 5 min) until the payout SUCCEEDED or FAILED. A payout Xendit refuses for what it says
+(HTTP 400: an unknown account, an amount out of limits) will never be made, so the
+settlement's payout fails at once.
 """
 
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.db import Database
-from laku.providers.xendit.client import XenditError
-from laku.providers.xendit.payouts import XenditPayout, XenditPayoutClient, channel_code
-from laku.settlement import service
-from laku.settlement.models import FactorySettlement
-from laku.settlement.schemas import SettlementStatus
+from laku.providers.xendit.payouts import PAYOUT_SUCCEEDED, PayoutFlow, PayoutOrder
+from laku.settlement.ledger import post_entry, transfer
+from laku.settlement.models import FactorySettlement, FailedPayout
+from laku.settlement.rules import (
+    CASH_XENDIT,
+    LedgerEntryKind,
+    SettlementStatus,
+    factory_payable,
+)
 
 log = structlog.get_logger()
-
-_REFUSED_FOR_ITS_CONTENT = 400
-_SUCCEEDED = "SUCCEEDED"
-# Money that did not reach the factory (REVERSED: the bank sent it back).
-_NOT_PAID = frozenset({"FAILED", "CANCELLED", "REVERSED"})
-
-
-class PayoutNotSettled(Exception):
-    """The payout is still on its way; the outbox looks at it again later."""
 
 
 def payout_reference(settlement_id: uuid.UUID, attempt: int = 1) -> str:
@@ -43,15 +43,15 @@ def payout_reference(settlement_id: uuid.UUID, attempt: int = 1) -> str:
     return reference if attempt == 1 else f"{reference}-{attempt}"
 
 
+@dataclass(frozen=True)
 class SettlementPayouts:
-    def __init__(self, db: Database, payouts: XenditPayoutClient):
-        self._db = db
-        self._payouts = payouts
+    db: Database
+    flow: PayoutFlow
 
     async def pay_out(self, _: int, payload: dict[str, Any]) -> None:
         settlement_id = uuid.UUID(payload["settlementId"])
         attempt = int(payload.get("attempt", 1))
-        async with self._db.sessions() as session:
+        async with self.db.sessions() as session:
             settlement = await session.get(FactorySettlement, settlement_id)
         if (
             settlement is None
@@ -59,56 +59,110 @@ class SettlementPayouts:
             or settlement.payout_attempt != attempt
         ):
             return  # settled by an earlier delivery, or an earlier attempt's row
-        if settlement.payout_id is None:
-            payout = await self._request(settlement)
-            if payout is None:
-                return
-            async with self._db.sessions() as session:
-                await service.record_payout(session, settlement_id, attempt, payout.id)
-        else:
-            payout = await self._payouts.get_payout(settlement.payout_id)
-        await self._follow(settlement_id, attempt, payout)
 
-    async def _request(self, settlement: FactorySettlement) -> XenditPayout | None:
-        """The payout (made once per attempt, however often asked), or None when Xendit
-        refused it."""
-        reference = payout_reference(settlement.id, settlement.payout_attempt)
-        try:
-            return await self._payouts.create_payout(
-                reference_id=reference,
-                amount=settlement.net_amount,
-                channel_code=channel_code(settlement.bank_code),
-                account_holder_name=settlement.account_holder_name,
-                account_number=settlement.account_number,
-                description=f"Laku settlement {settlement.id}",
-                idempotency_key=reference,
-            )
-        except XenditError as exc:
-            if exc.status != _REFUSED_FOR_ITS_CONTENT:
-                raise
-            log.warning(
-                "settlement_payout_refused",
-                settlement_id=str(settlement.id),
-                error_code=exc.error_code,
-                error=exc.message,
-            )
-            async with self._db.sessions() as session:
-                await service.payout_failed(
-                    session,
-                    settlement.id,
-                    settlement.payout_attempt,
-                    exc.error_code or "PAYOUT_REFUSED",
-                )
-            return None
+        async def record(payout_id: str) -> None:
+            async with self.db.sessions() as session:
+                await record_payout(session, settlement_id, attempt, payout_id)
 
-    async def _follow(self, settlement_id: uuid.UUID, attempt: int, payout: XenditPayout) -> None:
-        if payout.status == _SUCCEEDED:
-            async with self._db.sessions() as session:
-                await service.payout_succeeded(session, settlement_id, attempt)
-        elif payout.status in _NOT_PAID:
-            async with self._db.sessions() as session:
-                await service.payout_failed(
+        async def refused(failure_code: str) -> None:
+            async with self.db.sessions() as session:
+                await payout_failed(session, settlement_id, attempt, failure_code)
+
+        order = PayoutOrder(
+            reference=payout_reference(settlement_id, attempt),
+            amount=settlement.net_amount,
+            bank_code=settlement.bank_code,
+            account_holder_name=settlement.account_holder_name,
+            account_number=settlement.account_number,
+            description=f"Laku settlement {settlement_id}",
+        )
+        payout = await self.flow.settled_payout(
+            order, settlement.payout_id, record=record, refused=refused
+        )
+        if payout is None:
+            return
+        async with self.db.sessions() as session:
+            if payout.status == PAYOUT_SUCCEEDED:
+                await payout_succeeded(session, settlement_id, attempt)
+            else:  # the money did not reach the factory (REVERSED: the bank sent it back)
+                await payout_failed(
                     session, settlement_id, attempt, payout.failure_code or payout.status
                 )
-        else:
-            raise PayoutNotSettled(f"Payout {payout.id} is {payout.status}")
+
+
+async def _locked_pending(
+    session: AsyncSession, settlement_id: uuid.UUID, attempt: int
+) -> FactorySettlement | None:
+    """The settlement under its row lock while payout `attempt` is outstanding, else None."""
+    settlement = await session.get(
+        FactorySettlement, settlement_id, with_for_update=True, populate_existing=True
+    )
+    if (
+        settlement is None
+        or settlement.status != SettlementStatus.PENDING
+        or settlement.payout_attempt != attempt
+    ):
+        return None
+    return settlement
+
+
+async def record_payout(
+    session: AsyncSession, settlement_id: uuid.UUID, attempt: int, payout_id: str
+) -> None:
+    await session.execute(
+        update(FactorySettlement)
+        .where(
+            FactorySettlement.id == settlement_id,
+            FactorySettlement.payout_attempt == attempt,
+            FactorySettlement.payout_id.is_(None),
+        )
+        .values(payout_id=payout_id)
+    )
+    await session.commit()
+
+
+async def payout_succeeded(session: AsyncSession, settlement_id: uuid.UUID, attempt: int) -> None:
+    """The factory has its money: `paid`, and the payable is paid from cash. Once, however
+    often it is reported."""
+    settlement = await _locked_pending(session, settlement_id, attempt)
+    if settlement is not None:
+        settlement.status = SettlementStatus.PAID.value
+        settlement.paid_at = datetime.now(UTC)
+        await post_entry(
+            session,
+            LedgerEntryKind.SETTLEMENT_PAYOUT,
+            f"settlement:{settlement.id}:payout",
+            transfer(factory_payable(settlement.factory_id), CASH_XENDIT, settlement.net_amount),
+            settlement_id=settlement.id,
+        )
+        log.info("settlement_paid", settlement_id=str(settlement_id), attempt=attempt)
+    await session.commit()
+
+
+async def payout_failed(
+    session: AsyncSession, settlement_id: uuid.UUID, attempt: int, failure_code: str
+) -> None:
+    """The payout will not arrive: `payout_failed`, the payable stays in the ledger, and the
+    attempt is kept for when the payout is retried."""
+    settlement = await _locked_pending(session, settlement_id, attempt)
+    if settlement is not None:
+        settlement.status = SettlementStatus.PAYOUT_FAILED.value
+        settlement.payout_failure_code = failure_code
+        session.add(
+            FailedPayout(
+                settlement_id=settlement.id,
+                attempt=attempt,
+                payout_id=settlement.payout_id,
+                failure_code=failure_code,
+                bank_code=settlement.bank_code,
+                account_number=settlement.account_number,
+                account_holder_name=settlement.account_holder_name,
+            )
+        )
+        log.warning(
+            "settlement_payout_failed",
+            settlement_id=str(settlement_id),
+            attempt=attempt,
+            failure_code=failure_code,
+        )
+    await session.commit()

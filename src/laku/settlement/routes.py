@@ -12,15 +12,17 @@ from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput
 from laku.core.http import new_http_client
 from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import (
+    AdminOrFactory,
     AdminPrincipal,
+    Auditor,
     Principal,
     Role,
-    require_roles,
     require_service_callers,
 )
 from laku.factory.client import FactoryClient
 from laku.payment.client import PaymentClient
-from laku.settlement import audit, service, warehouse_invoices
+from laku.settlement import audit, ledger, receivables, settlements, warehouse_invoices
+from laku.settlement.rules import SettlementStatus, sees_factory
 from laku.settlement.schemas import (
     AuditSettlementOut,
     EscrowRefundsOut,
@@ -33,7 +35,6 @@ from laku.settlement.schemas import (
     SettlementDetailOut,
     SettlementOut,
     SettlementPreviewOut,
-    SettlementStatus,
     WarehouseInvoicePaid,
 )
 
@@ -43,13 +44,10 @@ MAX_GRACE_SECONDS = 86_400
 router = APIRouter(prefix="/api/settlements", tags=["settlement"], responses=PROBLEM_RESPONSES)
 ledger_router = APIRouter(prefix="/api/ledger", tags=["ledger"], responses=PROBLEM_RESPONSES)
 audit_router = APIRouter(prefix="/api/admin/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
-# Settlement's own audit reads its ledger and settlements through its client, as a service.
-Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["settlement"]))]
 PaymentReporter = Annotated[Principal, Depends(require_service_callers("payment"))]
 WarehouseReporter = Annotated[Principal, Depends(require_service_callers("warehouse"))]
 
-# Admins run settlements; a factory account reads its own factory's.
-SettlementReader = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.FACTORY))]
+# Admins run settlements; a factory account (`AdminOrFactory`) reads its own factory's.
 FactoryId = Annotated[uuid.UUID, Query(alias="factoryId")]
 
 
@@ -66,7 +64,7 @@ def _fee_bps(request: Request) -> int:
 
 
 def _check_sees(principal: Principal, factory_id: uuid.UUID) -> None:
-    if not service.sees_factory(principal, factory_id):
+    if not sees_factory(principal, factory_id):
         raise Forbidden("A factory account sees only its own factory's settlements")
 
 
@@ -82,17 +80,17 @@ async def create_settlement(
     and `netAmount` may be left out; sent, each must equal the server's, else 409
     `settlement_mismatch`. A period overlapping one of the factory's settlements is refused
     (409 `settlement_period_overlaps`), so nothing is settled twice."""
-    released = await service.released_escrow(
+    released = await settlements.released_escrow(
         _factories(request), _payments(request), body.factory_id, body.period_start, body.period_end
     )
-    settlement = await service.create_settlement(session, body, released, _fee_bps(request))
+    settlement = await settlements.create_settlement(session, body, released, _fee_bps(request))
     request.app.state.outbox_relay.wake()
-    return await service.get_settlement(session, settlement.id, principal)
+    return await settlements.get_settlement(session, settlement.id, principal)
 
 
 @router.get("/preview", response_model=SettlementPreviewOut)
 async def preview_settlement(
-    principal: SettlementReader,
+    principal: AdminOrFactory,
     session: DbSession,
     request: Request,
     factory_id: FactoryId,
@@ -104,15 +102,15 @@ async def preview_settlement(
     _check_sees(principal, factory_id)
     if period_end <= period_start:
         raise InvalidInput("periodEnd must be after periodStart", code="invalid_period")
-    released = await service.released_escrow(
+    released = await settlements.released_escrow(
         _factories(request), _payments(request), factory_id, period_start, period_end
     )
-    return await service.preview(session, released, _fee_bps(request))
+    return await settlements.preview(session, released, _fee_bps(request))
 
 
 @router.get("", response_model=Page[SettlementOut])
 async def list_settlements(
-    principal: SettlementReader,
+    principal: AdminOrFactory,
     session: DbSession,
     limit: Limit = 20,
     offset: Offset = 0,
@@ -126,7 +124,7 @@ async def list_settlements(
         if factory_id is not None and factory_id != principal.factory_id:
             raise Forbidden("A factory account sees only its own factory's settlements")
         factory_id = principal.factory_id
-    items, total = await service.list_settlements(
+    items, total = await settlements.list_settlements(
         session, factory_id=factory_id, status=settlement_status, limit=limit, offset=offset
     )
     return Page(
@@ -147,18 +145,20 @@ async def set_payout_account(
 ) -> PayoutAccountOut:
     """Where the factory's settlements are paid (a bank account, as Xendit pays out to it)."""
     if await _factories(request).get_factory(factory_id) is None:
-        raise service.UnknownFactory(f"No factory {factory_id}")
+        raise settlements.UnknownFactory(f"No factory {factory_id}")
     return PayoutAccountOut.model_validate(
-        await service.set_payout_account(session, factory_id, body)
+        await settlements.set_payout_account(session, factory_id, body)
     )
 
 
 @router.get("/payout-accounts/{factory_id}", response_model=PayoutAccountOut)
 async def get_payout_account(
-    factory_id: uuid.UUID, principal: SettlementReader, session: DbSession
+    factory_id: uuid.UUID, principal: AdminOrFactory, session: DbSession
 ) -> PayoutAccountOut:
     _check_sees(principal, factory_id)
-    return PayoutAccountOut.model_validate(await service.get_payout_account(session, factory_id))
+    return PayoutAccountOut.model_validate(
+        await settlements.get_payout_account(session, factory_id)
+    )
 
 
 @router.post("/escrow-refunds", response_model=EscrowRefundsOut)
@@ -169,7 +169,7 @@ async def report_escrow_refunds(
     orders). One the factory was already settled for becomes a receivable the factory's next
     settlement nets out; one of a period not settled yet waits for that settlement. Each is
     accounted for once, by its refund id: reported again, it is answered as recorded."""
-    return await service.record_escrow_refunds(session, body.refunds)
+    return await receivables.record_escrow_refunds(session, body.refunds)
 
 
 @router.post("/{settlement_id}/retry-payout", response_model=SettlementDetailOut)
@@ -179,23 +179,23 @@ async def retry_payout(
     """Pay a `payout_failed` settlement again, to the factory's payout account as it is now
     (set it first to correct it): a new payout with its own reference, the failed one kept in
     `failedPayouts` and never paid. Any other status: 409 `payout_not_failed`."""
-    await service.retry_payout(session, settlement_id)
+    await settlements.retry_payout(session, settlement_id)
     request.app.state.outbox_relay.wake()
-    return await service.get_settlement(session, settlement_id, principal)
+    return await settlements.get_settlement(session, settlement_id, principal)
 
 
 @router.get("/{settlement_id}", response_model=SettlementDetailOut)
 async def get_settlement(
-    settlement_id: uuid.UUID, principal: SettlementReader, session: DbSession
+    settlement_id: uuid.UUID, principal: AdminOrFactory, session: DbSession
 ) -> SettlementDetailOut:
     """With the group buys it covered and its ledger entries."""
-    return await service.get_settlement(session, settlement_id, principal)
+    return await settlements.get_settlement(session, settlement_id, principal)
 
 
 @ledger_router.get("/balances", response_model=LedgerBalancesOut)
 async def ledger_balances(_: AdminPrincipal, session: DbSession) -> LedgerBalancesOut:
     """Each account's debits and credits; the total debits always equal the total credits."""
-    return await service.balances(session)
+    return await ledger.balances(session)
 
 
 # Audit (`laku audit`) -------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 import uuid
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AwareDatetime, Field, model_validator
@@ -8,29 +7,8 @@ from pydantic import AwareDatetime, Field, model_validator
 from laku.core.money import BasisPoints, Rupiah
 from laku.core.schemas import Text, WireModel
 from laku.payment.client import MAX_REFUNDS_PER_CALL
+from laku.settlement.rules import EscrowRefundStatus, LedgerEntryKind, SettlementStatus
 from laku.wallet.client import Bank
-
-
-class SettlementStatus(StrEnum):
-    PENDING = "pending"  # the payout is requested or on its way
-    PAID = "paid"
-    PAYOUT_FAILED = "payout_failed"  # the money stays owed (the factory's payable account)
-
-
-class LedgerEntryKind(StrEnum):
-    # escrow released = the factory's net + the platform's fee + the receivable it nets out
-    SETTLEMENT = "settlement"
-    SETTLEMENT_PAYOUT = "settlement_payout"  # the factory's net paid out through Xendit
-    # a refund of escrow the factory was settled for: the factory owes it back
-    FACTORY_RECEIVABLE = "factory_receivable"
-    # A warehouse invoice paid: goods and inbound shipping into inventory, PPN as input tax.
-    WAREHOUSE_INVOICE_PAID = "warehouse_invoice_paid"
-
-
-class EscrowRefundStatus(StrEnum):
-    PENDING = "pending"  # its release's period is not settled yet
-    NETTED = "netted"  # the period's settlement was computed after it: left out of its total
-    RECEIVABLE = "receivable"  # the factory was settled for it and owes it back
 
 
 class WarehouseInvoicePaid(WireModel):

@@ -7,14 +7,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict
+from laku.settlement.ledger import Line, post_entry
 from laku.settlement.models import LedgerEntry, LedgerLine
-from laku.settlement.schemas import (
-    LedgerEntryKind,
-    LedgerEntryOut,
-    LedgerLineOut,
-    WarehouseInvoicePaid,
-)
-from laku.settlement.service import Line, post_entry
+from laku.settlement.rules import LedgerEntryKind
+from laku.settlement.schemas import LedgerEntryOut, LedgerLineOut, WarehouseInvoicePaid
 
 INVENTORY = "inventory"
 PPN_INPUT = "ppn_input"

@@ -5,14 +5,10 @@ each one to payment-service's refund."""
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from laku.core.audit import OFFENDERS_SHOWN, InvariantOut, invariant
+from laku.core.audit import InvariantOut, checked_rows, invariant, keyed_page, total
 from laku.wallet.models import UserWallet, WalletTransaction, WalletWithdrawal
-from laku.wallet.schemas import (
-    AuditCreditOut,
-    TransactionDirection,
-    TransactionReason,
-    WithdrawalStatus,
-)
+from laku.wallet.rules import TransactionDirection, TransactionReason, WithdrawalStatus
+from laku.wallet.schemas import AuditCreditOut
 
 # Credits that payment-service's refunds make; each must trace to one refund.
 REFUND_REASONS = (
@@ -47,33 +43,19 @@ async def balances_match_transactions(session: AsyncSession) -> InvariantOut:
         .outerjoin(sums, sums.c.user_id == UserWallet.user_id, full=True)
         .subquery()
     )
-    broken = per_wallet.c.balance != per_wallet.c.net
-    totals = (
-        await session.execute(
-            select(
-                func.count(),
-                func.coalesce(func.sum(per_wallet.c.balance), 0),
-                func.coalesce(func.sum(per_wallet.c.net), 0),
-                func.coalesce(func.sum(per_wallet.c.transactions), 0),
-                func.count().filter(broken),
-            )
-        )
-    ).one()
-    offenders = (
-        await session.execute(
-            select(per_wallet).where(broken).order_by(per_wallet.c.user_id).limit(OFFENDERS_SHOWN)
-        )
-    ).all()
-    return invariant(
+    return await checked_rows(
+        session,
         "wallet.balance_is_sum_of_transactions",
-        {
-            "wallets": totals[0],
-            "balance": int(totals[1]),
-            "transactionsNet": int(totals[2]),
-            "transactions": int(totals[3]),
+        per_wallet,
+        key=per_wallet.c.user_id,
+        broken=per_wallet.c.balance != per_wallet.c.net,
+        figures={
+            "wallets": func.count(),
+            "balance": total(per_wallet.c.balance),
+            "transactionsNet": total(per_wallet.c.net),
+            "transactions": total(per_wallet.c.transactions),
         },
-        [f"{row.user_id} (balance {row.balance}, transactions {row.net})" for row in offenders],
-        violations=totals[4],
+        describe=lambda row: f"{row.user_id} (balance {row.balance}, transactions {row.net})",
     )
 
 
@@ -147,7 +129,7 @@ async def withdrawals_traced(session: AsyncSession) -> InvariantOut:
         await session.execute(
             select(
                 func.count(),
-                func.coalesce(func.sum(WalletWithdrawal.amount), 0),
+                total(WalletWithdrawal.amount),
                 func.count().filter(WalletWithdrawal.status == WithdrawalStatus.FAILED.value),
                 func.coalesce(
                     func.sum(WalletWithdrawal.amount).filter(
@@ -185,7 +167,6 @@ async def refund_credits_page(
     session: AsyncSession, after: str | None, through: str | None, limit: int
 ) -> list[AuditCreditOut]:
     """Credits made for refunds, by idempotency key (byte order) in (after, through]."""
-    key = WalletTransaction.idempotency_key.collate("C")
     query = select(
         WalletTransaction.idempotency_key,
         WalletTransaction.user_id,
@@ -196,9 +177,7 @@ async def refund_credits_page(
         WalletTransaction.direction == TransactionDirection.CREDIT.value,
         WalletTransaction.reason.in_([reason.value for reason in REFUND_REASONS]),
     )
-    if after is not None:
-        query = query.where(key > after)
-    if through is not None:
-        query = query.where(key <= through)
-    rows = await session.execute(query.order_by(key).limit(limit))
-    return [AuditCreditOut.model_validate(row, from_attributes=True) for row in rows]
+    key = WalletTransaction.idempotency_key.collate("C")
+    return await keyed_page(
+        session, query, key, AuditCreditOut, after=after, through=through, limit=limit
+    )

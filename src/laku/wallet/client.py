@@ -8,16 +8,13 @@ from collections.abc import Sequence
 
 from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
 from laku.core.http import ServiceClient
+from laku.wallet.rules import Bank, MovementReason, TransactionDirection, TransactionReason
 from laku.wallet.schemas import (
     MAX_CREDITS_PER_CALL,
     AuditCreditOut,
-    Bank,
     BulkCreditsCreate,
     BulkCreditsOut,
     MovementCreate,
-    MovementReason,
-    TransactionDirection,
-    TransactionReason,
     WalletOut,
     WalletTransactionOut,
 )

@@ -1,29 +1,32 @@
 import uuid
-from collections.abc import Sequence
-from typing import Annotated, Any, TypeVar
+from collections.abc import Callable
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi.types import DecoratedCallable
 
 from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
 from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
-from laku.core.schemas import Limit, Offset, Page, WireModel
+from laku.core.schemas import Limit, Offset, Page
 from laku.core.security import (
     PROVIDER_WEBHOOK,
+    Auditor,
+    BuyerPrincipal,
     Principal,
     Role,
     declares_access,
     require_roles,
 )
 from laku.providers.xendit.client import verify_callback_token
-from laku.wallet import audit, service
+from laku.wallet import audit, wallets, withdrawals
+from laku.wallet.rules import TransactionDirection
 from laku.wallet.schemas import (
     AuditCreditOut,
     BulkCreditsCreate,
     BulkCreditsOut,
     MovementCreate,
     PayoutWebhook,
-    TransactionDirection,
     WalletOut,
     WalletTransactionOut,
     WebhookAck,
@@ -33,32 +36,30 @@ from laku.wallet.schemas import (
 
 router = APIRouter(prefix="/api/wallets", tags=["wallet"], responses=PROBLEM_RESPONSES)
 
-# Only buyers hold wallets; admins and services (payment-service's refunds) act on anyone's.
-Buyer = Annotated[Principal, Depends(require_roles(Role.BUYER))]
+# Only buyers hold wallets (`BuyerPrincipal`); admins and services act on anyone's.
 # Payment-service is the one service moving buyers' wallet money (it credits refunds and
-# reads balances back); settlement runs the platform's audit.
+# reads balances back).
 AdminOrPayment = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["payment"]))]
-Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["settlement"]))]
-
-Item = TypeVar("Item", bound=WireModel)
 
 _ALREADY_RECORDED = {
     200: {"model": WalletTransactionOut, "description": "This idempotencyKey moved money before"}
 }
 
 
-def _page(
-    model: type[Item], rows: Sequence[Any], total: int, limit: int, offset: int
-) -> Page[Item]:
-    return Page(
-        items=[model.model_validate(row) for row in rows], total=total, limit=limit, offset=offset
+def _movement_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A credit or a debit: 201 with its transaction, or 200 with the one its key made before."""
+    return router.post(
+        path,
+        response_model=WalletTransactionOut,
+        status_code=status.HTTP_201_CREATED,
+        responses=_ALREADY_RECORDED,
     )
 
 
 async def _move(
     direction: TransactionDirection, body: MovementCreate, session: DbSession
 ) -> Response:
-    recorded = await service.move(session, direction, service.Movement.from_request(body))
+    recorded = await wallets.move(session, direction, wallets.Movement.from_request(body))
     return Response(
         WalletTransactionOut.model_validate(recorded.transaction).model_dump_json(by_alias=True),
         status_code=status.HTTP_201_CREATED if recorded.created else status.HTTP_200_OK,
@@ -70,56 +71,49 @@ async def _move(
 
 
 @router.get("/me", response_model=WalletOut)
-async def my_wallet(principal: Buyer, session: DbSession) -> WalletOut:
-    return await service.get_wallet(session, principal.user_id)
+async def my_wallet(principal: BuyerPrincipal, session: DbSession) -> WalletOut:
+    return await wallets.get_wallet(session, principal.user_id)
 
 
 @router.get("/me/transactions", response_model=Page[WalletTransactionOut])
 async def my_transactions(
-    principal: Buyer, session: DbSession, limit: Limit = 50, offset: Offset = 0
+    principal: BuyerPrincipal, session: DbSession, limit: Limit = 50, offset: Offset = 0
 ) -> Page[WalletTransactionOut]:
     """Newest first."""
-    rows, total = await service.list_transactions(session, principal.user_id, limit, offset)
-    return _page(WalletTransactionOut, rows, total, limit, offset)
+    return await wallets.list_transactions(session, principal.user_id, limit, offset)
 
 
 @router.post("/me/withdrawals", response_model=WithdrawalOut, status_code=status.HTTP_201_CREATED)
 async def withdraw(
-    body: WithdrawalCreate, request: Request, principal: Buyer, session: DbSession
+    body: WithdrawalCreate, request: Request, principal: BuyerPrincipal, session: DbSession
 ) -> WithdrawalOut:
     """Send part of the balance to a bank account. The amount leaves the wallet at once
     (`pending`); a payout that fails brings it back. Send an `Idempotency-Key` to retry safely."""
-    withdrawal = await service.create_withdrawal(session, principal.user_id, body)
+    withdrawal = await withdrawals.create_withdrawal(session, principal.user_id, body)
     request.app.state.outbox_relay.wake()
     return WithdrawalOut.model_validate(withdrawal)
 
 
 @router.get("/me/withdrawals", response_model=Page[WithdrawalOut])
 async def my_withdrawals(
-    principal: Buyer, session: DbSession, limit: Limit = 50, offset: Offset = 0
+    principal: BuyerPrincipal, session: DbSession, limit: Limit = 50, offset: Offset = 0
 ) -> Page[WithdrawalOut]:
     """Newest first."""
-    rows, total = await service.list_withdrawals(session, principal.user_id, limit, offset)
-    return _page(WithdrawalOut, rows, total, limit, offset)
+    return await withdrawals.list_withdrawals(session, principal.user_id, limit, offset)
 
 
 @router.get("/me/withdrawals/{withdrawal_id}", response_model=WithdrawalOut)
 async def my_withdrawal(
-    withdrawal_id: uuid.UUID, principal: Buyer, session: DbSession
+    withdrawal_id: uuid.UUID, principal: BuyerPrincipal, session: DbSession
 ) -> WithdrawalOut:
-    withdrawal = await service.get_withdrawal(session, withdrawal_id, owner=principal.user_id)
+    withdrawal = await withdrawals.get_withdrawal(session, withdrawal_id, owner=principal.user_id)
     return WithdrawalOut.model_validate(withdrawal)
 
 
 # Internal: credits and debits ---------------------------------------------------------------
 
 
-@router.post(
-    "/credits",
-    response_model=WalletTransactionOut,
-    status_code=status.HTTP_201_CREATED,
-    responses=_ALREADY_RECORDED,
-)
+@_movement_route("/credits")
 async def credit(body: MovementCreate, _: AdminOrPayment, session: DbSession) -> Response:
     """Add to a user's wallet (tier refunds, failed-group refunds). The same idempotencyKey
     again answers 200 with the first transaction and credits nothing."""
@@ -133,17 +127,12 @@ async def credit_bulk(
     """Up to 2,000 credits in one transaction (a closed group buy's refunds). A key that
     credited before counts as `alreadyCredited` and moves nothing; a key used for another
     credit refuses the whole batch with `idempotency_key_reused`, nothing moved."""
-    return await service.credit_bulk(
-        session, [service.Movement.from_request(item) for item in body.items]
+    return await wallets.credit_bulk(
+        session, [wallets.Movement.from_request(item) for item in body.items]
     )
 
 
-@router.post(
-    "/debits",
-    response_model=WalletTransactionOut,
-    status_code=status.HTTP_201_CREATED,
-    responses=_ALREADY_RECORDED,
-)
+@_movement_route("/debits")
 async def debit(body: MovementCreate, _: AdminOrPayment, session: DbSession) -> Response:
     """Take from a user's wallet (adjustments); more than the balance is refused with 409
     `insufficient_balance` and nothing moves."""
@@ -183,32 +172,22 @@ async def payout_webhook(body: PayoutWebhook, request: Request) -> WebhookAck:
 
 @router.get("/{user_id}", response_model=WalletOut)
 async def user_wallet(user_id: uuid.UUID, _: AdminOrPayment, session: DbSession) -> WalletOut:
-    return await service.get_wallet(session, user_id)
+    return await wallets.get_wallet(session, user_id)
 
 
 @router.get("/{user_id}/transactions", response_model=Page[WalletTransactionOut])
 async def user_transactions(
-    user_id: uuid.UUID,
-    _: AdminOrPayment,
-    session: DbSession,
-    limit: Limit = 50,
-    offset: Offset = 0,
+    user_id: uuid.UUID, _: AdminOrPayment, session: DbSession, limit: Limit = 50, offset: Offset = 0
 ) -> Page[WalletTransactionOut]:
     """Newest first."""
-    rows, total = await service.list_transactions(session, user_id, limit, offset)
-    return _page(WalletTransactionOut, rows, total, limit, offset)
+    return await wallets.list_transactions(session, user_id, limit, offset)
 
 
 @router.get("/{user_id}/withdrawals", response_model=Page[WithdrawalOut])
 async def user_withdrawals(
-    user_id: uuid.UUID,
-    _: AdminOrPayment,
-    session: DbSession,
-    limit: Limit = 50,
-    offset: Offset = 0,
+    user_id: uuid.UUID, _: AdminOrPayment, session: DbSession, limit: Limit = 50, offset: Offset = 0
 ) -> Page[WithdrawalOut]:
-    rows, total = await service.list_withdrawals(session, user_id, limit, offset)
-    return _page(WithdrawalOut, rows, total, limit, offset)
+    return await withdrawals.list_withdrawals(session, user_id, limit, offset)
 
 
 # Audit (`laku audit`) -------------------------------------------------------------------------

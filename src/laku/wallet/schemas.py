@@ -1,16 +1,21 @@
 import uuid
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field, field_validator
 
 from laku.core.money import MAX_RUPIAH
 from laku.core.schemas import ProviderModel, Text, WireModel
+from laku.wallet.rules import (
+    CURRENCY,
+    MIN_WITHDRAWAL,
+    Bank,
+    MovementReason,
+    TransactionDirection,
+    TransactionReason,
+    WithdrawalStatus,
+)
 
-CURRENCY = "IDR"
-# Xendit's smallest transfer to an Indonesian bank account.
-MIN_WITHDRAWAL = 10_000
 # Per bulk call, so a body stays well under the 1 MiB limit; a larger group is sent in chunks.
 MAX_CREDITS_PER_CALL = 2_000
 
@@ -25,52 +30,6 @@ Reference = Annotated[
     ),
 ]
 IdempotencyKey = Text(255)
-
-
-class TransactionDirection(StrEnum):
-    CREDIT = "credit"
-    DEBIT = "debit"
-
-
-class TransactionReason(StrEnum):
-    TIER_REFUND = "tier_refund"
-    GROUP_FAILED_REFUND = "group_failed_refund"
-    SESSION_CANCELLED_REFUND = "session_cancelled_refund"
-    ORDER_CANCELLED_REFUND = "order_cancelled_refund"
-    ADJUSTMENT = "adjustment"
-    WITHDRAWAL = "withdrawal"
-    WITHDRAWAL_REVERSAL = "withdrawal_reversal"
-
-
-class MovementReason(StrEnum):
-    """The reasons other services and admins may credit or debit for; withdrawals and their
-    reversals are written only by the withdrawal flow."""
-
-    TIER_REFUND = "tier_refund"
-    GROUP_FAILED_REFUND = "group_failed_refund"
-    SESSION_CANCELLED_REFUND = "session_cancelled_refund"
-    ORDER_CANCELLED_REFUND = "order_cancelled_refund"
-    ADJUSTMENT = "adjustment"
-
-
-class WithdrawalStatus(StrEnum):
-    PENDING = "pending"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
-class Bank(StrEnum):
-    """Banks a wallet can be withdrawn to (each one a Xendit payout channel `ID_<code>`)."""
-
-    BCA = "BCA"
-    BNI = "BNI"
-    BRI = "BRI"
-    MANDIRI = "MANDIRI"
-    PERMATA = "PERMATA"
-    CIMB = "CIMB"
-    BSI = "BSI"
-    DANAMON = "DANAMON"
-    BTN = "BTN"
 
 
 class WalletOut(WireModel):

@@ -5,7 +5,7 @@ need group-buying's participants too."""
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from laku.core.audit import InvariantOut, invariant
+from laku.core.audit import InvariantOut, invariant, keyed_page
 from laku.warehouse.inventory import ledger_check
 from laku.warehouse.models import Inventory, Reservation, StockMovement
 from laku.warehouse.schemas import AuditReservationOut
@@ -96,9 +96,6 @@ async def reservations_page(
     query = select(
         Reservation.reference, Reservation.status, Reservation.quantity, Reservation.updated_at
     )
-    if after is not None:
-        query = query.where(reference > after)
-    if through is not None:
-        query = query.where(reference <= through)
-    rows = await session.execute(query.order_by(reference).limit(limit))
-    return [AuditReservationOut.model_validate(row, from_attributes=True) for row in rows]
+    return await keyed_page(
+        session, query, reference, AuditReservationOut, after=after, through=through, limit=limit
+    )

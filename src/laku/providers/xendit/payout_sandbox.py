@@ -22,21 +22,30 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from laku.core.sandbox import AttemptRecorder, delivered
 from laku.core.schemas import WireModel
 from laku.core.services import service_url
-from laku.providers.xendit.sandbox import (
-    XenditApiError,
-    XenditSandbox,
-    _validation_error,
-    _xendit_time,
-    delivered,
-)
+from laku.core.settings import Settings
+from laku.providers.xendit.sandbox_api import XenditApiError, validation_error, xendit_time
+
+
+class SandboxAccount(Protocol):
+    """What payouts need of the sandbox they are kept in: its account, its API key check and
+    its webhook sender (the invoice sandbox, `sandbox.py`, is one)."""
+
+    settings: Settings
+    user_id: str
+
+    def authenticate(self, authorization: str | None) -> None: ...
+
+    def deliver(self, url: str, payload: dict[str, Any], record: AttemptRecorder) -> None: ...
+
 
 # Indonesian bank channels the sandbox pays out to (Xendit supports more).
 SUPPORTED_CHANNELS = frozenset(
@@ -101,9 +110,9 @@ class SandboxPayout:
             "status": self.status,
             "description": self.request.description,
             "reference_id": self.request.reference_id,
-            "created": _xendit_time(self.created),
-            "updated": _xendit_time(self.updated),
-            "estimated_arrival_time": _xendit_time(self.created + _ESTIMATED_ARRIVAL),
+            "created": xendit_time(self.created),
+            "updated": xendit_time(self.updated),
+            "estimated_arrival_time": xendit_time(self.created + _ESTIMATED_ARRIVAL),
             "business_id": self.business_id,
             "channel_properties": self.request.channel_properties.model_dump(),
         }
@@ -115,7 +124,7 @@ class SandboxPayout:
         return {
             "event": f"payout.{self.status.lower()}",
             "business_id": self.business_id,
-            "created": _xendit_time(datetime.now(UTC)),
+            "created": xendit_time(datetime.now(UTC)),
             "data": self.as_resource(),
         }
 
@@ -140,7 +149,7 @@ class PayoutWebhookAttempt(WireModel):
 class PayoutDesk:
     """The sandbox's payouts, kept beside its invoices and delivered through its webhooks."""
 
-    sandbox: XenditSandbox
+    sandbox: SandboxAccount
     payouts: dict[str, SandboxPayout] = field(default_factory=dict)
     # Idempotency-key -> (the request's fingerprint, the payout it made).
     idempotency_keys: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -259,16 +268,21 @@ class PayoutDesk:
         self.sandbox.deliver(url, payload, record)
 
 
-def payout_router(sandbox: XenditSandbox) -> APIRouter:
+def payout_router(sandbox: SandboxAccount) -> APIRouter:
     desk = PayoutDesk(sandbox)
+
+    async def authenticated(request: Request) -> None:
+        sandbox.authenticate(request.headers.get("authorization"))
+
+    # Xendit's API asks for the account's API key; the sandbox's own controls do not.
+    api = APIRouter(tags=["payout-api"], dependencies=[Depends(authenticated)])
     router = APIRouter()
 
     def payout_json(payout: SandboxPayout) -> JSONResponse:
         return JSONResponse(payout.as_resource())
 
-    @router.post("/v2/payouts", tags=["payout-api"])
+    @api.post("/v2/payouts")
     async def create_payout(request: Request) -> JSONResponse:
-        sandbox.authenticate(request.headers.get("authorization"))
         idempotency_key = request.headers.get("idempotency-key")
         if not idempotency_key or len(idempotency_key) > 100:
             raise XenditApiError(
@@ -278,35 +292,30 @@ def payout_router(sandbox: XenditSandbox) -> APIRouter:
             body = json.loads(await request.body())
             payout_request = CreatePayoutRequest.model_validate(body)
         except ValidationError as exc:  # before ValueError, which it is too
-            raise _validation_error(exc) from None
+            raise validation_error(exc) from None
         except ValueError:
             raise XenditApiError(
                 400, "INVALID_JSON_FORMAT", "The request body is not valid JSON"
             ) from None
         return payout_json(desk.create(idempotency_key, payout_request))
 
-    @router.get("/v2/payouts/{payout_id}", tags=["payout-api"])
-    async def get_payout(payout_id: str, request: Request) -> JSONResponse:
-        sandbox.authenticate(request.headers.get("authorization"))
+    @api.get("/v2/payouts/{payout_id}")
+    async def get_payout(payout_id: str) -> JSONResponse:
         return payout_json(desk.find(payout_id))
 
-    @router.post("/v2/payouts/{payout_id}/cancel", tags=["payout-api"])
-    async def cancel_payout(payout_id: str, request: Request) -> JSONResponse:
+    @api.post("/v2/payouts/{payout_id}/cancel")
+    async def cancel_payout(payout_id: str) -> JSONResponse:
         """Call off a payout the bank has not been asked to make yet (ACCEPTED): CANCELLED."""
-        sandbox.authenticate(request.headers.get("authorization"))
         payout = desk.find(payout_id)
         desk.cancel(payout)
         return payout_json(payout)
 
-    @router.get("/v2/payouts", tags=["payout-api"])
+    @api.get("/v2/payouts")
     async def payouts_by_reference(
-        reference_id: str,
-        request: Request,
-        limit: Annotated[int, Query(ge=1, le=100)] = 10,
+        reference_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 10
     ) -> JSONResponse:
         """The payouts made under `reference_id`, oldest first, `limit` a page (the first page
         only: the sandbox never has more than a few per reference)."""
-        sandbox.authenticate(request.headers.get("authorization"))
         made = [
             payout.as_resource()
             for payout in desk.payouts.values()
@@ -372,4 +381,5 @@ def payout_router(sandbox: XenditSandbox) -> APIRouter:
         """Every payout webhook delivery attempt, oldest first; `payoutId` narrows to one."""
         return [a for a in desk.attempts if payout_id in (None, a.payout_id)]
 
+    router.include_router(api)
     return router

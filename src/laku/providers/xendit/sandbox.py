@@ -39,6 +39,8 @@ from laku.core.sandbox import AttemptRecorder, WebhookSender, create_sandbox_app
 from laku.core.schemas import WireModel
 from laku.core.services import service_url
 from laku.core.settings import Settings, get_settings
+from laku.providers.xendit.payout_sandbox import payout_router
+from laku.providers.xendit.sandbox_api import XenditApiError, validation_error, xendit_time
 
 MERCHANT_NAME = "Laku"
 # Xendit retries a callback that was refused or not answered; the sandbox waits this long before
@@ -59,15 +61,6 @@ _AVAILABLE_DIRECT_DEBITS = ("DD_BRI", "DD_MANDIRI")
 _AVAILABLE_PAYLATERS = ("KREDIVO", "AKULAKU")
 
 
-class XenditApiError(Exception):
-    """Answered as Xendit answers a refusal: `{"error_code", "message"}` with the status."""
-
-    def __init__(self, status: int, error_code: str, message: str, **extra: Any):
-        super().__init__(message)
-        self.status = status
-        self.body = {"error_code": error_code, "message": message, **extra}
-
-
 def _invoice_not_found(invoice_id: str) -> XenditApiError:
     return XenditApiError(404, "INVOICE_NOT_FOUND_ERROR", f"Could not find invoice {invoice_id}")
 
@@ -86,11 +79,6 @@ class CreateInvoiceRequest(BaseModel):
     # Where the checkout sends the buyer once the invoice is paid, or has expired.
     success_redirect_url: HttpUrl | None = None
     failure_redirect_url: HttpUrl | None = None
-
-
-def _xendit_time(moment: datetime) -> str:
-    """Xendit's timestamps: UTC, milliseconds, `Z`."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -132,8 +120,8 @@ class SandboxInvoice:
             "payer_email": self.payer_email,
             "description": self.description,
             "currency": "IDR",
-            "created": _xendit_time(self.created),
-            "updated": _xendit_time(self.updated),
+            "created": xendit_time(self.created),
+            "updated": xendit_time(self.updated),
         }
 
     def _payment(self) -> dict[str, Any]:
@@ -141,7 +129,7 @@ class SandboxInvoice:
             return {}
         return {
             "paid_amount": self.amount,
-            "paid_at": _xendit_time(self.paid_at),
+            "paid_at": xendit_time(self.paid_at),
             "payment_method": "BANK_TRANSFER",
             "bank_code": _PAID_THROUGH_BANK,
             "payment_channel": _PAID_THROUGH_BANK,
@@ -154,7 +142,7 @@ class SandboxInvoice:
         return {
             **self._common(),
             "merchant_profile_picture_url": "",
-            "expiry_date": _xendit_time(self.expiry_date),
+            "expiry_date": xendit_time(self.expiry_date),
             "invoice_url": self.invoice_url,
             "available_banks": [
                 {
@@ -360,17 +348,6 @@ class XenditSandbox:
         self.webhooks.deliver(url, payload, record)
 
 
-def _validation_error(exc: ValidationError) -> XenditApiError:
-    errors = [
-        {"path": ".".join(map(str, error["loc"])), "message": error["msg"]}
-        for error in exc.errors()
-    ]
-    first = errors[0]
-    return XenditApiError(
-        400, "API_VALIDATION_ERROR", f"{first['path']}: {first['message']}", errors=errors
-    )
-
-
 def _text(url: HttpUrl | None) -> str | None:
     return None if url is None else str(url)
 
@@ -401,7 +378,7 @@ def _checkout_page(invoice: SandboxInvoice) -> str:
 <p class="description">{description}</p>
 <p class="amount">{_rupiah(invoice.amount)}</p>
 <p class="status">{invoice.status}</p>
-<p class="expiry">Bayar sebelum {_xendit_time(invoice.expiry_date)}</p>
+<p class="expiry">Bayar sebelum {xendit_time(invoice.expiry_date)}</p>
 {pay_form}
 {back}
 <p><small>Xendit sandbox · invoice {invoice.id} · {escape(invoice.external_id)}</small></p>
@@ -431,9 +408,6 @@ def create_app() -> FastAPI:
         await sandbox.http.aclose()
 
     app = create_sandbox_app("xendit", lifespan=lifespan)
-    # Imported here: the payout routes build on this module's sandbox.
-    from laku.providers.xendit.payout_sandbox import payout_router
-
     app.include_router(payout_router(sandbox))
 
     @app.exception_handler(XenditApiError)
@@ -458,7 +432,7 @@ def create_app() -> FastAPI:
         try:
             invoice_request = CreateInvoiceRequest.model_validate(body)
         except ValidationError as exc:
-            raise _validation_error(exc) from None
+            raise validation_error(exc) from None
         return invoice_json(sandbox.create(invoice_request))
 
     @app.get("/v2/invoices", tags=["invoice-api"])

@@ -1,10 +1,8 @@
 """Settling factories (seed step 10, design 9): what escrow released to a factory in a period,
 less the platform's fee, booked in the double-entry ledger and paid out through Xendit.
 
-A settlement, its ledger entry and its payout request are one transaction. The database
-refuses an entry whose debits and credits differ when the transaction commits (a deferred
-constraint trigger, see the migration), so no code path can leave the ledger unbalanced.
-Accounts:
+A settlement, its ledger entry and its payout request are one transaction. The ledger
+(`ledger.py`) refuses an unbalanced entry at commit. Accounts:
 
 - `escrow_released`: buyers' money the platform released from escrow to a factory's side.
 - `factory_payable:<factoryId>`: what the platform owes the factory until its payout succeeds.
@@ -20,8 +18,8 @@ payment-service reports every refund of released escrow through its outbox, in t
 transaction that makes the refund (`POST /api/settlements/escrow-refunds`, idempotent by
 refund id), so no refund is lost however long settlement-service is away; and the figures a
 settlement is made from list, from the same database snapshot, the cancelled orders' refunds
-they have already taken off. Under one lock per factory (`_lock_factory`), a refund is then
-accounted for exactly once, whichever arrives first:
+they have already taken off. Under one lock per factory (`receivables.lock_factory`), a
+refund is then accounted for exactly once, whichever arrives first:
 
 - its release's period is settled, and that settlement's figures did not list it: a
   receivable, Dr `factory_receivable` / Cr `escrow_released` (`receivable:<refundId>`);
@@ -40,20 +38,20 @@ the failed one is never paid twice.
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict, InvalidInput, NotFound
-from laku.core.money import apply_rate, format_rupiah
+from laku.core.money import format_rupiah
 from laku.core.outbox import enqueue
-from laku.core.security import Principal, Role
+from laku.core.security import Principal
 from laku.factory.client import FactoryClient
 from laku.payment.client import EscrowReleasedOut, PaymentClient
+from laku.settlement.ledger import Line, post_entry
 from laku.settlement.models import (
     EscrowRefund,
     FactoryPayoutAccount,
@@ -64,15 +62,25 @@ from laku.settlement.models import (
     SettlementSession,
     outbox,
 )
-from laku.settlement.schemas import (
-    AccountBalanceOut,
-    EscrowRefundIn,
-    EscrowRefundOut,
-    EscrowRefundsOut,
+from laku.settlement.receivables import (
+    lock_factory,
+    pending_missed,
+    post_receivable,
+    receivable_balance,
+)
+from laku.settlement.rules import (
+    ESCROW_RELEASED,
+    PLATFORM_FEE_REVENUE,
     EscrowRefundStatus,
-    FailedPayoutOut,
-    LedgerBalancesOut,
     LedgerEntryKind,
+    SettlementStatus,
+    factory_payable,
+    factory_receivable,
+    figures,
+    sees_factory,
+)
+from laku.settlement.schemas import (
+    FailedPayoutOut,
     LedgerEntryOut,
     LedgerLineOut,
     PayoutAccountIn,
@@ -81,24 +89,10 @@ from laku.settlement.schemas import (
     SettlementOut,
     SettlementPreviewOut,
     SettlementSessionOut,
-    SettlementStatus,
 )
+from laku.settlement.tasks import PAY_OUT
 
 log = structlog.get_logger()
-
-ESCROW_RELEASED = "escrow_released"
-PLATFORM_FEE_REVENUE = "platform_fee_revenue"
-CASH_XENDIT = "cash_xendit"
-# The outbox kind that requests a settlement's payout and follows it until it settles.
-PAY_OUT = "pay_out_settlement"
-
-
-def factory_payable(factory_id: uuid.UUID) -> str:
-    return f"factory_payable:{factory_id}"
-
-
-def factory_receivable(factory_id: uuid.UUID) -> str:
-    return f"factory_receivable:{factory_id}"
 
 
 class UnknownFactory(InvalidInput):
@@ -133,43 +127,6 @@ def _not_found() -> NotFound:
     return NotFound("No such settlement", code="settlement_not_found")
 
 
-def sees_factory(principal: Principal, factory_id: uuid.UUID) -> bool:
-    """Admins and services see every factory's settlements; a factory account its own."""
-    return principal.is_privileged or (
-        principal.role is Role.FACTORY
-        and principal.factory_id is not None
-        and principal.factory_id == factory_id
-    )
-
-
-# Figures ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Figures:
-    total_amount: int
-    platform_fee: int
-    receivable_deducted: int
-    receivable_carried: int
-    net_amount: int
-    fee_bps: int
-
-
-def figures(total_amount: int, fee_bps: int, receivable: int = 0) -> Figures:
-    """The fee rounded half up to the rupiah (5,000,000 at 500 bps: 250,000, net 4,750,000),
-    then as much of what the factory owes back (`receivable`) as the rest covers."""
-    fee = apply_rate(total_amount, fee_bps)
-    deducted = min(receivable, total_amount - fee)
-    return Figures(
-        total_amount,
-        fee,
-        deducted,
-        receivable - deducted,
-        total_amount - fee - deducted,
-        fee_bps,
-    )
-
-
 async def released_escrow(
     factories: FactoryClient,
     payments: PaymentClient,
@@ -183,40 +140,11 @@ async def released_escrow(
     return await payments.escrow_released(factory_id, start, end)
 
 
-async def _receivable_balance(session: AsyncSession, factory_id: uuid.UUID) -> int:
-    """What the factory owes back, by the ledger."""
-    balance = await session.scalar(
-        select(func.coalesce(func.sum(LedgerLine.debit - LedgerLine.credit), 0)).where(
-            LedgerLine.account == factory_receivable(factory_id)
-        )
-    )
-    return int(balance or 0)
-
-
-async def _pending_missed(
-    session: AsyncSession, released: EscrowReleasedOut
-) -> Sequence[EscrowRefund]:
-    """Refunds reported while the period was unsettled that the figures did not take off
-    (made after they were read): the settlement pays for them, so they become receivables."""
-    netted = {refund.refund_id for refund in released.cancelled_order_refunds}
-    pending = await session.scalars(
-        select(EscrowRefund)
-        .where(
-            EscrowRefund.factory_id == released.factory_id,
-            EscrowRefund.status == EscrowRefundStatus.PENDING.value,
-            EscrowRefund.escrow_released_at >= released.from_,
-            EscrowRefund.escrow_released_at < released.to,
-        )
-        .order_by(EscrowRefund.refund_id)
-    )
-    return [refund for refund in pending if refund.refund_id not in netted]
-
-
 async def preview(
     session: AsyncSession, released: EscrowReleasedOut, fee_bps: int
 ) -> SettlementPreviewOut:
-    missed = await _pending_missed(session, released)
-    owed = await _receivable_balance(session, released.factory_id) + sum(r.amount for r in missed)
+    missed = await pending_missed(session, released)
+    owed = await receivable_balance(session, released.factory_id) + sum(r.amount for r in missed)
     computed = figures(released.total_amount, fee_bps, owed)
     return SettlementPreviewOut(
         factory_id=released.factory_id,
@@ -230,104 +158,6 @@ async def preview(
         fee_bps=fee_bps,
         payments=released.payments,
         sessions=[SettlementSessionOut.model_validate(s) for s in released.sessions],
-    )
-
-
-# The ledger ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Line:
-    account: str
-    debit: int = 0
-    credit: int = 0
-
-
-async def post_entry(
-    session: AsyncSession,
-    kind: LedgerEntryKind,
-    reference: str,
-    lines: Sequence[Line],
-    *,
-    settlement_id: uuid.UUID | None = None,
-) -> uuid.UUID:
-    """Add an entry and its lines (those of zero left out) to the caller's transaction. The
-    database refuses the commit unless the entry's debits equal its credits."""
-    entry_id = uuid.uuid4()
-    await session.execute(
-        insert(LedgerEntry).values(
-            id=entry_id, kind=kind.value, reference=reference, settlement_id=settlement_id
-        )
-    )
-    rows = [
-        {"entry_id": entry_id, "account": line.account, "debit": line.debit, "credit": line.credit}
-        for line in lines
-        if line.debit or line.credit
-    ]
-    if rows:  # an entry without lines is refused at commit like any unbalanced one
-        await session.execute(insert(LedgerLine), rows)
-    return entry_id
-
-
-async def balances(session: AsyncSession) -> LedgerBalancesOut:
-    rows = (
-        await session.execute(
-            select(
-                LedgerLine.account,
-                func.sum(LedgerLine.debit).label("debit"),
-                func.sum(LedgerLine.credit).label("credit"),
-            )
-            .group_by(LedgerLine.account)
-            .order_by(LedgerLine.account)
-        )
-    ).all()
-    accounts = [
-        AccountBalanceOut(account=row.account, debit=int(row.debit), credit=int(row.credit))
-        for row in rows
-    ]
-    return LedgerBalancesOut(
-        accounts=accounts,
-        total_debit=sum(a.debit for a in accounts),
-        total_credit=sum(a.credit for a in accounts),
-    )
-
-
-# Settling --------------------------------------------------------------------------------------
-
-
-async def _lock_factory(session: AsyncSession, factory_id: uuid.UUID) -> None:
-    """Serialise a factory's settlements and the refunds reported against them until the
-    transaction ends. An advisory lock: a refund may be reported for a factory that has no
-    payout account (no row to lock) yet."""
-    await session.execute(
-        select(
-            func.pg_advisory_xact_lock(func.hashtextextended(f"settlement.factory:{factory_id}", 0))
-        )
-    )
-
-
-async def _post_receivable(
-    session: AsyncSession, refund: EscrowRefund, settlement_id: uuid.UUID
-) -> None:
-    """The factory owes back a refund of money `settlement_id` paid it for."""
-    refund.status = EscrowRefundStatus.RECEIVABLE.value
-    refund.settlement_id = settlement_id
-    await post_entry(
-        session,
-        LedgerEntryKind.FACTORY_RECEIVABLE,
-        f"receivable:{refund.refund_id}",
-        [
-            Line(factory_receivable(refund.factory_id), debit=refund.amount),
-            Line(ESCROW_RELEASED, credit=refund.amount),
-        ],
-        settlement_id=settlement_id,
-    )
-    log.info(
-        "factory_receivable",
-        refund_id=str(refund.refund_id),
-        factory_id=str(refund.factory_id),
-        amount=refund.amount,
-        settlement_id=str(settlement_id),
     )
 
 
@@ -348,7 +178,7 @@ async def create_settlement(
         request.period_end,
     )
     factory_id = request.factory_id
-    await _lock_factory(session, factory_id)
+    await lock_factory(session, factory_id)
     account = await session.scalar(
         select(FactoryPayoutAccount)
         .where(FactoryPayoutAccount.factory_id == factory_id)
@@ -373,8 +203,8 @@ async def create_settlement(
         )
     if released.total_amount == 0:
         raise NothingToSettle(f"Nothing was released to factory {factory_id} in the period")
-    missed = await _pending_missed(session, released)
-    owed = await _receivable_balance(session, factory_id) + sum(r.amount for r in missed)
+    missed = await pending_missed(session, released)
+    owed = await receivable_balance(session, factory_id) + sum(r.amount for r in missed)
     computed = figures(released.total_amount, fee_bps, owed)
     sent = {
         "totalAmount": (request.total_amount, computed.total_amount),
@@ -450,7 +280,7 @@ async def create_settlement(
             )
         )
     for refund in missed:
-        await _post_receivable(session, refund, settlement.id)
+        await post_receivable(session, refund, settlement.id)
     await post_entry(
         session,
         LedgerEntryKind.SETTLEMENT,
@@ -477,143 +307,6 @@ async def create_settlement(
         net=computed.net_amount,
     )
     return settlement
-
-
-async def record_escrow_refunds(
-    session: AsyncSession, reports: Sequence[EscrowRefundIn]
-) -> EscrowRefundsOut:
-    """Account for refunds of released escrow (see the module's docstring), once each: a
-    refund reported again is answered as it was recorded. Then commit."""
-    for factory_id in sorted({report.factory_id for report in reports}):
-        await _lock_factory(session, factory_id)  # in one order: no deadlock
-    recorded: dict[uuid.UUID, EscrowRefund] = {
-        refund.refund_id: refund
-        for refund in await session.scalars(
-            select(EscrowRefund).where(
-                EscrowRefund.refund_id.in_([report.refund_id for report in reports])
-            )
-        )
-    }
-    for report in reports:
-        if report.refund_id in recorded:
-            continue
-        refund = EscrowRefund(
-            refund_id=report.refund_id,
-            factory_id=report.factory_id,
-            payment_id=report.payment_id,
-            amount=report.amount,
-            escrow_released_at=report.escrow_released_at,
-            status=EscrowRefundStatus.PENDING.value,
-        )
-        session.add(refund)
-        recorded[report.refund_id] = refund
-        settled_by = await session.scalar(
-            select(FactorySettlement.id).where(
-                FactorySettlement.factory_id == report.factory_id,
-                FactorySettlement.period_start <= report.escrow_released_at,
-                FactorySettlement.period_end > report.escrow_released_at,
-            )
-        )
-        await session.flush()
-        if settled_by is not None:
-            await _post_receivable(session, refund, settled_by)
-    await session.commit()
-    return EscrowRefundsOut(
-        refunds=[
-            EscrowRefundOut(
-                refund_id=refund.refund_id,
-                factory_id=refund.factory_id,
-                amount=refund.amount,
-                status=EscrowRefundStatus(refund.status),
-                settlement_id=refund.settlement_id,
-            )
-            for refund in (recorded[report.refund_id] for report in reports)
-        ]
-    )
-
-
-async def _locked_pending(
-    session: AsyncSession, settlement_id: uuid.UUID, attempt: int
-) -> FactorySettlement | None:
-    """The settlement under its row lock while payout `attempt` is outstanding, else None."""
-    settlement = await session.scalar(
-        select(FactorySettlement)
-        .where(FactorySettlement.id == settlement_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if (
-        settlement is None
-        or settlement.status != SettlementStatus.PENDING
-        or settlement.payout_attempt != attempt
-    ):
-        return None
-    return settlement
-
-
-async def record_payout(
-    session: AsyncSession, settlement_id: uuid.UUID, attempt: int, payout_id: str
-) -> None:
-    await session.execute(
-        update(FactorySettlement)
-        .where(
-            FactorySettlement.id == settlement_id,
-            FactorySettlement.payout_attempt == attempt,
-            FactorySettlement.payout_id.is_(None),
-        )
-        .values(payout_id=payout_id)
-    )
-    await session.commit()
-
-
-async def payout_succeeded(session: AsyncSession, settlement_id: uuid.UUID, attempt: int) -> None:
-    """The factory has its money: `paid`, and the payable is paid from cash. Once, however
-    often it is reported."""
-    settlement = await _locked_pending(session, settlement_id, attempt)
-    if settlement is not None:
-        settlement.status = SettlementStatus.PAID.value
-        settlement.paid_at = datetime.now(UTC)
-        await post_entry(
-            session,
-            LedgerEntryKind.SETTLEMENT_PAYOUT,
-            f"settlement:{settlement.id}:payout",
-            [
-                Line(factory_payable(settlement.factory_id), debit=settlement.net_amount),
-                Line(CASH_XENDIT, credit=settlement.net_amount),
-            ],
-            settlement_id=settlement.id,
-        )
-        log.info("settlement_paid", settlement_id=str(settlement_id), attempt=attempt)
-    await session.commit()
-
-
-async def payout_failed(
-    session: AsyncSession, settlement_id: uuid.UUID, attempt: int, failure_code: str
-) -> None:
-    """The payout will not arrive: `payout_failed`, the payable stays in the ledger, and the
-    attempt is kept for when the payout is retried."""
-    settlement = await _locked_pending(session, settlement_id, attempt)
-    if settlement is not None:
-        settlement.status = SettlementStatus.PAYOUT_FAILED.value
-        settlement.payout_failure_code = failure_code
-        session.add(
-            FailedPayout(
-                settlement_id=settlement.id,
-                attempt=attempt,
-                payout_id=settlement.payout_id,
-                failure_code=failure_code,
-                bank_code=settlement.bank_code,
-                account_number=settlement.account_number,
-                account_holder_name=settlement.account_holder_name,
-            )
-        )
-        log.warning(
-            "settlement_payout_failed",
-            settlement_id=str(settlement_id),
-            attempt=attempt,
-            failure_code=failure_code,
-        )
-    await session.commit()
 
 
 async def retry_payout(session: AsyncSession, settlement_id: uuid.UUID) -> FactorySettlement:
@@ -649,9 +342,6 @@ async def retry_payout(session: AsyncSession, settlement_id: uuid.UUID) -> Facto
         attempt=settlement.payout_attempt,
     )
     return settlement
-
-
-# Reading ---------------------------------------------------------------------------------------
 
 
 async def get_settlement(
@@ -728,9 +418,6 @@ async def list_settlements(
         .offset(offset)
     )
     return items.all(), total or 0
-
-
-# Payout accounts -------------------------------------------------------------------------------
 
 
 async def set_payout_account(

@@ -1,4 +1,4 @@
-"""Wallets, their transaction ledger and withdrawals.
+"""Wallets and their transaction ledger.
 
 Every change to a balance locks the user's wallet row, changes the balance and writes its
 transaction in one database transaction, so a balance always equals the sum of its user's
@@ -9,9 +9,8 @@ credit or debit asked for twice happens once.
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-import structlog
 from sqlalchemy import BigInteger, ColumnElement, Uuid, any_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -19,29 +18,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from laku.core.errors import Conflict, NotFound
-from laku.core.outbox import enqueue
-from laku.wallet.models import UserWallet, WalletTransaction, WalletWithdrawal, outbox
-from laku.wallet.schemas import (
-    CURRENCY,
-    BulkCreditsOut,
-    MovementCreate,
-    TransactionDirection,
-    TransactionReason,
-    WalletOut,
-    WithdrawalCreate,
-    WithdrawalStatus,
-)
+from laku.core.errors import Conflict
+from laku.core.schemas import Page, WireModel
+from laku.wallet.models import UserWallet, WalletTransaction, WalletWithdrawal
+from laku.wallet.rules import CURRENCY, TransactionDirection, TransactionReason
+from laku.wallet.schemas import BulkCreditsOut, MovementCreate, WalletOut, WalletTransactionOut
 
-log = structlog.get_logger()
-
-REQUEST_PAYOUT = "request_payout"
-# A payout's statuses at Xendit that settle a withdrawal (the others, ACCEPTED, REQUESTED and
-# LOCKED, mean it is still on its way).
-PAYOUT_SUCCEEDED = "SUCCEEDED"
-PAYOUT_NOT_MADE = frozenset({"FAILED", "CANCELLED"})
-PAYOUT_REVERSED = "REVERSED"
-PAYOUT_FINAL = PAYOUT_NOT_MADE | {PAYOUT_SUCCEEDED, PAYOUT_REVERSED}
+Out = TypeVar("Out", bound=WireModel)
 
 
 class InsufficientBalance(Conflict):
@@ -76,9 +59,6 @@ class Recorded:
     created: bool  # False: the idempotency key had moved money before
 
 
-# Wallets -----------------------------------------------------------------------------------
-
-
 async def get_wallet(session: AsyncSession, user_id: uuid.UUID) -> WalletOut:
     """A user who was never credited has an empty wallet rather than none."""
     wallet = await session.get(UserWallet, user_id)
@@ -89,21 +69,39 @@ async def get_wallet(session: AsyncSession, user_id: uuid.UUID) -> WalletOut:
 
 async def list_transactions(
     session: AsyncSession, user_id: uuid.UUID, limit: int, offset: int
-) -> tuple[Sequence[WalletTransaction], int]:
-    """Newest first."""
-    where = WalletTransaction.user_id == user_id
-    total = await session.scalar(select(func.count()).select_from(WalletTransaction).where(where))
+) -> Page[WalletTransactionOut]:
+    return await newest_first(
+        session, WalletTransaction, WalletTransactionOut, user_id, limit, offset
+    )
+
+
+async def newest_first(
+    session: AsyncSession,
+    model: type[WalletTransaction | WalletWithdrawal],
+    out: type[Out],
+    user_id: uuid.UUID,
+    limit: int,
+    offset: int,
+) -> Page[Out]:
+    """A page of the user's transactions or withdrawals, newest first."""
+    where = model.user_id == user_id
+    total = await session.scalar(select(func.count()).select_from(model).where(where))
     rows = await session.scalars(
-        select(WalletTransaction)
+        select(model)
         .where(where)
-        .order_by(WalletTransaction.created_at.desc(), WalletTransaction.id.desc())
+        .order_by(model.created_at.desc(), model.id.desc())
         .limit(limit)
         .offset(offset)
     )
-    return rows.all(), total or 0
+    return Page(
+        items=[out.model_validate(row) for row in rows],
+        total=total or 0,
+        limit=limit,
+        offset=offset,
+    )
 
 
-async def _locked_wallet(
+async def locked_wallet(
     session: AsyncSession, user_id: uuid.UUID, *, create: bool
 ) -> UserWallet | None:
     """The user's wallet, locked until the transaction ends; made empty first if `create`."""
@@ -111,15 +109,10 @@ async def _locked_wallet(
         await session.execute(
             pg_insert(UserWallet).values(user_id=user_id, balance=0).on_conflict_do_nothing()
         )
-    return await session.scalar(
-        select(UserWallet)
-        .where(UserWallet.user_id == user_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    return await session.get(UserWallet, user_id, with_for_update=True, populate_existing=True)
 
 
-async def _post(
+async def post(
     session: AsyncSession,
     wallet: UserWallet | None,
     direction: TransactionDirection,
@@ -151,7 +144,7 @@ async def _post(
     return transaction
 
 
-async def _by_key(session: AsyncSession, idempotency_key: str) -> WalletTransaction | None:
+async def by_key(session: AsyncSession, idempotency_key: str) -> WalletTransaction | None:
     return await session.scalar(
         select(WalletTransaction).where(WalletTransaction.idempotency_key == idempotency_key)
     )
@@ -178,22 +171,22 @@ async def move(
     session: AsyncSession, direction: TransactionDirection, movement: Movement
 ) -> Recorded:
     """Credit or debit once per idempotency key, and commit."""
-    if existing := await _by_key(session, movement.idempotency_key):
+    if existing := await by_key(session, movement.idempotency_key):
         return _replay(existing, direction, movement)
     try:
-        wallet = await _locked_wallet(
+        wallet = await locked_wallet(
             session, movement.user_id, create=direction is TransactionDirection.CREDIT
         )
         # Requests for one user wait for each other on the lock: look again under it.
-        if existing := await _by_key(session, movement.idempotency_key):
+        if existing := await by_key(session, movement.idempotency_key):
             return _replay(existing, direction, movement)
-        transaction = await _post(session, wallet, direction, movement)
+        transaction = await post(session, wallet, direction, movement)
         await session.commit()
     except IntegrityError:
         # The same key used at the same moment for another user's wallet: the unique key let
         # one of them through.
         await session.rollback()
-        existing = await _by_key(session, movement.idempotency_key)
+        existing = await by_key(session, movement.idempotency_key)
         if existing is None:
             raise
         return _replay(existing, direction, movement)
@@ -287,165 +280,3 @@ async def credit_bulk(session: AsyncSession, movements: Sequence[Movement]) -> B
 def _among(column: InstrumentedAttribute[Any], values: Sequence[Any]) -> ColumnElement[bool]:
     """`column = ANY(:values)`: one array parameter however many values there are."""
     return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
-
-
-# Withdrawals -------------------------------------------------------------------------------
-
-
-async def create_withdrawal(
-    session: AsyncSession, user_id: uuid.UUID, body: WithdrawalCreate
-) -> WalletWithdrawal:
-    """Take the amount from the wallet and ask for its payout, in one transaction: the payout
-    request goes through the outbox, so it is made once the money is taken, and only then."""
-    withdrawal_id = uuid.uuid4()
-    wallet = await _locked_wallet(session, user_id, create=False)
-    withdrawal = WalletWithdrawal(
-        id=withdrawal_id,
-        user_id=user_id,
-        amount=body.amount,
-        bank_code=body.bank_code.value,
-        account_number=body.account_number,
-        account_holder_name=body.account_holder_name,
-        status=WithdrawalStatus.PENDING.value,
-    )
-    session.add(withdrawal)
-    await _post(
-        session,
-        wallet,
-        TransactionDirection.DEBIT,
-        Movement(
-            user_id=user_id,
-            amount=body.amount,
-            reason=TransactionReason.WITHDRAWAL,
-            reference=f"withdrawal:{withdrawal_id}",
-            idempotency_key=f"withdrawal:{withdrawal_id}",
-        ),
-    )
-    await enqueue(session, outbox, REQUEST_PAYOUT, {"withdrawalId": str(withdrawal_id)})
-    await session.commit()
-    await session.refresh(withdrawal)
-    return withdrawal
-
-
-async def list_withdrawals(
-    session: AsyncSession, user_id: uuid.UUID, limit: int, offset: int
-) -> tuple[Sequence[WalletWithdrawal], int]:
-    """Newest first."""
-    where = WalletWithdrawal.user_id == user_id
-    total = await session.scalar(select(func.count()).select_from(WalletWithdrawal).where(where))
-    rows = await session.scalars(
-        select(WalletWithdrawal)
-        .where(where)
-        .order_by(WalletWithdrawal.created_at.desc(), WalletWithdrawal.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    return rows.all(), total or 0
-
-
-async def get_withdrawal(
-    session: AsyncSession, withdrawal_id: uuid.UUID, *, owner: uuid.UUID
-) -> WalletWithdrawal:
-    """The owner's withdrawal; another user's is not found."""
-    withdrawal = await session.get(WalletWithdrawal, withdrawal_id)
-    if withdrawal is None or withdrawal.user_id != owner:
-        raise NotFound("No such withdrawal", code="withdrawal_not_found")
-    return withdrawal
-
-
-async def record_payout_id(session: AsyncSession, withdrawal_id: uuid.UUID, payout_id: str) -> None:
-    """Remember which Xendit payout carries the withdrawal (the webhook may have told first)."""
-    await session.execute(
-        update(WalletWithdrawal)
-        .where(WalletWithdrawal.id == withdrawal_id, WalletWithdrawal.payout_id.is_(None))
-        .values(payout_id=payout_id)
-    )
-    await session.commit()
-
-
-async def _locked_withdrawal(
-    session: AsyncSession, withdrawal_id: uuid.UUID
-) -> WalletWithdrawal | None:
-    return await session.scalar(
-        select(WalletWithdrawal)
-        .where(WalletWithdrawal.id == withdrawal_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-
-
-async def _fail_and_reverse(
-    session: AsyncSession, withdrawal: WalletWithdrawal, failure_code: str
-) -> None:
-    """The money did not reach the bank account (the payout failed, was cancelled or sent
-    back): the withdrawal fails and its amount goes back, once (the reversal's idempotency
-    key is the withdrawal's, however it came to fail)."""
-    withdrawal.status = WithdrawalStatus.FAILED.value
-    withdrawal.failure_code = failure_code
-    if await _by_key(session, _reversal_key(withdrawal.id)) is not None:
-        return
-    wallet = await _locked_wallet(session, withdrawal.user_id, create=True)
-    await _post(
-        session,
-        wallet,
-        TransactionDirection.CREDIT,
-        Movement(
-            user_id=withdrawal.user_id,
-            amount=withdrawal.amount,
-            reason=TransactionReason.WITHDRAWAL_REVERSAL,
-            reference=f"withdrawal:{withdrawal.id}",
-            idempotency_key=_reversal_key(withdrawal.id),
-        ),
-    )
-
-
-def _reversal_key(withdrawal_id: uuid.UUID) -> str:
-    return f"withdrawal-reversal:{withdrawal_id}"
-
-
-async def refuse_withdrawal(
-    session: AsyncSession, withdrawal_id: uuid.UUID, failure_code: str
-) -> None:
-    """Xendit refused to create the payout: nothing was sent, so the money goes back."""
-    withdrawal = await _locked_withdrawal(session, withdrawal_id)
-    if withdrawal is not None and withdrawal.status == WithdrawalStatus.PENDING:
-        await _fail_and_reverse(session, withdrawal, failure_code)
-    await session.commit()
-
-
-async def follow_payout(
-    session: AsyncSession,
-    withdrawal_id: uuid.UUID,
-    *,
-    payout_id: str,
-    payout_status: str,
-    failure_code: str | None,
-) -> WithdrawalStatus:
-    """Settle a withdrawal by its payout's status as Xendit reports it (read back from Xendit,
-    never taken from a webhook), and commit; returns the withdrawal's status. SUCCEEDED settles
-    a pending withdrawal; FAILED or CANCELLED fails it and gives the money back; REVERSED (the
-    bank sent the money back, even after it succeeded) does the same. Each happens once."""
-    withdrawal = await _locked_withdrawal(session, withdrawal_id)
-    if withdrawal is None:
-        raise NotFound("No such withdrawal", code="withdrawal_not_found")
-    if withdrawal.payout_id is None:
-        withdrawal.payout_id = payout_id
-    status = WithdrawalStatus(withdrawal.status)
-    if payout_status == PAYOUT_SUCCEEDED:
-        if status is WithdrawalStatus.PENDING:
-            withdrawal.status = WithdrawalStatus.SUCCEEDED.value
-        elif status is WithdrawalStatus.FAILED:
-            log.error(
-                "payout_succeeded_for_failed_withdrawal",
-                withdrawal_id=str(withdrawal.id),
-                payout_id=payout_id,
-                failure_code=withdrawal.failure_code,
-            )
-    elif payout_status in PAYOUT_NOT_MADE and status is WithdrawalStatus.PENDING:
-        await _fail_and_reverse(session, withdrawal, failure_code or payout_status)
-    elif payout_status == PAYOUT_REVERSED and status is not WithdrawalStatus.FAILED:
-        log.warning("payout_reversed", withdrawal_id=str(withdrawal.id), payout_id=payout_id)
-        await _fail_and_reverse(session, withdrawal, PAYOUT_REVERSED)
-    status = WithdrawalStatus(withdrawal.status)
-    await session.commit()
-    return status
