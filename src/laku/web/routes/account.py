@@ -9,11 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from laku.core.errors import DomainError
+from laku.web.backend import BANKS
 from laku.web.pages import Buyer, CsrfHeader, Form, Visitor, form_values, int_field, render
 
 router = APIRouter(prefix="/me")
 
-BANKS = ("BCA", "BNI", "BRI", "MANDIRI", "PERMATA", "CIMB", "BSI", "DANAMON", "BTN")
 ADDRESS_FIELDS = ("label", "recipientName", "phone", "street", "city", "province", "postalCode")
 
 
@@ -69,8 +69,8 @@ async def _wallet_page(
 
 
 @router.get("/wallet")
-async def wallet(visitor: Buyer) -> Response:
-    return await _wallet_page(visitor)
+async def wallet(visitor: Buyer, requested: bool = False) -> Response:
+    return await _wallet_page(visitor, notice=visitor.t("wallet.requested") if requested else None)
 
 
 @router.post("/wallet/withdrawals")
@@ -95,7 +95,7 @@ async def withdraw(visitor: Buyer, form: Form) -> Response:
         return await _wallet_page(
             visitor, values=values, error=visitor.refusal(exc), status_code=exc.status
         )
-    return await _wallet_page(visitor, notice=visitor.t("wallet.requested"))
+    return RedirectResponse("/me/wallet?requested=1", status_code=303)
 
 
 @router.get("/orders")

@@ -1,0 +1,55 @@
+"""Buyers' orders: cancel one (its subtotal back to the buyer's wallet) or book its shipment."""
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from laku.web.pages import Admin, Form, form_values, render
+from laku.web.routes.admin.forms import page_context, shown_at, submit
+
+router = APIRouter(prefix="/admin")
+COURIERS = (("jne|reg", "JNE REG"), ("jnt|ez", "J&T EZ"), ("sicepat|reg", "SiCepat REG"))
+
+
+async def orders_page(visitor, *, values=None, error=None, status_code=200) -> Response:
+    """The latest orders, each with its shipment once one is booked."""
+    orders, shipments = await asyncio.gather(
+        visitor.backend.get("order", "/api/orders", limit=100),
+        visitor.backend.get("logistics", "/api/shipments", limit=100),
+    )
+    return render(
+        visitor,
+        "admin/orders.html",
+        orders=orders["items"],
+        shipments={s["orderId"]: s for s in shipments["items"]},
+        couriers=COURIERS,
+        **page_context(visitor, values, error, status_code),
+    )
+
+
+shown_at(router, "/orders", orders_page)
+
+
+@router.post("/orders/{order_id}/cancel")
+async def cancel_order(visitor: Admin, order_id: str, form: Form) -> Response:
+    reason = form_values(form).get("reason", "").strip()
+    return await submit(
+        visitor,
+        orders_page,
+        lambda: visitor.backend.post("order", f"/api/orders/{order_id}/cancel", {"reason": reason}),
+        "/admin/orders",
+    )
+
+
+@router.post("/orders/{order_id}/shipment")
+async def book_shipment(visitor: Admin, order_id: str, form: Form) -> Response:
+    values = form_values(form)
+    courier, _, service_type = values.get("courier", "jne|reg").partition("|")
+    body = {"orderId": order_id, "courierCompany": courier, "courierType": service_type}
+    return await submit(
+        visitor,
+        orders_page,
+        lambda: visitor.backend.post("logistics", "/api/shipments", body, key=values.get("key")),
+        "/admin/orders",
+    )
