@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from laku.core.errors import DomainError
 from laku.web.backend import BANKS
 from laku.web.pages import Buyer, CsrfHeader, Form, Visitor, form_values, int_field, render
+from laku.web.routes.forms import page_context, submit
 
 router = APIRouter(prefix="/me")
 
@@ -41,36 +43,29 @@ async def my_group_buys(visitor: Buyer) -> Response:
     )
 
 
-async def _wallet_page(
-    visitor: Visitor,
-    *,
-    values: dict[str, str] | None = None,
-    error: str | None = None,
-    notice: str | None = None,
-    status_code: int = 200,
-) -> Response:
+async def _wallet_page(visitor, *, values=None, error=None, status_code=200) -> Response:
     wallet, transactions, withdrawals = await asyncio.gather(
         visitor.backend.get("wallet", "/api/wallets/me"),
         visitor.backend.get("wallet", "/api/wallets/me/transactions", limit=50),
         visitor.backend.get("wallet", "/api/wallets/me/withdrawals", limit=20),
     )
+    context = page_context(visitor, values, error, status_code)
+    if context["notice"]:  # the only thing saved here: a withdrawal asked for
+        context["notice"] = visitor.t("wallet.requested")
     return render(
         visitor,
         "account/wallet.html",
-        status_code=status_code,
         wallet=wallet,
         transactions=transactions["items"],
         withdrawals=withdrawals["items"],
         banks=BANKS,
-        values=values or {},
-        error=error,
-        notice=notice,
+        **context,
     )
 
 
 @router.get("/wallet")
-async def wallet(visitor: Buyer, requested: bool = False) -> Response:
-    return await _wallet_page(visitor, notice=visitor.t("wallet.requested") if requested else None)
+async def wallet(visitor: Buyer) -> Response:
+    return await _wallet_page(visitor)
 
 
 @router.post("/wallet/withdrawals")
@@ -87,15 +82,14 @@ async def withdraw(visitor: Buyer, form: Form) -> Response:
         "accountNumber": values.get("accountNumber", "").strip(),
         "accountHolderName": values.get("accountHolderName", "").strip(),
     }
-    try:
-        await visitor.backend.post(
+    return await submit(
+        visitor,
+        _wallet_page,
+        lambda: visitor.backend.post(
             "wallet", "/api/wallets/me/withdrawals", body, key=values.get("key")
-        )
-    except DomainError as exc:
-        return await _wallet_page(
-            visitor, values=values, error=visitor.refusal(exc), status_code=exc.status
-        )
-    return RedirectResponse("/me/wallet?requested=1", status_code=303)
+        ),
+        "/me/wallet",
+    )
 
 
 @router.get("/orders")
@@ -121,24 +115,19 @@ async def order(visitor: Buyer, order_id: str) -> Response:
 
 
 async def _addresses_page(
-    visitor: Visitor,
-    *,
-    values: dict[str, str] | None = None,
-    editing: str | None = None,
-    error: str | None = None,
-    status_code: int = 200,
+    visitor, *, values=None, error=None, status_code=200, editing=None
 ) -> Response:
+    """The addresses, with the form adding one, or editing the one `editing` names (filled in
+    with it until the person has typed)."""
     addresses = await visitor.backend.get("address", "/api/addresses")
     if editing and values is None:
         values = next((a for a in addresses if a["id"] == editing), None)
     return render(
         visitor,
         "account/addresses.html",
-        status_code=status_code,
         addresses=addresses,
-        values=values or {},
         editing=editing,
-        error=error,
+        **page_context(visitor, values, error, status_code),
     )
 
 
@@ -157,52 +146,51 @@ async def addresses(visitor: Buyer, edit: str | None = None) -> Response:
 @router.post("/addresses")
 async def add_address(visitor: Buyer, form: Form) -> Response:
     values = form_values(form)
-    try:
-        await visitor.backend.post(
+    return await submit(
+        visitor,
+        _addresses_page,
+        lambda: visitor.backend.post(
             "address", "/api/addresses", _address_body(values), key=values.get("key")
-        )
-    except DomainError as exc:
-        return await _addresses_page(
-            visitor, values=values, error=visitor.refusal(exc), status_code=exc.status
-        )
-    return RedirectResponse("/me/addresses", status_code=303)
+        ),
+        "/me/addresses",
+    )
 
 
 @router.post("/addresses/{address_id}")
 async def edit_address(visitor: Buyer, address_id: str, form: Form) -> Response:
-    values = form_values(form)
-    body = _address_body(values)
+    body = _address_body(form_values(form))
     if not body["isDefault"]:
         del body["isDefault"]  # unticked on an edit: left as it is, not taken away
-    try:
-        await visitor.backend.send("PATCH", "address", f"/api/addresses/{address_id}", body)
-    except DomainError as exc:
-        return await _addresses_page(
-            visitor,
-            values=values,
-            editing=address_id,
-            error=visitor.refusal(exc),
-            status_code=exc.status,
-        )
-    return RedirectResponse("/me/addresses", status_code=303)
+
+    def editing_page(visitor: Visitor, **shown: Any) -> Awaitable[Response]:
+        return _addresses_page(visitor, editing=address_id, **shown)
+
+    return await submit(
+        visitor,
+        editing_page,
+        lambda: visitor.backend.send("PATCH", "address", f"/api/addresses/{address_id}", body),
+        "/me/addresses",
+    )
 
 
 @router.post("/addresses/{address_id}/delete")
 async def delete_address(visitor: Buyer, address_id: str, _: Form) -> Response:
-    try:
-        await visitor.backend.send("DELETE", "address", f"/api/addresses/{address_id}")
-    except DomainError as exc:
-        return await _addresses_page(visitor, error=visitor.refusal(exc), status_code=exc.status)
-    return RedirectResponse("/me/addresses", status_code=303)
+    return await submit(
+        visitor,
+        _addresses_page,
+        lambda: visitor.backend.send("DELETE", "address", f"/api/addresses/{address_id}"),
+        "/me/addresses",
+    )
 
 
 @router.post("/addresses/{address_id}/default")
 async def default_address(visitor: Buyer, address_id: str, _: Form) -> Response:
-    try:
-        await visitor.backend.post("address", f"/api/addresses/{address_id}/default")
-    except DomainError as exc:
-        return await _addresses_page(visitor, error=visitor.refusal(exc), status_code=exc.status)
-    return RedirectResponse("/me/addresses", status_code=303)
+    return await submit(
+        visitor,
+        _addresses_page,
+        lambda: visitor.backend.post("address", f"/api/addresses/{address_id}/default"),
+        "/me/addresses",
+    )
 
 
 # Notifications -------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from starlette.datastructures import UploadFile
 from laku.core.errors import DomainError
 from laku.web.pages import Admin, Form, Visitor, form_values, int_field, render
 from laku.web.photos import NoPhoto, fit_for_upload
-from laku.web.routes.admin.forms import button, listing, page_context, shown_at, submit
+from laku.web.routes.forms import button, listing, page_context, shown_at, submit
 
 router = APIRouter(prefix="/admin")
 

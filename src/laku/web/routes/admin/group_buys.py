@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from laku.web.formatting import WIB
 from laku.web.pages import Admin, Form, form_values, int_field, render
-from laku.web.routes.admin.forms import button, listing, page_context, shown_at, submit, wib_input
+from laku.web.routes.forms import button, listing, page_context, shown_at, submit, wib_input
 
 router = APIRouter(prefix="/admin")
 

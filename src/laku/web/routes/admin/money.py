@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from laku.core.errors import DomainError
 from laku.web.backend import BANKS
 from laku.web.pages import Admin, Form, form_values, render
-from laku.web.routes.admin.forms import page_context, submit, wib_input
+from laku.web.routes.forms import page_context, submit, wib_input
 
 router = APIRouter(prefix="/admin")
 

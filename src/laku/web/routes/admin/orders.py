@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from laku.web.pages import Admin, Form, form_values, render
-from laku.web.routes.admin.forms import page_context, shown_at, submit
+from laku.web.routes.forms import page_context, shown_at, submit
 
 router = APIRouter(prefix="/admin")
 COURIERS = (("jne|reg", "JNE REG"), ("jnt|ez", "J&T EZ"), ("sicepat|reg", "SiCepat REG"))
