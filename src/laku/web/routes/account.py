@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from laku.core.errors import DomainError
 from laku.web.backend import BANKS
 from laku.web.pages import Buyer, CsrfHeader, Form, Visitor, form_values, int_field, render
-from laku.web.routes.forms import page_context, submit
+from laku.web.routes.forms import page_context, send_form
 
 router = APIRouter(prefix="/me")
 
@@ -82,13 +82,8 @@ async def withdraw(visitor: Buyer, form: Form) -> Response:
         "accountNumber": values.get("accountNumber", "").strip(),
         "accountHolderName": values.get("accountHolderName", "").strip(),
     }
-    return await submit(
-        visitor,
-        _wallet_page,
-        lambda: visitor.backend.post(
-            "wallet", "/api/wallets/me/withdrawals", body, key=values.get("key")
-        ),
-        "/me/wallet",
+    return await send_form(
+        visitor, _wallet_page, "/me/wallet", "wallet", "/api/wallets/me/withdrawals", body
     )
 
 
@@ -145,14 +140,9 @@ async def addresses(visitor: Buyer, edit: str | None = None) -> Response:
 
 @router.post("/addresses")
 async def add_address(visitor: Buyer, form: Form) -> Response:
-    values = form_values(form)
-    return await submit(
-        visitor,
-        _addresses_page,
-        lambda: visitor.backend.post(
-            "address", "/api/addresses", _address_body(values), key=values.get("key")
-        ),
-        "/me/addresses",
+    body = _address_body(form_values(form))
+    return await send_form(
+        visitor, _addresses_page, "/me/addresses", "address", "/api/addresses", body
     )
 
 
@@ -165,32 +155,24 @@ async def edit_address(visitor: Buyer, address_id: str, form: Form) -> Response:
     def editing_page(visitor: Visitor, **shown: Any) -> Awaitable[Response]:
         return _addresses_page(visitor, editing=address_id, **shown)
 
-    return await submit(
-        visitor,
-        editing_page,
-        lambda: visitor.backend.send("PATCH", "address", f"/api/addresses/{address_id}", body),
-        "/me/addresses",
+    path = f"/api/addresses/{address_id}"
+    return await send_form(
+        visitor, editing_page, "/me/addresses", "address", path, body, method="PATCH"
     )
 
 
 @router.post("/addresses/{address_id}/delete")
 async def delete_address(visitor: Buyer, address_id: str, _: Form) -> Response:
-    return await submit(
-        visitor,
-        _addresses_page,
-        lambda: visitor.backend.send("DELETE", "address", f"/api/addresses/{address_id}"),
-        "/me/addresses",
+    path = f"/api/addresses/{address_id}"
+    return await send_form(
+        visitor, _addresses_page, "/me/addresses", "address", path, method="DELETE"
     )
 
 
 @router.post("/addresses/{address_id}/default")
 async def default_address(visitor: Buyer, address_id: str, _: Form) -> Response:
-    return await submit(
-        visitor,
-        _addresses_page,
-        lambda: visitor.backend.post("address", f"/api/addresses/{address_id}/default"),
-        "/me/addresses",
-    )
+    path = f"/api/addresses/{address_id}/default"
+    return await send_form(visitor, _addresses_page, "/me/addresses", "address", path)
 
 
 # Notifications -------------------------------------------------------------------------------

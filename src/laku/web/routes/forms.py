@@ -57,6 +57,29 @@ async def submit(
     return RedirectResponse(f"{back}{separator}done=1", status_code=303)
 
 
+async def send_form(
+    visitor: Visitor,
+    form_page: FormPage,
+    back: str,
+    service: str,
+    path: str,
+    body: Any = None,
+    *,
+    method: str = "POST",
+) -> Response:
+    """`submit` of the one call most forms make: `body` sent to `service`, with the form's own
+    idempotency key where it carries one (so a double submit does the work once)."""
+    key = (await visitor.request.form()).get("key")
+    return await submit(
+        visitor,
+        form_page,
+        lambda: visitor.backend.send(
+            method, service, path, body, key=key if isinstance(key, str) else None
+        ),
+        back,
+    )
+
+
 def listing(template: str, name: str, service: str, path: str, **params: Any) -> FormPage:
     """A page listing one service's page of items (under `name`) with the forms acting on them."""
 
@@ -95,18 +118,14 @@ def button(
     target: str,
     *,
     back: str,
-    method: str = "POST",
 ) -> None:
     """POST `path` (a form with a button and nothing else) asks `service` to do one thing at
     `target`; both paths are filled in with the page's path parameters."""
 
     async def press(visitor: Admin, _: Form) -> Response:
         params = visitor.request.path_params
-        return await submit(
-            visitor,
-            form_page,
-            lambda: visitor.backend.send(method, service, target.format(**params)),
-            back.format(**params),
+        return await send_form(
+            visitor, form_page, back.format(**params), service, target.format(**params)
         )
 
     router.add_api_route(path, press, methods=["POST"], response_class=Response)

@@ -2,6 +2,7 @@
 photos, bundle composition and stock."""
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter
@@ -11,7 +12,7 @@ from starlette.datastructures import UploadFile
 from laku.core.errors import DomainError
 from laku.web.pages import Admin, Form, Visitor, form_values, int_field, render
 from laku.web.photos import NoPhoto, fit_for_upload
-from laku.web.routes.forms import button, listing, page_context, shown_at, submit
+from laku.web.routes.forms import button, listing, page_context, send_form, shown_at, submit
 
 router = APIRouter(prefix="/admin")
 
@@ -33,11 +34,8 @@ async def create_factory(visitor: Admin, form: Form) -> Response:
     for optional in ("email", "city"):
         if values.get(optional, "").strip():
             body[optional] = values[optional].strip()
-    return await submit(
-        visitor,
-        factories_page,
-        lambda: visitor.backend.post("factory", "/api/factories", body, key=values.get("key")),
-        "/admin/factories",
+    return await send_form(
+        visitor, factories_page, "/admin/factories", "factory", "/api/factories", body
     )
 
 
@@ -47,13 +45,14 @@ async def verify_factory(visitor: Admin, factory_id: str, form: Form) -> Respons
     body: dict[str, Any] = {"status": values.get("status", "")}
     if values.get("reason", "").strip():
         body["reason"] = values["reason"].strip()
-    return await submit(
+    return await send_form(
         visitor,
         factories_page,
-        lambda: visitor.backend.send(
-            "PATCH", "factory", f"/api/factories/{factory_id}/verification", body
-        ),
         "/admin/factories",
+        "factory",
+        f"/api/factories/{factory_id}/verification",
+        body,
+        method="PATCH",
     )
 
 
@@ -71,11 +70,8 @@ async def create_category(visitor: Admin, form: Form) -> Response:
         body["slug"] = values["slug"].strip()
     if values.get("parentId"):
         body["parentId"] = values["parentId"]
-    return await submit(
-        visitor,
-        categories_page,
-        lambda: visitor.backend.post("product", "/api/categories", body, key=values.get("key")),
-        "/admin/categories",
+    return await send_form(
+        visitor, categories_page, "/admin/categories", "product", "/api/categories", body
     )
 
 
@@ -175,8 +171,12 @@ for action in ("publish", "archive"):
     )
 
 
-def _on_product(visitor: Visitor, product_id: str, call) -> Any:
-    return submit(visitor, product_page, call, f"/admin/products/{product_id}")
+def _on_product(
+    visitor: Visitor, product_id: str, service: str, path: str, body: Any, *, method: str = "POST"
+) -> Awaitable[Response]:
+    return send_form(
+        visitor, product_page, f"/admin/products/{product_id}", service, path, body, method=method
+    )
 
 
 @router.post("/products/{product_id}/variants")
@@ -190,9 +190,7 @@ async def add_variant(visitor: Admin, product_id: str, form: Form) -> Response:
         }
     ]
     return await _on_product(
-        visitor,
-        product_id,
-        lambda: visitor.backend.post("product", f"/api/products/{product_id}/variants", body),
+        visitor, product_id, "product", f"/api/products/{product_id}/variants", body
     )
 
 
@@ -206,9 +204,10 @@ async def set_bundle(visitor: Admin, product_id: str, form: Form) -> Response:
     return await _on_product(
         visitor,
         product_id,
-        lambda: visitor.backend.send(
-            "PUT", "group-buying", f"/api/admin/bundle-composition/{product_id}", items
-        ),
+        "group-buying",
+        f"/api/admin/bundle-composition/{product_id}",
+        items,
+        method="PUT",
     )
 
 
@@ -226,9 +225,7 @@ async def create_inventory(visitor: Admin, product_id: str, form: Form) -> Respo
         for variant_id in variant_ids
         if int_field(form, f"stock-{variant_id}") is not None
     ]
-    return await _on_product(
-        visitor, product_id, lambda: visitor.backend.post("warehouse", "/api/inventory", items)
-    )
+    return await _on_product(visitor, product_id, "warehouse", "/api/inventory", items)
 
 
 @router.post("/products/{product_id}/adjustments")
@@ -237,11 +234,7 @@ async def adjust_stock(visitor: Admin, product_id: str, form: Form) -> Response:
     body = {"delta": int_field(form, "delta"), "reason": values.get("reason", "").strip()}
     variant_id = values.get("variantId", "")
     return await _on_product(
-        visitor,
-        product_id,
-        lambda: visitor.backend.post(
-            "warehouse", f"/api/inventory/{variant_id}/adjustments", body, key=values.get("key")
-        ),
+        visitor, product_id, "warehouse", f"/api/inventory/{variant_id}/adjustments", body
     )
 
 
@@ -256,4 +249,4 @@ async def upload_image(visitor: Admin, product_id: str, form: Form) -> Response:
         data = fit_for_upload(await upload.read())
         await visitor.backend.upload_product_image(product_id, data)
 
-    return await _on_product(visitor, product_id, send)
+    return await submit(visitor, product_page, send, f"/admin/products/{product_id}")

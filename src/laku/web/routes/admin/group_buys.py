@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from laku.web.formatting import WIB
 from laku.web.pages import Admin, Form, form_values, int_field, render
-from laku.web.routes.forms import button, listing, page_context, shown_at, submit, wib_input
+from laku.web.routes.forms import button, listing, page_context, send_form, shown_at, wib_input
 
 router = APIRouter(prefix="/admin")
 
@@ -65,13 +65,8 @@ async def open_group_buy(visitor: Admin, form: Form) -> Response:
         "endTime": wib_input(values.get("endTime", "")),
         "estimatedCompletionDate": wib_input(values.get("estimatedCompletionDate", "")),
     }
-    return await submit(
-        visitor,
-        group_buys_page,
-        lambda: visitor.backend.post(
-            "group-buying", "/api/group-buying", body, key=values.get("key")
-        ),
-        "/admin/group-buys",
+    return await send_form(
+        visitor, group_buys_page, "/admin/group-buys", "group-buying", "/api/group-buying", body
     )
 
 

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from laku.core.errors import DomainError
 from laku.web.backend import BANKS
 from laku.web.pages import Admin, Form, form_values, render
-from laku.web.routes.forms import page_context, submit, wib_input
+from laku.web.routes.forms import page_context, send_form, wib_input
 
 router = APIRouter(prefix="/admin")
 
@@ -65,11 +65,8 @@ async def create_settlement(visitor: Admin, form: Form) -> Response:
         "periodStart": wib_input(values.get("periodStart", "")),
         "periodEnd": wib_input(values.get("periodEnd", "")),
     }
-    return await submit(
-        visitor,
-        settlements_page,
-        lambda: visitor.backend.post("settlement", "/api/settlements", body, key=values.get("key")),
-        "/admin/settlements",
+    return await send_form(
+        visitor, settlements_page, "/admin/settlements", "settlement", "/api/settlements", body
     )
 
 
@@ -82,11 +79,12 @@ async def payout_account(visitor: Admin, form: Form) -> Response:
         "accountHolderName": values.get("accountHolderName", "").strip(),
     }
     factory_id = values.get("factoryId", "")
-    return await submit(
+    return await send_form(
         visitor,
         settlements_page,
-        lambda: visitor.backend.send(
-            "PUT", "settlement", f"/api/settlements/payout-accounts/{factory_id}", body
-        ),
         "/admin/settlements",
+        "settlement",
+        f"/api/settlements/payout-accounts/{factory_id}",
+        body,
+        method="PUT",
     )

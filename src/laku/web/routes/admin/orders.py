@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from laku.web.pages import Admin, Form, form_values, render
-from laku.web.routes.forms import page_context, shown_at, submit
+from laku.web.routes.forms import page_context, send_form, shown_at
 
 router = APIRouter(prefix="/admin")
 COURIERS = (("jne|reg", "JNE REG"), ("jnt|ez", "J&T EZ"), ("sicepat|reg", "SiCepat REG"))
@@ -34,11 +34,13 @@ shown_at(router, "/orders", orders_page)
 @router.post("/orders/{order_id}/cancel")
 async def cancel_order(visitor: Admin, order_id: str, form: Form) -> Response:
     reason = form_values(form).get("reason", "").strip()
-    return await submit(
+    return await send_form(
         visitor,
         orders_page,
-        lambda: visitor.backend.post("order", f"/api/orders/{order_id}/cancel", {"reason": reason}),
         "/admin/orders",
+        "order",
+        f"/api/orders/{order_id}/cancel",
+        {"reason": reason},
     )
 
 
@@ -47,9 +49,6 @@ async def book_shipment(visitor: Admin, order_id: str, form: Form) -> Response:
     values = form_values(form)
     courier, _, service_type = values.get("courier", "jne|reg").partition("|")
     body = {"orderId": order_id, "courierCompany": courier, "courierType": service_type}
-    return await submit(
-        visitor,
-        orders_page,
-        lambda: visitor.backend.post("logistics", "/api/shipments", body, key=values.get("key")),
-        "/admin/orders",
+    return await send_form(
+        visitor, orders_page, "/admin/orders", "logistics", "/api/shipments", body
     )
