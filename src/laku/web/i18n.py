@@ -222,6 +222,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "status.moq_reached": ("MOQ tercapai", "MOQ reached"),
     "status.success": ("Berhasil", "Succeeded"),
     "status.pending_stock": ("Menunggu stok", "Waiting for stock"),
+    "status.stock_received": ("Stok diterima", "Stock received"),
     "status.expired": ("Kedaluwarsa", "Expired"),
     "wallet.title": ("Dompet", "Wallet"),
     "wallet.balance": ("Saldo", "Balance"),
