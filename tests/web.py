@@ -11,7 +11,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from tests.catalog import SeedCatalog, created
 from tests.support import Platform, bearer
@@ -57,6 +64,8 @@ def new_context(
         locale="id-ID",
     )
     context.set_default_timeout(15_000)
+    # What the page shows is waited for as long as what it does (a busy machine answers slowly).
+    expect.set_options(timeout=15_000)
     return context
 
 
