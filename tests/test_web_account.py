@@ -3,20 +3,15 @@ the addresses (add, edit, make default, delete), each checked against what the s
 
 import re
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.support import Account, Platform, bearer
-from tests.web import chromium, login, new_context, screenshot
+from tests.web import login, new_context, one_browser, refused_keeping_input, screenshot
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
+browser = pytest.fixture(scope="module", name="browser")(one_browser)
 
 
 def _signed_in_buyer(platform: Platform, browser: Browser) -> tuple[Account, Page]:
@@ -63,12 +58,15 @@ def test_a_buyer_withdraws_from_the_wallet_to_a_bank_account(
 
     # More than the balance: refused on the form, everything typed kept, nothing moved.
     _withdraw(page, "250.000", "BNI", "0123456789", "Ani Lestari")
-    expect(page.get_by_role("alert")).to_have_text("Saldo tidak cukup.")
-    form = page.locator('form[action="/me/wallet/withdrawals"]')
-    expect(form.get_by_label("Jumlah (Rp)")).to_have_value("250.000")
-    expect(form.get_by_label("Bank")).to_have_value("BNI")
-    expect(form.get_by_label("Nomor rekening")).to_have_value("0123456789")
-    expect(form.get_by_label("Nama pemilik rekening")).to_have_value("Ani Lestari")
+    typed = {
+        "Jumlah (Rp)": "250.000",
+        "Bank": "BNI",
+        "Nomor rekening": "0123456789",
+        "Nama pemilik rekening": "Ani Lestari",
+    }
+    refused_keeping_input(
+        page, 'form[action="/me/wallet/withdrawals"]', "Saldo tidak cukup.", typed
+    )
     # An account number a bank would not have: the field is named.
     _withdraw(page, "150.000", "BNI", "01-23", "Ani Lestari")
     expect(page.get_by_role("alert")).to_have_text("Periksa kembali isian Anda: Nomor rekening.")
@@ -131,10 +129,12 @@ def test_a_buyer_adds_edits_defaults_and_deletes_addresses(
     form.get_by_label("Kota/Kabupaten").fill("Kota Bekasi")
     form.get_by_label("Kode pos").fill("171")
     form.get_by_role("button", name="Simpan").click()
-    expect(page.get_by_role("alert")).to_have_text("Periksa kembali isian Anda: Kode pos.")
-    form = page.locator("#address-form")
-    expect(form.get_by_label("Kota/Kabupaten")).to_have_value("Kota Bekasi")
-    expect(form.get_by_label("Kode pos")).to_have_value("171")
+    form = refused_keeping_input(
+        page,
+        "#address-form",
+        "Periksa kembali isian Anda: Kode pos.",
+        {"Kota/Kabupaten": "Kota Bekasi", "Kode pos": "171"},
+    )
     form.get_by_label("Kode pos").fill("17142")
     form.get_by_role("button", name="Simpan").click()
     expect(office).to_contain_text("Kota Bekasi")

@@ -1,11 +1,12 @@
 """Buyers' orders: cancel one (its subtotal back to the buyer's wallet) or book its shipment."""
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from laku.web.pages import Admin, Form, form_values, render
+from laku.web.pages import Admin, Form, Visitor, form_values, render
 from laku.web.routes.forms import page_context, send_form, shown_at
 
 router = APIRouter(prefix="/admin")
@@ -15,17 +16,23 @@ COURIERS = (("jne|reg", "JNE REG"), ("jnt|ez", "J&T EZ"), ("sicepat|reg", "SiCep
 async def orders_page(visitor, *, values=None, error=None, status_code=200) -> Response:
     """The latest orders, each with its shipment once one is booked."""
     orders, shipments = await asyncio.gather(
-        visitor.backend.get("order", "/api/orders", limit=100),
-        visitor.backend.get("logistics", "/api/shipments", limit=100),
+        visitor.backend.get("order", "/api/orders", limit=100), _shipments_by_order(visitor)
     )
+    context = page_context(visitor, values, error, status_code)
     return render(
         visitor,
         "admin/orders.html",
         orders=orders["items"],
-        shipments={s["orderId"]: s for s in shipments["items"]},
+        shipments=shipments,
         couriers=COURIERS,
-        **page_context(visitor, values, error, status_code),
+        **context,
     )
+
+
+async def _shipments_by_order(visitor: Visitor) -> dict[str, dict[str, Any]]:
+    """The latest shipments, by the order each carries."""
+    page = await visitor.backend.get("logistics", "/api/shipments", limit=100)
+    return {shipment["orderId"]: shipment for shipment in page["items"]}
 
 
 shown_at(router, "/orders", orders_page)

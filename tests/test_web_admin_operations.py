@@ -1,38 +1,37 @@
-"""The admin's money pages in Chromium: a factory settled through the pages (preview, payout
-account, create) with the ledger's balances; then its group buy's orders: one shipped, one
-cancelled with its subtotal back in the buyer's wallet and owed back by the factory."""
+"""The admin's console at work in Chromium, each step checked against what the services then
+hold: a factory settled (preview, payout account, create) with the ledger's balances, then its
+group buy's orders, one shipped and one cancelled with its subtotal back in the buyer's wallet
+and owed back by the factory; a group buy cancelled and another closed short of its MOQ, as
+their buyer then sees them, and the factory's portal; a stock adjustment and an archive."""
 
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from laku.web.formatting import WIB, rupiah
-from tests.catalog import create_seed_catalog
+from tests.catalog import create_seed_catalog, created
 from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, Account, Platform, bearer
 from tests.test_close import _close, _join
 from tests.web import (
-    chromium,
     end_now,
     eventually,
+    fill,
     login,
     new_context,
+    one_browser,
     open_session,
     publish,
+    refused_keeping_input,
     reload_until,
     screenshot,
 )
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
+browser = pytest.fixture(scope="module", name="browser")(one_browser)
 
 
 def _a_past_second() -> datetime:
@@ -123,17 +122,17 @@ def test_the_admin_settles_a_factory_and_ships_and_cancels_its_orders(
 
     # The payout account: a malformed account number is refused with the field named and
     # everything typed kept; then saved.
-    account_form = page.locator('form[action="/admin/settlements/payout-account"]')
-    account_form.get_by_label("Pabrik").select_option(value=catalog.factory_id)
-    account_form.get_by_label("Bank").select_option("MANDIRI")
-    account_form.get_by_label("Nomor rekening").fill("12-34")
-    account_form.get_by_label("Nama pemilik rekening").fill("PT Konveksi Maju")
-    account_form.get_by_role("button", name="Simpan").click()
-    expect(page.get_by_role("alert")).to_have_text("Periksa kembali isian Anda: Nomor rekening.")
-    account_form = page.locator('form[action="/admin/settlements/payout-account"]')
-    expect(account_form.get_by_label("Nomor rekening")).to_have_value("12-34")
-    expect(account_form.get_by_label("Nama pemilik rekening")).to_have_value("PT Konveksi Maju")
-    expect(account_form.get_by_label("Bank")).to_have_value("MANDIRI")
+    account = 'form[action="/admin/settlements/payout-account"]'
+    typed = {
+        "Pabrik": catalog.factory_id,
+        "Bank": "MANDIRI",
+        "Nomor rekening": "12-34",
+        "Nama pemilik rekening": "PT Konveksi Maju",
+    }
+    fill(page.locator(account), typed)
+    page.locator(account).get_by_role("button", name="Simpan").click()
+    message = "Periksa kembali isian Anda: Nomor rekening."
+    account_form = refused_keeping_input(page, account, message, typed)
     account_form.get_by_label("Nomor rekening").fill("1230004567")
     account_form.get_by_role("button", name="Simpan").click()
     expect(page.get_by_role("status")).to_have_text("Tersimpan.")
@@ -242,3 +241,122 @@ def _add_address(platform: Platform, buyer: Account) -> None:
         headers={**buyer.headers, "Idempotency-Key": uuid.uuid4().hex},
     )
     assert response.status_code == 201, response.text
+
+
+def _participation(page: Page, session: dict[str, Any]) -> Locator:
+    """The buyer's card for their part in `session`, on their group buys."""
+    return page.locator(
+        ".participation", has=page.locator(f'a[href="/g/{session["sessionCode"]}"]')
+    )
+
+
+def _session_status(platform: Platform, session_id: str) -> str:
+    return _get(platform, "group-buying", f"/api/group-buying/{session_id}")["status"]
+
+
+def test_the_admin_cancels_one_group_buy_and_closes_another_short_of_its_moq(
+    platform: Platform, browser: Browser
+) -> None:
+    catalog = create_seed_catalog(platform)
+    publish(platform, catalog.product_id)
+    cancelled, expiring = (open_session(platform, catalog, target_moq=10) for _ in range(2))
+
+    # The buyer: one join left unpaid, one paid.
+    buyer = platform.new_buyer("Rina")
+    _join(platform, cancelled, catalog.variants["M"], 1, pay=False, buyer=buyer)
+    _join(platform, expiring, catalog.variants["L"], 2, pay=True, buyer=buyer)
+    mine = new_context(browser, platform).new_page()
+    login(mine, buyer.email, "buyer-password")
+    mine.goto("/me/group-buys")
+    pending = _participation(mine, cancelled)
+    expect(pending.locator(".badge")).to_have_text("Menunggu pembayaran")
+    pay = pending.get_by_role("link", name=re.compile("^Bayar Rp "))
+    assert "/checkout/" in (pay.get_attribute("href") or "")
+
+    # The factory's portal lists its products' open group buys.
+    staff_email = f"staff-{uuid.uuid4().hex[:8]}@laku.id"
+    created(
+        platform.client("factory").post(
+            f"/api/factories/{catalog.factory_id}/users",
+            json={"email": staff_email, "password": "factory-password", "name": "Asep"},
+            headers=bearer(platform.admin_token),
+        )
+    )
+    portal = new_context(browser, platform).new_page()
+    login(portal, staff_email, "factory-password")
+    portal.wait_for_url("**/factory")
+    ours = portal.locator('section[aria-labelledby="gb-h"]')
+    for session in (cancelled, expiring):
+        expect(ours.locator(f'a[href="/g/{session["sessionCode"]}"]')).to_have_count(1)
+    expect(ours).to_contain_text("Aktif")  # the one with a paid join
+
+    admin = new_context(browser, platform, phone=False).new_page()
+    login(admin, ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin.goto("/admin/group-buys")
+    row = admin.locator(f'tr[data-session="{cancelled["sessionCode"]}"]')
+    row.get_by_role("button", name=f"Batalkan {cancelled['sessionCode']}").click()
+    expect(admin.get_by_role("status")).to_have_text("Tersimpan.")
+    # The list is of open group buys (as group-buying lists them): the cancelled one leaves it.
+    expect(admin.locator(f'tr[data-session="{cancelled["sessionCode"]}"]')).to_have_count(0)
+    assert _session_status(platform, cancelled["id"]) == "cancelled"
+
+    # Short of its MOQ at its end: closed from the page, failed, the buyer's money back.
+    end_now(platform, expiring["id"])
+    admin.get_by_role("button", name="Tutup yang sudah berakhir sekarang").click()
+    expect(admin.get_by_role("status")).to_have_text("Tersimpan.")
+    assert eventually(lambda: _session_status(platform, expiring["id"]) == "failed", timeout=30)
+    admin.reload()
+    expect(admin.locator(f'tr[data-session="{expiring["sessionCode"]}"]')).to_have_count(0)
+    screenshot(admin, "admin-group-buys-closed-desktop")
+
+    mine.goto("/me/group-buys")
+    assert reload_until(mine, "Gagal, dana dikembalikan", timeout=30)
+    failed = _participation(mine, expiring)
+    expect(failed.locator(".badge")).to_have_text("Gagal, dana dikembalikan")
+    refund = failed.locator(".refund")
+    expect(refund).to_have_text(re.compile(r"^Rp \d"))
+    wallet = platform.client("wallet").get("/api/wallets/me", headers=buyer.headers).json()
+    assert refund.inner_text() == rupiah(wallet["balance"])
+    pending = _participation(mine, cancelled)
+    expect(pending.locator(".badge")).to_have_text("Dibatalkan")
+    expect(pending.get_by_role("link", name=re.compile("^Bayar"))).to_have_count(0)
+    screenshot(mine, "my-group-buys-ended-phone")
+
+
+def test_the_admin_adjusts_stock_and_archives_a_product(
+    platform: Platform, browser: Browser
+) -> None:
+    catalog = create_seed_catalog(platform)
+    page = new_context(browser, platform, phone=False).new_page()
+    login(page, ADMIN_EMAIL, ADMIN_PASSWORD)
+    page.goto(f"/admin/products/{catalog.product_id}")
+    form = page.locator('form[action$="/adjustments"]')
+
+    # More taken out than there is: refused, what was typed kept.
+    form.get_by_label("Varian").select_option(label="Medium")
+    form.get_by_label("Perubahan (+/-)").fill("-100")
+    form.get_by_label("Alasan").fill("Rusak saat penyimpanan")
+    form.get_by_role("button").click()
+    form = refused_keeping_input(
+        page,
+        'form[action$="/adjustments"]',
+        "Stok tidak boleh negatif.",
+        {
+            "Varian": catalog.variants["M"],
+            "Perubahan (+/-)": "-100",
+            "Alasan": "Rusak saat penyimpanan",
+        },
+    )
+
+    form.get_by_label("Perubahan (+/-)").fill("-3")
+    form.get_by_role("button").click()
+    expect(page.get_by_role("status")).to_have_text("Tersimpan.")
+    expect(page.locator('tr[data-variant="Medium"]')).to_contain_text("5/8")
+    [stock] = _get(platform, "warehouse", "/api/inventory", productId=catalog.product_id)
+    medium = next(v for v in stock["variants"] if v["variantId"] == catalog.variants["M"])
+    assert medium["availableQuantity"] == 5
+
+    page.get_by_role("button", name="Arsipkan").click()
+    expect(page.locator("#product-status")).to_have_text("Diarsipkan")
+    assert _get(platform, "product", f"/api/products/{catalog.product_id}")["status"] == "archived"
+    screenshot(page, "admin-product-archived-desktop")
