@@ -5,7 +5,6 @@ number and the admin receives it; another factory cannot see it."""
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -15,13 +14,9 @@ from playwright.sync_api import Browser, Page, expect
 from laku.web.formatting import WIB
 from tests.catalog import SEED_VARIANTS, created
 from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, Platform, bearer
-from tests.web import chromium, eventually, home_showing, login, new_context, screenshot
+from tests.web import eventually, home_showing, login, new_context, one_browser, screenshot
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
+browser = pytest.fixture(scope="module", name="browser")(one_browser)
 
 
 def _create_factory(page: Page, name: str, phone: str) -> None:

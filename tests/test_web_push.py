@@ -10,7 +10,6 @@ subscription is posted as the page would post it with a browser's real P-256 key
 at the push sandbox (the push service stand-in), which then receives the encrypted notice the
 test decrypts as the browser would."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,16 +19,13 @@ from tests.support import Account, Platform
 from tests.test_close import _eventually
 from tests.test_webpush import Browser as PushKeys
 from tests.test_webpush import _notify, _received, _subscriptions
-from tests.web import chromium, login, new_context
+from tests.web import login, new_context, one_browser
 
 NOTICES = "/me/notifications"
 SUBSCRIBE = "/me/push-subscriptions"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
+browser = pytest.fixture(scope="module", name="browser")(one_browser)
 
 
 def _signed_in(browser: Browser, platform: Platform, **options: Any) -> tuple[Page, Account]:

@@ -1,22 +1,17 @@
 """The pages' safety and manners in Chromium: escaping, CSRF, the session cookie, the headers,
 who may open which area, and refusals shown on the form in the page's language."""
 
-from collections.abc import Iterator
-
 import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.catalog import create_seed_catalog
 from tests.support import Platform, bearer
-from tests.web import chromium, home_showing, new_context, open_session, publish, register
+from tests.web import home_showing, new_context, one_browser, open_session, publish, register
 
 SCRIPT = "<script>alert(1)</script>"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
+browser = pytest.fixture(scope="module", name="browser")(one_browser)
 
 
 def test_a_product_named_like_a_script_shows_as_text(platform: Platform, browser: Browser) -> None:

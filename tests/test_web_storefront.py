@@ -3,7 +3,6 @@ the parcel delivered, and the same join and payment with JavaScript turned off."
 
 import re
 import time
-from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -11,11 +10,11 @@ from playwright.sync_api import Browser, Page, expect
 from tests.catalog import create_seed_catalog
 from tests.support import Platform, bearer
 from tests.web import (
-    chromium,
     end_now,
     eventually,
     home_showing,
     new_context,
+    one_browser,
     open_session,
     publish,
     register,
@@ -23,11 +22,7 @@ from tests.web import (
     screenshot,
 )
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
+browser = pytest.fixture(scope="module", name="browser")(one_browser)
 
 
 def _join_and_pay(page: Page, code: str, variant: str, quantity: int) -> None:

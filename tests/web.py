@@ -11,7 +11,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from tests.catalog import SeedCatalog, created
 from tests.support import Platform, bearer
@@ -47,6 +55,13 @@ def chromium() -> Iterator[Browser]:
         playwright.stop()
 
 
+def one_browser() -> Iterator[Browser]:
+    """A test module's `browser` fixture: `browser = pytest.fixture(scope="module",
+    name="browser")(one_browser)` in it."""
+    with chromium() as running:
+        yield running
+
+
 def new_context(
     browser: Browser, platform: Platform, *, phone: bool = True, javascript: bool = True
 ) -> BrowserContext:
@@ -57,7 +72,29 @@ def new_context(
         locale="id-ID",
     )
     context.set_default_timeout(15_000)
+    # What the page shows is waited for as long as what it does (a busy machine answers slowly).
+    expect.set_options(timeout=15_000)
     return context
+
+
+def fill(form: Locator, typed: dict[str, str]) -> None:
+    """Type each value into the field its label names (choose it, in a select)."""
+    for label, value in typed.items():
+        field = form.get_by_label(label, exact=True)
+        if field.evaluate("element => element.tagName") == "SELECT":
+            field.select_option(value)
+        else:
+            field.fill(value)
+
+
+def refused_keeping_input(page: Page, form: str, message: str, typed: dict[str, str]) -> Locator:
+    """After a refused submit: the refusal shown, and the form (`form`, a selector) again with
+    each field (by its label) as it was typed. Returns the form, to correct and send again."""
+    expect(page.get_by_role("alert")).to_have_text(message)
+    shown = page.locator(form)
+    for label, value in typed.items():
+        expect(shown.get_by_label(label)).to_have_value(value)
+    return shown
 
 
 def screenshot(page: Page, name: str) -> None:

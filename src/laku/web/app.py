@@ -25,7 +25,8 @@ from laku.core.settings import Settings, get_settings
 from laku.web.config import STATIC_DIR
 from laku.web.login_session import LoginRenewalMiddleware, LoginRenewer
 from laku.web.pages import CsrfRefused, LoginRequired, NotAllowed, _visitor, render
-from laku.web.routes import account, admin, factory, storefront
+from laku.web.routes import account, factory, storefront
+from laku.web.routes.admin import catalog, dashboard, group_buys, money, orders
 from laku.web.security import Csrf, SecurityHeadersMiddleware
 
 log = structlog.get_logger()
@@ -155,6 +156,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unhandled_error", path=request.url.path)
         return await error_page(request, 500, "error.title")
 
-    for router in (storefront.router, account.router, admin.router, factory.router):
+    for router in (
+        storefront.router,
+        account.router,
+        dashboard.router,
+        catalog.router,
+        group_buys.router,
+        orders.router,
+        money.router,
+        factory.router,
+    ):
         app.include_router(router)
     return app

@@ -21,7 +21,7 @@ from laku.order.client import OrderClient
 from laku.payment.client import PaymentClient
 from laku.product.client import ProductClient
 from laku.settlement.client import SettlementClient
-from laku.wallet.client import WalletClient
+from laku.wallet.client import Bank, WalletClient
 from laku.warehouse.client import WarehouseClient
 
 _CLIENTS: dict[str, type[ServiceClient]] = {
@@ -38,6 +38,10 @@ _CLIENTS: dict[str, type[ServiceClient]] = {
     "settlement": SettlementClient,
     "address": AddressClient,
 }
+
+
+# The banks a wallet withdrawal or a factory's settlement is paid out to.
+BANKS = tuple(bank.value for bank in Bank)
 
 
 class UserToken:

@@ -153,6 +153,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "adm.receive": ("Terima", "Receive"),
     "adm.courier": ("Kurir", "Courier"),
     "adm.book_shipment": ("Pesan pengiriman", "Book shipment"),
+    "adm.shipment": ("Pengiriman", "Shipment"),
+    "adm.awaiting_goods": ("Menunggu barang masuk gudang", "Waiting for the goods"),
+    "adm.cancel_order": ("Batalkan pesanan", "Cancel the order"),
     "adm.preview": ("Pratinjau", "Preview"),
     "adm.period_start": ("Awal periode", "Period start"),
     "adm.period_end": ("Akhir periode", "Period end"),
@@ -162,7 +165,23 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "adm.payout_account": ("Rekening pencairan", "Payout account"),
     "adm.ledger": ("Saldo buku besar", "Ledger balances"),
     "adm.account": ("Akun", "Account"),
+    "adm.debit": ("Debit", "Debit"),
     "adm.credit": ("Kredit", "Credit"),
+    "adm.period": ("Periode", "Period"),
+    "adm.released": ("Escrow dilepas", "Escrow released"),
+    "adm.receivable_deducted": ("Dipotong piutang", "Receivable deducted"),
+    "adm.no_settlements": ("Belum ada penyelesaian.", "No settlements yet."),
+    "settlement.pending": ("Pencairan diproses", "Payout in progress"),
+    "settlement.paid": ("Dibayar", "Paid"),
+    "settlement.payout_failed": ("Pencairan gagal", "Payout failed"),
+    "ledger.escrow_released": ("Escrow dilepas", "Escrow released"),
+    "ledger.factory_payable": ("Utang ke pabrik", "Payable to the factory"),
+    "ledger.factory_receivable": ("Piutang dari pabrik", "Receivable from the factory"),
+    "ledger.platform_fee_revenue": ("Pendapatan biaya platform", "Platform fee revenue"),
+    "ledger.cash_xendit": ("Kas di Xendit", "Cash at Xendit"),
+    "ledger.cash_bank": ("Kas di bank", "Cash at the bank"),
+    "ledger.inventory": ("Persediaan", "Inventory"),
+    "ledger.ppn_input": ("PPN masukan", "Input VAT (PPN)"),
     "stock.in_stock": ("Tersedia", "In stock"),
     "stock.low_stock": ("Menipis", "Low"),
     "stock.out_of_stock": ("Habis", "Out of stock"),
@@ -203,6 +222,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "status.moq_reached": ("MOQ tercapai", "MOQ reached"),
     "status.success": ("Berhasil", "Succeeded"),
     "status.pending_stock": ("Menunggu stok", "Waiting for stock"),
+    "status.stock_received": ("Stok diterima", "Stock received"),
     "status.expired": ("Kedaluwarsa", "Expired"),
     "wallet.title": ("Dompet", "Wallet"),
     "wallet.balance": ("Saldo", "Balance"),
@@ -214,6 +234,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "wallet.account_holder": ("Nama pemilik rekening", "Account holder"),
     "wallet.withdrawals": ("Penarikan", "Withdrawals"),
     "wallet.requested": ("Penarikan diajukan.", "Withdrawal requested."),
+    "wallet.no_withdrawals": ("Belum ada penarikan.", "No withdrawals yet."),
+    "withdrawal.pending": ("Diproses", "In progress"),
+    "withdrawal.succeeded": ("Berhasil", "Succeeded"),
+    "withdrawal.failed": ("Gagal, saldo dikembalikan", "Failed, balance restored"),
     "orders.title": ("Pesanan", "Orders"),
     "orders.empty": ("Belum ada pesanan.", "No orders yet."),
     "orders.tracking": ("Lacak kiriman", "Shipment tracking"),
@@ -222,6 +246,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "addr.title": ("Alamat", "Addresses"),
     "addr.add": ("Tambah alamat", "Add an address"),
     "addr.edit": ("Ubah", "Edit"),
+    "addr.edit_title": ("Ubah alamat", "Edit the address"),
     "addr.delete": ("Hapus", "Delete"),
     "addr.make_default": ("Jadikan utama", "Make default"),
     "addr.default": ("Utama", "Default"),
@@ -328,6 +353,82 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     "forbidden": ("Anda tidak punya akses.", "You are not allowed to do this."),
     "purchase_order_not_found": ("Pesanan pembelian tidak ditemukan.", "No such purchase order."),
     "invalid_status": ("Tidak bisa dalam status ini.", "Not possible in this status."),
+    "unknown_factory": ("Pabrik tidak ditemukan.", "No such factory."),
+    "invalid_period": (
+        "Akhir periode harus setelah awal periode.",
+        "The period must end after it starts.",
+    ),
+    "period_not_ended": (
+        "Periode hanya bisa diselesaikan setelah berakhir.",
+        "A period is settled once it has ended.",
+    ),
+    "no_payout_account": (
+        "Atur rekening pencairan pabrik ini dulu.",
+        "Set this factory's payout account first.",
+    ),
+    "settlement_period_overlaps": (
+        "Sebagian periode ini sudah diselesaikan untuk pabrik ini.",
+        "Part of this period is already settled for this factory.",
+    ),
+    "nothing_to_settle": (
+        "Tidak ada escrow yang dilepas ke pabrik ini pada periode ini.",
+        "No escrow was released to this factory in this period.",
+    ),
+    "settlement_mismatch": (
+        "Jumlahnya sudah berubah. Lihat pratinjau lagi.",
+        "The amounts have changed. Preview again.",
+    ),
+    "order_not_ready": (
+        "Barang pesanan ini belum ada di gudang; kirim setelah barang diterima.",
+        "This order's goods are not in the warehouse yet; ship it once they are.",
+    ),
+    "order_not_shippable": (
+        "Hanya pesanan yang sedang diproses yang bisa dikirim.",
+        "Only an order being processed can be shipped.",
+    ),
+    "shipment_in_progress": (
+        "Pengiriman pesanan ini sedang dipesan. Coba lagi sebentar lagi.",
+        "This order's shipment is being booked. Try again shortly.",
+    ),
+    "shipping_rejected_by_provider": (
+        "Kurir menolak pengiriman ini.",
+        "The courier refused this shipment.",
+    ),
+    "invalid_order_transition": (
+        "Pesanan dalam status ini tidak bisa diubah begitu.",
+        "The order cannot make that change in its status.",
+    ),
+    "address_not_found": ("Alamat tidak ditemukan.", "No such address."),
+    "default_address_required": (
+        "Harus ada satu alamat utama.",
+        "One address must be the default.",
+    ),
+    "postal_code_mismatch": (
+        "Kode pos tidak cocok dengan kota.",
+        "The postal code does not match the city.",
+    ),
+}
+
+
+# A field a service found invalid (its wire name) as the form labels it.
+FIELD_LABELS = {
+    "amount": "wallet.amount",
+    "bankCode": "wallet.bank",
+    "accountNumber": "wallet.account_number",
+    "accountHolderName": "wallet.account_holder",
+    "label": "addr.label",
+    "recipientName": "addr.recipient",
+    "phone": "addr.phone",
+    "street": "addr.street",
+    "city": "addr.city",
+    "province": "addr.province",
+    "postalCode": "addr.postal_code",
+    "name": "auth.name",
+    "email": "auth.email",
+    "password": "auth.password",
+    "periodStart": "adm.period_start",
+    "periodEnd": "adm.period_end",
+    "reason": "adm.reason",
 }
 
 
@@ -339,8 +440,14 @@ def translate(lang: str, key: str, **values: object) -> str:
     return text.format(**values) if values else text
 
 
-def problem_message(lang: str, code: str, detail: str | None) -> str:
+def problem_message(lang: str, code: str, detail: str | None, fields: tuple[str, ...] = ()) -> str:
+    """The refusal by its code; an invalid input names the fields to check, as labelled."""
     texts = PROBLEMS.get(code)
-    if texts is not None:
-        return texts[0] if lang == "id" else texts[1]
-    return translate(lang, "error.refused", detail=detail or code)
+    if texts is None:
+        return translate(lang, "error.refused", detail=detail or code)
+    message = texts[0] if lang == "id" else texts[1]
+    named = (translate(lang, FIELD_LABELS[name]) for name in fields if name in FIELD_LABELS)
+    labels = list(dict.fromkeys(named))
+    if labels:
+        message = f"{message.removesuffix('.')}: {', '.join(labels)}."
+    return message

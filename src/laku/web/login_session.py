@@ -13,11 +13,11 @@ import jwt
 import structlog
 from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from laku.core.errors import UpstreamUnavailable
 from laku.web.config import get_web_settings
-from laku.web.security import REFRESH_COOKIE, SESSION_COOKIE
+from laku.web.security import REFRESH_COOKIE, SESSION_COOKIE, ResponseHeadersMiddleware
 
 log = structlog.get_logger()
 
@@ -134,34 +134,20 @@ def leave_renewal(scope: Scope, renewal: LoginTokens | str) -> None:
     scope.setdefault("state", {})[_STATE_KEY] = renewal
 
 
-class LoginRenewalMiddleware:
+class LoginRenewalMiddleware(ResponseHeadersMiddleware):
     """Puts a renewal made while answering (in the visitor dependency) into the response's
-    cookies, whatever the response is (a page, a redirect, JSON); unless the response sets the
-    login cookies itself (signing in or out)."""
+    cookies; unless the response sets the login cookies itself (signing in or out)."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+    def add_headers(self, scope: Scope, headers: MutableHeaders) -> None:
+        renewal = scope.get("state", {}).get(_STATE_KEY)
+        if renewal is None or any(
+            value.startswith(f"{SESSION_COOKIE}=") for value in headers.getlist("set-cookie")
+        ):
             return
-
-        async def send_with_cookies(message: Message) -> None:
-            renewal = scope.get("state", {}).get(_STATE_KEY)
-            if message["type"] == "http.response.start" and renewal is not None:
-                headers = MutableHeaders(scope=message)
-                if not any(
-                    value.startswith(f"{SESSION_COOKIE}=")
-                    for value in headers.getlist("set-cookie")
-                ):
-                    carrier = Response()
-                    if isinstance(renewal, LoginTokens):
-                        set_login_cookies(carrier, renewal)
-                    else:
-                        clear_login_cookies(carrier)
-                    for value in carrier.headers.getlist("set-cookie"):
-                        headers.append("set-cookie", value)
-            await send(message)
-
-        await self.app(scope, receive, send_with_cookies)
+        carrier = Response()
+        if isinstance(renewal, LoginTokens):
+            set_login_cookies(carrier, renewal)
+        else:
+            clear_login_cookies(carrier)
+        for value in carrier.headers.getlist("set-cookie"):
+            headers.append("set-cookie", value)

@@ -69,7 +69,10 @@ class Visitor:
     def refusal(self, exc: DomainError) -> str:
         """A service's refusal as the person reads it, in the page's language."""
         if isinstance(exc, ServiceCallError):
-            return problem_message(self.lang, exc.code, exc.detail)
+            fields = tuple(
+                str(error["loc"][-1]) for error in exc.problem.get("errors") or () if error["loc"]
+            )
+            return problem_message(self.lang, exc.code, exc.detail, fields)
         if exc.status >= 500:
             return self.t("error.unavailable")
         return problem_message(self.lang, exc.code, exc.detail)

@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import secrets
 
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SESSION_COOKIE = "laku_session"  # the access token
@@ -21,15 +22,18 @@ CONTENT_SECURITY_POLICY = (
     "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; "
     "form-action 'self' http: https:; frame-ancestors 'none'"
 )
-_HEADERS = [
-    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"strict-origin-when-cross-origin"),
-    (b"x-frame-options", b"DENY"),
-]
+_HEADERS = (
+    ("content-security-policy", CONTENT_SECURITY_POLICY),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "strict-origin-when-cross-origin"),
+    ("x-frame-options", "DENY"),
+)
 
 
-class SecurityHeadersMiddleware:
+class ResponseHeadersMiddleware:
+    """Adds to every HTTP response's headers as it starts, whatever the response is (a page, a
+    redirect, JSON, an error)."""
+
     def __init__(self, app: ASGIApp):
         self.app = app
 
@@ -40,10 +44,19 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *_HEADERS]
+                self.add_headers(scope, MutableHeaders(scope=message))
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    def add_headers(self, scope: Scope, headers: MutableHeaders) -> None:
+        raise NotImplementedError
+
+
+class SecurityHeadersMiddleware(ResponseHeadersMiddleware):
+    def add_headers(self, scope: Scope, headers: MutableHeaders) -> None:
+        for name, value in _HEADERS:
+            headers.append(name, value)
 
 
 class Csrf:

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -9,11 +10,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from laku.core.errors import DomainError
+from laku.web.backend import BANKS
 from laku.web.pages import Buyer, CsrfHeader, Form, Visitor, form_values, int_field, render
+from laku.web.routes.forms import page_context, send_form
 
 router = APIRouter(prefix="/me")
 
-BANKS = ("BCA", "BNI", "BRI", "MANDIRI", "PERMATA", "CIMB", "BSI", "DANAMON", "BTN")
 ADDRESS_FIELDS = ("label", "recipientName", "phone", "street", "city", "province", "postalCode")
 
 
@@ -41,30 +43,23 @@ async def my_group_buys(visitor: Buyer) -> Response:
     )
 
 
-async def _wallet_page(
-    visitor: Visitor,
-    *,
-    values: dict[str, str] | None = None,
-    error: str | None = None,
-    notice: str | None = None,
-    status_code: int = 200,
-) -> Response:
+async def _wallet_page(visitor, *, values=None, error=None, status_code=200) -> Response:
     wallet, transactions, withdrawals = await asyncio.gather(
         visitor.backend.get("wallet", "/api/wallets/me"),
         visitor.backend.get("wallet", "/api/wallets/me/transactions", limit=50),
         visitor.backend.get("wallet", "/api/wallets/me/withdrawals", limit=20),
     )
+    context = page_context(visitor, values, error, status_code)
+    if context["notice"]:  # the only thing saved here: a withdrawal asked for
+        context["notice"] = visitor.t("wallet.requested")
     return render(
         visitor,
         "account/wallet.html",
-        status_code=status_code,
         wallet=wallet,
         transactions=transactions["items"],
         withdrawals=withdrawals["items"],
         banks=BANKS,
-        values=values or {},
-        error=error,
-        notice=notice,
+        **context,
     )
 
 
@@ -87,15 +82,9 @@ async def withdraw(visitor: Buyer, form: Form) -> Response:
         "accountNumber": values.get("accountNumber", "").strip(),
         "accountHolderName": values.get("accountHolderName", "").strip(),
     }
-    try:
-        await visitor.backend.post(
-            "wallet", "/api/wallets/me/withdrawals", body, key=values.get("key")
-        )
-    except DomainError as exc:
-        return await _wallet_page(
-            visitor, values=values, error=visitor.refusal(exc), status_code=exc.status
-        )
-    return await _wallet_page(visitor, notice=visitor.t("wallet.requested"))
+    return await send_form(
+        visitor, _wallet_page, "/me/wallet", "wallet", "/api/wallets/me/withdrawals", body
+    )
 
 
 @router.get("/orders")
@@ -121,24 +110,19 @@ async def order(visitor: Buyer, order_id: str) -> Response:
 
 
 async def _addresses_page(
-    visitor: Visitor,
-    *,
-    values: dict[str, str] | None = None,
-    editing: str | None = None,
-    error: str | None = None,
-    status_code: int = 200,
+    visitor, *, values=None, error=None, status_code=200, editing=None
 ) -> Response:
+    """The addresses, with the form adding one, or editing the one `editing` names (filled in
+    with it until the person has typed)."""
     addresses = await visitor.backend.get("address", "/api/addresses")
     if editing and values is None:
         values = next((a for a in addresses if a["id"] == editing), None)
     return render(
         visitor,
         "account/addresses.html",
-        status_code=status_code,
         addresses=addresses,
-        values=values or {},
         editing=editing,
-        error=error,
+        **page_context(visitor, values, error, status_code),
     )
 
 
@@ -156,53 +140,39 @@ async def addresses(visitor: Buyer, edit: str | None = None) -> Response:
 
 @router.post("/addresses")
 async def add_address(visitor: Buyer, form: Form) -> Response:
-    values = form_values(form)
-    try:
-        await visitor.backend.post(
-            "address", "/api/addresses", _address_body(values), key=values.get("key")
-        )
-    except DomainError as exc:
-        return await _addresses_page(
-            visitor, values=values, error=visitor.refusal(exc), status_code=exc.status
-        )
-    return RedirectResponse("/me/addresses", status_code=303)
+    body = _address_body(form_values(form))
+    return await send_form(
+        visitor, _addresses_page, "/me/addresses", "address", "/api/addresses", body
+    )
 
 
 @router.post("/addresses/{address_id}")
 async def edit_address(visitor: Buyer, address_id: str, form: Form) -> Response:
-    values = form_values(form)
-    body = _address_body(values)
+    body = _address_body(form_values(form))
     if not body["isDefault"]:
         del body["isDefault"]  # unticked on an edit: left as it is, not taken away
-    try:
-        await visitor.backend.send("PATCH", "address", f"/api/addresses/{address_id}", body)
-    except DomainError as exc:
-        return await _addresses_page(
-            visitor,
-            values=values,
-            editing=address_id,
-            error=visitor.refusal(exc),
-            status_code=exc.status,
-        )
-    return RedirectResponse("/me/addresses", status_code=303)
+
+    def editing_page(visitor: Visitor, **shown: Any) -> Awaitable[Response]:
+        return _addresses_page(visitor, editing=address_id, **shown)
+
+    path = f"/api/addresses/{address_id}"
+    return await send_form(
+        visitor, editing_page, "/me/addresses", "address", path, body, method="PATCH"
+    )
 
 
 @router.post("/addresses/{address_id}/delete")
 async def delete_address(visitor: Buyer, address_id: str, _: Form) -> Response:
-    try:
-        await visitor.backend.send("DELETE", "address", f"/api/addresses/{address_id}")
-    except DomainError as exc:
-        return await _addresses_page(visitor, error=visitor.refusal(exc), status_code=exc.status)
-    return RedirectResponse("/me/addresses", status_code=303)
+    path = f"/api/addresses/{address_id}"
+    return await send_form(
+        visitor, _addresses_page, "/me/addresses", "address", path, method="DELETE"
+    )
 
 
 @router.post("/addresses/{address_id}/default")
 async def default_address(visitor: Buyer, address_id: str, _: Form) -> Response:
-    try:
-        await visitor.backend.post("address", f"/api/addresses/{address_id}/default")
-    except DomainError as exc:
-        return await _addresses_page(visitor, error=visitor.refusal(exc), status_code=exc.status)
-    return RedirectResponse("/me/addresses", status_code=303)
+    path = f"/api/addresses/{address_id}/default"
+    return await send_form(visitor, _addresses_page, "/me/addresses", "address", path)
 
 
 # Notifications -------------------------------------------------------------------------------

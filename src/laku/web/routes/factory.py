@@ -8,6 +8,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from laku.core.errors import DomainError
 from laku.web.pages import FactoryStaff, Form, Visitor, form_values, render
+from laku.web.routes.forms import page_context
 
 router = APIRouter(prefix="/factory")
 
@@ -21,18 +22,14 @@ async def _home(visitor: Visitor, *, values=None, error=None, status_code=200) -
         backend.get("settlement", "/api/settlements", factoryId=factory_id, limit=50),
         backend.get("group-buying", "/api/group-buying", limit=100),
     )
-    done = visitor.request.query_params.get("done") == "1" and error is None
     return render(
         visitor,
         "factory/home.html",
-        status_code=status_code,
         factory=factory,
         purchase_orders=purchase_orders["items"],
         settlements=settlements["items"],
         sessions=[s for s in sessions["items"] if s["factoryId"] == factory_id],
-        values=values or {},
-        error=error,
-        notice=visitor.t("common.done") if done else None,
+        **page_context(visitor, values, error, status_code),
     )
 
 

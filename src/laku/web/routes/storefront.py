@@ -298,6 +298,13 @@ async def login_page(visitor: AnyVisitor, next: str = "/") -> Response:
     return render(visitor, "login.html", values={"next": safe_next(next)})
 
 
+def _refused(visitor: Visitor, template: str, values: dict[str, str], exc: DomainError) -> Response:
+    """The form again, with the service's refusal and what was typed (never the password)."""
+    return render(
+        visitor, template, status_code=exc.status, values=values, error=visitor.refusal(exc)
+    )
+
+
 @router.post("/login")
 async def login(visitor: AnyVisitor, form: Form) -> Response:
     values = form_values(form)
@@ -308,13 +315,7 @@ async def login(visitor: AnyVisitor, form: Form) -> Response:
             {"email": values.get("email", ""), "password": form.get("password") or ""},
         )
     except DomainError as exc:
-        return render(
-            visitor,
-            "login.html",
-            status_code=getattr(exc, "status", 400),
-            values=values,
-            error=visitor.refusal(exc),
-        )
+        return _refused(visitor, "login.html", values, exc)
     principal = await visitor.request.app.state.token_verifier.verify(tokens["accessToken"])
     target = safe_next(values.get("next"), _home_for(principal.role.value))
     if target == "/" and principal.role.value != "buyer":
@@ -342,13 +343,7 @@ async def register(visitor: AnyVisitor, form: Form) -> Response:
             "auth", "/api/auth/login", {"email": body["email"], "password": password}
         )
     except DomainError as exc:
-        return render(
-            visitor,
-            "register.html",
-            status_code=getattr(exc, "status", 400),
-            values=values,
-            error=visitor.refusal(exc),
-        )
+        return _refused(visitor, "register.html", values, exc)
     response = RedirectResponse("/", status_code=303)
     set_login_cookies(response, LoginTokens.from_answer(tokens))
     return response
