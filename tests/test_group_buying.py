@@ -456,6 +456,30 @@ def test_open_sessions_are_listed_with_their_prices(platform: Platform) -> None:
     assert closed["joinable"] is False
     assert closed["status"] in ("forming", "failed")  # "failed" if the scheduler closed it
 
+    # Asked by status (and factory), ended sessions are listed too: the admin's and a
+    # factory's lists.
+    ended = gb.get(
+        "/api/group-buying",
+        params={"status": ["cancelled", "forming"], "factoryId": catalog.factory_id, "limit": 100},
+    ).json()
+    ids = {item["id"]: item["status"] for item in ended["items"]}
+    assert ids[cancelled["id"]] == "cancelled" and ids[listed["id"]] == "forming"
+    assert set(ids.values()) <= {"cancelled", "forming"}
+    assert ended["total"] == len(ids)
+    elsewhere = gb.get(
+        "/api/group-buying", params={"status": "cancelled", "factoryId": str(uuid.uuid4())}
+    ).json()
+    assert elsewhere == {"items": [], "total": 0, "limit": 20, "offset": 0}
+    assert_problem(gb.get("/api/group-buying", params={"status": "closed"}), 422)
+
+    counts = gb.get("/api/group-buying/status-counts", headers=_admin(platform))
+    assert counts.status_code == 200, counts.text
+    assert counts.json()["cancelled"] >= 1 and set(counts.json()) == {
+        "forming", "active", "moq_reached", "pending_stock", "stock_received", "success",
+        "failed", "cancelled",
+    }  # fmt: skip
+    assert gb.get("/api/group-buying/status-counts").status_code == 401
+
 
 def test_variant_availability(platform: Platform) -> None:
     catalog = create_seed_catalog(platform, stock={"S": 8, "M": 8})

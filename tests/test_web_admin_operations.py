@@ -296,8 +296,10 @@ def test_the_admin_cancels_one_group_buy_and_closes_another_short_of_its_moq(
     row = admin.locator(f'tr[data-session="{cancelled["sessionCode"]}"]')
     row.get_by_role("button", name=f"Batalkan {cancelled['sessionCode']}").click()
     expect(admin.get_by_role("status")).to_have_text("Tersimpan.")
-    # The list is of open group buys (as group-buying lists them): the cancelled one leaves it.
-    expect(admin.locator(f'tr[data-session="{cancelled["sessionCode"]}"]')).to_have_count(0)
+    # Listed on as cancelled, with nothing left to cancel.
+    row = admin.locator(f'tr[data-session="{cancelled["sessionCode"]}"]')
+    expect(row.locator(".badge")).to_have_text("Dibatalkan")
+    expect(row.get_by_role("button")).to_have_count(0)
     assert _session_status(platform, cancelled["id"]) == "cancelled"
 
     # Short of its MOQ at its end: closed from the page, failed, the buyer's money back.
@@ -306,7 +308,9 @@ def test_the_admin_cancels_one_group_buy_and_closes_another_short_of_its_moq(
     expect(admin.get_by_role("status")).to_have_text("Tersimpan.")
     assert eventually(lambda: _session_status(platform, expiring["id"]) == "failed", timeout=30)
     admin.reload()
-    expect(admin.locator(f'tr[data-session="{expiring["sessionCode"]}"]')).to_have_count(0)
+    row = admin.locator(f'tr[data-session="{expiring["sessionCode"]}"]')
+    expect(row.locator(".badge")).to_have_text("Gagal")
+    expect(row.get_by_role("button")).to_have_count(0)
     screenshot(admin, "admin-group-buys-closed-desktop")
 
     mine.goto("/me/group-buys")

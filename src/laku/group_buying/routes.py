@@ -24,7 +24,7 @@ from laku.core.security import (
 from laku.group_buying import audit, bundles, sessions
 from laku.group_buying.closing import Closer
 from laku.group_buying.join import JoinSaga
-from laku.group_buying.rules import ParticipantStatus
+from laku.group_buying.rules import ParticipantStatus, SessionStatus
 from laku.group_buying.schemas import (
     MAX_PARTICIPANTS_PAGE,
     AuditParticipantOut,
@@ -150,11 +150,25 @@ async def create_session(
 
 @router.get("/api/group-buying", response_model=Page[SessionOut], dependencies=[Depends(public)])
 async def list_sessions(
-    session: DbSession, limit: Limit = 20, offset: Offset = 0
+    session: DbSession,
+    limit: Limit = 20,
+    offset: Offset = 0,
+    status_filter: Annotated[
+        list[SessionStatus] | None,
+        Query(alias="status", max_length=len(SessionStatus), description="Any of; open if none"),
+    ] = None,
+    factory_id: Annotated[uuid.UUID | None, Query(alias="factoryId")] = None,
 ) -> Page[SessionOut]:
-    """Sessions open for joins, the soonest to close first, with their current prices."""
-    items, total = await sessions.list_open_sessions(session, limit, offset)
+    """Sessions open for joins (or in the given statuses), the soonest to close first, with
+    their current prices."""
+    items, total = await sessions.list_sessions(session, status_filter, factory_id, limit, offset)
     return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/api/group-buying/status-counts", response_model=dict[SessionStatus, int])
+async def status_counts(_: AdminPrincipal, session: DbSession) -> dict[SessionStatus, int]:
+    """How many sessions are in each status, for the admin's dashboard."""
+    return await sessions.count_by_status(session)
 
 
 @router.get("/api/group-buying/participations/me", response_model=Page[ParticipationOut])

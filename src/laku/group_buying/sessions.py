@@ -239,30 +239,42 @@ async def get_session(session: AsyncSession, session_ref: str) -> SessionOut:
     return session_out(group, variants[group.id], now())
 
 
-async def list_open_sessions(
-    session: AsyncSession, limit: int, offset: int
+async def list_sessions(
+    session: AsyncSession,
+    statuses: Sequence[SessionStatus] | None,
+    factory_id: uuid.UUID | None,
+    limit: int,
+    offset: int,
 ) -> tuple[list[SessionOut], int]:
-    """Sessions taking joins, the soonest to close first."""
+    """Sessions in `statuses`, or those taking joins when None; of one factory when given. The
+    soonest to close first."""
     at = now()
-    open_now = (
-        GroupBuyingSession.status.in_(list(OPEN_STATUSES)),
-        GroupBuyingSession.end_time > at,
-    )
-    total = (
-        await session.scalar(select(func.count()).select_from(GroupBuyingSession).where(*open_now))
-        or 0
-    )
+    if statuses is None:
+        chosen = [GroupBuyingSession.status.in_(OPEN_STATUSES), GroupBuyingSession.end_time > at]
+    else:
+        chosen = [GroupBuyingSession.status.in_(statuses)]
+    if factory_id is not None:
+        chosen.append(GroupBuyingSession.factory_id == factory_id)
+    counted = select(func.count()).select_from(GroupBuyingSession).where(*chosen)
+    total = await session.scalar(counted)
     groups = list(
         await session.scalars(
             select(GroupBuyingSession)
-            .where(*open_now)
+            .where(*chosen)
             .order_by(GroupBuyingSession.end_time, GroupBuyingSession.id)
             .limit(limit)
             .offset(offset)
         )
     )
     variants = await session_variants(session, [group.id for group in groups])
-    return [session_out(group, variants[group.id], at) for group in groups], total
+    return [session_out(group, variants[group.id], at) for group in groups], total or 0
+
+
+async def count_by_status(session: AsyncSession) -> dict[SessionStatus, int]:
+    counted = await session.execute(
+        select(GroupBuyingSession.status, func.count()).group_by(GroupBuyingSession.status)
+    )
+    return {status: 0 for status in SessionStatus} | dict(counted.tuples().all())
 
 
 async def list_participations(

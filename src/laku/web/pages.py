@@ -27,6 +27,14 @@ from laku.web.security import (
     SESSION_COOKIE,
 )
 
+# Group-buying's session statuses as its API names them. The admin's and a factory's lists ask
+# for every one; the storefront lists only the open ones (group-buying's default).
+OPEN_SESSION_STATUSES = ("forming", "active", "moq_reached")
+SESSION_STATUSES = (
+    *OPEN_SESSION_STATUSES,
+    *("pending_stock", "stock_received", "success", "failed", "cancelled"),
+)
+
 templates = Environment(
     loader=FileSystemLoader(TEMPLATES_DIR),
     autoescape=select_autoescape(["html"]),

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
 from laku.core.errors import DomainError
-from laku.web.pages import FactoryStaff, Form, Visitor, form_values, render
+from laku.web.pages import SESSION_STATUSES, FactoryStaff, Form, Visitor, form_values, render
 from laku.web.routes.forms import page_context
 
 router = APIRouter(prefix="/factory")
@@ -20,7 +20,13 @@ async def _home(visitor: Visitor, *, values=None, error=None, status_code=200) -
         backend.get("factory", "/api/factories/me"),
         backend.get("warehouse", "/api/purchase-orders", limit=100),
         backend.get("settlement", "/api/settlements", factoryId=factory_id, limit=50),
-        backend.get("group-buying", "/api/group-buying", limit=100),
+        backend.get(
+            "group-buying",
+            "/api/group-buying",
+            status=SESSION_STATUSES,
+            factoryId=factory_id,
+            limit=100,
+        ),
     )
     return render(
         visitor,
@@ -28,7 +34,7 @@ async def _home(visitor: Visitor, *, values=None, error=None, status_code=200) -
         factory=factory,
         purchase_orders=purchase_orders["items"],
         settlements=settlements["items"],
-        sessions=[s for s in sessions["items"] if s["factoryId"] == factory_id],
+        sessions=sessions["items"],
         **page_context(visitor, values, error, status_code),
     )
 

@@ -2,12 +2,11 @@
 the outboxes' undelivered work."""
 
 import asyncio
-from collections import Counter
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from laku.web.pages import Admin, render
+from laku.web.pages import OPEN_SESSION_STATUSES, Admin, render
 
 router = APIRouter(prefix="/admin")
 
@@ -28,7 +27,7 @@ OUTBOX_SERVICES = (
 async def dashboard(visitor: Admin) -> Response:
     backend = visitor.backend
     sessions, low_stock, purchase_orders, paid, *outboxes = await asyncio.gather(
-        backend.get("group-buying", "/api/group-buying", limit=100),
+        backend.get("group-buying", "/api/group-buying/status-counts"),
         backend.get("warehouse", "/api/inventory/low-stock"),
         backend.get("warehouse", "/api/purchase-orders", status="open", limit=50),
         backend.get("payment", "/api/payments", status="paid", limit=100),
@@ -38,8 +37,8 @@ async def dashboard(visitor: Admin) -> Response:
     return render(
         visitor,
         "admin/dashboard.html",
-        by_status=sorted(Counter(s["status"] for s in sessions["items"]).items()),
-        open_sessions=sessions["total"],
+        by_status=[(status, count) for status, count in sessions.items() if count],
+        open_sessions=sum(sessions[status] for status in OPEN_SESSION_STATUSES),
         low_stock=low_stock,
         purchase_orders=purchase_orders,
         escrow_payments=len(held),

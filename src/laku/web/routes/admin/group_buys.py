@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from laku.web.formatting import WIB
-from laku.web.pages import Admin, Form, form_values, int_field, render
+from laku.web.pages import SESSION_STATUSES, Admin, Form, form_values, int_field, render
 from laku.web.routes.forms import button, listing, page_context, send_form, shown_at, wib_input
 
 router = APIRouter(prefix="/admin")
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/admin")
 async def group_buys_page(visitor, *, values=None, error=None, status_code=200) -> Response:
     backend = visitor.backend
     sessions, products = await asyncio.gather(
-        backend.get("group-buying", "/api/group-buying", limit=100),
+        backend.get("group-buying", "/api/group-buying", status=SESSION_STATUSES, limit=100),
         backend.get("product", "/api/products", status="published", limit=100),
     )
     end = datetime.now(WIB) + timedelta(days=7)
