@@ -11,8 +11,7 @@ notification-service only delays the notices.
 import uuid
 from typing import Any
 
-from sqlalchemy import Uuid, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import select
 
 from laku.core.db import Database
 from laku.core.money import format_rupiah
@@ -21,8 +20,9 @@ from laku.notification.client import (
     NotificationClient,
     UserNotification,
 )
+from laku.payment.bulk import among
 from laku.payment.models import Payment, Refund
-from laku.payment.schemas import RefundReason
+from laku.payment.rules import RefundReason
 
 _REASONS = {
     RefundReason.TIER_REFUND: "tier refund",
@@ -60,7 +60,7 @@ class RefundNotices:
                         Payment.description,
                     )
                     .join(Payment, Payment.id == Refund.payment_id)
-                    .where(Refund.id == any_(bindparam(None, refund_ids, type_=ARRAY(Uuid()))))
+                    .where(among(Refund.id, refund_ids))
                     .order_by(Refund.id)
                 )
             ).all()
