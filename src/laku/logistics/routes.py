@@ -1,23 +1,21 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.app import DbSession
-from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
+from laku.core.errors import PROBLEM_RESPONSES
 from laku.core.schemas import Limit, Offset, Page, SingleLine
 from laku.core.security import (
-    PROVIDER_WEBHOOK,
     AdminPrincipal,
     BuyerOrAdmin,
     Principal,
-    declares_access,
     require_service_callers,
 )
 from laku.logistics import shipments, tracking
 from laku.logistics.models import Shipment
-from laku.logistics.rates import Rates
+from laku.logistics.rates import quote
 from laku.logistics.schemas import (
     BiteshipWebhook,
     BulkShipmentsCreate,
@@ -31,15 +29,12 @@ from laku.logistics.schemas import (
     WebhookAck,
 )
 from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER, verify_webhook_secret
+from laku.providers.webhooks import provider_webhook
 
 router = APIRouter(prefix="/api", tags=["logistics"], responses=PROBLEM_RESPONSES)
 
 # Warehouse-service books a whole session's parcels when it dispatches.
 SessionBooker = Annotated[Principal, Depends(require_service_callers("warehouse"))]
-
-
-def _rates(request: Request) -> Rates:
-    return request.app.state.rates
 
 
 def _shipments(request: Request) -> shipments.Shipments:
@@ -50,16 +45,10 @@ def _tracking(request: Request) -> tracking.Tracking:
     return request.app.state.tracking
 
 
-@declares_access(PROVIDER_WEBHOOK)
-async def _biteship_webhook(
-    request: Request,
-    secret: Annotated[str | None, Header(alias=WEBHOOK_SECRET_HEADER)] = None,
-) -> None:
-    """Biteship signs nothing: its webhooks carry the header and secret set in its dashboard."""
-    if not verify_webhook_secret(request.app.state.settings, secret):
-        raise Unauthorized(
-            f"Missing or wrong {WEBHOOK_SECRET_HEADER}", code="invalid_webhook_secret"
-        )
+# Biteship's webhooks carry the header and secret set in its dashboard.
+_biteship_webhook = provider_webhook(
+    WEBHOOK_SECRET_HEADER, verify_webhook_secret, "invalid_webhook_secret"
+)
 
 
 async def _detail(session: AsyncSession, shipment: Shipment) -> ShipmentDetailOut:
@@ -79,7 +68,7 @@ async def rates(body: RatesRequest, principal: BuyerOrAdmin, request: Request) -
     """Seed step 9.1: each courier's price for the order's parcel, from the warehouse to the
     buyer's address (`addressId`, else their default). A buyer asks for their own orders only;
     postal codes sent that differ from the server's are refused (409 `postal_code_mismatch`)."""
-    return await _rates(request).rates(principal, body)
+    return await quote(request.app.state.shipping, principal, body)
 
 
 @router.post(

@@ -1,21 +1,19 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import AwareDatetime
 
 from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
-from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput, Unauthorized
+from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput
 from laku.core.schemas import Limit, Offset, Page, ReferencePath
 from laku.core.security import (
-    PROVIDER_WEBHOOK,
     USER_ROLES,
     Auditor,
     BuyerOrAdmin,
     Principal,
     Role,
-    declares_access,
     require_roles,
 )
 from laku.payment import audit, escrow, expiry, payments, refunds
@@ -36,7 +34,8 @@ from laku.payment.schemas import (
     WebhookAck,
     XenditInvoiceCallback,
 )
-from laku.providers.xendit.client import verify_callback_token
+from laku.providers.webhooks import provider_webhook
+from laku.providers.xendit.client import CALLBACK_TOKEN_HEADER, verify_callback_token
 
 router = APIRouter(prefix="/api/payments", tags=["payment"], responses=PROBLEM_RESPONSES)
 
@@ -57,14 +56,10 @@ def _payments(request: Request) -> payments.Payments:
     return request.app.state.payments
 
 
-@declares_access(PROVIDER_WEBHOOK)
-async def _xendit_callback(
-    request: Request,
-    callback_token: Annotated[str | None, Header(alias="x-callback-token")] = None,
-) -> None:
-    """Xendit signs nothing: its webhooks are known by the shared callback token."""
-    if not verify_callback_token(request.app.state.settings, callback_token):
-        raise Unauthorized("Missing or wrong x-callback-token", code="invalid_callback_token")
+# Xendit's webhooks are known by the shared callback token.
+_xendit_callback = provider_webhook(
+    CALLBACK_TOKEN_HEADER, verify_callback_token, "invalid_callback_token"
+)
 
 
 @router.post(

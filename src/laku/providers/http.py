@@ -97,20 +97,23 @@ class ProviderApi(Generic[Error]):
 def refusal(
     response: httpx.Response,
     error: type[Error],
-    read: Callable[[int, Any], Error] | None = None,
+    read: Callable[[Any], tuple[str, dict[str, Any]]] | None = None,
 ) -> Error:
-    """The refusal as `read` finds it in the provider's JSON body (given the status and the
-    body); a body that is not one, or no `read`, is told by its status and first 200
-    characters."""
+    """The refusal in a provider's answer: its reason and details (the error's own fields) as
+    `read` finds them in the JSON body; a body that is not one, or no `read`, is told by the
+    status and the body's first 200 characters."""
+    status = response.status_code
     if read is not None:
         try:
-            return read(response.status_code, response.json())
+            reason, details = read(response.json())
+            return error(
+                f"{error.provider} refused the request ({status}): {reason}",
+                status=status,
+                **details,
+            )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             pass
-    return error(
-        f"{error.provider} answered {response.status_code}: {response.text[:200]}",
-        status=response.status_code,
-    )
+    return error(f"{error.provider} answered {status}: {response.text[:200]}", status=status)
 
 
 def provider_failure(

@@ -11,7 +11,6 @@ header to every webhook (its "signature key" and "signature secret"); Laku sets
 `X-Biteship-Signature` to `biteship_webhook_secret`, which `verify_webhook_secret` checks.
 """
 
-import hmac
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from laku.core.services import service_url
 from laku.core.settings import Settings
 from laku.providers.http import ProviderApi, ProviderError, refusal
+from laku.providers.webhooks import secret_matches
 
 WEBHOOK_SECRET_HEADER = "X-Biteship-Signature"
 
@@ -208,21 +208,12 @@ class BiteshipClient:
 
 
 def _api_error(response: httpx.Response) -> BiteshipError:
+    """A refusal of any Biteship API: `{"success": false, "error", "code"}`."""
     return refusal(
-        response,
-        BiteshipError,
-        lambda status, error: BiteshipError(
-            f"Biteship refused the request ({status}): {error['error']}",
-            status=status,
-            code=error.get("code"),
-        ),
+        response, BiteshipError, lambda body: (body["error"], {"code": body.get("code")})
     )
 
 
 def verify_webhook_secret(settings: Settings, received: str | None) -> bool:
-    """Whether a webhook's `X-Biteship-Signature` is ours; compared in constant time so the
-    secret cannot be guessed byte by byte from response times."""
-    if received is None:
-        return False
-    expected = settings.biteship_webhook_secret.get_secret_value()
-    return hmac.compare_digest(received.encode(), expected.encode())
+    """Whether a webhook's `X-Biteship-Signature` is ours."""
+    return secret_matches(received, settings.biteship_webhook_secret)

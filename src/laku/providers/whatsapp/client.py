@@ -107,13 +107,9 @@ class WhatsAppClient:
 
 def _api_error(response: httpx.Response) -> WhatsAppError:
     """A Graph API error: `{"error": {"message", "type", "code"}}`."""
-    return refusal(
-        response,
-        WhatsAppError,
-        lambda status, body: WhatsAppError(
-            f"WhatsApp API refused the message ({status}): {body['error']['message']}",
-            status=status,
-            code=body["error"].get("code"),
-            error_type=body["error"].get("type"),
-        ),
-    )
+    return refusal(response, WhatsAppError, _graph_error)
+
+
+def _graph_error(body: Any) -> tuple[str, dict[str, Any]]:
+    error = body["error"]
+    return error["message"], {"code": error.get("code"), "error_type": error.get("type")}

@@ -7,7 +7,6 @@ and expiry by POSTing the invoice to our webhook with the `x-callback-token` hea
 `verify_callback_token` checks.
 """
 
-import hmac
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +16,10 @@ from pydantic import BaseModel, ConfigDict
 from laku.core.services import service_url
 from laku.core.settings import Settings
 from laku.providers.http import ProviderApi, ProviderError, refusal
+from laku.providers.webhooks import secret_matches
 
 CURRENCY = "IDR"
+CALLBACK_TOKEN_HEADER = "x-callback-token"
 
 
 class XenditInvoice(BaseModel):
@@ -117,18 +118,10 @@ def _api_error(response: httpx.Response) -> XenditError:
     return refusal(
         response,
         XenditError,
-        lambda status, error: XenditError(
-            f"Xendit refused the request ({status}): {error['message']}",
-            status=status,
-            error_code=error.get("error_code"),
-        ),
+        lambda body: (body["message"], {"error_code": body.get("error_code")}),
     )
 
 
 def verify_callback_token(settings: Settings, received: str | None) -> bool:
-    """Whether a webhook's `x-callback-token` is ours; compared in constant time so the token
-    cannot be guessed byte by byte from response times."""
-    if received is None:
-        return False
-    expected = settings.xendit_callback_token.get_secret_value()
-    return hmac.compare_digest(received.encode(), expected.encode())
+    """Whether a webhook's `x-callback-token` is ours."""
+    return secret_matches(received, settings.xendit_callback_token)
