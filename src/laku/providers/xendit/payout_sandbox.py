@@ -28,6 +28,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from laku.core.sandbox import delivered
 from laku.core.schemas import WireModel
 from laku.core.services import service_url
 from laku.providers.xendit.sandbox import (
@@ -35,7 +36,6 @@ from laku.providers.xendit.sandbox import (
     XenditSandbox,
     _validation_error,
     _xendit_time,
-    delivered,
 )
 
 # Indonesian bank channels the sandbox pays out to (Xendit supports more).
