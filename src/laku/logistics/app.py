@@ -11,9 +11,8 @@ from laku.core.outbox import Handler
 from laku.core.services import service_url
 from laku.logistics import tasks
 from laku.logistics.models import idempotency_keys, outbox
-from laku.logistics.rates import Rates
 from laku.logistics.routes import router
-from laku.logistics.shipments import Shipments
+from laku.logistics.shipments import Shipments, Shipping
 from laku.logistics.tracking import Tracking
 from laku.order.client import OrderClient
 from laku.providers.biteship.client import BiteshipClient
@@ -22,26 +21,21 @@ from laku.providers.biteship.client import BiteshipClient
 async def _startup(app: FastAPI) -> None:
     state = app.state
     transport = (state.http, state.service_tokens)
-    state.orders = OrderClient(service_url("order", state.settings), *transport)
-    addresses = AddressClient(service_url("address", state.settings), *transport)
     biteship = BiteshipClient(state.http, state.settings)
-    state.rates = Rates(
-        orders=state.orders, addresses=addresses, biteship=biteship, settings=state.settings
-    )
-    state.shipments = Shipments(
-        state.db,
-        orders=state.orders,
-        addresses=addresses,
+    state.shipping = Shipping(
+        orders=OrderClient(service_url("order", state.settings), *transport),
+        addresses=AddressClient(service_url("address", state.settings), *transport),
         biteship=biteship,
         settings=state.settings,
     )
+    state.shipments = Shipments(state.db, state.shipping)
     state.tracking = Tracking(
         state.db, biteship=biteship, on_commit=lambda: state.outbox_relay.wake()
     )
 
 
 def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
-    return tasks.handlers(app.state.orders)
+    return tasks.handlers(app.state.shipping.orders)
 
 
 def create_app() -> FastAPI:

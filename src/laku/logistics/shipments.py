@@ -26,20 +26,24 @@ from laku.logistics.models import Shipment
 from laku.logistics.rules import ABANDONED_AFTER, CREATING, shipment_status
 from laku.logistics.schemas import BulkShipmentsOut, ParcelOut, ShipmentCreate, UnbookedOrderOut
 from laku.order.client import OrderClient, OrderOut, OrderStatus
-from laku.providers.biteship.client import BiteshipClient, BiteshipError, Contact, RateItem
+from laku.providers.biteship.client import (
+    BiteshipClient,
+    BiteshipError,
+    Contact,
+    CourierRate,
+    RateItem,
+)
 from laku.providers.http import provider_failure
 
 log = structlog.get_logger()
 
 
 class ShippingProviderUnavailable(UpstreamUnavailable):
-    code = "shipping_provider_unavailable"
-    title = "The shipping provider is unavailable"
+    code, title = "shipping_provider_unavailable", "The shipping provider is unavailable"
 
 
 class ShippingRejectedByProvider(InvalidInput):
-    code = "shipping_rejected_by_provider"
-    title = "The shipping provider refused the request"
+    code, title = "shipping_rejected_by_provider", "The shipping provider refused the request"
 
 
 def shipping_failure(
@@ -75,28 +79,62 @@ class Courier:
 
 
 class OrderNotReady(Conflict):
-    code = "order_not_ready"
-    title = "The order's goods are not in hand yet"
+    code, title = "order_not_ready", "The order's goods are not in hand yet"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Shipping:
+    """What quoting a parcel and booking it both use: order-service, address-service, Biteship
+    and the warehouse's settings."""
+
+    orders: OrderClient
+    addresses: AddressClient
+    biteship: BiteshipClient
+    settings: Settings
+
+    async def destination(self, order: OrderOut, address_id: uuid.UUID | None) -> AddressOut:
+        """The order's buyer's address `address_id`, else their default address."""
+        if address_id is not None:
+            address = await self.addresses.get_address(address_id)
+            if address is None or address.user_id != order.user_id:
+                raise NotFound("The buyer has no such address", code="address_not_found")
+            return address
+        address = await self.addresses.get_default_address(order.user_id)
+        if address is None:
+            raise Conflict("The buyer has no address to ship to", code="no_delivery_address")
+        return address
+
+    def items(self, orders: Sequence[OrderOut]) -> list[RateItem]:
+        """The orders' items as a parcel's: each unit weighs what the settings say."""
+        grams = self.settings.shipping_weight_per_unit_grams
+        return [
+            RateItem(name=item.name, value=item.unit_price, quantity=item.quantity, weight=grams)
+            for order in orders
+            for item in order.items
+        ]
+
+    async def prices(
+        self, destination_postal_code: str, couriers: list[str], items: list[RateItem]
+    ) -> list[CourierRate]:
+        """Each service of `couriers` and its price for the parcel, from the warehouse."""
+        try:
+            return await self.biteship.rates(
+                origin_postal_code=self.settings.warehouse_postal_code,
+                destination_postal_code=destination_postal_code,
+                couriers=couriers,
+                items=items,
+            )
+        except BiteshipError as exc:
+            raise shipping_failure(exc) from exc
 
 
 class Shipments:
     """Booking, which calls order-service, address-service and Biteship between
     transactions."""
 
-    def __init__(
-        self,
-        db: Database,
-        *,
-        orders: OrderClient,
-        addresses: AddressClient,
-        biteship: BiteshipClient,
-        settings: Settings,
-    ):
+    def __init__(self, db: Database, shipping: Shipping):
         self._db = db
-        self._orders = orders
-        self._addresses = addresses
-        self._biteship = biteship
-        self._settings = settings
+        self._shipping = shipping
 
     async def create_shipment(self, request: ShipmentCreate) -> BookedShipment:
         """Book the courier for a `processing` order; the order's shipment if it has one."""
@@ -105,7 +143,7 @@ class Shipments:
             return BookedShipment(self._same_booking(existing, request), created=False)
         if existing is not None and not _abandoned(existing):
             raise _in_progress()
-        order = await self._orders.get_order(request.order_id)
+        order = await self._shipping.orders.get_order(request.order_id)
         if order is None:
             raise order_not_found()
         if order.status != OrderStatus.PROCESSING:
@@ -117,7 +155,7 @@ class Shipments:
             raise OrderNotReady(
                 f"Order {order.order_number}'s goods are not in hand yet; it ships once they are"
             )
-        address = await destination(self._addresses, order, request.address_id)
+        address = await self._shipping.destination(order, request.address_id)
         courier = Courier(request.courier_company, request.courier_type)
         claimed = await self._claim(order, address, courier)
         if claimed.status != CREATING:  # another call booked it meanwhile
@@ -132,13 +170,13 @@ class Shipments:
         carries its price. A refusal releases the claims (nothing was booked)."""
         lead = claimed[0][1]
         try:
-            booked = await self._biteship.create_order(
+            booked = await self._shipping.biteship.create_order(
                 reference_id=str(lead.id),
                 origin=Contact(
-                    name=self._settings.warehouse_name,
-                    phone=self._settings.warehouse_phone,
-                    address=self._settings.warehouse_address,
-                    postal_code=self._settings.warehouse_postal_code,
+                    name=self._shipping.settings.warehouse_name,
+                    phone=self._shipping.settings.warehouse_phone,
+                    address=self._shipping.settings.warehouse_address,
+                    postal_code=self._shipping.settings.warehouse_postal_code,
                 ),
                 destination=Contact(
                     name=address.recipient_name,
@@ -149,9 +187,7 @@ class Shipments:
                 ),
                 courier_company=courier.company,
                 courier_type=courier.type,
-                items=[
-                    item for _, order in claimed for item in parcel_items(order, self._settings)
-                ],
+                items=self._shipping.items([order for _, order in claimed]),
             )
         except BiteshipError as exc:
             log.warning("shipment_booking_failed", order_id=str(lead.id), error=str(exc))
@@ -179,7 +215,7 @@ class Shipments:
         booked stays booked), and so do orders another call is booking right now."""
         orders = [
             order
-            for order in await self._orders.session_orders(
+            for order in await self._shipping.orders.session_orders(
                 group_session_id, status=OrderStatus.PROCESSING
             )
             if order.ready_to_ship_at is not None
@@ -200,7 +236,9 @@ class Shipments:
             if order.id in booked_before:
                 continue
             if order.user_id not in addresses:
-                addresses[order.user_id] = await self._addresses.get_default_address(order.user_id)
+                addresses[order.user_id] = await self._shipping.addresses.get_default_address(
+                    order.user_id
+                )
             address = addresses[order.user_id]
             if address is None:
                 unbooked.append(
@@ -257,15 +295,11 @@ class Shipments:
 
     async def _cheapest(self, orders: Sequence[OrderOut], address: AddressOut) -> Courier:
         """The cheapest service of the configured couriers for the parcel."""
-        try:
-            pricing = await self._biteship.rates(
-                origin_postal_code=self._settings.warehouse_postal_code,
-                destination_postal_code=address.postal_code,
-                couriers=self._settings.shipping_couriers,
-                items=[item for order in orders for item in parcel_items(order, self._settings)],
-            )
-        except BiteshipError as exc:
-            raise shipping_failure(exc) from exc
+        pricing = await self._shipping.prices(
+            address.postal_code,
+            self._shipping.settings.shipping_couriers,
+            self._shipping.items(orders),
+        )
         if not pricing:
             raise ShippingRejectedByProvider("No configured courier serves this destination")
         cheapest = min(pricing, key=lambda r: (r.price, r.courier_code, r.courier_service_code))
@@ -342,7 +376,7 @@ class Shipments:
             "user_id": order.user_id,
             "courier_company": courier.company,
             "courier_type": courier.type,
-            "origin_postal_code": self._settings.warehouse_postal_code,
+            "origin_postal_code": self._shipping.settings.warehouse_postal_code,
             "destination_address_id": address.id,
             "destination_name": address.recipient_name,
             "destination_phone": address.phone,
@@ -388,30 +422,6 @@ class Shipments:
             await session.execute(
                 delete(Shipment).where(Shipment.id.in_(shipment_ids), Shipment.status == CREATING)
             )
-
-
-async def destination(
-    addresses: AddressClient, order: OrderOut, address_id: uuid.UUID | None
-) -> AddressOut:
-    """The order's buyer's address `address_id`, else their default address."""
-    if address_id is not None:
-        address = await addresses.get_address(address_id)
-        if address is None or address.user_id != order.user_id:
-            raise NotFound("The buyer has no such address", code="address_not_found")
-        return address
-    address = await addresses.get_default_address(order.user_id)
-    if address is None:
-        raise Conflict("The buyer has no address to ship to", code="no_delivery_address")
-    return address
-
-
-def parcel_items(order: OrderOut, settings: Settings) -> list[RateItem]:
-    """The order's items as a parcel's: each unit weighs what the settings say."""
-    grams = settings.shipping_weight_per_unit_grams
-    return [
-        RateItem(name=item.name, value=item.unit_price, quantity=item.quantity, weight=grams)
-        for item in order.items
-    ]
 
 
 def _abandoned(shipment: Shipment) -> bool:
