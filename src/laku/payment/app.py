@@ -41,7 +41,7 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
     state = app.state
     transport = (state.http, state.service_tokens)
     return PaymentTasks(
-        state.db,
+        db=state.db,
         group_buying=GroupBuyingClient(service_url("group-buying", state.settings), *transport),
         wallet=WalletClient(service_url("wallet", state.settings), *transport),
         settlements=SettlementClient(service_url("settlement", state.settings), *transport),

@@ -24,8 +24,7 @@ log = structlog.get_logger()
 
 
 class EscrowNotHeld(Conflict):
-    code = "escrow_not_held"
-    title = "Only a paid payment whose escrow is held can be released"
+    code, title = "escrow_not_held", "Only a paid payment whose escrow is held can be released"
 
 
 async def release_escrow(

@@ -46,23 +46,19 @@ WebhookOutcome = Literal["processed", "ignored"]
 
 
 class PaymentProviderUnavailable(UpstreamUnavailable):
-    code = "payment_provider_unavailable"
-    title = "The payment provider is unavailable"
+    code, title = "payment_provider_unavailable", "The payment provider is unavailable"
 
 
 class PaymentRejectedByProvider(InvalidInput):
-    code = "payment_rejected_by_provider"
-    title = "The payment provider refused the payment"
+    code, title = "payment_rejected_by_provider", "The payment provider refused the payment"
 
 
 class PaymentAlreadyPaid(Conflict):
-    code = "payment_already_paid"
-    title = "The payment has been paid"
+    code, title = "payment_already_paid", "The payment has been paid"
 
 
 class PaymentInProgress(Conflict):
-    code = "payment_in_progress"
-    title = "The payment is still being created"
+    code, title = "payment_in_progress", "The payment is still being created"
 
 
 def _not_found() -> NotFound:
@@ -76,8 +72,7 @@ def _provider_error(exc: XenditError) -> PaymentProviderUnavailable | PaymentRej
 
 
 class PaymentVoided(Conflict):
-    code = "payment_voided"
-    title = "The payment for this reference was given up"
+    code, title = "payment_voided", "The payment for this reference was given up"
 
 
 @dataclass(frozen=True)

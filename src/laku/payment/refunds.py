@@ -39,13 +39,11 @@ class PaymentNotRefundable(Conflict):
 
 
 class RefundExceedsPayment(Conflict):
-    code = "refund_exceeds_payment"
-    title = "The refund is more than what is left of the payment"
+    code, title = "refund_exceeds_payment", "The refund is more than what is left of the payment"
 
 
 class RefundReferenceReused(Conflict):
-    code = "refund_reference_reused"
-    title = "The reference was used for another refund"
+    code, title = "refund_reference_reused", "The reference was used for another refund"
 
 
 async def refund(session: AsyncSession, request: RefundsCreate) -> RefundsOut:

@@ -7,6 +7,7 @@ Each step is delivered until it succeeds and does its work once however often it
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
@@ -17,9 +18,9 @@ from laku.core.errors import UpstreamUnavailable
 from laku.core.outbox import Handler, RetryLater
 from laku.group_buying.client import GroupBuyingClient, PaymentEvent, PaymentEventStatus
 from laku.notification.client import NotificationClient
+from laku.payment import notices
 from laku.payment.bulk import among
 from laku.payment.models import Payment, Refund
-from laku.payment.notices import RefundNotices
 from laku.payment.rules import RefundReason, RefundStatus
 from laku.payment.schemas import RefundsOut
 from laku.settlement.client import EscrowRefundsReport, SettlementClient
@@ -48,31 +49,21 @@ InvoiceCloser = Callable[[uuid.UUID, str], Awaitable[None]]
 UnclaimedRefunder = Callable[[AsyncSession, uuid.UUID], Awaitable[RefundsOut | None]]
 
 
+@dataclass(frozen=True, kw_only=True)
 class PaymentTasks:
     """The handlers of payment's outbox kinds. The two steps that are a workflow's own (closing
     the invoice of a payment expired in bulk, refunding money nobody claims) are given to it
-    by the app: their modules enqueue these kinds, so this one does not import them."""
+    by the app: their modules enqueue these kinds, so this one does not import them.
+    `on_commit` is called after a transaction that enqueued outbox rows."""
 
-    def __init__(
-        self,
-        db: Database,
-        *,
-        group_buying: GroupBuyingClient,
-        wallet: WalletClient,
-        settlements: SettlementClient,
-        notifications: NotificationClient,
-        close_invoice: InvoiceCloser,
-        refund_unclaimed: UnclaimedRefunder,
-        on_commit: Callable[[], None],
-    ):
-        self._db = db
-        self._group_buying = group_buying
-        self._wallet = wallet
-        self._settlements = settlements
-        self._refund_notices = RefundNotices(db, notifications)
-        self._close_invoice = close_invoice
-        self._refund_unclaimed = refund_unclaimed
-        self._on_commit = on_commit
+    db: Database
+    group_buying: GroupBuyingClient
+    wallet: WalletClient
+    settlements: SettlementClient
+    notifications: NotificationClient
+    close_invoice: InvoiceCloser
+    refund_unclaimed: UnclaimedRefunder
+    on_commit: Callable[[], None]
 
     def handlers(self) -> Mapping[str, Handler]:
         return {
@@ -85,25 +76,30 @@ class PaymentTasks:
     async def report_payment_event(self, _: int, payload: dict[str, Any]) -> None:
         event = PaymentEvent.model_validate(payload)
         # One key per payment and status: however often this is retried, it is applied once.
-        answer = await self._group_buying.report_payment(
+        answer = await self.group_buying.report_payment(
             event, idempotency_key=f"payment-event:{event.payment_id}:{event.status}"
         )
         if answer.outcome == "unknown" and event.status == PaymentEventStatus.PAID:
             # Paid for a join group-buying never recorded: nobody else will give it back.
-            async with self._db.sessions() as session:
-                if await self._refund_unclaimed(session, event.payment_id):
-                    self._on_commit()
+            async with self.db.sessions() as session:
+                if await self.refund_unclaimed(session, event.payment_id):
+                    self.on_commit()
 
     async def credit_refunds(self, row_id: int, payload: dict[str, Any]) -> None:
         """Credit a batch of refunds into their buyers' wallets in one call, mark them
         succeeded, then tell the buyers. Each credit's key is its refund's, so a retry credits
         nothing twice (the wallet answers it from its record), and nobody is told twice."""
         refund_ids = [uuid.UUID(refund_id) for refund_id in payload["refundIds"]]
-        async with self._db.sessions() as session:
+        async with self.db.sessions() as session:
             refunds = (
                 await session.execute(
                     select(
-                        Refund.id, Refund.amount, Refund.reason, Refund.reference, Payment.user_id
+                        Refund.id,
+                        Refund.amount,
+                        Refund.reason,
+                        Refund.reference,
+                        Payment.user_id,
+                        Payment.description,
                     )
                     .join(Payment, Payment.id == Refund.payment_id)
                     .where(among(Refund.id, refund_ids))
@@ -120,24 +116,24 @@ class PaymentTasks:
             )
             for refund in refunds
         ]
-        await self._wallet.credit_bulk(credits, idempotency_key=f"refund-credits:{row_id}")
-        async with self._db.sessions.begin() as session:
+        await self.wallet.credit_bulk(credits, idempotency_key=f"refund-credits:{row_id}")
+        async with self.db.sessions.begin() as session:
             await session.execute(
                 update(Refund)
                 .where(among(Refund.id, refund_ids), Refund.status == RefundStatus.PENDING)
                 .values(status=RefundStatus.SUCCEEDED.value)
             )
-        await self._refund_notices.tell_credited(row_id, payload)
+        await notices.tell_credited(self.notifications, row_id, refunds)
 
     async def expire_invoice(self, _: int, payload: dict[str, Any]) -> None:
         try:
-            await self._close_invoice(uuid.UUID(payload["paymentId"]), payload["invoiceId"])
+            await self.close_invoice(uuid.UUID(payload["paymentId"]), payload["invoiceId"])
         except UpstreamUnavailable as exc:  # Xendit could not be asked: later
             raise RetryLater(str(exc)) from exc
 
     async def report_escrow_refunds(self, row_id: int, payload: dict[str, Any]) -> None:
         # Settlement accounts for each refund once by its id.
-        await self._settlements.report_escrow_refunds(
+        await self.settlements.report_escrow_refunds(
             EscrowRefundsReport.model_validate(payload),
             idempotency_key=f"escrow-refunds:{row_id}",
         )
