@@ -2,14 +2,18 @@
 delivery retried with back-off the way providers deliver theirs."""
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
 import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from laku.core.settings import get_settings
+from laku.core.http import new_http_client
+from laku.core.schemas import WireModel
+from laku.core.settings import Settings, get_settings
 from laku.core.tracing import FASTAPI_TELEMETRY_OFF, TracingMiddleware, configure_tracing
 
 AttemptRecorder = Callable[[int, int | None, str | None], None]
@@ -80,3 +84,73 @@ class WebhookSender:
             record(attempt, response_status, error)
             if delivered(response_status):
                 return
+
+
+class WebhookAttempt(WireModel):
+    """One try at delivering one webhook; `delivery` numbers the webhooks sent."""
+
+    delivery: int
+    attempt: int
+    url: str
+    headers: dict[str, str]
+    payload: dict[str, Any]
+    response_status: int | None
+    error: str | None
+    delivered: bool
+    at: datetime
+
+
+Attempt = TypeVar("Attempt", bound=WebhookAttempt)
+
+
+class WebhookLog(WebhookSender, Generic[Attempt]):
+    """A sender that numbers the webhooks it sends and keeps every try at delivering them, as
+    `attempt`s (a sandbox lists them under /sandbox)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        attempt: type[Attempt],
+        *,
+        headers: Callable[[], dict[str, str]],
+        retry_delays_seconds: Sequence[float],
+    ) -> None:
+        super().__init__(
+            new_http_client(settings.http_timeout_seconds),
+            headers=headers,
+            retry_delays_seconds=retry_delays_seconds,
+        )
+        self._attempt = attempt
+        self.attempts: list[Attempt] = []
+        self._sent = 0
+
+    def send(self, url: str, payload: dict[str, Any], **about: Any) -> None:
+        """Deliver `payload` after the caller has been answered; each try is kept with `about`
+        (what the webhook is about)."""
+        self._sent += 1
+        delivery, headers = self._sent, self._headers()
+
+        def record(attempt: int, response_status: int | None, error: str | None) -> None:
+            self.attempts.append(
+                self._attempt(
+                    delivery=delivery,
+                    attempt=attempt,
+                    url=url,
+                    headers=headers,
+                    payload=payload,
+                    response_status=response_status,
+                    error=error,
+                    delivered=delivered(response_status),
+                    at=datetime.now(UTC),
+                    **about,
+                )
+            )
+
+        self.deliver(url, payload, record)
+
+    @asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        """The sandbox app's: at shutdown, deliveries stop and the client closes."""
+        yield
+        self.cancel_all()
+        await self._http.aclose()

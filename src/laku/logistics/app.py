@@ -9,14 +9,11 @@ from laku.address.client import AddressClient
 from laku.core.app import create_service_app
 from laku.core.outbox import Handler
 from laku.core.services import service_url
+from laku.logistics import tasks
 from laku.logistics.models import idempotency_keys, outbox
 from laku.logistics.routes import router
-from laku.logistics.service import (
-    MARK_ORDER_DELIVERED,
-    MARK_ORDER_SHIPPED,
-    Logistics,
-    OrderMoves,
-)
+from laku.logistics.shipments import Shipments, Shipping
+from laku.logistics.tracking import Tracking
 from laku.order.client import OrderClient
 from laku.providers.biteship.client import BiteshipClient
 
@@ -24,19 +21,21 @@ from laku.providers.biteship.client import BiteshipClient
 async def _startup(app: FastAPI) -> None:
     state = app.state
     transport = (state.http, state.service_tokens)
-    state.logistics = Logistics(
-        state.db,
+    biteship = BiteshipClient(state.http, state.settings)
+    state.shipping = Shipping(
         orders=OrderClient(service_url("order", state.settings), *transport),
         addresses=AddressClient(service_url("address", state.settings), *transport),
-        biteship=BiteshipClient(state.http, state.settings),
+        biteship=biteship,
         settings=state.settings,
-        on_commit=lambda: state.outbox_relay.wake(),
+    )
+    state.shipments = Shipments(state.db, state.shipping)
+    state.tracking = Tracking(
+        state.db, biteship=biteship, on_commit=lambda: state.outbox_relay.wake()
     )
 
 
 def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
-    moves = OrderMoves(app.state.logistics.orders)
-    return {MARK_ORDER_SHIPPED: moves.mark_shipped, MARK_ORDER_DELIVERED: moves.mark_delivered}
+    return tasks.handlers(app.state.shipping.orders)
 
 
 def create_app() -> FastAPI:

@@ -1,23 +1,21 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.app import DbSession
-from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
+from laku.core.errors import PROBLEM_RESPONSES
 from laku.core.schemas import Limit, Offset, Page, SingleLine
 from laku.core.security import (
-    PROVIDER_WEBHOOK,
     AdminPrincipal,
+    BuyerOrAdmin,
     Principal,
-    Role,
-    declares_access,
-    require_roles,
     require_service_callers,
 )
-from laku.logistics import service
+from laku.logistics import shipments, tracking
 from laku.logistics.models import Shipment
+from laku.logistics.rates import quote
 from laku.logistics.schemas import (
     BiteshipWebhook,
     BulkShipmentsCreate,
@@ -31,33 +29,30 @@ from laku.logistics.schemas import (
     WebhookAck,
 )
 from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER, verify_webhook_secret
+from laku.providers.webhooks import provider_webhook
 
 router = APIRouter(prefix="/api", tags=["logistics"], responses=PROBLEM_RESPONSES)
 
-# Shipments are booked by the platform (admins, services); buyers read their own.
-Reader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN))]
 # Warehouse-service books a whole session's parcels when it dispatches.
 SessionBooker = Annotated[Principal, Depends(require_service_callers("warehouse"))]
 
 
-def _logistics(request: Request) -> service.Logistics:
-    return request.app.state.logistics
+def _shipments(request: Request) -> shipments.Shipments:
+    return request.app.state.shipments
 
 
-@declares_access(PROVIDER_WEBHOOK)
-async def _biteship_webhook(
-    request: Request,
-    secret: Annotated[str | None, Header(alias=WEBHOOK_SECRET_HEADER)] = None,
-) -> None:
-    """Biteship signs nothing: its webhooks carry the header and secret set in its dashboard."""
-    if not verify_webhook_secret(request.app.state.settings, secret):
-        raise Unauthorized(
-            f"Missing or wrong {WEBHOOK_SECRET_HEADER}", code="invalid_webhook_secret"
-        )
+def _tracking(request: Request) -> tracking.Tracking:
+    return request.app.state.tracking
+
+
+# Biteship's webhooks carry the header and secret set in its dashboard.
+_biteship_webhook = provider_webhook(
+    WEBHOOK_SECRET_HEADER, verify_webhook_secret, "invalid_webhook_secret"
+)
 
 
 async def _detail(session: AsyncSession, shipment: Shipment) -> ShipmentDetailOut:
-    events = await service.events_of(session, shipment.id)
+    events = await tracking.events_of(session, shipment.id)
     return ShipmentDetailOut(
         **ShipmentOut.model_validate(shipment).model_dump(),
         events=[TrackingEventOut.model_validate(event) for event in events],
@@ -69,11 +64,11 @@ async def _detail(session: AsyncSession, shipment: Shipment) -> ShipmentDetailOu
     response_model=RatesOut,
     responses={503: {"description": "order-service, address-service or Biteship is unavailable"}},
 )
-async def rates(body: RatesRequest, principal: Reader, request: Request) -> RatesOut:
+async def rates(body: RatesRequest, principal: BuyerOrAdmin, request: Request) -> RatesOut:
     """Seed step 9.1: each courier's price for the order's parcel, from the warehouse to the
     buyer's address (`addressId`, else their default). A buyer asks for their own orders only;
     postal codes sent that differ from the server's are refused (409 `postal_code_mismatch`)."""
-    return await _logistics(request).rates(principal, body)
+    return await quote(request.app.state.shipping, principal, body)
 
 
 @router.post(
@@ -96,7 +91,7 @@ async def create_shipment(
     `order_not_shippable` otherwise) whose goods are in hand (409 `order_not_ready` before);
     `trackingNumber` is the courier's waybill. An order has one shipment: asking again answers
     it (200) and books nothing twice."""
-    booked = await _logistics(request).create_shipment(body)
+    booked = await _shipments(request).create_shipment(body)
     if not booked.created:
         response.status_code = status.HTTP_200_OK
     # Read afresh: the booking's own session is gone, with the columns the database set.
@@ -119,7 +114,7 @@ async def create_shipments_in_bulk(
     ready order of the group buy that has no shipment. Orders of one buyer's address with one
     courier go as one parcel; the courier is the one the buyer chose on the order, else the
     cheapest service of `LAKU_SHIPPING_COURIERS`. Calling again books nothing twice."""
-    return await _logistics(request).book_session(body.group_session_id)
+    return await _shipments(request).book_session(body.group_session_id)
 
 
 @router.post(
@@ -136,23 +131,23 @@ async def biteship_webhook(
     Authenticated by the `X-Biteship-Signature` secret, not a bearer token."""
     if webhook is None:  # Biteship's check when the URL is saved
         return WebhookAck(status="ignored")
-    return WebhookAck(status=await _logistics(request).apply_webhook(webhook))
+    return WebhookAck(status=await _tracking(request).apply_webhook(webhook))
 
 
 @router.get("/shipments", response_model=Page[ShipmentOut])
 async def list_shipments(
-    principal: Reader,
+    principal: BuyerOrAdmin,
     session: DbSession,
     limit: Limit = 20,
     offset: Offset = 0,
     order_id: Annotated[uuid.UUID | None, Query(alias="orderId")] = None,
 ) -> Page[ShipmentOut]:
     """Newest first. A buyer sees only their own shipments."""
-    shipments, total = await service.list_shipments(
+    found, total = await shipments.list_shipments(
         session, principal, order_id=order_id, limit=limit, offset=offset
     )
     return Page(
-        items=[ShipmentOut.model_validate(shipment) for shipment in shipments],
+        items=[ShipmentOut.model_validate(shipment) for shipment in found],
         total=total,
         limit=limit,
         offset=offset,
@@ -162,16 +157,16 @@ async def list_shipments(
 @router.get("/shipments/track/{tracking_number}", response_model=ShipmentDetailOut)
 async def track(
     tracking_number: Annotated[str, Path(max_length=64), SingleLine],
-    principal: Reader,
+    principal: BuyerOrAdmin,
     session: DbSession,
 ) -> ShipmentDetailOut:
     """Seed step 9.3: the shipment with the waybill and what Biteship reported. Its buyer,
     admins and services; to another buyer it does not exist."""
-    return await _detail(session, await service.track(session, tracking_number, principal))
+    return await _detail(session, await tracking.track(session, tracking_number, principal))
 
 
 @router.get("/shipments/{shipment_id}", response_model=ShipmentDetailOut)
 async def get_shipment(
-    shipment_id: uuid.UUID, principal: Reader, session: DbSession
+    shipment_id: uuid.UUID, principal: BuyerOrAdmin, session: DbSession
 ) -> ShipmentDetailOut:
-    return await _detail(session, await service.get_shipment(session, shipment_id, principal))
+    return await _detail(session, await shipments.get_shipment(session, shipment_id, principal))

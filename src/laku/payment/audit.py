@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.audit import InvariantOut, checked_rows, keyed_page, total
 from laku.payment.models import Payment, Refund
-from laku.payment.schemas import AuditPaymentOut, AuditRefundOut, EscrowStatus
+from laku.payment.rules import EscrowStatus
+from laku.payment.schemas import AuditPaymentOut, AuditRefundOut
 
 
 def _escrow_figures() -> tuple[Any, ...]:

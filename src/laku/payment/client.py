@@ -9,6 +9,7 @@ from datetime import datetime
 
 from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
 from laku.core.http import ServiceClient
+from laku.payment.rules import EscrowStatus, PaymentStatus, RefundReason
 from laku.payment.schemas import (
     MAX_PAYMENTS_PER_CALL,
     MAX_REFUNDS_PER_CALL,
@@ -18,15 +19,12 @@ from laku.payment.schemas import (
     EscrowRelease,
     EscrowReleasedOut,
     EscrowReleaseOut,
-    EscrowStatus,
     PaymentCreate,
     PaymentOut,
     PaymentsExpire,
     PaymentsExpireOut,
-    PaymentStatus,
     ReferenceExpiredOut,
     RefundItem,
-    RefundReason,
     RefundsCreate,
     RefundsOut,
     ReleasedSessionOut,

@@ -8,21 +8,18 @@ credit is then answered from the wallet's record of it) nobody is told twice, an
 notification-service only delays the notices.
 """
 
-import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Uuid, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Row
 
-from laku.core.db import Database
 from laku.core.money import format_rupiah
 from laku.notification.client import (
     MAX_USER_NOTIFICATIONS_PER_CALL,
     NotificationClient,
     UserNotification,
 )
-from laku.payment.models import Payment, Refund
-from laku.payment.schemas import RefundReason
+from laku.payment.rules import RefundReason
 
 _REASONS = {
     RefundReason.TIER_REFUND: "tier refund",
@@ -41,46 +38,28 @@ def _described(description: str) -> str:
     return description[: _DESCRIPTION_LENGTH - 1].rstrip() + "…"
 
 
-class RefundNotices:
-    def __init__(self, db: Database, notifications: NotificationClient):
-        self._db = db
-        self._notifications = notifications
-
-    async def tell_credited(self, row_id: int, payload: dict[str, Any]) -> None:
-        """Tell the buyers of a credited batch (a `credit_refunds` outbox row's payload)."""
-        refund_ids = [uuid.UUID(refund_id) for refund_id in payload["refundIds"]]
-        async with self._db.sessions() as session:
-            refunds = (
-                await session.execute(
-                    select(
-                        Refund.id,
-                        Refund.amount,
-                        Refund.reason,
-                        Payment.user_id,
-                        Payment.description,
-                    )
-                    .join(Payment, Payment.id == Refund.payment_id)
-                    .where(Refund.id == any_(bindparam(None, refund_ids, type_=ARRAY(Uuid()))))
-                    .order_by(Refund.id)
-                )
-            ).all()
-        notices = [
-            UserNotification(
-                user_id=refund.user_id,
-                key=f"refund:{refund.id}",
-                subject=f"{format_rupiah(refund.amount)} refunded to your Laku wallet",
-                text=(
-                    f"{format_rupiah(refund.amount)} refunded to your Laku wallet "
-                    f"({_REASONS[RefundReason(refund.reason)]}) for "
-                    f"{_described(refund.description)}."
-                ),
-            )
-            for refund in refunds
-        ]
-        step = MAX_USER_NOTIFICATIONS_PER_CALL
-        for start in range(0, len(notices), step):
-            # A refusal is the outbox's to judge: retried if it may pass, else the row is
-            # dead-lettered (the credit stays made: a requeue only tells the buyers).
-            await self._notifications.notify_users(
-                notices[start : start + step], idempotency_key=f"refund-notices:{row_id}:{start}"
-            )
+async def tell_credited(
+    notifications: NotificationClient, row_id: int, refunds: Sequence[Row[Any]]
+) -> None:
+    """Tell the buyers of a credited batch (`refunds`: their id, amount, reason, `user_id` and
+    `description`; `row_id`: the `credit_refunds` outbox row's)."""
+    notices = [
+        UserNotification(
+            user_id=refund.user_id,
+            key=f"refund:{refund.id}",
+            subject=f"{format_rupiah(refund.amount)} refunded to your Laku wallet",
+            text=(
+                f"{format_rupiah(refund.amount)} refunded to your Laku wallet "
+                f"({_REASONS[RefundReason(refund.reason)]}) for "
+                f"{_described(refund.description)}."
+            ),
+        )
+        for refund in refunds
+    ]
+    step = MAX_USER_NOTIFICATIONS_PER_CALL
+    for start in range(0, len(notices), step):
+        # A refusal is the outbox's to judge: retried if it may pass, else the row is
+        # dead-lettered (the credit stays made: a requeue only tells the buyers).
+        await notifications.notify_users(
+            notices[start : start + step], idempotency_key=f"refund-notices:{row_id}:{start}"
+        )

@@ -1,22 +1,22 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import AwareDatetime
 
 from laku.core.app import DbSession
 from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
-from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput, Unauthorized
+from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput
 from laku.core.schemas import Limit, Offset, Page, ReferencePath
 from laku.core.security import (
-    PROVIDER_WEBHOOK,
     USER_ROLES,
+    Auditor,
+    BuyerOrAdmin,
     Principal,
     Role,
-    declares_access,
     require_roles,
 )
-from laku.payment import audit, closing, service
+from laku.payment import audit, escrow, expiry, payments, refunds
 from laku.payment.schemas import (
     AuditPaymentOut,
     AuditRefundOut,
@@ -34,7 +34,8 @@ from laku.payment.schemas import (
     WebhookAck,
     XenditInvoiceCallback,
 )
-from laku.providers.xendit.client import verify_callback_token
+from laku.providers.webhooks import provider_webhook
+from laku.providers.xendit.client import CALLBACK_TOKEN_HEADER, verify_callback_token
 
 router = APIRouter(prefix="/api/payments", tags=["payment"], responses=PROBLEM_RESPONSES)
 
@@ -46,26 +47,19 @@ AdminOrGroupBuying = Annotated[
 Refunder = Annotated[
     Principal, Depends(require_roles(Role.ADMIN, services=["group-buying", "order"]))
 ]
-# Settlement runs the platform's audit, which reads every service's own.
-Auditor = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["settlement"]))]
-PaymentReader = Annotated[Principal, Depends(require_roles(Role.BUYER, Role.ADMIN))]
 # Group-buying creates the payments and may read them back.
 PaymentViewer = Annotated[Principal, Depends(require_roles(*USER_ROLES, services=["group-buying"]))]
 PaymentCode = Annotated[str, Path(max_length=32, pattern=r"^[A-Za-z0-9-]+$")]
 
 
-def _payments(request: Request) -> service.Payments:
+def _payments(request: Request) -> payments.Payments:
     return request.app.state.payments
 
 
-@declares_access(PROVIDER_WEBHOOK)
-async def _xendit_callback(
-    request: Request,
-    callback_token: Annotated[str | None, Header(alias="x-callback-token")] = None,
-) -> None:
-    """Xendit signs nothing: its webhooks are known by the shared callback token."""
-    if not verify_callback_token(request.app.state.settings, callback_token):
-        raise Unauthorized("Missing or wrong x-callback-token", code="invalid_callback_token")
+# Xendit's webhooks are known by the shared callback token.
+_xendit_callback = provider_webhook(
+    CALLBACK_TOKEN_HEADER, verify_callback_token, "invalid_callback_token"
+)
 
 
 @router.post(
@@ -119,7 +113,7 @@ async def refund(
     2,000 items a call: all in one transaction or, on any 409, nothing. A whole refund makes
     the payment and its escrow `refunded`. The wallets are credited shortly after, each refund
     once; a `reference` already refunded moves nothing."""
-    refunded = await closing.refund(session, body)
+    refunded = await refunds.refund(session, body)
     if refunded.refunded:
         request.app.state.outbox_relay.wake()
     return refunded
@@ -133,7 +127,7 @@ async def release_escrow(
     factory, up to 5,000 a call; `amount` is what was paid less what was refunded, for the
     factory's settlement. Already released ones are left as they are; any other refuses the
     whole call."""
-    return await closing.release_escrow(
+    return await escrow.release_escrow(
         session, body.payment_ids, body.factory_id, body.group_session_id
     )
 
@@ -151,7 +145,7 @@ async def escrow_released(
     orders' refunds those figures took off, read in the same snapshot."""
     if end <= start:
         raise InvalidInput("`to` must be after `from`", code="invalid_period")
-    return await closing.released_to(session, factory_id, start, end)
+    return await escrow.released_to(session, factory_id, start, end)
 
 
 @router.post("/expire-bulk", response_model=PaymentsExpireOut)
@@ -161,7 +155,7 @@ async def expire_many(
     """Expire pending payments (their session closed first), up to 5,000 a call, in one
     transaction; their invoices are closed at Xendit shortly after. Paid ones are left as they
     are and counted, for the caller to decide. Not reported to group-buying, which asked."""
-    expired = await closing.expire_many(session, body.payment_ids)
+    expired = await expiry.expire_many(session, body.payment_ids)
     if expired.expired:
         request.app.state.outbox_relay.wake()
     return expired
@@ -189,7 +183,7 @@ async def expire_by_reference(
 
 @router.get("", response_model=Page[PaymentOut])
 async def list_payments(
-    principal: PaymentReader,
+    principal: BuyerOrAdmin,
     session: DbSession,
     limit: Limit = 20,
     offset: Offset = 0,
@@ -201,7 +195,7 @@ async def list_payments(
         if user_id is not None and user_id != principal.user_id:
             raise Forbidden("A buyer sees only their own payments")
         user_id = principal.user_id
-    items, total = await service.list_payments(
+    items, total = await payments.list_payments(
         session, user_id=user_id, status=payment_status, limit=limit, offset=offset
     )
     return Page(
@@ -217,7 +211,7 @@ async def get_payment_by_code(
     payment_code: PaymentCode, _: AdminOrGroupBuying, session: DbSession
 ) -> PaymentOut:
     """The payment whose code is the Xendit invoice's `external_id`."""
-    return PaymentOut.model_validate(await service.get_by_code(session, payment_code))
+    return PaymentOut.model_validate(await payments.get_by_code(session, payment_code))
 
 
 @router.get("/{payment_id}", response_model=PaymentOut)
@@ -225,7 +219,7 @@ async def get_payment(
     payment_id: uuid.UUID, principal: PaymentViewer, session: DbSession
 ) -> PaymentOut:
     """The buyer who pays it, admins and services; to anyone else it does not exist."""
-    return PaymentOut.model_validate(await service.get_payment(session, payment_id, principal))
+    return PaymentOut.model_validate(await payments.get_payment(session, payment_id, principal))
 
 
 @router.post(

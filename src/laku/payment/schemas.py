@@ -1,6 +1,5 @@
 import uuid
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -13,6 +12,7 @@ from pydantic import (
 
 from laku.core.money import Rupiah
 from laku.core.schemas import ProviderModel, Text, WireModel
+from laku.payment.rules import EscrowStatus, PaymentStatus, RefundReason
 
 # The caller's own key for what is being paid, e.g. "participant:<uuid>".
 Reference = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9:_\-.]+$")]
@@ -24,35 +24,6 @@ MAX_INVOICE_DURATION = timedelta(days=365)
 # Per call, so a body stays well under the 1 MiB limit; a group of 10,000 is sent in chunks.
 MAX_REFUNDS_PER_CALL = 2_000
 MAX_PAYMENTS_PER_CALL = 5_000
-
-
-class PaymentStatus(StrEnum):
-    PENDING = "pending"
-    PAID = "paid"
-    EXPIRED = "expired"
-    FAILED = "failed"
-    REFUNDED = "refunded"
-
-
-class EscrowStatus(StrEnum):
-    """`held` from the moment the buyer pays until the group succeeds (released) or fails
-    (refunded); `none` while nothing has been paid. A released payment whose order is then
-    cancelled in whole becomes `refunded` too (it keeps when and to whom it was released)."""
-
-    NONE = "none"
-    HELD = "held"
-    RELEASED = "released"
-    REFUNDED = "refunded"
-
-
-class RefundReason(StrEnum):
-    TIER_REFUND = "tier_refund"  # the difference to the final tier price
-    GROUP_FAILED = "group_failed"  # the group missed its MOQ: everything back
-    GROUP_CANCELLED = "group_cancelled"  # an admin called the session off: everything back
-    # The buyer's order was cancelled: its subtotal back, even after the escrow was released.
-    ORDER_CANCELLED = "order_cancelled"
-    # Paid for a join that failed, lapsed or was never recorded: everything back.
-    JOIN_FAILED = "join_failed"
 
 
 def _distinct(values: list[uuid.UUID]) -> list[uuid.UUID]:

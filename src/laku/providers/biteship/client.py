@@ -11,19 +11,18 @@ header to every webhook (its "signature key" and "signature secret"); Laku sets
 `X-Biteship-Signature` to `biteship_webhook_secret`, which `verify_webhook_secret` checks.
 """
 
-import hmac
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from laku.core.services import service_url
 from laku.core.settings import Settings
+from laku.providers.http import ProviderApi, ProviderError, refusal
+from laku.providers.webhooks import secret_matches
 
 WEBHOOK_SECRET_HEADER = "X-Biteship-Signature"
-
-Answer = TypeVar("Answer", bound=BaseModel)
 
 # Biteship's order statuses and what each means (its Order API overview).
 ORDER_STATUSES: dict[str, str] = {
@@ -116,15 +115,15 @@ class Contact(_BiteshipModel):
     note: str | None = None
 
 
-class BiteshipError(Exception):
+class BiteshipError(ProviderError):
     """Biteship refused the request (`status` and `code` set) or could not be reached or
     understood (`code` None; `status` None when nothing was answered)."""
 
+    provider = "Biteship"
+
     def __init__(self, message: str, *, status: int | None = None, code: int | None = None):
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status=status)
         self.code = code
-        self.message = message
 
 
 def api_base_url(settings: Settings) -> str:
@@ -136,9 +135,13 @@ class BiteshipClient:
     """One request per call and no retries: the caller knows whether repeating is safe."""
 
     def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
-        self._http = http
-        self._base_url = api_base_url(settings)
-        self._headers = {"Authorization": settings.biteship_api_key.get_secret_value()}
+        self._api = ProviderApi(
+            http,
+            api_base_url(settings),
+            error=BiteshipError,
+            refusal=_api_error,
+            headers={"Authorization": settings.biteship_api_key.get_secret_value()},
+        )
 
     async def rates(
         self,
@@ -155,7 +158,9 @@ class BiteshipClient:
             "couriers": ",".join(couriers),
             "items": [item.model_dump() for item in items],
         }
-        answer = await self._call("POST", "/v1/rates/couriers", CourierRates, json=body)
+        answer = await self._api.read(
+            "POST", "/v1/rates/couriers", CourierRates, "rates", json=body
+        )
         return answer.pricing
 
     async def create_order(
@@ -190,53 +195,25 @@ class BiteshipClient:
             "reference_id": reference_id,
             "items": [item.model_dump() for item in items],
         }
-        return await self._call("POST", "/v1/orders", BiteshipOrder, json=body)
+        return await self._api.read("POST", "/v1/orders", BiteshipOrder, "order", json=body)
 
     async def get_order(self, order_id: str) -> BiteshipOrder:
-        return await self._call("GET", f"/v1/orders/{order_id}", BiteshipOrder)
+        return await self._api.read("GET", f"/v1/orders/{order_id}", BiteshipOrder, "order")
 
     async def get_tracking(self, tracking_id: str) -> BiteshipTracking:
         """An order's tracking by its `courier.tracking_id`, with the status history."""
-        return await self._call("GET", f"/v1/trackings/{tracking_id}", BiteshipTracking)
-
-    async def _call(
-        self, method: str, path: str, answer: type[Answer], *, json: dict[str, Any] | None = None
-    ) -> Answer:
-        url = self._base_url + path
-        try:
-            response = await self._http.request(method, url, json=json, headers=self._headers)
-        except httpx.HTTPError as exc:
-            raise BiteshipError(f"Biteship unreachable: {method} {url}: {exc!r}") from exc
-        if not response.is_success:
-            raise _api_error(response)
-        try:
-            return answer.model_validate(response.json())
-        except (ValueError, ValidationError) as exc:
-            raise BiteshipError(
-                f"Biteship answered {response.status_code} without a readable {answer.__name__}",
-                status=response.status_code,
-            ) from exc
+        return await self._api.read(
+            "GET", f"/v1/trackings/{tracking_id}", BiteshipTracking, "tracking"
+        )
 
 
 def _api_error(response: httpx.Response) -> BiteshipError:
-    try:
-        error = response.json()
-        return BiteshipError(
-            f"Biteship refused the request ({response.status_code}): {error['error']}",
-            status=response.status_code,
-            code=error.get("code"),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return BiteshipError(
-            f"Biteship answered {response.status_code}: {response.text[:200]}",
-            status=response.status_code,
-        )
+    """A refusal of any Biteship API: `{"success": false, "error", "code"}`."""
+    return refusal(
+        response, BiteshipError, lambda body: (body["error"], {"code": body.get("code")})
+    )
 
 
 def verify_webhook_secret(settings: Settings, received: str | None) -> bool:
-    """Whether a webhook's `X-Biteship-Signature` is ours; compared in constant time so the
-    secret cannot be guessed byte by byte from response times."""
-    if received is None:
-        return False
-    expected = settings.biteship_webhook_secret.get_secret_value()
-    return hmac.compare_digest(received.encode(), expected.encode())
+    """Whether a webhook's `X-Biteship-Signature` is ours."""
+    return secret_matches(received, settings.biteship_webhook_secret)

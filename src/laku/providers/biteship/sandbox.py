@@ -23,19 +23,15 @@ and lost on restart.
 import hmac
 import math
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
-import httpx
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from laku.core.http import new_http_client
-from laku.core.sandbox import WebhookSender, create_sandbox_app, delivered
+from laku.core.sandbox import WebhookAttempt, WebhookLog, create_sandbox_app
 from laku.core.schemas import WireModel
 from laku.core.services import service_url
 from laku.core.settings import Settings, get_settings
@@ -46,6 +42,10 @@ from laku.providers.biteship.client import ORDER_STATUSES, WEBHOOK_SECRET_HEADER
 RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
 # The path `advance` walks, one status a call.
 STATUS_FLOW = ("confirmed", "allocated", "picking_up", "picked", "dropping_off", "delivered")
+# The sandbox's couriers name no driver.
+_NO_DRIVER = dict.fromkeys(
+    ("driver_name", "driver_phone", "driver_photo_url", "driver_plate_number")
+)
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,11 @@ class BiteshipApiError(Exception):
         super().__init__(error)
         self.status = status
         self.body = {"success": False, "error": error, "code": code}
+
+
+def _answer(kind: str, message: str) -> dict[str, Any]:
+    """What every answer of Biteship's API starts with."""
+    return {"success": True, "message": message, "object": kind}
 
 
 def _timestamp(moment: datetime) -> str:
@@ -235,9 +240,7 @@ class SandboxOrder:
         """The order as the Order API returns it."""
         r = self.request
         return {
-            "success": True,
-            "message": "Order successfully retrieved",
-            "object": "order",
+            **_answer("order", "Order successfully retrieved"),
             "id": self.id,
             "shipper": {
                 "name": r.shipper_contact_name,
@@ -263,10 +266,7 @@ class SandboxOrder:
                 "waybill_id": self.waybill_id,
                 "company": r.courier_company,
                 "type": r.courier_type,
-                "driver_name": None,
-                "driver_phone": None,
-                "driver_photo_url": None,
-                "driver_plate_number": None,
+                **_NO_DRIVER,
                 "link": None,
                 "insurance": {"amount": 0, "fee": 0, "note": ""},
                 "routing_code": None,
@@ -291,18 +291,10 @@ class SandboxOrder:
         """The order's tracking as the Tracking API returns it."""
         r = self.request
         return {
-            "success": True,
-            "message": "Successfully get tracking info",
-            "object": "tracking",
+            **_answer("tracking", "Successfully get tracking info"),
             "id": self.tracking_id,
             "waybill_id": self.waybill_id,
-            "courier": {
-                "company": r.courier_company,
-                "driver_name": None,
-                "driver_phone": None,
-                "driver_photo_url": None,
-                "driver_plate_number": None,
-            },
+            "courier": {"company": r.courier_company, **_NO_DRIVER},
             "origin": {"contact_name": r.origin_contact_name, "address": r.origin_address},
             "destination": {
                 "contact_name": r.destination_contact_name,
@@ -332,10 +324,7 @@ class SandboxOrder:
             "courier_waybill_id": self.waybill_id,
             "courier_company": r.courier_company,
             "courier_type": r.courier_type,
-            "courier_driver_name": None,
-            "courier_driver_phone": None,
-            "courier_driver_photo_url": None,
-            "courier_driver_plate_number": None,
+            **{f"courier_{name}": value for name, value in _NO_DRIVER.items()},
             "courier_link": None,
             "order_id": self.id,
             "order_price": self.price,
@@ -344,20 +333,9 @@ class SandboxOrder:
         }
 
 
-class WebhookAttempt(WireModel):
-    """One try at delivering one webhook; `delivery` numbers the webhooks sent."""
-
-    delivery: int
-    attempt: int
+class OrderWebhookAttempt(WebhookAttempt):
     order_id: str
     status: str
-    url: str
-    headers: dict[str, str]
-    payload: dict[str, Any]
-    response_status: int | None
-    error: str | None
-    delivered: bool
-    at: datetime
 
 
 class StatusChange(WireModel):
@@ -367,15 +345,13 @@ class StatusChange(WireModel):
 @dataclass
 class BiteshipSandbox:
     settings: Settings
-    http: httpx.AsyncClient
     orders: dict[str, SandboxOrder] = field(default_factory=dict)
-    attempts: list[WebhookAttempt] = field(default_factory=list)
-    webhooks_sent: int = 0
-    webhooks: WebhookSender = field(init=False)
+    webhooks: WebhookLog[OrderWebhookAttempt] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.webhooks = WebhookSender(
-            self.http,
+        self.webhooks = WebhookLog(
+            self.settings,
+            OrderWebhookAttempt,
             headers=lambda: self.webhook_headers,
             retry_delays_seconds=RETRY_DELAYS_SECONDS,
         )
@@ -406,9 +382,7 @@ class BiteshipSandbox:
             )
         origin, destination = request.origin_postal_code, request.destination_postal_code
         return {
-            "success": True,
-            "object": "courier_pricing",
-            "message": "Success to retrieve courier pricing",
+            **_answer("courier_pricing", "Success to retrieve courier pricing"),
             "code": 20001003,
             "origin": {"postal_code": int(origin)},
             "destination": {"postal_code": int(destination)},
@@ -506,27 +480,10 @@ class BiteshipSandbox:
     def send_webhook(self, order: SandboxOrder) -> None:
         """Deliver the order's current status after the caller has been answered."""
         # The payload is what happened now, even if the order moves on while retrying.
-        self.webhooks_sent += 1
-        delivery, url, payload = self.webhooks_sent, self.webhook_url, order.as_webhook()
-
-        def record(attempt: int, response_status: int | None, error: str | None) -> None:
-            self.attempts.append(
-                WebhookAttempt(
-                    delivery=delivery,
-                    attempt=attempt,
-                    order_id=payload["order_id"],
-                    status=payload["status"],
-                    url=url,
-                    headers=self.webhook_headers,
-                    payload=payload,
-                    response_status=response_status,
-                    error=error,
-                    delivered=delivered(response_status),
-                    at=datetime.now(UTC),
-                )
-            )
-
-        self.webhooks.deliver(url, payload, record)
+        payload = order.as_webhook()
+        self.webhooks.send(
+            self.webhook_url, payload, order_id=payload["order_id"], status=payload["status"]
+        )
 
 
 async def _json_body(request: Request) -> Any:
@@ -537,18 +494,8 @@ async def _json_body(request: Request) -> Any:
 
 
 def create_app() -> FastAPI:
-    settings = get_settings()
-    sandbox = BiteshipSandbox(
-        settings=settings, http=new_http_client(settings.http_timeout_seconds)
-    )
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        sandbox.webhooks.cancel_all()
-        await sandbox.http.aclose()
-
-    app = create_sandbox_app("biteship", lifespan=lifespan)
+    sandbox = BiteshipSandbox(settings=get_settings())
+    app = create_sandbox_app("biteship", lifespan=sandbox.webhooks.lifespan)
 
     @app.exception_handler(BiteshipApiError)
     async def biteship_error(_: Request, exc: BiteshipApiError) -> JSONResponse:
@@ -603,11 +550,11 @@ def create_app() -> FastAPI:
         """Every order since start, oldest first, as the API shows them."""
         return JSONResponse([order.as_resource() for order in sandbox.orders.values()])
 
-    @app.get("/sandbox/webhooks", response_model=list[WebhookAttempt], tags=["sandbox"])
+    @app.get("/sandbox/webhooks", response_model=list[OrderWebhookAttempt], tags=["sandbox"])
     async def list_webhook_attempts(
         order_id: Annotated[str | None, Query(alias="orderId")] = None,
-    ) -> list[WebhookAttempt]:
+    ) -> list[OrderWebhookAttempt]:
         """Every webhook delivery attempt, oldest first; `orderId` narrows to one order."""
-        return [a for a in sandbox.attempts if order_id in (None, a.order_id)]
+        return [a for a in sandbox.webhooks.attempts if order_id in (None, a.order_id)]
 
     return app

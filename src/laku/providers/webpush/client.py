@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid02
 
 from laku.core.settings import Settings
+from laku.providers.http import ProviderApi, ProviderError, refusal
 
 # How long a push service keeps a message for a browser that is offline (RFC 8030 TTL).
 DEFAULT_TTL_SECONDS = 24 * 3600
@@ -44,12 +45,10 @@ class PushSubscription:
     auth: str
 
 
-class WebPushError(Exception):
+class WebPushError(ProviderError):
     """The push service refused the message (`status` set) or could not be reached."""
 
-    def __init__(self, message: str, *, status: int | None = None):
-        super().__init__(message)
-        self.status = status
+    provider = "Push service"
 
 
 class SubscriptionGone(WebPushError):
@@ -58,7 +57,8 @@ class SubscriptionGone(WebPushError):
 
 class WebPushClient:
     def __init__(self, http: httpx.AsyncClient, *, vapid_private_key: str, subject: str):
-        self._http = http
+        # Each subscription names its own push service: the endpoint is the whole URL.
+        self._push_service = ProviderApi(http, "", error=WebPushError, refusal=_refusal)
         self._vapid = Vapid02.from_string(vapid_private_key)
         self._subject = subject
 
@@ -118,17 +118,15 @@ class WebPushClient:
             "TTL": str(ttl),
             "Urgency": urgency,
         }
-        try:
-            response = await self._http.post(subscription.endpoint, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise WebPushError(f"Push service unreachable: {exc!r}") from exc
-        if response.status_code in (404, 410):
-            raise SubscriptionGone(
-                f"The subscription is gone ({response.status_code})", status=response.status_code
-            )
-        if not response.is_success:
-            raise WebPushError(
-                f"Push service answered {response.status_code}: {response.text[:200]}",
-                status=response.status_code,
-            )
+        response = await self._push_service.request(
+            "POST", subscription.endpoint, content=body, headers=headers
+        )
         return response.headers.get("location")
+
+
+def _refusal(response: httpx.Response) -> WebPushError:
+    if response.status_code in (404, 410):
+        return SubscriptionGone(
+            f"The subscription is gone ({response.status_code})", status=response.status_code
+        )
+    return refusal(response, WebPushError)

@@ -6,17 +6,21 @@ error (`{"error": {"message", "type", "code"}}`).
 """
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
+from pydantic import BaseModel, Field
 
 from laku.core.services import service_url
 from laku.core.settings import Settings
+from laku.providers.http import ProviderApi, ProviderError, refusal
 
 
-class WhatsAppError(Exception):
+class WhatsAppError(ProviderError):
     """The API refused the message (`status` and Graph `code` set) or could not be reached
     (`status` None). Either way the message was not sent."""
+
+    provider = "WhatsApp API"
 
     def __init__(
         self,
@@ -26,10 +30,19 @@ class WhatsAppError(Exception):
         code: int | None = None,
         error_type: str | None = None,
     ):
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status=status)
         self.code = code
         self.error_type = error_type
+
+
+class _SentMessage(BaseModel):
+    id: str
+
+
+class _Sent(BaseModel):
+    """The answer to a message: `{"messages": [{"id": "wamid..."}]}`."""
+
+    messages: Annotated[list[_SentMessage], Field(min_length=1)]
 
 
 class WhatsAppClient:
@@ -42,9 +55,13 @@ class WhatsAppClient:
         phone_number_id: str,
         access_token: str,
     ):
-        self._http = http
-        self._messages_url = f"{base_url.rstrip('/')}/{api_version}/{phone_number_id}/messages"
-        self._headers = {"Authorization": f"Bearer {access_token}"}
+        self._api = ProviderApi(
+            http,
+            f"{base_url.rstrip('/')}/{api_version}/{phone_number_id}",
+            error=WhatsAppError,
+            refusal=_api_error,
+            headers={"Authorization": f"Bearer {access_token}"},
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> "WhatsAppClient":
@@ -84,34 +101,15 @@ class WhatsAppClient:
             "to": to,
             **content,
         }
-        try:
-            response = await self._http.post(
-                self._messages_url, json=message, headers=self._headers
-            )
-        except httpx.HTTPError as exc:
-            raise WhatsAppError(f"WhatsApp API unreachable: {exc!r}") from exc
-        if not response.is_success:
-            raise _api_error(response)
-        try:
-            return response.json()["messages"][0]["id"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise WhatsAppError(
-                f"WhatsApp API answered {response.status_code} without a message id",
-                status=response.status_code,
-            ) from exc
+        sent = await self._api.read("POST", "/messages", _Sent, "message id", json=message)
+        return sent.messages[0].id
 
 
 def _api_error(response: httpx.Response) -> WhatsAppError:
-    try:
-        error = response.json()["error"]
-        return WhatsAppError(
-            f"WhatsApp API refused the message ({response.status_code}): {error['message']}",
-            status=response.status_code,
-            code=error.get("code"),
-            error_type=error.get("type"),
-        )
-    except (ValueError, KeyError, TypeError):
-        return WhatsAppError(
-            f"WhatsApp API answered {response.status_code}: {response.text[:200]}",
-            status=response.status_code,
-        )
+    """A Graph API error: `{"error": {"message", "type", "code"}}`."""
+    return refusal(response, WhatsAppError, _graph_error)
+
+
+def _graph_error(body: Any) -> tuple[str, dict[str, Any]]:
+    error = body["error"]
+    return error["message"], {"code": error.get("code"), "error_type": error.get("type")}

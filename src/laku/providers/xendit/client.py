@@ -7,17 +7,19 @@ and expiry by POSTing the invoice to our webhook with the `x-callback-token` hea
 `verify_callback_token` checks.
 """
 
-import hmac
 from datetime import datetime
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from laku.core.services import service_url
 from laku.core.settings import Settings
+from laku.providers.http import ProviderApi, ProviderError, refusal
+from laku.providers.webhooks import secret_matches
 
 CURRENCY = "IDR"
+CALLBACK_TOKEN_HEADER = "x-callback-token"
 
 
 class XenditInvoice(BaseModel):
@@ -36,15 +38,15 @@ class XenditInvoice(BaseModel):
     paid_at: datetime | None = None
 
 
-class XenditError(Exception):
+class XenditError(ProviderError):
     """Xendit refused the request (`status` and `error_code` set) or could not be reached or
     understood (`error_code` None; `status` None when nothing was answered)."""
 
+    provider = "Xendit"
+
     def __init__(self, message: str, *, status: int | None = None, error_code: str | None = None):
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status=status)
         self.error_code = error_code
-        self.message = message
 
 
 def api_base_url(settings: Settings) -> str:
@@ -61,9 +63,13 @@ class XenditClient:
     """One request per call and no retries: the caller knows whether repeating is safe."""
 
     def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
-        self._http = http
-        self._base_url = api_base_url(settings)
-        self._auth = api_auth(settings)
+        self._api = ProviderApi(
+            http,
+            api_base_url(settings),
+            error=XenditError,
+            refusal=_api_error,
+            auth=api_auth(settings),
+        )
         self._default_duration_seconds = settings.invoice_duration_seconds
         self._return_url = (
             settings.payment_return_url or f"{service_url('web', settings)}/me/group-buys"
@@ -95,53 +101,27 @@ class XenditClient:
         }
         if payer_email is not None:
             body["payer_email"] = payer_email
-        return await self._call("POST", "/v2/invoices", json=body)
+        return await self._api.read("POST", "/v2/invoices", XenditInvoice, "invoice", json=body)
 
     async def get_invoice(self, invoice_id: str) -> XenditInvoice:
-        return await self._call("GET", f"/v2/invoices/{invoice_id}")
+        return await self._api.read("GET", f"/v2/invoices/{invoice_id}", XenditInvoice, "invoice")
 
     async def expire_invoice(self, invoice_id: str) -> XenditInvoice:
         """Stop the invoice from being paid; Xendit sends the EXPIRED callback as well."""
-        return await self._call("POST", f"/invoices/{invoice_id}/expire!")
-
-    async def _call(
-        self, method: str, path: str, *, json: dict[str, Any] | None = None
-    ) -> XenditInvoice:
-        url = self._base_url + path
-        try:
-            response = await self._http.request(method, url, json=json, auth=self._auth)
-        except httpx.HTTPError as exc:
-            raise XenditError(f"Xendit unreachable: {method} {url}: {exc!r}") from exc
-        if not response.is_success:
-            raise _api_error(response)
-        try:
-            return XenditInvoice.model_validate(response.json())
-        except (ValueError, ValidationError) as exc:
-            raise XenditError(
-                f"Xendit answered {response.status_code} without a readable invoice",
-                status=response.status_code,
-            ) from exc
+        return await self._api.read(
+            "POST", f"/invoices/{invoice_id}/expire!", XenditInvoice, "invoice"
+        )
 
 
 def _api_error(response: httpx.Response) -> XenditError:
-    try:
-        error = response.json()
-        return XenditError(
-            f"Xendit refused the request ({response.status_code}): {error['message']}",
-            status=response.status_code,
-            error_code=error.get("error_code"),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return XenditError(
-            f"Xendit answered {response.status_code}: {response.text[:200]}",
-            status=response.status_code,
-        )
+    """A refusal of any Xendit API: `{"error_code", "message"}`."""
+    return refusal(
+        response,
+        XenditError,
+        lambda body: (body["message"], {"error_code": body.get("error_code")}),
+    )
 
 
 def verify_callback_token(settings: Settings, received: str | None) -> bool:
-    """Whether a webhook's `x-callback-token` is ours; compared in constant time so the token
-    cannot be guessed byte by byte from response times."""
-    if received is None:
-        return False
-    expected = settings.xendit_callback_token.get_secret_value()
-    return hmac.compare_digest(received.encode(), expected.encode())
+    """Whether a webhook's `x-callback-token` is ours."""
+    return secret_matches(received, settings.xendit_callback_token)

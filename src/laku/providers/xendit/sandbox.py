@@ -22,21 +22,18 @@ import base64
 import binascii
 import hmac
 import secrets
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Annotated, Any
 
-import httpx
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, ValidationError
 
-from laku.core.http import new_http_client
-from laku.core.sandbox import AttemptRecorder, WebhookSender, create_sandbox_app, delivered
-from laku.core.schemas import WireModel
+from laku.core.sandbox import AttemptRecorder, WebhookAttempt, WebhookLog, create_sandbox_app
 from laku.core.services import service_url
 from laku.core.settings import Settings, get_settings
 from laku.providers.xendit.payout_sandbox import payout_router
@@ -185,38 +182,25 @@ class SandboxInvoice:
         return {**self._common(), "is_high": False, **self._payment()}
 
 
-class WebhookAttempt(WireModel):
-    """One try at delivering one callback; `delivery` numbers the callbacks sent."""
-
-    delivery: int
-    attempt: int
+class InvoiceWebhookAttempt(WebhookAttempt):
     invoice_id: str
     external_id: str
     status: str
-    url: str
-    headers: dict[str, str]
-    payload: dict[str, Any]
-    response_status: int | None
-    error: str | None
-    delivered: bool
-    at: datetime
 
 
 @dataclass
 class XenditSandbox:
     settings: Settings
-    http: httpx.AsyncClient
     # Where checkout links point; the sandbox's own address.
     public_url: str
     user_id: str = field(default_factory=lambda: secrets.token_hex(12))
     invoices: dict[str, SandboxInvoice] = field(default_factory=dict)
-    attempts: list[WebhookAttempt] = field(default_factory=list)
-    callbacks_sent: int = 0
-    webhooks: WebhookSender = field(init=False)
+    webhooks: WebhookLog[InvoiceWebhookAttempt] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.webhooks = WebhookSender(
-            self.http,
+        self.webhooks = WebhookLog(
+            self.settings,
+            InvoiceWebhookAttempt,
             headers=lambda: self.callback_headers,
             retry_delays_seconds=RETRY_DELAYS_SECONDS,
         )
@@ -315,28 +299,14 @@ class XenditSandbox:
         if invoice.callbacks_lost:
             return
         # The payload is what happened now, even if the invoice moves on while retrying.
-        self.callbacks_sent += 1
-        delivery, url, payload = self.callbacks_sent, self.webhook_url, invoice.as_callback()
-
-        def record(attempt: int, response_status: int | None, error: str | None) -> None:
-            self.attempts.append(
-                WebhookAttempt(
-                    delivery=delivery,
-                    attempt=attempt,
-                    invoice_id=payload["id"],
-                    external_id=payload["external_id"],
-                    status=payload["status"],
-                    url=url,
-                    headers=self.callback_headers,
-                    payload=payload,
-                    response_status=response_status,
-                    error=error,
-                    delivered=delivered(response_status),
-                    at=datetime.now(UTC),
-                )
-            )
-
-        self.deliver(url, payload, record)
+        payload = invoice.as_callback()
+        self.webhooks.send(
+            self.webhook_url,
+            payload,
+            invoice_id=payload["id"],
+            external_id=payload["external_id"],
+            status=payload["status"],
+        )
 
     @property
     def callback_headers(self) -> dict[str, str]:
@@ -397,15 +367,9 @@ def create_app() -> FastAPI:
     settings = get_settings()
     sandbox = XenditSandbox(
         settings=settings,
-        http=new_http_client(settings.http_timeout_seconds),
         public_url=service_url("xendit-sandbox", settings),
     )
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        sandbox.webhooks.cancel_all()
-        await sandbox.http.aclose()
+    lifespan = sandbox.webhooks.lifespan
 
     app = create_sandbox_app("xendit", lifespan=lifespan)
     app.include_router(payout_router(sandbox))
@@ -512,11 +476,11 @@ def create_app() -> FastAPI:
         """Every invoice since start, oldest first, as the API shows them."""
         return JSONResponse([invoice.as_resource() for invoice in sandbox.invoices.values()])
 
-    @app.get("/sandbox/webhooks", response_model=list[WebhookAttempt], tags=["sandbox"])
+    @app.get("/sandbox/webhooks", response_model=list[InvoiceWebhookAttempt], tags=["sandbox"])
     async def list_webhook_attempts(
         invoice_id: Annotated[str | None, Query(alias="invoiceId")] = None,
-    ) -> list[WebhookAttempt]:
+    ) -> list[InvoiceWebhookAttempt]:
         """Every callback delivery attempt, oldest first; `invoiceId` narrows to one invoice."""
-        return [a for a in sandbox.attempts if invoice_id in (None, a.invoice_id)]
+        return [a for a in sandbox.webhooks.attempts if invoice_id in (None, a.invoice_id)]
 
     return app

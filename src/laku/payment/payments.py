@@ -1,4 +1,5 @@
-"""Payments: creating them with their Xendit invoice, applying Xendit's callbacks, expiring them.
+"""Payments: creating them with their Xendit invoice, applying Xendit's callbacks, expiring them,
+and reading them.
 
 A payment moves `pending → paid | expired` only under its row lock, and each move enqueues its
 report to group-buying in the same transaction, so duplicate, late or concurrent callbacks
@@ -6,8 +7,6 @@ change a payment once and report it once.
 """
 
 import asyncio
-import math
-import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,57 +24,41 @@ from laku.core.outbox import enqueue
 from laku.core.security import Principal
 from laku.group_buying.client import PaymentEvent, PaymentEventStatus
 from laku.payment.models import Payment, VoidedReference, outbox
-from laku.payment.schemas import EscrowStatus, PaymentCreate, PaymentStatus, XenditInvoiceCallback
+from laku.payment.rules import (
+    ABANDONED_AFTER,
+    ACTED_ON_INVOICE_STATUSES,
+    EXPIRED_INVOICE_STATUS,
+    PAID_INVOICE_STATUSES,
+    REPORTED_REFERENCE_PREFIX,
+    EscrowStatus,
+    PaymentStatus,
+    invoice_duration_seconds,
+    new_payment_code,
+)
+from laku.payment.schemas import PaymentCreate, XenditInvoiceCallback
+from laku.payment.tasks import REPORT_PAYMENT_EVENT
+from laku.providers.http import provider_failure
 from laku.providers.xendit.client import CURRENCY, XenditClient, XenditError, XenditInvoice
 
 log = structlog.get_logger()
-
-# The outbox kind whose handler reports a payment's change to group-buying.
-REPORT_PAYMENT_EVENT = "report_payment_event"
-# Only participants' payments are group-buying's business.
-REPORTED_REFERENCE_PREFIX = "participant:"
-# A payment left pending without an invoice this long was abandoned half way through creation
-# (its process died between writing it and recording the invoice); a retry may take it over.
-# Far longer than a Xendit call may take, so a creation still running is never taken over.
-ABANDONED_AFTER = timedelta(minutes=2)
-
-_PAID_INVOICE_STATUSES = frozenset({"PAID", "SETTLED"})
-_EXPIRED_INVOICE_STATUS = "EXPIRED"
-_ACTED_ON_INVOICE_STATUSES = _PAID_INVOICE_STATUSES | {_EXPIRED_INVOICE_STATUS}
-# Xendit answers these when it cannot serve us rather than because of what we asked.
-_PROVIDER_SIDE_STATUSES = frozenset({401, 403, 408, 429})
 
 WebhookOutcome = Literal["processed", "ignored"]
 
 
 class PaymentProviderUnavailable(UpstreamUnavailable):
-    code = "payment_provider_unavailable"
-    title = "The payment provider is unavailable"
+    code, title = "payment_provider_unavailable", "The payment provider is unavailable"
 
 
 class PaymentRejectedByProvider(InvalidInput):
-    code = "payment_rejected_by_provider"
-    title = "The payment provider refused the payment"
+    code, title = "payment_rejected_by_provider", "The payment provider refused the payment"
 
 
 class PaymentAlreadyPaid(Conflict):
-    code = "payment_already_paid"
-    title = "The payment has been paid"
+    code, title = "payment_already_paid", "The payment has been paid"
 
 
 class PaymentInProgress(Conflict):
-    code = "payment_in_progress"
-    title = "The payment is still being created"
-
-
-def new_payment_code() -> str:
-    return f"PAY-{secrets.token_hex(6).upper()}"
-
-
-def invoice_duration_seconds(expires_at: datetime | None, default_seconds: int) -> int:
-    if expires_at is None:
-        return default_seconds
-    return max(1, math.ceil((expires_at - datetime.now(UTC)).total_seconds()))
+    code, title = "payment_in_progress", "The payment is still being created"
 
 
 def _not_found() -> NotFound:
@@ -83,14 +66,13 @@ def _not_found() -> NotFound:
 
 
 def _provider_error(exc: XenditError) -> PaymentProviderUnavailable | PaymentRejectedByProvider:
-    if exc.status is not None and exc.status < 500 and exc.status not in _PROVIDER_SIDE_STATUSES:
-        return PaymentRejectedByProvider(exc.message)
-    return PaymentProviderUnavailable(f"Xendit could not be used: {exc.message}", retry_after=5)
+    return provider_failure(
+        exc, refused=PaymentRejectedByProvider, unavailable=PaymentProviderUnavailable
+    )
 
 
 class PaymentVoided(Conflict):
-    code = "payment_voided"
-    title = "The payment for this reference was given up"
+    code, title = "payment_voided", "The payment for this reference was given up"
 
 
 @dataclass(frozen=True)
@@ -233,7 +215,7 @@ class Payments:
         an invoice Xendit does not show paid or expired are acknowledged and ignored (answering
         an error would only make Xendit repeat them). Xendit unreachable answers 503, so that
         Xendit sends the callback again."""
-        if callback.status not in _ACTED_ON_INVOICE_STATUSES:
+        if callback.status not in ACTED_ON_INVOICE_STATUSES:
             log.info("webhook_status_ignored", status=callback.status)
             return "ignored"
         async with self._db.sessions() as session:
@@ -327,7 +309,7 @@ class Payments:
             payment = await _locked(session, payment_id)
             if not _matches(payment, invoice):
                 return None
-            if invoice.status not in _ACTED_ON_INVOICE_STATUSES:
+            if invoice.status not in ACTED_ON_INVOICE_STATUSES:
                 return None  # still PENDING at Xendit: nothing happened yet
             if webhook:
                 payment.last_webhook_at = datetime.now(UTC)
@@ -395,7 +377,7 @@ class Payments:
         invoice closed, Xendit has the money: the payment is recorded paid after all, held in
         escrow and reported to group-buying as paid (which refunds a cancelled participant)."""
         invoice = await self._expire_invoice(invoice_id)
-        if invoice.status not in _PAID_INVOICE_STATUSES:
+        if invoice.status not in PAID_INVOICE_STATUSES:
             return
         async with self._db.sessions.begin() as session:
             payment = await _locked(session, payment_id)
@@ -415,9 +397,8 @@ class Payments:
         try:
             return await self._xendit.expire_invoice(invoice_id)
         except XenditError as exc:
-            error = _provider_error(exc)
-            if isinstance(error, PaymentProviderUnavailable):
-                raise error from exc
+            if not exc.refuses_the_request:
+                raise _provider_error(exc) from exc
             refusal = exc
         # Xendit refuses to expire an invoice that is no longer pending (the buyer may have
         # paid a moment ago): what it became decides the payment.
@@ -483,7 +464,7 @@ async def _follow_invoice(
     """Move a locked pending payment as its invoice's status says and enqueue the report;
     True when it moved. Anything else (duplicate, late or unknown status) changes nothing."""
     now = datetime.now(UTC)
-    if invoice_status in _PAID_INVOICE_STATUSES:
+    if invoice_status in PAID_INVOICE_STATUSES:
         if payment.status != PaymentStatus.PENDING:
             if payment.status == PaymentStatus.EXPIRED:
                 # Xendit cannot take payment on an expired invoice; worth a look if it claims so,
@@ -496,7 +477,7 @@ async def _follow_invoice(
         payment.paid_at = paid_at or now
         event = PaymentEventStatus.PAID
         occurred_at = payment.paid_at
-    elif invoice_status == _EXPIRED_INVOICE_STATUS:
+    elif invoice_status == EXPIRED_INVOICE_STATUS:
         if payment.status != PaymentStatus.PENDING:
             return False  # already expired, or paid before the invoice ran out
         payment.status = PaymentStatus.EXPIRED.value
