@@ -25,6 +25,8 @@ _RETRYABLE_STATUS = frozenset({502, 503, 504})
 # Refusals that say "not now" rather than "no": not authenticated (a token is renewed), the
 # request timed out or came too early, too many requests.
 _NOT_NOW_STATUS = frozenset({401, 408, 425, 429})
+# Connections one process opens to the other services at most, all of them kept alive.
+_MAX_CONNECTIONS = 100
 
 # The address of the person a front end calls the services for, sent as X-Forwarded-For: the
 # services' per-address limits then count browsers, not the front end (which they trust as a
@@ -34,12 +36,16 @@ forwarded_for: ContextVar[str | None] = ContextVar("forwarded_for", default=None
 
 def new_http_client(timeout_seconds: float) -> httpx.AsyncClient:
     """One pooled client per process, shared by all of its service clients; every request it
-    sends carries the current trace."""
+    sends carries the current trace. Every connection it may open is kept alive: with fewer
+    kept than a burst of concurrent calls opens, each call beyond them opens a connection
+    and closes it after one request."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 2.0)),
         transport=TracingTransport(
             httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
+                limits=httpx.Limits(
+                    max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS
+                )
             )
         ),
     )
