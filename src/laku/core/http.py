@@ -1,6 +1,8 @@
 """Base of every service's typed client: timeouts, safe retries, service token, ids passed on."""
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
@@ -19,6 +21,7 @@ from laku.core.middleware import REQUEST_ID_HEADER
 from laku.core.tracing import TracingTransport
 
 Model = TypeVar("Model", bound=BaseModel)
+Answer = TypeVar("Answer")
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
@@ -71,6 +74,25 @@ def is_retryable(exc: ServiceCallError) -> bool:
     if exc.status >= 500 or exc.status in _NOT_NOW_STATUS:
         return True
     return exc.status == 409 and exc.code.endswith("_in_progress")
+
+
+async def until_answered(
+    call: Callable[[], Awaitable[Answer]], *, attempts: int = 30, pause_seconds: float = 2.0
+) -> Answer:
+    """A write with an idempotency key, asked again with that key while the callee may still
+    be working on an earlier attempt (timed out here, or answered `*_in_progress`, 5xx, 429):
+    the key then gets the first attempt's answer. For a batch that may outlast the client's
+    timeout (a close of 100,000 participants); a refusal is final at once."""
+    for _ in range(attempts - 1):
+        try:
+            return await call()
+        except ServiceCallError as exc:
+            if not is_retryable(exc):
+                raise
+        except UpstreamUnavailable:
+            pass
+        await asyncio.sleep(pause_seconds)
+    return await call()
 
 
 class TokenSource(Protocol):
