@@ -3,16 +3,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import (
+from laku.testing.database import database_server, service_role_env, throwaway_database
+from laku.testing.platform import (
     ADMIN_EMAIL,
     SECRETS_ENV,
     UNREACHED_RATE_LIMITS,
     Platform,
-    database_server,
     free_port_offset,
     running_platform,
-    service_role_env,
-    throwaway_database,
 )
 
 

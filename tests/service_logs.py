@@ -4,7 +4,7 @@ import json
 import time
 from typing import Any
 
-from tests.support import Platform
+from laku.testing.platform import Platform
 
 LogEntry = dict[str, Any]
 

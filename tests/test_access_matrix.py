@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from laku.core.security import ACCESS_EXTENSION, SERVICE_IDENTITIES
 from laku.core.services import SERVICES
-from tests.catalog import create_seed_catalog
-from tests.support import Platform, assert_problem, bearer, snapshot
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Platform, bearer
+from tests.support import assert_problem, snapshot
 from tests.test_settlement import _settle, _successful_group
 
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")

@@ -19,18 +19,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.catalog import SeedCatalog, create_seed_catalog
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, Account, Platform, bearer, plain_url
-from tests.test_close import (
-    Joined,
-    _balance,
-    _close,
-    _end_now,
-    _eventually,
-    _join,
-    _ok,
-    _open_session,
-)
+from laku.testing.catalog import SeedCatalog, create_seed_catalog
+from laku.testing.database import plain_url
+from laku.testing.platform import ADMIN_EMAIL, ADMIN_PASSWORD, Account, Platform, bearer
+from tests.support import balance, eventually, ok
+from tests.test_close import Joined, _close, _end_now, _join, _open_session
 
 WITHDRAWALS = "/api/wallets/me/withdrawals"
 # Seconds to wait for what outboxes and webhooks do in the background: generous, as a busy
@@ -68,21 +61,21 @@ def _withdraw(platform: Platform, buyer: Account, amount: int, outcome: str) -> 
     withdrawal_id = response.json()["id"]
 
     def withdrawal() -> dict[str, Any]:
-        return _ok(
+        return ok(
             platform.client("wallet").get(f"{WITHDRAWALS}/{withdrawal_id}", headers=buyer.headers)
         )
 
-    payout = _eventually(lambda: withdrawal()["payoutId"], timeout=WAIT)
+    payout = eventually(lambda: withdrawal()["payoutId"], timeout=WAIT)
     assert payout, "the payout was never requested"
-    _ok(platform.client("xendit-sandbox").post(f"/sandbox/payouts/{payout}/{outcome}"))
+    ok(platform.client("xendit-sandbox").post(f"/sandbox/payouts/{payout}/{outcome}"))
     settled = "succeeded" if outcome == "succeed" else "failed"
-    assert _eventually(lambda: withdrawal()["status"] == settled, timeout=WAIT)
+    assert eventually(lambda: withdrawal()["status"] == settled, timeout=WAIT)
     return withdrawal_id
 
 
 def _settle(platform: Platform, catalog: SeedCatalog, since: datetime) -> str:
     admin = bearer(platform.admin_token)
-    _ok(
+    ok(
         platform.client("settlement").put(
             f"/api/settlements/payout-accounts/{catalog.factory_id}",
             json={"bankCode": "BCA", "accountNumber": "1234567890", "accountHolderName": "Budi"},
@@ -101,7 +94,7 @@ def _settle(platform: Platform, catalog: SeedCatalog, since: datetime) -> str:
 
 def _platform_audit(platform: Platform) -> dict[str, Any]:
     """settlement-service's whole audit, nothing counted as in flight."""
-    return _ok(
+    return ok(
         platform.client("settlement").get(
             "/api/admin/audit",
             params={"graceSeconds": 0},
@@ -113,7 +106,7 @@ def _platform_audit(platform: Platform) -> dict[str, Any]:
 
 def _quiet(platform: Platform) -> dict[str, Any]:
     """The audit once what the platform was still doing (outboxes, webhooks) is done."""
-    report = _eventually(
+    report = eventually(
         lambda: report if (report := _platform_audit(platform))["ok"] else None,
         timeout=WAIT,
         every=0.5,
@@ -135,19 +128,19 @@ def audited(platform: Platform) -> Audited:
     _join(platform, session, catalog.variants["L"], 1, pay=False)
     _end_now(platform, session["id"])
     assert _close(platform, session["id"], timeout=WAIT)["status"] == "success"
-    assert _eventually(lambda: _balance(platform, first.buyer) == 150_000, timeout=WAIT)
-    assert _eventually(lambda: _balance(platform, second.buyer) == 60_000, timeout=WAIT)
+    assert eventually(lambda: balance(platform, first.buyer) == 150_000, timeout=WAIT)
+    assert eventually(lambda: balance(platform, second.buyer) == 60_000, timeout=WAIT)
 
     # Cancelled by an admin: the paid join refunded in full, the unpaid one released.
     cancelled = _open_session(platform, catalog, target_moq=100)
     refunded = _join(platform, cancelled, catalog.variants["S"], 1, pay=True)
     _join(platform, cancelled, catalog.variants["M"], 1, pay=False)
-    _ok(
+    ok(
         platform.client("group-buying").post(
             f"/api/group-buying/{cancelled['id']}/cancel", headers=admin
         )
     )
-    assert _eventually(lambda: _balance(platform, refunded.buyer) == 95_000, timeout=WAIT)
+    assert eventually(lambda: balance(platform, refunded.buyer) == 95_000, timeout=WAIT)
 
     # Open, ending tomorrow (after this module): a paid join and one still to pay.
     still_open = _open_session(platform, catalog, target_moq=100)
@@ -161,7 +154,7 @@ def audited(platform: Platform) -> Audited:
 
     _withdraw(platform, first.buyer, 50_000, "succeed")
     failed = _withdraw(platform, second.buyer, 20_000, "fail")
-    assert _eventually(lambda: _balance(platform, second.buyer) == 60_000, timeout=WAIT)
+    assert eventually(lambda: balance(platform, second.buyer) == 60_000, timeout=WAIT)
     settlement = _settle(platform, catalog, started)
 
     return Audited(
@@ -433,7 +426,7 @@ def test_audit_pages_follow_the_keyset(platform: Platform, audited: Audited) -> 
     upper = f"participant:{max(audited.open_paid.id, audited.open_unpaid.id)}"
 
     def page(after: str | None, through: str | None, limit: int = 10) -> list[str]:
-        rows = _ok(
+        rows = ok(
             platform.client("warehouse").get(
                 "/api/admin/audit/reservations",
                 params={

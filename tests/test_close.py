@@ -12,40 +12,21 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
-from tests.catalog import SeedCatalog, create_seed_catalog, created
-from tests.support import Account, Platform, bearer
+from laku.testing.catalog import SeedCatalog, create_seed_catalog, created
+from laku.testing.platform import Account, Platform
+from tests.support import admin_headers, balance, eventually, ok
 
 TIERS = {"priceTier25": 95000, "priceTier50": 85000, "priceTier75": 75000, "priceTier100": 65000}
 OPEN = ("forming", "active", "moq_reached")
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
-
-
-def _ok(response: httpx.Response) -> Any:
-    assert response.is_success, response.text
-    return response.json()
-
-
-def _eventually(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.1) -> Any:
-    """Poll until `check` returns something truthy (outboxes and webhooks run in background)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(every)
 
 
 def _open_session(
@@ -68,21 +49,21 @@ def _open_session(
                 "endTime": end.isoformat(),
                 "estimatedCompletionDate": (end + timedelta(days=14)).isoformat(),
             },
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
     )
 
 
 def _session(platform: Platform, session_id: str) -> dict[str, Any]:
-    return _ok(platform.client("group-buying").get(f"/api/group-buying/{session_id}"))
+    return ok(platform.client("group-buying").get(f"/api/group-buying/{session_id}"))
 
 
 def _participants(platform: Platform, session_id: str) -> dict[str, dict[str, Any]]:
-    page = _ok(
+    page = ok(
         platform.client("group-buying").get(
             f"/api/group-buying/{session_id}/participants",
             params={"limit": 100},
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
     )
     return {participant["id"]: participant for participant in page["items"]}
@@ -127,14 +108,14 @@ def _join(
             f"/sandbox/invoices/{_invoice(platform, result)['id']}/pay"
         )
         assert paid.status_code == 200, paid.text
-        assert _eventually(
+        assert eventually(
             lambda: _participants(platform, session["id"])[result.id]["status"] == "paid"
         )
     return result
 
 
 def _payment(platform: Platform, joined: Joined) -> dict[str, Any]:
-    return _ok(
+    return ok(
         platform.client("payment").get(
             f"/api/payments/{joined.payment_id}", headers=joined.buyer.headers
         )
@@ -143,13 +124,13 @@ def _payment(platform: Platform, joined: Joined) -> dict[str, Any]:
 
 def _invoice(platform: Platform, joined: Joined) -> dict[str, Any]:
     code = _payment(platform, joined)["paymentCode"]
-    invoices = _ok(platform.client("xendit-sandbox").get("/sandbox/invoices"))
+    invoices = ok(platform.client("xendit-sandbox").get("/sandbox/invoices"))
     [invoice] = [invoice for invoice in invoices if invoice["external_id"] == code]
     return invoice
 
 
 def _wallet_credits(platform: Platform, buyer: Account) -> list[dict[str, Any]]:
-    page = _ok(
+    page = ok(
         platform.client("wallet").get(
             "/api/wallets/me/transactions", params={"limit": 100}, headers=buyer.headers
         )
@@ -157,30 +138,30 @@ def _wallet_credits(platform: Platform, buyer: Account) -> list[dict[str, Any]]:
     return [t for t in page["items"] if t["direction"] == "credit"]
 
 
-def _balance(platform: Platform, buyer: Account) -> int:
-    return _ok(platform.client("wallet").get("/api/wallets/me", headers=buyer.headers))["balance"]
-
-
 def _orders(platform: Platform, buyer: Account) -> list[dict[str, Any]]:
-    page = _ok(
+    page = ok(
         platform.client("order").get("/api/orders", params={"limit": 100}, headers=buyer.headers)
     )
     return page["items"]
 
 
 def _session_orders(platform: Platform, session_id: str) -> list[dict[str, Any]]:
-    page = _ok(
+    page = ok(
         platform.client("order").get(
-            "/api/orders", params={"sessionId": session_id, "limit": 100}, headers=_admin(platform)
+            "/api/orders",
+            params={"sessionId": session_id, "limit": 100},
+            headers=admin_headers(platform),
         )
     )
     return page["items"]
 
 
 def _stock(platform: Platform, catalog: SeedCatalog) -> dict[str, dict[str, int]]:
-    [product] = _ok(
+    [product] = ok(
         platform.client("warehouse").get(
-            "/api/inventory", params={"productId": catalog.product_id}, headers=_admin(platform)
+            "/api/inventory",
+            params={"productId": catalog.product_id},
+            headers=admin_headers(platform),
         )
     )
     sizes = {variant_id: size for size, variant_id in catalog.variants.items()}
@@ -195,11 +176,11 @@ def _stock(platform: Platform, catalog: SeedCatalog) -> dict[str, dict[str, int]
 
 
 def _purchase_orders(platform: Platform, catalog: SeedCatalog) -> list[dict[str, Any]]:
-    page = _ok(
+    page = ok(
         platform.client("warehouse").get(
             "/api/purchase-orders",
             params={"productId": catalog.product_id},
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
     )
     return page["items"]
@@ -234,7 +215,7 @@ def _refunds(platform: Platform, joined: list[Joined]) -> list[tuple[str, int, s
 
 def _process_expired(platform: Platform) -> httpx.Response:
     return platform.client("group-buying").post(
-        "/api/group-buying/process-expired", headers=_admin(platform), timeout=60
+        "/api/group-buying/process-expired", headers=admin_headers(platform), timeout=60
     )
 
 
@@ -247,7 +228,7 @@ def _close(platform: Platform, session_id: str, timeout: float = 30.0) -> dict[s
         session = _session(platform, session_id)
         return None if session["status"] in OPEN else session
 
-    session = _eventually(closed, timeout=timeout, every=0.5)
+    session = eventually(closed, timeout=timeout, every=0.5)
     assert session, _session(platform, session_id)
     return session
 
@@ -275,12 +256,12 @@ def test_tier_refund_orders_deduction_and_escrow(platform: Platform) -> None:
     closed = _close(platform, session["id"])
     assert closed["status"] == "success"
 
-    assert _eventually(lambda: _balance(platform, first.buyer) == 150000)
+    assert eventually(lambda: balance(platform, first.buyer) == 150000)
     [credit] = _wallet_credits(platform, first.buyer)
     assert (credit["amount"], credit["reason"]) == (150000, "tier_refund")
     assert credit["reference"] == _refund_reference(session["id"], first)
-    assert _eventually(lambda: _balance(platform, second.buyer) == 60000)  # (85,000-65,000) x 3
-    assert _balance(platform, late.buyer) == 0
+    assert eventually(lambda: balance(platform, second.buyer) == 60000)  # (85,000-65,000) x 3
+    assert balance(platform, late.buyer) == 0
 
     participants = _participants(platform, session["id"])
     assert participants[first.id]["finalUnitPrice"] == 65000
@@ -304,7 +285,7 @@ def test_tier_refund_orders_deduction_and_escrow(platform: Platform) -> None:
     assert (payment["status"], payment["escrowStatus"]) == ("paid", "released")
     assert payment["refundedAmount"] == 150000
     assert _payment(platform, late)["status"] == "expired"
-    assert _eventually(lambda: _invoice(platform, late)["status"] == "EXPIRED")
+    assert eventually(lambda: _invoice(platform, late)["status"] == "EXPIRED")
 
 
 # --- MOQ missed -----------------------------------------------------------------------------
@@ -322,8 +303,8 @@ def test_missed_moq_fails_refunds_everything_and_releases_stock(platform: Platfo
     closed = _close(platform, session["id"])
     assert (closed["status"], closed["paidQuantity"]) == ("failed", 5)
 
-    assert _eventually(lambda: _balance(platform, small.buyer) == 3 * 95000)
-    assert _eventually(lambda: _balance(platform, medium.buyer) == 2 * 95000)
+    assert eventually(lambda: balance(platform, small.buyer) == 3 * 95000)
+    assert eventually(lambda: balance(platform, medium.buyer) == 2 * 95000)
     [credit] = _wallet_credits(platform, small.buyer)
     assert (credit["reason"], credit["reference"]) == (
         "group_failed_refund",
@@ -346,8 +327,8 @@ def test_missed_moq_fails_refunds_everything_and_releases_stock(platform: Platfo
             "session_closed",
         )
         assert _payment(platform, joined)["status"] == "expired"
-        assert _eventually(lambda joined=joined: _invoice(platform, joined)["status"] == "EXPIRED")
-        assert _balance(platform, joined.buyer) == 0
+        assert eventually(lambda joined=joined: _invoice(platform, joined)["status"] == "EXPIRED")
+        assert balance(platform, joined.buyer) == 0
     assert _session_orders(platform, session["id"]) == []
 
 
@@ -370,12 +351,12 @@ def _short_session(platform: Platform) -> ShortSession:
     session = _open_session(platform, catalog, target_moq=8)
     small = _join(platform, session, catalog.variants["S"], 5, pay=True)
     medium = _join(platform, session, catalog.variants["M"], 3, pay=True)
-    reorders = _eventually(lambda: _purchase_orders(platform, catalog))
+    reorders = eventually(lambda: _purchase_orders(platform, catalog))
     assert [(po["reason"], po["bundles"]) for po in reorders] == [("auto_reorder", 1)]
     lost = platform.client("warehouse").post(
         f"/api/inventory/{catalog.variants['S']}/adjustments",
         json={"delta": -8, "reason": "lost"},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert lost.status_code == 200, lost.text
     assert _stock(platform, catalog)["S"] == {"quantity": 0, "reserved": 5, "available": -5}
@@ -391,7 +372,7 @@ def test_stock_short_at_close_waits_for_bundles_then_succeeds(platform: Platform
 
     orders = _session_orders(platform, session_id)
     assert sorted(o["participantId"] for o in orders) == sorted([short.small.id, short.medium.id])
-    assert _eventually(lambda: _balance(platform, short.small.buyer) == 150000)
+    assert eventually(lambda: balance(platform, short.small.buyer) == 150000)
     assert _payment(platform, short.small)["escrowStatus"] == "held"  # until the stock is in
     [shortage] = [
         po for po in _purchase_orders(platform, short.catalog) if po["reason"] != "auto_reorder"
@@ -407,10 +388,11 @@ def test_stock_short_at_close_waits_for_bundles_then_succeeds(platform: Platform
     for purchase_order in _purchase_orders(platform, short.catalog):
         if purchase_order["status"] == "open":
             received = platform.client("warehouse").post(
-                f"/api/purchase-orders/{purchase_order['id']}/receive", headers=_admin(platform)
+                f"/api/purchase-orders/{purchase_order['id']}/receive",
+                headers=admin_headers(platform),
             )
             assert received.status_code == 200, received.text
-    assert _eventually(lambda: _session(platform, session_id)["status"] == "success")
+    assert eventually(lambda: _session(platform, session_id)["status"] == "success")
 
     for joined in (short.small, short.medium):
         assert _payment(platform, joined)["escrowStatus"] == "released"
@@ -432,7 +414,7 @@ def test_two_closes_at_once_close_the_session_once(platform: Platform) -> None:
         with httpx.Client(base_url=platform.url("group-buying"), timeout=60) as http:
             start.wait()
             responses.append(
-                http.post("/api/group-buying/process-expired", headers=_admin(platform))
+                http.post("/api/group-buying/process-expired", headers=admin_headers(platform))
             )
 
     threads = [threading.Thread(target=close) for _ in range(2)]
@@ -463,7 +445,7 @@ def test_two_closes_at_once_close_the_session_once(platform: Platform) -> None:
         po for po in _purchase_orders(platform, short.catalog) if po["reason"] == "group_shortage"
     ]
     assert len(shortages) == 1
-    assert _eventually(lambda: _balance(platform, short.small.buyer) == 150000)
+    assert eventually(lambda: balance(platform, short.small.buyer) == 150000)
     time.sleep(0.5)  # a second credit, were there one, would have landed by now
     assert len(_wallet_credits(platform, short.small.buyer)) == 1
 
@@ -499,7 +481,7 @@ def test_a_close_killed_half_way_is_finished_by_the_next_run(platform: Platform)
     try:
         caller = threading.Thread(target=close)
         caller.start()
-        assert _eventually(lambda: _close_state(platform, session_id)[1] == "refunded", timeout=15)
+        assert eventually(lambda: _close_state(platform, session_id)[1] == "refunded", timeout=15)
         time.sleep(0.3)  # into the bulk-orders call, which order-service does not answer yet
         group_buying.kill()
         group_buying.wait()
@@ -512,7 +494,7 @@ def test_a_close_killed_half_way_is_finished_by_the_next_run(platform: Platform)
     supervisor.start_one("group-buying")
     supervisor.wait_ready()
     refused = platform.client("group-buying").post(
-        f"/api/group-buying/{session_id}/cancel", headers=_admin(platform)
+        f"/api/group-buying/{session_id}/cancel", headers=admin_headers(platform)
     )
     assert (refused.status_code, refused.json()["code"]) == (409, "session_not_cancellable")
     closed = _close(platform, session_id, timeout=40)  # once the dead claim's lease has passed
@@ -525,7 +507,7 @@ def test_a_close_killed_half_way_is_finished_by_the_next_run(platform: Platform)
     orders = _session_orders(platform, session_id)
     assert sorted(o["participantId"] for o in orders) == sorted(j.id for j in paid)
     for joined, amount in zip(paid, [60000, 60000, 40000, 20000], strict=True):
-        assert _eventually(lambda j=joined, a=amount: _balance(platform, j.buyer) == a)
+        assert eventually(lambda j=joined, a=amount: balance(platform, j.buyer) == a)
         assert len(_wallet_credits(platform, joined.buyer)) == 1
         assert _payment(platform, joined)["escrowStatus"] == "released"
     assert _payment(platform, unpaid)["status"] == "expired"

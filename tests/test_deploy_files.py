@@ -20,7 +20,7 @@ import yaml
 
 from laku.core.services import SANDBOXES, SERVICES, WEB
 from laku.core.settings import Settings
-from tests.support import Platform, free_port_offset
+from laku.testing.platform import Platform, free_port_offset
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"

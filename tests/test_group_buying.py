@@ -8,7 +8,6 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,8 +25,9 @@ from laku.group_buying.rules import (
     tier_for,
     unit_price,
 )
-from tests.catalog import SeedCatalog, create_seed_catalog, created
-from tests.support import Account, Platform, assert_problem, bearer, snapshot
+from laku.testing.catalog import SeedCatalog, create_seed_catalog, created
+from laku.testing.platform import Account, Platform
+from tests.support import admin_headers, assert_problem, eventually, snapshot
 
 SEED_TIERS = {
     "priceTier25": 95000,
@@ -97,10 +97,6 @@ def test_fill_prices_and_status() -> None:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
-
-
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -124,7 +120,9 @@ def _session_body(
 def _open_session(platform: Platform, catalog: SeedCatalog, **terms: Any) -> dict[str, Any]:
     return created(
         platform.client("group-buying").post(
-            "/api/group-buying", json=_session_body(catalog, **terms), headers=_admin(platform)
+            "/api/group-buying",
+            json=_session_body(catalog, **terms),
+            headers=admin_headers(platform),
         )
     )
 
@@ -153,7 +151,7 @@ def _joined(
 
 def _available(platform: Platform, catalog: SeedCatalog) -> dict[str, int]:
     response = platform.client("warehouse").get(
-        "/api/inventory", params={"productId": catalog.product_id}, headers=_admin(platform)
+        "/api/inventory", params={"productId": catalog.product_id}, headers=admin_headers(platform)
     )
     assert response.status_code == 200, response.text
     [product] = response.json()
@@ -170,7 +168,9 @@ def _participants(
         if status:
             params["status"] = status
         response = platform.client("group-buying").get(
-            f"/api/group-buying/{session_id}/participants", params=params, headers=_admin(platform)
+            f"/api/group-buying/{session_id}/participants",
+            params=params,
+            headers=admin_headers(platform),
         )
         assert response.status_code == 200, response.text
         page = response.json()
@@ -205,23 +205,13 @@ def _pay(platform: Platform, buyer: Account, joined: dict[str, Any]) -> str:
     return invoice_id
 
 
-def _eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll until `check` returns something truthy (webhooks and the outbox run in background)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
-
-
 def _paid_through(
     platform: Platform, buyer: Account, session: dict[str, Any], joined: dict[str, Any]
 ) -> dict[str, Any]:
     """Pays and waits until group-buying has the participant paid."""
     _pay(platform, buyer, joined)
     participant_id = joined["participant"]["id"]
-    paid = _eventually(
+    paid = eventually(
         lambda: (
             (p := _participant(platform, session["id"], participant_id))["status"] == "paid" and p
         )
@@ -256,7 +246,7 @@ def _reservation_moves(platform: Platform, variant_id: str) -> list[dict[str, An
         page = platform.client("warehouse").get(
             f"/api/inventory/{variant_id}/movements",
             params={"limit": 100, "offset": len(moves)},
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
         assert page.status_code == 200, page.text
         moves += page.json()
@@ -395,7 +385,7 @@ def test_session_terms_are_checked(platform: Platform) -> None:
     def refused(status: int, code: str, **changes: Any) -> None:
         body = {**_session_body(catalog), **changes}
         assert_problem(
-            gb.post("/api/group-buying", json=body, headers=_admin(platform)), status, code
+            gb.post("/api/group-buying", json=body, headers=admin_headers(platform)), status, code
         )
 
     refused(422, "tiers_rise", priceTier50=96000)
@@ -415,7 +405,7 @@ def test_session_terms_are_checked(platform: Platform) -> None:
 
     body = _session_body(catalog)
     del body["groupPrice"]  # defaults to priceTier25
-    session = created(gb.post("/api/group-buying", json=body, headers=_admin(platform)))
+    session = created(gb.post("/api/group-buying", json=body, headers=admin_headers(platform)))
     assert session["groupPrice"] == 95000
     assert session["productName"] == "Premium T-Shirt"
     assert session["factoryId"] == catalog.factory_id
@@ -431,7 +421,7 @@ def test_open_sessions_are_listed_with_their_prices(platform: Platform) -> None:
     cancelled = _open_session(platform, catalog, ends_in=timedelta(days=400))
     gb = platform.client("group-buying")
     assert gb.post(
-        f"/api/group-buying/{cancelled['id']}/cancel", headers=_admin(platform)
+        f"/api/group-buying/{cancelled['id']}/cancel", headers=admin_headers(platform)
     ).is_success
     time.sleep(1.1)
 
@@ -482,7 +472,7 @@ def test_variant_availability(platform: Platform) -> None:
     assert_problem(large, 409, "insufficient_stock")
 
     cancel = platform.client("group-buying").post(
-        f"/api/group-buying/{session['id']}/cancel", headers=_admin(platform)
+        f"/api/group-buying/{session['id']}/cancel", headers=admin_headers(platform)
     )
     assert cancel.status_code == 200
     assert not any(v["canJoin"] for v in availability(session["id"]).values())
@@ -537,14 +527,14 @@ def test_refused_joins_change_nothing(platform: Platform) -> None:
     cancelled = _open_session(platform, catalog)
     gb = platform.client("group-buying")
     assert gb.post(
-        f"/api/group-buying/{cancelled['id']}/cancel", headers=_admin(platform)
+        f"/api/group-buying/{cancelled['id']}/cancel", headers=admin_headers(platform)
     ).is_success
     buyer, someone_else = platform.new_buyer(), platform.new_buyer()
     small = catalog.variants["S"]
     time.sleep(1.1)  # `expiring` is past its endTime
     # Closed now (it fails: nobody joined), so group-buying's scheduler has nothing to change
     # while the snapshots are compared.
-    assert gb.post("/api/group-buying/process-expired", headers=_admin(platform)).is_success
+    assert gb.post("/api/group-buying/process-expired", headers=admin_headers(platform)).is_success
     before = snapshot(platform, *SCHEMAS)
 
     assert_problem(_join(platform, buyer, cancelled["id"], small, 1), 409, "session_closed")
@@ -584,7 +574,7 @@ def test_payment_service_down_releases_the_reservation(platform: Platform) -> No
     [failed] = _participants(platform, session["id"])
     assert (failed["status"], failed["cancelReason"]) == ("cancelled", "join_failed")
     # Its payment, never made, never will be once payment-service hears of it again.
-    assert _eventually(
+    assert eventually(
         lambda: platform.sql(
             "SELECT 1 FROM payment.voided_references WHERE reference = $1",
             failed["reservationReference"],
@@ -608,7 +598,7 @@ def test_repeated_and_late_payment_events_change_nothing_twice(platform: Platfor
     joined = _joined(platform, buyer, session, catalog.variants["L"], 3)
     invoice_id = _pay(platform, buyer, joined)
     participant_id = joined["participant"]["id"]
-    assert _eventually(lambda: _participant(platform, session["id"], participant_id)["paidAt"])
+    assert eventually(lambda: _participant(platform, session["id"], participant_id)["paidAt"])
     paid = _participant(platform, session["id"], participant_id)
     sandbox = platform.client("xendit-sandbox")
     for _ in range(5):  # Xendit delivers the same PAID webhook again
@@ -618,7 +608,7 @@ def test_repeated_and_late_payment_events_change_nothing_twice(platform: Platfor
         attempts = sandbox.get("/sandbox/webhooks", params={"invoiceId": invoice_id}).json()
         return len({a["delivery"] for a in attempts if a["delivered"]}) >= 6
 
-    assert _eventually(deliveries_done)
+    assert eventually(deliveries_done)
     service = _service_headers(platform)
     for status in ("paid", "paid", "expired", "failed"):
         late = _report(platform, service, joined, status)
@@ -647,14 +637,14 @@ def test_expired_invoice_cancels_the_participant_and_releases_its_stock(
         platform.client("xendit-sandbox").post(f"/sandbox/invoices/{invoice_id}/expire").is_success
     )
     participant_id = joined["participant"]["id"]
-    cancelled = _eventually(
+    cancelled = eventually(
         lambda: (
             (p := _participant(platform, session["id"], participant_id))["status"] == "cancelled"
             and p
         )
     )
     assert cancelled and cancelled["cancelReason"] == "payment_expired"
-    assert _eventually(lambda: _available(platform, catalog)["S"] == 8)
+    assert eventually(lambda: _available(platform, catalog)["S"] == 8)
     late_paid = _report(platform, _service_headers(platform), joined, "paid")
     assert late_paid.json()["participantStatus"] == "cancelled"
     assert _session(platform, session["id"])["paidQuantity"] == 0
@@ -764,18 +754,18 @@ def test_admin_cancel_expires_invoices_refunds_the_paid_and_releases_stock(
     assert _available(platform, catalog) == {"S": 6, "M": 5, "L": 8}
 
     gb = platform.client("group-buying")
-    cancel = gb.post(f"/api/group-buying/{session['id']}/cancel", headers=_admin(platform))
+    cancel = gb.post(f"/api/group-buying/{session['id']}/cancel", headers=admin_headers(platform))
     assert cancel.status_code == 200, cancel.text
     assert cancel.json()["status"] == "cancelled"
     assert cancel.json()["joinable"] is False
 
-    assert _eventually(lambda: _available(platform, catalog) == {"S": 8, "M": 8, "L": 8})
+    assert eventually(lambda: _available(platform, catalog) == {"S": 8, "M": 8, "L": 8})
     unpaid_payment = unpaid["participant"]["paymentId"]
-    assert _eventually(
+    assert eventually(
         lambda: _payment(platform, unpaid_buyer, unpaid_payment)["status"] == "expired"
     )
     wallet = platform.client("wallet")
-    assert _eventually(
+    assert eventually(
         lambda: (
             wallet.get("/api/wallets/me", headers=paid_buyer.headers).json()["balance"] == 3 * 95000
         )  # paid in full back: 3 M at 95,000
@@ -805,7 +795,7 @@ def test_admin_cancel_expires_invoices_refunds_the_paid_and_releases_stock(
 
     time.sleep(0.3)  # let the outbox settle before comparing
     before = snapshot(platform, *SCHEMAS)
-    again = gb.post(f"/api/group-buying/{session['id']}/cancel", headers=_admin(platform))
+    again = gb.post(f"/api/group-buying/{session['id']}/cancel", headers=admin_headers(platform))
     assert again.status_code == 200
     assert again.json()["cancelledAt"] == cancel.json()["cancelledAt"]
     assert_problem(
@@ -843,7 +833,7 @@ def test_authorisation(platform: Platform) -> None:
         assert_problem(gb.request(method, path, json=json), 401, "unauthorized")
     for method, path, json in [calls[0], calls[2], calls[3], calls[5]]:
         assert_problem(gb.request(method, path, json=json, headers=other.headers), 403, "forbidden")
-    admin = _admin(platform)  # only payment-service reports payments; only buyers join
+    admin = admin_headers(platform)  # only payment-service reports payments; only buyers join
     assert_problem(gb.post(calls[5][1], json=event, headers=admin), 403, "forbidden")
     assert_problem(gb.post(calls[1][1], json=join_body, headers=admin), 403, "forbidden")
 

@@ -48,7 +48,7 @@ from laku.settlement.schemas import (
     PayoutAccountIn,
     SettlementCreate,
 )
-from tests.support import plain_url, throwaway_database
+from laku.testing.database import plain_url, throwaway_database
 
 FACTORIES = 3
 # Far in the past, so every period has ended; each factory's periods follow one another.

@@ -19,13 +19,13 @@ from laku.core.http import new_http_client
 from laku.logistics.client import LogisticsClient
 from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER
 from laku.providers.biteship.sandbox import COURIERS, shipping_price
-from tests.catalog import create_seed_catalog
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Account, FixedToken, Platform
 from tests.service_logs import wait_logged
-from tests.support import Account, FixedToken, Platform, assert_problem, bearer, snapshot
+from tests.support import admin_headers, assert_problem, eventually, snapshot
 from tests.test_close import (
     _close,
     _end_now,
-    _eventually,
     _join,
     _open_session,
     _purchase_orders,
@@ -45,10 +45,6 @@ class Order:
     id: str
     units: int
     address_id: str | None  # the buyer's default address
-
-
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
 
 
 def _address(platform: Platform, buyer: Account, postal_code: str, city: str) -> dict[str, Any]:
@@ -84,9 +80,9 @@ def orders(platform: Platform) -> list[Order]:
     assert _close(platform, session["id"])["status"] == "success"
     # The goods were in hand: the warehouse had the orders made ready and asked logistics to
     # book them, which booked none (no buyer had an address yet). Addresses come after that.
-    assert _eventually(lambda: _dispatched(platform, session["id"]))
+    assert eventually(lambda: _dispatched(platform, session["id"]))
     page = platform.client("order").get(
-        "/api/orders", params={"sessionId": session["id"]}, headers=_admin(platform)
+        "/api/orders", params={"sessionId": session["id"]}, headers=admin_headers(platform)
     )
     by_user = {order["userId"]: order for order in page.json()["items"]}
     made = []
@@ -119,7 +115,7 @@ def _ship(
     return platform.client("logistics").post(
         SHIPMENTS,
         json={"orderId": order_id, "courierCompany": courier, "courierType": service},
-        headers=headers or _admin(platform),
+        headers=headers or admin_headers(platform),
     )
 
 
@@ -143,7 +139,9 @@ def _track(platform: Platform, tracking_number: str, headers: dict[str, str]) ->
 
 
 def _order(platform: Platform, order_id: str) -> dict[str, Any]:
-    response = platform.client("order").get(f"/api/orders/{order_id}", headers=_admin(platform))
+    response = platform.client("order").get(
+        f"/api/orders/{order_id}", headers=admin_headers(platform)
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -175,7 +173,7 @@ def _delivered_webhooks(platform: Platform, biteship_order_id: str) -> list[dict
 
 
 def _events(platform: Platform, tracking_number: str) -> list[tuple[str, str]]:
-    shipment = _track(platform, tracking_number, _admin(platform)).json()
+    shipment = _track(platform, tracking_number, admin_headers(platform)).json()
     return [(event["status"], event["occurredAt"]) for event in shipment["events"]]
 
 
@@ -224,7 +222,7 @@ def test_rates_go_from_the_warehouse_to_the_buyers_default_address(
         "couriers": ["jne", "jnt", "sicepat"],
     }
     assert _rates(platform, order.buyer.headers, **seed_body).json() == body
-    assert _rates(platform, _admin(platform), **seed_body).json() == body
+    assert _rates(platform, admin_headers(platform), **seed_body).json() == body
 
 
 def test_rates_to_another_of_the_buyers_addresses(platform: Platform, orders: list[Order]) -> None:
@@ -276,7 +274,7 @@ def test_rates_for_what_the_buyer_may_not_see(platform: Platform, orders: list[O
     mine, other = orders[0], orders[1]
     assert_problem(_rates(platform, other.buyer.headers, orderId=mine.id), 404, "order_not_found")
     assert_problem(
-        _rates(platform, _admin(platform), orderId=str(uuid.uuid4())), 404, "order_not_found"
+        _rates(platform, admin_headers(platform), orderId=str(uuid.uuid4())), 404, "order_not_found"
     )
     # Another buyer's address is not this order's to ship to.
     response = _rates(platform, mine.buyer.headers, orderId=mine.id, addressId=other.address_id)
@@ -331,10 +329,10 @@ def test_a_shipment_is_tracked_from_pickup_to_delivery(
     # The courier picks the parcel up: the order has shipped, with the waybill.
     tracking_number = shipment["trackingNumber"]
     assert _advance(platform, booked["id"], times=3) == "picked"
-    shipped = _eventually(lambda: _order_status(platform, order.id, "shipped"))
+    shipped = eventually(lambda: _order_status(platform, order.id, "shipped"))
     assert shipped, _order(platform, order.id)
     assert (shipped["trackingNumber"], shipped["courier"]) == (tracking_number, "jne reg")
-    assert _eventually(lambda: len(_delivered_webhooks(platform, booked["id"])) == 3)
+    assert eventually(lambda: len(_delivered_webhooks(platform, booked["id"])) == 3)
     statuses = [status for status, _ in _events(platform, tracking_number)]
     assert statuses == ["allocated", "picking_up", "picked"]
 
@@ -354,13 +352,13 @@ def test_a_shipment_is_tracked_from_pickup_to_delivery(
         f"/sandbox/orders/{booked['id']}/resend-webhook"
     )
     assert resent.status_code == 200
-    assert _eventually(lambda: len(_delivered_webhooks(platform, booked["id"])) == 4)
+    assert eventually(lambda: len(_delivered_webhooks(platform, booked["id"])) == 4)
     assert _events(platform, tracking_number) == events
     assert snapshot(platform, "logistics", "order") == before
 
     # Delivered: the order follows.
     assert _advance(platform, booked["id"], times=2) == "delivered"
-    delivered = _eventually(lambda: _order_status(platform, order.id, "delivered"))
+    delivered = eventually(lambda: _order_status(platform, order.id, "delivered"))
     assert delivered, _order(platform, order.id)
     tracked = _track(platform, tracking_number, order.buyer.headers)
     assert tracked.status_code == 200, tracked.text
@@ -406,7 +404,7 @@ def test_a_delivery_reported_before_pickup_ships_the_order_first(
         f"/sandbox/orders/{shipment['biteshipOrderId']}/status", json={"status": "delivered"}
     )
     assert response.status_code == 200, response.text
-    delivered = _eventually(lambda: _order_status(platform, order.id, "delivered"))
+    delivered = eventually(lambda: _order_status(platform, order.id, "delivered"))
     assert delivered, _order(platform, order.id)
     assert delivered["shippedAt"] is not None
     assert delivered["trackingNumber"] == shipment["trackingNumber"]
@@ -422,16 +420,16 @@ def test_an_order_service_outage_delays_the_order_never_loses_it(
     try:
         _advance(platform, shipment["biteshipOrderId"], times=3)  # picked
         # logistics took the webhooks while order-service was down
-        assert _eventually(
+        assert eventually(
             lambda: len(_delivered_webhooks(platform, shipment["biteshipOrderId"])) == 3
         )
-        assert _track(platform, shipment["trackingNumber"], _admin(platform)).json()["status"] == (
-            "picked"
-        )
+        assert _track(platform, shipment["trackingNumber"], admin_headers(platform)).json()[
+            "status"
+        ] == ("picked")
     finally:
         platform.supervisor.start_one("order")
         platform.supervisor.wait_ready()
-    shipped = _eventually(lambda: _order_status(platform, order.id, "shipped"), timeout=40)
+    shipped = eventually(lambda: _order_status(platform, order.id, "shipped"), timeout=40)
     assert shipped, _order(platform, order.id)
     assert shipped["trackingNumber"] == shipment["trackingNumber"]
 
@@ -444,7 +442,10 @@ def test_two_bookings_at_once_book_one_courier(platform: Platform, orders: list[
             body = {"orderId": order.id, "courierCompany": "jne", "courierType": "reg"}
             return list(
                 await asyncio.gather(
-                    *(api.post(SHIPMENTS, json=body, headers=_admin(platform)) for _ in range(2))
+                    *(
+                        api.post(SHIPMENTS, json=body, headers=admin_headers(platform))
+                        for _ in range(2)
+                    )
                 )
             )
 
@@ -456,7 +457,7 @@ def test_two_bookings_at_once_book_one_courier(platform: Platform, orders: list[
             assert_problem(response, 409, "shipment_in_progress")
     assert len(_sandbox_orders(platform, order.id)) == 1
     shipments = platform.client("logistics").get(
-        SHIPMENTS, params={"orderId": order.id}, headers=_admin(platform)
+        SHIPMENTS, params={"orderId": order.id}, headers=admin_headers(platform)
     )
     assert shipments.json()["total"] == 1
     assert _booked(platform, order.id)["status"] == "confirmed"
@@ -467,7 +468,7 @@ def test_a_cancelled_order_does_not_ship(platform: Platform, orders: list[Order]
     cancelled = platform.client("order").post(
         f"/api/orders/{order.id}/cancel",
         json={"reason": "Buyer asked before shipping"},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert cancelled.status_code == 200, cancelled.text
     before = snapshot(platform, "logistics")
@@ -489,7 +490,7 @@ def test_a_parcel_picked_up_for_an_order_cancelled_meanwhile_is_a_dead_letter(
     cancelled = platform.client("order").post(
         f"/api/orders/{order.id}/cancel",
         json={"reason": "Buyer asked before shipping"},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert cancelled.status_code == 200, cancelled.text
     _advance(platform, shipment["biteshipOrderId"], times=3)  # picked
@@ -498,13 +499,13 @@ def test_a_parcel_picked_up_for_an_order_cancelled_meanwhile_is_a_dead_letter(
         page = platform.client("logistics").get(
             "/api/admin/outbox/dead-letters",
             params={"kind": "mark_order_shipped", "limit": 100},
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
         assert page.status_code == 200, page.text
         mine = [item for item in page.json()["items"] if item["payload"]["order_id"] == order.id]
         return mine[0] if mine else None
 
-    letter = _eventually(dead_letter)
+    letter = eventually(dead_letter)
     assert letter, "the impossible move was not dead-lettered"
     assert letter["status"] == "dead_lettered" and letter["attempts"] == 1
     assert letter["reason"].startswith(f"order {order.id} is "), letter["reason"]
@@ -512,7 +513,7 @@ def test_a_parcel_picked_up_for_an_order_cancelled_meanwhile_is_a_dead_letter(
         letter["reason"]
     )
     assert _order(platform, order.id)["status"] in ("cancelled", "refunded")
-    summary = platform.client("logistics").get("/api/admin/outbox", headers=_admin(platform))
+    summary = platform.client("logistics").get("/api/admin/outbox", headers=admin_headers(platform))
     assert summary.json()["deadLettersByKind"]["mark_order_shipped"] >= 1
 
 
@@ -532,7 +533,7 @@ def test_a_webhook_without_the_secret_changes_nothing(
             "courierType": "yes",
             "addressId": address["id"],
         },
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert response.status_code == 201, response.text
     shipment = response.json()
@@ -579,7 +580,7 @@ def test_a_webhook_without_the_secret_changes_nothing(
         f"/sandbox/orders/{shipment['biteshipOrderId']}/status", json={"status": "picked"}
     )
     assert picked.status_code == 200, picked.text
-    assert _eventually(lambda: _order_status(platform, order.id, "shipped"))
+    assert eventually(lambda: _order_status(platform, order.id, "shipped"))
 
 
 def test_a_webhook_is_taken_only_for_the_status_biteship_shows(
@@ -590,7 +591,7 @@ def test_a_webhook_is_taken_only_for_the_status_biteship_shows(
     biteship_order_id = shipment["biteshipOrderId"]
     secret = {WEBHOOK_SECRET_HEADER: platform.settings.biteship_webhook_secret.get_secret_value()}
     assert _advance(platform, biteship_order_id, times=2) == "picking_up"
-    assert _eventually(lambda: len(_delivered_webhooks(platform, biteship_order_id)) == 2)
+    assert eventually(lambda: len(_delivered_webhooks(platform, biteship_order_id)) == 2)
     before = snapshot(platform, "logistics", "order")
     # Forged `picked` and `delivered` while Biteship shows `picking_up`: ignored.
     for status in ("picked", "delivered"):
@@ -651,8 +652,10 @@ def test_another_buyer_cannot_read_a_shipment(platform: Platform, orders: list[O
     assert theirs.json()["items"] == []
     mine = api.get(SHIPMENTS, headers=other.buyer.headers).json()["items"]
     assert {item["userId"] for item in mine} == {other.buyer.id}
-    assert _track(platform, shipment["trackingNumber"], _admin(platform)).status_code == 200
-    assert_problem(_track(platform, "JNE000000000000", _admin(platform)), 404, "shipment_not_found")
+    assert _track(platform, shipment["trackingNumber"], admin_headers(platform)).status_code == 200
+    assert_problem(
+        _track(platform, "JNE000000000000", admin_headers(platform)), 404, "shipment_not_found"
+    )
 
 
 def test_authorisation(platform: Platform, orders: list[Order]) -> None:
@@ -699,7 +702,7 @@ async def test_client_books_and_reads_shipments(platform: Platform, orders: list
 
 def _shipment_of(platform: Platform, order_id: str) -> dict[str, Any] | None:
     page = platform.client("logistics").get(
-        SHIPMENTS, params={"orderId": order_id}, headers=_admin(platform)
+        SHIPMENTS, params={"orderId": order_id}, headers=admin_headers(platform)
     )
     assert page.status_code == 200, page.text
     items = page.json()["items"]
@@ -731,11 +734,11 @@ def test_orders_ship_only_once_their_goods_are_in_hand(platform: Platform) -> No
     ani = ani_small.buyer
     for buyer in (ani, budi.buyer):
         _address(platform, buyer, "12190", "Jakarta")
-    assert _eventually(lambda: _purchase_orders(platform, catalog))  # S fell to 3: reorder
+    assert eventually(lambda: _purchase_orders(platform, catalog))  # S fell to 3: reorder
     lost = platform.client("warehouse").post(
         f"/api/inventory/{catalog.variants['S']}/adjustments",
         json={"delta": -8, "reason": "lost"},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert lost.status_code == 200, lost.text
     _end_now(platform, session["id"])
@@ -760,10 +763,11 @@ def test_orders_ship_only_once_their_goods_are_in_hand(platform: Platform) -> No
     for purchase_order in _purchase_orders(platform, catalog):
         if purchase_order["status"] == "open":
             received = platform.client("warehouse").post(
-                f"/api/purchase-orders/{purchase_order['id']}/receive", headers=_admin(platform)
+                f"/api/purchase-orders/{purchase_order['id']}/receive",
+                headers=admin_headers(platform),
             )
             assert received.status_code == 200, received.text
-    shipments = _eventually(
+    shipments = eventually(
         lambda: (
             found
             if all(found := [_shipment_of(platform, o) for o in (*ani_orders, budi_order)])
@@ -809,5 +813,5 @@ def test_orders_ship_only_once_their_goods_are_in_hand(platform: Platform) -> No
     # The parcel moves both of Ani's orders.
     assert _advance(platform, first["biteshipOrderId"], 3) == "picked"
     for order_id in ani_orders:
-        assert _eventually(lambda order_id=order_id: _order_status(platform, order_id, "shipped"))
+        assert eventually(lambda order_id=order_id: _order_status(platform, order_id, "shipped"))
     assert _order(platform, budi_order)["status"] == "processing"

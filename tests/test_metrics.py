@@ -9,8 +9,8 @@ from collections.abc import Callable
 from prometheus_client.parser import text_string_to_metric_families
 
 from laku.core.services import SERVICES
-from tests.catalog import create_seed_catalog
-from tests.support import Platform
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Platform
 from tests.test_close import _close, _end_now, _join, _open_session
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

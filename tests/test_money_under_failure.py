@@ -11,16 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.catalog import create_seed_catalog
-from tests.support import Platform, bearer
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Platform, bearer
+from tests.support import balance, eventually, ok
 from tests.test_close import (
-    _balance,
     _close,
     _end_now,
-    _eventually,
     _invoice,
     _join,
-    _ok,
     _open_session,
     _participants,
     _payment,
@@ -76,13 +74,13 @@ def test_a_close_while_wallet_is_down_credits_every_refund_once_after_it_returns
         rows = _refund_rows(platform, [j.payment_id for j in paid])
         return {r["status"] for r in rows} == {"succeeded"}
 
-    assert _eventually(all_succeeded, timeout=60)
+    assert eventually(all_succeeded, timeout=60)
     for joined, amount in zip(paid, [60000, 60000, 40000], strict=True):
-        assert _balance(platform, joined.buyer) == amount
+        assert balance(platform, joined.buyer) == amount
         assert [c["amount"] for c in _wallet_credits(platform, joined.buyer)] == [amount]
         [refund] = _refund_rows(platform, [joined.payment_id])
         key = f"refund:{refund['id']}"
-        assert _eventually(lambda k=key, j=joined: _told(platform, j.buyer.id, k)["email"] == 1)
+        assert eventually(lambda k=key, j=joined: _told(platform, j.buyer.id, k)["email"] == 1)
     time.sleep(1)  # a second credit or notice, were there one, would have landed by now
     for joined in paid:
         assert len(_wallet_credits(platform, joined.buyer)) == 1
@@ -119,8 +117,8 @@ def test_a_payment_after_its_join_was_cancelled_is_refunded_in_full_and_never_re
         os.kill(payment_process.pid, signal.SIGCONT)
 
     total = late.participant["totalPrice"]
-    assert _eventually(lambda: _balance(platform, late.buyer) == total, timeout=60)
-    assert _eventually(
+    assert eventually(lambda: balance(platform, late.buyer) == total, timeout=60)
+    assert eventually(
         lambda: _participants(platform, session["id"])[late.id]["status"] == "refunded"
     )
     payment = _payment(platform, late)
@@ -131,14 +129,14 @@ def test_a_payment_after_its_join_was_cancelled_is_refunded_in_full_and_never_re
         "group_cancelled",
         "succeeded",
     )
-    assert _eventually(lambda: _told(platform, late.buyer.id, f"refund:{refund['id']}")["email"])
+    assert eventually(lambda: _told(platform, late.buyer.id, f"refund:{refund['id']}")["email"])
     time.sleep(1)
     assert [c["amount"] for c in _wallet_credits(platform, late.buyer)] == [total]
     assert platform.sql(
         "SELECT escrow_released_at FROM payment.payments WHERE id = $1",
         uuid.UUID(late.payment_id),
     ) == [(None,)]
-    preview = _ok(
+    preview = ok(
         platform.client("settlement").get(
             "/api/settlements/preview",
             params={

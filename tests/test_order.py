@@ -16,16 +16,10 @@ import pytest
 
 from laku.core.http import ServiceCallError, new_http_client
 from laku.order.client import OrderClient, OrderStatus
-from tests.catalog import SeedCatalog, create_seed_catalog
-from tests.support import Account, Platform, assert_problem, bearer, snapshot
-from tests.test_group_buying import (
-    _eventually,
-    _joined,
-    _open_session,
-    _paid_through,
-    _participants,
-    _session,
-)
+from laku.testing.catalog import SeedCatalog, create_seed_catalog
+from laku.testing.platform import Account, Platform
+from tests.support import admin_headers, assert_problem, eventually, snapshot
+from tests.test_group_buying import _joined, _open_session, _paid_through, _participants, _session
 
 BULK = "/api/orders/bulk"
 ORDERS = "/api/orders"
@@ -47,10 +41,6 @@ class GroupBuy:
         return self.session["id"]
 
 
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
-
-
 def _group_buy(platform: Platform, first_buyer: Account | None = None) -> GroupBuy:
     catalog = create_seed_catalog(platform)
     session = _open_session(platform, catalog, target_moq=TARGET_MOQ)
@@ -63,14 +53,14 @@ def _group_buy(platform: Platform, first_buyer: Account | None = None) -> GroupB
         paid[_paid_through(platform, buyer, session, joined)["id"]] = buyer
     unpaid = platform.new_buyer()
     _joined(platform, unpaid, session, catalog.variants["L"], 1)
-    reached = _eventually(lambda: _session(platform, session["id"])["status"] == "moq_reached")
+    reached = eventually(lambda: _session(platform, session["id"])["status"] == "moq_reached")
     assert reached, _session(platform, session["id"])
     return GroupBuy(catalog, session, paid, unpaid)
 
 
 def _bulk(platform: Platform, session_id: str, **headers: str) -> httpx.Response:
     return platform.client("order").post(
-        BULK, json={"groupSessionId": session_id}, headers=headers or _admin(platform)
+        BULK, json={"groupSessionId": session_id}, headers=headers or admin_headers(platform)
     )
 
 
@@ -87,12 +77,12 @@ def _orders(platform: Platform, headers: dict[str, str], **params: Any) -> dict[
 
 
 def _session_orders(platform: Platform, session_id: str) -> list[dict[str, Any]]:
-    return _orders(platform, _admin(platform), sessionId=session_id, limit=100)["items"]
+    return _orders(platform, admin_headers(platform), sessionId=session_id, limit=100)["items"]
 
 
 def _summary(platform: Platform, session_id: str) -> dict[str, Any]:
     response = platform.client("order").get(
-        f"{ORDERS}/by-session/{session_id}/summary", headers=_admin(platform)
+        f"{ORDERS}/by-session/{session_id}/summary", headers=admin_headers(platform)
     )
     assert response.status_code == 200, response.text
     return response.json()
@@ -180,7 +170,9 @@ def test_concurrent_calls_make_each_order_once(platform: Platform) -> None:
             return list(
                 await asyncio.gather(
                     *(
-                        api.post(BULK, json={"groupSessionId": group.id}, headers=_admin(platform))
+                        api.post(
+                            BULK, json={"groupSessionId": group.id}, headers=admin_headers(platform)
+                        )
                         for _ in range(2)
                     )
                 )
@@ -229,7 +221,7 @@ def test_unknown_session(platform: Platform) -> None:
 )
 def test_invalid_bodies_change_nothing(platform: Platform, body: Any) -> None:
     before = snapshot(platform, "order")
-    response = platform.client("order").post(BULK, json=body, headers=_admin(platform))
+    response = platform.client("order").post(BULK, json=body, headers=admin_headers(platform))
     assert_problem(response, 422, "invalid_input")
     assert snapshot(platform, "order") == before
 
@@ -246,7 +238,7 @@ def test_buyers_see_only_their_own_orders(platform: Platform, ordered: GroupBuy)
         assert [item["id"] for item in mine["items"]] == [order["id"]]
         assert mine["total"] == 1
         assert api.get(f"{ORDERS}/{order['id']}", headers=owner.headers).json() == order
-        assert api.get(f"{ORDERS}/{order['id']}", headers=_admin(platform)).json() == order
+        assert api.get(f"{ORDERS}/{order['id']}", headers=admin_headers(platform)).json() == order
         for other in (ordered.unpaid, *(b for b in ordered.paid.values() if b != owner)):
             assert_problem(
                 api.get(f"{ORDERS}/{order['id']}", headers=other.headers), 404, "order_not_found"
@@ -257,7 +249,7 @@ def test_buyers_see_only_their_own_orders(platform: Platform, ordered: GroupBuy)
         403,
     )
     assert_problem(
-        api.get(f"{ORDERS}/{uuid.uuid4()}", headers=_admin(platform)), 404, "order_not_found"
+        api.get(f"{ORDERS}/{uuid.uuid4()}", headers=admin_headers(platform)), 404, "order_not_found"
     )
 
 
@@ -278,7 +270,7 @@ def test_a_buyers_orders_are_paged_newest_first(platform: Platform) -> None:
 
 
 def test_admin_filters(platform: Platform, ordered: GroupBuy) -> None:
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     participant_id, buyer = next(iter(ordered.paid.items()))
     by_user = _orders(platform, admin, userId=buyer.id)["items"]
     assert [order["participantId"] for order in by_user] == [participant_id]

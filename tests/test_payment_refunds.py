@@ -4,14 +4,14 @@ Every call changes all the payments it names or none, and repeating it changes n
 
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
-from tests.support import Account, Platform, assert_problem, bearer, snapshot
+from laku.testing.platform import Account, Platform, bearer
+from tests.support import assert_problem, balance, eventually, snapshot
 
 REFUNDS = "/api/payments/refunds"
 RELEASE = "/api/payments/escrow/release"
@@ -24,17 +24,6 @@ T = TypeVar("T")
 def service_headers(platform: Platform) -> dict[str, str]:
     """As group-buying's closer calls: with a `service` token."""
     return platform.service_headers("group-buying")
-
-
-def _eventually(probe: Callable[[], T | None], timeout_seconds: float = 15.0) -> T:
-    """Poll until `probe` returns something other than None; fail after the timeout."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def _post(platform: Platform, path: str, body: Any, headers: dict[str, str]) -> httpx.Response:
@@ -75,7 +64,7 @@ def _pay_in_sandbox(platform: Platform, headers: dict[str, str], payment: Paymen
     """The buyer pays the invoice; the sandbox's callback makes the payment paid."""
     invoice_id = payment["invoiceUrl"].rsplit("/", 1)[-1]
     platform.client("xendit-sandbox").post(f"/sandbox/invoices/{invoice_id}/pay").raise_for_status()
-    return _eventually(
+    return eventually(
         lambda: (
             paid if (paid := _get(platform, headers, payment["id"]))["status"] == "paid" else None
         )
@@ -117,12 +106,6 @@ def _refunded(platform: Platform, headers: dict[str, str], *items: dict) -> dict
     return response.json()
 
 
-def _balance(platform: Platform, buyer: Account) -> int:
-    response = platform.client("wallet").get("/api/wallets/me", headers=buyer.headers)
-    assert response.status_code == 200, response.text
-    return response.json()["balance"]
-
-
 def _wallet_transactions(platform: Platform, buyer: Account) -> list[dict[str, Any]]:
     response = platform.client("wallet").get(
         "/api/wallets/me/transactions", params={"limit": 100}, headers=buyer.headers
@@ -131,16 +114,16 @@ def _wallet_transactions(platform: Platform, buyer: Account) -> list[dict[str, A
     return response.json()["items"]
 
 
-def _credited(platform: Platform, buyer: Account, balance: int) -> list[dict[str, Any]]:
-    """The buyer's transactions once the wallet shows `balance` (the relay credits shortly
-    after the refund)."""
-    _eventually(lambda: True if _balance(platform, buyer) == balance else None)
+def _credited(platform: Platform, buyer: Account, expected: int) -> list[dict[str, Any]]:
+    """The buyer's transactions once the wallet's balance is `expected` (the relay credits
+    shortly after the refund)."""
+    eventually(lambda: balance(platform, buyer) == expected)
     return _wallet_transactions(platform, buyer)
 
 
 def _refunds_settled(platform: Platform, references: list[str]) -> None:
     """Wait until the wallet has credited these refunds (payment marks them succeeded)."""
-    _eventually(
+    eventually(
         lambda: (
             True
             if [
@@ -177,7 +160,7 @@ def test_tier_refund_reaches_the_buyers_wallet_once(
     buyer = platform.new_buyer()
     payment = _paid(platform, service_headers, buyer.id, 5 * 95_000)
     assert (payment["amount"], payment["escrowStatus"]) == (475_000, "held")
-    before = _balance(platform, buyer)
+    before = balance(platform, buyer)
     session_id, participant_id = uuid.uuid4(), uuid.uuid4()
     refund = _item(
         payment,
@@ -218,7 +201,7 @@ def test_tier_refund_reaches_the_buyers_wallet_once(
     time.sleep(0.5)  # time enough for a credit, were one queued
     assert _get(platform, service_headers, payment["id"]) == payment_before
     assert _wallet_transactions(platform, buyer) == transactions_before
-    assert _balance(platform, buyer) == before + 150_000
+    assert balance(platform, buyer) == before + 150_000
 
 
 def test_a_full_refund_refunds_the_payment_and_its_escrow(
@@ -483,7 +466,7 @@ def test_expire_bulk_expires_pending_ones_and_their_invoices(
         done = [i["status"] == "EXPIRED" and i["id"] in told for i in invoices]
         return True if done == [True] * 4 else None
 
-    _eventually(invoices_expired_and_told)
+    eventually(invoices_expired_and_told)
     invoice_id = pending[0]["invoiceUrl"].rsplit("/", 1)[-1]
     paying = platform.client("xendit-sandbox").post(f"/sandbox/invoices/{invoice_id}/pay")
     assert paying.status_code == 409
@@ -525,7 +508,7 @@ def test_paid_just_before_the_bulk_expiry_is_recorded_paid(
         )
         response = _post(platform, EXPIRE_BULK, {"paymentIds": [payment["id"]]}, service_headers)
         assert response.json() == {"expired": 1, "alreadyExpired": 0, "alreadyPaid": 0}
-        recorded = _eventually(
+        recorded = eventually(
             lambda: (
                 p
                 if (p := _get(platform, service_headers, payment["id"]))["status"] == "paid"
@@ -539,17 +522,17 @@ def test_paid_just_before_the_bulk_expiry_is_recorded_paid(
         platform.supervisor.start_one("group-buying")
         platform.supervisor.wait_ready()
     # Told of it, group-buying knows no such participant: the money goes back, once.
-    refunded = _eventually(
+    refunded = eventually(
         lambda: (
             p
             if (p := _get(platform, service_headers, payment["id"]))["status"] == "refunded"
             else None
         ),
-        timeout_seconds=40,
+        timeout=40,
     )
     assert refunded["refundedAmount"] == refunded["amount"]
     # Credited to the wallet before the next test looks at the tables.
-    assert _eventually(
+    assert eventually(
         lambda: (
             platform.sql(
                 "SELECT 1 FROM payment.refunds WHERE payment_id = $1 AND status = 'succeeded'",

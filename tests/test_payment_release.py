@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import Account, Platform, assert_problem, bearer
+from laku.testing.platform import Account, Platform, bearer
+from tests.support import assert_problem, balance
 from tests.test_payment_refunds import (
     REFUNDS,
     RELEASE,
     Payment,
-    _balance,
     _get,
     _item,
     _paid,
@@ -264,7 +264,7 @@ def test_a_cancelled_order_is_refunded_after_the_release(
     assert (summary["totalAmount"], summary["payments"]) == (0, 1)
 
     _refunds_settled(platform, [cancelled["reference"]])
-    assert _balance(platform, buyer) == 475_000
+    assert balance(platform, buyer) == 475_000
     [credit] = [t for t in _wallet_transactions(platform, buyer) if t["amount"] == 325_000]
     assert (credit["direction"], credit["reason"], credit["reference"]) == (
         "credit",
@@ -309,7 +309,7 @@ def test_a_cancelled_order_is_refunded_in_part_or_while_escrow_is_held(
         None,
     )
     _refunds_settled(platform, [part["reference"], whole["reference"]])
-    assert _balance(platform, buyer) == 350_000
+    assert balance(platform, buyer) == 350_000
 
 
 def test_order_cancelled_is_a_known_reason(

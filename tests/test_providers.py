@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from laku.core.settings import Settings
 from laku.providers.smtp.client import EmailDeliveryError, SmtpClient
 from laku.providers.whatsapp.client import WhatsAppClient, WhatsAppError
-from tests.support import Platform
+from laku.testing.platform import Platform
 
 
 def new_phone() -> str:

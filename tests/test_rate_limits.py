@@ -21,19 +21,17 @@ import pytest
 from laku.core.db import Database, async_url, service_metadata
 from laku.core.rate_limit import Limit, RateLimited, claim, rate_limit_table
 from laku.core.settings import Rate, RateLimits, Settings
-from tests.catalog import create_seed_catalog
-from tests.support import (
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.database import database_server, throwaway_database
+from laku.testing.platform import (
     ADMIN_EMAIL,
     SECRETS_ENV,
     Account,
     Platform,
-    assert_problem,
-    database_server,
     free_port_offset,
     running_platform,
-    snapshot,
-    throwaway_database,
 )
+from tests.support import assert_problem, snapshot
 from tests.test_group_buying import _available, _join, _open_session
 
 LIMITS = RateLimits()  # the defaults, as a deployment has them

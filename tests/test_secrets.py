@@ -24,14 +24,9 @@ from laku.core.secrets import KNOWN_DEMO_VALUES, SECRET_SETTINGS, env_name, gene
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.demo import DemoLoadError, load_demo
+from laku.testing.platform import ADMIN_EMAIL, ADMIN_PASSWORD, Platform, free_port_offset
 from tests.service_logs import logged
-from tests.support import (
-    ADMIN_EMAIL,
-    ADMIN_PASSWORD,
-    Platform,
-    assert_problem,
-    free_port_offset,
-)
+from tests.support import assert_problem
 
 LAKU = str(Path(sys.executable).with_name("laku"))
 

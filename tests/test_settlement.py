@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.catalog import create_seed_catalog, created
-from tests.support import Platform, assert_problem, bearer, snapshot
-from tests.test_close import _close, _end_now, _eventually, _join, _open_session
+from laku.testing.catalog import create_seed_catalog, created
+from laku.testing.platform import Platform, bearer
+from tests.support import admin_headers, assert_problem, eventually, ok, snapshot
+from tests.test_close import _close, _end_now, _join, _open_session
 
 # A group buy of 4 Small shirts at the last tier releases the seed's 5,000,000.
 FIVE_MILLION_TIERS = {
@@ -49,15 +50,6 @@ class Released:
 
     def body(self, **amounts: int) -> dict[str, Any]:
         return {"factoryId": self.factory_id, **self.period(), **amounts}
-
-
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
-
-
-def _ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
 
 
 def _settlements(platform: Platform) -> httpx.Client:
@@ -97,7 +89,7 @@ def _factory_user(platform: Platform, factory_id: str) -> dict[str, str]:
     }
     created(
         platform.client("factory").post(
-            f"/api/factories/{factory_id}/users", json=account, headers=_admin(platform)
+            f"/api/factories/{factory_id}/users", json=account, headers=admin_headers(platform)
         )
     )
     return bearer(platform.login(account["email"], account["password"]))
@@ -132,16 +124,16 @@ def _post(
 def _settle(platform: Platform, released: Released) -> dict[str, Any]:
     """The factory's settlement for its group's period: the one made already (by an earlier
     test), else a new one."""
-    admin = _admin(platform)
-    made = _ok(
+    admin = admin_headers(platform)
+    made = ok(
         _settlements(platform).get(
             SETTLEMENTS, params={"factoryId": released.factory_id}, headers=admin
         )
     )["items"]
     if made:
         return made[0]
-    _ok(_set_account(platform, released.factory_id, admin))
-    return _ok(_post(platform, released.body(), admin), 201)
+    ok(_set_account(platform, released.factory_id, admin))
+    return ok(_post(platform, released.body(), admin), 201)
 
 
 def _get(platform: Platform, settlement_id: str, headers: dict[str, str]) -> httpx.Response:
@@ -149,7 +141,7 @@ def _get(platform: Platform, settlement_id: str, headers: dict[str, str]) -> htt
 
 
 def _balances(platform: Platform) -> dict[str, Any]:
-    return _ok(_settlements(platform).get("/api/ledger/balances", headers=_admin(platform)))
+    return ok(_settlements(platform).get("/api/ledger/balances", headers=admin_headers(platform)))
 
 
 def _account(balances: dict[str, Any], account: str) -> tuple[int, int]:
@@ -176,21 +168,21 @@ def _assert_ledger_balanced(platform: Platform) -> dict[str, Any]:
 
 def _payout_id(platform: Platform, settlement_id: str) -> str:
     def requested() -> str | None:
-        return _ok(_get(platform, settlement_id, _admin(platform)))["payoutId"]
+        return ok(_get(platform, settlement_id, admin_headers(platform)))["payoutId"]
 
-    payout_id = _eventually(requested)
+    payout_id = eventually(requested)
     assert payout_id, "the payout was never requested"
     return payout_id
 
 
 def _status_becomes(platform: Platform, settlement_id: str, status: str) -> dict[str, Any]:
     def settled() -> dict[str, Any] | None:
-        settlement = _ok(_get(platform, settlement_id, _admin(platform)))
+        settlement = ok(_get(platform, settlement_id, admin_headers(platform)))
         return settlement if settlement["status"] == status else None
 
     # The payout is read back with back-off (1 s, 2 s, 4 s ...) while it is on its way.
-    settlement = _eventually(settled, timeout=40.0, every=0.3)
-    assert settlement, _ok(_get(platform, settlement_id, _admin(platform)))
+    settlement = eventually(settled, timeout=40.0, every=0.3)
+    assert settlement, ok(_get(platform, settlement_id, admin_headers(platform)))
     return settlement
 
 
@@ -200,11 +192,11 @@ def _status_becomes(platform: Platform, settlement_id: str, status: str) -> dict
 def test_the_seed_settlement_is_booked_balanced_and_paid(
     platform: Platform, seed_group: Released
 ) -> None:
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     factory = seed_group.factory_id
     payable = f"factory_payable:{factory}"
 
-    preview = _ok(_preview(platform, seed_group, admin))
+    preview = ok(_preview(platform, seed_group, admin))
     assert (preview["totalAmount"], preview["platformFee"], preview["netAmount"]) == (
         5_000_000,
         250_000,
@@ -221,7 +213,7 @@ def test_the_seed_settlement_is_booked_balanced_and_paid(
     seed_body = seed_group.body(totalAmount=5_000_000, platformFee=250_000, netAmount=4_750_000)
     assert_problem(_post(platform, seed_body, admin), 409, "no_payout_account")
     assert snapshot(platform, "settlement") == before
-    account = _ok(_set_account(platform, factory, admin))
+    account = ok(_set_account(platform, factory, admin))
     assert {k: account[k] for k in PAYOUT_ACCOUNT} == PAYOUT_ACCOUNT
     before = snapshot(platform, "settlement")
     for wrong in (
@@ -237,7 +229,7 @@ def test_the_seed_settlement_is_booked_balanced_and_paid(
 
     # Seed step 10.
     response = _post(platform, seed_body, admin, key=f"settle:{factory}")
-    settlement = _ok(response, 201)
+    settlement = ok(response, 201)
     assert settlement["factoryId"] == factory
     assert datetime.fromisoformat(settlement["periodStart"]) == seed_group.start
     assert datetime.fromisoformat(settlement["periodEnd"]) == seed_group.end
@@ -264,15 +256,13 @@ def test_the_seed_settlement_is_booked_balanced_and_paid(
     assert replay.status_code == 201
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.json()["id"] == settlement["id"]
-    page = _ok(
-        _settlements(platform).get(SETTLEMENTS, params={"factoryId": factory}, headers=admin)
-    )
+    page = ok(_settlements(platform).get(SETTLEMENTS, params={"factoryId": factory}, headers=admin))
     assert [item["id"] for item in page["items"]] == [settlement["id"]]
 
     # The payout: requested from Xendit with the settlement's reference, to the factory's bank.
     payout_id = _payout_id(platform, settlement["id"])
     sandbox = platform.client("xendit-sandbox")
-    [payout] = [p for p in _ok(sandbox.get("/sandbox/payouts")) if p["id"] == payout_id]
+    [payout] = [p for p in ok(sandbox.get("/sandbox/payouts")) if p["id"] == payout_id]
     assert (payout["reference_id"], payout["amount"], payout["channel_code"]) == (
         f"settlement-{settlement['id']}",
         4_750_000,
@@ -283,9 +273,9 @@ def test_the_seed_settlement_is_booked_balanced_and_paid(
         "account_number": PAYOUT_ACCOUNT["accountNumber"],
     }
     assert payout["status"] == "ACCEPTED"
-    assert _ok(_get(platform, settlement["id"], admin))["status"] == "pending"
+    assert ok(_get(platform, settlement["id"], admin))["status"] == "pending"
 
-    _ok(sandbox.post(f"/sandbox/payouts/{payout_id}/succeed"))
+    ok(sandbox.post(f"/sandbox/payouts/{payout_id}/succeed"))
     paid = _status_becomes(platform, settlement["id"], "paid")
     assert paid["paidAt"] is not None
     assert [e["kind"] for e in paid["ledgerEntries"]] == ["settlement", "settlement_payout"]
@@ -302,7 +292,7 @@ def test_the_seed_settlement_is_booked_balanced_and_paid(
     # Only one payout was made for it.
     made = [
         p
-        for p in _ok(sandbox.get("/sandbox/payouts"))
+        for p in ok(sandbox.get("/sandbox/payouts"))
         if p["reference_id"] == payout["reference_id"]
     ]
     assert len(made) == 1
@@ -342,17 +332,17 @@ def test_a_failed_payout_leaves_the_factory_owed(platform: Platform, small_group
     failed = platform.client("xendit-sandbox").post(
         f"/sandbox/payouts/{payout_id}/fail", params={"failureCode": "INVALID_DESTINATION"}
     )
-    _ok(failed)
+    ok(failed)
     settled = _status_becomes(platform, settlement["id"], "payout_failed")
     assert (settled["payoutFailureCode"], settled["paidAt"]) == ("INVALID_DESTINATION", None)
     assert [e["kind"] for e in settled["ledgerEntries"]] == ["settlement"]
     balances = _assert_ledger_balanced(platform)
     assert _account(balances, f"factory_payable:{small_group.factory_id}") == (0, 1_187_500)
-    failed_page = _ok(
+    failed_page = ok(
         _settlements(platform).get(
             SETTLEMENTS,
             params={"factoryId": small_group.factory_id, "status": "payout_failed"},
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
     )
     assert [item["id"] for item in failed_page["items"]] == [settlement["id"]]
@@ -369,14 +359,14 @@ def test_a_factory_sees_its_own_and_buyers_and_strangers_nothing(
     factory = _factory_user(platform, seed_group.factory_id)
     settlements = _settlements(platform)
 
-    page = _ok(settlements.get(SETTLEMENTS, headers=factory))
+    page = ok(settlements.get(SETTLEMENTS, headers=factory))
     assert [item["id"] for item in page["items"]] == [own["id"]]
-    assert _ok(_get(platform, own["id"], factory))["id"] == own["id"]
-    assert _ok(_preview(platform, seed_group, factory))["totalAmount"] == 5_000_000
+    assert ok(_get(platform, own["id"], factory))["id"] == own["id"]
+    assert ok(_preview(platform, seed_group, factory))["totalAmount"] == 5_000_000
     account = settlements.get(
         f"{SETTLEMENTS}/payout-accounts/{seed_group.factory_id}", headers=factory
     )
-    assert _ok(account)["accountNumber"] == PAYOUT_ACCOUNT["accountNumber"]
+    assert ok(account)["accountNumber"] == PAYOUT_ACCOUNT["accountNumber"]
 
     assert_problem(_get(platform, other["id"], factory), 404, "settlement_not_found")
     assert_problem(
@@ -402,7 +392,9 @@ def test_a_factory_sees_its_own_and_buyers_and_strangers_nothing(
     assert snapshot(platform, "settlement") == before
 
     # Admins see everyone's, and may narrow to one factory.
-    everything = _ok(settlements.get(SETTLEMENTS, params={"limit": 100}, headers=_admin(platform)))
+    everything = ok(
+        settlements.get(SETTLEMENTS, params={"limit": 100}, headers=admin_headers(platform))
+    )
     assert {own["id"], other["id"]} <= {item["id"] for item in everything["items"]}
 
 
@@ -410,7 +402,7 @@ def test_a_factory_sees_its_own_and_buyers_and_strangers_nothing(
 
 
 def test_invalid_settlements_are_refused_and_change_nothing(platform: Platform) -> None:
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     factory = created(
         platform.client("factory").post(
             "/api/factories",
@@ -440,7 +432,7 @@ def test_invalid_settlements_are_refused_and_change_nothing(platform: Platform) 
         assert_problem(_set_account(platform, factory, admin, **fields), 422, "invalid_input")
     assert snapshot(platform, "settlement") == before
 
-    _ok(_set_account(platform, factory, admin))
+    ok(_set_account(platform, factory, admin))
     before = snapshot(platform, "settlement")
     assert_problem(
         _post(platform, {"factoryId": factory, **month}, admin), 409, "nothing_to_settle"
@@ -485,7 +477,7 @@ def test_invalid_settlements_are_refused_and_change_nothing(platform: Platform) 
     assert_problem(backwards, 422, "invalid_period")
     assert snapshot(platform, "settlement") == before
     # A preview of a quiet month: nothing, and nothing stored.
-    quiet = _ok(
+    quiet = ok(
         _settlements(platform).get(
             f"{SETTLEMENTS}/preview", params={"factoryId": factory, **month}, headers=admin
         )

@@ -16,27 +16,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.catalog import SeedCatalog, create_seed_catalog
-from tests.support import Platform, assert_problem, snapshot
-from tests.test_close import (
-    Joined,
-    _close,
-    _end_now,
-    _eventually,
-    _join,
-    _open_session,
-    _session_orders,
-)
+from laku.testing.catalog import SeedCatalog, create_seed_catalog
+from laku.testing.platform import Platform
+from tests.support import admin_headers, assert_problem, eventually, ok, snapshot
+from tests.test_close import Joined, _close, _end_now, _join, _open_session, _session_orders
 from tests.test_settlement import (
     FIVE_MILLION_TIERS,
     PAYOUT_ACCOUNT,
     SETTLEMENTS,
     _account,
-    _admin,
     _assert_ledger_balanced,
     _balances,
     _get,
-    _ok,
     _payout_id,
     _post,
     _set_account,
@@ -90,7 +81,7 @@ def _cancel_refunded(platform: Platform, group: Group, joined: Joined) -> dict[s
     cancelled = platform.client("order").post(
         f"/api/orders/{order['id']}/cancel",
         json={"reason": "Buyer asked before shipping"},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert cancelled.status_code == 200, cancelled.text
 
@@ -98,7 +89,7 @@ def _cancel_refunded(platform: Platform, group: Group, joined: Joined) -> dict[s
         now = _order_of(platform, group, joined)
         return now if now["status"] == "refunded" else None
 
-    refunded_order = _eventually(refunded, timeout=30.0, every=0.2)
+    refunded_order = eventually(refunded, timeout=30.0, every=0.2)
     assert refunded_order, _order_of(platform, group, joined)
     return refunded_order
 
@@ -109,7 +100,7 @@ def _receivable(platform: Platform, factory_id: str) -> tuple[int, int]:
 
 def _receivable_becomes(platform: Platform, factory_id: str, debit: int) -> None:
     """payment-service's report reaches settlement-service through its outbox."""
-    reached = _eventually(
+    reached = eventually(
         lambda: _receivable(platform, factory_id)[0] == debit, timeout=30.0, every=0.2
     )
     assert reached, _receivable(platform, factory_id)
@@ -126,11 +117,11 @@ def _escrow_refund(platform: Platform, refund_reference: str) -> dict[str, Any] 
 
 
 def _preview(platform: Platform, factory_id: str, group: Group) -> dict[str, Any]:
-    return _ok(
+    return ok(
         _settlements(platform).get(
             f"{SETTLEMENTS}/preview",
             params=group.body(factory_id),
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
     )
 
@@ -156,20 +147,20 @@ def _fee(total: int) -> int:
 def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
     platform: Platform,
 ) -> None:
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     sandbox = platform.client("xendit-sandbox")
     catalog = create_seed_catalog(platform, reorder_threshold=0)
     factory = catalog.factory_id
     receivable = f"factory_receivable:{factory}"
     payable = f"factory_payable:{factory}"
-    _ok(_set_account(platform, factory, admin))
+    ok(_set_account(platform, factory, admin))
 
     # Period A: the seed's group (two buyers of 2 Small shirts, 2,500,000 each), settled and paid.
     first = datetime.now(UTC)
     group_a = _group(platform, catalog, first, "S", 4, [2, 2])
-    settled_a = _ok(_post(platform, group_a.body(factory), admin), 201)
+    settled_a = ok(_post(platform, group_a.body(factory), admin), 201)
     assert _figures(settled_a) == (5_000_000, 250_000, 0, 0, 4_750_000)
-    _ok(sandbox.post(f"/sandbox/payouts/{_payout_id(platform, settled_a['id'])}/succeed"))
+    ok(sandbox.post(f"/sandbox/payouts/{_payout_id(platform, settled_a['id'])}/succeed"))
     _status_becomes(platform, settled_a["id"], "paid")
 
     # A buyer's order is cancelled after that: 2,500,000 went back to the buyer's wallet from
@@ -181,20 +172,20 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
     assert _account(balances, receivable) == (2_500_000, 0)
     accounted = _escrow_refund(platform, f"order:{cancelled['id']}:cancelled")
     assert accounted == {"status": "receivable", "settlement_id": uuid.UUID(settled_a["id"])}
-    entries = _ok(_get(platform, settled_a["id"], admin))["ledgerEntries"]
+    entries = ok(_get(platform, settled_a["id"], admin))["ledgerEntries"]
     [receivable_entry] = [e for e in entries if e["kind"] == "factory_receivable"]
     assert _entry_lines(receivable_entry) == [
         ("escrow_released", 0, 2_500_000),
         (receivable, 2_500_000, 0),
     ]
     # Period A's figures are what they were: the settlement is not redone.
-    assert _ok(_get(platform, settled_a["id"], admin))["netAmount"] == 4_750_000
+    assert ok(_get(platform, settled_a["id"], admin))["netAmount"] == 4_750_000
 
     # Period B: one buyer of 4 Small shirts, 5,000,000. Net = total - fee - receivable.
     group_b = _group(platform, catalog, group_a.end, "S", 4, [4])
     preview_b = _preview(platform, factory, group_b)
     assert _figures(preview_b) == (5_000_000, 250_000, 2_500_000, 0, 2_250_000)
-    settled_b = _ok(_post(platform, {**group_b.body(factory), "netAmount": 2_250_000}, admin), 201)
+    settled_b = ok(_post(platform, {**group_b.body(factory), "netAmount": 2_250_000}, admin), 201)
     assert _figures(settled_b) == _figures(preview_b)
     [entry_b] = settled_b["ledgerEntries"]
     assert _entry_lines(entry_b) == [
@@ -206,9 +197,9 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
     balances = _assert_ledger_balanced(platform)
     assert _account(balances, receivable) == (2_500_000, 2_500_000)  # nothing owed back
     payout_b = _payout_id(platform, settled_b["id"])
-    [made_b] = [p for p in _ok(sandbox.get("/sandbox/payouts")) if p["id"] == payout_b]
+    [made_b] = [p for p in ok(sandbox.get("/sandbox/payouts")) if p["id"] == payout_b]
     assert made_b["amount"] == 2_250_000
-    _ok(sandbox.post(f"/sandbox/payouts/{payout_b}/succeed"))
+    ok(sandbox.post(f"/sandbox/payouts/{payout_b}/succeed"))
     _status_becomes(platform, settled_b["id"], "paid")
 
     # Period B's whole order is cancelled after its settlement: 5,000,000 owed back.
@@ -220,7 +211,7 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
     group_c = _group(platform, catalog, group_b.end, "M", 2, [1, 1])
     before_settling = _cancel_refunded(platform, group_c, group_c.joined[1])
     reference_c = f"order:{before_settling['id']}:cancelled"
-    reported = _eventually(lambda: _escrow_refund(platform, reference_c), timeout=30.0)
+    reported = eventually(lambda: _escrow_refund(platform, reference_c), timeout=30.0)
     assert reported == {"status": "pending", "settlement_id": None}
     total_c = 1_250_000
     fee_c = _fee(total_c)
@@ -234,7 +225,7 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
         5_000_000 - (total_c - fee_c),
         0,
     )
-    settled_c = _ok(_post(platform, group_c.body(factory), admin), 201)
+    settled_c = ok(_post(platform, group_c.body(factory), admin), 201)
     assert _figures(settled_c) == _figures(preview_c)
     assert (settled_c["status"], settled_c["payoutId"]) == ("paid", None)
     assert _escrow_refund(platform, reference_c) == {
@@ -268,7 +259,7 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
         },
         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())},
     )
-    assert [(r["status"], r["settlementId"]) for r in _ok(again)["refunds"]] == [
+    assert [(r["status"], r["settlementId"]) for r in ok(again)["refunds"]] == [
         ("netted", settled_c["id"])
     ]
     assert snapshot(platform, "settlement") == before
@@ -284,14 +275,14 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
     carried = settled_c["receivableCarried"]
     group_d = _group(platform, catalog, group_c.end, "L", 4, [4])
     total_d = 4 * 1_250_000
-    settled_d = _ok(_post(platform, group_d.body(factory), admin), 201)
+    settled_d = ok(_post(platform, group_d.body(factory), admin), 201)
     fee_d = _fee(total_d)
     assert _figures(settled_d) == (total_d, fee_d, carried, 0, total_d - fee_d - carried)
     balances = _assert_ledger_balanced(platform)
     assert _account(balances, receivable) == (7_500_000, 7_500_000)
     payout_d = _payout_id(platform, settled_d["id"])
     # One payout for each settlement that paid something, of its net; none for C.
-    payouts = _ok(sandbox.get("/sandbox/payouts"))
+    payouts = ok(sandbox.get("/sandbox/payouts"))
     for settlement in (settled_a, settled_b, settled_c, settled_d):
         made = [p for p in payouts if p["reference_id"] == f"settlement-{settlement['id']}"]
         expected = [settlement["netAmount"]] if settlement["netAmount"] else []
@@ -300,7 +291,7 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
         payout_d
     ]
     # The audit (design 15) agrees: each total = escrow released now + its receivables since.
-    audit = _ok(platform.client("settlement").get("/api/admin/audit", headers=admin))
+    audit = ok(platform.client("settlement").get("/api/admin/audit", headers=admin))
     [check] = [
         i for i in audit["invariants"] if i["name"] == "settlement.totals_match_released_escrow"
     ]
@@ -314,29 +305,29 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
 @pytest.fixture(scope="module")
 def failed_settlement(platform: Platform) -> dict[str, Any]:
     """A settlement (one Small shirt, 1,250,000: net 1,187,500) whose payout failed."""
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    _ok(_set_account(platform, catalog.factory_id, admin))
+    ok(_set_account(platform, catalog.factory_id, admin))
     group = _group(platform, catalog, datetime.now(UTC), "S", 1, [1])
-    settlement = _ok(_post(platform, group.body(catalog.factory_id), admin), 201)
+    settlement = ok(_post(platform, group.body(catalog.factory_id), admin), 201)
     failed = platform.client("xendit-sandbox").post(
         f"/sandbox/payouts/{_payout_id(platform, settlement['id'])}/fail",
         params={"failureCode": "INVALID_DESTINATION"},
     )
-    _ok(failed)
+    ok(failed)
     return _status_becomes(platform, settlement["id"], "payout_failed")
 
 
 def _retry(platform: Platform, settlement_id: str, **headers: str) -> httpx.Response:
     return _settlements(platform).post(
-        f"{SETTLEMENTS}/{settlement_id}/retry-payout", headers=headers or _admin(platform)
+        f"{SETTLEMENTS}/{settlement_id}/retry-payout", headers=headers or admin_headers(platform)
     )
 
 
 def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
     platform: Platform, failed_settlement: dict[str, Any]
 ) -> None:
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     sandbox = platform.client("xendit-sandbox")
     settlement_id = failed_settlement["id"]
     factory = failed_settlement["factoryId"]
@@ -353,9 +344,9 @@ def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
 
     # The account was wrong: the admin corrects it, then retries.
     corrected = {"accountNumber": "8720099999", "accountHolderName": "PT Konveksi Maju Jaya"}
-    _ok(_set_account(platform, factory, admin, **corrected))
+    ok(_set_account(platform, factory, admin, **corrected))
     key = {"Idempotency-Key": f"retry:{settlement_id}"}
-    retried = _ok(_retry(platform, settlement_id, **admin, **key))
+    retried = ok(_retry(platform, settlement_id, **admin, **key))
     assert (retried["status"], retried["payoutAttempt"], retried["payoutFailureCode"]) == (
         "pending",
         2,
@@ -381,7 +372,7 @@ def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
     # A new payout, with its own reference and key, to the corrected account.
     new_payout = _payout_id(platform, settlement_id)
     assert new_payout != failed_payout
-    payouts = {p["id"]: p for p in _ok(sandbox.get("/sandbox/payouts"))}
+    payouts = {p["id"]: p for p in ok(sandbox.get("/sandbox/payouts"))}
     made = payouts[new_payout]
     assert (made["reference_id"], made["amount"], made["status"]) == (
         f"settlement-{settlement_id}-2",
@@ -390,7 +381,7 @@ def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
     )
     assert made["channel_properties"]["account_number"] == corrected["accountNumber"]
     assert payouts[failed_payout]["status"] == "FAILED"
-    _ok(sandbox.post(f"/sandbox/payouts/{new_payout}/succeed"))
+    ok(sandbox.post(f"/sandbox/payouts/{new_payout}/succeed"))
     paid = _status_becomes(platform, settlement_id, "paid")
     assert [e["kind"] for e in paid["ledgerEntries"]] == ["settlement", "settlement_payout"]
     balances = _assert_ledger_balanced(platform)
@@ -398,7 +389,7 @@ def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
     # Two payouts were ever asked for, one failed and one paid: the factory was paid once.
     mine = [
         p
-        for p in _ok(sandbox.get("/sandbox/payouts"))
+        for p in ok(sandbox.get("/sandbox/payouts"))
         if p["reference_id"].startswith(f"settlement-{settlement_id}")
     ]
     assert sorted(p["status"] for p in mine) == ["FAILED", "SUCCEEDED"]
@@ -407,12 +398,12 @@ def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
 
 def test_a_refund_reported_while_settlement_is_down_is_not_lost(platform: Platform) -> None:
     """payment-service reports the refund from its outbox until settlement-service takes it."""
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     catalog = create_seed_catalog(platform, reorder_threshold=0)
     factory = catalog.factory_id
-    _ok(_set_account(platform, factory, admin))
+    ok(_set_account(platform, factory, admin))
     group = _group(platform, catalog, datetime.now(UTC), "S", 1, [1])
-    settled = _ok(_post(platform, group.body(factory), admin), 201)
+    settled = ok(_post(platform, group.body(factory), admin), 201)
     assert settled["netAmount"] == 1_187_500
 
     platform.supervisor.stop("settlement")
@@ -431,7 +422,7 @@ def test_a_refund_reported_while_settlement_is_down_is_not_lost(platform: Platfo
             )
             return row["attempts"] > 0 and row["delivered_at"] is None
 
-        assert _eventually(tried, timeout=30.0)  # tried while settlement-service is down
+        assert eventually(tried, timeout=30.0)  # tried while settlement-service is down
     finally:
         platform.supervisor.start_one("settlement")
         platform.supervisor.wait_ready()

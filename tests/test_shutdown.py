@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.catalog import create_seed_catalog
-from tests.support import Account, Platform
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Account, Platform
 from tests.test_close import _open_session
 
 WORKERS = 6

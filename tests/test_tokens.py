@@ -24,14 +24,10 @@ from laku.auth.keys import KeyCipher
 from laku.core.db import Database, async_url
 from laku.core.errors import Unauthorized
 from laku.core.security import ALGORITHM, Principal, Role, TokenVerifier
-from tests.catalog import create_seed_catalog, created
-from tests.support import (
-    SECRETS_ENV,
-    Platform,
-    assert_problem,
-    bearer,
-    run,
-)
+from laku.testing.catalog import create_seed_catalog, created
+from laku.testing.database import run
+from laku.testing.platform import SECRETS_ENV, Platform, bearer
+from tests.support import assert_problem
 
 LAKU = str(Path(sys.executable).with_name("laku"))
 SIGNING_KEY_ENCRYPTION_KEY = SECRETS_ENV["LAKU_SIGNING_KEY_ENCRYPTION_KEY"]

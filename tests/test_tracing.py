@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.catalog import create_seed_catalog, created
-from tests.support import Platform
+from laku.testing.catalog import create_seed_catalog, created
+from laku.testing.platform import Platform
 from tests.test_close import Joined, _invoice, _open_session
 
 Span = dict[str, Any]

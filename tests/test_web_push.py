@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support import Account, Platform
-from tests.test_close import _eventually
+from laku.testing.platform import Account, Platform
+from tests.support import eventually
 from tests.test_webpush import Browser as PushKeys
 from tests.test_webpush import _notify, _received, _subscriptions
 from tests.web import chromium, login, new_context
@@ -96,7 +96,7 @@ def test_a_buyer_turns_push_on_is_pushed_a_notice_and_turns_it_off(
 
     notice = f"order-shipped:{mine['id']}"
     _notify(platform, buyer, notice, "Pesanan ORD-7 dikirim", "Paket Anda dalam perjalanan.")
-    [pushed] = _eventually(lambda: _received(platform, keys))
+    [pushed] = eventually(lambda: _received(platform, keys))
     message = keys.decrypt(pushed)
     assert (message["key"], message["title"], message["body"]) == (
         notice,

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.catalog import create_seed_catalog
-from tests.support import Platform, bearer
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Platform, bearer
 from tests.web import chromium, home_showing, new_context, open_session, publish, register
 
 SCRIPT = "<script>alert(1)</script>"

@@ -5,18 +5,11 @@ releasing its stock, because payment-service asks Xendit about overdue payments.
 
 from typing import Any
 
-from tests.catalog import create_seed_catalog
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Platform
 from tests.service_logs import wait_logged
-from tests.support import Platform, sandbox_webhook_attempts, snapshot
-from tests.test_close import (
-    _eventually,
-    _invoice,
-    _join,
-    _open_session,
-    _participants,
-    _payment,
-    _stock,
-)
+from tests.support import eventually, sandbox_webhook_attempts, snapshot
+from tests.test_close import _invoice, _join, _open_session, _participants, _payment, _stock
 
 
 def _callback_headers(platform: Platform) -> dict[str, str]:
@@ -96,17 +89,17 @@ def test_an_overdue_payment_without_its_expired_callback_cancels_the_participant
         joined.payment_id,
     )
 
-    expired = _eventually(
+    expired = eventually(
         lambda: (payment := _payment(platform, joined))["status"] == "expired" and payment
     )
     assert expired, _payment(platform, joined)
-    cancelled = _eventually(
+    cancelled = eventually(
         lambda: (
             (p := _participants(platform, session["id"])[joined.id])["status"] == "cancelled" and p
         )
     )
     assert cancelled, _participants(platform, session["id"])[joined.id]
     assert cancelled["cancelReason"] == "payment_expired"
-    assert _eventually(lambda: _stock(platform, catalog)["L"]["reserved"] == 0)
+    assert eventually(lambda: _stock(platform, catalog)["L"]["reserved"] == 0)
     assert _stock(platform, catalog)["L"]["available"] == _stock(platform, catalog)["L"]["quantity"]
     assert sandbox_webhook_attempts(sandbox, invoiceId=invoice["id"]) == []

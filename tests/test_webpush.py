@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
 
 from laku.providers.webpush.client import b64url, b64url_decode
-from tests.support import Account, Platform, assert_problem, bearer, snapshot
-from tests.test_close import _eventually
+from laku.testing.platform import Account, Platform, bearer
+from tests.support import assert_problem, eventually, snapshot
 
 SUBSCRIPTIONS = "/api/notifications/push-subscriptions"
 
@@ -101,7 +101,7 @@ def test_a_buyer_notice_is_pushed_encrypted_and_a_gone_subscription_removed(
     key = f"order-ready_to_ship:{uuid.uuid4()}"
     text = "The goods of your order ORD-1 are in our warehouse; the courier is being booked."
     _notify(platform, buyer, key, "Order ORD-1 is ready to ship", text)
-    [pushed] = _eventually(lambda: _received(platform, browser))
+    [pushed] = eventually(lambda: _received(platform, browser))
     # Signed with the platform's VAPID key, encrypted as RFC 8291 says, kept a day.
     assert pushed["vapidPublicKey"] == vapid_key
     assert Vapid02.from_raw_public(vapid_key.encode()) is not None
@@ -113,7 +113,7 @@ def test_a_buyer_notice_is_pushed_encrypted_and_a_gone_subscription_removed(
         "Order ORD-1 is ready to ship",
         text,
     )
-    [row] = _eventually(
+    [row] = eventually(
         lambda: [r for r in _push_notifications(platform, key) if r["status"] == "sent"]
     )
     assert row["provider_message_id"].endswith(f"/messages/{pushed['id']}")
@@ -125,8 +125,8 @@ def test_a_buyer_notice_is_pushed_encrypted_and_a_gone_subscription_removed(
     assert expired.status_code == 204
     gone_key = f"order-shipped:{uuid.uuid4()}"
     _notify(platform, buyer, gone_key, "Order ORD-1 has shipped", "On its way.")
-    assert _eventually(lambda: _subscriptions(platform, buyer) == [])
-    [row] = _eventually(
+    assert eventually(lambda: _subscriptions(platform, buyer) == [])
+    [row] = eventually(
         lambda: [r for r in _push_notifications(platform, gone_key) if r["status"] == "sent"]
     )
     assert row["provider_message_id"] is None  # no browser left to reach
@@ -134,7 +134,7 @@ def test_a_buyer_notice_is_pushed_encrypted_and_a_gone_subscription_removed(
     # With no subscription left, a notice has no push at all.
     later = f"order-delivered:{uuid.uuid4()}"
     _notify(platform, buyer, later, "Order ORD-1 has been delivered", "Delivered.")
-    assert _eventually(
+    assert eventually(
         lambda: platform.sql("SELECT 1 FROM notification.notifications WHERE key = $1", later)
     )
     assert _push_notifications(platform, later) == []

@@ -1,10 +1,8 @@
 """Driving the web front end in Chromium (Debian's `chromium`, launched by Playwright)."""
 
-import os
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -13,22 +11,12 @@ from typing import Any
 
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-from tests.catalog import SeedCatalog, created
-from tests.support import Platform, bearer
+from laku.testing.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE
+from laku.testing.catalog import TIERS, SeedCatalog, created
+from laku.testing.platform import Platform, bearer
+from tests.support import eventually
 
-CHROMIUM = Path(os.environ.get("LAKU_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "web"
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 900}
-TIERS = {"priceTier25": 95000, "priceTier50": 85000, "priceTier75": 75000, "priceTier100": 65000}
 
 
 @contextmanager
@@ -63,15 +51,6 @@ def new_context(
 def screenshot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def eventually(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(every)
 
 
 def reload_until(page: Page, pattern: str, timeout: float = 20.0) -> bool:
