@@ -22,8 +22,8 @@ import pytest
 from laku.testing.catalog import SeedCatalog, create_seed_catalog
 from laku.testing.database import plain_url
 from laku.testing.platform import ADMIN_EMAIL, ADMIN_PASSWORD, Account, Platform, bearer
+from tests.group_buys import Joined, close_group_buy, end_now, join_group_buy, open_group_buy
 from tests.support import balance, eventually, ok
-from tests.test_close import Joined, _close, _end_now, _join, _open_session
 
 WITHDRAWALS = "/api/wallets/me/withdrawals"
 # Seconds to wait for what outboxes and webhooks do in the background: generous, as a busy
@@ -122,19 +122,19 @@ def audited(platform: Platform) -> Audited:
     catalog = create_seed_catalog(platform, reorder_threshold=0)
 
     # Closed with tier refunds (seed "Tier Refund Calculation"): 95,000 -> 65,000 a unit.
-    session = _open_session(platform, catalog, target_moq=8)
-    first = _join(platform, session, catalog.variants["S"], 5, pay=True)
-    second = _join(platform, session, catalog.variants["M"], 3, pay=True)
-    _join(platform, session, catalog.variants["L"], 1, pay=False)
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"], timeout=WAIT)["status"] == "success"
+    session = open_group_buy(platform, catalog, target_moq=8)
+    first = join_group_buy(platform, session, catalog.variants["S"], 5, pay=True)
+    second = join_group_buy(platform, session, catalog.variants["M"], 3, pay=True)
+    join_group_buy(platform, session, catalog.variants["L"], 1, pay=False)
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"], timeout=WAIT)["status"] == "success"
     assert eventually(lambda: balance(platform, first.buyer) == 150_000, timeout=WAIT)
     assert eventually(lambda: balance(platform, second.buyer) == 60_000, timeout=WAIT)
 
     # Cancelled by an admin: the paid join refunded in full, the unpaid one released.
-    cancelled = _open_session(platform, catalog, target_moq=100)
-    refunded = _join(platform, cancelled, catalog.variants["S"], 1, pay=True)
-    _join(platform, cancelled, catalog.variants["M"], 1, pay=False)
+    cancelled = open_group_buy(platform, catalog, target_moq=100)
+    refunded = join_group_buy(platform, cancelled, catalog.variants["S"], 1, pay=True)
+    join_group_buy(platform, cancelled, catalog.variants["M"], 1, pay=False)
     ok(
         platform.client("group-buying").post(
             f"/api/group-buying/{cancelled['id']}/cancel", headers=admin
@@ -143,14 +143,14 @@ def audited(platform: Platform) -> Audited:
     assert eventually(lambda: balance(platform, refunded.buyer) == 95_000, timeout=WAIT)
 
     # Open, ending tomorrow (after this module): a paid join and one still to pay.
-    still_open = _open_session(platform, catalog, target_moq=100)
+    still_open = open_group_buy(platform, catalog, target_moq=100)
     platform.sql(
         "UPDATE group_buying.group_buying_sessions SET end_time = now() + interval '1 day' "
         "WHERE id = $1",
         uuid.UUID(still_open["id"]),
     )
-    open_paid = _join(platform, still_open, catalog.variants["L"], 2, pay=True)
-    open_unpaid = _join(platform, still_open, catalog.variants["M"], 1, pay=False)
+    open_paid = join_group_buy(platform, still_open, catalog.variants["L"], 2, pay=True)
+    open_unpaid = join_group_buy(platform, still_open, catalog.variants["M"], 1, pay=False)
 
     _withdraw(platform, first.buyer, 50_000, "succeed")
     failed = _withdraw(platform, second.buyer, 20_000, "fail")
@@ -456,7 +456,7 @@ def test_the_audit_pages_through_thousands_of_participants(
     """Twelve thousand joins waiting for payment, written straight into the three schemas as
     the saga would have: the audit reads them in pages and finds them whole; the two on either
     side of the first page boundary, their payments gone, are reported and nothing else."""
-    session = _open_session(platform, audited.catalog, target_moq=100_000)
+    session = open_group_buy(platform, audited.catalog, target_moq=100_000)
     variant = audited.catalog.variants["M"]
     references = (
         "SELECT reservation_reference FROM group_buying.group_participants "

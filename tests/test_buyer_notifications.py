@@ -17,8 +17,8 @@ from laku.notification.client import NotificationClient, UserNotification, UserN
 from laku.testing.catalog import create_seed_catalog, created
 from laku.testing.database import run
 from laku.testing.platform import Platform, bearer
+from tests.group_buys import close_group_buy, end_now, open_group_buy
 from tests.support import admin_headers, assert_problem, eventually, ok, snapshot
-from tests.test_close import _close, _end_now, _open_session
 from tests.test_providers import emails_to, whatsapp_messages_to
 
 OPEN = ("forming", "active", "moq_reached")
@@ -176,7 +176,7 @@ def test_a_buyer_is_told_of_joining_paying_success_and_the_tier_refund(
     platform: Platform,
 ) -> None:
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=5)
+    session = open_group_buy(platform, catalog, target_moq=5)
     code = session["sessionCode"]
     buyer = _register(platform)
     joined = _join(platform, buyer, session, catalog.variants["M"], 5)  # 100,000 a unit at 0%
@@ -194,8 +194,8 @@ def test_a_buyer_is_told_of_joining_paying_success_and_the_tier_refund(
     assert told.in_app["subject"] == f"Payment received for {code}"
     assert told.in_app["text"].startswith(f"We received Rp 475.000 for {code} (Premium T-Shirt).")
 
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "success"
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"])["status"] == "success"
     told = _told(platform, buyer, f"succeeded:{participant['id']}")
     assert told.in_app["subject"] == f"Group buy {code} succeeded"
     assert told.in_app["text"] == (  # the 100% tier: 65,000; (95,000 - 65,000) x 5 back
@@ -235,7 +235,7 @@ def test_a_buyer_is_told_of_joining_paying_success_and_the_tier_refund(
 
 def test_a_failed_group_tells_its_buyers_of_the_full_refund(platform: Platform) -> None:
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=10)
+    session = open_group_buy(platform, catalog, target_moq=10)
     code = session["sessionCode"]
     with_phone, without_phone = _register(platform), _register(platform, phone=False)
     first = _join(platform, with_phone, session, catalog.variants["S"], 2)["participant"]
@@ -243,8 +243,8 @@ def test_a_failed_group_tells_its_buyers_of_the_full_refund(platform: Platform) 
     _pay(platform, with_phone, session["id"], first)
     _pay(platform, without_phone, session["id"], second)
 
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "failed"
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"])["status"] == "failed"
     for buyer, participant, paid in ((with_phone, first, 190000), (without_phone, second, 95000)):
         told = _told(platform, buyer, f"failed:{participant['id']}")
         assert told.in_app["subject"] == f"Group buy {code} did not reach its minimum"
@@ -276,7 +276,7 @@ def test_a_cancelled_session_tells_the_paid_of_their_refund_and_the_unpaid_of_th
     platform: Platform,
 ) -> None:
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=10)
+    session = open_group_buy(platform, catalog, target_moq=10)
     code = session["sessionCode"]
     paid_buyer, unpaid_buyer = _register(platform), _register(platform)
     paid = _join(platform, paid_buyer, session, catalog.variants["L"], 1)["participant"]
@@ -322,7 +322,7 @@ def test_a_cancelled_session_tells_the_paid_of_their_refund_and_the_unpaid_of_th
 
 def test_a_notification_outage_delays_the_notice_but_not_the_join(platform: Platform) -> None:
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=10)
+    session = open_group_buy(platform, catalog, target_moq=10)
     buyer = _register(platform)
     platform.supervisor.stop("notification")
     try:

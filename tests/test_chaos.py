@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from laku.core.supervisor import Supervisor
-from laku.testing.catalog import create_seed_catalog
+from laku.testing.catalog import TIERS, create_seed_catalog, created
 from laku.testing.database import plain_url, throwaway_database
 from laku.testing.platform import (
     ADMIN_EMAIL,
@@ -41,14 +41,13 @@ from laku.testing.platform import (
     free_port_offset,
     settings_from_env,
 )
-from tests.support import eventually_async, ok
+from tests.support import eventually_async
 
 SEED = int(os.environ.get("LAKU_CHAOS_SEED", "20261201"))
 KILLABLE = ("group-buying", "warehouse", "payment", "wallet", "order")
 BUYERS = 36
 JOINS_PER_BUYER = 3
 LOAD_SECONDS = 70
-TIERS = {"priceTier25": 95000, "priceTier50": 85000, "priceTier75": 75000, "priceTier100": 65000}
 OPEN = ("forming", "active", "moq_reached")
 
 
@@ -120,7 +119,7 @@ class Tally:
 
 def _open(platform: Platform, catalog_product: str, factory: str, moq: int, ends_in: float) -> str:
     end = datetime.now(UTC) + timedelta(seconds=ends_in)
-    created = platform.client("group-buying").post(
+    response = platform.client("group-buying").post(
         "/api/group-buying",
         json={
             "productId": catalog_product,
@@ -132,7 +131,7 @@ def _open(platform: Platform, catalog_product: str, factory: str, moq: int, ends
         },
         headers=bearer(platform.admin_token),
     )
-    return ok(created)["id"]
+    return created(response)["id"]
 
 
 async def _buyer(

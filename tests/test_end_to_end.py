@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 
 from laku.testing.platform import Account, Platform, bearer
+from tests.group_buys import close_group_buy, end_now
 from tests.support import eventually, ok
 from tests.test_audit import _laku_audit, _quiet
-from tests.test_close import _close, _end_now
 from tests.test_webpush import Browser, _received
 
 MOQ = 7
@@ -346,8 +346,8 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     assert eventually(lambda: flow.session(session_id)["status"] == "moq_reached")
 
     # --- Steps 5-7: the close -------------------------------------------------------------------
-    _end_now(platform, session_id)
-    closed = _close(platform, session_id)
+    end_now(platform, session_id)
+    closed = close_group_buy(platform, session_id)
     assert closed["status"] == "success"
     # Final tier 100%: 65,000; Ani gets 95,000 - 65,000 = 30,000 a unit back, Budi 20,000.
     assert eventually(lambda: flow.balance(ani) == 5 * 30000)

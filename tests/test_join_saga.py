@@ -23,8 +23,8 @@ import httpx
 from laku.testing.catalog import SeedCatalog, create_seed_catalog
 from laku.testing.database import plain_url, run
 from laku.testing.platform import Account, Platform
+from tests.group_buys import close_group_buy, end_now, open_group_buy, participants_of, stock_of
 from tests.support import admin_headers, assert_problem, balance, eventually
-from tests.test_close import _close, _end_now, _open_session, _participants, _stock
 
 # tier 25 / 50 / 75 / 100 (test_close's): moving the paid fill to 50% makes 85,000 the price.
 MOQ = 10
@@ -217,7 +217,7 @@ def _scene(platform: Platform) -> Scene:
     catalog = create_seed_catalog(
         platform, stock={"S": 20, "M": 20, "L": 20}, max_stock_level=40, reorder_threshold=0
     )
-    return Scene(catalog, _open_session(platform, catalog, target_moq=MOQ), platform.new_buyer())
+    return Scene(catalog, open_group_buy(platform, catalog, target_moq=MOQ), platform.new_buyer())
 
 
 # --- a join invoices what it records --------------------------------------------------------
@@ -253,13 +253,17 @@ def test_a_join_repriced_while_it_waited_is_invoiced_what_it_records(platform: P
 
     _pay(platform, payment["xendit_invoice_id"])
     assert eventually(
-        lambda: _participants(platform, scene.session_id)[participant["id"]]["status"] == "paid"
+        lambda: participants_of(platform, scene.session_id)[participant["id"]]["status"] == "paid"
     )
-    _end_now(platform, scene.session_id)
-    assert _close(platform, scene.session_id)["status"] == "success"
+    end_now(platform, scene.session_id)
+    assert close_group_buy(platform, scene.session_id)["status"] == "success"
     assert _refunds(platform, payment["id"]) == [(100000, "tier_refund")]
     assert eventually(lambda: balance(platform, scene.buyer) == 100000)
-    assert _stock(platform, scene.catalog)["S"] == {"quantity": 15, "reserved": 0, "available": 15}
+    assert stock_of(platform, scene.catalog)["S"] == {
+        "quantity": 15,
+        "reserved": 0,
+        "available": 15,
+    }
 
 
 def test_a_client_price_that_moved_while_joining_is_refused_and_undone(
@@ -285,7 +289,7 @@ def test_a_client_price_that_moved_while_joining_is_refused_and_undone(
     assert _participant_row(platform, reference) is None
     assert _payment_row(platform, reference) is None
     assert eventually(lambda: _reservation_status(platform, reference) == "released")
-    assert _stock(platform, scene.catalog)["S"]["available"] == 20
+    assert stock_of(platform, scene.catalog)["S"]["available"] == 20
     # The paid quantity this test made up goes back, so that the platform audits clean.
     platform.sql(
         "UPDATE group_buying.group_buying_sessions SET paid_quantity = 0 WHERE id = $1",
@@ -325,7 +329,7 @@ def test_a_join_killed_between_its_reserve_and_its_participant_releases_the_stoc
     reference = reserved["reference"]
     assert _participant_row(platform, reference) is None
     assert reserved["status"] == "reserved" and reserved["expires_at"] is not None
-    assert _stock(platform, scene.catalog)["S"]["reserved"] == 3  # held until the hold lapses
+    assert stock_of(platform, scene.catalog)["S"]["reserved"] == 3  # held until the hold lapses
 
     platform.sql(
         "UPDATE warehouse.reservations SET expires_at = now() - interval '1 second' "
@@ -333,7 +337,11 @@ def test_a_join_killed_between_its_reserve_and_its_participant_releases_the_stoc
         reference,
     )
     assert eventually(lambda: _reservation_status(platform, reference) == "released")
-    assert _stock(platform, scene.catalog)["S"] == {"quantity": 20, "reserved": 0, "available": 20}
+    assert stock_of(platform, scene.catalog)["S"] == {
+        "quantity": 20,
+        "reserved": 0,
+        "available": 20,
+    }
     _nothing_stranded(platform, scene.session_id)
 
 
@@ -367,7 +375,7 @@ def test_a_payment_made_after_its_join_gave_up_is_expired(platform: Platform) ->
     scene = _scene(platform)
     reference = run(_join_timed_out_on_payment(platform, scene))
     assert _reservation_status(platform, reference) == "released"
-    assert _stock(platform, scene.catalog)["S"]["available"] == 20
+    assert stock_of(platform, scene.catalog)["S"]["available"] == 20
 
     def settled() -> bool:
         payment = _payment_row(platform, reference)
@@ -485,7 +493,7 @@ def test_paid_after_its_hold_lapsed_gives_the_money_back(platform: Platform) -> 
     assert eventually(lambda: balance(platform, scene.buyer) == 3 * 95000)
     assert eventually(lambda: _payment_row(platform, reference)["status"] == "refunded")
     assert eventually(lambda: _credited(platform, payment["id"]))
-    assert _stock(platform, scene.catalog)["S"]["reserved"] == 0
+    assert stock_of(platform, scene.catalog)["S"]["reserved"] == 0
     _nothing_stranded(platform, scene.session_id)
 
 

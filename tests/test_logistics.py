@@ -21,16 +21,16 @@ from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER
 from laku.providers.biteship.sandbox import COURIERS, shipping_price
 from laku.testing.catalog import create_seed_catalog
 from laku.testing.platform import Account, FixedToken, Platform
+from tests.group_buys import (
+    close_group_buy,
+    end_now,
+    join_group_buy,
+    open_group_buy,
+    purchase_orders_of,
+    session_orders,
+)
 from tests.service_logs import wait_logged
 from tests.support import admin_headers, assert_problem, eventually, snapshot
-from tests.test_close import (
-    _close,
-    _end_now,
-    _join,
-    _open_session,
-    _purchase_orders,
-    _session_orders,
-)
 
 RATES = "/api/rates"
 SHIPMENTS = "/api/shipments"
@@ -71,13 +71,13 @@ def orders(platform: Platform) -> list[Order]:
     """Seven buyers' orders of one successful group buy, all `processing`: 2 units, then 1
     each. Every buyer but the fourth has a default address, in Jakarta (12190)."""
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=7)
+    session = open_group_buy(platform, catalog, target_moq=7)
     joined = [
-        _join(platform, session, catalog.variants[size], units, pay=True)
+        join_group_buy(platform, session, catalog.variants[size], units, pay=True)
         for size, units in (("M", 2), ("S", 1), ("S", 1), ("L", 1), ("L", 1), ("M", 1), ("M", 1))
     ]
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "success"
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"])["status"] == "success"
     # The goods were in hand: the warehouse had the orders made ready and asked logistics to
     # book them, which booked none (no buyer had an address yet). Addresses come after that.
     assert eventually(lambda: _dispatched(platform, session["id"]))
@@ -727,24 +727,26 @@ def test_orders_ship_only_once_their_goods_are_in_hand(platform: Platform) -> No
     with the cheapest configured courier, Budi's with the courier he chose. Booking the group
     buy again books nothing twice."""
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog, target_moq=8)
-    ani_small = _join(platform, session, catalog.variants["S"], 5, pay=True)
-    ani_medium = _join(platform, session, catalog.variants["M"], 1, pay=True, buyer=ani_small.buyer)
-    budi = _join(platform, session, catalog.variants["M"], 2, pay=True)
+    session = open_group_buy(platform, catalog, target_moq=8)
+    ani_small = join_group_buy(platform, session, catalog.variants["S"], 5, pay=True)
+    ani_medium = join_group_buy(
+        platform, session, catalog.variants["M"], 1, pay=True, buyer=ani_small.buyer
+    )
+    budi = join_group_buy(platform, session, catalog.variants["M"], 2, pay=True)
     ani = ani_small.buyer
     for buyer in (ani, budi.buyer):
         _address(platform, buyer, "12190", "Jakarta")
-    assert eventually(lambda: _purchase_orders(platform, catalog))  # S fell to 3: reorder
+    assert eventually(lambda: purchase_orders_of(platform, catalog))  # S fell to 3: reorder
     lost = platform.client("warehouse").post(
         f"/api/inventory/{catalog.variants['S']}/adjustments",
         json={"delta": -8, "reason": "lost"},
         headers=admin_headers(platform),
     )
     assert lost.status_code == 200, lost.text
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "pending_stock"
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"])["status"] == "pending_stock"
 
-    orders = {o["participantId"]: o for o in _session_orders(platform, session["id"])}
+    orders = {o["participantId"]: o for o in session_orders(platform, session["id"])}
     ani_orders = sorted(orders[j.id]["id"] for j in (ani_small, ani_medium))
     budi_order = orders[budi.id]["id"]
     assert all(o["readyToShipAt"] is None for o in orders.values())
@@ -760,7 +762,7 @@ def test_orders_ship_only_once_their_goods_are_in_hand(platform: Platform) -> No
         assert_problem(_ship(platform, order_id), 409, "order_not_ready")
     assert snapshot(platform, "logistics") == before
 
-    for purchase_order in _purchase_orders(platform, catalog):
+    for purchase_order in purchase_orders_of(platform, catalog):
         if purchase_order["status"] == "open":
             received = platform.client("warehouse").post(
                 f"/api/purchase-orders/{purchase_order['id']}/receive",

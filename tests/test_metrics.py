@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from laku.core.services import SERVICES
 from laku.testing.catalog import create_seed_catalog
 from laku.testing.platform import Platform
-from tests.test_close import _close, _end_now, _join, _open_session
+from tests.group_buys import close_group_buy, end_now, join_group_buy, open_group_buy
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 JOIN_ROUTE = "/api/group-buying/{session_ref}/join"
@@ -75,8 +75,10 @@ def test_the_web_counts_its_pages_by_route(platform: Platform) -> None:
 def test_joins_payments_reservations_and_a_close_show_in_the_metrics(platform: Platform) -> None:
     before = {s: scrape(platform, s) for s in ("group-buying", "payment", "warehouse")}
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=2)
-    joined = [_join(platform, session, catalog.variants["S"], 1, pay=True) for _ in range(2)]
+    session = open_group_buy(platform, catalog, target_moq=2)
+    joined = [
+        join_group_buy(platform, session, catalog.variants["S"], 1, pay=True) for _ in range(2)
+    ]
     paid = sum(j.participant["totalPrice"] for j in joined)
 
     group_buying = scrape(platform, "group-buying")
@@ -100,8 +102,8 @@ def test_joins_payments_reservations_and_a_close_show_in_the_metrics(platform: P
     assert grew("laku_payments", payment, pay_before, status="paid") == 2
     assert grew("laku_payment_escrow_held_rupiah", payment, pay_before) == paid
 
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "success"
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"])["status"] == "success"
     after = scrape(platform, "group-buying")
     assert grew("laku_group_buying_closes_total", after, gb_before, outcome="success") == 1
     assert grew("laku_group_buying_close_duration_seconds_count", after, gb_before) == 1

@@ -13,17 +13,17 @@ import pytest
 
 from laku.testing.catalog import create_seed_catalog
 from laku.testing.platform import Platform, bearer
-from tests.support import balance, eventually, ok
-from tests.test_close import (
-    _close,
-    _end_now,
-    _invoice,
-    _join,
-    _open_session,
-    _participants,
-    _payment,
-    _wallet_credits,
+from tests.group_buys import (
+    close_group_buy,
+    end_now,
+    invoice_of,
+    join_group_buy,
+    open_group_buy,
+    participants_of,
+    payment_of,
+    wallet_credits,
 )
+from tests.support import balance, eventually, ok
 
 
 def _refund_rows(platform: Platform, payment_ids: list[str]) -> list[dict]:
@@ -50,15 +50,17 @@ def test_a_close_while_wallet_is_down_credits_every_refund_once_after_it_returns
     catalog = create_seed_catalog(
         platform, stock={"S": 20}, max_stock_level=40, reorder_threshold=0
     )
-    session = _open_session(platform, catalog, target_moq=6)
+    session = open_group_buy(platform, catalog, target_moq=6)
     small = catalog.variants["S"]
-    paid = [_join(platform, session, small, 2, pay=True) for _ in range(3)]  # tiers 25, 25, 50
-    _end_now(platform, session["id"])
+    paid = [
+        join_group_buy(platform, session, small, 2, pay=True) for _ in range(3)
+    ]  # tiers 25, 25, 50
+    end_now(platform, session["id"])
 
     supervisor = platform.supervisor
     supervisor.stop("wallet")
     try:
-        closed = _close(platform, session["id"])
+        closed = close_group_buy(platform, session["id"])
         assert closed["status"] == "success"
         refunds = _refund_rows(platform, [j.payment_id for j in paid])
         assert sorted(r["amount"] for r in refunds) == [40000, 60000, 60000]
@@ -77,13 +79,13 @@ def test_a_close_while_wallet_is_down_credits_every_refund_once_after_it_returns
     assert eventually(all_succeeded, timeout=60)
     for joined, amount in zip(paid, [60000, 60000, 40000], strict=True):
         assert balance(platform, joined.buyer) == amount
-        assert [c["amount"] for c in _wallet_credits(platform, joined.buyer)] == [amount]
+        assert [c["amount"] for c in wallet_credits(platform, joined.buyer)] == [amount]
         [refund] = _refund_rows(platform, [joined.payment_id])
         key = f"refund:{refund['id']}"
         assert eventually(lambda k=key, j=joined: _told(platform, j.buyer.id, k)["email"] == 1)
     time.sleep(1)  # a second credit or notice, were there one, would have landed by now
     for joined in paid:
-        assert len(_wallet_credits(platform, joined.buyer)) == 1
+        assert len(wallet_credits(platform, joined.buyer)) == 1
         [refund] = _refund_rows(platform, [joined.payment_id])
         assert _told(platform, joined.buyer.id, f"refund:{refund['id']}") == Counter(
             {"in_app": 1, "email": 1}
@@ -98,9 +100,9 @@ def test_a_payment_after_its_join_was_cancelled_is_refunded_in_full_and_never_re
     wallet whole, once, and the factory is never credited with it."""
     catalog = create_seed_catalog(platform, stock={"S": 8}, reorder_threshold=0)
     period_start = datetime.now(UTC) - timedelta(seconds=1)
-    session = _open_session(platform, catalog, target_moq=4)
-    late = _join(platform, session, catalog.variants["S"], 2, pay=False)
-    invoice = _invoice(platform, late)
+    session = open_group_buy(platform, catalog, target_moq=4)
+    late = join_group_buy(platform, session, catalog.variants["S"], 2, pay=False)
+    invoice = invoice_of(platform, late)
     payment_process = platform.supervisor.processes["payment"].process
     assert payment_process is not None
 
@@ -110,7 +112,7 @@ def test_a_payment_after_its_join_was_cancelled_is_refunded_in_full_and_never_re
             f"/api/group-buying/{session['id']}/cancel", headers=bearer(platform.admin_token)
         )
         assert cancelled.status_code == 200, cancelled.text
-        assert _participants(platform, session["id"])[late.id]["status"] == "cancelled"
+        assert participants_of(platform, session["id"])[late.id]["status"] == "cancelled"
         paid = platform.client("xendit-sandbox").post(f"/sandbox/invoices/{invoice['id']}/pay")
         assert paid.status_code == 200, paid.text
     finally:
@@ -119,9 +121,9 @@ def test_a_payment_after_its_join_was_cancelled_is_refunded_in_full_and_never_re
     total = late.participant["totalPrice"]
     assert eventually(lambda: balance(platform, late.buyer) == total, timeout=60)
     assert eventually(
-        lambda: _participants(platform, session["id"])[late.id]["status"] == "refunded"
+        lambda: participants_of(platform, session["id"])[late.id]["status"] == "refunded"
     )
-    payment = _payment(platform, late)
+    payment = payment_of(platform, late)
     assert (payment["status"], payment["escrowStatus"]) == ("refunded", "refunded")
     [refund] = _refund_rows(platform, [late.payment_id])
     assert (refund["amount"], refund["reason"], refund["status"]) == (
@@ -131,7 +133,7 @@ def test_a_payment_after_its_join_was_cancelled_is_refunded_in_full_and_never_re
     )
     assert eventually(lambda: _told(platform, late.buyer.id, f"refund:{refund['id']}")["email"])
     time.sleep(1)
-    assert [c["amount"] for c in _wallet_credits(platform, late.buyer)] == [total]
+    assert [c["amount"] for c in wallet_credits(platform, late.buyer)] == [total]
     assert platform.sql(
         "SELECT escrow_released_at FROM payment.payments WHERE id = $1",
         uuid.UUID(late.payment_id),

@@ -16,8 +16,14 @@ import pytest
 
 from laku.testing.catalog import create_seed_catalog
 from laku.testing.platform import Account, Platform
+from tests.group_buys import (
+    close_group_buy,
+    end_now,
+    join_group_buy,
+    open_group_buy,
+    wallet_credits,
+)
 from tests.support import admin_headers, assert_problem, balance, eventually, snapshot
-from tests.test_close import _close, _end_now, _join, _open_session, _wallet_credits
 
 ORDERS = "/api/orders"
 
@@ -34,10 +40,12 @@ class Order:
 def orders(platform: Platform) -> list[Order]:
     """Four buyers' orders of one successful group buy, all `processing`."""
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=4)
-    joined = [_join(platform, session, catalog.variants["S"], 1, pay=True) for _ in range(4)]
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "success"
+    session = open_group_buy(platform, catalog, target_moq=4)
+    joined = [
+        join_group_buy(platform, session, catalog.variants["S"], 1, pay=True) for _ in range(4)
+    ]
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"])["status"] == "success"
     page = platform.client("order").get(
         ORDERS, params={"sessionId": session["id"]}, headers=admin_headers(platform)
     )
@@ -155,7 +163,7 @@ def test_cancelled_order_is_refunded_and_cannot_ship(
     assert refunded, _order(platform, order.id)
     assert eventually(lambda: balance(platform, order.buyer) == balance_before + order.subtotal)
     credits = [
-        c for c in _wallet_credits(platform, order.buyer) if c["reference"].startswith("order:")
+        c for c in wallet_credits(platform, order.buyer) if c["reference"].startswith("order:")
     ]
     assert [(c["amount"], c["reason"], c["reference"]) for c in credits] == [
         (order.subtotal, "order_cancelled_refund", f"order:{order.id}:cancelled")

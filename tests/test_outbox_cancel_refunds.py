@@ -25,8 +25,8 @@ from laku.testing.catalog import create_seed_catalog
 from laku.testing.database import plain_url
 from laku.testing.platform import Platform, bearer
 from laku.wallet.client import BulkCreditsCreate, MovementCreate, MovementReason
+from tests.group_buys import open_group_buy
 from tests.support import eventually_async
-from tests.test_close import _open_session
 
 PARTICIPANTS = 5_000
 ADJUSTMENTS = {"S": 0, "M": 5000, "L": 10000}  # tests.catalog's seed variants
@@ -248,7 +248,7 @@ async def test_a_cancelled_group_of_5000_is_refunded_once_each_through_a_chunk_i
 ) -> None:
     stock = {size: 4_000 for size in ADJUSTMENTS}
     catalog = create_seed_catalog(platform, stock=stock, max_stock_level=8_000, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=20_000)
+    session = open_group_buy(platform, catalog, target_moq=20_000)
     session_id = uuid.UUID(session["id"])
     db = await asyncpg.connect(plain_url(platform.database_url))
     locker = await asyncpg.connect(plain_url(platform.database_url))

@@ -18,8 +18,8 @@ import pytest
 
 from laku.testing.catalog import create_seed_catalog, created
 from laku.testing.platform import Platform, bearer
+from tests.group_buys import close_group_buy, end_now, join_group_buy, open_group_buy
 from tests.support import admin_headers, assert_problem, eventually, ok, snapshot
-from tests.test_close import _close, _end_now, _join, _open_session
 
 # A group buy of 4 Small shirts at the last tier releases the seed's 5,000,000.
 FIVE_MILLION_TIERS = {
@@ -61,11 +61,11 @@ def _successful_group(platform: Platform, target_moq: int, joins: list[int]) -> 
     paying through the Xendit sandbox) succeeds and releases its escrow."""
     start = datetime.now(UTC) - timedelta(seconds=1)
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq, tiers=FIVE_MILLION_TIERS)
+    session = open_group_buy(platform, catalog, target_moq, tiers=FIVE_MILLION_TIERS)
     for quantity in joins:
-        _join(platform, session, catalog.variants["S"], quantity, pay=True)
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "success"
+        join_group_buy(platform, session, catalog.variants["S"], quantity, pay=True)
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"])["status"] == "success"
     return Released(catalog.factory_id, session["id"], start, datetime.now(UTC))
 
 

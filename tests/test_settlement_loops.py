@@ -18,8 +18,15 @@ import pytest
 
 from laku.testing.catalog import SeedCatalog, create_seed_catalog
 from laku.testing.platform import Platform
+from tests.group_buys import (
+    Joined,
+    close_group_buy,
+    end_now,
+    join_group_buy,
+    open_group_buy,
+    session_orders,
+)
 from tests.support import admin_headers, assert_problem, eventually, ok, snapshot
-from tests.test_close import Joined, _close, _end_now, _join, _open_session, _session_orders
 from tests.test_settlement import (
     FIVE_MILLION_TIERS,
     PAYOUT_ACCOUNT,
@@ -61,16 +68,16 @@ def _group(
     target_moq: int,
     joins: list[int],
 ) -> Group:
-    session = _open_session(platform, catalog, target_moq, tiers=FIVE_MILLION_TIERS)
-    joined = [_join(platform, session, catalog.variants[size], q, pay=True) for q in joins]
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "success"
+    session = open_group_buy(platform, catalog, target_moq, tiers=FIVE_MILLION_TIERS)
+    joined = [join_group_buy(platform, session, catalog.variants[size], q, pay=True) for q in joins]
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"])["status"] == "success"
     return Group(session["id"], joined, start, datetime.now(UTC))
 
 
 def _order_of(platform: Platform, group: Group, joined: Joined) -> dict[str, Any]:
     [order] = [
-        o for o in _session_orders(platform, group.session_id) if o["userId"] == joined.buyer.id
+        o for o in session_orders(platform, group.session_id) if o["userId"] == joined.buyer.id
     ]
     return order
 

@@ -13,7 +13,7 @@ import httpx
 
 from laku.testing.catalog import create_seed_catalog
 from laku.testing.platform import Account, Platform
-from tests.test_close import _open_session
+from tests.group_buys import open_group_buy
 
 WORKERS = 6
 BUYERS = 90
@@ -46,7 +46,7 @@ def test_sigterm_during_joins_finishes_every_join_in_flight(platform: Platform) 
     catalog = create_seed_catalog(
         platform, stock={"S": 500, "M": 500, "L": 500}, max_stock_level=500
     )
-    session = _open_session(platform, catalog, target_moq=400)
+    session = open_group_buy(platform, catalog, target_moq=400)
     medium = catalog.variants["M"]
     buyers = [platform.new_buyer() for _ in range(BUYERS)]
     url = f"{platform.url('group-buying')}/api/group-buying/{session['id']}/join"

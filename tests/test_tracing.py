@@ -11,7 +11,7 @@ from typing import Any
 
 from laku.testing.catalog import create_seed_catalog, created
 from laku.testing.platform import Platform
-from tests.test_close import Joined, _invoice, _open_session
+from tests.group_buys import Joined, invoice_of, open_group_buy
 
 Span = dict[str, Any]
 
@@ -60,7 +60,7 @@ def ancestors(span: Span, by_id: dict[str, Span]) -> list[Span]:
 
 def test_one_join_is_one_trace_across_services_and_the_xendit_sandbox(platform: Platform) -> None:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog, target_moq=10)
+    session = open_group_buy(platform, catalog, target_moq=10)
     buyer = platform.new_buyer()
     trace_id, caller_span, headers = traceparent()
     response = platform.client("group-buying").post(
@@ -112,7 +112,7 @@ def test_one_join_is_one_trace_across_services_and_the_xendit_sandbox(platform: 
     # outbox delivery of the event to group-buying continues that trace.
     pay_trace, _, pay_headers = traceparent()
     paid = platform.client("xendit-sandbox").post(
-        f"/sandbox/invoices/{_invoice(platform, joined)['id']}/pay", headers=pay_headers
+        f"/sandbox/invoices/{invoice_of(platform, joined)['id']}/pay", headers=pay_headers
     )
     assert paid.status_code == 200, paid.text
 

@@ -10,9 +10,9 @@ from playwright.sync_api import Browser, Page, expect
 
 from laku.testing.catalog import create_seed_catalog
 from laku.testing.platform import Platform, bearer
+from tests.group_buys import end_now
 from tests.web import (
     chromium,
-    end_now,
     eventually,
     home_showing,
     new_context,

@@ -3,7 +3,6 @@
 import re
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -107,17 +106,6 @@ def publish(platform: Platform, product_id: str) -> None:
         f"/api/products/{product_id}/publish", headers=bearer(platform.admin_token)
     )
     assert response.status_code == 200, response.text
-
-
-def end_now(platform: Platform, session_id: str) -> None:
-    """The session's end time passes, then the admin closes the expired sessions."""
-    query = (
-        "UPDATE group_buying.group_buying_sessions SET end_time = now() - interval '1 second' "
-        "WHERE id = $1"
-    )
-    # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(platform.sql, query, uuid.UUID(session_id)).result()
 
 
 def home_showing(page: Page, session_code: str) -> None:
