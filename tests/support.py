@@ -4,8 +4,10 @@ answers. Starting a platform and building the seed's catalog live in `laku.testi
 benches use too."""
 
 import asyncio
+import importlib.util
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -14,6 +16,7 @@ import httpx
 from laku.testing.database import plain_url, run
 from laku.testing.platform import Account, Platform, bearer
 
+ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 # What a failed wait says: a description, or a function giving one from what it saw last.
 Description = str | Callable[[], str] | None
@@ -135,3 +138,14 @@ def assert_problem(response: httpx.Response, status: int, code: str | None = Non
     if code is not None:
         assert body["code"] == code, body
     return body
+
+
+def deploy_generator() -> Any:
+    """deploy/generate.py, loaded as a module (deploy/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "deploy_generate", ROOT / "deploy" / "generate.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

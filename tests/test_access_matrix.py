@@ -20,8 +20,8 @@ from laku.core.security import ACCESS_EXTENSION, SERVICE_IDENTITIES
 from laku.core.services import SERVICES
 from laku.testing.catalog import create_seed_catalog
 from laku.testing.platform import Platform, bearer
+from tests.settlements import settle, successful_group
 from tests.support import assert_problem, snapshot
-from tests.test_settlement import _settle, _successful_group
 
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")
 USER_ROLES = ("buyer", "factory", "admin")
@@ -286,8 +286,8 @@ def factory_b(platform: Platform) -> FactoryResources:
     """Factory B with a purchase order (reordered as its low stock was stocked), the invoice
     of that order's receipt, a payout account and a settlement."""
     admin = bearer(platform.admin_token)
-    released = _successful_group(platform, target_moq=5, joins=[5])
-    settlement = _settle(platform, released)
+    released = successful_group(platform, target_moq=5, joins=[5])
+    settlement = settle(platform, released)
     catalog = create_seed_catalog(platform, stock={"S": 3, "M": 8, "L": 8})
     warehouse = platform.client("warehouse")
     deadline = time.monotonic() + 20

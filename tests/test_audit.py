@@ -8,9 +8,6 @@ paid out, another fails and is given back. Each break is undone before the next.
 """
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,14 +18,12 @@ import pytest
 
 from laku.testing.catalog import SeedCatalog, create_seed_catalog
 from laku.testing.database import plain_url
-from laku.testing.platform import ADMIN_EMAIL, ADMIN_PASSWORD, Account, Platform, bearer
+from laku.testing.platform import Account, Platform, bearer
+from tests.audits import AUDIT_WAIT, laku_audit, quiet_audit, run_laku_audit
 from tests.group_buys import Joined, close_group_buy, end_now, join_group_buy, open_group_buy
 from tests.support import balance, eventually, ok
 
 WITHDRAWALS = "/api/wallets/me/withdrawals"
-# Seconds to wait for what outboxes and webhooks do in the background: generous, as a busy
-# two-core machine delays them.
-WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -65,11 +60,11 @@ def _withdraw(platform: Platform, buyer: Account, amount: int, outcome: str) -> 
             platform.client("wallet").get(f"{WITHDRAWALS}/{withdrawal_id}", headers=buyer.headers)
         )
 
-    payout = eventually(lambda: withdrawal()["payoutId"], timeout=WAIT)
+    payout = eventually(lambda: withdrawal()["payoutId"], timeout=AUDIT_WAIT)
     assert payout, "the payout was never requested"
     ok(platform.client("xendit-sandbox").post(f"/sandbox/payouts/{payout}/{outcome}"))
     settled = "succeeded" if outcome == "succeed" else "failed"
-    assert eventually(lambda: withdrawal()["status"] == settled, timeout=WAIT)
+    assert eventually(lambda: withdrawal()["status"] == settled, timeout=AUDIT_WAIT)
     return withdrawal_id
 
 
@@ -92,29 +87,6 @@ def _settle(platform: Platform, catalog: SeedCatalog, since: datetime) -> str:
     return response.json()["id"]
 
 
-def _platform_audit(platform: Platform) -> dict[str, Any]:
-    """settlement-service's whole audit, nothing counted as in flight."""
-    return ok(
-        platform.client("settlement").get(
-            "/api/admin/audit",
-            params={"graceSeconds": 0},
-            headers=bearer(platform.admin_token),
-            timeout=60,
-        )
-    )
-
-
-def _quiet(platform: Platform) -> dict[str, Any]:
-    """The audit once what the platform was still doing (outboxes, webhooks) is done."""
-    report = eventually(
-        lambda: report if (report := _platform_audit(platform))["ok"] else None,
-        timeout=WAIT,
-        every=0.5,
-    )
-    assert report, [i for i in _platform_audit(platform)["invariants"] if not i["ok"]]
-    return report
-
-
 @pytest.fixture(scope="module")
 def audited(platform: Platform) -> Audited:
     started = datetime.now(UTC) - timedelta(seconds=5)
@@ -127,9 +99,9 @@ def audited(platform: Platform) -> Audited:
     second = join_group_buy(platform, session, catalog.variants["M"], 3, pay=True)
     join_group_buy(platform, session, catalog.variants["L"], 1, pay=False)
     end_now(platform, session["id"])
-    assert close_group_buy(platform, session["id"], timeout=WAIT)["status"] == "success"
-    assert eventually(lambda: balance(platform, first.buyer) == 150_000, timeout=WAIT)
-    assert eventually(lambda: balance(platform, second.buyer) == 60_000, timeout=WAIT)
+    assert close_group_buy(platform, session["id"], timeout=AUDIT_WAIT)["status"] == "success"
+    assert eventually(lambda: balance(platform, first.buyer) == 150_000, timeout=AUDIT_WAIT)
+    assert eventually(lambda: balance(platform, second.buyer) == 60_000, timeout=AUDIT_WAIT)
 
     # Cancelled by an admin: the paid join refunded in full, the unpaid one released.
     cancelled = open_group_buy(platform, catalog, target_moq=100)
@@ -140,7 +112,7 @@ def audited(platform: Platform) -> Audited:
             f"/api/group-buying/{cancelled['id']}/cancel", headers=admin
         )
     )
-    assert eventually(lambda: balance(platform, refunded.buyer) == 95_000, timeout=WAIT)
+    assert eventually(lambda: balance(platform, refunded.buyer) == 95_000, timeout=AUDIT_WAIT)
 
     # Open, ending tomorrow (after this module): a paid join and one still to pay.
     still_open = open_group_buy(platform, catalog, target_moq=100)
@@ -154,7 +126,7 @@ def audited(platform: Platform) -> Audited:
 
     _withdraw(platform, first.buyer, 50_000, "succeed")
     failed = _withdraw(platform, second.buyer, 20_000, "fail")
-    assert eventually(lambda: balance(platform, second.buyer) == 60_000, timeout=WAIT)
+    assert eventually(lambda: balance(platform, second.buyer) == 60_000, timeout=AUDIT_WAIT)
     settlement = _settle(platform, catalog, started)
 
     return Audited(
@@ -167,37 +139,6 @@ def audited(platform: Platform) -> Audited:
         failed_withdrawal=failed,
         settlement=settlement,
     )
-
-
-def _run_laku_audit(platform: Platform, **env: str) -> subprocess.CompletedProcess[str]:
-    """`laku audit --grace 0` as a subprocess, configured as the test platform's services are."""
-    return subprocess.run(
-        [sys.executable, "-m", "laku", "audit", "--grace", "0"],
-        env={
-            **os.environ,
-            "LAKU_DATABASE_URL": platform.database_url,
-            "LAKU_PORT_OFFSET": str(platform.settings.port_offset),
-            "LAKU_ADMIN_EMAIL": ADMIN_EMAIL,
-            "LAKU_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def _laku_audit(platform: Platform) -> tuple[int, dict[str, str], str]:
-    """`laku audit` against the test platform: (exit code, invariant -> ok or VIOLATION, its
-    whole output)."""
-    result = _run_laku_audit(platform)
-    assert not result.stderr, result.stderr
-    verdicts = {}
-    for line in result.stdout.splitlines():
-        verdict, _, rest = line.partition(" ")
-        if verdict in ("ok", "VIOLATION"):
-            verdicts[rest.strip().split(":")[0]] = verdict
-    return result.returncode, verdicts, result.stdout
 
 
 def _run_script(platform: Platform, script: str) -> None:
@@ -214,10 +155,10 @@ def _run_script(platform: Platform, script: str) -> None:
 
 
 def test_after_a_real_flow_the_audit_finds_nothing(platform: Platform, audited: Audited) -> None:
-    report = _quiet(platform)
+    report = quiet_audit(platform)
     figures = {i["name"]: i["figures"] for i in report["invariants"]}
 
-    code, verdicts, output = _laku_audit(platform)
+    code, verdicts, output = laku_audit(platform)
 
     assert code == 0, output
     assert set(verdicts.values()) == {"ok"}, output
@@ -390,10 +331,10 @@ def test_a_broken_invariant_is_reported_with_its_offender(
     platform: Platform, audited: Audited, name: str
 ) -> None:
     breakage = _breakages(audited)[name]
-    _quiet(platform)
+    quiet_audit(platform)
     _run_script(platform, breakage.breaks)
     try:
-        code, verdicts, output = _laku_audit(platform)
+        code, verdicts, output = laku_audit(platform)
     finally:
         _run_script(platform, breakage.restores)
 
@@ -402,7 +343,7 @@ def test_a_broken_invariant_is_reported_with_its_offender(
     assert violated == breakage.reported, output
     assert breakage.offender in output, output
     assert len(verdicts) == 11, output  # every other invariant still printed, and ok
-    _quiet(platform)  # restored
+    quiet_audit(platform)  # restored
 
 
 def test_the_platform_audit_is_for_admins(platform: Platform, audited: Audited) -> None:
@@ -413,7 +354,7 @@ def test_the_platform_audit_is_for_admins(platform: Platform, audited: Audited) 
 
 
 def test_an_audit_that_cannot_run_exits_2(platform: Platform) -> None:
-    result = _run_laku_audit(platform, LAKU_ADMIN_EMAIL="no-admin@laku.id")
+    result = run_laku_audit(platform, LAKU_ADMIN_EMAIL="no-admin@laku.id")
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout == ""
     assert "audit not run" in result.stderr and "401" in result.stderr
@@ -500,7 +441,7 @@ def test_the_audit_pages_through_thousands_of_participants(
         )
     ]
     try:
-        clean = _quiet(platform)
+        clean = quiet_audit(platform)
         participants = next(
             i for i in clean["invariants"] if i["name"] == "participants.payment_in_payment"
         )
@@ -510,7 +451,7 @@ def test_the_audit_pages_through_thousands_of_participants(
             "DELETE FROM payment.payments WHERE reference = ANY($1::text[])",
             [f"participant:{participant_id}" for participant_id in boundary],
         )
-        code, verdicts, output = _laku_audit(platform)
+        code, verdicts, output = laku_audit(platform)
     finally:
         _run_script(
             platform,
@@ -533,4 +474,4 @@ def test_the_audit_pages_through_thousands_of_participants(
     assert "participants.payment_in_payment: 2 broken" in output, output
     for participant_id in boundary:
         assert f"{participant_id} (pending_payment: no payment)" in output, output
-    _quiet(platform)
+    quiet_audit(platform)

@@ -18,8 +18,8 @@ from laku.testing.catalog import create_seed_catalog, created
 from laku.testing.database import run
 from laku.testing.platform import Platform, bearer
 from tests.group_buys import close_group_buy, end_now, open_group_buy
+from tests.messages import emails_to, whatsapp_messages_to
 from tests.support import admin_headers, assert_problem, eventually, ok, snapshot
-from tests.test_providers import emails_to, whatsapp_messages_to
 
 OPEN = ("forming", "active", "moq_reached")
 NOTIFY_USERS = "/api/notifications/users"

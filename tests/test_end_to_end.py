@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 
 from laku.testing.platform import Account, Platform, bearer
+from tests.audits import laku_audit, quiet_audit
 from tests.group_buys import close_group_buy, end_now
+from tests.messages import PushBrowser, pushes_received
 from tests.support import eventually, ok
-from tests.test_audit import _laku_audit, _quiet
-from tests.test_webpush import Browser, _received
 
 MOQ = 7
 
@@ -279,7 +279,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     ani = flow.register("Ani", "+6281211110001", "12190")
     budi = flow.register("Budi", "+6281211110002", "40115")
     # Ani lets her browser show Laku's push notifications.
-    ani_browser = Browser(platform)
+    ani_browser = PushBrowser(platform)
     ok(
         flow.api("notification").post(
             "/api/notifications/push-subscriptions",
@@ -393,8 +393,8 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     _shipping_and_settlement(flow, factory, ani, ani_browser, ani_order, started)
 
     # --- Money and stock accounted for across every service (design 15) -----------------------
-    _quiet(platform)  # once the outboxes have delivered what the flow left them
-    code, verdicts, output = _laku_audit(platform)
+    quiet_audit(platform)  # once the outboxes have delivered what the flow left them
+    code, verdicts, output = laku_audit(platform)
     assert code == 0, output
     assert set(verdicts.values()) == {"ok"}, output
 
@@ -403,7 +403,7 @@ def _shipping_and_settlement(
     flow: Flow,
     factory: dict[str, Any],
     ani: Account,
-    ani_browser: Browser,
+    ani_browser: PushBrowser,
     ani_order: dict[str, Any],
     started: datetime,
 ) -> None:
@@ -501,7 +501,9 @@ def _shipping_and_settlement(
     assert eventually(lambda: len(flow.emails_to(ani.email)) == 7)
     assert eventually(lambda: len(flow.whatsapp_to("+6281211110001")) == 7)
     # And pushed to her browser, which alone can read them (encrypted for its keys).
-    pushed = eventually(lambda: p if len(p := _received(flow.platform, ani_browser)) == 7 else None)
+    pushed = eventually(
+        lambda: p if len(p := pushes_received(flow.platform, ani_browser)) == 7 else None
+    )
     assert pushed, "not every notice was pushed"
     assert sorted(ani_browser.decrypt(p)["body"] for p in pushed) == sorted(told())
 

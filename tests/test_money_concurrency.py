@@ -17,16 +17,17 @@ import httpx
 
 from laku.testing.catalog import create_seed_catalog
 from laku.testing.platform import Account, Platform, bearer
-from tests.support import admin_headers, assert_problem, eventually, ok
-from tests.test_settlement import (
+from tests.settlements import (
     SETTLEMENTS,
-    _account,
-    _assert_ledger_balanced,
-    _payout_id,
-    _set_account,
-    _status_becomes,
+    Group,
+    assert_ledger_balanced,
+    ledger_account,
+    payout_id_of,
+    set_payout_account,
+    settlement_becomes,
+    successful_group_in_period,
 )
-from tests.test_settlement_loops import Group, _group
+from tests.support import admin_headers, assert_problem, eventually, ok
 
 WITHDRAWALS = "/api/wallets/me/withdrawals"
 
@@ -40,8 +41,10 @@ def _released_group(platform: Platform) -> tuple[str, Group]:
     """A fresh factory with a payout account whose group buy (one Small shirt, 1,250,000)
     released its escrow."""
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    ok(_set_account(platform, catalog.factory_id, admin_headers(platform)))
-    return catalog.factory_id, _group(platform, catalog, datetime.now(UTC), "S", 1, [1])
+    ok(set_payout_account(platform, catalog.factory_id, admin_headers(platform)))
+    return catalog.factory_id, successful_group_in_period(
+        platform, catalog, datetime.now(UTC), "S", 1, [1]
+    )
 
 
 def test_concurrent_settlements_of_one_factory_make_one_and_pay_it_once(
@@ -81,14 +84,14 @@ def test_concurrent_settlements_of_one_factory_make_one_and_pay_it_once(
     assert [s["id"] for s in ok(listed)["items"]] == [settlement["id"]]
     assert (settlement["totalAmount"], settlement["netAmount"]) == (1_250_000, 1_187_500)
 
-    payout_id = _payout_id(platform, settlement["id"])
+    payout_id = payout_id_of(platform, settlement["id"])
     assert [p["id"] for p in _sandbox_payouts(platform, f"settlement-{settlement['id']}")] == [
         payout_id
     ]
     ok(platform.client("xendit-sandbox").post(f"/sandbox/payouts/{payout_id}/succeed"))
-    _status_becomes(platform, settlement["id"], "paid")
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, f"factory_payable:{factory}") == (1_187_500, 1_187_500)
+    settlement_becomes(platform, settlement["id"], "paid")
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, f"factory_payable:{factory}") == (1_187_500, 1_187_500)
     [entries] = platform.sql(
         "SELECT count(*) AS n FROM settlement.transaction_ledger WHERE settlement_id = $1",
         uuid.UUID(settlement["id"]),
@@ -264,8 +267,8 @@ def test_a_settlement_payout_waits_out_a_xendit_outage_and_is_paid_once(
         1_187_500,
     )
     ok(platform.client("xendit-sandbox").post(f"/sandbox/payouts/{payout_id}/succeed"))
-    paid = _status_becomes(platform, settlement["id"], "paid")
+    paid = settlement_becomes(platform, settlement["id"], "paid")
     assert [e["kind"] for e in paid["ledgerEntries"]] == ["settlement", "settlement_payout"]
     assert len(_sandbox_payouts(platform, reference)) == 1
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, f"factory_payable:{factory}") == (1_187_500, 1_187_500)
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, f"factory_payable:{factory}") == (1_187_500, 1_187_500)

@@ -15,8 +15,8 @@ from laku.notification.client import (
     TemplateMessage,
 )
 from laku.testing.platform import Platform
+from tests.messages import emails_to, new_phone, whatsapp_messages_to
 from tests.support import admin_headers, assert_problem, eventually, snapshot
-from tests.test_providers import emails_to, new_phone, whatsapp_messages_to
 
 NOTIFICATIONS = "/api/notifications"
 T = TypeVar("T")

@@ -18,8 +18,9 @@ from laku.core.http import ServiceCallError, new_http_client
 from laku.order.client import OrderClient, OrderStatus
 from laku.testing.catalog import SeedCatalog, create_seed_catalog
 from laku.testing.platform import Account, Platform
+from tests.group_buys import session_of
+from tests.joins import all_participants, join_created, open_seed_session, paid_through
 from tests.support import admin_headers, assert_problem, eventually, snapshot
-from tests.test_group_buying import _joined, _open_session, _paid_through, _participants, _session
 
 BULK = "/api/orders/bulk"
 ORDERS = "/api/orders"
@@ -43,18 +44,18 @@ class GroupBuy:
 
 def _group_buy(platform: Platform, first_buyer: Account | None = None) -> GroupBuy:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog, target_moq=TARGET_MOQ)
+    session = open_seed_session(platform, catalog, target_moq=TARGET_MOQ)
     paid: dict[str, Account] = {}
     for buyer, size, quantity in (
         (first_buyer or platform.new_buyer(), "M", 3),
         (platform.new_buyer(), "S", 2),
     ):
-        joined = _joined(platform, buyer, session, catalog.variants[size], quantity)
-        paid[_paid_through(platform, buyer, session, joined)["id"]] = buyer
+        joined = join_created(platform, buyer, session, catalog.variants[size], quantity)
+        paid[paid_through(platform, buyer, session, joined)["id"]] = buyer
     unpaid = platform.new_buyer()
-    _joined(platform, unpaid, session, catalog.variants["L"], 1)
-    reached = eventually(lambda: _session(platform, session["id"])["status"] == "moq_reached")
-    assert reached, _session(platform, session["id"])
+    join_created(platform, unpaid, session, catalog.variants["L"], 1)
+    reached = eventually(lambda: session_of(platform, session["id"])["status"] == "moq_reached")
+    assert reached, session_of(platform, session["id"])
     return GroupBuy(catalog, session, paid, unpaid)
 
 
@@ -110,7 +111,7 @@ def test_an_order_for_each_paid_participant(platform: Platform) -> None:
     }
 
     orders = _session_orders(platform, group.id)
-    participants = {p["id"]: p for p in _participants(platform, group.id, "paid")}
+    participants = {p["id"]: p for p in all_participants(platform, group.id, "paid")}
     assert {order["participantId"] for order in orders} == set(participants) == set(group.paid)
     assert group.unpaid.id not in {order["userId"] for order in orders}
     sizes = {variant_id: size for size, variant_id in catalog.variants.items()}
@@ -189,15 +190,15 @@ def test_concurrent_calls_make_each_order_once(platform: Platform) -> None:
 
 def test_only_a_session_that_reached_its_moq_gets_orders(platform: Platform) -> None:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog, target_moq=TARGET_MOQ)
+    session = open_seed_session(platform, catalog, target_moq=TARGET_MOQ)
     before = snapshot(platform, "order")
-    assert _session(platform, session["id"])["status"] == "forming"
+    assert session_of(platform, session["id"])["status"] == "forming"
     assert_problem(_bulk(platform, session["id"]), 409, "session_not_successful")
 
     buyer = platform.new_buyer()
-    joined = _joined(platform, buyer, session, catalog.variants["M"], TARGET_MOQ - 1)
-    _paid_through(platform, buyer, session, joined)
-    assert _session(platform, session["id"])["status"] == "active"
+    joined = join_created(platform, buyer, session, catalog.variants["M"], TARGET_MOQ - 1)
+    paid_through(platform, buyer, session, joined)
+    assert session_of(platform, session["id"])["status"] == "active"
     assert_problem(_bulk(platform, session["id"]), 409, "session_not_successful")
     assert snapshot(platform, "order") == before
 

@@ -26,7 +26,7 @@ from laku.core.settings import Settings
 from laku.demo import DemoLoadError, load_demo
 from laku.testing.platform import ADMIN_EMAIL, ADMIN_PASSWORD, Platform, free_port_offset
 from tests.service_logs import logged
-from tests.support import assert_problem
+from tests.support import assert_problem, deploy_generator
 
 LAKU = str(Path(sys.executable).with_name("laku"))
 
@@ -283,9 +283,7 @@ def test_a_safe_request_id_is_kept(platform: Platform) -> None:
 
 def test_the_development_manifests_secrets_are_all_refused_in_production() -> None:
     """compose and the development overlay publish their secrets: none may serve production."""
-    from tests.test_deploy_files import _generator
-
-    dev_secrets = _generator().DEV_SECRET_VALUES
+    dev_secrets = deploy_generator().DEV_SECRET_VALUES
     published = {value for value in dev_secrets.values() if value}
     assert published <= KNOWN_DEMO_VALUES
     assert {env_name(name) for name in SECRET_SETTINGS} <= set(dev_secrets)

@@ -9,70 +9,34 @@ released in its own period ([start, end), each starting where the last ended).
 """
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
-from laku.testing.catalog import SeedCatalog, create_seed_catalog
+from laku.testing.catalog import create_seed_catalog
 from laku.testing.platform import Platform
 from tests.group_buys import (
     Joined,
-    close_group_buy,
-    end_now,
-    join_group_buy,
-    open_group_buy,
     session_orders,
 )
-from tests.support import admin_headers, assert_problem, eventually, ok, snapshot
-from tests.test_settlement import (
-    FIVE_MILLION_TIERS,
+from tests.settlements import (
     PAYOUT_ACCOUNT,
     SETTLEMENTS,
-    _account,
-    _assert_ledger_balanced,
-    _balances,
-    _get,
-    _payout_id,
-    _post,
-    _set_account,
-    _settlements,
-    _status_becomes,
+    Group,
+    assert_ledger_balanced,
+    get_settlement,
+    ledger_account,
+    ledger_balances,
+    payout_id_of,
+    post_settlement,
+    set_payout_account,
+    settlement_becomes,
+    settlements_client,
+    successful_group_in_period,
 )
-
-
-@dataclass(frozen=True)
-class Group:
-    """A successful group buy of the factory, its escrow released in [start, end)."""
-
-    session_id: str
-    joined: list[Joined]
-    start: datetime
-    end: datetime
-
-    def body(self, factory_id: str) -> dict[str, Any]:
-        return {
-            "factoryId": factory_id,
-            "periodStart": self.start.isoformat(),
-            "periodEnd": self.end.isoformat(),
-        }
-
-
-def _group(
-    platform: Platform,
-    catalog: SeedCatalog,
-    start: datetime,
-    size: str,
-    target_moq: int,
-    joins: list[int],
-) -> Group:
-    session = open_group_buy(platform, catalog, target_moq, tiers=FIVE_MILLION_TIERS)
-    joined = [join_group_buy(platform, session, catalog.variants[size], q, pay=True) for q in joins]
-    end_now(platform, session["id"])
-    assert close_group_buy(platform, session["id"])["status"] == "success"
-    return Group(session["id"], joined, start, datetime.now(UTC))
+from tests.support import admin_headers, assert_problem, eventually, ok, snapshot
 
 
 def _order_of(platform: Platform, group: Group, joined: Joined) -> dict[str, Any]:
@@ -102,7 +66,7 @@ def _cancel_refunded(platform: Platform, group: Group, joined: Joined) -> dict[s
 
 
 def _receivable(platform: Platform, factory_id: str) -> tuple[int, int]:
-    return _account(_balances(platform), f"factory_receivable:{factory_id}")
+    return ledger_account(ledger_balances(platform), f"factory_receivable:{factory_id}")
 
 
 def _receivable_becomes(platform: Platform, factory_id: str, debit: int) -> None:
@@ -125,7 +89,7 @@ def _escrow_refund(platform: Platform, refund_reference: str) -> dict[str, Any] 
 
 def _preview(platform: Platform, factory_id: str, group: Group) -> dict[str, Any]:
     return ok(
-        _settlements(platform).get(
+        settlements_client(platform).get(
             f"{SETTLEMENTS}/preview",
             params=group.body(factory_id),
             headers=admin_headers(platform),
@@ -160,39 +124,41 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
     factory = catalog.factory_id
     receivable = f"factory_receivable:{factory}"
     payable = f"factory_payable:{factory}"
-    ok(_set_account(platform, factory, admin))
+    ok(set_payout_account(platform, factory, admin))
 
     # Period A: the seed's group (two buyers of 2 Small shirts, 2,500,000 each), settled and paid.
     first = datetime.now(UTC)
-    group_a = _group(platform, catalog, first, "S", 4, [2, 2])
-    settled_a = ok(_post(platform, group_a.body(factory), admin), 201)
+    group_a = successful_group_in_period(platform, catalog, first, "S", 4, [2, 2])
+    settled_a = ok(post_settlement(platform, group_a.body(factory), admin), 201)
     assert _figures(settled_a) == (5_000_000, 250_000, 0, 0, 4_750_000)
-    ok(sandbox.post(f"/sandbox/payouts/{_payout_id(platform, settled_a['id'])}/succeed"))
-    _status_becomes(platform, settled_a["id"], "paid")
+    ok(sandbox.post(f"/sandbox/payouts/{payout_id_of(platform, settled_a['id'])}/succeed"))
+    settlement_becomes(platform, settled_a["id"], "paid")
 
     # A buyer's order is cancelled after that: 2,500,000 went back to the buyer's wallet from
     # escrow the factory has been paid for. The factory owes it back.
     cancelled = _cancel_refunded(platform, group_a, group_a.joined[0])
     assert cancelled["subtotal"] == 2_500_000
     _receivable_becomes(platform, factory, 2_500_000)
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, receivable) == (2_500_000, 0)
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, receivable) == (2_500_000, 0)
     accounted = _escrow_refund(platform, f"order:{cancelled['id']}:cancelled")
     assert accounted == {"status": "receivable", "settlement_id": uuid.UUID(settled_a["id"])}
-    entries = ok(_get(platform, settled_a["id"], admin))["ledgerEntries"]
+    entries = ok(get_settlement(platform, settled_a["id"], admin))["ledgerEntries"]
     [receivable_entry] = [e for e in entries if e["kind"] == "factory_receivable"]
     assert _entry_lines(receivable_entry) == [
         ("escrow_released", 0, 2_500_000),
         (receivable, 2_500_000, 0),
     ]
     # Period A's figures are what they were: the settlement is not redone.
-    assert ok(_get(platform, settled_a["id"], admin))["netAmount"] == 4_750_000
+    assert ok(get_settlement(platform, settled_a["id"], admin))["netAmount"] == 4_750_000
 
     # Period B: one buyer of 4 Small shirts, 5,000,000. Net = total - fee - receivable.
-    group_b = _group(platform, catalog, group_a.end, "S", 4, [4])
+    group_b = successful_group_in_period(platform, catalog, group_a.end, "S", 4, [4])
     preview_b = _preview(platform, factory, group_b)
     assert _figures(preview_b) == (5_000_000, 250_000, 2_500_000, 0, 2_250_000)
-    settled_b = ok(_post(platform, {**group_b.body(factory), "netAmount": 2_250_000}, admin), 201)
+    settled_b = ok(
+        post_settlement(platform, {**group_b.body(factory), "netAmount": 2_250_000}, admin), 201
+    )
     assert _figures(settled_b) == _figures(preview_b)
     [entry_b] = settled_b["ledgerEntries"]
     assert _entry_lines(entry_b) == [
@@ -201,13 +167,13 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
         (receivable, 0, 2_500_000),
         ("platform_fee_revenue", 0, 250_000),
     ]
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, receivable) == (2_500_000, 2_500_000)  # nothing owed back
-    payout_b = _payout_id(platform, settled_b["id"])
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, receivable) == (2_500_000, 2_500_000)  # nothing owed back
+    payout_b = payout_id_of(platform, settled_b["id"])
     [made_b] = [p for p in ok(sandbox.get("/sandbox/payouts")) if p["id"] == payout_b]
     assert made_b["amount"] == 2_250_000
     ok(sandbox.post(f"/sandbox/payouts/{payout_b}/succeed"))
-    _status_becomes(platform, settled_b["id"], "paid")
+    settlement_becomes(platform, settled_b["id"], "paid")
 
     # Period B's whole order is cancelled after its settlement: 5,000,000 owed back.
     _cancel_refunded(platform, group_b, group_b.joined[0])
@@ -215,7 +181,7 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
 
     # Period C: two buyers of 1 Medium shirt (1,250,000 each at the last tier); one of them
     # cancels before period C is settled, so C's total leaves that order out (no receivable).
-    group_c = _group(platform, catalog, group_b.end, "M", 2, [1, 1])
+    group_c = successful_group_in_period(platform, catalog, group_b.end, "M", 2, [1, 1])
     before_settling = _cancel_refunded(platform, group_c, group_c.joined[1])
     reference_c = f"order:{before_settling['id']}:cancelled"
     reported = eventually(lambda: _escrow_refund(platform, reference_c), timeout=30.0)
@@ -232,16 +198,16 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
         5_000_000 - (total_c - fee_c),
         0,
     )
-    settled_c = ok(_post(platform, group_c.body(factory), admin), 201)
+    settled_c = ok(post_settlement(platform, group_c.body(factory), admin), 201)
     assert _figures(settled_c) == _figures(preview_c)
     assert (settled_c["status"], settled_c["payoutId"]) == ("paid", None)
     assert _escrow_refund(platform, reference_c) == {
         "status": "netted",
         "settlement_id": uuid.UUID(settled_c["id"]),
     }
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, receivable) == (7_500_000, 2_500_000 + total_c - fee_c)
-    assert _account(balances, payable) == (4_750_000 + 2_250_000, 4_750_000 + 2_250_000)
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, receivable) == (7_500_000, 2_500_000 + total_c - fee_c)
+    assert ledger_account(balances, payable) == (4_750_000 + 2_250_000, 4_750_000 + 2_250_000)
 
     # The report of C's refund, delivered again, changes nothing.
     [refund_c] = platform.sql(
@@ -251,7 +217,7 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
     )
     token = platform.service_token("payment")
     before = snapshot(platform, "settlement")
-    again = _settlements(platform).post(
+    again = settlements_client(platform).post(
         f"{SETTLEMENTS}/escrow-refunds",
         json={
             "refunds": [
@@ -272,7 +238,7 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
     assert snapshot(platform, "settlement") == before
     # Only services report refunds.
     assert_problem(
-        _settlements(platform).post(
+        settlements_client(platform).post(
             f"{SETTLEMENTS}/escrow-refunds", json={"refunds": []}, headers=admin
         ),
         403,
@@ -280,14 +246,14 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
 
     # Period D: the rest of what the factory owes (5,000,000 - 1,192,250) comes off next.
     carried = settled_c["receivableCarried"]
-    group_d = _group(platform, catalog, group_c.end, "L", 4, [4])
+    group_d = successful_group_in_period(platform, catalog, group_c.end, "L", 4, [4])
     total_d = 4 * 1_250_000
-    settled_d = ok(_post(platform, group_d.body(factory), admin), 201)
+    settled_d = ok(post_settlement(platform, group_d.body(factory), admin), 201)
     fee_d = _fee(total_d)
     assert _figures(settled_d) == (total_d, fee_d, carried, 0, total_d - fee_d - carried)
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, receivable) == (7_500_000, 7_500_000)
-    payout_d = _payout_id(platform, settled_d["id"])
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, receivable) == (7_500_000, 7_500_000)
+    payout_d = payout_id_of(platform, settled_d["id"])
     # One payout for each settlement that paid something, of its net; none for C.
     payouts = ok(sandbox.get("/sandbox/payouts"))
     for settlement in (settled_a, settled_b, settled_c, settled_d):
@@ -314,19 +280,19 @@ def failed_settlement(platform: Platform) -> dict[str, Any]:
     """A settlement (one Small shirt, 1,250,000: net 1,187,500) whose payout failed."""
     admin = admin_headers(platform)
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    ok(_set_account(platform, catalog.factory_id, admin))
-    group = _group(platform, catalog, datetime.now(UTC), "S", 1, [1])
-    settlement = ok(_post(platform, group.body(catalog.factory_id), admin), 201)
+    ok(set_payout_account(platform, catalog.factory_id, admin))
+    group = successful_group_in_period(platform, catalog, datetime.now(UTC), "S", 1, [1])
+    settlement = ok(post_settlement(platform, group.body(catalog.factory_id), admin), 201)
     failed = platform.client("xendit-sandbox").post(
-        f"/sandbox/payouts/{_payout_id(platform, settlement['id'])}/fail",
+        f"/sandbox/payouts/{payout_id_of(platform, settlement['id'])}/fail",
         params={"failureCode": "INVALID_DESTINATION"},
     )
     ok(failed)
-    return _status_becomes(platform, settlement["id"], "payout_failed")
+    return settlement_becomes(platform, settlement["id"], "payout_failed")
 
 
 def _retry(platform: Platform, settlement_id: str, **headers: str) -> httpx.Response:
-    return _settlements(platform).post(
+    return settlements_client(platform).post(
         f"{SETTLEMENTS}/{settlement_id}/retry-payout", headers=headers or admin_headers(platform)
     )
 
@@ -351,7 +317,7 @@ def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
 
     # The account was wrong: the admin corrects it, then retries.
     corrected = {"accountNumber": "8720099999", "accountHolderName": "PT Konveksi Maju Jaya"}
-    ok(_set_account(platform, factory, admin, **corrected))
+    ok(set_payout_account(platform, factory, admin, **corrected))
     key = {"Idempotency-Key": f"retry:{settlement_id}"}
     retried = ok(_retry(platform, settlement_id, **admin, **key))
     assert (retried["status"], retried["payoutAttempt"], retried["payoutFailureCode"]) == (
@@ -377,7 +343,7 @@ def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
     assert_problem(_retry(platform, settlement_id), 409, "payout_not_failed")
 
     # A new payout, with its own reference and key, to the corrected account.
-    new_payout = _payout_id(platform, settlement_id)
+    new_payout = payout_id_of(platform, settlement_id)
     assert new_payout != failed_payout
     payouts = {p["id"]: p for p in ok(sandbox.get("/sandbox/payouts"))}
     made = payouts[new_payout]
@@ -389,10 +355,10 @@ def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
     assert made["channel_properties"]["account_number"] == corrected["accountNumber"]
     assert payouts[failed_payout]["status"] == "FAILED"
     ok(sandbox.post(f"/sandbox/payouts/{new_payout}/succeed"))
-    paid = _status_becomes(platform, settlement_id, "paid")
+    paid = settlement_becomes(platform, settlement_id, "paid")
     assert [e["kind"] for e in paid["ledgerEntries"]] == ["settlement", "settlement_payout"]
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, payable) == (1_187_500, 1_187_500)
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, payable) == (1_187_500, 1_187_500)
     # Two payouts were ever asked for, one failed and one paid: the factory was paid once.
     mine = [
         p
@@ -408,9 +374,9 @@ def test_a_refund_reported_while_settlement_is_down_is_not_lost(platform: Platfo
     admin = admin_headers(platform)
     catalog = create_seed_catalog(platform, reorder_threshold=0)
     factory = catalog.factory_id
-    ok(_set_account(platform, factory, admin))
-    group = _group(platform, catalog, datetime.now(UTC), "S", 1, [1])
-    settled = ok(_post(platform, group.body(factory), admin), 201)
+    ok(set_payout_account(platform, factory, admin))
+    group = successful_group_in_period(platform, catalog, datetime.now(UTC), "S", 1, [1])
+    settled = ok(post_settlement(platform, group.body(factory), admin), 201)
     assert settled["netAmount"] == 1_187_500
 
     platform.supervisor.stop("settlement")
@@ -439,4 +405,4 @@ def test_a_refund_reported_while_settlement_is_down_is_not_lost(platform: Platfo
         "status": "receivable",
         "settlement_id": uuid.UUID(settled["id"]),
     }
-    _assert_ledger_balanced(platform)
+    assert_ledger_balanced(platform)

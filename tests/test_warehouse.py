@@ -11,6 +11,7 @@ import pytest
 
 from laku.testing.catalog import SeedCatalog, create_seed_catalog, created
 from laku.testing.platform import Platform, bearer
+from tests.group_buys import purchase_orders_of
 from tests.support import admin_headers, assert_problem, eventually, snapshot
 
 
@@ -43,16 +44,6 @@ def _available(platform: Platform, catalog: SeedCatalog) -> dict[str, int]:
     return {size: v["availableQuantity"] for size, v in _stock(platform, catalog).items()}
 
 
-def _purchase_orders(platform: Platform, catalog: SeedCatalog) -> list[dict[str, Any]]:
-    response = platform.client("warehouse").get(
-        "/api/purchase-orders",
-        params={"productId": catalog.product_id},
-        headers=admin_headers(platform),
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["items"]
-
-
 def _messages_to(platform: Platform, phone: str) -> list[dict[str, Any]]:
     messages = platform.client("whatsapp-sandbox").get("/sandbox/messages").json()
     return [m for m in messages if m["to"].lstrip("+") == phone.lstrip("+")]
@@ -81,7 +72,7 @@ def test_seed_inventory_flow(platform: Platform) -> None:
     assert stock["M"]["status"] == "low_stock"
     assert stock["S"]["status"] == stock["L"]["status"] == "in_stock"
 
-    [purchase_order] = eventually(lambda: _purchase_orders(platform, catalog))
+    [purchase_order] = eventually(lambda: purchase_orders_of(platform, catalog))
     assert purchase_order["bundles"] == 1
     assert purchase_order["status"] == "open"
     assert purchase_order["factoryId"] == catalog.factory_id
@@ -101,7 +92,7 @@ def test_seed_inventory_flow(platform: Platform) -> None:
     assert _reserve(platform, catalog.variants["M"], 2).status_code == 201
     assert _available(platform, catalog) == {"S": 8, "M": 1, "L": 8}
     time.sleep(1.5)  # give a wrongly raised second reorder the time to appear
-    assert len(_purchase_orders(platform, catalog)) == 1
+    assert len(purchase_orders_of(platform, catalog)) == 1
 
     received = platform.client("warehouse").post(
         f"/api/purchase-orders/{purchase_order['id']}/receive", headers=admin_headers(platform)
@@ -125,7 +116,7 @@ def test_seed_inventory_flow(platform: Platform) -> None:
 
 def test_receiving_twice_changes_stock_once(platform: Platform) -> None:
     catalog = create_seed_catalog(platform, stock={"S": 4, "M": 8, "L": 8})
-    [purchase_order] = eventually(lambda: _purchase_orders(platform, catalog))
+    [purchase_order] = eventually(lambda: purchase_orders_of(platform, catalog))
     path = f"/api/purchase-orders/{purchase_order['id']}/receive"
     for _ in range(2):
         assert (
@@ -304,8 +295,8 @@ def test_authorisation(platform: Platform) -> None:
 def test_factory_sees_and_ships_only_its_own_purchase_orders(platform: Platform) -> None:
     mine = create_seed_catalog(platform, stock={"S": 3, "M": 8, "L": 8})
     theirs = create_seed_catalog(platform, stock={"S": 3, "M": 8, "L": 8})
-    [own_order] = eventually(lambda: _purchase_orders(platform, mine))
-    [other_order] = eventually(lambda: _purchase_orders(platform, theirs))
+    [own_order] = eventually(lambda: purchase_orders_of(platform, mine))
+    [other_order] = eventually(lambda: purchase_orders_of(platform, theirs))
 
     email = f"gudang-{uuid.uuid4().hex[:8]}@laku.id"
     created(
@@ -393,9 +384,9 @@ def test_concurrent_low_stock_crossings_raise_one_purchase_order(platform: Platf
     ]
     responses = asyncio.run(_concurrently(platform, requests))
     assert all(r.status_code == 201 for r in responses)
-    orders = eventually(lambda: _purchase_orders(platform, catalog))
+    orders = eventually(lambda: purchase_orders_of(platform, catalog))
     time.sleep(1.5)
-    orders = _purchase_orders(platform, catalog)
+    orders = purchase_orders_of(platform, catalog)
     assert len(orders) == 1
     # All three are at 0 available: 5 units each lifts them above the threshold of 4 -> 2 bundles.
     assert orders[0]["bundles"] == 2
@@ -407,7 +398,7 @@ def test_purchase_order_survives_a_whatsapp_outage(platform: Platform) -> None:
     try:
         catalog = create_seed_catalog(platform)
         assert _reserve(platform, catalog.variants["M"], 5).status_code == 201
-        [purchase_order] = eventually(lambda: _purchase_orders(platform, catalog))
+        [purchase_order] = eventually(lambda: purchase_orders_of(platform, catalog))
         assert purchase_order["status"] == "open"
         time.sleep(1.0)
     finally:
@@ -425,7 +416,7 @@ def test_a_variant_still_low_after_receipt_is_reordered(platform: Platform) -> N
     )
     for quantity in (6, 1):
         assert _reserve(platform, catalog.variants["M"], quantity).status_code == 201
-    [first] = eventually(lambda: _purchase_orders(platform, catalog))
+    [first] = eventually(lambda: purchase_orders_of(platform, catalog))
     assert first["bundles"] == 1
     assert _reserve(platform, catalog.variants["M"], 5).status_code == 201
     received = platform.client("warehouse").post(
@@ -435,7 +426,7 @@ def test_a_variant_still_low_after_receipt_is_reordered(platform: Platform) -> N
     assert _available(platform, catalog)["M"] == 4
 
     def reorder() -> list[dict[str, Any]]:
-        return [po for po in _purchase_orders(platform, catalog) if po["status"] == "open"]
+        return [po for po in purchase_orders_of(platform, catalog) if po["status"] == "open"]
 
     [second] = eventually(reorder)
     assert second["id"] != first["id"]
@@ -444,7 +435,7 @@ def test_a_variant_still_low_after_receipt_is_reordered(platform: Platform) -> N
 
 def test_receipt_moves_only_received_units_to_surplus(platform: Platform) -> None:
     catalog = create_seed_catalog(platform, stock={"S": 4, "M": 8, "L": 8})
-    [purchase_order] = eventually(lambda: _purchase_orders(platform, catalog))
+    [purchase_order] = eventually(lambda: purchase_orders_of(platform, catalog))
     adjust = f"/api/inventory/{catalog.variants['M']}/adjustments"
     response = platform.client("warehouse").post(
         adjust, json={"delta": 2, "reason": "found in recount"}, headers=admin_headers(platform)
@@ -537,7 +528,7 @@ def test_a_short_group_waits_for_bundles_then_is_fulfilled(platform: Platform) -
     group = f"session:{uuid.uuid4()}"
     paid = _group_reserve(platform, catalog.variants["M"], 7, group)
     _confirm_group(platform, group, [paid])
-    [reorder] = eventually(lambda: _purchase_orders(platform, catalog))  # M fell to 1: 1 bundle
+    [reorder] = eventually(lambda: purchase_orders_of(platform, catalog))  # M fell to 1: 1 bundle
     lost = platform.client("warehouse").post(
         f"/api/inventory/{catalog.variants['M']}/adjustments",
         json={"delta": -8, "reason": "water damage"},

@@ -8,8 +8,8 @@ from typing import Any
 
 from laku.testing.catalog import create_seed_catalog, created
 from laku.testing.platform import Platform, bearer
+from tests.group_buys import purchase_orders_of
 from tests.support import admin_headers, assert_problem, eventually, snapshot
-from tests.test_warehouse import _purchase_orders
 
 INVOICES = "/api/warehouse-invoices"
 
@@ -49,8 +49,8 @@ def test_a_received_purchase_order_is_invoiced_then_paid_into_the_ledger(
     goods 960,000 + shipping 25,000 = 985,000; PPN 11% = 108,350; total 1,093,350."""
     mine = create_seed_catalog(platform, stock={"S": 3, "M": 8, "L": 8})
     theirs = create_seed_catalog(platform, stock={"S": 3, "M": 8, "L": 8})
-    [purchase_order] = eventually(lambda: _purchase_orders(platform, mine))
-    [other_order] = eventually(lambda: _purchase_orders(platform, theirs))
+    [purchase_order] = eventually(lambda: purchase_orders_of(platform, mine))
+    [other_order] = eventually(lambda: purchase_orders_of(platform, theirs))
     admin = admin_headers(platform)
     assert _invoices(platform, admin, purchaseOrderId=purchase_order["id"]) == []
 

@@ -15,7 +15,8 @@ from playwright.sync_api import Browser, Page, expect
 from laku.testing.catalog import SEED_VARIANTS, created
 from laku.testing.platform import ADMIN_EMAIL, ADMIN_PASSWORD, Platform, bearer
 from laku.web.formatting import WIB
-from tests.web import chromium, eventually, home_showing, login, new_context, screenshot
+from tests.support import eventually
+from tests.web import chromium, home_showing, login, new_context, screenshot
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,11 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from laku.testing.platform import Account, Platform
-from tests.support import eventually
-from tests.test_webpush import Browser as PushKeys
-from tests.test_webpush import _notify, _received, _subscriptions
+from tests.messages import PushBrowser as PushKeys
+from tests.messages import notify_buyer as _notify
+from tests.messages import push_subscriptions as _subscriptions
+from tests.messages import pushes_received as _received
+from tests.support import eventually as _eventually
 from tests.web import chromium, login, new_context
 
 NOTICES = "/me/notifications"
@@ -96,7 +98,7 @@ def test_a_buyer_turns_push_on_is_pushed_a_notice_and_turns_it_off(
 
     notice = f"order-shipped:{mine['id']}"
     _notify(platform, buyer, notice, "Pesanan ORD-7 dikirim", "Paket Anda dalam perjalanan.")
-    [pushed] = eventually(lambda: _received(platform, keys))
+    [pushed] = _eventually(lambda: _received(platform, keys))
     message = keys.decrypt(pushed)
     assert (message["key"], message["title"], message["body"]) == (
         notice,

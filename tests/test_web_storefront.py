@@ -11,9 +11,9 @@ from playwright.sync_api import Browser, Page, expect
 from laku.testing.catalog import create_seed_catalog
 from laku.testing.platform import Platform, bearer
 from tests.group_buys import end_now
+from tests.support import eventually
 from tests.web import (
     chromium,
-    eventually,
     home_showing,
     new_context,
     open_session,
