@@ -15,7 +15,6 @@ from laku.testing.platform import (
     running_platform,
 )
 
-
 # In CI every Hypothesis test draws the same examples each run, so a failure there replays.
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "default")

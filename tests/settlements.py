@@ -83,16 +83,8 @@ def post_settlement(
 
 
 def settle(platform: Platform, released: Released) -> dict[str, Any]:
-    """The factory's settlement for its group's period: the one made already (by an earlier
-    test), else a new one."""
+    """The factory's settlement for its group's period, made now."""
     admin = admin_headers(platform)
-    made = ok(
-        settlements_client(platform).get(
-            SETTLEMENTS, params={"factoryId": released.factory_id}, headers=admin
-        )
-    )["items"]
-    if made:
-        return made[0]
     ok(set_payout_account(platform, released.factory_id, admin))
     return ok(post_settlement(platform, released.body(), admin), 201)
 

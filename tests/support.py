@@ -59,6 +59,48 @@ async def eventually_async(
         await asyncio.sleep(every)
 
 
+# The services whose deferred work goes through an outbox (`<schema>.outbox`).
+OUTBOX_SCHEMAS = (
+    "group_buying",
+    "warehouse",
+    "payment",
+    "wallet",
+    "order",
+    "notification",
+    "logistics",
+    "settlement",
+)
+OutboxMarks = dict[str, int]
+
+
+def outbox_marks(platform: Platform, *schemas: str) -> OutboxMarks:
+    """The last row each outbox (every one, or `schemas`') holds now."""
+    return {
+        schema: platform.sql(f"SELECT coalesce(max(id), 0) FROM {schema}.outbox")[0][0]
+        for schema in schemas or OUTBOX_SCHEMAS
+    }
+
+
+def outboxes_done(platform: Platform, marks: OutboxMarks, timeout: float = 30.0) -> None:
+    """Wait until every row the outboxes took after `marks` is delivered or dead-lettered: all
+    the deferred work queued since then has run. This is how a test shows that something did
+    not happen (a second credit, a wrongly queued release): whatever was queued has run, and it
+    is not there."""
+
+    # One statement, so one snapshot of them all: a row delivered to a service that queued
+    # work of its own in turn is seen with that work.
+    query = " UNION ALL ".join(
+        f"SELECT '{schema}' AS schema, count(*) AS queued FROM {schema}.outbox WHERE id > {last}"
+        " AND delivered_at IS NULL AND dead_lettered_at IS NULL"
+        for schema, last in marks.items()
+    )
+
+    def pending() -> dict[str, int]:
+        return {row["schema"]: row["queued"] for row in platform.sql(query) if row["queued"]}
+
+    eventually(lambda: not pending(), timeout, what=lambda: f"outbox rows still queued {pending()}")
+
+
 def admin_headers(platform: Platform) -> dict[str, str]:
     return bearer(platform.admin_token)
 

@@ -33,7 +33,7 @@ from tests.group_buys import (
     stock_of,
     wallet_credits,
 )
-from tests.support import admin_headers, balance, eventually
+from tests.support import admin_headers, balance, eventually, outbox_marks, outboxes_done
 
 
 def _close_state(platform: Platform, session_id: str) -> tuple[str, str | None]:
@@ -231,6 +231,7 @@ def test_stock_short_at_close_waits_for_bundles_then_succeeds(platform: Platform
 
 
 def test_two_closes_at_once_close_the_session_once(platform: Platform) -> None:
+    marks = outbox_marks(platform)
     short = _short_session(platform)
     start = threading.Barrier(2)
     responses: list[httpx.Response] = []
@@ -271,7 +272,7 @@ def test_two_closes_at_once_close_the_session_once(platform: Platform) -> None:
     ]
     assert len(shortages) == 1
     assert eventually(lambda: balance(platform, short.small.buyer) == 150000)
-    time.sleep(0.5)  # a second credit, were there one, would have landed by now
+    outboxes_done(platform, marks)  # everything queued has run: a second credit would be here
     assert len(wallet_credits(platform, short.small.buyer)) == 1
 
 

@@ -42,7 +42,14 @@ from tests.joins import (
     payment_by_id,
     session_body,
 )
-from tests.support import admin_headers, assert_problem, eventually, snapshot
+from tests.support import (
+    admin_headers,
+    assert_problem,
+    eventually,
+    outbox_marks,
+    outboxes_done,
+    snapshot,
+)
 
 ADJUSTMENT = {"S": 0, "M": 5000, "L": 10000}
 SCHEMAS = ("group_buying", "warehouse", "payment")
@@ -490,6 +497,7 @@ def test_payment_service_down_releases_the_reservation(platform: Platform) -> No
 
 
 def test_repeated_and_late_payment_events_change_nothing_twice(platform: Platform) -> None:
+    marks = outbox_marks(platform)
     catalog = create_seed_catalog(platform)
     session = open_seed_session(platform, catalog, target_moq=10)
     buyer = platform.new_buyer()
@@ -516,7 +524,7 @@ def test_repeated_and_late_payment_events_change_nothing_twice(platform: Platfor
             "outcome": "ignored",
             "participantStatus": "paid",
         }
-    time.sleep(0.5)  # let anything wrongly queued by those events run
+    outboxes_done(platform, marks)  # anything wrongly queued by those events has run
     assert participant_of(platform, session["id"], participant_id) == paid
     assert session_of(platform, session["id"])["paidQuantity"] == 3
     assert available_stock(platform, catalog)["L"] == 5  # still reserved for the paid buyer
@@ -643,6 +651,7 @@ def test_300_buyers_race_for_100_units(platform: Platform) -> None:
 def test_admin_cancel_expires_invoices_refunds_the_paid_and_releases_stock(
     platform: Platform,
 ) -> None:
+    marks = outbox_marks(platform)
     catalog = create_seed_catalog(platform)
     session = open_seed_session(platform, catalog)
     unpaid_buyer, paid_buyer = platform.new_buyer(), platform.new_buyer()
@@ -691,7 +700,7 @@ def test_admin_cancel_expires_invoices_refunds_the_paid_and_releases_stock(
     }
     assert by_id[unpaid["participant"]["id"]]["paidAt"] is None
 
-    time.sleep(0.3)  # let the outbox settle before comparing
+    outboxes_done(platform, marks)  # the outboxes are done before comparing
     before = snapshot(platform, *SCHEMAS)
     again = gb.post(f"/api/group-buying/{session['id']}/cancel", headers=admin_headers(platform))
     assert again.status_code == 200

@@ -24,7 +24,14 @@ from laku.testing.catalog import SeedCatalog, create_seed_catalog
 from laku.testing.database import plain_url, run
 from laku.testing.platform import Account, Platform
 from tests.group_buys import close_group_buy, end_now, open_group_buy, participants_of, stock_of
-from tests.support import admin_headers, assert_problem, balance, eventually
+from tests.support import (
+    admin_headers,
+    assert_problem,
+    balance,
+    eventually,
+    outbox_marks,
+    outboxes_done,
+)
 
 # tier 25 / 50 / 75 / 100 (test_close's): moving the paid fill to 50% makes 85,000 the price.
 MOQ = 10
@@ -402,6 +409,7 @@ def test_money_paid_for_a_join_that_gave_up_goes_back_in_full(platform: Platform
     payment-service (held back by the test on payment-service's idempotency store, which only
     keyed calls use): the payment is paid for a cancelled participant, so it is refunded in
     full to the buyer's wallet, once, and the buyer is told."""
+    marks = outbox_marks(platform)
     scene = _scene(platform)
 
     async def scenario() -> tuple[str, asyncpg.Record]:
@@ -431,7 +439,7 @@ def test_money_paid_for_a_join_that_gave_up_goes_back_in_full(platform: Platform
     assert participant is not None
     assert (participant["status"], participant["cancel_reason"]) == ("refunded", "join_failed")
     assert eventually(lambda: _told(platform, scene.buyer, "refunded to your Laku wallet"))
-    time.sleep(1.0)
+    outboxes_done(platform, marks)  # everything queued has run: a second credit would be here
     assert balance(platform, scene.buyer) == amount  # once
     _nothing_stranded(platform, scene.session_id)
 

@@ -23,7 +23,7 @@ from tests.group_buys import (
     payment_of,
     wallet_credits,
 )
-from tests.support import balance, eventually, ok
+from tests.support import balance, eventually, ok, outbox_marks, outboxes_done
 
 
 def _refund_rows(platform: Platform, payment_ids: list[str]) -> list[dict]:
@@ -47,6 +47,7 @@ def _told(platform: Platform, user_id: str, key: str) -> Counter[str]:
 def test_a_close_while_wallet_is_down_credits_every_refund_once_after_it_returns(
     platform: Platform,
 ) -> None:
+    marks = outbox_marks(platform)
     catalog = create_seed_catalog(
         platform, stock={"S": 20}, max_stock_level=40, reorder_threshold=0
     )
@@ -83,7 +84,8 @@ def test_a_close_while_wallet_is_down_credits_every_refund_once_after_it_returns
         [refund] = _refund_rows(platform, [joined.payment_id])
         key = f"refund:{refund['id']}"
         assert eventually(lambda k=key, j=joined: _told(platform, j.buyer.id, k)["email"] == 1)
-    time.sleep(1)  # a second credit or notice, were there one, would have landed by now
+    # everything queued has run: a second credit or notice would be here
+    outboxes_done(platform, marks)
     for joined in paid:
         assert len(wallet_credits(platform, joined.buyer)) == 1
         [refund] = _refund_rows(platform, [joined.payment_id])
@@ -98,6 +100,7 @@ def test_a_payment_after_its_join_was_cancelled_is_refunded_in_full_and_never_re
     """The buyer pays while payment-service is frozen (SIGSTOP) and the admin cancels the
     session meanwhile: whichever reaches payment-service first, the money goes back to the
     wallet whole, once, and the factory is never credited with it."""
+    marks = outbox_marks(platform)
     catalog = create_seed_catalog(platform, stock={"S": 8}, reorder_threshold=0)
     period_start = datetime.now(UTC) - timedelta(seconds=1)
     session = open_group_buy(platform, catalog, target_moq=4)
@@ -132,7 +135,7 @@ def test_a_payment_after_its_join_was_cancelled_is_refunded_in_full_and_never_re
         "succeeded",
     )
     assert eventually(lambda: _told(platform, late.buyer.id, f"refund:{refund['id']}")["email"])
-    time.sleep(1)
+    outboxes_done(platform, marks)  # everything queued has run: a second credit would be here
     assert [c["amount"] for c in wallet_credits(platform, late.buyer)] == [total]
     assert platform.sql(
         "SELECT escrow_released_at FROM payment.payments WHERE id = $1",

@@ -2,7 +2,6 @@
 Refund Calculation"), escrow released, unpaid payments expired with their sandbox invoices.
 Every call changes all the payments it names or none, and repeating it changes nothing."""
 
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -26,7 +25,7 @@ from tests.payments import (
     refunds_settled,
     wallet_transactions,
 )
-from tests.support import assert_problem, balance, eventually, snapshot
+from tests.support import assert_problem, balance, eventually, outbox_marks, outboxes_done, snapshot
 
 EXPIRE_BULK = "/api/payments/expire-bulk"
 T = TypeVar("T")
@@ -65,6 +64,7 @@ def test_tier_refund_reaches_the_buyers_wallet_once(
 ) -> None:
     """Paid 5 x Rp 95,000 at the 25% tier; the group closed at the 100% tier (Rp 65,000), so
     5 x (95,000 - 65,000) = Rp 150,000 goes back into the buyer's wallet."""
+    marks = outbox_marks(platform)
     buyer = platform.new_buyer()
     payment = paid_payment(platform, service_headers, buyer.id, 5 * 95_000)
     assert (payment["amount"], payment["escrowStatus"]) == (475_000, "held")
@@ -106,7 +106,7 @@ def test_tier_refund_reaches_the_buyers_wallet_once(
         "alreadyRefunded": 1,
         "amount": 0,
     }
-    time.sleep(0.5)  # time enough for a credit, were one queued
+    outboxes_done(platform, marks)  # a credit, were one queued, has been made
     assert payment_by_id(platform, service_headers, payment["id"]) == payment_before
     assert wallet_transactions(platform, buyer) == transactions_before
     assert balance(platform, buyer) == before + 150_000

@@ -239,9 +239,11 @@ def test_a_failed_payout_leaves_the_factory_owed(platform: Platform, small_group
 # Who may do what ---------------------------------------------------------------------------------
 
 
-def test_a_factory_sees_its_own_and_buyers_and_strangers_nothing(
-    platform: Platform, seed_group: Released, small_group: Released
-) -> None:
+def test_a_factory_sees_its_own_and_buyers_and_strangers_nothing(platform: Platform) -> None:
+    # Groups of their own: the seed's and the small group are settled by the tests above, in
+    # whichever order the tests run.
+    seed_group = successful_group(platform, 4, [2, 2])
+    small_group = successful_group(platform, 1, [1])
     own = settle(platform, seed_group)
     other = settle(platform, small_group)
     factory = _factory_user(platform, seed_group.factory_id)
