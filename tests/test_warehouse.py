@@ -12,7 +12,14 @@ import pytest
 from laku.testing.catalog import SeedCatalog, create_seed_catalog, created
 from laku.testing.platform import Platform, bearer
 from tests.group_buys import purchase_orders_of
-from tests.support import admin_headers, assert_problem, eventually, snapshot
+from tests.support import (
+    admin_headers,
+    assert_problem,
+    eventually,
+    outbox_marks,
+    outboxes_done,
+    snapshot,
+)
 
 
 def _reserve(platform: Platform, variant_id: str, quantity: int, reference: str | None = None):
@@ -63,6 +70,7 @@ def _ledger_consistent(platform: Platform, catalog: SeedCatalog) -> None:
 
 def test_seed_inventory_flow(platform: Platform) -> None:
     """The seed's "Inventory Flow Example", as design 8 states it."""
+    marks = outbox_marks(platform)
     catalog = create_seed_catalog(platform)
     assert _available(platform, catalog) == {"S": 8, "M": 8, "L": 8}
 
@@ -91,7 +99,7 @@ def test_seed_inventory_flow(platform: Platform) -> None:
 
     assert _reserve(platform, catalog.variants["M"], 2).status_code == 201
     assert _available(platform, catalog) == {"S": 8, "M": 1, "L": 8}
-    time.sleep(1.5)  # give a wrongly raised second reorder the time to appear
+    outboxes_done(platform, marks)  # a wrongly raised second reorder would be here
     assert len(purchase_orders_of(platform, catalog)) == 1
 
     received = platform.client("warehouse").post(
@@ -375,6 +383,7 @@ def test_200_concurrent_reservations_against_100_units(platform: Platform) -> No
 
 
 def test_concurrent_low_stock_crossings_raise_one_purchase_order(platform: Platform) -> None:
+    marks = outbox_marks(platform)
     catalog = create_seed_catalog(platform)
     # Every variant crosses its threshold at the same moment, several times over.
     requests = [
@@ -385,7 +394,7 @@ def test_concurrent_low_stock_crossings_raise_one_purchase_order(platform: Platf
     responses = asyncio.run(_concurrently(platform, requests))
     assert all(r.status_code == 201 for r in responses)
     orders = eventually(lambda: purchase_orders_of(platform, catalog))
-    time.sleep(1.5)
+    outboxes_done(platform, marks)  # every reorder the crossings asked for is raised
     orders = purchase_orders_of(platform, catalog)
     assert len(orders) == 1
     # All three are at 0 available: 5 units each lifts them above the threshold of 4 -> 2 bundles.
