@@ -67,8 +67,8 @@ class BenchPlatform:
 
 
 class AdminSession:
-    """An admin's HTTP clients, shaped like the tests' Platform so `tests.catalog` builds the
-    benchmark's catalog the same way the tests do."""
+    """An admin's HTTP clients, shaped like laku.testing's Platform so `laku.testing.catalog`
+    builds the benchmark's catalog the same way the tests do."""
 
     def __init__(self, platform: BenchPlatform):
         self._platform = platform
