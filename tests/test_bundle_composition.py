@@ -7,24 +7,15 @@ import pytest
 
 from laku.core.http import new_http_client
 from laku.group_buying.client import GroupBuyingClient
+from laku.testing.catalog import SEED_VARIANTS, created
 from laku.testing.platform import Platform, bearer
 from tests.support import admin_headers, assert_problem, snapshot
 
 ADMIN_PATH = "/api/admin/bundle-composition"
-SEED_VARIANTS = [
-    {"sku": "TSHIRT-S", "variantName": "Small", "priceAdjustment": 0},
-    {"sku": "TSHIRT-M", "variantName": "Medium", "priceAdjustment": 5000},
-    {"sku": "TSHIRT-L", "variantName": "Large", "priceAdjustment": 10000},
-]
 
 
 def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8].upper()}"
-
-
-def _created(response: httpx.Response) -> Any:
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +27,7 @@ def factory_id(platform: Platform) -> str:
         "address": "Jl. Industri No. 5",
         "postalCode": "40123",
     }
-    return _created(
+    return created(
         platform.client("factory").post(
             "/api/factories", json=body, headers=admin_headers(platform)
         )
@@ -46,7 +37,7 @@ def factory_id(platform: Platform) -> str:
 @pytest.fixture(scope="module")
 def category_id(platform: Platform) -> str:
     body = {"name": "Pakaian", "slug": _unique("pakaian").lower()}
-    return _created(
+    return created(
         platform.client("product").post(
             "/api/categories", json=body, headers=admin_headers(platform)
         )
@@ -66,16 +57,16 @@ def _tshirt(platform: Platform, factory_id: str, category_id: str) -> dict[str, 
         "groupDurationHours": 168,
     }
     catalog = platform.client("product")
-    product_id = _created(
+    product_id = created(
         catalog.post("/api/products", json=product_body, headers=admin_headers(platform))
     )["id"]
     variants = [{**variant, "sku": _unique(variant["sku"])} for variant in SEED_VARIANTS]
-    created = _created(
+    added = created(
         catalog.post(
             f"/api/products/{product_id}/variants", json=variants, headers=admin_headers(platform)
         )
     )
-    sizes = dict(zip(("S", "M", "L"), (variant["id"] for variant in created), strict=True))
+    sizes = dict(zip(("S", "M", "L"), (variant["id"] for variant in added), strict=True))
     return {"product": product_id, **sizes}
 
 
@@ -118,7 +109,7 @@ def test_seed_step_1_3_sets_a_bundle_of_4s_4m_4l(
         "unitsPerBundle": 12,
         "items": _items(tshirt, {"S": 4, "M": 4, "L": 4}),
     }
-    assert _created(response) == expected
+    assert created(response) == expected
 
     buyer = platform.new_buyer()
     fetched = _get(platform, tshirt["product"], buyer.headers)
@@ -128,14 +119,14 @@ def test_seed_step_1_3_sets_a_bundle_of_4s_4m_4l(
 
 def test_post_replaces_the_whole_composition(platform: Platform, tshirt: dict[str, str]) -> None:
     api = platform.client("group-buying")
-    _created(
+    created(
         api.post(
             ADMIN_PATH,
             json=_seed_body(tshirt, {"S": 4, "M": 4, "L": 4}),
             headers=admin_headers(platform),
         )
     )
-    replaced = _created(
+    replaced = created(
         api.post(
             ADMIN_PATH, json=_seed_body(tshirt, {"M": 6, "L": 2}), headers=admin_headers(platform)
         )
@@ -190,7 +181,7 @@ def test_an_idempotent_retry_replays_the_first_response(
     api = platform.client("group-buying")
     headers = {**admin_headers(platform), "Idempotency-Key": str(uuid.uuid4())}
     body = _seed_body(tshirt, {"S": 4, "M": 4, "L": 4})
-    first = _created(api.post(ADMIN_PATH, json=body, headers=headers))
+    first = created(api.post(ADMIN_PATH, json=body, headers=headers))
     retried = api.post(ADMIN_PATH, json=body, headers=headers)
     assert retried.status_code == 201
     assert retried.headers["idempotent-replayed"] == "true"
@@ -207,7 +198,7 @@ def test_invalid_compositions_are_refused_and_change_nothing(
 ) -> None:
     api = platform.client("group-buying")
     seed = _seed_body(tshirt, {"S": 4, "M": 4, "L": 4})
-    _created(api.post(ADMIN_PATH, json=seed, headers=admin_headers(platform)))
+    created(api.post(ADMIN_PATH, json=seed, headers=admin_headers(platform)))
     other = _tshirt(platform, factory_id, category_id)
     unknown_product_id = str(uuid.uuid4())
 

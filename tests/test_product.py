@@ -7,14 +7,9 @@ import pytest
 
 from laku.product.client import ProductClient
 from laku.product.schemas import ProductDetailOut
+from laku.testing.catalog import SEED_VARIANTS
 from laku.testing.platform import Platform, bearer
 from tests.support import admin_headers, assert_problem, snapshot
-
-SEED_VARIANTS = [
-    {"sku": "TSHIRT-S", "variantName": "Small", "priceAdjustment": 0},
-    {"sku": "TSHIRT-M", "variantName": "Medium", "priceAdjustment": 5000},
-    {"sku": "TSHIRT-L", "variantName": "Large", "priceAdjustment": 10000},
-]
 
 
 def _unique(prefix: str) -> str:
