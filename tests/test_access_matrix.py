@@ -21,7 +21,7 @@ from laku.core.services import SERVICES
 from laku.testing.catalog import create_seed_catalog
 from laku.testing.platform import Platform, bearer
 from tests.settlements import settle, successful_group
-from tests.support import assert_problem, snapshot
+from tests.support import assert_problem, eventually, snapshot
 
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")
 USER_ROLES = ("buyer", "factory", "admin")
@@ -290,14 +290,13 @@ def factory_b(platform: Platform) -> FactoryResources:
     settlement = settle(platform, released)
     catalog = create_seed_catalog(platform, stock={"S": 3, "M": 8, "L": 8})
     warehouse = platform.client("warehouse")
-    deadline = time.monotonic() + 20
-    while True:
-        orders = warehouse.get(
+    orders = eventually(
+        lambda: warehouse.get(
             "/api/purchase-orders", params={"productId": catalog.product_id}, headers=admin
-        ).json()["items"]
-        if orders or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        ).json()["items"],
+        timeout=20,
+        every=0.2,
+    )
     [purchase_order] = orders
     received = warehouse.post(f"/api/purchase-orders/{purchase_order['id']}/receive", headers=admin)
     assert received.status_code == 200, received.text

@@ -29,6 +29,7 @@ from tests.support import (
     assert_problem,
     balance,
     eventually,
+    eventually_async,
     outbox_marks,
     outboxes_done,
 )
@@ -75,13 +76,9 @@ async def _poll(platform: Platform, query: str, *args: Any, within: float = 30.0
     """The first row `query` returns, polled (another connection) until there is one."""
     conn = await _connect(platform)
     try:
-        deadline = time.monotonic() + within
-        while True:
-            row = await conn.fetchrow(query, *args)
-            if row is not None:
-                return row
-            assert time.monotonic() < deadline, f"nothing from {query} {args}"
-            await asyncio.sleep(0.1)
+        return await eventually_async(
+            lambda: conn.fetchrow(query, *args), within, what=f"a row from {query} {args}"
+        )
     finally:
         await conn.close()
 

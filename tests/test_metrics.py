@@ -2,9 +2,7 @@
 the outbox, and the business figures of group-buying, warehouse and payment."""
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -12,6 +10,7 @@ from laku.core.services import SERVICES
 from laku.testing.catalog import create_seed_catalog
 from laku.testing.platform import Platform
 from tests.group_buys import close_group_buy, end_now, join_group_buy, open_group_buy
+from tests.support import eventually
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 JOIN_ROUTE = "/api/group-buying/{session_ref}/join"
@@ -30,13 +29,6 @@ def scrape(platform: Platform, service: str) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "not reached before the deadline"
-        time.sleep(0.2)
 
 
 def test_every_service_serves_its_kernel_metrics(platform: Platform) -> None:

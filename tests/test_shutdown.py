@@ -14,6 +14,7 @@ import httpx
 from laku.testing.catalog import create_seed_catalog
 from laku.testing.platform import Account, Platform
 from tests.group_buys import open_group_buy
+from tests.support import eventually
 
 WORKERS = 6
 BUYERS = 90
@@ -84,10 +85,7 @@ def test_sigterm_during_joins_finishes_every_join_in_flight(platform: Platform) 
     workers = [threading.Thread(target=join_until_refused) for _ in range(WORKERS)]
     for worker in workers:
         worker.start()
-    deadline = time.monotonic() + 60
-    while len(attempts) < 10:
-        assert time.monotonic() < deadline, "joins did not start"
-        time.sleep(0.01)
+    eventually(lambda: len(attempts) >= 10, timeout=60, every=0.01, what="the joins starting")
 
     log_offset = log_path.stat().st_size
     signalled_at = time.monotonic()

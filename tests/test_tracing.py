@@ -4,7 +4,6 @@ carry the trace id. Every process writes its spans to a file (`LAKU_TRACE_DIR`),
 
 import json
 import secrets
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from laku.testing.catalog import create_seed_catalog, created
 from laku.testing.platform import Platform
 from tests.group_buys import Joined, invoice_of, open_group_buy
+from tests.support import eventually
 
 Span = dict[str, Any]
 
@@ -31,13 +31,16 @@ def spans_of(platform: Platform, trace_id: str) -> list[Span]:
 def wait_for_spans(
     platform: Platform, trace_id: str, until: Callable[[list[Span]], bool], timeout: float = 20
 ) -> list[Span]:
-    deadline = time.monotonic() + timeout
-    while True:
-        spans = spans_of(platform, trace_id)
-        if until(spans):
-            return spans
-        assert time.monotonic() < deadline, sorted((s["service"], s["name"]) for s in spans)
-        time.sleep(0.2)
+    seen: list[Span] = []
+
+    def spans() -> tuple[list[Span]] | None:
+        seen[:] = spans_of(platform, trace_id)
+        return (list(seen),) if until(seen) else None
+
+    [found] = eventually(
+        spans, timeout, every=0.2, what=lambda: str(sorted((s["service"], s["name"]) for s in seen))
+    )
+    return found
 
 
 def traceparent() -> tuple[str, str, dict[str, str]]:
