@@ -1,6 +1,7 @@
-"""What the tests share: polling for work done in the background, an admin's headers, answers
-that must succeed, balances, database snapshots, provider sandboxes' webhooks and problem
-answers. Starting a platform and building the seed's catalog live in `laku.testing`, which the
+"""What the tests share: waiting for work done in the background (and for every outbox to have
+run, to show that something did not happen), an admin's headers, answers that must succeed,
+balances, database snapshots, provider sandboxes' webhooks, problem answers and the deploy
+generator. Starting a platform and building the seed's catalog live in `laku.testing`, which the
 benches use too."""
 
 import asyncio
