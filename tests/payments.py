@@ -46,12 +46,12 @@ def refund_item(payment: Payment, amount: int, reason: str = "tier_refund", **fi
     }
 
 
-def refund(platform: Platform, headers: dict[str, str], *items: dict) -> httpx.Response:
+def post_refunds(platform: Platform, headers: dict[str, str], *items: dict) -> httpx.Response:
     return post_payments(platform, REFUNDS, {"items": list(items)}, headers)
 
 
 def refunds_made(platform: Platform, headers: dict[str, str], *items: dict) -> dict[str, Any]:
-    response = refund(platform, headers, *items)
+    response = post_refunds(platform, headers, *items)
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -85,7 +85,9 @@ def refunds_settled(platform: Platform, references: list[str]) -> None:
             ]
             == ["succeeded"] * len(references)
             else None
-        )
+        ),
+        # Thousands of refunds are credited in chunks, on a machine the suite keeps busy.
+        timeout=60,
     )
 
 

@@ -77,7 +77,7 @@ OutboxMarks = dict[str, int]
 def outbox_marks(platform: Platform, *schemas: str) -> OutboxMarks:
     """The last row each outbox (every one, or `schemas`') holds now."""
     return {
-        schema: platform.sql(f"SELECT coalesce(max(id), 0) FROM {schema}.outbox")[0][0]
+        schema: platform.sql(f'SELECT coalesce(max(id), 0) FROM "{schema}".outbox')[0][0]
         for schema in schemas or OUTBOX_SCHEMAS
     }
 
@@ -91,7 +91,8 @@ def outboxes_done(platform: Platform, marks: OutboxMarks, timeout: float = 30.0)
     # One statement, so one snapshot of them all: a row delivered to a service that queued
     # work of its own in turn is seen with that work.
     query = " UNION ALL ".join(
-        f"SELECT '{schema}' AS schema, count(*) AS queued FROM {schema}.outbox WHERE id > {last}"
+        f"SELECT '{schema}' AS schema, count(*) AS queued FROM \"{schema}\".outbox"
+        f" WHERE id > {last}"
         " AND delivered_at IS NULL AND dead_lettered_at IS NULL"
         for schema, last in marks.items()
     )

@@ -19,7 +19,7 @@ from tests.payments import (
     payment_by_id,
     pending_payment,
     post_payments,
-    refund,
+    post_refunds,
     refund_item,
     refunds_made,
     refunds_settled,
@@ -133,7 +133,9 @@ def test_a_full_refund_refunds_the_payment_and_its_escrow(
     )
     # Refunded in whole, there is nothing left to refund or release.
     assert_problem(
-        refund(platform, service_headers, refund_item(payment, 1)), 409, "payment_not_refundable"
+        post_refunds(platform, service_headers, refund_item(payment, 1)),
+        409,
+        "payment_not_refundable",
     )
     assert_problem(
         post_payments(platform, RELEASE, _release([payment["id"]]), service_headers),
@@ -176,20 +178,20 @@ def test_a_refund_beyond_the_payment_refuses_the_whole_batch(
 
     fine = refund_item(other, 10_000)
     assert_problem(
-        refund(platform, service_headers, fine, refund_item(payment, 75_001)),
+        post_refunds(platform, service_headers, fine, refund_item(payment, 75_001)),
         409,
         "refund_exceeds_payment",
     )
     # Two items within what is left one by one, but not together.
     assert_problem(
-        refund(
+        post_refunds(
             platform, service_headers, refund_item(payment, 50_000), refund_item(payment, 25_001)
         ),
         409,
         "refund_exceeds_payment",
     )
     assert_problem(
-        refund(platform, service_headers, refund_item(other, 475_001)),
+        post_refunds(platform, service_headers, refund_item(other, 475_001)),
         409,
         "refund_exceeds_payment",
     )
@@ -214,15 +216,17 @@ def test_unpaid_unknown_or_reused_refuse_the_whole_batch(
     fine = refund_item(paid, 5_000)
 
     assert_problem(
-        refund(platform, service_headers, fine, refund_item(pending, 5_000)),
+        post_refunds(platform, service_headers, fine, refund_item(pending, 5_000)),
         409,
         "payment_not_refundable",
     )
-    missing = refund(platform, service_headers, fine, refund_item({"id": str(uuid.uuid4())}, 5_000))
+    missing = post_refunds(
+        platform, service_headers, fine, refund_item({"id": str(uuid.uuid4())}, 5_000)
+    )
     assert_problem(missing, 404, "payment_not_found")
     for reused in ({**earlier, "amount": 10_001}, {**earlier, "reason": "group_failed"}):
         assert_problem(
-            refund(platform, service_headers, fine, reused), 409, "refund_reference_reused"
+            post_refunds(platform, service_headers, fine, reused), 409, "refund_reference_reused"
         )
     assert snapshot(platform, "payment") == before
 
@@ -343,7 +347,9 @@ def test_escrow_release_once_and_all_or_nothing(
     assert snapshot(platform, "payment") == unchanged
     # Released escrow is the factory's: nothing of it can be refunded any more.
     assert_problem(
-        refund(platform, service_headers, refund_item(whole, 1_000)), 409, "payment_not_refundable"
+        post_refunds(platform, service_headers, refund_item(whole, 1_000)),
+        409,
+        "payment_not_refundable",
     )
 
 

@@ -17,7 +17,7 @@ from tests.payments import (
     paid_payment,
     payment_by_id,
     post_payments,
-    refund,
+    post_refunds,
     refund_item,
     refunds_made,
     refunds_settled,
@@ -230,11 +230,11 @@ def test_a_cancelled_order_is_refunded_after_the_release(
     before = _state(platform, service_headers, payment, buyer)
     for reason in ("tier_refund", "group_failed", "group_cancelled"):
         assert_problem(
-            refund(platform, service_headers, refund_item(payment, 1_000, reason)),
+            post_refunds(platform, service_headers, refund_item(payment, 1_000, reason)),
             409,
             "payment_not_refundable",
         )
-    mixed = refund(
+    mixed = post_refunds(
         platform,
         service_headers,
         _cancelled_order_refund(payment, 1_000),
@@ -242,7 +242,7 @@ def test_a_cancelled_order_is_refunded_after_the_release(
     )
     assert_problem(mixed, 409, "payment_not_refundable")
     assert_problem(
-        refund(platform, service_headers, _cancelled_order_refund(payment, 325_001)),
+        post_refunds(platform, service_headers, _cancelled_order_refund(payment, 325_001)),
         409,
         "refund_exceeds_payment",
     )
@@ -277,7 +277,7 @@ def test_a_cancelled_order_is_refunded_after_the_release(
     )
     # Nothing is left to give back.
     assert_problem(
-        refund(platform, service_headers, _cancelled_order_refund(payment, 1)),
+        post_refunds(platform, service_headers, _cancelled_order_refund(payment, 1)),
         409,
         "payment_not_refundable",
     )
