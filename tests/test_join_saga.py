@@ -34,7 +34,8 @@ from tests.support import (
     outboxes_done,
 )
 
-# tier 25 / 50 / 75 / 100 (test_close's): moving the paid fill to 50% makes 85,000 the price.
+# The seed's tiers (laku.testing.catalog.TIERS): moving the paid fill to 50% makes 85,000 the
+# price.
 MOQ = 10
 
 

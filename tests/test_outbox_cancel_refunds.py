@@ -29,8 +29,8 @@ from tests.group_buys import open_group_buy
 from tests.support import eventually_async
 
 PARTICIPANTS = 5_000
-ADJUSTMENTS = {"S": 0, "M": 5000, "L": 10000}  # tests.catalog's seed variants
-UNIT_PRICE = 95_000  # the first tier of test_close's session
+ADJUSTMENTS = {"S": 0, "M": 5000, "L": 10000}  # laku.testing.catalog's seed variants
+UNIT_PRICE = 95_000  # the first of the seed's tiers (laku.testing.catalog.TIERS)
 CREDITS_PATH = "/api/wallets/credits/bulk"
 PAYMENT_SERVICE_SCOPE = "service:payment"  # the subject of payment-service's service token
 OUTBOX_SCHEMAS = ("group_buying", "payment", "wallet", "warehouse", "notification")
