@@ -83,7 +83,12 @@ class Platform:
 
     def client(self, service: str) -> httpx.Client:
         if service not in self.clients:
-            self.clients[service] = httpx.Client(base_url=self.url(service), timeout=10.0)
+            # Idle connections are dropped before uvicorn closes them (after 5 s): a request
+            # never goes out on a connection the server is closing at that moment.
+            limits = httpx.Limits(keepalive_expiry=2.0)
+            self.clients[service] = httpx.Client(
+                base_url=self.url(service), timeout=10.0, limits=limits
+            )
         return self.clients[service]
 
     def login(self, email: str, password: str) -> str:
