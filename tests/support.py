@@ -103,6 +103,12 @@ def outboxes_done(platform: Platform, marks: OutboxMarks, timeout: float = 30.0)
     eventually(lambda: not pending(), timeout, what=lambda: f"outbox rows still queued {pending()}")
 
 
+def outboxes_idle(platform: Platform) -> None:
+    """Wait until nothing queued in any outbox, by this test or an earlier one, is still to run:
+    a whole-schema comparison then starts from a platform at rest."""
+    outboxes_done(platform, dict.fromkeys(OUTBOX_SCHEMAS, 0))
+
+
 def admin_headers(platform: Platform) -> dict[str, str]:
     return bearer(platform.admin_token)
 

@@ -25,7 +25,15 @@ from tests.payments import (
     refunds_settled,
     wallet_transactions,
 )
-from tests.support import assert_problem, balance, eventually, outbox_marks, outboxes_done, snapshot
+from tests.support import (
+    assert_problem,
+    balance,
+    eventually,
+    outbox_marks,
+    outboxes_done,
+    outboxes_idle,
+    snapshot,
+)
 
 EXPIRE_BULK = "/api/payments/expire-bulk"
 T = TypeVar("T")
@@ -569,7 +577,7 @@ def test_invalid_input_is_refused_and_changes_nothing(
     platform: Platform, service_headers: dict[str, str], path: str, body: dict
 ) -> None:
     # Nothing another test queued (a refund still being credited) changes the schema meanwhile.
-    outboxes_done(platform, {"payment": 0})
+    outboxes_idle(platform)
     before = snapshot(platform, "payment")
     assert_problem(post_payments(platform, path, body, service_headers), 422, "invalid_input")
     assert snapshot(platform, "payment") == before
