@@ -31,7 +31,7 @@ from bench.close_session import (
 from bench.harness import BenchPlatform
 from laku.audit import AUDIT_TIMEOUT_SECONDS, AuditClients, run_audit
 from laku.core.http import new_http_client
-from tests.support import plain_url
+from laku.testing.database import plain_url
 
 
 class _Token:

@@ -41,17 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import ADMIN, CHEAP_PASSWORDS, NO_RATE_LIMITS, AdminSession, BenchPlatform
 from laku.core.supervisor import Supervisor
 from laku.group_buying.rules import TierPrices, unit_price
-from tests.catalog import create_seed_catalog
-from tests.support import (
-    LOCAL_SERVER,
-    plain_url,
-    service_role_env,
-    settings_from_env,
-    throwaway_database,
-)
+from laku.testing.catalog import SIZES, create_seed_catalog
+from laku.testing.database import LOCAL_SERVER, plain_url, service_role_env, throwaway_database
+from laku.testing.platform import settings_from_env
 
 TIERS = TierPrices(tier_25=95000, tier_50=85000, tier_75=75000, tier_100=65000)
-SIZES = ("S", "M", "L")  # tests.catalog's seed variants
 STOCK_PER_VARIANT = 5_000
 REQUEST_ID = f"bench-close-{uuid.uuid4().hex[:8]}"
 PG_COUNTERS = (

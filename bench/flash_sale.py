@@ -23,7 +23,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import AdminSession, BenchPlatform, LoadResult, bench_platform, open_group_buy
-from tests.catalog import create_seed_catalog
+from laku.testing.catalog import create_seed_catalog
 
 PASSWORD = "flash-sale-password"
 

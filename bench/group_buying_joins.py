@@ -28,7 +28,7 @@ from bench.harness import (
     sql_load,
 )
 from bench.warehouse_reservations import PLENTY, RAW_RESERVATION
-from tests.catalog import create_seed_catalog
+from laku.testing.catalog import create_seed_catalog
 
 HOPS = ("group-buying", "warehouse", "payment", "xendit-sandbox", "auth")
 

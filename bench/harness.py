@@ -21,16 +21,9 @@ from laku.core.security import service_credential
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.core.supervisor import Supervisor
-from tests.catalog import SeedCatalog
-from tests.support import (
-    LOCAL_SERVER,
-    SECRETS_ENV,
-    UNREACHED_RATE_LIMITS,
-    plain_url,
-    service_role_env,
-    settings_from_env,
-    throwaway_database,
-)
+from laku.testing.catalog import SeedCatalog
+from laku.testing.database import LOCAL_SERVER, plain_url, service_role_env, throwaway_database
+from laku.testing.platform import SECRETS_ENV, UNREACHED_RATE_LIMITS, settings_from_env
 
 # The admin, and every secret the services need (fresh each run: none has a value in code).
 ADMIN = {"LAKU_ADMIN_EMAIL": "bench-admin@laku.id", **SECRETS_ENV}
@@ -74,8 +67,8 @@ class BenchPlatform:
 
 
 class AdminSession:
-    """An admin's HTTP clients, shaped like the tests' Platform so `tests.catalog` builds the
-    benchmark's catalog the same way the tests do."""
+    """An admin's HTTP clients, shaped like laku.testing's Platform so `laku.testing.catalog`
+    builds the benchmark's catalog the same way the tests do."""
 
     def __init__(self, platform: BenchPlatform):
         self._platform = platform

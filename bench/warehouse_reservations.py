@@ -23,7 +23,7 @@ from bench.harness import (
     postgres_processes,
     sql_load,
 )
-from tests.catalog import create_seed_catalog
+from laku.testing.catalog import create_seed_catalog
 
 PLENTY = 10**9
 

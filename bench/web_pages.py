@@ -34,16 +34,10 @@ from bench.harness import (
     LoadResult,
 )
 from laku.core.supervisor import Supervisor
-from tests.catalog import create_seed_catalog
-from tests.support import (
-    LOCAL_SERVER,
-    bearer,
-    free_port_offset,
-    service_role_env,
-    settings_from_env,
-    throwaway_database,
-)
-from tests.web import CHROMIUM, CHROMIUM_ARGS, PHONE, TIERS
+from laku.testing.browser import CHROMIUM, CHROMIUM_ARGS, PHONE
+from laku.testing.catalog import TIERS, create_seed_catalog
+from laku.testing.database import LOCAL_SERVER, service_role_env, throwaway_database
+from laku.testing.platform import bearer, free_port_offset, settings_from_env
 
 ASSET = re.compile(r'(?:href|src)="(/static/[^"]+)"')
 # Buffered in the page before it loads: every layout shift Chromium reports, summed (CLS).

@@ -1,10 +1,10 @@
 """What a service process logged (JSON lines in the session's service-logs folder)."""
 
 import json
-import time
 from typing import Any
 
-from tests.support import Platform
+from laku.testing.platform import Platform
+from tests.support import eventually
 
 LogEntry = dict[str, Any]
 
@@ -33,8 +33,9 @@ def wait_logged(
     platform: Platform, service: str, event: str, timeout: float = 5.0, **fields: Any
 ) -> list[LogEntry]:
     """`logged`, polled until there is at least one entry (log lines are flushed async)."""
-    deadline = time.monotonic() + timeout
-    while not (entries := logged(platform, service, event, **fields)):
-        assert time.monotonic() < deadline, f"{service} never logged {event} {fields}"
-        time.sleep(0.05)
-    return entries
+    return eventually(
+        lambda: logged(platform, service, event, **fields),
+        timeout,
+        every=0.05,
+        what=f"{service} logging {event} {fields}",
+    )

@@ -1,291 +1,127 @@
-"""Test helpers: a throwaway PostgreSQL database, a running platform, and database snapshots."""
+"""What the tests share: waiting for work done in the background (and for every outbox to have
+run, to show that something did not happen), an admin's headers, answers that must succeed,
+balances, database snapshots, provider sandboxes' webhooks, problem answers and the deploy
+generator. Starting a platform and building the seed's catalog live in `laku.testing`, which the
+benches use too."""
 
 import asyncio
-import os
-import random
-import secrets
-import socket
+import importlib.util
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-from unittest.mock import patch
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
-from laku.core.database_roles import service_database_urls
-from laku.core.embedded_db import embedded_postgres
-from laku.core.http import ServiceTokenSource
-from laku.core.migrations import migrate
-from laku.core.secrets import SECRET_SETTINGS, env_name, generate_secret
-from laku.core.security import service_credential
-from laku.core.services import PROCESSES
-from laku.core.settings import RateLimits, Settings
-from laku.core.supervisor import Supervisor
-from laku.providers.smtp.client import SANDBOX_SMTP_PORT
+from laku.testing.database import plain_url, run
+from laku.testing.platform import Account, Platform, bearer
 
-LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
-ADMIN_EMAIL = "admin-tests@laku.id"
-ADMIN_PASSWORD = secrets.token_urlsafe(24)
-# Every secret setting, fresh each run: the test platforms are given theirs explicitly, as a
-# production one is, and never read or write a data folder's.
-SECRETS_ENV = {env_name(name): generate_secret(name) for name in SECRET_SETTINGS} | {
-    env_name("admin_password"): ADMIN_PASSWORD
-}
+ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+# What a failed wait says: a description, or a function giving one from what it saw last.
+Description = str | Callable[[], str] | None
 
 
-def settings_from_env(env: dict[str, str]) -> Settings:
-    """The settings a process started with these `LAKU_*` variables reads, read the way it
-    reads them (JSON for structured settings)."""
-    with patch.dict(os.environ, env):
-        return Settings(_env_file=None)
+def _timed_out(check: Callable[..., Any], timeout: float, what: Description, last: Any) -> None:
+    described = what() if callable(what) else what or getattr(check, "__name__", repr(check))
+    raise AssertionError(f"{described}: not within {timeout} s (last answer: {last!r})")
 
 
-# The suite registers hundreds of buyers and logs in and joins thousands of times, all from
-# 127.0.0.1: its platforms' rate limits are never reached (LAKU_RATE_LIMITS). Failed logins
-# per (account, address) keep their real limit. tests/test_rate_limits.py runs a platform with
-# the real limits.
-UNREACHED_RATE_LIMITS = {
-    name: {"limit": 1_000_000_000, "seconds": 1} for name in RateLimits.model_fields
-}
+def eventually(
+    check: Callable[[], T], timeout: float = 20.0, every: float = 0.1, what: Description = None
+) -> T:
+    """Call `check` until it answers something truthy (work done in the background: outboxes,
+    webhooks, sweeps) and return that; fail the test if it has not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            _timed_out(check, timeout, what, result)
+        time.sleep(every)
 
 
-def plain_url(url: str) -> str:
-    """asyncpg wants a driver-less URL."""
-    parsed = make_url(url)
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+async def eventually_async(
+    check: Callable[[], Awaitable[T]],
+    within: float = 20.0,
+    every: float = 0.1,
+    what: Description = None,
+) -> T:
+    """`eventually` for an async test, whose checks await (the loop goes on meanwhile)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            _timed_out(check, within, what, result)
+        await asyncio.sleep(every)
 
 
-def run(coro):
-    return asyncio.run(coro)
+# The services whose deferred work goes through an outbox (`<schema>.outbox`).
+OUTBOX_SCHEMAS = (
+    "group_buying",
+    "warehouse",
+    "payment",
+    "wallet",
+    "order",
+    "notification",
+    "logistics",
+    "settlement",
+)
+OutboxMarks = dict[str, int]
 
 
-async def _reachable(url: str) -> bool:
-    try:
-        conn = await asyncpg.connect(plain_url(url), timeout=2)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return False
-    await conn.close()
-    return True
-
-
-@contextmanager
-def database_server(tmp_root: Path) -> Iterator[str]:
-    """The configured server, else the local one, else an embedded one."""
-    configured = os.environ.get("LAKU_DATABASE_URL")
-    if configured:
-        yield configured
-    elif run(_reachable(LOCAL_SERVER)):
-        yield LOCAL_SERVER
-    else:
-        with embedded_postgres(tmp_root) as url:
-            yield url
-
-
-@contextmanager
-def throwaway_database(server_url: str, services: list[str] | None = None) -> Iterator[str]:
-    """A new database on `server_url` (any database's URL names its server), migrated for
-    every service or only `services`, dropped afterwards."""
-    name = f"laku_test_{uuid.uuid4().hex[:12]}"
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    migrate(url, services)
-    try:
-        yield url
-    finally:
-
-        async def drop() -> None:
-            admin = await asyncpg.connect(plain_url(make_url(url).set(database="postgres")))
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
-
-        run(drop())
-
-
-def service_role_env(
-    database_url: str, database_urls: dict[str, str] | None = None
-) -> dict[str, dict[str, str]]:
-    """What each service process gets on top of the platform's environment: its database as its
-    own role (no password: the test server trusts local connections), so the suite runs with
-    the privileges production has. Tests that look at the database directly keep the
-    superuser's URL."""
-    urls = service_database_urls(database_url, PROCESSES, database_urls)
+def outbox_marks(platform: Platform, *schemas: str) -> OutboxMarks:
+    """The last row each outbox (every one, or `schemas`') holds now."""
     return {
-        service: {"LAKU_DATABASE_URL": url, "LAKU_DATABASE_URLS": "{}"}
-        for service, url in urls.items()
+        schema: platform.sql(f'SELECT coalesce(max(id), 0) FROM "{schema}".outbox')[0][0]
+        for schema in schemas or OUTBOX_SCHEMAS
     }
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
+def outboxes_done(platform: Platform, marks: OutboxMarks, timeout: float = 30.0) -> None:
+    """Wait until every row the outboxes took after `marks` is delivered or dead-lettered: all
+    the deferred work queued since then has run. This is how a test shows that something did
+    not happen (a second credit, a wrongly queued release): whatever was queued has run, and it
+    is not there."""
 
-
-def free_port_offset() -> int:
-    """An offset that puts every seed port on a free port, away from a running `make up` and
-    below Linux's range for outgoing connections (32768+), whose ports look free but bind badly."""
-    for _ in range(50):
-        offset = random.randrange(10_000, 28_000, 100)
-        ports = [spec.port + offset for spec in PROCESSES.values()]
-        if all(_port_free(port) for port in [*ports, SANDBOX_SMTP_PORT + offset]):
-            return offset
-    raise RuntimeError("no free port range found")
-
-
-@dataclass
-class Platform:
-    """The services running as real processes for the test session."""
-
-    settings: Settings
-    database_url: str
-    supervisor: Supervisor
-    clients: dict[str, httpx.Client] = field(default_factory=dict)
-    _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
-
-    def url(self, service: str) -> str:
-        return PROCESSES[service].url(self.settings)
-
-    def client(self, service: str) -> httpx.Client:
-        if service not in self.clients:
-            self.clients[service] = httpx.Client(base_url=self.url(service), timeout=10.0)
-        return self.clients[service]
-
-    def login(self, email: str, password: str) -> str:
-        response = self.client("auth").post(
-            "/api/auth/login", json={"email": email, "password": password}
-        )
-        response.raise_for_status()
-        return response.json()["accessToken"]
-
-    @property
-    def admin_token(self) -> str:
-        """Logged in again when half its life has passed: access tokens are short-lived."""
-        token, renew_at = self._tokens.get("admin", ("", 0.0))
-        if time.monotonic() >= renew_at:
-            token = self.login(ADMIN_EMAIL, ADMIN_PASSWORD)
-            renew_at = time.monotonic() + self.settings.access_token_ttl_seconds / 2
-            self._tokens["admin"] = (token, renew_at)
-        return token
-
-    def service_credential(self, service: str) -> str:
-        """What `service` presents to auth-service for a token in its own name."""
-        return service_credential(self.settings.service_secret.get_secret_value(), service)
-
-    def service_token(self, service: str) -> str:
-        """A `service` token naming `service` as its caller, as that service obtains it;
-        obtained again when half its life has passed."""
-        key = f"service:{service}"
-        token, renew_at = self._tokens.get(key, ("", 0.0))
-        if time.monotonic() >= renew_at:
-            response = self.client("auth").post(
-                "/api/auth/service-token",
-                json={"serviceName": service, "credential": self.service_credential(service)},
-            )
-            response.raise_for_status()
-            token = response.json()["accessToken"]
-            renew_at = time.monotonic() + response.json()["expiresIn"] / 2
-            self._tokens[key] = (token, renew_at)
-        return token
-
-    def service_headers(self, service: str) -> dict[str, str]:
-        return bearer(self.service_token(service))
-
-    def service_token_source(self, http: httpx.AsyncClient, service: str) -> ServiceTokenSource:
-        """The token source a service's typed clients use, for `service`."""
-        return ServiceTokenSource(http, self.url("auth"), service, self.service_credential(service))
-
-    def new_buyer(self, name: str = "Buyer") -> "Account":
-        email = f"buyer-{uuid.uuid4().hex[:10]}@laku.id"
-        password = "buyer-password"
-        response = self.client("auth").post(
-            "/api/auth/register", json={"email": email, "password": password, "name": name}
-        )
-        response.raise_for_status()
-        return Account(response.json()["id"], email, self.login(email, password))
-
-    def sql(self, query: str, *args: object) -> list[asyncpg.Record]:
-        """Run one statement on the test database (to look at, or set up, what HTTP cannot)."""
-
-        async def execute() -> list[asyncpg.Record]:
-            conn = await asyncpg.connect(plain_url(self.database_url))
-            try:
-                return await conn.fetch(query, *args)
-            finally:
-                await conn.close()
-
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return run(execute())
-        # Called under a running loop (Playwright's sync API runs one): in a thread of its own.
-        with ThreadPoolExecutor(max_workers=1) as thread:
-            return thread.submit(run, execute()).result()
-
-    def close(self) -> None:
-        for client in self.clients.values():
-            client.close()
-
-
-@contextmanager
-def running_platform(
-    env: dict[str, str],
-    database_url: str,
-    *,
-    log_dir: Path,
-    service_env: dict[str, dict[str, str]] | None = None,
-    services: list[str] | None = None,
-) -> Iterator[Platform]:
-    """Start the processes (every one, or `services`) with `env` (and each its `service_env`),
-    wait until they answer, and stop them afterwards."""
-    supervisor = Supervisor(
-        settings_from_env(env),
-        env=env,
-        service_env=service_env or {},
-        services=services or list(PROCESSES),
-        log_dir=log_dir,
+    # One statement, so one snapshot of them all: a row delivered to a service that queued
+    # work of its own in turn is seen with that work.
+    query = " UNION ALL ".join(
+        f"SELECT '{schema}' AS schema, count(*) AS queued FROM \"{schema}\".outbox"
+        f" WHERE id > {last}"
+        " AND delivered_at IS NULL AND dead_lettered_at IS NULL"
+        for schema, last in marks.items()
     )
-    supervisor.start()
-    running = Platform(
-        settings=supervisor.settings, database_url=database_url, supervisor=supervisor
-    )
-    try:
-        supervisor.wait_ready()
-        yield running
-    finally:
-        running.close()
-        supervisor.stop()
+
+    def pending() -> dict[str, int]:
+        return {row["schema"]: row["queued"] for row in platform.sql(query) if row["queued"]}
+
+    eventually(lambda: not pending(), timeout, what=lambda: f"outbox rows still queued {pending()}")
 
 
-@dataclass(frozen=True)
-class Account:
-    id: str
-    email: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return bearer(self.token)
+def outboxes_idle(platform: Platform) -> None:
+    """Wait until nothing queued in any outbox, by this test or an earlier one, is still to run:
+    a whole-schema comparison then starts from a platform at rest."""
+    outboxes_done(platform, dict.fromkeys(OUTBOX_SCHEMAS, 0))
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+def admin_headers(platform: Platform) -> dict[str, str]:
+    return bearer(platform.admin_token)
 
 
-@dataclass(frozen=True)
-class FixedToken:
-    """A token source handing out one token (an admin's, for a typed client in a test)."""
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    """The body of an answer that must have `status`."""
+    assert response.status_code == status, response.text
+    return response.json()
 
-    value: str
 
-    async def token(self) -> str:
-        return self.value
+def balance(platform: Platform, buyer: Account) -> int:
+    """The buyer's wallet balance."""
+    return ok(platform.client("wallet").get("/api/wallets/me", headers=buyer.headers))["balance"]
 
 
 async def _snapshot(url: str, schema: str) -> dict[str, str]:
@@ -332,13 +168,16 @@ async def wait_for_sandbox_webhooks(
     **params: str,
 ) -> list[WebhookAttempt]:
     """Poll the sandbox's attempts until `until` holds; fail with what was seen by then."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        attempts = sandbox_webhook_attempts(sandbox, **params)
-        if until(attempts):
-            return attempts
-        assert time.monotonic() < deadline, f"webhook attempts so far: {attempts}"
-        await asyncio.sleep(0.05)
+    seen: list[WebhookAttempt] = []
+
+    async def attempts() -> tuple[list[WebhookAttempt]] | None:
+        seen[:] = sandbox_webhook_attempts(sandbox, **params)
+        return (list(seen),) if until(seen) else None
+
+    [found] = await eventually_async(
+        attempts, timeout_seconds, every=0.05, what=lambda: f"webhook attempts so far: {seen}"
+    )
+    return found
 
 
 def assert_problem(response: httpx.Response, status: int, code: str | None = None) -> dict:
@@ -349,3 +188,14 @@ def assert_problem(response: httpx.Response, status: int, code: str | None = Non
     if code is not None:
         assert body["code"] == code, body
     return body
+
+
+def deploy_generator() -> Any:
+    """deploy/generate.py, loaded as a module (deploy/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "deploy_generate", ROOT / "deploy" / "generate.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

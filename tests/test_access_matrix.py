@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from laku.core.security import ACCESS_EXTENSION, SERVICE_IDENTITIES
 from laku.core.services import SERVICES
-from tests.catalog import create_seed_catalog
-from tests.support import Platform, assert_problem, bearer, snapshot
-from tests.test_settlement import _settle, _successful_group
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Platform, bearer
+from tests.settlements import settle, successful_group
+from tests.support import assert_problem, eventually, snapshot
 
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")
 USER_ROLES = ("buyer", "factory", "admin")
@@ -285,18 +286,17 @@ def factory_b(platform: Platform) -> FactoryResources:
     """Factory B with a purchase order (reordered as its low stock was stocked), the invoice
     of that order's receipt, a payout account and a settlement."""
     admin = bearer(platform.admin_token)
-    released = _successful_group(platform, target_moq=5, joins=[5])
-    settlement = _settle(platform, released)
+    released = successful_group(platform, target_moq=5, joins=[5])
+    settlement = settle(platform, released)
     catalog = create_seed_catalog(platform, stock={"S": 3, "M": 8, "L": 8})
     warehouse = platform.client("warehouse")
-    deadline = time.monotonic() + 20
-    while True:
-        orders = warehouse.get(
+    orders = eventually(
+        lambda: warehouse.get(
             "/api/purchase-orders", params={"productId": catalog.product_id}, headers=admin
-        ).json()["items"]
-        if orders or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        ).json()["items"],
+        timeout=20,
+        every=0.2,
+    )
     [purchase_order] = orders
     received = warehouse.post(f"/api/purchase-orders/{purchase_order['id']}/receive", headers=admin)
     assert received.status_code == 200, received.text

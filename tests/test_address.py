@@ -8,7 +8,9 @@ import pytest
 
 from laku.address.client import AddressClient
 from laku.core.http import new_http_client
-from tests.support import Account, Platform, assert_problem, bearer, plain_url, snapshot
+from laku.testing.database import plain_url
+from laku.testing.platform import Account, Platform, bearer
+from tests.support import assert_problem, snapshot
 
 ADDRESSES = "/api/addresses"
 

@@ -8,9 +8,6 @@ paid out, another fails and is given back. Each break is undone before the next.
 """
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,23 +16,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.catalog import SeedCatalog, create_seed_catalog
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, Account, Platform, bearer, plain_url
-from tests.test_close import (
-    Joined,
-    _balance,
-    _close,
-    _end_now,
-    _eventually,
-    _join,
-    _ok,
-    _open_session,
-)
+from laku.testing.catalog import SeedCatalog, create_seed_catalog
+from laku.testing.database import plain_url
+from laku.testing.platform import Account, Platform, bearer
+from tests.audits import AUDIT_WAIT, laku_audit, quiet_audit, run_laku_audit
+from tests.group_buys import Joined, close_group_buy, end_now, join_group_buy, open_group_buy
+from tests.support import balance, eventually, ok
 
 WITHDRAWALS = "/api/wallets/me/withdrawals"
-# Seconds to wait for what outboxes and webhooks do in the background: generous, as a busy
-# two-core machine delays them.
-WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -68,21 +56,21 @@ def _withdraw(platform: Platform, buyer: Account, amount: int, outcome: str) -> 
     withdrawal_id = response.json()["id"]
 
     def withdrawal() -> dict[str, Any]:
-        return _ok(
+        return ok(
             platform.client("wallet").get(f"{WITHDRAWALS}/{withdrawal_id}", headers=buyer.headers)
         )
 
-    payout = _eventually(lambda: withdrawal()["payoutId"], timeout=WAIT)
+    payout = eventually(lambda: withdrawal()["payoutId"], timeout=AUDIT_WAIT)
     assert payout, "the payout was never requested"
-    _ok(platform.client("xendit-sandbox").post(f"/sandbox/payouts/{payout}/{outcome}"))
+    ok(platform.client("xendit-sandbox").post(f"/sandbox/payouts/{payout}/{outcome}"))
     settled = "succeeded" if outcome == "succeed" else "failed"
-    assert _eventually(lambda: withdrawal()["status"] == settled, timeout=WAIT)
+    assert eventually(lambda: withdrawal()["status"] == settled, timeout=AUDIT_WAIT)
     return withdrawal_id
 
 
 def _settle(platform: Platform, catalog: SeedCatalog, since: datetime) -> str:
     admin = bearer(platform.admin_token)
-    _ok(
+    ok(
         platform.client("settlement").put(
             f"/api/settlements/payout-accounts/{catalog.factory_id}",
             json={"bankCode": "BCA", "accountNumber": "1234567890", "accountHolderName": "Budi"},
@@ -99,29 +87,6 @@ def _settle(platform: Platform, catalog: SeedCatalog, since: datetime) -> str:
     return response.json()["id"]
 
 
-def _platform_audit(platform: Platform) -> dict[str, Any]:
-    """settlement-service's whole audit, nothing counted as in flight."""
-    return _ok(
-        platform.client("settlement").get(
-            "/api/admin/audit",
-            params={"graceSeconds": 0},
-            headers=bearer(platform.admin_token),
-            timeout=60,
-        )
-    )
-
-
-def _quiet(platform: Platform) -> dict[str, Any]:
-    """The audit once what the platform was still doing (outboxes, webhooks) is done."""
-    report = _eventually(
-        lambda: report if (report := _platform_audit(platform))["ok"] else None,
-        timeout=WAIT,
-        every=0.5,
-    )
-    assert report, [i for i in _platform_audit(platform)["invariants"] if not i["ok"]]
-    return report
-
-
 @pytest.fixture(scope="module")
 def audited(platform: Platform) -> Audited:
     started = datetime.now(UTC) - timedelta(seconds=5)
@@ -129,39 +94,39 @@ def audited(platform: Platform) -> Audited:
     catalog = create_seed_catalog(platform, reorder_threshold=0)
 
     # Closed with tier refunds (seed "Tier Refund Calculation"): 95,000 -> 65,000 a unit.
-    session = _open_session(platform, catalog, target_moq=8)
-    first = _join(platform, session, catalog.variants["S"], 5, pay=True)
-    second = _join(platform, session, catalog.variants["M"], 3, pay=True)
-    _join(platform, session, catalog.variants["L"], 1, pay=False)
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"], timeout=WAIT)["status"] == "success"
-    assert _eventually(lambda: _balance(platform, first.buyer) == 150_000, timeout=WAIT)
-    assert _eventually(lambda: _balance(platform, second.buyer) == 60_000, timeout=WAIT)
+    session = open_group_buy(platform, catalog, target_moq=8)
+    first = join_group_buy(platform, session, catalog.variants["S"], 5, pay=True)
+    second = join_group_buy(platform, session, catalog.variants["M"], 3, pay=True)
+    join_group_buy(platform, session, catalog.variants["L"], 1, pay=False)
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"], timeout=AUDIT_WAIT)["status"] == "success"
+    assert eventually(lambda: balance(platform, first.buyer) == 150_000, timeout=AUDIT_WAIT)
+    assert eventually(lambda: balance(platform, second.buyer) == 60_000, timeout=AUDIT_WAIT)
 
     # Cancelled by an admin: the paid join refunded in full, the unpaid one released.
-    cancelled = _open_session(platform, catalog, target_moq=100)
-    refunded = _join(platform, cancelled, catalog.variants["S"], 1, pay=True)
-    _join(platform, cancelled, catalog.variants["M"], 1, pay=False)
-    _ok(
+    cancelled = open_group_buy(platform, catalog, target_moq=100)
+    refunded = join_group_buy(platform, cancelled, catalog.variants["S"], 1, pay=True)
+    join_group_buy(platform, cancelled, catalog.variants["M"], 1, pay=False)
+    ok(
         platform.client("group-buying").post(
             f"/api/group-buying/{cancelled['id']}/cancel", headers=admin
         )
     )
-    assert _eventually(lambda: _balance(platform, refunded.buyer) == 95_000, timeout=WAIT)
+    assert eventually(lambda: balance(platform, refunded.buyer) == 95_000, timeout=AUDIT_WAIT)
 
     # Open, ending tomorrow (after this module): a paid join and one still to pay.
-    still_open = _open_session(platform, catalog, target_moq=100)
+    still_open = open_group_buy(platform, catalog, target_moq=100)
     platform.sql(
         "UPDATE group_buying.group_buying_sessions SET end_time = now() + interval '1 day' "
         "WHERE id = $1",
         uuid.UUID(still_open["id"]),
     )
-    open_paid = _join(platform, still_open, catalog.variants["L"], 2, pay=True)
-    open_unpaid = _join(platform, still_open, catalog.variants["M"], 1, pay=False)
+    open_paid = join_group_buy(platform, still_open, catalog.variants["L"], 2, pay=True)
+    open_unpaid = join_group_buy(platform, still_open, catalog.variants["M"], 1, pay=False)
 
     _withdraw(platform, first.buyer, 50_000, "succeed")
     failed = _withdraw(platform, second.buyer, 20_000, "fail")
-    assert _eventually(lambda: _balance(platform, second.buyer) == 60_000, timeout=WAIT)
+    assert eventually(lambda: balance(platform, second.buyer) == 60_000, timeout=AUDIT_WAIT)
     settlement = _settle(platform, catalog, started)
 
     return Audited(
@@ -174,37 +139,6 @@ def audited(platform: Platform) -> Audited:
         failed_withdrawal=failed,
         settlement=settlement,
     )
-
-
-def _run_laku_audit(platform: Platform, **env: str) -> subprocess.CompletedProcess[str]:
-    """`laku audit --grace 0` as a subprocess, configured as the test platform's services are."""
-    return subprocess.run(
-        [sys.executable, "-m", "laku", "audit", "--grace", "0"],
-        env={
-            **os.environ,
-            "LAKU_DATABASE_URL": platform.database_url,
-            "LAKU_PORT_OFFSET": str(platform.settings.port_offset),
-            "LAKU_ADMIN_EMAIL": ADMIN_EMAIL,
-            "LAKU_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def _laku_audit(platform: Platform) -> tuple[int, dict[str, str], str]:
-    """`laku audit` against the test platform: (exit code, invariant -> ok or VIOLATION, its
-    whole output)."""
-    result = _run_laku_audit(platform)
-    assert not result.stderr, result.stderr
-    verdicts = {}
-    for line in result.stdout.splitlines():
-        verdict, _, rest = line.partition(" ")
-        if verdict in ("ok", "VIOLATION"):
-            verdicts[rest.strip().split(":")[0]] = verdict
-    return result.returncode, verdicts, result.stdout
 
 
 def _run_script(platform: Platform, script: str) -> None:
@@ -221,10 +155,10 @@ def _run_script(platform: Platform, script: str) -> None:
 
 
 def test_after_a_real_flow_the_audit_finds_nothing(platform: Platform, audited: Audited) -> None:
-    report = _quiet(platform)
+    report = quiet_audit(platform)
     figures = {i["name"]: i["figures"] for i in report["invariants"]}
 
-    code, verdicts, output = _laku_audit(platform)
+    code, verdicts, output = laku_audit(platform)
 
     assert code == 0, output
     assert set(verdicts.values()) == {"ok"}, output
@@ -397,10 +331,10 @@ def test_a_broken_invariant_is_reported_with_its_offender(
     platform: Platform, audited: Audited, name: str
 ) -> None:
     breakage = _breakages(audited)[name]
-    _quiet(platform)
+    quiet_audit(platform)
     _run_script(platform, breakage.breaks)
     try:
-        code, verdicts, output = _laku_audit(platform)
+        code, verdicts, output = laku_audit(platform)
     finally:
         _run_script(platform, breakage.restores)
 
@@ -409,7 +343,7 @@ def test_a_broken_invariant_is_reported_with_its_offender(
     assert violated == breakage.reported, output
     assert breakage.offender in output, output
     assert len(verdicts) == 11, output  # every other invariant still printed, and ok
-    _quiet(platform)  # restored
+    quiet_audit(platform)  # restored
 
 
 def test_the_platform_audit_is_for_admins(platform: Platform, audited: Audited) -> None:
@@ -420,7 +354,7 @@ def test_the_platform_audit_is_for_admins(platform: Platform, audited: Audited) 
 
 
 def test_an_audit_that_cannot_run_exits_2(platform: Platform) -> None:
-    result = _run_laku_audit(platform, LAKU_ADMIN_EMAIL="no-admin@laku.id")
+    result = run_laku_audit(platform, LAKU_ADMIN_EMAIL="no-admin@laku.id")
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout == ""
     assert "audit not run" in result.stderr and "401" in result.stderr
@@ -433,7 +367,7 @@ def test_audit_pages_follow_the_keyset(platform: Platform, audited: Audited) -> 
     upper = f"participant:{max(audited.open_paid.id, audited.open_unpaid.id)}"
 
     def page(after: str | None, through: str | None, limit: int = 10) -> list[str]:
-        rows = _ok(
+        rows = ok(
             platform.client("warehouse").get(
                 "/api/admin/audit/reservations",
                 params={
@@ -463,7 +397,7 @@ def test_the_audit_pages_through_thousands_of_participants(
     """Twelve thousand joins waiting for payment, written straight into the three schemas as
     the saga would have: the audit reads them in pages and finds them whole; the two on either
     side of the first page boundary, their payments gone, are reported and nothing else."""
-    session = _open_session(platform, audited.catalog, target_moq=100_000)
+    session = open_group_buy(platform, audited.catalog, target_moq=100_000)
     variant = audited.catalog.variants["M"]
     references = (
         "SELECT reservation_reference FROM group_buying.group_participants "
@@ -507,7 +441,7 @@ def test_the_audit_pages_through_thousands_of_participants(
         )
     ]
     try:
-        clean = _quiet(platform)
+        clean = quiet_audit(platform)
         participants = next(
             i for i in clean["invariants"] if i["name"] == "participants.payment_in_payment"
         )
@@ -517,7 +451,7 @@ def test_the_audit_pages_through_thousands_of_participants(
             "DELETE FROM payment.payments WHERE reference = ANY($1::text[])",
             [f"participant:{participant_id}" for participant_id in boundary],
         )
-        code, verdicts, output = _laku_audit(platform)
+        code, verdicts, output = laku_audit(platform)
     finally:
         _run_script(
             platform,
@@ -540,4 +474,4 @@ def test_the_audit_pages_through_thousands_of_participants(
     assert "participants.payment_in_payment: 2 broken" in output, output
     for participant_id in boundary:
         assert f"{participant_id} (pending_payment: no payment)" in output, output
-    _quiet(platform)
+    quiet_audit(platform)

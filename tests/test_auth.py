@@ -5,7 +5,8 @@ import jwt
 import pytest
 
 from laku.core.security import service_credential
-from tests.support import ADMIN_EMAIL, Platform, assert_problem, bearer, snapshot
+from laku.testing.platform import ADMIN_EMAIL, Platform, bearer
+from tests.support import assert_problem, snapshot
 
 
 def _register(platform: Platform, email: str, **extra) -> httpx.Response:

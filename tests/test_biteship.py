@@ -22,12 +22,8 @@ from laku.providers.biteship.client import (
     verify_webhook_secret,
 )
 from laku.providers.biteship.sandbox import COURIERS, RETRY_DELAYS_SECONDS, shipping_price
-from tests.support import (
-    Platform,
-    WebhookAttempt,
-    sandbox_webhook_attempts,
-    wait_for_sandbox_webhooks,
-)
+from laku.testing.platform import Platform
+from tests.support import WebhookAttempt, sandbox_webhook_attempts, wait_for_sandbox_webhooks
 
 Attempt = WebhookAttempt
 

@@ -7,27 +7,15 @@ import pytest
 
 from laku.core.http import new_http_client
 from laku.group_buying.client import GroupBuyingClient
-from tests.support import Platform, assert_problem, bearer, snapshot
+from laku.testing.catalog import SEED_VARIANTS, created
+from laku.testing.platform import Platform, bearer
+from tests.support import admin_headers, assert_problem, snapshot
 
 ADMIN_PATH = "/api/admin/bundle-composition"
-SEED_VARIANTS = [
-    {"sku": "TSHIRT-S", "variantName": "Small", "priceAdjustment": 0},
-    {"sku": "TSHIRT-M", "variantName": "Medium", "priceAdjustment": 5000},
-    {"sku": "TSHIRT-L", "variantName": "Large", "priceAdjustment": 10000},
-]
-
-
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
 
 
 def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8].upper()}"
-
-
-def _created(response: httpx.Response) -> Any:
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +27,20 @@ def factory_id(platform: Platform) -> str:
         "address": "Jl. Industri No. 5",
         "postalCode": "40123",
     }
-    return _created(
-        platform.client("factory").post("/api/factories", json=body, headers=_admin(platform))
+    return created(
+        platform.client("factory").post(
+            "/api/factories", json=body, headers=admin_headers(platform)
+        )
     )["id"]
 
 
 @pytest.fixture(scope="module")
 def category_id(platform: Platform) -> str:
     body = {"name": "Pakaian", "slug": _unique("pakaian").lower()}
-    return _created(
-        platform.client("product").post("/api/categories", json=body, headers=_admin(platform))
+    return created(
+        platform.client("product").post(
+            "/api/categories", json=body, headers=admin_headers(platform)
+        )
     )["id"]
 
 
@@ -65,16 +57,16 @@ def _tshirt(platform: Platform, factory_id: str, category_id: str) -> dict[str, 
         "groupDurationHours": 168,
     }
     catalog = platform.client("product")
-    product_id = _created(
-        catalog.post("/api/products", json=product_body, headers=_admin(platform))
+    product_id = created(
+        catalog.post("/api/products", json=product_body, headers=admin_headers(platform))
     )["id"]
     variants = [{**variant, "sku": _unique(variant["sku"])} for variant in SEED_VARIANTS]
-    created = _created(
+    added = created(
         catalog.post(
-            f"/api/products/{product_id}/variants", json=variants, headers=_admin(platform)
+            f"/api/products/{product_id}/variants", json=variants, headers=admin_headers(platform)
         )
     )
-    sizes = dict(zip(("S", "M", "L"), (variant["id"] for variant in created), strict=True))
+    sizes = dict(zip(("S", "M", "L"), (variant["id"] for variant in added), strict=True))
     return {"product": product_id, **sizes}
 
 
@@ -109,13 +101,15 @@ def test_seed_step_1_3_sets_a_bundle_of_4s_4m_4l(
     platform: Platform, tshirt: dict[str, str]
 ) -> None:
     body = _seed_body(tshirt, {"S": 4, "M": 4, "L": 4})
-    response = platform.client("group-buying").post(ADMIN_PATH, json=body, headers=_admin(platform))
+    response = platform.client("group-buying").post(
+        ADMIN_PATH, json=body, headers=admin_headers(platform)
+    )
     expected = {
         "productId": tshirt["product"],
         "unitsPerBundle": 12,
         "items": _items(tshirt, {"S": 4, "M": 4, "L": 4}),
     }
-    assert _created(response) == expected
+    assert created(response) == expected
 
     buyer = platform.new_buyer()
     fetched = _get(platform, tshirt["product"], buyer.headers)
@@ -125,17 +119,21 @@ def test_seed_step_1_3_sets_a_bundle_of_4s_4m_4l(
 
 def test_post_replaces_the_whole_composition(platform: Platform, tshirt: dict[str, str]) -> None:
     api = platform.client("group-buying")
-    _created(
+    created(
         api.post(
-            ADMIN_PATH, json=_seed_body(tshirt, {"S": 4, "M": 4, "L": 4}), headers=_admin(platform)
+            ADMIN_PATH,
+            json=_seed_body(tshirt, {"S": 4, "M": 4, "L": 4}),
+            headers=admin_headers(platform),
         )
     )
-    replaced = _created(
-        api.post(ADMIN_PATH, json=_seed_body(tshirt, {"M": 6, "L": 2}), headers=_admin(platform))
+    replaced = created(
+        api.post(
+            ADMIN_PATH, json=_seed_body(tshirt, {"M": 6, "L": 2}), headers=admin_headers(platform)
+        )
     )
     assert replaced["unitsPerBundle"] == 8
     assert replaced["items"] == _items(tshirt, {"M": 6, "L": 2})  # S left the bundle
-    assert _get(platform, tshirt["product"], _admin(platform)).json() == replaced
+    assert _get(platform, tshirt["product"], admin_headers(platform)).json() == replaced
 
 
 def test_put_replaces_and_delete_removes(platform: Platform, tshirt: dict[str, str]) -> None:
@@ -143,7 +141,7 @@ def test_put_replaces_and_delete_removes(platform: Platform, tshirt: dict[str, s
     path = f"{ADMIN_PATH}/{tshirt['product']}"
     # PUT also sets a composition the product did not have yet.
     first = api.put(
-        path, json=[{"variantId": tshirt["S"], "unitsInBundle": 3}], headers=_admin(platform)
+        path, json=[{"variantId": tshirt["S"], "unitsInBundle": 3}], headers=admin_headers(platform)
     )
     assert first.status_code == 200, first.text
     assert first.json()["unitsPerBundle"] == 3
@@ -153,27 +151,27 @@ def test_put_replaces_and_delete_removes(platform: Platform, tshirt: dict[str, s
         {"variantId": tshirt["M"], "unitsInBundle": 5},
         {"variantId": tshirt["L"], "unitsInBundle": 1},
     ]
-    replaced = api.put(path, json=body, headers=_admin(platform))
+    replaced = api.put(path, json=body, headers=admin_headers(platform))
     assert replaced.status_code == 200, replaced.text
     assert replaced.json() == {
         "productId": tshirt["product"],
         "unitsPerBundle": 8,
         "items": _items(tshirt, {"S": 2, "M": 5, "L": 1}),
     }
-    assert _get(platform, tshirt["product"], _admin(platform)).json() == replaced.json()
+    assert _get(platform, tshirt["product"], admin_headers(platform)).json() == replaced.json()
 
-    deleted = api.delete(path, headers=_admin(platform))
+    deleted = api.delete(path, headers=admin_headers(platform))
     assert deleted.status_code == 204, deleted.text
     assert deleted.content == b""
     assert_problem(
-        _get(platform, tshirt["product"], _admin(platform)), 404, "composition_not_found"
+        _get(platform, tshirt["product"], admin_headers(platform)), 404, "composition_not_found"
     )
-    assert_problem(api.delete(path, headers=_admin(platform)), 404, "composition_not_found")
+    assert_problem(api.delete(path, headers=admin_headers(platform)), 404, "composition_not_found")
 
 
 def test_a_product_without_composition_is_not_found(platform: Platform) -> None:
     assert_problem(
-        _get(platform, str(uuid.uuid4()), _admin(platform)), 404, "composition_not_found"
+        _get(platform, str(uuid.uuid4()), admin_headers(platform)), 404, "composition_not_found"
     )
 
 
@@ -181,9 +179,9 @@ def test_an_idempotent_retry_replays_the_first_response(
     platform: Platform, tshirt: dict[str, str]
 ) -> None:
     api = platform.client("group-buying")
-    headers = {**_admin(platform), "Idempotency-Key": str(uuid.uuid4())}
+    headers = {**admin_headers(platform), "Idempotency-Key": str(uuid.uuid4())}
     body = _seed_body(tshirt, {"S": 4, "M": 4, "L": 4})
-    first = _created(api.post(ADMIN_PATH, json=body, headers=headers))
+    first = created(api.post(ADMIN_PATH, json=body, headers=headers))
     retried = api.post(ADMIN_PATH, json=body, headers=headers)
     assert retried.status_code == 201
     assert retried.headers["idempotent-replayed"] == "true"
@@ -200,7 +198,7 @@ def test_invalid_compositions_are_refused_and_change_nothing(
 ) -> None:
     api = platform.client("group-buying")
     seed = _seed_body(tshirt, {"S": 4, "M": 4, "L": 4})
-    _created(api.post(ADMIN_PATH, json=seed, headers=_admin(platform)))
+    created(api.post(ADMIN_PATH, json=seed, headers=admin_headers(platform)))
     other = _tshirt(platform, factory_id, category_id)
     unknown_product_id = str(uuid.uuid4())
 
@@ -244,22 +242,22 @@ def test_invalid_compositions_are_refused_and_change_nothing(
     before = snapshot(platform, "group_buying")
     for body, code in cases:
         body_problem = assert_problem(
-            api.post(ADMIN_PATH, json=body, headers=_admin(platform)), 422
+            api.post(ADMIN_PATH, json=body, headers=admin_headers(platform)), 422
         )
         assert body_problem["code"] == code, (body, body_problem)
     for body, code in replace_cases:
         body_problem = assert_problem(
-            api.put(replace_path, json=body, headers=_admin(platform)), 422
+            api.put(replace_path, json=body, headers=admin_headers(platform)), 422
         )
         assert body_problem["code"] == code, (body, body_problem)
     unknown_product = api.put(
         f"{ADMIN_PATH}/{uuid.uuid4()}",
         json=[{"variantId": tshirt["S"], "unitsInBundle": 4}],
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert_problem(unknown_product, 422, "unknown_product")
     assert snapshot(platform, "group_buying") == before
-    assert _get(platform, tshirt["product"], _admin(platform)).json()["unitsPerBundle"] == 12
+    assert _get(platform, tshirt["product"], admin_headers(platform)).json()["unitsPerBundle"] == 12
 
 
 def test_only_admins_write_and_only_callers_with_a_token_read(
@@ -288,13 +286,15 @@ async def test_concurrent_first_compositions_leave_one_whole_bundle(
     ]
     async with httpx.AsyncClient(base_url=platform.url("group-buying"), timeout=30) as api:
         responses = await asyncio.gather(
-            *(api.post(ADMIN_PATH, json=body, headers=_admin(platform)) for body in bodies)
+            *(api.post(ADMIN_PATH, json=body, headers=admin_headers(platform)) for body in bodies)
         )
         assert [r.status_code for r in responses] == [201] * len(bodies), [
             r.text for r in responses
         ]
         final = (
-            await api.get(f"/api/bundle-composition/{tshirt['product']}", headers=_admin(platform))
+            await api.get(
+                f"/api/bundle-composition/{tshirt['product']}", headers=admin_headers(platform)
+            )
         ).json()
     # Whichever write came last, the bundle is exactly one of the compositions sent.
     assert final in [response.json() for response in responses]
@@ -310,7 +310,7 @@ async def test_client_reads_a_composition_for_other_services(
         response = await api.post(
             ADMIN_PATH,
             json=_seed_body(tshirt, {"S": 4, "M": 4, "L": 4}),
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
         assert response.status_code == 201, response.text
 

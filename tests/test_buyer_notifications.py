@@ -6,23 +6,20 @@ notifications to users, keyed so that a repeated event tells nobody twice.
 """
 
 import random
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-
-import httpx
-import pytest
 
 from laku.auth.client import AuthClient
 from laku.core.http import new_http_client
 from laku.notification.client import NotificationClient, UserNotification, UserNotificationsOut
-from tests.catalog import create_seed_catalog, created
-from tests.support import Platform, assert_problem, bearer, run, snapshot
-from tests.test_close import _close, _end_now, _open_session
-from tests.test_providers import emails_to, whatsapp_messages_to
+from laku.testing.catalog import create_seed_catalog, created
+from laku.testing.database import run
+from laku.testing.platform import Platform, bearer
+from tests.group_buys import close_group_buy, end_now, open_group_buy
+from tests.messages import emails_to, whatsapp_messages_to
+from tests.support import admin_headers, assert_problem, eventually, ok, snapshot
 
 OPEN = ("forming", "active", "moq_reached")
 NOTIFY_USERS = "/api/notifications/users"
@@ -62,37 +59,16 @@ def _register(platform: Platform, *, phone: bool = True) -> Buyer:
     return Buyer(user["id"], email, name, number, platform.login(email, "buyer-password"))
 
 
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
-
-
 def _service_headers(platform: Platform) -> dict[str, str]:
     return platform.service_headers("group-buying")
 
 
-def _ok(response: httpx.Response) -> Any:
-    assert response.is_success, response.text
-    return response.json()
-
-
-def _eventually(probe: Callable[[], T | None], timeout: float = 30.0) -> T:
-    """Poll until `probe` returns something; fail after the timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s")
-        time.sleep(0.2)
-
-
 def _participant_status(platform: Platform, session_id: str, participant_id: str) -> str:
-    page = _ok(
+    page = ok(
         platform.client("group-buying").get(
             f"/api/group-buying/{session_id}/participants",
             params={"limit": 100},
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
     )
     [participant] = [p for p in page["items"] if p["id"] == participant_id]
@@ -113,19 +89,19 @@ def _join(
 
 def _pay(platform: Platform, buyer: Buyer, session_id: str, participant: dict[str, Any]) -> None:
     """Pays the join's invoice in the Xendit sandbox; returns once group-buying has it paid."""
-    payment = _ok(
+    payment = ok(
         platform.client("payment").get(
             f"/api/payments/{participant['paymentId']}", headers=buyer.headers
         )
     )
-    invoices = _ok(platform.client("xendit-sandbox").get("/sandbox/invoices"))
+    invoices = ok(platform.client("xendit-sandbox").get("/sandbox/invoices"))
     [invoice] = [i for i in invoices if i["external_id"] == payment["paymentCode"]]
-    _ok(platform.client("xendit-sandbox").post(f"/sandbox/invoices/{invoice['id']}/pay"))
-    _eventually(lambda: _participant_status(platform, session_id, participant["id"]) == "paid")
+    ok(platform.client("xendit-sandbox").post(f"/sandbox/invoices/{invoice['id']}/pay"))
+    eventually(lambda: _participant_status(platform, session_id, participant["id"]) == "paid")
 
 
 def _inbox(platform: Platform, buyer: Buyer) -> list[dict[str, Any]]:
-    page = _ok(
+    page = ok(
         platform.client("notification").get(
             "/api/notifications/me", params={"limit": 100}, headers=buyer.headers
         )
@@ -158,14 +134,14 @@ def _told(platform: Platform, buyer: Buyer, key: str) -> Told:
     def in_app() -> dict[str, Any] | None:
         return next((n for n in _inbox(platform, buyer) if n["key"] == key), None)
 
-    notice = _eventually(in_app)
+    notice = eventually(in_app)
     assert notice["channel"] == "in_app" and notice["status"] == "sent"
 
     def mailed() -> dict[str, Any] | None:
         mails = emails_to(platform, buyer.email)
         return next((m for m in mails if m["subject"] == notice["subject"]), None)
 
-    email = _eventually(mailed)
+    email = eventually(mailed)
     assert email["body"] == f"Hi {buyer.name},\n\n{notice['text']}\n"
     whatsapp = None
     if buyer.phone is not None:
@@ -174,7 +150,7 @@ def _told(platform: Platform, buyer: Buyer, key: str) -> Told:
             messages = whatsapp_messages_to(platform, buyer.phone)
             return next((m for m in messages if m["text"] == notice["text"]), None)
 
-        whatsapp = _eventually(sent)
+        whatsapp = eventually(sent)
         assert whatsapp["type"] == "text"
     return Told(notice, email, whatsapp)
 
@@ -200,7 +176,7 @@ def test_a_buyer_is_told_of_joining_paying_success_and_the_tier_refund(
     platform: Platform,
 ) -> None:
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=5)
+    session = open_group_buy(platform, catalog, target_moq=5)
     code = session["sessionCode"]
     buyer = _register(platform)
     joined = _join(platform, buyer, session, catalog.variants["M"], 5)  # 100,000 a unit at 0%
@@ -218,8 +194,8 @@ def test_a_buyer_is_told_of_joining_paying_success_and_the_tier_refund(
     assert told.in_app["subject"] == f"Payment received for {code}"
     assert told.in_app["text"].startswith(f"We received Rp 475.000 for {code} (Premium T-Shirt).")
 
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "success"
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"])["status"] == "success"
     told = _told(platform, buyer, f"succeeded:{participant['id']}")
     assert told.in_app["subject"] == f"Group buy {code} succeeded"
     assert told.in_app["text"] == (  # the 100% tier: 65,000; (95,000 - 65,000) x 5 back
@@ -237,11 +213,11 @@ def test_a_buyer_is_told_of_joining_paying_success_and_the_tier_refund(
         f"Rp 150.000 refunded to your Laku wallet (tier refund) for {code}: Premium T-Shirt "
         "(Medium) x 5."
     )
-    wallet = _ok(platform.client("wallet").get("/api/wallets/me", headers=buyer.headers))
+    wallet = ok(platform.client("wallet").get("/api/wallets/me", headers=buyer.headers))
     assert wallet["balance"] == 150000  # told once the money is there
 
     # The goods were in hand at the close: the order is ready to ship at once.
-    [order] = _ok(platform.client("order").get("/api/orders", headers=buyer.headers))["items"]
+    [order] = ok(platform.client("order").get("/api/orders", headers=buyer.headers))["items"]
     told = _told(platform, buyer, f"order-ready_to_ship:{order['id']}")
     assert told.in_app["subject"] == f"Order {order['orderNumber']} is ready to ship"
     assert told.in_app["text"] == (
@@ -259,7 +235,7 @@ def test_a_buyer_is_told_of_joining_paying_success_and_the_tier_refund(
 
 def test_a_failed_group_tells_its_buyers_of_the_full_refund(platform: Platform) -> None:
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=10)
+    session = open_group_buy(platform, catalog, target_moq=10)
     code = session["sessionCode"]
     with_phone, without_phone = _register(platform), _register(platform, phone=False)
     first = _join(platform, with_phone, session, catalog.variants["S"], 2)["participant"]
@@ -267,8 +243,8 @@ def test_a_failed_group_tells_its_buyers_of_the_full_refund(platform: Platform) 
     _pay(platform, with_phone, session["id"], first)
     _pay(platform, without_phone, session["id"], second)
 
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "failed"
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"])["status"] == "failed"
     for buyer, participant, paid in ((with_phone, first, 190000), (without_phone, second, 95000)):
         told = _told(platform, buyer, f"failed:{participant['id']}")
         assert told.in_app["subject"] == f"Group buy {code} did not reach its minimum"
@@ -300,16 +276,16 @@ def test_a_cancelled_session_tells_the_paid_of_their_refund_and_the_unpaid_of_th
     platform: Platform,
 ) -> None:
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=10)
+    session = open_group_buy(platform, catalog, target_moq=10)
     code = session["sessionCode"]
     paid_buyer, unpaid_buyer = _register(platform), _register(platform)
     paid = _join(platform, paid_buyer, session, catalog.variants["L"], 1)["participant"]
     unpaid = _join(platform, unpaid_buyer, session, catalog.variants["L"], 1)["participant"]
     _pay(platform, paid_buyer, session["id"], paid)
 
-    _ok(
+    ok(
         platform.client("group-buying").post(
-            f"/api/group-buying/{session['id']}/cancel", headers=_admin(platform)
+            f"/api/group-buying/{session['id']}/cancel", headers=admin_headers(platform)
         )
     )
     told = _told(platform, paid_buyer, f"cancelled:{paid['id']}")
@@ -319,7 +295,7 @@ def test_a_cancelled_session_tells_the_paid_of_their_refund_and_the_unpaid_of_th
         "your Laku wallet."
     )
     # The cancel notice and the refund leave through different outboxes: wait for the refund.
-    [refund] = _eventually(
+    [refund] = eventually(
         lambda: platform.sql(
             "SELECT id FROM payment.refunds WHERE payment_id = $1", uuid.UUID(paid["paymentId"])
         )
@@ -346,7 +322,7 @@ def test_a_cancelled_session_tells_the_paid_of_their_refund_and_the_unpaid_of_th
 
 def test_a_notification_outage_delays_the_notice_but_not_the_join(platform: Platform) -> None:
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=10)
+    session = open_group_buy(platform, catalog, target_moq=10)
     buyer = _register(platform)
     platform.supervisor.stop("notification")
     try:
@@ -362,7 +338,7 @@ def test_a_notification_outage_delays_the_notice_but_not_the_join(platform: Plat
             )
             return row["attempts"] > 0 and row["delivered_at"] is None
 
-        _eventually(attempted)  # tried while notification-service is down, not lost
+        eventually(attempted)  # tried while notification-service is down, not lost
     finally:
         platform.supervisor.start_one("notification")
         platform.supervisor.wait_ready()
@@ -454,14 +430,14 @@ def test_notify_users_refuses_bad_batches_whole(platform: Platform) -> None:
     api = platform.client("notification")
     before = _settled_snapshot(platform)
     for body in bodies:
-        assert_problem(api.post(NOTIFY_USERS, json=body, headers=_admin(platform)), 422)
+        assert_problem(api.post(NOTIFY_USERS, json=body, headers=admin_headers(platform)), 422)
     assert_problem(api.post(NOTIFY_USERS, json={"items": [good]}), 401, "unauthorized")
     assert_problem(
         api.post(NOTIFY_USERS, json={"items": [good]}, headers=buyer.headers), 403, "forbidden"
     )
     assert snapshot(platform, "notification") == before
     # An admin may tell users too.
-    response = api.post(NOTIFY_USERS, json={"items": [good]}, headers=_admin(platform))
+    response = api.post(NOTIFY_USERS, json={"items": [good]}, headers=admin_headers(platform))
     assert response.status_code == 202, response.text
     assert response.json() == {"created": 3, "alreadySent": 0, "unknownUsers": 0}
 
@@ -500,15 +476,18 @@ def test_lookup_users_is_for_services_and_admins_and_bounded(platform: Platform)
     assert_problem(api.post(LOOKUP, json=body, headers=buyer.headers), 403, "forbidden")
     # Notification-service addresses messages; another service is refused.
     assert_problem(api.post(LOOKUP, json=body, headers=_service_headers(platform)), 403)
-    for headers in (_admin(platform), platform.service_headers("notification")):
-        [contact] = _ok(api.post(LOOKUP, json=body, headers=headers))
+    for headers in (admin_headers(platform), platform.service_headers("notification")):
+        [contact] = ok(api.post(LOOKUP, json=body, headers=headers))
         assert contact == {
             "id": buyer.id,
             "email": buyer.email,
             "name": buyer.name,
             "phone": buyer.phone,
         }
-    assert _ok(api.post(LOOKUP, json={"ids": [str(uuid.uuid4())]}, headers=_admin(platform))) == []
+    assert (
+        ok(api.post(LOOKUP, json={"ids": [str(uuid.uuid4())]}, headers=admin_headers(platform)))
+        == []
+    )
     too_many = {"ids": [str(uuid.uuid4()) for _ in range(2001)]}
     for bad in ({"ids": []}, {"ids": ["not-a-uuid"]}, too_many, {}):
-        assert_problem(api.post(LOOKUP, json=bad, headers=_admin(platform)), 422)
+        assert_problem(api.post(LOOKUP, json=bad, headers=admin_headers(platform)), 422)

@@ -29,8 +29,9 @@ import httpx
 import pytest
 
 from laku.core.supervisor import Supervisor
-from tests.catalog import create_seed_catalog
-from tests.support import (
+from laku.testing.catalog import TIERS, create_seed_catalog, created
+from laku.testing.database import plain_url, throwaway_database
+from laku.testing.platform import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     SECRETS_ENV,
@@ -38,17 +39,15 @@ from tests.support import (
     Platform,
     bearer,
     free_port_offset,
-    plain_url,
     settings_from_env,
-    throwaway_database,
 )
+from tests.support import eventually_async
 
 SEED = int(os.environ.get("LAKU_CHAOS_SEED", "20261201"))
 KILLABLE = ("group-buying", "warehouse", "payment", "wallet", "order")
 BUYERS = 36
 JOINS_PER_BUYER = 3
 LOAD_SECONDS = 70
-TIERS = {"priceTier25": 95000, "priceTier50": 85000, "priceTier75": 75000, "priceTier100": 65000}
 OPEN = ("forming", "active", "moq_reached")
 
 
@@ -118,14 +117,9 @@ class Tally:
     database_restarts: int = 0
 
 
-def _ok(response: httpx.Response) -> Any:
-    assert response.is_success, response.text
-    return response.json()
-
-
 def _open(platform: Platform, catalog_product: str, factory: str, moq: int, ends_in: float) -> str:
     end = datetime.now(UTC) + timedelta(seconds=ends_in)
-    created = platform.client("group-buying").post(
+    response = platform.client("group-buying").post(
         "/api/group-buying",
         json={
             "productId": catalog_product,
@@ -137,7 +131,7 @@ def _open(platform: Platform, catalog_product: str, factory: str, moq: int, ends
         },
         headers=bearer(platform.admin_token),
     )
-    return _ok(created)["id"]
+    return created(response)["id"]
 
 
 async def _buyer(
@@ -252,16 +246,6 @@ async def _fetch(platform: Platform, query: str, *args: Any) -> list[asyncpg.Rec
         return await conn.fetch(query, *args)
     finally:
         await conn.close()
-
-
-async def _eventually(check, within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} did not happen within {within} s"
-        await asyncio.sleep(1)
 
 
 OUTBOXES = ("group_buying", "payment", "warehouse", "wallet", '"order"', "notification")
@@ -396,7 +380,7 @@ async def test_chaos_leaves_every_rupiah_and_unit_accounted_for(
         return all(row["status"] not in (*OPEN, "pending_stock") for row in rows)
 
     try:
-        await _eventually(all_closed, within=120, what="every session closing")
+        await eventually_async(all_closed, 120, every=1, what="every session closing")
     except AssertionError:
         rows = await _fetch(
             platform,
@@ -404,8 +388,8 @@ async def test_chaos_leaves_every_rupiah_and_unit_accounted_for(
         )
         logs = platform.supervisor.log_dir
         raise AssertionError(f"sessions {[tuple(row) for row in rows]}; logs in {logs}") from None
-    await _eventually(
-        lambda: _undelivered_is_zero(platform), within=180, what="the outboxes draining"
+    await eventually_async(
+        lambda: _undelivered_is_zero(platform), 180, every=1, what="the outboxes draining"
     )
 
     outcomes = Counter(

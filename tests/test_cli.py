@@ -21,7 +21,8 @@ from laku import demo
 from laku.core.secrets import with_development_secrets
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
-from tests.support import Platform, free_port_offset, plain_url, run
+from laku.testing.database import plain_url, run
+from laku.testing.platform import Platform, free_port_offset
 
 LAKU = str(Path(sys.executable).with_name("laku"))
 

@@ -1,10 +1,7 @@
 """Closing group buys (seed steps 5-8, design 7 "Close"): process-expired over the real processes.
 
-Buyers join and pay through the real saga and the Xendit sandbox. A session's end time is moved
-into the past in its own table: the test stands in for the clock instead of sleeping until the
-session ends (its invoices, due at the original end time, stay payable until the close).
-group-buying's scheduler may close a session before the test's own call does, so the tests call
-process-expired until the session's close is over and check what it left behind.
+Buyers join and pay through the real saga and the Xendit sandbox (`tests.group_buys`); the tests
+end a session, call process-expired until its close is over and check what it left behind.
 """
 
 import os
@@ -12,206 +9,31 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
-from tests.catalog import SeedCatalog, create_seed_catalog, created
-from tests.support import Account, Platform, bearer
-
-TIERS = {"priceTier25": 95000, "priceTier50": 85000, "priceTier75": 75000, "priceTier100": 65000}
-OPEN = ("forming", "active", "moq_reached")
-
-
-# --- helpers --------------------------------------------------------------------------------
-
-
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
-
-
-def _ok(response: httpx.Response) -> Any:
-    assert response.is_success, response.text
-    return response.json()
-
-
-def _eventually(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.1) -> Any:
-    """Poll until `check` returns something truthy (outboxes and webhooks run in background)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(every)
-
-
-def _open_session(
-    platform: Platform,
-    catalog: SeedCatalog,
-    target_moq: int,
-    tiers: dict[str, int] = TIERS,
-) -> dict[str, Any]:
-    # Far ahead: the tests end sessions themselves (`_end_now`), and the scheduler must not
-    # close one while a later test compares snapshots.
-    end = datetime.now(UTC) + timedelta(hours=6)
-    return created(
-        platform.client("group-buying").post(
-            "/api/group-buying",
-            json={
-                "productId": catalog.product_id,
-                "factoryId": catalog.factory_id,
-                "targetMoq": target_moq,
-                **tiers,
-                "endTime": end.isoformat(),
-                "estimatedCompletionDate": (end + timedelta(days=14)).isoformat(),
-            },
-            headers=_admin(platform),
-        )
-    )
-
-
-def _session(platform: Platform, session_id: str) -> dict[str, Any]:
-    return _ok(platform.client("group-buying").get(f"/api/group-buying/{session_id}"))
-
-
-def _participants(platform: Platform, session_id: str) -> dict[str, dict[str, Any]]:
-    page = _ok(
-        platform.client("group-buying").get(
-            f"/api/group-buying/{session_id}/participants",
-            params={"limit": 100},
-            headers=_admin(platform),
-        )
-    )
-    return {participant["id"]: participant for participant in page["items"]}
-
-
-@dataclass(frozen=True)
-class Joined:
-    buyer: Account
-    participant: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        return self.participant["id"]
-
-    @property
-    def payment_id(self) -> str:
-        return self.participant["paymentId"]
-
-
-def _join(
-    platform: Platform,
-    session: dict[str, Any],
-    variant_id: str,
-    quantity: int,
-    *,
-    pay: bool,
-    buyer: Account | None = None,
-) -> Joined:
-    """A new buyer (or `buyer`) joins; with `pay`, pays in the Xendit sandbox and waits until
-    group-buying has the participant paid."""
-    buyer = buyer or platform.new_buyer()
-    joined = created(
-        platform.client("group-buying").post(
-            f"/api/group-buying/{session['id']}/join",
-            json={"variantId": variant_id, "quantity": quantity},
-            headers=buyer.headers,
-        )
-    )
-    result = Joined(buyer, joined["participant"])
-    if pay:
-        paid = platform.client("xendit-sandbox").post(
-            f"/sandbox/invoices/{_invoice(platform, result)['id']}/pay"
-        )
-        assert paid.status_code == 200, paid.text
-        assert _eventually(
-            lambda: _participants(platform, session["id"])[result.id]["status"] == "paid"
-        )
-    return result
-
-
-def _payment(platform: Platform, joined: Joined) -> dict[str, Any]:
-    return _ok(
-        platform.client("payment").get(
-            f"/api/payments/{joined.payment_id}", headers=joined.buyer.headers
-        )
-    )
-
-
-def _invoice(platform: Platform, joined: Joined) -> dict[str, Any]:
-    code = _payment(platform, joined)["paymentCode"]
-    invoices = _ok(platform.client("xendit-sandbox").get("/sandbox/invoices"))
-    [invoice] = [invoice for invoice in invoices if invoice["external_id"] == code]
-    return invoice
-
-
-def _wallet_credits(platform: Platform, buyer: Account) -> list[dict[str, Any]]:
-    page = _ok(
-        platform.client("wallet").get(
-            "/api/wallets/me/transactions", params={"limit": 100}, headers=buyer.headers
-        )
-    )
-    return [t for t in page["items"] if t["direction"] == "credit"]
-
-
-def _balance(platform: Platform, buyer: Account) -> int:
-    return _ok(platform.client("wallet").get("/api/wallets/me", headers=buyer.headers))["balance"]
-
-
-def _orders(platform: Platform, buyer: Account) -> list[dict[str, Any]]:
-    page = _ok(
-        platform.client("order").get("/api/orders", params={"limit": 100}, headers=buyer.headers)
-    )
-    return page["items"]
-
-
-def _session_orders(platform: Platform, session_id: str) -> list[dict[str, Any]]:
-    page = _ok(
-        platform.client("order").get(
-            "/api/orders", params={"sessionId": session_id, "limit": 100}, headers=_admin(platform)
-        )
-    )
-    return page["items"]
-
-
-def _stock(platform: Platform, catalog: SeedCatalog) -> dict[str, dict[str, int]]:
-    [product] = _ok(
-        platform.client("warehouse").get(
-            "/api/inventory", params={"productId": catalog.product_id}, headers=_admin(platform)
-        )
-    )
-    sizes = {variant_id: size for size, variant_id in catalog.variants.items()}
-    return {
-        sizes[v["variantId"]]: {
-            "quantity": v["quantity"],
-            "reserved": v["reservedQuantity"],
-            "available": v["availableQuantity"],
-        }
-        for v in product["variants"]
-    }
-
-
-def _purchase_orders(platform: Platform, catalog: SeedCatalog) -> list[dict[str, Any]]:
-    page = _ok(
-        platform.client("warehouse").get(
-            "/api/purchase-orders",
-            params={"productId": catalog.product_id},
-            headers=_admin(platform),
-        )
-    )
-    return page["items"]
-
-
-def _end_now(platform: Platform, session_id: str) -> None:
-    """The session's end time passes (see the module's docstring)."""
-    platform.sql(
-        "UPDATE group_buying.group_buying_sessions SET end_time = now() - interval '1 second' "
-        "WHERE id = $1",
-        uuid.UUID(session_id),
-    )
+from laku.testing.catalog import SeedCatalog, create_seed_catalog
+from laku.testing.platform import Platform
+from tests.group_buys import (
+    Joined,
+    buyer_orders,
+    close_group_buy,
+    end_now,
+    invoice_of,
+    join_group_buy,
+    open_group_buy,
+    participants_of,
+    payment_of,
+    process_expired,
+    purchase_orders_of,
+    session_of,
+    session_orders,
+    stock_of,
+    wallet_credits,
+)
+from tests.support import admin_headers, balance, eventually, outbox_marks, outboxes_done
 
 
 def _close_state(platform: Platform, session_id: str) -> tuple[str, str | None]:
@@ -232,26 +54,6 @@ def _refunds(platform: Platform, joined: list[Joined]) -> list[tuple[str, int, s
     return [(row["reference"], row["amount"], row["reason"]) for row in rows]
 
 
-def _process_expired(platform: Platform) -> httpx.Response:
-    return platform.client("group-buying").post(
-        "/api/group-buying/process-expired", headers=_admin(platform), timeout=60
-    )
-
-
-def _close(platform: Platform, session_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    """Runs process-expired until the session's close is over; returns the session then."""
-
-    def closed() -> dict[str, Any] | None:
-        response = _process_expired(platform)
-        assert response.status_code == 200, response.text
-        session = _session(platform, session_id)
-        return None if session["status"] in OPEN else session
-
-    session = _eventually(closed, timeout=timeout, every=0.5)
-    assert session, _session(platform, session_id)
-    return session
-
-
 def _refund_reference(session_id: str, joined: Joined) -> str:
     return f"session:{session_id}:participant:{joined.id}"
 
@@ -263,48 +65,50 @@ def test_tier_refund_orders_deduction_and_escrow(platform: Platform) -> None:
     """Seed "Tier Refund Calculation": paid 95,000/unit at tier 25, the group ends at 100%
     (65,000/unit), so 30,000/unit goes back to the wallet."""
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=8)
-    first = _join(platform, session, catalog.variants["S"], 5, pay=True)  # fill 0%: tier 25
+    session = open_group_buy(platform, catalog, target_moq=8)
+    first = join_group_buy(
+        platform, session, catalog.variants["S"], 5, pay=True
+    )  # fill 0%: tier 25
     assert first.participant["unitPrice"] == 95000
-    second = _join(platform, session, catalog.variants["M"], 3, pay=True)  # 62.5%: tier 50
+    second = join_group_buy(platform, session, catalog.variants["M"], 3, pay=True)  # 62.5%: tier 50
     assert second.participant["unitPrice"] == 85000  # Medium at the tier price too
-    late = _join(platform, session, catalog.variants["L"], 1, pay=False)
-    assert _session(platform, session["id"])["status"] == "moq_reached"
+    late = join_group_buy(platform, session, catalog.variants["L"], 1, pay=False)
+    assert session_of(platform, session["id"])["status"] == "moq_reached"
 
-    _end_now(platform, session["id"])
-    closed = _close(platform, session["id"])
+    end_now(platform, session["id"])
+    closed = close_group_buy(platform, session["id"])
     assert closed["status"] == "success"
 
-    assert _eventually(lambda: _balance(platform, first.buyer) == 150000)
-    [credit] = _wallet_credits(platform, first.buyer)
+    assert eventually(lambda: balance(platform, first.buyer) == 150000)
+    [credit] = wallet_credits(platform, first.buyer)
     assert (credit["amount"], credit["reason"]) == (150000, "tier_refund")
     assert credit["reference"] == _refund_reference(session["id"], first)
-    assert _eventually(lambda: _balance(platform, second.buyer) == 60000)  # (85,000-65,000) x 3
-    assert _balance(platform, late.buyer) == 0
+    assert eventually(lambda: balance(platform, second.buyer) == 60000)  # (85,000-65,000) x 3
+    assert balance(platform, late.buyer) == 0
 
-    participants = _participants(platform, session["id"])
+    participants = participants_of(platform, session["id"])
     assert participants[first.id]["finalUnitPrice"] == 65000
     assert participants[second.id]["finalUnitPrice"] == 65000
     assert (participants[late.id]["status"], participants[late.id]["cancelReason"]) == (
         "cancelled",
         "session_closed",
     )
-    [order] = _orders(platform, first.buyer)
+    [order] = buyer_orders(platform, first.buyer)
     assert (order["participantId"], order["subtotal"]) == (first.id, 325000)
     assert [(i["quantity"], i["unitPrice"]) for i in order["items"]] == [(5, 65000)]
-    assert [o["participantId"] for o in _orders(platform, second.buyer)] == [second.id]
-    assert _orders(platform, late.buyer) == []
+    assert [o["participantId"] for o in buyer_orders(platform, second.buyer)] == [second.id]
+    assert buyer_orders(platform, late.buyer) == []
 
-    stock = _stock(platform, catalog)  # paid units taken out of stock, the unpaid one released
+    stock = stock_of(platform, catalog)  # paid units taken out of stock, the unpaid one released
     assert stock["S"] == {"quantity": 3, "reserved": 0, "available": 3}
     assert stock["M"] == {"quantity": 5, "reserved": 0, "available": 5}
     assert stock["L"] == {"quantity": 8, "reserved": 0, "available": 8}
 
-    payment = _payment(platform, first)
+    payment = payment_of(platform, first)
     assert (payment["status"], payment["escrowStatus"]) == ("paid", "released")
     assert payment["refundedAmount"] == 150000
-    assert _payment(platform, late)["status"] == "expired"
-    assert _eventually(lambda: _invoice(platform, late)["status"] == "EXPIRED")
+    assert payment_of(platform, late)["status"] == "expired"
+    assert eventually(lambda: invoice_of(platform, late)["status"] == "EXPIRED")
 
 
 # --- MOQ missed -----------------------------------------------------------------------------
@@ -312,32 +116,34 @@ def test_tier_refund_orders_deduction_and_escrow(platform: Platform) -> None:
 
 def test_missed_moq_fails_refunds_everything_and_releases_stock(platform: Platform) -> None:
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=10)
-    small = _join(platform, session, catalog.variants["S"], 3, pay=True)
-    medium = _join(platform, session, catalog.variants["M"], 2, pay=True)
-    unpaid = [_join(platform, session, catalog.variants["L"], 1, pay=False) for _ in range(2)]
-    assert _stock(platform, catalog)["L"]["available"] == 6
+    session = open_group_buy(platform, catalog, target_moq=10)
+    small = join_group_buy(platform, session, catalog.variants["S"], 3, pay=True)
+    medium = join_group_buy(platform, session, catalog.variants["M"], 2, pay=True)
+    unpaid = [
+        join_group_buy(platform, session, catalog.variants["L"], 1, pay=False) for _ in range(2)
+    ]
+    assert stock_of(platform, catalog)["L"]["available"] == 6
 
-    _end_now(platform, session["id"])
-    closed = _close(platform, session["id"])
+    end_now(platform, session["id"])
+    closed = close_group_buy(platform, session["id"])
     assert (closed["status"], closed["paidQuantity"]) == ("failed", 5)
 
-    assert _eventually(lambda: _balance(platform, small.buyer) == 3 * 95000)
-    assert _eventually(lambda: _balance(platform, medium.buyer) == 2 * 95000)
-    [credit] = _wallet_credits(platform, small.buyer)
+    assert eventually(lambda: balance(platform, small.buyer) == 3 * 95000)
+    assert eventually(lambda: balance(platform, medium.buyer) == 2 * 95000)
+    [credit] = wallet_credits(platform, small.buyer)
     assert (credit["reason"], credit["reference"]) == (
         "group_failed_refund",
         _refund_reference(session["id"], small),
     )
     for paid in (small, medium):
-        payment = _payment(platform, paid)
+        payment = payment_of(platform, paid)
         assert (payment["status"], payment["escrowStatus"]) == ("refunded", "refunded")
-    assert {s: v["available"] for s, v in _stock(platform, catalog).items()} == {
+    assert {s: v["available"] for s, v in stock_of(platform, catalog).items()} == {
         "S": 8,
         "M": 8,
         "L": 8,
     }
-    participants = _participants(platform, session["id"])
+    participants = participants_of(platform, session["id"])
     assert participants[small.id]["status"] == participants[medium.id]["status"] == "refunded"
     for joined in unpaid:
         participant = participants[joined.id]
@@ -345,10 +151,10 @@ def test_missed_moq_fails_refunds_everything_and_releases_stock(platform: Platfo
             "cancelled",
             "session_closed",
         )
-        assert _payment(platform, joined)["status"] == "expired"
-        assert _eventually(lambda joined=joined: _invoice(platform, joined)["status"] == "EXPIRED")
-        assert _balance(platform, joined.buyer) == 0
-    assert _session_orders(platform, session["id"]) == []
+        assert payment_of(platform, joined)["status"] == "expired"
+        assert eventually(lambda joined=joined: invoice_of(platform, joined)["status"] == "EXPIRED")
+        assert balance(platform, joined.buyer) == 0
+    assert session_orders(platform, session["id"]) == []
 
 
 # --- stock short at close -------------------------------------------------------------------
@@ -367,34 +173,34 @@ def _short_session(platform: Platform) -> ShortSession:
     short. S falling to 3 (threshold 4) raised an automatic reorder of one bundle (4 S) before
     the loss, so the close must order one more bundle for the last unit."""
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog, target_moq=8)
-    small = _join(platform, session, catalog.variants["S"], 5, pay=True)
-    medium = _join(platform, session, catalog.variants["M"], 3, pay=True)
-    reorders = _eventually(lambda: _purchase_orders(platform, catalog))
+    session = open_group_buy(platform, catalog, target_moq=8)
+    small = join_group_buy(platform, session, catalog.variants["S"], 5, pay=True)
+    medium = join_group_buy(platform, session, catalog.variants["M"], 3, pay=True)
+    reorders = eventually(lambda: purchase_orders_of(platform, catalog))
     assert [(po["reason"], po["bundles"]) for po in reorders] == [("auto_reorder", 1)]
     lost = platform.client("warehouse").post(
         f"/api/inventory/{catalog.variants['S']}/adjustments",
         json={"delta": -8, "reason": "lost"},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert lost.status_code == 200, lost.text
-    assert _stock(platform, catalog)["S"] == {"quantity": 0, "reserved": 5, "available": -5}
-    _end_now(platform, session["id"])
+    assert stock_of(platform, catalog)["S"] == {"quantity": 0, "reserved": 5, "available": -5}
+    end_now(platform, session["id"])
     return ShortSession(catalog, session, small, medium)
 
 
 def test_stock_short_at_close_waits_for_bundles_then_succeeds(platform: Platform) -> None:
     short = _short_session(platform)
     session_id = short.session["id"]
-    closed = _close(platform, session_id)
+    closed = close_group_buy(platform, session_id)
     assert closed["status"] == "pending_stock"
 
-    orders = _session_orders(platform, session_id)
+    orders = session_orders(platform, session_id)
     assert sorted(o["participantId"] for o in orders) == sorted([short.small.id, short.medium.id])
-    assert _eventually(lambda: _balance(platform, short.small.buyer) == 150000)
-    assert _payment(platform, short.small)["escrowStatus"] == "held"  # until the stock is in
+    assert eventually(lambda: balance(platform, short.small.buyer) == 150000)
+    assert payment_of(platform, short.small)["escrowStatus"] == "held"  # until the stock is in
     [shortage] = [
-        po for po in _purchase_orders(platform, short.catalog) if po["reason"] != "auto_reorder"
+        po for po in purchase_orders_of(platform, short.catalog) if po["reason"] != "auto_reorder"
     ]
     assert (shortage["reason"], shortage["bundles"], shortage["status"]) == (
         "group_shortage",
@@ -404,18 +210,19 @@ def test_stock_short_at_close_waits_for_bundles_then_succeeds(platform: Platform
     # Whole bundles: every variant of the bundle, 4 units each.
     assert sorted(line["quantity"] for line in shortage["lines"]) == [4, 4, 4]
 
-    for purchase_order in _purchase_orders(platform, short.catalog):
+    for purchase_order in purchase_orders_of(platform, short.catalog):
         if purchase_order["status"] == "open":
             received = platform.client("warehouse").post(
-                f"/api/purchase-orders/{purchase_order['id']}/receive", headers=_admin(platform)
+                f"/api/purchase-orders/{purchase_order['id']}/receive",
+                headers=admin_headers(platform),
             )
             assert received.status_code == 200, received.text
-    assert _eventually(lambda: _session(platform, session_id)["status"] == "success")
+    assert eventually(lambda: session_of(platform, session_id)["status"] == "success")
 
     for joined in (short.small, short.medium):
-        assert _payment(platform, joined)["escrowStatus"] == "released"
-    assert len(_session_orders(platform, session_id)) == 2
-    stock = _stock(platform, short.catalog)
+        assert payment_of(platform, joined)["escrowStatus"] == "released"
+    assert len(session_orders(platform, session_id)) == 2
+    stock = stock_of(platform, short.catalog)
     assert (stock["S"]["reserved"], stock["M"]["reserved"]) == (0, 0)
     assert stock["S"]["quantity"] == 8 - 5  # two bundles in, the five promised taken out
 
@@ -424,6 +231,7 @@ def test_stock_short_at_close_waits_for_bundles_then_succeeds(platform: Platform
 
 
 def test_two_closes_at_once_close_the_session_once(platform: Platform) -> None:
+    marks = outbox_marks(platform)
     short = _short_session(platform)
     start = threading.Barrier(2)
     responses: list[httpx.Response] = []
@@ -432,7 +240,7 @@ def test_two_closes_at_once_close_the_session_once(platform: Platform) -> None:
         with httpx.Client(base_url=platform.url("group-buying"), timeout=60) as http:
             start.wait()
             responses.append(
-                http.post("/api/group-buying/process-expired", headers=_admin(platform))
+                http.post("/api/group-buying/process-expired", headers=admin_headers(platform))
             )
 
     threads = [threading.Thread(target=close) for _ in range(2)]
@@ -441,7 +249,7 @@ def test_two_closes_at_once_close_the_session_once(platform: Platform) -> None:
     for thread in threads:
         thread.join()
     assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
-    closed = _close(platform, short.session["id"])
+    closed = close_group_buy(platform, short.session["id"])
     assert closed["status"] == "pending_stock"
 
     session_id = short.session["id"]
@@ -458,14 +266,14 @@ def test_two_closes_at_once_close_the_session_once(platform: Platform) -> None:
             (_refund_reference(session_id, short.medium), 60000, "tier_refund"),
         ]
     )
-    assert len(_session_orders(platform, session_id)) == 2
+    assert len(session_orders(platform, session_id)) == 2
     shortages = [
-        po for po in _purchase_orders(platform, short.catalog) if po["reason"] == "group_shortage"
+        po for po in purchase_orders_of(platform, short.catalog) if po["reason"] == "group_shortage"
     ]
     assert len(shortages) == 1
-    assert _eventually(lambda: _balance(platform, short.small.buyer) == 150000)
-    time.sleep(0.5)  # a second credit, were there one, would have landed by now
-    assert len(_wallet_credits(platform, short.small.buyer)) == 1
+    assert eventually(lambda: balance(platform, short.small.buyer) == 150000)
+    outboxes_done(platform, marks)  # everything queued has run: a second credit would be here
+    assert len(wallet_credits(platform, short.small.buyer)) == 1
 
 
 def test_a_close_killed_half_way_is_finished_by_the_next_run(platform: Platform) -> None:
@@ -476,11 +284,13 @@ def test_a_close_killed_half_way_is_finished_by_the_next_run(platform: Platform)
     catalog = create_seed_catalog(
         platform, stock={"S": 20}, max_stock_level=40, reorder_threshold=0
     )
-    session = _open_session(platform, catalog, target_moq=8)
+    session = open_group_buy(platform, catalog, target_moq=8)
     small = catalog.variants["S"]
-    paid = [_join(platform, session, small, 2, pay=True) for _ in range(4)]  # tiers 25,25,50,75
-    unpaid = _join(platform, session, small, 1, pay=False)
-    _end_now(platform, session["id"])
+    paid = [
+        join_group_buy(platform, session, small, 2, pay=True) for _ in range(4)
+    ]  # tiers 25,25,50,75
+    unpaid = join_group_buy(platform, session, small, 1, pay=False)
+    end_now(platform, session["id"])
     session_id = session["id"]
 
     supervisor = platform.supervisor
@@ -491,7 +301,7 @@ def test_a_close_killed_half_way_is_finished_by_the_next_run(platform: Platform)
 
     def close() -> None:
         try:
-            outcome.append(_process_expired(platform))
+            outcome.append(process_expired(platform))
         except httpx.HTTPError as exc:
             outcome.append(exc)
 
@@ -499,7 +309,7 @@ def test_a_close_killed_half_way_is_finished_by_the_next_run(platform: Platform)
     try:
         caller = threading.Thread(target=close)
         caller.start()
-        assert _eventually(lambda: _close_state(platform, session_id)[1] == "refunded", timeout=15)
+        assert eventually(lambda: _close_state(platform, session_id)[1] == "refunded", timeout=15)
         time.sleep(0.3)  # into the bulk-orders call, which order-service does not answer yet
         group_buying.kill()
         group_buying.wait()
@@ -512,22 +322,24 @@ def test_a_close_killed_half_way_is_finished_by_the_next_run(platform: Platform)
     supervisor.start_one("group-buying")
     supervisor.wait_ready()
     refused = platform.client("group-buying").post(
-        f"/api/group-buying/{session_id}/cancel", headers=_admin(platform)
+        f"/api/group-buying/{session_id}/cancel", headers=admin_headers(platform)
     )
     assert (refused.status_code, refused.json()["code"]) == (409, "session_not_cancellable")
-    closed = _close(platform, session_id, timeout=40)  # once the dead claim's lease has passed
+    closed = close_group_buy(
+        platform, session_id, timeout=40
+    )  # once the dead claim's lease has passed
     assert closed["status"] == "success"
 
     assert _refunds(platform, [*paid, unpaid]) == sorted(
         (_refund_reference(session_id, joined), amount, "tier_refund")
         for joined, amount in zip(paid, [60000, 60000, 40000, 20000], strict=True)
     )
-    orders = _session_orders(platform, session_id)
+    orders = session_orders(platform, session_id)
     assert sorted(o["participantId"] for o in orders) == sorted(j.id for j in paid)
     for joined, amount in zip(paid, [60000, 60000, 40000, 20000], strict=True):
-        assert _eventually(lambda j=joined, a=amount: _balance(platform, j.buyer) == a)
-        assert len(_wallet_credits(platform, joined.buyer)) == 1
-        assert _payment(platform, joined)["escrowStatus"] == "released"
-    assert _payment(platform, unpaid)["status"] == "expired"
-    assert _purchase_orders(platform, catalog) == []
-    assert _stock(platform, catalog)["S"] == {"quantity": 12, "reserved": 0, "available": 12}
+        assert eventually(lambda j=joined, a=amount: balance(platform, j.buyer) == a)
+        assert len(wallet_credits(platform, joined.buyer)) == 1
+        assert payment_of(platform, joined)["escrowStatus"] == "released"
+    assert payment_of(platform, unpaid)["status"] == "expired"
+    assert purchase_orders_of(platform, catalog) == []
+    assert stock_of(platform, catalog)["S"] == {"quantity": 12, "reserved": 0, "available": 12}

@@ -19,7 +19,8 @@ from laku.core.database_roles import (
 )
 from laku.core.services import PROCESSES, SERVICES
 from laku.core.settings import get_settings
-from tests.support import Platform, plain_url, run
+from laku.testing.database import plain_url, run
+from laku.testing.platform import Platform
 
 
 def _as_role(platform: Platform, service: str) -> str:

@@ -5,7 +5,6 @@ against the Kubernetes schemas (offline, `kubernetes-validate`). No container da
 here, so the files are checked rather than run."""
 
 import ast
-import importlib.util
 import os
 import re
 import shutil
@@ -20,7 +19,8 @@ import yaml
 
 from laku.core.services import SANDBOXES, SERVICES, WEB
 from laku.core.settings import Settings
-from tests.support import Platform, free_port_offset
+from laku.testing.platform import Platform, free_port_offset
+from tests.support import deploy_generator
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -30,14 +30,6 @@ APPS = {WEB.name: WEB, **SERVICES}
 # Scaled on CPU: the processes a group buy's traffic lands on.
 AUTOSCALED = {"group-buying", "warehouse", "payment", "web"}
 SERVICE_LABEL = "app.kubernetes.io/name"
-
-
-def _generator() -> Any:
-    spec = importlib.util.spec_from_file_location("deploy_generate", ROOT / "deploy/generate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -152,14 +144,14 @@ def _ingress_from(policy: dict[str, Any]) -> set[str]:
 def test_the_files_are_what_the_generator_makes_from_the_registry() -> None:
     stale = [
         str(path.relative_to(ROOT))
-        for path, content in _generator().write_all().items()
+        for path, content in deploy_generator().write_all().items()
         if not path.exists() or path.read_text() != content
     ]
     assert stale == [], "run: python deploy/generate.py"
 
 
 def test_the_generators_call_table_is_the_one_the_imports_make() -> None:
-    generator = _generator()
+    generator = deploy_generator()
     assert {name: set(callees) for name, callees in generator.CALLS.items()} == derived_calls()
     assert {
         name: set(sandboxes) for name, sandboxes in generator.PROVIDER_CALLS.items()
@@ -284,7 +276,8 @@ def test_secrets_hold_every_secret_setting() -> None:
     secret_settings = {
         f"LAKU_{name.upper()}"
         for name, field in Settings.model_fields.items()
-        if "SecretStr" in str(field.annotation) and name not in _generator().PER_PROCESS_SECRETS
+        if "SecretStr" in str(field.annotation)
+        and name not in deploy_generator().PER_PROCESS_SECRETS
     }
     assert {"LAKU_SERVICE_SECRET", "LAKU_XENDIT_SECRET_KEY"} <= secret_settings
     wanted = secret_settings | {"LAKU_DATABASE_URL", "LAKU_MIGRATION_DATABASE_URL"}

@@ -15,17 +15,13 @@ from typing import Any
 
 import httpx
 
-from tests.support import Account, Platform, bearer
-from tests.test_audit import _laku_audit, _quiet
-from tests.test_close import _close, _end_now, _eventually
-from tests.test_webpush import Browser, _received
+from laku.testing.platform import Account, Platform, bearer
+from tests.audits import laku_audit, quiet_audit
+from tests.group_buys import close_group_buy, end_now
+from tests.messages import PushBrowser, pushes_received
+from tests.support import eventually, ok
 
 MOQ = 7
-
-
-def _ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
 
 
 class Flow:
@@ -40,7 +36,7 @@ class Flow:
         return self.platform.client(service)
 
     def stock(self, product_id: str, variants: dict[str, str]) -> dict[str, dict[str, Any]]:
-        [product] = _ok(
+        [product] = ok(
             self.api("warehouse").get(
                 "/api/inventory", params={"productId": product_id}, headers=self.admin
             )
@@ -49,7 +45,7 @@ class Flow:
         return {sizes[v["variantId"]]: v for v in product["variants"]}
 
     def purchase_orders(self, product_id: str, headers: dict[str, str]) -> list[dict[str, Any]]:
-        page = _ok(
+        page = ok(
             self.api("warehouse").get(
                 "/api/purchase-orders", params={"productId": product_id}, headers=headers
             )
@@ -57,15 +53,15 @@ class Flow:
         return page["items"]
 
     def whatsapp_to(self, phone: str) -> list[dict[str, Any]]:
-        messages = _ok(self.api("whatsapp-sandbox").get("/sandbox/messages"))
+        messages = ok(self.api("whatsapp-sandbox").get("/sandbox/messages"))
         return [m for m in messages if m["to"].lstrip("+") == phone.lstrip("+")]
 
     def emails_to(self, email: str) -> list[dict[str, Any]]:
-        emails = _ok(self.api("smtp-sandbox").get("/sandbox/emails"))
+        emails = ok(self.api("smtp-sandbox").get("/sandbox/emails"))
         return [e for e in emails if email in e["to"]]
 
     def inbox(self, buyer: Account) -> list[str]:
-        page = _ok(
+        page = ok(
             self.api("notification").get(
                 "/api/notifications/me", params={"limit": 100}, headers=buyer.headers
             )
@@ -73,10 +69,10 @@ class Flow:
         return [n["text"] for n in page["items"]]
 
     def session(self, session_id: str) -> dict[str, Any]:
-        return _ok(self.api("group-buying").get(f"/api/group-buying/{session_id}"))
+        return ok(self.api("group-buying").get(f"/api/group-buying/{session_id}"))
 
     def participant(self, session_id: str, participant_id: str) -> dict[str, Any]:
-        page = _ok(
+        page = ok(
             self.api("group-buying").get(
                 f"/api/group-buying/{session_id}/participants",
                 params={"limit": 100},
@@ -87,28 +83,28 @@ class Flow:
         return found
 
     def payment(self, payment_id: str, headers: dict[str, str]) -> dict[str, Any]:
-        return _ok(self.api("payment").get(f"/api/payments/{payment_id}", headers=headers))
+        return ok(self.api("payment").get(f"/api/payments/{payment_id}", headers=headers))
 
     def balance(self, buyer: Account) -> int:
-        return _ok(self.api("wallet").get("/api/wallets/me", headers=buyer.headers))["balance"]
+        return ok(self.api("wallet").get("/api/wallets/me", headers=buyer.headers))["balance"]
 
     def register(self, name: str, phone: str, postal_code: str) -> Account:
         email = f"{name.lower()}-{self.suffix.lower()}@laku.id"
-        _ok(
+        ok(
             self.api("auth").post(
                 "/api/auth/register",
                 json={"email": email, "password": "buyer-password", "name": name, "phone": phone},
             ),
             201,
         )
-        login = _ok(
+        login = ok(
             self.api("auth").post(
                 "/api/auth/login", json={"email": email, "password": "buyer-password"}
             )
         )
-        me = _ok(self.api("auth").get("/api/auth/me", headers=bearer(login["accessToken"])))
+        me = ok(self.api("auth").get("/api/auth/me", headers=bearer(login["accessToken"])))
         buyer = Account(me["id"], email, login["accessToken"])
-        _ok(
+        ok(
             self.api("address").post(
                 "/api/addresses",
                 json={
@@ -131,9 +127,9 @@ class Flow:
         page = httpx.get(payment_url, timeout=10)
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         code = self.payment(payment_id, buyer.headers)["paymentCode"]
-        invoices = _ok(self.api("xendit-sandbox").get("/sandbox/invoices"))
+        invoices = ok(self.api("xendit-sandbox").get("/sandbox/invoices"))
         [invoice] = [i for i in invoices if i["external_id"] == code]
-        _ok(self.api("xendit-sandbox").post(f"/sandbox/invoices/{invoice['id']}/pay"))
+        ok(self.api("xendit-sandbox").post(f"/sandbox/invoices/{invoice['id']}/pay"))
 
 
 def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
@@ -143,7 +139,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
 
     # --- Step 1: admin product setup --------------------------------------------------------
     factory_phone = f"+62813{int(flow.suffix, 16) % 10**7:07d}"
-    factory = _ok(
+    factory = ok(
         flow.api("factory").post(
             "/api/factories",
             json={
@@ -158,7 +154,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
         201,
     )
     factory_staff_email = f"factory-{flow.suffix.lower()}@laku.id"
-    _ok(
+    ok(
         flow.api("factory").post(
             f"/api/factories/{factory['id']}/users",
             json={"email": factory_staff_email, "password": "factory-password", "name": "Asep"},
@@ -167,7 +163,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
         201,
     )
     factory_staff = bearer(platform.login(factory_staff_email, "factory-password"))
-    category = _ok(
+    category = ok(
         flow.api("product").post(
             "/api/categories",
             json={"name": "Pakaian", "slug": f"pakaian-{flow.suffix.lower()}"},
@@ -176,7 +172,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
         201,
     )
     # 1.1, the seed's body.
-    product = _ok(
+    product = ok(
         flow.api("product").post(
             "/api/products",
             json={
@@ -195,7 +191,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     )
     assert product["status"] == "draft"
     # 1.2
-    variants = _ok(
+    variants = ok(
         flow.api("product").post(
             f"/api/products/{product['id']}/variants",
             json=[
@@ -217,13 +213,13 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     )
     size = dict(zip("SML", (v["id"] for v in variants), strict=True))
     assert (
-        _ok(flow.api("product").post(f"/api/products/{product['id']}/publish", headers=admin))[
+        ok(flow.api("product").post(f"/api/products/{product['id']}/publish", headers=admin))[
             "status"
         ]
         == "published"
     )
     # 1.3
-    _ok(
+    ok(
         flow.api("group-buying").post(
             "/api/admin/bundle-composition",
             json=[
@@ -235,7 +231,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
         201,
     )
     # 1.4
-    _ok(
+    ok(
         flow.api("warehouse").post(
             "/api/inventory",
             json=[
@@ -257,7 +253,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
 
     # --- Step 2: the group buy ----------------------------------------------------------------
     end = datetime.now(UTC) + timedelta(hours=6)
-    session = _ok(
+    session = ok(
         flow.api("group-buying").post(
             "/api/group-buying",
             json={
@@ -283,8 +279,8 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     ani = flow.register("Ani", "+6281211110001", "12190")
     budi = flow.register("Budi", "+6281211110002", "40115")
     # Ani lets her browser show Laku's push notifications.
-    ani_browser = Browser(platform)
-    _ok(
+    ani_browser = PushBrowser(platform)
+    ok(
         flow.api("notification").post(
             "/api/notifications/push-subscriptions",
             json=ani_browser.subscription(),
@@ -292,11 +288,11 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
         ),
         201,
     )
-    availability = _ok(
+    availability = ok(
         flow.api("group-buying").get(f"/api/group-buying/{session_id}/variant-availability")
     )
     assert all(v["canJoin"] for v in availability["variants"]), availability
-    joined_ani = _ok(
+    joined_ani = ok(
         flow.api("group-buying").post(
             f"/api/group-buying/{session_id}/join",
             json={
@@ -317,13 +313,13 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     stock = flow.stock(product["id"], size)
     assert {s: v["availableQuantity"] for s, v in stock.items()} == {"S": 8, "M": 3, "L": 8}
     assert stock["M"]["status"] == "low_stock"
-    [reorder] = _eventually(lambda: flow.purchase_orders(product["id"], admin))
+    [reorder] = eventually(lambda: flow.purchase_orders(product["id"], admin))
     assert (reorder["reason"], reorder["bundles"]) == ("auto_reorder", 1)
-    assert _eventually(lambda: flow.whatsapp_to(factory_phone))
+    assert eventually(lambda: flow.whatsapp_to(factory_phone))
 
     # --- Step 4: payment through the Xendit checkout -------------------------------------------
     flow.pay(joined_ani["paymentUrl"], ani_part["paymentId"], ani)
-    assert _eventually(lambda: flow.participant(session_id, ani_part["id"])["status"] == "paid")
+    assert eventually(lambda: flow.participant(session_id, ani_part["id"])["status"] == "paid")
     payment = flow.payment(ani_part["paymentId"], ani.headers)
     assert (payment["status"], payment["escrowStatus"], payment["amount"]) == (
         "paid",
@@ -333,7 +329,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     assert flow.session(session_id)["status"] == "active"
 
     # Fill 5/7 (71%): the next join pays tier 50.
-    joined_budi = _ok(
+    joined_budi = ok(
         flow.api("group-buying").post(
             f"/api/group-buying/{session_id}/join",
             json={"quantity": 2, "variantId": size["M"]},
@@ -347,19 +343,19 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     assert {s: v["availableQuantity"] for s, v in stock.items()} == {"S": 8, "M": 1, "L": 8}
     assert len(flow.purchase_orders(product["id"], admin)) == 1  # no second reorder
     flow.pay(joined_budi["paymentUrl"], budi_part["paymentId"], budi)
-    assert _eventually(lambda: flow.session(session_id)["status"] == "moq_reached")
+    assert eventually(lambda: flow.session(session_id)["status"] == "moq_reached")
 
     # --- Steps 5-7: the close -------------------------------------------------------------------
-    _end_now(platform, session_id)
-    closed = _close(platform, session_id)
+    end_now(platform, session_id)
+    closed = close_group_buy(platform, session_id)
     assert closed["status"] == "success"
     # Final tier 100%: 65,000; Ani gets 95,000 - 65,000 = 30,000 a unit back, Budi 20,000.
-    assert _eventually(lambda: flow.balance(ani) == 5 * 30000)
-    assert _eventually(lambda: flow.balance(budi) == 2 * 20000)
+    assert eventually(lambda: flow.balance(ani) == 5 * 30000)
+    assert eventually(lambda: flow.balance(budi) == 2 * 20000)
     # 6: one order each, processing, at the final price.
     orders = {
         o["userId"]: o
-        for o in _ok(
+        for o in ok(
             flow.api("order").get("/api/orders", params={"sessionId": session_id}, headers=admin)
         )["items"]
     }
@@ -381,7 +377,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     # --- Step 8: the factory ships the bundle, the warehouse receives it ----------------------
     [factory_view] = flow.purchase_orders(product["id"], factory_staff)
     assert factory_view["id"] == reorder["id"]
-    shipped = _ok(
+    shipped = ok(
         flow.api("warehouse").post(
             f"/api/purchase-orders/{reorder['id']}/ship",
             json={"trackingNumber": f"JNE-PO-{flow.suffix}"},
@@ -389,7 +385,7 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
         )
     )
     assert shipped["status"] == "shipped"
-    _ok(flow.api("warehouse").post(f"/api/purchase-orders/{reorder['id']}/receive", headers=admin))
+    ok(flow.api("warehouse").post(f"/api/purchase-orders/{reorder['id']}/receive", headers=admin))
     stock = flow.stock(product["id"], size)
     assert {s: v["availableQuantity"] for s, v in stock.items()} == {"S": 8, "M": 5, "L": 8}
     assert {s: v["surplusQuantity"] for s, v in stock.items()} == {"S": 4, "M": 0, "L": 4}
@@ -397,8 +393,8 @@ def test_the_seed_flow_from_setup_to_settlement(platform: Platform) -> None:
     _shipping_and_settlement(flow, factory, ani, ani_browser, ani_order, started)
 
     # --- Money and stock accounted for across every service (design 15) -----------------------
-    _quiet(platform)  # once the outboxes have delivered what the flow left them
-    code, verdicts, output = _laku_audit(platform)
+    quiet_audit(platform)  # once the outboxes have delivered what the flow left them
+    code, verdicts, output = laku_audit(platform)
     assert code == 0, output
     assert set(verdicts.values()) == {"ok"}, output
 
@@ -407,7 +403,7 @@ def _shipping_and_settlement(
     flow: Flow,
     factory: dict[str, Any],
     ani: Account,
-    ani_browser: Browser,
+    ani_browser: PushBrowser,
     ani_order: dict[str, Any],
     started: datetime,
 ) -> None:
@@ -418,20 +414,20 @@ def _shipping_and_settlement(
     # Step 8's "orders become ready for shipping": the goods were in hand at the close, so the
     # order is ready and the warehouse had logistics book it, with the cheapest configured
     # courier (Ani chose none), from the Bandung warehouse to Ani's default address.
-    ready = _ok(flow.api("order").get(f"/api/orders/{ani_order['id']}", headers=ani.headers))
+    ready = ok(flow.api("order").get(f"/api/orders/{ani_order['id']}", headers=ani.headers))
     assert ready["readyToShipAt"] is not None and ready["courierChoice"] is None
 
     def booked() -> dict[str, Any] | None:
-        page = _ok(
+        page = ok(
             flow.api("logistics").get(
                 "/api/shipments", params={"orderId": ani_order["id"]}, headers=ani.headers
             )
         )
         return page["items"][0] if page["items"] and page["items"][0]["price"] else None
 
-    shipment = _eventually(booked)
+    shipment = eventually(booked)
     # 9.1: the seed's body word for word: from the warehouse (40123) to Ani (12190).
-    rates = _ok(
+    rates = ok(
         flow.api("logistics").post(
             "/api/rates",
             json={
@@ -462,18 +458,18 @@ def _shipping_and_settlement(
         },
         headers=admin,
     )
-    assert _ok(again)["id"] == shipment["id"]
+    assert ok(again)["id"] == shipment["id"]
     tracking = shipment["trackingNumber"]
     assert tracking
 
     def order_status() -> str:
-        return _ok(flow.api("order").get(f"/api/orders/{ani_order['id']}", headers=ani.headers))[
+        return ok(flow.api("order").get(f"/api/orders/{ani_order['id']}", headers=ani.headers))[
             "status"
         ]
 
     def advance_until(status: str) -> None:
         for _ in range(10):
-            moved = _ok(
+            moved = ok(
                 flow.api("biteship-sandbox").post(
                     f"/sandbox/orders/{shipment['biteshipOrderId']}/advance"
                 )
@@ -483,13 +479,11 @@ def _shipping_and_settlement(
         raise AssertionError(f"never reached {status}")
 
     advance_until("picked")
-    assert _eventually(lambda: order_status() == "shipped")
+    assert eventually(lambda: order_status() == "shipped")
     advance_until("delivered")
-    assert _eventually(lambda: order_status() == "delivered")
+    assert eventually(lambda: order_status() == "delivered")
     # 9.3
-    tracked = _ok(
-        flow.api("logistics").get(f"/api/shipments/track/{tracking}", headers=ani.headers)
-    )
+    tracked = ok(flow.api("logistics").get(f"/api/shipments/track/{tracking}", headers=ani.headers))
     assert tracked["status"] == "delivered"
     assert [e["status"] for e in tracked["events"]][-2:] == ["dropping_off", "delivered"]
 
@@ -498,23 +492,23 @@ def _shipping_and_settlement(
     def told() -> list[str]:
         return flow.inbox(ani)
 
-    assert _eventually(lambda: len(told()) == 7), told()
+    assert eventually(lambda: len(told()) == 7), told()
     inbox = " | ".join(told())
     session_path = f"/api/group-buying/{ani_order['groupSessionId']}"
-    session_code = _ok(flow.api("group-buying").get(session_path))["sessionCode"]
+    session_code = ok(flow.api("group-buying").get(session_path))["sessionCode"]
     for said in (session_code, "Rp 150.000", tracking, "delivered"):
         assert said in inbox, inbox
-    assert _eventually(lambda: len(flow.emails_to(ani.email)) == 7)
-    assert _eventually(lambda: len(flow.whatsapp_to("+6281211110001")) == 7)
+    assert eventually(lambda: len(flow.emails_to(ani.email)) == 7)
+    assert eventually(lambda: len(flow.whatsapp_to("+6281211110001")) == 7)
     # And pushed to her browser, which alone can read them (encrypted for its keys).
-    pushed = _eventually(
-        lambda: p if len(p := _received(flow.platform, ani_browser)) == 7 else None
+    pushed = eventually(
+        lambda: p if len(p := pushes_received(flow.platform, ani_browser)) == 7 else None
     )
     assert pushed, "not every notice was pushed"
     assert sorted(ani_browser.decrypt(p)["body"] for p in pushed) == sorted(told())
 
     # --- Step 10: settlement -------------------------------------------------------------------
-    _ok(
+    ok(
         flow.api("settlement").put(
             f"/api/settlements/payout-accounts/{factory['id']}",
             json={"bankCode": "BCA", "accountNumber": "1234567890", "accountHolderName": "Asep"},
@@ -527,7 +521,7 @@ def _shipping_and_settlement(
         "periodStart": started.isoformat(),
         "periodEnd": period_end.isoformat(),
     }
-    preview = _ok(
+    preview = ok(
         flow.api("settlement").get("/api/settlements/preview", params=period, headers=admin)
     )
     # Escrow released: 7 Medium shirts at the final 65,000 (475,000 + 170,000 paid, less the
@@ -537,7 +531,7 @@ def _shipping_and_settlement(
         22750,
         432250,
     )
-    settlement = _ok(
+    settlement = ok(
         flow.api("settlement").post(
             "/api/settlements",
             json={**period, "totalAmount": 455000, "platformFee": 22750, "netAmount": 432250},
@@ -550,17 +544,17 @@ def _shipping_and_settlement(
     assert sum(line["debit"] for line in entry["lines"]) == sum(
         line["credit"] for line in entry["lines"]
     )
-    payout = _eventually(
-        lambda: _ok(
+    payout = eventually(
+        lambda: ok(
             flow.api("settlement").get(f"/api/settlements/{settlement['id']}", headers=admin)
         )["payoutId"]
     )
-    _ok(flow.api("xendit-sandbox").post(f"/sandbox/payouts/{payout}/succeed"))
-    paid = _eventually(
+    ok(flow.api("xendit-sandbox").post(f"/sandbox/payouts/{payout}/succeed"))
+    paid = eventually(
         lambda: (
             s
             if (
-                s := _ok(
+                s := ok(
                     flow.api("settlement").get(
                         f"/api/settlements/{settlement['id']}", headers=admin
                     )
@@ -573,5 +567,5 @@ def _shipping_and_settlement(
     )
     assert paid, "the payout was never followed to SUCCEEDED"
     assert len(paid["ledgerEntries"]) == 2
-    balances = _ok(flow.api("settlement").get("/api/ledger/balances", headers=admin))
+    balances = ok(flow.api("settlement").get("/api/ledger/balances", headers=admin))
     assert balances["totalDebit"] == balances["totalCredit"]

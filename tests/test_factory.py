@@ -7,7 +7,8 @@ import pytest
 
 from laku.factory.client import FactoryClient
 from laku.factory.rules import VerificationStatus
-from tests.support import Platform, assert_problem, bearer, snapshot
+from laku.testing.platform import Platform, bearer
+from tests.support import admin_headers, assert_problem, snapshot
 
 
 @pytest.fixture
@@ -28,13 +29,9 @@ def _factory_body(**overrides: object) -> dict:
     return {**body, **overrides}
 
 
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
-
-
 def _create_factory(platform: Platform, **overrides: object) -> dict:
     response = platform.client("factory").post(
-        "/api/factories", json=_factory_body(**overrides), headers=_admin(platform)
+        "/api/factories", json=_factory_body(**overrides), headers=admin_headers(platform)
     )
     assert response.status_code == 201, response.text
     return response.json()
@@ -42,7 +39,7 @@ def _create_factory(platform: Platform, **overrides: object) -> dict:
 
 def _verify(platform: Platform, factory_id: str, body: dict) -> httpx.Response:
     return platform.client("factory").patch(
-        f"/api/factories/{factory_id}/verification", json=body, headers=_admin(platform)
+        f"/api/factories/{factory_id}/verification", json=body, headers=admin_headers(platform)
     )
 
 
@@ -54,7 +51,9 @@ def _review(platform: Platform, factory_id: str, headers: dict, body: dict) -> h
 
 def test_create_then_get_a_factory(platform: Platform) -> None:
     body = _factory_body()
-    created = platform.client("factory").post("/api/factories", json=body, headers=_admin(platform))
+    created = platform.client("factory").post(
+        "/api/factories", json=body, headers=admin_headers(platform)
+    )
     assert created.status_code == 201, created.text
     factory = created.json()
     assert {key: factory[key] for key in body} == body
@@ -72,7 +71,9 @@ def test_create_then_get_a_factory(platform: Platform) -> None:
 def test_optional_contact_fields_may_be_left_out(platform: Platform) -> None:
     body = _factory_body()
     del body["email"], body["city"]
-    created = platform.client("factory").post("/api/factories", json=body, headers=_admin(platform))
+    created = platform.client("factory").post(
+        "/api/factories", json=body, headers=admin_headers(platform)
+    )
     assert created.status_code == 201, created.text
     assert created.json()["email"] is None
     assert created.json()["city"] is None
@@ -85,13 +86,13 @@ def test_unknown_factory_is_not_found_everywhere(platform: Platform, buyer_heade
     assert_problem(factory.get(missing), 404, "factory_not_found")
     assert_problem(factory.get(f"{missing}/reviews"), 404, "factory_not_found")
     assert_problem(
-        factory.patch(missing, json={"city": "Solo"}, headers=_admin(platform)),
+        factory.patch(missing, json={"city": "Solo"}, headers=admin_headers(platform)),
         404,
         "factory_not_found",
     )
     assert_problem(
         factory.patch(
-            f"{missing}/verification", json={"status": "verified"}, headers=_admin(platform)
+            f"{missing}/verification", json={"status": "verified"}, headers=admin_headers(platform)
         ),
         404,
         "factory_not_found",
@@ -103,7 +104,7 @@ def test_unknown_factory_is_not_found_everywhere(platform: Platform, buyer_heade
     )
     account = {"email": f"x-{uuid.uuid4().hex[:8]}@laku.id", "password": "a-password", "name": "X"}
     assert_problem(
-        factory.post(f"{missing}/users", json=account, headers=_admin(platform)),
+        factory.post(f"{missing}/users", json=account, headers=admin_headers(platform)),
         404,
         "factory_not_found",
     )
@@ -163,7 +164,7 @@ def test_partial_update_changes_only_the_fields_sent(platform: Platform) -> None
     updated = platform.client("factory").patch(
         f"/api/factories/{factory['id']}",
         json={"phone": "081298765432", "city": None, "postalCode": "12190"},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert updated.status_code == 200, updated.text
     after = updated.json()
@@ -190,7 +191,7 @@ def test_invalid_update_changes_nothing(platform: Platform, body: dict) -> None:
     factory = _create_factory(platform)
     before = snapshot(platform, "factory")
     response = platform.client("factory").patch(
-        f"/api/factories/{factory['id']}", json=body, headers=_admin(platform)
+        f"/api/factories/{factory['id']}", json=body, headers=admin_headers(platform)
     )
     assert_problem(response, 422, "invalid_input")
     assert snapshot(platform, "factory") == before
@@ -295,7 +296,7 @@ def test_only_buyers_review(platform: Platform) -> None:
     factory = _create_factory(platform)
     before = snapshot(platform, "factory")
     assert_problem(_review(platform, factory["id"], {}, {"rating": 5}), 401)
-    assert_problem(_review(platform, factory["id"], _admin(platform), {"rating": 5}), 403)
+    assert_problem(_review(platform, factory["id"], admin_headers(platform), {"rating": 5}), 403)
     assert snapshot(platform, "factory") == before
 
 
@@ -313,7 +314,7 @@ def test_factory_account_logs_in_and_sees_its_factory(platform: Platform) -> Non
     factory = _create_factory(platform)
     body = _account_body()
     created = platform.client("factory").post(
-        f"/api/factories/{factory['id']}/users", json=body, headers=_admin(platform)
+        f"/api/factories/{factory['id']}/users", json=body, headers=admin_headers(platform)
     )
     assert created.status_code == 201, created.text
     account = created.json()
@@ -339,10 +340,10 @@ def test_retrying_account_creation_makes_one_account(platform: Platform) -> None
     factory = _create_factory(platform)
     body = _account_body()
     path = f"/api/factories/{factory['id']}/users"
-    first = platform.client("factory").post(path, json=body, headers=_admin(platform))
+    first = platform.client("factory").post(path, json=body, headers=admin_headers(platform))
     assert first.status_code == 201, first.text
     before = snapshot(platform, "auth")
-    retried = platform.client("factory").post(path, json=body, headers=_admin(platform))
+    retried = platform.client("factory").post(path, json=body, headers=admin_headers(platform))
     assert retried.status_code == 201, retried.text
     assert retried.json() == first.json()
     assert snapshot(platform, "auth") == before
@@ -350,7 +351,7 @@ def test_retrying_account_creation_makes_one_account(platform: Platform) -> None
     # Another request for an e-mail that already has an account is refused.
     other_password = {**body, "password": "another-password"}
     assert_problem(
-        platform.client("factory").post(path, json=other_password, headers=_admin(platform)),
+        platform.client("factory").post(path, json=other_password, headers=admin_headers(platform)),
         409,
         "email_taken",
     )
@@ -364,7 +365,7 @@ def test_account_for_an_email_already_taken_is_a_conflict(platform: Platform) ->
     response = platform.client("factory").post(
         f"/api/factories/{factory['id']}/users",
         json=_account_body(email=buyer.email),
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert_problem(response, 409, "email_taken")
     assert snapshot(platform, "auth", "factory") == before
@@ -381,7 +382,7 @@ def test_invalid_account_request_changes_nothing(platform: Platform, overrides: 
     response = platform.client("factory").post(
         f"/api/factories/{factory['id']}/users",
         json=_account_body(**overrides),
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert_problem(response, 422, "invalid_input")
     assert snapshot(platform, "auth", "factory") == before
@@ -391,7 +392,7 @@ def test_my_factory_is_for_factory_accounts_only(platform: Platform, buyer_heade
     factories = platform.client("factory")
     assert_problem(factories.get("/api/factories/me"), 401)
     assert_problem(factories.get("/api/factories/me", headers=buyer_headers), 403)
-    assert_problem(factories.get("/api/factories/me", headers=_admin(platform)), 403)
+    assert_problem(factories.get("/api/factories/me", headers=admin_headers(platform)), 403)
 
 
 def _admin_requests(factory_id: str) -> list[tuple[str, str, dict]]:
@@ -448,7 +449,7 @@ def test_admin_endpoints_refuse_others(platform: Platform, buyer_headers: dict) 
 def test_invalid_factory_changes_nothing(platform: Platform, body: object) -> None:
     before = snapshot(platform, "factory")
     response = platform.client("factory").post(
-        "/api/factories", json=body, headers=_admin(platform)
+        "/api/factories", json=body, headers=admin_headers(platform)
     )
     assert_problem(response, 422, "invalid_input")
     assert snapshot(platform, "factory") == before
@@ -457,7 +458,7 @@ def test_invalid_factory_changes_nothing(platform: Platform, body: object) -> No
 def test_malformed_json_changes_nothing(platform: Platform) -> None:
     factory = _create_factory(platform)
     before = snapshot(platform, "factory")
-    headers = {**_admin(platform), "Content-Type": "application/json"}
+    headers = {**admin_headers(platform), "Content-Type": "application/json"}
     for method, path in [
         ("POST", "/api/factories"),
         ("PATCH", f"/api/factories/{factory['id']}"),
@@ -476,7 +477,7 @@ def test_a_malformed_id_is_refused(platform: Platform) -> None:
 
 def test_idempotency_key_replays_the_first_creation(platform: Platform) -> None:
     body = _factory_body()
-    headers = {**_admin(platform), "Idempotency-Key": uuid.uuid4().hex}
+    headers = {**admin_headers(platform), "Idempotency-Key": uuid.uuid4().hex}
     factories = platform.client("factory")
     first = factories.post("/api/factories", json=body, headers=headers)
     assert first.status_code == 201, first.text

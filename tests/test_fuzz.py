@@ -30,16 +30,9 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from laku.core.schemas import MultilineText, Text
 from laku.core.services import SERVICES
 from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER
-from tests.support import (
-    Platform,
-    assert_problem,
-    bearer,
-    free_port_offset,
-    running_platform,
-    service_role_env,
-    snapshot,
-    throwaway_database,
-)
+from laku.testing.database import service_role_env, throwaway_database
+from laku.testing.platform import Platform, bearer, free_port_offset, running_platform
+from tests.support import assert_problem, snapshot
 
 SEED = int(os.environ.get("LAKU_FUZZ_SEED", "20261201"))
 # Examples per operation, caller and kind: the admin passes every authorisation, so its

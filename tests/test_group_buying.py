@@ -8,7 +8,6 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,15 +25,32 @@ from laku.group_buying.rules import (
     tier_for,
     unit_price,
 )
-from tests.catalog import SeedCatalog, create_seed_catalog, created
-from tests.support import Account, Platform, assert_problem, bearer, snapshot
+from laku.testing.catalog import create_seed_catalog, created
+from laku.testing.platform import Account, Platform
+from tests.group_buys import session_of
+from tests.joins import (
+    all_participants,
+    available_stock,
+    invoice_id_of,
+    iso_utc,
+    join_created,
+    join_request,
+    open_seed_session,
+    paid_through,
+    participant_of,
+    pay_invoice,
+    payment_by_id,
+    session_body,
+)
+from tests.support import (
+    admin_headers,
+    assert_problem,
+    eventually,
+    outbox_marks,
+    outboxes_done,
+    snapshot,
+)
 
-SEED_TIERS = {
-    "priceTier25": 95000,
-    "priceTier50": 85000,
-    "priceTier75": 75000,
-    "priceTier100": 65000,
-}
 ADJUSTMENT = {"S": 0, "M": 5000, "L": 10000}
 SCHEMAS = ("group_buying", "warehouse", "payment")
 
@@ -97,139 +113,6 @@ def test_fill_prices_and_status() -> None:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _session_body(
-    catalog: SeedCatalog, *, target_moq: int = 100, ends_in: timedelta = timedelta(hours=6)
-) -> dict[str, Any]:
-    """Seed step 2's body for the catalog's T-shirt."""
-    end = datetime.now(UTC) + ends_in
-    return {
-        "productId": catalog.product_id,
-        "factoryId": catalog.factory_id,
-        "targetMoq": target_moq,
-        "groupPrice": SEED_TIERS["priceTier25"],
-        **SEED_TIERS,
-        "endTime": _iso(end),
-        "estimatedCompletionDate": _iso(end + timedelta(days=15)),
-    }
-
-
-def _open_session(platform: Platform, catalog: SeedCatalog, **terms: Any) -> dict[str, Any]:
-    return created(
-        platform.client("group-buying").post(
-            "/api/group-buying", json=_session_body(catalog, **terms), headers=_admin(platform)
-        )
-    )
-
-
-def _session(platform: Platform, session_ref: str) -> dict[str, Any]:
-    response = platform.client("group-buying").get(f"/api/group-buying/{session_ref}")
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def _join(
-    platform: Platform, buyer: Account, session_id: str, variant_id: str, quantity: Any, **extra
-) -> httpx.Response:
-    return platform.client("group-buying").post(
-        f"/api/group-buying/{session_id}/join",
-        json={"quantity": quantity, "variantId": variant_id, **extra},
-        headers=buyer.headers,
-    )
-
-
-def _joined(
-    platform: Platform, buyer: Account, session: dict[str, Any], variant_id: str, quantity: int
-) -> dict[str, Any]:
-    return created(_join(platform, buyer, session["id"], variant_id, quantity))
-
-
-def _available(platform: Platform, catalog: SeedCatalog) -> dict[str, int]:
-    response = platform.client("warehouse").get(
-        "/api/inventory", params={"productId": catalog.product_id}, headers=_admin(platform)
-    )
-    assert response.status_code == 200, response.text
-    [product] = response.json()
-    sizes = {variant_id: size for size, variant_id in catalog.variants.items()}
-    return {sizes[v["variantId"]]: v["availableQuantity"] for v in product["variants"]}
-
-
-def _participants(
-    platform: Platform, session_id: str, status: str | None = None
-) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    while True:
-        params: dict[str, Any] = {"limit": 100, "offset": len(items)}
-        if status:
-            params["status"] = status
-        response = platform.client("group-buying").get(
-            f"/api/group-buying/{session_id}/participants", params=params, headers=_admin(platform)
-        )
-        assert response.status_code == 200, response.text
-        page = response.json()
-        items += page["items"]
-        if len(items) >= page["total"]:
-            return items
-
-
-def _participant(platform: Platform, session_id: str, participant_id: str) -> dict[str, Any]:
-    [found] = [p for p in _participants(platform, session_id) if p["id"] == participant_id]
-    return found
-
-
-def _payment(platform: Platform, buyer: Account, payment_id: str) -> dict[str, Any]:
-    response = platform.client("payment").get(f"/api/payments/{payment_id}", headers=buyer.headers)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def _invoice_id(platform: Platform, payment_code: str) -> str:
-    invoices = platform.client("xendit-sandbox").get("/sandbox/invoices").json()
-    [invoice] = [i for i in invoices if i["external_id"] == payment_code]
-    return invoice["id"]
-
-
-def _pay(platform: Platform, buyer: Account, joined: dict[str, Any]) -> str:
-    """The buyer pays the join's invoice in the Xendit sandbox; returns the invoice id."""
-    payment = _payment(platform, buyer, joined["participant"]["paymentId"])
-    invoice_id = _invoice_id(platform, payment["paymentCode"])
-    paid = platform.client("xendit-sandbox").post(f"/sandbox/invoices/{invoice_id}/pay")
-    assert paid.status_code == 200, paid.text
-    return invoice_id
-
-
-def _eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll until `check` returns something truthy (webhooks and the outbox run in background)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
-
-
-def _paid_through(
-    platform: Platform, buyer: Account, session: dict[str, Any], joined: dict[str, Any]
-) -> dict[str, Any]:
-    """Pays and waits until group-buying has the participant paid."""
-    _pay(platform, buyer, joined)
-    participant_id = joined["participant"]["id"]
-    paid = _eventually(
-        lambda: (
-            (p := _participant(platform, session["id"], participant_id))["status"] == "paid" and p
-        )
-    )
-    assert paid, _participant(platform, session["id"], participant_id)
-    return paid
-
-
 def _service_headers(platform: Platform) -> dict[str, str]:
     return platform.service_headers("payment")
 
@@ -244,7 +127,7 @@ def _report(
             "reference": participant["reservationReference"],
             "paymentId": participant["paymentId"],
             "status": status,
-            "occurredAt": _iso(datetime.now(UTC)),
+            "occurredAt": iso_utc(datetime.now(UTC)),
         },
         headers={**headers, "Idempotency-Key": uuid.uuid4().hex},
     )
@@ -256,7 +139,7 @@ def _reservation_moves(platform: Platform, variant_id: str) -> list[dict[str, An
         page = platform.client("warehouse").get(
             f"/api/inventory/{variant_id}/movements",
             params={"limit": 100, "offset": len(moves)},
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
         assert page.status_code == 200, page.text
         moves += page.json()
@@ -269,7 +152,7 @@ def _reservation_moves(platform: Platform, variant_id: str) -> list[dict[str, An
 
 def test_seed_steps_2_to_4(platform: Platform) -> None:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog)
+    session = open_seed_session(platform, catalog)
     assert re.fullmatch(r"GB-[A-Z2-9]{8}", session["sessionCode"])
     assert session["status"] == "forming"
     assert (session["paidQuantity"], session["fillBasisPoints"], session["currentTier"]) == (
@@ -281,11 +164,11 @@ def test_seed_steps_2_to_4(platform: Platform) -> None:
     # Every variant at the tier price; the catalog's adjustments are shown, not added.
     prices = {v["variantId"]: (v["unitPrice"], v["priceAdjustment"]) for v in session["variants"]}
     assert prices == {catalog.variants[s]: (95000, ADJUSTMENT[s]) for s in ("S", "M", "L")}
-    assert _session(platform, session["sessionCode"])["id"] == session["id"]
+    assert session_of(platform, session["sessionCode"])["id"] == session["id"]
 
     buyer = platform.new_buyer()
     joined = created(
-        _join(
+        join_request(
             platform,
             buyer,
             session["id"],
@@ -302,15 +185,15 @@ def test_seed_steps_2_to_4(platform: Platform) -> None:
     assert participant["reservationReference"] == f"participant:{participant['id']}"
     assert joined["paymentUrl"] == participant["paymentUrl"]
     assert joined["paymentUrl"].startswith(platform.url("xendit-sandbox"))
-    assert _available(platform, catalog) == {"S": 8, "M": 3, "L": 8}
-    payment = _payment(platform, buyer, participant["paymentId"])
+    assert available_stock(platform, catalog) == {"S": 8, "M": 3, "L": 8}
+    payment = payment_by_id(platform, buyer, participant["paymentId"])
     assert payment["status"] == "pending"
     assert payment["reference"] == participant["reservationReference"]
     assert payment["amount"] == 475000
 
-    _paid_through(platform, buyer, session, joined)
-    assert _payment(platform, buyer, participant["paymentId"])["status"] == "paid"
-    after = _session(platform, session["id"])
+    paid_through(platform, buyer, session, joined)
+    assert payment_by_id(platform, buyer, participant["paymentId"])["status"] == "paid"
+    after = session_of(platform, session["id"])
     assert after["status"] == "active"
     assert (after["paidQuantity"], after["fillBasisPoints"], after["currentTier"]) == (5, 500, 25)
     mine = platform.client("group-buying").get(
@@ -321,36 +204,40 @@ def test_seed_steps_2_to_4(platform: Platform) -> None:
     assert participation["status"] == "paid"
     assert participation["paymentUrl"] == joined["paymentUrl"]
     assert participation["variantName"] == "Medium"
-    assert _available(platform, catalog) == {"S": 8, "M": 3, "L": 8}  # paid stock stays reserved
+    assert available_stock(platform, catalog) == {
+        "S": 8,
+        "M": 3,
+        "L": 8,
+    }  # paid stock stays reserved
 
 
 def test_tiers_and_status_follow_the_paid_fill(platform: Platform) -> None:
     """MOQ 4: each join is priced at the fill before it, 2 → 50%, 3 → 75%, 4 → MOQ reached."""
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog, target_moq=4)
+    session = open_seed_session(platform, catalog, target_moq=4)
     small = catalog.variants["S"]
     expected = [(2, 95000, 5000, 50, "active"), (1, 85000, 7500, 75, "active")]
     expected.append((1, 75000, 10000, 100, "moq_reached"))
     for quantity, price, fill, tier, status in expected:
         buyer = platform.new_buyer()
-        joined = _joined(platform, buyer, session, small, quantity)
+        joined = join_created(platform, buyer, session, small, quantity)
         assert joined["participant"]["unitPrice"] == price
-        _paid_through(platform, buyer, session, joined)
-        now = _session(platform, session["id"])
+        paid_through(platform, buyer, session, joined)
+        now = session_of(platform, session["id"])
         assert (now["fillBasisPoints"], now["currentTier"], now["status"]) == (fill, tier, status)
     assert now["currentUnitPrice"] == 65000
     assert now["quantityToMoq"] == 0
     # Joins stay open past the MOQ, at the 100% tier.
-    late = _joined(platform, platform.new_buyer(), session, catalog.variants["L"], 1)
+    late = join_created(platform, platform.new_buyer(), session, catalog.variants["L"], 1)
     assert late["participant"]["unitPrice"] == 65000  # Large too: no adjustment added
 
 
 def test_concurrent_payments_are_all_counted(platform: Platform) -> None:
     """Ten PAID events at once: the session row lock keeps every one."""
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog, target_moq=10)
+    session = open_seed_session(platform, catalog, target_moq=10)
     joins = [
-        _joined(platform, platform.new_buyer(), session, catalog.variants[size], 1)
+        join_created(platform, platform.new_buyer(), session, catalog.variants[size], 1)
         for size in ("S", "M", "L", "S", "M", "L", "S", "M", "L", "S")
     ]
     service = _service_headers(platform)
@@ -365,7 +252,7 @@ def test_concurrent_payments_are_all_counted(platform: Platform) -> None:
                             "reference": j["participant"]["reservationReference"],
                             "paymentId": j["participant"]["paymentId"],
                             "status": "paid",
-                            "occurredAt": _iso(datetime.now(UTC)),
+                            "occurredAt": iso_utc(datetime.now(UTC)),
                         },
                         headers={**service, "Idempotency-Key": uuid.uuid4().hex},
                     )
@@ -375,7 +262,7 @@ def test_concurrent_payments_are_all_counted(platform: Platform) -> None:
 
     responses = asyncio.run(report_all())
     assert [r.json()["outcome"] for r in responses] == ["applied"] * 10
-    after = _session(platform, session["id"])
+    after = session_of(platform, session["id"])
     assert (after["paidQuantity"], after["status"], after["currentTier"]) == (
         10,
         "moq_reached",
@@ -393,16 +280,16 @@ def test_session_terms_are_checked(platform: Platform) -> None:
     before = snapshot(platform, "group_buying")
 
     def refused(status: int, code: str, **changes: Any) -> None:
-        body = {**_session_body(catalog), **changes}
+        body = {**session_body(catalog), **changes}
         assert_problem(
-            gb.post("/api/group-buying", json=body, headers=_admin(platform)), status, code
+            gb.post("/api/group-buying", json=body, headers=admin_headers(platform)), status, code
         )
 
     refused(422, "tiers_rise", priceTier50=96000)
     refused(422, "tiers_rise", priceTier75=65000, priceTier100=70000)
     refused(422, "group_price_mismatch", groupPrice=90000)
-    refused(422, "end_time_past", endTime=_iso(datetime.now(UTC) - timedelta(minutes=1)))
-    refused(422, "completion_before_end", estimatedCompletionDate=_iso(datetime.now(UTC)))
+    refused(422, "end_time_past", endTime=iso_utc(datetime.now(UTC) - timedelta(minutes=1)))
+    refused(422, "completion_before_end", estimatedCompletionDate=iso_utc(datetime.now(UTC)))
     refused(422, "unknown_product", productId=str(uuid.uuid4()))
     refused(422, "factory_mismatch", factoryId=other.factory_id)
     refused(422, "invalid_input", targetMoq=0)
@@ -413,25 +300,25 @@ def test_session_terms_are_checked(platform: Platform) -> None:
     refused(422, "invalid_input", sessionCode="GB-CHOSEN01")
     assert snapshot(platform, "group_buying") == before
 
-    body = _session_body(catalog)
+    body = session_body(catalog)
     del body["groupPrice"]  # defaults to priceTier25
-    session = created(gb.post("/api/group-buying", json=body, headers=_admin(platform)))
+    session = created(gb.post("/api/group-buying", json=body, headers=admin_headers(platform)))
     assert session["groupPrice"] == 95000
     assert session["productName"] == "Premium T-Shirt"
     assert session["factoryId"] == catalog.factory_id
-    assert _session(platform, session["sessionCode"].lower())["id"] == session["id"]
+    assert session_of(platform, session["sessionCode"].lower())["id"] == session["id"]
     assert_problem(gb.get("/api/group-buying/GB-NOSUCH00"), 404, "session_not_found")
     assert_problem(gb.get(f"/api/group-buying/{uuid.uuid4()}"), 404, "session_not_found")
 
 
 def test_open_sessions_are_listed_with_their_prices(platform: Platform) -> None:
     catalog = create_seed_catalog(platform, bundle={}, stock={})
-    listed = _open_session(platform, catalog, ends_in=timedelta(days=400))
-    closing = _open_session(platform, catalog, ends_in=timedelta(seconds=1))
-    cancelled = _open_session(platform, catalog, ends_in=timedelta(days=400))
+    listed = open_seed_session(platform, catalog, ends_in=timedelta(days=400))
+    closing = open_seed_session(platform, catalog, ends_in=timedelta(seconds=1))
+    cancelled = open_seed_session(platform, catalog, ends_in=timedelta(days=400))
     gb = platform.client("group-buying")
     assert gb.post(
-        f"/api/group-buying/{cancelled['id']}/cancel", headers=_admin(platform)
+        f"/api/group-buying/{cancelled['id']}/cancel", headers=admin_headers(platform)
     ).is_success
     time.sleep(1.1)
 
@@ -452,7 +339,7 @@ def test_open_sessions_are_listed_with_their_prices(platform: Platform) -> None:
     )
     by_name = {v["variantName"]: v["unitPrice"] for v in entry["variants"]}
     assert by_name == {"Small": 95000, "Medium": 95000, "Large": 95000}
-    closed = _session(platform, closing["id"])
+    closed = session_of(platform, closing["id"])
     assert closed["joinable"] is False
     assert closed["status"] in ("forming", "failed")  # "failed" if the scheduler closed it
 
@@ -472,7 +359,7 @@ def test_open_sessions_are_listed_with_their_prices(platform: Platform) -> None:
     assert elsewhere == {"items": [], "total": 0, "limit": 20, "offset": 0}
     assert_problem(gb.get("/api/group-buying", params={"status": "closed"}), 422)
 
-    counts = gb.get("/api/group-buying/status-counts", headers=_admin(platform))
+    counts = gb.get("/api/group-buying/status-counts", headers=admin_headers(platform))
     assert counts.status_code == 200, counts.text
     assert counts.json()["cancelled"] >= 1 and set(counts.json()) == {
         "forming", "active", "moq_reached", "pending_stock", "stock_received", "success",
@@ -483,8 +370,8 @@ def test_open_sessions_are_listed_with_their_prices(platform: Platform) -> None:
 
 def test_variant_availability(platform: Platform) -> None:
     catalog = create_seed_catalog(platform, stock={"S": 8, "M": 8})
-    session = _open_session(platform, catalog)
-    _joined(platform, platform.new_buyer(), session, catalog.variants["M"], 5)
+    session = open_seed_session(platform, catalog)
+    join_created(platform, platform.new_buyer(), session, catalog.variants["M"], 5)
 
     def availability(session_id: str) -> dict[str, dict[str, Any]]:
         response = platform.client("group-buying").get(
@@ -502,11 +389,11 @@ def test_variant_availability(platform: Platform) -> None:
         "L": (0, "out_of_stock", False),  # never stocked
     }
     assert {s: v["unitPrice"] for s, v in seen.items()} == {"S": 95000, "M": 95000, "L": 95000}
-    large = _join(platform, platform.new_buyer(), session["id"], catalog.variants["L"], 1)
+    large = join_request(platform, platform.new_buyer(), session["id"], catalog.variants["L"], 1)
     assert_problem(large, 409, "insufficient_stock")
 
     cancel = platform.client("group-buying").post(
-        f"/api/group-buying/{session['id']}/cancel", headers=_admin(platform)
+        f"/api/group-buying/{session['id']}/cancel", headers=admin_headers(platform)
     )
     assert cancel.status_code == 200
     assert not any(v["canJoin"] for v in availability(session["id"]).values())
@@ -519,9 +406,9 @@ def test_a_different_client_price_is_refused_before_anything_is_reserved(
     platform: Platform,
 ) -> None:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog)
+    session = open_seed_session(platform, catalog)
     buyer = platform.new_buyer()
-    before, stock = snapshot(platform, *SCHEMAS), _available(platform, catalog)
+    before, stock = snapshot(platform, *SCHEMAS), available_stock(platform, catalog)
     medium = catalog.variants["M"]
     for prices in (
         {"unitPrice": 100000, "totalPrice": 500000},  # the tier price plus M's adjustment
@@ -529,17 +416,19 @@ def test_a_different_client_price_is_refused_before_anything_is_reserved(
         {"totalPrice": 475001},
         {"unitPrice": 94999},
     ):
-        refused = _join(platform, buyer, session["id"], medium, 5, **prices)
+        refused = join_request(platform, buyer, session["id"], medium, 5, **prices)
         assert "95.000" in assert_problem(refused, 409, "price_mismatch")["detail"]
     assert snapshot(platform, *SCHEMAS) == before
-    assert _available(platform, catalog) == stock
+    assert available_stock(platform, catalog) == stock
     # The server's price is accepted whether sent in full, in part or not at all.
-    assert _join(platform, buyer, session["id"], medium, 1, unitPrice=95000).status_code == 201
+    assert (
+        join_request(platform, buyer, session["id"], medium, 1, unitPrice=95000).status_code == 201
+    )
 
 
 def test_a_join_retried_with_its_idempotency_key_joins_once(platform: Platform) -> None:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog)
+    session = open_seed_session(platform, catalog)
     buyer = platform.new_buyer()
     path = f"/api/group-buying/{session['id']}/join"
     body = {"quantity": 2, "variantId": catalog.variants["S"]}
@@ -549,66 +438,72 @@ def test_a_join_retried_with_its_idempotency_key_joins_once(platform: Platform) 
     )
     assert first.status_code == retried.status_code == 201, retried.text
     assert retried.json() == first.json()
-    assert len(_participants(platform, session["id"])) == 1
-    assert _available(platform, catalog)["S"] == 6
+    assert len(all_participants(platform, session["id"])) == 1
+    assert available_stock(platform, catalog)["S"] == 6
 
 
 def test_refused_joins_change_nothing(platform: Platform) -> None:
     catalog = create_seed_catalog(platform)
     other = create_seed_catalog(platform, bundle={}, stock={})
-    session = _open_session(platform, catalog)
-    expiring = _open_session(platform, catalog, ends_in=timedelta(seconds=1))
-    cancelled = _open_session(platform, catalog)
+    session = open_seed_session(platform, catalog)
+    expiring = open_seed_session(platform, catalog, ends_in=timedelta(seconds=1))
+    cancelled = open_seed_session(platform, catalog)
     gb = platform.client("group-buying")
     assert gb.post(
-        f"/api/group-buying/{cancelled['id']}/cancel", headers=_admin(platform)
+        f"/api/group-buying/{cancelled['id']}/cancel", headers=admin_headers(platform)
     ).is_success
     buyer, someone_else = platform.new_buyer(), platform.new_buyer()
     small = catalog.variants["S"]
     time.sleep(1.1)  # `expiring` is past its endTime
     # Closed now (it fails: nobody joined), so group-buying's scheduler has nothing to change
     # while the snapshots are compared.
-    assert gb.post("/api/group-buying/process-expired", headers=_admin(platform)).is_success
+    assert gb.post("/api/group-buying/process-expired", headers=admin_headers(platform)).is_success
     before = snapshot(platform, *SCHEMAS)
 
-    assert_problem(_join(platform, buyer, cancelled["id"], small, 1), 409, "session_closed")
-    assert_problem(_join(platform, buyer, expiring["id"], small, 1), 409, "session_closed")
-    assert_problem(_join(platform, buyer, "GB-NOSUCH00", small, 1), 404, "session_not_found")
+    assert_problem(join_request(platform, buyer, cancelled["id"], small, 1), 409, "session_closed")
+    assert_problem(join_request(platform, buyer, expiring["id"], small, 1), 409, "session_closed")
+    assert_problem(join_request(platform, buyer, "GB-NOSUCH00", small, 1), 404, "session_not_found")
     for foreign in (other.variants["S"], str(uuid.uuid4())):
-        assert_problem(_join(platform, buyer, session["id"], foreign, 1), 422, "unknown_variant")
+        assert_problem(
+            join_request(platform, buyer, session["id"], foreign, 1), 422, "unknown_variant"
+        )
     for quantity in (0, -1, 1.5, "2", None, 10_001):
-        assert_problem(_join(platform, buyer, session["id"], small, quantity), 422, "invalid_input")
+        assert_problem(
+            join_request(platform, buyer, session["id"], small, quantity), 422, "invalid_input"
+        )
     assert_problem(
-        _join(platform, buyer, session["id"], small, 1, userId=someone_else.id),
+        join_request(platform, buyer, session["id"], small, 1, userId=someone_else.id),
         403,
         "user_mismatch",
     )
-    assert_problem(_join(platform, buyer, session["id"], small, 9), 409, "insufficient_stock")
     assert_problem(
-        _join(platform, buyer, session["id"], small, 1, unitPrice=-5), 422, "invalid_input"
+        join_request(platform, buyer, session["id"], small, 9), 409, "insufficient_stock"
+    )
+    assert_problem(
+        join_request(platform, buyer, session["id"], small, 1, unitPrice=-5), 422, "invalid_input"
     )
     assert snapshot(platform, *SCHEMAS) == before
-    assert _available(platform, catalog) == {"S": 8, "M": 8, "L": 8}
+    assert available_stock(platform, catalog) == {"S": 8, "M": 8, "L": 8}
 
 
 def test_payment_service_down_releases_the_reservation(platform: Platform) -> None:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog)
+    session = open_seed_session(platform, catalog)
     buyer = platform.new_buyer()
     medium = catalog.variants["M"]
     platform.supervisor.stop("payment")
     try:
-        refused = _join(platform, buyer, session["id"], medium, 5)
+        refused = join_request(platform, buyer, session["id"], medium, 5)
     finally:
         platform.supervisor.start_one("payment")
         platform.supervisor.wait_ready()
     assert_problem(refused, 503)
-    assert _available(platform, catalog) == {"S": 8, "M": 8, "L": 8}
+    assert available_stock(platform, catalog) == {"S": 8, "M": 8, "L": 8}
     # Kept, cancelled: money paid for it would be found and given back.
-    [failed] = _participants(platform, session["id"])
+    [failed] = all_participants(platform, session["id"])
     assert (failed["status"], failed["cancelReason"]) == ("cancelled", "join_failed")
     # Its payment, never made, never will be once payment-service hears of it again.
-    assert _eventually(
+    assert eventually(
         lambda: platform.sql(
             "SELECT 1 FROM payment.voided_references WHERE reference = $1",
             failed["reservationReference"],
@@ -619,21 +514,22 @@ def test_payment_service_down_releases_the_reservation(platform: Platform) -> No
     assert len({m["reference"] for m in moves}) == 1
     assert moves[0]["reference"].startswith("participant:")
     # Once payment-service is back the same join goes through.
-    assert _join(platform, buyer, session["id"], medium, 5).status_code == 201
+    assert join_request(platform, buyer, session["id"], medium, 5).status_code == 201
 
 
 # --- payment events -------------------------------------------------------------------------
 
 
 def test_repeated_and_late_payment_events_change_nothing_twice(platform: Platform) -> None:
+    marks = outbox_marks(platform)
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog, target_moq=10)
+    session = open_seed_session(platform, catalog, target_moq=10)
     buyer = platform.new_buyer()
-    joined = _joined(platform, buyer, session, catalog.variants["L"], 3)
-    invoice_id = _pay(platform, buyer, joined)
+    joined = join_created(platform, buyer, session, catalog.variants["L"], 3)
+    invoice_id = pay_invoice(platform, buyer, joined)
     participant_id = joined["participant"]["id"]
-    assert _eventually(lambda: _participant(platform, session["id"], participant_id)["paidAt"])
-    paid = _participant(platform, session["id"], participant_id)
+    assert eventually(lambda: participant_of(platform, session["id"], participant_id)["paidAt"])
+    paid = participant_of(platform, session["id"], participant_id)
     sandbox = platform.client("xendit-sandbox")
     for _ in range(5):  # Xendit delivers the same PAID webhook again
         assert sandbox.post(f"/sandbox/invoices/{invoice_id}/resend-webhook").status_code == 200
@@ -642,7 +538,7 @@ def test_repeated_and_late_payment_events_change_nothing_twice(platform: Platfor
         attempts = sandbox.get("/sandbox/webhooks", params={"invoiceId": invoice_id}).json()
         return len({a["delivery"] for a in attempts if a["delivered"]}) >= 6
 
-    assert _eventually(deliveries_done)
+    assert eventually(deliveries_done)
     service = _service_headers(platform)
     for status in ("paid", "paid", "expired", "failed"):
         late = _report(platform, service, joined, status)
@@ -652,36 +548,36 @@ def test_repeated_and_late_payment_events_change_nothing_twice(platform: Platfor
             "outcome": "ignored",
             "participantStatus": "paid",
         }
-    time.sleep(0.5)  # let anything wrongly queued by those events run
-    assert _participant(platform, session["id"], participant_id) == paid
-    assert _session(platform, session["id"])["paidQuantity"] == 3
-    assert _available(platform, catalog)["L"] == 5  # still reserved for the paid buyer
+    outboxes_done(platform, marks)  # anything wrongly queued by those events has run
+    assert participant_of(platform, session["id"], participant_id) == paid
+    assert session_of(platform, session["id"])["paidQuantity"] == 3
+    assert available_stock(platform, catalog)["L"] == 5  # still reserved for the paid buyer
 
 
 def test_expired_invoice_cancels_the_participant_and_releases_its_stock(
     platform: Platform,
 ) -> None:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog)
+    session = open_seed_session(platform, catalog)
     buyer = platform.new_buyer()
-    joined = _joined(platform, buyer, session, catalog.variants["S"], 2)
-    payment = _payment(platform, buyer, joined["participant"]["paymentId"])
-    invoice_id = _invoice_id(platform, payment["paymentCode"])
+    joined = join_created(platform, buyer, session, catalog.variants["S"], 2)
+    payment = payment_by_id(platform, buyer, joined["participant"]["paymentId"])
+    invoice_id = invoice_id_of(platform, payment["paymentCode"])
     assert (
         platform.client("xendit-sandbox").post(f"/sandbox/invoices/{invoice_id}/expire").is_success
     )
     participant_id = joined["participant"]["id"]
-    cancelled = _eventually(
+    cancelled = eventually(
         lambda: (
-            (p := _participant(platform, session["id"], participant_id))["status"] == "cancelled"
+            (p := participant_of(platform, session["id"], participant_id))["status"] == "cancelled"
             and p
         )
     )
     assert cancelled and cancelled["cancelReason"] == "payment_expired"
-    assert _eventually(lambda: _available(platform, catalog)["S"] == 8)
+    assert eventually(lambda: available_stock(platform, catalog)["S"] == 8)
     late_paid = _report(platform, _service_headers(platform), joined, "paid")
     assert late_paid.json()["participantStatus"] == "cancelled"
-    assert _session(platform, session["id"])["paidQuantity"] == 0
+    assert session_of(platform, session["id"])["paidQuantity"] == 0
 
 
 def test_unknown_references_are_answered_unknown_and_change_nothing(platform: Platform) -> None:
@@ -694,7 +590,7 @@ def test_unknown_references_are_answered_unknown_and_change_nothing(platform: Pl
                 "reference": reference,
                 "paymentId": str(uuid.uuid4()),
                 "status": "paid",
-                "occurredAt": _iso(datetime.now(UTC)),
+                "occurredAt": iso_utc(datetime.now(UTC)),
             },
             headers={**service, "Idempotency-Key": uuid.uuid4().hex},
         )
@@ -748,7 +644,7 @@ def test_300_buyers_race_for_100_units(platform: Platform) -> None:
     catalog = create_seed_catalog(
         platform, stock={"S": 100}, max_stock_level=100, reorder_threshold=4
     )
-    session = _open_session(platform, catalog, target_moq=1000)
+    session = open_seed_session(platform, catalog, target_moq=1000)
     small = catalog.variants["S"]
     buyers = asyncio.run(_new_buyers(platform, 300))
     payments_before = int(snapshot(platform, "payment")["payment"]["payments"].split(":")[0])
@@ -759,11 +655,11 @@ def test_300_buyers_race_for_100_units(platform: Platform) -> None:
     assert statuses.count(201) == 100, {s: statuses.count(s) for s in set(statuses)}
     for refused in (r for r in responses if r.status_code != 201):
         assert_problem(refused, 409, "insufficient_stock")
-    assert _available(platform, catalog) == {"S": 0}
+    assert available_stock(platform, catalog) == {"S": 0}
     joined = [r.json()["participant"] for r in responses if r.status_code == 201]
-    pending = _participants(platform, session["id"], "pending_payment")
+    pending = all_participants(platform, session["id"], "pending_payment")
     assert {p["id"] for p in pending} == {p["id"] for p in joined}
-    assert len(_participants(platform, session["id"])) == 100
+    assert len(all_participants(platform, session["id"])) == 100
     assert len({p["paymentId"] for p in pending}) == 100
     payments_after = int(snapshot(platform, "payment")["payment"]["payments"].split(":")[0])
     assert payments_after - payments_before == 100
@@ -779,27 +675,28 @@ def test_300_buyers_race_for_100_units(platform: Platform) -> None:
 def test_admin_cancel_expires_invoices_refunds_the_paid_and_releases_stock(
     platform: Platform,
 ) -> None:
+    marks = outbox_marks(platform)
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog)
+    session = open_seed_session(platform, catalog)
     unpaid_buyer, paid_buyer = platform.new_buyer(), platform.new_buyer()
-    unpaid = _joined(platform, unpaid_buyer, session, catalog.variants["S"], 2)
-    paid = _joined(platform, paid_buyer, session, catalog.variants["M"], 3)
-    _paid_through(platform, paid_buyer, session, paid)
-    assert _available(platform, catalog) == {"S": 6, "M": 5, "L": 8}
+    unpaid = join_created(platform, unpaid_buyer, session, catalog.variants["S"], 2)
+    paid = join_created(platform, paid_buyer, session, catalog.variants["M"], 3)
+    paid_through(platform, paid_buyer, session, paid)
+    assert available_stock(platform, catalog) == {"S": 6, "M": 5, "L": 8}
 
     gb = platform.client("group-buying")
-    cancel = gb.post(f"/api/group-buying/{session['id']}/cancel", headers=_admin(platform))
+    cancel = gb.post(f"/api/group-buying/{session['id']}/cancel", headers=admin_headers(platform))
     assert cancel.status_code == 200, cancel.text
     assert cancel.json()["status"] == "cancelled"
     assert cancel.json()["joinable"] is False
 
-    assert _eventually(lambda: _available(platform, catalog) == {"S": 8, "M": 8, "L": 8})
+    assert eventually(lambda: available_stock(platform, catalog) == {"S": 8, "M": 8, "L": 8})
     unpaid_payment = unpaid["participant"]["paymentId"]
-    assert _eventually(
-        lambda: _payment(platform, unpaid_buyer, unpaid_payment)["status"] == "expired"
+    assert eventually(
+        lambda: payment_by_id(platform, unpaid_buyer, unpaid_payment)["status"] == "expired"
     )
     wallet = platform.client("wallet")
-    assert _eventually(
+    assert eventually(
         lambda: (
             wallet.get("/api/wallets/me", headers=paid_buyer.headers).json()["balance"] == 3 * 95000
         )  # paid in full back: 3 M at 95,000
@@ -811,9 +708,9 @@ def test_admin_cancel_expires_invoices_refunds_the_paid_and_releases_stock(
         "session_cancelled_refund",
         f"session:{session['id']}:participant:{paid['participant']['id']}",
     )
-    paid_payment = _payment(platform, paid_buyer, paid["participant"]["paymentId"])
+    paid_payment = payment_by_id(platform, paid_buyer, paid["participant"]["paymentId"])
     assert (paid_payment["status"], paid_payment["escrowStatus"]) == ("refunded", "refunded")
-    by_id = {p["id"]: p for p in _participants(platform, session["id"])}
+    by_id = {p["id"]: p for p in all_participants(platform, session["id"])}
     statuses = {
         joined["participant"]["id"]: (
             by_id[joined["participant"]["id"]]["status"],
@@ -827,13 +724,13 @@ def test_admin_cancel_expires_invoices_refunds_the_paid_and_releases_stock(
     }
     assert by_id[unpaid["participant"]["id"]]["paidAt"] is None
 
-    time.sleep(0.3)  # let the outbox settle before comparing
+    outboxes_done(platform, marks)  # the outboxes are done before comparing
     before = snapshot(platform, *SCHEMAS)
-    again = gb.post(f"/api/group-buying/{session['id']}/cancel", headers=_admin(platform))
+    again = gb.post(f"/api/group-buying/{session['id']}/cancel", headers=admin_headers(platform))
     assert again.status_code == 200
     assert again.json()["cancelledAt"] == cancel.json()["cancelledAt"]
     assert_problem(
-        _join(platform, unpaid_buyer, session["id"], catalog.variants["S"], 1),
+        join_request(platform, unpaid_buyer, session["id"], catalog.variants["S"], 1),
         409,
         "session_closed",
     )
@@ -842,16 +739,16 @@ def test_admin_cancel_expires_invoices_refunds_the_paid_and_releases_stock(
 
 def test_authorisation(platform: Platform) -> None:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog)
+    session = open_seed_session(platform, catalog)
     gb = platform.client("group-buying")
     owner, other = platform.new_buyer(), platform.new_buyer()
-    joined = _joined(platform, owner, session, catalog.variants["S"], 1)
-    body = _session_body(catalog)
+    joined = join_created(platform, owner, session, catalog.variants["S"], 1)
+    body = session_body(catalog)
     event = {
         "reference": joined["participant"]["reservationReference"],
         "paymentId": joined["participant"]["paymentId"],
         "status": "paid",
-        "occurredAt": _iso(datetime.now(UTC)),
+        "occurredAt": iso_utc(datetime.now(UTC)),
     }
     sid = session["id"]
     join_body = {"quantity": 1, "variantId": catalog.variants["S"]}
@@ -867,7 +764,7 @@ def test_authorisation(platform: Platform) -> None:
         assert_problem(gb.request(method, path, json=json), 401, "unauthorized")
     for method, path, json in [calls[0], calls[2], calls[3], calls[5]]:
         assert_problem(gb.request(method, path, json=json, headers=other.headers), 403, "forbidden")
-    admin = _admin(platform)  # only payment-service reports payments; only buyers join
+    admin = admin_headers(platform)  # only payment-service reports payments; only buyers join
     assert_problem(gb.post(calls[5][1], json=event, headers=admin), 403, "forbidden")
     assert_problem(gb.post(calls[1][1], json=join_body, headers=admin), 403, "forbidden")
 
@@ -878,4 +775,4 @@ def test_authorisation(platform: Platform) -> None:
     # The public reads need no token.
     assert gb.get(f"/api/group-buying/{sid}").status_code == 200
     assert gb.get(f"/api/group-buying/{sid}/variant-availability").status_code == 200
-    assert _participant(platform, sid, joined["participant"]["id"])["status"] == "pending_payment"
+    assert participant_of(platform, sid, joined["participant"]["id"])["status"] == "pending_payment"

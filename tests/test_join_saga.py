@@ -20,20 +20,22 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.catalog import SeedCatalog, create_seed_catalog
-from tests.support import Account, Platform, assert_problem, plain_url, run
-from tests.test_close import (
-    _admin,
-    _balance,
-    _close,
-    _end_now,
-    _eventually,
-    _open_session,
-    _participants,
-    _stock,
+from laku.testing.catalog import SeedCatalog, create_seed_catalog
+from laku.testing.database import plain_url, run
+from laku.testing.platform import Account, Platform
+from tests.group_buys import close_group_buy, end_now, open_group_buy, participants_of, stock_of
+from tests.support import (
+    admin_headers,
+    assert_problem,
+    balance,
+    eventually,
+    eventually_async,
+    outbox_marks,
+    outboxes_done,
 )
 
-# tier 25 / 50 / 75 / 100 (test_close's): moving the paid fill to 50% makes 85,000 the price.
+# The seed's tiers (laku.testing.catalog.TIERS): moving the paid fill to 50% makes 85,000 the
+# price.
 MOQ = 10
 
 
@@ -75,13 +77,9 @@ async def _poll(platform: Platform, query: str, *args: Any, within: float = 30.0
     """The first row `query` returns, polled (another connection) until there is one."""
     conn = await _connect(platform)
     try:
-        deadline = time.monotonic() + within
-        while True:
-            row = await conn.fetchrow(query, *args)
-            if row is not None:
-                return row
-            assert time.monotonic() < deadline, f"nothing from {query} {args}"
-            await asyncio.sleep(0.1)
+        return await eventually_async(
+            lambda: conn.fetchrow(query, *args), within, what=f"a row from {query} {args}"
+        )
     finally:
         await conn.close()
 
@@ -224,7 +222,7 @@ def _scene(platform: Platform) -> Scene:
     catalog = create_seed_catalog(
         platform, stock={"S": 20, "M": 20, "L": 20}, max_stock_level=40, reorder_threshold=0
     )
-    return Scene(catalog, _open_session(platform, catalog, target_moq=MOQ), platform.new_buyer())
+    return Scene(catalog, open_group_buy(platform, catalog, target_moq=MOQ), platform.new_buyer())
 
 
 # --- a join invoices what it records --------------------------------------------------------
@@ -259,14 +257,18 @@ def test_a_join_repriced_while_it_waited_is_invoiced_what_it_records(platform: P
     assert invoice["amount"] == participant["totalPrice"]
 
     _pay(platform, payment["xendit_invoice_id"])
-    assert _eventually(
-        lambda: _participants(platform, scene.session_id)[participant["id"]]["status"] == "paid"
+    assert eventually(
+        lambda: participants_of(platform, scene.session_id)[participant["id"]]["status"] == "paid"
     )
-    _end_now(platform, scene.session_id)
-    assert _close(platform, scene.session_id)["status"] == "success"
+    end_now(platform, scene.session_id)
+    assert close_group_buy(platform, scene.session_id)["status"] == "success"
     assert _refunds(platform, payment["id"]) == [(100000, "tier_refund")]
-    assert _eventually(lambda: _balance(platform, scene.buyer) == 100000)
-    assert _stock(platform, scene.catalog)["S"] == {"quantity": 15, "reserved": 0, "available": 15}
+    assert eventually(lambda: balance(platform, scene.buyer) == 100000)
+    assert stock_of(platform, scene.catalog)["S"] == {
+        "quantity": 15,
+        "reserved": 0,
+        "available": 15,
+    }
 
 
 def test_a_client_price_that_moved_while_joining_is_refused_and_undone(
@@ -291,8 +293,8 @@ def test_a_client_price_that_moved_while_joining_is_refused_and_undone(
     assert "85.000" in assert_problem(response, 409, "price_mismatch")["detail"]
     assert _participant_row(platform, reference) is None
     assert _payment_row(platform, reference) is None
-    assert _eventually(lambda: _reservation_status(platform, reference) == "released")
-    assert _stock(platform, scene.catalog)["S"]["available"] == 20
+    assert eventually(lambda: _reservation_status(platform, reference) == "released")
+    assert stock_of(platform, scene.catalog)["S"]["available"] == 20
     # The paid quantity this test made up goes back, so that the platform audits clean.
     platform.sql(
         "UPDATE group_buying.group_buying_sessions SET paid_quantity = 0 WHERE id = $1",
@@ -332,15 +334,19 @@ def test_a_join_killed_between_its_reserve_and_its_participant_releases_the_stoc
     reference = reserved["reference"]
     assert _participant_row(platform, reference) is None
     assert reserved["status"] == "reserved" and reserved["expires_at"] is not None
-    assert _stock(platform, scene.catalog)["S"]["reserved"] == 3  # held until the hold lapses
+    assert stock_of(platform, scene.catalog)["S"]["reserved"] == 3  # held until the hold lapses
 
     platform.sql(
         "UPDATE warehouse.reservations SET expires_at = now() - interval '1 second' "
         "WHERE reference = $1",
         reference,
     )
-    assert _eventually(lambda: _reservation_status(platform, reference) == "released")
-    assert _stock(platform, scene.catalog)["S"] == {"quantity": 20, "reserved": 0, "available": 20}
+    assert eventually(lambda: _reservation_status(platform, reference) == "released")
+    assert stock_of(platform, scene.catalog)["S"] == {
+        "quantity": 20,
+        "reserved": 0,
+        "available": 20,
+    }
     _nothing_stranded(platform, scene.session_id)
 
 
@@ -374,7 +380,7 @@ def test_a_payment_made_after_its_join_gave_up_is_expired(platform: Platform) ->
     scene = _scene(platform)
     reference = run(_join_timed_out_on_payment(platform, scene))
     assert _reservation_status(platform, reference) == "released"
-    assert _stock(platform, scene.catalog)["S"]["available"] == 20
+    assert stock_of(platform, scene.catalog)["S"]["available"] == 20
 
     def settled() -> bool:
         payment = _payment_row(platform, reference)
@@ -385,7 +391,7 @@ def test_a_payment_made_after_its_join_gave_up_is_expired(platform: Platform) ->
             return bool(voided)
         return payment["status"] in ("expired", "failed")
 
-    assert _eventually(settled, timeout=60)
+    assert eventually(settled, timeout=60)
     time.sleep(1.0)  # a creation still queued behind the lock would land now
     payment = _payment_row(platform, reference)
     if payment is not None:
@@ -401,6 +407,7 @@ def test_money_paid_for_a_join_that_gave_up_goes_back_in_full(platform: Platform
     payment-service (held back by the test on payment-service's idempotency store, which only
     keyed calls use): the payment is paid for a cancelled participant, so it is refunded in
     full to the buyer's wallet, once, and the buyer is told."""
+    marks = outbox_marks(platform)
     scene = _scene(platform)
 
     async def scenario() -> tuple[str, asyncpg.Record]:
@@ -423,15 +430,15 @@ def test_money_paid_for_a_join_that_gave_up_goes_back_in_full(platform: Platform
     reference, invoiced = run(scenario())
     amount = invoiced["amount"]
     assert amount == 4 * 95000
-    assert _eventually(lambda: _payment_row(platform, reference)["status"] == "refunded", 60)
+    assert eventually(lambda: _payment_row(platform, reference)["status"] == "refunded", 60)
     assert _refunds(platform, invoiced["id"]) == [(amount, "join_failed")]
-    assert _eventually(lambda: _balance(platform, scene.buyer) == amount)
+    assert eventually(lambda: balance(platform, scene.buyer) == amount)
     participant = _participant_row(platform, reference)
     assert participant is not None
     assert (participant["status"], participant["cancel_reason"]) == ("refunded", "join_failed")
-    assert _eventually(lambda: _told(platform, scene.buyer, "refunded to your Laku wallet"))
-    time.sleep(1.0)
-    assert _balance(platform, scene.buyer) == amount  # once
+    assert eventually(lambda: _told(platform, scene.buyer, "refunded to your Laku wallet"))
+    outboxes_done(platform, marks)  # everything queued has run: a second credit would be here
+    assert balance(platform, scene.buyer) == amount  # once
     _nothing_stranded(platform, scene.session_id)
 
 
@@ -459,10 +466,10 @@ def test_an_unpaid_join_whose_hold_lapsed_is_swept(platform: Platform) -> None:
         "WHERE id = $1",
         uuid.UUID(participant["id"]),
     )
-    assert _eventually(lambda: _participant_row(platform, reference)["status"] == "cancelled")
+    assert eventually(lambda: _participant_row(platform, reference)["status"] == "cancelled")
     assert _participant_row(platform, reference)["cancel_reason"] == "hold_lapsed"
-    assert _eventually(lambda: _payment_row(platform, reference)["status"] == "expired")
-    assert _eventually(lambda: _reservation_status(platform, reference) == "released")
+    assert eventually(lambda: _payment_row(platform, reference)["status"] == "expired")
+    assert eventually(lambda: _reservation_status(platform, reference) == "released")
     invoice = _sandbox_invoice(platform, _payment_row(platform, reference)["xendit_invoice_id"])
     assert invoice["status"] == "EXPIRED"
     _nothing_stranded(platform, scene.session_id)
@@ -480,19 +487,19 @@ def test_paid_after_its_hold_lapsed_gives_the_money_back(platform: Platform) -> 
         "WHERE reference = $1",
         reference,
     )
-    assert _eventually(lambda: _reservation_status(platform, reference) == "released")
+    assert eventually(lambda: _reservation_status(platform, reference) == "released")
     payment = _payment_row(platform, reference)
     _pay(platform, payment["xendit_invoice_id"])
 
-    assert _eventually(lambda: _participant_row(platform, reference)["status"] == "refunded", 30)
+    assert eventually(lambda: _participant_row(platform, reference)["status"] == "refunded", 30)
     assert _participant_row(platform, reference)["cancel_reason"] == "hold_lapsed"
     session = platform.client("group-buying").get(f"/api/group-buying/{scene.session_id}").json()
     assert (session["paidQuantity"], session["status"]) == (0, "forming")
     assert _refunds(platform, payment["id"]) == [(3 * 95000, "join_failed")]
-    assert _eventually(lambda: _balance(platform, scene.buyer) == 3 * 95000)
-    assert _eventually(lambda: _payment_row(platform, reference)["status"] == "refunded")
-    assert _eventually(lambda: _credited(platform, payment["id"]))
-    assert _stock(platform, scene.catalog)["S"]["reserved"] == 0
+    assert eventually(lambda: balance(platform, scene.buyer) == 3 * 95000)
+    assert eventually(lambda: _payment_row(platform, reference)["status"] == "refunded")
+    assert eventually(lambda: _credited(platform, payment["id"]))
+    assert stock_of(platform, scene.catalog)["S"]["reserved"] == 0
     _nothing_stranded(platform, scene.session_id)
 
 
@@ -509,16 +516,16 @@ def test_money_paid_for_a_reference_with_no_participant_goes_back(platform: Plat
             "amount": 70000,
             "description": "a join nobody recorded",
         },
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert made.status_code == 201, made.text
     invoices = platform.client("xendit-sandbox").get("/sandbox/invoices").json()
     [invoice] = [i for i in invoices if i["external_id"] == made.json()["paymentCode"]]
     _pay(platform, invoice["id"])
-    assert _eventually(lambda: _payment_row(platform, reference)["status"] == "refunded", 30)
+    assert eventually(lambda: _payment_row(platform, reference)["status"] == "refunded", 30)
     assert _refunds(platform, uuid.UUID(made.json()["id"])) == [(70000, "join_failed")]
-    assert _eventually(lambda: _balance(platform, buyer) == 70000)
-    assert _eventually(lambda: _told(platform, buyer, "Rp 70.000 refunded to your Laku wallet"))
+    assert eventually(lambda: balance(platform, buyer) == 70000)
+    assert eventually(lambda: _told(platform, buyer, "Rp 70.000 refunded to your Laku wallet"))
 
 
 def test_giving_a_payment_up_by_reference_before_or_after_it_is_made(platform: Platform) -> None:
@@ -530,12 +537,12 @@ def test_giving_a_payment_up_by_reference_before_or_after_it_is_made(platform: P
 
     def give_up(reference: str) -> httpx.Response:
         return payments.post(
-            f"/api/payments/by-reference/{reference}/expire", headers=_admin(platform)
+            f"/api/payments/by-reference/{reference}/expire", headers=admin_headers(platform)
         )
 
     def create(reference: str) -> httpx.Response:
         body = {"reference": reference, "userId": buyer.id, "amount": 50000, "description": "x"}
-        return payments.post("/api/payments", json=body, headers=_admin(platform))
+        return payments.post("/api/payments", json=body, headers=admin_headers(platform))
 
     early = f"participant:{uuid.uuid4()}"
     for _ in range(2):
@@ -559,7 +566,7 @@ def test_giving_a_payment_up_by_reference_before_or_after_it_is_made(platform: P
     paid = f"participant:{uuid.uuid4()}"
     made = create(paid)
     _pay(platform, made.json()["invoiceUrl"].rsplit("/", 1)[-1])
-    assert _eventually(lambda: _payment_row(platform, paid)["status"] != "pending")
+    assert eventually(lambda: _payment_row(platform, paid)["status"] != "pending")
     assert_problem(give_up(paid), 409, "payment_already_paid")
     # It names no participant: its money goes back (waited for, not to land under another test).
-    assert _eventually(lambda: _credited(platform, uuid.UUID(made.json()["id"])))
+    assert eventually(lambda: _credited(platform, uuid.UUID(made.json()["id"])))

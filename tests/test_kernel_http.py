@@ -12,7 +12,8 @@ from laku.core.errors import UpstreamUnavailable
 from laku.core.http import ServiceCallError, ServiceClient
 from laku.core.security import service_credential
 from laku.core.settings import Settings
-from tests.support import Platform, assert_problem, snapshot
+from laku.testing.platform import Platform
+from tests.support import assert_problem, snapshot
 
 
 def _buyer_body() -> dict:

@@ -43,7 +43,7 @@ from laku.settlement import ledger, payouts, receivables, rules, settlements
 from laku.settlement.models import FactorySettlement, LedgerEntry
 from laku.settlement.rules import EscrowRefundStatus, LedgerEntryKind
 from laku.settlement.schemas import EscrowRefundIn, PayoutAccountIn, SettlementCreate
-from tests.support import plain_url, throwaway_database
+from laku.testing.database import plain_url, throwaway_database
 
 FACTORIES = 3
 # Far in the past, so every period has ended; each factory's periods follow one another.

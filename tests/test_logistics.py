@@ -19,18 +19,18 @@ from laku.core.http import new_http_client
 from laku.logistics.client import LogisticsClient
 from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER
 from laku.providers.biteship.sandbox import COURIERS, shipping_price
-from tests.catalog import create_seed_catalog
-from tests.service_logs import wait_logged
-from tests.support import Account, FixedToken, Platform, assert_problem, bearer, snapshot
-from tests.test_close import (
-    _close,
-    _end_now,
-    _eventually,
-    _join,
-    _open_session,
-    _purchase_orders,
-    _session_orders,
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Account, FixedToken, Platform
+from tests.group_buys import (
+    close_group_buy,
+    end_now,
+    join_group_buy,
+    open_group_buy,
+    purchase_orders_of,
+    session_orders,
 )
+from tests.service_logs import wait_logged
+from tests.support import admin_headers, assert_problem, eventually, snapshot
 
 RATES = "/api/rates"
 SHIPMENTS = "/api/shipments"
@@ -45,10 +45,6 @@ class Order:
     id: str
     units: int
     address_id: str | None  # the buyer's default address
-
-
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
 
 
 def _address(platform: Platform, buyer: Account, postal_code: str, city: str) -> dict[str, Any]:
@@ -72,21 +68,25 @@ def _address(platform: Platform, buyer: Account, postal_code: str, city: str) ->
 
 @pytest.fixture(scope="module")
 def orders(platform: Platform) -> list[Order]:
-    """Seven buyers' orders of one successful group buy, all `processing`: 2 units, then 1
-    each. Every buyer but the fourth has a default address, in Jakarta (12190)."""
+    """Twelve buyers' orders of one successful group buy, all `processing`: 2 units, then 1
+    each. Every buyer but the fourth and the eighth has a default address, in Jakarta (12190).
+    A test that books or cancels an order has one of its own, so the tests pass in any order."""
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=7)
+    session = open_group_buy(platform, catalog, target_moq=7)
     joined = [
-        _join(platform, session, catalog.variants[size], units, pay=True)
-        for size, units in (("M", 2), ("S", 1), ("S", 1), ("L", 1), ("L", 1), ("M", 1), ("M", 1))
+        join_group_buy(platform, session, catalog.variants[size], units, pay=True)
+        for size, units in (
+            *(("M", 2), ("S", 1), ("S", 1), ("L", 1), ("L", 1), ("M", 1), ("M", 1)),
+            *(("S", 1), ("S", 1), ("L", 1), ("L", 1), ("S", 1)),
+        )
     ]
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "success"
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"])["status"] == "success"
     # The goods were in hand: the warehouse had the orders made ready and asked logistics to
     # book them, which booked none (no buyer had an address yet). Addresses come after that.
-    assert _eventually(lambda: _dispatched(platform, session["id"]))
+    assert eventually(lambda: _dispatched(platform, session["id"]))
     page = platform.client("order").get(
-        "/api/orders", params={"sessionId": session["id"]}, headers=_admin(platform)
+        "/api/orders", params={"sessionId": session["id"]}, headers=admin_headers(platform)
     )
     by_user = {order["userId"]: order for order in page.json()["items"]}
     made = []
@@ -94,7 +94,7 @@ def orders(platform: Platform) -> list[Order]:
         order = by_user[j.buyer.id]
         assert order["status"] == "processing"
         assert order["readyToShipAt"] is not None
-        address = None if index == 3 else _address(platform, j.buyer, "12190", "Jakarta")["id"]
+        address = None if index in (3, 7) else _address(platform, j.buyer, "12190", "Jakarta")["id"]
         made.append(Order(j.buyer, order["id"], j.participant["quantity"], address))
     return made
 
@@ -119,7 +119,7 @@ def _ship(
     return platform.client("logistics").post(
         SHIPMENTS,
         json={"orderId": order_id, "courierCompany": courier, "courierType": service},
-        headers=headers or _admin(platform),
+        headers=headers or admin_headers(platform),
     )
 
 
@@ -143,7 +143,9 @@ def _track(platform: Platform, tracking_number: str, headers: dict[str, str]) ->
 
 
 def _order(platform: Platform, order_id: str) -> dict[str, Any]:
-    response = platform.client("order").get(f"/api/orders/{order_id}", headers=_admin(platform))
+    response = platform.client("order").get(
+        f"/api/orders/{order_id}", headers=admin_headers(platform)
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -175,7 +177,7 @@ def _delivered_webhooks(platform: Platform, biteship_order_id: str) -> list[dict
 
 
 def _events(platform: Platform, tracking_number: str) -> list[tuple[str, str]]:
-    shipment = _track(platform, tracking_number, _admin(platform)).json()
+    shipment = _track(platform, tracking_number, admin_headers(platform)).json()
     return [(event["status"], event["occurredAt"]) for event in shipment["events"]]
 
 
@@ -224,7 +226,7 @@ def test_rates_go_from_the_warehouse_to_the_buyers_default_address(
         "couriers": ["jne", "jnt", "sicepat"],
     }
     assert _rates(platform, order.buyer.headers, **seed_body).json() == body
-    assert _rates(platform, _admin(platform), **seed_body).json() == body
+    assert _rates(platform, admin_headers(platform), **seed_body).json() == body
 
 
 def test_rates_to_another_of_the_buyers_addresses(platform: Platform, orders: list[Order]) -> None:
@@ -276,7 +278,7 @@ def test_rates_for_what_the_buyer_may_not_see(platform: Platform, orders: list[O
     mine, other = orders[0], orders[1]
     assert_problem(_rates(platform, other.buyer.headers, orderId=mine.id), 404, "order_not_found")
     assert_problem(
-        _rates(platform, _admin(platform), orderId=str(uuid.uuid4())), 404, "order_not_found"
+        _rates(platform, admin_headers(platform), orderId=str(uuid.uuid4())), 404, "order_not_found"
     )
     # Another buyer's address is not this order's to ship to.
     response = _rates(platform, mine.buyer.headers, orderId=mine.id, addressId=other.address_id)
@@ -331,10 +333,10 @@ def test_a_shipment_is_tracked_from_pickup_to_delivery(
     # The courier picks the parcel up: the order has shipped, with the waybill.
     tracking_number = shipment["trackingNumber"]
     assert _advance(platform, booked["id"], times=3) == "picked"
-    shipped = _eventually(lambda: _order_status(platform, order.id, "shipped"))
+    shipped = eventually(lambda: _order_status(platform, order.id, "shipped"))
     assert shipped, _order(platform, order.id)
     assert (shipped["trackingNumber"], shipped["courier"]) == (tracking_number, "jne reg")
-    assert _eventually(lambda: len(_delivered_webhooks(platform, booked["id"])) == 3)
+    assert eventually(lambda: len(_delivered_webhooks(platform, booked["id"])) == 3)
     statuses = [status for status, _ in _events(platform, tracking_number)]
     assert statuses == ["allocated", "picking_up", "picked"]
 
@@ -354,13 +356,13 @@ def test_a_shipment_is_tracked_from_pickup_to_delivery(
         f"/sandbox/orders/{booked['id']}/resend-webhook"
     )
     assert resent.status_code == 200
-    assert _eventually(lambda: len(_delivered_webhooks(platform, booked["id"])) == 4)
+    assert eventually(lambda: len(_delivered_webhooks(platform, booked["id"])) == 4)
     assert _events(platform, tracking_number) == events
     assert snapshot(platform, "logistics", "order") == before
 
     # Delivered: the order follows.
     assert _advance(platform, booked["id"], times=2) == "delivered"
-    delivered = _eventually(lambda: _order_status(platform, order.id, "delivered"))
+    delivered = eventually(lambda: _order_status(platform, order.id, "delivered"))
     assert delivered, _order(platform, order.id)
     tracked = _track(platform, tracking_number, order.buyer.headers)
     assert tracked.status_code == 200, tracked.text
@@ -406,7 +408,7 @@ def test_a_delivery_reported_before_pickup_ships_the_order_first(
         f"/sandbox/orders/{shipment['biteshipOrderId']}/status", json={"status": "delivered"}
     )
     assert response.status_code == 200, response.text
-    delivered = _eventually(lambda: _order_status(platform, order.id, "delivered"))
+    delivered = eventually(lambda: _order_status(platform, order.id, "delivered"))
     assert delivered, _order(platform, order.id)
     assert delivered["shippedAt"] is not None
     assert delivered["trackingNumber"] == shipment["trackingNumber"]
@@ -422,16 +424,16 @@ def test_an_order_service_outage_delays_the_order_never_loses_it(
     try:
         _advance(platform, shipment["biteshipOrderId"], times=3)  # picked
         # logistics took the webhooks while order-service was down
-        assert _eventually(
+        assert eventually(
             lambda: len(_delivered_webhooks(platform, shipment["biteshipOrderId"])) == 3
         )
-        assert _track(platform, shipment["trackingNumber"], _admin(platform)).json()["status"] == (
-            "picked"
-        )
+        assert _track(platform, shipment["trackingNumber"], admin_headers(platform)).json()[
+            "status"
+        ] == ("picked")
     finally:
         platform.supervisor.start_one("order")
         platform.supervisor.wait_ready()
-    shipped = _eventually(lambda: _order_status(platform, order.id, "shipped"), timeout=40)
+    shipped = eventually(lambda: _order_status(platform, order.id, "shipped"), timeout=40)
     assert shipped, _order(platform, order.id)
     assert shipped["trackingNumber"] == shipment["trackingNumber"]
 
@@ -444,7 +446,10 @@ def test_two_bookings_at_once_book_one_courier(platform: Platform, orders: list[
             body = {"orderId": order.id, "courierCompany": "jne", "courierType": "reg"}
             return list(
                 await asyncio.gather(
-                    *(api.post(SHIPMENTS, json=body, headers=_admin(platform)) for _ in range(2))
+                    *(
+                        api.post(SHIPMENTS, json=body, headers=admin_headers(platform))
+                        for _ in range(2)
+                    )
                 )
             )
 
@@ -456,7 +461,7 @@ def test_two_bookings_at_once_book_one_courier(platform: Platform, orders: list[
             assert_problem(response, 409, "shipment_in_progress")
     assert len(_sandbox_orders(platform, order.id)) == 1
     shipments = platform.client("logistics").get(
-        SHIPMENTS, params={"orderId": order.id}, headers=_admin(platform)
+        SHIPMENTS, params={"orderId": order.id}, headers=admin_headers(platform)
     )
     assert shipments.json()["total"] == 1
     assert _booked(platform, order.id)["status"] == "confirmed"
@@ -467,7 +472,7 @@ def test_a_cancelled_order_does_not_ship(platform: Platform, orders: list[Order]
     cancelled = platform.client("order").post(
         f"/api/orders/{order.id}/cancel",
         json={"reason": "Buyer asked before shipping"},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert cancelled.status_code == 200, cancelled.text
     before = snapshot(platform, "logistics")
@@ -489,7 +494,7 @@ def test_a_parcel_picked_up_for_an_order_cancelled_meanwhile_is_a_dead_letter(
     cancelled = platform.client("order").post(
         f"/api/orders/{order.id}/cancel",
         json={"reason": "Buyer asked before shipping"},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert cancelled.status_code == 200, cancelled.text
     _advance(platform, shipment["biteshipOrderId"], times=3)  # picked
@@ -498,13 +503,13 @@ def test_a_parcel_picked_up_for_an_order_cancelled_meanwhile_is_a_dead_letter(
         page = platform.client("logistics").get(
             "/api/admin/outbox/dead-letters",
             params={"kind": "mark_order_shipped", "limit": 100},
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
         assert page.status_code == 200, page.text
         mine = [item for item in page.json()["items"] if item["payload"]["order_id"] == order.id]
         return mine[0] if mine else None
 
-    letter = _eventually(dead_letter)
+    letter = eventually(dead_letter)
     assert letter, "the impossible move was not dead-lettered"
     assert letter["status"] == "dead_lettered" and letter["attempts"] == 1
     assert letter["reason"].startswith(f"order {order.id} is "), letter["reason"]
@@ -512,7 +517,7 @@ def test_a_parcel_picked_up_for_an_order_cancelled_meanwhile_is_a_dead_letter(
         letter["reason"]
     )
     assert _order(platform, order.id)["status"] in ("cancelled", "refunded")
-    summary = platform.client("logistics").get("/api/admin/outbox", headers=_admin(platform))
+    summary = platform.client("logistics").get("/api/admin/outbox", headers=admin_headers(platform))
     assert summary.json()["deadLettersByKind"]["mark_order_shipped"] >= 1
 
 
@@ -522,7 +527,7 @@ def test_a_parcel_picked_up_for_an_order_cancelled_meanwhile_is_a_dead_letter(
 def test_a_webhook_without_the_secret_changes_nothing(
     platform: Platform, orders: list[Order]
 ) -> None:
-    order = orders[3]  # no address of their own: shipped to one an admin names
+    order = orders[7]  # no address of their own: shipped to one an admin names
     address = _address(platform, order.buyer, "20111", "Medan")
     response = platform.client("logistics").post(
         SHIPMENTS,
@@ -532,7 +537,7 @@ def test_a_webhook_without_the_secret_changes_nothing(
             "courierType": "yes",
             "addressId": address["id"],
         },
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert response.status_code == 201, response.text
     shipment = response.json()
@@ -579,18 +584,18 @@ def test_a_webhook_without_the_secret_changes_nothing(
         f"/sandbox/orders/{shipment['biteshipOrderId']}/status", json={"status": "picked"}
     )
     assert picked.status_code == 200, picked.text
-    assert _eventually(lambda: _order_status(platform, order.id, "shipped"))
+    assert eventually(lambda: _order_status(platform, order.id, "shipped"))
 
 
 def test_a_webhook_is_taken_only_for_the_status_biteship_shows(
     platform: Platform, orders: list[Order]
 ) -> None:
-    order = orders[5]  # booked (confirmed) by the test before
-    shipment = _booked(platform, order.id)
+    order = orders[8]
+    shipment = _booked(platform, order.id)  # booked (confirmed)
     biteship_order_id = shipment["biteshipOrderId"]
     secret = {WEBHOOK_SECRET_HEADER: platform.settings.biteship_webhook_secret.get_secret_value()}
     assert _advance(platform, biteship_order_id, times=2) == "picking_up"
-    assert _eventually(lambda: len(_delivered_webhooks(platform, biteship_order_id)) == 2)
+    assert eventually(lambda: len(_delivered_webhooks(platform, biteship_order_id)) == 2)
     before = snapshot(platform, "logistics", "order")
     # Forged `picked` and `delivered` while Biteship shows `picking_up`: ignored.
     for status in ("picked", "delivered"):
@@ -636,8 +641,9 @@ def test_webhooks_for_no_shipment_of_ours_are_ignored(platform: Platform) -> Non
 
 
 def test_another_buyer_cannot_read_a_shipment(platform: Platform, orders: list[Order]) -> None:
-    owner, other = orders[0], orders[1]
+    owner, other = orders[9], orders[10]
     shipment = _booked(platform, owner.id)
+    _booked(platform, other.id)  # the other buyer has a shipment of their own
     api = platform.client("logistics")
     assert_problem(
         _track(platform, shipment["trackingNumber"], other.buyer.headers), 404, "shipment_not_found"
@@ -651,8 +657,10 @@ def test_another_buyer_cannot_read_a_shipment(platform: Platform, orders: list[O
     assert theirs.json()["items"] == []
     mine = api.get(SHIPMENTS, headers=other.buyer.headers).json()["items"]
     assert {item["userId"] for item in mine} == {other.buyer.id}
-    assert _track(platform, shipment["trackingNumber"], _admin(platform)).status_code == 200
-    assert_problem(_track(platform, "JNE000000000000", _admin(platform)), 404, "shipment_not_found")
+    assert _track(platform, shipment["trackingNumber"], admin_headers(platform)).status_code == 200
+    assert_problem(
+        _track(platform, "JNE000000000000", admin_headers(platform)), 404, "shipment_not_found"
+    )
 
 
 def test_authorisation(platform: Platform, orders: list[Order]) -> None:
@@ -677,7 +685,7 @@ def test_authorisation(platform: Platform, orders: list[Order]) -> None:
 
 
 async def test_client_books_and_reads_shipments(platform: Platform, orders: list[Order]) -> None:
-    order = orders[0]
+    order = orders[11]
     http = new_http_client(10.0)
     try:
         # One parcel at a time is booked by an admin (a service books a session's in bulk).
@@ -699,7 +707,7 @@ async def test_client_books_and_reads_shipments(platform: Platform, orders: list
 
 def _shipment_of(platform: Platform, order_id: str) -> dict[str, Any] | None:
     page = platform.client("logistics").get(
-        SHIPMENTS, params={"orderId": order_id}, headers=_admin(platform)
+        SHIPMENTS, params={"orderId": order_id}, headers=admin_headers(platform)
     )
     assert page.status_code == 200, page.text
     items = page.json()["items"]
@@ -724,24 +732,26 @@ def test_orders_ship_only_once_their_goods_are_in_hand(platform: Platform) -> No
     with the cheapest configured courier, Budi's with the courier he chose. Booking the group
     buy again books nothing twice."""
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog, target_moq=8)
-    ani_small = _join(platform, session, catalog.variants["S"], 5, pay=True)
-    ani_medium = _join(platform, session, catalog.variants["M"], 1, pay=True, buyer=ani_small.buyer)
-    budi = _join(platform, session, catalog.variants["M"], 2, pay=True)
+    session = open_group_buy(platform, catalog, target_moq=8)
+    ani_small = join_group_buy(platform, session, catalog.variants["S"], 5, pay=True)
+    ani_medium = join_group_buy(
+        platform, session, catalog.variants["M"], 1, pay=True, buyer=ani_small.buyer
+    )
+    budi = join_group_buy(platform, session, catalog.variants["M"], 2, pay=True)
     ani = ani_small.buyer
     for buyer in (ani, budi.buyer):
         _address(platform, buyer, "12190", "Jakarta")
-    assert _eventually(lambda: _purchase_orders(platform, catalog))  # S fell to 3: reorder
+    assert eventually(lambda: purchase_orders_of(platform, catalog))  # S fell to 3: reorder
     lost = platform.client("warehouse").post(
         f"/api/inventory/{catalog.variants['S']}/adjustments",
         json={"delta": -8, "reason": "lost"},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert lost.status_code == 200, lost.text
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "pending_stock"
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"])["status"] == "pending_stock"
 
-    orders = {o["participantId"]: o for o in _session_orders(platform, session["id"])}
+    orders = {o["participantId"]: o for o in session_orders(platform, session["id"])}
     ani_orders = sorted(orders[j.id]["id"] for j in (ani_small, ani_medium))
     budi_order = orders[budi.id]["id"]
     assert all(o["readyToShipAt"] is None for o in orders.values())
@@ -757,13 +767,14 @@ def test_orders_ship_only_once_their_goods_are_in_hand(platform: Platform) -> No
         assert_problem(_ship(platform, order_id), 409, "order_not_ready")
     assert snapshot(platform, "logistics") == before
 
-    for purchase_order in _purchase_orders(platform, catalog):
+    for purchase_order in purchase_orders_of(platform, catalog):
         if purchase_order["status"] == "open":
             received = platform.client("warehouse").post(
-                f"/api/purchase-orders/{purchase_order['id']}/receive", headers=_admin(platform)
+                f"/api/purchase-orders/{purchase_order['id']}/receive",
+                headers=admin_headers(platform),
             )
             assert received.status_code == 200, received.text
-    shipments = _eventually(
+    shipments = eventually(
         lambda: (
             found
             if all(found := [_shipment_of(platform, o) for o in (*ani_orders, budi_order)])
@@ -809,5 +820,5 @@ def test_orders_ship_only_once_their_goods_are_in_hand(platform: Platform) -> No
     # The parcel moves both of Ani's orders.
     assert _advance(platform, first["biteshipOrderId"], 3) == "picked"
     for order_id in ani_orders:
-        assert _eventually(lambda order_id=order_id: _order_status(platform, order_id, "shipped"))
+        assert eventually(lambda order_id=order_id: _order_status(platform, order_id, "shipped"))
     assert _order(platform, budi_order)["status"] == "processing"

@@ -2,16 +2,15 @@
 the outbox, and the business figures of group-buying, warehouse and payment."""
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from laku.core.services import SERVICES
-from tests.catalog import create_seed_catalog
-from tests.support import Platform
-from tests.test_close import _close, _end_now, _join, _open_session
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Platform
+from tests.group_buys import close_group_buy, end_now, join_group_buy, open_group_buy
+from tests.support import eventually
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 JOIN_ROUTE = "/api/group-buying/{session_ref}/join"
@@ -30,13 +29,6 @@ def scrape(platform: Platform, service: str) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "not reached before the deadline"
-        time.sleep(0.2)
 
 
 def test_every_service_serves_its_kernel_metrics(platform: Platform) -> None:
@@ -75,8 +67,10 @@ def test_the_web_counts_its_pages_by_route(platform: Platform) -> None:
 def test_joins_payments_reservations_and_a_close_show_in_the_metrics(platform: Platform) -> None:
     before = {s: scrape(platform, s) for s in ("group-buying", "payment", "warehouse")}
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=2)
-    joined = [_join(platform, session, catalog.variants["S"], 1, pay=True) for _ in range(2)]
+    session = open_group_buy(platform, catalog, target_moq=2)
+    joined = [
+        join_group_buy(platform, session, catalog.variants["S"], 1, pay=True) for _ in range(2)
+    ]
     paid = sum(j.participant["totalPrice"] for j in joined)
 
     group_buying = scrape(platform, "group-buying")
@@ -100,8 +94,8 @@ def test_joins_payments_reservations_and_a_close_show_in_the_metrics(platform: P
     assert grew("laku_payments", payment, pay_before, status="paid") == 2
     assert grew("laku_payment_escrow_held_rupiah", payment, pay_before) == paid
 
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "success"
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"])["status"] == "success"
     after = scrape(platform, "group-buying")
     assert grew("laku_group_buying_closes_total", after, gb_before, outcome="success") == 1
     assert grew("laku_group_buying_close_duration_seconds_count", after, gb_before) == 1

@@ -15,26 +15,25 @@ from typing import Any
 
 import httpx
 
-from tests.catalog import create_seed_catalog
-from tests.support import Account, Platform, assert_problem, bearer
-from tests.test_close import _eventually
-from tests.test_settlement import (
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Account, Platform, bearer
+from tests.settlements import (
     SETTLEMENTS,
-    _account,
-    _admin,
-    _assert_ledger_balanced,
-    _ok,
-    _payout_id,
-    _set_account,
-    _status_becomes,
+    Group,
+    assert_ledger_balanced,
+    ledger_account,
+    payout_id_of,
+    set_payout_account,
+    settlement_becomes,
+    successful_group_in_period,
 )
-from tests.test_settlement_loops import Group, _group
+from tests.support import admin_headers, assert_problem, eventually, ok
 
 WITHDRAWALS = "/api/wallets/me/withdrawals"
 
 
 def _sandbox_payouts(platform: Platform, reference_prefix: str) -> list[dict[str, Any]]:
-    payouts = _ok(platform.client("xendit-sandbox").get("/sandbox/payouts"))
+    payouts = ok(platform.client("xendit-sandbox").get("/sandbox/payouts"))
     return [p for p in payouts if p["reference_id"].startswith(reference_prefix)]
 
 
@@ -42,15 +41,17 @@ def _released_group(platform: Platform) -> tuple[str, Group]:
     """A fresh factory with a payout account whose group buy (one Small shirt, 1,250,000)
     released its escrow."""
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    _ok(_set_account(platform, catalog.factory_id, _admin(platform)))
-    return catalog.factory_id, _group(platform, catalog, datetime.now(UTC), "S", 1, [1])
+    ok(set_payout_account(platform, catalog.factory_id, admin_headers(platform)))
+    return catalog.factory_id, successful_group_in_period(
+        platform, catalog, datetime.now(UTC), "S", 1, [1]
+    )
 
 
 def test_concurrent_settlements_of_one_factory_make_one_and_pay_it_once(
     platform: Platform,
 ) -> None:
     factory, group = _released_group(platform)
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     url = platform.url("settlement")
     # Ten overlapping periods, each holding the release.
     bodies = [
@@ -80,17 +81,17 @@ def test_concurrent_settlements_of_one_factory_make_one_and_pay_it_once(
     listed = platform.client("settlement").get(
         SETTLEMENTS, params={"factoryId": factory}, headers=admin
     )
-    assert [s["id"] for s in _ok(listed)["items"]] == [settlement["id"]]
+    assert [s["id"] for s in ok(listed)["items"]] == [settlement["id"]]
     assert (settlement["totalAmount"], settlement["netAmount"]) == (1_250_000, 1_187_500)
 
-    payout_id = _payout_id(platform, settlement["id"])
+    payout_id = payout_id_of(platform, settlement["id"])
     assert [p["id"] for p in _sandbox_payouts(platform, f"settlement-{settlement['id']}")] == [
         payout_id
     ]
-    _ok(platform.client("xendit-sandbox").post(f"/sandbox/payouts/{payout_id}/succeed"))
-    _status_becomes(platform, settlement["id"], "paid")
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, f"factory_payable:{factory}") == (1_187_500, 1_187_500)
+    ok(platform.client("xendit-sandbox").post(f"/sandbox/payouts/{payout_id}/succeed"))
+    settlement_becomes(platform, settlement["id"], "paid")
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, f"factory_payable:{factory}") == (1_187_500, 1_187_500)
     [entries] = platform.sql(
         "SELECT count(*) AS n FROM settlement.transaction_ledger WHERE settlement_id = $1",
         uuid.UUID(settlement["id"]),
@@ -162,14 +163,14 @@ def test_concurrent_and_replayed_withdrawals_never_take_more_than_the_balance(
     assert len(set(succeeded.values())) == 3
 
     wallet = platform.client("wallet")
-    assert _ok(wallet.get("/api/wallets/me", headers=buyer.headers))["balance"] == 10_000
-    transactions = _ok(
+    assert ok(wallet.get("/api/wallets/me", headers=buyer.headers))["balance"] == 10_000
+    transactions = ok(
         wallet.get("/api/wallets/me/transactions", params={"limit": 100}, headers=buyer.headers)
     )["items"]
     signed = [t["amount"] if t["direction"] == "credit" else -t["amount"] for t in transactions]
     assert sum(signed) == 10_000
     assert sorted(signed) == [-30_000, -30_000, -30_000, 100_000]
-    listed = _ok(wallet.get(WITHDRAWALS, params={"limit": 100}, headers=buyer.headers))["items"]
+    listed = ok(wallet.get(WITHDRAWALS, params={"limit": 100}, headers=buyer.headers))["items"]
     assert sorted(w["id"] for w in listed) == sorted(succeeded.values())
 
     # Replayed afterwards: a withdrawal made answers itself; a refused one is refused again.
@@ -189,7 +190,7 @@ def test_concurrent_and_replayed_withdrawals_never_take_more_than_the_balance(
         headers={**buyer.headers, "Idempotency-Key": made_key},
     )
     assert_problem(other, 422, "idempotency_key_reused")
-    assert _ok(wallet.get("/api/wallets/me", headers=buyer.headers))["balance"] == 10_000
+    assert ok(wallet.get("/api/wallets/me", headers=buyer.headers))["balance"] == 10_000
 
     # One payout per withdrawal in the sandbox, each of 30,000.
     sandbox = platform.client("xendit-sandbox")
@@ -198,18 +199,18 @@ def test_concurrent_and_replayed_withdrawals_never_take_more_than_the_balance(
         payouts = [p for w in succeeded.values() for p in _sandbox_payouts(platform, w)]
         return payouts if len(payouts) >= 3 else None
 
-    assert _eventually(requested, timeout=30.0)
+    assert eventually(requested, timeout=30.0)
     for withdrawal_id in succeeded.values():
         [payout] = _sandbox_payouts(platform, withdrawal_id)
         assert payout["amount"] == 30_000
-        _ok(sandbox.post(f"/sandbox/payouts/{payout['id']}/succeed"))
+        ok(sandbox.post(f"/sandbox/payouts/{payout['id']}/succeed"))
 
     def all_paid() -> bool:
-        mine = _ok(wallet.get(WITHDRAWALS, params={"limit": 100}, headers=buyer.headers))
+        mine = ok(wallet.get(WITHDRAWALS, params={"limit": 100}, headers=buyer.headers))
         return all(w["status"] == "succeeded" for w in mine["items"])
 
-    assert _eventually(all_paid, timeout=30.0)
-    assert _ok(wallet.get("/api/wallets/me", headers=buyer.headers))["balance"] == 10_000
+    assert eventually(all_paid, timeout=30.0)
+    assert ok(wallet.get("/api/wallets/me", headers=buyer.headers))["balance"] == 10_000
 
 
 # A Xendit outage (last: it empties the sandbox) ---------------------------------------------------
@@ -219,7 +220,7 @@ def test_a_settlement_payout_waits_out_a_xendit_outage_and_is_paid_once(
     platform: Platform,
 ) -> None:
     factory, group = _released_group(platform)
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     supervisor = platform.supervisor
     supervisor.stop("xendit-sandbox")
     try:
@@ -228,7 +229,7 @@ def test_a_settlement_payout_waits_out_a_xendit_outage_and_is_paid_once(
             json=group.body(factory),
             headers={**admin, "Idempotency-Key": str(uuid.uuid4())},
         )
-        settlement = _ok(created, 201)
+        settlement = ok(created, 201)
         assert settlement["status"] == "pending"
 
         def tried_twice() -> bool:
@@ -240,8 +241,8 @@ def test_a_settlement_payout_waits_out_a_xendit_outage_and_is_paid_once(
             return row["attempts"] >= 2 and row["delivered_at"] is None
 
         # The relay asks Xendit, fails, and tries again later: nothing is lost or settled.
-        assert _eventually(tried_twice, timeout=30.0)
-        unpaid = _ok(
+        assert eventually(tried_twice, timeout=30.0)
+        unpaid = ok(
             platform.client("settlement").get(f"{SETTLEMENTS}/{settlement['id']}", headers=admin)
         )
         assert (unpaid["status"], unpaid["payoutId"]) == ("pending", None)
@@ -250,8 +251,8 @@ def test_a_settlement_payout_waits_out_a_xendit_outage_and_is_paid_once(
         supervisor.wait_ready()
 
     # Back-off has grown while Xendit was away (1 s, 2 s, 4 s ...): the next try comes later.
-    payout_id = _eventually(
-        lambda: _ok(
+    payout_id = eventually(
+        lambda: ok(
             platform.client("settlement").get(f"{SETTLEMENTS}/{settlement['id']}", headers=admin)
         )["payoutId"],
         timeout=120.0,
@@ -265,9 +266,9 @@ def test_a_settlement_payout_waits_out_a_xendit_outage_and_is_paid_once(
         reference,
         1_187_500,
     )
-    _ok(platform.client("xendit-sandbox").post(f"/sandbox/payouts/{payout_id}/succeed"))
-    paid = _status_becomes(platform, settlement["id"], "paid")
+    ok(platform.client("xendit-sandbox").post(f"/sandbox/payouts/{payout_id}/succeed"))
+    paid = settlement_becomes(platform, settlement["id"], "paid")
     assert [e["kind"] for e in paid["ledgerEntries"]] == ["settlement", "settlement_payout"]
     assert len(_sandbox_payouts(platform, reference)) == 1
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, f"factory_payable:{factory}") == (1_187_500, 1_187_500)
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, f"factory_payable:{factory}") == (1_187_500, 1_187_500)

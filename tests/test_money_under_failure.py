@@ -11,21 +11,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.catalog import create_seed_catalog
-from tests.support import Platform, bearer
-from tests.test_close import (
-    _balance,
-    _close,
-    _end_now,
-    _eventually,
-    _invoice,
-    _join,
-    _ok,
-    _open_session,
-    _participants,
-    _payment,
-    _wallet_credits,
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Platform, bearer
+from tests.group_buys import (
+    close_group_buy,
+    end_now,
+    invoice_of,
+    join_group_buy,
+    open_group_buy,
+    participants_of,
+    payment_of,
+    wallet_credits,
 )
+from tests.support import balance, eventually, ok, outbox_marks, outboxes_done
 
 
 def _refund_rows(platform: Platform, payment_ids: list[str]) -> list[dict]:
@@ -49,18 +47,21 @@ def _told(platform: Platform, user_id: str, key: str) -> Counter[str]:
 def test_a_close_while_wallet_is_down_credits_every_refund_once_after_it_returns(
     platform: Platform,
 ) -> None:
+    marks = outbox_marks(platform)
     catalog = create_seed_catalog(
         platform, stock={"S": 20}, max_stock_level=40, reorder_threshold=0
     )
-    session = _open_session(platform, catalog, target_moq=6)
+    session = open_group_buy(platform, catalog, target_moq=6)
     small = catalog.variants["S"]
-    paid = [_join(platform, session, small, 2, pay=True) for _ in range(3)]  # tiers 25, 25, 50
-    _end_now(platform, session["id"])
+    paid = [
+        join_group_buy(platform, session, small, 2, pay=True) for _ in range(3)
+    ]  # tiers 25, 25, 50
+    end_now(platform, session["id"])
 
     supervisor = platform.supervisor
     supervisor.stop("wallet")
     try:
-        closed = _close(platform, session["id"])
+        closed = close_group_buy(platform, session["id"])
         assert closed["status"] == "success"
         refunds = _refund_rows(platform, [j.payment_id for j in paid])
         assert sorted(r["amount"] for r in refunds) == [40000, 60000, 60000]
@@ -76,16 +77,17 @@ def test_a_close_while_wallet_is_down_credits_every_refund_once_after_it_returns
         rows = _refund_rows(platform, [j.payment_id for j in paid])
         return {r["status"] for r in rows} == {"succeeded"}
 
-    assert _eventually(all_succeeded, timeout=60)
+    assert eventually(all_succeeded, timeout=60)
     for joined, amount in zip(paid, [60000, 60000, 40000], strict=True):
-        assert _balance(platform, joined.buyer) == amount
-        assert [c["amount"] for c in _wallet_credits(platform, joined.buyer)] == [amount]
+        assert balance(platform, joined.buyer) == amount
+        assert [c["amount"] for c in wallet_credits(platform, joined.buyer)] == [amount]
         [refund] = _refund_rows(platform, [joined.payment_id])
         key = f"refund:{refund['id']}"
-        assert _eventually(lambda k=key, j=joined: _told(platform, j.buyer.id, k)["email"] == 1)
-    time.sleep(1)  # a second credit or notice, were there one, would have landed by now
+        assert eventually(lambda k=key, j=joined: _told(platform, j.buyer.id, k)["email"] == 1)
+    # everything queued has run: a second credit or notice would be here
+    outboxes_done(platform, marks)
     for joined in paid:
-        assert len(_wallet_credits(platform, joined.buyer)) == 1
+        assert len(wallet_credits(platform, joined.buyer)) == 1
         [refund] = _refund_rows(platform, [joined.payment_id])
         assert _told(platform, joined.buyer.id, f"refund:{refund['id']}") == Counter(
             {"in_app": 1, "email": 1}
@@ -98,11 +100,12 @@ def test_a_payment_after_its_join_was_cancelled_is_refunded_in_full_and_never_re
     """The buyer pays while payment-service is frozen (SIGSTOP) and the admin cancels the
     session meanwhile: whichever reaches payment-service first, the money goes back to the
     wallet whole, once, and the factory is never credited with it."""
+    marks = outbox_marks(platform)
     catalog = create_seed_catalog(platform, stock={"S": 8}, reorder_threshold=0)
     period_start = datetime.now(UTC) - timedelta(seconds=1)
-    session = _open_session(platform, catalog, target_moq=4)
-    late = _join(platform, session, catalog.variants["S"], 2, pay=False)
-    invoice = _invoice(platform, late)
+    session = open_group_buy(platform, catalog, target_moq=4)
+    late = join_group_buy(platform, session, catalog.variants["S"], 2, pay=False)
+    invoice = invoice_of(platform, late)
     payment_process = platform.supervisor.processes["payment"].process
     assert payment_process is not None
 
@@ -112,18 +115,18 @@ def test_a_payment_after_its_join_was_cancelled_is_refunded_in_full_and_never_re
             f"/api/group-buying/{session['id']}/cancel", headers=bearer(platform.admin_token)
         )
         assert cancelled.status_code == 200, cancelled.text
-        assert _participants(platform, session["id"])[late.id]["status"] == "cancelled"
+        assert participants_of(platform, session["id"])[late.id]["status"] == "cancelled"
         paid = platform.client("xendit-sandbox").post(f"/sandbox/invoices/{invoice['id']}/pay")
         assert paid.status_code == 200, paid.text
     finally:
         os.kill(payment_process.pid, signal.SIGCONT)
 
     total = late.participant["totalPrice"]
-    assert _eventually(lambda: _balance(platform, late.buyer) == total, timeout=60)
-    assert _eventually(
-        lambda: _participants(platform, session["id"])[late.id]["status"] == "refunded"
+    assert eventually(lambda: balance(platform, late.buyer) == total, timeout=60)
+    assert eventually(
+        lambda: participants_of(platform, session["id"])[late.id]["status"] == "refunded"
     )
-    payment = _payment(platform, late)
+    payment = payment_of(platform, late)
     assert (payment["status"], payment["escrowStatus"]) == ("refunded", "refunded")
     [refund] = _refund_rows(platform, [late.payment_id])
     assert (refund["amount"], refund["reason"], refund["status"]) == (
@@ -131,14 +134,14 @@ def test_a_payment_after_its_join_was_cancelled_is_refunded_in_full_and_never_re
         "group_cancelled",
         "succeeded",
     )
-    assert _eventually(lambda: _told(platform, late.buyer.id, f"refund:{refund['id']}")["email"])
-    time.sleep(1)
-    assert [c["amount"] for c in _wallet_credits(platform, late.buyer)] == [total]
+    assert eventually(lambda: _told(platform, late.buyer.id, f"refund:{refund['id']}")["email"])
+    outboxes_done(platform, marks)  # everything queued has run: a second credit would be here
+    assert [c["amount"] for c in wallet_credits(platform, late.buyer)] == [total]
     assert platform.sql(
         "SELECT escrow_released_at FROM payment.payments WHERE id = $1",
         uuid.UUID(late.payment_id),
     ) == [(None,)]
-    preview = _ok(
+    preview = ok(
         platform.client("settlement").get(
             "/api/settlements/preview",
             params={

@@ -1,9 +1,7 @@
 """notification-service over HTTP: WhatsApp and e-mail delivered through the providers'
 sandboxes by the outbox relay, in-app inboxes, access rules, and delivery through an outage."""
 
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -16,8 +14,9 @@ from laku.notification.client import (
     NotificationStatus,
     TemplateMessage,
 )
-from tests.support import Platform, assert_problem, bearer, snapshot
-from tests.test_providers import emails_to, new_phone, whatsapp_messages_to
+from laku.testing.platform import Platform
+from tests.messages import emails_to, new_phone, whatsapp_messages_to
+from tests.support import admin_headers, assert_problem, eventually, snapshot
 
 NOTIFICATIONS = "/api/notifications"
 T = TypeVar("T")
@@ -27,13 +26,9 @@ def _service_headers(platform: Platform) -> dict[str, str]:
     return platform.service_headers("warehouse")
 
 
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
-
-
 def _send(platform: Platform, body: dict[str, Any], **headers: str) -> dict[str, Any]:
     response = platform.client("notification").post(
-        NOTIFICATIONS, json=body, headers={**_admin(platform), **headers}
+        NOTIFICATIONS, json=body, headers={**admin_headers(platform), **headers}
     )
     assert response.status_code == 202, response.text
     return response.json()
@@ -41,22 +36,10 @@ def _send(platform: Platform, body: dict[str, Any], **headers: str) -> dict[str,
 
 def _get(platform: Platform, notification_id: str) -> dict[str, Any]:
     response = platform.client("notification").get(
-        f"{NOTIFICATIONS}/{notification_id}", headers=_admin(platform)
+        f"{NOTIFICATIONS}/{notification_id}", headers=admin_headers(platform)
     )
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def _eventually(probe: Callable[[], T | None], timeout_seconds: float = 5.0) -> T:
-    """Poll until `probe` returns something; fail after the timeout."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout_seconds}s")
-        time.sleep(0.1)
 
 
 def _when_sent(platform: Platform, notification_id: str, timeout_seconds: float = 5.0) -> dict:
@@ -64,7 +47,7 @@ def _when_sent(platform: Platform, notification_id: str, timeout_seconds: float 
         notification = _get(platform, notification_id)
         return notification if notification["status"] == "sent" else None
 
-    return _eventually(sent, timeout_seconds)
+    return eventually(sent, timeout_seconds)
 
 
 def _settled_snapshot(platform: Platform) -> dict[str, dict[str, str]]:
@@ -252,7 +235,7 @@ def test_invalid_notifications_are_refused_and_change_nothing(
 ) -> None:
     before = _settled_snapshot(platform)
     response = platform.client("notification").post(
-        NOTIFICATIONS, json=body, headers=_admin(platform)
+        NOTIFICATIONS, json=body, headers=admin_headers(platform)
     )
     assert_problem(response, 422, "invalid_input")
     assert snapshot(platform, "notification") == before
@@ -273,7 +256,7 @@ def test_one_idempotency_key_sends_one_message(platform: Platform) -> None:
     _when_sent(platform, first.json()["id"])
     assert len(whatsapp_messages_to(platform, to)) == 1
     listed = api.get(
-        NOTIFICATIONS, params={"channel": "whatsapp", "limit": 100}, headers=_admin(platform)
+        NOTIFICATIONS, params={"channel": "whatsapp", "limit": 100}, headers=admin_headers(platform)
     ).json()
     assert [n["id"] for n in listed["items"] if n["to"] == to] == [first.json()["id"]]
 
@@ -319,13 +302,13 @@ def test_whatsapp_outage_delays_a_message_without_losing_or_repeating_it(
             notification = _get(platform, created["id"])
             return notification if notification["attempts"] > 0 else None
 
-        pending = _eventually(failed_attempt)
+        pending = eventually(failed_attempt)
         assert pending["status"] == "pending"
         assert "unreachable" in pending["lastError"]
         listed = api.get(
             NOTIFICATIONS,
             params={"status": "pending", "channel": "whatsapp", "limit": 100},
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         ).json()
         [shown] = [n for n in listed["items"] if n["id"] == created["id"]]
         assert shown["attempts"] >= 1 and shown["lastError"]
@@ -346,20 +329,22 @@ def test_admin_listing_filters_by_channel_and_status(platform: Platform) -> None
     in_app = _send(platform, {"channel": "in_app", "userId": buyer.id, "text": "Hai"})
     api = platform.client("notification")
     emails = api.get(
-        NOTIFICATIONS, params={"channel": "email", "limit": 100}, headers=_admin(platform)
+        NOTIFICATIONS, params={"channel": "email", "limit": 100}, headers=admin_headers(platform)
     ).json()
     assert emails["items"] and all(n["channel"] == "email" for n in emails["items"])
     sent_in_app = api.get(
         NOTIFICATIONS,
         params={"channel": "in_app", "status": "sent", "limit": 1},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     ).json()
     assert [n["id"] for n in sent_in_app["items"]] == [in_app["id"]]  # the newest
-    assert_problem(api.get(NOTIFICATIONS, params={"status": "lost"}, headers=_admin(platform)), 422)
+    assert_problem(
+        api.get(NOTIFICATIONS, params={"status": "lost"}, headers=admin_headers(platform)), 422
+    )
 
 
 def test_unknown_notification_is_not_found(platform: Platform) -> None:
     response = platform.client("notification").get(
-        f"{NOTIFICATIONS}/{uuid.uuid4()}", headers=_admin(platform)
+        f"{NOTIFICATIONS}/{uuid.uuid4()}", headers=admin_headers(platform)
     )
     assert_problem(response, 404, "notification_not_found")

@@ -3,7 +3,7 @@
 import pytest
 
 from laku.core.services import SERVICES
-from tests.support import Platform
+from laku.testing.platform import Platform
 
 _WRITES = {"post", "put", "patch"}
 # Actions named by their path alone carry no body.

@@ -16,16 +16,11 @@ import pytest
 
 from laku.core.http import ServiceCallError, new_http_client
 from laku.order.client import OrderClient, OrderStatus
-from tests.catalog import SeedCatalog, create_seed_catalog
-from tests.support import Account, Platform, assert_problem, bearer, snapshot
-from tests.test_group_buying import (
-    _eventually,
-    _joined,
-    _open_session,
-    _paid_through,
-    _participants,
-    _session,
-)
+from laku.testing.catalog import SeedCatalog, create_seed_catalog
+from laku.testing.platform import Account, Platform
+from tests.group_buys import session_of
+from tests.joins import all_participants, join_created, open_seed_session, paid_through
+from tests.support import admin_headers, assert_problem, eventually, snapshot
 
 BULK = "/api/orders/bulk"
 ORDERS = "/api/orders"
@@ -47,30 +42,26 @@ class GroupBuy:
         return self.session["id"]
 
 
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
-
-
 def _group_buy(platform: Platform, first_buyer: Account | None = None) -> GroupBuy:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog, target_moq=TARGET_MOQ)
+    session = open_seed_session(platform, catalog, target_moq=TARGET_MOQ)
     paid: dict[str, Account] = {}
     for buyer, size, quantity in (
         (first_buyer or platform.new_buyer(), "M", 3),
         (platform.new_buyer(), "S", 2),
     ):
-        joined = _joined(platform, buyer, session, catalog.variants[size], quantity)
-        paid[_paid_through(platform, buyer, session, joined)["id"]] = buyer
+        joined = join_created(platform, buyer, session, catalog.variants[size], quantity)
+        paid[paid_through(platform, buyer, session, joined)["id"]] = buyer
     unpaid = platform.new_buyer()
-    _joined(platform, unpaid, session, catalog.variants["L"], 1)
-    reached = _eventually(lambda: _session(platform, session["id"])["status"] == "moq_reached")
-    assert reached, _session(platform, session["id"])
+    join_created(platform, unpaid, session, catalog.variants["L"], 1)
+    reached = eventually(lambda: session_of(platform, session["id"])["status"] == "moq_reached")
+    assert reached, session_of(platform, session["id"])
     return GroupBuy(catalog, session, paid, unpaid)
 
 
 def _bulk(platform: Platform, session_id: str, **headers: str) -> httpx.Response:
     return platform.client("order").post(
-        BULK, json={"groupSessionId": session_id}, headers=headers or _admin(platform)
+        BULK, json={"groupSessionId": session_id}, headers=headers or admin_headers(platform)
     )
 
 
@@ -87,12 +78,12 @@ def _orders(platform: Platform, headers: dict[str, str], **params: Any) -> dict[
 
 
 def _session_orders(platform: Platform, session_id: str) -> list[dict[str, Any]]:
-    return _orders(platform, _admin(platform), sessionId=session_id, limit=100)["items"]
+    return _orders(platform, admin_headers(platform), sessionId=session_id, limit=100)["items"]
 
 
 def _summary(platform: Platform, session_id: str) -> dict[str, Any]:
     response = platform.client("order").get(
-        f"{ORDERS}/by-session/{session_id}/summary", headers=_admin(platform)
+        f"{ORDERS}/by-session/{session_id}/summary", headers=admin_headers(platform)
     )
     assert response.status_code == 200, response.text
     return response.json()
@@ -120,7 +111,7 @@ def test_an_order_for_each_paid_participant(platform: Platform) -> None:
     }
 
     orders = _session_orders(platform, group.id)
-    participants = {p["id"]: p for p in _participants(platform, group.id, "paid")}
+    participants = {p["id"]: p for p in all_participants(platform, group.id, "paid")}
     assert {order["participantId"] for order in orders} == set(participants) == set(group.paid)
     assert group.unpaid.id not in {order["userId"] for order in orders}
     sizes = {variant_id: size for size, variant_id in catalog.variants.items()}
@@ -180,7 +171,9 @@ def test_concurrent_calls_make_each_order_once(platform: Platform) -> None:
             return list(
                 await asyncio.gather(
                     *(
-                        api.post(BULK, json={"groupSessionId": group.id}, headers=_admin(platform))
+                        api.post(
+                            BULK, json={"groupSessionId": group.id}, headers=admin_headers(platform)
+                        )
                         for _ in range(2)
                     )
                 )
@@ -197,15 +190,15 @@ def test_concurrent_calls_make_each_order_once(platform: Platform) -> None:
 
 def test_only_a_session_that_reached_its_moq_gets_orders(platform: Platform) -> None:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog, target_moq=TARGET_MOQ)
+    session = open_seed_session(platform, catalog, target_moq=TARGET_MOQ)
     before = snapshot(platform, "order")
-    assert _session(platform, session["id"])["status"] == "forming"
+    assert session_of(platform, session["id"])["status"] == "forming"
     assert_problem(_bulk(platform, session["id"]), 409, "session_not_successful")
 
     buyer = platform.new_buyer()
-    joined = _joined(platform, buyer, session, catalog.variants["M"], TARGET_MOQ - 1)
-    _paid_through(platform, buyer, session, joined)
-    assert _session(platform, session["id"])["status"] == "active"
+    joined = join_created(platform, buyer, session, catalog.variants["M"], TARGET_MOQ - 1)
+    paid_through(platform, buyer, session, joined)
+    assert session_of(platform, session["id"])["status"] == "active"
     assert_problem(_bulk(platform, session["id"]), 409, "session_not_successful")
     assert snapshot(platform, "order") == before
 
@@ -229,7 +222,7 @@ def test_unknown_session(platform: Platform) -> None:
 )
 def test_invalid_bodies_change_nothing(platform: Platform, body: Any) -> None:
     before = snapshot(platform, "order")
-    response = platform.client("order").post(BULK, json=body, headers=_admin(platform))
+    response = platform.client("order").post(BULK, json=body, headers=admin_headers(platform))
     assert_problem(response, 422, "invalid_input")
     assert snapshot(platform, "order") == before
 
@@ -246,7 +239,7 @@ def test_buyers_see_only_their_own_orders(platform: Platform, ordered: GroupBuy)
         assert [item["id"] for item in mine["items"]] == [order["id"]]
         assert mine["total"] == 1
         assert api.get(f"{ORDERS}/{order['id']}", headers=owner.headers).json() == order
-        assert api.get(f"{ORDERS}/{order['id']}", headers=_admin(platform)).json() == order
+        assert api.get(f"{ORDERS}/{order['id']}", headers=admin_headers(platform)).json() == order
         for other in (ordered.unpaid, *(b for b in ordered.paid.values() if b != owner)):
             assert_problem(
                 api.get(f"{ORDERS}/{order['id']}", headers=other.headers), 404, "order_not_found"
@@ -257,7 +250,7 @@ def test_buyers_see_only_their_own_orders(platform: Platform, ordered: GroupBuy)
         403,
     )
     assert_problem(
-        api.get(f"{ORDERS}/{uuid.uuid4()}", headers=_admin(platform)), 404, "order_not_found"
+        api.get(f"{ORDERS}/{uuid.uuid4()}", headers=admin_headers(platform)), 404, "order_not_found"
     )
 
 
@@ -278,7 +271,7 @@ def test_a_buyers_orders_are_paged_newest_first(platform: Platform) -> None:
 
 
 def test_admin_filters(platform: Platform, ordered: GroupBuy) -> None:
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     participant_id, buyer = next(iter(ordered.paid.items()))
     by_user = _orders(platform, admin, userId=buyer.id)["items"]
     assert [order["participantId"] for order in by_user] == [participant_id]

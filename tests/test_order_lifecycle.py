@@ -14,17 +14,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.catalog import create_seed_catalog
-from tests.support import Account, Platform, assert_problem, bearer, snapshot
-from tests.test_close import (
-    _balance,
-    _close,
-    _end_now,
-    _eventually,
-    _join,
-    _open_session,
-    _wallet_credits,
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Account, Platform
+from tests.group_buys import (
+    close_group_buy,
+    end_now,
+    join_group_buy,
+    open_group_buy,
+    wallet_credits,
 )
+from tests.support import admin_headers, assert_problem, balance, eventually, snapshot
 
 ORDERS = "/api/orders"
 
@@ -37,20 +36,18 @@ class Order:
     payment_id: str
 
 
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
-
-
 @pytest.fixture(scope="module")
 def orders(platform: Platform) -> list[Order]:
     """Four buyers' orders of one successful group buy, all `processing`."""
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=4)
-    joined = [_join(platform, session, catalog.variants["S"], 1, pay=True) for _ in range(4)]
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "success"
+    session = open_group_buy(platform, catalog, target_moq=4)
+    joined = [
+        join_group_buy(platform, session, catalog.variants["S"], 1, pay=True) for _ in range(4)
+    ]
+    end_now(platform, session["id"])
+    assert close_group_buy(platform, session["id"])["status"] == "success"
     page = platform.client("order").get(
-        ORDERS, params={"sessionId": session["id"]}, headers=_admin(platform)
+        ORDERS, params={"sessionId": session["id"]}, headers=admin_headers(platform)
     )
     by_user = {order["userId"]: order for order in page.json()["items"]}
     made = [by_user[j.buyer.id] for j in joined]
@@ -62,7 +59,7 @@ def orders(platform: Platform) -> list[Order]:
 
 
 def _order(platform: Platform, order_id: str) -> dict[str, Any]:
-    response = platform.client("order").get(f"{ORDERS}/{order_id}", headers=_admin(platform))
+    response = platform.client("order").get(f"{ORDERS}/{order_id}", headers=admin_headers(platform))
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -73,13 +70,13 @@ def _ship(
     return platform.client("order").post(
         f"{ORDERS}/{order_id}/ship",
         json={"trackingNumber": tracking, "courier": "jne"},
-        headers=headers or _admin(platform),
+        headers=headers or admin_headers(platform),
     )
 
 
 def _deliver(platform: Platform, order_id: str, **headers: str) -> httpx.Response:
     return platform.client("order").post(
-        f"{ORDERS}/{order_id}/deliver", headers=headers or _admin(platform)
+        f"{ORDERS}/{order_id}/deliver", headers=headers or admin_headers(platform)
     )
 
 
@@ -87,7 +84,7 @@ def _cancel(platform: Platform, order_id: str, **headers: str) -> httpx.Response
     return platform.client("order").post(
         f"{ORDERS}/{order_id}/cancel",
         json={"reason": "Buyer asked before shipping"},
-        headers=headers or _admin(platform),
+        headers=headers or admin_headers(platform),
     )
 
 
@@ -126,7 +123,7 @@ def test_shipped_then_delivered(platform: Platform, orders: list[Order]) -> None
         )
         return sorted(n["text"] for n in inbox.json()["items"] if "Order" in n["subject"])
 
-    assert _eventually(lambda: len(told()) == 3), told()
+    assert eventually(lambda: len(told()) == 3), told()
     number = body["orderNumber"]
     assert told() == [
         f"The goods of your order {number} (Premium T-Shirt (Small) x 1) are in our warehouse; "
@@ -156,17 +153,17 @@ def test_cancelled_order_is_refunded_and_cannot_ship(
     platform: Platform, orders: list[Order]
 ) -> None:
     order = orders[2]
-    balance_before = _balance(platform, order.buyer)
+    balance_before = balance(platform, order.buyer)
     cancelled = _cancel(platform, order.id)
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] in ("cancelled", "refunded")
     assert cancelled.json()["cancelReason"] == "Buyer asked before shipping"
 
-    refunded = _eventually(lambda: _order(platform, order.id)["status"] == "refunded")
+    refunded = eventually(lambda: _order(platform, order.id)["status"] == "refunded")
     assert refunded, _order(platform, order.id)
-    assert _eventually(lambda: _balance(platform, order.buyer) == balance_before + order.subtotal)
+    assert eventually(lambda: balance(platform, order.buyer) == balance_before + order.subtotal)
     credits = [
-        c for c in _wallet_credits(platform, order.buyer) if c["reference"].startswith("order:")
+        c for c in wallet_credits(platform, order.buyer) if c["reference"].startswith("order:")
     ]
     assert [(c["amount"], c["reason"], c["reference"]) for c in credits] == [
         (order.subtotal, "order_cancelled_refund", f"order:{order.id}:cancelled")
@@ -206,7 +203,7 @@ def test_only_the_platform_moves_orders(platform: Platform, orders: list[Order])
     assert_problem(platform.client("order").post(f"{ORDERS}/{order.id}/deliver"), 401)
     assert_problem(_ship(platform, str(uuid.uuid4())), 404, "order_not_found")
     bad = platform.client("order").post(
-        f"{ORDERS}/{order.id}/ship", json={"trackingNumber": ""}, headers=_admin(platform)
+        f"{ORDERS}/{order.id}/ship", json={"trackingNumber": ""}, headers=admin_headers(platform)
     )
     assert_problem(bad, 422)
     assert snapshot(platform, "order") == before

@@ -6,13 +6,13 @@ purged by each service's periodic task while pending and dead-lettered rows stay
 import json
 import time
 import uuid
-from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from tests.support import Platform, assert_problem, bearer
+from laku.testing.platform import Platform
+from tests.support import admin_headers, assert_problem, eventually
 
 OUTBOX_SCHEMAS = {
     "group-buying": "group_buying",
@@ -28,25 +28,12 @@ SUMMARY = "/api/admin/outbox"
 DEAD_LETTERS = "/api/admin/outbox/dead-letters"
 
 
-def _eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
-
-
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
-
-
 def _service_token(platform: Platform) -> dict[str, str]:
     return platform.service_headers("settlement")
 
 
 def _summary(platform: Platform, service: str) -> dict[str, Any]:
-    response = platform.client(service).get(SUMMARY, headers=_admin(platform))
+    response = platform.client(service).get(SUMMARY, headers=admin_headers(platform))
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -64,7 +51,7 @@ def test_every_service_with_an_outbox_shows_it_to_admins_only(
     # No service reads another's outbox: a service token is refused like a buyer's.
     assert_problem(client.get(SUMMARY, headers=_service_token(platform)), 403)
     assert_problem(client.get(DEAD_LETTERS, headers=_service_token(platform)), 403)
-    headers = _admin(platform)
+    headers = admin_headers(platform)
     summary = client.get(SUMMARY, headers=headers)
     assert summary.status_code == 200, summary.text
     body = summary.json()
@@ -86,7 +73,7 @@ def test_every_service_with_an_outbox_shows_it_to_admins_only(
 
 @pytest.mark.parametrize("service", ["auth", "product", "factory", "address"])
 def test_a_service_without_an_outbox_has_no_outbox_routes(platform: Platform, service: str) -> None:
-    assert_problem(platform.client(service).get(SUMMARY, headers=_admin(platform)), 404)
+    assert_problem(platform.client(service).get(SUMMARY, headers=admin_headers(platform)), 404)
 
 
 def test_a_final_refusal_is_dead_lettered_with_its_reason_listed_and_requeued(
@@ -102,7 +89,7 @@ def test_a_final_refusal_is_dead_lettered_with_its_reason_listed_and_requeued(
         "RETURNING id",
         json.dumps(payload),
     )
-    row = _eventually(
+    row = eventually(
         lambda: (r := _outbox_row(platform, "group_buying", row_id)).dead_lettered_at and r
     )
     assert row, "the refused row was never dead-lettered"
@@ -116,7 +103,9 @@ def test_a_final_refusal_is_dead_lettered_with_its_reason_listed_and_requeued(
         == before["deadLettersByKind"].get("expire_payment", 0) + 1
     )
     page = client.get(
-        DEAD_LETTERS, params={"kind": "expire_payment", "limit": 100}, headers=_admin(platform)
+        DEAD_LETTERS,
+        params={"kind": "expire_payment", "limit": 100},
+        headers=admin_headers(platform),
     ).json()
     [listed] = [item for item in page["items"] if item["id"] == row_id]
     assert listed["kind"] == "expire_payment"
@@ -134,11 +123,11 @@ def test_a_final_refusal_is_dead_lettered_with_its_reason_listed_and_requeued(
     assert_problem(
         client.post(f"{DEAD_LETTERS}/{row_id}/retry", headers=_service_token(platform)), 403
     )
-    requeued = client.post(f"{DEAD_LETTERS}/{row_id}/retry", headers=_admin(platform))
+    requeued = client.post(f"{DEAD_LETTERS}/{row_id}/retry", headers=admin_headers(platform))
     assert requeued.status_code == 200, requeued.text
     assert (requeued.json()["status"], requeued.json()["reason"]) == ("pending", None)
     # The payment is still unknown: refused again, dead-lettered again, its attempts counted.
-    again = _eventually(
+    again = eventually(
         lambda: (
             (r := _outbox_row(platform, "group_buying", row_id)).attempts == 2
             and r.dead_lettered_at
@@ -147,7 +136,7 @@ def test_a_final_refusal_is_dead_lettered_with_its_reason_listed_and_requeued(
     )
     assert again and again.dead_letter_reason.startswith("404 payment_not_found")
     assert_problem(
-        client.post(f"{DEAD_LETTERS}/999999999/retry", headers=_admin(platform)),
+        client.post(f"{DEAD_LETTERS}/999999999/retry", headers=admin_headers(platform)),
         404,
         "outbox_row_not_found",
     )
@@ -164,18 +153,18 @@ def test_a_requeued_dead_letter_whose_cause_is_gone_is_delivered(platform: Platf
         json.dumps({"reference": f"participant:{uuid.uuid4()}"}),
     )
     response = platform.client("group-buying").post(
-        f"{DEAD_LETTERS}/{row_id}/retry", headers=_admin(platform)
+        f"{DEAD_LETTERS}/{row_id}/retry", headers=admin_headers(platform)
     )
     assert response.status_code == 200, response.text
     assert response.json()["attempts"] == 3
-    row = _eventually(
+    row = eventually(
         lambda: (r := _outbox_row(platform, "group_buying", row_id)).delivered_at and r
     )
     assert row, "the requeued row was never delivered"
     assert (row.dead_lettered_at, row.dead_letter_reason, row.attempts) == (None, None, 4)
     # A repeat of the requeue answers the row as it is, and changes nothing.
     repeat = platform.client("group-buying").post(
-        f"{DEAD_LETTERS}/{row_id}/retry", headers=_admin(platform)
+        f"{DEAD_LETTERS}/{row_id}/retry", headers=admin_headers(platform)
     )
     assert (repeat.status_code, repeat.json()["status"]) == (200, "delivered")
 
@@ -234,10 +223,10 @@ def test_retention_purges_what_has_expired_and_keeps_the_rest(platform: Platform
         return [row["key"].removesuffix(f"-{tag}") for row in rows]
 
     try:
-        assert _eventually(lambda: "delivered long ago" not in outbox_rows()), outbox_rows()
+        assert eventually(lambda: "delivered long ago" not in outbox_rows()), outbox_rows()
         assert outbox_rows() == ["dead letter", "delivered lately", "pending"]
-        assert _eventually(lambda: keys() == ["recent"]), keys()
-        assert _eventually(lambda: counters() == ["counting", "locked"]), counters()
+        assert eventually(lambda: keys() == ["recent"]), keys()
+        assert eventually(lambda: counters() == ["counting", "locked"]), counters()
     finally:
         platform.sql('DELETE FROM "order".outbox WHERE kind = $1', f"retention-test-{tag}")
         platform.sql(

@@ -12,11 +12,8 @@ have, while the wallet's claims wait behind a table lock so the real request can
 first. The claim is removed once the row has been retried.
 """
 
-import asyncio
 import json
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,27 +21,19 @@ import asyncpg
 import httpx
 
 from laku.core.idempotency import request_fingerprint
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.database import plain_url
+from laku.testing.platform import Platform, bearer
 from laku.wallet.client import BulkCreditsCreate, MovementCreate, MovementReason
-from tests.catalog import create_seed_catalog
-from tests.support import Platform, bearer, plain_url
-from tests.test_close import _open_session
+from tests.group_buys import open_group_buy
+from tests.support import eventually_async
 
 PARTICIPANTS = 5_000
-ADJUSTMENTS = {"S": 0, "M": 5000, "L": 10000}  # tests.catalog's seed variants
-UNIT_PRICE = 95_000  # the first tier of test_close's session
+ADJUSTMENTS = {"S": 0, "M": 5000, "L": 10000}  # laku.testing.catalog's seed variants
+UNIT_PRICE = 95_000  # the first of the seed's tiers (laku.testing.catalog.TIERS)
 CREDITS_PATH = "/api/wallets/credits/bulk"
 PAYMENT_SERVICE_SCOPE = "service:payment"  # the subject of payment-service's service token
 OUTBOX_SCHEMAS = ("group_buying", "payment", "wallet", "warehouse", "notification")
-
-
-async def _eventually(check: Callable[[], Awaitable[Any]], seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 async def _insert_paid_participants(
@@ -259,7 +248,7 @@ async def test_a_cancelled_group_of_5000_is_refunded_once_each_through_a_chunk_i
 ) -> None:
     stock = {size: 4_000 for size in ADJUSTMENTS}
     catalog = create_seed_catalog(platform, stock=stock, max_stock_level=8_000, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq=20_000)
+    session = open_group_buy(platform, catalog, target_moq=20_000)
     session_id = uuid.UUID(session["id"])
     db = await asyncpg.connect(plain_url(platform.database_url))
     locker = await asyncpg.connect(plain_url(platform.database_url))
@@ -286,7 +275,9 @@ async def test_a_cancelled_group_of_5000_is_refunded_once_each_through_a_chunk_i
                     last_row,
                 )
 
-            row = await _eventually(first_credit_row, 120, "the first chunk's credit row")
+            row = await eventually_async(
+                first_credit_row, 120, every=0.2, what="the first chunk's credit row"
+            )
             row_id = row["id"]
             refund_ids = json.loads(row["payload"])["refundIds"]
             key = f"refund-credits:{row_id}"
@@ -320,7 +311,9 @@ async def test_a_cancelled_group_of_5000_is_refunded_once_each_through_a_chunk_i
             # ended. At 3, an attempt after the first ended "in progress" too.
             return outbox_row if outbox_row["attempts"] >= 3 and in_progress else None
 
-        held = await _eventually(retried_in_progress, 120, "the chunk retried while in progress")
+        held = await eventually_async(
+            retried_in_progress, 120, every=0.2, what="the chunk retried while in progress"
+        )
         assert (held["delivered_at"], held["dead_lettered_at"]) == (None, None)
         credited_meanwhile = await db.fetchval(
             "SELECT count(*) FROM wallet.wallet_transactions WHERE idempotency_key = ANY($1)",
@@ -357,7 +350,7 @@ async def test_a_cancelled_group_of_5000_is_refunded_once_each_through_a_chunk_i
             )
             return succeeded == PARTICIPANTS and refunded == PARTICIPANTS and delivered
 
-        await _eventually(drained, 240, "every refund credited")
+        await eventually_async(drained, 240, every=0.2, what="every refund credited")
 
         delivered = await db.fetchrow(
             "SELECT attempts, delivered_at, dead_lettered_at FROM payment.outbox WHERE id = $1",

@@ -3,9 +3,7 @@
 
 import asyncio
 import re
-import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,13 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
+from laku.testing.database import run
+from laku.testing.platform import Account, Platform, bearer
 from tests.service_logs import wait_logged
 from tests.support import (
-    Account,
-    Platform,
+    admin_headers,
     assert_problem,
-    bearer,
-    run,
+    eventually,
+    outboxes_idle,
     sandbox_webhook_attempts,
     snapshot,
 )
@@ -30,10 +29,6 @@ Payment = dict[str, Any]
 def _service_headers(platform: Platform) -> dict[str, str]:
     """As group-buying calls: with a `service` token."""
     return platform.service_headers("group-buying")
-
-
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
 
 
 def _callback_headers(platform: Platform) -> dict[str, str]:
@@ -64,7 +59,7 @@ def _created(platform: Platform, **fields: Any) -> Payment:
 
 def _get(platform: Platform, payment_id: str) -> Payment:
     response = platform.client("payment").get(
-        f"/api/payments/{payment_id}", headers=_admin(platform)
+        f"/api/payments/{payment_id}", headers=admin_headers(platform)
     )
     assert response.status_code == 200, response.text
     return response.json()
@@ -125,17 +120,8 @@ def _paid_in_sandbox(platform: Platform, payment: Payment) -> Payment:
     return _paid(platform, payment)
 
 
-def _eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
-
-
 def _status_becomes(platform: Platform, payment: Payment, status: str) -> Payment:
-    latest = _eventually(
+    latest = eventually(
         lambda: (current := _get(platform, payment["id"]))["status"] == status and current
     )
     assert latest, f"{payment['id']} never became {status}: {_get(platform, payment['id'])}"
@@ -146,7 +132,7 @@ def _paid(platform: Platform, payment: Payment) -> Payment:
     """The payment once recorded paid. Its reference names no participant group-buying knows,
     so it is then refunded in full (tests/test_join_saga.py): its status and escrow move on
     from paid and held to refunded, while what it recorded of being paid stays."""
-    latest = _eventually(lambda: (current := _get(platform, payment["id"]))["paidAt"] and current)
+    latest = eventually(lambda: (current := _get(platform, payment["id"]))["paidAt"] and current)
     assert latest, f"{payment['id']} was never paid: {_get(platform, payment['id'])}"
     moved = (latest["status"], latest["escrowStatus"])
     assert moved in (("paid", "held"), ("refunded", "refunded")), moved
@@ -176,7 +162,7 @@ def _given_back_once(platform: Platform, payment: Payment) -> None:
         return [(row["amount"], row["reason"], row["status"]) for row in rows]
 
     credited = [(refunded["amount"], "join_failed", "succeeded")]
-    assert _eventually(lambda: refunds() == credited), refunds()
+    assert eventually(lambda: refunds() == credited), refunds()
 
 
 def _outbox_reports(platform: Platform, payment_id: str) -> list[dict[str, Any]]:
@@ -317,6 +303,8 @@ def test_invalid_create_is_refused_and_changes_nothing(
     platform: Platform, change: dict[str, Any]
 ) -> None:
     body = {key: value for key, value in {**_body(), **change}.items() if value is not None}
+    # Nothing another test queued (a refund on its way) changes the schema meanwhile.
+    outboxes_idle(platform)
     before = snapshot(platform, "payment")
     invoices_before = len(platform.client("xendit-sandbox").get("/sandbox/invoices").json())
     assert_problem(_create(platform, body), 422, "invalid_input")
@@ -336,7 +324,7 @@ def test_only_services_and_admins_create_or_expire(platform: Platform) -> None:
     )
     assert snapshot(platform, "payment") == before
 
-    by_admin = payments.post("/api/payments", json=_body(buyer.id), headers=_admin(platform))
+    by_admin = payments.post("/api/payments", json=_body(buyer.id), headers=admin_headers(platform))
     assert by_admin.status_code == 201, by_admin.text
     expire = f"/api/payments/{by_admin.json()['id']}/expire"
     assert_problem(payments.post(expire), 401)
@@ -353,7 +341,7 @@ def test_xendit_down_answers_503_and_a_retry_succeeds(platform: Platform) -> Non
         assert down.headers.get("retry-after")
         # Nothing half made is visible to callers: the payment is not pending without an invoice.
         listed = platform.client("payment").get(
-            "/api/payments", params={"userId": body["userId"]}, headers=_admin(platform)
+            "/api/payments", params={"userId": body["userId"]}, headers=admin_headers(platform)
         )
         assert [p["status"] for p in listed.json()["items"]] == ["failed"]
         assert listed.json()["items"][0]["invoiceUrl"] is None
@@ -476,7 +464,7 @@ def test_resent_sandbox_webhooks_change_the_payment_once(platform: Platform) -> 
     _sandbox(platform, payment, "pay").raise_for_status()
     for _ in range(4):
         _sandbox(platform, payment, "resend-webhook").raise_for_status()
-    attempts = _eventually(
+    attempts = eventually(
         lambda: (
             (
                 found := platform.client("xendit-sandbox")
@@ -538,7 +526,9 @@ def test_wrong_or_missing_callback_token_is_refused_and_changes_nothing(
     for headers in ({}, {"x-callback-token": "guessed"}, {"x-callback-token": ""}):
         assert_problem(_webhook(platform, callback, headers), 401, "invalid_callback_token")
     # A bearer token is no substitute for the callback token.
-    assert_problem(_webhook(platform, callback, _admin(platform)), 401, "invalid_callback_token")
+    assert_problem(
+        _webhook(platform, callback, admin_headers(platform)), 401, "invalid_callback_token"
+    )
     assert snapshot(platform, "payment") == before
     assert _get(platform, payment["id"])["status"] == "pending"
 
@@ -675,7 +665,7 @@ def test_overdue_payments_are_settled_by_what_xendit_says(platform: Platform) ->
     _sandbox(platform, paid, "pay").raise_for_status()
     assert _get(platform, paid["id"])["status"] == "pending"
 
-    expired = _eventually(
+    expired = eventually(
         lambda: (current := _get(platform, unpaid["id"]))["status"] == "expired" and current,
         timeout=20.0,
     )
@@ -726,7 +716,7 @@ def test_expire_endpoint_closes_the_invoice(platform: Platform) -> None:
     assert again.status_code == 200
     assert again.json() == response.json()
     # The sandbox's EXPIRED callback arrives too and changes nothing.
-    _eventually(
+    eventually(
         lambda: any(
             a["delivered"]
             for a in platform.client("xendit-sandbox")
@@ -803,10 +793,10 @@ def test_a_buyer_sees_only_their_own_payments(platform: Platform) -> None:
     # Codes are for the platform, not for buyers.
     by_code = f"/api/payments/by-code/{first['paymentCode']}"
     assert_problem(payments.get(by_code, headers=owner.headers), 403)
-    assert payments.get(by_code, headers=_admin(platform)).json() == first
+    assert payments.get(by_code, headers=admin_headers(platform)).json() == first
     assert payments.get(by_code, headers=_service_headers(platform)).json() == first
     assert_problem(
-        payments.get("/api/payments/by-code/PAY-FFFFFFFFFFFF", headers=_admin(platform)),
+        payments.get("/api/payments/by-code/PAY-FFFFFFFFFFFF", headers=admin_headers(platform)),
         404,
         "payment_not_found",
     )
@@ -820,13 +810,13 @@ def test_admin_lists_every_payment_with_filters(platform: Platform) -> None:
         platform, _created(platform, user_id=buyer.id, reference=f"order:{uuid.uuid4()}")
     )
 
-    everyone = _list(platform, _admin(platform), limit=100).json()
+    everyone = _list(platform, admin_headers(platform), limit=100).json()
     assert everyone["total"] >= 2
-    by_buyer = _list(platform, _admin(platform), userId=buyer.id).json()
+    by_buyer = _list(platform, admin_headers(platform), userId=buyer.id).json()
     assert [p["id"] for p in by_buyer["items"]] == [paid["id"], pending["id"]]
-    only_paid = _list(platform, _admin(platform), userId=buyer.id, status="paid").json()
+    only_paid = _list(platform, admin_headers(platform), userId=buyer.id, status="paid").json()
     assert [p["id"] for p in only_paid["items"]] == [paid["id"]]
-    every_paid = _list(platform, _admin(platform), status="paid", limit=100).json()["items"]
+    every_paid = _list(platform, admin_headers(platform), status="paid", limit=100).json()["items"]
     assert every_paid and all(p["status"] == "paid" for p in every_paid)
-    assert_problem(_list(platform, _admin(platform), status="lost"), 422)
-    assert_problem(_list(platform, _admin(platform), limit=0), 422)
+    assert_problem(_list(platform, admin_headers(platform), status="lost"), 422)
+    assert_problem(_list(platform, admin_headers(platform), limit=0), 422)

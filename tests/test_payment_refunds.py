@@ -2,21 +2,40 @@
 Refund Calculation"), escrow released, unpaid payments expired with their sandbox invoices.
 Every call changes all the payments it names or none, and repeating it changes nothing."""
 
-import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
-from tests.support import Account, Platform, assert_problem, bearer, snapshot
+from laku.testing.platform import Platform, bearer
+from tests.payments import (
+    REFUNDS,
+    RELEASE,
+    credited,
+    paid_payment,
+    pay_in_sandbox,
+    payment_by_id,
+    pending_payment,
+    post_payments,
+    post_refunds,
+    refund_item,
+    refunds_made,
+    refunds_settled,
+    wallet_transactions,
+)
+from tests.support import (
+    assert_problem,
+    balance,
+    eventually,
+    outbox_marks,
+    outboxes_done,
+    outboxes_idle,
+    snapshot,
+)
 
-REFUNDS = "/api/payments/refunds"
-RELEASE = "/api/payments/escrow/release"
 EXPIRE_BULK = "/api/payments/expire-bulk"
-Payment = dict[str, Any]
 T = TypeVar("T")
 
 
@@ -26,68 +45,6 @@ def service_headers(platform: Platform) -> dict[str, str]:
     return platform.service_headers("group-buying")
 
 
-def _eventually(probe: Callable[[], T | None], timeout_seconds: float = 15.0) -> T:
-    """Poll until `probe` returns something other than None; fail after the timeout."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
-def _post(platform: Platform, path: str, body: Any, headers: dict[str, str]) -> httpx.Response:
-    return platform.client("payment").post(path, json=body, headers=headers)
-
-
-def _get(platform: Platform, headers: dict[str, str], payment_id: str) -> Payment:
-    response = platform.client("payment").get(f"/api/payments/{payment_id}", headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def _pending(
-    platform: Platform,
-    headers: dict[str, str],
-    user_id: str,
-    amount: int = 475_000,
-    reference: str | None = None,
-) -> Payment:
-    response = _post(
-        platform,
-        "/api/payments",
-        {
-            # Named for no participant by default: group-buying, which would have the money
-            # of a participant it does not know given back, is not told of these.
-            "reference": reference or f"escrow-test:{uuid.uuid4()}",
-            "userId": user_id,
-            "amount": amount,
-            "description": "Premium T-Shirt M x 5",
-        },
-        headers,
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def _pay_in_sandbox(platform: Platform, headers: dict[str, str], payment: Payment) -> Payment:
-    """The buyer pays the invoice; the sandbox's callback makes the payment paid."""
-    invoice_id = payment["invoiceUrl"].rsplit("/", 1)[-1]
-    platform.client("xendit-sandbox").post(f"/sandbox/invoices/{invoice_id}/pay").raise_for_status()
-    return _eventually(
-        lambda: (
-            paid if (paid := _get(platform, headers, payment["id"]))["status"] == "paid" else None
-        )
-    )
-
-
-def _paid(
-    platform: Platform, headers: dict[str, str], user_id: str, amount: int = 475_000
-) -> Payment:
-    return _pay_in_sandbox(platform, headers, _pending(platform, headers, user_id, amount))
-
-
 def _release(payment_ids: list[str]) -> dict[str, Any]:
     """A release body: the payments of one group buy, released to its factory."""
     return {
@@ -95,65 +52,6 @@ def _release(payment_ids: list[str]) -> dict[str, Any]:
         "factoryId": str(uuid.uuid4()),
         "groupSessionId": str(uuid.uuid4()),
     }
-
-
-def _item(payment: Payment, amount: int, reason: str = "tier_refund", **fields: Any) -> dict:
-    return {
-        "paymentId": payment["id"],
-        "amount": amount,
-        "reason": reason,
-        "reference": f"session:{uuid.uuid4()}:participant:{uuid.uuid4()}",
-        **fields,
-    }
-
-
-def _refund(platform: Platform, headers: dict[str, str], *items: dict) -> httpx.Response:
-    return _post(platform, REFUNDS, {"items": list(items)}, headers)
-
-
-def _refunded(platform: Platform, headers: dict[str, str], *items: dict) -> dict[str, Any]:
-    response = _refund(platform, headers, *items)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def _balance(platform: Platform, buyer: Account) -> int:
-    response = platform.client("wallet").get("/api/wallets/me", headers=buyer.headers)
-    assert response.status_code == 200, response.text
-    return response.json()["balance"]
-
-
-def _wallet_transactions(platform: Platform, buyer: Account) -> list[dict[str, Any]]:
-    response = platform.client("wallet").get(
-        "/api/wallets/me/transactions", params={"limit": 100}, headers=buyer.headers
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["items"]
-
-
-def _credited(platform: Platform, buyer: Account, balance: int) -> list[dict[str, Any]]:
-    """The buyer's transactions once the wallet shows `balance` (the relay credits shortly
-    after the refund)."""
-    _eventually(lambda: True if _balance(platform, buyer) == balance else None)
-    return _wallet_transactions(platform, buyer)
-
-
-def _refunds_settled(platform: Platform, references: list[str]) -> None:
-    """Wait until the wallet has credited these refunds (payment marks them succeeded)."""
-    _eventually(
-        lambda: (
-            True
-            if [
-                row["status"]
-                for row in platform.sql(
-                    "SELECT status FROM payment.refunds WHERE reference = ANY($1::text[])",
-                    references,
-                )
-            ]
-            == ["succeeded"] * len(references)
-            else None
-        )
-    )
 
 
 def _reports(platform: Platform, payment_id: str) -> list[str]:
@@ -174,29 +72,30 @@ def test_tier_refund_reaches_the_buyers_wallet_once(
 ) -> None:
     """Paid 5 x Rp 95,000 at the 25% tier; the group closed at the 100% tier (Rp 65,000), so
     5 x (95,000 - 65,000) = Rp 150,000 goes back into the buyer's wallet."""
+    marks = outbox_marks(platform)
     buyer = platform.new_buyer()
-    payment = _paid(platform, service_headers, buyer.id, 5 * 95_000)
+    payment = paid_payment(platform, service_headers, buyer.id, 5 * 95_000)
     assert (payment["amount"], payment["escrowStatus"]) == (475_000, "held")
-    before = _balance(platform, buyer)
+    before = balance(platform, buyer)
     session_id, participant_id = uuid.uuid4(), uuid.uuid4()
-    refund = _item(
+    refund = refund_item(
         payment,
         5 * (95_000 - 65_000),
         reference=f"session:{session_id}:participant:{participant_id}",
     )
 
-    assert _refunded(platform, service_headers, refund) == {
+    assert refunds_made(platform, service_headers, refund) == {
         "refunded": 1,
         "alreadyRefunded": 0,
         "amount": 150_000,
     }
-    partly = _get(platform, service_headers, payment["id"])
+    partly = payment_by_id(platform, service_headers, payment["id"])
     assert (partly["status"], partly["escrowStatus"], partly["refundedAmount"]) == (
         "paid",
         "held",
         150_000,
     )
-    [credit] = _credited(platform, buyer, before + 150_000)
+    [credit] = credited(platform, buyer, before + 150_000)
     assert (credit["direction"], credit["amount"], credit["reason"]) == (
         "credit",
         150_000,
@@ -204,37 +103,37 @@ def test_tier_refund_reaches_the_buyers_wallet_once(
     )
     assert credit["reference"] == refund["reference"]
     assert f"session:{session_id}" in credit["reference"]
-    _refunds_settled(platform, [refund["reference"]])
+    refunds_settled(platform, [refund["reference"]])
 
     # The same reference again (a closer re-run after a crash) refunds nothing twice. Compared
     # on this payment and wallet only: other tests' invoices expire in the background meanwhile.
-    payment_before = _get(platform, service_headers, payment["id"])
-    transactions_before = _wallet_transactions(platform, buyer)
-    assert _refunded(platform, service_headers, refund) == {
+    payment_before = payment_by_id(platform, service_headers, payment["id"])
+    transactions_before = wallet_transactions(platform, buyer)
+    assert refunds_made(platform, service_headers, refund) == {
         "refunded": 0,
         "alreadyRefunded": 1,
         "amount": 0,
     }
-    time.sleep(0.5)  # time enough for a credit, were one queued
-    assert _get(platform, service_headers, payment["id"]) == payment_before
-    assert _wallet_transactions(platform, buyer) == transactions_before
-    assert _balance(platform, buyer) == before + 150_000
+    outboxes_done(platform, marks)  # a credit, were one queued, has been made
+    assert payment_by_id(platform, service_headers, payment["id"]) == payment_before
+    assert wallet_transactions(platform, buyer) == transactions_before
+    assert balance(platform, buyer) == before + 150_000
 
 
 def test_a_full_refund_refunds_the_payment_and_its_escrow(
     platform: Platform, service_headers: dict[str, str]
 ) -> None:
     buyer = platform.new_buyer()
-    payment = _paid(platform, service_headers, buyer.id, 285_000)
-    refund = _item(payment, 285_000, "group_failed")
-    assert _refunded(platform, service_headers, refund)["amount"] == 285_000
-    refunded = _get(platform, service_headers, payment["id"])
+    payment = paid_payment(platform, service_headers, buyer.id, 285_000)
+    refund = refund_item(payment, 285_000, "group_failed")
+    assert refunds_made(platform, service_headers, refund)["amount"] == 285_000
+    refunded = payment_by_id(platform, service_headers, payment["id"])
     assert (refunded["status"], refunded["escrowStatus"], refunded["refundedAmount"]) == (
         "refunded",
         "refunded",
         285_000,
     )
-    [credit] = _credited(platform, buyer, 285_000)
+    [credit] = credited(platform, buyer, 285_000)
     assert (credit["amount"], credit["reason"], credit["reference"]) == (
         285_000,
         "group_failed_refund",
@@ -242,10 +141,12 @@ def test_a_full_refund_refunds_the_payment_and_its_escrow(
     )
     # Refunded in whole, there is nothing left to refund or release.
     assert_problem(
-        _refund(platform, service_headers, _item(payment, 1)), 409, "payment_not_refundable"
+        post_refunds(platform, service_headers, refund_item(payment, 1)),
+        409,
+        "payment_not_refundable",
     )
     assert_problem(
-        _post(platform, RELEASE, _release([payment["id"]]), service_headers),
+        post_payments(platform, RELEASE, _release([payment["id"]]), service_headers),
         409,
         "escrow_not_held",
     )
@@ -253,19 +154,19 @@ def test_a_full_refund_refunds_the_payment_and_its_escrow(
 
 def test_partial_then_the_rest(platform: Platform, service_headers: dict[str, str]) -> None:
     buyer = platform.new_buyer()
-    payment = _paid(platform, service_headers, buyer.id)
-    first = _item(payment, 100_000)
-    rest = _item(payment, 375_000, "group_cancelled")
-    _refunded(platform, service_headers, first)
-    assert _get(platform, service_headers, payment["id"])["status"] == "paid"
-    _refunded(platform, service_headers, rest)
-    done = _get(platform, service_headers, payment["id"])
+    payment = paid_payment(platform, service_headers, buyer.id)
+    first = refund_item(payment, 100_000)
+    rest = refund_item(payment, 375_000, "group_cancelled")
+    refunds_made(platform, service_headers, first)
+    assert payment_by_id(platform, service_headers, payment["id"])["status"] == "paid"
+    refunds_made(platform, service_headers, rest)
+    done = payment_by_id(platform, service_headers, payment["id"])
     assert (done["status"], done["escrowStatus"], done["refundedAmount"]) == (
         "refunded",
         "refunded",
         475_000,
     )
-    transactions = _credited(platform, buyer, 475_000)
+    transactions = credited(platform, buyer, 475_000)
     assert sorted((t["amount"], t["reason"]) for t in transactions) == [
         (100_000, "tier_refund"),
         (375_000, "session_cancelled_refund"),
@@ -276,55 +177,64 @@ def test_a_refund_beyond_the_payment_refuses_the_whole_batch(
     platform: Platform, service_headers: dict[str, str]
 ) -> None:
     buyer = platform.new_buyer()
-    payment = _paid(platform, service_headers, buyer.id)
-    other = _paid(platform, service_headers, buyer.id)
-    earlier = _item(payment, 400_000)
-    _refunded(platform, service_headers, earlier)
-    _refunds_settled(platform, [earlier["reference"]])
+    payment = paid_payment(platform, service_headers, buyer.id)
+    other = paid_payment(platform, service_headers, buyer.id)
+    earlier = refund_item(payment, 400_000)
+    refunds_made(platform, service_headers, earlier)
+    refunds_settled(platform, [earlier["reference"]])
     before = snapshot(platform, "payment")
 
-    fine = _item(other, 10_000)
+    fine = refund_item(other, 10_000)
     assert_problem(
-        _refund(platform, service_headers, fine, _item(payment, 75_001)),
+        post_refunds(platform, service_headers, fine, refund_item(payment, 75_001)),
         409,
         "refund_exceeds_payment",
     )
     # Two items within what is left one by one, but not together.
     assert_problem(
-        _refund(platform, service_headers, _item(payment, 50_000), _item(payment, 25_001)),
+        post_refunds(
+            platform, service_headers, refund_item(payment, 50_000), refund_item(payment, 25_001)
+        ),
         409,
         "refund_exceeds_payment",
     )
     assert_problem(
-        _refund(platform, service_headers, _item(other, 475_001)), 409, "refund_exceeds_payment"
+        post_refunds(platform, service_headers, refund_item(other, 475_001)),
+        409,
+        "refund_exceeds_payment",
     )
     assert snapshot(platform, "payment") == before
     # What is left is exactly refundable.
-    assert _refunded(platform, service_headers, fine, _item(payment, 75_000))["amount"] == 85_000
+    assert (
+        refunds_made(platform, service_headers, fine, refund_item(payment, 75_000))["amount"]
+        == 85_000
+    )
 
 
 def test_unpaid_unknown_or_reused_refuse_the_whole_batch(
     platform: Platform, service_headers: dict[str, str]
 ) -> None:
     buyer = platform.new_buyer()
-    paid = _paid(platform, service_headers, buyer.id)
-    pending = _pending(platform, service_headers, buyer.id)
-    earlier = _item(paid, 10_000)
-    _refunded(platform, service_headers, earlier)
-    _refunds_settled(platform, [earlier["reference"]])
+    paid = paid_payment(platform, service_headers, buyer.id)
+    pending = pending_payment(platform, service_headers, buyer.id)
+    earlier = refund_item(paid, 10_000)
+    refunds_made(platform, service_headers, earlier)
+    refunds_settled(platform, [earlier["reference"]])
     before = snapshot(platform, "payment")
-    fine = _item(paid, 5_000)
+    fine = refund_item(paid, 5_000)
 
     assert_problem(
-        _refund(platform, service_headers, fine, _item(pending, 5_000)),
+        post_refunds(platform, service_headers, fine, refund_item(pending, 5_000)),
         409,
         "payment_not_refundable",
     )
-    missing = _refund(platform, service_headers, fine, _item({"id": str(uuid.uuid4())}, 5_000))
+    missing = post_refunds(
+        platform, service_headers, fine, refund_item({"id": str(uuid.uuid4())}, 5_000)
+    )
     assert_problem(missing, 404, "payment_not_found")
     for reused in ({**earlier, "amount": 10_001}, {**earlier, "reason": "group_failed"}):
         assert_problem(
-            _refund(platform, service_headers, fine, reused), 409, "refund_reference_reused"
+            post_refunds(platform, service_headers, fine, reused), 409, "refund_reference_reused"
         )
     assert snapshot(platform, "payment") == before
 
@@ -333,8 +243,8 @@ def test_the_same_batch_twice_at_once_refunds_once(
     platform: Platform, service_headers: dict[str, str]
 ) -> None:
     buyer = platform.new_buyer()
-    payments = [_paid(platform, service_headers, buyer.id, 100_000) for _ in range(3)]
-    items = [_item(payment, 40_000) for payment in payments]
+    payments = [paid_payment(platform, service_headers, buyer.id, 100_000) for _ in range(3)]
+    items = [refund_item(payment, 40_000) for payment in payments]
 
     def send(_: int) -> httpx.Response:
         with httpx.Client(base_url=platform.url("payment"), timeout=10.0) as client:
@@ -344,8 +254,10 @@ def test_the_same_batch_twice_at_once_refunds_once(
         answers = [response.json() for response in pool.map(send, range(4))]
     assert sorted(a["refunded"] for a in answers) == [0, 0, 0, 3], answers
     assert sum(a["amount"] for a in answers) == 120_000
-    assert len(_credited(platform, buyer, 120_000)) == 3
-    refunded = [_get(platform, service_headers, p["id"])["refundedAmount"] for p in payments]
+    assert len(credited(platform, buyer, 120_000)) == 3
+    refunded = [
+        payment_by_id(platform, service_headers, p["id"])["refundedAmount"] for p in payments
+    ]
     assert refunded == [40_000] * 3
 
 
@@ -380,9 +292,9 @@ def test_two_thousand_refunds_in_one_call_credit_every_wallet(
     for owner, item in zip(owners, items, strict=True):
         expected[owner] += item["amount"]
 
-    answer = _refunded(platform, service_headers, *items)
+    answer = refunds_made(platform, service_headers, *items)
     assert answer == {"refunded": 2_000, "alreadyRefunded": 0, "amount": sum(expected.values())}
-    _refunds_settled(platform, [item["reference"] for item in items])
+    refunds_settled(platform, [item["reference"] for item in items])
     balances = {
         row["user_id"]: row["balance"]
         for row in platform.sql(
@@ -392,7 +304,9 @@ def test_two_thousand_refunds_in_one_call_credit_every_wallet(
     }
     assert balances == expected
 
-    released = _post(platform, RELEASE, _release([str(p) for p in payment_ids]), service_headers)
+    released = post_payments(
+        platform, RELEASE, _release([str(p) for p in payment_ids]), service_headers
+    )
     assert released.status_code == 200, released.text
     assert released.json() == {
         "released": 2_000,
@@ -408,22 +322,22 @@ def test_escrow_release_once_and_all_or_nothing(
     platform: Platform, service_headers: dict[str, str]
 ) -> None:
     buyer = platform.new_buyer()
-    whole = _paid(platform, service_headers, buyer.id)
-    partly_refunded = _paid(platform, service_headers, buyer.id)
-    pending = _pending(platform, service_headers, buyer.id)
-    refund = _item(partly_refunded, 150_000)
-    _refunded(platform, service_headers, refund)
-    _refunds_settled(platform, [refund["reference"]])
+    whole = paid_payment(platform, service_headers, buyer.id)
+    partly_refunded = paid_payment(platform, service_headers, buyer.id)
+    pending = pending_payment(platform, service_headers, buyer.id)
+    refund = refund_item(partly_refunded, 150_000)
+    refunds_made(platform, service_headers, refund)
+    refunds_settled(platform, [refund["reference"]])
     ids = [whole["id"], partly_refunded["id"]]
 
     before = snapshot(platform, "payment")
-    refused = _post(platform, RELEASE, _release([*ids, pending["id"]]), service_headers)
+    refused = post_payments(platform, RELEASE, _release([*ids, pending["id"]]), service_headers)
     assert pending["id"] in assert_problem(refused, 409, "escrow_not_held")["detail"]
-    missing = _post(platform, RELEASE, _release([*ids, str(uuid.uuid4())]), service_headers)
+    missing = post_payments(platform, RELEASE, _release([*ids, str(uuid.uuid4())]), service_headers)
     assert_problem(missing, 404, "payment_not_found")
     assert snapshot(platform, "payment") == before
 
-    released = _post(platform, RELEASE, _release(ids), service_headers)
+    released = post_payments(platform, RELEASE, _release(ids), service_headers)
     assert released.status_code == 200, released.text
     assert released.json() == {
         "released": 2,
@@ -431,17 +345,19 @@ def test_escrow_release_once_and_all_or_nothing(
         "amount": 475_000 + 325_000,
     }
     for payment_id in ids:
-        payment = _get(platform, service_headers, payment_id)
+        payment = payment_by_id(platform, service_headers, payment_id)
         assert (payment["status"], payment["escrowStatus"]) == ("paid", "released")
         assert payment["escrowReleasedAt"] is not None
 
     unchanged = snapshot(platform, "payment")
-    again = _post(platform, RELEASE, _release(ids), service_headers)
+    again = post_payments(platform, RELEASE, _release(ids), service_headers)
     assert again.json() == {"released": 0, "alreadyReleased": 2, "amount": 0}
     assert snapshot(platform, "payment") == unchanged
     # Released escrow is the factory's: nothing of it can be refunded any more.
     assert_problem(
-        _refund(platform, service_headers, _item(whole, 1_000)), 409, "payment_not_refundable"
+        post_refunds(platform, service_headers, refund_item(whole, 1_000)),
+        409,
+        "payment_not_refundable",
     )
 
 
@@ -452,22 +368,22 @@ def test_expire_bulk_expires_pending_ones_and_their_invoices(
     platform: Platform, service_headers: dict[str, str]
 ) -> None:
     buyer = platform.new_buyer()
-    pending = [_pending(platform, service_headers, buyer.id) for _ in range(3)]
-    paid = _paid(platform, service_headers, buyer.id)
-    expired_before = _pending(platform, service_headers, buyer.id)
-    first = _post(
+    pending = [pending_payment(platform, service_headers, buyer.id) for _ in range(3)]
+    paid = paid_payment(platform, service_headers, buyer.id)
+    expired_before = pending_payment(platform, service_headers, buyer.id)
+    first = post_payments(
         platform, EXPIRE_BULK, {"paymentIds": [expired_before["id"]]}, service_headers
     ).json()
     assert first == {"expired": 1, "alreadyExpired": 0, "alreadyPaid": 0}
     ids = [p["id"] for p in [*pending, paid, expired_before]]
 
-    response = _post(platform, EXPIRE_BULK, {"paymentIds": ids}, service_headers)
+    response = post_payments(platform, EXPIRE_BULK, {"paymentIds": ids}, service_headers)
     assert response.status_code == 200, response.text
     assert response.json() == {"expired": 3, "alreadyExpired": 1, "alreadyPaid": 1}
     for payment in pending:
-        expired = _get(platform, service_headers, payment["id"])
+        expired = payment_by_id(platform, service_headers, payment["id"])
         assert (expired["status"], expired["escrowStatus"]) == ("expired", "none")
-    assert _get(platform, service_headers, paid["id"])["status"] == "paid"
+    assert payment_by_id(platform, service_headers, paid["id"])["status"] == "paid"
 
     # Xendit's invoices are closed shortly after, so nobody can pay them any more.
     codes = {p["paymentCode"] for p in [*pending, expired_before]}
@@ -483,7 +399,7 @@ def test_expire_bulk_expires_pending_ones_and_their_invoices(
         done = [i["status"] == "EXPIRED" and i["id"] in told for i in invoices]
         return True if done == [True] * 4 else None
 
-    _eventually(invoices_expired_and_told)
+    eventually(invoices_expired_and_told)
     invoice_id = pending[0]["invoiceUrl"].rsplit("/", 1)[-1]
     paying = platform.client("xendit-sandbox").post(f"/sandbox/invoices/{invoice_id}/pay")
     assert paying.status_code == 409
@@ -492,10 +408,10 @@ def test_expire_bulk_expires_pending_ones_and_their_invoices(
         assert _reports(platform, payment["id"]) == []
 
     unchanged = snapshot(platform, "payment")
-    again = _post(platform, EXPIRE_BULK, {"paymentIds": ids}, service_headers)
+    again = post_payments(platform, EXPIRE_BULK, {"paymentIds": ids}, service_headers)
     assert again.json() == {"expired": 0, "alreadyExpired": 4, "alreadyPaid": 1}
     assert snapshot(platform, "payment") == unchanged
-    missing = _post(
+    missing = post_payments(
         platform, EXPIRE_BULK, {"paymentIds": [*ids, str(uuid.uuid4())]}, service_headers
     )
     assert_problem(missing, 404, "payment_not_found")
@@ -512,10 +428,12 @@ def test_paid_just_before_the_bulk_expiry_is_recorded_paid(
     # money given back at once: it is down until the end, its reports waiting in the outbox.
     platform.supervisor.stop("group-buying")
     try:
-        payment = _pay_in_sandbox(
+        payment = pay_in_sandbox(
             platform,
             service_headers,
-            _pending(platform, service_headers, buyer.id, reference=f"participant:{uuid.uuid4()}"),
+            pending_payment(
+                platform, service_headers, buyer.id, reference=f"participant:{uuid.uuid4()}"
+            ),
         )
         # Back to what payment-service knew before the callback.
         platform.sql(
@@ -523,12 +441,15 @@ def test_paid_just_before_the_bulk_expiry_is_recorded_paid(
             "paid_at = NULL WHERE id = $1",
             uuid.UUID(payment["id"]),
         )
-        response = _post(platform, EXPIRE_BULK, {"paymentIds": [payment["id"]]}, service_headers)
+        response = post_payments(
+            platform, EXPIRE_BULK, {"paymentIds": [payment["id"]]}, service_headers
+        )
         assert response.json() == {"expired": 1, "alreadyExpired": 0, "alreadyPaid": 0}
-        recorded = _eventually(
+        recorded = eventually(
             lambda: (
                 p
-                if (p := _get(platform, service_headers, payment["id"]))["status"] == "paid"
+                if (p := payment_by_id(platform, service_headers, payment["id"]))["status"]
+                == "paid"
                 else None
             )
         )
@@ -539,17 +460,18 @@ def test_paid_just_before_the_bulk_expiry_is_recorded_paid(
         platform.supervisor.start_one("group-buying")
         platform.supervisor.wait_ready()
     # Told of it, group-buying knows no such participant: the money goes back, once.
-    refunded = _eventually(
+    refunded = eventually(
         lambda: (
             p
-            if (p := _get(platform, service_headers, payment["id"]))["status"] == "refunded"
+            if (p := payment_by_id(platform, service_headers, payment["id"]))["status"]
+            == "refunded"
             else None
         ),
-        timeout_seconds=40,
+        timeout=40,
     )
     assert refunded["refundedAmount"] == refunded["amount"]
     # Credited to the wallet before the next test looks at the tables.
-    assert _eventually(
+    assert eventually(
         lambda: (
             platform.sql(
                 "SELECT 1 FROM payment.refunds WHERE payment_id = $1 AND status = 'succeeded'",
@@ -567,7 +489,7 @@ def test_expire_bulk_waits_for_a_creation_in_flight_and_fails_an_abandoned_one(
     any moment, so the whole call is refused (retry shortly). Once clearly abandoned (its
     process died before recording the invoice), nobody can pay it and it is failed."""
     buyer = platform.new_buyer()
-    other = _pending(platform, service_headers, buyer.id)
+    other = pending_payment(platform, service_headers, buyer.id)
     in_flight = uuid.uuid4()
     platform.sql(
         "INSERT INTO payment.payments (id, payment_code, reference, user_id, amount, "
@@ -580,7 +502,7 @@ def test_expire_bulk_waits_for_a_creation_in_flight_and_fails_an_abandoned_one(
     )
     ids = [other["id"], str(in_flight)]
     before = snapshot(platform, "payment")
-    refused = _post(platform, EXPIRE_BULK, {"paymentIds": ids}, service_headers)
+    refused = post_payments(platform, EXPIRE_BULK, {"paymentIds": ids}, service_headers)
     assert_problem(refused, 409, "payment_in_progress")
     assert refused.headers["retry-after"] == "1"
     assert snapshot(platform, "payment") == before
@@ -589,10 +511,10 @@ def test_expire_bulk_waits_for_a_creation_in_flight_and_fails_an_abandoned_one(
         "UPDATE payment.payments SET updated_at = now() - interval '3 minutes' WHERE id = $1",
         in_flight,
     )
-    response = _post(platform, EXPIRE_BULK, {"paymentIds": ids}, service_headers)
+    response = post_payments(platform, EXPIRE_BULK, {"paymentIds": ids}, service_headers)
     assert response.json() == {"expired": 2, "alreadyExpired": 0, "alreadyPaid": 0}
-    assert _get(platform, service_headers, str(in_flight))["status"] == "failed"
-    assert _get(platform, service_headers, other["id"])["status"] == "expired"
+    assert payment_by_id(platform, service_headers, str(in_flight))["status"] == "failed"
+    assert payment_by_id(platform, service_headers, other["id"])["status"] == "expired"
 
 
 # Access and input --------------------------------------------------------------------------------
@@ -602,22 +524,22 @@ def test_only_services_and_admins_close(
     platform: Platform, service_headers: dict[str, str]
 ) -> None:
     buyer = platform.new_buyer()
-    payment = _paid(platform, service_headers, buyer.id)
-    pending = _pending(platform, service_headers, buyer.id)
+    payment = paid_payment(platform, service_headers, buyer.id)
+    pending = pending_payment(platform, service_headers, buyer.id)
     calls = [
-        (REFUNDS, {"items": [_item(payment, 1_000)]}),
+        (REFUNDS, {"items": [refund_item(payment, 1_000)]}),
         (RELEASE, _release([payment["id"]])),
         (EXPIRE_BULK, {"paymentIds": [pending["id"]]}),
     ]
     before = snapshot(platform, "payment")
     for path, body in calls:
-        assert_problem(_post(platform, path, body, {}), 401)
-        assert_problem(_post(platform, path, body, bearer("not-a-token")), 401)
-        assert_problem(_post(platform, path, body, buyer.headers), 403)
+        assert_problem(post_payments(platform, path, body, {}), 401)
+        assert_problem(post_payments(platform, path, body, bearer("not-a-token")), 401)
+        assert_problem(post_payments(platform, path, body, buyer.headers), 403)
     assert snapshot(platform, "payment") == before
     admin = bearer(platform.admin_token)
-    assert _post(platform, REFUNDS, calls[0][1], admin).status_code == 201
-    assert _post(platform, RELEASE, calls[1][1], admin).status_code == 200
+    assert post_payments(platform, REFUNDS, calls[0][1], admin).status_code == 201
+    assert post_payments(platform, RELEASE, calls[1][1], admin).status_code == 200
 
 
 def _a_payment_id() -> str:
@@ -630,16 +552,16 @@ def _a_payment_id() -> str:
         (REFUNDS, {"items": []}),
         (REFUNDS, {}),
         (REFUNDS, {"items": [{"amount": 1}]}),
-        (REFUNDS, {"items": [_item({"id": _a_payment_id()}, 0)]}),
-        (REFUNDS, {"items": [_item({"id": _a_payment_id()}, -5)]}),
-        (REFUNDS, {"items": [_item({"id": _a_payment_id()}, 1.5)]}),
-        (REFUNDS, {"items": [_item({"id": _a_payment_id()}, "1000")]}),
-        (REFUNDS, {"items": [_item({"id": _a_payment_id()}, 1_000, "goodwill")]}),
-        (REFUNDS, {"items": [_item({"id": _a_payment_id()}, 1_000, reference="has spaces")]}),
-        (REFUNDS, {"items": [_item({"id": "not-a-uuid"}, 1_000)]}),
-        (REFUNDS, {"items": [_item({"id": _a_payment_id()}, 1_000, currency="USD")]}),
-        (REFUNDS, {"items": [_item({"id": _a_payment_id()}, 1_000, reference="same")] * 2}),
-        (REFUNDS, {"items": [_item({"id": _a_payment_id()}, 1_000) for _ in range(2_001)]}),
+        (REFUNDS, {"items": [refund_item({"id": _a_payment_id()}, 0)]}),
+        (REFUNDS, {"items": [refund_item({"id": _a_payment_id()}, -5)]}),
+        (REFUNDS, {"items": [refund_item({"id": _a_payment_id()}, 1.5)]}),
+        (REFUNDS, {"items": [refund_item({"id": _a_payment_id()}, "1000")]}),
+        (REFUNDS, {"items": [refund_item({"id": _a_payment_id()}, 1_000, "goodwill")]}),
+        (REFUNDS, {"items": [refund_item({"id": _a_payment_id()}, 1_000, reference="has spaces")]}),
+        (REFUNDS, {"items": [refund_item({"id": "not-a-uuid"}, 1_000)]}),
+        (REFUNDS, {"items": [refund_item({"id": _a_payment_id()}, 1_000, currency="USD")]}),
+        (REFUNDS, {"items": [refund_item({"id": _a_payment_id()}, 1_000, reference="same")] * 2}),
+        (REFUNDS, {"items": [refund_item({"id": _a_payment_id()}, 1_000) for _ in range(2_001)]}),
         (RELEASE, _release([])),
         (RELEASE, _release(["not-a-uuid"])),
         (RELEASE, _release([_a_payment_id()] * 2)),
@@ -654,6 +576,8 @@ def _a_payment_id() -> str:
 def test_invalid_input_is_refused_and_changes_nothing(
     platform: Platform, service_headers: dict[str, str], path: str, body: dict
 ) -> None:
+    # Nothing another test queued (a refund still being credited) changes the schema meanwhile.
+    outboxes_idle(platform)
     before = snapshot(platform, "payment")
-    assert_problem(_post(platform, path, body, service_headers), 422, "invalid_input")
+    assert_problem(post_payments(platform, path, body, service_headers), 422, "invalid_input")
     assert snapshot(platform, "payment") == before

@@ -9,21 +9,21 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import Account, Platform, assert_problem, bearer
-from tests.test_payment_refunds import (
+from laku.testing.platform import Account, Platform, bearer
+from tests.payments import (
     REFUNDS,
     RELEASE,
     Payment,
-    _balance,
-    _get,
-    _item,
-    _paid,
-    _post,
-    _refund,
-    _refunded,
-    _refunds_settled,
-    _wallet_transactions,
+    paid_payment,
+    payment_by_id,
+    post_payments,
+    post_refunds,
+    refund_item,
+    refunds_made,
+    refunds_settled,
+    wallet_transactions,
 )
+from tests.support import assert_problem, balance
 
 RELEASED = "/api/payments/escrow/released"
 
@@ -41,7 +41,7 @@ def _release(
     factory_id: str,
     group_session_id: str,
 ) -> dict[str, Any]:
-    response = _post(
+    response = post_payments(
         platform,
         RELEASE,
         {
@@ -79,7 +79,9 @@ def _released_ok(
 
 
 def _released_at(platform: Platform, headers: dict[str, str], payment: Payment) -> datetime:
-    return datetime.fromisoformat(_get(platform, headers, payment["id"])["escrowReleasedAt"])
+    return datetime.fromisoformat(
+        payment_by_id(platform, headers, payment["id"])["escrowReleasedAt"]
+    )
 
 
 def _ids() -> tuple[str, str, str]:
@@ -92,11 +94,11 @@ def test_release_records_factory_and_group_and_sums_by_period(
     buyer = platform.new_buyer()
     factory, other_factory, _ = _ids()
     first_group, second_group, other_group = _ids()
-    whole = _paid(platform, service_headers, buyer.id, 475_000)
-    partly = _paid(platform, service_headers, buyer.id, 475_000)
-    second = _paid(platform, service_headers, buyer.id, 300_000)
-    elsewhere = _paid(platform, service_headers, buyer.id, 200_000)
-    _refunded(platform, service_headers, _item(partly, 150_000))
+    whole = paid_payment(platform, service_headers, buyer.id, 475_000)
+    partly = paid_payment(platform, service_headers, buyer.id, 475_000)
+    second = paid_payment(platform, service_headers, buyer.id, 300_000)
+    elsewhere = paid_payment(platform, service_headers, buyer.id, 200_000)
+    refunds_made(platform, service_headers, refund_item(partly, 150_000))
 
     released = _release(platform, service_headers, [whole, partly], factory, first_group)
     assert released == {"released": 2, "alreadyReleased": 0, "amount": 475_000 + 325_000}
@@ -189,14 +191,16 @@ def test_released_summary_is_for_admins_and_services(
 
 
 def _cancelled_order_refund(payment: Payment, amount: int) -> dict[str, Any]:
-    return _item(payment, amount, "order_cancelled", reference=f"order:{uuid.uuid4()}:cancelled")
+    return refund_item(
+        payment, amount, "order_cancelled", reference=f"order:{uuid.uuid4()}:cancelled"
+    )
 
 
 def _state(platform: Platform, headers: dict[str, str], payment: Payment, buyer: Account) -> Any:
     """The payment and the buyer's wallet: what a refused refund must leave as it was."""
     return (
-        _get(platform, headers, payment["id"]),
-        _wallet_transactions(platform, buyer),
+        payment_by_id(platform, headers, payment["id"]),
+        wallet_transactions(platform, buyer),
         platform.sql(
             "SELECT reference, amount, reason, status FROM payment.refunds WHERE payment_id = $1 "
             "ORDER BY reference",
@@ -213,44 +217,44 @@ def test_a_cancelled_order_is_refunded_after_the_release(
     back into the buyer's wallet, and the factory's released total shrinks by as much."""
     buyer = platform.new_buyer()
     factory, group, _ = _ids()
-    payment = _paid(platform, service_headers, buyer.id, 475_000)
-    tier = _item(payment, 150_000)
-    _refunded(platform, service_headers, tier)
+    payment = paid_payment(platform, service_headers, buyer.id, 475_000)
+    tier = refund_item(payment, 150_000)
+    refunds_made(platform, service_headers, tier)
     _release(platform, service_headers, [payment], factory, group)
     released_at = _released_at(platform, service_headers, payment)
     period = (released_at, released_at + timedelta(seconds=1))
     assert _released_ok(platform, _settlement(platform), factory, *period)["totalAmount"] == 325_000
-    _refunds_settled(platform, [tier["reference"]])
+    refunds_settled(platform, [tier["reference"]])
 
     # Released escrow is the factory's for every other reason, and the amount is capped.
     before = _state(platform, service_headers, payment, buyer)
     for reason in ("tier_refund", "group_failed", "group_cancelled"):
         assert_problem(
-            _refund(platform, service_headers, _item(payment, 1_000, reason)),
+            post_refunds(platform, service_headers, refund_item(payment, 1_000, reason)),
             409,
             "payment_not_refundable",
         )
-    mixed = _refund(
+    mixed = post_refunds(
         platform,
         service_headers,
         _cancelled_order_refund(payment, 1_000),
-        _item(payment, 1_000, "tier_refund"),
+        refund_item(payment, 1_000, "tier_refund"),
     )
     assert_problem(mixed, 409, "payment_not_refundable")
     assert_problem(
-        _refund(platform, service_headers, _cancelled_order_refund(payment, 325_001)),
+        post_refunds(platform, service_headers, _cancelled_order_refund(payment, 325_001)),
         409,
         "refund_exceeds_payment",
     )
     assert _state(platform, service_headers, payment, buyer) == before
 
     cancelled = _cancelled_order_refund(payment, 325_000)
-    assert _refunded(platform, service_headers, cancelled) == {
+    assert refunds_made(platform, service_headers, cancelled) == {
         "refunded": 1,
         "alreadyRefunded": 0,
         "amount": 325_000,
     }
-    refunded = _get(platform, service_headers, payment["id"])
+    refunded = payment_by_id(platform, service_headers, payment["id"])
     assert (refunded["status"], refunded["escrowStatus"], refunded["refundedAmount"]) == (
         "refunded",
         "refunded",
@@ -263,9 +267,9 @@ def test_a_cancelled_order_is_refunded_after_the_release(
     summary = _released_ok(platform, _settlement(platform), factory, *period)
     assert (summary["totalAmount"], summary["payments"]) == (0, 1)
 
-    _refunds_settled(platform, [cancelled["reference"]])
-    assert _balance(platform, buyer) == 475_000
-    [credit] = [t for t in _wallet_transactions(platform, buyer) if t["amount"] == 325_000]
+    refunds_settled(platform, [cancelled["reference"]])
+    assert balance(platform, buyer) == 475_000
+    [credit] = [t for t in wallet_transactions(platform, buyer) if t["amount"] == 325_000]
     assert (credit["direction"], credit["reason"], credit["reference"]) == (
         "credit",
         "order_cancelled_refund",
@@ -273,7 +277,7 @@ def test_a_cancelled_order_is_refunded_after_the_release(
     )
     # Nothing is left to give back.
     assert_problem(
-        _refund(platform, service_headers, _cancelled_order_refund(payment, 1)),
+        post_refunds(platform, service_headers, _cancelled_order_refund(payment, 1)),
         409,
         "payment_not_refundable",
     )
@@ -284,11 +288,11 @@ def test_a_cancelled_order_is_refunded_in_part_or_while_escrow_is_held(
 ) -> None:
     buyer = platform.new_buyer()
     factory, group, _ = _ids()
-    released = _paid(platform, service_headers, buyer.id, 400_000)
+    released = paid_payment(platform, service_headers, buyer.id, 400_000)
     _release(platform, service_headers, [released], factory, group)
     part = _cancelled_order_refund(released, 100_000)
-    _refunded(platform, service_headers, part)
-    after = _get(platform, service_headers, released["id"])
+    refunds_made(platform, service_headers, part)
+    after = payment_by_id(platform, service_headers, released["id"])
     assert (after["status"], after["escrowStatus"], after["refundedAmount"]) == (
         "paid",
         "released",
@@ -299,21 +303,21 @@ def test_a_cancelled_order_is_refunded_in_part_or_while_escrow_is_held(
     assert summary["totalAmount"] == 300_000
 
     # A group waiting for stock has its orders and its escrow held: an order cancelled then.
-    held = _paid(platform, service_headers, buyer.id, 250_000)
+    held = paid_payment(platform, service_headers, buyer.id, 250_000)
     whole = _cancelled_order_refund(held, 250_000)
-    assert _refunded(platform, service_headers, whole)["amount"] == 250_000
-    gone = _get(platform, service_headers, held["id"])
+    assert refunds_made(platform, service_headers, whole)["amount"] == 250_000
+    gone = payment_by_id(platform, service_headers, held["id"])
     assert (gone["status"], gone["escrowStatus"], gone["escrowReleasedAt"]) == (
         "refunded",
         "refunded",
         None,
     )
-    _refunds_settled(platform, [part["reference"], whole["reference"]])
-    assert _balance(platform, buyer) == 350_000
+    refunds_settled(platform, [part["reference"], whole["reference"]])
+    assert balance(platform, buyer) == 350_000
 
 
 def test_order_cancelled_is_a_known_reason(
     platform: Platform, service_headers: dict[str, str]
 ) -> None:
-    unknown = _item({"id": str(uuid.uuid4())}, 1_000, "order_returned")
-    assert_problem(_post(platform, REFUNDS, {"items": [unknown]}, service_headers), 422)
+    unknown = refund_item({"id": str(uuid.uuid4())}, 1_000, "order_returned")
+    assert_problem(post_payments(platform, REFUNDS, {"items": [unknown]}, service_headers), 422)

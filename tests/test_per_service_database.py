@@ -11,19 +11,16 @@ from sqlalchemy.engine import make_url
 from laku.core.migrations import migrate
 from laku.core.services import SERVICES
 from laku.core.settings import Settings
-from tests import test_end_to_end
-from tests.support import (
+from laku.testing.database import plain_url, run, service_role_env, throwaway_database
+from laku.testing.platform import (
     ADMIN_EMAIL,
     SECRETS_ENV,
     UNREACHED_RATE_LIMITS,
     Platform,
     free_port_offset,
-    plain_url,
-    run,
     running_platform,
-    service_role_env,
-    throwaway_database,
 )
+from tests import test_end_to_end
 
 MOVED = ("payment", "wallet")
 

@@ -16,8 +16,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from tests.catalog import create_seed_catalog
-from tests.support import Platform, assert_problem, bearer, free_port_offset, running_platform
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Platform, bearer, free_port_offset, running_platform
+from tests.support import assert_problem
 
 BUCKET = "laku-photos"
 PUBLIC_READ = {

@@ -7,17 +7,9 @@ import pytest
 
 from laku.product.client import ProductClient
 from laku.product.schemas import ProductDetailOut
-from tests.support import Platform, assert_problem, bearer, snapshot
-
-SEED_VARIANTS = [
-    {"sku": "TSHIRT-S", "variantName": "Small", "priceAdjustment": 0},
-    {"sku": "TSHIRT-M", "variantName": "Medium", "priceAdjustment": 5000},
-    {"sku": "TSHIRT-L", "variantName": "Large", "priceAdjustment": 10000},
-]
-
-
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
+from laku.testing.catalog import SEED_VARIANTS
+from laku.testing.platform import Platform, bearer
+from tests.support import admin_headers, assert_problem, snapshot
 
 
 def _unique(prefix: str) -> str:
@@ -33,7 +25,7 @@ def _create_factory(platform: Platform) -> str:
         "postalCode": "40123",
     }
     response = platform.client("factory").post(
-        "/api/factories", json=body, headers=_admin(platform)
+        "/api/factories", json=body, headers=admin_headers(platform)
     )
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -44,7 +36,7 @@ def _create_category(platform: Platform, name: str, parent_id: str | None = None
     if parent_id:
         body["parentId"] = parent_id
     response = platform.client("product").post(
-        "/api/categories", json=body, headers=_admin(platform)
+        "/api/categories", json=body, headers=admin_headers(platform)
     )
     assert response.status_code == 201, response.text
     return response.json()
@@ -78,7 +70,7 @@ def _create_product(platform: Platform, factory_id: str, category_id: str, **ove
     response = platform.client("product").post(
         "/api/products",
         json=_product_body(factory_id, category_id, **overrides),
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert response.status_code == 201, response.text
     return response.json()
@@ -93,13 +85,13 @@ def _variants(count: int = 2) -> list[dict]:
 
 def _add_variants(platform: Platform, product_id: str, variants: list[dict]) -> httpx.Response:
     return platform.client("product").post(
-        f"/api/products/{product_id}/variants", json=variants, headers=_admin(platform)
+        f"/api/products/{product_id}/variants", json=variants, headers=admin_headers(platform)
     )
 
 
 def _action(platform: Platform, product_id: str, action: str) -> httpx.Response:
     return platform.client("product").post(
-        f"/api/products/{product_id}/{action}", headers=_admin(platform)
+        f"/api/products/{product_id}/{action}", headers=admin_headers(platform)
     )
 
 
@@ -128,7 +120,7 @@ def test_seed_steps_1_1_and_1_2_create_a_product_and_its_variants(
         "groupDurationHours": 168,
     }
     created = platform.client("product").post(
-        "/api/products", json=product_body, headers=_admin(platform)
+        "/api/products", json=product_body, headers=admin_headers(platform)
     )
     assert created.status_code == 201, created.text
     product = created.json()
@@ -147,13 +139,13 @@ def test_seed_steps_1_1_and_1_2_create_a_product_and_its_variants(
     assert all(variant["productId"] == product["id"] for variant in variants)
 
     detail = platform.client("product").get(
-        f"/api/products/{product['id']}", headers=_admin(platform)
+        f"/api/products/{product['id']}", headers=admin_headers(platform)
     )
     assert detail.status_code == 200
     assert [v["variantName"] for v in detail.json()["variants"]] == ["Small", "Medium", "Large"]
     assert detail.json()["images"] == []
     listed = platform.client("product").get(
-        f"/api/products/{product['id']}/variants", headers=_admin(platform)
+        f"/api/products/{product['id']}/variants", headers=admin_headers(platform)
     )
     assert listed.json() == detail.json()["variants"]
 
@@ -164,7 +156,7 @@ def test_seed_steps_1_1_and_1_2_create_a_product_and_its_variants(
 def test_categories_nest_and_are_listed_publicly(platform: Platform) -> None:
     name = _unique("Pakaian & Fashion")
     parent = platform.client("product").post(
-        "/api/categories", json={"name": name}, headers=_admin(platform)
+        "/api/categories", json={"name": name}, headers=admin_headers(platform)
     )
     assert parent.status_code == 201, parent.text
     assert parent.json()["slug"] == name.lower().replace(" & ", "-")
@@ -189,7 +181,7 @@ def test_category_refusals_change_nothing(platform: Platform, category_id: str) 
         ({"slug": "no-name"}, 422, "invalid_input"),
     ]
     for body, status, code in cases:
-        response = product.post("/api/categories", json=body, headers=_admin(platform))
+        response = product.post("/api/categories", json=body, headers=admin_headers(platform))
         assert_problem(response, status, code)
     assert snapshot(platform, "product") == before
 
@@ -243,7 +235,7 @@ def test_public_list_shows_published_products_only(platform: Platform, catalog: 
 
 
 def test_admin_list_shows_every_status_and_filters_by_it(platform: Platform, catalog: dict) -> None:
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     everything = _list(platform, admin, factoryId=catalog["factory_id"])
     assert everything.json()["total"] == 5
     assert all(product["costPrice"] == 80000 for product in everything.json()["items"])
@@ -298,7 +290,7 @@ def test_search_matches_names_case_insensitively_and_literally(
     # % and _ are searched for as themselves, not as wildcards.
     assert _names(_list(platform, factoryId=factory, q="100%_")) == {"Kemeja 100%_Katun"}
     assert _names(_list(platform, factoryId=factory, q="%")) == {"Kemeja 100%_Katun"}
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     assert _names(_list(platform, admin, factoryId=factory, q="kaos")) == {
         "Kaos Polos Hitam",
         "Kaos Draft",
@@ -318,7 +310,7 @@ def test_unpublished_products_are_hidden_from_the_public(platform: Platform, cat
             assert_problem(
                 product.get(f"/api/products/{hidden['id']}/variants", headers=headers), 404
             )
-        as_admin = product.get(f"/api/products/{hidden['id']}", headers=_admin(platform))
+        as_admin = product.get(f"/api/products/{hidden['id']}", headers=admin_headers(platform))
         assert as_admin.status_code == 200
         assert as_admin.json()["costPrice"] == 80000
 
@@ -340,7 +332,7 @@ def test_unknown_product_is_404(platform: Platform) -> None:
     product = platform.client("product")
     missing = uuid.uuid4()
     assert_problem(
-        product.get(f"/api/products/{missing}", headers=_admin(platform)),
+        product.get(f"/api/products/{missing}", headers=admin_headers(platform)),
         404,
         "product_not_found",
     )
@@ -371,7 +363,7 @@ def test_publish_and_archive_rules(platform: Platform, factory_id: str, category
     assert_problem(_action(platform, product["id"], "archive"), 409, "invalid_status")
     assert_problem(_add_variants(platform, product["id"], _variants(1)), 409, "invalid_status")
     edit = platform.client("product").patch(
-        f"/api/products/{product['id']}", json={"name": "Revived"}, headers=_admin(platform)
+        f"/api/products/{product['id']}", json={"name": "Revived"}, headers=admin_headers(platform)
     )
     assert_problem(edit, 409, "invalid_status")
     assert snapshot(platform, "product") == before
@@ -458,7 +450,9 @@ def test_invalid_product_is_refused_and_changes_nothing(
 ) -> None:
     body = change(_product_body(factory_id, category_id))
     before = snapshot(platform, "product")
-    response = platform.client("product").post("/api/products", json=body, headers=_admin(platform))
+    response = platform.client("product").post(
+        "/api/products", json=body, headers=admin_headers(platform)
+    )
     assert_problem(response, status, code)
     assert snapshot(platform, "product") == before
 
@@ -469,7 +463,7 @@ def test_duplicate_sku_is_a_conflict(platform: Platform, factory_id: str, catego
     again = platform.client("product").post(
         "/api/products",
         json=_product_body(factory_id, category_id, sku=existing["sku"], name="Other"),
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert_problem(again, 409, "sku_taken")
     assert snapshot(platform, "product") == before
@@ -477,7 +471,7 @@ def test_duplicate_sku_is_a_conflict(platform: Platform, factory_id: str, catego
 
 def test_malformed_and_oversized_bodies_are_refused(platform: Platform) -> None:
     product = platform.client("product")
-    headers = {**_admin(platform), "content-type": "application/json"}
+    headers = {**admin_headers(platform), "content-type": "application/json"}
     before = snapshot(platform, "product")
     assert_problem(product.post("/api/products", content=b'{"sku": "X-1",', headers=headers), 422)
     assert_problem(product.post("/api/products", content=b"[1, 2]", headers=headers), 422)
@@ -495,7 +489,7 @@ def test_idempotency_key_replays_the_first_response(
     platform: Platform, factory_id: str, category_id: str
 ) -> None:
     body = _product_body(factory_id, category_id)
-    headers = {**_admin(platform), "Idempotency-Key": uuid.uuid4().hex}
+    headers = {**admin_headers(platform), "Idempotency-Key": uuid.uuid4().hex}
     product = platform.client("product")
     before_first = _product_count(platform)
     first = product.post("/api/products", json=body, headers=headers)
@@ -612,7 +606,7 @@ def test_variants_are_created_all_or_none(
     assert_problem(_add_variants(platform, product["id"], variants), status, code)
     assert snapshot(platform, "product") == before
     listed = platform.client("product").get(
-        f"/api/products/{product['id']}/variants", headers=_admin(platform)
+        f"/api/products/{product['id']}/variants", headers=admin_headers(platform)
     )
     assert listed.json() == []
 
@@ -657,7 +651,7 @@ def test_images_are_appended_in_order_unless_placed(
     client = platform.client("product")
 
     def add(body: dict) -> dict:
-        response = client.post(path, json=body, headers=_admin(platform))
+        response = client.post(path, json=body, headers=admin_headers(platform))
         assert response.status_code == 201, response.text
         return response.json()
 
@@ -667,7 +661,7 @@ def test_images_are_appended_in_order_unless_placed(
     assert (first["sortOrder"], second["sortOrder"]) == (0, 1)
     assert first["url"] == "https://cdn.laku.id/kaos/1.jpg"
 
-    detail = client.get(f"/api/products/{product['id']}", headers=_admin(platform)).json()
+    detail = client.get(f"/api/products/{product['id']}", headers=admin_headers(platform)).json()
     assert {image["id"] for image in detail["images"][:2]} == {first["id"], cover["id"]}
     assert detail["images"][2]["id"] == second["id"]
 
@@ -679,10 +673,12 @@ def test_images_are_appended_in_order_unless_placed(
         {"url": "https://cdn.laku.id/x.jpg", "sortOrder": "1"},
         {},
     ):
-        assert_problem(client.post(path, json=bad, headers=_admin(platform)), 422)
+        assert_problem(client.post(path, json=bad, headers=admin_headers(platform)), 422)
     missing = f"/api/products/{uuid.uuid4()}/images"
     assert_problem(
-        client.post(missing, json={"url": "https://cdn.laku.id/x.jpg"}, headers=_admin(platform)),
+        client.post(
+            missing, json={"url": "https://cdn.laku.id/x.jpg"}, headers=admin_headers(platform)
+        ),
         404,
     )
     assert snapshot(platform, "product") == before
@@ -693,7 +689,7 @@ def test_images_are_appended_in_order_unless_placed(
 
 def _patch(platform: Platform, product_id: str, body: object) -> httpx.Response:
     return platform.client("product").patch(
-        f"/api/products/{product_id}", json=body, headers=_admin(platform)
+        f"/api/products/{product_id}", json=body, headers=admin_headers(platform)
     )
 
 
@@ -841,7 +837,7 @@ def test_concurrent_creations_with_one_sku_make_one_product(
 
     def create(_: int) -> httpx.Response:
         with httpx.Client(base_url=platform.url("product"), timeout=10.0) as client:
-            return client.post("/api/products", json=body, headers=_admin(platform))
+            return client.post("/api/products", json=body, headers=admin_headers(platform))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         responses = list(pool.map(create, range(8)))
@@ -861,7 +857,9 @@ def test_concurrent_variants_with_one_sku_on_two_products(
     def add(product: dict) -> httpx.Response:
         with httpx.Client(base_url=platform.url("product"), timeout=10.0) as client:
             return client.post(
-                f"/api/products/{product['id']}/variants", json=variants, headers=_admin(platform)
+                f"/api/products/{product['id']}/variants",
+                json=variants,
+                headers=admin_headers(platform),
             )
 
     with ThreadPoolExecutor(max_workers=len(products)) as pool:

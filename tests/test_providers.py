@@ -1,6 +1,5 @@
 """Provider clients against their sandboxes, which speak the providers' own wire contracts."""
 
-import random
 import uuid
 from typing import Any
 
@@ -11,23 +10,8 @@ from pydantic import SecretStr
 from laku.core.settings import Settings
 from laku.providers.smtp.client import EmailDeliveryError, SmtpClient
 from laku.providers.whatsapp.client import WhatsAppClient, WhatsAppError
-from tests.support import Platform
-
-
-def new_phone() -> str:
-    return f"+62812{random.randrange(10**7, 10**8)}"
-
-
-def whatsapp_messages_to(platform: Platform, to: str) -> list[dict[str, Any]]:
-    response = platform.client("whatsapp-sandbox").get("/sandbox/messages")
-    response.raise_for_status()
-    return [m for m in response.json() if m["to"] == to]
-
-
-def emails_to(platform: Platform, to: str) -> list[dict[str, Any]]:
-    response = platform.client("smtp-sandbox").get("/sandbox/emails")
-    response.raise_for_status()
-    return [m for m in response.json() if to in m["to"]]
+from laku.testing.platform import Platform
+from tests.messages import emails_to, new_phone, whatsapp_messages_to
 
 
 def _whatsapp(platform: Platform, http: httpx.AsyncClient, **settings: Any) -> WhatsAppClient:

@@ -21,20 +21,18 @@ import pytest
 from laku.core.db import Database, async_url, service_metadata
 from laku.core.rate_limit import Limit, RateLimited, claim, rate_limit_table
 from laku.core.settings import Rate, RateLimits, Settings
-from tests.catalog import create_seed_catalog
-from tests.support import (
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.database import database_server, throwaway_database
+from laku.testing.platform import (
     ADMIN_EMAIL,
     SECRETS_ENV,
     Account,
     Platform,
-    assert_problem,
-    database_server,
     free_port_offset,
     running_platform,
-    snapshot,
-    throwaway_database,
 )
-from tests.test_group_buying import _available, _join, _open_session
+from tests.joins import available_stock, join_request, open_seed_session
+from tests.support import assert_problem, snapshot
 
 LIMITS = RateLimits()  # the defaults, as a deployment has them
 PASSWORD = "the-owners-password"
@@ -244,10 +242,12 @@ def test_a_buyers_unpaid_units_per_group_buy_are_capped(platform: Platform) -> N
     cap = platform.settings.max_unpaid_units_per_buyer_per_session
     stock = 3 * cap
     catalog = create_seed_catalog(platform, stock={"S": stock}, max_stock_level=stock)
-    session = _open_session(platform, catalog)
+    session = open_seed_session(platform, catalog)
     small = catalog.variants["S"]
     buyer = platform.new_buyer()
-    assert_problem(_join(platform, buyer, session["id"], small, cap + 1), 409, "unpaid_units_limit")
+    assert_problem(
+        join_request(platform, buyer, session["id"], small, cap + 1), 409, "unpaid_units_limit"
+    )
 
     half = cap // 2 + 1
 
@@ -268,11 +268,15 @@ def test_a_buyers_unpaid_units_per_group_buy_are_capped(platform: Platform) -> N
     assert sorted(r.status_code for r in answers) == [201, 409], [r.text for r in answers]
     [refused] = [r for r in answers if r.status_code == 409]
     assert_problem(refused, 409, "unpaid_units_limit")
-    assert _available(platform, catalog)["S"] == stock - half
+    assert available_stock(platform, catalog)["S"] == stock - half
     # Up to the cap is still open to this buyer, and other buyers are not affected.
-    assert _join(platform, buyer, session["id"], small, cap - half).status_code == 201
-    assert_problem(_join(platform, buyer, session["id"], small, 1), 409, "unpaid_units_limit")
-    assert _join(platform, platform.new_buyer(), session["id"], small, cap).status_code == 201
+    assert join_request(platform, buyer, session["id"], small, cap - half).status_code == 201
+    assert_problem(
+        join_request(platform, buyer, session["id"], small, 1), 409, "unpaid_units_limit"
+    )
+    assert (
+        join_request(platform, platform.new_buyer(), session["id"], small, cap).status_code == 201
+    )
 
 
 def _fill(platform: Platform, key: str, hits: int, seconds: int = 60) -> None:
@@ -288,7 +292,7 @@ def _fill(platform: Platform, key: str, hits: int, seconds: int = 60) -> None:
 
 def test_joins_are_limited_per_buyer_and_per_address(platform: Platform) -> None:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog)
+    session = open_seed_session(platform, catalog)
     small = catalog.variants["S"]
     busy_buyer, other_buyer = platform.new_buyer(), platform.new_buyer()
     busy_address = _address()

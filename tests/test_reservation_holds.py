@@ -6,33 +6,19 @@ The sweeper runs every second on the test platform (tests/conftest.py); a hold i
 by moving its expiry into the past in its table, the test standing in for the clock.
 """
 
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
-from tests.catalog import SeedCatalog, create_seed_catalog
-from tests.support import Platform, assert_problem, bearer, snapshot
-
-
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
+from laku.testing.catalog import SeedCatalog, create_seed_catalog
+from laku.testing.platform import Platform
+from tests.support import admin_headers, assert_problem, eventually, snapshot
 
 
 def _service(platform: Platform) -> dict[str, str]:
     return platform.service_headers("group-buying")
-
-
-def _eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
 
 
 def _reserve(
@@ -50,13 +36,13 @@ def _reserve(
     if expires_at:
         body["expiresAt"] = expires_at.isoformat()
     return platform.client("warehouse").post(
-        "/api/reservations", json=body, headers=_admin(platform)
+        "/api/reservations", json=body, headers=admin_headers(platform)
     )
 
 
 def _reservation(platform: Platform, reference: str) -> dict[str, Any]:
     response = platform.client("warehouse").get(
-        f"/api/reservations/{reference}", headers=_admin(platform)
+        f"/api/reservations/{reference}", headers=admin_headers(platform)
     )
     assert response.status_code == 200, response.text
     return response.json()
@@ -65,7 +51,11 @@ def _reservation(platform: Platform, reference: str) -> dict[str, Any]:
 def _available(platform: Platform, catalog: SeedCatalog) -> dict[str, int]:
     [product] = (
         platform.client("warehouse")
-        .get("/api/inventory", params={"productId": catalog.product_id}, headers=_admin(platform))
+        .get(
+            "/api/inventory",
+            params={"productId": catalog.product_id},
+            headers=admin_headers(platform),
+        )
         .json()
     )
     sizes = {variant_id: size for size, variant_id in catalog.variants.items()}
@@ -85,7 +75,7 @@ def _ledger_consistent(platform: Platform, catalog: SeedCatalog) -> None:
     checks = platform.client("warehouse").get(
         "/api/inventory/ledger-check",
         params={"productId": catalog.product_id},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert checks.status_code == 200, checks.text
     assert all(check["consistent"] for check in checks.json()), checks.json()
@@ -101,7 +91,7 @@ def test_an_unconfirmed_hold_lapses_and_a_confirmed_one_never_does(platform: Pla
         assert held.status_code == 201, held.text
         assert datetime.fromisoformat(held.json()["expiresAt"]) == soon
     confirm = f"/api/reservations/{paid}/confirm"
-    assert_problem(platform.client("warehouse").post(confirm, headers=_admin(platform)), 403)
+    assert_problem(platform.client("warehouse").post(confirm, headers=admin_headers(platform)), 403)
     for _ in range(2):  # confirming again changes nothing
         confirmed = platform.client("warehouse").post(confirm, headers=_service(platform))
         assert confirmed.status_code == 200, confirmed.text
@@ -113,13 +103,17 @@ def test_an_unconfirmed_hold_lapses_and_a_confirmed_one_never_does(platform: Pla
         "SELECT expires_at, confirmed_at FROM warehouse.reservations WHERE reference = $1", paid
     )
     assert paid_hold["expires_at"] is None and paid_hold["confirmed_at"] is not None
-    assert _eventually(lambda: _reservation(platform, unpaid)["status"] == "released")
-    time.sleep(1.5)  # another sweep or two
+    assert eventually(lambda: _reservation(platform, unpaid)["status"] == "released")
+    # A later sweep: a hold on another size, lapsed now, is released by it.
+    later = f"participant:{uuid.uuid4()}"
+    assert _reserve(platform, catalog.variants["M"], 1, later, expires_at=soon).status_code == 201
+    _lapse(platform, later)
+    assert eventually(lambda: _reservation(platform, later)["status"] == "released")
     assert _reservation(platform, paid)["status"] == "reserved"
     assert _available(platform, catalog)["S"] == 5
     moves = (
         platform.client("warehouse")
-        .get(f"/api/inventory/{small}/movements", headers=_admin(platform))
+        .get(f"/api/inventory/{small}/movements", headers=admin_headers(platform))
         .json()
     )
     [release] = [m for m in moves if m["kind"] == "release"]
@@ -158,7 +152,9 @@ def test_releasing_an_unknown_reference_voids_it_for_a_late_reserve(platform: Pl
     reference = f"participant:{uuid.uuid4()}"
     warehouse = platform.client("warehouse")
     for _ in range(2):
-        voided = warehouse.post(f"/api/reservations/{reference}/release", headers=_admin(platform))
+        voided = warehouse.post(
+            f"/api/reservations/{reference}/release", headers=admin_headers(platform)
+        )
         assert voided.status_code == 200, voided.text
         assert (voided.json()["status"], voided.json()["quantity"]) == ("void", 0)
     before = snapshot(platform, "warehouse")
@@ -184,7 +180,7 @@ def test_a_paid_hold_that_lapsed_is_reserved_again_at_the_close(platform: Platfo
     for reference, quantity in ((lapsed, 2), (paid, 1), (unpaid, 3)):
         assert _reserve(platform, medium, quantity, reference, group=group).status_code == 201
     _lapse(platform, lapsed)
-    assert _eventually(lambda: _reservation(platform, lapsed)["status"] == "released")
+    assert eventually(lambda: _reservation(platform, lapsed)["status"] == "released")
     assert _available(platform, catalog)["M"] == 4
 
     confirmed = platform.client("warehouse").post(
@@ -205,7 +201,11 @@ def test_a_paid_hold_that_lapsed_is_reserved_again_at_the_close(platform: Platfo
     assert statuses == {lapsed: "deducted", paid: "deducted", unpaid: "released"}
     [product] = (
         platform.client("warehouse")
-        .get("/api/inventory", params={"productId": catalog.product_id}, headers=_admin(platform))
+        .get(
+            "/api/inventory",
+            params={"productId": catalog.product_id},
+            headers=admin_headers(platform),
+        )
         .json()
     )
     [stock] = [v for v in product["variants"] if v["variantId"] == medium]

@@ -24,14 +24,9 @@ from laku.core.secrets import KNOWN_DEMO_VALUES, SECRET_SETTINGS, env_name, gene
 from laku.core.services import PROCESSES
 from laku.core.settings import Settings
 from laku.demo import DemoLoadError, load_demo
+from laku.testing.platform import ADMIN_EMAIL, ADMIN_PASSWORD, Platform, free_port_offset
 from tests.service_logs import logged
-from tests.support import (
-    ADMIN_EMAIL,
-    ADMIN_PASSWORD,
-    Platform,
-    assert_problem,
-    free_port_offset,
-)
+from tests.support import assert_problem, deploy_generator, eventually
 
 LAKU = str(Path(sys.executable).with_name("laku"))
 
@@ -272,10 +267,12 @@ def test_a_hostile_request_id_is_replaced_before_logs_and_headers(
     echoed = response.headers["x-request-id"]
     assert echoed != hostile
     assert re.fullmatch(r"[0-9a-f]{32}", echoed)
-    deadline = time.monotonic() + 5
-    while not logged(platform, "address", "request", request_id=echoed):
-        assert time.monotonic() < deadline, "the request was never logged"
-        time.sleep(0.05)
+    eventually(
+        lambda: logged(platform, "address", "request", request_id=echoed),
+        timeout=5,
+        every=0.05,
+        what="the request being logged",
+    )
     log_file = platform.supervisor.log_dir / "address.log"  # type: ignore[operator]
     assert hostile not in log_file.read_text(errors="replace")
 
@@ -288,9 +285,7 @@ def test_a_safe_request_id_is_kept(platform: Platform) -> None:
 
 def test_the_development_manifests_secrets_are_all_refused_in_production() -> None:
     """compose and the development overlay publish their secrets: none may serve production."""
-    from tests.test_deploy_files import _generator
-
-    dev_secrets = _generator().DEV_SECRET_VALUES
+    dev_secrets = deploy_generator().DEV_SECRET_VALUES
     published = {value for value in dev_secrets.values() if value}
     assert published <= KNOWN_DEMO_VALUES
     assert {env_name(name) for name in SECRET_SETTINGS} <= set(dev_secrets)

@@ -9,84 +9,41 @@ the factory: fee 250,000, net 4,750,000.
 """
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.catalog import create_seed_catalog, created
-from tests.support import Platform, assert_problem, bearer, snapshot
-from tests.test_close import _close, _end_now, _eventually, _join, _open_session
-
-# A group buy of 4 Small shirts at the last tier releases the seed's 5,000,000.
-FIVE_MILLION_TIERS = {
-    "priceTier25": 1_400_000,
-    "priceTier50": 1_350_000,
-    "priceTier75": 1_300_000,
-    "priceTier100": 1_250_000,
-}
-PAYOUT_ACCOUNT = {
-    "bankCode": "BCA",
-    "accountNumber": "8720011234",
-    "accountHolderName": "PT Konveksi Maju",
-}
-SETTLEMENTS = "/api/settlements"
-
-
-@dataclass(frozen=True)
-class Released:
-    """A factory whose successful group buy released its escrow in [start, end)."""
-
-    factory_id: str
-    session_id: str
-    start: datetime
-    end: datetime
-
-    def period(self) -> dict[str, str]:
-        return {"periodStart": self.start.isoformat(), "periodEnd": self.end.isoformat()}
-
-    def body(self, **amounts: int) -> dict[str, Any]:
-        return {"factoryId": self.factory_id, **self.period(), **amounts}
-
-
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
-
-
-def _ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-def _settlements(platform: Platform) -> httpx.Client:
-    return platform.client("settlement")
-
-
-def _successful_group(platform: Platform, target_moq: int, joins: list[int]) -> Released:
-    """A fresh factory whose group buy (one Small shirt buyer per entry of `joins`, each
-    paying through the Xendit sandbox) succeeds and releases its escrow."""
-    start = datetime.now(UTC) - timedelta(seconds=1)
-    catalog = create_seed_catalog(platform, reorder_threshold=0)
-    session = _open_session(platform, catalog, target_moq, tiers=FIVE_MILLION_TIERS)
-    for quantity in joins:
-        _join(platform, session, catalog.variants["S"], quantity, pay=True)
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "success"
-    return Released(catalog.factory_id, session["id"], start, datetime.now(UTC))
+from laku.testing.catalog import created
+from laku.testing.platform import Platform, bearer
+from tests.settlements import (
+    PAYOUT_ACCOUNT,
+    SETTLEMENTS,
+    Released,
+    assert_ledger_balanced,
+    get_settlement,
+    ledger_account,
+    payout_id_of,
+    post_settlement,
+    set_payout_account,
+    settle,
+    settlement_becomes,
+    settlements_client,
+    successful_group,
+)
+from tests.support import admin_headers, assert_problem, ok, snapshot
 
 
 @pytest.fixture(scope="module")
 def seed_group(platform: Platform) -> Released:
     """The seed's example: 5,000,000 released."""
-    return _successful_group(platform, 4, [2, 2])
+    return successful_group(platform, 4, [2, 2])
 
 
 @pytest.fixture(scope="module")
 def small_group(platform: Platform) -> Released:
     """One buyer of one shirt at 1,400,000, closed at the 100% tier: 1,250,000 released."""
-    return _successful_group(platform, 1, [1])
+    return successful_group(platform, 1, [1])
 
 
 def _factory_user(platform: Platform, factory_id: str) -> dict[str, str]:
@@ -97,101 +54,18 @@ def _factory_user(platform: Platform, factory_id: str) -> dict[str, str]:
     }
     created(
         platform.client("factory").post(
-            f"/api/factories/{factory_id}/users", json=account, headers=_admin(platform)
+            f"/api/factories/{factory_id}/users", json=account, headers=admin_headers(platform)
         )
     )
     return bearer(platform.login(account["email"], account["password"]))
 
 
 def _preview(platform: Platform, released: Released, headers: dict[str, str]) -> httpx.Response:
-    return _settlements(platform).get(
+    return settlements_client(platform).get(
         f"{SETTLEMENTS}/preview",
         params={"factoryId": released.factory_id, **released.period()},
         headers=headers,
     )
-
-
-def _set_account(
-    platform: Platform, factory_id: str, headers: dict[str, str], **fields: str
-) -> httpx.Response:
-    return _settlements(platform).put(
-        f"{SETTLEMENTS}/payout-accounts/{factory_id}",
-        json={**PAYOUT_ACCOUNT, **fields},
-        headers=headers,
-    )
-
-
-def _post(
-    platform: Platform, body: dict[str, Any], headers: dict[str, str], key: str | None = None
-) -> httpx.Response:
-    if key is not None:
-        headers = {**headers, "Idempotency-Key": key}
-    return _settlements(platform).post(SETTLEMENTS, json=body, headers=headers)
-
-
-def _settle(platform: Platform, released: Released) -> dict[str, Any]:
-    """The factory's settlement for its group's period: the one made already (by an earlier
-    test), else a new one."""
-    admin = _admin(platform)
-    made = _ok(
-        _settlements(platform).get(
-            SETTLEMENTS, params={"factoryId": released.factory_id}, headers=admin
-        )
-    )["items"]
-    if made:
-        return made[0]
-    _ok(_set_account(platform, released.factory_id, admin))
-    return _ok(_post(platform, released.body(), admin), 201)
-
-
-def _get(platform: Platform, settlement_id: str, headers: dict[str, str]) -> httpx.Response:
-    return _settlements(platform).get(f"{SETTLEMENTS}/{settlement_id}", headers=headers)
-
-
-def _balances(platform: Platform) -> dict[str, Any]:
-    return _ok(_settlements(platform).get("/api/ledger/balances", headers=_admin(platform)))
-
-
-def _account(balances: dict[str, Any], account: str) -> tuple[int, int]:
-    found = [a for a in balances["accounts"] if a["account"] == account]
-    return (found[0]["debit"], found[0]["credit"]) if found else (0, 0)
-
-
-def _assert_ledger_balanced(platform: Platform) -> dict[str, Any]:
-    """Every entry in the table balances (and has lines), and so do the balances' totals."""
-    entries = platform.sql(
-        "SELECT e.id, coalesce(sum(l.debit), 0) AS debit, coalesce(sum(l.credit), 0) AS credit, "
-        "count(l.id) AS lines FROM settlement.transaction_ledger e "
-        "LEFT JOIN settlement.transaction_ledger_lines l ON l.entry_id = e.id GROUP BY e.id"
-    )
-    assert entries
-    unbalanced = [dict(e) for e in entries if e["debit"] != e["credit"] or e["lines"] < 2]
-    assert unbalanced == []
-    balances = _balances(platform)
-    assert balances["totalDebit"] == balances["totalCredit"]
-    assert balances["totalDebit"] == sum(a["debit"] for a in balances["accounts"])
-    assert balances["totalCredit"] == sum(a["credit"] for a in balances["accounts"])
-    return balances
-
-
-def _payout_id(platform: Platform, settlement_id: str) -> str:
-    def requested() -> str | None:
-        return _ok(_get(platform, settlement_id, _admin(platform)))["payoutId"]
-
-    payout_id = _eventually(requested)
-    assert payout_id, "the payout was never requested"
-    return payout_id
-
-
-def _status_becomes(platform: Platform, settlement_id: str, status: str) -> dict[str, Any]:
-    def settled() -> dict[str, Any] | None:
-        settlement = _ok(_get(platform, settlement_id, _admin(platform)))
-        return settlement if settlement["status"] == status else None
-
-    # The payout is read back with back-off (1 s, 2 s, 4 s ...) while it is on its way.
-    settlement = _eventually(settled, timeout=40.0, every=0.3)
-    assert settlement, _ok(_get(platform, settlement_id, _admin(platform)))
-    return settlement
 
 
 # The seed's example ------------------------------------------------------------------------------
@@ -200,11 +74,11 @@ def _status_becomes(platform: Platform, settlement_id: str, status: str) -> dict
 def test_the_seed_settlement_is_booked_balanced_and_paid(
     platform: Platform, seed_group: Released
 ) -> None:
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     factory = seed_group.factory_id
     payable = f"factory_payable:{factory}"
 
-    preview = _ok(_preview(platform, seed_group, admin))
+    preview = ok(_preview(platform, seed_group, admin))
     assert (preview["totalAmount"], preview["platformFee"], preview["netAmount"]) == (
         5_000_000,
         250_000,
@@ -219,9 +93,9 @@ def test_the_seed_settlement_is_booked_balanced_and_paid(
     # server's.
     before = snapshot(platform, "settlement")
     seed_body = seed_group.body(totalAmount=5_000_000, platformFee=250_000, netAmount=4_750_000)
-    assert_problem(_post(platform, seed_body, admin), 409, "no_payout_account")
+    assert_problem(post_settlement(platform, seed_body, admin), 409, "no_payout_account")
     assert snapshot(platform, "settlement") == before
-    account = _ok(_set_account(platform, factory, admin))
+    account = ok(set_payout_account(platform, factory, admin))
     assert {k: account[k] for k in PAYOUT_ACCOUNT} == PAYOUT_ACCOUNT
     before = snapshot(platform, "settlement")
     for wrong in (
@@ -231,13 +105,15 @@ def test_the_seed_settlement_is_booked_balanced_and_paid(
         {"totalAmount": 5_000_000, "platformFee": 249_999, "netAmount": 4_750_001},
     ):
         body = {**seed_body, **wrong}
-        mismatch = assert_problem(_post(platform, body, admin), 409, "settlement_mismatch")
+        mismatch = assert_problem(
+            post_settlement(platform, body, admin), 409, "settlement_mismatch"
+        )
         assert "the server's" in mismatch["detail"]
     assert snapshot(platform, "settlement") == before
 
     # Seed step 10.
-    response = _post(platform, seed_body, admin, key=f"settle:{factory}")
-    settlement = _ok(response, 201)
+    response = post_settlement(platform, seed_body, admin, key=f"settle:{factory}")
+    settlement = ok(response, 201)
     assert settlement["factoryId"] == factory
     assert datetime.fromisoformat(settlement["periodStart"]) == seed_group.start
     assert datetime.fromisoformat(settlement["periodEnd"]) == seed_group.end
@@ -256,23 +132,23 @@ def test_the_seed_settlement_is_booked_balanced_and_paid(
         (payable, 0, 4_750_000),
         ("platform_fee_revenue", 0, 250_000),
     ]
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, payable) == (0, 4_750_000)
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, payable) == (0, 4_750_000)
 
     # The same key and body again answer the first response; nothing is settled twice.
-    replay = _post(platform, seed_body, admin, key=f"settle:{factory}")
+    replay = post_settlement(platform, seed_body, admin, key=f"settle:{factory}")
     assert replay.status_code == 201
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.json()["id"] == settlement["id"]
-    page = _ok(
-        _settlements(platform).get(SETTLEMENTS, params={"factoryId": factory}, headers=admin)
+    page = ok(
+        settlements_client(platform).get(SETTLEMENTS, params={"factoryId": factory}, headers=admin)
     )
     assert [item["id"] for item in page["items"]] == [settlement["id"]]
 
     # The payout: requested from Xendit with the settlement's reference, to the factory's bank.
-    payout_id = _payout_id(platform, settlement["id"])
+    payout_id = payout_id_of(platform, settlement["id"])
     sandbox = platform.client("xendit-sandbox")
-    [payout] = [p for p in _ok(sandbox.get("/sandbox/payouts")) if p["id"] == payout_id]
+    [payout] = [p for p in ok(sandbox.get("/sandbox/payouts")) if p["id"] == payout_id]
     assert (payout["reference_id"], payout["amount"], payout["channel_code"]) == (
         f"settlement-{settlement['id']}",
         4_750_000,
@@ -283,10 +159,10 @@ def test_the_seed_settlement_is_booked_balanced_and_paid(
         "account_number": PAYOUT_ACCOUNT["accountNumber"],
     }
     assert payout["status"] == "ACCEPTED"
-    assert _ok(_get(platform, settlement["id"], admin))["status"] == "pending"
+    assert ok(get_settlement(platform, settlement["id"], admin))["status"] == "pending"
 
-    _ok(sandbox.post(f"/sandbox/payouts/{payout_id}/succeed"))
-    paid = _status_becomes(platform, settlement["id"], "paid")
+    ok(sandbox.post(f"/sandbox/payouts/{payout_id}/succeed"))
+    paid = settlement_becomes(platform, settlement["id"], "paid")
     assert paid["paidAt"] is not None
     assert [e["kind"] for e in paid["ledgerEntries"]] == ["settlement", "settlement_payout"]
     payout_entry = paid["ledgerEntries"][1]
@@ -297,12 +173,12 @@ def test_the_seed_settlement_is_booked_balanced_and_paid(
         ("cash_xendit", 0, 4_750_000),
         (payable, 4_750_000, 0),
     ]
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, payable) == (4_750_000, 4_750_000)  # nothing owed any more
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, payable) == (4_750_000, 4_750_000)  # nothing owed any more
     # Only one payout was made for it.
     made = [
         p
-        for p in _ok(sandbox.get("/sandbox/payouts"))
+        for p in ok(sandbox.get("/sandbox/payouts"))
         if p["reference_id"] == payout["reference_id"]
     ]
     assert len(made) == 1
@@ -320,39 +196,41 @@ def test_the_seed_settlement_is_booked_balanced_and_paid(
             "periodStart": start.isoformat(),
             "periodEnd": end.isoformat(),
         }
-        assert_problem(_post(platform, overlapping, admin), 409, "settlement_period_overlaps")
+        assert_problem(
+            post_settlement(platform, overlapping, admin), 409, "settlement_period_overlaps"
+        )
     # The next period begins where this one ended ([start, end)): nothing was released in it.
     after = {
         "factoryId": factory,
         "periodStart": seed_group.end.isoformat(),
         "periodEnd": datetime.now(UTC).isoformat(),
     }
-    assert_problem(_post(platform, after, admin), 409, "nothing_to_settle")
+    assert_problem(post_settlement(platform, after, admin), 409, "nothing_to_settle")
     assert snapshot(platform, "settlement") == before
 
 
 def test_a_failed_payout_leaves_the_factory_owed(platform: Platform, small_group: Released) -> None:
-    settlement = _settle(platform, small_group)
+    settlement = settle(platform, small_group)
     assert (settlement["totalAmount"], settlement["platformFee"], settlement["netAmount"]) == (
         1_250_000,
         62_500,
         1_187_500,
     )
-    payout_id = _payout_id(platform, settlement["id"])
+    payout_id = payout_id_of(platform, settlement["id"])
     failed = platform.client("xendit-sandbox").post(
         f"/sandbox/payouts/{payout_id}/fail", params={"failureCode": "INVALID_DESTINATION"}
     )
-    _ok(failed)
-    settled = _status_becomes(platform, settlement["id"], "payout_failed")
+    ok(failed)
+    settled = settlement_becomes(platform, settlement["id"], "payout_failed")
     assert (settled["payoutFailureCode"], settled["paidAt"]) == ("INVALID_DESTINATION", None)
     assert [e["kind"] for e in settled["ledgerEntries"]] == ["settlement"]
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, f"factory_payable:{small_group.factory_id}") == (0, 1_187_500)
-    failed_page = _ok(
-        _settlements(platform).get(
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, f"factory_payable:{small_group.factory_id}") == (0, 1_187_500)
+    failed_page = ok(
+        settlements_client(platform).get(
             SETTLEMENTS,
             params={"factoryId": small_group.factory_id, "status": "payout_failed"},
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
     )
     assert [item["id"] for item in failed_page["items"]] == [settlement["id"]]
@@ -361,24 +239,26 @@ def test_a_failed_payout_leaves_the_factory_owed(platform: Platform, small_group
 # Who may do what ---------------------------------------------------------------------------------
 
 
-def test_a_factory_sees_its_own_and_buyers_and_strangers_nothing(
-    platform: Platform, seed_group: Released, small_group: Released
-) -> None:
-    own = _settle(platform, seed_group)
-    other = _settle(platform, small_group)
+def test_a_factory_sees_its_own_and_buyers_and_strangers_nothing(platform: Platform) -> None:
+    # Groups of their own: the seed's and the small group are settled by the tests above, in
+    # whichever order the tests run.
+    seed_group = successful_group(platform, 4, [2, 2])
+    small_group = successful_group(platform, 1, [1])
+    own = settle(platform, seed_group)
+    other = settle(platform, small_group)
     factory = _factory_user(platform, seed_group.factory_id)
-    settlements = _settlements(platform)
+    settlements = settlements_client(platform)
 
-    page = _ok(settlements.get(SETTLEMENTS, headers=factory))
+    page = ok(settlements.get(SETTLEMENTS, headers=factory))
     assert [item["id"] for item in page["items"]] == [own["id"]]
-    assert _ok(_get(platform, own["id"], factory))["id"] == own["id"]
-    assert _ok(_preview(platform, seed_group, factory))["totalAmount"] == 5_000_000
+    assert ok(get_settlement(platform, own["id"], factory))["id"] == own["id"]
+    assert ok(_preview(platform, seed_group, factory))["totalAmount"] == 5_000_000
     account = settlements.get(
         f"{SETTLEMENTS}/payout-accounts/{seed_group.factory_id}", headers=factory
     )
-    assert _ok(account)["accountNumber"] == PAYOUT_ACCOUNT["accountNumber"]
+    assert ok(account)["accountNumber"] == PAYOUT_ACCOUNT["accountNumber"]
 
-    assert_problem(_get(platform, other["id"], factory), 404, "settlement_not_found")
+    assert_problem(get_settlement(platform, other["id"], factory), 404, "settlement_not_found")
     assert_problem(
         settlements.get(SETTLEMENTS, params={"factoryId": small_group.factory_id}, headers=factory),
         403,
@@ -392,17 +272,19 @@ def test_a_factory_sees_its_own_and_buyers_and_strangers_nothing(
     buyer = platform.new_buyer().headers
     before = snapshot(platform, "settlement")
     for headers, status in ((factory, 403), (buyer, 403), ({}, 401), (bearer("not-a-token"), 401)):
-        assert_problem(_post(platform, seed_group.body(), headers), status)
-        assert_problem(_set_account(platform, seed_group.factory_id, headers), status)
+        assert_problem(post_settlement(platform, seed_group.body(), headers), status)
+        assert_problem(set_payout_account(platform, seed_group.factory_id, headers), status)
         assert_problem(settlements.get("/api/ledger/balances", headers=headers), status)
     for headers, status in ((buyer, 403), ({}, 401)):
         assert_problem(settlements.get(SETTLEMENTS, headers=headers), status)
-        assert_problem(_get(platform, own["id"], headers), status)
+        assert_problem(get_settlement(platform, own["id"], headers), status)
         assert_problem(_preview(platform, seed_group, headers), status)
     assert snapshot(platform, "settlement") == before
 
     # Admins see everyone's, and may narrow to one factory.
-    everything = _ok(settlements.get(SETTLEMENTS, params={"limit": 100}, headers=_admin(platform)))
+    everything = ok(
+        settlements.get(SETTLEMENTS, params={"limit": 100}, headers=admin_headers(platform))
+    )
     assert {own["id"], other["id"]} <= {item["id"] for item in everything["items"]}
 
 
@@ -410,7 +292,7 @@ def test_a_factory_sees_its_own_and_buyers_and_strangers_nothing(
 
 
 def test_invalid_settlements_are_refused_and_change_nothing(platform: Platform) -> None:
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     factory = created(
         platform.client("factory").post(
             "/api/factories",
@@ -427,27 +309,29 @@ def test_invalid_settlements_are_refused_and_change_nothing(platform: Platform) 
     month = {"periodStart": "2025-11-01T00:00:00Z", "periodEnd": "2025-12-01T00:00:00Z"}
     before = snapshot(platform, "settlement")
     assert_problem(
-        _post(platform, {"factoryId": factory, **month}, admin), 409, "no_payout_account"
+        post_settlement(platform, {"factoryId": factory, **month}, admin), 409, "no_payout_account"
     )
     missing = str(uuid.uuid4())
-    assert_problem(_post(platform, {"factoryId": missing, **month}, admin), 422, "unknown_factory")
-    assert_problem(_set_account(platform, missing, admin), 422, "unknown_factory")
-    unknown_preview = _settlements(platform).get(
+    assert_problem(
+        post_settlement(platform, {"factoryId": missing, **month}, admin), 422, "unknown_factory"
+    )
+    assert_problem(set_payout_account(platform, missing, admin), 422, "unknown_factory")
+    unknown_preview = settlements_client(platform).get(
         f"{SETTLEMENTS}/preview", params={"factoryId": missing, **month}, headers=admin
     )
     assert_problem(unknown_preview, 422, "unknown_factory")
     for fields in ({"bankCode": "NOBANK"}, {"accountNumber": "12ab"}, {"accountHolderName": ""}):
-        assert_problem(_set_account(platform, factory, admin, **fields), 422, "invalid_input")
+        assert_problem(set_payout_account(platform, factory, admin, **fields), 422, "invalid_input")
     assert snapshot(platform, "settlement") == before
 
-    _ok(_set_account(platform, factory, admin))
+    ok(set_payout_account(platform, factory, admin))
     before = snapshot(platform, "settlement")
     assert_problem(
-        _post(platform, {"factoryId": factory, **month}, admin), 409, "nothing_to_settle"
+        post_settlement(platform, {"factoryId": factory, **month}, admin), 409, "nothing_to_settle"
     )
     future = {**month, "periodEnd": (datetime.now(UTC) + timedelta(days=1)).isoformat()}
     assert_problem(
-        _post(platform, {"factoryId": factory, **future}, admin), 422, "period_not_ended"
+        post_settlement(platform, {"factoryId": factory, **future}, admin), 422, "period_not_ended"
     )
     for body in (
         {
@@ -472,8 +356,8 @@ def test_invalid_settlements_are_refused_and_change_nothing(platform: Platform) 
         {"factoryId": "not-a-uuid", **month},
         {**month},
     ):
-        assert_problem(_post(platform, body, admin), 422, "invalid_input")
-    backwards = _settlements(platform).get(
+        assert_problem(post_settlement(platform, body, admin), 422, "invalid_input")
+    backwards = settlements_client(platform).get(
         f"{SETTLEMENTS}/preview",
         params={
             "factoryId": factory,
@@ -485,8 +369,8 @@ def test_invalid_settlements_are_refused_and_change_nothing(platform: Platform) 
     assert_problem(backwards, 422, "invalid_period")
     assert snapshot(platform, "settlement") == before
     # A preview of a quiet month: nothing, and nothing stored.
-    quiet = _ok(
-        _settlements(platform).get(
+    quiet = ok(
+        settlements_client(platform).get(
             f"{SETTLEMENTS}/preview", params={"factoryId": factory, **month}, headers=admin
         )
     )
@@ -496,4 +380,4 @@ def test_invalid_settlements_are_refused_and_change_nothing(platform: Platform) 
         0,
         [],
     )
-    assert_problem(_get(platform, str(uuid.uuid4()), admin), 404, "settlement_not_found")
+    assert_problem(get_settlement(platform, str(uuid.uuid4()), admin), 404, "settlement_not_found")

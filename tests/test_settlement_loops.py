@@ -9,77 +9,39 @@ released in its own period ([start, end), each starting where the last ended).
 """
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.catalog import SeedCatalog, create_seed_catalog
-from tests.support import Platform, assert_problem, snapshot
-from tests.test_close import (
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Platform
+from tests.group_buys import (
     Joined,
-    _close,
-    _end_now,
-    _eventually,
-    _join,
-    _open_session,
-    _session_orders,
+    session_orders,
 )
-from tests.test_settlement import (
-    FIVE_MILLION_TIERS,
+from tests.settlements import (
     PAYOUT_ACCOUNT,
     SETTLEMENTS,
-    _account,
-    _admin,
-    _assert_ledger_balanced,
-    _balances,
-    _get,
-    _ok,
-    _payout_id,
-    _post,
-    _set_account,
-    _settlements,
-    _status_becomes,
+    Group,
+    assert_ledger_balanced,
+    get_settlement,
+    ledger_account,
+    ledger_balances,
+    payout_id_of,
+    post_settlement,
+    set_payout_account,
+    settlement_becomes,
+    settlements_client,
+    successful_group_in_period,
 )
-
-
-@dataclass(frozen=True)
-class Group:
-    """A successful group buy of the factory, its escrow released in [start, end)."""
-
-    session_id: str
-    joined: list[Joined]
-    start: datetime
-    end: datetime
-
-    def body(self, factory_id: str) -> dict[str, Any]:
-        return {
-            "factoryId": factory_id,
-            "periodStart": self.start.isoformat(),
-            "periodEnd": self.end.isoformat(),
-        }
-
-
-def _group(
-    platform: Platform,
-    catalog: SeedCatalog,
-    start: datetime,
-    size: str,
-    target_moq: int,
-    joins: list[int],
-) -> Group:
-    session = _open_session(platform, catalog, target_moq, tiers=FIVE_MILLION_TIERS)
-    joined = [_join(platform, session, catalog.variants[size], q, pay=True) for q in joins]
-    _end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "success"
-    return Group(session["id"], joined, start, datetime.now(UTC))
+from tests.support import admin_headers, assert_problem, eventually, ok, snapshot
 
 
 def _order_of(platform: Platform, group: Group, joined: Joined) -> dict[str, Any]:
     [order] = [
-        o for o in _session_orders(platform, group.session_id) if o["userId"] == joined.buyer.id
+        o for o in session_orders(platform, group.session_id) if o["userId"] == joined.buyer.id
     ]
     return order
 
@@ -90,7 +52,7 @@ def _cancel_refunded(platform: Platform, group: Group, joined: Joined) -> dict[s
     cancelled = platform.client("order").post(
         f"/api/orders/{order['id']}/cancel",
         json={"reason": "Buyer asked before shipping"},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert cancelled.status_code == 200, cancelled.text
 
@@ -98,18 +60,18 @@ def _cancel_refunded(platform: Platform, group: Group, joined: Joined) -> dict[s
         now = _order_of(platform, group, joined)
         return now if now["status"] == "refunded" else None
 
-    refunded_order = _eventually(refunded, timeout=30.0, every=0.2)
+    refunded_order = eventually(refunded, timeout=30.0, every=0.2)
     assert refunded_order, _order_of(platform, group, joined)
     return refunded_order
 
 
 def _receivable(platform: Platform, factory_id: str) -> tuple[int, int]:
-    return _account(_balances(platform), f"factory_receivable:{factory_id}")
+    return ledger_account(ledger_balances(platform), f"factory_receivable:{factory_id}")
 
 
 def _receivable_becomes(platform: Platform, factory_id: str, debit: int) -> None:
     """payment-service's report reaches settlement-service through its outbox."""
-    reached = _eventually(
+    reached = eventually(
         lambda: _receivable(platform, factory_id)[0] == debit, timeout=30.0, every=0.2
     )
     assert reached, _receivable(platform, factory_id)
@@ -126,11 +88,11 @@ def _escrow_refund(platform: Platform, refund_reference: str) -> dict[str, Any] 
 
 
 def _preview(platform: Platform, factory_id: str, group: Group) -> dict[str, Any]:
-    return _ok(
-        _settlements(platform).get(
+    return ok(
+        settlements_client(platform).get(
             f"{SETTLEMENTS}/preview",
             params=group.body(factory_id),
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
     )
 
@@ -156,45 +118,47 @@ def _fee(total: int) -> int:
 def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
     platform: Platform,
 ) -> None:
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     sandbox = platform.client("xendit-sandbox")
     catalog = create_seed_catalog(platform, reorder_threshold=0)
     factory = catalog.factory_id
     receivable = f"factory_receivable:{factory}"
     payable = f"factory_payable:{factory}"
-    _ok(_set_account(platform, factory, admin))
+    ok(set_payout_account(platform, factory, admin))
 
     # Period A: the seed's group (two buyers of 2 Small shirts, 2,500,000 each), settled and paid.
     first = datetime.now(UTC)
-    group_a = _group(platform, catalog, first, "S", 4, [2, 2])
-    settled_a = _ok(_post(platform, group_a.body(factory), admin), 201)
+    group_a = successful_group_in_period(platform, catalog, first, "S", 4, [2, 2])
+    settled_a = ok(post_settlement(platform, group_a.body(factory), admin), 201)
     assert _figures(settled_a) == (5_000_000, 250_000, 0, 0, 4_750_000)
-    _ok(sandbox.post(f"/sandbox/payouts/{_payout_id(platform, settled_a['id'])}/succeed"))
-    _status_becomes(platform, settled_a["id"], "paid")
+    ok(sandbox.post(f"/sandbox/payouts/{payout_id_of(platform, settled_a['id'])}/succeed"))
+    settlement_becomes(platform, settled_a["id"], "paid")
 
     # A buyer's order is cancelled after that: 2,500,000 went back to the buyer's wallet from
     # escrow the factory has been paid for. The factory owes it back.
     cancelled = _cancel_refunded(platform, group_a, group_a.joined[0])
     assert cancelled["subtotal"] == 2_500_000
     _receivable_becomes(platform, factory, 2_500_000)
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, receivable) == (2_500_000, 0)
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, receivable) == (2_500_000, 0)
     accounted = _escrow_refund(platform, f"order:{cancelled['id']}:cancelled")
     assert accounted == {"status": "receivable", "settlement_id": uuid.UUID(settled_a["id"])}
-    entries = _ok(_get(platform, settled_a["id"], admin))["ledgerEntries"]
+    entries = ok(get_settlement(platform, settled_a["id"], admin))["ledgerEntries"]
     [receivable_entry] = [e for e in entries if e["kind"] == "factory_receivable"]
     assert _entry_lines(receivable_entry) == [
         ("escrow_released", 0, 2_500_000),
         (receivable, 2_500_000, 0),
     ]
     # Period A's figures are what they were: the settlement is not redone.
-    assert _ok(_get(platform, settled_a["id"], admin))["netAmount"] == 4_750_000
+    assert ok(get_settlement(platform, settled_a["id"], admin))["netAmount"] == 4_750_000
 
     # Period B: one buyer of 4 Small shirts, 5,000,000. Net = total - fee - receivable.
-    group_b = _group(platform, catalog, group_a.end, "S", 4, [4])
+    group_b = successful_group_in_period(platform, catalog, group_a.end, "S", 4, [4])
     preview_b = _preview(platform, factory, group_b)
     assert _figures(preview_b) == (5_000_000, 250_000, 2_500_000, 0, 2_250_000)
-    settled_b = _ok(_post(platform, {**group_b.body(factory), "netAmount": 2_250_000}, admin), 201)
+    settled_b = ok(
+        post_settlement(platform, {**group_b.body(factory), "netAmount": 2_250_000}, admin), 201
+    )
     assert _figures(settled_b) == _figures(preview_b)
     [entry_b] = settled_b["ledgerEntries"]
     assert _entry_lines(entry_b) == [
@@ -203,13 +167,13 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
         (receivable, 0, 2_500_000),
         ("platform_fee_revenue", 0, 250_000),
     ]
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, receivable) == (2_500_000, 2_500_000)  # nothing owed back
-    payout_b = _payout_id(platform, settled_b["id"])
-    [made_b] = [p for p in _ok(sandbox.get("/sandbox/payouts")) if p["id"] == payout_b]
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, receivable) == (2_500_000, 2_500_000)  # nothing owed back
+    payout_b = payout_id_of(platform, settled_b["id"])
+    [made_b] = [p for p in ok(sandbox.get("/sandbox/payouts")) if p["id"] == payout_b]
     assert made_b["amount"] == 2_250_000
-    _ok(sandbox.post(f"/sandbox/payouts/{payout_b}/succeed"))
-    _status_becomes(platform, settled_b["id"], "paid")
+    ok(sandbox.post(f"/sandbox/payouts/{payout_b}/succeed"))
+    settlement_becomes(platform, settled_b["id"], "paid")
 
     # Period B's whole order is cancelled after its settlement: 5,000,000 owed back.
     _cancel_refunded(platform, group_b, group_b.joined[0])
@@ -217,10 +181,10 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
 
     # Period C: two buyers of 1 Medium shirt (1,250,000 each at the last tier); one of them
     # cancels before period C is settled, so C's total leaves that order out (no receivable).
-    group_c = _group(platform, catalog, group_b.end, "M", 2, [1, 1])
+    group_c = successful_group_in_period(platform, catalog, group_b.end, "M", 2, [1, 1])
     before_settling = _cancel_refunded(platform, group_c, group_c.joined[1])
     reference_c = f"order:{before_settling['id']}:cancelled"
-    reported = _eventually(lambda: _escrow_refund(platform, reference_c), timeout=30.0)
+    reported = eventually(lambda: _escrow_refund(platform, reference_c), timeout=30.0)
     assert reported == {"status": "pending", "settlement_id": None}
     total_c = 1_250_000
     fee_c = _fee(total_c)
@@ -234,16 +198,16 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
         5_000_000 - (total_c - fee_c),
         0,
     )
-    settled_c = _ok(_post(platform, group_c.body(factory), admin), 201)
+    settled_c = ok(post_settlement(platform, group_c.body(factory), admin), 201)
     assert _figures(settled_c) == _figures(preview_c)
     assert (settled_c["status"], settled_c["payoutId"]) == ("paid", None)
     assert _escrow_refund(platform, reference_c) == {
         "status": "netted",
         "settlement_id": uuid.UUID(settled_c["id"]),
     }
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, receivable) == (7_500_000, 2_500_000 + total_c - fee_c)
-    assert _account(balances, payable) == (4_750_000 + 2_250_000, 4_750_000 + 2_250_000)
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, receivable) == (7_500_000, 2_500_000 + total_c - fee_c)
+    assert ledger_account(balances, payable) == (4_750_000 + 2_250_000, 4_750_000 + 2_250_000)
 
     # The report of C's refund, delivered again, changes nothing.
     [refund_c] = platform.sql(
@@ -253,7 +217,7 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
     )
     token = platform.service_token("payment")
     before = snapshot(platform, "settlement")
-    again = _settlements(platform).post(
+    again = settlements_client(platform).post(
         f"{SETTLEMENTS}/escrow-refunds",
         json={
             "refunds": [
@@ -268,13 +232,13 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
         },
         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())},
     )
-    assert [(r["status"], r["settlementId"]) for r in _ok(again)["refunds"]] == [
+    assert [(r["status"], r["settlementId"]) for r in ok(again)["refunds"]] == [
         ("netted", settled_c["id"])
     ]
     assert snapshot(platform, "settlement") == before
     # Only services report refunds.
     assert_problem(
-        _settlements(platform).post(
+        settlements_client(platform).post(
             f"{SETTLEMENTS}/escrow-refunds", json={"refunds": []}, headers=admin
         ),
         403,
@@ -282,16 +246,16 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
 
     # Period D: the rest of what the factory owes (5,000,000 - 1,192,250) comes off next.
     carried = settled_c["receivableCarried"]
-    group_d = _group(platform, catalog, group_c.end, "L", 4, [4])
+    group_d = successful_group_in_period(platform, catalog, group_c.end, "L", 4, [4])
     total_d = 4 * 1_250_000
-    settled_d = _ok(_post(platform, group_d.body(factory), admin), 201)
+    settled_d = ok(post_settlement(platform, group_d.body(factory), admin), 201)
     fee_d = _fee(total_d)
     assert _figures(settled_d) == (total_d, fee_d, carried, 0, total_d - fee_d - carried)
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, receivable) == (7_500_000, 7_500_000)
-    payout_d = _payout_id(platform, settled_d["id"])
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, receivable) == (7_500_000, 7_500_000)
+    payout_d = payout_id_of(platform, settled_d["id"])
     # One payout for each settlement that paid something, of its net; none for C.
-    payouts = _ok(sandbox.get("/sandbox/payouts"))
+    payouts = ok(sandbox.get("/sandbox/payouts"))
     for settlement in (settled_a, settled_b, settled_c, settled_d):
         made = [p for p in payouts if p["reference_id"] == f"settlement-{settlement['id']}"]
         expected = [settlement["netAmount"]] if settlement["netAmount"] else []
@@ -300,7 +264,7 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
         payout_d
     ]
     # The audit (design 15) agrees: each total = escrow released now + its receivables since.
-    audit = _ok(platform.client("settlement").get("/api/admin/audit", headers=admin))
+    audit = ok(platform.client("settlement").get("/api/admin/audit", headers=admin))
     [check] = [
         i for i in audit["invariants"] if i["name"] == "settlement.totals_match_released_escrow"
     ]
@@ -314,29 +278,29 @@ def test_refunds_after_settlement_are_netted_out_of_the_next_settlements(
 @pytest.fixture(scope="module")
 def failed_settlement(platform: Platform) -> dict[str, Any]:
     """A settlement (one Small shirt, 1,250,000: net 1,187,500) whose payout failed."""
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     catalog = create_seed_catalog(platform, reorder_threshold=0)
-    _ok(_set_account(platform, catalog.factory_id, admin))
-    group = _group(platform, catalog, datetime.now(UTC), "S", 1, [1])
-    settlement = _ok(_post(platform, group.body(catalog.factory_id), admin), 201)
+    ok(set_payout_account(platform, catalog.factory_id, admin))
+    group = successful_group_in_period(platform, catalog, datetime.now(UTC), "S", 1, [1])
+    settlement = ok(post_settlement(platform, group.body(catalog.factory_id), admin), 201)
     failed = platform.client("xendit-sandbox").post(
-        f"/sandbox/payouts/{_payout_id(platform, settlement['id'])}/fail",
+        f"/sandbox/payouts/{payout_id_of(platform, settlement['id'])}/fail",
         params={"failureCode": "INVALID_DESTINATION"},
     )
-    _ok(failed)
-    return _status_becomes(platform, settlement["id"], "payout_failed")
+    ok(failed)
+    return settlement_becomes(platform, settlement["id"], "payout_failed")
 
 
 def _retry(platform: Platform, settlement_id: str, **headers: str) -> httpx.Response:
-    return _settlements(platform).post(
-        f"{SETTLEMENTS}/{settlement_id}/retry-payout", headers=headers or _admin(platform)
+    return settlements_client(platform).post(
+        f"{SETTLEMENTS}/{settlement_id}/retry-payout", headers=headers or admin_headers(platform)
     )
 
 
 def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
     platform: Platform, failed_settlement: dict[str, Any]
 ) -> None:
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     sandbox = platform.client("xendit-sandbox")
     settlement_id = failed_settlement["id"]
     factory = failed_settlement["factoryId"]
@@ -353,9 +317,9 @@ def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
 
     # The account was wrong: the admin corrects it, then retries.
     corrected = {"accountNumber": "8720099999", "accountHolderName": "PT Konveksi Maju Jaya"}
-    _ok(_set_account(platform, factory, admin, **corrected))
+    ok(set_payout_account(platform, factory, admin, **corrected))
     key = {"Idempotency-Key": f"retry:{settlement_id}"}
-    retried = _ok(_retry(platform, settlement_id, **admin, **key))
+    retried = ok(_retry(platform, settlement_id, **admin, **key))
     assert (retried["status"], retried["payoutAttempt"], retried["payoutFailureCode"]) == (
         "pending",
         2,
@@ -379,9 +343,9 @@ def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
     assert_problem(_retry(platform, settlement_id), 409, "payout_not_failed")
 
     # A new payout, with its own reference and key, to the corrected account.
-    new_payout = _payout_id(platform, settlement_id)
+    new_payout = payout_id_of(platform, settlement_id)
     assert new_payout != failed_payout
-    payouts = {p["id"]: p for p in _ok(sandbox.get("/sandbox/payouts"))}
+    payouts = {p["id"]: p for p in ok(sandbox.get("/sandbox/payouts"))}
     made = payouts[new_payout]
     assert (made["reference_id"], made["amount"], made["status"]) == (
         f"settlement-{settlement_id}-2",
@@ -390,15 +354,15 @@ def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
     )
     assert made["channel_properties"]["account_number"] == corrected["accountNumber"]
     assert payouts[failed_payout]["status"] == "FAILED"
-    _ok(sandbox.post(f"/sandbox/payouts/{new_payout}/succeed"))
-    paid = _status_becomes(platform, settlement_id, "paid")
+    ok(sandbox.post(f"/sandbox/payouts/{new_payout}/succeed"))
+    paid = settlement_becomes(platform, settlement_id, "paid")
     assert [e["kind"] for e in paid["ledgerEntries"]] == ["settlement", "settlement_payout"]
-    balances = _assert_ledger_balanced(platform)
-    assert _account(balances, payable) == (1_187_500, 1_187_500)
+    balances = assert_ledger_balanced(platform)
+    assert ledger_account(balances, payable) == (1_187_500, 1_187_500)
     # Two payouts were ever asked for, one failed and one paid: the factory was paid once.
     mine = [
         p
-        for p in _ok(sandbox.get("/sandbox/payouts"))
+        for p in ok(sandbox.get("/sandbox/payouts"))
         if p["reference_id"].startswith(f"settlement-{settlement_id}")
     ]
     assert sorted(p["status"] for p in mine) == ["FAILED", "SUCCEEDED"]
@@ -407,12 +371,12 @@ def test_a_failed_payout_is_paid_again_once_when_an_admin_retries_it(
 
 def test_a_refund_reported_while_settlement_is_down_is_not_lost(platform: Platform) -> None:
     """payment-service reports the refund from its outbox until settlement-service takes it."""
-    admin = _admin(platform)
+    admin = admin_headers(platform)
     catalog = create_seed_catalog(platform, reorder_threshold=0)
     factory = catalog.factory_id
-    _ok(_set_account(platform, factory, admin))
-    group = _group(platform, catalog, datetime.now(UTC), "S", 1, [1])
-    settled = _ok(_post(platform, group.body(factory), admin), 201)
+    ok(set_payout_account(platform, factory, admin))
+    group = successful_group_in_period(platform, catalog, datetime.now(UTC), "S", 1, [1])
+    settled = ok(post_settlement(platform, group.body(factory), admin), 201)
     assert settled["netAmount"] == 1_187_500
 
     platform.supervisor.stop("settlement")
@@ -431,7 +395,7 @@ def test_a_refund_reported_while_settlement_is_down_is_not_lost(platform: Platfo
             )
             return row["attempts"] > 0 and row["delivered_at"] is None
 
-        assert _eventually(tried, timeout=30.0)  # tried while settlement-service is down
+        assert eventually(tried, timeout=30.0)  # tried while settlement-service is down
     finally:
         platform.supervisor.start_one("settlement")
         platform.supervisor.wait_ready()
@@ -441,4 +405,4 @@ def test_a_refund_reported_while_settlement_is_down_is_not_lost(platform: Platfo
         "status": "receivable",
         "settlement_id": uuid.UUID(settled["id"]),
     }
-    _assert_ledger_balanced(platform)
+    assert_ledger_balanced(platform)

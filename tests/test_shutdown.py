@@ -11,9 +11,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.catalog import create_seed_catalog
-from tests.support import Account, Platform
-from tests.test_close import _open_session
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Account, Platform
+from tests.group_buys import open_group_buy
+from tests.support import eventually
 
 WORKERS = 6
 BUYERS = 90
@@ -46,7 +47,7 @@ def test_sigterm_during_joins_finishes_every_join_in_flight(platform: Platform) 
     catalog = create_seed_catalog(
         platform, stock={"S": 500, "M": 500, "L": 500}, max_stock_level=500
     )
-    session = _open_session(platform, catalog, target_moq=400)
+    session = open_group_buy(platform, catalog, target_moq=400)
     medium = catalog.variants["M"]
     buyers = [platform.new_buyer() for _ in range(BUYERS)]
     url = f"{platform.url('group-buying')}/api/group-buying/{session['id']}/join"
@@ -84,10 +85,7 @@ def test_sigterm_during_joins_finishes_every_join_in_flight(platform: Platform) 
     workers = [threading.Thread(target=join_until_refused) for _ in range(WORKERS)]
     for worker in workers:
         worker.start()
-    deadline = time.monotonic() + 60
-    while len(attempts) < 10:
-        assert time.monotonic() < deadline, "joins did not start"
-        time.sleep(0.01)
+    eventually(lambda: len(attempts) >= 10, timeout=60, every=0.01, what="the joins starting")
 
     log_offset = log_path.stat().st_size
     signalled_at = time.monotonic()

@@ -24,14 +24,10 @@ from laku.auth.keys import KeyCipher
 from laku.core.db import Database, async_url
 from laku.core.errors import Unauthorized
 from laku.core.security import ALGORITHM, Principal, Role, TokenVerifier
-from tests.catalog import create_seed_catalog, created
-from tests.support import (
-    SECRETS_ENV,
-    Platform,
-    assert_problem,
-    bearer,
-    run,
-)
+from laku.testing.catalog import create_seed_catalog, created
+from laku.testing.database import run
+from laku.testing.platform import SECRETS_ENV, Platform, bearer
+from tests.support import assert_problem, eventually
 
 LAKU = str(Path(sys.executable).with_name("laku"))
 SIGNING_KEY_ENCRYPTION_KEY = SECRETS_ENV["LAKU_SIGNING_KEY_ENCRYPTION_KEY"]
@@ -181,13 +177,17 @@ def test_keys_rotate_signs_with_the_new_key_and_logs_nobody_out(platform: Platfo
     assert new_kid != old_kid
 
     # Every auth process picks the new key up within its reload interval.
-    deadline = time.monotonic() + platform.settings.signing_key_reload_seconds + 5
-    while True:
-        after = _login(platform, email)
-        if jwt.get_unverified_header(after["accessToken"])["kid"] == new_kid:
-            break
-        assert time.monotonic() < deadline, "auth still signs with the previous key"
-        time.sleep(0.2)
+    after = eventually(
+        lambda: (
+            login
+            if jwt.get_unverified_header((login := _login(platform, email))["accessToken"])["kid"]
+            == new_kid
+            else None
+        ),
+        timeout=platform.settings.signing_key_reload_seconds + 5,
+        every=0.2,
+        what="auth signing with the new key",
+    )
     assert _jwks_kids(platform)[:2] == [new_kid, old_kid]  # current first, previous kept
 
     for token in (before["accessToken"], after["accessToken"]):
@@ -291,14 +291,16 @@ def test_an_unbound_factory_principal_sees_nothing(platform: Platform) -> None:
 
     catalog = create_seed_catalog(platform, stock={"S": 3, "M": 8, "L": 8})  # S below reorder
     admin = bearer(platform.admin_token)
-    deadline = time.monotonic() + 15
-    while (
-        not platform.client("warehouse")
-        .get("/api/purchase-orders", params={"productId": catalog.product_id}, headers=admin)
-        .json()["items"]
-    ):
-        assert time.monotonic() < deadline, "no purchase order was raised"
-        time.sleep(0.2)
+    eventually(
+        lambda: (
+            platform.client("warehouse")
+            .get("/api/purchase-orders", params={"productId": catalog.product_id}, headers=admin)
+            .json()["items"]
+        ),
+        timeout=15,
+        every=0.2,
+        what="a purchase order being raised",
+    )
 
     unbound = Principal(subject=str(uuid.uuid4()), role=Role.FACTORY, session_id=uuid.uuid4())
     admin_principal = Principal(subject=str(uuid.uuid4()), role=Role.ADMIN)

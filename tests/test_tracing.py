@@ -4,14 +4,14 @@ carry the trace id. Every process writes its spans to a file (`LAKU_TRACE_DIR`),
 
 import json
 import secrets
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.catalog import create_seed_catalog, created
-from tests.support import Platform
-from tests.test_close import Joined, _invoice, _open_session
+from laku.testing.catalog import create_seed_catalog, created
+from laku.testing.platform import Platform
+from tests.group_buys import Joined, invoice_of, open_group_buy
+from tests.support import eventually
 
 Span = dict[str, Any]
 
@@ -31,13 +31,16 @@ def spans_of(platform: Platform, trace_id: str) -> list[Span]:
 def wait_for_spans(
     platform: Platform, trace_id: str, until: Callable[[list[Span]], bool], timeout: float = 20
 ) -> list[Span]:
-    deadline = time.monotonic() + timeout
-    while True:
-        spans = spans_of(platform, trace_id)
-        if until(spans):
-            return spans
-        assert time.monotonic() < deadline, sorted((s["service"], s["name"]) for s in spans)
-        time.sleep(0.2)
+    seen: list[Span] = []
+
+    def spans() -> tuple[list[Span]] | None:
+        seen[:] = spans_of(platform, trace_id)
+        return (list(seen),) if until(seen) else None
+
+    [found] = eventually(
+        spans, timeout, every=0.2, what=lambda: str(sorted((s["service"], s["name"]) for s in seen))
+    )
+    return found
 
 
 def traceparent() -> tuple[str, str, dict[str, str]]:
@@ -60,7 +63,7 @@ def ancestors(span: Span, by_id: dict[str, Span]) -> list[Span]:
 
 def test_one_join_is_one_trace_across_services_and_the_xendit_sandbox(platform: Platform) -> None:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog, target_moq=10)
+    session = open_group_buy(platform, catalog, target_moq=10)
     buyer = platform.new_buyer()
     trace_id, caller_span, headers = traceparent()
     response = platform.client("group-buying").post(
@@ -112,7 +115,7 @@ def test_one_join_is_one_trace_across_services_and_the_xendit_sandbox(platform: 
     # outbox delivery of the event to group-buying continues that trace.
     pay_trace, _, pay_headers = traceparent()
     paid = platform.client("xendit-sandbox").post(
-        f"/sandbox/invoices/{_invoice(platform, joined)['id']}/pay", headers=pay_headers
+        f"/sandbox/invoices/{invoice_of(platform, joined)['id']}/pay", headers=pay_headers
     )
     assert paid.status_code == 200, paid.text
 

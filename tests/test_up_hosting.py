@@ -16,7 +16,7 @@ import pytest
 
 from laku.core.services import PROCESSES
 from laku.core.supervisor import split_services
-from tests.support import SECRETS_ENV, free_port_offset
+from laku.testing.platform import SECRETS_ENV, free_port_offset
 
 LAKU = str(Path(sys.executable).with_name("laku"))
 HOSTED = ["auth", "address", "xendit-sandbox"]

@@ -3,9 +3,7 @@ their ledger and never go negative under concurrency, withdrawals paid out throu
 sandbox (and given back when the payout fails), the payout webhook's token, access rules."""
 
 import asyncio
-import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -16,9 +14,10 @@ from pydantic import SecretStr
 from laku.core.http import ServiceCallError, new_http_client
 from laku.providers.xendit.client import XenditError
 from laku.providers.xendit.payouts import XenditPayoutClient
+from laku.testing.platform import Account, Platform, bearer
 from laku.wallet.client import MovementReason, WalletClient
 from tests.service_logs import wait_logged
-from tests.support import Account, Platform, assert_problem, bearer, snapshot
+from tests.support import assert_problem, balance, eventually, snapshot
 
 CREDITS = "/api/wallets/credits"
 DEBITS = "/api/wallets/debits"
@@ -55,12 +54,6 @@ def _credit(
     return response.json()
 
 
-def _balance(platform: Platform, buyer: Account) -> int:
-    response = platform.client("wallet").get("/api/wallets/me", headers=buyer.headers)
-    assert response.status_code == 200, response.text
-    return response.json()["balance"]
-
-
 def _transactions(platform: Platform, buyer: Account) -> list[dict[str, Any]]:
     response = platform.client("wallet").get(
         "/api/wallets/me/transactions", params={"limit": 100}, headers=buyer.headers
@@ -75,23 +68,12 @@ def _ledger_sum(transactions: list[dict[str, Any]]) -> int:
     return sum(t["amount"] if t["direction"] == "credit" else -t["amount"] for t in transactions)
 
 
-def _eventually(probe: Callable[[], T | None], timeout_seconds: float = 10.0) -> T:
-    """Poll until `probe` returns something; fail after the timeout."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 # Credits and debits ------------------------------------------------------------------------
 
 
 def test_a_service_credits_a_buyer(platform: Platform, service_headers: dict[str, str]) -> None:
     buyer = platform.new_buyer()
-    assert _balance(platform, buyer) == 0  # no wallet yet: an empty one
+    assert balance(platform, buyer) == 0  # no wallet yet: an empty one
 
     body = _movement(buyer.id, 30_000)
     response = _post(platform, CREDITS, body, service_headers)
@@ -134,7 +116,7 @@ def test_one_idempotency_key_credits_once(
     assert sorted(a.status_code for a in answers) == [200, 200, 200, 200, 201]
     assert len({a.json()["id"] for a in answers}) == 1
 
-    assert _balance(platform, buyer) == 30_000
+    assert balance(platform, buyer) == 30_000
     assert len(_transactions(platform, buyer)) == 2
 
     before = snapshot(platform, "wallet")
@@ -211,12 +193,12 @@ def test_concurrent_credits_and_debits_keep_the_balance_equal_to_the_ledger(
     refused = [a for a in answers if a.status_code == 409]
     transactions = _transactions(platform, buyer)
     assert len(transactions) == 1 + 50 - len(refused)
-    assert _balance(platform, buyer) == _ledger_sum(transactions) >= 0
+    assert balance(platform, buyer) == _ledger_sum(transactions) >= 0
     # Applied one after another: each balance follows from the one before, never below zero.
-    balance = 0
+    running = 0
     for transaction in reversed(transactions):  # oldest first
-        balance += transaction["amount"] * (1 if transaction["direction"] == "credit" else -1)
-        assert transaction["balanceAfter"] == balance >= 0
+        running += transaction["amount"] * (1 if transaction["direction"] == "credit" else -1)
+        assert transaction["balanceAfter"] == running >= 0
 
 
 def test_a_debit_beyond_the_balance_moves_nothing(
@@ -240,7 +222,7 @@ def test_a_debit_beyond_the_balance_moves_nothing(
     exact = _post(platform, DEBITS, _movement(buyer.id, 20_000, reason="adjustment"), admin)
     assert exact.status_code == 201, exact.text
     assert exact.json()["balanceAfter"] == 0
-    assert _balance(platform, buyer) == 0
+    assert balance(platform, buyer) == 0
 
 
 # Access and input --------------------------------------------------------------------------
@@ -253,7 +235,7 @@ def test_a_buyer_sees_only_its_own_wallet(
     _credit(platform, service_headers, owner.id, 12_000)
     wallet = platform.client("wallet")
 
-    assert _balance(platform, other) == 0
+    assert balance(platform, other) == 0
     assert _transactions(platform, other) == []
     assert_problem(wallet.get(f"/api/wallets/{owner.id}", headers=other.headers), 403)
     assert_problem(wallet.get(f"/api/wallets/{owner.id}/transactions", headers=other.headers), 403)
@@ -343,7 +325,7 @@ def test_a_withdrawal_beyond_the_balance_moves_nothing(
     assert_problem(too_much, 409, "insufficient_balance")
     assert_problem(from_nothing, 409, "insufficient_balance")
     assert snapshot(platform, "wallet") == before
-    assert _balance(platform, buyer) == 50_000
+    assert balance(platform, buyer) == 50_000
     listed = platform.client("wallet").get(WITHDRAWALS, headers=buyer.headers).json()
     assert listed["items"] == []
 
@@ -396,12 +378,12 @@ def _withdrawal_becomes(
         withdrawal = _withdrawal_of(platform, buyer, withdrawal_id)
         return withdrawal if withdrawal["status"] == status else None
 
-    return _eventually(settled, timeout_seconds=timeout)
+    return eventually(settled, timeout=timeout)
 
 
 def _requested_payout_id(platform: Platform, buyer: Account, withdrawal_id: str) -> str:
     """The Xendit payout the outbox relay requested for the withdrawal."""
-    return _eventually(lambda: _withdrawal_of(platform, buyer, withdrawal_id)["payoutId"])
+    return eventually(lambda: _withdrawal_of(platform, buyer, withdrawal_id)["payoutId"])
 
 
 def _sandbox_payouts(platform: Platform, reference_id: str) -> list[dict[str, Any]]:
@@ -438,7 +420,7 @@ def test_a_withdrawal_is_paid_out_through_xendit(
     withdrawal = _withdraw(platform, buyer, 40_000)
 
     assert withdrawal["status"] == "pending"
-    assert _balance(platform, buyer) == 60_000  # taken at once, not when the bank answers
+    assert balance(platform, buyer) == 60_000  # taken at once, not when the bank answers
     payout_id = _requested_payout_id(platform, buyer, withdrawal["id"])
     [payout] = _sandbox_payouts(platform, withdrawal["id"])
     assert payout["id"] == payout_id
@@ -451,12 +433,12 @@ def test_a_withdrawal_is_paid_out_through_xendit(
 
     sandbox = platform.client("xendit-sandbox")
     assert sandbox.post(f"/sandbox/payouts/{payout_id}/succeed").status_code == 200
-    _eventually(lambda: _delivered_webhooks(platform, payout_id) or None)
+    eventually(lambda: _delivered_webhooks(platform, payout_id) or None)
     assert sandbox.post(f"/sandbox/payouts/{payout_id}/resend-webhook").status_code == 200
-    _eventually(lambda: len(_delivered_webhooks(platform, payout_id)) == 2 or None)
+    eventually(lambda: len(_delivered_webhooks(platform, payout_id)) == 2 or None)
 
     assert _withdrawal_of(platform, buyer, withdrawal["id"])["status"] == "succeeded"
-    assert _balance(platform, buyer) == 60_000
+    assert balance(platform, buyer) == 60_000
     assert _reasons(platform, buyer) == [
         ("credit", "tier_refund", 100_000),
         ("debit", "withdrawal", 40_000),
@@ -491,13 +473,13 @@ def test_a_failed_payout_gives_the_money_back_once(
     assert failed.status_code == 200, failed.text
     for _ in range(2):
         assert sandbox.post(f"/sandbox/payouts/{payout_id}/resend-webhook").status_code == 200
-    webhooks = _eventually(lambda: _delivered_webhooks(platform, payout_id)[2:] or None)
+    webhooks = eventually(lambda: _delivered_webhooks(platform, payout_id)[2:] or None)
 
     assert webhooks[0]["event"] == "payout.failed"
     assert webhooks[0]["payload"]["data"]["failure_code"] == "INVALID_DESTINATION"
     settled = _withdrawal_of(platform, buyer, withdrawal["id"])
     assert (settled["status"], settled["failureCode"]) == ("failed", "INVALID_DESTINATION")
-    assert _balance(platform, buyer) == 100_000
+    assert balance(platform, buyer) == 100_000
     assert _reasons(platform, buyer) == [
         ("credit", "tier_refund", 100_000),
         ("debit", "withdrawal", 40_000),
@@ -531,7 +513,7 @@ def test_the_payout_webhook_needs_xendits_callback_token(
         assert_problem(_post(platform, WEBHOOK, webhook, headers), 401, "invalid_callback_token")
     assert_problem(_post(platform, WEBHOOK, {"event": 1}, {}), 401)
     assert snapshot(platform, "wallet") == before
-    assert _balance(platform, buyer) == 0
+    assert balance(platform, buyer) == 0
 
     # A payout that is not a withdrawal is acknowledged and changes nothing.
     stranger = {**webhook, "data": {**webhook["data"], "reference_id": "invoice-payout-7"}}
@@ -541,7 +523,7 @@ def test_the_payout_webhook_needs_xendits_callback_token(
     # event and status it claims are not believed.
     assert _post(platform, WEBHOOK, webhook, {"x-callback-token": token}).status_code == 200
     assert _withdrawal_of(platform, buyer, withdrawal["id"])["status"] == "pending"
-    assert _balance(platform, buyer) == 0
+    assert balance(platform, buyer) == 0
     wait_logged(platform, "wallet", "payout_webhook_not_confirmed", payout_id=payout_id)
 
 
@@ -554,7 +536,7 @@ def test_a_forged_payout_failed_does_not_credit_a_paid_withdrawal(
     payout_id = _requested_payout_id(platform, buyer, withdrawal["id"])
     sandbox = platform.client("xendit-sandbox")
     assert sandbox.post(f"/sandbox/payouts/{payout_id}/succeed").status_code == 200
-    _eventually(
+    eventually(
         lambda: _withdrawal_of(platform, buyer, withdrawal["id"])["status"] == "succeeded" or None
     )
     before = snapshot(platform, "wallet")
@@ -576,7 +558,7 @@ def test_a_forged_payout_failed_does_not_credit_a_paid_withdrawal(
         response = _post(platform, WEBHOOK, body, {"x-callback-token": token})
         assert response.status_code == 200, response.text
     assert snapshot(platform, "wallet") == before
-    assert _balance(platform, buyer) == 20_000
+    assert balance(platform, buyer) == 20_000
     assert _withdrawal_of(platform, buyer, withdrawal["id"])["status"] == "succeeded"
     assert _reasons(platform, buyer) == [
         ("credit", "tier_refund", 70_000),
@@ -599,12 +581,12 @@ def test_a_payout_whose_webhook_is_lost_is_followed_until_it_succeeds(
     assert _withdrawal_of(platform, buyer, withdrawal["id"])["status"] == "pending"
     assert sandbox.post(f"/sandbox/payouts/{payout_id}/succeed").status_code == 200
 
-    _eventually(
+    eventually(
         lambda: _withdrawal_of(platform, buyer, withdrawal["id"])["status"] == "succeeded" or None,
-        timeout_seconds=30.0,
+        timeout=30.0,
     )
     assert _delivered_webhooks(platform, payout_id) == []
-    assert _balance(platform, buyer) == 0
+    assert balance(platform, buyer) == 0
 
 
 @pytest.mark.parametrize("outcome", ["fail", "cancel"])
@@ -629,7 +611,7 @@ def test_a_payout_that_fails_or_is_cancelled_unseen_credits_back_once(
     failed = _withdrawal_becomes(platform, buyer, withdrawal["id"], "failed", 30.0)
     expected_code = "REJECTED_BY_CHANNEL" if outcome == "fail" else "CANCELLED"
     assert failed["failureCode"] == expected_code
-    assert _balance(platform, buyer) == 30_000
+    assert balance(platform, buyer) == 30_000
     assert _reasons(platform, buyer) == [
         ("credit", "tier_refund", 30_000),
         ("debit", "withdrawal", 30_000),
@@ -647,17 +629,17 @@ def test_a_payout_reversed_after_it_succeeded_credits_the_wallet_back_once(
     payout_id = _requested_payout_id(platform, buyer, withdrawal["id"])
     sandbox = platform.client("xendit-sandbox")
     assert sandbox.post(f"/sandbox/payouts/{payout_id}/succeed").status_code == 200
-    _eventually(
+    eventually(
         lambda: _withdrawal_of(platform, buyer, withdrawal["id"])["status"] == "succeeded" or None
     )
-    assert _balance(platform, buyer) == 15_000
+    assert balance(platform, buyer) == 15_000
 
     reversed_ = sandbox.post(f"/sandbox/payouts/{payout_id}/reverse")
     assert reversed_.status_code == 200, reversed_.text
     assert reversed_.json()["status"] == "REVERSED"
     for _ in range(2):  # Xendit sends it again: still one credit
         assert sandbox.post(f"/sandbox/payouts/{payout_id}/resend-webhook").status_code == 200
-    webhooks = _eventually(lambda: _delivered_webhooks(platform, payout_id)[3:] or None)
+    webhooks = eventually(lambda: _delivered_webhooks(platform, payout_id)[3:] or None)
     assert [w["event"] for w in _delivered_webhooks(platform, payout_id)] == [
         "payout.succeeded",
         "payout.reversed",
@@ -667,7 +649,7 @@ def test_a_payout_reversed_after_it_succeeded_credits_the_wallet_back_once(
     assert webhooks
     settled = _withdrawal_of(platform, buyer, withdrawal["id"])
     assert (settled["status"], settled["failureCode"]) == ("failed", "REVERSED")
-    assert _balance(platform, buyer) == 60_000
+    assert balance(platform, buyer) == 60_000
     assert _reasons(platform, buyer) == [
         ("credit", "tier_refund", 60_000),
         ("debit", "withdrawal", 45_000),

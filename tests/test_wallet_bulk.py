@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from laku.core.http import ServiceCallError, new_http_client
+from laku.testing.platform import Platform, bearer
 from laku.wallet.client import MovementCreate, MovementReason, WalletClient
-from tests.support import Platform, assert_problem, bearer, snapshot
+from tests.support import assert_problem, snapshot
 
 BULK = "/api/wallets/credits/bulk"
 

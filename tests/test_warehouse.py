@@ -9,12 +9,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.catalog import SeedCatalog, create_seed_catalog, created
-from tests.support import Platform, assert_problem, bearer, snapshot
-
-
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
+from laku.testing.catalog import SeedCatalog, create_seed_catalog, created
+from laku.testing.platform import Platform, bearer
+from tests.group_buys import purchase_orders_of
+from tests.support import (
+    admin_headers,
+    assert_problem,
+    eventually,
+    outbox_marks,
+    outboxes_done,
+    snapshot,
+)
 
 
 def _reserve(platform: Platform, variant_id: str, quantity: int, reference: str | None = None):
@@ -24,13 +29,13 @@ def _reserve(platform: Platform, variant_id: str, quantity: int, reference: str 
         "quantity": quantity,
     }
     return platform.client("warehouse").post(
-        "/api/reservations", json=body, headers=_admin(platform)
+        "/api/reservations", json=body, headers=admin_headers(platform)
     )
 
 
 def _stock(platform: Platform, catalog: SeedCatalog) -> dict[str, dict[str, Any]]:
     response = platform.client("warehouse").get(
-        "/api/inventory", params={"productId": catalog.product_id}, headers=_admin(platform)
+        "/api/inventory", params={"productId": catalog.product_id}, headers=admin_headers(platform)
     )
     assert response.status_code == 200, response.text
     [product] = response.json()
@@ -46,24 +51,6 @@ def _available(platform: Platform, catalog: SeedCatalog) -> dict[str, int]:
     return {size: v["availableQuantity"] for size, v in _stock(platform, catalog).items()}
 
 
-def _purchase_orders(platform: Platform, catalog: SeedCatalog) -> list[dict[str, Any]]:
-    response = platform.client("warehouse").get(
-        "/api/purchase-orders", params={"productId": catalog.product_id}, headers=_admin(platform)
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["items"]
-
-
-def _eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Poll until `check` returns something truthy (work done by a background relay)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.2)
-
-
 def _messages_to(platform: Platform, phone: str) -> list[dict[str, Any]]:
     messages = platform.client("whatsapp-sandbox").get("/sandbox/messages").json()
     return [m for m in messages if m["to"].lstrip("+") == phone.lstrip("+")]
@@ -73,7 +60,7 @@ def _ledger_consistent(platform: Platform, catalog: SeedCatalog) -> None:
     checks = platform.client("warehouse").get(
         "/api/inventory/ledger-check",
         params={"productId": catalog.product_id},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert checks.status_code == 200
     assert checks.json()
@@ -83,6 +70,7 @@ def _ledger_consistent(platform: Platform, catalog: SeedCatalog) -> None:
 
 def test_seed_inventory_flow(platform: Platform) -> None:
     """The seed's "Inventory Flow Example", as design 8 states it."""
+    marks = outbox_marks(platform)
     catalog = create_seed_catalog(platform)
     assert _available(platform, catalog) == {"S": 8, "M": 8, "L": 8}
 
@@ -92,7 +80,7 @@ def test_seed_inventory_flow(platform: Platform) -> None:
     assert stock["M"]["status"] == "low_stock"
     assert stock["S"]["status"] == stock["L"]["status"] == "in_stock"
 
-    [purchase_order] = _eventually(lambda: _purchase_orders(platform, catalog))
+    [purchase_order] = eventually(lambda: purchase_orders_of(platform, catalog))
     assert purchase_order["bundles"] == 1
     assert purchase_order["status"] == "open"
     assert purchase_order["factoryId"] == catalog.factory_id
@@ -103,7 +91,7 @@ def test_seed_inventory_flow(platform: Platform) -> None:
         purchase_order["totalCost"] == purchase_order["goodsCost"] + purchase_order["shippingCost"]
     )
 
-    [message] = _eventually(lambda: _messages_to(platform, catalog.factory_phone))
+    [message] = eventually(lambda: _messages_to(platform, catalog.factory_phone))
     assert purchase_order["number"] in message["text"]
     assert "1 bundel" in message["text"]
     for sku in catalog.variant_skus.values():
@@ -111,11 +99,11 @@ def test_seed_inventory_flow(platform: Platform) -> None:
 
     assert _reserve(platform, catalog.variants["M"], 2).status_code == 201
     assert _available(platform, catalog) == {"S": 8, "M": 1, "L": 8}
-    time.sleep(1.5)  # give a wrongly raised second reorder the time to appear
-    assert len(_purchase_orders(platform, catalog)) == 1
+    outboxes_done(platform, marks)  # a wrongly raised second reorder would be here
+    assert len(purchase_orders_of(platform, catalog)) == 1
 
     received = platform.client("warehouse").post(
-        f"/api/purchase-orders/{purchase_order['id']}/receive", headers=_admin(platform)
+        f"/api/purchase-orders/{purchase_order['id']}/receive", headers=admin_headers(platform)
     )
     assert received.status_code == 200, received.text
     assert received.json()["status"] == "received"
@@ -125,7 +113,7 @@ def test_seed_inventory_flow(platform: Platform) -> None:
 
     for size, surplus in (("S", 4), ("L", 4)):
         moves = platform.client("warehouse").get(
-            f"/api/inventory/{catalog.variants[size]}/movements", headers=_admin(platform)
+            f"/api/inventory/{catalog.variants[size]}/movements", headers=admin_headers(platform)
         )
         [surplus_move] = [m for m in moves.json() if m["kind"] == "surplus"]
         assert surplus_move["quantityDelta"] == -surplus
@@ -136,10 +124,13 @@ def test_seed_inventory_flow(platform: Platform) -> None:
 
 def test_receiving_twice_changes_stock_once(platform: Platform) -> None:
     catalog = create_seed_catalog(platform, stock={"S": 4, "M": 8, "L": 8})
-    [purchase_order] = _eventually(lambda: _purchase_orders(platform, catalog))
+    [purchase_order] = eventually(lambda: purchase_orders_of(platform, catalog))
     path = f"/api/purchase-orders/{purchase_order['id']}/receive"
     for _ in range(2):
-        assert platform.client("warehouse").post(path, headers=_admin(platform)).status_code == 200
+        assert (
+            platform.client("warehouse").post(path, headers=admin_headers(platform)).status_code
+            == 200
+        )
     assert _available(platform, catalog) == {"S": 8, "M": 8, "L": 8}
     assert {s: v["surplusQuantity"] for s, v in _stock(platform, catalog).items()} == {
         "S": 0,
@@ -170,24 +161,28 @@ def test_release_and_deduct(platform: Platform) -> None:
     _reserve(platform, catalog.variants["L"], 2, kept)
     _reserve(platform, catalog.variants["L"], 3, returned)
     for _ in range(2):  # each transition is idempotent
-        released = warehouse.post(f"/api/reservations/{returned}/release", headers=_admin(platform))
+        released = warehouse.post(
+            f"/api/reservations/{returned}/release", headers=admin_headers(platform)
+        )
         assert released.json()["status"] == "released"
-        deducted = warehouse.post(f"/api/reservations/{kept}/deduct", headers=_admin(platform))
+        deducted = warehouse.post(
+            f"/api/reservations/{kept}/deduct", headers=admin_headers(platform)
+        )
         assert deducted.json()["status"] == "deducted"
     stock = _stock(platform, catalog)["L"]
     assert (stock["quantity"], stock["reservedQuantity"], stock["availableQuantity"]) == (6, 0, 6)
     assert_problem(
-        warehouse.post(f"/api/reservations/{kept}/release", headers=_admin(platform)),
+        warehouse.post(f"/api/reservations/{kept}/release", headers=admin_headers(platform)),
         409,
         "reservation_deducted",
     )
     assert_problem(
-        warehouse.post(f"/api/reservations/{returned}/deduct", headers=_admin(platform)),
+        warehouse.post(f"/api/reservations/{returned}/deduct", headers=admin_headers(platform)),
         409,
         "reservation_released",
     )
     assert_problem(
-        warehouse.post("/api/reservations/no-such-thing/deduct", headers=_admin(platform)),
+        warehouse.post("/api/reservations/no-such-thing/deduct", headers=admin_headers(platform)),
         404,
         "reservation_not_found",
     )
@@ -207,20 +202,22 @@ def test_adjustments(platform: Platform) -> None:
     path = f"/api/inventory/{catalog.variants['S']}/adjustments"
     _reserve(platform, catalog.variants["S"], 6)
     assert_problem(
-        warehouse.post(path, json={"delta": -9, "reason": "damaged"}, headers=_admin(platform)),
+        warehouse.post(
+            path, json={"delta": -9, "reason": "damaged"}, headers=admin_headers(platform)
+        ),
         409,
         "adjustment_below_zero",
     )
     # Stock lost after it was promised is lost all the same: the variant is now short.
     adjusted = warehouse.post(
-        path, json={"delta": -3, "reason": "damaged"}, headers=_admin(platform)
+        path, json={"delta": -3, "reason": "damaged"}, headers=admin_headers(platform)
     )
     assert adjusted.status_code == 200, adjusted.text
     assert (adjusted.json()["quantity"], adjusted.json()["availableQuantity"]) == (5, -1)
     assert adjusted.json()["status"] == "out_of_stock"
     assert_problem(_reserve(platform, catalog.variants["S"], 1), 409, "insufficient_stock")
     moves = warehouse.get(
-        f"/api/inventory/{catalog.variants['S']}/movements", headers=_admin(platform)
+        f"/api/inventory/{catalog.variants['S']}/movements", headers=admin_headers(platform)
     )
     assert moves.json()[0]["kind"] == "adjust"
     assert moves.json()[0]["reason"] == "damaged"
@@ -257,7 +254,7 @@ def test_invalid_inventory_is_refused_and_changes_nothing(
     items[2] = change(items[2])
     before = snapshot(platform, "warehouse")
     response = platform.client("warehouse").post(
-        "/api/inventory", json=items, headers=_admin(platform)
+        "/api/inventory", json=items, headers=admin_headers(platform)
     )
     assert_problem(response, 422)
     assert snapshot(platform, "warehouse") == before
@@ -276,7 +273,7 @@ def test_inventory_exists_once(platform: Platform) -> None:
         }
     ]
     response = platform.client("warehouse").post(
-        "/api/inventory", json=again, headers=_admin(platform)
+        "/api/inventory", json=again, headers=admin_headers(platform)
     )
     assert_problem(response, 409, "inventory_exists")
     assert snapshot(platform, "warehouse") == before
@@ -306,15 +303,15 @@ def test_authorisation(platform: Platform) -> None:
 def test_factory_sees_and_ships_only_its_own_purchase_orders(platform: Platform) -> None:
     mine = create_seed_catalog(platform, stock={"S": 3, "M": 8, "L": 8})
     theirs = create_seed_catalog(platform, stock={"S": 3, "M": 8, "L": 8})
-    [own_order] = _eventually(lambda: _purchase_orders(platform, mine))
-    [other_order] = _eventually(lambda: _purchase_orders(platform, theirs))
+    [own_order] = eventually(lambda: purchase_orders_of(platform, mine))
+    [other_order] = eventually(lambda: purchase_orders_of(platform, theirs))
 
     email = f"gudang-{uuid.uuid4().hex[:8]}@laku.id"
     created(
         platform.client("factory").post(
             f"/api/factories/{mine.factory_id}/users",
             json={"email": email, "password": "factory-password", "name": "Admin Pabrik"},
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
     )
     factory = bearer(platform.login(email, "factory-password"))
@@ -338,12 +335,12 @@ def test_factory_sees_and_ships_only_its_own_purchase_orders(platform: Platform)
         warehouse.post(f"/api/purchase-orders/{own_order['id']}/receive", headers=factory), 403
     )
     cancelled = warehouse.post(
-        f"/api/purchase-orders/{other_order['id']}/cancel", headers=_admin(platform)
+        f"/api/purchase-orders/{other_order['id']}/cancel", headers=admin_headers(platform)
     )
     assert cancelled.json()["status"] == "cancelled"
     assert_problem(
         warehouse.post(
-            f"/api/purchase-orders/{other_order['id']}/receive", headers=_admin(platform)
+            f"/api/purchase-orders/{other_order['id']}/receive", headers=admin_headers(platform)
         ),
         409,
         "invalid_status",
@@ -353,7 +350,10 @@ def test_factory_sees_and_ships_only_its_own_purchase_orders(platform: Platform)
 async def _concurrently(platform: Platform, requests: list[dict[str, Any]]) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=len(requests))
     async with httpx.AsyncClient(
-        base_url=platform.url("warehouse"), headers=_admin(platform), timeout=30, limits=limits
+        base_url=platform.url("warehouse"),
+        headers=admin_headers(platform),
+        timeout=30,
+        limits=limits,
     ) as client:
         return await asyncio.gather(
             *(client.post("/api/reservations", json=body) for body in requests)
@@ -383,6 +383,7 @@ def test_200_concurrent_reservations_against_100_units(platform: Platform) -> No
 
 
 def test_concurrent_low_stock_crossings_raise_one_purchase_order(platform: Platform) -> None:
+    marks = outbox_marks(platform)
     catalog = create_seed_catalog(platform)
     # Every variant crosses its threshold at the same moment, several times over.
     requests = [
@@ -392,13 +393,13 @@ def test_concurrent_low_stock_crossings_raise_one_purchase_order(platform: Platf
     ]
     responses = asyncio.run(_concurrently(platform, requests))
     assert all(r.status_code == 201 for r in responses)
-    orders = _eventually(lambda: _purchase_orders(platform, catalog))
-    time.sleep(1.5)
-    orders = _purchase_orders(platform, catalog)
+    orders = eventually(lambda: purchase_orders_of(platform, catalog))
+    outboxes_done(platform, marks)  # every reorder the crossings asked for is raised
+    orders = purchase_orders_of(platform, catalog)
     assert len(orders) == 1
     # All three are at 0 available: 5 units each lifts them above the threshold of 4 -> 2 bundles.
     assert orders[0]["bundles"] == 2
-    assert len(_eventually(lambda: _messages_to(platform, catalog.factory_phone))) == 1
+    assert len(eventually(lambda: _messages_to(platform, catalog.factory_phone))) == 1
 
 
 def test_purchase_order_survives_a_whatsapp_outage(platform: Platform) -> None:
@@ -406,13 +407,13 @@ def test_purchase_order_survives_a_whatsapp_outage(platform: Platform) -> None:
     try:
         catalog = create_seed_catalog(platform)
         assert _reserve(platform, catalog.variants["M"], 5).status_code == 201
-        [purchase_order] = _eventually(lambda: _purchase_orders(platform, catalog))
+        [purchase_order] = eventually(lambda: purchase_orders_of(platform, catalog))
         assert purchase_order["status"] == "open"
         time.sleep(1.0)
     finally:
         platform.supervisor.start_one("whatsapp-sandbox")
         platform.supervisor.wait_ready()
-    messages = _eventually(lambda: _messages_to(platform, catalog.factory_phone), timeout=40)
+    messages = eventually(lambda: _messages_to(platform, catalog.factory_phone), timeout=40)
     assert len(messages) == 1
     assert purchase_order["number"] in messages[0]["text"]
 
@@ -424,33 +425,33 @@ def test_a_variant_still_low_after_receipt_is_reordered(platform: Platform) -> N
     )
     for quantity in (6, 1):
         assert _reserve(platform, catalog.variants["M"], quantity).status_code == 201
-    [first] = _eventually(lambda: _purchase_orders(platform, catalog))
+    [first] = eventually(lambda: purchase_orders_of(platform, catalog))
     assert first["bundles"] == 1
     assert _reserve(platform, catalog.variants["M"], 5).status_code == 201
     received = platform.client("warehouse").post(
-        f"/api/purchase-orders/{first['id']}/receive", headers=_admin(platform)
+        f"/api/purchase-orders/{first['id']}/receive", headers=admin_headers(platform)
     )
     assert received.status_code == 200
     assert _available(platform, catalog)["M"] == 4
 
     def reorder() -> list[dict[str, Any]]:
-        return [po for po in _purchase_orders(platform, catalog) if po["status"] == "open"]
+        return [po for po in purchase_orders_of(platform, catalog) if po["status"] == "open"]
 
-    [second] = _eventually(reorder)
+    [second] = eventually(reorder)
     assert second["id"] != first["id"]
     assert second["bundles"] == 1  # 4 + 4 = 8 lifts M above its threshold of 5
 
 
 def test_receipt_moves_only_received_units_to_surplus(platform: Platform) -> None:
     catalog = create_seed_catalog(platform, stock={"S": 4, "M": 8, "L": 8})
-    [purchase_order] = _eventually(lambda: _purchase_orders(platform, catalog))
+    [purchase_order] = eventually(lambda: purchase_orders_of(platform, catalog))
     adjust = f"/api/inventory/{catalog.variants['M']}/adjustments"
     response = platform.client("warehouse").post(
-        adjust, json={"delta": 2, "reason": "found in recount"}, headers=_admin(platform)
+        adjust, json={"delta": 2, "reason": "found in recount"}, headers=admin_headers(platform)
     )
     assert response.json()["availableQuantity"] == 10  # above the maximum of 8
     platform.client("warehouse").post(
-        f"/api/purchase-orders/{purchase_order['id']}/receive", headers=_admin(platform)
+        f"/api/purchase-orders/{purchase_order['id']}/receive", headers=admin_headers(platform)
     )
     stock = _stock(platform, catalog)
     assert (stock["M"]["availableQuantity"], stock["M"]["surplusQuantity"]) == (10, 4)
@@ -465,7 +466,7 @@ def _group_reserve(platform: Platform, variant_id: str, quantity: int, group: st
         "group": group,
     }
     response = platform.client("warehouse").post(
-        "/api/reservations", json=body, headers=_admin(platform)
+        "/api/reservations", json=body, headers=admin_headers(platform)
     )
     assert response.status_code == 201, response.text
     return body["reference"]
@@ -473,7 +474,7 @@ def _group_reserve(platform: Platform, variant_id: str, quantity: int, group: st
 
 def _group_action(platform: Platform, group: str, action: str, body: dict | None = None):
     return platform.client("warehouse").post(
-        f"/api/reservation-groups/{group}/{action}", json=body, headers=_admin(platform)
+        f"/api/reservation-groups/{group}/{action}", json=body, headers=admin_headers(platform)
     )
 
 
@@ -532,15 +533,16 @@ def test_a_closed_group_takes_only_its_paid_reservations_out_of_stock_once(
 
 
 def test_a_short_group_waits_for_bundles_then_is_fulfilled(platform: Platform) -> None:
+    marks = outbox_marks(platform)
     catalog = create_seed_catalog(platform)
     group = f"session:{uuid.uuid4()}"
     paid = _group_reserve(platform, catalog.variants["M"], 7, group)
     _confirm_group(platform, group, [paid])
-    [reorder] = _eventually(lambda: _purchase_orders(platform, catalog))  # M fell to 1: 1 bundle
+    [reorder] = eventually(lambda: purchase_orders_of(platform, catalog))  # M fell to 1: 1 bundle
     lost = platform.client("warehouse").post(
         f"/api/inventory/{catalog.variants['M']}/adjustments",
         json={"delta": -8, "reason": "water damage"},
-        headers=_admin(platform),
+        headers=admin_headers(platform),
     )
     assert lost.json()["availableQuantity"] == -7
 
@@ -549,7 +551,7 @@ def test_a_short_group_waits_for_bundles_then_is_fulfilled(platform: Platform) -
     assert waiting.json()["status"] == "awaiting_stock"
     order_id = waiting.json()["purchaseOrderId"]
     order = platform.client("warehouse").get(
-        f"/api/purchase-orders/{order_id}", headers=_admin(platform)
+        f"/api/purchase-orders/{order_id}", headers=admin_headers(platform)
     )
     # 7 short, 4 already on order: one more bundle, with every variant of the bundle on it.
     assert (order.json()["reason"], order.json()["bundles"]) == ("group_shortage", 1)
@@ -560,19 +562,19 @@ def test_a_short_group_waits_for_bundles_then_is_fulfilled(platform: Platform) -
     def fulfilment() -> str:
         return (
             platform.client("warehouse")
-            .get(f"/api/reservation-groups/{group}/fulfilment", headers=_admin(platform))
+            .get(f"/api/reservation-groups/{group}/fulfilment", headers=admin_headers(platform))
             .json()["status"]
         )
 
     for purchase_order_id in (reorder["id"], order_id):
         received = platform.client("warehouse").post(
-            f"/api/purchase-orders/{purchase_order_id}/receive", headers=_admin(platform)
+            f"/api/purchase-orders/{purchase_order_id}/receive", headers=admin_headers(platform)
         )
         assert received.status_code == 200
         if purchase_order_id == reorder["id"]:
-            time.sleep(1.0)
+            outboxes_done(platform, marks)  # the fulfilment has looked at the stock again
             assert fulfilment() == "awaiting_stock"  # 4 of the 7 are in
-    assert _eventually(lambda: fulfilment() == "fulfilled")
+    assert eventually(lambda: fulfilment() == "fulfilled")
     stock = _stock(platform, catalog)
     assert (stock["M"]["quantity"], stock["M"]["reservedQuantity"]) == (1, 0)  # 0 + 4 + 4 - 7
     _ledger_consistent(platform, catalog)
@@ -586,7 +588,7 @@ def test_reservations_are_idempotent_by_reference_without_the_key_store(
     catalog = create_seed_catalog(platform)
     key = f"reserve:{uuid.uuid4()}"
     body = {"reference": key, "variantId": catalog.variants["S"], "quantity": 1}
-    headers = {**_admin(platform), "Idempotency-Key": key}
+    headers = {**admin_headers(platform), "Idempotency-Key": key}
     warehouse = platform.client("warehouse")
     first = warehouse.post("/api/reservations", json=body, headers=headers)
     again = warehouse.post("/api/reservations", json=body, headers=headers)

@@ -6,15 +6,12 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from tests.catalog import create_seed_catalog, created
-from tests.support import Platform, assert_problem, bearer, snapshot
-from tests.test_warehouse import _eventually, _purchase_orders
+from laku.testing.catalog import create_seed_catalog, created
+from laku.testing.platform import Platform, bearer
+from tests.group_buys import purchase_orders_of
+from tests.support import admin_headers, assert_problem, eventually, snapshot
 
 INVOICES = "/api/warehouse-invoices"
-
-
-def _admin(platform: Platform) -> dict[str, str]:
-    return bearer(platform.admin_token)
 
 
 def _factory_staff(platform: Platform, factory_id: str) -> dict[str, str]:
@@ -23,7 +20,7 @@ def _factory_staff(platform: Platform, factory_id: str) -> dict[str, str]:
         platform.client("factory").post(
             f"/api/factories/{factory_id}/users",
             json={"email": email, "password": "factory-password", "name": "Keuangan Pabrik"},
-            headers=_admin(platform),
+            headers=admin_headers(platform),
         )
     )
     return bearer(platform.login(email, "factory-password"))
@@ -52,9 +49,9 @@ def test_a_received_purchase_order_is_invoiced_then_paid_into_the_ledger(
     goods 960,000 + shipping 25,000 = 985,000; PPN 11% = 108,350; total 1,093,350."""
     mine = create_seed_catalog(platform, stock={"S": 3, "M": 8, "L": 8})
     theirs = create_seed_catalog(platform, stock={"S": 3, "M": 8, "L": 8})
-    [purchase_order] = _eventually(lambda: _purchase_orders(platform, mine))
-    [other_order] = _eventually(lambda: _purchase_orders(platform, theirs))
-    admin = _admin(platform)
+    [purchase_order] = eventually(lambda: purchase_orders_of(platform, mine))
+    [other_order] = eventually(lambda: purchase_orders_of(platform, theirs))
+    admin = admin_headers(platform)
     assert _invoices(platform, admin, purchaseOrderId=purchase_order["id"]) == []
 
     warehouse = platform.client("warehouse")
@@ -102,7 +99,7 @@ def test_a_received_purchase_order_is_invoiced_then_paid_into_the_ledger(
     assert [i["id"] for i in _invoices(platform, admin, status="paid")].count(invoice["id"]) == 1
 
     # One balanced entry: goods and shipping into inventory, PPN as input tax, cash out.
-    lines = _eventually(lambda: _ledger_lines(platform, invoice["id"]))
+    lines = eventually(lambda: _ledger_lines(platform, invoice["id"]))
     assert lines == {
         "inventory": (985000, 0),
         "ppn_input": (108350, 0),
@@ -119,8 +116,8 @@ def test_invoice_refusals_change_nothing(platform: Platform) -> None:
     before = snapshot(platform, "warehouse")
     missing = f"{INVOICES}/{uuid.uuid4()}/pay"
     body = {"paymentReference": "BCA-1"}
-    assert_problem(warehouse.post(missing, json=body, headers=_admin(platform)), 404)
+    assert_problem(warehouse.post(missing, json=body, headers=admin_headers(platform)), 404)
     assert_problem(
-        warehouse.post(missing, json={"paymentReference": ""}, headers=_admin(platform)), 422
+        warehouse.post(missing, json={"paymentReference": ""}, headers=admin_headers(platform)), 422
     )
     assert snapshot(platform, "warehouse") == before

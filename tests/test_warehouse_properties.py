@@ -21,8 +21,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.catalog import SIZES, SeedCatalog, create_seed_catalog
-from tests.support import Platform, assert_problem, bearer
+from laku.testing.catalog import SIZES, SeedCatalog, create_seed_catalog
+from laku.testing.platform import Platform, bearer
+from tests.support import assert_problem
 
 MAX_STOCK_LEVEL = 14  # a bundle on top of untouched stock overflows into surplus
 REORDER_THRESHOLD = 5

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support import Account, Platform, bearer
+from laku.testing.platform import Account, Platform, bearer
 from tests.web import login, new_context, one_browser, refused_keeping_input, screenshot
 
 browser = pytest.fixture(scope="module", name="browser")(one_browser)

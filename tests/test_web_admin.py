@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
+from laku.testing.catalog import SEED_VARIANTS, created
+from laku.testing.platform import ADMIN_EMAIL, ADMIN_PASSWORD, Platform, bearer
 from laku.web.formatting import WIB
-from tests.catalog import SEED_VARIANTS, created
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, Platform, bearer
-from tests.web import eventually, home_showing, login, new_context, one_browser, screenshot
+from tests.support import eventually
+from tests.web import home_showing, login, new_context, one_browser, screenshot
 
 browser = pytest.fixture(scope="module", name="browser")(one_browser)
 

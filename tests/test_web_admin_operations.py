@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
+from laku.testing.catalog import create_seed_catalog, created
+from laku.testing.platform import ADMIN_EMAIL, ADMIN_PASSWORD, Account, Platform, bearer
 from laku.web.formatting import WIB, rupiah
-from tests.catalog import create_seed_catalog, created
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, Account, Platform, bearer
-from tests.test_close import _close, _join
+from tests.group_buys import close_group_buy, end_now, join_group_buy
+from tests.support import eventually
 from tests.web import (
-    end_now,
-    eventually,
     fill,
     login,
     new_context,
@@ -82,10 +81,11 @@ def test_the_admin_settles_a_factory_and_ships_and_cancels_its_orders(
     publish(platform, catalog.product_id)
     session = open_session(platform, catalog, target_moq=2)
     shipped_buyer, cancelled_buyer = (
-        _join(platform, session, catalog.variants["S"], 1, pay=True).buyer for _ in range(2)
+        join_group_buy(platform, session, catalog.variants["S"], 1, pay=True).buyer
+        for _ in range(2)
     )
     end_now(platform, session["id"])
-    assert _close(platform, session["id"])["status"] == "success"
+    assert close_group_buy(platform, session["id"])["status"] == "success"
     assert eventually(lambda: _ready_to_ship(_orders_of(platform, session["id"]))), _orders_of(
         platform, session["id"]
     )
@@ -270,8 +270,8 @@ def test_the_admin_cancels_one_group_buy_and_closes_another_short_of_its_moq(
 
     # The buyer: one join left unpaid, one paid.
     buyer = platform.new_buyer("Rina")
-    _join(platform, cancelled, catalog.variants["M"], 1, pay=False, buyer=buyer)
-    _join(platform, expiring, catalog.variants["L"], 2, pay=True, buyer=buyer)
+    join_group_buy(platform, cancelled, catalog.variants["M"], 1, pay=False, buyer=buyer)
+    join_group_buy(platform, expiring, catalog.variants["L"], 2, pay=True, buyer=buyer)
     mine = new_context(browser, platform).new_page()
     login(mine, buyer.email, "buyer-password")
     mine.goto("/me/group-buys")

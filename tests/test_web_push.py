@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support import Account, Platform
-from tests.test_close import _eventually
-from tests.test_webpush import Browser as PushKeys
-from tests.test_webpush import _notify, _received, _subscriptions
+from laku.testing.platform import Account, Platform
+from tests.messages import PushBrowser as PushKeys
+from tests.messages import notify_buyer as _notify
+from tests.messages import push_subscriptions as _subscriptions
+from tests.messages import pushes_received as _received
+from tests.support import eventually as _eventually
 from tests.web import login, new_context, one_browser
 
 NOTICES = "/me/notifications"

@@ -4,8 +4,8 @@ who may open which area, and refusals shown on the form in the page's language."
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.catalog import create_seed_catalog
-from tests.support import Platform, bearer
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Platform, bearer
 from tests.web import home_showing, new_context, one_browser, open_session, publish, register
 
 SCRIPT = "<script>alert(1)</script>"

@@ -7,11 +7,11 @@ import time
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.catalog import create_seed_catalog
-from tests.support import Platform, bearer
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Platform, bearer
+from tests.group_buys import end_now
+from tests.support import eventually
 from tests.web import (
-    end_now,
-    eventually,
     home_showing,
     new_context,
     one_browser,

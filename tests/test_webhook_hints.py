@@ -5,18 +5,18 @@ releasing its stock, because payment-service asks Xendit about overdue payments.
 
 from typing import Any
 
-from tests.catalog import create_seed_catalog
-from tests.service_logs import wait_logged
-from tests.support import Platform, sandbox_webhook_attempts, snapshot
-from tests.test_close import (
-    _eventually,
-    _invoice,
-    _join,
-    _open_session,
-    _participants,
-    _payment,
-    _stock,
+from laku.testing.catalog import create_seed_catalog
+from laku.testing.platform import Platform
+from tests.group_buys import (
+    invoice_of,
+    join_group_buy,
+    open_group_buy,
+    participants_of,
+    payment_of,
+    stock_of,
 )
+from tests.service_logs import wait_logged
+from tests.support import eventually, sandbox_webhook_attempts, snapshot
 
 
 def _callback_headers(platform: Platform) -> dict[str, str]:
@@ -45,9 +45,9 @@ def _forged_paid(invoice: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 def test_a_forged_paid_callback_moves_neither_payment_nor_participant(platform: Platform) -> None:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog, target_moq=100)
-    joined = _join(platform, session, catalog.variants["M"], 3, pay=False)
-    invoice = _invoice(platform, joined)
+    session = open_group_buy(platform, catalog, target_moq=100)
+    joined = join_group_buy(platform, session, catalog.variants["M"], 3, pay=False)
+    invoice = invoice_of(platform, joined)
     assert invoice["status"] == "PENDING"
     before = snapshot(platform, "payment", "group_buying")
 
@@ -69,9 +69,9 @@ def test_a_forged_paid_callback_moves_neither_payment_nor_participant(platform: 
         assert response.json() == {"status": "ignored"}
 
     assert snapshot(platform, "payment", "group_buying") == before
-    assert _payment(platform, joined)["status"] == "pending"
-    assert _participants(platform, session["id"])[joined.id]["status"] == "pending_payment"
-    assert _stock(platform, catalog)["M"]["reserved"] == 3
+    assert payment_of(platform, joined)["status"] == "pending"
+    assert participants_of(platform, session["id"])[joined.id]["status"] == "pending_payment"
+    assert stock_of(platform, catalog)["M"]["reserved"] == 3
     wait_logged(platform, "payment", "webhook_status_not_confirmed", reported="PAID")
     wait_logged(platform, "payment", "webhook_for_other_invoice", invoice_id="0" * 24)
 
@@ -80,15 +80,15 @@ def test_an_overdue_payment_without_its_expired_callback_cancels_the_participant
     platform: Platform,
 ) -> None:
     catalog = create_seed_catalog(platform)
-    session = _open_session(platform, catalog, target_moq=100)
-    joined = _join(platform, session, catalog.variants["L"], 2, pay=False)
-    assert _stock(platform, catalog)["L"]["reserved"] == 2
-    invoice = _invoice(platform, joined)
+    session = open_group_buy(platform, catalog, target_moq=100)
+    joined = join_group_buy(platform, session, catalog.variants["L"], 2, pay=False)
+    assert stock_of(platform, catalog)["L"]["reserved"] == 2
+    invoice = invoice_of(platform, joined)
     sandbox = platform.client("xendit-sandbox")
     # Xendit lets the invoice run out and never sends EXPIRED.
     assert sandbox.post(f"/sandbox/invoices/{invoice['id']}/lose-callbacks").status_code == 200
     assert sandbox.post(f"/sandbox/invoices/{invoice['id']}/expire").status_code == 200
-    assert _payment(platform, joined)["status"] == "pending"
+    assert payment_of(platform, joined)["status"] == "pending"
     # Its expiry date has passed (the clock cannot be moved over HTTP; payment-service keeps
     # the invoice's expiry date as the payment's).
     platform.sql(
@@ -96,17 +96,21 @@ def test_an_overdue_payment_without_its_expired_callback_cancels_the_participant
         joined.payment_id,
     )
 
-    expired = _eventually(
-        lambda: (payment := _payment(platform, joined))["status"] == "expired" and payment
+    expired = eventually(
+        lambda: (payment := payment_of(platform, joined))["status"] == "expired" and payment
     )
-    assert expired, _payment(platform, joined)
-    cancelled = _eventually(
+    assert expired, payment_of(platform, joined)
+    cancelled = eventually(
         lambda: (
-            (p := _participants(platform, session["id"])[joined.id])["status"] == "cancelled" and p
+            (p := participants_of(platform, session["id"])[joined.id])["status"] == "cancelled"
+            and p
         )
     )
-    assert cancelled, _participants(platform, session["id"])[joined.id]
+    assert cancelled, participants_of(platform, session["id"])[joined.id]
     assert cancelled["cancelReason"] == "payment_expired"
-    assert _eventually(lambda: _stock(platform, catalog)["L"]["reserved"] == 0)
-    assert _stock(platform, catalog)["L"]["available"] == _stock(platform, catalog)["L"]["quantity"]
+    assert eventually(lambda: stock_of(platform, catalog)["L"]["reserved"] == 0)
+    assert (
+        stock_of(platform, catalog)["L"]["available"]
+        == stock_of(platform, catalog)["L"]["quantity"]
+    )
     assert sandbox_webhook_attempts(sandbox, invoiceId=invoice["id"]) == []

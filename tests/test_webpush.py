@@ -3,74 +3,22 @@ through the push sandbox (a local RFC 8030 push service that checks the VAPID to
 for the subscription's keys (RFC 8291), and a subscription the push service reports gone is
 removed. The test is the browser: it decrypts what the push service received."""
 
-import json
 import os
 import uuid
 from typing import Any
 
-import http_ece
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
 
-from laku.providers.webpush.client import b64url, b64url_decode
-from tests.support import Account, Platform, assert_problem, bearer, snapshot
-from tests.test_close import _eventually
-
-SUBSCRIPTIONS = "/api/notifications/push-subscriptions"
-
-
-class Browser:
-    """A browser's side of a subscription: its P-256 key pair and authentication secret."""
-
-    def __init__(self, platform: Platform):
-        self.token = uuid.uuid4().hex
-        self.endpoint = f"{platform.url('push-sandbox')}/push/{self.token}"
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.auth = os.urandom(16)
-
-    def subscription(self) -> dict[str, Any]:
-        """What `PushSubscription.toJSON()` gives."""
-        public = self.key.public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
-        return {
-            "endpoint": self.endpoint,
-            "expirationTime": None,
-            "keys": {"p256dh": b64url(public), "auth": b64url(self.auth)},
-        }
-
-    def decrypt(self, pushed: dict[str, Any]) -> dict[str, Any]:
-        plain = http_ece.decrypt(
-            b64url_decode(pushed["body"]),
-            private_key=self.key,
-            auth_secret=self.auth,
-            version="aes128gcm",
-        )
-        return json.loads(plain)
-
-
-def _received(platform: Platform, browser: Browser) -> list[dict[str, Any]]:
-    response = platform.client("push-sandbox").get(
-        "/sandbox/messages", params={"token": browser.token}
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def _notify(platform: Platform, buyer: Account, key: str, subject: str, text: str) -> None:
-    response = platform.client("notification").post(
-        "/api/notifications/users",
-        json={"items": [{"userId": buyer.id, "key": key, "subject": subject, "text": text}]},
-        headers=platform.service_headers("order"),  # as order-service tells its buyers
-    )
-    assert response.status_code == 202, response.text
-
-
-def _subscriptions(platform: Platform, buyer: Account) -> list[dict[str, Any]]:
-    response = platform.client("notification").get(f"{SUBSCRIPTIONS}/me", headers=buyer.headers)
-    assert response.status_code == 200, response.text
-    return response.json()
+from laku.providers.webpush.client import b64url
+from laku.testing.platform import Platform, bearer
+from tests.messages import (
+    PUSH_SUBSCRIPTIONS,
+    PushBrowser,
+    notify_buyer,
+    push_subscriptions,
+    pushes_received,
+)
+from tests.support import assert_problem, eventually, snapshot
 
 
 def _push_notifications(platform: Platform, key: str) -> list[dict[str, Any]]:
@@ -88,20 +36,20 @@ def test_a_buyer_notice_is_pushed_encrypted_and_a_gone_subscription_removed(
     platform: Platform,
 ) -> None:
     buyer = platform.new_buyer()
-    browser = Browser(platform)
+    browser = PushBrowser(platform)
     notification = platform.client("notification")
     subscribed = notification.post(
-        SUBSCRIPTIONS, json=browser.subscription(), headers=buyer.headers
+        PUSH_SUBSCRIPTIONS, json=browser.subscription(), headers=buyer.headers
     )
     assert subscribed.status_code == 201, subscribed.text
     assert subscribed.json()["endpoint"] == browser.endpoint
-    assert [s["id"] for s in _subscriptions(platform, buyer)] == [subscribed.json()["id"]]
+    assert [s["id"] for s in push_subscriptions(platform, buyer)] == [subscribed.json()["id"]]
     vapid_key = notification.get("/api/notifications/push/vapid-public-key").json()["publicKey"]
 
     key = f"order-ready_to_ship:{uuid.uuid4()}"
     text = "The goods of your order ORD-1 are in our warehouse; the courier is being booked."
-    _notify(platform, buyer, key, "Order ORD-1 is ready to ship", text)
-    [pushed] = _eventually(lambda: _received(platform, browser))
+    notify_buyer(platform, buyer, key, "Order ORD-1 is ready to ship", text)
+    [pushed] = eventually(lambda: pushes_received(platform, browser))
     # Signed with the platform's VAPID key, encrypted as RFC 8291 says, kept a day.
     assert pushed["vapidPublicKey"] == vapid_key
     assert Vapid02.from_raw_public(vapid_key.encode()) is not None
@@ -113,28 +61,28 @@ def test_a_buyer_notice_is_pushed_encrypted_and_a_gone_subscription_removed(
         "Order ORD-1 is ready to ship",
         text,
     )
-    [row] = _eventually(
+    [row] = eventually(
         lambda: [r for r in _push_notifications(platform, key) if r["status"] == "sent"]
     )
     assert row["provider_message_id"].endswith(f"/messages/{pushed['id']}")
     # Told once per key: the same notice again pushes nothing.
-    _notify(platform, buyer, key, "Order ORD-1 is ready to ship", text)
+    notify_buyer(platform, buyer, key, "Order ORD-1 is ready to ship", text)
 
     # The browser unsubscribed: the push service answers 410, and the subscription goes.
     expired = platform.client("push-sandbox").post(f"/sandbox/subscriptions/{browser.token}/expire")
     assert expired.status_code == 204
     gone_key = f"order-shipped:{uuid.uuid4()}"
-    _notify(platform, buyer, gone_key, "Order ORD-1 has shipped", "On its way.")
-    assert _eventually(lambda: _subscriptions(platform, buyer) == [])
-    [row] = _eventually(
+    notify_buyer(platform, buyer, gone_key, "Order ORD-1 has shipped", "On its way.")
+    assert eventually(lambda: push_subscriptions(platform, buyer) == [])
+    [row] = eventually(
         lambda: [r for r in _push_notifications(platform, gone_key) if r["status"] == "sent"]
     )
     assert row["provider_message_id"] is None  # no browser left to reach
-    assert len(_received(platform, browser)) == 1
+    assert len(pushes_received(platform, browser)) == 1
     # With no subscription left, a notice has no push at all.
     later = f"order-delivered:{uuid.uuid4()}"
-    _notify(platform, buyer, later, "Order ORD-1 has been delivered", "Delivered.")
-    assert _eventually(
+    notify_buyer(platform, buyer, later, "Order ORD-1 has been delivered", "Delivered.")
+    assert eventually(
         lambda: platform.sql("SELECT 1 FROM notification.notifications WHERE key = $1", later)
     )
     assert _push_notifications(platform, later) == []
@@ -146,25 +94,25 @@ def test_push_subscriptions_are_the_buyers_own_and_bad_ones_change_nothing(
     buyer, other = platform.new_buyer(), platform.new_buyer()
     notification = platform.client("notification")
     mine = notification.post(
-        SUBSCRIPTIONS, json=Browser(platform).subscription(), headers=buyer.headers
+        PUSH_SUBSCRIPTIONS, json=PushBrowser(platform).subscription(), headers=buyer.headers
     )
     assert mine.status_code == 201, mine.text
     before = snapshot(platform, "notification")
-    good = Browser(platform).subscription()
+    good = PushBrowser(platform).subscription()
     for keys in (
         {**good["keys"], "p256dh": b64url(b"\x04" + b"\x01" * 64)},  # not on the curve
         {**good["keys"], "p256dh": "not base64!"},
         {**good["keys"], "auth": b64url(os.urandom(8))},
     ):
         refused = notification.post(
-            SUBSCRIPTIONS, json={**good, "keys": keys}, headers=buyer.headers
+            PUSH_SUBSCRIPTIONS, json={**good, "keys": keys}, headers=buyer.headers
         )
         assert_problem(refused, 422)
-    assert_problem(notification.post(SUBSCRIPTIONS, json=good), 401)
+    assert_problem(notification.post(PUSH_SUBSCRIPTIONS, json=good), 401)
     admin = bearer(platform.admin_token)
-    assert_problem(notification.post(SUBSCRIPTIONS, json=good, headers=admin), 403)
-    theirs = f"{SUBSCRIPTIONS}/{mine.json()['id']}"
+    assert_problem(notification.post(PUSH_SUBSCRIPTIONS, json=good, headers=admin), 403)
+    theirs = f"{PUSH_SUBSCRIPTIONS}/{mine.json()['id']}"
     assert_problem(notification.delete(theirs, headers=other.headers), 404)
     assert snapshot(platform, "notification") == before
     assert notification.delete(theirs, headers=buyer.headers).status_code == 204
-    assert _subscriptions(platform, buyer) == []
+    assert push_subscriptions(platform, buyer) == []

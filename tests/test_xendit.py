@@ -20,12 +20,8 @@ from laku.providers.xendit.client import (
     verify_callback_token,
 )
 from laku.providers.xendit.sandbox import RETRY_DELAYS_SECONDS
-from tests.support import (
-    Platform,
-    WebhookAttempt,
-    sandbox_webhook_attempts,
-    wait_for_sandbox_webhooks,
-)
+from laku.testing.platform import Platform
+from tests.support import WebhookAttempt, sandbox_webhook_attempts, wait_for_sandbox_webhooks
 
 Attempt = WebhookAttempt
 

@@ -16,7 +16,7 @@ from xendit.invoice.model.invoice import Invoice
 from xendit.payout.model.create_payout_request import CreatePayoutRequest
 from xendit.payout.model.digital_payout_channel_properties import DigitalPayoutChannelProperties
 
-from tests.support import Platform
+from laku.testing.platform import Platform
 
 
 @pytest.fixture(scope="module")

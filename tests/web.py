@@ -1,11 +1,8 @@
 """Driving the web front end in Chromium (Debian's `chromium`, launched by Playwright)."""
 
-import os
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,22 +18,12 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.catalog import SeedCatalog, created
-from tests.support import Platform, bearer
+from laku.testing.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE
+from laku.testing.catalog import TIERS, SeedCatalog, created
+from laku.testing.platform import Platform, bearer
+from tests.support import eventually
 
-CHROMIUM = Path(os.environ.get("LAKU_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "web"
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 900}
-TIERS = {"priceTier25": 95000, "priceTier50": 85000, "priceTier75": 75000, "priceTier100": 65000}
 
 
 @contextmanager
@@ -102,15 +89,6 @@ def screenshot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def eventually(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(every)
-
-
 def reload_until(page: Page, pattern: str, timeout: float = 20.0) -> bool:
     """Reload until the page's text matches `pattern` (work done in the background shows up)."""
 
@@ -165,17 +143,6 @@ def publish(platform: Platform, product_id: str) -> None:
         f"/api/products/{product_id}/publish", headers=bearer(platform.admin_token)
     )
     assert response.status_code == 200, response.text
-
-
-def end_now(platform: Platform, session_id: str) -> None:
-    """The session's end time passes, then the admin closes the expired sessions."""
-    query = (
-        "UPDATE group_buying.group_buying_sessions SET end_time = now() - interval '1 second' "
-        "WHERE id = $1"
-    )
-    # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(platform.sql, query, uuid.UUID(session_id)).result()
 
 
 def home_showing(page: Page, session_code: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import Platform, bearer
+from laku.testing.platform import Platform, bearer
 
 SIZES = ("S", "M", "L")
 SEED_VARIANTS = [
@@ -15,6 +15,8 @@ SEED_VARIANTS = [
     {"sku": "TSHIRT-M", "variantName": "Medium", "priceAdjustment": 5000},
     {"sku": "TSHIRT-L", "variantName": "Large", "priceAdjustment": 10000},
 ]
+# The seed's price tiers (step 2), as a group buy's creation body names them.
+TIERS = {"priceTier25": 95000, "priceTier50": 85000, "priceTier75": 75000, "priceTier100": 65000}
 
 
 @dataclass(frozen=True)
