@@ -6,9 +6,12 @@ import uuid
 import httpx
 import pytest
 import structlog
+from fastapi import FastAPI
+from sqlalchemy import text
 
 from laku.core.app import own_service_credential
-from laku.core.errors import UpstreamUnavailable
+from laku.core.db import Database, async_url
+from laku.core.errors import UpstreamUnavailable, install_error_handlers
 from laku.core.http import ServiceCallError, ServiceClient
 from laku.core.security import service_credential
 from laku.core.settings import Settings
@@ -189,3 +192,26 @@ def test_a_service_presents_the_credential_it_was_given_else_derives_its_own() -
     derived = Settings(service_secret=secret)
     assert own_service_credential(derived, "payment") == service_credential(secret, "payment")
     assert own_service_credential(derived, "payment") != own_service_credential(derived, "order")
+
+
+async def test_an_exhausted_connection_pool_answers_503_busy(database_url: str) -> None:
+    """Overload is "try again" (503 with Retry-After), not an internal error."""
+    db = Database(async_url(database_url), pool_size=1, max_overflow=0, pool_timeout=0.2)
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/count")
+    async def count() -> int:
+        async with db.sessions() as session:
+            return await session.scalar(text("SELECT 1")) or 0
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://app"
+    ) as client:
+        async with db.engine.connect() as held:
+            await held.execute(text("SELECT 1"))  # the pool's one connection stays taken
+            busy = await client.get("/count")
+            assert_problem(busy, 503, "service_busy")
+            assert busy.headers["retry-after"] == "1"
+        assert (await client.get("/count")).json() == 1  # given back: served again
+    await db.dispose()

@@ -64,11 +64,17 @@ def require_database_url(settings: Settings, service: str | None = None) -> str:
 class Database:
     """The engine and session factory of one service process."""
 
-    def __init__(self, url: str, *, pool_size: int = 3, max_overflow: int = 2):
+    def __init__(
+        self, url: str, *, pool_size: int = 3, max_overflow: int = 2, pool_timeout: float = 30
+    ):
         # No ping before each checkout (a round trip per transaction): a connection the server
         # dropped fails its query once, and SQLAlchemy then discards the pool's stale ones.
         self.engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800
+            url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            pool_recycle=1800,
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 

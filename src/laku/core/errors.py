@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -158,6 +159,20 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.detail if isinstance(exc.detail, str) else None,
             instance=request.url.path,
             headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    async def _busy(request: Request, exc: sqlalchemy.exc.TimeoutError) -> JSONResponse:
+        # Every pooled connection stayed taken for the pool's whole timeout: overloaded, not
+        # broken. The caller may ask again (a service client does; writes carry their keys).
+        log.warning("database_pool_exhausted", path=request.url.path)
+        return problem_response(
+            503,
+            "service_busy",
+            "The service is busy",
+            "Every database connection is in use; try again shortly.",
+            instance=request.url.path,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(Exception)
