@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,65 @@ def test_a_client_pulling_in_models_breaks_the_contract(
     assert result.returncode != 0
     assert "A client module pulls in no service's models, its own included BROKEN" in result.stdout
     assert f"{broken} is not allowed to import {models}:" in result.stdout
+
+
+def _imported_by(graph: grimp.ImportGraph, module: str) -> Iterator[str]:
+    return iter(sorted(graph.find_modules_directly_imported_by(module)))
+
+
+def _import_cycles(graph: grimp.ImportGraph) -> list[set[str]]:
+    """The groups of modules that import one another, directly or through others (Tarjan's
+    strongly connected components, iteratively)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[set[str]] = []
+    for root in sorted(graph.modules):
+        if root in index:
+            continue
+        work = [(root, _imported_by(graph, root))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            module, imported = work[-1]
+            for other in imported:
+                if other not in index:
+                    index[other] = low[other] = len(index)
+                    stack.append(other)
+                    on_stack.add(other)
+                    work.append(
+                        (other, iter(sorted(graph.find_modules_directly_imported_by(other))))
+                    )
+                    break
+                if other in on_stack:
+                    low[module] = min(low[module], index[other])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[module])
+                if low[module] == index[module]:
+                    component = set()
+                    while (member := stack.pop()) != module:
+                        on_stack.discard(member)
+                        component.add(member)
+                    on_stack.discard(module)
+                    if component:
+                        cycles.append(component | {module})
+    return cycles
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    assert _import_cycles(grimp.build_graph("laku")) == []
+
+
+def test_an_import_circle_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "circle"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from circle import b  # noqa\n")
+    (package / "b.py").write_text("from circle import c  # noqa\n")
+    (package / "c.py").write_text("from circle import a  # noqa\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _import_cycles(grimp.build_graph("circle")) == [{"circle.a", "circle.b", "circle.c"}]
