@@ -1,6 +1,7 @@
 """Joins per second with 64 concurrent buyers on one session, through every hop of the join
 saga (group-buying -> warehouse -> payment -> Xendit sandbox), and the warehouse bench's raw
-SQL reservation in the same run; prints both, the ratio, and each process's CPU share.
+SQL reservation in the same run; prints both, the ratio, and each process's CPU share and CPU
+time per join.
 
     .venv/bin/python bench/group_buying_joins.py [--clients 64] [--seconds 10]
 """
@@ -89,6 +90,14 @@ async def run(platform: BenchPlatform, clients: int, seconds: float) -> None:
     print(
         "CPU during the joins (% of one core; 200% is both cores): "
         + ", ".join(f"{name} {percent:.0f}%" for name, percent in usage.items())
+    )
+    # CPU time over joins completed: what a join costs each process, however loaded the
+    # machine (a starved process is slow, not more expensive).
+    print(
+        "CPU per join (ms): "
+        + ", ".join(
+            f"{name} {percent * 10 / joins.per_second:.1f}" for name, percent in usage.items()
+        )
     )
 
 

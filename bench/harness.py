@@ -233,7 +233,9 @@ class CpuMeter:
         self._processes = processes
         for group in processes.values():
             for process in group:
-                process.cpu_percent()
+                # A PostgreSQL backend of another client may end at any moment.
+                with contextlib.suppress(psutil.Error):
+                    process.cpu_percent()
 
     def read(self) -> dict[str, float]:
         usage = {}

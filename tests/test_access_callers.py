@@ -52,14 +52,18 @@ def _client_calls() -> list[ClientCall]:
                     if not (
                         isinstance(node, ast.Call)
                         and isinstance(node.func, ast.Attribute)
-                        and node.func.attr in ("request", "get_or_none")
+                        and node.func.attr in ("request", "get_or_none", "_post")
                     ):
                         continue
                     args = node.args
                     if node.func.attr == "request":
                         http_method, path_node = ast.literal_eval(args[0]), args[1]
+                    elif node.func.attr == "_post":
+                        http_method, path_node = "POST", args[0]
                     else:
                         http_method, path_node = "GET", args[0]
+                    if isinstance(path_node, ast.Name) and method.name == "_post":
+                        continue  # the helper itself: its callers name the paths
                     path = _path_of(path_node)
                     calls.append(
                         ClientCall(

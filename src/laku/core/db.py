@@ -2,6 +2,7 @@
 
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -106,6 +107,15 @@ class Database:
 
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncSession]:
+        """A session whose statements each commit on their own: no BEGIN and COMMIT round trips,
+        and no row lock held between two statements while the event loop is busy elsewhere.
+        For reads that need no snapshot in common, and for work that is one statement."""
+        async with self.sessions() as session:
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             yield session
 
     async def ping(self) -> None:

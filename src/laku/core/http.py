@@ -1,6 +1,8 @@
 """Base of every service's typed client: timeouts, safe retries, service token, ids passed on."""
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
@@ -19,12 +21,15 @@ from laku.core.middleware import REQUEST_ID_HEADER
 from laku.core.tracing import TracingTransport
 
 Model = TypeVar("Model", bound=BaseModel)
+Answer = TypeVar("Answer")
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
 # Refusals that say "not now" rather than "no": not authenticated (a token is renewed), the
 # request timed out or came too early, too many requests.
 _NOT_NOW_STATUS = frozenset({401, 408, 425, 429})
+# Connections one process opens to the other services at most, all of them kept alive.
+_MAX_CONNECTIONS = 100
 
 # The address of the person a front end calls the services for, sent as X-Forwarded-For: the
 # services' per-address limits then count browsers, not the front end (which they trust as a
@@ -34,12 +39,16 @@ forwarded_for: ContextVar[str | None] = ContextVar("forwarded_for", default=None
 
 def new_http_client(timeout_seconds: float) -> httpx.AsyncClient:
     """One pooled client per process, shared by all of its service clients; every request it
-    sends carries the current trace."""
+    sends carries the current trace. Every connection it may open is kept alive: with fewer
+    kept than a burst of concurrent calls opens, each call beyond them opens a connection
+    and closes it after one request."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 2.0)),
         transport=TracingTransport(
             httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
+                limits=httpx.Limits(
+                    max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS
+                )
             )
         ),
     )
@@ -65,6 +74,25 @@ def is_retryable(exc: ServiceCallError) -> bool:
     if exc.status >= 500 or exc.status in _NOT_NOW_STATUS:
         return True
     return exc.status == 409 and exc.code.endswith("_in_progress")
+
+
+async def until_answered(
+    call: Callable[[], Awaitable[Answer]], *, attempts: int = 30, pause_seconds: float = 2.0
+) -> Answer:
+    """A write with an idempotency key, asked again with that key while the callee may still
+    be working on an earlier attempt (timed out here, or answered `*_in_progress`, 5xx, 429):
+    the key then gets the first attempt's answer. For a batch that may outlast the client's
+    timeout (a close of 100,000 participants); a refusal is final at once."""
+    for _ in range(attempts - 1):
+        try:
+            return await call()
+        except ServiceCallError as exc:
+            if not is_retryable(exc):
+                raise
+        except UpstreamUnavailable:
+            pass
+        await asyncio.sleep(pause_seconds)
+    return await call()
 
 
 class TokenSource(Protocol):

@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from laku.core.db import Database
 from laku.core.errors import Conflict, DomainError
+from laku.core.http import until_answered
 from laku.group_buying.metrics import CLOSE_SECONDS, CLOSES
 from laku.group_buying.models import GroupBuyingSession, Participant
 from laku.group_buying.notices import notify_outcome_later
@@ -276,11 +277,15 @@ class Closer:
             await self._finish(claim, SessionStatus.FAILED)
             return CloseOutcome.FAILED
         if step is CloseStep.REFUNDED:
-            await self.orders.create_bulk(session_id, idempotency_key=f"close-orders:{session_id}")
+            await until_answered(
+                lambda: self.orders.create_bulk(
+                    session_id, idempotency_key=f"close-orders:{session_id}"
+                )
+            )
             await self._record(claim, CloseStep.ORDERED)
         await self._confirm_paid(session_id, members)
-        fulfilment = await self.warehouse.fulfil_group(
-            reservation_group(session_id), group.product_id
+        fulfilment = await until_answered(
+            lambda: self.warehouse.fulfil_group(reservation_group(session_id), group.product_id)
         )
         if fulfilment.status is FulfilmentStatus.FULFILLED:
             await self._release_escrow(session_id, members, "close-escrow")
@@ -366,7 +371,11 @@ class Closer:
         only those from stock and releases the rest of the group."""
         paid = [m.reservation_reference for m in members if m.status == ParticipantStatus.PAID]
         for chunk in _chunks(paid, MAX_REFERENCES_PER_CALL):
-            confirmed = await self.warehouse.confirm_group(reservation_group(session_id), chunk)
+            confirmed = await until_answered(
+                lambda chunk=chunk: self.warehouse.confirm_group(
+                    reservation_group(session_id), chunk
+                )
+            )
             if confirmed.unknown:
                 log.error(
                     "paid_without_reservation",
@@ -416,11 +425,13 @@ class Closer:
             )
         assert factory_id is not None  # the session being closed exists
         for chunk in _chunks(paid, MAX_PAYMENTS_PER_CALL):
-            await self.payments.release_escrow(
-                chunk,
-                factory_id=factory_id,
-                group_session_id=session_id,
-                idempotency_key=_call_key(purpose, session_id, map(str, chunk)),
+            await until_answered(
+                lambda chunk=chunk: self.payments.release_escrow(
+                    chunk,
+                    factory_id=factory_id,
+                    group_session_id=session_id,
+                    idempotency_key=_call_key(purpose, session_id, map(str, chunk)),
+                )
             )
 
     async def _record(

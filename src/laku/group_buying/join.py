@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ScalarSelect, func, select, update
 
 from laku.core import rate_limit
 from laku.core.db import Database
@@ -124,22 +123,22 @@ def _check_joinable(group: GroupBuyingSession) -> None:
         raise SessionClosed(f"Session {group.session_code} is {group.status} or past its endTime")
 
 
-async def _check_unpaid_units(
-    session: AsyncSession,
-    session_id: uuid.UUID,
-    buyer_id: uuid.UUID,
-    quantity: int,
-    max_unpaid_units: int,
-) -> None:
-    """One account may not hold a group buy's stock with joins it does not pay for: its units
-    awaiting payment there, this join's included, stay within `max_unpaid_units`."""
-    unpaid = await session.scalar(
-        select(func.coalesce(func.sum(Participant.quantity), 0)).where(
-            Participant.session_id == session_id,
+def _unpaid_units(buyer_id: uuid.UUID) -> ScalarSelect[int]:
+    """The buyer's units awaiting payment in the session the statement selects."""
+    return (
+        select(func.coalesce(func.sum(Participant.quantity), 0))
+        .where(
+            Participant.session_id == GroupBuyingSession.id,
             Participant.user_id == buyer_id,
             Participant.status == ParticipantStatus.PENDING_PAYMENT,
         )
+        .scalar_subquery()
     )
+
+
+def _check_unpaid_units(unpaid: int, quantity: int, max_unpaid_units: int) -> None:
+    """One account may not hold a group buy's stock with joins it does not pay for: its units
+    awaiting payment there, this join's included, stay within `max_unpaid_units`."""
     if unpaid + quantity > max_unpaid_units:
         raise UnpaidUnitsLimit(
             f"At most {max_unpaid_units} units may await payment in one group buy; "
@@ -232,20 +231,29 @@ class JoinSaga:
             )
 
     async def _quote(self, session_ref: str, request: JoinRequest, buyer_id: uuid.UUID) -> Quote:
-        async with self.db.sessions() as session:
+        """Refused before any stock is reserved; checked again, serialised, when recorded. Two
+        reads, each its own statement (no transaction: a quote holds nothing)."""
+        async with self.db.autocommit() as session:
             group = await find_session(session, session_ref)
             _check_joinable(group)
-            # Refused before any stock is reserved; checked again, serialised, when recorded.
-            await _check_unpaid_units(
-                session, group.id, buyer_id, request.quantity, self.max_unpaid_units
-            )
-            variant = await session.get(SessionVariant, (group.id, request.variant_id))
-            if variant is None:
-                raise InvalidInput(
-                    f"{request.variant_id} is not a variant of this session's product",
-                    code="unknown_variant",
+            found = (
+                await session.execute(
+                    select(SessionVariant, _unpaid_units(buyer_id))
+                    .join(GroupBuyingSession, GroupBuyingSession.id == SessionVariant.session_id)
+                    .where(
+                        SessionVariant.session_id == group.id,
+                        SessionVariant.variant_id == request.variant_id,
+                    )
                 )
-            return _priced(group, variant, request)
+            ).one_or_none()
+        if found is None:
+            raise InvalidInput(
+                f"{request.variant_id} is not a variant of this session's product",
+                code="unknown_variant",
+            )
+        variant, unpaid = found
+        _check_unpaid_units(unpaid, request.quantity, self.max_unpaid_units)
+        return _priced(group, variant, request)
 
     async def _reserve(
         self, reference: str, request: JoinRequest, session_id: uuid.UUID, hold: Hold
@@ -277,26 +285,29 @@ class JoinSaga:
         payment since the quote may have moved the tier (a client that sent the quote's price
         is then refused with `price_mismatch`)."""
         async with self.db.sessions() as session:
-            group = await session.scalar(
-                select(GroupBuyingSession)
-                .where(GroupBuyingSession.id == quote.session_id)
-                .with_for_update(read=True)
-            )
-            assert group is not None  # sessions are never deleted
-            _check_joinable(group)
             # One buyer's joins of this session record one at a time, so two at once cannot
-            # both pass the unpaid units check.
+            # both pass the unpaid units check (the next statement reads after this lock).
             await session.execute(
                 select(
                     func.pg_advisory_xact_lock(
-                        func.hashtextextended(f"unpaid-units:{group.id}:{buyer_id}", 0)
+                        func.hashtextextended(f"unpaid-units:{quote.session_id}:{buyer_id}", 0)
                     )
                 )
             )
-            await _check_unpaid_units(
-                session, group.id, buyer_id, request.quantity, self.max_unpaid_units
-            )
-            variant = await session.get_one(SessionVariant, (group.id, request.variant_id))
+            group, variant, unpaid = (
+                await session.execute(
+                    select(GroupBuyingSession, SessionVariant, _unpaid_units(buyer_id))
+                    .join(SessionVariant, SessionVariant.session_id == GroupBuyingSession.id)
+                    .where(
+                        GroupBuyingSession.id == quote.session_id,
+                        SessionVariant.variant_id == request.variant_id,
+                    )
+                    .with_for_update(read=True, of=GroupBuyingSession)
+                    .execution_options(populate_existing=True)
+                )
+            ).one()  # sessions and their variants are never deleted
+            _check_joinable(group)
+            _check_unpaid_units(unpaid, request.quantity, self.max_unpaid_units)
             price = _priced(group, variant, request)
             if price.unit_price != quote.unit_price:
                 log.info(
