@@ -3,12 +3,12 @@ import uuid
 from sqlalchemy import Boolean, CheckConstraint, Index, String, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
+from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_registry
 from laku.core.idempotency import idempotency_table
 
 
 class Base(DeclarativeBase):
-    metadata = service_metadata("address")
+    registry = service_registry("address")
 
 
 idempotency_keys = idempotency_table(Base.metadata)

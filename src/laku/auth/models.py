@@ -1,17 +1,17 @@
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, String, Text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
+from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_registry
 from laku.core.idempotency import idempotency_table
 from laku.core.rate_limit import rate_limit_table
 
 
 class Base(DeclarativeBase):
-    metadata = service_metadata("auth")
+    registry = service_registry("auth")
 
 
 idempotency_keys = idempotency_table(Base.metadata)
@@ -27,7 +27,7 @@ class User(UUIDPrimaryKey, TimestampMixin, Base):
     phone: Mapped[str | None] = mapped_column(String(32))
     role: Mapped[str] = mapped_column(String(16))
     factory_id: Mapped[uuid.UUID | None]
-    password_hash: Mapped[str] = mapped_column(Text)
+    password_hash: Mapped[str]
 
 
 class SigningKey(TimestampMixin, Base):
@@ -37,8 +37,8 @@ class SigningKey(TimestampMixin, Base):
     __tablename__ = "signing_keys"
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    private_key_encrypted: Mapped[str] = mapped_column(Text)
-    public_jwk: Mapped[dict] = mapped_column(JSONB)
+    private_key_encrypted: Mapped[str]
+    public_jwk: Mapped[dict[str, Any]]
 
 
 class LoginSession(Base):
@@ -49,10 +49,10 @@ class LoginSession(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime]
     # Absolute end: no refresh past it, whatever its refresh tokens say.
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class RefreshToken(Base):
@@ -65,6 +65,6 @@ class RefreshToken(Base):
     session_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("sessions.id", ondelete="CASCADE"), index=True
     )
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

@@ -3,24 +3,23 @@ from datetime import datetime
 
 from sqlalchemy import (
     CheckConstraint,
-    DateTime,
     Float,
     ForeignKey,
     SmallInteger,
     String,
-    Text,
     UniqueConstraint,
     func,
     select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 
-from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
+from laku.core.db import InsertedAt, TimestampMixin, UUIDPrimaryKey, one_of, service_registry
 from laku.core.idempotency import idempotency_table
+from laku.factory.rules import VerificationStatus
 
 
 class Base(DeclarativeBase):
-    metadata = service_metadata("factory")
+    registry = service_registry("factory")
 
 
 idempotency_keys = idempotency_table(Base.metadata)
@@ -39,17 +38,14 @@ class FactoryReview(UUIDPrimaryKey, Base):
     factory_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("factory.factories.id"))
     user_id: Mapped[uuid.UUID]
     rating: Mapped[int] = mapped_column(SmallInteger)
-    comment: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    comment: Mapped[str | None]
+    created_at: Mapped[InsertedAt]
 
 
 class Factory(TimestampMixin, Base):
     __tablename__ = "factories"
     __table_args__ = (
-        CheckConstraint(
-            "verification_status IN ('pending', 'verified', 'rejected')",
-            name="verification_status",
-        ),
+        one_of("verification_status", VerificationStatus, name="verification_status"),
     )
 
     # Declared here rather than through UUIDPrimaryKey: the rating aggregates below refer to it.
@@ -58,12 +54,12 @@ class Factory(TimestampMixin, Base):
     owner_name: Mapped[str] = mapped_column(String(200))
     phone: Mapped[str] = mapped_column(String(32))  # WhatsApp number
     email: Mapped[str | None] = mapped_column(String(320))
-    address: Mapped[str] = mapped_column(Text)
+    address: Mapped[str]
     city: Mapped[str | None] = mapped_column(String(100))
     postal_code: Mapped[str] = mapped_column(String(5))
     verification_status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
-    verification_reason: Mapped[str | None] = mapped_column(Text)
-    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    verification_reason: Mapped[str | None]
+    verified_at: Mapped[datetime | None]
 
     # Computed with every load, so a factory read is never out of step with its reviews.
     average_rating: Mapped[float | None] = column_property(

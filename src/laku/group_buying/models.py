@@ -1,11 +1,8 @@
 import uuid
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import (
-    BigInteger,
     CheckConstraint,
-    DateTime,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -16,7 +13,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
+from laku.core.db import TimestampMixin, UUIDPrimaryKey, one_of, service_registry
 from laku.core.idempotency import idempotency_table
 from laku.core.outbox import outbox_table
 from laku.core.rate_limit import rate_limit_table
@@ -24,7 +21,7 @@ from laku.group_buying.rules import CancelReason, CloseStep, ParticipantStatus, 
 
 
 class Base(DeclarativeBase):
-    metadata = service_metadata("group_buying")
+    registry = service_registry("group_buying")
 
 
 idempotency_keys = idempotency_table(Base.metadata)
@@ -49,10 +46,6 @@ class BundleComponent(UUIDPrimaryKey, TimestampMixin, Base):
     units_in_bundle: Mapped[int] = mapped_column(Integer)
 
 
-def _one_of(column: str, values: type[StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(value.value) for value in values)})"
-
-
 class GroupBuyingSession(UUIDPrimaryKey, TimestampMixin, Base):
     """A group buy of one product (seed step 2). `paid_quantity` is the sum of its paid
     participants' quantities, changed only under this row's lock."""
@@ -68,10 +61,8 @@ class GroupBuyingSession(UUIDPrimaryKey, TimestampMixin, Base):
         ),
         CheckConstraint("group_price = price_tier_25", name="group_price_is_tier_25"),
         CheckConstraint("paid_quantity >= 0", name="paid_quantity_not_negative"),
-        CheckConstraint(_one_of("status", SessionStatus), name="status_known"),
-        CheckConstraint(
-            f"close_step IS NULL OR {_one_of('close_step', CloseStep)}", name="close_step_known"
-        ),
+        one_of("status", SessionStatus),
+        one_of("close_step", CloseStep, nullable=True),
         # The public list: open sessions by end time; and the closer's: open ones past it.
         Index("ix_group_buying_sessions_status_end_time", "status", "end_time"),
     )
@@ -82,21 +73,21 @@ class GroupBuyingSession(UUIDPrimaryKey, TimestampMixin, Base):
     factory_id: Mapped[uuid.UUID]
     product_name: Mapped[str] = mapped_column(String(200))
     target_moq: Mapped[int] = mapped_column(Integer)
-    group_price: Mapped[int] = mapped_column(BigInteger)
-    price_tier_25: Mapped[int] = mapped_column(BigInteger)
-    price_tier_50: Mapped[int] = mapped_column(BigInteger)
-    price_tier_75: Mapped[int] = mapped_column(BigInteger)
-    price_tier_100: Mapped[int] = mapped_column(BigInteger)
-    end_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    estimated_completion_date: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    group_price: Mapped[int]
+    price_tier_25: Mapped[int]
+    price_tier_50: Mapped[int]
+    price_tier_75: Mapped[int]
+    price_tier_100: Mapped[int]
+    end_time: Mapped[datetime]
+    estimated_completion_date: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(16))
     paid_quantity: Mapped[int] = mapped_column(Integer, default=0)
     created_by: Mapped[uuid.UUID]
-    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None]
     # The close (design 7): how far it has gone, and who holds it until when. A closer renews
     # its lease while it works; one that died leaves the session to the next closer after it.
     close_step: Mapped[str | None] = mapped_column(String(24))
-    close_claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    close_claimed_until: Mapped[datetime | None]
     close_claim_token: Mapped[uuid.UUID | None]
 
 
@@ -112,7 +103,7 @@ class SessionVariant(Base):
     variant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     sku: Mapped[str] = mapped_column(String(64))
     variant_name: Mapped[str] = mapped_column(String(100))
-    price_adjustment: Mapped[int] = mapped_column(BigInteger)
+    price_adjustment: Mapped[int]
 
 
 class Participant(UUIDPrimaryKey, TimestampMixin, Base):
@@ -134,7 +125,7 @@ class Participant(UUIDPrimaryKey, TimestampMixin, Base):
             "final_unit_price IS NULL OR (final_unit_price > 0 AND final_unit_price <= unit_price)",
             name="final_price_within_paid",
         ),
-        CheckConstraint(_one_of("status", ParticipantStatus), name="status_known"),
+        one_of("status", ParticipantStatus),
         Index("ix_group_participants_session_id_status", "session_id", "status"),
         # The sweeper's scan: unpaid joins by when their stock hold lapses.
         Index(
@@ -149,21 +140,21 @@ class Participant(UUIDPrimaryKey, TimestampMixin, Base):
     user_id: Mapped[uuid.UUID]
     variant_id: Mapped[uuid.UUID]
     quantity: Mapped[int] = mapped_column(Integer)
-    unit_price: Mapped[int] = mapped_column(BigInteger)
-    total_price: Mapped[int] = mapped_column(BigInteger)
+    unit_price: Mapped[int]
+    total_price: Mapped[int]
     status: Mapped[str] = mapped_column(String(16))
     reservation_reference: Mapped[str] = mapped_column(String(200), unique=True)
     payment_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)
     payment_url: Mapped[str | None] = mapped_column(String(2048))
     # The unit price at the session's final tier, set when it closes; the difference to
     # `unit_price` is refunded per unit.
-    final_unit_price: Mapped[int | None] = mapped_column(BigInteger)
-    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    final_unit_price: Mapped[int | None]
+    paid_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
     cancel_reason: Mapped[str | None] = mapped_column(String(32))
     # When its stock hold in warehouse-service lapses unless paid (its invoice expires a grace
     # period before); an unpaid join past it is cancelled by the sweeper.
-    hold_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    hold_expires_at: Mapped[datetime | None]
 
     def cancel(self, reason: CancelReason, at: datetime) -> None:
         self.status = ParticipantStatus.CANCELLED

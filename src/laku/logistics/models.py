@@ -1,26 +1,16 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import (
-    BigInteger,
-    CheckConstraint,
-    DateTime,
-    ForeignKey,
-    Identity,
-    String,
-    Text,
-    UniqueConstraint,
-    func,
-)
+from sqlalchemy import CheckConstraint, ForeignKey, Identity, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
+from laku.core.db import InsertedAt, TimestampMixin, UUIDPrimaryKey, one_of, service_registry
 from laku.core.idempotency import idempotency_table
 from laku.core.outbox import outbox_table
 
 
 class Base(DeclarativeBase):
-    metadata = service_metadata("logistics")
+    registry = service_registry("logistics")
 
 
 idempotency_keys = idempotency_table(Base.metadata)
@@ -56,10 +46,7 @@ class Shipment(UUIDPrimaryKey, TimestampMixin, Base):
 
     __tablename__ = "shipments"
     __table_args__ = (
-        CheckConstraint(
-            "status IN (" + ", ".join(f"'{status}'" for status in SHIPMENT_STATUSES) + ")",
-            name="status_known",
-        ),
+        one_of("status", SHIPMENT_STATUSES),
         CheckConstraint("price IS NULL OR price >= 0", name="price_not_negative"),
         # Only a shipment still being booked lacks its Biteship order and price.
         CheckConstraint(
@@ -77,10 +64,10 @@ class Shipment(UUIDPrimaryKey, TimestampMixin, Base):
     tracking_number: Mapped[str | None] = mapped_column(String(64), index=True)
     courier_company: Mapped[str] = mapped_column(String(32))
     courier_type: Mapped[str] = mapped_column(String(32))
-    price: Mapped[int | None] = mapped_column(BigInteger)
+    price: Mapped[int | None]
     status: Mapped[str] = mapped_column(String(32))
     # When the status was taken at Biteship: a webhook older than it does not move it back.
-    status_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_at: Mapped[datetime]
     origin_postal_code: Mapped[str] = mapped_column(String(5))
     # Where the parcel goes, as the address was when the shipment was booked.
     destination_address_id: Mapped[uuid.UUID]
@@ -90,8 +77,8 @@ class Shipment(UUIDPrimaryKey, TimestampMixin, Base):
     destination_postal_code: Mapped[str] = mapped_column(String(5))
     destination_note: Mapped[str | None] = mapped_column(String(500))
     # When order-service was (to be) told: each is asked for once, through the outbox.
-    order_shipped_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    order_delivered_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    order_shipped_requested_at: Mapped[datetime | None]
+    order_delivered_requested_at: Mapped[datetime | None]
 
 
 class TrackingEvent(Base):
@@ -102,11 +89,9 @@ class TrackingEvent(Base):
     __tablename__ = "shipment_tracking_events"
     __table_args__ = (UniqueConstraint("shipment_id", "status", "occurred_at"),)
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     shipment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("shipments.id"))
     status: Mapped[str] = mapped_column(String(32))
-    note: Mapped[str] = mapped_column(Text)
-    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    recorded_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    note: Mapped[str]
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[InsertedAt]

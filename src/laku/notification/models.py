@@ -2,26 +2,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    CheckConstraint,
-    DateTime,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    func,
-)
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import CheckConstraint, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from laku.core.db import UUIDPrimaryKey, service_metadata
+from laku.core.db import InsertedAt, UUIDPrimaryKey, one_of, service_registry
 from laku.core.idempotency import idempotency_table
 from laku.core.outbox import outbox_table
+from laku.notification.rules import Channel, NotificationStatus
 
 
 class Base(DeclarativeBase):
-    metadata = service_metadata("notification")
+    registry = service_registry("notification")
 
 
 idempotency_keys = idempotency_table(Base.metadata)
@@ -38,8 +29,8 @@ class Notification(UUIDPrimaryKey, Base):
 
     __tablename__ = "notifications"
     __table_args__ = (
-        CheckConstraint("channel IN ('whatsapp', 'email', 'in_app', 'push')", name="channel"),
-        CheckConstraint("status IN ('pending', 'sent')", name="status"),
+        one_of("channel", Channel, name="channel"),
+        one_of("status", NotificationStatus, name="status"),
         # In-app and push notifications go to a user (push: every browser it subscribed).
         CheckConstraint(
             "(channel IN ('in_app', 'push')) = (recipient IS NULL)", name="recipient_per_channel"
@@ -62,15 +53,15 @@ class Notification(UUIDPrimaryKey, Base):
     channel: Mapped[str] = mapped_column(String(16))
     to: Mapped[str | None] = mapped_column("recipient", String(320))
     subject: Mapped[str | None] = mapped_column(String(200))
-    text: Mapped[str] = mapped_column("body", Text)
-    template: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    text: Mapped[str] = mapped_column("body")
+    template: Mapped[dict[str, Any] | None]
     status: Mapped[str] = mapped_column(String(16))
     provider_message_id: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
-    last_error: Mapped[str | None] = mapped_column(Text)
-    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None]
+    read_at: Mapped[datetime | None]
+    created_at: Mapped[InsertedAt]
+    sent_at: Mapped[datetime | None]
 
 
 class PushSubscription(UUIDPrimaryKey, Base):
@@ -83,4 +74,4 @@ class PushSubscription(UUIDPrimaryKey, Base):
     endpoint: Mapped[str] = mapped_column(String(2048), unique=True)
     p256dh: Mapped[str] = mapped_column(String(100))  # base64url, the browser's P-256 key
     auth: Mapped[str] = mapped_column(String(50))  # base64url, 16 bytes
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[InsertedAt]

@@ -2,27 +2,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    CheckConstraint,
-    DateTime,
-    ForeignKey,
-    Index,
-    Sequence,
-    String,
-    Text,
-    text,
-)
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Sequence, String, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
+from laku.core.db import TimestampMixin, UUIDPrimaryKey, one_of, service_registry
 from laku.core.idempotency import idempotency_table
 from laku.core.outbox import outbox_table
+from laku.order.rules import OrderStatus
 
 
 class Base(DeclarativeBase):
-    metadata = service_metadata("order")
+    registry = service_registry("order")
 
 
 idempotency_keys = idempotency_table(Base.metadata)
@@ -43,11 +33,7 @@ class Order(UUIDPrimaryKey, TimestampMixin, Base):
 
     __tablename__ = "orders"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('pending_payment', 'paid', 'processing', 'shipped', 'delivered', "
-            "'cancelled', 'refunded')",
-            name="status_known",
-        ),
+        one_of("status", OrderStatus),
         CheckConstraint("subtotal >= 0", name="subtotal_not_negative"),
         # Each step of the lifecycle leaves its mark, so a status always has its history.
         CheckConstraint(
@@ -79,18 +65,18 @@ class Order(UUIDPrimaryKey, TimestampMixin, Base):
     user_id: Mapped[uuid.UUID]
     payment_id: Mapped[uuid.UUID]
     product_id: Mapped[uuid.UUID]
-    product_snapshot: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    product_snapshot: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16))
-    subtotal: Mapped[int] = mapped_column(BigInteger)
+    subtotal: Mapped[int]
     tracking_number: Mapped[str | None] = mapped_column(String(100))
     courier: Mapped[str | None] = mapped_column(String(100))
-    shipped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    shipped_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+    cancel_reason: Mapped[str | None]
     # Set once the order's goods are in hand (warehouse reports it for the group buy): only
     # then may a courier be booked for it.
-    ready_to_ship_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ready_to_ship_at: Mapped[datetime | None]
     # The courier service the buyer chose for the parcel; none: the cheapest is booked.
     chosen_courier_company: Mapped[str | None] = mapped_column(String(32))
     chosen_courier_type: Mapped[str | None] = mapped_column(String(32))
@@ -124,6 +110,6 @@ class OrderItem(UUIDPrimaryKey, Base):
     sku: Mapped[str] = mapped_column(String(64))
     # "<product name> (<variant name>)"
     name: Mapped[str] = mapped_column(String(320))
-    quantity: Mapped[int] = mapped_column(BigInteger)
-    unit_price: Mapped[int] = mapped_column(BigInteger)
-    total_price: Mapped[int] = mapped_column(BigInteger)
+    quantity: Mapped[int]
+    unit_price: Mapped[int]
+    total_price: Mapped[int]

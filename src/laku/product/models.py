@@ -1,24 +1,15 @@
 import uuid
 
-from sqlalchemy import (
-    BigInteger,
-    CheckConstraint,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-)
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
+from laku.core.db import TimestampMixin, UUIDPrimaryKey, one_of, service_registry
 from laku.core.idempotency import idempotency_table
 from laku.product.rules import ProductStatus
 
 
 class Base(DeclarativeBase):
-    metadata = service_metadata("product")
+    registry = service_registry("product")
 
 
 idempotency_keys = idempotency_table(Base.metadata)
@@ -46,7 +37,7 @@ class Product(UUIDPrimaryKey, TimestampMixin, Base):
         CheckConstraint("cost_price <= base_price", name="cost_not_above_price"),
         CheckConstraint("moq > 0", name="moq_positive"),
         CheckConstraint("group_duration_hours > 0", name="group_duration_positive"),
-        CheckConstraint("status IN ('draft', 'published', 'archived')", name="status_known"),
+        one_of("status", ProductStatus),
         Index("ix_products_status_created_at", "status", "created_at"),
     )
 
@@ -57,9 +48,9 @@ class Product(UUIDPrimaryKey, TimestampMixin, Base):
     )
     sku: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
-    description: Mapped[str | None] = mapped_column(Text)
-    base_price: Mapped[int] = mapped_column(BigInteger)
-    cost_price: Mapped[int] = mapped_column(BigInteger)
+    description: Mapped[str | None]
+    base_price: Mapped[int]
+    cost_price: Mapped[int]
     moq: Mapped[int] = mapped_column(Integer)
     group_duration_hours: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=ProductStatus.DRAFT.value)
@@ -88,7 +79,7 @@ class ProductVariant(UUIDPrimaryKey, TimestampMixin, Base):
     product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"))
     sku: Mapped[str] = mapped_column(String(64), unique=True)
     variant_name: Mapped[str] = mapped_column(String(100))
-    price_adjustment: Mapped[int] = mapped_column(BigInteger, default=0)
+    price_adjustment: Mapped[int] = mapped_column(default=0)
 
 
 class ProductImage(UUIDPrimaryKey, TimestampMixin, Base):

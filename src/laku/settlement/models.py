@@ -1,26 +1,17 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import (
-    BigInteger,
-    CheckConstraint,
-    DateTime,
-    ForeignKey,
-    Identity,
-    Index,
-    Integer,
-    String,
-    func,
-)
+from sqlalchemy import CheckConstraint, ForeignKey, Identity, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
+from laku.core.db import InsertedAt, TimestampMixin, UUIDPrimaryKey, one_of, service_registry
 from laku.core.idempotency import idempotency_table
 from laku.core.outbox import outbox_table
+from laku.settlement.rules import EscrowRefundStatus, LedgerEntryKind, SettlementStatus
 
 
 class Base(DeclarativeBase):
-    metadata = service_metadata("settlement")
+    registry = service_registry("settlement")
 
 
 idempotency_keys = idempotency_table(Base.metadata)
@@ -28,25 +19,31 @@ idempotency_keys = idempotency_table(Base.metadata)
 outbox = outbox_table(Base.metadata)
 
 
-class FactoryPayoutAccount(TimestampMixin, Base):
+class BankAccount:
+    """The bank account a payout goes to."""
+
+    bank_code: Mapped[str] = mapped_column(String(20))
+    account_number: Mapped[str] = mapped_column(String(20))
+    account_holder_name: Mapped[str] = mapped_column(String(100))
+
+
+class FactoryPayoutAccount(BankAccount, TimestampMixin, Base):
     """Where a factory's settlements are paid; set by an admin."""
 
     __tablename__ = "factory_payout_accounts"
 
     # No foreign key: factories live in factory-service.
     factory_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    bank_code: Mapped[str] = mapped_column(String(20))
-    account_number: Mapped[str] = mapped_column(String(20))
-    account_holder_name: Mapped[str] = mapped_column(String(100))
 
 
-class FactorySettlement(UUIDPrimaryKey, TimestampMixin, Base):
+class FactorySettlement(BankAccount, UUIDPrimaryKey, TimestampMixin, Base):
     """What one factory is paid for the escrow released to it in [period_start, period_end):
     the total less the platform's fee and less what the factory owed for refunds made after
     it was settled (`receivable_deducted`; what the net could not cover is `receivable_carried`
     to the next settlement). `pending` until its payout settles: `paid`, or `payout_failed`
     (the money stays owed, on the factory's payable account) until an admin retries it, with
-    a new payout (`payout_attempt` counts them)."""
+    a new payout (`payout_attempt` counts them). Its bank account is the payout account as it was
+    when the settlement was made: where this one is paid."""
 
     __tablename__ = "factory_settlements"
     __table_args__ = (
@@ -63,7 +60,7 @@ class FactorySettlement(UUIDPrimaryKey, TimestampMixin, Base):
         ),
         CheckConstraint("payout_attempt >= 1", name="payout_attempt_positive"),
         CheckConstraint("fee_bps >= 0 AND fee_bps <= 10000", name="fee_bps_in_range"),
-        CheckConstraint("status IN ('pending', 'paid', 'payout_failed')", name="status_known"),
+        one_of("status", SettlementStatus),
         CheckConstraint("(status = 'paid') = (paid_at IS NOT NULL)", name="paid_has_paid_at"),
         CheckConstraint(
             "(status = 'payout_failed') = (payout_failure_code IS NOT NULL)",
@@ -74,26 +71,22 @@ class FactorySettlement(UUIDPrimaryKey, TimestampMixin, Base):
     )
 
     factory_id: Mapped[uuid.UUID]
-    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    total_amount: Mapped[int] = mapped_column(BigInteger)
-    platform_fee: Mapped[int] = mapped_column(BigInteger)
-    net_amount: Mapped[int] = mapped_column(BigInteger)
-    receivable_deducted: Mapped[int] = mapped_column(BigInteger, server_default="0")
-    receivable_carried: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+    total_amount: Mapped[int]
+    platform_fee: Mapped[int]
+    net_amount: Mapped[int]
+    receivable_deducted: Mapped[int] = mapped_column(server_default="0")
+    receivable_carried: Mapped[int] = mapped_column(server_default="0")
     fee_bps: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
-    # The payout account as it was when the settlement was made: where this one is paid.
-    bank_code: Mapped[str] = mapped_column(String(20))
-    account_number: Mapped[str] = mapped_column(String(20))
-    account_holder_name: Mapped[str] = mapped_column(String(100))
     payout_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     payout_failure_code: Mapped[str | None] = mapped_column(String(100))
-    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    paid_at: Mapped[datetime | None]
     payout_attempt: Mapped[int] = mapped_column(Integer, server_default="1")
 
 
-class FailedPayout(Base):
+class FailedPayout(BankAccount, Base):
     """A payout of a settlement that did not reach the factory, kept when the settlement's
     payout is tried again (with a new payout, so the failed one is never paid twice)."""
 
@@ -105,10 +98,7 @@ class FailedPayout(Base):
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
     payout_id: Mapped[str | None] = mapped_column(String(100))
     failure_code: Mapped[str] = mapped_column(String(100))
-    bank_code: Mapped[str] = mapped_column(String(20))
-    account_number: Mapped[str] = mapped_column(String(20))
-    account_holder_name: Mapped[str] = mapped_column(String(100))
-    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    failed_at: Mapped[InsertedAt]
 
 
 class EscrowRefund(TimestampMixin, Base):
@@ -121,7 +111,7 @@ class EscrowRefund(TimestampMixin, Base):
     __tablename__ = "escrow_refunds"
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
-        CheckConstraint("status IN ('pending', 'netted', 'receivable')", name="status_known"),
+        one_of("status", EscrowRefundStatus),
         CheckConstraint(
             "(status = 'pending') = (settlement_id IS NULL)", name="decided_has_settlement"
         ),
@@ -132,8 +122,8 @@ class EscrowRefund(TimestampMixin, Base):
     refund_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     factory_id: Mapped[uuid.UUID]
     payment_id: Mapped[uuid.UUID]
-    amount: Mapped[int] = mapped_column(BigInteger)
-    escrow_released_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    amount: Mapped[int]
+    escrow_released_at: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(16))
     settlement_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("factory_settlements.id"), index=True
@@ -153,7 +143,7 @@ class SettlementSession(Base):
         ForeignKey("factory_settlements.id"), primary_key=True
     )
     group_session_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    amount: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int]
     payments: Mapped[int] = mapped_column(Integer)
 
 
@@ -163,20 +153,14 @@ class LedgerEntry(UUIDPrimaryKey, Base):
     is an entry of its own. `reference` makes each posting happen once."""
 
     __tablename__ = "transaction_ledger"
-    __table_args__ = (
-        CheckConstraint(
-            "kind IN ('settlement', 'settlement_payout', 'factory_receivable', "
-            "'warehouse_invoice_paid')",
-            name="kind_known",
-        ),
-    )
+    __table_args__ = (one_of("kind", LedgerEntryKind),)
 
     kind: Mapped[str] = mapped_column(String(32))
     reference: Mapped[str] = mapped_column(String(200), unique=True)
     settlement_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("factory_settlements.id"), index=True
     )
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[InsertedAt]
 
 
 class LedgerLine(Base):
@@ -188,8 +172,8 @@ class LedgerLine(Base):
         CheckConstraint("(debit > 0) <> (credit > 0)", name="debit_or_credit"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     entry_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("transaction_ledger.id"), index=True)
     account: Mapped[str] = mapped_column(String(100), index=True)
-    debit: Mapped[int] = mapped_column(BigInteger, server_default="0")
-    credit: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    debit: Mapped[int] = mapped_column(server_default="0")
+    credit: Mapped[int] = mapped_column(server_default="0")

@@ -1,16 +1,17 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Index, String, func
+from sqlalchemy import CheckConstraint, Index, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
+from laku.core.db import TimestampMixin, UUIDPrimaryKey, one_of, service_registry
 from laku.core.idempotency import idempotency_table
 from laku.core.outbox import outbox_table
+from laku.wallet.rules import TransactionDirection, WithdrawalStatus
 
 
 class Base(DeclarativeBase):
-    metadata = service_metadata("wallet")
+    registry = service_registry("wallet")
 
 
 idempotency_keys = idempotency_table(Base.metadata)
@@ -30,7 +31,7 @@ class UserWallet(TimestampMixin, Base):
 
     # No foreign key: users live in auth-service.
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    balance: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    balance: Mapped[int] = mapped_column(server_default="0")
     currency: Mapped[str] = mapped_column(String(3), server_default="IDR")
 
 
@@ -40,7 +41,7 @@ class WalletTransaction(UUIDPrimaryKey, Base):
 
     __tablename__ = "wallet_transactions"
     __table_args__ = (
-        CheckConstraint("direction IN ('credit', 'debit')", name="direction_known"),
+        one_of("direction", TransactionDirection),
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("balance_after >= 0", name="balance_after_not_negative"),
         # A user's statement, newest first.
@@ -49,17 +50,15 @@ class WalletTransaction(UUIDPrimaryKey, Base):
 
     user_id: Mapped[uuid.UUID]
     direction: Mapped[str] = mapped_column(String(8))
-    amount: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int]
     reason: Mapped[str] = mapped_column(String(32))
     reference: Mapped[str] = mapped_column(String(200))
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
-    balance_after: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int]
     # clock_timestamp(), not now(): taken once the wallet row is locked, so one user's
     # transactions are ordered as they were applied even when their transactions began
     # in another order.
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.clock_timestamp()
-    )
+    created_at: Mapped[datetime] = mapped_column(server_default=func.clock_timestamp())
 
 
 class WalletWithdrawal(UUIDPrimaryKey, TimestampMixin, Base):
@@ -69,13 +68,13 @@ class WalletWithdrawal(UUIDPrimaryKey, TimestampMixin, Base):
     __tablename__ = "wallet_withdrawals"
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
-        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status_known"),
+        one_of("status", WithdrawalStatus),
         CheckConstraint("status <> 'failed' OR failure_code IS NOT NULL", name="failed_has_code"),
         Index("ix_wallet_withdrawals_user_id_created_at", "user_id", "created_at"),
     )
 
     user_id: Mapped[uuid.UUID]
-    amount: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int]
     bank_code: Mapped[str] = mapped_column(String(32))
     account_number: Mapped[str] = mapped_column(String(32))
     account_holder_name: Mapped[str] = mapped_column(String(100))

@@ -2,29 +2,26 @@ import uuid
 from datetime import date, datetime
 
 from sqlalchemy import (
-    BigInteger,
     CheckConstraint,
     Computed,
-    Date,
-    DateTime,
     ForeignKey,
     Identity,
     Index,
     Integer,
     Sequence,
     String,
-    func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from laku.core.db import TimestampMixin, UUIDPrimaryKey, service_metadata
+from laku.core.db import InsertedAt, TimestampMixin, UUIDPrimaryKey, one_of, service_registry
 from laku.core.idempotency import idempotency_table
 from laku.core.outbox import outbox_table
+from laku.warehouse.rules import WarehouseInvoiceStatus
 
 
 class Base(DeclarativeBase):
-    metadata = service_metadata("warehouse")
+    registry = service_registry("warehouse")
 
 
 idempotency_keys = idempotency_table(Base.metadata)
@@ -53,15 +50,15 @@ class Inventory(UUIDPrimaryKey, TimestampMixin, Base):
     product_id: Mapped[uuid.UUID] = mapped_column(index=True)
     variant_id: Mapped[uuid.UUID] = mapped_column(unique=True)
     factory_id: Mapped[uuid.UUID]
-    quantity: Mapped[int] = mapped_column(BigInteger)
-    reserved_quantity: Mapped[int] = mapped_column(BigInteger, default=0)
+    quantity: Mapped[int]
+    reserved_quantity: Mapped[int] = mapped_column(default=0)
     available_quantity: Mapped[int] = mapped_column(
-        BigInteger, Computed("quantity - reserved_quantity", persisted=True)
+        Computed("quantity - reserved_quantity", persisted=True)
     )
-    max_stock_level: Mapped[int] = mapped_column(BigInteger)
-    reorder_threshold: Mapped[int] = mapped_column(BigInteger)
+    max_stock_level: Mapped[int]
+    reorder_threshold: Mapped[int]
     # Units received beyond the cap: held aside, not sellable, never silently dropped.
-    surplus_quantity: Mapped[int] = mapped_column(BigInteger, default=0)
+    surplus_quantity: Mapped[int] = mapped_column(default=0)
 
 
 class StockMovement(Base):
@@ -69,16 +66,16 @@ class StockMovement(Base):
 
     __tablename__ = "stock_movements"
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     variant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("warehouse_inventory.variant_id"), index=True
     )
     kind: Mapped[str] = mapped_column(String(16))
-    quantity_delta: Mapped[int] = mapped_column(BigInteger)
-    reserved_delta: Mapped[int] = mapped_column(BigInteger)
+    quantity_delta: Mapped[int]
+    reserved_delta: Mapped[int]
     reference: Mapped[str | None] = mapped_column(String(200))
     reason: Mapped[str | None] = mapped_column(String(500))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[InsertedAt]
 
 
 class Reservation(UUIDPrimaryKey, TimestampMixin, Base):
@@ -112,10 +109,10 @@ class Reservation(UUIDPrimaryKey, TimestampMixin, Base):
     variant_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("warehouse_inventory.variant_id")
     )
-    quantity: Mapped[int] = mapped_column(BigInteger)
+    quantity: Mapped[int]
     status: Mapped[str] = mapped_column(String(16))  # reserved | released | deducted | void
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None]
+    confirmed_at: Mapped[datetime | None]
 
 
 class PurchaseOrder(UUIDPrimaryKey, TimestampMixin, Base):
@@ -139,15 +136,15 @@ class PurchaseOrder(UUIDPrimaryKey, TimestampMixin, Base):
     product_id: Mapped[uuid.UUID] = mapped_column(index=True)
     reason: Mapped[str] = mapped_column(String(32))  # auto_reorder | group_shortage
     bundles: Mapped[int] = mapped_column(Integer)
-    unit_cost: Mapped[int] = mapped_column(BigInteger)
-    goods_cost: Mapped[int] = mapped_column(BigInteger)
-    shipping_cost: Mapped[int] = mapped_column(BigInteger)
-    total_cost: Mapped[int] = mapped_column(BigInteger)
+    unit_cost: Mapped[int]
+    goods_cost: Mapped[int]
+    shipping_cost: Mapped[int]
+    total_cost: Mapped[int]
     status: Mapped[str] = mapped_column(String(16))  # open | shipped | received | cancelled
     tracking_number: Mapped[str | None] = mapped_column(String(100))
-    shipped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    shipped_at: Mapped[datetime | None]
+    received_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
 
 
 class PurchaseOrderLine(Base):
@@ -161,7 +158,7 @@ class PurchaseOrderLine(Base):
     )
     variant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     units_in_bundle: Mapped[int] = mapped_column(Integer)
-    quantity: Mapped[int] = mapped_column(BigInteger)
+    quantity: Mapped[int]
 
 
 class Fulfilment(TimestampMixin, Base):
@@ -176,8 +173,8 @@ class Fulfilment(TimestampMixin, Base):
     purchase_order_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("warehouse_purchase_orders.id"), index=True
     )
-    units: Mapped[int] = mapped_column(BigInteger)
-    fulfilled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    units: Mapped[int]
+    fulfilled_at: Mapped[datetime | None]
 
 
 class WarehouseInvoice(UUIDPrimaryKey, TimestampMixin, Base):
@@ -187,7 +184,7 @@ class WarehouseInvoice(UUIDPrimaryKey, TimestampMixin, Base):
 
     __tablename__ = "warehouse_invoices"
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'paid')", name="status_known"),
+        one_of("status", WarehouseInvoiceStatus),
         CheckConstraint(
             "goods_amount >= 0 AND shipping_amount >= 0 AND tax_amount >= 0",
             name="amounts_not_negative",
@@ -209,14 +206,14 @@ class WarehouseInvoice(UUIDPrimaryKey, TimestampMixin, Base):
     # The group buy whose shortage the purchase order covered; none for an automatic reorder.
     group_session_id: Mapped[uuid.UUID | None]
     factory_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    units: Mapped[int] = mapped_column(BigInteger)
-    unit_cost: Mapped[int] = mapped_column(BigInteger)
-    goods_amount: Mapped[int] = mapped_column(BigInteger)
-    shipping_amount: Mapped[int] = mapped_column(BigInteger)
+    units: Mapped[int]
+    unit_cost: Mapped[int]
+    goods_amount: Mapped[int]
+    shipping_amount: Mapped[int]
     tax_rate_bps: Mapped[int] = mapped_column(Integer)
-    tax_amount: Mapped[int] = mapped_column(BigInteger)
-    total_amount: Mapped[int] = mapped_column(BigInteger)
-    due_date: Mapped[date] = mapped_column(Date)
+    tax_amount: Mapped[int]
+    total_amount: Mapped[int]
+    due_date: Mapped[date]
     status: Mapped[str] = mapped_column(String(16))
     payment_reference: Mapped[str | None] = mapped_column(String(100))
-    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    paid_at: Mapped[datetime | None]
