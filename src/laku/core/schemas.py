@@ -3,7 +3,7 @@ numbers bounded and text free of control characters, so hostile input is a 422 a
 reaches the database."""
 
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Self, TypeVar
 
@@ -139,6 +139,20 @@ class Page(WireModel, Generic[T]):
         """The page of `rows` (validated as `shape` when given) out of `total`."""
         items = list(rows) if shape is None else [shape.model_validate(row) for row in rows]
         return cls(items=items, total=total, limit=window.limit, offset=window.offset)
+
+    @classmethod
+    async def read(
+        cls,
+        window: PageWindow,
+        shape: type[BaseModel],
+        query: Callable[..., Awaitable[tuple[Sequence[Any], int]]],
+        *args: Any,
+        **filters: Any,
+    ) -> Self:
+        """The page of `window` that a list query (rows and their total, by `limit` and
+        `offset`) answers, as `shape`."""
+        rows, total = await query(*args, **filters, limit=window.limit, offset=window.offset)
+        return cls.of(rows, total, window, shape)
 
 
 # Query and path parameters are not wire models: their text types carry their own checks.

@@ -41,14 +41,14 @@ async def list_factories(
     ] = None,
     q: SearchText = None,
 ) -> Page[FactoryOut]:
-    factories, total = await service.list_factories(
+    return await Page.read(
+        paging,
+        FactoryOut,
+        service.list_factories,
         session,
-        limit=paging.limit,
-        offset=paging.offset,
         status=verification_status,
         name_contains=q,
     )
-    return Page.of(factories, total, paging, FactoryOut)
 
 
 # Declared before /{factory_id} so "me" is not read as an id.
@@ -99,10 +99,7 @@ async def add_review(
 async def list_reviews(
     factory_id: uuid.UUID, session: DbSession, paging: Paging
 ) -> Page[ReviewOut]:
-    reviews, total = await service.list_reviews(
-        session, factory_id, limit=paging.limit, offset=paging.offset
-    )
-    return Page.of(reviews, total, paging, ReviewOut)
+    return await Page.read(paging, ReviewOut, service.list_reviews, session, factory_id)
 
 
 @router.post(

@@ -142,10 +142,9 @@ async def list_shipments(
     order_id: Annotated[uuid.UUID | None, Query(alias="orderId")] = None,
 ) -> Page[ShipmentOut]:
     """Newest first. A buyer sees only their own shipments."""
-    found, total = await shipments.list_shipments(
-        session, principal, order_id=order_id, limit=paging.limit, offset=paging.offset
+    return await Page.read(
+        paging, ShipmentOut, shipments.list_shipments, session, principal, order_id=order_id
     )
-    return Page.of(found, total, paging, ShipmentOut)
 
 
 @router.get("/shipments/track/{tracking_number}", response_model=ShipmentDetailOut)

@@ -112,10 +112,7 @@ async def my_notifications(
     principal: AnyUser, session: DbSession, paging: Paging
 ) -> Page[NotificationOut]:
     """The caller's in-app notifications, newest first."""
-    items, total = await service.list_inbox(
-        session, principal.user_id, limit=paging.limit, offset=paging.offset
-    )
-    return Page.of(items, total, paging, NotificationOut)
+    return await Page.read(paging, NotificationOut, service.list_inbox, session, principal.user_id)
 
 
 @router.get("", response_model=Page[NotificationOut])
@@ -127,14 +124,14 @@ async def list_notifications(
     delivery_status: Annotated[NotificationStatus | None, Query(alias="status")] = None,
 ) -> Page[NotificationOut]:
     """Every notification, newest first, with its delivery attempts and last error."""
-    items, total = await service.list_notifications(
+    return await Page.read(
+        paging,
+        NotificationOut,
+        service.list_notifications,
         session,
         channel=channel,
         status=delivery_status,
-        limit=paging.limit,
-        offset=paging.offset,
     )
-    return Page.of(items, total, paging, NotificationOut)
 
 
 @router.get("/{notification_id}", response_model=NotificationOut)

@@ -61,15 +61,16 @@ async def list_orders(
     user_id: Annotated[uuid.UUID | None, Query(alias="userId")] = None,
 ) -> Page[OrderOut]:
     """Newest first. A buyer sees only their own orders; admins and services see all."""
-    orders, total = await service.list_orders(
+    user_id = principal.listed_user(user_id, "orders")
+    return await Page.read(
+        paging,
+        OrderOut,
+        service.list_orders,
         session,
-        user_id=principal.listed_user(user_id, "orders"),
+        user_id=user_id,
         group_session_id=group_session_id,
         status=order_status,
-        limit=paging.limit,
-        offset=paging.offset,
     )
-    return Page.of(orders, total, paging, OrderOut)
 
 
 @router.get("/by-session/{group_session_id}/summary", response_model=SessionOrdersSummaryOut)

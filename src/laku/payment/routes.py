@@ -195,14 +195,10 @@ async def list_payments(
     user_id: Annotated[uuid.UUID | None, Query(alias="userId")] = None,
 ) -> Page[PaymentOut]:
     """Newest first. A buyer sees only their own payments; admins and services see all."""
-    items, total = await payments.list_payments(
-        session,
-        user_id=principal.listed_user(user_id, "payments"),
-        status=payment_status,
-        limit=paging.limit,
-        offset=paging.offset,
+    user_id = principal.listed_user(user_id, "payments")
+    return await Page.read(
+        paging, PaymentOut, payments.list_payments, session, user_id=user_id, status=payment_status
     )
-    return Page.of(items, total, paging, PaymentOut)
 
 
 @router.get("/by-code/{payment_code}", response_model=PaymentOut)

@@ -123,14 +123,14 @@ async def list_settlements(
         if factory_id is not None and factory_id != principal.factory_id:
             raise Forbidden("A factory account sees only its own factory's settlements")
         factory_id = principal.factory_id
-    items, total = await settlements.list_settlements(
+    return await Page.read(
+        paging,
+        SettlementOut,
+        settlements.list_settlements,
         session,
         factory_id=factory_id,
         status=settlement_status,
-        limit=paging.limit,
-        offset=paging.offset,
     )
-    return Page.of(items, total, paging, SettlementOut)
 
 
 @router.put("/payout-accounts/{factory_id}", response_model=PayoutAccountOut)

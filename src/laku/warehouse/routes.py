@@ -397,15 +397,15 @@ async def list_warehouse_invoices(
     purchase_order_id: Annotated[uuid.UUID | None, Query(alias="purchaseOrderId")] = None,
 ) -> Page[WarehouseInvoiceOut]:
     """Newest first. Admins see every invoice; a factory sees its own."""
-    rows, total = await invoices.list_invoices(
+    return await Page.read(
+        paging,
+        WarehouseInvoiceOut,
+        invoices.list_invoices,
         session,
         principal,
         status=status_filter,
         purchase_order_id=purchase_order_id,
-        limit=paging.limit,
-        offset=paging.offset,
     )
-    return Page.of(rows, total, paging, WarehouseInvoiceOut)
 
 
 @router.get("/api/warehouse-invoices/{invoice_id}", response_model=WarehouseInvoiceOut)
