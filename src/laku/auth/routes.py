@@ -159,15 +159,7 @@ async def revocations(
     what every service's token verifier polls."""
     as_of, items = await sessions.revocations(session, request.app.state.settings, since)
     return RevocationsOut(
-        as_of=as_of,
-        revocations=[
-            RevocationOut(
-                session_id=item.session_id,
-                revoked_at=item.revoked_at,
-                tokens_valid_until=item.tokens_valid_until,
-            )
-            for item in items
-        ],
+        as_of=as_of, revocations=[RevocationOut.model_validate(item) for item in items]
     )
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import Table
 
 from laku.core import outbox
 from laku.core.errors import PROBLEM_RESPONSES, NotFound
-from laku.core.schemas import Limit, Offset, Page, RowIdPath, SingleLine, WireModel
+from laku.core.schemas import LongPaging, Page, RowIdPath, SingleLine, WireModel
 from laku.core.security import AdminPrincipal
 
 
@@ -78,18 +78,15 @@ def outbox_admin_router(table: Table) -> APIRouter:
     async def list_dead_letters(
         _: AdminPrincipal,
         request: Request,
+        paging: LongPaging,
         kind: Annotated[Annotated[str, SingleLine] | None, Query(max_length=64)] = None,
-        limit: Limit = 50,
-        offset: Offset = 0,
     ) -> Page[OutboxEntryOut]:
         """Work refused for good, newest first, with why; never retried unless requeued."""
         async with request.app.state.db.sessions() as session:
             entries, total = await outbox.dead_letters(
-                session, table, kind=kind, limit=limit, offset=offset
+                session, table, kind=kind, limit=paging.limit, offset=paging.offset
             )
-        return Page(
-            items=[_entry_out(entry) for entry in entries], total=total, limit=limit, offset=offset
-        )
+        return Page.of([_entry_out(entry) for entry in entries], total, paging)
 
     @router.post("/dead-letters/{row_id}/retry", response_model=OutboxEntryOut)
     async def retry_dead_letter(row_id: RowIdPath, _: AdminPrincipal, request: Request):

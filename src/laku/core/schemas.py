@@ -3,9 +3,11 @@ numbers bounded and text free of control characters, so hostile input is a 422 a
 reaches the database."""
 
 import re
-from typing import Annotated, Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, Self, TypeVar
 
-from fastapi import Path, Query
+from fastapi import Depends, Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
@@ -94,15 +96,64 @@ class ProviderModel(StorableModel):
     model_config = ConfigDict(extra="ignore")
 
 
+Limit = Annotated[int, Query(ge=1, le=100)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+
+
+@dataclass(frozen=True)
+class PageWindow:
+    """The slice of a list a caller asked for (`limit` and `offset` on the query string)."""
+
+    limit: int
+    offset: int
+
+
+def _window(limit: Limit = 20, offset: Offset = 0) -> PageWindow:
+    return PageWindow(limit, offset)
+
+
+def _long_window(limit: Limit = 50, offset: Offset = 0) -> PageWindow:
+    return PageWindow(limit, offset)
+
+
+# A list endpoint's paging: 20 rows unless asked; `LongPaging` for lists read a screen at a
+# time (a buyer's wallet, a warehouse's stock), 50.
+Paging = Annotated[PageWindow, Depends(_window)]
+LongPaging = Annotated[PageWindow, Depends(_long_window)]
+
+
 class Page(WireModel, Generic[T]):
     items: list[T]
     total: int
     limit: int
     offset: int
 
+    @classmethod
+    def of(
+        cls,
+        rows: Iterable[Any],
+        total: int,
+        window: PageWindow,
+        shape: type[BaseModel] | None = None,
+    ) -> Self:
+        """The page of `rows` (validated as `shape` when given) out of `total`."""
+        items = list(rows) if shape is None else [shape.model_validate(row) for row in rows]
+        return cls(items=items, total=total, limit=window.limit, offset=window.offset)
 
-Limit = Annotated[int, Query(ge=1, le=100)]
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+    @classmethod
+    async def read(
+        cls,
+        window: PageWindow,
+        shape: type[BaseModel],
+        query: Callable[..., Awaitable[tuple[Sequence[Any], int]]],
+        *args: Any,
+        **filters: Any,
+    ) -> Self:
+        """The page of `window` that a list query (rows and their total, by `limit` and
+        `offset`) answers, as `shape`."""
+        rows, total = await query(*args, **filters, limit=window.limit, offset=window.offset)
+        return cls.of(rows, total, window, shape)
+
 
 # Query and path parameters are not wire models: their text types carry their own checks.
 SearchText = Annotated[

@@ -80,6 +80,15 @@ class Principal:
         """Admins and internal services act on any user's data."""
         return self.role in (Role.ADMIN, Role.SERVICE)
 
+    def listed_user(self, user_id: uuid.UUID | None, what: str) -> uuid.UUID | None:
+        """Whose `what` a list shows: the user asked for (or everyone) for admins and services;
+        a buyer's own, and another's refused."""
+        if self.is_privileged:
+            return user_id
+        if user_id is not None and user_id != self.user_id:
+            raise Forbidden(f"A buyer sees only their own {what}")
+        return self.user_id
+
     @property
     def is_unbound_factory(self) -> bool:
         """A factory account without a factory: it sees nothing (every factory filter fails

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from laku.auth.client import AuthClient, UserOut
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, NotFound
-from laku.core.schemas import Limit, Offset, Page, SearchText
+from laku.core.schemas import Page, Paging, SearchText
 from laku.core.security import AdminPrincipal, BuyerPrincipal, FactoryPrincipal, public
 from laku.factory import service
 from laku.factory.rules import VerificationStatus
@@ -35,18 +35,20 @@ async def create_factory(body: FactoryCreate, _: AdminPrincipal, session: DbSess
 @router.get("/api/factories", response_model=Page[FactoryOut], dependencies=[Depends(public)])
 async def list_factories(
     session: DbSession,
-    limit: Limit = 20,
-    offset: Offset = 0,
+    paging: Paging,
     verification_status: Annotated[
         VerificationStatus | None, Query(alias="verificationStatus")
     ] = None,
     q: SearchText = None,
 ) -> Page[FactoryOut]:
-    factories, total = await service.list_factories(
-        session, limit=limit, offset=offset, status=verification_status, name_contains=q
+    return await Page.read(
+        paging,
+        FactoryOut,
+        service.list_factories,
+        session,
+        status=verification_status,
+        name_contains=q,
     )
-    items = [FactoryOut.model_validate(factory) for factory in factories]
-    return Page(items=items, total=total, limit=limit, offset=offset)
 
 
 # Declared before /{factory_id} so "me" is not read as an id.
@@ -95,11 +97,9 @@ async def add_review(
     dependencies=[Depends(public)],
 )
 async def list_reviews(
-    factory_id: uuid.UUID, session: DbSession, limit: Limit = 20, offset: Offset = 0
+    factory_id: uuid.UUID, session: DbSession, paging: Paging
 ) -> Page[ReviewOut]:
-    reviews, total = await service.list_reviews(session, factory_id, limit=limit, offset=offset)
-    items = [ReviewOut.model_validate(review) for review in reviews]
-    return Page(items=items, total=total, limit=limit, offset=offset)
+    return await Page.read(paging, ReviewOut, service.list_reviews, session, factory_id)
 
 
 @router.post(

@@ -60,6 +60,7 @@ async def paid_quantity_matches(session: AsyncSession) -> InvariantOut:
 
 
 async def audit(session: AsyncSession) -> list[InvariantOut]:
+    """Each open session's paid quantity against its paid participants."""
     return [await paid_quantity_matches(session)]
 
 

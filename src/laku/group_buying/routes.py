@@ -6,10 +6,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import AwareDatetime
 
 from laku.core.app import DbSession
-from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, PageSize, audit_out
+from laku.core.audit import AUDIT_PAGE_SIZE, PageSize
+from laku.core.audit_admin import add_invariants
 from laku.core.errors import PROBLEM_RESPONSES, problem_doc
 from laku.core.rate_limit import RATE_LIMITED_RESPONSES, client_address
-from laku.core.schemas import Limit, Offset, Page
+from laku.core.schemas import LongPaging, Offset, Page, PageWindow, Paging
 from laku.core.security import (
     USER_ROLES,
     AdminPrincipal,
@@ -151,8 +152,7 @@ async def create_session(
 @router.get("/api/group-buying", response_model=Page[SessionOut], dependencies=[Depends(public)])
 async def list_sessions(
     session: DbSession,
-    limit: Limit = 20,
-    offset: Offset = 0,
+    paging: Paging,
     status_filter: Annotated[
         list[SessionStatus] | None,
         Query(alias="status", max_length=len(SessionStatus), description="Any of; open if none"),
@@ -161,8 +161,10 @@ async def list_sessions(
 ) -> Page[SessionOut]:
     """Sessions open for joins (or in the given statuses), the soonest to close first, with
     their current prices."""
-    items, total = await sessions.list_sessions(session, status_filter, factory_id, limit, offset)
-    return Page(items=items, total=total, limit=limit, offset=offset)
+    items, total = await sessions.list_sessions(
+        session, status_filter, factory_id, paging.limit, paging.offset
+    )
+    return Page.of(items, total, paging)
 
 
 @router.get("/api/group-buying/status-counts", response_model=dict[SessionStatus, int])
@@ -173,10 +175,12 @@ async def status_counts(_: AdminPrincipal, session: DbSession) -> dict[SessionSt
 
 @router.get("/api/group-buying/participations/me", response_model=Page[ParticipationOut])
 async def my_participations(
-    principal: BuyerPrincipal, session: DbSession, limit: Limit = 50, offset: Offset = 0
+    principal: BuyerPrincipal, session: DbSession, paging: LongPaging
 ) -> Page[ParticipationOut]:
-    items, total = await sessions.list_participations(session, principal.user_id, limit, offset)
-    return Page(items=items, total=total, limit=limit, offset=offset)
+    items, total = await sessions.list_participations(
+        session, principal.user_id, paging.limit, paging.offset
+    )
+    return Page.of(items, total, paging)
 
 
 @router.post(
@@ -257,7 +261,7 @@ async def list_participants(
     items, total = await sessions.list_participants(
         session, session_ref, status_filter, limit, offset
     )
-    return Page(items=items, total=total, limit=limit, offset=offset)
+    return Page.of(items, total, PageWindow(limit, offset))
 
 
 @router.post(
@@ -282,10 +286,7 @@ async def stock_received(
 # Audit (`laku audit`) -------------------------------------------------------------------------
 
 
-@router.get("/api/admin/audit", response_model=AuditOut)
-async def audit_sessions(_: Auditor, session: DbSession) -> AuditOut:
-    """Each open session's paid quantity against its paid participants."""
-    return audit_out(await audit.audit(session))
+add_invariants(router, audit.audit, "/api/admin/audit")
 
 
 @router.get("/api/admin/audit/participants", response_model=list[AuditParticipantOut])

@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
-from laku.core.schemas import Limit, Offset, Page, SingleLine
+from laku.core.schemas import Page, Paging, SingleLine
 from laku.core.security import (
     AdminPrincipal,
     BuyerOrAdmin,
@@ -138,19 +138,12 @@ async def biteship_webhook(
 async def list_shipments(
     principal: BuyerOrAdmin,
     session: DbSession,
-    limit: Limit = 20,
-    offset: Offset = 0,
+    paging: Paging,
     order_id: Annotated[uuid.UUID | None, Query(alias="orderId")] = None,
 ) -> Page[ShipmentOut]:
     """Newest first. A buyer sees only their own shipments."""
-    found, total = await shipments.list_shipments(
-        session, principal, order_id=order_id, limit=limit, offset=offset
-    )
-    return Page(
-        items=[ShipmentOut.model_validate(shipment) for shipment in found],
-        total=total,
-        limit=limit,
-        offset=offset,
+    return await Page.read(
+        paging, ShipmentOut, shipments.list_shipments, session, principal, order_id=order_id
     )
 
 

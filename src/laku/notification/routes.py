@@ -1,12 +1,11 @@
 import uuid
-from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
-from laku.core.schemas import Limit, Offset, Page
+from laku.core.schemas import Page, Paging
 from laku.core.security import (
     AdminPrincipal,
     AnyUser,
@@ -17,7 +16,6 @@ from laku.core.security import (
     require_roles,
 )
 from laku.notification import service
-from laku.notification.models import Notification
 from laku.notification.rules import Channel, NotificationStatus
 from laku.notification.schemas import (
     NotificationOut,
@@ -36,17 +34,6 @@ Sender = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["wareh
 UsersNotifier = Annotated[
     Principal, Depends(require_roles(Role.ADMIN, services=["group-buying", "order", "payment"]))
 ]
-
-
-def _page(
-    items: Sequence[Notification], total: int, limit: int, offset: int
-) -> Page[NotificationOut]:
-    return Page(
-        items=[NotificationOut.model_validate(n) for n in items],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
 
 
 @router.post("", response_model=NotificationOut, status_code=status.HTTP_202_ACCEPTED)
@@ -122,27 +109,29 @@ async def unsubscribe(
 # Declared before /{notification_id} so "me" is not read as an id.
 @router.get("/me", response_model=Page[NotificationOut])
 async def my_notifications(
-    principal: AnyUser, session: DbSession, limit: Limit = 20, offset: Offset = 0
+    principal: AnyUser, session: DbSession, paging: Paging
 ) -> Page[NotificationOut]:
     """The caller's in-app notifications, newest first."""
-    items, total = await service.list_inbox(session, principal.user_id, limit=limit, offset=offset)
-    return _page(items, total, limit, offset)
+    return await Page.read(paging, NotificationOut, service.list_inbox, session, principal.user_id)
 
 
 @router.get("", response_model=Page[NotificationOut])
 async def list_notifications(
     _: AdminPrincipal,
     session: DbSession,
-    limit: Limit = 20,
-    offset: Offset = 0,
+    paging: Paging,
     channel: Channel | None = None,
     delivery_status: Annotated[NotificationStatus | None, Query(alias="status")] = None,
 ) -> Page[NotificationOut]:
     """Every notification, newest first, with its delivery attempts and last error."""
-    items, total = await service.list_notifications(
-        session, channel=channel, status=delivery_status, limit=limit, offset=offset
+    return await Page.read(
+        paging,
+        NotificationOut,
+        service.list_notifications,
+        session,
+        channel=channel,
+        status=delivery_status,
     )
-    return _page(items, total, limit, offset)
 
 
 @router.get("/{notification_id}", response_model=NotificationOut)

@@ -4,8 +4,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from laku.core.app import DbSession
-from laku.core.errors import PROBLEM_RESPONSES, Forbidden
-from laku.core.schemas import Limit, Offset, Page
+from laku.core.errors import PROBLEM_RESPONSES
+from laku.core.schemas import Page, Paging
 from laku.core.security import AdminPrincipal, BuyerOrAdmin, Principal, Role, require_roles
 from laku.order import service
 from laku.order.rules import OrderStatus
@@ -55,30 +55,21 @@ async def create_bulk(
 async def list_orders(
     principal: OrderReader,
     session: DbSession,
-    limit: Limit = 20,
-    offset: Offset = 0,
+    paging: Paging,
     group_session_id: Annotated[uuid.UUID | None, Query(alias="sessionId")] = None,
     order_status: Annotated[OrderStatus | None, Query(alias="status")] = None,
     user_id: Annotated[uuid.UUID | None, Query(alias="userId")] = None,
 ) -> Page[OrderOut]:
     """Newest first. A buyer sees only their own orders; admins and services see all."""
-    if not principal.is_privileged:
-        if user_id is not None and user_id != principal.user_id:
-            raise Forbidden("A buyer sees only their own orders")
-        user_id = principal.user_id
-    orders, total = await service.list_orders(
+    user_id = principal.listed_user(user_id, "orders")
+    return await Page.read(
+        paging,
+        OrderOut,
+        service.list_orders,
         session,
         user_id=user_id,
         group_session_id=group_session_id,
         status=order_status,
-        limit=limit,
-        offset=offset,
-    )
-    return Page(
-        items=[OrderOut.model_validate(order) for order in orders],
-        total=total,
-        limit=limit,
-        offset=offset,
     )
 
 

@@ -67,6 +67,7 @@ async def escrow_accounted(session: AsyncSession) -> InvariantOut:
 
 
 async def audit(session: AsyncSession) -> list[InvariantOut]:
+    """Every payment's money accounted for: paid = escrow held + released + refunded."""
     return [await escrow_accounted(session)]
 
 

@@ -5,9 +5,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import AwareDatetime
 
 from laku.core.app import DbSession
-from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
-from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput
-from laku.core.schemas import Limit, Offset, Page, ReferencePath
+from laku.core.audit_admin import (
+    add_id_stream,
+    add_invariants,
+    add_reference_stream,
+    admin_audit_router,
+)
+from laku.core.errors import PROBLEM_RESPONSES, InvalidInput
+from laku.core.schemas import Page, Paging, ReferencePath
 from laku.core.security import (
     USER_ROLES,
     Auditor,
@@ -185,24 +190,14 @@ async def expire_by_reference(
 async def list_payments(
     principal: BuyerOrAdmin,
     session: DbSession,
-    limit: Limit = 20,
-    offset: Offset = 0,
+    paging: Paging,
     payment_status: Annotated[PaymentStatus | None, Query(alias="status")] = None,
     user_id: Annotated[uuid.UUID | None, Query(alias="userId")] = None,
 ) -> Page[PaymentOut]:
     """Newest first. A buyer sees only their own payments; admins and services see all."""
-    if not principal.is_privileged:
-        if user_id is not None and user_id != principal.user_id:
-            raise Forbidden("A buyer sees only their own payments")
-        user_id = principal.user_id
-    items, total = await payments.list_payments(
-        session, user_id=user_id, status=payment_status, limit=limit, offset=offset
-    )
-    return Page(
-        items=[PaymentOut.model_validate(item) for item in items],
-        total=total,
-        limit=limit,
-        offset=offset,
+    user_id = principal.listed_user(user_id, "payments")
+    return await Page.read(
+        paging, PaymentOut, payments.list_payments, session, user_id=user_id, status=payment_status
     )
 
 
@@ -237,33 +232,7 @@ async def expire_payment(
 
 # Audit (`laku audit`) -------------------------------------------------------------------------
 
-audit_router = APIRouter(prefix="/api/admin/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
-
-
-@audit_router.get("", response_model=AuditOut)
-async def audit_payments(_: Auditor, session: DbSession) -> AuditOut:
-    """Every payment's money accounted for: paid = escrow held + released + refunded."""
-    return audit_out(await audit.audit(session))
-
-
-@audit_router.get("/payments", response_model=list[AuditPaymentOut])
-async def audit_payment_page(
-    _: Auditor,
-    session: DbSession,
-    after: After = None,
-    through: Through = None,
-    limit: PageSize = AUDIT_PAGE_SIZE,
-) -> list[AuditPaymentOut]:
-    """Payments by reference (byte order) in (after, through], a page at a time."""
-    return await audit.payments_page(session, after, through, limit)
-
-
-@audit_router.get("/refunds", response_model=list[AuditRefundOut])
-async def audit_refund_page(
-    _: Auditor,
-    session: DbSession,
-    after: Annotated[uuid.UUID | None, Query()] = None,
-    limit: PageSize = AUDIT_PAGE_SIZE,
-) -> list[AuditRefundOut]:
-    """Refunds by id after `after`, each with its buyer, a page at a time."""
-    return await audit.refunds_page(session, after, limit)
+audit_router = admin_audit_router()
+add_invariants(audit_router, audit.audit)
+add_reference_stream(audit_router, "/payments", audit.payments_page, AuditPaymentOut)
+add_id_stream(audit_router, "/refunds", audit.refunds_page, AuditRefundOut)

@@ -6,7 +6,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden
-from laku.core.schemas import Limit, Offset, Page, SearchText
+from laku.core.schemas import Page, Paging, SearchText
 from laku.core.security import (
     PUBLIC,
     AdminPrincipal,
@@ -94,8 +94,7 @@ async def create_product(
 async def list_products(
     principal: OptionalPrincipal,
     session: DbSession,
-    limit: Limit = 20,
-    offset: Offset = 0,
+    paging: Paging,
     status_filter: Annotated[
         ProductStatus | None,
         Query(alias="status", description="Admins only, except `published`; default: all"),
@@ -112,15 +111,15 @@ async def list_products(
         status_filter = ProductStatus.PUBLISHED
     products, total = await service.list_products(
         session,
-        limit=limit,
-        offset=offset,
+        limit=paging.limit,
+        offset=paging.offset,
         status=status_filter,
         category_id=category_id,
         factory_id=factory_id,
         name_contains=q,
     )
     items = [_for_caller(ProductOut.model_validate(p), principal) for p in products]
-    return Page(items=items, total=total, limit=limit, offset=offset)
+    return Page.of(items, total, paging)
 
 
 @router.get("/api/products/{product_id}", response_model=ProductDetailOut)

@@ -45,6 +45,7 @@ async def ledger_balanced(session: AsyncSession) -> InvariantOut:
 
 
 async def audit(session: AsyncSession) -> list[InvariantOut]:
+    """Every ledger entry balanced."""
     return [await ledger_balanced(session)]
 
 

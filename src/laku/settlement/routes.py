@@ -7,14 +7,14 @@ from pydantic import AwareDatetime
 
 from laku.audit import AUDIT_TIMEOUT_SECONDS, DEFAULT_GRACE, AuditClients, run_audit
 from laku.core.app import DbSession
-from laku.core.audit import AuditOut, PageSize, audit_out
+from laku.core.audit import AuditOut
+from laku.core.audit_admin import add_id_stream, add_invariants, admin_audit_router
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput
 from laku.core.http import new_http_client
-from laku.core.schemas import Limit, Offset, Page
+from laku.core.schemas import Page, Paging
 from laku.core.security import (
     AdminOrFactory,
     AdminPrincipal,
-    Auditor,
     Principal,
     Role,
     require_service_callers,
@@ -43,7 +43,7 @@ MAX_GRACE_SECONDS = 86_400
 
 router = APIRouter(prefix="/api/settlements", tags=["settlement"], responses=PROBLEM_RESPONSES)
 ledger_router = APIRouter(prefix="/api/ledger", tags=["ledger"], responses=PROBLEM_RESPONSES)
-audit_router = APIRouter(prefix="/api/admin/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
+audit_router = admin_audit_router()
 PaymentReporter = Annotated[Principal, Depends(require_service_callers("payment"))]
 WarehouseReporter = Annotated[Principal, Depends(require_service_callers("warehouse"))]
 
@@ -112,26 +112,24 @@ async def preview_settlement(
 async def list_settlements(
     principal: AdminOrFactory,
     session: DbSession,
-    limit: Limit = 20,
-    offset: Offset = 0,
+    paging: Paging,
     factory_id: Annotated[uuid.UUID | None, Query(alias="factoryId")] = None,
     settlement_status: Annotated[SettlementStatus | None, Query(alias="status")] = None,
 ) -> Page[SettlementOut]:
     """Newest period first. A factory account sees its own factory's only."""
     if principal.is_unbound_factory:  # no factory to scope by: nothing, never everything
-        return Page(items=[], total=0, limit=limit, offset=offset)
+        return Page.of([], 0, paging)
     if principal.role is Role.FACTORY:
         if factory_id is not None and factory_id != principal.factory_id:
             raise Forbidden("A factory account sees only its own factory's settlements")
         factory_id = principal.factory_id
-    items, total = await settlements.list_settlements(
-        session, factory_id=factory_id, status=settlement_status, limit=limit, offset=offset
-    )
-    return Page(
-        items=[SettlementOut.model_validate(item) for item in items],
-        total=total,
-        limit=limit,
-        offset=offset,
+    return await Page.read(
+        paging,
+        SettlementOut,
+        settlements.list_settlements,
+        session,
+        factory_id=factory_id,
+        status=settlement_status,
     )
 
 
@@ -220,21 +218,8 @@ async def audit_platform(
         return await run_audit(clients, timedelta(seconds=grace_seconds))
 
 
-@audit_router.get("/ledger", response_model=AuditOut)
-async def audit_ledger(_: Auditor, session: DbSession) -> AuditOut:
-    """Every ledger entry balanced."""
-    return audit_out(await audit.audit(session))
-
-
-@audit_router.get("/settlements", response_model=list[AuditSettlementOut])
-async def audit_settlements(
-    _: Auditor,
-    session: DbSession,
-    after: Annotated[uuid.UUID | None, Query()] = None,
-    limit: PageSize = 100,
-) -> list[AuditSettlementOut]:
-    """Settlements by id after `after`, a page at a time."""
-    return await audit.settlements_page(session, after, limit)
+add_invariants(audit_router, audit.audit, "/ledger")
+add_id_stream(audit_router, "/settlements", audit.settlements_page, AuditSettlementOut, 100)
 
 
 @ledger_router.post(

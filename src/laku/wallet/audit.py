@@ -160,6 +160,7 @@ async def withdrawals_traced(session: AsyncSession) -> InvariantOut:
 
 
 async def audit(session: AsyncSession) -> list[InvariantOut]:
+    """Balances against their transactions; withdrawals against their debits and reversals."""
     return [await balances_match_transactions(session), await withdrawals_traced(session)]
 
 

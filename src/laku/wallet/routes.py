@@ -6,12 +6,11 @@ from fastapi import APIRouter, Depends, Header, Request, Response, status
 from fastapi.types import DecoratedCallable
 
 from laku.core.app import DbSession
-from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
+from laku.core.audit_admin import add_invariants, add_reference_stream, admin_audit_router
 from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
-from laku.core.schemas import Limit, Offset, Page
+from laku.core.schemas import LongPaging, Page
 from laku.core.security import (
     PROVIDER_WEBHOOK,
-    Auditor,
     BuyerPrincipal,
     Principal,
     Role,
@@ -77,10 +76,10 @@ async def my_wallet(principal: BuyerPrincipal, session: DbSession) -> WalletOut:
 
 @router.get("/me/transactions", response_model=Page[WalletTransactionOut])
 async def my_transactions(
-    principal: BuyerPrincipal, session: DbSession, limit: Limit = 50, offset: Offset = 0
+    principal: BuyerPrincipal, session: DbSession, paging: LongPaging
 ) -> Page[WalletTransactionOut]:
     """Newest first."""
-    return await wallets.list_transactions(session, principal.user_id, limit, offset)
+    return await wallets.list_transactions(session, principal.user_id, paging.limit, paging.offset)
 
 
 @router.post("/me/withdrawals", response_model=WithdrawalOut, status_code=status.HTTP_201_CREATED)
@@ -96,10 +95,12 @@ async def withdraw(
 
 @router.get("/me/withdrawals", response_model=Page[WithdrawalOut])
 async def my_withdrawals(
-    principal: BuyerPrincipal, session: DbSession, limit: Limit = 50, offset: Offset = 0
+    principal: BuyerPrincipal, session: DbSession, paging: LongPaging
 ) -> Page[WithdrawalOut]:
     """Newest first."""
-    return await withdrawals.list_withdrawals(session, principal.user_id, limit, offset)
+    return await withdrawals.list_withdrawals(
+        session, principal.user_id, paging.limit, paging.offset
+    )
 
 
 @router.get("/me/withdrawals/{withdrawal_id}", response_model=WithdrawalOut)
@@ -177,37 +178,21 @@ async def user_wallet(user_id: uuid.UUID, _: AdminOrPayment, session: DbSession)
 
 @router.get("/{user_id}/transactions", response_model=Page[WalletTransactionOut])
 async def user_transactions(
-    user_id: uuid.UUID, _: AdminOrPayment, session: DbSession, limit: Limit = 50, offset: Offset = 0
+    user_id: uuid.UUID, _: AdminOrPayment, session: DbSession, paging: LongPaging
 ) -> Page[WalletTransactionOut]:
     """Newest first."""
-    return await wallets.list_transactions(session, user_id, limit, offset)
+    return await wallets.list_transactions(session, user_id, paging.limit, paging.offset)
 
 
 @router.get("/{user_id}/withdrawals", response_model=Page[WithdrawalOut])
 async def user_withdrawals(
-    user_id: uuid.UUID, _: AdminOrPayment, session: DbSession, limit: Limit = 50, offset: Offset = 0
+    user_id: uuid.UUID, _: AdminOrPayment, session: DbSession, paging: LongPaging
 ) -> Page[WithdrawalOut]:
-    return await withdrawals.list_withdrawals(session, user_id, limit, offset)
+    return await withdrawals.list_withdrawals(session, user_id, paging.limit, paging.offset)
 
 
 # Audit (`laku audit`) -------------------------------------------------------------------------
 
-audit_router = APIRouter(prefix="/api/admin/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
-
-
-@audit_router.get("", response_model=AuditOut)
-async def audit_wallets(_: Auditor, session: DbSession) -> AuditOut:
-    """Balances against their transactions; withdrawals against their debits and reversals."""
-    return audit_out(await audit.audit(session))
-
-
-@audit_router.get("/refund-credits", response_model=list[AuditCreditOut])
-async def audit_refund_credits(
-    _: Auditor,
-    session: DbSession,
-    after: After = None,
-    through: Through = None,
-    limit: PageSize = AUDIT_PAGE_SIZE,
-) -> list[AuditCreditOut]:
-    """Credits made for refunds by idempotency key (byte order) in (after, through]."""
-    return await audit.refund_credits_page(session, after, through, limit)
+audit_router = admin_audit_router()
+add_invariants(audit_router, audit.audit)
+add_reference_stream(audit_router, "/refund-credits", audit.refund_credits_page, AuditCreditOut)

@@ -85,6 +85,7 @@ async def reserved_against_holds(session: AsyncSession) -> InvariantOut:
 
 
 async def audit(session: AsyncSession) -> list[InvariantOut]:
+    """Stock against its movement ledger and reserved stock against the live reservations."""
     return [await stock_against_ledger(session), await reserved_against_holds(session)]
 
 

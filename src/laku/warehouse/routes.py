@@ -4,13 +4,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from laku.core.app import DbSession
-from laku.core.audit import AUDIT_PAGE_SIZE, After, AuditOut, PageSize, Through, audit_out
+from laku.core.audit_admin import add_invariants, add_reference_stream
 from laku.core.errors import PROBLEM_RESPONSES, InvalidInput
-from laku.core.schemas import Limit, Offset, Page, ReferencePath
+from laku.core.schemas import LongPaging, Page, ReferencePath
 from laku.core.security import (
     AdminOrFactory,
     AdminPrincipal,
-    Auditor,
     Principal,
     Role,
     require_roles,
@@ -153,10 +152,9 @@ async def movements(
     variant_id: uuid.UUID,
     _: AdminPrincipal,
     session: DbSession,
-    limit: Limit = 50,
-    offset: Offset = 0,
+    paging: LongPaging,
 ):
-    return await inventory.movements(session, variant_id, limit, offset)
+    return await inventory.movements(session, variant_id, paging.limit, paging.offset)
 
 
 # Reservations ------------------------------------------------------------------------------
@@ -309,12 +307,11 @@ def _check_factory_access(principal: Principal, purchase_order: PurchaseOrder) -
 async def list_purchase_orders(
     principal: AdminOrFactory,
     session: DbSession,
+    paging: LongPaging,
     product_id: Annotated[uuid.UUID | None, Query(alias="productId")] = None,
     status_filter: Annotated[
         str | None, Query(alias="status", pattern="^(open|shipped|received|cancelled)$")
     ] = None,
-    limit: Limit = 50,
-    offset: Offset = 0,
 ) -> Page[PurchaseOrderOut]:
     """Admins see every purchase order; a factory sees its own."""
     rows, total = await purchase_orders.list_purchase_orders(
@@ -322,16 +319,11 @@ async def list_purchase_orders(
         principal,
         product_id=product_id,
         status=status_filter,
-        limit=limit,
-        offset=offset,
+        limit=paging.limit,
+        offset=paging.offset,
     )
     lines = await purchase_orders.purchase_order_lines(session, [row.id for row in rows])
-    return Page(
-        items=[_with_lines(row, lines.get(row.id, [])) for row in rows],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
+    return Page.of([_with_lines(row, lines.get(row.id, [])) for row in rows], total, paging)
 
 
 @router.get("/api/purchase-orders/{purchase_order_id}", response_model=PurchaseOrderOut)
@@ -387,22 +379,10 @@ async def cancel(
 # Audit (`laku audit`) -------------------------------------------------------------------------
 
 
-@router.get("/api/admin/audit", response_model=AuditOut)
-async def audit_stock(_: Auditor, session: DbSession) -> AuditOut:
-    """Stock against its movement ledger and reserved stock against the live reservations."""
-    return audit_out(await audit.audit(session))
-
-
-@router.get("/api/admin/audit/reservations", response_model=list[AuditReservationOut])
-async def audit_reservations(
-    _: Auditor,
-    session: DbSession,
-    after: After = None,
-    through: Through = None,
-    limit: PageSize = AUDIT_PAGE_SIZE,
-) -> list[AuditReservationOut]:
-    """Reservations by reference (byte order) in (after, through], a page at a time."""
-    return await audit.reservations_page(session, after, through, limit)
+add_invariants(router, audit.audit, "/api/admin/audit")
+add_reference_stream(
+    router, "/api/admin/audit/reservations", audit.reservations_page, AuditReservationOut
+)
 
 
 # Warehouse invoices --------------------------------------------------------------------------
@@ -412,25 +392,19 @@ async def audit_reservations(
 async def list_warehouse_invoices(
     principal: AdminOrFactory,
     session: DbSession,
+    paging: LongPaging,
     status_filter: Annotated[WarehouseInvoiceStatus | None, Query(alias="status")] = None,
     purchase_order_id: Annotated[uuid.UUID | None, Query(alias="purchaseOrderId")] = None,
-    limit: Limit = 50,
-    offset: Offset = 0,
 ) -> Page[WarehouseInvoiceOut]:
     """Newest first. Admins see every invoice; a factory sees its own."""
-    rows, total = await invoices.list_invoices(
+    return await Page.read(
+        paging,
+        WarehouseInvoiceOut,
+        invoices.list_invoices,
         session,
         principal,
         status=status_filter,
         purchase_order_id=purchase_order_id,
-        limit=limit,
-        offset=offset,
-    )
-    return Page(
-        items=[WarehouseInvoiceOut.model_validate(row) for row in rows],
-        total=total,
-        limit=limit,
-        offset=offset,
     )
 
 
