@@ -66,6 +66,19 @@ def MultilineText(max_length: int, *, min_length: int = 1, **field: Any) -> Any:
     return Annotated[str, Field(min_length=min_length, max_length=max_length, **field), MultiLine]
 
 
+def Batch(item_type: Any, max_length: int, *, distinct: str) -> Any:
+    """A bulk call's items: 1 to `max_length` of them, no two with the same `distinct` field."""
+
+    def _distinct(items: list[Any]) -> list[Any]:
+        if len({getattr(item, distinct) for item in items}) != len(items):
+            raise ValueError(f"each {to_camel(distinct)} may appear once")
+        return items
+
+    return Annotated[
+        list[item_type], Field(min_length=1, max_length=max_length), AfterValidator(_distinct)
+    ]
+
+
 class StorableModel(BaseModel):
     """A model whose every string, at any depth, is refused (422, not a database error) with
     a NUL or a lone surrogate in it; the text types refuse other control characters too."""

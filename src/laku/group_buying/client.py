@@ -3,8 +3,7 @@
 import uuid
 from datetime import datetime
 
-from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
-from laku.core.http import ServiceClient
+from laku.core.audit import AUDIT_PAGE_SIZE, AuditedClient, page_params
 from laku.group_buying.rules import ParticipantStatus, PaymentEventStatus, SessionStatus, Tier
 from laku.group_buying.schemas import (
     MAX_PARTICIPANTS_PAGE,
@@ -31,7 +30,9 @@ __all__ = [
 ]
 
 
-class GroupBuyingClient(ServiceClient):
+class GroupBuyingClient(AuditedClient):
+    """Its audit: group-buying's own invariant: open sessions' paid quantities."""
+
     async def get_bundle_composition(self, product_id: uuid.UUID) -> BundleCompositionOut | None:
         """The product's bundle composition (warehouse: bundles to reorder), or None when the
         product has none; any other failure raises."""
@@ -76,10 +77,6 @@ class GroupBuyingClient(ServiceClient):
             SessionOut,
             idempotency_key=idempotency_key,
         )
-
-    async def audit(self) -> AuditOut:
-        """group-buying's own invariant: open sessions' paid quantities."""
-        return await self.get_model("/api/admin/audit", AuditOut)
 
     async def audit_participants(
         self,

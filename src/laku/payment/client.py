@@ -7,8 +7,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
-from laku.core.http import ServiceClient
+from laku.core.audit import AUDIT_PAGE_SIZE, AuditedClient
 from laku.payment.rules import EscrowStatus, PaymentStatus, RefundReason
 from laku.payment.schemas import (
     MAX_PAYMENTS_PER_CALL,
@@ -52,7 +51,10 @@ __all__ = [
 ]
 
 
-class PaymentClient(ServiceClient):
+class PaymentClient(AuditedClient):
+    """Its audit: payment-service's own invariant, every payment's paid = held + released +
+    refunded."""
+
     async def create_payment(self, request: PaymentCreate, *, idempotency_key: str) -> PaymentOut:
         """Create the payment and its Xendit invoice (`invoiceUrl` is where the buyer pays).
         The same `reference` again returns the first payment, never a second invoice. Xendit
@@ -148,21 +150,16 @@ class PaymentClient(ServiceClient):
             "/api/payments/expire-bulk", body, PaymentsExpireOut, idempotency_key=idempotency_key
         )
 
-    async def audit(self) -> AuditOut:
-        """payment-service's own invariant: every payment's paid = held + released + refunded."""
-        return await self.get_model("/api/admin/audit", AuditOut)
-
     async def audit_payments(
         self, after: str | None, through: str | None, limit: int = AUDIT_PAGE_SIZE
     ) -> list[AuditPaymentOut]:
         """A page of payments by reference (byte order) in (after, through]."""
-        return await self.get_list(
-            "/api/admin/audit/payments", AuditPaymentOut, params=page_params(after, through, limit)
-        )
+        return await self.audit_page("payments", AuditPaymentOut, after, through, limit)
 
     async def audit_refunds(
         self, after: uuid.UUID | None, limit: int = AUDIT_PAGE_SIZE
     ) -> list[AuditRefundOut]:
         """A page of refunds by id after `after`."""
-        params = page_params(str(after) if after else None, None, limit)
-        return await self.get_list("/api/admin/audit/refunds", AuditRefundOut, params=params)
+        return await self.audit_page(
+            "refunds", AuditRefundOut, str(after) if after else None, None, limit
+        )

@@ -5,8 +5,7 @@ released to a factory, warehouse-service a warehouse invoice paid."""
 import uuid
 from datetime import datetime
 
-from laku.core.audit import AuditOut, page_params
-from laku.core.http import ServiceClient
+from laku.core.audit import AuditedClient
 from laku.core.schemas import Page
 from laku.settlement.rules import SettlementStatus
 from laku.settlement.schemas import (
@@ -38,7 +37,11 @@ __all__ = [
 ]
 
 
-class SettlementClient(ServiceClient):
+class SettlementClient(AuditedClient):
+    """Its audit: settlement-service's own invariant: every ledger entry balanced."""
+
+    AUDIT_PATH = "/api/admin/audit/ledger"
+
     async def record_warehouse_invoice_paid(
         self, paid: WarehouseInvoicePaid, *, idempotency_key: str
     ) -> LedgerEntryOut:
@@ -94,15 +97,10 @@ class SettlementClient(ServiceClient):
             idempotency_key=idempotency_key,
         )
 
-    async def audit(self) -> AuditOut:
-        """settlement-service's own invariant: every ledger entry balanced."""
-        return await self.get_model("/api/admin/audit/ledger", AuditOut)
-
     async def audit_settlements(
         self, after: uuid.UUID | None, limit: int
     ) -> list[AuditSettlementOut]:
         """A page of settlements by id after `after`."""
-        params = page_params(str(after) if after else None, None, limit)
-        return await self.get_list(
-            "/api/admin/audit/settlements", AuditSettlementOut, params=params
+        return await self.audit_page(
+            "settlements", AuditSettlementOut, str(after) if after else None, None, limit
         )

@@ -6,8 +6,7 @@ import json
 import uuid
 from collections.abc import Sequence
 
-from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
-from laku.core.http import ServiceClient
+from laku.core.audit import AUDIT_PAGE_SIZE, AuditedClient
 from laku.wallet.rules import Bank, MovementReason, TransactionDirection, TransactionReason
 from laku.wallet.schemas import (
     MAX_CREDITS_PER_CALL,
@@ -34,7 +33,9 @@ __all__ = [
 ]
 
 
-class WalletClient(ServiceClient):
+class WalletClient(AuditedClient):
+    """Its audit: wallet-service's own invariants: balances, withdrawals and their reversals."""
+
     async def credit(
         self,
         user_id: uuid.UUID,
@@ -84,19 +85,11 @@ class WalletClient(ServiceClient):
         """The user's balance (0 for a user never credited)."""
         return await self.get_model(f"/api/wallets/{user_id}", WalletOut)
 
-    async def audit(self) -> AuditOut:
-        """wallet-service's own invariants: balances, withdrawals and their reversals."""
-        return await self.get_model("/api/admin/audit", AuditOut)
-
     async def audit_refund_credits(
         self, after: str | None, through: str | None, limit: int = AUDIT_PAGE_SIZE
     ) -> list[AuditCreditOut]:
         """A page of refund credits by idempotency key (byte order) in (after, through]."""
-        return await self.get_list(
-            "/api/admin/audit/refund-credits",
-            AuditCreditOut,
-            params=page_params(after, through, limit),
-        )
+        return await self.audit_page("refund-credits", AuditCreditOut, after, through, limit)
 
 
 def _digest(body: dict[str, object]) -> str:

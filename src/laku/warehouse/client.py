@@ -5,8 +5,8 @@ import hashlib
 import uuid
 from datetime import datetime
 
-from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
-from laku.core.http import ServiceCallError, ServiceClient
+from laku.core.audit import AUDIT_PAGE_SIZE, AuditedClient
+from laku.core.http import ServiceCallError
 from laku.warehouse.rules import FulfilmentStatus
 from laku.warehouse.schemas import (
     MAX_REFERENCES_PER_CALL,
@@ -44,7 +44,9 @@ def _references_key(references: list[str] | None) -> str:
     return hashlib.sha256("\n".join(sorted(references)).encode()).hexdigest()[:32]
 
 
-class WarehouseClient(ServiceClient):
+class WarehouseClient(AuditedClient):
+    """Its audit: the warehouse's own invariants: stock against its ledger and its reservations."""
+
     async def reserve(
         self,
         reference: str,
@@ -145,16 +147,8 @@ class WarehouseClient(ServiceClient):
         )
         return stock[0] if stock else None
 
-    async def audit(self) -> AuditOut:
-        """The warehouse's own invariants: stock against its ledger and its reservations."""
-        return await self.get_model("/api/admin/audit", AuditOut)
-
     async def audit_reservations(
         self, after: str | None, through: str | None, limit: int = AUDIT_PAGE_SIZE
     ) -> list[AuditReservationOut]:
         """A page of reservations by reference (byte order) in (after, through]."""
-        return await self.get_list(
-            "/api/admin/audit/reservations",
-            AuditReservationOut,
-            params=page_params(after, through, limit),
-        )
+        return await self.audit_page("reservations", AuditReservationOut, after, through, limit)
