@@ -3,10 +3,17 @@ numbers bounded and text free of control characters, so hostile input is a 422 a
 reaches the database."""
 
 import re
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 T = TypeVar("T")
@@ -98,6 +105,28 @@ class WireModel(StorableModel):
         str_strip_whitespace=True,
         serialize_by_alias=True,
     )
+
+
+class PartialUpdate(WireModel):
+    """A partial update: only the fields sent change. `null` clears the fields in `CLEARABLE`
+    and is refused for the others; with `CHANGES_SOMETHING`, an empty update is refused too."""
+
+    CLEARABLE: ClassVar[frozenset[str]] = frozenset()
+    CHANGES_SOMETHING: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _nothing_required_is_cleared(self) -> Self:
+        if self.CHANGES_SOMETHING and not self.model_fields_set:
+            raise ValueError("send at least one field to change")
+        fields = type(self).model_fields
+        nulled = sorted(
+            fields[name].alias or name
+            for name in self.model_fields_set - self.CLEARABLE
+            if getattr(self, name) is None
+        )
+        if nulled:
+            raise ValueError(f"may not be null: {', '.join(nulled)}")
+        return self
 
 
 class ProviderModel(StorableModel):

@@ -14,11 +14,10 @@ from laku.product.client import ProductClient
 
 
 async def _startup(app: FastAPI) -> None:
-    state = app.state
-    state.group_buying = service_client(app, GroupBuyingClient, "group-buying")
-    state.products = service_client(app, ProductClient, "product")
-    state.payments = service_client(app, PaymentClient, "payment")
-    state.notifications = service_client(app, NotificationClient, "notification")
+    app.state.group_buying = service_client(app, GroupBuyingClient, "group-buying")
+    app.state.products = service_client(app, ProductClient, "product")
+    app.state.payments = service_client(app, PaymentClient, "payment")
+    app.state.notifications = service_client(app, NotificationClient, "notification")
 
 
 def create_app() -> FastAPI:
