@@ -6,4 +6,4 @@ from laku.core.app import create_service_app
 
 
 def create_app() -> FastAPI:
-    return create_service_app("address", routers=[router], idempotency_keys=idempotency_keys)
+    return create_service_app("address", [router], idempotency_keys)

@@ -2,9 +2,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from laku.core.schemas import Text, WireModel
+from laku.core.schemas import PartialUpdate, Text, WireModel
 
 Label = Text(50, examples=["Rumah"])
 RecipientName = Text(200)
@@ -29,8 +29,11 @@ class AddressCreate(WireModel):
     is_default: bool = False
 
 
-class AddressUpdate(WireModel):
-    """A partial update: only the fields sent change; `notes: null` clears the notes."""
+class AddressUpdate(PartialUpdate):
+    """`notes: null` clears the notes; an empty update changes nothing."""
+
+    CLEARABLE = frozenset({"notes"})
+    CHANGES_SOMETHING = False
 
     label: Label | None = None
     recipient_name: RecipientName | None = None
@@ -41,18 +44,6 @@ class AddressUpdate(WireModel):
     postal_code: PostalCode | None = None
     notes: Notes | None = None
     is_default: bool | None = None
-
-    @model_validator(mode="after")
-    def _no_null_for_required_fields(self) -> "AddressUpdate":
-        fields = type(self).model_fields
-        nulled = sorted(
-            fields[name].alias or name
-            for name in self.model_fields_set - {"notes"}
-            if getattr(self, name) is None
-        )
-        if nulled:
-            raise ValueError(f"may not be null: {', '.join(nulled)}")
-        return self
 
 
 class AddressOut(WireModel):

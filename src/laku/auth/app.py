@@ -51,8 +51,8 @@ def _retention(app: FastAPI) -> dict[str, Purge]:
 def create_app() -> FastAPI:
     return create_service_app(
         "auth",
-        routers=[router],
-        idempotency_keys=idempotency_keys,
+        [router],
+        idempotency_keys,
         startup=_startup,
         retention=_retention,
         rate_limits=rate_limits,

@@ -22,13 +22,9 @@ _contacts: TypeAdapter[list[UserContactOut]] = TypeAdapter(list[UserContactOut])
 
 class AuthClient(ServiceClient):
     async def create_user(self, request: CreateUserRequest, *, idempotency_key: str) -> UserOut:
-        response = await self.request(
-            "POST",
-            "/api/auth/users",
-            json=request.model_dump(mode="json", by_alias=True),
-            idempotency_key=idempotency_key,
+        return await self.post_model(
+            "/api/auth/users", request, UserOut, idempotency_key=idempotency_key
         )
-        return UserOut.model_validate(response.json())
 
     async def lookup_users(self, user_ids: Collection[uuid.UUID]) -> list[UserContactOut]:
         """The e-mail, name and phone of up to MAX_USERS_PER_LOOKUP users in one call; ids that

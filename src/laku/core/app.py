@@ -5,7 +5,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.db import Database, require_database_url
 from laku.core.errors import UpstreamUnavailable, install_error_handlers
-from laku.core.http import ServiceTokenSource, new_http_client
+from laku.core.http import ServiceClient, ServiceTokenSource, new_http_client
 from laku.core.idempotency import IdempotencyMiddleware, purge_expired_keys
 from laku.core.logging import configure_logging
 from laku.core.metrics import DatabaseGauge, MetricsMiddleware, render, track_pool_waits
@@ -60,9 +60,9 @@ class Health(BaseModel):
 
 def create_service_app(
     service: str,
-    *,
     routers: list[APIRouter],
     idempotency_keys: Table,
+    *,
     idempotent_by_body: frozenset[str] = frozenset(),
     startup: StartupHook | None = None,
     outbox: tuple[Table, OutboxHandlers] | None = None,
@@ -183,6 +183,15 @@ def create_service_app(
         app.include_router(outbox_admin_router(outbox[0]))
     publish_access_rules(app)
     return app
+
+
+ClientType = TypeVar("ClientType", bound=ServiceClient)
+
+
+def service_client(app: FastAPI, client_type: type[ClientType], service: str) -> ClientType:
+    """A client of another service, sharing this one's HTTP pool and service token."""
+    state = app.state
+    return client_type(service_url(service, state.settings), state.http, state.service_tokens)
 
 
 def own_service_credential(settings: Settings, service: str) -> str:

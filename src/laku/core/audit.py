@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, Row, Select, Subquery, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from laku.core.http import ServiceClient
 from laku.core.schemas import SingleLine, WireModel
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -129,3 +130,27 @@ def page_params(after: str | None, through: str | None, limit: int) -> dict[str,
     if through is not None:
         params["through"] = through
     return params
+
+
+class AuditedClient(ServiceClient):
+    """The client of a service that audits itself: its invariants (`laku audit`) and pages of
+    the streams other audits compare with theirs."""
+
+    AUDIT_PATH = "/api/admin/audit"
+
+    async def audit(self) -> AuditOut:
+        """The service's own invariants."""
+        return await self.get_model(self.AUDIT_PATH, AuditOut)
+
+    async def audit_page(
+        self,
+        stream: str,
+        item_type: type[Model],
+        after: str | None,
+        through: str | None = None,
+        limit: int = AUDIT_PAGE_SIZE,
+    ) -> list[Model]:
+        """A page of the stream `stream`: its rows whose key is in (after, through]."""
+        return await self.get_list(
+            f"/api/admin/audit/{stream}", item_type, params=page_params(after, through, limit)
+        )

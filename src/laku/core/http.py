@@ -214,3 +214,54 @@ class ServiceClient:
                 return None
             raise
         return model.model_validate(response.json())
+
+    async def get_model(
+        self, path: str, answer_type: type[Model], *, params: dict[str, Any] | None = None
+    ) -> Model:
+        """GET one resource as `answer_type`."""
+        response = await self.request("GET", path, params=params)
+        return answer_type.model_validate(response.json())
+
+    async def get_list(
+        self, path: str, item_type: type[Model], *, params: dict[str, Any] | None = None
+    ) -> list[Model]:
+        """GET a JSON list, each item as `item_type`."""
+        response = await self.request("GET", path, params=params)
+        return [item_type.model_validate(item) for item in response.json()]
+
+    async def get_all_pages(
+        self,
+        path: str,
+        item_type: type[Model],
+        *,
+        page_size: int,
+        params: dict[str, Any] | None = None,
+    ) -> list[Model]:
+        """Every item of a paged list (`items` and `total`, read by `limit` and `offset`)."""
+        items: list[Model] = []
+        while True:
+            page_params = {**(params or {}), "limit": page_size, "offset": len(items)}
+            page = (await self.request("GET", path, params=page_params)).json()
+            items += [item_type.model_validate(item) for item in page["items"]]
+            if not page["items"] or len(items) >= page["total"]:
+                return items
+
+    async def post_model(
+        self,
+        path: str,
+        body: BaseModel | None,
+        answer_type: type[Model],
+        *,
+        idempotency_key: str,
+        exclude_none: bool = False,
+    ) -> Model:
+        """POST `body` (a wire model, sent by its aliases, unset optional fields left out with
+        `exclude_none`; None sends no body), made once per `idempotency_key`, and read the
+        answer as `answer_type`."""
+        json = (
+            None
+            if body is None
+            else body.model_dump(mode="json", by_alias=True, exclude_none=exclude_none)
+        )
+        response = await self.request("POST", path, json=json, idempotency_key=idempotency_key)
+        return answer_type.model_validate(response.json())

@@ -5,10 +5,10 @@ reaches the database."""
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 from fastapi import Depends, Path, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 T = TypeVar("T")
@@ -68,6 +68,19 @@ def MultilineText(max_length: int, *, min_length: int = 1, **field: Any) -> Any:
     return Annotated[str, Field(min_length=min_length, max_length=max_length, **field), MultiLine]
 
 
+def Batch(item_type: Any, max_length: int, *, distinct: str) -> Any:
+    """A bulk call's items: 1 to `max_length` of them, no two with the same `distinct` field."""
+
+    def _distinct(items: list[Any]) -> list[Any]:
+        if len({getattr(item, distinct) for item in items}) != len(items):
+            raise ValueError(f"each {to_camel(distinct)} may appear once")
+        return items
+
+    return Annotated[
+        list[item_type], Field(min_length=1, max_length=max_length), AfterValidator(_distinct)
+    ]
+
+
 class StorableModel(BaseModel):
     """A model whose every string, at any depth, is refused (422, not a database error) with
     a NUL or a lone surrogate in it; the text types refuse other control characters too."""
@@ -87,6 +100,28 @@ class WireModel(StorableModel):
         str_strip_whitespace=True,
         serialize_by_alias=True,
     )
+
+
+class PartialUpdate(WireModel):
+    """A partial update: only the fields sent change. `null` clears the fields in `CLEARABLE`
+    and is refused for the others; with `CHANGES_SOMETHING`, an empty update is refused too."""
+
+    CLEARABLE: ClassVar[frozenset[str]] = frozenset()
+    CHANGES_SOMETHING: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _nothing_required_is_cleared(self) -> Self:
+        if self.CHANGES_SOMETHING and not self.model_fields_set:
+            raise ValueError("send at least one field to change")
+        fields = type(self).model_fields
+        nulled = sorted(
+            fields[name].alias or name
+            for name in self.model_fields_set - self.CLEARABLE
+            if getattr(self, name) is None
+        )
+        if nulled:
+            raise ValueError(f"may not be null: {', '.join(nulled)}")
+        return self
 
 
 class ProviderModel(StorableModel):

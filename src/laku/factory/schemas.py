@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import EmailStr, Field, model_validator
 
-from laku.core.schemas import MultilineText, Text, WireModel
+from laku.core.schemas import MultilineText, PartialUpdate, Text, WireModel
 from laku.factory.rules import VerificationStatus
 
 # Same rules as auth-service applies to an account's phone and password.
@@ -27,9 +27,10 @@ class FactoryCreate(WireModel):
     postal_code: PostalCode
 
 
-class FactoryUpdate(WireModel):
-    """Partial update of contact fields: only the fields sent change; `null` clears an optional
-    one (email, city)."""
+class FactoryUpdate(PartialUpdate):
+    """Partial update of contact fields: `null` clears an optional one (email, city)."""
+
+    CLEARABLE = frozenset({"email", "city"})
 
     name: Name | None = None
     owner_name: Name | None = None
@@ -38,15 +39,6 @@ class FactoryUpdate(WireModel):
     address: Address | None = None
     city: City | None = None
     postal_code: PostalCode | None = None
-
-    @model_validator(mode="after")
-    def _changes_something(self) -> "FactoryUpdate":
-        if not self.model_fields_set:
-            raise ValueError("send at least one field to change")
-        cleared = {name for name in self.model_fields_set if getattr(self, name) is None}
-        if required := sorted(cleared - {"email", "city"}):
-            raise ValueError(f"{', '.join(required)} cannot be null")
-        return self
 
 
 class VerificationUpdate(WireModel):

@@ -2,8 +2,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from laku.core.app import create_service_app, run_in_background
-from laku.core.services import service_url
+from laku.core.app import create_service_app, run_in_background, service_client
 from laku.group_buying.closing import Closer, run_schedule
 from laku.group_buying.join import JoinSaga
 from laku.group_buying.metrics import BUSINESS_METRICS
@@ -21,16 +20,11 @@ from laku.warehouse.client import WarehouseClient
 
 async def _startup(app: FastAPI) -> None:
     state = app.state
-    transport = (state.http, state.service_tokens)
-
-    def url(name: str) -> str:
-        return service_url(name, state.settings)
-
     # Sessions and bundle compositions name products and variants; product-service is asked.
-    state.product_client = ProductClient(url("product"), *transport)
-    state.warehouse = WarehouseClient(url("warehouse"), *transport)
-    state.payments = PaymentClient(url("payment"), *transport)
-    state.notices = BuyerNotices(state.db, NotificationClient(url("notification"), *transport))
+    state.product_client = service_client(app, ProductClient, "product")
+    state.warehouse = service_client(app, WarehouseClient, "warehouse")
+    state.payments = service_client(app, PaymentClient, "payment")
+    state.notices = BuyerNotices(state.db, service_client(app, NotificationClient, "notification"))
     state.join_saga = JoinSaga(
         db=state.db,
         warehouse=state.warehouse,
@@ -46,7 +40,7 @@ async def _startup(app: FastAPI) -> None:
         db=state.db,
         warehouse=state.warehouse,
         payments=state.payments,
-        orders=OrderClient(url("order"), *transport),
+        orders=service_client(app, OrderClient, "order"),
         lease=timedelta(seconds=state.settings.close_claim_lease_seconds),
     )
     interval = state.settings.close_interval_seconds
@@ -66,8 +60,8 @@ async def _startup(app: FastAPI) -> None:
 def create_app() -> FastAPI:
     return create_service_app(
         "group-buying",
-        routers=[router],
-        idempotency_keys=idempotency_keys,
+        [router],
+        idempotency_keys,
         startup=_startup,
         outbox=(outbox, outbox_handlers),
         rate_limits=rate_limits,

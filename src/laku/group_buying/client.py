@@ -3,9 +3,7 @@
 import uuid
 from datetime import datetime
 
-from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
-from laku.core.http import ServiceClient
-from laku.core.schemas import Page
+from laku.core.audit import AUDIT_PAGE_SIZE, AuditedClient, page_params
 from laku.group_buying.rules import ParticipantStatus, PaymentEventStatus, SessionStatus, Tier
 from laku.group_buying.schemas import (
     MAX_PARTICIPANTS_PAGE,
@@ -32,7 +30,9 @@ __all__ = [
 ]
 
 
-class GroupBuyingClient(ServiceClient):
+class GroupBuyingClient(AuditedClient):
+    """Its audit: group-buying's own invariant: open sessions' paid quantities."""
+
     async def get_bundle_composition(self, product_id: uuid.UUID) -> BundleCompositionOut | None:
         """The product's bundle composition (warehouse: bundles to reorder), or None when the
         product has none; any other failure raises."""
@@ -47,32 +47,22 @@ class GroupBuyingClient(ServiceClient):
         self, session_id: uuid.UUID, *, status: ParticipantStatus | None = None
     ) -> list[ParticipantOut]:
         """Every participant of the session (optionally of one status), oldest first."""
-        participants: list[ParticipantOut] = []
-        while True:
-            params: dict[str, str | int] = {
-                "limit": MAX_PARTICIPANTS_PAGE,
-                "offset": len(participants),
-            }
-            if status is not None:
-                params["status"] = status
-            response = await self.request(
-                "GET", f"/api/group-buying/{session_id}/participants", params=params
-            )
-            page = Page[ParticipantOut].model_validate(response.json())
-            participants += page.items
-            if not page.items or len(participants) >= page.total:
-                return participants
+        return await self.get_all_pages(
+            f"/api/group-buying/{session_id}/participants",
+            ParticipantOut,
+            page_size=MAX_PARTICIPANTS_PAGE,
+            params={} if status is None else {"status": status},
+        )
 
     async def report_payment(self, event: PaymentEvent, *, idempotency_key: str) -> PaymentEventOut:
         """Tell group-buying a participant's payment was paid, expired or failed. An event
         naming no participant, or one already applied, is acknowledged as `ignored`."""
-        response = await self.request(
-            "POST",
+        return await self.post_model(
             "/api/group-buying/payment-events",
-            json=event.model_dump(mode="json", by_alias=True),
+            event,
+            PaymentEventOut,
             idempotency_key=idempotency_key,
         )
-        return PaymentEventOut.model_validate(response.json())
 
     async def report_stock_received(
         self, session_id: uuid.UUID, *, idempotency_key: str
@@ -81,17 +71,12 @@ class GroupBuyingClient(ServiceClient):
         escrow is released and it succeeds. A session already successful is returned as it is;
         one not waiting for stock, or whose fulfilment is not complete, raises
         ServiceCallError 409."""
-        response = await self.request(
-            "POST",
+        return await self.post_model(
             f"/api/group-buying/{session_id}/stock-received",
+            None,
+            SessionOut,
             idempotency_key=idempotency_key,
         )
-        return SessionOut.model_validate(response.json())
-
-    async def audit(self) -> AuditOut:
-        """group-buying's own invariant: open sessions' paid quantities."""
-        response = await self.request("GET", "/api/admin/audit")
-        return AuditOut.model_validate(response.json())
 
     async def audit_participants(
         self,
@@ -104,5 +89,6 @@ class GroupBuyingClient(ServiceClient):
         params = page_params(str(after) if after else None, None, limit)
         if changed_since is not None:
             params["changedSince"] = changed_since.isoformat()
-        response = await self.request("GET", "/api/admin/audit/participants", params=params)
-        return [AuditParticipantOut.model_validate(item) for item in response.json()]
+        return await self.get_list(
+            "/api/admin/audit/participants", AuditParticipantOut, params=params
+        )

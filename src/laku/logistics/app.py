@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from fastapi import FastAPI
 
 from laku.address.client import AddressClient
-from laku.core.app import create_service_app
+from laku.core.app import create_service_app, service_client
 from laku.core.outbox import Handler
-from laku.core.services import service_url
 from laku.logistics import tasks
 from laku.logistics.models import idempotency_keys, outbox
 from laku.logistics.routes import router
@@ -20,11 +19,10 @@ from laku.providers.biteship.client import BiteshipClient
 
 async def _startup(app: FastAPI) -> None:
     state = app.state
-    transport = (state.http, state.service_tokens)
     biteship = BiteshipClient(state.http, state.settings)
     state.shipping = Shipping(
-        orders=OrderClient(service_url("order", state.settings), *transport),
-        addresses=AddressClient(service_url("address", state.settings), *transport),
+        orders=service_client(app, OrderClient, "order"),
+        addresses=service_client(app, AddressClient, "address"),
         biteship=biteship,
         settings=state.settings,
     )
@@ -41,8 +39,8 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
 def create_app() -> FastAPI:
     return create_service_app(
         "logistics",
-        routers=[router],
-        idempotency_keys=idempotency_keys,
+        [router],
+        idempotency_keys,
         startup=_startup,
         outbox=(outbox, _outbox_handlers),
         # A shipment is idempotent by its order (one shipment per order).

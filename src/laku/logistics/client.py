@@ -34,13 +34,13 @@ class LogisticsClient(ServiceClient):
             courier_type=courier_type,
             address_id=address_id,
         )
-        response = await self.request(
-            "POST",
+        return await self.post_model(
             "/api/shipments",
-            json=body.model_dump(mode="json", by_alias=True, exclude_none=True),
+            body,
+            ShipmentDetailOut,
             idempotency_key=idempotency_key,
+            exclude_none=True,
         )
-        return ShipmentDetailOut.model_validate(response.json())
 
     async def book_session(
         self, group_session_id: uuid.UUID, *, idempotency_key: str
@@ -49,13 +49,9 @@ class LogisticsClient(ServiceClient):
         booked before are counted in `existing`. ServiceCallError 409 `shipment_in_progress`
         while another call books some of them, 503 while Biteship is unavailable: retry."""
         body = BulkShipmentsCreate(group_session_id=group_session_id)
-        response = await self.request(
-            "POST",
-            "/api/shipments/bulk",
-            json=body.model_dump(mode="json", by_alias=True),
-            idempotency_key=idempotency_key,
+        return await self.post_model(
+            "/api/shipments/bulk", body, BulkShipmentsOut, idempotency_key=idempotency_key
         )
-        return BulkShipmentsOut.model_validate(response.json())
 
     async def get_shipment(self, shipment_id: uuid.UUID) -> ShipmentDetailOut | None:
         return await self.get_or_none(f"/api/shipments/{shipment_id}", ShipmentDetailOut)

@@ -4,8 +4,7 @@ outbox."""
 from fastapi import FastAPI
 
 from laku.auth.client import AuthClient
-from laku.core.app import create_service_app
-from laku.core.services import service_url
+from laku.core.app import create_service_app, service_client
 from laku.notification.models import idempotency_keys, outbox
 from laku.notification.routes import router
 from laku.notification.tasks import outbox_handlers
@@ -15,15 +14,15 @@ from laku.providers.webpush.client import WebPushClient
 async def _startup(app: FastAPI) -> None:
     state = app.state
     # Who a user is (e-mail, name, phone) is asked of auth-service when notifying users.
-    state.auth = AuthClient(service_url("auth", state.settings), state.http, state.service_tokens)
+    state.auth = service_client(app, AuthClient, "auth")
     state.webpush = WebPushClient.from_settings(state.settings, state.http)
 
 
 def create_app() -> FastAPI:
     return create_service_app(
         "notification",
-        routers=[router],
-        idempotency_keys=idempotency_keys,
+        [router],
+        idempotency_keys,
         startup=_startup,
         outbox=(outbox, outbox_handlers),
         # Each item's key is told once per channel: a repeat is answered by what it would add.

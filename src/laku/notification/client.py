@@ -37,13 +37,13 @@ class NotificationClient(ServiceClient):
     async def send(self, request: NotificationRequest, *, idempotency_key: str) -> NotificationOut:
         """Store a notification for delivery. The same key sends one message however often
         it is retried (derive it from what is being notified, e.g. `po:<id>:created`)."""
-        response = await self.request(
-            "POST",
+        return await self.post_model(
             "/api/notifications",
-            json=request.model_dump(mode="json", by_alias=True, exclude_none=True),
+            request,
+            NotificationOut,
             idempotency_key=idempotency_key,
+            exclude_none=True,
         )
-        return NotificationOut.model_validate(response.json())
 
     async def notify_users(
         self, items: Sequence[UserNotification], *, idempotency_key: str
@@ -53,8 +53,9 @@ class NotificationClient(ServiceClient):
         `key` (e.g. `joined:<participant id>`) is told once per channel ever, so a retried or
         repeated call counts as `alreadySent` what it told before. Users auth-service does not
         know are skipped (`unknownUsers`). Keep texts short: a full chunk must fit in 1 MiB."""
-        body = UserNotificationsCreate(items=list(items)).model_dump(mode="json", by_alias=True)
-        response = await self.request(
-            "POST", "/api/notifications/users", json=body, idempotency_key=idempotency_key
+        return await self.post_model(
+            "/api/notifications/users",
+            UserNotificationsCreate(items=list(items)),
+            UserNotificationsOut,
+            idempotency_key=idempotency_key,
         )
-        return UserNotificationsOut.model_validate(response.json())

@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from laku.core.schemas import MAX_BIGINT, MultilineText, Text, WireModel
+from laku.core.schemas import MAX_BIGINT, Batch, MultilineText, Text, WireModel
 from laku.notification.rules import Channel, NotificationStatus, whatsapp_number
 
 _email_address: TypeAdapter[str] = TypeAdapter(EmailStr)
@@ -105,16 +105,7 @@ class UserNotification(WireModel):
 
 
 class UserNotificationsCreate(WireModel):
-    items: Annotated[
-        list[UserNotification], Field(min_length=1, max_length=MAX_USER_NOTIFICATIONS_PER_CALL)
-    ]
-
-    @field_validator("items")
-    @classmethod
-    def _keys_distinct(cls, items: list[UserNotification]) -> list[UserNotification]:
-        if len({item.key for item in items}) != len(items):
-            raise ValueError("each key may appear once")
-        return items
+    items: Batch(UserNotification, MAX_USER_NOTIFICATIONS_PER_CALL, distinct="key")
 
 
 class UserNotificationsOut(WireModel):

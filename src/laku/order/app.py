@@ -3,8 +3,7 @@ their lifecycle (shipped, delivered, cancelled and refunded)."""
 
 from fastapi import FastAPI
 
-from laku.core.app import create_service_app
-from laku.core.services import service_url
+from laku.core.app import create_service_app, service_client
 from laku.group_buying.client import GroupBuyingClient
 from laku.notification.client import NotificationClient
 from laku.order.models import idempotency_keys, outbox
@@ -15,21 +14,13 @@ from laku.product.client import ProductClient
 
 
 async def _startup(app: FastAPI) -> None:
-    state = app.state
-    transport = (state.http, state.service_tokens)
-    state.group_buying = GroupBuyingClient(service_url("group-buying", state.settings), *transport)
-    state.products = ProductClient(service_url("product", state.settings), *transport)
-    state.payments = PaymentClient(service_url("payment", state.settings), *transport)
-    state.notifications = NotificationClient(
-        service_url("notification", state.settings), *transport
-    )
+    app.state.group_buying = service_client(app, GroupBuyingClient, "group-buying")
+    app.state.products = service_client(app, ProductClient, "product")
+    app.state.payments = service_client(app, PaymentClient, "payment")
+    app.state.notifications = service_client(app, NotificationClient, "notification")
 
 
 def create_app() -> FastAPI:
     return create_service_app(
-        "order",
-        routers=[router],
-        idempotency_keys=idempotency_keys,
-        startup=_startup,
-        outbox=(outbox, outbox_handlers),
+        "order", [router], idempotency_keys, startup=_startup, outbox=(outbox, outbox_handlers)
     )

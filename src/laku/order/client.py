@@ -40,13 +40,9 @@ class OrderClient(ServiceClient):
         session that is not successful raises ServiceCallError 409 `session_not_successful`;
         an unknown one 404 `session_not_found`."""
         body = BulkOrdersCreate(group_session_id=group_session_id)
-        response = await self.request(
-            "POST",
-            "/api/orders/bulk",
-            json=body.model_dump(mode="json", by_alias=True),
-            idempotency_key=idempotency_key,
+        return await self.post_model(
+            "/api/orders/bulk", body, BulkOrdersOut, idempotency_key=idempotency_key
         )
-        return BulkOrdersOut.model_validate(response.json())
 
     async def get_order(self, order_id: uuid.UUID) -> OrderOut | None:
         return await self.get_or_none(f"/api/orders/{order_id}", OrderOut)
@@ -55,30 +51,22 @@ class OrderClient(ServiceClient):
         self, group_session_id: uuid.UUID, *, status: OrderStatus | None = None
     ) -> list[OrderOut]:
         """Every order of the group buy (in `status` if given), read page by page."""
-        orders: list[OrderOut] = []
-        params: dict[str, str | int] = {"sessionId": str(group_session_id), "limit": _PAGE}
+        params = {"sessionId": str(group_session_id)}
         if status is not None:
             params["status"] = status.value
-        while True:
-            response = await self.request(
-                "GET", "/api/orders", params={**params, "offset": len(orders)}
-            )
-            page = response.json()
-            orders.extend(OrderOut.model_validate(item) for item in page["items"])
-            if not page["items"] or len(orders) >= page["total"]:
-                return orders
+        return await self.get_all_pages("/api/orders", OrderOut, page_size=_PAGE, params=params)
 
     async def mark_session_ready(
         self, group_session_id: uuid.UUID, *, idempotency_key: str
     ) -> SessionReadyOut:
         """The group buy's goods are in hand: its processing orders become ready to ship (each
         once; the buyers are told)."""
-        response = await self.request(
-            "POST",
+        return await self.post_model(
             f"/api/orders/by-session/{group_session_id}/ready-to-ship",
+            None,
+            SessionReadyOut,
             idempotency_key=idempotency_key,
         )
-        return SessionReadyOut.model_validate(response.json())
 
     async def mark_shipped(
         self, order_id: uuid.UUID, *, tracking_number: str, courier: str, idempotency_key: str
@@ -87,18 +75,13 @@ class OrderClient(ServiceClient):
         returned as it is; any other status raises ServiceCallError 409
         `invalid_order_transition`."""
         body = OrderShip(tracking_number=tracking_number, courier=courier)
-        response = await self.request(
-            "POST",
-            f"/api/orders/{order_id}/ship",
-            json=body.model_dump(mode="json", by_alias=True),
-            idempotency_key=idempotency_key,
+        return await self.post_model(
+            f"/api/orders/{order_id}/ship", body, OrderOut, idempotency_key=idempotency_key
         )
-        return OrderOut.model_validate(response.json())
 
     async def mark_delivered(self, order_id: uuid.UUID, *, idempotency_key: str) -> OrderOut:
         """shipped -> delivered. An order already delivered is returned as it is; any other
         status raises ServiceCallError 409 `invalid_order_transition`."""
-        response = await self.request(
-            "POST", f"/api/orders/{order_id}/deliver", idempotency_key=idempotency_key
+        return await self.post_model(
+            f"/api/orders/{order_id}/deliver", None, OrderOut, idempotency_key=idempotency_key
         )
-        return OrderOut.model_validate(response.json())

@@ -6,9 +6,8 @@ from collections.abc import Mapping
 
 from fastapi import FastAPI
 
-from laku.core.app import create_service_app, run_in_background
+from laku.core.app import create_service_app, run_in_background, service_client
 from laku.core.outbox import Handler
-from laku.core.services import service_url
 from laku.group_buying.client import GroupBuyingClient
 from laku.notification.client import NotificationClient
 from laku.payment.metrics import BUSINESS_METRICS
@@ -39,13 +38,12 @@ async def _startup(app: FastAPI) -> None:
 
 def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
     state = app.state
-    transport = (state.http, state.service_tokens)
     return PaymentTasks(
         db=state.db,
-        group_buying=GroupBuyingClient(service_url("group-buying", state.settings), *transport),
-        wallet=WalletClient(service_url("wallet", state.settings), *transport),
-        settlements=SettlementClient(service_url("settlement", state.settings), *transport),
-        notifications=NotificationClient(service_url("notification", state.settings), *transport),
+        group_buying=service_client(app, GroupBuyingClient, "group-buying"),
+        wallet=service_client(app, WalletClient, "wallet"),
+        settlements=service_client(app, SettlementClient, "settlement"),
+        notifications=service_client(app, NotificationClient, "notification"),
         close_invoice=state.payments.close_invoice_of_expired,
         refund_unclaimed=refund_unclaimed,
         on_commit=lambda: state.outbox_relay.wake(),
@@ -55,8 +53,8 @@ def _outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
 def create_app() -> FastAPI:
     return create_service_app(
         "payment",
-        routers=[router, audit_router],
-        idempotency_keys=idempotency_keys,
+        [router, audit_router],
+        idempotency_keys,
         startup=_startup,
         outbox=(outbox, _outbox_handlers),
         # A payment is idempotent by its caller's reference (the same reference, the same one).

@@ -7,8 +7,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
-from laku.core.http import ServiceClient
+from laku.core.audit import AUDIT_PAGE_SIZE, AuditedClient
 from laku.payment.rules import EscrowStatus, PaymentStatus, RefundReason
 from laku.payment.schemas import (
     MAX_PAYMENTS_PER_CALL,
@@ -52,19 +51,22 @@ __all__ = [
 ]
 
 
-class PaymentClient(ServiceClient):
+class PaymentClient(AuditedClient):
+    """Its audit: payment-service's own invariant, every payment's paid = held + released +
+    refunded."""
+
     async def create_payment(self, request: PaymentCreate, *, idempotency_key: str) -> PaymentOut:
         """Create the payment and its Xendit invoice (`invoiceUrl` is where the buyer pays).
         The same `reference` again returns the first payment, never a second invoice. Xendit
         unreachable (503, retried here first) raises UpstreamUnavailable; calling again later
         with the same reference is safe."""
-        response = await self.request(
-            "POST",
+        return await self.post_model(
             "/api/payments",
-            json=request.model_dump(mode="json", by_alias=True, exclude_none=True),
+            request,
+            PaymentOut,
             idempotency_key=idempotency_key,
+            exclude_none=True,
         )
-        return PaymentOut.model_validate(response.json())
 
     async def get_payment(self, payment_id: uuid.UUID) -> PaymentOut | None:
         return await self.get_or_none(f"/api/payments/{payment_id}", PaymentOut)
@@ -72,22 +74,21 @@ class PaymentClient(ServiceClient):
     async def expire_payment(self, payment_id: uuid.UUID, *, idempotency_key: str) -> PaymentOut:
         """Close the invoice so it can no longer be paid; a payment already expired is returned
         as it is. A paid one raises ServiceCallError 409 `payment_already_paid`."""
-        response = await self.request(
-            "POST", f"/api/payments/{payment_id}/expire", idempotency_key=idempotency_key
+        return await self.post_model(
+            f"/api/payments/{payment_id}/expire", None, PaymentOut, idempotency_key=idempotency_key
         )
-        return PaymentOut.model_validate(response.json())
 
     async def expire_by_reference(self, reference: str) -> ReferenceExpiredOut:
         """Give up the payment for `reference`, made or not: its invoice closed, or none ever
         made (a creation arriving later is refused). ServiceCallError 409
         `payment_in_progress` while it is being created (ask again), `payment_already_paid`
         once paid."""
-        response = await self.request(
-            "POST",
+        return await self.post_model(
             f"/api/payments/by-reference/{reference}/expire",
+            None,
+            ReferenceExpiredOut,
             idempotency_key=f"expire-reference:{reference}",
         )
-        return ReferenceExpiredOut.model_validate(response.json())
 
     async def refund(self, items: Sequence[RefundItem], *, idempotency_key: str) -> RefundsOut:
         """Refund up to MAX_REFUNDS_PER_CALL items (send a larger group in chunks) from paid
@@ -98,11 +99,10 @@ class PaymentClient(ServiceClient):
         refundable for its items' reason (`payment_not_refundable`), an amount exceeds what is
         left of its payment (`refund_exceeds_payment`) or a reference was used for another
         refund (`refund_reference_reused`); 404 `payment_not_found`."""
-        body = RefundsCreate(items=list(items)).model_dump(mode="json", by_alias=True)
-        response = await self.request(
-            "POST", "/api/payments/refunds", json=body, idempotency_key=idempotency_key
+        body = RefundsCreate(items=list(items))
+        return await self.post_model(
+            "/api/payments/refunds", body, RefundsOut, idempotency_key=idempotency_key
         )
-        return RefundsOut.model_validate(response.json())
 
     async def release_escrow(
         self,
@@ -119,23 +119,21 @@ class PaymentClient(ServiceClient):
         nothing released."""
         body = EscrowRelease(
             payment_ids=list(payment_ids), factory_id=factory_id, group_session_id=group_session_id
-        ).model_dump(mode="json", by_alias=True)
-        response = await self.request(
-            "POST", "/api/payments/escrow/release", json=body, idempotency_key=idempotency_key
         )
-        return EscrowReleaseOut.model_validate(response.json())
+        return await self.post_model(
+            "/api/payments/escrow/release", body, EscrowReleaseOut, idempotency_key=idempotency_key
+        )
 
     async def escrow_released(
         self, factory_id: uuid.UUID, start: datetime, end: datetime
     ) -> EscrowReleasedOut:
         """What escrow released to the factory in [start, end), in total and per group buy,
         less refunds made since (settlement's base)."""
-        response = await self.request(
-            "GET",
+        return await self.get_model(
             "/api/payments/escrow/released",
+            EscrowReleasedOut,
             params={"factoryId": str(factory_id), "from": start.isoformat(), "to": end.isoformat()},
         )
-        return EscrowReleasedOut.model_validate(response.json())
 
     async def expire_many(
         self, payment_ids: Sequence[uuid.UUID], *, idempotency_key: str
@@ -147,30 +145,21 @@ class PaymentClient(ServiceClient):
         is recorded paid after all and reported to group-buying as paid. One still being
         created refuses the whole call with ServiceCallError 409 `payment_in_progress` (retry
         a second later)."""
-        body = PaymentsExpire(payment_ids=list(payment_ids)).model_dump(mode="json", by_alias=True)
-        response = await self.request(
-            "POST", "/api/payments/expire-bulk", json=body, idempotency_key=idempotency_key
+        body = PaymentsExpire(payment_ids=list(payment_ids))
+        return await self.post_model(
+            "/api/payments/expire-bulk", body, PaymentsExpireOut, idempotency_key=idempotency_key
         )
-        return PaymentsExpireOut.model_validate(response.json())
-
-    async def audit(self) -> AuditOut:
-        """payment-service's own invariant: every payment's paid = held + released + refunded."""
-        response = await self.request("GET", "/api/admin/audit")
-        return AuditOut.model_validate(response.json())
 
     async def audit_payments(
         self, after: str | None, through: str | None, limit: int = AUDIT_PAGE_SIZE
     ) -> list[AuditPaymentOut]:
         """A page of payments by reference (byte order) in (after, through]."""
-        response = await self.request(
-            "GET", "/api/admin/audit/payments", params=page_params(after, through, limit)
-        )
-        return [AuditPaymentOut.model_validate(item) for item in response.json()]
+        return await self.audit_page("payments", AuditPaymentOut, after, through, limit)
 
     async def audit_refunds(
         self, after: uuid.UUID | None, limit: int = AUDIT_PAGE_SIZE
     ) -> list[AuditRefundOut]:
         """A page of refunds by id after `after`."""
-        params = page_params(str(after) if after else None, None, limit)
-        response = await self.request("GET", "/api/admin/audit/refunds", params=params)
-        return [AuditRefundOut.model_validate(item) for item in response.json()]
+        return await self.audit_page(
+            "refunds", AuditRefundOut, str(after) if after else None, None, limit
+        )

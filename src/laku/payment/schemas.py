@@ -11,7 +11,7 @@ from pydantic import (
 )
 
 from laku.core.money import Rupiah
-from laku.core.schemas import ProviderModel, Text, WireModel
+from laku.core.schemas import Batch, ProviderModel, Text, WireModel
 from laku.payment.rules import EscrowStatus, PaymentStatus, RefundReason
 
 # The caller's own key for what is being paid, e.g. "participant:<uuid>".
@@ -91,14 +91,7 @@ class RefundItem(WireModel):
 
 
 class RefundsCreate(WireModel):
-    items: Annotated[list[RefundItem], Field(min_length=1, max_length=MAX_REFUNDS_PER_CALL)]
-
-    @field_validator("items")
-    @classmethod
-    def _references_distinct(cls, items: list[RefundItem]) -> list[RefundItem]:
-        if len({item.reference for item in items}) != len(items):
-            raise ValueError("each reference may appear once")
-        return items
+    items: Batch(RefundItem, MAX_REFUNDS_PER_CALL, distinct="reference")
 
 
 class RefundsOut(WireModel):

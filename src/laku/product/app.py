@@ -1,7 +1,6 @@
 from fastapi import FastAPI
 
-from laku.core.app import create_service_app
-from laku.core.services import service_url
+from laku.core.app import create_service_app, service_client
 from laku.factory.client import FactoryClient
 from laku.product.images import photo_store
 from laku.product.models import idempotency_keys
@@ -10,13 +9,9 @@ from laku.product.routes import router
 
 async def _startup(app: FastAPI) -> None:
     # Products name their factory; factory-service is asked whether it exists.
-    app.state.factory_client = FactoryClient(
-        service_url("factory", app.state.settings), app.state.http, app.state.service_tokens
-    )
+    app.state.factory_client = service_client(app, FactoryClient, "factory")
     app.state.photos = photo_store(app.state.settings)
 
 
 def create_app() -> FastAPI:
-    return create_service_app(
-        "product", routers=[router], idempotency_keys=idempotency_keys, startup=_startup
-    )
+    return create_service_app("product", [router], idempotency_keys, startup=_startup)

@@ -2,10 +2,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field, HttpUrl, RootModel, UrlConstraints, model_validator
+from pydantic import Field, HttpUrl, RootModel, UrlConstraints
 
 from laku.core.money import Rupiah, SignedRupiah
-from laku.core.schemas import MultilineText, Text, WireModel
+from laku.core.schemas import MultilineText, PartialUpdate, Text, WireModel
 from laku.product.rules import ProductStatus
 
 Name = Text(200)
@@ -46,8 +46,10 @@ class ProductCreate(WireModel):
     group_duration_hours: GroupDurationHours
 
 
-class ProductUpdate(WireModel):
-    """Only the fields sent change; `description: null` clears the description."""
+class ProductUpdate(PartialUpdate):
+    """`description: null` clears the description."""
+
+    CLEARABLE = frozenset({"description"})
 
     category_id: uuid.UUID | None = None
     name: Name | None = None
@@ -56,17 +58,6 @@ class ProductUpdate(WireModel):
     cost_price: Rupiah | None = None
     moq: Moq | None = None
     group_duration_hours: GroupDurationHours | None = None
-
-    @model_validator(mode="after")
-    def _nothing_required_is_cleared(self) -> "ProductUpdate":
-        if not self.model_fields_set:
-            raise ValueError("send at least one field to change")
-        cleared = sorted(
-            name for name in self.model_fields_set - {"description"} if getattr(self, name) is None
-        )
-        if cleared:
-            raise ValueError(f"{', '.join(cleared)} cannot be null")
-        return self
 
 
 class ProductOut(WireModel):

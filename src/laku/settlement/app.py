@@ -4,8 +4,7 @@ double-entry ledger, and paid out through Xendit."""
 
 from fastapi import FastAPI
 
-from laku.core.app import create_service_app
-from laku.core.services import service_url
+from laku.core.app import create_service_app, service_client
 from laku.factory.client import FactoryClient
 from laku.payment.client import PaymentClient
 from laku.providers.xendit.payouts import PayoutFlow, XenditPayoutClient
@@ -17,12 +16,8 @@ from laku.settlement.tasks import outbox_handlers
 
 async def _startup(app: FastAPI) -> None:
     state = app.state
-    state.factories = FactoryClient(
-        service_url("factory", state.settings), state.http, state.service_tokens
-    )
-    state.payments = PaymentClient(
-        service_url("payment", state.settings), state.http, state.service_tokens
-    )
+    state.factories = service_client(app, FactoryClient, "factory")
+    state.payments = service_client(app, PaymentClient, "payment")
     state.settlement_payouts = SettlementPayouts(
         state.db, PayoutFlow(XenditPayoutClient(state.http, state.settings))
     )
@@ -31,8 +26,8 @@ async def _startup(app: FastAPI) -> None:
 def create_app() -> FastAPI:
     return create_service_app(
         "settlement",
-        routers=[router, ledger_router, audit_router],
-        idempotency_keys=idempotency_keys,
+        [router, ledger_router, audit_router],
+        idempotency_keys,
         startup=_startup,
         outbox=(outbox, outbox_handlers),
     )

@@ -4,11 +4,9 @@ released to a factory, warehouse-service a warehouse invoice paid."""
 
 import uuid
 from datetime import datetime
-from typing import TypeVar
 
-from laku.core.audit import AuditOut, page_params
-from laku.core.http import ServiceClient
-from laku.core.schemas import Page, WireModel
+from laku.core.audit import AuditedClient
+from laku.core.schemas import Page
 from laku.settlement.rules import SettlementStatus
 from laku.settlement.schemas import (
     AuditSettlementOut,
@@ -39,28 +37,17 @@ __all__ = [
 ]
 
 
-Answer = TypeVar("Answer", bound=WireModel)
+class SettlementClient(AuditedClient):
+    """Its audit: settlement-service's own invariant: every ledger entry balanced."""
 
-
-class SettlementClient(ServiceClient):
-    async def _post(
-        self, path: str, body: WireModel, answer: type[Answer], idempotency_key: str
-    ) -> Answer:
-        """POST `body`, made once per `idempotency_key`, and read the answer as `answer`."""
-        response = await self.request(
-            "POST",
-            path,
-            json=body.model_dump(mode="json", by_alias=True),
-            idempotency_key=idempotency_key,
-        )
-        return answer.model_validate(response.json())
+    AUDIT_PATH = "/api/admin/audit/ledger"
 
     async def record_warehouse_invoice_paid(
         self, paid: WarehouseInvoicePaid, *, idempotency_key: str
     ) -> LedgerEntryOut:
         """Post the paid invoice's ledger entry, once per invoice (again: the same entry)."""
-        return await self._post(
-            "/api/ledger/warehouse-invoices", paid, LedgerEntryOut, idempotency_key
+        return await self.post_model(
+            "/api/ledger/warehouse-invoices", paid, LedgerEntryOut, idempotency_key=idempotency_key
         )
 
     async def get_settlement(self, settlement_id: uuid.UUID) -> SettlementDetailOut | None:
@@ -72,16 +59,15 @@ class SettlementClient(ServiceClient):
     ) -> SettlementPreviewOut:
         """What settling the factory for [period_start, period_end) would come to; nothing is
         stored. An unknown factory raises ServiceCallError 422 `unknown_factory`."""
-        response = await self.request(
-            "GET",
+        return await self.get_model(
             "/api/settlements/preview",
+            SettlementPreviewOut,
             params={
                 "factoryId": str(factory_id),
                 "periodStart": period_start.isoformat(),
                 "periodEnd": period_end.isoformat(),
             },
         )
-        return SettlementPreviewOut.model_validate(response.json())
 
     async def list_settlements(
         self,
@@ -97,27 +83,24 @@ class SettlementClient(ServiceClient):
             params["factoryId"] = str(factory_id)
         if status is not None:
             params["status"] = status.value
-        response = await self.request("GET", "/api/settlements", params=params)
-        return Page[SettlementOut].model_validate(response.json())
+        return await self.get_model("/api/settlements", Page[SettlementOut], params=params)
 
     async def report_escrow_refunds(
         self, report: EscrowRefundsReport, *, idempotency_key: str
     ) -> EscrowRefundsOut:
         """Refunds of escrow released to factories (cancelled orders), each accounted for once
         by its refund id however often it is reported."""
-        return await self._post(
-            "/api/settlements/escrow-refunds", report, EscrowRefundsOut, idempotency_key
+        return await self.post_model(
+            "/api/settlements/escrow-refunds",
+            report,
+            EscrowRefundsOut,
+            idempotency_key=idempotency_key,
         )
-
-    async def audit(self) -> AuditOut:
-        """settlement-service's own invariant: every ledger entry balanced."""
-        response = await self.request("GET", "/api/admin/audit/ledger")
-        return AuditOut.model_validate(response.json())
 
     async def audit_settlements(
         self, after: uuid.UUID | None, limit: int
     ) -> list[AuditSettlementOut]:
         """A page of settlements by id after `after`."""
-        params = page_params(str(after) if after else None, None, limit)
-        response = await self.request("GET", "/api/admin/audit/settlements", params=params)
-        return [AuditSettlementOut.model_validate(item) for item in response.json()]
+        return await self.audit_page(
+            "settlements", AuditSettlementOut, str(after) if after else None, None, limit
+        )

@@ -20,8 +20,8 @@ async def _startup(app: FastAPI) -> None:
 def create_app() -> FastAPI:
     return create_service_app(
         "wallet",
-        routers=[router, audit_router],
-        idempotency_keys=idempotency_keys,
+        [router, audit_router],
+        idempotency_keys,
         startup=_startup,
         outbox=(outbox, outbox_handlers),
     )

@@ -6,8 +6,7 @@ import json
 import uuid
 from collections.abc import Sequence
 
-from laku.core.audit import AUDIT_PAGE_SIZE, AuditOut, page_params
-from laku.core.http import ServiceClient
+from laku.core.audit import AUDIT_PAGE_SIZE, AuditedClient
 from laku.wallet.rules import Bank, MovementReason, TransactionDirection, TransactionReason
 from laku.wallet.schemas import (
     MAX_CREDITS_PER_CALL,
@@ -34,7 +33,9 @@ __all__ = [
 ]
 
 
-class WalletClient(ServiceClient):
+class WalletClient(AuditedClient):
+    """Its audit: wallet-service's own invariants: balances, withdrawals and their reversals."""
+
     async def credit(
         self,
         user_id: uuid.UUID,
@@ -73,30 +74,22 @@ class WalletClient(ServiceClient):
         once per its `idempotencyKey`: repeating them credits nothing (`alreadyCredited`). A
         key used before for another credit raises ServiceCallError 409 `idempotency_key_reused`
         and nothing is credited. `idempotency_key` names this call (the same items each time)."""
-        body = BulkCreditsCreate(items=list(items)).model_dump(mode="json", by_alias=True)
-        response = await self.request(
-            "POST", "/api/wallets/credits/bulk", json=body, idempotency_key=idempotency_key
+        return await self.post_model(
+            "/api/wallets/credits/bulk",
+            BulkCreditsCreate(items=list(items)),
+            BulkCreditsOut,
+            idempotency_key=idempotency_key,
         )
-        return BulkCreditsOut.model_validate(response.json())
 
     async def get_wallet(self, user_id: uuid.UUID) -> WalletOut:
         """The user's balance (0 for a user never credited)."""
-        response = await self.request("GET", f"/api/wallets/{user_id}")
-        return WalletOut.model_validate(response.json())
-
-    async def audit(self) -> AuditOut:
-        """wallet-service's own invariants: balances, withdrawals and their reversals."""
-        response = await self.request("GET", "/api/admin/audit")
-        return AuditOut.model_validate(response.json())
+        return await self.get_model(f"/api/wallets/{user_id}", WalletOut)
 
     async def audit_refund_credits(
         self, after: str | None, through: str | None, limit: int = AUDIT_PAGE_SIZE
     ) -> list[AuditCreditOut]:
         """A page of refund credits by idempotency key (byte order) in (after, through]."""
-        response = await self.request(
-            "GET", "/api/admin/audit/refund-credits", params=page_params(after, through, limit)
-        )
-        return [AuditCreditOut.model_validate(item) for item in response.json()]
+        return await self.audit_page("refund-credits", AuditCreditOut, after, through, limit)
 
 
 def _digest(body: dict[str, object]) -> str:

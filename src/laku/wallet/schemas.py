@@ -2,10 +2,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from laku.core.money import MAX_RUPIAH
-from laku.core.schemas import ProviderModel, Text, WireModel
+from laku.core.schemas import Batch, ProviderModel, Text, WireModel
 from laku.wallet.rules import (
     CURRENCY,
     MIN_WITHDRAWAL,
@@ -52,14 +52,7 @@ class MovementCreate(WireModel):
 class BulkCreditsCreate(WireModel):
     """Credits to make together: each once per `idempotencyKey`, and all or none."""
 
-    items: Annotated[list[MovementCreate], Field(min_length=1, max_length=MAX_CREDITS_PER_CALL)]
-
-    @field_validator("items")
-    @classmethod
-    def _keys_distinct(cls, items: list[MovementCreate]) -> list[MovementCreate]:
-        if len({item.idempotency_key for item in items}) != len(items):
-            raise ValueError("each idempotencyKey may appear once")
-        return items
+    items: Batch(MovementCreate, MAX_CREDITS_PER_CALL, distinct="idempotency_key")
 
 
 class BulkCreditsOut(WireModel):

@@ -5,8 +5,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from laku.core.app import create_service_app, run_in_background
-from laku.core.services import service_url
+from laku.core.app import create_service_app, run_in_background, service_client
 from laku.factory.client import FactoryClient
 from laku.group_buying.client import GroupBuyingClient
 from laku.logistics.client import LogisticsClient
@@ -23,18 +22,13 @@ from laku.warehouse.tasks import outbox_handlers
 
 async def _startup(app: FastAPI) -> None:
     state = app.state
-    transport = (state.http, state.service_tokens)
-
-    def url(name: str) -> str:
-        return service_url(name, state.settings)
-
-    state.products = ProductClient(url("product"), *transport)
-    state.factories = FactoryClient(url("factory"), *transport)
-    state.group_buying = GroupBuyingClient(url("group-buying"), *transport)
-    state.notifications = NotificationClient(url("notification"), *transport)
-    state.orders = OrderClient(url("order"), *transport)
-    state.logistics = LogisticsClient(url("logistics"), *transport)
-    state.settlements = SettlementClient(url("settlement"), *transport)
+    state.products = service_client(app, ProductClient, "product")
+    state.factories = service_client(app, FactoryClient, "factory")
+    state.group_buying = service_client(app, GroupBuyingClient, "group-buying")
+    state.notifications = service_client(app, NotificationClient, "notification")
+    state.orders = service_client(app, OrderClient, "order")
+    state.logistics = service_client(app, LogisticsClient, "logistics")
+    state.settlements = service_client(app, SettlementClient, "settlement")
     state.reservation_desk = reservations.ReservationDesk(
         state.db,
         on_commit=lambda: state.outbox_relay.wake(),
@@ -52,8 +46,8 @@ async def _startup(app: FastAPI) -> None:
 def create_app() -> FastAPI:
     return create_service_app(
         "warehouse",
-        routers=[router],
-        idempotency_keys=idempotency_keys,
+        [router],
+        idempotency_keys,
         startup=_startup,
         outbox=(outbox, outbox_handlers),
         idempotent_by_body=frozenset({"/api/reservations"}),

@@ -1,5 +1,6 @@
 """Sending e-mail over SMTP (aiosmtplib): plain-text mails from `mail_from`."""
 
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 
@@ -19,27 +20,15 @@ class EmailDeliveryError(Exception):
     """The SMTP server was unreachable or refused the mail; it was not sent."""
 
 
+@dataclass(frozen=True, kw_only=True)
 class SmtpClient:
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        sender: str,
-        username: str | None = None,
-        password: str | None = None,
-        starttls: bool = False,
-        timeout_seconds: float = 10.0,
-    ):
-        self._host = host
-        self._port = port
-        self._sender = sender
-        self._username = username
-        self._password = password
-        self._starttls = starttls
-        self._timeout_seconds = timeout_seconds
-        # Message-IDs name our own domain, as RFC 5322 recommends.
-        self._message_id_domain = parseaddr(sender)[1].rpartition("@")[2] or None
+    host: str
+    port: int
+    sender: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    starttls: bool = False
+    timeout_seconds: float = 10.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SmtpClient":
@@ -58,24 +47,27 @@ class SmtpClient:
     async def send_email(self, to: str, subject: str, body: str) -> str:
         """Send a plain-text mail; returns its Message-ID."""
         message = EmailMessage()
-        message["From"] = self._sender
+        message["From"] = self.sender
         message["To"] = to
         message["Subject"] = subject
         message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = make_msgid(domain=self._message_id_domain)
+        # Message-IDs name our own domain, as RFC 5322 recommends.
+        message["Message-ID"] = make_msgid(
+            domain=parseaddr(self.sender)[1].rpartition("@")[2] or None
+        )
         message.set_content(body)
         try:
             await aiosmtplib.send(
                 message,
-                hostname=self._host,
-                port=self._port,
-                username=self._username,
-                password=self._password,
-                start_tls=self._starttls,
-                timeout=self._timeout_seconds,
+                hostname=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                start_tls=self.starttls,
+                timeout=self.timeout_seconds,
             )
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise EmailDeliveryError(
-                f"SMTP {self._host}:{self._port} did not take the mail: {exc!r}"
+                f"SMTP {self.host}:{self.port} did not take the mail: {exc!r}"
             ) from exc
         return message["Message-ID"]
