@@ -109,10 +109,12 @@ def derived_providers() -> dict[str, set[str]]:
     sandbox_of = {spec.app_factory.split(".")[2]: name for name, spec in SANDBOXES.items()}
     providers = {}
     for name in APPS:
+        # A provider is a package under laku.providers; its modules beside them (http,
+        # webhooks) are the plumbing every provider shares.
         reached = {
             sandbox_of[module.split(".")[2]]
             for module in _imports(_package(name))
-            if module.startswith("laku.providers.")
+            if module.startswith("laku.providers.") and module.count(".") >= 3
         }
         if reached:
             providers[name] = reached
