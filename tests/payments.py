@@ -126,3 +126,8 @@ def pay_in_sandbox(platform: Platform, headers: dict[str, str], payment: Payment
             else None
         )
     )
+
+
+# The services whose deferred work writes to payment's schema (through payment's client), and
+# payment's own: what a whole-schema comparison of payment waits for.
+WRITERS_TO_PAYMENT = ("payment", "group_buying", "order")

@@ -13,6 +13,7 @@ import pytest
 
 from laku.testing.database import run
 from laku.testing.platform import Account, Platform, bearer
+from tests.payments import WRITERS_TO_PAYMENT
 from tests.service_logs import wait_logged
 from tests.support import (
     admin_headers,
@@ -304,7 +305,7 @@ def test_invalid_create_is_refused_and_changes_nothing(
 ) -> None:
     body = {key: value for key, value in {**_body(), **change}.items() if value is not None}
     # Nothing another test queued (a refund on its way) changes the schema meanwhile.
-    outboxes_idle(platform)
+    outboxes_idle(platform, *WRITERS_TO_PAYMENT)
     before = snapshot(platform, "payment")
     invoices_before = len(platform.client("xendit-sandbox").get("/sandbox/invoices").json())
     assert_problem(_create(platform, body), 422, "invalid_input")

@@ -13,6 +13,7 @@ from laku.testing.platform import Platform, bearer
 from tests.payments import (
     REFUNDS,
     RELEASE,
+    WRITERS_TO_PAYMENT,
     credited,
     paid_payment,
     pay_in_sandbox,
@@ -577,7 +578,7 @@ def test_invalid_input_is_refused_and_changes_nothing(
     platform: Platform, service_headers: dict[str, str], path: str, body: dict
 ) -> None:
     # Nothing another test queued (a refund still being credited) changes the schema meanwhile.
-    outboxes_idle(platform)
+    outboxes_idle(platform, *WRITERS_TO_PAYMENT)
     before = snapshot(platform, "payment")
     assert_problem(post_payments(platform, path, body, service_headers), 422, "invalid_input")
     assert snapshot(platform, "payment") == before

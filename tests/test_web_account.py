@@ -9,7 +9,14 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from laku.testing.platform import Account, Platform, bearer
-from tests.web import login, new_context, one_browser, refused_keeping_input, screenshot
+from tests.support import eventually
+from tests.web import (
+    login,
+    new_context,
+    one_browser,
+    refused_keeping_input,
+    screenshot,
+)
 
 browser = pytest.fixture(scope="module", name="browser")(one_browser)
 
@@ -91,6 +98,19 @@ def test_a_buyer_withdraws_from_the_wallet_to_a_bank_account(
     # A reload shows the page again; it does not ask for the money twice.
     page.reload()
     assert len(_held(platform, buyer, "wallet", "/api/wallets/me/withdrawals")["items"]) == 1
+
+    # The bank pays it out (the Xendit sandbox settles the payout): the page shows it done.
+    def held() -> dict[str, Any]:
+        [withdrawal] = _held(platform, buyer, "wallet", "/api/wallets/me/withdrawals")["items"]
+        return withdrawal
+
+    payout_id = eventually(lambda: held()["payoutId"])
+    settled = platform.client("xendit-sandbox").post(f"/sandbox/payouts/{payout_id}/succeed")
+    assert settled.status_code == 200, settled.text
+    eventually(lambda: held()["status"] == "succeeded", timeout=30)
+    page.reload()
+    expect(row.locator(".withdrawal-status")).to_have_text("Berhasil")
+    assert _held(platform, buyer, "wallet", "/api/wallets/me")["balance"] == 50_000
 
 
 def _fill_address(page: Page, label: str, city: str, postal_code: str) -> None:
