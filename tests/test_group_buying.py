@@ -160,6 +160,7 @@ def test_seed_steps_2_to_4(platform: Platform) -> None:
         0,
         25,
     )
+    assert session["buyerCount"] == 0
     assert session["groupPrice"] == session["currentUnitPrice"] == 95000
     # Every variant at the tier price; the catalog's adjustments are shown, not added.
     prices = {v["variantId"]: (v["unitPrice"], v["priceAdjustment"]) for v in session["variants"]}
@@ -196,6 +197,7 @@ def test_seed_steps_2_to_4(platform: Platform) -> None:
     after = session_of(platform, session["id"])
     assert after["status"] == "active"
     assert (after["paidQuantity"], after["fillBasisPoints"], after["currentTier"]) == (5, 500, 25)
+    assert after["buyerCount"] == 1
     mine = platform.client("group-buying").get(
         "/api/group-buying/participations/me", headers=buyer.headers
     )
@@ -218,18 +220,23 @@ def test_tiers_and_status_follow_the_paid_fill(platform: Platform) -> None:
     small = catalog.variants["S"]
     expected = [(2, 95000, 5000, 50, "active"), (1, 85000, 7500, 75, "active")]
     expected.append((1, 75000, 10000, 100, "moq_reached"))
-    for quantity, price, fill, tier, status in expected:
+    for buyers, (quantity, price, fill, tier, status) in enumerate(expected, start=1):
         buyer = platform.new_buyer()
         joined = join_created(platform, buyer, session, small, quantity)
         assert joined["participant"]["unitPrice"] == price
         paid_through(platform, buyer, session, joined)
         now = session_of(platform, session["id"])
         assert (now["fillBasisPoints"], now["currentTier"], now["status"]) == (fill, tier, status)
+        assert now["buyerCount"] == buyers
     assert now["currentUnitPrice"] == 65000
     assert now["quantityToMoq"] == 0
     # Joins stay open past the MOQ, at the 100% tier.
     late = join_created(platform, platform.new_buyer(), session, catalog.variants["L"], 1)
     assert late["participant"]["unitPrice"] == 65000  # Large too: no adjustment added
+    # A buyer's second paid join counts the buyer once (the late join is unpaid).
+    again = join_created(platform, buyer, session, small, 1)
+    paid_through(platform, buyer, session, again)
+    assert session_of(platform, session["id"])["buyerCount"] == len(expected)
 
 
 def test_concurrent_payments_are_all_counted(platform: Platform) -> None:

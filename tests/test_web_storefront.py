@@ -180,4 +180,5 @@ def test_progress_and_stock_update_while_the_page_is_open(
     expect(small).to_contain_text("habis", timeout=15_000)
     expect(small.locator("input")).to_be_disabled()
     expect(watcher.locator("[data-field=paidQuantity]")).to_have_text("2", timeout=15_000)
+    expect(watcher.locator("[data-field=buyerCount]")).to_have_text("1")
     assert eventually(lambda: watcher.locator("#progress").get_attribute("value") == "20")

@@ -4,12 +4,12 @@ from fastapi import FastAPI
 
 from laku.core.app import create_service_app, run_in_background, service_client
 from laku.group_buying.closing import Closer, run_schedule
+from laku.group_buying.holds import run_join_sweeper
 from laku.group_buying.join import JoinSaga
 from laku.group_buying.metrics import BUSINESS_METRICS
 from laku.group_buying.models import idempotency_keys, outbox, rate_limits
 from laku.group_buying.notices import BuyerNotices
 from laku.group_buying.routes import router
-from laku.group_buying.sessions import run_join_sweeper
 from laku.group_buying.tasks import outbox_handlers
 from laku.notification.client import NotificationClient
 from laku.order.client import OrderClient

@@ -115,6 +115,7 @@ class SessionOut(WireModel):
     estimated_completion_date: datetime
     status: SessionStatus
     paid_quantity: int = Field(description="Units paid for by participants.")
+    buyer_count: int = Field(description="Buyers with a paid place in it (each counted once).")
     fill_basis_points: int = Field(
         description="paidQuantity / targetMoq in basis points (10000 = the MOQ), rounded down; "
         "above 10000 once the group outgrows its MOQ."

@@ -7,18 +7,16 @@ stock, expiring invoices, refunds) is written to the outbox in the same transact
 change causing it.
 """
 
-import asyncio
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, distinct, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from laku.core.db import Database
 from laku.core.errors import Conflict, InvalidInput, NotFound
 from laku.core.outbox import enqueue
 from laku.core.schemas import WireModel
@@ -92,11 +90,12 @@ def _columns(row: Base, wire_model: type[WireModel]) -> dict[str, Any]:
 
 
 def session_out(
-    group: GroupBuyingSession, variants: Sequence[SessionVariant], at: datetime
+    group: GroupBuyingSession, variants: Sequence[SessionVariant], buyers: int, at: datetime
 ) -> SessionOut:
     tier_price = current_unit_price(group)
     return SessionOut(
         **_columns(group, SessionOut),
+        buyer_count=buyers,
         fill_basis_points=fill_basis_points(group.paid_quantity, group.target_moq),
         quantity_to_moq=max(group.target_moq - group.paid_quantity, 0),
         current_tier=tier_for(group.paid_quantity, group.target_moq),
@@ -191,7 +190,7 @@ async def create_session(
     session.add_all(variants)
     await session.commit()
     await session.refresh(group)
-    return session_out(group, variants, at)
+    return session_out(group, variants, 0, at)  # nobody has joined yet
 
 
 def _by_reference(session_ref: str) -> Select[tuple[GroupBuyingSession]]:
@@ -233,10 +232,29 @@ async def session_variants(
     return by_session
 
 
+async def sessions_out(
+    session: AsyncSession, groups: Sequence[GroupBuyingSession]
+) -> list[SessionOut]:
+    """The sessions as read, each with its variants and its count of paying buyers."""
+    ids = [group.id for group in groups]
+    variants = await session_variants(session, ids)
+    buyers = dict(
+        (
+            await session.execute(
+                select(Participant.session_id, func.count(distinct(Participant.user_id)))
+                .where(Participant.session_id.in_(ids))
+                .where(Participant.status == ParticipantStatus.PAID)
+                .group_by(Participant.session_id)
+            )
+        ).tuples()
+    )
+    at = now()
+    return [session_out(g, variants[g.id], buyers.get(g.id, 0), at) for g in groups]
+
+
 async def get_session(session: AsyncSession, session_ref: str) -> SessionOut:
-    group = await find_session(session, session_ref)
-    variants = await session_variants(session, [group.id])
-    return session_out(group, variants[group.id], now())
+    [found] = await sessions_out(session, [await find_session(session, session_ref)])
+    return found
 
 
 async def list_sessions(
@@ -266,8 +284,7 @@ async def list_sessions(
             .offset(offset)
         )
     )
-    variants = await session_variants(session, [group.id for group in groups])
-    return [session_out(group, variants[group.id], at) for group in groups], total or 0
+    return await sessions_out(session, groups), total or 0
 
 
 async def count_by_status(session: AsyncSession) -> dict[SessionStatus, int]:
@@ -477,87 +494,6 @@ async def give_up_later(session: AsyncSession, participant: Participant) -> None
     await _release_later(session, participant)
 
 
-# Stock holds that lapsed -------------------------------------------------------------------
-
-
-async def cancel_lapsed_joins(session: AsyncSession, limit: int) -> int:
-    """Cancel up to `limit` joins still unpaid when their stock hold lapsed (their invoice
-    expired a grace period before without a word from payment-service, or the join died half
-    way): their payments are given up and their stock released, through the outbox. Returns
-    how many were cancelled."""
-    sessions = list(
-        await session.scalars(
-            select(Participant.session_id)
-            .where(
-                Participant.status == ParticipantStatus.PENDING_PAYMENT,
-                Participant.hold_expires_at < func.now(),
-            )
-            .group_by(Participant.session_id)
-            .order_by(Participant.session_id)
-            .limit(limit)
-        )
-    )
-    if not sessions:
-        await session.commit()
-        return 0
-    # Session rows first (shared: no paid quantity changes), as every writer locks them.
-    await session.execute(
-        select(GroupBuyingSession.id)
-        .where(GroupBuyingSession.id.in_(sessions))
-        .order_by(GroupBuyingSession.id)
-        .with_for_update(read=True)
-    )
-    lapsed = list(
-        await session.scalars(
-            update(Participant)
-            .where(
-                Participant.id.in_(
-                    select(Participant.id)
-                    .where(
-                        Participant.session_id.in_(sessions),
-                        Participant.status == ParticipantStatus.PENDING_PAYMENT,
-                        Participant.hold_expires_at < func.now(),
-                    )
-                    .limit(limit)
-                    .scalar_subquery()
-                ),
-                Participant.status == ParticipantStatus.PENDING_PAYMENT,
-            )
-            .values(
-                status=ParticipantStatus.CANCELLED,
-                cancelled_at=func.now(),
-                cancel_reason=CancelReason.HOLD_LAPSED,
-            )
-            .returning(Participant)
-        )
-    )
-    for participant in lapsed:
-        await give_up_later(session, participant)
-    await session.commit()
-    if lapsed:
-        log.info("lapsed_joins_cancelled", participants=len(lapsed))
-    return len(lapsed)
-
-
-async def run_join_sweeper(
-    db: Database, interval: timedelta, wake_outbox: Callable[[], None]
-) -> None:
-    """Cancel joins whose stock hold lapsed unpaid, every `interval`, in batches."""
-    batch = 500
-    while True:
-        await asyncio.sleep(interval.total_seconds())
-        try:
-            while True:
-                async with db.sessions() as session:
-                    cancelled = await cancel_lapsed_joins(session, batch)
-                if cancelled:
-                    wake_outbox()
-                if cancelled < batch:
-                    break
-        except Exception:
-            log.exception("join_sweep_failed")
-
-
 # Cancelling --------------------------------------------------------------------------------
 
 
@@ -592,5 +528,5 @@ async def cancel_session(session: AsyncSession, session_ref: str) -> SessionOut:
         await enqueue(session, outbox, SETTLE_CANCELLED_SESSION, {"sessionId": str(group.id)})
         await notify_outcome_later(session, group.id)
         await session.commit()
-    variants = await session_variants(session, [group.id])
-    return session_out(group, variants[group.id], now())
+    [cancelled] = await sessions_out(session, [group])
+    return cancelled

@@ -33,6 +33,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "gb.tier_reached": ("Tingkat tercapai", "Tier reached"),
     "gb.progress": ("Menuju MOQ", "Progress to MOQ"),
     "gb.joined": ("unit dibayar", "units paid"),
+    "gb.buyers": ("pembeli bergabung", "buyers joined"),
     "gb.to_moq": ("unit lagi menuju MOQ", "more units to the MOQ"),
     "gb.moq_reached": ("MOQ tercapai", "MOQ reached"),
     "gb.time_left": ("Sisa waktu", "Time left"),

@@ -202,6 +202,7 @@ async def group_buy_live(visitor: AnyVisitor, code: str) -> JSONResponse:
     return JSONResponse(
         {
             "paidQuantity": session["paidQuantity"],
+            "buyerCount": session["buyerCount"],
             "quantityToMoq": session["quantityToMoq"],
             "fillPercent": min(100, session["fillBasisPoints"] // 100),
             "currentTier": session["currentTier"],

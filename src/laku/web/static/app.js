@@ -32,6 +32,7 @@
       .then(function (live) {
         if (!live) return;
         set("[data-field=paidQuantity]", live.paidQuantity);
+        set("[data-field=buyerCount]", live.buyerCount);
         set("[data-field=quantityToMoq]", live.quantityToMoq);
         set("[data-field=currentUnitPrice]", live.currentUnitPrice);
         var bar = document.getElementById("progress");
