@@ -246,7 +246,9 @@ async def sessions_out(
                 .where(Participant.status == ParticipantStatus.PAID)
                 .group_by(Participant.session_id)
             )
-        ).tuples()
+        )
+        .tuples()
+        .all()
     )
     at = now()
     return [session_out(g, variants[g.id], buyers.get(g.id, 0), at) for g in groups]
