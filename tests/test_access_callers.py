@@ -7,6 +7,7 @@ service, and is not a caller here."""
 
 import ast
 import importlib
+import inspect
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 
 import laku
+from laku.core.audit import AuditedClient
+from laku.core.http import ServiceClient
 from laku.core.security import ACCESS_EXTENSION
 from laku.core.services import SERVICES
 
@@ -39,6 +42,26 @@ def _template(path: str) -> str:
     return re.sub(r"\{[^}]*\}", "{}", path)
 
 
+AUDIT_PATH = AuditedClient.AUDIT_PATH
+# ServiceClient's helpers, by the HTTP method each sends; their first argument is the path.
+_CALL_METHODS = {
+    "get_or_none": "GET",
+    "get_model": "GET",
+    "get_list": "GET",
+    "get_all_pages": "GET",
+    "post_model": "POST",
+}
+
+
+def _audit_path(cls: ast.ClassDef) -> str:
+    for node in cls.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [
+            "AUDIT_PATH"
+        ]:
+            return ast.literal_eval(node.value)
+    return AUDIT_PATH
+
+
 def _client_calls() -> list[ClientCall]:
     calls = []
     for client in sorted(SOURCE.glob("*/client.py")):
@@ -46,34 +69,29 @@ def _client_calls() -> list[ClientCall]:
         if owner is None:
             continue
         tree = ast.parse(client.read_text())
+        module = f"laku.{client.parent.name}.client"
         for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+            if any(isinstance(base, ast.Name) and base.id == "AuditedClient" for base in cls.bases):
+                # Inherited: `audit()` reads the class's AUDIT_PATH.
+                calls.append(ClientCall(owner, module, "audit", "GET", _audit_path(cls)))
             for method in (n for n in cls.body if isinstance(n, ast.AsyncFunctionDef)):
                 for node in ast.walk(method):
                     if not (
                         isinstance(node, ast.Call)
                         and isinstance(node.func, ast.Attribute)
-                        and node.func.attr in ("request", "get_or_none", "_post")
+                        and node.func.attr in ("request", "audit_page", *_CALL_METHODS)
                     ):
                         continue
                     args = node.args
                     if node.func.attr == "request":
                         http_method, path_node = ast.literal_eval(args[0]), args[1]
-                    elif node.func.attr == "_post":
-                        http_method, path_node = "POST", args[0]
+                    elif node.func.attr == "audit_page":
+                        stream = ast.literal_eval(args[0])
+                        http_method, path_node = "GET", ast.Constant(f"{AUDIT_PATH}/{stream}")
                     else:
-                        http_method, path_node = "GET", args[0]
-                    if isinstance(path_node, ast.Name) and method.name == "_post":
-                        continue  # the helper itself: its callers name the paths
+                        http_method, path_node = _CALL_METHODS[node.func.attr], args[0]
                     path = _path_of(path_node)
-                    calls.append(
-                        ClientCall(
-                            owner,
-                            f"laku.{client.parent.name}.client",
-                            method.name,
-                            http_method,
-                            path,
-                        )
-                    )
+                    calls.append(ClientCall(owner, module, method.name, http_method, path))
     return calls
 
 
@@ -235,3 +253,14 @@ def test_direct_calls_outside_the_clients_are_admitted() -> None:
             assert access.get("public") or caller in access.get("services", []), (
                 f"{where}: {caller} calls {service} {http_method} {path}, not admitted: {access}"
             )
+
+
+def test_every_way_a_client_calls_is_read() -> None:
+    """A new ServiceClient helper the calls above did not read would hide its calls from them."""
+    helpers = {
+        name
+        for cls in (ServiceClient, AuditedClient)
+        for name, member in vars(cls).items()
+        if inspect.iscoroutinefunction(member) and not name.startswith("_")
+    }
+    assert helpers == {"request", "audit", "audit_page", *_CALL_METHODS}
