@@ -29,9 +29,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
-def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    """Every service as its own uvicorn process on a fresh database."""
+def _platform_env(database_url: str) -> dict[str, str]:
     env = {
         "LAKU_DATABASE_URL": database_url,
         "LAKU_PORT_OFFSET": str(free_port_offset()),
@@ -56,14 +54,38 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "LAKU_RESERVATION_SWEEP_INTERVAL_SECONDS": "1",
         "LAKU_JOIN_SWEEP_INTERVAL_SECONDS": "1",
         "LAKU_RESERVATION_HOLD_GRACE_SECONDS": "3600",
-        # Every process writes its spans here (tests/test_tracing.py reads one trace across them).
-        "LAKU_TRACE_DIR": str(tmp_path_factory.mktemp("traces")),
     }
     env["LAKU_RATE_LIMITS"] = json.dumps(UNREACHED_RATE_LIMITS)
+    return env
+
+
+@pytest.fixture(scope="session")
+def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """Every service as its own uvicorn process on a fresh database."""
+    env = _platform_env(database_url)
+    # Every process writes its spans here (tests/test_tracing.py reads one trace across them).
+    env["LAKU_TRACE_DIR"] = str(tmp_path_factory.mktemp("traces"))
     with running_platform(
         env,
         database_url,
         log_dir=tmp_path_factory.mktemp("service-logs"),
         service_env=service_role_env(database_url),
     ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def own_platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """A platform of its own on another database, for a module that audits the whole platform:
+    there every row must come from the module's real flows, not from other tests' probes (a
+    reservation no participant holds, a payment no group buy made)."""
+    with (
+        throwaway_database(database_url) as own_database,
+        running_platform(
+            _platform_env(own_database),
+            own_database,
+            log_dir=tmp_path_factory.mktemp("own-service-logs"),
+            service_env=service_role_env(own_database),
+        ) as running,
+    ):
         yield running

@@ -23,6 +23,13 @@ from tests.audits import AUDIT_WAIT, laku_audit, quiet_audit, run_laku_audit
 from tests.group_buys import Joined, close_group_buy, end_now, join_group_buy, open_group_buy
 from tests.support import balance, eventually, ok
 
+
+@pytest.fixture(scope="module")
+def platform(own_platform: Platform) -> Platform:
+    """The whole platform is audited: a platform of this module's own."""
+    return own_platform
+
+
 WITHDRAWALS = "/api/wallets/me/withdrawals"
 
 

@@ -14,12 +14,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from laku.testing.platform import Account, Platform, bearer
 from tests.audits import laku_audit, quiet_audit
 from tests.group_buys import close_group_buy, end_now
 from tests.messages import PushBrowser, pushes_received
 from tests.support import eventually, ok
+
+
+@pytest.fixture(scope="module")
+def platform(own_platform: Platform) -> Platform:
+    """The whole platform is audited: a platform of this module's own."""
+    return own_platform
+
 
 MOQ = 7
 
