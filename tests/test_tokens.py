@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from laku.auth.keys import KeyCipher
 from laku.core.db import Database, async_url
 from laku.core.errors import Unauthorized
+from laku.core.schemas import PageWindow
 from laku.core.security import ALGORITHM, Principal, Role, TokenVerifier
 from laku.testing.catalog import create_seed_catalog, created
 from laku.testing.database import run
@@ -315,17 +316,15 @@ def test_an_unbound_factory_principal_sees_nothing(platform: Platform) -> None:
                     orders = await list_purchase_orders(
                         principal,
                         session,
+                        PageWindow(limit=50, offset=0),
                         product_id=None,
                         status_filter=None,
-                        limit=50,
-                        offset=0,
                     )
                 async with db.sessions() as session:
                     settlements = await list_settlements(
                         principal,
                         session,
-                        limit=20,
-                        offset=0,
+                        PageWindow(limit=20, offset=0),
                         factory_id=None,
                         settlement_status=None,
                     )
