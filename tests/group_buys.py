@@ -24,9 +24,10 @@ def open_group_buy(
     catalog: SeedCatalog,
     target_moq: int,
     tiers: dict[str, int] = TIERS,
+    ends_in: timedelta = timedelta(hours=6),
 ) -> dict[str, Any]:
-    # Far ahead: the tests end sessions themselves (`end_now`).
-    end = datetime.now(UTC) + timedelta(hours=6)
+    # Far ahead by default: the tests end sessions themselves (`end_now`).
+    end = datetime.now(UTC) + ends_in
     return created(
         platform.client("group-buying").post(
             "/api/group-buying",

@@ -4,7 +4,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ from playwright.sync_api import (
 )
 
 from laku.testing.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE
-from laku.testing.catalog import TIERS, SeedCatalog, created
+from laku.testing.catalog import SeedCatalog
 from laku.testing.platform import Platform, bearer
+from tests.group_buys import open_group_buy
 from tests.support import eventually
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "web"
@@ -121,21 +122,8 @@ def login(page: Page, email: str, password: str) -> None:
 def open_session(
     platform: Platform, catalog: SeedCatalog, target_moq: int, minutes: int = 30
 ) -> dict[str, Any]:
-    end = datetime.now(UTC) + timedelta(minutes=minutes)
-    return created(
-        platform.client("group-buying").post(
-            "/api/group-buying",
-            json={
-                "productId": catalog.product_id,
-                "factoryId": catalog.factory_id,
-                "targetMoq": target_moq,
-                **TIERS,
-                "endTime": end.isoformat(),
-                "estimatedCompletionDate": (end + timedelta(days=14)).isoformat(),
-            },
-            headers=bearer(platform.admin_token),
-        )
-    )
+    """A group buy a page shows with a countdown: ending in `minutes`."""
+    return open_group_buy(platform, catalog, target_moq, ends_in=timedelta(minutes=minutes))
 
 
 def publish(platform: Platform, product_id: str) -> None:
