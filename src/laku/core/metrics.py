@@ -15,9 +15,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 from sqlalchemy import Table, text
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from laku.core.db import Database
+from laku.core.middleware import HTTPMiddleware, ResponseStart
 from laku.core.outbox import summarize
 
 REQUESTS = Counter(
@@ -72,32 +73,21 @@ def _gauge(name: str, documentation: str, labels: tuple[str, ...]) -> Gauge:
     return _gauges[name]
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(HTTPMiddleware):
     """Counts and times every request under the route it matched."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
+    passed_paths = _UNTIMED
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _UNTIMED:
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        status = 500
-
-        async def send_recording(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        response = ResponseStart(send)
         try:
-            await self.app(scope, receive, send_recording)
+            await self.app(scope, receive, response)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED_ROUTE
             method = scope["method"]
-            REQUESTS.labels(method, template, str(status)).inc()
+            REQUESTS.labels(method, template, str(response.status)).inc()
             REQUEST_SECONDS.labels(method, template).observe(time.perf_counter() - started)
 
 

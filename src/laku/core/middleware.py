@@ -1,10 +1,13 @@
-"""ASGI middleware every service runs: request ids and logs, and a request body limit."""
+"""ASGI middleware every service runs: request ids and logs, and a request body limit; and
+what every pure ASGI middleware of the platform is built on."""
 
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 import structlog
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from laku.core.errors import problem_response
@@ -33,57 +36,78 @@ def safe_request_id(offered: str | None) -> str:
     return uuid.uuid4().hex
 
 
-class RequestContextMiddleware:
-    """Takes or makes the request id, binds it to every log line, returns it, logs the request."""
+class HTTPMiddleware:
+    """A pure ASGI middleware around HTTP requests: `handle` serves each one but those to
+    `passed_paths`, which go straight on to the app, as does anything else (the lifespan)."""
+
+    passed_paths: frozenset[str] = frozenset()
 
     def __init__(self, app: ASGIApp):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.passed_paths:
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class ResponseStart:
+    """`send` for the app a middleware wraps: notes the response's status as it starts (500
+    until then: an app that raises starts none) and lets `edit_headers` change its headers."""
+
+    def __init__(
+        self, send: Send, edit_headers: Callable[[MutableHeaders], None] | None = None
+    ) -> None:
+        self._send = send
+        self._edit_headers = edit_headers
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            if self._edit_headers is not None:
+                message.setdefault("headers", [])
+                self._edit_headers(MutableHeaders(scope=message))
+        await self._send(message)
+
+
+class RequestContextMiddleware(HTTPMiddleware):
+    """Takes or makes the request id, binds it to every log line, returns it, logs the request."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = safe_request_id(header(scope, REQUEST_ID_HEADER))
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
-                ]
-            await send(message)
-
+        response = ResponseStart(
+            send, lambda headers: headers.append(REQUEST_ID_HEADER, request_id)
+        )
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, response)
         finally:
             if scope["path"] not in ("/health", "/ready"):
                 log.info(
                     "request",
                     method=scope["method"],
                     path=scope["path"],
-                    status=status,
+                    status=response.status,
                     ms=round((time.perf_counter() - started) * 1000, 1),
                 )
             structlog.contextvars.unbind_contextvars("request_id")
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(HTTPMiddleware):
     """Refuses bodies over `max_bytes` with 413 before any handler sees them."""
 
     def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         too_large = problem_response(
             413,
             "payload_too_large",

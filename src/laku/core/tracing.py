@@ -27,8 +27,9 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from laku.core.middleware import HTTPMiddleware, ResponseStart
 from laku.core.settings import Settings
 
 tracer = trace.get_tracer("laku")
@@ -128,39 +129,28 @@ def continuing(name: str, carriers: Sequence[Mapping[str, str] | None]) -> Itera
         yield
 
 
-class TracingMiddleware:
+class TracingMiddleware(HTTPMiddleware):
     """A server span per request, continuing the caller's trace from its `traceparent`."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
+    passed_paths = _UNTRACED
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _UNTRACED:
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         method = scope["method"]
-        status = 500
-
-        async def send_recording(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        response = ResponseStart(send)
         with tracer.start_as_current_span(
             f"{method} {scope['path']}", context=propagate.extract(headers), kind=SpanKind.SERVER
         ) as span:
             try:
-                await self.app(scope, receive, send_recording)
+                await self.app(scope, receive, response)
             finally:
                 route = getattr(scope.get("route"), "path", None)
                 if route:
                     span.update_name(f"{method} {route}")
                     span.set_attribute("http.route", route)
                 span.set_attribute("http.request.method", method)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
+                span.set_attribute("http.response.status_code", response.status)
+                if response.status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
 
 

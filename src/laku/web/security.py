@@ -6,7 +6,9 @@ import hmac
 import secrets
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
+
+from laku.core.middleware import HTTPMiddleware, ResponseStart
 
 SESSION_COOKIE = "laku_session"  # the access token
 REFRESH_COOKIE = "laku_refresh"  # the refresh token that renews it
@@ -30,24 +32,14 @@ _HEADERS = (
 )
 
 
-class ResponseHeadersMiddleware:
+class ResponseHeadersMiddleware(HTTPMiddleware):
     """Adds to every HTTP response's headers as it starts, whatever the response is (a page, a
     redirect, JSON, an error)."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                self.add_headers(scope, MutableHeaders(scope=message))
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(
+            scope, receive, ResponseStart(send, lambda headers: self.add_headers(scope, headers))
+        )
 
     def add_headers(self, scope: Scope, headers: MutableHeaders) -> None:
         raise NotImplementedError
