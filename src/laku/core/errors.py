@@ -74,29 +74,23 @@ class UpstreamUnavailable(DomainError):
     status, code, title = 503, "upstream_unavailable", "A service this request needs is unavailable"
 
 
-_TITLES = {
-    400: "Bad request",
-    401: "Authentication required",
-    403: "Not allowed",
-    404: "Not found",
-    405: "Method not allowed",
-    409: "Conflict",
-    413: "Request body too large",
-    415: "Unsupported media type",
-    422: "Invalid input",
-    429: "Too many requests",
-}
-_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "invalid_input",
-    429: "too_many_requests",
+# The errors documented on every route (PROBLEM_RESPONSES), in status order.
+_EVERY_ROUTES_ERRORS = (
+    DomainError,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    InvalidInput,
+)
+# The code and title of an HTTP error raised outside the platform's errors (routing's 404 and
+# 405, an unsupported media type...): those of the platform's error of its status.
+_HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
+    error.status: (error.code, error.title) for error in (*_EVERY_ROUTES_ERRORS, TooManyRequests)
+} | {
+    405: ("method_not_allowed", "Method not allowed"),
+    415: ("unsupported_media_type", "Unsupported media type"),
 }
 
 
@@ -141,9 +135,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return problem_response(
-            422,
-            "invalid_input",
-            "Invalid input",
+            InvalidInput.status,
+            InvalidInput.code,
+            InvalidInput.title,
             "The request does not match the expected schema.",
             instance=request.url.path,
             errors=_validation_errors(exc),
@@ -152,10 +146,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         status = exc.status_code
+        code, title = _HTTP_PROBLEMS.get(status, ("error", "Error"))
         return problem_response(
             status,
-            _CODES.get(status, "error"),
-            _TITLES.get(status, "Error"),
+            code,
+            title,
             exc.detail if isinstance(exc.detail, str) else None,
             instance=request.url.path,
             headers=getattr(exc, "headers", None),
@@ -195,5 +190,5 @@ def problem_doc(description: str) -> dict[str, Any]:
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: problem_doc(_TITLES[status]) for status in (400, 401, 403, 404, 409, 413, 422)
+    error.status: problem_doc(error.title) for error in _EVERY_ROUTES_ERRORS
 }

@@ -10,7 +10,7 @@ import structlog
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from laku.core.errors import problem_response
+from laku.core.errors import PayloadTooLarge, problem_response
 
 REQUEST_ID_HEADER = "x-request-id"
 # A caller's request id is echoed and logged only when it is short and made of these characters;
@@ -109,9 +109,9 @@ class BodyLimitMiddleware(HTTPMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         too_large = problem_response(
-            413,
-            "payload_too_large",
-            "Request body too large",
+            PayloadTooLarge.status,
+            PayloadTooLarge.code,
+            PayloadTooLarge.title,
             f"The body may be at most {self.max_bytes} bytes.",
             instance=scope["path"],
         )
