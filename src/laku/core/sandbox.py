@@ -46,17 +46,18 @@ def delivered(response_status: int | None) -> bool:
 
 class WebhookSender:
     """POSTs webhooks after the caller has been answered, each retried after the given delays
-    until it is answered 2xx, then given up (so receivers must accept late and repeated ones)."""
+    until it is answered 2xx, then given up (so receivers must accept late and repeated ones).
+    `headers` are sent with every try."""
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        settings: Settings,
         *,
         headers: Callable[[], dict[str, str]],
         retry_delays_seconds: Sequence[float],
     ) -> None:
-        self._http = http
-        self._headers = headers
+        self._http = new_http_client(settings.http_timeout_seconds)
+        self.headers = headers
         self._delays = (0.0, *retry_delays_seconds)
         # Kept so deliveries in flight are not garbage-collected, and are cancelled on shutdown.
         self._tasks: set[asyncio.Task[None]] = set()
@@ -67,9 +68,13 @@ class WebhookSender:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def cancel_all(self) -> None:
+    @asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        """The sandbox app's: at shutdown, deliveries stop and the client closes."""
+        yield
         for task in list(self._tasks):
             task.cancel()
+        await self._http.aclose()
 
     async def _deliver(self, url: str, payload: dict[str, Any], record: AttemptRecorder) -> None:
         for attempt, delay in enumerate(self._delays, start=1):
@@ -77,7 +82,7 @@ class WebhookSender:
             response_status: int | None = None
             error: str | None = None
             try:
-                response = await self._http.post(url, json=payload, headers=self._headers())
+                response = await self._http.post(url, json=payload, headers=self.headers())
                 response_status = response.status_code
             except httpx.HTTPError as exc:
                 error = repr(exc)
@@ -103,23 +108,12 @@ class WebhookAttempt(WireModel):
 Attempt = TypeVar("Attempt", bound=WebhookAttempt)
 
 
-class WebhookLog(WebhookSender, Generic[Attempt]):
-    """A sender that numbers the webhooks it sends and keeps every try at delivering them, as
-    `attempt`s (a sandbox lists them under /sandbox)."""
+class WebhookLog(Generic[Attempt]):
+    """Numbers the webhooks it sends through `sender` and keeps every try at delivering them,
+    as `attempt`s (a sandbox lists them under /sandbox)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        attempt: type[Attempt],
-        *,
-        headers: Callable[[], dict[str, str]],
-        retry_delays_seconds: Sequence[float],
-    ) -> None:
-        super().__init__(
-            new_http_client(settings.http_timeout_seconds),
-            headers=headers,
-            retry_delays_seconds=retry_delays_seconds,
-        )
+    def __init__(self, sender: WebhookSender, attempt: type[Attempt]) -> None:
+        self._sender = sender
         self._attempt = attempt
         self.attempts: list[Attempt] = []
         self._sent = 0
@@ -128,7 +122,7 @@ class WebhookLog(WebhookSender, Generic[Attempt]):
         """Deliver `payload` after the caller has been answered; each try is kept with `about`
         (what the webhook is about)."""
         self._sent += 1
-        delivery, headers = self._sent, self._headers()
+        delivery, headers = self._sent, self._sender.headers()
 
         def record(attempt: int, response_status: int | None, error: str | None) -> None:
             self.attempts.append(
@@ -146,11 +140,4 @@ class WebhookLog(WebhookSender, Generic[Attempt]):
                 )
             )
 
-        self.deliver(url, payload, record)
-
-    @asynccontextmanager
-    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        """The sandbox app's: at shutdown, deliveries stop and the client closes."""
-        yield
-        self.cancel_all()
-        await self._http.aclose()
+        self._sender.deliver(url, payload, record)

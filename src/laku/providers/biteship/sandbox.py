@@ -31,7 +31,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from laku.core.sandbox import WebhookAttempt, WebhookLog, create_sandbox_app
+from laku.core.sandbox import WebhookAttempt, WebhookLog, WebhookSender, create_sandbox_app
 from laku.core.schemas import WireModel
 from laku.core.services import service_url
 from laku.core.settings import Settings, get_settings
@@ -346,15 +346,16 @@ class StatusChange(WireModel):
 class BiteshipSandbox:
     settings: Settings
     orders: dict[str, SandboxOrder] = field(default_factory=dict)
+    webhook_sender: WebhookSender = field(init=False)
     webhooks: WebhookLog[OrderWebhookAttempt] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.webhooks = WebhookLog(
+        self.webhook_sender = WebhookSender(
             self.settings,
-            OrderWebhookAttempt,
             headers=lambda: self.webhook_headers,
             retry_delays_seconds=RETRY_DELAYS_SECONDS,
         )
+        self.webhooks = WebhookLog(self.webhook_sender, OrderWebhookAttempt)
 
     @property
     def webhook_url(self) -> str:
@@ -495,7 +496,7 @@ async def _json_body(request: Request) -> Any:
 
 def create_app() -> FastAPI:
     sandbox = BiteshipSandbox(settings=get_settings())
-    app = create_sandbox_app("biteship", lifespan=sandbox.webhooks.lifespan)
+    app = create_sandbox_app("biteship", lifespan=sandbox.webhook_sender.lifespan)
 
     @app.exception_handler(BiteshipApiError)
     async def biteship_error(_: Request, exc: BiteshipApiError) -> JSONResponse:

@@ -28,8 +28,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from laku.core.sandbox import AttemptRecorder, delivered
-from laku.core.schemas import WireModel
+from laku.core.sandbox import WebhookAttempt, WebhookLog, WebhookSender
 from laku.core.services import service_url
 from laku.core.settings import Settings
 from laku.providers.xendit.sandbox_api import XenditApiError, validation_error, xendit_time
@@ -37,14 +36,14 @@ from laku.providers.xendit.sandbox_api import XenditApiError, validation_error, 
 
 class SandboxAccount(Protocol):
     """What payouts need of the sandbox they are kept in: its account, its API key check and
-    its webhook sender (the invoice sandbox, `sandbox.py`, is one)."""
+    its webhook sender, which POSTs with the x-callback-token and retries with back-off as
+    Xendit does (the invoice sandbox, `sandbox.py`, is one)."""
 
     settings: Settings
     user_id: str
+    webhook_sender: WebhookSender
 
     def authenticate(self, authorization: str | None) -> None: ...
-
-    def deliver(self, url: str, payload: dict[str, Any], record: AttemptRecorder) -> None: ...
 
 
 # Indonesian bank channels the sandbox pays out to (Xendit supports more).
@@ -129,20 +128,10 @@ class SandboxPayout:
         }
 
 
-class PayoutWebhookAttempt(WireModel):
-    """One try at delivering one payout webhook; `delivery` numbers the webhooks sent."""
-
-    delivery: int
-    attempt: int
+class PayoutWebhookAttempt(WebhookAttempt):
     payout_id: str
     reference_id: str
     event: str
-    url: str
-    payload: dict[str, Any]
-    response_status: int | None
-    error: str | None
-    delivered: bool
-    at: datetime
 
 
 @dataclass
@@ -153,8 +142,10 @@ class PayoutDesk:
     payouts: dict[str, SandboxPayout] = field(default_factory=dict)
     # Idempotency-key -> (the request's fingerprint, the payout it made).
     idempotency_keys: dict[str, tuple[str, str]] = field(default_factory=dict)
-    attempts: list[PayoutWebhookAttempt] = field(default_factory=list)
-    webhooks_sent: int = 0
+    webhooks: WebhookLog[PayoutWebhookAttempt] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.webhooks = WebhookLog(self.sandbox.webhook_sender, PayoutWebhookAttempt)
 
     @property
     def webhook_url(self) -> str:
@@ -245,27 +236,15 @@ class PayoutDesk:
             )
         if payout.webhooks_lost:
             return
-        self.webhooks_sent += 1
-        delivery, url, payload = self.webhooks_sent, self.webhook_url, payout.as_webhook()
-
-        def record(attempt: int, response_status: int | None, error: str | None) -> None:
-            self.attempts.append(
-                PayoutWebhookAttempt(
-                    delivery=delivery,
-                    attempt=attempt,
-                    payout_id=payout.id,
-                    reference_id=payout.request.reference_id,
-                    event=payload["event"],
-                    url=url,
-                    payload=payload,
-                    response_status=response_status,
-                    error=error,
-                    delivered=delivered(response_status),
-                    at=datetime.now(UTC),
-                )
-            )
-
-        self.sandbox.deliver(url, payload, record)
+        # The payload is what happened now, even if the payout moves on while retrying.
+        payload = payout.as_webhook()
+        self.webhooks.send(
+            self.webhook_url,
+            payload,
+            payout_id=payout.id,
+            reference_id=payout.request.reference_id,
+            event=payload["event"],
+        )
 
 
 def payout_router(sandbox: SandboxAccount) -> APIRouter:
@@ -379,7 +358,7 @@ def payout_router(sandbox: SandboxAccount) -> APIRouter:
         payout_id: Annotated[str | None, Query(alias="payoutId")] = None,
     ) -> list[PayoutWebhookAttempt]:
         """Every payout webhook delivery attempt, oldest first; `payoutId` narrows to one."""
-        return [a for a in desk.attempts if payout_id in (None, a.payout_id)]
+        return [a for a in desk.webhooks.attempts if payout_id in (None, a.payout_id)]
 
     router.include_router(api)
     return router

@@ -33,7 +33,7 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, ValidationError
 
-from laku.core.sandbox import AttemptRecorder, WebhookAttempt, WebhookLog, create_sandbox_app
+from laku.core.sandbox import WebhookAttempt, WebhookLog, WebhookSender, create_sandbox_app
 from laku.core.services import service_url
 from laku.core.settings import Settings, get_settings
 from laku.providers.xendit.payout_sandbox import payout_router
@@ -195,15 +195,17 @@ class XenditSandbox:
     public_url: str
     user_id: str = field(default_factory=lambda: secrets.token_hex(12))
     invoices: dict[str, SandboxInvoice] = field(default_factory=dict)
+    # Sends the invoice webhooks and the payouts' (`payout_sandbox.py`).
+    webhook_sender: WebhookSender = field(init=False)
     webhooks: WebhookLog[InvoiceWebhookAttempt] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.webhooks = WebhookLog(
+        self.webhook_sender = WebhookSender(
             self.settings,
-            InvoiceWebhookAttempt,
             headers=lambda: self.callback_headers,
             retry_delays_seconds=RETRY_DELAYS_SECONDS,
         )
+        self.webhooks = WebhookLog(self.webhook_sender, InvoiceWebhookAttempt)
 
     @property
     def webhook_url(self) -> str:
@@ -312,11 +314,6 @@ class XenditSandbox:
     def callback_headers(self) -> dict[str, str]:
         return {"x-callback-token": self.settings.xendit_callback_token.get_secret_value()}
 
-    def deliver(self, url: str, payload: dict[str, Any], record: AttemptRecorder) -> None:
-        """POST a webhook (invoice or payout) with the x-callback-token after the caller has
-        been answered, retried with back-off as Xendit does; `record` is told of every attempt."""
-        self.webhooks.deliver(url, payload, record)
-
 
 def _text(url: HttpUrl | None) -> str | None:
     return None if url is None else str(url)
@@ -369,9 +366,7 @@ def create_app() -> FastAPI:
         settings=settings,
         public_url=service_url("xendit-sandbox", settings),
     )
-    lifespan = sandbox.webhooks.lifespan
-
-    app = create_sandbox_app("xendit", lifespan=lifespan)
+    app = create_sandbox_app("xendit", lifespan=sandbox.webhook_sender.lifespan)
     app.include_router(payout_router(sandbox))
 
     @app.exception_handler(XenditApiError)
