@@ -14,6 +14,8 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from laku.core.errors import InvalidInput, UpstreamUnavailable
+from laku.core.services import service_url
+from laku.core.settings import Settings
 
 # Answered when the provider cannot serve us (our key, a timeout, our rate of calls) rather
 # than because of what we asked.
@@ -39,6 +41,11 @@ class ProviderError(Exception):
             and self.status < 500
             and self.status not in _PROVIDER_SIDE_STATUSES
         )
+
+
+def api_base_url(configured: str | None, sandbox: str, settings: Settings) -> str:
+    """The provider's API at `configured` (its real one) when set, else the local `sandbox`."""
+    return (configured or service_url(sandbox, settings)).rstrip("/")
 
 
 Error = TypeVar("Error", bound=ProviderError)

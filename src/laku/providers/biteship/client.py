@@ -17,9 +17,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from laku.core.services import service_url
 from laku.core.settings import Settings
-from laku.providers.http import ProviderApi, ProviderError, refusal
+from laku.providers.http import ProviderApi, ProviderError, api_base_url, refusal
 from laku.providers.webhooks import secret_matches
 
 WEBHOOK_SECRET_HEADER = "X-Biteship-Signature"
@@ -126,18 +125,13 @@ class BiteshipError(ProviderError):
         self.code = code
 
 
-def api_base_url(settings: Settings) -> str:
-    """Biteship's API when `biteship_api_base_url` is set, else the local biteship-sandbox."""
-    return (settings.biteship_api_base_url or service_url("biteship-sandbox", settings)).rstrip("/")
-
-
 class BiteshipClient:
     """One request per call and no retries: the caller knows whether repeating is safe."""
 
     def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
         self._api = ProviderApi(
             http,
-            api_base_url(settings),
+            api_base_url(settings.biteship_api_base_url, "biteship-sandbox", settings),
             error=BiteshipError,
             refusal=_api_error,
             headers={"Authorization": settings.biteship_api_key.get_secret_value()},

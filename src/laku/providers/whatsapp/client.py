@@ -11,9 +11,8 @@ from typing import Annotated, Any
 import httpx
 from pydantic import BaseModel, Field
 
-from laku.core.services import service_url
 from laku.core.settings import Settings
-from laku.providers.http import ProviderApi, ProviderError, refusal
+from laku.providers.http import ProviderApi, ProviderError, api_base_url, refusal
 
 
 class WhatsAppError(ProviderError):
@@ -68,7 +67,7 @@ class WhatsAppClient:
         """The real API when `whatsapp_api_base_url` is set, else the local sandbox."""
         return cls(
             http,
-            base_url=settings.whatsapp_api_base_url or service_url("whatsapp-sandbox", settings),
+            base_url=api_base_url(settings.whatsapp_api_base_url, "whatsapp-sandbox", settings),
             api_version=settings.whatsapp_api_version,
             phone_number_id=settings.whatsapp_phone_number_id,
             access_token=settings.whatsapp_access_token.get_secret_value(),

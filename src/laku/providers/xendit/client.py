@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from laku.core.services import service_url
 from laku.core.settings import Settings
-from laku.providers.http import ProviderApi, ProviderError, refusal
+from laku.providers.http import ProviderApi, ProviderError, api_base_url, refusal
 from laku.providers.webhooks import secret_matches
 
 CURRENCY = "IDR"
@@ -49,9 +49,9 @@ class XenditError(ProviderError):
         self.error_code = error_code
 
 
-def api_base_url(settings: Settings) -> str:
-    """Xendit's API when `xendit_api_base_url` is set, else the local xendit-sandbox."""
-    return (settings.xendit_api_base_url or service_url("xendit-sandbox", settings)).rstrip("/")
+def xendit_base_url(settings: Settings) -> str:
+    """Every Xendit API's base: the real one's when `xendit_api_base_url` is set."""
+    return api_base_url(settings.xendit_api_base_url, "xendit-sandbox", settings)
 
 
 def api_auth(settings: Settings) -> httpx.BasicAuth:
@@ -65,7 +65,7 @@ class XenditClient:
     def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
         self._api = ProviderApi(
             http,
-            api_base_url(settings),
+            xendit_base_url(settings),
             error=XenditError,
             refusal=_api_error,
             auth=api_auth(settings),

@@ -30,7 +30,7 @@ from laku.providers.xendit.client import (
     XenditError,
     _api_error,
     api_auth,
-    api_base_url,
+    xendit_base_url,
 )
 
 T = TypeVar("T")
@@ -87,7 +87,7 @@ class XenditPayoutClient:
 
     def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
         self._http = http
-        self._base_url = api_base_url(settings)
+        self._base_url = xendit_base_url(settings)
         self._auth = api_auth(settings)
 
     async def create_payout(
