@@ -1,6 +1,7 @@
 """What every service with an outbox shows its admins: how much work is waiting, what was
 refused for good (dead letters, with their reasons), and a way to requeue one."""
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -43,19 +44,8 @@ def _entry_out(entry: outbox.OutboxEntry) -> OutboxEntryOut:
         if entry.delivered_at is not None
         else "pending"
     )
-    return OutboxEntryOut(
-        id=entry.id,
-        kind=entry.kind,
-        status=status,
-        payload=entry.payload,
-        attempts=entry.attempts,
-        reason=entry.dead_letter_reason,
-        last_error=entry.last_error,
-        created_at=entry.created_at,
-        next_attempt_at=entry.next_attempt_at,
-        delivered_at=entry.delivered_at,
-        dead_lettered_at=entry.dead_lettered_at,
-    )
+    fields = asdict(entry)
+    return OutboxEntryOut(status=status, reason=fields.pop("dead_letter_reason"), **fields)
 
 
 def outbox_admin_router(table: Table) -> APIRouter:
