@@ -49,82 +49,71 @@ def create_seed_catalog(
     """A fresh factory and T-shirt. `bundle` and `stock` default to the seed's 4/4/4 and 8/8/8;
     pass an empty dict to skip that step."""
     admin = bearer(platform.admin_token)
+
+    def admin_creates(service: str, path: str, body: Any) -> Any:
+        return created(platform.client(service).post(path, json=body, headers=admin))
+
     suffix = _suffix()
     phone = f"+62812{int(suffix, 16) % 10**7:07d}"
-    factory = created(
-        platform.client("factory").post(
-            "/api/factories",
-            json={
-                "name": f"Konveksi Maju {suffix}",
-                "ownerName": "Budi Santoso",
-                "phone": phone,
-                "address": "Jl. Industri No. 5, Bandung",
-                "postalCode": "40123",
-            },
-            headers=admin,
-        )
+    factory = admin_creates(
+        "factory",
+        "/api/factories",
+        {
+            "name": f"Konveksi Maju {suffix}",
+            "ownerName": "Budi Santoso",
+            "phone": phone,
+            "address": "Jl. Industri No. 5, Bandung",
+            "postalCode": "40123",
+        },
     )
-    catalog = platform.client("product")
-    category = created(
-        catalog.post(
-            "/api/categories",
-            json={"name": "Pakaian", "slug": f"pakaian-{suffix.lower()}"},
-            headers=admin,
-        )
+    category = admin_creates(
+        "product", "/api/categories", {"name": "Pakaian", "slug": f"pakaian-{suffix.lower()}"}
     )
-    product = created(
-        catalog.post(
-            "/api/products",
-            json={
-                "factoryId": factory["id"],
-                "categoryId": category["id"],
-                "sku": f"TSHIRT-001-{suffix}",
-                "name": "Premium T-Shirt",
-                "basePrice": 150000,
-                "costPrice": 80000,
-                "moq": 100,
-                "groupDurationHours": 168,
-            },
-            headers=admin,
-        )
+    product = admin_creates(
+        "product",
+        "/api/products",
+        {
+            "factoryId": factory["id"],
+            "categoryId": category["id"],
+            "sku": f"TSHIRT-001-{suffix}",
+            "name": "Premium T-Shirt",
+            "basePrice": 150000,
+            "costPrice": 80000,
+            "moq": 100,
+            "groupDurationHours": 168,
+        },
     )
-    variants = created(
-        catalog.post(
-            f"/api/products/{product['id']}/variants",
-            json=[{**v, "sku": f"{v['sku']}-{suffix}"} for v in SEED_VARIANTS],
-            headers=admin,
-        )
+    variants = admin_creates(
+        "product",
+        f"/api/products/{product['id']}/variants",
+        [{**v, "sku": f"{v['sku']}-{suffix}"} for v in SEED_VARIANTS],
     )
     ids = {size: v["id"] for size, v in zip(SIZES, variants, strict=True)}
     skus = {size: v["sku"] for size, v in zip(SIZES, variants, strict=True)}
     bundle = {"S": 4, "M": 4, "L": 4} if bundle is None else bundle
     if bundle:
-        created(
-            platform.client("group-buying").post(
-                "/api/admin/bundle-composition",
-                json=[
-                    {"productId": product["id"], "variantId": ids[size], "unitsInBundle": units}
-                    for size, units in bundle.items()
-                ],
-                headers=admin,
-            )
+        admin_creates(
+            "group-buying",
+            "/api/admin/bundle-composition",
+            [
+                {"productId": product["id"], "variantId": ids[size], "unitsInBundle": units}
+                for size, units in bundle.items()
+            ],
         )
     stock = {"S": 8, "M": 8, "L": 8} if stock is None else stock
     if stock:
-        created(
-            platform.client("warehouse").post(
-                "/api/inventory",
-                json=[
-                    {
-                        "productId": product["id"],
-                        "variantId": ids[size],
-                        "quantity": quantity,
-                        "maxStockLevel": max_stock_level,
-                        "reorderThreshold": reorder_threshold,
-                    }
-                    for size, quantity in stock.items()
-                ],
-                headers=admin,
-            )
+        admin_creates(
+            "warehouse",
+            "/api/inventory",
+            [
+                {
+                    "productId": product["id"],
+                    "variantId": ids[size],
+                    "quantity": quantity,
+                    "maxStockLevel": max_stock_level,
+                    "reorderThreshold": reorder_threshold,
+                }
+                for size, quantity in stock.items()
+            ],
         )
     return SeedCatalog(factory["id"], phone, product["id"], product["sku"], ids, skus)
