@@ -92,7 +92,9 @@ class WebhookSender:
 
 
 class WebhookAttempt(WireModel):
-    """One try at delivering one webhook; `delivery` numbers the webhooks sent."""
+    """One try at delivering one webhook; `delivery` numbers the webhooks sent. A sandbox's
+    attempts add what their webhook is about, read from its payload (`AliasPath("payload",
+    ...)`)."""
 
     delivery: int
     attempt: int
@@ -118,9 +120,8 @@ class WebhookLog(Generic[Attempt]):
         self.attempts: list[Attempt] = []
         self._sent = 0
 
-    def send(self, url: str, payload: dict[str, Any], **about: Any) -> None:
-        """Deliver `payload` after the caller has been answered; each try is kept with `about`
-        (what the webhook is about)."""
+    def send(self, url: str, payload: dict[str, Any]) -> None:
+        """Deliver `payload` after the caller has been answered, keeping each try."""
         self._sent += 1
         delivery, headers = self._sent, self._sender.headers()
 
@@ -136,7 +137,6 @@ class WebhookLog(Generic[Attempt]):
                     error=error,
                     delivered=delivered(response_status),
                     at=datetime.now(UTC),
-                    **about,
                 )
             )
 

@@ -29,7 +29,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AliasPath, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from laku.core.sandbox import WebhookAttempt, WebhookLog, WebhookSender, create_sandbox_app
 from laku.core.schemas import WireModel
@@ -334,8 +334,8 @@ class SandboxOrder:
 
 
 class OrderWebhookAttempt(WebhookAttempt):
-    order_id: str
-    status: str
+    order_id: str = Field(validation_alias=AliasPath("payload", "order_id"))
+    status: str = Field(validation_alias=AliasPath("payload", "status"))
 
 
 class StatusChange(WireModel):
@@ -481,10 +481,7 @@ class BiteshipSandbox:
     def send_webhook(self, order: SandboxOrder) -> None:
         """Deliver the order's current status after the caller has been answered."""
         # The payload is what happened now, even if the order moves on while retrying.
-        payload = order.as_webhook()
-        self.webhooks.send(
-            self.webhook_url, payload, order_id=payload["order_id"], status=payload["status"]
-        )
+        self.webhooks.send(self.webhook_url, order.as_webhook())
 
 
 async def _json_body(request: Request) -> Any:

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasPath, BaseModel, ConfigDict, Field, ValidationError
 
 from laku.core.sandbox import WebhookAttempt, WebhookLog, WebhookSender
 from laku.core.services import service_url
@@ -129,9 +129,9 @@ class SandboxPayout:
 
 
 class PayoutWebhookAttempt(WebhookAttempt):
-    payout_id: str
-    reference_id: str
-    event: str
+    payout_id: str = Field(validation_alias=AliasPath("payload", "data", "id"))
+    reference_id: str = Field(validation_alias=AliasPath("payload", "data", "reference_id"))
+    event: str = Field(validation_alias=AliasPath("payload", "event"))
 
 
 @dataclass
@@ -237,14 +237,7 @@ class PayoutDesk:
         if payout.webhooks_lost:
             return
         # The payload is what happened now, even if the payout moves on while retrying.
-        payload = payout.as_webhook()
-        self.webhooks.send(
-            self.webhook_url,
-            payload,
-            payout_id=payout.id,
-            reference_id=payout.request.reference_id,
-            event=payload["event"],
-        )
+        self.webhooks.send(self.webhook_url, payout.as_webhook())
 
 
 def payout_router(sandbox: SandboxAccount) -> APIRouter:

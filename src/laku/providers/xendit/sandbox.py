@@ -31,7 +31,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, ValidationError
+from pydantic import AliasPath, BaseModel, ConfigDict, EmailStr, Field, HttpUrl, ValidationError
 
 from laku.core.sandbox import WebhookAttempt, WebhookLog, WebhookSender, create_sandbox_app
 from laku.core.services import service_url
@@ -183,9 +183,9 @@ class SandboxInvoice:
 
 
 class InvoiceWebhookAttempt(WebhookAttempt):
-    invoice_id: str
-    external_id: str
-    status: str
+    invoice_id: str = Field(validation_alias=AliasPath("payload", "id"))
+    external_id: str = Field(validation_alias=AliasPath("payload", "external_id"))
+    status: str = Field(validation_alias=AliasPath("payload", "status"))
 
 
 @dataclass
@@ -301,14 +301,7 @@ class XenditSandbox:
         if invoice.callbacks_lost:
             return
         # The payload is what happened now, even if the invoice moves on while retrying.
-        payload = invoice.as_callback()
-        self.webhooks.send(
-            self.webhook_url,
-            payload,
-            invoice_id=payload["id"],
-            external_id=payload["external_id"],
-            status=payload["status"],
-        )
+        self.webhooks.send(self.webhook_url, invoice.as_callback())
 
     @property
     def callback_headers(self) -> dict[str, str]:
