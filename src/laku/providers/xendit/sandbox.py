@@ -81,11 +81,8 @@ class CreateInvoiceRequest(BaseModel):
 @dataclass
 class SandboxInvoice:
     id: str
-    external_id: str
     user_id: str
-    amount: int
-    description: str | None
-    payer_email: str | None
+    request: CreateInvoiceRequest
     invoice_url: str
     created: datetime
     expiry_date: datetime
@@ -94,8 +91,6 @@ class SandboxInvoice:
     paid_at: datetime | None = None
     payment_id: str | None = None
     payment_destination: str | None = None
-    success_redirect_url: str | None = None
-    failure_redirect_url: str | None = None
     # Set under /sandbox: Xendit's callbacks for this invoice are lost (never delivered).
     callbacks_lost: bool = False
 
@@ -103,19 +98,19 @@ class SandboxInvoice:
     def return_url(self) -> str | None:
         """Where the checkout sends the buyer now: back to the merchant once it is over."""
         if self.status in ("PAID", "SETTLED"):
-            return self.success_redirect_url
-        return self.failure_redirect_url if self.status == "EXPIRED" else None
+            return _text(self.request.success_redirect_url)
+        return _text(self.request.failure_redirect_url) if self.status == "EXPIRED" else None
 
     def _common(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "external_id": self.external_id,
+            "external_id": self.request.external_id,
             "user_id": self.user_id,
             "status": self.status,
             "merchant_name": MERCHANT_NAME,
-            "amount": self.amount,
-            "payer_email": self.payer_email,
-            "description": self.description,
+            "amount": self.request.amount,
+            "payer_email": self.request.payer_email,
+            "description": self.request.description,
             "currency": "IDR",
             "created": xendit_time(self.created),
             "updated": xendit_time(self.updated),
@@ -125,7 +120,7 @@ class SandboxInvoice:
         if self.paid_at is None:
             return {}
         return {
-            "paid_amount": self.amount,
+            "paid_amount": self.request.amount,
             "paid_at": xendit_time(self.paid_at),
             "payment_method": "BANK_TRANSFER",
             "bank_code": _PAID_THROUGH_BANK,
@@ -145,7 +140,7 @@ class SandboxInvoice:
                 {
                     "bank_code": bank,
                     "collection_type": "POOL",
-                    "transfer_amount": self.amount,
+                    "transfer_amount": self.request.amount,
                     "bank_branch": "Virtual Account",
                     "account_holder_name": MERCHANT_NAME.upper(),
                     "identity_amount": 0,
@@ -168,8 +163,8 @@ class SandboxInvoice:
             **{
                 name: url
                 for name, url in (
-                    ("success_redirect_url", self.success_redirect_url),
-                    ("failure_redirect_url", self.failure_redirect_url),
+                    ("success_redirect_url", _text(self.request.success_redirect_url)),
+                    ("failure_redirect_url", _text(self.request.failure_redirect_url)),
                 )
                 if url is not None
             },
@@ -244,14 +239,9 @@ class XenditSandbox:
         invoice_id = secrets.token_hex(12)  # Xendit's ids are 24 hex digits
         invoice = SandboxInvoice(
             id=invoice_id,
-            external_id=request.external_id,
             user_id=self.user_id,
-            amount=request.amount,
-            description=request.description,
-            payer_email=request.payer_email,
+            request=request,
             invoice_url=f"{self.public_url}/checkout/{invoice_id}",
-            success_redirect_url=_text(request.success_redirect_url),
-            failure_redirect_url=_text(request.failure_redirect_url),
             created=now,
             updated=now,
             expiry_date=now + timedelta(seconds=duration),
@@ -323,7 +313,9 @@ def _checkout_page(invoice: SandboxInvoice) -> str:
         if invoice.status == "PENDING"
         else ""
     )
-    description = escape(invoice.description or "")
+    request = invoice.request
+    description = escape(request.description or "")
+    amount = _rupiah(request.amount)
     back = (
         f'<p><a href="{escape(invoice.return_url)}">Kembali ke {MERCHANT_NAME}</a></p>'
         if invoice.return_url
@@ -331,17 +323,17 @@ def _checkout_page(invoice: SandboxInvoice) -> str:
     )
     return f"""<!doctype html>
 <html lang="id">
-<head><meta charset="utf-8"><title>{MERCHANT_NAME} · {_rupiah(invoice.amount)}</title></head>
+<head><meta charset="utf-8"><title>{MERCHANT_NAME} · {amount}</title></head>
 <body>
 <main>
 <h1>{MERCHANT_NAME}</h1>
 <p class="description">{description}</p>
-<p class="amount">{_rupiah(invoice.amount)}</p>
+<p class="amount">{amount}</p>
 <p class="status">{invoice.status}</p>
 <p class="expiry">Bayar sebelum {xendit_time(invoice.expiry_date)}</p>
 {pay_form}
 {back}
-<p><small>Xendit sandbox · invoice {invoice.id} · {escape(invoice.external_id)}</small></p>
+<p><small>Xendit sandbox · invoice {invoice.id} · {escape(request.external_id)}</small></p>
 </main>
 </body>
 </html>
@@ -400,7 +392,7 @@ def create_app() -> FastAPI:
         found = [
             invoice.as_resource()
             for invoice in reversed(sandbox.invoices.values())
-            if external_id in (None, invoice.external_id)
+            if external_id in (None, invoice.request.external_id)
             and (not statuses or invoice.status in statuses)
         ]
         return JSONResponse(found[:limit])
