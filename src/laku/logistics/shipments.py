@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.address.client import AddressClient, AddressOut
 from laku.core.db import Database
 from laku.core.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
+from laku.core.rows import page
 from laku.core.security import Principal
 from laku.core.settings import Settings
 from laku.logistics.models import Shipment
@@ -465,8 +466,6 @@ async def list_shipments(
         query = query.where(Shipment.order_id == order_id)
     if not principal.is_privileged:
         query = query.where(Shipment.user_id == principal.user_id)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = await session.scalars(
-        query.order_by(Shipment.created_at.desc(), Shipment.id).limit(limit).offset(offset)
+    return await page(
+        session, query, Shipment.created_at.desc(), Shipment.id, limit=limit, offset=offset
     )
-    return rows.all(), total or 0

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.db import Database
 from laku.core.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
 from laku.core.outbox import enqueue
+from laku.core.rows import found, page
 from laku.core.security import Principal
 from laku.group_buying.client import PaymentEvent, PaymentEventStatus
 from laku.payment.models import Payment, VoidedReference, outbox
@@ -423,12 +424,10 @@ async def _void(session: AsyncSession, reference: str) -> None:
 
 
 async def _locked(session: AsyncSession, payment_id: uuid.UUID) -> Payment:
-    payment = await session.scalar(
-        select(Payment).where(Payment.id == payment_id).with_for_update()
+    return found(
+        await session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update()),
+        _not_found(),
     )
-    if payment is None:
-        raise _not_found()
-    return payment
 
 
 def _invoice_mismatch(payment: Payment, invoice: XenditInvoice) -> str | None:
@@ -538,10 +537,10 @@ async def get_payment(
 
 
 async def get_by_code(session: AsyncSession, payment_code: str) -> Payment:
-    payment = await session.scalar(select(Payment).where(Payment.payment_code == payment_code))
-    if payment is None:
-        raise _not_found()
-    return payment
+    return found(
+        await session.scalar(select(Payment).where(Payment.payment_code == payment_code)),
+        _not_found(),
+    )
 
 
 async def list_payments(
@@ -558,8 +557,6 @@ async def list_payments(
         query = query.where(Payment.user_id == user_id)
     if status is not None:
         query = query.where(Payment.status == status.value)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    items = await session.scalars(
-        query.order_by(Payment.created_at.desc(), Payment.id.desc()).limit(limit).offset(offset)
+    return await page(
+        session, query, Payment.created_at.desc(), Payment.id.desc(), limit=limit, offset=offset
     )
-    return items.all(), total or 0

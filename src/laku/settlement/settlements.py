@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.errors import Conflict, InvalidInput, NotFound
 from laku.core.money import format_rupiah
 from laku.core.outbox import enqueue
+from laku.core.rows import found, page
 from laku.core.security import Principal
 from laku.factory.client import FactoryClient
 from laku.payment.client import EscrowReleasedOut, PaymentClient
@@ -179,13 +180,14 @@ async def create_settlement(
     )
     factory_id = request.factory_id
     await lock_factory(session, factory_id)
-    account = await session.scalar(
-        select(FactoryPayoutAccount)
-        .where(FactoryPayoutAccount.factory_id == factory_id)
-        .with_for_update()
+    account = found(
+        await session.scalar(
+            select(FactoryPayoutAccount)
+            .where(FactoryPayoutAccount.factory_id == factory_id)
+            .with_for_update()
+        ),
+        NoPayoutAccount(f"Set factory {factory_id}'s payout account first"),
     )
-    if account is None:
-        raise NoPayoutAccount(f"Set factory {factory_id}'s payout account first")
     overlapping = await session.scalar(
         select(FactorySettlement)
         .where(
@@ -313,11 +315,12 @@ async def retry_payout(session: AsyncSession, settlement_id: uuid.UUID) -> Facto
     """Pay a settlement whose payout failed again, to the factory's payout account as it is
     now (an admin may have corrected it): `pending`, and a new payout requested with the next
     attempt's reference and key. The failed payout is kept and never requested again."""
-    settlement = await session.scalar(
-        select(FactorySettlement).where(FactorySettlement.id == settlement_id).with_for_update()
+    settlement = found(
+        await session.scalar(
+            select(FactorySettlement).where(FactorySettlement.id == settlement_id).with_for_update()
+        ),
+        _not_found(),
     )
-    if settlement is None:
-        raise _not_found()
     if settlement.status != SettlementStatus.PAYOUT_FAILED:
         raise PayoutNotFailed(f"Settlement {settlement_id} is {settlement.status}")
     account = await session.get(FactoryPayoutAccount, settlement.factory_id)
@@ -411,13 +414,14 @@ async def list_settlements(
         query = query.where(FactorySettlement.factory_id == factory_id)
     if status is not None:
         query = query.where(FactorySettlement.status == status.value)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    items = await session.scalars(
-        query.order_by(FactorySettlement.period_start.desc(), FactorySettlement.id)
-        .limit(limit)
-        .offset(offset)
+    return await page(
+        session,
+        query,
+        FactorySettlement.period_start.desc(),
+        FactorySettlement.id,
+        limit=limit,
+        offset=offset,
     )
-    return items.all(), total or 0
 
 
 async def set_payout_account(
@@ -445,7 +449,7 @@ async def set_payout_account(
 
 
 async def get_payout_account(session: AsyncSession, factory_id: uuid.UUID) -> FactoryPayoutAccount:
-    account = await session.get(FactoryPayoutAccount, factory_id)
-    if account is None:
-        raise NotFound(f"Factory {factory_id} has no payout account", code="no_payout_account")
-    return account
+    return found(
+        await session.get(FactoryPayoutAccount, factory_id),
+        NotFound(f"Factory {factory_id} has no payout account", code="no_payout_account"),
+    )

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.db import Database
 from laku.core.errors import Conflict, DomainError, NotFound
+from laku.core.rows import found
 from laku.warehouse.inventory import (
     deduct_reserved,
     get_inventory,
@@ -275,20 +276,20 @@ async def _locked_reservation(
         select(Reservation.variant_id).where(Reservation.reference == reference)
     )
     inventory = None if variant_id is None else await locked_inventory(session, variant_id)
-    reservation = await session.scalar(
-        select(Reservation).where(Reservation.reference == reference).with_for_update()
+    reservation = found(
+        await session.scalar(
+            select(Reservation).where(Reservation.reference == reference).with_for_update()
+        ),
+        _not_found(),
     )
-    if reservation is None:
-        raise _not_found()
     return reservation, inventory
 
 
 async def get_reservation(session: AsyncSession, reference: str) -> ReservationOut:
-    reservation = await session.scalar(
-        select(Reservation).where(Reservation.reference == reference)
+    reservation = found(
+        await session.scalar(select(Reservation).where(Reservation.reference == reference)),
+        _not_found(),
     )
-    if reservation is None:
-        raise _not_found()
     inventory = (
         None
         if reservation.variant_id is None
