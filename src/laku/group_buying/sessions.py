@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict, InvalidInput, NotFound
 from laku.core.outbox import enqueue
+from laku.core.problems import problem
 from laku.core.rows import found, page
 from laku.core.schemas import WireModel
 from laku.group_buying.models import (
@@ -72,8 +73,7 @@ _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 _CODE_LENGTH = 8
 
 
-class SessionClosed(Conflict):
-    code, title = "session_closed", "The session no longer accepts joins"
+SessionClosed = problem(Conflict, "session_closed", "The session no longer accepts joins")
 
 
 def now() -> datetime:

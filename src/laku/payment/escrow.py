@@ -10,6 +10,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict
+from laku.core.problems import problem
 from laku.payment.bulk import among, locked, named
 from laku.payment.models import Payment, Refund
 from laku.payment.rules import EscrowStatus, RefundReason, escrow_held
@@ -23,8 +24,9 @@ from laku.payment.schemas import (
 log = structlog.get_logger()
 
 
-class EscrowNotHeld(Conflict):
-    code, title = "escrow_not_held", "Only a paid payment whose escrow is held can be released"
+EscrowNotHeld = problem(
+    Conflict, "escrow_not_held", "Only a paid payment whose escrow is held can be released"
+)
 
 
 async def release_escrow(

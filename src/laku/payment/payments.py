@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.db import Database
 from laku.core.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
 from laku.core.outbox import enqueue
+from laku.core.problems import problem
 from laku.core.rows import found, page
 from laku.core.security import Principal
 from laku.group_buying.client import PaymentEvent, PaymentEventStatus
@@ -46,34 +47,25 @@ log = structlog.get_logger()
 WebhookOutcome = Literal["processed", "ignored"]
 
 
-class PaymentProviderUnavailable(UpstreamUnavailable):
-    code, title = "payment_provider_unavailable", "The payment provider is unavailable"
-
-
-class PaymentRejectedByProvider(InvalidInput):
-    code, title = "payment_rejected_by_provider", "The payment provider refused the payment"
-
-
-class PaymentAlreadyPaid(Conflict):
-    code, title = "payment_already_paid", "The payment has been paid"
-
-
-class PaymentInProgress(Conflict):
-    code, title = "payment_in_progress", "The payment is still being created"
+PaymentProviderUnavailable = problem(
+    UpstreamUnavailable, "payment_provider_unavailable", "The payment provider is unavailable"
+)
+PaymentRejectedByProvider = problem(
+    InvalidInput, "payment_rejected_by_provider", "The payment provider refused the payment"
+)
+PaymentAlreadyPaid = problem(Conflict, "payment_already_paid", "The payment has been paid")
+PaymentInProgress = problem(Conflict, "payment_in_progress", "The payment is still being created")
+PaymentVoided = problem(Conflict, "payment_voided", "The payment for this reference was given up")
 
 
 def _not_found() -> NotFound:
     return NotFound("No such payment", code="payment_not_found")
 
 
-def _provider_error(exc: XenditError) -> PaymentProviderUnavailable | PaymentRejectedByProvider:
+def _provider_error(exc: XenditError) -> UpstreamUnavailable | InvalidInput:
     return provider_failure(
         exc, refused=PaymentRejectedByProvider, unavailable=PaymentProviderUnavailable
     )
-
-
-class PaymentVoided(Conflict):
-    code, title = "payment_voided", "The payment for this reference was given up"
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.errors import Conflict, InvalidInput, NotFound
 from laku.core.money import format_rupiah
 from laku.core.outbox import enqueue
+from laku.core.problems import problem
 from laku.core.rows import found, page
 from laku.core.security import Principal
 from laku.factory.client import FactoryClient
@@ -96,32 +97,21 @@ from laku.settlement.tasks import PAY_OUT
 log = structlog.get_logger()
 
 
-class UnknownFactory(InvalidInput):
-    code, title = "unknown_factory", "No such factory"
-
-
-class PeriodNotEnded(InvalidInput):
-    code, title = "period_not_ended", "A period is settled once it has ended"
-
-
-class NoPayoutAccount(Conflict):
-    code, title = "no_payout_account", "The factory has no payout account"
-
-
-class SettlementPeriodOverlaps(Conflict):
-    code, title = "settlement_period_overlaps", "The factory was settled for part of this period"
-
-
-class NothingToSettle(Conflict):
-    code, title = "nothing_to_settle", "No escrow was released to the factory in this period"
-
-
-class SettlementMismatch(Conflict):
-    code, title = "settlement_mismatch", "The amounts differ from the server's"
-
-
-class PayoutNotFailed(Conflict):
-    code, title = "payout_not_failed", "Only a settlement whose payout failed is paid out again"
+UnknownFactory = problem(InvalidInput, "unknown_factory", "No such factory")
+PeriodNotEnded = problem(InvalidInput, "period_not_ended", "A period is settled once it has ended")
+NoPayoutAccount = problem(Conflict, "no_payout_account", "The factory has no payout account")
+SettlementPeriodOverlaps = problem(
+    Conflict, "settlement_period_overlaps", "The factory was settled for part of this period"
+)
+NothingToSettle = problem(
+    Conflict, "nothing_to_settle", "No escrow was released to the factory in this period"
+)
+SettlementMismatch = problem(
+    Conflict, "settlement_mismatch", "The amounts differ from the server's"
+)
+PayoutNotFailed = problem(
+    Conflict, "payout_not_failed", "Only a settlement whose payout failed is paid out again"
+)
 
 
 def _not_found() -> NotFound:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from laku.core.errors import Conflict
+from laku.core.problems import problem
 from laku.core.rows import page
 from laku.core.schemas import Page, WireModel
 from laku.wallet.models import UserWallet, WalletTransaction, WalletWithdrawal
@@ -27,10 +28,7 @@ from laku.wallet.schemas import BulkCreditsOut, MovementCreate, WalletOut, Walle
 
 Out = TypeVar("Out", bound=WireModel)
 
-
-class InsufficientBalance(Conflict):
-    code = "insufficient_balance"
-    title = "Not enough balance"
+InsufficientBalance = problem(Conflict, "insufficient_balance", "Not enough balance")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.db import Database
 from laku.core.errors import Conflict, DomainError, NotFound
+from laku.core.problems import problem
 from laku.core.rows import found
 from laku.warehouse.inventory import (
     deduct_reserved,
@@ -33,10 +34,8 @@ from laku.warehouse.schemas import ReservationCreate, ReservationOut
 
 log = structlog.get_logger()
 
-
-class InsufficientStock(Conflict):
-    code = "insufficient_stock"
-    title = "Not enough stock"
+InsufficientStock = problem(Conflict, "insufficient_stock", "Not enough stock")
+ReservationReleased = problem(Conflict, "reservation_released", "This reservation was released")
 
 
 @dataclass(frozen=True)
@@ -46,11 +45,6 @@ class Reserved:
 
 
 ReservationResult = Reserved | DomainError
-
-
-class ReservationReleased(Conflict):
-    code = "reservation_released"
-    title = "This reservation was released"
 
 
 async def reserve_batch(
