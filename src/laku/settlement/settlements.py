@@ -38,6 +38,7 @@ the failed one is never paid twice.
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 import structlog
@@ -64,6 +65,7 @@ from laku.settlement.models import (
     SettlementSession,
     outbox,
 )
+from laku.settlement.payouts import bank_account
 from laku.settlement.receivables import (
     lock_factory,
     pending_missed,
@@ -74,6 +76,7 @@ from laku.settlement.rules import (
     ESCROW_RELEASED,
     PLATFORM_FEE_REVENUE,
     EscrowRefundStatus,
+    Figures,
     LedgerEntryKind,
     SettlementStatus,
     factory_payable,
@@ -131,22 +134,25 @@ async def released_escrow(
     return await payments.escrow_released(factory_id, start, end)
 
 
+async def _figures(
+    session: AsyncSession, released: EscrowReleasedOut, fee_bps: int
+) -> tuple[Figures, Sequence[EscrowRefund]]:
+    """The figures of settling `released`, less what the factory owes back: its receivable and
+    the pending refunds `released` missed (returned too: settling makes them receivables)."""
+    missed = await pending_missed(session, released)
+    owed = await receivable_balance(session, released.factory_id) + sum(r.amount for r in missed)
+    return figures(released.total_amount, fee_bps, owed), missed
+
+
 async def preview(
     session: AsyncSession, released: EscrowReleasedOut, fee_bps: int
 ) -> SettlementPreviewOut:
-    missed = await pending_missed(session, released)
-    owed = await receivable_balance(session, released.factory_id) + sum(r.amount for r in missed)
-    computed = figures(released.total_amount, fee_bps, owed)
+    computed, _ = await _figures(session, released, fee_bps)
     return SettlementPreviewOut(
         factory_id=released.factory_id,
         period_start=released.from_,
         period_end=released.to,
-        total_amount=computed.total_amount,
-        platform_fee=computed.platform_fee,
-        receivable_deducted=computed.receivable_deducted,
-        receivable_carried=computed.receivable_carried,
-        net_amount=computed.net_amount,
-        fee_bps=fee_bps,
+        **asdict(computed),
         payments=released.payments,
         sessions=[SettlementSessionOut.model_validate(s) for s in released.sessions],
     )
@@ -195,9 +201,7 @@ async def create_settlement(
         )
     if released.total_amount == 0:
         raise NothingToSettle(f"Nothing was released to factory {factory_id} in the period")
-    missed = await pending_missed(session, released)
-    owed = await receivable_balance(session, factory_id) + sum(r.amount for r in missed)
-    computed = figures(released.total_amount, fee_bps, owed)
+    computed, missed = await _figures(session, released, fee_bps)
     sent = {
         "totalAmount": (request.total_amount, computed.total_amount),
         "platformFee": (request.platform_fee, computed.platform_fee),
@@ -215,16 +219,9 @@ async def create_settlement(
         factory_id=factory_id,
         period_start=request.period_start,
         period_end=request.period_end,
-        total_amount=computed.total_amount,
-        platform_fee=computed.platform_fee,
-        receivable_deducted=computed.receivable_deducted,
-        receivable_carried=computed.receivable_carried,
-        net_amount=computed.net_amount,
-        fee_bps=fee_bps,
+        **asdict(computed),
         status=SettlementStatus.PENDING.value,
-        bank_code=account.bank_code,
-        account_number=account.account_number,
-        account_holder_name=account.account_holder_name,
+        **bank_account(account),
     )
     if computed.net_amount == 0:  # the fee (and what the factory owed) took it all
         settlement.status = SettlementStatus.PAID.value
