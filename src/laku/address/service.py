@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.address.models import Address
 from laku.address.schemas import AddressCreate, AddressUpdate
 from laku.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from laku.core.rows import found
 from laku.core.security import Principal, Role
 
 # Far above what a buyer needs, and it keeps an unpaginated list small.
@@ -62,12 +63,12 @@ async def _clear_default(session: AsyncSession, user_id: uuid.UUID) -> None:
 async def _owned_locked(session: AsyncSession, address_id: uuid.UUID, owner: uuid.UUID) -> Address:
     """The owner's address, with the owner's address book locked; another user's is not found."""
     await _lock_address_book(session, owner)
-    address = await session.scalar(
-        select(Address).where(Address.id == address_id, Address.user_id == owner)
+    return found(
+        await session.scalar(
+            select(Address).where(Address.id == address_id, Address.user_id == owner)
+        ),
+        _address_not_found(),
     )
-    if address is None:
-        raise _address_not_found()
-    return address
 
 
 async def _commit(session: AsyncSession, address: Address) -> Address:
@@ -93,19 +94,14 @@ async def get_address(
     query = select(Address).where(Address.id == address_id)
     if owner is not None:
         query = query.where(Address.user_id == owner)
-    address = await session.scalar(query)
-    if address is None:
-        raise _address_not_found()
-    return address
+    return found(await session.scalar(query), _address_not_found())
 
 
 async def get_default_address(session: AsyncSession, user_id: uuid.UUID) -> Address:
-    address = await session.scalar(
-        select(Address).where(Address.user_id == user_id, Address.is_default)
+    return found(
+        await session.scalar(select(Address).where(Address.user_id == user_id, Address.is_default)),
+        NotFound("This user has no default address", code="no_default_address"),
     )
-    if address is None:
-        raise NotFound("This user has no default address", code="no_default_address")
-    return address
 
 
 async def create_address(

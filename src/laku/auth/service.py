@@ -19,6 +19,7 @@ from laku.auth.schemas import CreateUserRequest, RegisterRequest
 from laku.core import rate_limit
 from laku.core.errors import Conflict, Forbidden, NotFound, Unauthorized
 from laku.core.rate_limit import Limit
+from laku.core.rows import found
 from laku.core.security import SERVICE_IDENTITIES, Role, service_credential
 from laku.core.settings import Rate, Settings, get_settings
 
@@ -165,10 +166,7 @@ async def _password_matches(password_hash: str, password: str) -> bool:
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
-    user = await session.get(User, user_id)
-    if user is None:
-        raise NotFound("No such user", code="user_not_found")
-    return user
+    return found(await session.get(User, user_id), NotFound("No such user", code="user_not_found"))
 
 
 async def user_contacts(

@@ -3,13 +3,14 @@
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.auth.client import AuthClient, CreateUserRequest, UserOut
 from laku.core.errors import Conflict, NotFound
 from laku.core.http import ServiceCallError
+from laku.core.rows import found, page
 from laku.core.security import Role
 from laku.factory.models import Factory, FactoryReview
 from laku.factory.rules import VerificationStatus
@@ -42,10 +43,10 @@ async def create_factory(session: AsyncSession, request: FactoryCreate) -> Facto
 
 
 async def get_factory(session: AsyncSession, factory_id: uuid.UUID) -> Factory:
-    factory = await session.get(Factory, factory_id)
-    if factory is None:
-        raise NotFound("No such factory", code="factory_not_found")
-    return factory
+    return found(
+        await session.get(Factory, factory_id),
+        NotFound("No such factory", code="factory_not_found"),
+    )
 
 
 async def list_factories(
@@ -61,11 +62,9 @@ async def list_factories(
         query = query.where(Factory.verification_status == status.value)
     if name_contains:
         query = query.where(Factory.name.ilike(f"%{_escape_like(name_contains)}%", escape="\\"))
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    page = await session.scalars(
-        query.order_by(Factory.created_at.desc(), Factory.id).limit(limit).offset(offset)
+    return await page(
+        session, query, Factory.created_at.desc(), Factory.id, limit=limit, offset=offset
     )
-    return list(page), total or 0
 
 
 async def update_factory(
@@ -115,16 +114,14 @@ async def list_reviews(
     session: AsyncSession, factory_id: uuid.UUID, *, limit: int, offset: int
 ) -> tuple[list[FactoryReview], int]:
     await get_factory(session, factory_id)
-    of_factory = FactoryReview.factory_id == factory_id
-    total = await session.scalar(select(func.count(FactoryReview.id)).where(of_factory))
-    page = await session.scalars(
-        select(FactoryReview)
-        .where(of_factory)
-        .order_by(FactoryReview.created_at.desc(), FactoryReview.id)
-        .limit(limit)
-        .offset(offset)
+    return await page(
+        session,
+        select(FactoryReview).where(FactoryReview.factory_id == factory_id),
+        FactoryReview.created_at.desc(),
+        FactoryReview.id,
+        limit=limit,
+        offset=offset,
     )
-    return list(page), total or 0
 
 
 async def create_factory_user(

@@ -34,6 +34,7 @@ from laku.core.errors import Conflict, DomainError, Forbidden, InvalidInput, Ups
 from laku.core.http import ServiceCallError
 from laku.core.money import format_rupiah
 from laku.core.outbox import enqueue
+from laku.core.problems import problem
 from laku.core.rate_limit import Limit
 from laku.core.settings import RateLimits
 from laku.group_buying.models import (
@@ -64,16 +65,9 @@ log = structlog.get_logger()
 _PAYMENT_IN_PROGRESS_WAITS = 4
 
 
-class PriceMismatch(Conflict):
-    code, title = "price_mismatch", "The price has changed"
-
-
-class InsufficientStock(Conflict):
-    code, title = "insufficient_stock", "Not enough stock"
-
-
-class UnpaidUnitsLimit(Conflict):
-    code, title = "unpaid_units_limit", "Too many units awaiting payment"
+PriceMismatch = problem(Conflict, "price_mismatch", "The price has changed")
+InsufficientStock = problem(Conflict, "insufficient_stock", "Not enough stock")
+UnpaidUnitsLimit = problem(Conflict, "unpaid_units_limit", "Too many units awaiting payment")
 
 
 @dataclass(frozen=True)

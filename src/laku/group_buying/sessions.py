@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict, InvalidInput, NotFound
 from laku.core.outbox import enqueue
+from laku.core.problems import problem
+from laku.core.rows import found, page
 from laku.core.schemas import WireModel
 from laku.group_buying.models import (
     Base,
@@ -71,8 +73,7 @@ _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 _CODE_LENGTH = 8
 
 
-class SessionClosed(Conflict):
-    code, title = "session_closed", "The session no longer accepts joins"
+SessionClosed = problem(Conflict, "session_closed", "The session no longer accepts joins")
 
 
 def now() -> datetime:
@@ -145,9 +146,10 @@ async def create_session(
     to product-service; every variant is sold at the session's tier prices (design 7)."""
     at = now()
     _check_terms(body, at)
-    product = await products.get_product(body.product_id)
-    if product is None:
-        raise InvalidInput(f"No product {body.product_id}", code="unknown_product")
+    product = found(
+        await products.get_product(body.product_id),
+        InvalidInput(f"No product {body.product_id}", code="unknown_product"),
+    )
     if product.factory_id != body.factory_id:
         raise InvalidInput(
             f"Product {product.id} is made by factory {product.factory_id}",
@@ -212,10 +214,10 @@ async def find_session(
     query = _by_reference(session_ref)
     if lock:
         query = query.with_for_update()
-    group = await session.scalar(query.execution_options(populate_existing=True))
-    if group is None:
-        raise _not_found(session_ref)
-    return group
+    return found(
+        await session.scalar(query.execution_options(populate_existing=True)),
+        _not_found(session_ref),
+    )
 
 
 async def session_variants(
@@ -275,18 +277,15 @@ async def list_sessions(
         chosen = [GroupBuyingSession.status.in_(statuses)]
     if factory_id is not None:
         chosen.append(GroupBuyingSession.factory_id == factory_id)
-    counted = select(func.count()).select_from(GroupBuyingSession).where(*chosen)
-    total = await session.scalar(counted)
-    groups = list(
-        await session.scalars(
-            select(GroupBuyingSession)
-            .where(*chosen)
-            .order_by(GroupBuyingSession.end_time, GroupBuyingSession.id)
-            .limit(limit)
-            .offset(offset)
-        )
+    groups, total = await page(
+        session,
+        select(GroupBuyingSession).where(*chosen),
+        GroupBuyingSession.end_time,
+        GroupBuyingSession.id,
+        limit=limit,
+        offset=offset,
     )
-    return await sessions_out(session, groups), total or 0
+    return await sessions_out(session, groups), total
 
 
 async def count_by_status(session: AsyncSession) -> dict[SessionStatus, int]:

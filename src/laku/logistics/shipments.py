@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.address.client import AddressClient, AddressOut
 from laku.core.db import Database
 from laku.core.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
+from laku.core.problems import problem
+from laku.core.rows import page
 from laku.core.security import Principal
 from laku.core.settings import Settings
 from laku.logistics.models import Shipment
@@ -38,17 +40,16 @@ from laku.providers.http import provider_failure
 log = structlog.get_logger()
 
 
-class ShippingProviderUnavailable(UpstreamUnavailable):
-    code, title = "shipping_provider_unavailable", "The shipping provider is unavailable"
+ShippingProviderUnavailable = problem(
+    UpstreamUnavailable, "shipping_provider_unavailable", "The shipping provider is unavailable"
+)
+ShippingRejectedByProvider = problem(
+    InvalidInput, "shipping_rejected_by_provider", "The shipping provider refused the request"
+)
+OrderNotReady = problem(Conflict, "order_not_ready", "The order's goods are not in hand yet")
 
 
-class ShippingRejectedByProvider(InvalidInput):
-    code, title = "shipping_rejected_by_provider", "The shipping provider refused the request"
-
-
-def shipping_failure(
-    exc: BiteshipError,
-) -> ShippingProviderUnavailable | ShippingRejectedByProvider:
+def shipping_failure(exc: BiteshipError) -> UpstreamUnavailable | InvalidInput:
     return provider_failure(
         exc, refused=ShippingRejectedByProvider, unavailable=ShippingProviderUnavailable
     )
@@ -76,10 +77,6 @@ class BookedShipment:
 class Courier:
     company: str
     type: str
-
-
-class OrderNotReady(Conflict):
-    code, title = "order_not_ready", "The order's goods are not in hand yet"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -465,8 +462,6 @@ async def list_shipments(
         query = query.where(Shipment.order_id == order_id)
     if not principal.is_privileged:
         query = query.where(Shipment.user_id == principal.user_id)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = await session.scalars(
-        query.order_by(Shipment.created_at.desc(), Shipment.id).limit(limit).offset(offset)
+    return await page(
+        session, query, Shipment.created_at.desc(), Shipment.id, limit=limit, offset=offset
     )
-    return rows.all(), total or 0

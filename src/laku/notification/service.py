@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.auth.client import AuthClient, UserContactOut
 from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
+from laku.core.rows import found, page
 from laku.core.security import Principal
 from laku.notification.models import Notification, PushSubscription, outbox
 from laku.notification.rules import Channel, NotificationStatus, whatsapp_number
@@ -182,16 +183,17 @@ async def _insert_new(
     return [(row.id, row.channel) for row in inserted]
 
 
-def _newest_first(query: Select[tuple[Notification]]) -> Select[tuple[Notification]]:
-    return query.order_by(Notification.created_at.desc(), Notification.id.desc())
-
-
-async def _page(
+async def _newest_first(
     session: AsyncSession, query: Select[tuple[Notification]], *, limit: int, offset: int
-) -> tuple[Sequence[Notification], int]:
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    items = await session.scalars(_newest_first(query).limit(limit).offset(offset))
-    return items.all(), total or 0
+) -> tuple[list[Notification], int]:
+    return await page(
+        session,
+        query,
+        Notification.created_at.desc(),
+        Notification.id.desc(),
+        limit=limit,
+        offset=offset,
+    )
 
 
 async def list_inbox(
@@ -201,7 +203,7 @@ async def list_inbox(
     query = select(Notification).where(
         Notification.user_id == user_id, Notification.channel == Channel.IN_APP.value
     )
-    return await _page(session, query, limit=limit, offset=offset)
+    return await _newest_first(session, query, limit=limit, offset=offset)
 
 
 async def list_notifications(
@@ -217,7 +219,7 @@ async def list_notifications(
         query = query.where(Notification.channel == channel.value)
     if status is not None:
         query = query.where(Notification.status == status.value)
-    return await _page(session, query, limit=limit, offset=offset)
+    return await _newest_first(session, query, limit=limit, offset=offset)
 
 
 async def get_notification(
@@ -227,23 +229,21 @@ async def get_notification(
     query = select(Notification).where(Notification.id == notification_id)
     if not principal.is_privileged:
         query = query.where(Notification.user_id == principal.user_id)
-    notification = await session.scalar(query)
-    if notification is None:
-        raise _not_found()
-    return notification
+    return found(await session.scalar(query), _not_found())
 
 
 async def mark_read(
     session: AsyncSession, notification_id: uuid.UUID, owner: uuid.UUID
 ) -> Notification:
     """Mark one of the owner's in-app notifications read; reading it again keeps the first time."""
-    notification = await session.scalar(
-        select(Notification)
-        .where(Notification.id == notification_id, Notification.user_id == owner)
-        .with_for_update()
+    notification = found(
+        await session.scalar(
+            select(Notification)
+            .where(Notification.id == notification_id, Notification.user_id == owner)
+            .with_for_update()
+        ),
+        _not_found(),
     )
-    if notification is None:
-        raise _not_found()
     if notification.channel != Channel.IN_APP.value:
         raise Conflict(
             "Only in-app notifications are read in the app", code="not_an_in_app_notification"

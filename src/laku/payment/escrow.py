@@ -10,6 +10,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict
+from laku.core.problems import problem
 from laku.payment.bulk import among, locked, named
 from laku.payment.models import Payment, Refund
 from laku.payment.rules import EscrowStatus, RefundReason, escrow_held
@@ -23,8 +24,9 @@ from laku.payment.schemas import (
 log = structlog.get_logger()
 
 
-class EscrowNotHeld(Conflict):
-    code, title = "escrow_not_held", "Only a paid payment whose escrow is held can be released"
+EscrowNotHeld = problem(
+    Conflict, "escrow_not_held", "Only a paid payment whose escrow is held can be released"
+)
 
 
 async def release_escrow(
@@ -87,6 +89,11 @@ async def released_to(
     cancelled orders' refunds among them. Both are read in one snapshot, so settlement-service
     knows exactly which refunds the total has taken off (and which it learns of later)."""
     await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+    released_in_period = (
+        Payment.released_to_factory_id == factory_id,
+        Payment.escrow_released_at >= start,
+        Payment.escrow_released_at < end,
+    )
     rows = (
         await session.execute(
             select(
@@ -94,11 +101,7 @@ async def released_to(
                 func.sum(Payment.amount - Payment.refunded_amount).label("amount"),
                 func.count().label("payments"),
             )
-            .where(
-                Payment.released_to_factory_id == factory_id,
-                Payment.escrow_released_at >= start,
-                Payment.escrow_released_at < end,
-            )
+            .where(*released_in_period)
             .group_by(Payment.group_session_id)
             .order_by(Payment.group_session_id)
         )
@@ -111,14 +114,14 @@ async def released_to(
     ]
     cancelled_order_refunds = (
         await session.execute(
-            select(Refund.id, Refund.payment_id, Refund.amount, Payment.escrow_released_at)
-            .join(Payment, Payment.id == Refund.payment_id)
-            .where(
-                Payment.released_to_factory_id == factory_id,
-                Payment.escrow_released_at >= start,
-                Payment.escrow_released_at < end,
-                Refund.reason == RefundReason.ORDER_CANCELLED.value,
+            select(
+                Refund.id.label("refund_id"),
+                Refund.payment_id,
+                Refund.amount,
+                Payment.escrow_released_at,
             )
+            .join(Payment, Payment.id == Refund.payment_id)
+            .where(*released_in_period, Refund.reason == RefundReason.ORDER_CANCELLED.value)
             .order_by(Refund.id)
         )
     ).all()
@@ -130,12 +133,6 @@ async def released_to(
         payments=sum(s.payments for s in sessions),
         sessions=sessions,
         cancelled_order_refunds=[
-            CancelledOrderRefundOut(
-                refund_id=row.id,
-                payment_id=row.payment_id,
-                amount=row.amount,
-                escrow_released_at=row.escrow_released_at,
-            )
-            for row in cancelled_order_refunds
+            CancelledOrderRefundOut.model_validate(row) for row in cancelled_order_refunds
         ],
     )

@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.db import Database
 from laku.core.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
 from laku.core.outbox import enqueue
+from laku.core.problems import problem
+from laku.core.rows import found, page
 from laku.core.security import Principal
 from laku.group_buying.client import PaymentEvent, PaymentEventStatus
 from laku.payment.models import Payment, VoidedReference, outbox
@@ -45,34 +47,25 @@ log = structlog.get_logger()
 WebhookOutcome = Literal["processed", "ignored"]
 
 
-class PaymentProviderUnavailable(UpstreamUnavailable):
-    code, title = "payment_provider_unavailable", "The payment provider is unavailable"
-
-
-class PaymentRejectedByProvider(InvalidInput):
-    code, title = "payment_rejected_by_provider", "The payment provider refused the payment"
-
-
-class PaymentAlreadyPaid(Conflict):
-    code, title = "payment_already_paid", "The payment has been paid"
-
-
-class PaymentInProgress(Conflict):
-    code, title = "payment_in_progress", "The payment is still being created"
+PaymentProviderUnavailable = problem(
+    UpstreamUnavailable, "payment_provider_unavailable", "The payment provider is unavailable"
+)
+PaymentRejectedByProvider = problem(
+    InvalidInput, "payment_rejected_by_provider", "The payment provider refused the payment"
+)
+PaymentAlreadyPaid = problem(Conflict, "payment_already_paid", "The payment has been paid")
+PaymentInProgress = problem(Conflict, "payment_in_progress", "The payment is still being created")
+PaymentVoided = problem(Conflict, "payment_voided", "The payment for this reference was given up")
 
 
 def _not_found() -> NotFound:
     return NotFound("No such payment", code="payment_not_found")
 
 
-def _provider_error(exc: XenditError) -> PaymentProviderUnavailable | PaymentRejectedByProvider:
+def _provider_error(exc: XenditError) -> UpstreamUnavailable | InvalidInput:
     return provider_failure(
         exc, refused=PaymentRejectedByProvider, unavailable=PaymentProviderUnavailable
     )
-
-
-class PaymentVoided(Conflict):
-    code, title = "payment_voided", "The payment for this reference was given up"
 
 
 @dataclass(frozen=True)
@@ -423,12 +416,10 @@ async def _void(session: AsyncSession, reference: str) -> None:
 
 
 async def _locked(session: AsyncSession, payment_id: uuid.UUID) -> Payment:
-    payment = await session.scalar(
-        select(Payment).where(Payment.id == payment_id).with_for_update()
+    return found(
+        await session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update()),
+        _not_found(),
     )
-    if payment is None:
-        raise _not_found()
-    return payment
 
 
 def _invoice_mismatch(payment: Payment, invoice: XenditInvoice) -> str | None:
@@ -538,10 +529,10 @@ async def get_payment(
 
 
 async def get_by_code(session: AsyncSession, payment_code: str) -> Payment:
-    payment = await session.scalar(select(Payment).where(Payment.payment_code == payment_code))
-    if payment is None:
-        raise _not_found()
-    return payment
+    return found(
+        await session.scalar(select(Payment).where(Payment.payment_code == payment_code)),
+        _not_found(),
+    )
 
 
 async def list_payments(
@@ -558,8 +549,6 @@ async def list_payments(
         query = query.where(Payment.user_id == user_id)
     if status is not None:
         query = query.where(Payment.status == status.value)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    items = await session.scalars(
-        query.order_by(Payment.created_at.desc(), Payment.id.desc()).limit(limit).offset(offset)
+    return await page(
+        session, query, Payment.created_at.desc(), Payment.id.desc(), limit=limit, offset=offset
     )
-    return items.all(), total or 0

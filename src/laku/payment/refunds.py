@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict
 from laku.core.outbox import enqueue
+from laku.core.problems import problem
 from laku.payment.bulk import among, locked, named
 from laku.payment.models import Payment, Refund, outbox
 from laku.payment.rules import (
@@ -30,20 +31,18 @@ from laku.payment.tasks import CREDIT_REFUNDS, REPORT_ESCROW_REFUNDS
 log = structlog.get_logger()
 
 
-class PaymentNotRefundable(Conflict):
-    code = "payment_not_refundable"
-    title = (
-        "Only a paid payment whose escrow is held (or, for a cancelled order, released) can be "
-        "refunded"
-    )
-
-
-class RefundExceedsPayment(Conflict):
-    code, title = "refund_exceeds_payment", "The refund is more than what is left of the payment"
-
-
-class RefundReferenceReused(Conflict):
-    code, title = "refund_reference_reused", "The reference was used for another refund"
+PaymentNotRefundable = problem(
+    Conflict,
+    "payment_not_refundable",
+    "Only a paid payment whose escrow is held (or, for a cancelled order, released) can be "
+    "refunded",
+)
+RefundExceedsPayment = problem(
+    Conflict, "refund_exceeds_payment", "The refund is more than what is left of the payment"
+)
+RefundReferenceReused = problem(
+    Conflict, "refund_reference_reused", "The reference was used for another refund"
+)
 
 
 async def refund(session: AsyncSession, request: RefundsCreate) -> RefundsOut:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from laku.core.errors import Conflict, DomainError, InvalidInput, NotFound
+from laku.core.rows import found, page
 from laku.factory.client import FactoryClient
 from laku.product.models import Category, Product, ProductImage, ProductVariant
 from laku.product.rules import ProductStatus
@@ -152,15 +153,14 @@ async def list_products(
         conditions.append(Product.factory_id == factory_id)
     if name_contains:
         conditions.append(Product.name.ilike(_name_contains(name_contains), escape="\\"))
-    total = await session.scalar(select(func.count()).select_from(Product).where(*conditions))
-    products = await session.scalars(
-        select(Product)
-        .where(*conditions)
-        .order_by(Product.created_at.desc(), Product.id.desc())
-        .limit(limit)
-        .offset(offset)
+    return await page(
+        session,
+        select(Product).where(*conditions),
+        Product.created_at.desc(),
+        Product.id.desc(),
+        limit=limit,
+        offset=offset,
     )
-    return products.all(), total or 0
 
 
 async def get_product(
@@ -185,10 +185,9 @@ async def get_product(
 
 async def _lock_product(session: AsyncSession, product_id: uuid.UUID) -> Product:
     """The product row, locked until commit: prices, variants and status change one at a time."""
-    product = await session.get(Product, product_id, with_for_update=True)
-    if product is None:
-        raise _product_not_found(product_id)
-    return product
+    return found(
+        await session.get(Product, product_id, with_for_update=True), _product_not_found(product_id)
+    )
 
 
 def _require_editable(product: Product) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.db import Database
 from laku.providers.xendit.payouts import PAYOUT_SUCCEEDED, PayoutFlow, PayoutOrder
 from laku.settlement.ledger import post_entry, transfer
-from laku.settlement.models import FactorySettlement, FailedPayout
+from laku.settlement.models import BankAccount, FactorySettlement, FailedPayout
 from laku.settlement.rules import (
     CASH_XENDIT,
     LedgerEntryKind,
@@ -41,6 +41,15 @@ def payout_reference(settlement_id: uuid.UUID, attempt: int = 1) -> str:
     its withdrawals' and acknowledges anything else."""
     reference = f"settlement-{settlement_id}"
     return reference if attempt == 1 else f"{reference}-{attempt}"
+
+
+def bank_account(account: BankAccount) -> dict[str, str]:
+    """Where a payout goes, as `PayoutOrder` and every table with a bank account name it."""
+    return {
+        "bank_code": account.bank_code,
+        "account_number": account.account_number,
+        "account_holder_name": account.account_holder_name,
+    }
 
 
 @dataclass(frozen=True)
@@ -71,9 +80,7 @@ class SettlementPayouts:
         order = PayoutOrder(
             reference=payout_reference(settlement_id, attempt),
             amount=settlement.net_amount,
-            bank_code=settlement.bank_code,
-            account_holder_name=settlement.account_holder_name,
-            account_number=settlement.account_number,
+            **bank_account(settlement),
             description=f"Laku settlement {settlement_id}",
         )
         payout = await self.flow.settled_payout(
@@ -154,9 +161,7 @@ async def payout_failed(
                 attempt=attempt,
                 payout_id=settlement.payout_id,
                 failure_code=failure_code,
-                bank_code=settlement.bank_code,
-                account_number=settlement.account_number,
-                account_holder_name=settlement.account_holder_name,
+                **bank_account(settlement),
             )
         )
         log.warning(

@@ -38,6 +38,7 @@ the failed one is never paid twice.
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 import structlog
@@ -48,6 +49,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.errors import Conflict, InvalidInput, NotFound
 from laku.core.money import format_rupiah
 from laku.core.outbox import enqueue
+from laku.core.problems import problem
+from laku.core.rows import found, page
 from laku.core.security import Principal
 from laku.factory.client import FactoryClient
 from laku.payment.client import EscrowReleasedOut, PaymentClient
@@ -62,6 +65,7 @@ from laku.settlement.models import (
     SettlementSession,
     outbox,
 )
+from laku.settlement.payouts import bank_account
 from laku.settlement.receivables import (
     lock_factory,
     pending_missed,
@@ -72,6 +76,7 @@ from laku.settlement.rules import (
     ESCROW_RELEASED,
     PLATFORM_FEE_REVENUE,
     EscrowRefundStatus,
+    Figures,
     LedgerEntryKind,
     SettlementStatus,
     factory_payable,
@@ -95,32 +100,21 @@ from laku.settlement.tasks import PAY_OUT
 log = structlog.get_logger()
 
 
-class UnknownFactory(InvalidInput):
-    code, title = "unknown_factory", "No such factory"
-
-
-class PeriodNotEnded(InvalidInput):
-    code, title = "period_not_ended", "A period is settled once it has ended"
-
-
-class NoPayoutAccount(Conflict):
-    code, title = "no_payout_account", "The factory has no payout account"
-
-
-class SettlementPeriodOverlaps(Conflict):
-    code, title = "settlement_period_overlaps", "The factory was settled for part of this period"
-
-
-class NothingToSettle(Conflict):
-    code, title = "nothing_to_settle", "No escrow was released to the factory in this period"
-
-
-class SettlementMismatch(Conflict):
-    code, title = "settlement_mismatch", "The amounts differ from the server's"
-
-
-class PayoutNotFailed(Conflict):
-    code, title = "payout_not_failed", "Only a settlement whose payout failed is paid out again"
+UnknownFactory = problem(InvalidInput, "unknown_factory", "No such factory")
+PeriodNotEnded = problem(InvalidInput, "period_not_ended", "A period is settled once it has ended")
+NoPayoutAccount = problem(Conflict, "no_payout_account", "The factory has no payout account")
+SettlementPeriodOverlaps = problem(
+    Conflict, "settlement_period_overlaps", "The factory was settled for part of this period"
+)
+NothingToSettle = problem(
+    Conflict, "nothing_to_settle", "No escrow was released to the factory in this period"
+)
+SettlementMismatch = problem(
+    Conflict, "settlement_mismatch", "The amounts differ from the server's"
+)
+PayoutNotFailed = problem(
+    Conflict, "payout_not_failed", "Only a settlement whose payout failed is paid out again"
+)
 
 
 def _not_found() -> NotFound:
@@ -140,22 +134,25 @@ async def released_escrow(
     return await payments.escrow_released(factory_id, start, end)
 
 
+async def _figures(
+    session: AsyncSession, released: EscrowReleasedOut, fee_bps: int
+) -> tuple[Figures, Sequence[EscrowRefund]]:
+    """The figures of settling `released`, less what the factory owes back: its receivable and
+    the pending refunds `released` missed (returned too: settling makes them receivables)."""
+    missed = await pending_missed(session, released)
+    owed = await receivable_balance(session, released.factory_id) + sum(r.amount for r in missed)
+    return figures(released.total_amount, fee_bps, owed), missed
+
+
 async def preview(
     session: AsyncSession, released: EscrowReleasedOut, fee_bps: int
 ) -> SettlementPreviewOut:
-    missed = await pending_missed(session, released)
-    owed = await receivable_balance(session, released.factory_id) + sum(r.amount for r in missed)
-    computed = figures(released.total_amount, fee_bps, owed)
+    computed, _ = await _figures(session, released, fee_bps)
     return SettlementPreviewOut(
         factory_id=released.factory_id,
         period_start=released.from_,
         period_end=released.to,
-        total_amount=computed.total_amount,
-        platform_fee=computed.platform_fee,
-        receivable_deducted=computed.receivable_deducted,
-        receivable_carried=computed.receivable_carried,
-        net_amount=computed.net_amount,
-        fee_bps=fee_bps,
+        **asdict(computed),
         payments=released.payments,
         sessions=[SettlementSessionOut.model_validate(s) for s in released.sessions],
     )
@@ -179,13 +176,14 @@ async def create_settlement(
     )
     factory_id = request.factory_id
     await lock_factory(session, factory_id)
-    account = await session.scalar(
-        select(FactoryPayoutAccount)
-        .where(FactoryPayoutAccount.factory_id == factory_id)
-        .with_for_update()
+    account = found(
+        await session.scalar(
+            select(FactoryPayoutAccount)
+            .where(FactoryPayoutAccount.factory_id == factory_id)
+            .with_for_update()
+        ),
+        NoPayoutAccount(f"Set factory {factory_id}'s payout account first"),
     )
-    if account is None:
-        raise NoPayoutAccount(f"Set factory {factory_id}'s payout account first")
     overlapping = await session.scalar(
         select(FactorySettlement)
         .where(
@@ -203,9 +201,7 @@ async def create_settlement(
         )
     if released.total_amount == 0:
         raise NothingToSettle(f"Nothing was released to factory {factory_id} in the period")
-    missed = await pending_missed(session, released)
-    owed = await receivable_balance(session, factory_id) + sum(r.amount for r in missed)
-    computed = figures(released.total_amount, fee_bps, owed)
+    computed, missed = await _figures(session, released, fee_bps)
     sent = {
         "totalAmount": (request.total_amount, computed.total_amount),
         "platformFee": (request.platform_fee, computed.platform_fee),
@@ -223,16 +219,9 @@ async def create_settlement(
         factory_id=factory_id,
         period_start=request.period_start,
         period_end=request.period_end,
-        total_amount=computed.total_amount,
-        platform_fee=computed.platform_fee,
-        receivable_deducted=computed.receivable_deducted,
-        receivable_carried=computed.receivable_carried,
-        net_amount=computed.net_amount,
-        fee_bps=fee_bps,
+        **asdict(computed),
         status=SettlementStatus.PENDING.value,
-        bank_code=account.bank_code,
-        account_number=account.account_number,
-        account_holder_name=account.account_holder_name,
+        **bank_account(account),
     )
     if computed.net_amount == 0:  # the fee (and what the factory owed) took it all
         settlement.status = SettlementStatus.PAID.value
@@ -313,11 +302,12 @@ async def retry_payout(session: AsyncSession, settlement_id: uuid.UUID) -> Facto
     """Pay a settlement whose payout failed again, to the factory's payout account as it is
     now (an admin may have corrected it): `pending`, and a new payout requested with the next
     attempt's reference and key. The failed payout is kept and never requested again."""
-    settlement = await session.scalar(
-        select(FactorySettlement).where(FactorySettlement.id == settlement_id).with_for_update()
+    settlement = found(
+        await session.scalar(
+            select(FactorySettlement).where(FactorySettlement.id == settlement_id).with_for_update()
+        ),
+        _not_found(),
     )
-    if settlement is None:
-        raise _not_found()
     if settlement.status != SettlementStatus.PAYOUT_FAILED:
         raise PayoutNotFailed(f"Settlement {settlement_id} is {settlement.status}")
     account = await session.get(FactoryPayoutAccount, settlement.factory_id)
@@ -411,13 +401,14 @@ async def list_settlements(
         query = query.where(FactorySettlement.factory_id == factory_id)
     if status is not None:
         query = query.where(FactorySettlement.status == status.value)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    items = await session.scalars(
-        query.order_by(FactorySettlement.period_start.desc(), FactorySettlement.id)
-        .limit(limit)
-        .offset(offset)
+    return await page(
+        session,
+        query,
+        FactorySettlement.period_start.desc(),
+        FactorySettlement.id,
+        limit=limit,
+        offset=offset,
     )
-    return items.all(), total or 0
 
 
 async def set_payout_account(
@@ -445,7 +436,7 @@ async def set_payout_account(
 
 
 async def get_payout_account(session: AsyncSession, factory_id: uuid.UUID) -> FactoryPayoutAccount:
-    account = await session.get(FactoryPayoutAccount, factory_id)
-    if account is None:
-        raise NotFound(f"Factory {factory_id} has no payout account", code="no_payout_account")
-    return account
+    return found(
+        await session.get(FactoryPayoutAccount, factory_id),
+        NotFound(f"Factory {factory_id} has no payout account", code="no_payout_account"),
+    )

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.db import Database
 from laku.core.errors import NotFound
+from laku.core.rows import found
 from laku.providers.xendit.payouts import (
     PAYOUT_NOT_MADE,
     PAYOUT_REVERSED,
@@ -183,11 +184,12 @@ async def follow_payout(
     never taken from a webhook), and commit; returns the withdrawal's status. SUCCEEDED settles
     a pending withdrawal; FAILED or CANCELLED fails it and gives the money back; REVERSED (the
     bank sent the money back, even after it succeeded) does the same. Each happens once."""
-    withdrawal = await session.get(
-        WalletWithdrawal, withdrawal_id, with_for_update=True, populate_existing=True
+    withdrawal = found(
+        await session.get(
+            WalletWithdrawal, withdrawal_id, with_for_update=True, populate_existing=True
+        ),
+        NotFound("No such withdrawal", code="withdrawal_not_found"),
     )
-    if withdrawal is None:
-        raise NotFound("No such withdrawal", code="withdrawal_not_found")
     if withdrawal.payout_id is None:
         withdrawal.payout_id = payout_id
     status = WithdrawalStatus(withdrawal.status)

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from laku.core.errors import Conflict
+from laku.core.problems import problem
+from laku.core.rows import page
 from laku.core.schemas import Page, WireModel
 from laku.wallet.models import UserWallet, WalletTransaction, WalletWithdrawal
 from laku.wallet.rules import CURRENCY, TransactionDirection, TransactionReason
@@ -26,10 +28,7 @@ from laku.wallet.schemas import BulkCreditsOut, MovementCreate, WalletOut, Walle
 
 Out = TypeVar("Out", bound=WireModel)
 
-
-class InsufficientBalance(Conflict):
-    code = "insufficient_balance"
-    title = "Not enough balance"
+InsufficientBalance = problem(Conflict, "insufficient_balance", "Not enough balance")
 
 
 @dataclass(frozen=True)
@@ -84,18 +83,17 @@ async def newest_first(
     offset: int,
 ) -> Page[Out]:
     """A page of the user's transactions or withdrawals, newest first."""
-    where = model.user_id == user_id
-    total = await session.scalar(select(func.count()).select_from(model).where(where))
-    rows = await session.scalars(
-        select(model)
-        .where(where)
-        .order_by(model.created_at.desc(), model.id.desc())
-        .limit(limit)
-        .offset(offset)
+    rows, total = await page(
+        session,
+        select(model).where(model.user_id == user_id),
+        model.created_at.desc(),
+        model.id.desc(),
+        limit=limit,
+        offset=offset,
     )
     return Page(
         items=[out.model_validate(row) for row in rows],
-        total=total or 0,
+        total=total,
         limit=limit,
         offset=offset,
     )

@@ -4,9 +4,10 @@ invoices, and nothing when its token names no factory; admins see every factory'
 import uuid
 from typing import TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from laku.core.rows import page
 from laku.core.security import Principal, Role
 from laku.warehouse.models import PurchaseOrder, WarehouseInvoice
 
@@ -37,8 +38,4 @@ async def visible_page(
     )
     if principal.role is Role.FACTORY:
         query = query.where(model.factory_id == principal.factory_id)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = await session.scalars(
-        query.order_by(model.created_at.desc(), model.id).limit(limit).offset(offset)
-    )
-    return list(rows), total or 0
+    return await page(session, query, model.created_at.desc(), model.id, limit=limit, offset=offset)

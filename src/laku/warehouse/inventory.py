@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict, InvalidInput, NotFound
 from laku.core.outbox import enqueue
+from laku.core.rows import found
 from laku.product.client import ProductDetailOut
 from laku.warehouse.models import Inventory, StockMovement, outbox
 from laku.warehouse.rules import REORDER, crossed_threshold, units_by_variant
@@ -108,12 +109,12 @@ def _not_found() -> NotFound:
 
 
 async def locked_inventory(session: AsyncSession, variant_id: uuid.UUID) -> Inventory:
-    inventory = await session.scalar(
-        select(Inventory).where(Inventory.variant_id == variant_id).with_for_update()
+    return found(
+        await session.scalar(
+            select(Inventory).where(Inventory.variant_id == variant_id).with_for_update()
+        ),
+        _not_found(),
     )
-    if inventory is None:
-        raise _not_found()
-    return inventory
 
 
 async def lock_product_stock(
@@ -187,10 +188,10 @@ async def create_inventory(
 
 
 async def get_inventory(session: AsyncSession, variant_id: uuid.UUID) -> Inventory:
-    inventory = await session.scalar(select(Inventory).where(Inventory.variant_id == variant_id))
-    if inventory is None:
-        raise _not_found()
-    return inventory
+    return found(
+        await session.scalar(select(Inventory).where(Inventory.variant_id == variant_id)),
+        _not_found(),
+    )
 
 
 async def list_inventory(

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from laku.core.errors import Conflict, NotFound
 from laku.core.money import apply_rate
 from laku.core.outbox import enqueue
+from laku.core.rows import found
 from laku.core.security import Principal
 from laku.warehouse.access import sees_factory, visible_page
 from laku.warehouse.models import (
@@ -128,9 +129,9 @@ async def pay(
     """pending -> paid with the transfer's reference, and its ledger entry queued. Paying it
     again with the same reference answers it as it is; another reference is refused (409
     `invoice_already_paid`)."""
-    invoice = await session.get(WarehouseInvoice, invoice_id, with_for_update=True)
-    if invoice is None:
-        raise _not_found()
+    invoice = found(
+        await session.get(WarehouseInvoice, invoice_id, with_for_update=True), _not_found()
+    )
     if invoice.status == WarehouseInvoiceStatus.PAID:
         if invoice.payment_reference != payment_reference:
             raise Conflict(

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict, InvalidInput, NotFound
 from laku.core.outbox import enqueue
+from laku.core.rows import found
 from laku.core.security import Principal
 from laku.group_buying.client import BundleCompositionOut
 from laku.product.client import ProductDetailOut
@@ -124,10 +125,10 @@ def purchase_order_not_found() -> NotFound:
 async def get_purchase_order(
     session: AsyncSession, purchase_order_id: uuid.UUID, *, lock: bool = False
 ) -> PurchaseOrder:
-    purchase_order = await session.get(PurchaseOrder, purchase_order_id, with_for_update=lock)
-    if purchase_order is None:
-        raise purchase_order_not_found()
-    return purchase_order
+    return found(
+        await session.get(PurchaseOrder, purchase_order_id, with_for_update=lock),
+        purchase_order_not_found(),
+    )
 
 
 async def purchase_order_lines(

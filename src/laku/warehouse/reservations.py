@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.db import Database
 from laku.core.errors import Conflict, DomainError, NotFound
+from laku.core.problems import problem
+from laku.core.rows import found
 from laku.warehouse.inventory import (
     deduct_reserved,
     get_inventory,
@@ -32,10 +34,8 @@ from laku.warehouse.schemas import ReservationCreate, ReservationOut
 
 log = structlog.get_logger()
 
-
-class InsufficientStock(Conflict):
-    code = "insufficient_stock"
-    title = "Not enough stock"
+InsufficientStock = problem(Conflict, "insufficient_stock", "Not enough stock")
+ReservationReleased = problem(Conflict, "reservation_released", "This reservation was released")
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,6 @@ class Reserved:
 
 
 ReservationResult = Reserved | DomainError
-
-
-class ReservationReleased(Conflict):
-    code = "reservation_released"
-    title = "This reservation was released"
 
 
 async def reserve_batch(
@@ -275,20 +270,20 @@ async def _locked_reservation(
         select(Reservation.variant_id).where(Reservation.reference == reference)
     )
     inventory = None if variant_id is None else await locked_inventory(session, variant_id)
-    reservation = await session.scalar(
-        select(Reservation).where(Reservation.reference == reference).with_for_update()
+    reservation = found(
+        await session.scalar(
+            select(Reservation).where(Reservation.reference == reference).with_for_update()
+        ),
+        _not_found(),
     )
-    if reservation is None:
-        raise _not_found()
     return reservation, inventory
 
 
 async def get_reservation(session: AsyncSession, reference: str) -> ReservationOut:
-    reservation = await session.scalar(
-        select(Reservation).where(Reservation.reference == reference)
+    reservation = found(
+        await session.scalar(select(Reservation).where(Reservation.reference == reference)),
+        _not_found(),
     )
-    if reservation is None:
-        raise _not_found()
     inventory = (
         None
         if reservation.variant_id is None
