@@ -107,7 +107,7 @@ class BodyLimitMiddleware(HTTPMiddleware):
         super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         too_large = problem_response(
             PayloadTooLarge.status,
             PayloadTooLarge.code,
@@ -115,9 +115,12 @@ class BodyLimitMiddleware(HTTPMiddleware):
             f"The body may be at most {self.max_bytes} bytes.",
             instance=scope["path"],
         )
+        await too_large(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = header(scope, "content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await too_large(scope, receive, send)
+            await self._refuse(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -128,7 +131,7 @@ class BodyLimitMiddleware(HTTPMiddleware):
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await too_large(scope, receive, send)
+                await self._refuse(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -195,7 +195,7 @@ async def create_session(
     return session_out(group, variants, 0, at)  # nobody has joined yet
 
 
-def _by_reference(session_ref: str) -> Select[tuple[GroupBuyingSession]]:
+def by_reference(session_ref: str) -> Select[tuple[GroupBuyingSession]]:
     """A session is named by its id or its code (e.g. GB-7KQ2M9XA)."""
     query = select(GroupBuyingSession)
     try:
@@ -204,19 +204,19 @@ def _by_reference(session_ref: str) -> Select[tuple[GroupBuyingSession]]:
         return query.where(GroupBuyingSession.session_code == session_ref.upper())
 
 
-def _not_found(session_ref: str) -> NotFound:
+def session_not_found(session_ref: str) -> NotFound:
     return NotFound(f"No group-buying session {session_ref}", code="session_not_found")
 
 
 async def find_session(
     session: AsyncSession, session_ref: str, *, lock: bool = False
 ) -> GroupBuyingSession:
-    query = _by_reference(session_ref)
+    query = by_reference(session_ref)
     if lock:
         query = query.with_for_update()
     return found(
         await session.scalar(query.execution_options(populate_existing=True)),
-        _not_found(session_ref),
+        session_not_found(session_ref),
     )
 
 

@@ -164,6 +164,7 @@ class Payments:
                 )
                 .values(**details)
                 .returning(Payment)
+                .execution_options(synchronize_session=False)  # a new session holds no payment
             )
             if taken_over is not None:
                 return taken_over, True
@@ -195,6 +196,7 @@ class Payments:
                     expires_at=invoice.expiry_date,
                 )
                 .returning(Payment)
+                .execution_options(synchronize_session=False)  # a new session holds no payment
             )
         if payment is None:  # taken over as abandoned: only if this call outlived ABANDONED_AFTER
             log.error("invoice_orphaned", payment_id=str(payment_id), invoice_id=invoice.id)

@@ -41,7 +41,7 @@ def movement(
 
 async def record(session: AsyncSession, movements: list[dict[str, Any]]) -> None:
     if movements:
-        await session.execute(insert(StockMovement), movements)
+        await session.execute(insert(StockMovement.__table__), movements)
 
 
 async def record_released(
