@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from laku.core.app import DbSession
 from laku.core.audit_admin import add_invariants, add_reference_stream
 from laku.core.errors import PROBLEM_RESPONSES, InvalidInput
+from laku.core.routing import OutboxSession, created_status, post_once
 from laku.core.schemas import LongPaging, Page, ReferencePath
 from laku.core.security import (
     AdminOrFactory,
@@ -56,6 +57,8 @@ AdminOrGroupBuying = Annotated[
     Principal, Depends(require_roles(Role.ADMIN, services=["group-buying"]))
 ]
 GroupBuyingOnly = Annotated[Principal, Depends(require_service_callers("group-buying"))]
+# Stock, its ledger check and purchase orders list one product's rows when asked.
+ProductFilter = Annotated[uuid.UUID | None, Query(alias="productId")]
 
 _STATUS_RANK = [StockStatus.IN_STOCK, StockStatus.LOW_STOCK, StockStatus.OUT_OF_STOCK]
 
@@ -80,7 +83,7 @@ def _inventory_out(row: Inventory) -> InventoryOut:
     "/api/inventory", response_model=list[InventoryOut], status_code=status.HTTP_201_CREATED
 )
 async def create_inventory(
-    body: InventoryBatch, request: Request, _: AdminPrincipal, session: DbSession
+    body: InventoryBatch, request: Request, _: AdminPrincipal, session: OutboxSession
 ) -> list[InventoryOut]:
     items = body.root
     products = {}
@@ -88,7 +91,6 @@ async def create_inventory(
         if product := await request.app.state.products.get_product(product_id):
             products[product_id] = product
     rows = await inventory.create_inventory(session, items, products)
-    request.app.state.outbox_relay.wake()
     return [_inventory_out(row) for row in rows]
 
 
@@ -96,7 +98,7 @@ async def create_inventory(
 async def list_inventory(
     _: AdminOrGroupBuying,
     session: DbSession,
-    product_id: Annotated[uuid.UUID | None, Query(alias="productId")] = None,
+    product_id: ProductFilter = None,
 ) -> list[ProductStockOut]:
     """Stock per product and variant, with each variant's status and the product's worst."""
     by_product: dict[uuid.UUID, list[InventoryOut]] = {}
@@ -121,7 +123,7 @@ async def low_stock(_: AdminPrincipal, session: DbSession) -> list[InventoryOut]
 async def ledger_check(
     _: AdminPrincipal,
     session: DbSession,
-    product_id: Annotated[uuid.UUID | None, Query(alias="productId")] = None,
+    product_id: ProductFilter = None,
 ) -> list[LedgerCheckOut]:
     """Audit: every variant's stock against the sums of its movement ledger."""
     return await inventory.ledger_check(session, product_id)
@@ -136,15 +138,9 @@ async def get_inventory(
 
 @router.post("/api/inventory/{variant_id}/adjustments", response_model=InventoryOut)
 async def adjust(
-    variant_id: uuid.UUID,
-    body: AdjustmentCreate,
-    request: Request,
-    _: AdminPrincipal,
-    session: DbSession,
+    variant_id: uuid.UUID, body: AdjustmentCreate, _: AdminPrincipal, session: OutboxSession
 ) -> InventoryOut:
-    row = await inventory.adjust(session, variant_id, body)
-    request.app.state.outbox_relay.wake()
-    return _inventory_out(row)
+    return _inventory_out(await inventory.adjust(session, variant_id, body))
 
 
 @router.get("/api/inventory/{variant_id}/movements", response_model=list[MovementOut])
@@ -160,21 +156,14 @@ async def movements(
 # Reservations ------------------------------------------------------------------------------
 
 
-@router.post(
-    "/api/reservations",
-    response_model=ReservationOut,
-    status_code=status.HTTP_201_CREATED,
-    responses={
-        200: {"model": ReservationOut, "description": "Already reserved under this reference"}
-    },
-)
+@post_once(router, "/api/reservations", ReservationOut, "Already reserved under this reference")
 async def reserve(body: ReservationCreate, request: Request, _: AdminOrGroupBuying) -> Response:
     """Reserve stock under a reference; the same reference again returns that reservation."""
     reserved = await request.app.state.reservation_desk.reserve(body)
     # The hottest endpoint: serialised once here rather than validated again by FastAPI.
     return Response(
         reserved.reservation.model_dump_json(by_alias=True),
-        status_code=status.HTTP_201_CREATED if reserved.created else status.HTTP_200_OK,
+        status_code=created_status(reserved.created),
         media_type="application/json",
     )
 
@@ -254,7 +243,7 @@ async def fulfil_group(
     body: FulfilmentCreate,
     request: Request,
     _: AdminOrGroupBuying,
-    session: DbSession,
+    session: OutboxSession,
 ) -> FulfilmentOut:
     """Take a closed group buy's confirmed reservations out of stock (or order the bundles it
     lacks) and release its others."""
@@ -266,7 +255,6 @@ async def fulfil_group(
     fulfilled = await fulfilment.fulfil_group(
         session, group, product, composition, state.settings.purchase_order_shipping_cost_per_bundle
     )
-    state.outbox_relay.wake()
     return _fulfilment_out(fulfilled)
 
 
@@ -308,7 +296,7 @@ async def list_purchase_orders(
     principal: AdminOrFactory,
     session: DbSession,
     paging: LongPaging,
-    product_id: Annotated[uuid.UUID | None, Query(alias="productId")] = None,
+    product_id: ProductFilter = None,
     status_filter: Annotated[
         str | None, Query(alias="status", pattern="^(open|shipped|received|cancelled)$")
     ] = None,
@@ -354,7 +342,7 @@ async def ship(
 
 @router.post("/api/purchase-orders/{purchase_order_id}/receive", response_model=PurchaseOrderOut)
 async def receive(
-    purchase_order_id: uuid.UUID, request: Request, _: AdminPrincipal, session: DbSession
+    purchase_order_id: uuid.UUID, request: Request, _: AdminPrincipal, session: OutboxSession
 ) -> PurchaseOrderOut:
     """The bundles are in: stock rises (surplus above the maximum), the factory's warehouse
     invoice is written, and group buys waiting for this stock are completed."""
@@ -363,16 +351,14 @@ async def receive(
         ppn_bps=settings.warehouse_invoice_ppn_bps, due_days=settings.warehouse_invoice_due_days
     )
     purchase_order = await purchase_orders.receive_purchase_order(session, purchase_order_id, terms)
-    request.app.state.outbox_relay.wake()
     return await _purchase_order_out(session, purchase_order)
 
 
 @router.post("/api/purchase-orders/{purchase_order_id}/cancel", response_model=PurchaseOrderOut)
 async def cancel(
-    purchase_order_id: uuid.UUID, request: Request, _: AdminPrincipal, session: DbSession
+    purchase_order_id: uuid.UUID, _: AdminPrincipal, session: OutboxSession
 ) -> PurchaseOrderOut:
     purchase_order = await purchase_orders.cancel_purchase_order(session, purchase_order_id)
-    request.app.state.outbox_relay.wake()
     return await _purchase_order_out(session, purchase_order)
 
 
@@ -419,15 +405,10 @@ async def get_warehouse_invoice(
 
 @router.post("/api/warehouse-invoices/{invoice_id}/pay", response_model=WarehouseInvoiceOut)
 async def pay_warehouse_invoice(
-    invoice_id: uuid.UUID,
-    body: InvoicePayment,
-    request: Request,
-    _: AdminPrincipal,
-    session: DbSession,
+    invoice_id: uuid.UUID, body: InvoicePayment, _: AdminPrincipal, session: OutboxSession
 ) -> WarehouseInvoiceOut:
     """An admin records the invoice paid, with the transfer's reference: `paid`, and a
     balanced entry in the settlement ledger shortly after (Dr inventory and PPN input, Cr
     cash). The same reference again answers it as it is; another: 409 `invoice_already_paid`."""
     invoice = await invoices.pay(session, invoice_id, body.payment_reference)
-    request.app.state.outbox_relay.wake()
     return WarehouseInvoiceOut.model_validate(invoice)
