@@ -1,12 +1,15 @@
 """Route plumbing the services' routes.py share: what the app wired, reached as a dependency;
-the outbox relay woken once an operation has left it work; and the declarations of operations
-that create their thing once or answer no body."""
+the outbox relay woken once an operation has left it work; the declarations of operations
+that create their thing once or answer no body; the list filters several services take; and
+a wire model read off a row or result that lacks some of its fields."""
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.types import DecoratedCallable
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.app import DbSession
@@ -61,3 +64,23 @@ NO_CONTENT: dict[str, Any] = {
     "status_code": status.HTTP_204_NO_CONTENT,
     "response_class": Response,
 }
+
+
+Wire = TypeVar("Wire", bound=BaseModel)
+
+
+def from_attributes(model: type[Wire], source: object, **fields: Any) -> Wire:
+    """`model` read off the attributes of the same names of `source` (a row, a domain result),
+    but for the `fields` given: those it has under another name, or not at all (figures worked
+    out, rows of another table)."""
+    named = {name: getattr(source, name) for name in model.model_fields if name not in fields}
+    return model.model_validate({**named, **fields})
+
+
+# The list filters more than one service takes, named once as the wire spells them (the web
+# front end and the service clients send them so); one left out narrows nothing.
+Status = TypeVar("Status")
+StatusFilter = Annotated[Status | None, Query(alias="status")]  # StatusFilter[OrderStatus]
+FactoryFilter = Annotated[uuid.UUID | None, Query(alias="factoryId")]
+ProductFilter = Annotated[uuid.UUID | None, Query(alias="productId")]
+UserFilter = Annotated[uuid.UUID | None, Query(alias="userId")]

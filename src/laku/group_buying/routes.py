@@ -9,7 +9,7 @@ from laku.core.audit import AUDIT_PAGE_SIZE, PageSize
 from laku.core.audit_admin import add_invariants
 from laku.core.errors import PROBLEM_RESPONSES, problem_doc
 from laku.core.rate_limit import RATE_LIMITED_RESPONSES, client_address
-from laku.core.routing import NO_CONTENT, OutboxSession, app_state
+from laku.core.routing import NO_CONTENT, FactoryFilter, OutboxSession, StatusFilter, app_state
 from laku.core.schemas import LongPaging, Offset, Page, PageWindow, Paging
 from laku.core.security import (
     USER_ROLES,
@@ -67,8 +67,17 @@ SessionRef = Annotated[
 Warehouse = Annotated[WarehouseClient, Depends(app_state("warehouse"))]
 Saga = Annotated[JoinSaga, Depends(app_state("join_saga"))]
 SessionCloser = Annotated[Closer, Depends(app_state("closer"))]
-# Services read a whole session's participants (order-service: a closed group's orders).
-ParticipantsLimit = Annotated[int, Query(ge=1, le=MAX_PARTICIPANTS_PAGE)]
+
+
+def _participants_window(
+    limit: Annotated[int, Query(ge=1, le=MAX_PARTICIPANTS_PAGE)] = 50, offset: Offset = 0
+) -> PageWindow:
+    return PageWindow(limit, offset)
+
+
+# Services read a whole session's participants (order-service: a closed group's orders), so
+# their pages may be longer than `Paging`'s.
+ParticipantsPaging = Annotated[PageWindow, Depends(_participants_window)]
 
 
 # Bundle composition ------------------------------------------------------------------------
@@ -129,7 +138,7 @@ async def list_sessions(
         list[SessionStatus] | None,
         Query(alias="status", max_length=len(SessionStatus), description="Any of; open if none"),
     ] = None,
-    factory_id: Annotated[uuid.UUID | None, Query(alias="factoryId")] = None,
+    factory_id: FactoryFilter = None,
 ) -> Page[SessionOut]:
     """Sessions open for joins (or in the given statuses), the soonest to close first, with
     their current prices."""
@@ -222,14 +231,13 @@ async def list_participants(
     session_ref: SessionRef,
     _: AdminOrOrder,
     session: DbSession,
-    status_filter: Annotated[ParticipantStatus | None, Query(alias="status")] = None,
-    limit: ParticipantsLimit = 50,
-    offset: Offset = 0,
+    paging: ParticipantsPaging,
+    status_filter: StatusFilter[ParticipantStatus] = None,
 ) -> Page[ParticipantOut]:
     items, total = await sessions.list_participants(
-        session, session_ref, status_filter, limit, offset
+        session, session_ref, status_filter, paging.limit, paging.offset
     )
-    return Page.of(items, total, PageWindow(limit, offset))
+    return Page.of(items, total, paging)
 
 
 @router.post("/api/group-buying/{session_ref}/cancel", response_model=SessionOut)

@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
-from laku.core.routing import created_status, post_once
+from laku.core.routing import created_status, from_attributes, post_once
 from laku.core.schemas import Page, Paging, SingleLine
 from laku.core.security import (
     AdminPrincipal,
@@ -54,10 +54,8 @@ _biteship_webhook = provider_webhook(
 
 async def _detail(session: AsyncSession, shipment: Shipment) -> ShipmentDetailOut:
     events = await tracking.events_of(session, shipment.id)
-    return ShipmentDetailOut(
-        **ShipmentOut.model_validate(shipment).model_dump(),
-        events=[TrackingEventOut.model_validate(event) for event in events],
-    )
+    events_out = [TrackingEventOut.model_validate(event) for event in events]
+    return from_attributes(ShipmentDetailOut, shipment, events=events_out)
 
 
 @router.post(

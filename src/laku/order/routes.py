@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
-from laku.core.routing import OutboxSession
+from laku.core.routing import OutboxSession, StatusFilter, UserFilter, from_attributes
 from laku.core.schemas import Page, Paging
 from laku.core.security import AdminPrincipal, BuyerOrAdmin, Principal, Role, require_roles
 from laku.order import service
@@ -58,8 +58,8 @@ async def list_orders(
     session: DbSession,
     paging: Paging,
     group_session_id: Annotated[uuid.UUID | None, Query(alias="sessionId")] = None,
-    order_status: Annotated[OrderStatus | None, Query(alias="status")] = None,
-    user_id: Annotated[uuid.UUID | None, Query(alias="userId")] = None,
+    order_status: StatusFilter[OrderStatus] = None,
+    user_id: UserFilter = None,
 ) -> Page[OrderOut]:
     """Newest first. A buyer sees only their own orders; admins and services see all."""
     user_id = principal.listed_user(user_id, "orders")
@@ -80,13 +80,7 @@ async def session_summary(
 ) -> SessionOrdersSummaryOut:
     """A session's orders per status and their units; zeros before any order is made."""
     summary = await service.session_summary(session, group_session_id)
-    return SessionOrdersSummaryOut(
-        group_session_id=group_session_id,
-        orders=summary.orders,
-        units=summary.units,
-        subtotal=summary.subtotal,
-        by_status=summary.by_status,
-    )
+    return from_attributes(SessionOrdersSummaryOut, summary, group_session_id=group_session_id)
 
 
 @router.post("/by-session/{group_session_id}/ready-to-ship", response_model=SessionReadyOut)

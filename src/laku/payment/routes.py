@@ -12,7 +12,7 @@ from laku.core.audit_admin import (
     admin_audit_router,
 )
 from laku.core.errors import PROBLEM_RESPONSES, InvalidInput
-from laku.core.routing import created_status, post_once
+from laku.core.routing import StatusFilter, UserFilter, created_status, post_once
 from laku.core.schemas import Page, Paging, ReferencePath
 from laku.core.security import (
     USER_ROLES,
@@ -189,8 +189,8 @@ async def list_payments(
     principal: BuyerOrAdmin,
     session: DbSession,
     paging: Paging,
-    payment_status: Annotated[PaymentStatus | None, Query(alias="status")] = None,
-    user_id: Annotated[uuid.UUID | None, Query(alias="userId")] = None,
+    payment_status: StatusFilter[PaymentStatus] = None,
+    user_id: UserFilter = None,
 ) -> Page[PaymentOut]:
     """Newest first. A buyer sees only their own payments; admins and services see all."""
     user_id = principal.listed_user(user_id, "payments")

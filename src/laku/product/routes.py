@@ -6,7 +6,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden
-from laku.core.routing import app_state
+from laku.core.routing import FactoryFilter, app_state
 from laku.core.schemas import Page, Paging, SearchText
 from laku.core.security import (
     PUBLIC,
@@ -101,7 +101,7 @@ async def list_products(
     category_id: Annotated[
         uuid.UUID | None, Query(alias="categoryId", description="Includes its subcategories")
     ] = None,
-    factory_id: Annotated[uuid.UUID | None, Query(alias="factoryId")] = None,
+    factory_id: FactoryFilter = None,
     q: SearchText = None,
 ) -> Page[ProductOut]:
     if not _sees_everything(principal):

@@ -11,7 +11,7 @@ from laku.core.audit import AuditOut
 from laku.core.audit_admin import add_id_stream, add_invariants, admin_audit_router
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput
 from laku.core.http import new_http_client
-from laku.core.routing import OutboxSession, created_status, post_once
+from laku.core.routing import FactoryFilter, OutboxSession, StatusFilter, created_status, post_once
 from laku.core.schemas import Page, Paging
 from laku.core.security import (
     AdminOrFactory,
@@ -113,8 +113,8 @@ async def list_settlements(
     principal: AdminOrFactory,
     session: DbSession,
     paging: Paging,
-    factory_id: Annotated[uuid.UUID | None, Query(alias="factoryId")] = None,
-    settlement_status: Annotated[SettlementStatus | None, Query(alias="status")] = None,
+    factory_id: FactoryFilter = None,
+    settlement_status: StatusFilter[SettlementStatus] = None,
 ) -> Page[SettlementOut]:
     """Newest period first. A factory account sees its own factory's only."""
     if principal.is_unbound_factory:  # no factory to scope by: nothing, never everything

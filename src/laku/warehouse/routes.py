@@ -6,7 +6,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from laku.core.app import DbSession
 from laku.core.audit_admin import add_invariants, add_reference_stream
 from laku.core.errors import PROBLEM_RESPONSES, InvalidInput
-from laku.core.routing import OutboxSession, created_status, post_once
+from laku.core.routing import (
+    OutboxSession,
+    ProductFilter,
+    StatusFilter,
+    created_status,
+    from_attributes,
+    post_once,
+)
 from laku.core.schemas import LongPaging, Page, ReferencePath
 from laku.core.security import (
     AdminOrFactory,
@@ -57,22 +64,13 @@ AdminOrGroupBuying = Annotated[
     Principal, Depends(require_roles(Role.ADMIN, services=["group-buying"]))
 ]
 GroupBuyingOnly = Annotated[Principal, Depends(require_service_callers("group-buying"))]
-# Stock, its ledger check and purchase orders list one product's rows when asked.
-ProductFilter = Annotated[uuid.UUID | None, Query(alias="productId")]
 
 _STATUS_RANK = [StockStatus.IN_STOCK, StockStatus.LOW_STOCK, StockStatus.OUT_OF_STOCK]
 
 
 def _inventory_out(row: Inventory) -> InventoryOut:
-    return InventoryOut.model_validate(
-        {
-            **{
-                column: getattr(row, column)
-                for column in InventoryOut.model_fields
-                if column != "status"
-            },
-            "status": stock_status(row.available_quantity, row.reorder_threshold),
-        }
+    return from_attributes(
+        InventoryOut, row, status=stock_status(row.available_quantity, row.reorder_threshold)
     )
 
 
@@ -202,14 +200,7 @@ async def deduct(reference: ReferencePath, _: AdminPrincipal, session: DbSession
 
 
 def _fulfilment_out(row: Fulfilment) -> FulfilmentOut:
-    return FulfilmentOut(
-        group=row.group_reference,
-        product_id=row.product_id,
-        status=row.status,
-        units=row.units,
-        purchase_order_id=row.purchase_order_id,
-        fulfilled_at=row.fulfilled_at,
-    )
+    return from_attributes(FulfilmentOut, row, group=row.group_reference)
 
 
 @router.post("/api/reservation-groups/{group}/release", response_model=GroupReleaseOut)
@@ -276,14 +267,8 @@ async def _purchase_order_out(session, purchase_order: PurchaseOrder) -> Purchas
 
 
 def _with_lines(purchase_order: PurchaseOrder, lines) -> PurchaseOrderOut:
-    fields = {
-        name: getattr(purchase_order, name)
-        for name in PurchaseOrderOut.model_fields
-        if name != "lines"
-    }
-    return PurchaseOrderOut(
-        **fields, lines=[PurchaseOrderLineOut.model_validate(line) for line in lines]
-    )
+    lines_out = [PurchaseOrderLineOut.model_validate(line) for line in lines]
+    return from_attributes(PurchaseOrderOut, purchase_order, lines=lines_out)
 
 
 def _check_factory_access(principal: Principal, purchase_order: PurchaseOrder) -> None:
@@ -379,7 +364,7 @@ async def list_warehouse_invoices(
     principal: AdminOrFactory,
     session: DbSession,
     paging: LongPaging,
-    status_filter: Annotated[WarehouseInvoiceStatus | None, Query(alias="status")] = None,
+    status_filter: StatusFilter[WarehouseInvoiceStatus] = None,
     purchase_order_id: Annotated[uuid.UUID | None, Query(alias="purchaseOrderId")] = None,
 ) -> Page[WarehouseInvoiceOut]:
     """Newest first. Admins see every invoice; a factory sees its own."""
