@@ -1,12 +1,13 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, status
 
 from laku.address import service
 from laku.address.schemas import AddressCreate, AddressOut, AddressUpdate
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
+from laku.core.routing import NO_CONTENT
 from laku.core.security import BuyerPrincipal, Principal, Role, require_roles
 
 router = APIRouter(prefix="/api/addresses", tags=["address"], responses=PROBLEM_RESPONSES)
@@ -50,7 +51,7 @@ async def update_address(
     return await service.update_address(session, address_id, principal.user_id, body)
 
 
-@router.delete("/{address_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.delete("/{address_id}", **NO_CONTENT)
 async def delete_address(
     address_id: uuid.UUID, principal: BuyerPrincipal, session: DbSession
 ) -> None:

@@ -1,11 +1,12 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, status
 
 from laku.auth.client import AuthClient, UserOut
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, NotFound
+from laku.core.routing import app_state
 from laku.core.schemas import Page, Paging, SearchText
 from laku.core.security import AdminPrincipal, BuyerPrincipal, FactoryPrincipal, public
 from laku.factory import service
@@ -23,8 +24,8 @@ from laku.factory.schemas import (
 router = APIRouter(tags=["factory"], responses=PROBLEM_RESPONSES)
 
 
-async def _auth_client(request: Request) -> AuthClient:
-    return request.app.state.auth_client
+# auth-service, where a factory's staff get their logins.
+Auth = Annotated[AuthClient, Depends(app_state("auth_client"))]
 
 
 @router.post("/api/factories", response_model=FactoryOut, status_code=status.HTTP_201_CREATED)
@@ -112,7 +113,7 @@ async def create_factory_user(
     body: FactoryUserCreate,
     _: AdminPrincipal,
     session: DbSession,
-    auth: Annotated[AuthClient, Depends(_auth_client)],
+    auth: Auth,
 ):
     """A login for the factory's staff, created in auth-service with the factory role."""
     return await service.create_factory_user(session, auth, factory_id, body)

@@ -1,8 +1,7 @@
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
 from pydantic import AwareDatetime
 
 from laku.core.app import DbSession
@@ -10,6 +9,7 @@ from laku.core.audit import AUDIT_PAGE_SIZE, PageSize
 from laku.core.audit_admin import add_invariants
 from laku.core.errors import PROBLEM_RESPONSES, problem_doc
 from laku.core.rate_limit import RATE_LIMITED_RESPONSES, client_address
+from laku.core.routing import NO_CONTENT, FactoryFilter, OutboxSession, StatusFilter, app_state
 from laku.core.schemas import LongPaging, Offset, Page, PageWindow, Paging
 from laku.core.security import (
     USER_ROLES,
@@ -55,30 +55,7 @@ AdminOrOrder = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=[
 AdminOrWarehouse = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["warehouse"]))]
 
 
-async def _product_client(request: Request) -> ProductClient:
-    return request.app.state.product_client
-
-
-async def _warehouse(request: Request) -> WarehouseClient:
-    return request.app.state.warehouse
-
-
-async def _join_saga(request: Request) -> JoinSaga:
-    return request.app.state.join_saga
-
-
-async def _closer(request: Request) -> Closer:
-    return request.app.state.closer
-
-
-async def _wake_outbox(request: Request) -> AsyncIterator[None]:
-    """Once the operation has written work to the outbox (and committed), it is delivered now
-    rather than at the relay's next poll."""
-    yield
-    request.app.state.outbox_relay.wake()
-
-
-Products = Annotated[ProductClient, Depends(_product_client)]
+Products = Annotated[ProductClient, Depends(app_state("product_client"))]
 SessionRef = Annotated[
     str,
     Path(
@@ -87,12 +64,20 @@ SessionRef = Annotated[
         description="The session's id, or its code (e.g. GB-7KQ2M9XA)",
     ),
 ]
-Warehouse = Annotated[WarehouseClient, Depends(_warehouse)]
-Saga = Annotated[JoinSaga, Depends(_join_saga)]
-WakesOutbox = Depends(_wake_outbox)
-SessionCloser = Annotated[Closer, Depends(_closer)]
-# Services read a whole session's participants (order-service: a closed group's orders).
-ParticipantsLimit = Annotated[int, Query(ge=1, le=MAX_PARTICIPANTS_PAGE)]
+Warehouse = Annotated[WarehouseClient, Depends(app_state("warehouse"))]
+Saga = Annotated[JoinSaga, Depends(app_state("join_saga"))]
+SessionCloser = Annotated[Closer, Depends(app_state("closer"))]
+
+
+def _participants_window(
+    limit: Annotated[int, Query(ge=1, le=MAX_PARTICIPANTS_PAGE)] = 50, offset: Offset = 0
+) -> PageWindow:
+    return PageWindow(limit, offset)
+
+
+# Services read a whole session's participants (order-service: a closed group's orders), so
+# their pages may be longer than `Paging`'s.
+ParticipantsPaging = Annotated[PageWindow, Depends(_participants_window)]
 
 
 # Bundle composition ------------------------------------------------------------------------
@@ -127,11 +112,7 @@ async def replace_bundle_composition(
     return await bundles.replace_composition(session, products, product_id, body.root)
 
 
-@router.delete(
-    "/api/admin/bundle-composition/{product_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
-)
+@router.delete("/api/admin/bundle-composition/{product_id}", **NO_CONTENT)
 async def delete_bundle_composition(
     product_id: uuid.UUID, _: AdminPrincipal, session: DbSession
 ) -> None:
@@ -157,7 +138,7 @@ async def list_sessions(
         list[SessionStatus] | None,
         Query(alias="status", max_length=len(SessionStatus), description="Any of; open if none"),
     ] = None,
-    factory_id: Annotated[uuid.UUID | None, Query(alias="factoryId")] = None,
+    factory_id: FactoryFilter = None,
 ) -> Page[SessionOut]:
     """Sessions open for joins (or in the given statuses), the soonest to close first, with
     their current prices."""
@@ -183,13 +164,9 @@ async def my_participations(
     return Page.of(items, total, paging)
 
 
-@router.post(
-    "/api/group-buying/payment-events",
-    response_model=PaymentEventOut,
-    dependencies=[WakesOutbox],
-)
+@router.post("/api/group-buying/payment-events", response_model=PaymentEventOut)
 async def payment_event(
-    body: PaymentEvent, _: PaymentReporter, session: DbSession
+    body: PaymentEvent, _: PaymentReporter, session: OutboxSession
 ) -> PaymentEventOut:
     """payment-service reports a participant's payment as paid, expired or failed."""
     return await sessions.apply_payment_event(session, body)
@@ -254,21 +231,18 @@ async def list_participants(
     session_ref: SessionRef,
     _: AdminOrOrder,
     session: DbSession,
-    status_filter: Annotated[ParticipantStatus | None, Query(alias="status")] = None,
-    limit: ParticipantsLimit = 50,
-    offset: Offset = 0,
+    paging: ParticipantsPaging,
+    status_filter: StatusFilter[ParticipantStatus] = None,
 ) -> Page[ParticipantOut]:
     items, total = await sessions.list_participants(
-        session, session_ref, status_filter, limit, offset
+        session, session_ref, status_filter, paging.limit, paging.offset
     )
-    return Page.of(items, total, PageWindow(limit, offset))
+    return Page.of(items, total, paging)
 
 
-@router.post(
-    "/api/group-buying/{session_ref}/cancel", response_model=SessionOut, dependencies=[WakesOutbox]
-)
+@router.post("/api/group-buying/{session_ref}/cancel", response_model=SessionOut)
 async def cancel_session(
-    session_ref: SessionRef, _: AdminPrincipal, session: DbSession
+    session_ref: SessionRef, _: AdminPrincipal, session: OutboxSession
 ) -> SessionOut:
     """Call the session off: participants cancelled, invoices expired, stock released."""
     return await sessions.cancel_session(session, session_ref)

@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
+from laku.core.routing import created_status, from_attributes, post_once
 from laku.core.schemas import Page, Paging, SingleLine
 from laku.core.security import (
     AdminPrincipal,
@@ -53,10 +54,8 @@ _biteship_webhook = provider_webhook(
 
 async def _detail(session: AsyncSession, shipment: Shipment) -> ShipmentDetailOut:
     events = await tracking.events_of(session, shipment.id)
-    return ShipmentDetailOut(
-        **ShipmentOut.model_validate(shipment).model_dump(),
-        events=[TrackingEventOut.model_validate(event) for event in events],
-    )
+    events_out = [TrackingEventOut.model_validate(event) for event in events]
+    return from_attributes(ShipmentDetailOut, shipment, events=events_out)
 
 
 @router.post(
@@ -71,14 +70,12 @@ async def rates(body: RatesRequest, principal: BuyerOrAdmin, request: Request) -
     return await quote(request.app.state.shipping, principal, body)
 
 
-@router.post(
+@post_once(
+    router,
     "/shipments",
-    response_model=ShipmentDetailOut,
-    status_code=status.HTTP_201_CREATED,
-    responses={
-        200: {"model": ShipmentDetailOut, "description": "The order's shipment, booked before"},
-        503: {"description": "Biteship or a service is unavailable; retrying is safe"},
-    },
+    ShipmentDetailOut,
+    "The order's shipment, booked before",
+    {503: {"description": "Biteship or a service is unavailable; retrying is safe"}},
 )
 async def create_shipment(
     body: ShipmentCreate,
@@ -92,8 +89,7 @@ async def create_shipment(
     `trackingNumber` is the courier's waybill. An order has one shipment: asking again answers
     it (200) and books nothing twice."""
     booked = await _shipments(request).create_shipment(body)
-    if not booked.created:
-        response.status_code = status.HTTP_200_OK
+    response.status_code = created_status(booked.created)
     # Read afresh: the booking's own session is gone, with the columns the database set.
     return await _detail(session, await session.get_one(Shipment, booked.shipment.id))
 

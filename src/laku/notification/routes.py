@@ -1,10 +1,11 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Request, status
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
+from laku.core.routing import NO_CONTENT, StatusFilter
 from laku.core.schemas import Page, Paging
 from laku.core.security import (
     AdminPrincipal,
@@ -95,11 +96,7 @@ async def my_subscriptions(
     return [PushSubscriptionOut.model_validate(s) for s in subscriptions]
 
 
-@router.delete(
-    "/push-subscriptions/{subscription_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
-)
+@router.delete("/push-subscriptions/{subscription_id}", **NO_CONTENT)
 async def unsubscribe(
     subscription_id: uuid.UUID, principal: BuyerPrincipal, session: DbSession
 ) -> None:
@@ -121,7 +118,7 @@ async def list_notifications(
     session: DbSession,
     paging: Paging,
     channel: Channel | None = None,
-    delivery_status: Annotated[NotificationStatus | None, Query(alias="status")] = None,
+    delivery_status: StatusFilter[NotificationStatus] = None,
 ) -> Page[NotificationOut]:
     """Every notification, newest first, with its delivery attempts and last error."""
     return await Page.read(

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES
+from laku.core.routing import OutboxSession, StatusFilter, UserFilter, from_attributes
 from laku.core.schemas import Page, Paging
 from laku.core.security import AdminPrincipal, BuyerOrAdmin, Principal, Role, require_roles
 from laku.order import service
@@ -57,8 +58,8 @@ async def list_orders(
     session: DbSession,
     paging: Paging,
     group_session_id: Annotated[uuid.UUID | None, Query(alias="sessionId")] = None,
-    order_status: Annotated[OrderStatus | None, Query(alias="status")] = None,
-    user_id: Annotated[uuid.UUID | None, Query(alias="userId")] = None,
+    order_status: StatusFilter[OrderStatus] = None,
+    user_id: UserFilter = None,
 ) -> Page[OrderOut]:
     """Newest first. A buyer sees only their own orders; admins and services see all."""
     user_id = principal.listed_user(user_id, "orders")
@@ -79,25 +80,17 @@ async def session_summary(
 ) -> SessionOrdersSummaryOut:
     """A session's orders per status and their units; zeros before any order is made."""
     summary = await service.session_summary(session, group_session_id)
-    return SessionOrdersSummaryOut(
-        group_session_id=group_session_id,
-        orders=summary.orders,
-        units=summary.units,
-        subtotal=summary.subtotal,
-        by_status=summary.by_status,
-    )
+    return from_attributes(SessionOrdersSummaryOut, summary, group_session_id=group_session_id)
 
 
 @router.post("/by-session/{group_session_id}/ready-to-ship", response_model=SessionReadyOut)
 async def mark_session_ready(
-    group_session_id: uuid.UUID, _: ReadyToShipMarker, session: DbSession, request: Request
+    group_session_id: uuid.UUID, _: ReadyToShipMarker, session: OutboxSession
 ) -> SessionReadyOut:
     """Seed step 8, "orders become ready for shipping": the group buy's goods are in hand
     (warehouse reports it), so its processing orders may now be booked with a courier. Each
     buyer is told. Calling again marks nothing twice."""
-    ready = await service.mark_session_ready(session, group_session_id)
-    request.app.state.outbox_relay.wake()
-    return ready
+    return await service.mark_session_ready(session, group_session_id)
 
 
 @router.put("/{order_id}/courier", response_model=OrderOut)
@@ -122,34 +115,27 @@ async def get_order(order_id: uuid.UUID, principal: OrderReader, session: DbSess
 
 @router.post("/{order_id}/ship", response_model=OrderOut)
 async def ship_order(
-    order_id: uuid.UUID, body: OrderShip, _: OrderShipper, session: DbSession, request: Request
+    order_id: uuid.UUID, body: OrderShip, _: OrderShipper, session: OutboxSession
 ) -> OrderOut:
     """processing -> shipped: the courier has the parcel (logistics-service reports it). The
     buyer is told."""
     order = await service.ship(
         session, order_id, tracking_number=body.tracking_number, courier=body.courier
     )
-    request.app.state.outbox_relay.wake()
     return OrderOut.model_validate(order)
 
 
 @router.post("/{order_id}/deliver", response_model=OrderOut)
-async def deliver_order(
-    order_id: uuid.UUID, _: OrderShipper, session: DbSession, request: Request
-) -> OrderOut:
+async def deliver_order(order_id: uuid.UUID, _: OrderShipper, session: OutboxSession) -> OrderOut:
     """shipped -> delivered; an order that has not shipped cannot be delivered. The buyer is
     told."""
-    order = await service.deliver(session, order_id)
-    request.app.state.outbox_relay.wake()
-    return OrderOut.model_validate(order)
+    return OrderOut.model_validate(await service.deliver(session, order_id))
 
 
 @router.post("/{order_id}/cancel", response_model=OrderOut)
 async def cancel_order(
-    order_id: uuid.UUID, body: OrderCancel, _: AdminPrincipal, session: DbSession, request: Request
+    order_id: uuid.UUID, body: OrderCancel, _: AdminPrincipal, session: OutboxSession
 ) -> OrderOut:
     """Before it ships, an admin may call an order off: `cancelled`, its subtotal refunded to
     the buyer's wallet shortly after, then `refunded`."""
-    order = await service.cancel(session, order_id, body.reason)
-    request.app.state.outbox_relay.wake()
-    return OrderOut.model_validate(order)
+    return OrderOut.model_validate(await service.cancel(session, order_id, body.reason))

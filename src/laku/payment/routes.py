@@ -12,6 +12,7 @@ from laku.core.audit_admin import (
     admin_audit_router,
 )
 from laku.core.errors import PROBLEM_RESPONSES, InvalidInput
+from laku.core.routing import StatusFilter, UserFilter, created_status, post_once
 from laku.core.schemas import Page, Paging, ReferencePath
 from laku.core.security import (
     USER_ROLES,
@@ -67,14 +68,12 @@ _xendit_callback = provider_webhook(
 )
 
 
-@router.post(
+@post_once(
+    router,
     "",
-    response_model=PaymentOut,
-    status_code=status.HTTP_201_CREATED,
-    responses={
-        200: {"model": PaymentOut, "description": "The reference already has this payment"},
-        503: {"description": "Xendit is unavailable; retrying with the reference is safe"},
-    },
+    PaymentOut,
+    "The reference already has this payment",
+    {503: {"description": "Xendit is unavailable; retrying with the reference is safe"}},
 )
 async def create_payment(
     body: PaymentCreate, _: AdminOrGroupBuying, request: Request, response: Response
@@ -82,8 +81,7 @@ async def create_payment(
     """Create the escrow payment and its Xendit invoice; `invoiceUrl` is where the buyer pays.
     The same `reference` again returns the first payment (200) and creates no second invoice."""
     created = await _payments(request).create(body)
-    if not created.created:
-        response.status_code = status.HTTP_200_OK
+    response.status_code = created_status(created.created)
     return PaymentOut.model_validate(created.payment)
 
 
@@ -191,8 +189,8 @@ async def list_payments(
     principal: BuyerOrAdmin,
     session: DbSession,
     paging: Paging,
-    payment_status: Annotated[PaymentStatus | None, Query(alias="status")] = None,
-    user_id: Annotated[uuid.UUID | None, Query(alias="userId")] = None,
+    payment_status: StatusFilter[PaymentStatus] = None,
+    user_id: UserFilter = None,
 ) -> Page[PaymentOut]:
     """Newest first. A buyer sees only their own payments; admins and services see all."""
     user_id = principal.listed_user(user_id, "payments")

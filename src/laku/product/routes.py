@@ -6,6 +6,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from laku.core.app import DbSession
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden
+from laku.core.routing import FactoryFilter, app_state
 from laku.core.schemas import Page, Paging, SearchText
 from laku.core.security import (
     PUBLIC,
@@ -51,16 +52,14 @@ async def _optional_principal(
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(_optional_principal)]
+# factory-service, which a product's `factoryId` must name.
+Factories = Annotated[FactoryClient, Depends(app_state("factory_client"))]
 
 
 def _sees_everything(principal: Principal | None) -> bool:
     """Admins and internal services see every status and the cost price; others see only
     published products, without what the platform pays the factory."""
     return principal is not None and principal.is_privileged
-
-
-async def _factory_client(request: Request) -> FactoryClient:
-    return request.app.state.factory_client
 
 
 ProductView = TypeVar("ProductView", bound=ProductOut)
@@ -85,7 +84,7 @@ async def create_product(
     body: ProductCreate,
     _: AdminPrincipal,
     session: DbSession,
-    factories: Annotated[FactoryClient, Depends(_factory_client)],
+    factories: Factories,
 ):
     return await service.create_product(session, factories, body)
 
@@ -102,7 +101,7 @@ async def list_products(
     category_id: Annotated[
         uuid.UUID | None, Query(alias="categoryId", description="Includes its subcategories")
     ] = None,
-    factory_id: Annotated[uuid.UUID | None, Query(alias="factoryId")] = None,
+    factory_id: FactoryFilter = None,
     q: SearchText = None,
 ) -> Page[ProductOut]:
     if not _sees_everything(principal):

@@ -11,6 +11,7 @@ from laku.core.audit import AuditOut
 from laku.core.audit_admin import add_id_stream, add_invariants, admin_audit_router
 from laku.core.errors import PROBLEM_RESPONSES, Forbidden, InvalidInput
 from laku.core.http import new_http_client
+from laku.core.routing import FactoryFilter, OutboxSession, StatusFilter, created_status, post_once
 from laku.core.schemas import Page, Paging
 from laku.core.security import (
     AdminOrFactory,
@@ -70,7 +71,7 @@ def _check_sees(principal: Principal, factory_id: uuid.UUID) -> None:
 
 @router.post("", response_model=SettlementDetailOut, status_code=status.HTTP_201_CREATED)
 async def create_settlement(
-    body: SettlementCreate, principal: AdminPrincipal, session: DbSession, request: Request
+    body: SettlementCreate, principal: AdminPrincipal, session: OutboxSession, request: Request
 ) -> SettlementDetailOut:
     """Seed step 10: settle the factory for the escrow released to it in [periodStart,
     periodEnd) (payment-service's figures), less the platform's fee and less what it owes back
@@ -84,7 +85,6 @@ async def create_settlement(
         _factories(request), _payments(request), body.factory_id, body.period_start, body.period_end
     )
     settlement = await settlements.create_settlement(session, body, released, _fee_bps(request))
-    request.app.state.outbox_relay.wake()
     return await settlements.get_settlement(session, settlement.id, principal)
 
 
@@ -113,8 +113,8 @@ async def list_settlements(
     principal: AdminOrFactory,
     session: DbSession,
     paging: Paging,
-    factory_id: Annotated[uuid.UUID | None, Query(alias="factoryId")] = None,
-    settlement_status: Annotated[SettlementStatus | None, Query(alias="status")] = None,
+    factory_id: FactoryFilter = None,
+    settlement_status: StatusFilter[SettlementStatus] = None,
 ) -> Page[SettlementOut]:
     """Newest period first. A factory account sees its own factory's only."""
     if principal.is_unbound_factory:  # no factory to scope by: nothing, never everything
@@ -172,13 +172,12 @@ async def report_escrow_refunds(
 
 @router.post("/{settlement_id}/retry-payout", response_model=SettlementDetailOut)
 async def retry_payout(
-    settlement_id: uuid.UUID, principal: AdminPrincipal, session: DbSession, request: Request
+    settlement_id: uuid.UUID, principal: AdminPrincipal, session: OutboxSession
 ) -> SettlementDetailOut:
     """Pay a `payout_failed` settlement again, to the factory's payout account as it is now
     (set it first to correct it): a new payout with its own reference, the failed one kept in
     `failedPayouts` and never paid. Any other status: 409 `payout_not_failed`."""
     await settlements.retry_payout(session, settlement_id)
-    request.app.state.outbox_relay.wake()
     return await settlements.get_settlement(session, settlement_id, principal)
 
 
@@ -222,12 +221,7 @@ add_invariants(audit_router, audit.audit, "/ledger")
 add_id_stream(audit_router, "/settlements", audit.settlements_page, AuditSettlementOut, 100)
 
 
-@ledger_router.post(
-    "/warehouse-invoices",
-    response_model=LedgerEntryOut,
-    status_code=status.HTTP_201_CREATED,
-    responses={200: {"model": LedgerEntryOut, "description": "Posted before"}},
-)
+@post_once(ledger_router, "/warehouse-invoices", LedgerEntryOut, "Posted before")
 async def warehouse_invoice_paid(
     body: WarehouseInvoicePaid, _: WarehouseReporter, session: DbSession, response: Response
 ) -> LedgerEntryOut:
@@ -235,6 +229,5 @@ async def warehouse_invoice_paid(
     shipping), Dr `ppn_input` (PPN), Cr `cash_bank` (the total). Once per invoice: reporting
     it again answers the entry (200)."""
     entry, posted = await warehouse_invoices.record_paid(session, body)
-    if not posted:
-        response.status_code = status.HTTP_200_OK
+    response.status_code = created_status(posted)
     return entry

@@ -1,13 +1,12 @@
 import uuid
-from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
-from fastapi.types import DecoratedCallable
 
 from laku.core.app import DbSession
 from laku.core.audit_admin import add_invariants, add_reference_stream, admin_audit_router
 from laku.core.errors import PROBLEM_RESPONSES, Unauthorized
+from laku.core.routing import OutboxSession, created_status, post_once
 from laku.core.schemas import LongPaging, Page
 from laku.core.security import (
     PROVIDER_WEBHOOK,
@@ -39,20 +38,8 @@ router = APIRouter(prefix="/api/wallets", tags=["wallet"], responses=PROBLEM_RES
 # Payment-service is the one service moving buyers' wallet money (it credits refunds and
 # reads balances back).
 AdminOrPayment = Annotated[Principal, Depends(require_roles(Role.ADMIN, services=["payment"]))]
-
-_ALREADY_RECORDED = {
-    200: {"model": WalletTransactionOut, "description": "This idempotencyKey moved money before"}
-}
-
-
-def _movement_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
-    """A credit or a debit: 201 with its transaction, or 200 with the one its key made before."""
-    return router.post(
-        path,
-        response_model=WalletTransactionOut,
-        status_code=status.HTTP_201_CREATED,
-        responses=_ALREADY_RECORDED,
-    )
+# A credit or a debit: 201 with its transaction, or 200 with the one its key made before.
+_MOVED_BEFORE = "This idempotencyKey moved money before"
 
 
 async def _move(
@@ -61,7 +48,7 @@ async def _move(
     recorded = await wallets.move(session, direction, wallets.Movement.from_request(body))
     return Response(
         WalletTransactionOut.model_validate(recorded.transaction).model_dump_json(by_alias=True),
-        status_code=status.HTTP_201_CREATED if recorded.created else status.HTTP_200_OK,
+        status_code=created_status(recorded.created),
         media_type="application/json",
     )
 
@@ -84,12 +71,11 @@ async def my_transactions(
 
 @router.post("/me/withdrawals", response_model=WithdrawalOut, status_code=status.HTTP_201_CREATED)
 async def withdraw(
-    body: WithdrawalCreate, request: Request, principal: BuyerPrincipal, session: DbSession
+    body: WithdrawalCreate, principal: BuyerPrincipal, session: OutboxSession
 ) -> WithdrawalOut:
     """Send part of the balance to a bank account. The amount leaves the wallet at once
     (`pending`); a payout that fails brings it back. Send an `Idempotency-Key` to retry safely."""
     withdrawal = await withdrawals.create_withdrawal(session, principal.user_id, body)
-    request.app.state.outbox_relay.wake()
     return WithdrawalOut.model_validate(withdrawal)
 
 
@@ -114,7 +100,7 @@ async def my_withdrawal(
 # Internal: credits and debits ---------------------------------------------------------------
 
 
-@_movement_route("/credits")
+@post_once(router, "/credits", WalletTransactionOut, _MOVED_BEFORE)
 async def credit(body: MovementCreate, _: AdminOrPayment, session: DbSession) -> Response:
     """Add to a user's wallet (tier refunds, failed-group refunds). The same idempotencyKey
     again answers 200 with the first transaction and credits nothing."""
@@ -133,7 +119,7 @@ async def credit_bulk(
     )
 
 
-@_movement_route("/debits")
+@post_once(router, "/debits", WalletTransactionOut, _MOVED_BEFORE)
 async def debit(body: MovementCreate, _: AdminOrPayment, session: DbSession) -> Response:
     """Take from a user's wallet (adjustments); more than the balance is refused with 409
     `insufficient_balance` and nothing moves."""

@@ -6,6 +6,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from laku.core.app import DbSession
 from laku.core.audit_admin import add_invariants, add_reference_stream
 from laku.core.errors import PROBLEM_RESPONSES, InvalidInput
+from laku.core.routing import (
+    OutboxSession,
+    ProductFilter,
+    StatusFilter,
+    created_status,
+    from_attributes,
+    post_once,
+)
 from laku.core.schemas import LongPaging, Page, ReferencePath
 from laku.core.security import (
     AdminOrFactory,
@@ -61,15 +69,8 @@ _STATUS_RANK = [StockStatus.IN_STOCK, StockStatus.LOW_STOCK, StockStatus.OUT_OF_
 
 
 def _inventory_out(row: Inventory) -> InventoryOut:
-    return InventoryOut.model_validate(
-        {
-            **{
-                column: getattr(row, column)
-                for column in InventoryOut.model_fields
-                if column != "status"
-            },
-            "status": stock_status(row.available_quantity, row.reorder_threshold),
-        }
+    return from_attributes(
+        InventoryOut, row, status=stock_status(row.available_quantity, row.reorder_threshold)
     )
 
 
@@ -80,7 +81,7 @@ def _inventory_out(row: Inventory) -> InventoryOut:
     "/api/inventory", response_model=list[InventoryOut], status_code=status.HTTP_201_CREATED
 )
 async def create_inventory(
-    body: InventoryBatch, request: Request, _: AdminPrincipal, session: DbSession
+    body: InventoryBatch, request: Request, _: AdminPrincipal, session: OutboxSession
 ) -> list[InventoryOut]:
     items = body.root
     products = {}
@@ -88,7 +89,6 @@ async def create_inventory(
         if product := await request.app.state.products.get_product(product_id):
             products[product_id] = product
     rows = await inventory.create_inventory(session, items, products)
-    request.app.state.outbox_relay.wake()
     return [_inventory_out(row) for row in rows]
 
 
@@ -96,7 +96,7 @@ async def create_inventory(
 async def list_inventory(
     _: AdminOrGroupBuying,
     session: DbSession,
-    product_id: Annotated[uuid.UUID | None, Query(alias="productId")] = None,
+    product_id: ProductFilter = None,
 ) -> list[ProductStockOut]:
     """Stock per product and variant, with each variant's status and the product's worst."""
     by_product: dict[uuid.UUID, list[InventoryOut]] = {}
@@ -121,7 +121,7 @@ async def low_stock(_: AdminPrincipal, session: DbSession) -> list[InventoryOut]
 async def ledger_check(
     _: AdminPrincipal,
     session: DbSession,
-    product_id: Annotated[uuid.UUID | None, Query(alias="productId")] = None,
+    product_id: ProductFilter = None,
 ) -> list[LedgerCheckOut]:
     """Audit: every variant's stock against the sums of its movement ledger."""
     return await inventory.ledger_check(session, product_id)
@@ -136,15 +136,9 @@ async def get_inventory(
 
 @router.post("/api/inventory/{variant_id}/adjustments", response_model=InventoryOut)
 async def adjust(
-    variant_id: uuid.UUID,
-    body: AdjustmentCreate,
-    request: Request,
-    _: AdminPrincipal,
-    session: DbSession,
+    variant_id: uuid.UUID, body: AdjustmentCreate, _: AdminPrincipal, session: OutboxSession
 ) -> InventoryOut:
-    row = await inventory.adjust(session, variant_id, body)
-    request.app.state.outbox_relay.wake()
-    return _inventory_out(row)
+    return _inventory_out(await inventory.adjust(session, variant_id, body))
 
 
 @router.get("/api/inventory/{variant_id}/movements", response_model=list[MovementOut])
@@ -160,21 +154,14 @@ async def movements(
 # Reservations ------------------------------------------------------------------------------
 
 
-@router.post(
-    "/api/reservations",
-    response_model=ReservationOut,
-    status_code=status.HTTP_201_CREATED,
-    responses={
-        200: {"model": ReservationOut, "description": "Already reserved under this reference"}
-    },
-)
+@post_once(router, "/api/reservations", ReservationOut, "Already reserved under this reference")
 async def reserve(body: ReservationCreate, request: Request, _: AdminOrGroupBuying) -> Response:
     """Reserve stock under a reference; the same reference again returns that reservation."""
     reserved = await request.app.state.reservation_desk.reserve(body)
     # The hottest endpoint: serialised once here rather than validated again by FastAPI.
     return Response(
         reserved.reservation.model_dump_json(by_alias=True),
-        status_code=status.HTTP_201_CREATED if reserved.created else status.HTTP_200_OK,
+        status_code=created_status(reserved.created),
         media_type="application/json",
     )
 
@@ -213,14 +200,7 @@ async def deduct(reference: ReferencePath, _: AdminPrincipal, session: DbSession
 
 
 def _fulfilment_out(row: Fulfilment) -> FulfilmentOut:
-    return FulfilmentOut(
-        group=row.group_reference,
-        product_id=row.product_id,
-        status=row.status,
-        units=row.units,
-        purchase_order_id=row.purchase_order_id,
-        fulfilled_at=row.fulfilled_at,
-    )
+    return from_attributes(FulfilmentOut, row, group=row.group_reference)
 
 
 @router.post("/api/reservation-groups/{group}/release", response_model=GroupReleaseOut)
@@ -254,7 +234,7 @@ async def fulfil_group(
     body: FulfilmentCreate,
     request: Request,
     _: AdminOrGroupBuying,
-    session: DbSession,
+    session: OutboxSession,
 ) -> FulfilmentOut:
     """Take a closed group buy's confirmed reservations out of stock (or order the bundles it
     lacks) and release its others."""
@@ -266,7 +246,6 @@ async def fulfil_group(
     fulfilled = await fulfilment.fulfil_group(
         session, group, product, composition, state.settings.purchase_order_shipping_cost_per_bundle
     )
-    state.outbox_relay.wake()
     return _fulfilment_out(fulfilled)
 
 
@@ -288,14 +267,8 @@ async def _purchase_order_out(session, purchase_order: PurchaseOrder) -> Purchas
 
 
 def _with_lines(purchase_order: PurchaseOrder, lines) -> PurchaseOrderOut:
-    fields = {
-        name: getattr(purchase_order, name)
-        for name in PurchaseOrderOut.model_fields
-        if name != "lines"
-    }
-    return PurchaseOrderOut(
-        **fields, lines=[PurchaseOrderLineOut.model_validate(line) for line in lines]
-    )
+    lines_out = [PurchaseOrderLineOut.model_validate(line) for line in lines]
+    return from_attributes(PurchaseOrderOut, purchase_order, lines=lines_out)
 
 
 def _check_factory_access(principal: Principal, purchase_order: PurchaseOrder) -> None:
@@ -308,7 +281,7 @@ async def list_purchase_orders(
     principal: AdminOrFactory,
     session: DbSession,
     paging: LongPaging,
-    product_id: Annotated[uuid.UUID | None, Query(alias="productId")] = None,
+    product_id: ProductFilter = None,
     status_filter: Annotated[
         str | None, Query(alias="status", pattern="^(open|shipped|received|cancelled)$")
     ] = None,
@@ -354,7 +327,7 @@ async def ship(
 
 @router.post("/api/purchase-orders/{purchase_order_id}/receive", response_model=PurchaseOrderOut)
 async def receive(
-    purchase_order_id: uuid.UUID, request: Request, _: AdminPrincipal, session: DbSession
+    purchase_order_id: uuid.UUID, request: Request, _: AdminPrincipal, session: OutboxSession
 ) -> PurchaseOrderOut:
     """The bundles are in: stock rises (surplus above the maximum), the factory's warehouse
     invoice is written, and group buys waiting for this stock are completed."""
@@ -363,16 +336,14 @@ async def receive(
         ppn_bps=settings.warehouse_invoice_ppn_bps, due_days=settings.warehouse_invoice_due_days
     )
     purchase_order = await purchase_orders.receive_purchase_order(session, purchase_order_id, terms)
-    request.app.state.outbox_relay.wake()
     return await _purchase_order_out(session, purchase_order)
 
 
 @router.post("/api/purchase-orders/{purchase_order_id}/cancel", response_model=PurchaseOrderOut)
 async def cancel(
-    purchase_order_id: uuid.UUID, request: Request, _: AdminPrincipal, session: DbSession
+    purchase_order_id: uuid.UUID, _: AdminPrincipal, session: OutboxSession
 ) -> PurchaseOrderOut:
     purchase_order = await purchase_orders.cancel_purchase_order(session, purchase_order_id)
-    request.app.state.outbox_relay.wake()
     return await _purchase_order_out(session, purchase_order)
 
 
@@ -393,7 +364,7 @@ async def list_warehouse_invoices(
     principal: AdminOrFactory,
     session: DbSession,
     paging: LongPaging,
-    status_filter: Annotated[WarehouseInvoiceStatus | None, Query(alias="status")] = None,
+    status_filter: StatusFilter[WarehouseInvoiceStatus] = None,
     purchase_order_id: Annotated[uuid.UUID | None, Query(alias="purchaseOrderId")] = None,
 ) -> Page[WarehouseInvoiceOut]:
     """Newest first. Admins see every invoice; a factory sees its own."""
@@ -419,15 +390,10 @@ async def get_warehouse_invoice(
 
 @router.post("/api/warehouse-invoices/{invoice_id}/pay", response_model=WarehouseInvoiceOut)
 async def pay_warehouse_invoice(
-    invoice_id: uuid.UUID,
-    body: InvoicePayment,
-    request: Request,
-    _: AdminPrincipal,
-    session: DbSession,
+    invoice_id: uuid.UUID, body: InvoicePayment, _: AdminPrincipal, session: OutboxSession
 ) -> WarehouseInvoiceOut:
     """An admin records the invoice paid, with the transfer's reference: `paid`, and a
     balanced entry in the settlement ledger shortly after (Dr inventory and PPN input, Cr
     cash). The same reference again answers it as it is; another: 409 `invoice_already_paid`."""
     invoice = await invoices.pay(session, invoice_id, body.payment_reference)
-    request.app.state.outbox_relay.wake()
     return WarehouseInvoiceOut.model_validate(invoice)
