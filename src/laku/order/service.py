@@ -20,9 +20,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    Text,
+    Uuid,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import TableValuedAlias
+from sqlalchemy.types import TypeEngine
 
 from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
@@ -136,15 +151,14 @@ async def insert_orders(
     product: ProductDetailOut,
     participants: Sequence[ParticipantOut],
 ) -> int:
-    """Insert the orders (and their one item) that do not exist yet; returns how many."""
+    """Insert the orders (and their one item) that do not exist yet; returns how many.
+
+    One statement however many participants: their columns go in as arrays, the variants'
+    snapshots are joined in by the database, and the items are inserted from what the orders'
+    insert returns, so a participant whose order exists gets no second item."""
     snapshots = variant_snapshots(product)
-    orders: list[dict[str, Any]] = []
-    items: dict[uuid.UUID, dict[str, Any]] = {}
-    # The same order in every call: two concurrent calls then meet at their first row, and the
-    # second waits for the first to commit instead of the two deadlocking.
-    for participant in sorted(participants, key=lambda p: p.id):
-        snapshot = snapshots.get(participant.variant_id)
-        if snapshot is None:
+    for participant in participants:
+        if participant.variant_id not in snapshots:
             raise Conflict(
                 f"Variant {participant.variant_id} is not a variant of product {product.id}",
                 code="unknown_variant",
@@ -154,46 +168,101 @@ async def insert_orders(
                 f"Paid participant {participant.id} has no payment",
                 code="participant_without_payment",
             )
-        order_id = uuid.uuid4()
-        unit_price = final_unit_price(participant)
-        subtotal = participant.quantity * unit_price
-        orders.append(
-            {
-                "id": order_id,
-                "group_session_id": group_session_id,
-                "participant_id": participant.id,
-                "user_id": participant.user_id,
-                "payment_id": participant.payment_id,
-                "product_id": product.id,
-                "product_snapshot": snapshot.model_dump(mode="json"),
-                "status": OrderStatus.PROCESSING.value,
-                "subtotal": subtotal,
-            }
-        )
-        items[participant.id] = {
-            "order_id": order_id,
-            "variant_id": participant.variant_id,
-            "sku": snapshot.variant_sku,
-            "name": f"{product.name} ({snapshot.variant_name})",
-            "quantity": participant.quantity,
-            "unit_price": unit_price,
-            "total_price": subtotal,
-        }
-    if not orders:
+    if not participants:
         return 0
-    inserted = await session.execute(
-        pg_insert(_orders)
-        .on_conflict_do_nothing(index_elements=[_orders.c.participant_id])
-        .returning(_orders.c.participant_id),
-        orders,
+    # The same order in every call: two concurrent calls then meet at their first row, and the
+    # second waits for the first to commit instead of the two deadlocking.
+    ordered = sorted(participants, key=lambda p: p.id)
+    paid = _arrays(
+        ("participant_id", Uuid(), [p.id for p in ordered]),
+        ("order_id", Uuid(), [uuid.uuid4() for _ in ordered]),
+        ("item_id", Uuid(), [uuid.uuid4() for _ in ordered]),
+        ("user_id", Uuid(), [p.user_id for p in ordered]),
+        ("payment_id", Uuid(), [p.payment_id for p in ordered]),
+        ("variant_id", Uuid(), [p.variant_id for p in ordered]),
+        ("quantity", BigInteger(), [p.quantity for p in ordered]),
+        ("unit_price", BigInteger(), [final_unit_price(p) for p in ordered]),
     )
-    new_participants = inserted.scalars().all()
-    if new_participants:
-        await session.execute(
-            insert(_items), [items[participant_id] for participant_id in new_participants]
+    variants = _arrays(
+        ("variant_id", Uuid(), list(snapshots)),
+        ("snapshot", Text(), [snapshot.model_dump_json() for snapshot in snapshots.values()]),
+        ("sku", Text(), [snapshot.variant_sku for snapshot in snapshots.values()]),
+        ("name", Text(), [f"{product.name} ({s.variant_name})" for s in snapshots.values()]),
+    )
+    subtotal = paid.c.quantity * paid.c.unit_price
+    new_orders = (
+        pg_insert(_orders)
+        .from_select(
+            [
+                "id",
+                "group_session_id",
+                "participant_id",
+                "user_id",
+                "payment_id",
+                "product_id",
+                "product_snapshot",
+                "status",
+                "subtotal",
+            ],
+            select(
+                paid.c.order_id,
+                literal(group_session_id, Uuid()),
+                paid.c.participant_id,
+                paid.c.user_id,
+                paid.c.payment_id,
+                literal(product.id, Uuid()),
+                cast(variants.c.snapshot, JSONB),
+                literal(OrderStatus.PROCESSING.value),
+                subtotal,
+            )
+            .join_from(paid, variants, paid.c.variant_id == variants.c.variant_id)
+            .order_by(paid.c.participant_id),
         )
+        .on_conflict_do_nothing(index_elements=[_orders.c.participant_id])
+        .returning(_orders.c.id)
+        .cte("new_orders")
+    )
+    new_items = (
+        insert(_items)
+        .from_select(
+            [
+                "id",
+                "order_id",
+                "variant_id",
+                "sku",
+                "name",
+                "quantity",
+                "unit_price",
+                "total_price",
+            ],
+            select(
+                paid.c.item_id,
+                paid.c.order_id,
+                paid.c.variant_id,
+                variants.c.sku,
+                variants.c.name,
+                paid.c.quantity,
+                paid.c.unit_price,
+                subtotal,
+            )
+            .join_from(paid, new_orders, new_orders.c.id == paid.c.order_id)
+            .join(variants, paid.c.variant_id == variants.c.variant_id),
+        )
+        .returning(_items.c.order_id)
+        .cte("new_items")
+    )
+    created = await session.scalar(select(func.count()).select_from(new_items))
     await session.commit()
-    return len(new_participants)
+    return created or 0
+
+
+def _arrays(*columns: tuple[str, TypeEngine[Any], list[Any]]) -> TableValuedAlias:
+    """Parallel lists as the rows of a table (`unnest` of one array parameter each)."""
+    return (
+        func.unnest(*(bindparam(None, values, type_=ARRAY(type_)) for _, type_, values in columns))
+        .table_valued(*(name for name, _, _ in columns))
+        .render_derived()
+    )
 
 
 async def get_order(session: AsyncSession, order_id: uuid.UUID, principal: Principal) -> Order:
