@@ -48,7 +48,8 @@ from laku.testing.platform import settings_from_env
 
 TIERS = TierPrices(tier_25=95000, tier_50=85000, tier_75=75000, tier_100=65000)
 STOCK_PER_VARIANT = 5_000
-CREDIT_WAIT_SECONDS = 300
+# How long the close and then its refunds are waited for.
+CREDIT_WAIT_SECONDS = 900
 REQUEST_ID = f"bench-close-{uuid.uuid4().hex[:8]}"
 PG_COUNTERS = (
     "xact_commit",
@@ -338,7 +339,9 @@ async def run(platform: BenchPlatform, log_dir: Path, count: int) -> None:
     before = await pg_counters(platform.database_url)
     window_start = datetime.now(UTC)
     started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=platform.url("group-buying"), timeout=300) as http:
+    async with httpx.AsyncClient(
+        base_url=platform.url("group-buying"), timeout=CREDIT_WAIT_SECONDS
+    ) as http:
         response = await http.post(
             "/api/group-buying/process-expired",
             headers={"Authorization": f"Bearer {admin_token}", "X-Request-ID": REQUEST_ID},
@@ -458,9 +461,11 @@ def main() -> None:
         default=28_500,
         help="where the services listen: another offset runs beside another benchmark",
     )
+    parser.add_argument("--keep-logs", type=Path, help="keep the services' logs in this folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="laku-close-bench-") as logs:
-        log_dir = Path(logs)
+        log_dir = args.keep_logs or Path(logs)
+        log_dir.mkdir(parents=True, exist_ok=True)
         with logged_platform(log_dir, args.port_offset) as platform:
             asyncio.run(run(platform, log_dir, args.participants))
 

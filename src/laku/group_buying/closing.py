@@ -10,10 +10,10 @@ its first answer), so a run after a crash continues where the dead one stopped a
 nothing.
 
 Every step is batched: per session a fixed number of calls to each service, in chunks of what
-the callee accepts, never a call per participant; the chunks of one step are sent a few at a
-time (`CALLS_IN_FLIGHT`), and naming the paid reservations to the warehouse runs beside the
-refunds and the orders, which need nothing of it. No database connection is held across a
-call to another service.
+the callee accepts, never a call per participant; the chunks of refunds and escrow releases
+are sent a few at a time (`CALLS_IN_FLIGHT`), and naming the paid reservations to the
+warehouse runs beside the refunds and the orders, which need nothing of it. No database
+connection is held across a call to another service.
 """
 
 import asyncio
@@ -71,9 +71,9 @@ log = structlog.get_logger()
 MAX_SESSIONS_PER_RUN = 50
 # Reservations named in one release (warehouse-service takes up to 20,000).
 RELEASES_PER_CALL = 5_000
-# Chunks of one step in flight at once: the callee works on one while the next travels and
-# the database writes a third, and each still answers well within the client's timeout.
-CALLS_IN_FLIGHT = 4
+# Chunks of one step in flight at once: the callee works on one while the database writes
+# the other. More only stretch each call past the client's timeout on two cores.
+CALLS_IN_FLIGHT = 2
 
 Item = TypeVar("Item")
 
@@ -409,10 +409,12 @@ class Closer:
         """Name the paid participants' reservations to the warehouse, whose fulfilment takes
         only those from stock and releases the rest of the group."""
         paid = [m.reservation_reference for m in members if m.status == ParticipantStatus.PAID]
-
-        async def confirm(chunk: list[str]) -> None:
+        # One chunk at a time: each holds the group's stock locked while the warehouse works.
+        for chunk in _chunks(paid, MAX_REFERENCES_PER_CALL):
             confirmed = await until_answered(
-                lambda: self.warehouse.confirm_group(reservation_group(session_id), chunk)
+                lambda chunk=chunk: self.warehouse.confirm_group(
+                    reservation_group(session_id), chunk
+                )
             )
             if confirmed.unknown:
                 log.error(
@@ -420,10 +422,6 @@ class Closer:
                     session_id=str(session_id),
                     count=len(confirmed.unknown),
                 )
-
-        await _in_flight(
-            lambda chunk=chunk: confirm(chunk) for chunk in _chunks(paid, MAX_REFERENCES_PER_CALL)
-        )
 
     async def _refund(self, session_id: uuid.UUID, members: list[Member], reached: bool) -> None:
         """A group that missed its MOQ gives every paid participant all of it back; one that

@@ -121,11 +121,18 @@ async def _take_group(
     return sum(row[1] for row in rows), sum(row[2] for row in rows)
 
 
-async def _lock_group_stock(session: AsyncSession, group: str) -> dict[uuid.UUID, Inventory]:
+async def _lock_group_stock(
+    session: AsyncSession, group: str, references: list[str] | None = None
+) -> dict[uuid.UUID, Inventory]:
+    """The stock of every product the group's reservations (all, or those named) are of,
+    locked. Named, they are found by their references, not by reading the whole group."""
+    chosen = [Reservation.group_reference == group]
+    if references is not None:
+        chosen.append(_among(Reservation.reference, references))
     product_ids = await session.scalars(
         select(Inventory.product_id)
         .join(Reservation, Reservation.variant_id == Inventory.variant_id)
-        .where(Reservation.group_reference == group)
+        .where(*chosen)
         .distinct()
     )
     stock: dict[uuid.UUID, Inventory] = {}
@@ -140,7 +147,7 @@ async def release_group(
     """Give back the reservations of a group buy in one transaction: all of them (it failed
     or was cancelled) or those named (its unpaid joins at close). Returns (reservations
     released, units); releasing again releases nothing."""
-    stock = await _lock_group_stock(session, group)
+    stock = await _lock_group_stock(session, group, references)
     released = await _take_group(session, group, "released", stock, references)
     await session.commit()
     return released
@@ -154,7 +161,7 @@ async def confirm_group(
     its confirmation arrived is reserved again: the buyer paid, so the stock is owed, and any
     shortage is ordered by the fulfilment. Returns (confirmed now, of which restored, unknown
     references); confirming again changes nothing. A few statements however many are named."""
-    stock = await _lock_group_stock(session, group)
+    stock = await _lock_group_stock(session, group, references)
     named = [Reservation.group_reference == group, _among(Reservation.reference, references)]
     restored = (
         await session.execute(
