@@ -153,9 +153,9 @@ async def insert_orders(
 ) -> int:
     """Insert the orders (and their one item) that do not exist yet; returns how many.
 
-    One statement however many participants: their columns go in as arrays, the variants'
-    snapshots are joined in by the database, and the items are inserted from what the orders'
-    insert returns, so a participant whose order exists gets no second item."""
+    Two statements however many participants, their columns sent as arrays (one parameter
+    each): the orders, with their variant's snapshot joined in by the database, and the items
+    of the orders that insert made."""
     snapshots = variant_snapshots(product)
     for participant in participants:
         if participant.variant_id not in snapshots:
@@ -173,24 +173,20 @@ async def insert_orders(
     # The same order in every call: two concurrent calls then meet at their first row, and the
     # second waits for the first to commit instead of the two deadlocking.
     ordered = sorted(participants, key=lambda p: p.id)
+    order_ids = {p.id: uuid.uuid4() for p in ordered}
     paid = _arrays(
         ("participant_id", Uuid(), [p.id for p in ordered]),
-        ("order_id", Uuid(), [uuid.uuid4() for _ in ordered]),
-        ("item_id", Uuid(), [uuid.uuid4() for _ in ordered]),
+        ("order_id", Uuid(), list(order_ids.values())),
         ("user_id", Uuid(), [p.user_id for p in ordered]),
         ("payment_id", Uuid(), [p.payment_id for p in ordered]),
         ("variant_id", Uuid(), [p.variant_id for p in ordered]),
-        ("quantity", BigInteger(), [p.quantity for p in ordered]),
-        ("unit_price", BigInteger(), [final_unit_price(p) for p in ordered]),
+        ("subtotal", BigInteger(), [p.quantity * final_unit_price(p) for p in ordered]),
     )
-    variants = _arrays(
+    snapshot_of = _arrays(
         ("variant_id", Uuid(), list(snapshots)),
         ("snapshot", Text(), [snapshot.model_dump_json() for snapshot in snapshots.values()]),
-        ("sku", Text(), [snapshot.variant_sku for snapshot in snapshots.values()]),
-        ("name", Text(), [f"{product.name} ({s.variant_name})" for s in snapshots.values()]),
     )
-    subtotal = paid.c.quantity * paid.c.unit_price
-    new_orders = (
+    inserted = await session.scalars(
         pg_insert(_orders)
         .from_select(
             [
@@ -211,49 +207,60 @@ async def insert_orders(
                 paid.c.user_id,
                 paid.c.payment_id,
                 literal(product.id, Uuid()),
-                cast(variants.c.snapshot, JSONB),
+                cast(snapshot_of.c.snapshot, JSONB),
                 literal(OrderStatus.PROCESSING.value),
-                subtotal,
+                paid.c.subtotal,
             )
-            .join_from(paid, variants, paid.c.variant_id == variants.c.variant_id)
+            .join_from(paid, snapshot_of, paid.c.variant_id == snapshot_of.c.variant_id)
             .order_by(paid.c.participant_id),
         )
         .on_conflict_do_nothing(index_elements=[_orders.c.participant_id])
-        .returning(_orders.c.id)
-        .cte("new_orders")
+        .returning(_orders.c.participant_id)
     )
-    new_items = (
-        insert(_items)
-        .from_select(
-            [
-                "id",
-                "order_id",
-                "variant_id",
-                "sku",
-                "name",
-                "quantity",
-                "unit_price",
-                "total_price",
-            ],
-            select(
-                paid.c.item_id,
-                paid.c.order_id,
-                paid.c.variant_id,
-                variants.c.sku,
-                variants.c.name,
-                paid.c.quantity,
-                paid.c.unit_price,
-                subtotal,
+    # Only the orders inserted now get their item: a participant's existing order has its own.
+    new = set(inserted.all())
+    if new:
+        fresh = [p for p in ordered if p.id in new]
+        await session.execute(
+            insert(_items).from_select(
+                [
+                    "id",
+                    "order_id",
+                    "variant_id",
+                    "sku",
+                    "name",
+                    "quantity",
+                    "unit_price",
+                    "total_price",
+                ],
+                select(
+                    _arrays(
+                        ("id", Uuid(), [uuid.uuid4() for _ in fresh]),
+                        ("order_id", Uuid(), [order_ids[p.id] for p in fresh]),
+                        ("variant_id", Uuid(), [p.variant_id for p in fresh]),
+                        ("sku", Text(), [snapshots[p.variant_id].variant_sku for p in fresh]),
+                        (
+                            "name",
+                            Text(),
+                            [_item_name(product, snapshots[p.variant_id]) for p in fresh],
+                        ),
+                        ("quantity", BigInteger(), [p.quantity for p in fresh]),
+                        ("unit_price", BigInteger(), [final_unit_price(p) for p in fresh]),
+                        (
+                            "total_price",
+                            BigInteger(),
+                            [p.quantity * final_unit_price(p) for p in fresh],
+                        ),
+                    )
+                ),
             )
-            .join_from(paid, new_orders, new_orders.c.id == paid.c.order_id)
-            .join(variants, paid.c.variant_id == variants.c.variant_id),
         )
-        .returning(_items.c.order_id)
-        .cte("new_items")
-    )
-    created = await session.scalar(select(func.count()).select_from(new_items))
     await session.commit()
-    return created or 0
+    return len(new)
+
+
+def _item_name(product: ProductDetailOut, snapshot: ProductSnapshot) -> str:
+    return f"{product.name} ({snapshot.variant_name})"
 
 
 def _arrays(*columns: tuple[str, TypeEngine[Any], list[Any]]) -> TableValuedAlias:
