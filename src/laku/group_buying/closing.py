@@ -10,8 +10,10 @@ its first answer), so a run after a crash continues where the dead one stopped a
 nothing.
 
 Every step is batched: per session a fixed number of calls to each service, in chunks of what
-the callee accepts, never a call per participant. No database connection is held across a call
-to another service.
+the callee accepts, never a call per participant; the chunks of refunds and escrow releases
+are sent a few at a time (`CALLS_IN_FLIGHT`), and naming the paid reservations to the
+warehouse runs beside the refunds and the orders, which need nothing of it. No database
+connection is held across a call to another service.
 """
 
 import asyncio
@@ -19,7 +21,7 @@ import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
@@ -69,6 +71,9 @@ log = structlog.get_logger()
 MAX_SESSIONS_PER_RUN = 50
 # Reservations named in one release (warehouse-service takes up to 20,000).
 RELEASES_PER_CALL = 5_000
+# Chunks of one step in flight at once: the callee works on one while the database writes
+# the other. More only stretch each call past the client's timeout on two cores.
+CALLS_IN_FLIGHT = 2
 
 Item = TypeVar("Item")
 
@@ -76,6 +81,29 @@ Item = TypeVar("Item")
 def _chunks(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
+
+
+async def _together(*steps: Awaitable[object]) -> None:
+    """Run `steps` at once; the first to fail cancels the others and is raised as it is (each
+    step is safe to repeat, so a cancelled one is done again by the next run)."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _in_flight(calls: Iterable[Callable[[], Awaitable[object]]]) -> None:
+    """Make every call, CALLS_IN_FLIGHT at a time."""
+    slots = asyncio.Semaphore(CALLS_IN_FLIGHT)
+
+    async def make(call: Callable[[], Awaitable[object]]) -> None:
+        async with slots:
+            await call()
+
+    await _together(*(make(call) for call in calls))
 
 
 def _call_key(purpose: str, session_id: uuid.UUID, names: Iterable[str]) -> str:
@@ -269,21 +297,17 @@ class Closer:
         if step is CloseStep.UNPAID_CANCELLED:
             await self._release_unpaid(session_id, members)
             step = await self._record(claim, CloseStep.UNPAID_RELEASED)
-        if step is CloseStep.UNPAID_RELEASED:
-            await self._refund(session_id, members, reached)
-            step = await self._record(claim, CloseStep.REFUNDED, refunded_in_full=not reached)
         if not reached:
+            if step is CloseStep.UNPAID_RELEASED:
+                await self._refund(session_id, members, reached)
+                await self._record(claim, CloseStep.REFUNDED, refunded_in_full=True)
             await self.warehouse.release_group(reservation_group(session_id))
             await self._finish(claim, SessionStatus.FAILED)
             return CloseOutcome.FAILED
-        if step is CloseStep.REFUNDED:
-            await until_answered(
-                lambda: self.orders.create_bulk(
-                    session_id, idempotency_key=f"close-orders:{session_id}"
-                )
-            )
-            await self._record(claim, CloseStep.ORDERED)
-        await self._confirm_paid(session_id, members)
+        await _together(
+            self._confirm_paid(session_id, members),
+            self._refund_and_order(claim, step, members),
+        )
         fulfilment = await until_answered(
             lambda: self.warehouse.fulfil_group(reservation_group(session_id), group.product_id)
         )
@@ -297,6 +321,21 @@ class Closer:
         if await self._complete_when_stock_in(session_id, "close-escrow"):
             return CloseOutcome.SUCCESS
         return CloseOutcome.PENDING_STOCK
+
+    async def _refund_and_order(self, claim: Claim, step: CloseStep, members: list[Member]) -> None:
+        """A group that reached its MOQ: the tier refunds, then the orders (each step recorded
+        once done)."""
+        session_id = claim.session_id
+        if step is CloseStep.UNPAID_RELEASED:
+            await self._refund(session_id, members, reached=True)
+            step = await self._record(claim, CloseStep.REFUNDED)
+        if step is CloseStep.REFUNDED:
+            await until_answered(
+                lambda: self.orders.create_bulk(
+                    session_id, idempotency_key=f"close-orders:{session_id}"
+                )
+            )
+            await self._record(claim, CloseStep.ORDERED)
 
     async def _cancel_unpaid(self, claim: Claim) -> GroupBuyingSession | None:
         """Under the session row's lock, which payment events take too: the unpaid are
@@ -370,6 +409,7 @@ class Closer:
         """Name the paid participants' reservations to the warehouse, whose fulfilment takes
         only those from stock and releases the rest of the group."""
         paid = [m.reservation_reference for m in members if m.status == ParticipantStatus.PAID]
+        # One chunk at a time: each holds the group's stock locked while the warehouse works.
         for chunk in _chunks(paid, MAX_REFERENCES_PER_CALL):
             confirmed = await until_answered(
                 lambda chunk=chunk: self.warehouse.confirm_group(
@@ -400,13 +440,17 @@ class Closer:
     async def _refund_items(
         self, session_id: uuid.UUID, items: list[RefundItem], purpose: str
     ) -> None:
-        for chunk in _chunks(items, MAX_REFUNDS_PER_CALL):
-            await self.payments.refund(
-                chunk,
-                idempotency_key=_call_key(
-                    purpose, session_id, (f"{item.reference}={item.amount}" for item in chunk)
-                ),
+        await _in_flight(
+            lambda chunk=chunk: until_answered(
+                lambda: self.payments.refund(
+                    chunk,
+                    idempotency_key=_call_key(
+                        purpose, session_id, (f"{item.reference}={item.amount}" for item in chunk)
+                    ),
+                )
             )
+            for chunk in _chunks(items, MAX_REFUNDS_PER_CALL)
+        )
 
     async def _release_escrow(
         self, session_id: uuid.UUID, members: list[Member], purpose: str
@@ -424,15 +468,17 @@ class Closer:
                 select(GroupBuyingSession.factory_id).where(GroupBuyingSession.id == session_id)
             )
         assert factory_id is not None  # the session being closed exists
-        for chunk in _chunks(paid, MAX_PAYMENTS_PER_CALL):
-            await until_answered(
-                lambda chunk=chunk: self.payments.release_escrow(
+        await _in_flight(
+            lambda chunk=chunk: until_answered(
+                lambda: self.payments.release_escrow(
                     chunk,
                     factory_id=factory_id,
                     group_session_id=session_id,
                     idempotency_key=_call_key(purpose, session_id, map(str, chunk)),
                 )
             )
+            for chunk in _chunks(paid, MAX_PAYMENTS_PER_CALL)
+        )
 
     async def _record(
         self, claim: Claim, step: CloseStep, *, refunded_in_full: bool = False

@@ -20,9 +20,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    Text,
+    Uuid,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import TableValuedAlias
+from sqlalchemy.types import TypeEngine
 
 from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
@@ -136,15 +151,14 @@ async def insert_orders(
     product: ProductDetailOut,
     participants: Sequence[ParticipantOut],
 ) -> int:
-    """Insert the orders (and their one item) that do not exist yet; returns how many."""
+    """Insert the orders (and their one item) that do not exist yet; returns how many.
+
+    Two statements however many participants, their columns sent as arrays (one parameter
+    each): the orders, with their variant's snapshot joined in by the database, and the items
+    of the orders that insert made."""
     snapshots = variant_snapshots(product)
-    orders: list[dict[str, Any]] = []
-    items: dict[uuid.UUID, dict[str, Any]] = {}
-    # The same order in every call: two concurrent calls then meet at their first row, and the
-    # second waits for the first to commit instead of the two deadlocking.
-    for participant in sorted(participants, key=lambda p: p.id):
-        snapshot = snapshots.get(participant.variant_id)
-        if snapshot is None:
+    for participant in participants:
+        if participant.variant_id not in snapshots:
             raise Conflict(
                 f"Variant {participant.variant_id} is not a variant of product {product.id}",
                 code="unknown_variant",
@@ -154,46 +168,108 @@ async def insert_orders(
                 f"Paid participant {participant.id} has no payment",
                 code="participant_without_payment",
             )
-        order_id = uuid.uuid4()
-        unit_price = final_unit_price(participant)
-        subtotal = participant.quantity * unit_price
-        orders.append(
-            {
-                "id": order_id,
-                "group_session_id": group_session_id,
-                "participant_id": participant.id,
-                "user_id": participant.user_id,
-                "payment_id": participant.payment_id,
-                "product_id": product.id,
-                "product_snapshot": snapshot.model_dump(mode="json"),
-                "status": OrderStatus.PROCESSING.value,
-                "subtotal": subtotal,
-            }
-        )
-        items[participant.id] = {
-            "order_id": order_id,
-            "variant_id": participant.variant_id,
-            "sku": snapshot.variant_sku,
-            "name": f"{product.name} ({snapshot.variant_name})",
-            "quantity": participant.quantity,
-            "unit_price": unit_price,
-            "total_price": subtotal,
-        }
-    if not orders:
+    if not participants:
         return 0
-    inserted = await session.execute(
-        pg_insert(_orders)
-        .on_conflict_do_nothing(index_elements=[_orders.c.participant_id])
-        .returning(_orders.c.participant_id),
-        orders,
+    # The same order in every call: two concurrent calls then meet at their first row, and the
+    # second waits for the first to commit instead of the two deadlocking.
+    ordered = sorted(participants, key=lambda p: p.id)
+    order_ids = {p.id: uuid.uuid4() for p in ordered}
+    paid = _arrays(
+        ("participant_id", Uuid(), [p.id for p in ordered]),
+        ("order_id", Uuid(), list(order_ids.values())),
+        ("user_id", Uuid(), [p.user_id for p in ordered]),
+        ("payment_id", Uuid(), [p.payment_id for p in ordered]),
+        ("variant_id", Uuid(), [p.variant_id for p in ordered]),
+        ("subtotal", BigInteger(), [p.quantity * final_unit_price(p) for p in ordered]),
     )
-    new_participants = inserted.scalars().all()
-    if new_participants:
+    snapshot_of = _arrays(
+        ("variant_id", Uuid(), list(snapshots)),
+        ("snapshot", Text(), [snapshot.model_dump_json() for snapshot in snapshots.values()]),
+    )
+    inserted = await session.scalars(
+        pg_insert(_orders)
+        .from_select(
+            [
+                "id",
+                "group_session_id",
+                "participant_id",
+                "user_id",
+                "payment_id",
+                "product_id",
+                "product_snapshot",
+                "status",
+                "subtotal",
+            ],
+            select(
+                paid.c.order_id,
+                literal(group_session_id, Uuid()),
+                paid.c.participant_id,
+                paid.c.user_id,
+                paid.c.payment_id,
+                literal(product.id, Uuid()),
+                cast(snapshot_of.c.snapshot, JSONB),
+                literal(OrderStatus.PROCESSING.value),
+                paid.c.subtotal,
+            )
+            .join_from(paid, snapshot_of, paid.c.variant_id == snapshot_of.c.variant_id)
+            .order_by(paid.c.participant_id),
+        )
+        .on_conflict_do_nothing(index_elements=[_orders.c.participant_id])
+        .returning(_orders.c.participant_id)
+    )
+    # Only the orders inserted now get their item: a participant's existing order has its own.
+    new = set(inserted.all())
+    if new:
+        fresh = [p for p in ordered if p.id in new]
         await session.execute(
-            insert(_items), [items[participant_id] for participant_id in new_participants]
+            insert(_items).from_select(
+                [
+                    "id",
+                    "order_id",
+                    "variant_id",
+                    "sku",
+                    "name",
+                    "quantity",
+                    "unit_price",
+                    "total_price",
+                ],
+                select(
+                    _arrays(
+                        ("id", Uuid(), [uuid.uuid4() for _ in fresh]),
+                        ("order_id", Uuid(), [order_ids[p.id] for p in fresh]),
+                        ("variant_id", Uuid(), [p.variant_id for p in fresh]),
+                        ("sku", Text(), [snapshots[p.variant_id].variant_sku for p in fresh]),
+                        (
+                            "name",
+                            Text(),
+                            [_item_name(product, snapshots[p.variant_id]) for p in fresh],
+                        ),
+                        ("quantity", BigInteger(), [p.quantity for p in fresh]),
+                        ("unit_price", BigInteger(), [final_unit_price(p) for p in fresh]),
+                        (
+                            "total_price",
+                            BigInteger(),
+                            [p.quantity * final_unit_price(p) for p in fresh],
+                        ),
+                    )
+                ),
+            )
         )
     await session.commit()
-    return len(new_participants)
+    return len(new)
+
+
+def _item_name(product: ProductDetailOut, snapshot: ProductSnapshot) -> str:
+    return f"{product.name} ({snapshot.variant_name})"
+
+
+def _arrays(*columns: tuple[str, TypeEngine[Any], list[Any]]) -> TableValuedAlias:
+    """Parallel lists as the rows of a table (`unnest` of one array parameter each)."""
+    return (
+        func.unnest(*(bindparam(None, values, type_=ARRAY(type_)) for _, type_, values in columns))
+        .table_valued(*(name for name, _, _ in columns))
+        .render_derived()
+    )
 
 
 async def get_order(session: AsyncSession, order_id: uuid.UUID, principal: Principal) -> Order:

@@ -7,25 +7,39 @@ tells order-service and books the parcels with logistics-service).
 """
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    String,
+    any_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
 from laku.group_buying.client import BundleCompositionOut
 from laku.product.client import ProductDetailOut
-from laku.warehouse.inventory import (
-    deduct_reserved,
-    lock_product_stock,
-    movement,
-    record,
-    release_reserved,
+from laku.warehouse.inventory import lock_product_stock, movement, record
+from laku.warehouse.models import (
+    Fulfilment,
+    Inventory,
+    PurchaseOrder,
+    Reservation,
+    StockMovement,
+    outbox,
 )
-from laku.warehouse.models import Fulfilment, Inventory, PurchaseOrder, Reservation, outbox
 from laku.warehouse.purchase_orders import place_purchase_order, purchase_order_lines
 from laku.warehouse.rules import (
     OPEN_PURCHASE_ORDER_STATUSES,
@@ -39,39 +53,86 @@ from laku.warehouse.rules import (
 log = structlog.get_logger()
 
 
+# What taking a reservation to a status writes in the ledger: its kind, and whether on-hand
+# stock falls with the reserved stock (the goods left) or only the reserved stock (given back).
+_LEDGER = {"released": ("release", False), "deducted": ("deduct", True)}
+
+
+def _among(column: Any, values: list[str]) -> ColumnElement[bool]:
+    """`column = ANY(:values)`: one array parameter however many values there are."""
+    return column == any_(bindparam(None, values, type_=ARRAY(String())))
+
+
 async def _take_group(
     session: AsyncSession,
     group: str,
     status: str,
+    stock: Mapping[uuid.UUID, Inventory],
     references: list[str] | None = None,
     *,
     confirmed: bool | None = None,
-) -> list[Any]:
+    reason: str | None = None,
+) -> tuple[int, int]:
     """Move the group's still-reserved reservations (all, or those named, or only those
-    confirmed or not) to `status`."""
+    confirmed or not) to `status` (released or deducted), each with its row in the ledger,
+    in one statement however many there are, and take their units off the variants' `stock`
+    (which the caller has locked). Returns (reservations, units) moved."""
+    kind, leaves_warehouse = _LEDGER[status]
     chosen = [Reservation.group_reference == group, Reservation.status == "reserved"]
     if references is not None:
-        chosen.append(Reservation.reference.in_(references))
+        chosen.append(_among(Reservation.reference, references))
     if confirmed is not None:
         paid = Reservation.confirmed_at.is_not(None)
         chosen.append(paid if confirmed else ~paid)
-    return list(
-        (
-            await session.execute(
-                update(Reservation)
-                .where(*chosen)
-                .values(status=status, expires_at=None, updated_at=func.now())
-                .returning(Reservation.variant_id, Reservation.quantity, Reservation.reference)
-            )
-        ).all()
+    taken = (
+        update(Reservation)
+        .where(*chosen)
+        .values(status=status, expires_at=None, updated_at=func.now())
+        .returning(Reservation.variant_id, Reservation.quantity, Reservation.reference)
+        .cte("taken")
     )
+    # A data-modifying WITH runs once, to completion, whether or not the query reads it.
+    ledger = insert(StockMovement).from_select(
+        ["variant_id", "kind", "quantity_delta", "reserved_delta", "reference", "reason"],
+        select(
+            taken.c.variant_id,
+            literal(kind, String()),
+            -taken.c.quantity if leaves_warehouse else literal(0, BigInteger()),
+            -taken.c.quantity,
+            taken.c.reference,
+            literal(reason, String()),
+        ),
+    )
+    rows = (
+        await session.execute(
+            select(
+                taken.c.variant_id,
+                func.count().cast(BigInteger),
+                func.sum(taken.c.quantity).cast(BigInteger),
+            )
+            .add_cte(ledger.cte("ledger"))
+            .group_by(taken.c.variant_id)
+        )
+    ).all()
+    for variant_id, _, units in rows:
+        stock[variant_id].reserved_quantity -= units
+        if leaves_warehouse:
+            stock[variant_id].quantity -= units
+    return sum(row[1] for row in rows), sum(row[2] for row in rows)
 
 
-async def _lock_group_stock(session: AsyncSession, group: str) -> dict[uuid.UUID, Inventory]:
+async def _lock_group_stock(
+    session: AsyncSession, group: str, references: list[str] | None = None
+) -> dict[uuid.UUID, Inventory]:
+    """The stock of every product the group's reservations (all, or those named) are of,
+    locked. Named, they are found by their references, not by reading the whole group."""
+    chosen = [Reservation.group_reference == group]
+    if references is not None:
+        chosen.append(_among(Reservation.reference, references))
     product_ids = await session.scalars(
         select(Inventory.product_id)
         .join(Reservation, Reservation.variant_id == Inventory.variant_id)
-        .where(Reservation.group_reference == group)
+        .where(*chosen)
         .distinct()
     )
     stock: dict[uuid.UUID, Inventory] = {}
@@ -86,11 +147,10 @@ async def release_group(
     """Give back the reservations of a group buy in one transaction: all of them (it failed
     or was cancelled) or those named (its unpaid joins at close). Returns (reservations
     released, units); releasing again releases nothing."""
-    stock = await _lock_group_stock(session, group)
-    rows = await _take_group(session, group, "released", references)
-    await release_reserved(session, stock, rows)
+    stock = await _lock_group_stock(session, group, references)
+    released = await _take_group(session, group, "released", stock, references)
     await session.commit()
-    return len(rows), sum(row.quantity for row in rows)
+    return released
 
 
 async def confirm_group(
@@ -100,44 +160,46 @@ async def confirm_group(
     from stock by the fulfilment, which releases the others. A paid hold that lapsed before
     its confirmation arrived is reserved again: the buyer paid, so the stock is owed, and any
     shortage is ordered by the fulfilment. Returns (confirmed now, of which restored, unknown
-    references); confirming again changes nothing."""
-    stock = await _lock_group_stock(session, group)
-    rows = (
+    references); confirming again changes nothing. A few statements however many are named."""
+    stock = await _lock_group_stock(session, group, references)
+    named = [Reservation.group_reference == group, _among(Reservation.reference, references)]
+    restored = (
         await session.execute(
-            select(Reservation)
-            .where(Reservation.group_reference == group, Reservation.reference.in_(references))
-            .order_by(Reservation.reference)
-            .with_for_update()
+            update(Reservation)
+            .where(*named, Reservation.status == "released", Reservation.variant_id.is_not(None))
+            .values(status="reserved", updated_at=func.now())
+            .returning(Reservation.variant_id, Reservation.quantity, Reservation.reference)
         )
-    ).scalars()
-    found: set[str] = set()
-    confirmed = restored = 0
-    at = datetime.now(UTC)
-    ledger = []
-    for reservation in rows:
-        found.add(reservation.reference)
-        if reservation.status == "released" and reservation.variant_id is not None:
-            reservation.status = "reserved"
-            stock[reservation.variant_id].reserved_quantity += reservation.quantity
-            ledger.append(
-                movement(
-                    reservation.variant_id,
-                    "reserve",
-                    reserved_delta=reservation.quantity,
-                    reference=reservation.reference,
-                    reason="paid after its hold lapsed",
-                )
+    ).all()
+    for variant_id, units in units_by_variant(restored).items():
+        stock[variant_id].reserved_quantity += units
+    await record(
+        session,
+        [
+            movement(
+                row.variant_id,
+                "reserve",
+                reserved_delta=row.quantity,
+                reference=row.reference,
+                reason="paid after its hold lapsed",
             )
-            restored += 1
-        if reservation.status == "reserved" and reservation.confirmed_at is None:
-            reservation.confirmed_at = at
-            reservation.expires_at = None
-            confirmed += 1
-    await record(session, ledger)
+            for row in restored
+        ],
+    )
+    confirmed = await session.scalar(
+        select(func.count()).select_from(
+            update(Reservation)
+            .where(*named, Reservation.status == "reserved", Reservation.confirmed_at.is_(None))
+            .values(confirmed_at=func.now(), expires_at=None, updated_at=func.now())
+            .returning(Reservation.id)
+            .cte("confirmed")
+        )
+    )
+    found = set(await session.scalars(select(Reservation.reference).where(*named)))
     await session.commit()
     if restored:
-        log.warning("lapsed_paid_holds_restored", group=group, reservations=restored)
-    return confirmed, restored, [ref for ref in references if ref not in found]
+        log.warning("lapsed_paid_holds_restored", group=group, reservations=len(restored))
+    return confirmed or 0, len(restored), [ref for ref in references if ref not in found]
 
 
 async def fulfil_group(
@@ -158,16 +220,19 @@ async def fulfil_group(
         await session.commit()
         return fulfilment
     # Only the confirmed (paid) reservations are taken; the group's others are given back.
-    unpaid = await _take_group(session, group, "released", confirmed=False)
-    await release_reserved(session, stock, unpaid, "not paid at the close")
-    demand = units_by_variant(
+    await _take_group(
+        session, group, "released", stock, confirmed=False, reason="not paid at the close"
+    )
+    demand = dict(
         (
             await session.execute(
-                select(Reservation.variant_id, Reservation.quantity).where(
+                select(Reservation.variant_id, func.sum(Reservation.quantity).cast(BigInteger))
+                .where(
                     Reservation.group_reference == group,
                     Reservation.status == "reserved",
                     Reservation.confirmed_at.is_not(None),
                 )
+                .group_by(Reservation.variant_id)
             )
         ).all()
     )
@@ -183,8 +248,7 @@ async def fulfil_group(
     available = {v: stock[v].quantity - stock[v].reserved_quantity for v in demand}
     deficits = {v: -units for v, units in available.items() if units < 0}
     if not deficits:
-        rows = await _take_group(session, group, "deducted", confirmed=True)
-        await deduct_reserved(session, stock, rows)
+        await _take_group(session, group, "deducted", stock, confirmed=True)
         fulfilment.status = FulfilmentStatus.FULFILLED.value
         fulfilment.fulfilled_at = datetime.now(UTC)
         if session_of_group(group) is not None:  # its orders can ship
