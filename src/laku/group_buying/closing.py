@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from laku.core.db import Database
 from laku.core.errors import Conflict, DomainError
 from laku.core.http import until_answered
+from laku.core.problems import problem
 from laku.group_buying.metrics import CLOSE_SECONDS, CLOSES
 from laku.group_buying.models import GroupBuyingSession, Participant
 from laku.group_buying.notices import notify_outcome_later
@@ -113,12 +114,12 @@ def _call_key(purpose: str, session_id: uuid.UUID, names: Iterable[str]) -> str:
     return f"{purpose}:{session_id}:{digest}"
 
 
-class StockNotReceived(Conflict):
-    code, title = "stock_not_received", "The warehouse has not fulfilled the session yet"
-
-
-class SessionNotAwaitingStock(Conflict):
-    code, title = "session_not_awaiting_stock", "The session is not waiting for stock"
+StockNotReceived = problem(
+    Conflict, "stock_not_received", "The warehouse has not fulfilled the session yet"
+)
+SessionNotAwaitingStock = problem(
+    Conflict, "session_not_awaiting_stock", "The session is not waiting for stock"
+)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ group-buying, one to product-service and a few batched INSERTs.
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,8 @@ from sqlalchemy.types import TypeEngine
 
 from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
+from laku.core.problems import problem
+from laku.core.rows import found, page
 from laku.core.security import Principal
 from laku.group_buying.client import (
     GroupBuyingClient,
@@ -69,19 +71,13 @@ _orders = Order.__table__
 _items = OrderItem.__table__
 
 
-class InvalidOrderTransition(Conflict):
-    code = "invalid_order_transition"
-    title = "The order cannot make that move from its status"
-
-
-class SessionNotFound(NotFound):
-    code = "session_not_found"
-    title = "No such group-buying session"
-
-
-class SessionNotSuccessful(Conflict):
-    code = "session_not_successful"
-    title = "The group-buying session has not succeeded"
+InvalidOrderTransition = problem(
+    Conflict, "invalid_order_transition", "The order cannot make that move from its status"
+)
+SessionNotFound = problem(NotFound, "session_not_found", "No such group-buying session")
+SessionNotSuccessful = problem(
+    Conflict, "session_not_successful", "The group-buying session has not succeeded"
+)
 
 
 @dataclass(frozen=True)
@@ -125,9 +121,10 @@ async def create_bulk(
     products: ProductClient,
     group_session_id: uuid.UUID,
 ) -> BulkOrdersOut:
-    group = await group_buying.get_session(group_session_id)
-    if group is None:
-        raise SessionNotFound(f"No group-buying session {group_session_id}")
+    group = found(
+        await group_buying.get_session(group_session_id),
+        SessionNotFound(f"No group-buying session {group_session_id}"),
+    )
     if group.status not in SUCCESSFUL_SESSION_STATUSES:
         raise SessionNotSuccessful(
             f"Session {group.session_code} is {group.status}; orders are made once it succeeds"
@@ -297,11 +294,7 @@ async def list_orders(
         query = query.where(Order.group_session_id == group_session_id)
     if status is not None:
         query = query.where(Order.status == status.value)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    orders = await session.scalars(
-        query.order_by(Order.created_at.desc(), Order.id).limit(limit).offset(offset)
-    )
-    return orders.all(), total or 0
+    return await page(session, query, Order.created_at.desc(), Order.id, limit=limit, offset=offset)
 
 
 async def session_summary(session: AsyncSession, group_session_id: uuid.UUID) -> SessionSummary:
@@ -338,15 +331,21 @@ async def session_summary(session: AsyncSession, group_session_id: uuid.UUID) ->
 
 
 async def _locked_order(session: AsyncSession, order_id: uuid.UUID) -> Order:
-    order = await session.scalar(
-        select(Order)
-        .where(Order.id == order_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+    return found(
+        await session.scalar(
+            select(Order)
+            .where(Order.id == order_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ),
+        _order_not_found(),
     )
-    if order is None:
-        raise _order_not_found()
-    return order
+
+
+def _require_status(order: Order, allowed: Collection[OrderStatus], rule: str) -> None:
+    """Refuses a move that `order`'s status does not allow, naming the `rule` it breaks."""
+    if order.status not in allowed:
+        raise InvalidOrderTransition(f"Order {order.order_number} is {order.status}; {rule}")
 
 
 async def _saved(session: AsyncSession, order: Order) -> Order:
@@ -366,10 +365,7 @@ async def ship(
     ):
         await session.commit()
         return order
-    if order.status != OrderStatus.PROCESSING:
-        raise InvalidOrderTransition(
-            f"Order {order.order_number} is {order.status}; only a processing order is shipped"
-        )
+    _require_status(order, {OrderStatus.PROCESSING}, "only a processing order is shipped")
     order.status = OrderStatus.SHIPPED.value
     order.tracking_number = tracking_number
     order.courier = courier
@@ -384,10 +380,7 @@ async def deliver(session: AsyncSession, order_id: uuid.UUID) -> Order:
     if order.status == OrderStatus.DELIVERED:
         await session.commit()
         return order
-    if order.status != OrderStatus.SHIPPED:
-        raise InvalidOrderTransition(
-            f"Order {order.order_number} is {order.status}; only a shipped order is delivered"
-        )
+    _require_status(order, {OrderStatus.SHIPPED}, "only a shipped order is delivered")
     order.status = OrderStatus.DELIVERED.value
     order.delivered_at = func.now()
     await _tell_buyer(session, order, BuyerEvent.DELIVERED)
@@ -442,10 +435,7 @@ async def choose_courier(
     it if it comes after."""
     order = await get_order(session, order_id, principal)
     order = await _locked_order(session, order.id)
-    if order.status != OrderStatus.PROCESSING:
-        raise InvalidOrderTransition(
-            f"Order {order.order_number} is {order.status}; a courier is chosen before it ships"
-        )
+    _require_status(order, {OrderStatus.PROCESSING}, "a courier is chosen before it ships")
     order.chosen_courier_company = choice.courier_company
     order.chosen_courier_type = choice.courier_type
     return await _saved(session, order)
@@ -459,11 +449,7 @@ async def cancel(session: AsyncSession, order_id: uuid.UUID, reason: str) -> Ord
     if order.status in (OrderStatus.CANCELLED, OrderStatus.REFUNDED):
         await session.commit()
         return order
-    if order.status not in CANCELLABLE_STATUSES:
-        raise InvalidOrderTransition(
-            f"Order {order.order_number} is {order.status}; "
-            "an order is cancelled only before it ships"
-        )
+    _require_status(order, CANCELLABLE_STATUSES, "an order is cancelled only before it ships")
     order.status = OrderStatus.CANCELLED.value
     order.cancelled_at = func.now()
     order.cancel_reason = reason

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
+from laku.core.rows import found
 from laku.group_buying.client import BundleCompositionOut
 from laku.product.client import ProductDetailOut
 from laku.warehouse.inventory import lock_product_stock, movement, record
@@ -297,7 +298,7 @@ async def fulfil_group(
 
 
 async def get_fulfilment(session: AsyncSession, group: str) -> Fulfilment:
-    fulfilment = await session.get(Fulfilment, group)
-    if fulfilment is None:
-        raise NotFound("This group has not been fulfilled", code="fulfilment_not_found")
-    return fulfilment
+    return found(
+        await session.get(Fulfilment, group),
+        NotFound("This group has not been fulfilled", code="fulfilment_not_found"),
+    )
