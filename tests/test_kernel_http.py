@@ -12,7 +12,7 @@ from sqlalchemy import text
 from laku.core.app import own_service_credential
 from laku.core.db import Database, async_url
 from laku.core.errors import UpstreamUnavailable, install_error_handlers
-from laku.core.http import ServiceCallError, ServiceClient
+from laku.core.http import ServiceCallError, ServiceClient, refused_with
 from laku.core.security import service_credential
 from laku.core.settings import Settings
 from laku.testing.platform import Platform
@@ -183,6 +183,20 @@ def test_service_client_reports_an_unreachable_service() -> None:
 
     with pytest.raises(UpstreamUnavailable):
         asyncio.run(call())
+
+
+async def test_an_expected_refusal_is_told_apart_from_an_answer_and_other_refusals() -> None:
+    async def refused(code: str) -> None:
+        raise ServiceCallError(409, {"code": code, "title": "Refused"})
+
+    async def answered() -> str:
+        return "done"
+
+    assert await refused_with(refused("payment_already_paid"), "payment_already_paid") is True
+    assert await refused_with(answered(), "payment_already_paid") is False
+    with pytest.raises(ServiceCallError) as other:
+        await refused_with(refused("payment_in_progress"), "payment_already_paid")
+    assert other.value.code == "payment_in_progress"
 
 
 def test_a_service_presents_the_credential_it_was_given_else_derives_its_own() -> None:

@@ -65,6 +65,19 @@ class ServiceCallError(DomainError):
         super().__init__(problem.get("detail"), code=problem.get("code", "upstream_error"), **extra)
 
 
+async def refused_with(call: Awaitable[Any], code: str) -> bool:
+    """Await `call`: True when the callee refuses it with `code`, a refusal the caller expects
+    and handles (what it asked for is already so, or can no longer be); False when it is
+    answered. Any other refusal is raised."""
+    try:
+        await call
+    except ServiceCallError as exc:
+        if exc.code != code:
+            raise
+        return True
+    return False
+
+
 def is_retryable(exc: ServiceCallError) -> bool:
     """Whether asking again may be answered otherwise: the callee failed (5xx) or said "not
     now" (429, 408, 425, 401), or the same work is still in progress there (409 with a code

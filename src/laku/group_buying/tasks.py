@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from laku.core.http import ServiceCallError
+from laku.core.http import refused_with
 from laku.core.outbox import Batched, Handler, enqueue
 from laku.group_buying.models import GroupBuyingSession, Participant, outbox
 from laku.group_buying.rules import (
@@ -92,23 +92,19 @@ def outbox_handlers(app: FastAPI) -> Mapping[str, Handler | Batched]:
     async def confirm_reservation(_: int, payload: dict[str, Any]) -> None:
         """A paid participant's hold must not lapse; if it already has, it gives way."""
         participant_id = uuid.UUID(payload["participantId"])
-        try:
-            await state.warehouse.confirm(participant_reference(participant_id))
-        except ServiceCallError as exc:
-            if exc.code != "reservation_released":
-                raise
+        confirming = state.warehouse.confirm(participant_reference(participant_id))
+        if await refused_with(confirming, "reservation_released"):
             async with state.db.sessions() as session:
                 if await hold_lapsed(session, participant_id):
                     state.outbox_relay.wake()
 
     async def expire_payment_by_reference(_: int, payload: dict[str, Any]) -> None:
-        """A join given up: its payment, made or not, must never be left payable."""
-        try:
-            await state.payments.expire_by_reference(payload["reference"])
-        except ServiceCallError as exc:
-            if exc.code != "payment_already_paid":
-                raise  # payment_in_progress included: asked again until it is made
-            # Its PAID event finds the participant cancelled, and gives the money back.
+        """A join given up: its payment, made or not, must never be left payable. One already
+        paid stays so: its PAID event finds the participant cancelled, and gives the money
+        back. Any other refusal (payment_in_progress included) is asked again."""
+        await refused_with(
+            state.payments.expire_by_reference(payload["reference"]), "payment_already_paid"
+        )
 
     async def settle_cancelled_session(_: int, payload: dict[str, Any]) -> None:
         await state.closer.settle_cancelled(uuid.UUID(payload["sessionId"]))
@@ -118,13 +114,10 @@ def outbox_handlers(app: FastAPI) -> Mapping[str, Handler | Batched]:
 
     async def expire_payment(_: int, payload: dict[str, Any]) -> None:
         payment_id = uuid.UUID(payload["paymentId"])
-        try:
-            await state.payments.expire_payment(
-                payment_id, idempotency_key=f"expire-payment:{payment_id}"
-            )
-        except ServiceCallError as exc:
-            if exc.code != "payment_already_paid":
-                raise
+        expiring = state.payments.expire_payment(
+            payment_id, idempotency_key=f"expire-payment:{payment_id}"
+        )
+        if await refused_with(expiring, "payment_already_paid"):
             # Nothing left to expire: its PAID event records the payment on the cancelled
             # participant, whose money is then refunded (REFUND_LATE_PAYMENT).
             log.info("expire_found_paid", payment_id=str(payment_id))

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.core.errors import NotFound
-from laku.core.http import ServiceCallError
+from laku.core.http import refused_with
 from laku.core.money import format_rupiah
 from laku.core.outbox import FinalRefusal, Handler, RetryLater
 from laku.factory.client import FactoryClient
@@ -102,13 +102,10 @@ def outbox_handlers(app: FastAPI) -> Mapping[str, Handler]:
         session_id = session_of_group(group)
         if fulfilled.status == FulfilmentStatus.FULFILLED and session_id is not None:
             # The group-buying session waiting for this stock can now succeed.
-            try:
-                await state.group_buying.report_stock_received(
-                    session_id, idempotency_key=f"stock-received:{group}"
-                )
-            except ServiceCallError as exc:
-                if exc.code != "session_not_awaiting_stock":
-                    raise
+            reporting = state.group_buying.report_stock_received(
+                session_id, idempotency_key=f"stock-received:{group}"
+            )
+            if await refused_with(reporting, "session_not_awaiting_stock"):
                 # Still closing: group-buying looks at the fulfilment itself once it has.
                 log.info("stock_received_before_pending_stock", group=group)
 
