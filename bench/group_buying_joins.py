@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -24,12 +23,14 @@ from bench.harness import (
     bench_platform,
     http_load,
     open_group_buy,
-    postgres_processes,
+    platform_processes,
     sql_load,
 )
 from bench.warehouse_reservations import PLENTY, RAW_RESERVATION
 from laku.testing.catalog import create_seed_catalog
 
+# The services a join goes through; the notification it leaves (the "joined" message, sent by
+# notification-service through the mail and WhatsApp sandboxes) counts under the other services.
 HOPS = ("group-buying", "warehouse", "payment", "xendit-sandbox", "auth")
 
 
@@ -59,13 +60,7 @@ async def run(platform: BenchPlatform, clients: int, seconds: float) -> None:
     session_id = open_group_buy(admin, catalog, target_moq=1_000_000, hours=1)
     tokens = _buyers(platform, clients)
 
-    cpu = CpuMeter(
-        {
-            **{hop: [psutil.Process(platform.pid(hop))] for hop in HOPS},
-            "postgres": postgres_processes(),
-            "load generator": [psutil.Process()],
-        }
-    )
+    cpu = CpuMeter(platform_processes(platform, HOPS))
     joins = await http_load(
         f"HTTP join, every hop ({clients})",
         platform.url("group-buying"),

@@ -3,7 +3,6 @@ latency statistics. The load generator speaks raw HTTP/1.1 over keep-alive conne
 client costs little CPU next to the server it measures (both share this machine's cores)."""
 
 import asyncio
-import contextlib
 import json
 import os
 import statistics
@@ -12,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -223,25 +223,65 @@ async def sql_load(
 
 
 class CpuMeter:
-    """CPU use of named processes over an interval, in percent of one core."""
+    """CPU time of groups of processes over an interval, in percent of one core, and of the
+    whole machine. A group is found again when read, so PostgreSQL backends that connect
+    during the interval count in full (a pool opens its connections as load comes)."""
 
-    def __init__(self, processes: dict[str, list[psutil.Process]]):
-        self._processes = processes
-        for group in processes.values():
-            for process in group:
-                # A PostgreSQL backend of another client may end at any moment.
-                with contextlib.suppress(psutil.Error):
-                    process.cpu_percent()
+    def __init__(self, groups: Callable[[], dict[str, list[psutil.Process]]]):
+        self._groups = groups
+        self._started = time.monotonic()
+        self._machine = _busy_seconds(psutil.cpu_times())
+        self._seconds = {
+            process.pid: seconds
+            for group in groups().values()
+            for process in group
+            if (seconds := _cpu_seconds(process)) is not None
+        }
 
     def read(self) -> dict[str, float]:
+        elapsed = time.monotonic() - self._started
         usage = {}
-        for name, group in self._processes.items():
-            total = 0.0
+        for name, group in self._groups().items():
+            used = 0.0
             for process in group:
-                with contextlib.suppress(psutil.Error):
-                    total += process.cpu_percent()
-            usage[name] = total
+                if (seconds := _cpu_seconds(process)) is not None:
+                    used += seconds - self._seconds.get(process.pid, 0.0)
+            usage[name] = 100 * used / elapsed
+        usage["whole machine"] = 100 * (_busy_seconds(psutil.cpu_times()) - self._machine) / elapsed
         return usage
+
+
+def _cpu_seconds(process: psutil.Process) -> float | None:
+    # A PostgreSQL backend of another client may end at any moment.
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return None
+    return times.user + times.system
+
+
+def _busy_seconds(times: Any) -> float:
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+def platform_processes(
+    platform: BenchPlatform, named: tuple[str, ...]
+) -> Callable[[], dict[str, list[psutil.Process]]]:
+    """The groups a bench reports: each of `named`, every other service and sandbox together,
+    PostgreSQL (its backends as they are when read) and this load generator."""
+
+    def groups() -> dict[str, list[psutil.Process]]:
+        processes = {
+            name: psutil.Process(platform.pid(name)) for name in platform.supervisor.processes
+        }
+        return {
+            **{name: [processes[name]] for name in named},
+            "other services": [p for name, p in processes.items() if name not in named],
+            "postgres": postgres_processes(),
+            "load generator": [psutil.Process()],
+        }
+
+    return groups
 
 
 def postgres_processes() -> list[psutil.Process]:

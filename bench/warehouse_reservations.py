@@ -20,7 +20,7 @@ from bench.harness import (
     CpuMeter,
     bench_platform,
     http_load,
-    postgres_processes,
+    platform_processes,
     sql_load,
 )
 from laku.testing.catalog import create_seed_catalog
@@ -53,13 +53,7 @@ async def run(platform: BenchPlatform, clients: int, seconds: float) -> None:
         }
 
     warehouse = psutil.Process(platform.pid("warehouse"))
-    cpu = CpuMeter(
-        {
-            "warehouse": [warehouse],
-            "postgres": postgres_processes(),
-            "load generator": [psutil.Process()],
-        }
-    )
+    cpu = CpuMeter(platform_processes(platform, ("warehouse",)))
     http = await http_load(
         f"HTTP POST /api/reservations ({clients})",
         platform.url("warehouse"),
