@@ -142,10 +142,9 @@ async def list_sessions(
 ) -> Page[SessionOut]:
     """Sessions open for joins (or in the given statuses), the soonest to close first, with
     their current prices."""
-    items, total = await sessions.list_sessions(
-        session, status_filter, factory_id, paging.limit, paging.offset
+    return await Page.read(
+        paging, SessionOut, sessions.list_sessions, session, status_filter, factory_id
     )
-    return Page.of(items, total, paging)
 
 
 @router.get("/api/group-buying/status-counts", response_model=dict[SessionStatus, int])
@@ -158,10 +157,9 @@ async def status_counts(_: AdminPrincipal, session: DbSession) -> dict[SessionSt
 async def my_participations(
     principal: BuyerPrincipal, session: DbSession, paging: LongPaging
 ) -> Page[ParticipationOut]:
-    items, total = await sessions.list_participations(
-        session, principal.user_id, paging.limit, paging.offset
+    return await Page.read(
+        paging, ParticipationOut, sessions.list_participations, session, principal.user_id
     )
-    return Page.of(items, total, paging)
 
 
 @router.post("/api/group-buying/payment-events", response_model=PaymentEventOut)
@@ -234,10 +232,9 @@ async def list_participants(
     paging: ParticipantsPaging,
     status_filter: StatusFilter[ParticipantStatus] = None,
 ) -> Page[ParticipantOut]:
-    items, total = await sessions.list_participants(
-        session, session_ref, status_filter, paging.limit, paging.offset
+    return await Page.read(
+        paging, ParticipantOut, sessions.list_participants, session, session_ref, status_filter
     )
-    return Page.of(items, total, paging)
 
 
 @router.post("/api/group-buying/{session_ref}/cancel", response_model=SessionOut)
