@@ -1,6 +1,5 @@
 """Typed client other services use to call auth-service."""
 
-import hashlib
 import uuid
 from collections.abc import Collection
 
@@ -13,6 +12,7 @@ from laku.auth.schemas import (
     UserOut,
     UsersLookup,
 )
+from laku.core.batches import digest
 from laku.core.http import ServiceClient
 
 __all__ = ["MAX_USERS_PER_LOOKUP", "AuthClient", "CreateUserRequest", "UserContactOut", "UserOut"]
@@ -33,8 +33,10 @@ class AuthClient(ServiceClient):
         body = UsersLookup(ids=ids).model_dump(mode="json", by_alias=True)
         # A POST only because the ids would not fit in a URL: it reads, so the key (which lets
         # the call be retried) is simply the ids'.
-        digest = hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()[:32]
         response = await self.request(
-            "POST", "/api/auth/users/lookup", json=body, idempotency_key=f"users-lookup:{digest}"
+            "POST",
+            "/api/auth/users/lookup",
+            json=body,
+            idempotency_key=f"users-lookup:{digest(map(str, ids))}",
         )
         return _contacts.validate_python(response.json())

@@ -1,13 +1,12 @@
 """Closing group buys (seed steps 5-8, design 7 "Close"), and settling cancelled ones.
 
-A closer first claims a session past its end time (one UPDATE ... FOR UPDATE SKIP LOCKED with a
-lease it renews while it works), so two closes at the same moment, in one process or several,
-never both close it, and a process that dies mid-close leaves it to the next run once its lease
-has passed. The close then goes step by step (`CloseStep`), recording each step on the session
-row; every step is safe to repeat (a refund is made once per reference, orders once per
-participant, stock moved once per reservation, and a batched call repeated with its key gets
-its first answer), so a run after a crash continues where the dead one stopped and doubles
-nothing.
+A closer first claims a session past its end time, with a lease it renews while it works
+(`close_claims`): two closes at the same moment never both close it, and a process that dies
+mid-close leaves it to the next run. The close then goes step by step (`CloseStep`),
+recording each step on the session row; every step is safe to repeat (a refund is made once
+per reference, orders once per participant, stock moved once per reservation, and a batched
+call repeated with its key gets its first answer), so a run after a crash continues where the
+dead one stopped and doubles nothing.
 
 Every step is batched: per session a fixed number of calls to each service, in chunks of what
 the callee accepts, never a call per participant; the chunks of refunds and escrow releases
@@ -17,23 +16,22 @@ connection is held across a call to another service.
 """
 
 import asyncio
-import contextlib
-import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
 
 import structlog
-from sqlalchemy import Uuid, any_, bindparam, func, or_, select, update
+from sqlalchemy import Uuid, any_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from laku.core.batches import chunks, digest, in_flight, together
 from laku.core.db import Database
 from laku.core.errors import Conflict, DomainError
 from laku.core.http import until_answered
 from laku.core.problems import problem
+from laku.group_buying.close_claims import Claim, claim_due_session, renewing
 from laku.group_buying.metrics import CLOSE_SECONDS, CLOSES
 from laku.group_buying.models import GroupBuyingSession, Participant
 from laku.group_buying.notices import notify_outcome_later
@@ -76,42 +74,10 @@ RELEASES_PER_CALL = 5_000
 # the other. More only stretch each call past the client's timeout on two cores.
 CALLS_IN_FLIGHT = 2
 
-Item = TypeVar("Item")
-
-
-def _chunks(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-
-
-async def _together(*steps: Awaitable[object]) -> None:
-    """Run `steps` at once; the first to fail cancels the others and is raised as it is (each
-    step is safe to repeat, so a cancelled one is done again by the next run)."""
-    tasks = [asyncio.ensure_future(step) for step in steps]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _in_flight(calls: Iterable[Callable[[], Awaitable[object]]]) -> None:
-    """Make every call, CALLS_IN_FLIGHT at a time."""
-    slots = asyncio.Semaphore(CALLS_IN_FLIGHT)
-
-    async def make(call: Callable[[], Awaitable[object]]) -> None:
-        async with slots:
-            await call()
-
-    await _together(*(make(call) for call in calls))
-
 
 def _call_key(purpose: str, session_id: uuid.UUID, names: Iterable[str]) -> str:
-    """The idempotency key of a batched call: the same batch again (a re-run after a crash)
-    gets the first call's answer, while a different batch is a call of its own."""
-    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:32]
-    return f"{purpose}:{session_id}:{digest}"
+    """The idempotency key of a batched call: a different batch is a call of its own."""
+    return f"{purpose}:{session_id}:{digest(names)}"
 
 
 StockNotReceived = problem(
@@ -174,13 +140,6 @@ async def _members(db: Database, session_id: uuid.UUID) -> list[Member]:
 
 
 @dataclass(frozen=True)
-class Claim:
-    session_id: uuid.UUID
-    session_code: str
-    token: uuid.UUID
-
-
-@dataclass(frozen=True)
 class Closer:
     db: Database
     warehouse: WarehouseClient
@@ -195,7 +154,7 @@ class Closer:
         MAX_SESSIONS_PER_RUN), one after another."""
         processed: list[ClosedSessionOut] = []
         while len(processed) < MAX_SESSIONS_PER_RUN:
-            claim = await self._claim()
+            claim = await claim_due_session(self.db, self.lease)
             if claim is None:
                 return ProcessExpiredOut(processed=processed, more=False)
             started = time.perf_counter()
@@ -206,39 +165,8 @@ class Closer:
                 processed.append(closed)
         return ProcessExpiredOut(processed=processed, more=True)
 
-    async def _claim(self) -> Claim | None:
-        """One session due to close that no live closer holds, held now for `lease`."""
-        sessions = GroupBuyingSession
-        due = (
-            select(sessions.id)
-            .where(
-                sessions.status.in_(list(OPEN_STATUSES)),
-                sessions.end_time <= func.now(),
-                or_(
-                    sessions.close_claimed_until.is_(None),
-                    sessions.close_claimed_until < func.now(),
-                ),
-            )
-            .order_by(sessions.end_time)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        token = uuid.uuid4()
-        async with self.db.sessions.begin() as session:
-            claimed = (
-                await session.execute(
-                    update(sessions)
-                    .where(sessions.id == due)
-                    .values(close_claimed_until=func.now() + self.lease, close_claim_token=token)
-                    .returning(sessions.id, sessions.session_code)
-                    .execution_options(synchronize_session=False)
-                )
-            ).first()
-        return Claim(claimed.id, claimed.session_code, token) if claimed else None
-
     async def _close_claimed(self, claim: Claim) -> ClosedSessionOut | None:
-        async with self._renewing(claim):
+        async with renewing(self.db, claim, self.lease):
             try:
                 outcome = await self._close(claim)
             except Exception as exc:
@@ -256,33 +184,6 @@ class Closer:
         return ClosedSessionOut(
             session_id=claim.session_id, session_code=claim.session_code, outcome=outcome
         )
-
-    @contextlib.asynccontextmanager
-    async def _renewing(self, claim: Claim) -> AsyncIterator[None]:
-        """Keeps the claim while the close works, however long its calls take."""
-        renewal = asyncio.create_task(self._renew(claim))
-        try:
-            yield
-        finally:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
-
-    async def _renew(self, claim: Claim) -> None:
-        while True:
-            await asyncio.sleep(self.lease.total_seconds() / 3)
-            try:
-                async with self.db.sessions.begin() as session:
-                    await session.execute(
-                        update(GroupBuyingSession)
-                        .where(
-                            GroupBuyingSession.id == claim.session_id,
-                            GroupBuyingSession.close_claim_token == claim.token,
-                        )
-                        .values(close_claimed_until=func.now() + self.lease)
-                    )
-            except Exception:
-                log.exception("close_claim_not_renewed", session_id=str(claim.session_id))
 
     # The steps of a close ----------------------------------------------------------------
 
@@ -305,7 +206,7 @@ class Closer:
             await self.warehouse.release_group(reservation_group(session_id))
             await self._finish(claim, SessionStatus.FAILED)
             return CloseOutcome.FAILED
-        await _together(
+        await together(
             self._confirm_paid(session_id, members),
             self._refund_and_order(claim, step, members),
         )
@@ -389,7 +290,7 @@ class Closer:
             for m in members
             if m.cancel_reason == CancelReason.SESSION_CLOSED and m.payment_id is not None
         ]
-        for chunk in _chunks(expiring, MAX_PAYMENTS_PER_CALL):
+        for chunk in chunks(expiring, MAX_PAYMENTS_PER_CALL):
             expired = await self.payments.expire_many(
                 chunk, idempotency_key=_call_key("close-expire", session_id, map(str, chunk))
             )
@@ -403,7 +304,7 @@ class Closer:
         releasing = [
             m.reservation_reference for m in members if m.status == ParticipantStatus.CANCELLED
         ]
-        for chunk in _chunks(releasing, RELEASES_PER_CALL):
+        for chunk in chunks(releasing, RELEASES_PER_CALL):
             await self.warehouse.release_group(reservation_group(session_id), chunk)
 
     async def _confirm_paid(self, session_id: uuid.UUID, members: list[Member]) -> None:
@@ -411,7 +312,7 @@ class Closer:
         only those from stock and releases the rest of the group."""
         paid = [m.reservation_reference for m in members if m.status == ParticipantStatus.PAID]
         # One chunk at a time: each holds the group's stock locked while the warehouse works.
-        for chunk in _chunks(paid, MAX_REFERENCES_PER_CALL):
+        for chunk in chunks(paid, MAX_REFERENCES_PER_CALL):
             confirmed = await until_answered(
                 lambda chunk=chunk: self.warehouse.confirm_group(
                     reservation_group(session_id), chunk
@@ -441,16 +342,21 @@ class Closer:
     async def _refund_items(
         self, session_id: uuid.UUID, items: list[RefundItem], purpose: str
     ) -> None:
-        await _in_flight(
-            lambda chunk=chunk: until_answered(
-                lambda: self.payments.refund(
-                    chunk,
-                    idempotency_key=_call_key(
-                        purpose, session_id, (f"{item.reference}={item.amount}" for item in chunk)
-                    ),
+        await in_flight(
+            (
+                lambda chunk=chunk: until_answered(
+                    lambda: self.payments.refund(
+                        chunk,
+                        idempotency_key=_call_key(
+                            purpose,
+                            session_id,
+                            (f"{item.reference}={item.amount}" for item in chunk),
+                        ),
+                    )
                 )
-            )
-            for chunk in _chunks(items, MAX_REFUNDS_PER_CALL)
+                for chunk in chunks(items, MAX_REFUNDS_PER_CALL)
+            ),
+            CALLS_IN_FLIGHT,
         )
 
     async def _release_escrow(
@@ -469,16 +375,19 @@ class Closer:
                 select(GroupBuyingSession.factory_id).where(GroupBuyingSession.id == session_id)
             )
         assert factory_id is not None  # the session being closed exists
-        await _in_flight(
-            lambda chunk=chunk: until_answered(
-                lambda: self.payments.release_escrow(
-                    chunk,
-                    factory_id=factory_id,
-                    group_session_id=session_id,
-                    idempotency_key=_call_key(purpose, session_id, map(str, chunk)),
+        await in_flight(
+            (
+                lambda chunk=chunk: until_answered(
+                    lambda: self.payments.release_escrow(
+                        chunk,
+                        factory_id=factory_id,
+                        group_session_id=session_id,
+                        idempotency_key=_call_key(purpose, session_id, map(str, chunk)),
+                    )
                 )
-            )
-            for chunk in _chunks(paid, MAX_PAYMENTS_PER_CALL)
+                for chunk in chunks(paid, MAX_PAYMENTS_PER_CALL)
+            ),
+            CALLS_IN_FLIGHT,
         )
 
     async def _record(
@@ -572,7 +481,7 @@ class Closer:
             if m.cancel_reason == CancelReason.SESSION_CANCELLED
         ]
         expiring = [m.payment_id for m in members if not m.paid and m.payment_id is not None]
-        for chunk in _chunks(expiring, MAX_PAYMENTS_PER_CALL):
+        for chunk in chunks(expiring, MAX_PAYMENTS_PER_CALL):
             await self.payments.expire_many(
                 chunk, idempotency_key=_call_key("cancel-expire", session_id, map(str, chunk))
             )

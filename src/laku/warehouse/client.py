@@ -1,11 +1,11 @@
 """Typed client other services use to call warehouse-service (group-buying: reserve stock for a
 join, release it when the join fails or the invoice expires, deduct it when the group ships)."""
 
-import hashlib
 import uuid
 from datetime import datetime
 
 from laku.core.audit import AUDIT_PAGE_SIZE, AuditedClient
+from laku.core.batches import digest
 from laku.core.http import ServiceCallError
 from laku.warehouse.rules import FulfilmentStatus
 from laku.warehouse.schemas import (
@@ -41,7 +41,7 @@ def _references_key(references: list[str] | None) -> str:
     """Names a release's set of reservations in its idempotency key."""
     if references is None:
         return "all"
-    return hashlib.sha256("\n".join(sorted(references)).encode()).hexdigest()[:32]
+    return digest(sorted(references))
 
 
 class WarehouseClient(AuditedClient):
