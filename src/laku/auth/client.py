@@ -33,10 +33,8 @@ class AuthClient(ServiceClient):
         body = UsersLookup(ids=ids).model_dump(mode="json", by_alias=True)
         # A POST only because the ids would not fit in a URL: it reads, so the key (which lets
         # the call be retried) is simply the ids'.
+        key = f"users-lookup:{digest(map(str, ids))}"
         response = await self.request(
-            "POST",
-            "/api/auth/users/lookup",
-            json=body,
-            idempotency_key=f"users-lookup:{digest(map(str, ids))}",
+            "POST", "/api/auth/users/lookup", json=body, idempotency_key=key
         )
         return _contacts.validate_python(response.json())
