@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from laku.testing.platform import Account, Platform
-from tests.support import balance, eventually
+from tests.support import balance, eventually, wallet_transactions
 
 REFUNDS = "/api/payments/refunds"
 
@@ -54,14 +54,6 @@ def refunds_made(platform: Platform, headers: dict[str, str], *items: dict) -> d
     response = post_refunds(platform, headers, *items)
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def wallet_transactions(platform: Platform, buyer: Account) -> list[dict[str, Any]]:
-    response = platform.client("wallet").get(
-        "/api/wallets/me/transactions", params={"limit": 100}, headers=buyer.headers
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["items"]
 
 
 def credited(platform: Platform, buyer: Account, expected: int) -> list[dict[str, Any]]:

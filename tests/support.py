@@ -126,6 +126,17 @@ def balance(platform: Platform, buyer: Account) -> int:
     return ok(platform.client("wallet").get("/api/wallets/me", headers=buyer.headers))["balance"]
 
 
+def wallet_transactions(platform: Platform, buyer: Account) -> list[dict[str, Any]]:
+    """The buyer's wallet transactions, newest first: all of them, on one page."""
+    response = platform.client("wallet").get(
+        "/api/wallets/me/transactions", params={"limit": 100}, headers=buyer.headers
+    )
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert page["total"] == len(page["items"])
+    return page["items"]
+
+
 async def _snapshot(url: str, schema: str) -> dict[str, str]:
     conn = await asyncpg.connect(plain_url(url))
     try:

@@ -24,7 +24,6 @@ from tests.payments import (
     refund_item,
     refunds_made,
     refunds_settled,
-    wallet_transactions,
 )
 from tests.support import (
     assert_problem,
@@ -34,6 +33,7 @@ from tests.support import (
     outboxes_done,
     outboxes_idle,
     snapshot,
+    wallet_transactions,
 )
 
 EXPIRE_BULK = "/api/payments/expire-bulk"

@@ -21,9 +21,8 @@ from tests.payments import (
     refund_item,
     refunds_made,
     refunds_settled,
-    wallet_transactions,
 )
-from tests.support import assert_problem, balance
+from tests.support import assert_problem, balance, wallet_transactions
 
 RELEASED = "/api/payments/escrow/released"
 

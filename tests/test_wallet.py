@@ -17,7 +17,13 @@ from laku.providers.xendit.payouts import XenditPayoutClient
 from laku.testing.platform import Account, Platform, bearer
 from laku.wallet.client import MovementReason, WalletClient
 from tests.service_logs import wait_logged
-from tests.support import assert_problem, balance, eventually, snapshot
+from tests.support import (
+    assert_problem,
+    balance,
+    eventually,
+    snapshot,
+    wallet_transactions,
+)
 
 CREDITS = "/api/wallets/credits"
 DEBITS = "/api/wallets/debits"
@@ -54,16 +60,6 @@ def _credit(
     return response.json()
 
 
-def _transactions(platform: Platform, buyer: Account) -> list[dict[str, Any]]:
-    response = platform.client("wallet").get(
-        "/api/wallets/me/transactions", params={"limit": 100}, headers=buyer.headers
-    )
-    assert response.status_code == 200, response.text
-    page = response.json()
-    assert page["total"] == len(page["items"])
-    return page["items"]
-
-
 def _ledger_sum(transactions: list[dict[str, Any]]) -> int:
     return sum(t["amount"] if t["direction"] == "credit" else -t["amount"] for t in transactions)
 
@@ -88,7 +84,7 @@ def test_a_service_credits_a_buyer(platform: Platform, service_headers: dict[str
     assert transaction["balanceAfter"] == 30_000
     wallet = platform.client("wallet").get("/api/wallets/me", headers=buyer.headers).json()
     assert wallet == {"userId": buyer.id, "balance": 30_000, "currency": "IDR"}
-    assert _transactions(platform, buyer) == [transaction]
+    assert wallet_transactions(platform, buyer) == [transaction]
 
 
 def test_one_idempotency_key_credits_once(
@@ -117,7 +113,7 @@ def test_one_idempotency_key_credits_once(
     assert len({a.json()["id"] for a in answers}) == 1
 
     assert balance(platform, buyer) == 30_000
-    assert len(_transactions(platform, buyer)) == 2
+    assert len(wallet_transactions(platform, buyer)) == 2
 
     before = snapshot(platform, "wallet")
     other_amount = _post(platform, CREDITS, {**body, "amount": 99_000}, service_headers)
@@ -191,7 +187,7 @@ def test_concurrent_credits_and_debits_keep_the_balance_equal_to_the_ledger(
         if path == CREDITS
     )
     refused = [a for a in answers if a.status_code == 409]
-    transactions = _transactions(platform, buyer)
+    transactions = wallet_transactions(platform, buyer)
     assert len(transactions) == 1 + 50 - len(refused)
     assert balance(platform, buyer) == _ledger_sum(transactions) >= 0
     # Applied one after another: each balance follows from the one before, never below zero.
@@ -236,7 +232,7 @@ def test_a_buyer_sees_only_its_own_wallet(
     wallet = platform.client("wallet")
 
     assert balance(platform, other) == 0
-    assert _transactions(platform, other) == []
+    assert wallet_transactions(platform, other) == []
     assert_problem(wallet.get(f"/api/wallets/{owner.id}", headers=other.headers), 403)
     assert_problem(wallet.get(f"/api/wallets/{owner.id}/transactions", headers=other.headers), 403)
     assert_problem(_post(platform, CREDITS, _movement(other.id), other.headers), 403)
@@ -407,7 +403,8 @@ def _delivered_webhooks(platform: Platform, payout_id: str) -> list[dict[str, An
 def _reasons(platform: Platform, buyer: Account) -> list[tuple[str, str, int]]:
     """The buyer's transactions oldest first, as (direction, reason, amount)."""
     return [
-        (t["direction"], t["reason"], t["amount"]) for t in reversed(_transactions(platform, buyer))
+        (t["direction"], t["reason"], t["amount"])
+        for t in reversed(wallet_transactions(platform, buyer))
     ]
 
 
