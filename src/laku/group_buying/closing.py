@@ -46,6 +46,7 @@ from laku.group_buying.rules import (
     reservation_group,
     tier_for,
     tier_prices,
+    tier_refund,
 )
 from laku.group_buying.schemas import ClosedSessionOut, ProcessExpiredOut, SessionOut
 from laku.group_buying.sessions import find_session, get_session
@@ -106,7 +107,7 @@ class Member:
     def tier_refund(self) -> int:
         """What the difference to the final unit price comes to over its quantity."""
         assert self.final_unit_price is not None  # set by the close's first step
-        return (self.unit_price - self.final_unit_price) * self.quantity
+        return tier_refund(self.unit_price, self.final_unit_price, self.quantity)
 
     def refund(self, session_id: uuid.UUID, amount: int, reason: RefundReason) -> RefundItem:
         assert self.payment_id is not None  # a paid participant has its payment
