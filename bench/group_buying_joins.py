@@ -3,7 +3,11 @@ saga (group-buying -> warehouse -> payment -> Xendit sandbox), and the warehouse
 SQL reservation in the same run; prints both, the ratio, and each process's CPU share and CPU
 time per join.
 
-    .venv/bin/python bench/group_buying_joins.py [--clients 64] [--seconds 10]
+    .venv/bin/python bench/group_buying_joins.py [--clients 64] [--seconds 10] [--workers N]
+
+With `--workers N` the platform runs as `laku up --workers N` does: N processes each serving
+every service, the join's calls between services made in process; without, one process per
+service, as deployments run it.
 """
 
 import argparse
@@ -100,8 +104,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args()
-    with bench_platform() as platform:
+    with bench_platform(workers=args.workers) as platform:
         asyncio.run(run(platform, args.clients, args.seconds))
 
 

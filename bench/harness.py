@@ -105,8 +105,10 @@ def open_group_buy(admin: AdminSession, catalog: SeedCatalog, target_moq: int, h
 
 
 @contextmanager
-def bench_platform(port_offset: int = 28_500) -> Iterator[BenchPlatform]:
-    """Every service as its own process on a new database, dropped afterwards."""
+def bench_platform(port_offset: int = 28_500, workers: int = 0) -> Iterator[BenchPlatform]:
+    """The platform on a new database, dropped afterwards: every service as its own process,
+    as deployments run it, or (`workers`) as `laku up --workers` runs it: that many processes
+    each serving every service, calls between services made in process."""
     server = os.environ.get("LAKU_DATABASE_URL", LOCAL_SERVER)
     with throwaway_database(server) as url:
         env = {
@@ -120,7 +122,12 @@ def bench_platform(port_offset: int = 28_500) -> Iterator[BenchPlatform]:
             "LAKU_LOG_JSON": "true",
         }
         settings = settings_from_env(env)
-        supervisor = Supervisor(settings, env=env, service_env=service_role_env(url))
+        role_env = service_role_env(url)
+        if workers:
+            urls = {name: each["LAKU_DATABASE_URL"] for name, each in role_env.items()}
+            every_url = {"LAKU_DATABASE_URL": "", "LAKU_DATABASE_URLS": json.dumps(urls)}
+            role_env = {f"host-{n}": every_url for n in range(1, workers + 1)}
+        supervisor = Supervisor(settings, env=env, service_env=role_env, hosts=workers or None)
         supervisor.start()
         try:
             supervisor.wait_ready()
@@ -274,14 +281,23 @@ def platform_processes(
         processes = {
             name: psutil.Process(platform.pid(name)) for name in platform.supervisor.processes
         }
+        reported = reported_processes(platform, named)
         return {
-            **{name: [processes[name]] for name in named},
-            "other services": [p for name, p in processes.items() if name not in named],
+            **{name: [processes[name]] for name in reported},
+            "other services": [p for name, p in processes.items() if name not in reported],
             "postgres": postgres_processes(),
             "load generator": [psutil.Process()],
         }
 
     return groups
+
+
+def reported_processes(platform: BenchPlatform, named: tuple[str, ...]) -> list[str]:
+    """The platform's processes a bench reports on its own: the services `named`, or, where
+    every process serves every service (`laku up --workers`), each process."""
+    return [name for name in named if name in platform.supervisor.processes] or list(
+        platform.supervisor.processes
+    )
 
 
 def postgres_processes() -> list[psutil.Process]:

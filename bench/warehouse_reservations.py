@@ -1,7 +1,10 @@
 """Reservations per second on one hot variant: over HTTP through warehouse-service, and the same
 reservation as a single-row UPDATE through asyncpg, in the same run; prints both and the ratio.
 
-    .venv/bin/python bench/warehouse_reservations.py [--clients 64] [--seconds 10]
+    .venv/bin/python bench/warehouse_reservations.py [--clients 64] [--seconds 10] [--workers N]
+
+With `--workers N` warehouse-service is served by N processes sharing its port, as
+`laku up --workers N` runs it; without, by its own single process, as deployments run it.
 """
 
 import argparse
@@ -21,6 +24,7 @@ from bench.harness import (
     bench_platform,
     http_load,
     platform_processes,
+    reported_processes,
     sql_load,
 )
 from laku.testing.catalog import create_seed_catalog
@@ -52,7 +56,6 @@ async def run(platform: BenchPlatform, clients: int, seconds: float) -> None:
             "quantity": 1,
         }
 
-    warehouse = psutil.Process(platform.pid("warehouse"))
     cpu = CpuMeter(platform_processes(platform, ("warehouse",)))
     http = await http_load(
         f"HTTP POST /api/reservations ({clients})",
@@ -79,15 +82,20 @@ async def run(platform: BenchPlatform, clients: int, seconds: float) -> None:
         "CPU during the HTTP run (% of one core): "
         + ", ".join(f"{name} {percent:.0f}%" for name, percent in http_cpu.items())
     )
-    print(f"warehouse RSS {warehouse.memory_info().rss / 2**20:.0f} MiB")
+    rss = {
+        name: psutil.Process(platform.pid(name)).memory_info().rss
+        for name in reported_processes(platform, ("warehouse",))
+    }
+    print("RSS: " + ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in rss.items()))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args()
-    with bench_platform() as platform:
+    with bench_platform(workers=args.workers) as platform:
         asyncio.run(run(platform, args.clients, args.seconds))
 
 

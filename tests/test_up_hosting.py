@@ -1,5 +1,6 @@
 """Several services in one process (`laku host`, what `laku up` runs): each on its own port,
-still calling the others over HTTP, all stopped together and cleanly."""
+calling the others through their clients in process, all stopped together and cleanly; and
+several such processes sharing the ports (`laku up --workers`)."""
 
 import os
 import signal
@@ -14,9 +15,9 @@ import httpx
 import psutil
 import pytest
 
-from laku.core.services import PROCESSES
-from laku.core.supervisor import split_services
-from laku.testing.platform import SECRETS_ENV, free_port_offset
+from laku.core.services import PROCESSES, SANDBOXES
+from laku.core.supervisor import Supervisor
+from laku.testing.platform import SECRETS_ENV, free_port_offset, settings_from_env
 
 LAKU = str(Path(sys.executable).with_name("laku"))
 HOSTED = ["auth", "address", "xendit-sandbox"]
@@ -26,18 +27,21 @@ def _url(name: str, offset: int, path: str) -> str:
     return f"http://127.0.0.1:{PROCESSES[name].port + offset}{path}"
 
 
-def _start_host(database_url: str, offset: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
+def _env(database_url: str, offset: int) -> dict[str, str]:
+    return {
         **SECRETS_ENV,
         "LAKU_DATABASE_URL": database_url,
         "LAKU_PORT_OFFSET": str(offset),
+        "LAKU_HOST": "127.0.0.1",
         "LAKU_PASSWORD_HASH_TIME_COST": "1",
         "LAKU_PASSWORD_HASH_MEMORY_KIB": "1024",
     }
+
+
+def _start_host(database_url: str, offset: int) -> subprocess.Popen:
     return subprocess.Popen(
         [LAKU, "host", *HOSTED, "--host", "127.0.0.1", "--graceful-seconds", "5"],
-        env=env,
+        env={**os.environ, **_env(database_url, offset)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -68,6 +72,14 @@ def _listening_ports(pid: int) -> set[int]:
     }
 
 
+def _connects_to(pid: int, port: int) -> bool:
+    """Whether the process has a connection to `port`, as a client of it."""
+    return any(
+        conn.raddr and conn.raddr.port == port
+        for conn in psutil.Process(pid).net_connections(kind="tcp")
+    )
+
+
 def test_one_process_serves_several_services_that_call_each_other_and_stops_them_all(
     database_url: str,
 ) -> None:
@@ -79,8 +91,8 @@ def test_one_process_serves_several_services_that_call_each_other_and_stops_them
         assert ports <= _listening_ports(host.pid), "not every service listens in this process"
         assert not psutil.Process(host.pid).children(), "a service runs in a process of its own"
 
-        # address-service checks a buyer's token against auth-service's keys, fetched over
-        # HTTP from the same process: the clients' contract holds when they share it.
+        # address-service checks a buyer's token against auth-service's keys, fetched through
+        # its client from the same process: the clients' contract holds when they share it.
         email = f"hosted-{uuid.uuid4().hex[:10]}@laku.id"
         registered = httpx.post(
             _url("auth", offset, "/api/auth/register"),
@@ -101,6 +113,8 @@ def test_one_process_serves_several_services_that_call_each_other_and_stops_them
             _url("address", offset, "/api/addresses"), headers={"Authorization": "Bearer x.y.z"}
         )
         assert forged.status_code == 401
+        # ... made in process: over HTTP, the host would keep a connection open to auth.
+        assert not _connects_to(host.pid, PROCESSES["auth"].port + offset)
     finally:
         host.send_signal(signal.SIGTERM)
         output, _ = host.communicate(timeout=30)
@@ -127,14 +141,45 @@ def test_a_service_that_cannot_start_stops_the_whole_host(database_url: str) -> 
             httpx.get(_url(name, offset, "/health"))
 
 
-def test_services_are_split_over_the_hosts_with_the_busiest_apart() -> None:
-    services = list(PROCESSES)
-    for hosts in (1, 2, 3, len(services), len(services) + 5):
-        groups = split_services(services, hosts)
-        assert len(groups) == min(hosts, len(services))
-        assert sorted(name for group in groups for name in group) == sorted(services)
-        assert all(groups)
-    first, second = split_services(services, 2)
-    # A join's hops: group-buying calls warehouse and payment, payment calls the Xendit sandbox.
-    assert "group-buying" in first and "payment" in second
-    assert "warehouse" in first and "xendit-sandbox" in second
+def test_host_processes_share_every_service_port_and_one_runs_the_sandboxes(
+    database_url: str,
+) -> None:
+    offset = free_port_offset()
+    env = _env(database_url, offset)
+    supervisor = Supervisor(settings_from_env(env), env=env, services=HOSTED, hosts=2)
+    supervisor.start()
+    try:
+        supervisor.wait_ready(timeout_seconds=60)
+        first, second = (psutil.Process(pid) for pid in supervisor.pids())
+        ports = {name: PROCESSES[name].port + offset for name in HOSTED}
+        assert set(ports.values()) <= _listening_ports(first.pid)
+        # The sandboxes keep what they are asked in memory: one copy, in the first host.
+        assert _listening_ports(second.pid) & set(ports.values()) == {
+            port for name, port in ports.items() if name not in SANDBOXES
+        }
+        # The kernel deals new connections to both processes.
+        clients = [httpx.Client(timeout=5.0) for _ in range(40)]
+        try:
+            for client in clients:
+                assert client.get(_url("auth", offset, "/health")).status_code == 200
+            served_by = {
+                process.pid: [
+                    conn
+                    for conn in process.net_connections(kind="tcp")
+                    if conn.laddr.port == ports["auth"] and conn.status == psutil.CONN_ESTABLISHED
+                ]
+                for process in (first, second)
+            }
+        finally:
+            for client in clients:
+                client.close()
+        assert all(served_by.values()), {pid: len(conns) for pid, conns in served_by.items()}
+
+        # A second platform on the same ports is refused, not silently mixed with this one.
+        with pytest.raises(RuntimeError, match="in use"):
+            Supervisor(settings_from_env(env), env=env, services=HOSTED, hosts=2).start()
+    finally:
+        supervisor.stop()
+    for port in ports.values():
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"

@@ -39,7 +39,7 @@ from laku.core.secrets import (
 )
 from laku.core.services import PROCESSES, SERVICES, service_url
 from laku.core.settings import Settings, get_settings
-from laku.core.supervisor import Supervisor, split_services
+from laku.core.supervisor import Supervisor
 from laku.demo import DemoLoadError, load_demo
 
 if TYPE_CHECKING:  # loaded by `laku audit` only: the supervisor stays small
@@ -172,16 +172,23 @@ def host_command(
     graceful_seconds: Annotated[
         int, typer.Option(help="On SIGTERM, how long requests in flight may take to finish")
     ] = 20,
+    reuse_port: Annotated[
+        bool,
+        typer.Option(help="Share each port with other processes serving it (SO_REUSEPORT)"),
+    ] = False,
 ) -> None:
     """Run several services (or sandboxes) in this process, each its own app on its own port
-    (plus the offset), as `laku up` does. SIGTERM stops them all gracefully, as `serve` does."""
+    (plus the offset), as `laku up` does; calls between them are made in process. SIGTERM
+    stops them all gracefully, as `serve` does."""
     from laku.core.hosting import run_together
 
     unknown = [name for name in services if name not in PROCESSES]
     if unknown:
         raise typer.BadParameter(f"unknown {unknown}; each one of {', '.join(PROCESSES)}")
     settings, _ = _startable_settings()
-    code = run_together(services, settings, host=host, graceful_seconds=graceful_seconds)
+    code = run_together(
+        services, settings, host=host, graceful_seconds=graceful_seconds, reuse_port=reuse_port
+    )
     raise typer.Exit(code)
 
 
@@ -220,7 +227,7 @@ def up_command(
         typer.Option(
             "--workers",
             "-w",
-            help="Processes the services are split over: one is lightest, one per core uses "
+            help="Processes that each serve every service: one is lightest, one per core uses "
             "every core; 0: one process per service, as deployments run them",
             min=0,
         ),
@@ -276,23 +283,16 @@ def _platform_supervisor(
     role_secret: str,
     generated: dict[str, str],
 ) -> Supervisor:
-    """What `laku up` runs: the services split over `workers` host processes, or one process
-    each (0). A Python process costs about 85 MiB in imports alone, and each process's pools
-    keep their own idle connections (a PostgreSQL backend of about 17 MiB each): one host is
-    the lightest (bench/idle_memory.py), one per core uses every core. Each service connects
-    as its own role, to its own database if it has one; a process gets the URLs of the
-    services it runs, and the processes without a database get none."""
+    """What `laku up` runs: `workers` host processes, each serving every service, or one
+    process each (0). A Python process costs about 85 MiB in imports alone, and each
+    process's pools keep their own idle connections (a PostgreSQL backend of about 17 MiB
+    each): one host is the lightest (bench/idle_memory.py), one per core uses every core.
+    Each service connects as its own role, to its own database if it has one; a process gets
+    the URLs of the services it runs, and the processes without a database get none."""
     own_urls = service_database_urls(database_url, services, settings.database_urls, role_secret)
     if workers:
-        groups = split_services(services, workers)
-        process_env = {
-            f"host-{n}": {
-                "LAKU_DATABASE_URLS": json.dumps(
-                    {name: own_urls[name] for name in group if name in own_urls}
-                )
-            }
-            for n, group in enumerate(groups, start=1)
-        }
+        every_url = {"LAKU_DATABASE_URLS": json.dumps(own_urls)}
+        process_env = {f"host-{n}": every_url for n in range(1, workers + 1)}
     else:
         process_env = {name: {"LAKU_DATABASE_URL": url} for name, url in own_urls.items()}
     return Supervisor(

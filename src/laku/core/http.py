@@ -17,6 +17,7 @@ from tenacity import (
 )
 
 from laku.core.errors import DomainError, UpstreamUnavailable
+from laku.core.in_process import InProcessTransport
 from laku.core.middleware import REQUEST_ID_HEADER
 from laku.core.tracing import TracingTransport
 
@@ -39,18 +40,18 @@ forwarded_for: ContextVar[str | None] = ContextVar("forwarded_for", default=None
 
 def new_http_client(timeout_seconds: float) -> httpx.AsyncClient:
     """One pooled client per process, shared by all of its service clients; every request it
-    sends carries the current trace. Every connection it may open is kept alive: with fewer
+    sends carries the current trace. A call to a service this process hosts is made in
+    process (laku.core.in_process). Every connection it may open is kept alive: with fewer
     kept than a burst of concurrent calls opens, each call beyond them opens a connection
     and closes it after one request."""
+    network = httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(
+            max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS
+        )
+    )
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 2.0)),
-        transport=TracingTransport(
-            httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(
-                    max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS
-                )
-            )
-        ),
+        transport=TracingTransport(InProcessTransport(network)),
     )
 
 

@@ -1,14 +1,14 @@
 """Runs services as uvicorn processes: start, wait for `/ready`, restart, stop. Either one
-process per service (`laku serve`, as a container runs it: the tests' platform), or the
-services split over a few host processes (`laku host`, what `laku up` runs by default)."""
+process per service (`laku serve`, as a container runs it: the tests' platform), or a few
+host processes each serving every service (`laku host`, what `laku up` runs by default)."""
 
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,25 +16,11 @@ import httpx
 import structlog
 
 from laku.core.database_roles import ROLE_SECRET_VARIABLE
-from laku.core.services import PROCESSES, ProcessSpec
+from laku.core.services import PROCESSES, SANDBOXES, ProcessSpec
 from laku.core.settings import Settings
 
 log = structlog.get_logger()
 PR_SET_PDEATHSIG = 1
-
-# The processes a join goes through first, so that a round-robin split puts the busiest ones in
-# different host processes (group-buying and warehouse in one, payment and Xendit in another).
-_BUSIEST_FIRST = ("group-buying", "payment", "warehouse", "xendit-sandbox", "auth", "web")
-
-
-def split_services(services: Sequence[str], hosts: int) -> list[list[str]]:
-    """`services` dealt round-robin, busiest first, into at most `hosts` non-empty groups."""
-    ordered = [name for name in _BUSIEST_FIRST if name in services]
-    ordered += [name for name in services if name not in ordered]
-    groups: list[list[str]] = [[] for _ in range(max(1, min(hosts, len(ordered))))]
-    for index, name in enumerate(ordered):
-        groups[index % len(groups)].append(name)
-    return groups
 
 
 def _die_with_parent() -> None:
@@ -58,8 +44,11 @@ class ServiceProcess:
 class Supervisor:
     """Owns the platform's processes. `env` is what they all get (port offset...),
     `service_env` what one process gets on top, by its name (its own database URLs). `hosts`:
-    None, one process per service, named as the service; else the services split over at most
-    that many processes, named `host-1`, `host-2`..."""
+    None, one process per service, named as the service; else that many processes, named
+    `host-1`, `host-2`..., each serving every service on the same ports (SO_REUSEPORT: the
+    kernel deals the connections among them), so the busiest service gets every core, and a
+    call between services stays inside the process that makes it (laku.core.in_process).
+    The sandboxes keep what they were asked in memory, so only `host-1` runs them."""
 
     settings: Settings
     env: dict[str, str]
@@ -73,12 +62,27 @@ class Supervisor:
         if self.hosts is None:
             self._groups = {name: [name] for name in self.services}
         else:
-            groups = split_services(self.services, self.hosts)
-            self._groups = {f"host-{n}": group for n, group in enumerate(groups, start=1)}
+            services = [name for name in self.services if name not in SANDBOXES]
+            self._groups = {f"host-{n}": services for n in range(2, self.hosts + 1)}
+            self._groups = {"host-1": self.services, **self._groups}
 
     def start(self) -> None:
+        if self.hosts is not None:
+            for name in self.services:
+                self._require_free(PROCESSES[name])
         for name in self._groups:
             self.start_one(name)
+
+    def _require_free(self, spec: ProcessSpec) -> None:
+        """Host processes share their ports with any other process that asks to (SO_REUSEPORT):
+        a port already in use would be shared with whatever holds it, not refused."""
+        host, port = self.settings.host, spec.port + self.settings.port_offset
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                raise RuntimeError(f"{spec.name}: {host}:{port} is in use") from exc
 
     def start_one(self, name: str) -> None:
         """Start one process (again, after `stop(name)`)."""
@@ -94,7 +98,7 @@ class Supervisor:
             command = [sys.executable, "-m", "laku", "serve", spec.name, "--port", port, *options]
         else:
             command = [sys.executable, "-m", "laku", "host", *(s.name for s in entry.specs)]
-            command += options
+            command += [*options, "--reuse-port"]
         output = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
