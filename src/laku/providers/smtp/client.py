@@ -1,5 +1,6 @@
 """Sending e-mail over SMTP (aiosmtplib): plain-text mails from `mail_from`."""
 
+import socket
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
@@ -29,6 +30,9 @@ class SmtpClient:
     password: str | None = field(default=None, repr=False)
     starttls: bool = False
     timeout_seconds: float = 10.0
+    # The name this client greets the server with (EHLO), looked up once: aiosmtplib would
+    # otherwise resolve it again in a thread for every mail.
+    local_hostname: str = field(default_factory=socket.getfqdn)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SmtpClient":
@@ -65,6 +69,7 @@ class SmtpClient:
                 password=self.password,
                 start_tls=self.starttls,
                 timeout=self.timeout_seconds,
+                local_hostname=self.local_hostname,
             )
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise EmailDeliveryError(
