@@ -6,8 +6,17 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, MetaData, Text, func, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    MetaData,
+    Text,
+    bindparam,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -16,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Mapped, mapped_column, registry
+from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import TypeEngine
 
 from laku.core.settings import Settings
@@ -54,6 +64,17 @@ def one_of(
     if nullable:
         condition = f"{column} IS NULL OR {condition}"
     return CheckConstraint(condition, name=name or f"{column}_known")
+
+
+def array_rows(*columns: tuple[str, TypeEngine[Any], list[Any]]) -> TableValuedAlias:
+    """Parallel lists (name, type, values) as the rows of a table: `unnest` of one array
+    parameter each. A statement written over it is the same however many rows it takes, so it
+    is compiled once and cached, where a multi-row VALUES is compiled again for every count."""
+    return (
+        func.unnest(*(bindparam(None, values, type_=ARRAY(type_)) for _, type_, values in columns))
+        .table_valued(*(name for name, _, _ in columns))
+        .render_derived()
+    )
 
 
 def service_metadata(schema: str) -> MetaData:

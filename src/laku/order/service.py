@@ -18,14 +18,12 @@ group-buying, one to product-service and a few batched INSERTs.
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Select,
     Text,
     Uuid,
-    bindparam,
     cast,
     func,
     insert,
@@ -33,12 +31,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.selectable import TableValuedAlias
-from sqlalchemy.types import TypeEngine
 
+from laku.core.db import array_rows
 from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
 from laku.core.problems import problem
@@ -171,7 +168,7 @@ async def insert_orders(
     # second waits for the first to commit instead of the two deadlocking.
     ordered = sorted(participants, key=lambda p: p.id)
     order_ids = {p.id: uuid.uuid4() for p in ordered}
-    paid = _arrays(
+    paid = array_rows(
         ("participant_id", Uuid(), [p.id for p in ordered]),
         ("order_id", Uuid(), list(order_ids.values())),
         ("user_id", Uuid(), [p.user_id for p in ordered]),
@@ -179,7 +176,7 @@ async def insert_orders(
         ("variant_id", Uuid(), [p.variant_id for p in ordered]),
         ("subtotal", BigInteger(), [p.quantity * final_unit_price(p) for p in ordered]),
     )
-    snapshot_of = _arrays(
+    snapshot_of = array_rows(
         ("variant_id", Uuid(), list(snapshots)),
         ("snapshot", Text(), [snapshot.model_dump_json() for snapshot in snapshots.values()]),
     )
@@ -231,7 +228,7 @@ async def insert_orders(
                     "total_price",
                 ],
                 select(
-                    _arrays(
+                    array_rows(
                         ("id", Uuid(), [uuid.uuid4() for _ in fresh]),
                         ("order_id", Uuid(), [order_ids[p.id] for p in fresh]),
                         ("variant_id", Uuid(), [p.variant_id for p in fresh]),
@@ -258,15 +255,6 @@ async def insert_orders(
 
 def _item_name(product: ProductDetailOut, snapshot: ProductSnapshot) -> str:
     return f"{product.name} ({snapshot.variant_name})"
-
-
-def _arrays(*columns: tuple[str, TypeEngine[Any], list[Any]]) -> TableValuedAlias:
-    """Parallel lists as the rows of a table (`unnest` of one array parameter each)."""
-    return (
-        func.unnest(*(bindparam(None, values, type_=ARRAY(type_)) for _, type_, values in columns))
-        .table_valued(*(name for name, _, _ in columns))
-        .render_derived()
-    )
 
 
 async def get_order(session: AsyncSession, order_id: uuid.UUID, principal: Principal) -> Order:
