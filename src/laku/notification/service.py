@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.auth.client import AuthClient, UserContactOut
+from laku.core.db import array_rows
 from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
 from laku.core.rows import found, page
@@ -152,20 +153,12 @@ async def _insert_new(
     """Insert the rows (one array parameter per column, however many rows) except those whose
     key and channel are stored already; returns the id and channel of each inserted."""
     ids = [uuid.uuid4() for _ in rows]
-    new = (
-        func.unnest(
-            bindparam(None, ids, type_=ARRAY(Uuid())),
-            *(
-                bindparam(
-                    None,
-                    [row[name] for row in rows],
-                    type_=ARRAY(_COLUMN_TYPES.get(name, String())),
-                )
-                for name in _USER_NOTIFICATION_COLUMNS
-            ),
-        )
-        .table_valued("id", *_USER_NOTIFICATION_COLUMNS)
-        .render_derived()
+    new = array_rows(
+        ("id", Uuid(), ids),
+        *(
+            (name, _COLUMN_TYPES.get(name, String()), [row[name] for row in rows])
+            for name in _USER_NOTIFICATION_COLUMNS
+        ),
     )
     in_app = new.c.channel == Channel.IN_APP.value
     # In-app notifications are delivered by being stored; the others when a provider takes them.

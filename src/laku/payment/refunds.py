@@ -7,11 +7,12 @@ from collections import defaultdict
 from collections.abc import Mapping
 
 import structlog
-from sqlalchemy import BigInteger, Uuid, bindparam, case, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import BigInteger, Uuid, case, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from laku.core.db import array_rows
 from laku.core.errors import Conflict
 from laku.core.outbox import enqueue
 from laku.core.problems import problem
@@ -148,13 +149,9 @@ async def _add_refunded(session: AsyncSession, asked: Mapping[uuid.UUID, int]) -
     """One UPDATE for every payment refunded; a payment refunded in whole, escrow and all,
     becomes `refunded` (SET reads the row as it was, so `refunded_amount + amount` is the new
     total)."""
-    refunds = (
-        func.unnest(
-            bindparam(None, list(asked), type_=ARRAY(Uuid())),
-            bindparam(None, list(asked.values()), type_=ARRAY(BigInteger())),
-        )
-        .table_valued("payment_id", "amount")
-        .render_derived()
+    refunds = array_rows(
+        ("payment_id", Uuid(), list(asked)),
+        ("amount", BigInteger(), list(asked.values())),
     )
     whole = Payment.refunded_amount + refunds.c.amount == Payment.amount
     await session.execute(

@@ -11,13 +11,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, ColumnElement, Uuid, any_, bindparam, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Text,
+    Uuid,
+    any_,
+    bindparam,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from laku.core.db import array_rows
 from laku.core.errors import Conflict
 from laku.core.problems import problem
 from laku.core.rows import page
@@ -229,41 +240,39 @@ async def credit_bulk(session: AsyncSession, movements: Sequence[Movement]) -> B
     if not new:
         return BulkCreditsOut(credited=0, already_credited=len(movements))
 
-    transactions: list[dict[str, Any]] = []
+    balances_after = []
     for movement in new:
         balances[movement.user_id] += movement.amount
-        transactions.append(
-            {
-                "id": uuid.uuid4(),
-                "user_id": movement.user_id,
-                "direction": TransactionDirection.CREDIT.value,
-                "amount": movement.amount,
-                "reason": movement.reason.value,
-                "reference": movement.reference,
-                "idempotency_key": movement.idempotency_key,
-                "balance_after": balances[movement.user_id],
-            }
-        )
+        balances_after.append(balances[movement.user_id])
+    # One statement however many credits: compiled once (a multi-row VALUES is compiled again
+    # for every count).
+    credits = array_rows(
+        ("id", Uuid(), [uuid.uuid4() for _ in new]),
+        ("user_id", Uuid(), [movement.user_id for movement in new]),
+        ("amount", BigInteger(), [movement.amount for movement in new]),
+        ("reason", Text(), [movement.reason.value for movement in new]),
+        ("reference", Text(), [movement.reference for movement in new]),
+        ("idempotency_key", Text(), [movement.idempotency_key for movement in new]),
+        ("balance_after", BigInteger(), balances_after),
+    )
+    table = WalletTransaction.__table__
     inserted = await session.scalars(
-        pg_insert(WalletTransaction)
-        .values(transactions)
-        .on_conflict_do_nothing(index_elements=[WalletTransaction.idempotency_key])
-        .returning(WalletTransaction.id)
+        pg_insert(table)
+        .from_select(
+            [*credits.c.keys(), "direction"],
+            select(*credits.c, literal(TransactionDirection.CREDIT.value)),
+        )
+        .on_conflict_do_nothing(index_elements=[table.c.idempotency_key])
+        .returning(table.c.id)
     )
     if len(inserted.all()) != len(new):
         # A key taken at this moment for a wallet outside this batch's locks.
         await session.rollback()
         raise _key_reused()
     credited_users = sorted({movement.user_id for movement in new})
-    totals = (
-        func.unnest(
-            bindparam(None, credited_users, type_=ARRAY(Uuid())),
-            bindparam(
-                None, [balances[user_id] for user_id in credited_users], type_=ARRAY(BigInteger())
-            ),
-        )
-        .table_valued("user_id", "balance")
-        .render_derived()
+    totals = array_rows(
+        ("user_id", Uuid(), credited_users),
+        ("balance", BigInteger(), [balances[user_id] for user_id in credited_users]),
     )
     await session.execute(
         update(UserWallet)
