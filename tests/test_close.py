@@ -278,9 +278,10 @@ def test_two_closes_at_once_close_the_session_once(platform: Platform) -> None:
 
 def test_a_close_killed_half_way_is_finished_by_the_next_run(platform: Platform) -> None:
     """group-buying is killed (SIGKILL) in the middle of a close: while it waits for
-    order-service, held still (SIGSTOP) so the kill lands after the refunds and before the
-    orders. order-service then serves the dead close's request; a new group-buying process
-    finishes the close once the dead one's claim has lapsed: one refund, one order each."""
+    order-service, held still (SIGSTOP) so the kill lands after the refunds (made beside the
+    orders) and before the orders. order-service then serves the dead close's request; a new
+    group-buying process finishes the close once the dead one's claim has lapsed, asking for
+    the refunds and the orders again: one refund, one order each."""
     catalog = create_seed_catalog(
         platform, stock={"S": 20}, max_stock_level=40, reorder_threshold=0
     )
@@ -309,15 +310,16 @@ def test_a_close_killed_half_way_is_finished_by_the_next_run(platform: Platform)
     try:
         caller = threading.Thread(target=close)
         caller.start()
-        assert eventually(lambda: _close_state(platform, session_id)[1] == "refunded", timeout=15)
-        time.sleep(0.3)  # into the bulk-orders call, which order-service does not answer yet
+        assert eventually(lambda: len(_refunds(platform, paid)) == len(paid), timeout=15)
+        time.sleep(0.3)  # the bulk-orders call waits for order-service, which does not answer
         group_buying.kill()
         group_buying.wait()
         caller.join()
     finally:
         os.kill(order_service.pid, signal.SIGCONT)
     assert isinstance(outcome[0], httpx.HTTPError)  # the caller saw the process die
-    assert _close_state(platform, session_id) == ("moq_reached", "refunded")  # half closed
+    # Half closed: refunded, not ordered.
+    assert _close_state(platform, session_id) == ("moq_reached", "unpaid_released")
 
     supervisor.start_one("group-buying")
     supervisor.wait_ready()

@@ -226,19 +226,23 @@ class Closer:
         return CloseOutcome.PENDING_STOCK
 
     async def _refund_and_order(self, claim: Claim, step: CloseStep, members: list[Member]) -> None:
-        """A group that reached its MOQ: the tier refunds, then the orders (each step recorded
-        once done)."""
+        """A group that reached its MOQ: the tier refunds and the orders, side by side, since
+        neither needs the other (both follow from the final unit prices set when the unpaid
+        were cancelled); recorded once both are done. Each call carries its key, so a close
+        resumed after a crash asks again and gets the answers already given."""
         session_id = claim.session_id
-        if step is CloseStep.UNPAID_RELEASED:
-            await self._refund(session_id, members, reached=True)
-            step = await self._record(claim, CloseStep.REFUNDED)
-        if step is CloseStep.REFUNDED:
-            await until_answered(
-                lambda: self.orders.create_bulk(
-                    session_id, idempotency_key=f"close-orders:{session_id}"
-                )
+        if step not in (CloseStep.UNPAID_RELEASED, CloseStep.REFUNDED):
+            return
+        create_orders = until_answered(
+            lambda: self.orders.create_bulk(
+                session_id, idempotency_key=f"close-orders:{session_id}"
             )
-            await self._record(claim, CloseStep.ORDERED)
+        )
+        if step is CloseStep.UNPAID_RELEASED:
+            await together(self._refund(session_id, members, reached=True), create_orders)
+        else:  # refunded by a close that stopped before ordering
+            await create_orders
+        await self._record(claim, CloseStep.ORDERED)
 
     async def _cancel_unpaid(self, claim: Claim) -> GroupBuyingSession | None:
         """Under the session row's lock, which payment events take too: the unpaid are

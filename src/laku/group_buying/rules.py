@@ -60,8 +60,8 @@ class CloseStep(StrEnum):
 
     UNPAID_CANCELLED = "unpaid_cancelled"  # unpaid joins cancelled, final unit prices set
     UNPAID_RELEASED = "unpaid_released"  # their invoices expired and their stock released
-    REFUNDED = "refunded"  # failed: paid in full; otherwise the difference to the final tier
-    ORDERED = "ordered"  # the paid participants' orders made
+    REFUNDED = "refunded"  # a failed group's participants paid back in full
+    ORDERED = "ordered"  # reached: the tier refunds and the paid participants' orders made
     DONE = "done"  # failed, success or pending_stock
 
 
