@@ -126,7 +126,15 @@ class Participant(UUIDPrimaryKey, TimestampMixin, Base):
             name="final_price_within_paid",
         ),
         one_of("status", ParticipantStatus),
-        Index("ix_group_participants_session_id_status", "session_id", "status"),
+        # A session's participants (of a status) in the order they joined: a page of them is
+        # a range of this index, not a sort of the whole session (a close reads 100,000).
+        Index(
+            "ix_group_participants_session_status_joined",
+            "session_id",
+            "status",
+            "created_at",
+            "id",
+        ),
         # The sweeper's scan: unpaid joins by when their stock hold lapses.
         Index(
             "ix_group_participants_hold_lapsing",
