@@ -1,6 +1,8 @@
 """Kernel behaviour every service shares, exercised on running services."""
 
 import asyncio
+import contextvars
+import socket
 import uuid
 
 import httpx
@@ -12,7 +14,9 @@ from sqlalchemy import text
 from laku.core.app import own_service_credential
 from laku.core.db import Database, async_url
 from laku.core.errors import UpstreamUnavailable, install_error_handlers
-from laku.core.http import ServiceCallError, ServiceClient, refused_with
+from laku.core.http import ServiceCallError, ServiceClient, new_http_client, refused_with
+from laku.core.in_process import HostedApp, serve_in_process
+from laku.core.schemas import WireModel
 from laku.core.security import service_credential
 from laku.core.settings import Settings
 from laku.testing.platform import Platform
@@ -229,3 +233,41 @@ async def test_an_exhausted_connection_pool_answers_503_busy(database_url: str) 
             assert busy.headers["retry-after"] == "1"
         assert (await client.get("/count")).json() == 1  # given back: served again
     await db.dispose()
+
+
+async def test_every_page_of_a_list_is_read_in_order_a_few_at_a_time() -> None:
+    """`get_all_pages` reads the first page, then the rest a few at once, and returns every
+    item in the list's order."""
+    app = FastAPI()
+    asked: list[int] = []
+    open_now = 0
+    most_open = 0
+
+    @app.get("/items")
+    async def items(limit: int, offset: int) -> dict:
+        nonlocal open_now, most_open
+        asked.append(offset)
+        open_now += 1
+        most_open = max(most_open, open_now)
+        await asyncio.sleep(0.05)
+        open_now -= 1
+        names = [{"name": f"item-{n:02d}"} for n in range(offset, min(offset + limit, 23))]
+        return {"items": names, "total": 23}
+
+    class Item(WireModel):
+        name: str
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serving = True
+    serve_in_process(port, HostedApp(app, "127.0.0.1", contextvars.Context(), lambda: serving))
+    try:
+        async with new_http_client(5.0) as http:
+            client = ServiceClient(f"http://127.0.0.1:{port}", http, None)
+            read = await client.get_all_pages("/items", Item, page_size=5)
+    finally:
+        serving = False
+    assert [item.name for item in read] == [f"item-{n:02d}" for n in range(23)]
+    assert sorted(asked) == [0, 5, 10, 15, 20] and asked[0] == 0
+    assert 1 < most_open <= 3

@@ -16,6 +16,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from laku.core.batches import in_flight
 from laku.core.errors import DomainError, UpstreamUnavailable
 from laku.core.in_process import InProcessTransport
 from laku.core.middleware import REQUEST_ID_HEADER
@@ -31,6 +32,8 @@ _RETRYABLE_STATUS = frozenset({502, 503, 504})
 _NOT_NOW_STATUS = frozenset({401, 408, 425, 429})
 # Connections one process opens to the other services at most, all of them kept alive.
 _MAX_CONNECTIONS = 100
+# Pages of one list read at once.
+_PAGES_IN_FLIGHT = 3
 
 # The address of the person a front end calls the services for, sent as X-Forwarded-For: the
 # services' per-address limits then count browsers, not the front end (which they trust as a
@@ -251,14 +254,26 @@ class ServiceClient:
         page_size: int,
         params: dict[str, Any] | None = None,
     ) -> list[Model]:
-        """Every item of a paged list (`items` and `total`, read by `limit` and `offset`)."""
-        items: list[Model] = []
-        while True:
-            page_params = {**(params or {}), "limit": page_size, "offset": len(items)}
+        """Every item of a paged list (`items` and `total`, read by `limit` and `offset`): the
+        first page, then the rest `_PAGES_IN_FLIGHT` at a time (a closed group buy's 100,000
+        participants are 20 pages, each costing the callee more to encode than to read)."""
+
+        async def page_at(offset: int) -> int:
+            page_params = {**(params or {}), "limit": page_size, "offset": offset}
             page = (await self.request("GET", path, params=page_params)).json()
-            items += [item_type.model_validate(item) for item in page["items"]]
-            if not page["items"] or len(items) >= page["total"]:
-                return items
+            pages[offset] = [item_type.model_validate(item) for item in page["items"]]
+            return page["total"]
+
+        pages: dict[int, list[Model]] = {}
+        total = await page_at(0)
+        await in_flight(
+            (
+                lambda offset=offset: page_at(offset)
+                for offset in range(page_size, total, page_size)
+            ),
+            _PAGES_IN_FLIGHT,
+        )
+        return [item for offset in sorted(pages) for item in pages[offset]]
 
     async def post_model(
         self,
