@@ -16,6 +16,8 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
 
 import hypothesis
 import pytest
@@ -27,8 +29,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from laku.core.schemas import MultilineText, Text
+from laku.core.schemas import MultilineText, Text, WireModel
 from laku.core.services import SERVICES
+from laku.group_buying.rules import ParticipantStatus
 from laku.providers.biteship.client import WEBHOOK_SECRET_HEADER
 from laku.testing.database import service_role_env, throwaway_database
 from laku.testing.platform import Platform, bearer, free_port_offset, running_platform
@@ -398,3 +401,43 @@ def test_text_types_keep_line_breaks_only_where_text_spans_lines() -> None:
             single.validate_python(hostile)
     with pytest.raises(ValidationError):
         single.validate_python("line one\nline two")
+
+
+class _Nested(WireModel):
+    note: str
+
+
+class _EveryKind(WireModel):
+    name: str
+    nickname: str | None = None
+    tags: list[str] | None = None
+    document: dict[str, Any] | None = None
+    nested: _Nested | None = None
+    amount: int = 0
+    ref: uuid.UUID | None = None
+    at: datetime | None = None
+    kind: Literal["a", "b"] = "a"
+    status: ParticipantStatus = ParticipantStatus.PAID
+
+
+def test_every_field_that_can_hold_text_refuses_what_the_database_cannot_store() -> None:
+    """Only text-bearing fields are checked (for speed), and every one of them is: plain,
+    optional, in a list, at any depth of a document, in a nested model."""
+    valid = {"name": "Sari"}
+    assert _EveryKind.model_validate(valid).nickname is None  # optional fields stay optional
+    assert _EveryKind.model_validate(
+        {**valid, "nickname": "S", "tags": ["a"], "document": {"k": ["v"]}, "nested": {"note": "n"}}
+    )
+    hostile = {
+        "name": "Sa\u0000ri",
+        "nickname": "\ud800",
+        "tags": ["ok", "b\u0000d"],
+        "document": {"k": {"deep": ["\u0000"]}},
+        "nested": {"note": "\ud800"},
+    }
+    for name, value in hostile.items():
+        with pytest.raises(ValidationError) as refused:
+            _EveryKind.model_validate({**valid, name: value})
+        assert refused.value.errors()[0]["loc"][0] == name, refused.value.errors()
+    with pytest.raises(ValidationError):
+        _EveryKind.model_validate({**valid, "document": {"k\u0000": 1}})
