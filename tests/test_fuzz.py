@@ -413,6 +413,7 @@ class _EveryKind(WireModel):
     tags: list[str] | None = None
     document: dict[str, Any] | None = None
     nested: _Nested | None = None
+    either: int | str | None = None
     amount: int = 0
     ref: uuid.UUID | None = None
     at: datetime | None = None
@@ -434,6 +435,7 @@ def test_every_field_that_can_hold_text_refuses_what_the_database_cannot_store()
         "tags": ["ok", "b\u0000d"],
         "document": {"k": {"deep": ["\u0000"]}},
         "nested": {"note": "\ud800"},
+        "either": "\u0000",
     }
     for name, value in hostile.items():
         with pytest.raises(ValidationError) as refused:

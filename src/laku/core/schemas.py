@@ -99,23 +99,33 @@ _TEXTLESS = frozenset(
 )  # fmt: skip
 
 
+_TEXT = frozenset({"str", "any", "bytes", "json", "url", "multi-host-url"})
+# Keys of a core-schema node that describe no value it accepts.
+_NOT_ACCEPTED = frozenset({"function", "metadata", "ref", "cls", "serialization", "config"})
+
+
 def _may_hold_text(schema: Any) -> bool:
     """Whether values a core schema accepts may contain a string (conservative: a node of a
-    kind not known to be text-free counts as text)."""
-    if isinstance(schema, list):
+    kind not known here, with nothing inside, counts as text)."""
+    if isinstance(schema, list | tuple):
         return any(_may_hold_text(item) for item in schema)
     if not isinstance(schema, dict):
         return False
     kind = schema.get("type")
     if kind in _TEXTLESS:
         return False
-    if kind in ("str", "any", "bytes", "json", "url", "multi-host-url"):
+    if kind in _TEXT:
         return True
-    inner = [value for key, value in schema.items() if key not in ("metadata", "ref", "cls")]
-    children = [value for value in inner if isinstance(value, dict | list)]
-    # A wrapper of a known kind (nullable, default, list, dict, union, a validator function)
-    # holds text only if what it wraps does; one with nothing inside is of an unknown kind.
-    return not children if kind is None else any(map(_may_hold_text, children))
+    children = [
+        value
+        for key, value in schema.items()
+        if key not in _NOT_ACCEPTED and isinstance(value, dict | list | tuple)
+    ]
+    if kind is None:  # a mapping of schemas (a tagged union's choices)
+        return any(map(_may_hold_text, children))
+    # A wrapper (nullable, default, list, dict, union, a validator around a schema) holds text
+    # if what it wraps does.
+    return any(map(_may_hold_text, children)) if children else True
 
 
 class StorableModel(BaseModel):

@@ -62,9 +62,9 @@ class Supervisor:
         if self.hosts is None:
             self._groups = {name: [name] for name in self.services}
         else:
-            services = [name for name in self.services if name not in SANDBOXES]
-            self._groups = {f"host-{n}": services for n in range(2, self.hosts + 1)}
-            self._groups = {"host-1": self.services, **self._groups}
+            others = [name for name in self.services if name not in SANDBOXES]
+            self._groups = {"host-1": self.services}
+            self._groups |= {f"host-{n}": others for n in range(2, self.hosts + 1)}
 
     def start(self) -> None:
         if self.hosts is not None:
