@@ -18,6 +18,7 @@ import pytest
 from laku.core.services import PROCESSES, SANDBOXES
 from laku.core.supervisor import Supervisor
 from laku.testing.platform import SECRETS_ENV, free_port_offset, settings_from_env
+from tests.support import eventually
 
 LAKU = str(Path(sys.executable).with_name("laku"))
 HOSTED = ["auth", "address", "xendit-sandbox"]
@@ -152,11 +153,15 @@ def test_host_processes_share_every_service_port_and_one_runs_the_sandboxes(
         supervisor.wait_ready(timeout_seconds=60)
         first, second = (psutil.Process(pid) for pid in supervisor.pids())
         ports = {name: PROCESSES[name].port + offset for name in HOSTED}
-        assert set(ports.values()) <= _listening_ports(first.pid)
+        # Ready means some process answers; the other may still be starting.
+        assert eventually(lambda: set(ports.values()) <= _listening_ports(first.pid))
         # The sandboxes keep what they are asked in memory: one copy, in the first host.
-        assert _listening_ports(second.pid) & set(ports.values()) == {
-            port for name, port in ports.items() if name not in SANDBOXES
-        }
+        assert eventually(
+            lambda: (
+                _listening_ports(second.pid) & set(ports.values())
+                == {port for name, port in ports.items() if name not in SANDBOXES}
+            )
+        )
         # The kernel deals new connections to both processes.
         clients = [httpx.Client(timeout=5.0) for _ in range(40)]
         try:
