@@ -5,15 +5,20 @@ generator. Starting a platform and building the seed's catalog live in `laku.tes
 benches use too."""
 
 import asyncio
+import contextvars
 import importlib.util
+import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import httpx
+from starlette.types import ASGIApp
 
+from laku.core.in_process import HostedApp, serve_in_process
 from laku.testing.database import plain_url, run
 from laku.testing.platform import Account, Platform, bearer
 
@@ -212,3 +217,28 @@ def deploy_generator() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class InProcessApp:
+    """`app` served in process (laku.core.in_process) on a loopback port nothing listens on:
+    a call that went over the network instead fails to connect. `serving` switches it."""
+
+    def __init__(self, app: ASGIApp):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.serving = True
+        hosted = HostedApp(app, "127.0.0.1", contextvars.Context(), lambda: self.serving)
+        serve_in_process(self.port, hosted)
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+
+@contextmanager
+def in_process(app: ASGIApp) -> Iterator[InProcessApp]:
+    served = InProcessApp(app)
+    try:
+        yield served
+    finally:
+        served.serving = False

@@ -1,8 +1,6 @@
 """Kernel behaviour every service shares, exercised on running services."""
 
 import asyncio
-import contextvars
-import socket
 import uuid
 
 import httpx
@@ -15,12 +13,11 @@ from laku.core.app import own_service_credential
 from laku.core.db import Database, async_url
 from laku.core.errors import UpstreamUnavailable, install_error_handlers
 from laku.core.http import ServiceCallError, ServiceClient, new_http_client, refused_with
-from laku.core.in_process import HostedApp, serve_in_process
 from laku.core.schemas import WireModel
 from laku.core.security import service_credential
 from laku.core.settings import Settings
 from laku.testing.platform import Platform
-from tests.support import assert_problem, snapshot
+from tests.support import assert_problem, in_process, snapshot
 
 
 def _buyer_body() -> dict:
@@ -257,17 +254,10 @@ async def test_every_page_of_a_list_is_read_in_order_a_few_at_a_time() -> None:
     class Item(WireModel):
         name: str
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    serving = True
-    serve_in_process(port, HostedApp(app, "127.0.0.1", contextvars.Context(), lambda: serving))
-    try:
+    with in_process(app) as served:
         async with new_http_client(5.0) as http:
-            client = ServiceClient(f"http://127.0.0.1:{port}", http, None)
+            client = ServiceClient(served.url(""), http, None)
             read = await client.get_all_pages("/items", Item, page_size=5)
-    finally:
-        serving = False
     assert [item.name for item in read] == [f"item-{n:02d}" for n in range(23)]
     assert sorted(asked) == [0, 5, 10, 15, 20] and asked[0] == 0
     assert 1 < most_open <= 3

@@ -4,8 +4,6 @@ not cancel the work it asked for. Nothing listens on these ports: a call that we
 network would fail to connect."""
 
 import asyncio
-import contextvars
-import socket
 from collections.abc import Iterator
 
 import httpx
@@ -13,20 +11,13 @@ import pytest
 from fastapi import FastAPI, Request
 
 from laku.core.http import new_http_client
-from laku.core.in_process import HostedApp, serve_in_process
-
-
-def _unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support import InProcessApp, in_process
 
 
 class Callee:
     def __init__(self) -> None:
         self.app = FastAPI()
         self.finished: list[str] = []
-        self.serving = True
 
         @self.app.post("/echo/{name}")
         async def echo(name: str, request: Request) -> dict:
@@ -50,22 +41,20 @@ class Callee:
 
 
 @pytest.fixture
-def callee() -> Iterator[tuple[Callee, int]]:
+def callee() -> Iterator[tuple[Callee, InProcessApp]]:
     hosted = Callee()
-    port = _unused_port()
-    serve_in_process(
-        port, HostedApp(hosted.app, "127.0.0.1", contextvars.Context(), lambda: hosted.serving)
-    )
-    yield hosted, port
-    hosted.serving = False
+    with in_process(hosted.app) as served:
+        yield hosted, served
 
 
-async def test_a_hosted_app_answers_in_process_as_over_http(callee: tuple[Callee, int]) -> None:
-    _, port = callee
+async def test_a_hosted_app_answers_in_process_as_over_http(
+    callee: tuple[Callee, InProcessApp],
+) -> None:
+    _, served = callee
     async with new_http_client(5.0) as http:
         for host in ("127.0.0.1", "localhost"):
             response = await http.post(
-                f"http://{host}:{port}/echo/ab%20c?x=1&y=2",
+                served.url("/echo/ab%20c?x=1&y=2", host),
                 json={"amount": 95_000},
                 headers={"Idempotency-Key": "k-1"},
             )
@@ -78,37 +67,37 @@ async def test_a_hosted_app_answers_in_process_as_over_http(callee: tuple[Callee
                 "key": "k-1",
                 "client": "127.0.0.1",
             }
-        missing = await http.get(f"http://127.0.0.1:{port}/nothing-here")
+        missing = await http.get(served.url("/nothing-here"))
         assert missing.status_code == 404
 
 
 async def test_an_app_not_serving_or_elsewhere_is_called_over_the_network(
-    callee: tuple[Callee, int],
+    callee: tuple[Callee, InProcessApp],
 ) -> None:
-    hosted, port = callee
+    _, served = callee
     async with new_http_client(2.0) as http:
         # Another host's port of that number is not this process's app.
         with pytest.raises(httpx.ConnectError):
-            await http.post(f"http://127.0.0.2:{port}/echo/x", json={})
-        hosted.serving = False  # stopping, or not started yet: as a closed port
+            await http.post(served.url("/echo/x", "127.0.0.2"), json={})
+        served.serving = False  # stopping, or not started yet: as a closed port
         with pytest.raises(httpx.ConnectError):
-            await http.post(f"http://127.0.0.1:{port}/echo/x", json={})
+            await http.post(served.url("/echo/x"), json={})
 
 
 async def test_a_caller_that_times_out_does_not_cancel_the_callee(
-    callee: tuple[Callee, int],
+    callee: tuple[Callee, InProcessApp],
 ) -> None:
-    hosted, port = callee
+    hosted, served = callee
     async with new_http_client(0.1) as http:
         with pytest.raises(httpx.ReadTimeout):
-            await http.post(f"http://127.0.0.1:{port}/slow")
+            await http.post(served.url("/slow"))
         assert hosted.finished == []
         await asyncio.sleep(0.7)
     assert hosted.finished == ["slow"]
 
 
-async def test_an_app_that_fails_answers_500(callee: tuple[Callee, int]) -> None:
-    _, port = callee
+async def test_an_app_that_fails_answers_500(callee: tuple[Callee, InProcessApp]) -> None:
+    _, served = callee
     async with new_http_client(2.0) as http:
-        response = await http.get(f"http://127.0.0.1:{port}/fails")
+        response = await http.get(served.url("/fails"))
     assert response.status_code == 500
