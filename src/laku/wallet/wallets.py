@@ -208,9 +208,10 @@ async def credit_bulk(session: AsyncSession, movements: Sequence[Movement]) -> B
     and every wallet is locked in user-id order, so concurrent batches over the same wallets
     wait for each other rather than deadlock."""
     users = sorted({movement.user_id for movement in movements})
+    wallets = array_rows(("user_id", Uuid(), users))
     await session.execute(
-        pg_insert(UserWallet)
-        .values([{"user_id": user_id, "balance": 0} for user_id in users])
+        pg_insert(UserWallet.__table__)
+        .from_select(["user_id", "balance"], select(wallets.c.user_id, literal(0)))
         .on_conflict_do_nothing()
     )
     balances: dict[uuid.UUID, int] = {
