@@ -9,14 +9,17 @@ from typing import Annotated, Any
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    ColumnElement,
     DateTime,
     MetaData,
+    Table,
     Text,
     bindparam,
     func,
+    select,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, Insert, insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -75,6 +78,12 @@ def array_rows(*columns: tuple[str, TypeEngine[Any], list[Any]]) -> TableValuedA
         .table_valued(*(name for name, _, _ in columns))
         .render_derived()
     )
+
+
+def insert_rows(table: Table, rows: TableValuedAlias, **same: ColumnElement[Any]) -> Insert:
+    """INSERT into `table` every row of `rows` (`array_rows`), each with the values `same`
+    gives the other columns it names."""
+    return insert(table).from_select([*rows.c.keys(), *same], select(*rows.c, *same.values()))
 
 
 def service_metadata(schema: str) -> MetaData:

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from laku.auth.client import AuthClient, UserContactOut
-from laku.core.db import array_rows
+from laku.core.db import array_rows, insert_rows
 from laku.core.errors import Conflict, NotFound
 from laku.core.outbox import enqueue
 from laku.core.rows import found, page
@@ -165,11 +165,7 @@ async def _insert_new(
     status = case((in_app, NotificationStatus.SENT.value), else_=NotificationStatus.PENDING.value)
     table = Notification.__table__
     inserted = await session.execute(
-        insert(table)
-        .from_select(
-            ["id", *_USER_NOTIFICATION_COLUMNS, "status", "sent_at"],
-            select(*new.c, status, case((in_app, func.now()))),
-        )
+        insert_rows(table, new, status=status, sent_at=case((in_app, func.now())))
         .on_conflict_do_nothing(index_elements=["key", "channel"])
         .returning(table.c.id, table.c.channel)
     )

@@ -8,11 +8,10 @@ from collections.abc import Mapping
 
 import structlog
 from sqlalchemy import BigInteger, Text, Uuid, case, literal, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from laku.core.db import array_rows
+from laku.core.db import array_rows, insert_rows
 from laku.core.errors import Conflict
 from laku.core.outbox import enqueue
 from laku.core.problems import problem
@@ -112,9 +111,7 @@ async def refund(session: AsyncSession, request: RefundsCreate) -> RefundsOut:
     )
     try:
         await session.execute(
-            insert(Refund.__table__).from_select(
-                [*new.c.keys(), "status"], select(*new.c, literal(RefundStatus.PENDING.value))
-            )
+            insert_rows(Refund.__table__, new, status=literal(RefundStatus.PENDING.value))
         )
     except IntegrityError as exc:
         # A reference refunded at this moment for a payment outside this call's locks.

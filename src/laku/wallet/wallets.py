@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from laku.core.db import array_rows
+from laku.core.db import array_rows, insert_rows
 from laku.core.errors import Conflict
 from laku.core.problems import problem
 from laku.core.rows import page
@@ -210,9 +210,7 @@ async def credit_bulk(session: AsyncSession, movements: Sequence[Movement]) -> B
     users = sorted({movement.user_id for movement in movements})
     wallets = array_rows(("user_id", Uuid(), users))
     await session.execute(
-        pg_insert(UserWallet.__table__)
-        .from_select(["user_id", "balance"], select(wallets.c.user_id, literal(0)))
-        .on_conflict_do_nothing()
+        insert_rows(UserWallet.__table__, wallets, balance=literal(0)).on_conflict_do_nothing()
     )
     balances: dict[uuid.UUID, int] = {
         row.user_id: row.balance
@@ -258,11 +256,7 @@ async def credit_bulk(session: AsyncSession, movements: Sequence[Movement]) -> B
     )
     table = WalletTransaction.__table__
     inserted = await session.scalars(
-        pg_insert(table)
-        .from_select(
-            [*credits.c.keys(), "direction"],
-            select(*credits.c, literal(TransactionDirection.CREDIT.value)),
-        )
+        insert_rows(table, credits, direction=literal(TransactionDirection.CREDIT.value))
         .on_conflict_do_nothing(index_elements=[table.c.idempotency_key])
         .returning(table.c.id)
     )

@@ -14,7 +14,7 @@ from sqlalchemy import BigInteger, DateTime, Text, Uuid, func, literal, select, 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from laku.core.db import Database, array_rows
+from laku.core.db import Database, array_rows, insert_rows
 from laku.core.errors import Conflict, DomainError, NotFound
 from laku.core.problems import problem
 from laku.core.rows import found
@@ -138,26 +138,8 @@ async def reserve_batch(
         table = Reservation.__table__
         inserted = set(
             await session.scalars(
-                pg_insert(table)
-                .from_select(
-                    [
-                        "id",
-                        "reference",
-                        "variant_id",
-                        "quantity",
-                        "group_reference",
-                        "status",
-                        "expires_at",
-                    ],
-                    select(
-                        new.c.id,
-                        new.c.reference,
-                        literal(variant_id, Uuid()),
-                        new.c.quantity,
-                        new.c.group_reference,
-                        literal("reserved"),
-                        new.c.expires_at,
-                    ),
+                insert_rows(
+                    table, new, variant_id=literal(variant_id, Uuid()), status=literal("reserved")
                 )
                 .on_conflict_do_nothing(index_elements=[table.c.reference])
                 .returning(table.c.reference)
