@@ -65,7 +65,7 @@ class _Call:
     complete: bool = False
     answered: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def scope(self, hosted: HostedApp) -> dict[str, Any]:
+    def scope(self) -> dict[str, Any]:
         url = self.request.url
         return {
             "type": "http",
@@ -100,12 +100,12 @@ class _Call:
                 self.complete = True
                 self.answered.set()
 
-    async def run(self, app: ASGIApp, scope: dict[str, Any]) -> None:
+    async def run(self, app: ASGIApp) -> None:
         try:
-            await app(scope, self.receive, self.send)
+            await app(self.scope(), self.receive, self.send)
         except Exception:
             # What uvicorn does with an app's exception: logged, and a 500 if nothing was sent.
-            log.exception("in_process_call_failed", path=scope["path"])
+            log.exception("in_process_call_failed", path=self.request.url.path)
             if self.status is None:
                 self.status, self.parts = 500, [b"Internal Server Error"]
                 self.headers = [(b"content-type", b"text/plain; charset=utf-8")]
@@ -134,9 +134,7 @@ class InProcessTransport(httpx.AsyncBaseTransport):
         if hosted is None:
             return await self._network.handle_async_request(request)
         call = _Call(request, await request.aread())
-        task = asyncio.create_task(
-            call.run(hosted.app, call.scope(hosted)), context=hosted.context.copy()
-        )
+        task = asyncio.create_task(call.run(hosted.app), context=hosted.context.copy())
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         try:
