@@ -33,9 +33,12 @@ from tests.web import (
 browser = pytest.fixture(scope="module", name="browser")(one_browser)
 
 
-def _a_past_second() -> datetime:
-    """Now, to the second, never on the minute: Chromium shows `10:15:00` as `10:15`."""
-    while (moment := datetime.now(UTC).replace(microsecond=0)).second == 0:
+def _a_past_second(after: datetime | None = None) -> datetime:
+    """Now, to the second, never on the minute (Chromium shows `10:15:00` as `10:15`), and
+    later than `after`: a period ends after it starts, however fast what came between."""
+    while (moment := datetime.now(UTC).replace(microsecond=0)).second == 0 or (
+        after is not None and moment <= after
+    ):
         time.sleep(0.2)
     return moment
 
@@ -103,8 +106,8 @@ def test_the_admin_settles_a_factory_and_ships_and_cancels_its_orders(
 
     # Payment releases the escrow through its outbox, maybe after the orders are ready; the
     # period then ends on a whole second after the release.
-    assert eventually(lambda: released(_a_past_second())["totalAmount"] == 130_000)
-    end = _a_past_second()
+    assert eventually(lambda: released(_a_past_second(after=start))["totalAmount"] == 130_000)
+    end = _a_past_second(after=start)
     expected = released(end)
     assert expected["totalAmount"] == 130_000
 
